@@ -1,0 +1,10 @@
+package jetstream
+
+import "errors"
+
+// ErrNotReady is returned when the embedded server does not accept connections in time.
+var ErrNotReady = errors.New("embedded nats-server not ready")
+
+// ErrIncompatible is returned when an existing stream or bucket has a setting that cannot be changed in
+// place; the message names the stream and the setting.
+var ErrIncompatible = errors.New("incompatible existing configuration")

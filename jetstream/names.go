@@ -1,0 +1,104 @@
+package jetstream
+
+import "strings"
+
+// Contract names from DESIGN.md. Role code uses these and never spells a subject, stream or bucket itself.
+const (
+	// StreamWebhooks holds every raw webhook the ingest role accepted.
+	StreamWebhooks = "WEBHOOKS"
+	// SubjectWebhooks prefixes raw webhook subjects: webhooks.<modality>.
+	SubjectWebhooks = "webhooks."
+
+	// StreamResults holds one verified result per job.
+	StreamResults = "RESULTS"
+	// SubjectResults prefixes result subjects: results.<type>.
+	SubjectResults = "results."
+	// SubjectLateResults prefixes results of jobs the upstream completed after the bridge timed them out.
+	SubjectLateResults = "results.late."
+
+	// StreamDeadLetter keeps webhooks that could not be verified, with the reason in headers.
+	StreamDeadLetter = "DEADLETTER"
+	// SubjectDeadLetter prefixes dead-letter subjects: deadletter.<reason>.
+	SubjectDeadLetter = "deadletter."
+
+	// BucketJobs is the KV bucket of jobs, keyed by job_id.
+	BucketJobs = "JOBS"
+	// BucketLeases is the KV bucket of role leases (the active reconciler).
+	BucketLeases = "BRIDGE_LEASES"
+
+	// ConsumerVerify is the durable pull consumer of the verifier on StreamWebhooks.
+	ConsumerVerify = "verify"
+
+	// ServiceName is the micro service that accepts submissions.
+	ServiceName = "moderation"
+	// SubjectSubmit prefixes submit endpoints: moderate.<modality>.
+	SubjectSubmit = "moderate."
+	// SubjectJobStatus answers {"job_id": "..."} with the JOBS record and the result.
+	SubjectJobStatus = "jobs.status"
+	// SubjectReplayPrefix is the default prefix of replayed messages.
+	SubjectReplayPrefix = "replay."
+
+	// ModalityUnknown is the webhook subject token when the request path names no modality.
+	ModalityUnknown = "unknown"
+	// LateSuffix is appended to the job_id to form the Nats-Msg-Id of a late result.
+	LateSuffix = ".late"
+)
+
+// Headers set by the bridge. Nats-Msg-Id comes from nats.go (jetstream.MsgIDHeader).
+const (
+	// HeaderBridgeSource says how a result was obtained: webhook, poll or timeout.
+	HeaderBridgeSource = "Bridge-Source"
+	// HeaderReceivedAt is the RFC 3339 time ingest received a webhook.
+	HeaderReceivedAt = "Bridge-Received-At"
+	// HeaderRemoteAddr is the address a webhook came from.
+	HeaderRemoteAddr = "Bridge-Remote-Addr"
+	// HeaderModality is the modality named in the webhook path, if any.
+	HeaderModality = "Bridge-Modality"
+	// HeaderReason says why a message was dead-lettered.
+	HeaderReason = "Bridge-Reason"
+	// HeaderAttempts counts verification attempts of a dead-lettered webhook.
+	HeaderAttempts = "Bridge-Attempts"
+	// HeaderOriginalSubject is the subject a dead-lettered or replayed message was first published on.
+	HeaderOriginalSubject = "Bridge-Original-Subject"
+)
+
+// Result sources, the value of HeaderBridgeSource and of the result's bridge.source.
+const (
+	SourceWebhook = "webhook"
+	SourcePoll    = "poll"
+	SourceTimeout = "timeout"
+)
+
+// Modalities are the submit modalities of the documented upstream contract.
+var Modalities = []string{"prompt", "image", "video", "chat"}
+
+// WebhookSubject is the subject a raw webhook for modality is published on.
+func WebhookSubject(modality string) string {
+	if modality == "" {
+		modality = ModalityUnknown
+	}
+	return SubjectWebhooks + modality
+}
+
+// ResultSubject is the subject of a verified result of the given upstream job type.
+func ResultSubject(jobType string) string { return SubjectResults + token(jobType) }
+
+// LateResultSubject is the subject of a result that arrived after the job was timed out.
+func LateResultSubject(jobType string) string { return SubjectLateResults + token(jobType) }
+
+// DeadLetterSubject is the subject of a dead letter with the given reason.
+func DeadLetterSubject(reason string) string { return SubjectDeadLetter + token(reason) }
+
+// token makes s safe as one subject token: no dots, wildcards or spaces.
+func token(s string) string {
+	if s == "" {
+		return ModalityUnknown
+	}
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.', '*', '>', ' ', '\t', '\r', '\n':
+			return '_'
+		}
+		return r
+	}, s)
+}

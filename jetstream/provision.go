@@ -1,0 +1,230 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	natsjs "github.com/nats-io/nats.go/jetstream"
+)
+
+// ProvisionConfig sizes the streams and buckets.
+type ProvisionConfig struct {
+	// Replicas of every stream and bucket: 1 on a single node, 3 (or 5) on a cluster.
+	Replicas int
+	// DuplicateWindow of WEBHOOKS and RESULTS; longer than the longest job deadline.
+	DuplicateWindow time.Duration
+	// Retention is how long WEBHOOKS, RESULTS and DEADLETTER keep messages for replay.
+	Retention time.Duration
+	// MaxMsgSize is the largest message a stream accepts.
+	MaxMsgSize int32
+	// MaxBytes caps each stream's size; when full, new publishes fail (ingest answers 503) rather than
+	// old messages being dropped silently. Zero is unlimited.
+	MaxBytes int64
+	// JobsRetention is how long a JOBS record lives after its last update: the long-term idempotency
+	// record. Zero keeps records forever.
+	JobsRetention time.Duration
+	// LeaseTTL is the lifetime of a role lease in BRIDGE_LEASES without renewal.
+	LeaseTTL time.Duration
+}
+
+func (c *ProvisionConfig) setDefaults() {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.DuplicateWindow == 0 {
+		c.DuplicateWindow = 20 * time.Minute
+	}
+	if c.Retention == 0 {
+		c.Retention = 7 * 24 * time.Hour
+	}
+	if c.MaxMsgSize == 0 {
+		c.MaxMsgSize = 1 << 20
+	}
+	if c.JobsRetention == 0 {
+		c.JobsRetention = 30 * 24 * time.Hour
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
+}
+
+// Validate reports the first invalid field.
+func (c *ProvisionConfig) Validate() error {
+	switch {
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("replicas %d: must be 1 to 5", c.Replicas)
+	case c.DuplicateWindow <= 0:
+		return fmt.Errorf("duplicate window %v: must be positive", c.DuplicateWindow)
+	case c.Retention < c.DuplicateWindow:
+		return fmt.Errorf("retention %v: must not be shorter than the duplicate window %v", c.Retention, c.DuplicateWindow)
+	case c.MaxMsgSize < 1024:
+		return fmt.Errorf("max message size %d: must be at least 1024 bytes", c.MaxMsgSize)
+	case c.MaxBytes < 0:
+		return fmt.Errorf("max bytes %d: must not be negative", c.MaxBytes)
+	case c.LeaseTTL < time.Second:
+		return fmt.Errorf("lease ttl %v: must be at least 1s", c.LeaseTTL)
+	}
+	return nil
+}
+
+// Resources are the provisioned streams and buckets.
+type Resources struct {
+	Webhooks, Results, DeadLetter natsjs.Stream
+	Jobs, Leases                  natsjs.KeyValue
+}
+
+// StreamConfigs returns the configurations of WEBHOOKS, RESULTS and DEADLETTER.
+func StreamConfigs(cfg ProvisionConfig) []natsjs.StreamConfig {
+	cfg.setDefaults()
+	mk := func(name, subjects, desc string, dupes time.Duration) natsjs.StreamConfig {
+		discard, maxBytes := natsjs.DiscardOld, int64(-1)
+		if cfg.MaxBytes > 0 {
+			discard, maxBytes = natsjs.DiscardNew, cfg.MaxBytes
+		}
+		return natsjs.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    []string{subjects},
+			Retention:   natsjs.LimitsPolicy,
+			Storage:     natsjs.FileStorage,
+			Replicas:    cfg.Replicas,
+			MaxAge:      cfg.Retention,
+			MaxBytes:    maxBytes,
+			MaxMsgSize:  cfg.MaxMsgSize,
+			Discard:     discard,
+			Duplicates:  dupes,
+		}
+	}
+	return []natsjs.StreamConfig{
+		mk(StreamWebhooks, SubjectWebhooks+">", "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow),
+		mk(StreamResults, SubjectResults+">", "verified moderation results, one per job", cfg.DuplicateWindow),
+		mk(StreamDeadLetter, SubjectDeadLetter+">", "webhooks that could not be verified", 2*time.Minute),
+	}
+}
+
+// Provision creates or updates the streams and buckets so that they match cfg. It is idempotent and safe
+// to run from every bridge process at start-up. A setting that the server cannot change in place fails
+// with ErrIncompatible naming the stream and the setting.
+func Provision(ctx context.Context, js natsjs.JetStream, cfg ProvisionConfig) (Resources, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Resources{}, fmt.Errorf("provision: %w", err)
+	}
+	var res Resources
+	streams := make([]natsjs.Stream, 0, 3)
+	for _, sc := range StreamConfigs(cfg) {
+		s, err := ensureStream(ctx, js, sc)
+		if err != nil {
+			return Resources{}, err
+		}
+		streams = append(streams, s)
+	}
+	res.Webhooks, res.Results, res.DeadLetter = streams[0], streams[1], streams[2]
+
+	var err error
+	res.Jobs, err = ensureKV(ctx, js, natsjs.KeyValueConfig{
+		Bucket:      BucketJobs,
+		Description: "jobs the bridge tracks, keyed by job_id",
+		History:     1,
+		TTL:         cfg.JobsRetention,
+		Storage:     natsjs.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return Resources{}, err
+	}
+	res.Leases, err = ensureKV(ctx, js, natsjs.KeyValueConfig{
+		Bucket:      BucketLeases,
+		Description: "role leases, such as the active reconciler",
+		History:     1,
+		TTL:         cfg.LeaseTTL,
+		Storage:     natsjs.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return Resources{}, err
+	}
+	return res, nil
+}
+
+func ensureStream(ctx context.Context, js natsjs.JetStream, want natsjs.StreamConfig) (natsjs.Stream, error) {
+	s, err := js.CreateStream(ctx, want)
+	if err == nil {
+		return s, nil
+	}
+	if !errors.Is(err, natsjs.ErrStreamNameAlreadyInUse) {
+		return nil, fmt.Errorf("create stream %s: %w", want.Name, err)
+	}
+	cur, err := js.Stream(ctx, want.Name)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", want.Name, err)
+	}
+	have := cur.CachedInfo().Config
+	if setting := immutableDiff(have, want); setting != "" {
+		return nil, fmt.Errorf("%w: stream %s: %s", ErrIncompatible, want.Name, setting)
+	}
+	// Keep what operators may have added (extra subjects, placement, sources) and apply ours.
+	upd := have
+	upd.Description, upd.Retention, upd.Storage = want.Description, want.Retention, want.Storage
+	upd.Replicas, upd.MaxAge, upd.MaxBytes = want.Replicas, want.MaxAge, want.MaxBytes
+	upd.MaxMsgSize, upd.Discard, upd.Duplicates = want.MaxMsgSize, want.Discard, want.Duplicates
+	upd.Subjects = union(have.Subjects, want.Subjects)
+	s, err = js.UpdateStream(ctx, upd)
+	if err != nil {
+		return nil, fmt.Errorf("%w: stream %s: update: %v", ErrIncompatible, want.Name, err)
+	}
+	return s, nil
+}
+
+// immutableDiff names the first setting the server cannot change in place, or "".
+func immutableDiff(have, want natsjs.StreamConfig) string {
+	switch {
+	case have.Storage != want.Storage:
+		return fmt.Sprintf("storage is %s, want %s (cannot change in place; move the data or delete the stream)", have.Storage, want.Storage)
+	case have.Retention != want.Retention:
+		return fmt.Sprintf("retention is %s, want %s (cannot change in place)", have.Retention, want.Retention)
+	}
+	return ""
+}
+
+func union(a, b []string) []string {
+	out := append([]string(nil), a...)
+	for _, s := range b {
+		found := false
+		for _, t := range a {
+			found = found || s == t
+		}
+		if !found {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func ensureKV(ctx context.Context, js natsjs.JetStream, want natsjs.KeyValueConfig) (natsjs.KeyValue, error) {
+	kv, err := js.CreateKeyValue(ctx, want)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, natsjs.ErrBucketExists) {
+		return nil, fmt.Errorf("create bucket %s: %w", want.Bucket, err)
+	}
+	cur, err := js.KeyValue(ctx, want.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", want.Bucket, err)
+	}
+	st, err := cur.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s status: %w", want.Bucket, err)
+	}
+	if st.BackingStore() != "JetStream" {
+		return nil, fmt.Errorf("%w: bucket %s: backing store %s", ErrIncompatible, want.Bucket, st.BackingStore())
+	}
+	kv, err = js.UpdateKeyValue(ctx, want)
+	if err != nil {
+		return nil, fmt.Errorf("%w: bucket %s: update: %v", ErrIncompatible, want.Bucket, err)
+	}
+	return kv, nil
+}

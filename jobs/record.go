@@ -1,0 +1,95 @@
+package jobs
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// State is where a job stands from the bridge's point of view.
+type State string
+
+// Job states.
+const (
+	// StatePending: no result published yet.
+	StatePending State = "pending"
+	// StateDelivered: the upstream's verified result is on results.<type>.
+	StateDelivered State = "delivered"
+	// StateTimedOut: the bridge published a timeout result; a later verified result goes to results.late.
+	StateTimedOut State = "timed_out"
+)
+
+// Origin says how the bridge learned about a job.
+const (
+	OriginSubmit  = "submit"
+	OriginWebhook = "webhook"
+)
+
+// Record is the JOBS value of one job. It is the long-term idempotency record.
+type Record struct {
+	JobID    string `json:"job_id"`
+	Modality string `json:"modality"`
+	State    State  `json:"state"`
+	// Origin is submit for jobs submitted through the bridge, webhook for jobs first seen in a webhook.
+	Origin      string    `json:"origin"`
+	SubmittedAt time.Time `json:"submitted_at"`
+	Deadline    time.Time `json:"deadline"`
+	// IdempotencyKey is the submitter's key, when one was given.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+
+	// WebhookReceivedAt is when ingest received the first webhook for the job.
+	WebhookReceivedAt *time.Time `json:"webhook_received_at,omitempty"`
+	// Attempts counts verification attempts (GET /job calls for this job).
+	Attempts int `json:"attempts"`
+	// LastStatus is the last upstream status seen; LastCheckedAt when.
+	LastStatus    string     `json:"last_status,omitempty"`
+	LastCheckedAt *time.Time `json:"last_checked_at,omitempty"`
+	// LastJob is the last GET /job/{id} answer, the base of a timeout result.
+	LastJob json.RawMessage `json:"last_job,omitempty"`
+	// LastError is the last error met while verifying, for operators.
+	LastError string `json:"last_error,omitempty"`
+
+	// Source, ResultSubject, ResultSeq and DeliveredAt describe the published result.
+	Source        string     `json:"source,omitempty"`
+	ResultSubject string     `json:"result_subject,omitempty"`
+	ResultSeq     uint64     `json:"result_seq,omitempty"`
+	DeliveredAt   *time.Time `json:"delivered_at,omitempty"`
+	// LateSeq and LateDeliveredAt describe the late result of a timed-out job.
+	LateSeq         uint64     `json:"late_seq,omitempty"`
+	LateDeliveredAt *time.Time `json:"late_delivered_at,omitempty"`
+}
+
+// Deadlines maps a modality to how long its jobs may stay pending. Unknown modalities get Default.
+type Deadlines struct {
+	ByModality map[string]time.Duration
+	Default    time.Duration
+}
+
+// DefaultDeadlines are the upstream's recommended give-up times: 5 min, 15 min for video.
+func DefaultDeadlines() Deadlines {
+	return Deadlines{
+		ByModality: map[string]time.Duration{
+			"prompt": 5 * time.Minute, "image": 5 * time.Minute, "chat": 5 * time.Minute, "video": 15 * time.Minute,
+		},
+		Default: 5 * time.Minute,
+	}
+}
+
+// For returns the deadline duration of modality.
+func (d Deadlines) For(modality string) time.Duration {
+	if v, ok := d.ByModality[modality]; ok && v > 0 {
+		return v
+	}
+	if d.Default > 0 {
+		return d.Default
+	}
+	return 5 * time.Minute
+}
+
+// Longest is the longest deadline of any modality.
+func (d Deadlines) Longest() time.Duration {
+	l := d.Default
+	for _, v := range d.ByModality {
+		l = max(l, v)
+	}
+	return l
+}

@@ -1,0 +1,106 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Class is a budget priority class. Lower values are served first: a waiting submission is always served
+// before a waiting verification, and a verification before a poll.
+type Class int
+
+// Budget classes, highest priority first.
+const (
+	ClassSubmit Class = iota
+	ClassVerify
+	ClassPoll
+	numClasses
+)
+
+// String returns "submit", "verify" or "poll".
+func (c Class) String() string {
+	switch c {
+	case ClassSubmit:
+		return "submit"
+	case ClassVerify:
+		return "verify"
+	case ClassPoll:
+		return "poll"
+	}
+	return "class(" + strconv.Itoa(int(c)) + ")"
+}
+
+// Job statuses of the upstream.
+const (
+	StatusQueued     = "queued"
+	StatusProcessing = "processing"
+	StatusCompleted  = "completed"
+	StatusFailed     = "failed"
+)
+
+// Job is the upstream's GET /job/{id} object. Raw holds the object exactly as returned, unknown fields
+// included; the typed fields are decoded from it for the bridge's own decisions.
+type Job struct {
+	JobID        string          `json:"job_id"`
+	Type         string          `json:"type"`
+	Status       string          `json:"status"`
+	IsProhibited *bool           `json:"is_prohibited"`
+	CompletedAt  *string         `json:"completed_at"`
+	CreatedAt    string          `json:"created_at,omitempty"`
+	ErrorCode    string          `json:"error_code,omitempty"`
+	Raw          json.RawMessage `json:"-"`
+}
+
+// Terminal reports whether the job reached completed or failed.
+func (j Job) Terminal() bool { return j.Status == StatusCompleted || j.Status == StatusFailed }
+
+// Submission is the answer to a job submission.
+type Submission struct {
+	JobID  string `json:"job_id"`
+	Status string `json:"status"`
+	// StatusUnknown is set when the upstream answered 503 SUBMISSION_STATUS_UNKNOWN with a job_id: the job
+	// may exist; poll it before submitting again.
+	StatusUnknown bool `json:"-"`
+}
+
+// ListFilter selects jobs for GET /jobs. Zero fields are left out of the query.
+type ListFilter struct {
+	Status []string
+	Type   string
+	// Decision is "pass" or "reject".
+	Decision string
+	// Search is a job_id prefix.
+	Search string
+	From   time.Time
+	To     time.Time
+	Limit  int
+	Offset int
+}
+
+// JobList is one page of GET /jobs.
+type JobList struct {
+	Jobs   []Job `json:"jobs"`
+	Total  int   `json:"total"`
+	Limit  int   `json:"limit"`
+	Offset int   `json:"offset"`
+}
+
+// API is the budgeted upstream client every role uses. All methods are safe for concurrent use, block
+// while the budget is spent (honouring ctx), and return *Error for any failure the upstream or the
+// transport caused.
+type API interface {
+	// Submit posts fields as multipart/form-data to POST /moderate/{modality}, with webhook_url set when
+	// non-empty, at ClassSubmit. It is never retried once the request may have reached the upstream.
+	Submit(ctx context.Context, modality string, fields map[string]string, webhookURL string) (Submission, error)
+	// GetJob fetches GET /job/{id} at the given class.
+	GetJob(ctx context.Context, id string, class Class) (Job, error)
+	// ListJobs fetches one page of GET /jobs at ClassPoll.
+	ListJobs(ctx context.Context, f ListFilter) (JobList, error)
+	// InFlight pages through GET /jobs?status=queued,processing (100 per page) at ClassPoll and returns
+	// the ids of every job in flight.
+	InFlight(ctx context.Context) (map[string]struct{}, error)
+	// Available is the number of requests the budget could spend right now without waiting.
+	Available() float64
+}

@@ -1,0 +1,133 @@
+package simtest
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/upstream"
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+// Run starts a simulator for cfg on 127.0.0.1:0 and closes it when the test ends. Unless cfg.Log is
+// set, it logs to the test.
+func Run(tb testing.TB, cfg simulator.Config) *simulator.Simulator {
+	tb.Helper()
+	if reflect.ValueOf(cfg.Log).IsZero() {
+		cfg.Log = zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.InfoLevel)
+	}
+	sim, err := simulator.New(cfg)
+	if err != nil {
+		tb.Fatalf("simtest: new simulator: %v", err)
+	}
+	tb.Cleanup(sim.Close)
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		tb.Fatalf("simtest: start simulator: %v", err)
+	}
+	return sim
+}
+
+// Client returns a client of sim with the default key, no budget (upstream.NoLimit) and logs to the
+// test; opts adjust the config before New (e.g. set RPM and Burst, Metrics, APIKey).
+func Client(tb testing.TB, sim *simulator.Simulator, opts ...func(*upstream.Config)) *upstream.Client {
+	tb.Helper()
+	cfg := upstream.Config{
+		BaseURL: sim.URL(),
+		APIKey:  simulator.DefaultKey,
+		RPM:     upstream.NoLimit,
+		Log:     zerolog.New(zerolog.NewTestWriter(tb)),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	c, err := upstream.New(cfg)
+	if err != nil {
+		tb.Fatalf("simtest: new client: %v", err)
+	}
+	return c
+}
+
+// WithBudget sets the client's budget.
+func WithBudget(rpm, burst int) func(*upstream.Config) {
+	return func(c *upstream.Config) { c.RPM, c.Burst = rpm, burst }
+}
+
+// WaitFor retries fn every 10ms until it returns nil, failing the test with fn's last error after
+// timeout.
+func WaitFor(tb testing.TB, timeout time.Duration, fn func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("simtest: condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Receiver is a webhook receiver on a loopback port that records every POST.
+type Receiver struct {
+	URL string // base URL; any path is accepted
+	mu  sync.Mutex
+	got []Received
+	// status answered; 0 means 200.
+	status int
+}
+
+// Received is one request a Receiver got.
+type Received struct {
+	Path        string
+	ContentType string
+	Body        []byte
+}
+
+// NewReceiver starts a receiver, closed when the test ends.
+func NewReceiver(tb testing.TB) *Receiver {
+	tb.Helper()
+	r := &Receiver{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.got = append(r.got, Received{Path: req.URL.RequestURI(), ContentType: req.Header.Get("Content-Type"), Body: body})
+		st := r.status
+		r.mu.Unlock()
+		if st == 0 {
+			st = http.StatusOK
+		}
+		w.WriteHeader(st)
+	}))
+	tb.Cleanup(srv.Close)
+	r.URL = srv.URL
+	return r
+}
+
+// SetStatus sets the status the receiver answers with (0 = 200).
+func (r *Receiver) SetStatus(code int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status = code
+}
+
+// Received returns a copy of everything received so far.
+func (r *Receiver) Received() []Received {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Received(nil), r.got...)
+}
+
+// Len is the number of requests received.
+func (r *Receiver) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.got)
+}

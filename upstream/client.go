@@ -1,0 +1,396 @@
+package upstream
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// maxBody bounds what the client reads of any answer; a page of 100 jobs is some tens of KiB.
+const maxBody = 8 << 20
+
+// Client is the budgeted upstream client; it implements [API]. It is safe for concurrent use.
+type Client struct {
+	cfg    Config
+	auth   string // "Bearer <key>", only ever put in the Authorization header
+	budget *budget
+	m      *metrics
+	log    zerolog.Logger
+}
+
+var _ API = (*Client)(nil)
+
+// New returns a client for cfg, with defaults applied.
+func New(cfg Config) (*Client, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Client{
+		cfg:    cfg,
+		auth:   "Bearer " + cfg.APIKey,
+		budget: newBudget(cfg.RPM, cfg.Burst, cfg.clock),
+		m:      newMetrics(cfg.Metrics),
+		log:    cfg.Log.With().Str("component", "upstream").Logger(),
+	}, nil
+}
+
+// Available is the number of requests the budget could spend right now without waiting: 0 during a
+// 429 pause, +Inf with [NoLimit].
+func (c *Client) Available() float64 { return c.budget.available() }
+
+// Submit posts fields as multipart/form-data to POST /moderate/{modality} at [ClassSubmit], plus
+// webhook_url when webhookURL is non-empty (it then replaces a webhook_url in fields). The modality is
+// not checked against a list. The request is sent once and never retried by the client.
+//
+// On 503 SUBMISSION_STATUS_UNKNOWN carrying a job_id it returns both Submission{JobID, StatusUnknown:
+// true} and an *Error matching [ErrStatusUnknown]: the job may exist, so poll it before resubmitting.
+// Any other failure returns a zero Submission and an *Error (or a ctx error while waiting for budget).
+func (c *Client) Submit(ctx context.Context, modality string, fields map[string]string, webhookURL string) (Submission, error) {
+	if modality == "" || strings.ContainsAny(modality, "/?#") {
+		return Submission{}, fmt.Errorf("%w: modality %q", ErrInvalidArgument, modality)
+	}
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		if k == "webhook_url" && webhookURL != "" {
+			continue
+		}
+		if err := mw.WriteField(k, fields[k]); err != nil {
+			return Submission{}, fmt.Errorf("upstream: encode form: %w", err)
+		}
+	}
+	if webhookURL != "" {
+		if err := mw.WriteField("webhook_url", webhookURL); err != nil {
+			return Submission{}, fmt.Errorf("upstream: encode form: %w", err)
+		}
+	}
+	if err := mw.Close(); err != nil {
+		return Submission{}, fmt.Errorf("upstream: encode form: %w", err)
+	}
+
+	ep := "POST /moderate/" + modality
+	var s Submission
+	err := c.do(ctx, ClassSubmit, ep, http.MethodPost, "/moderate/"+url.PathEscape(modality), &body, mw.FormDataContentType(),
+		func(res []byte) error {
+			if err := json.Unmarshal(res, &s); err != nil || s.JobID == "" {
+				return fmt.Errorf("no job_id in %q", truncate(res))
+			}
+			return nil
+		})
+	if err != nil {
+		var ue *Error
+		if errors.As(err, &ue) && ue.Code == CodeStatusUnknown && ue.JobID != "" {
+			return Submission{JobID: ue.JobID, StatusUnknown: true}, err
+		}
+		return Submission{}, err
+	}
+	if s.Status == "" {
+		s.Status = StatusQueued // the documented 202 example omits it
+	}
+	return s, nil
+}
+
+// GetJob fetches GET /job/{id} at the given class. The job's Raw is the object as returned. A 404
+// (unknown job, or another account's) is an *Error matching [ErrNotFound].
+func (c *Client) GetJob(ctx context.Context, id string, class Class) (Job, error) {
+	if id == "" {
+		return Job{}, fmt.Errorf("%w: empty job id", ErrInvalidArgument)
+	}
+	var j Job
+	err := c.do(ctx, class, "GET /job/{id}", http.MethodGet, "/job/"+url.PathEscape(id), nil, "", func(res []byte) error {
+		var err error
+		if j, err = decodeJob(res); err == nil && j.JobID != id {
+			err = fmt.Errorf("job_id %q, want %q", j.JobID, id)
+		}
+		return err
+	})
+	if err != nil {
+		var ue *Error
+		if errors.As(err, &ue) {
+			ue.JobID = id
+		}
+		return Job{}, err
+	}
+	return j, nil
+}
+
+// ListJobs fetches one page of GET /jobs at [ClassPoll]. Each job's Raw is the item as returned.
+func (c *Client) ListJobs(ctx context.Context, f ListFilter) (JobList, error) {
+	q := url.Values{}
+	if len(f.Status) > 0 {
+		q.Set("status", strings.Join(f.Status, ","))
+	}
+	set := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	set("type", f.Type)
+	set("decision", f.Decision)
+	set("search", f.Search)
+	if !f.From.IsZero() {
+		q.Set("from", f.From.UTC().Format(time.RFC3339Nano))
+	}
+	if !f.To.IsZero() {
+		q.Set("to", f.To.UTC().Format(time.RFC3339Nano))
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	if f.Offset > 0 {
+		q.Set("offset", strconv.Itoa(f.Offset))
+	}
+	path := "/jobs"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var l JobList
+	err := c.do(ctx, ClassPoll, "GET /jobs", http.MethodGet, path, nil, "", func(res []byte) error {
+		var page struct {
+			Jobs   []json.RawMessage `json:"jobs"`
+			Total  int               `json:"total"`
+			Limit  int               `json:"limit"`
+			Offset int               `json:"offset"`
+		}
+		if err := json.Unmarshal(res, &page); err != nil {
+			return err
+		}
+		l = JobList{Jobs: make([]Job, 0, len(page.Jobs)), Total: page.Total, Limit: page.Limit, Offset: page.Offset}
+		for _, raw := range page.Jobs {
+			j, err := decodeJob(raw)
+			if err != nil {
+				return err
+			}
+			l.Jobs = append(l.Jobs, j)
+		}
+		return nil
+	})
+	if err != nil {
+		return JobList{}, err
+	}
+	return l, nil
+}
+
+// InFlight returns the ids of every queued or processing job, paging GET /jobs 100 at a time at
+// [ClassPoll].
+//
+// Pages after the first are windows of created_at (to = oldest seen + 1 s, offset = jobs of that
+// window already seen), so a job that finishes while InFlight pages cannot shift unseen jobs past it,
+// as plain offsets would on a newest-first list. Jobs created meanwhile may be missed (the next sweep
+// sees them); none is reported twice.
+func (c *Client) InFlight(ctx context.Context) (map[string]struct{}, error) {
+	const limit, maxPages = 100, 10_000
+	ids := make(map[string]struct{})
+	var seen []time.Time // created_at of the jobs seen, parsed; nil once one is unparseable
+	keyset := true
+	f := ListFilter{Status: []string{StatusQueued, StatusProcessing}, Limit: limit}
+	for range maxPages {
+		l, err := c.ListJobs(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		oldest := time.Time{}
+		for _, j := range l.Jobs {
+			ids[j.JobID] = struct{}{}
+			t, err := time.Parse(time.RFC3339Nano, j.CreatedAt)
+			if err != nil {
+				keyset = false
+				continue
+			}
+			seen = append(seen, t)
+			if oldest.IsZero() || t.Before(oldest) {
+				oldest = t
+			}
+		}
+		if len(l.Jobs) < limit {
+			return ids, nil
+		}
+		if !keyset {
+			f.Offset += len(l.Jobs)
+			continue
+		}
+		f.To = oldest.Add(time.Second)
+		f.Offset = 0
+		for _, t := range seen {
+			if !t.Before(oldest) && t.Before(f.To) {
+				f.Offset++
+			}
+		}
+	}
+	return nil, fmt.Errorf("upstream: in-flight list longer than %d pages", maxPages)
+}
+
+// do runs one budgeted call and hands the body of a 2xx answer to decode. Failures are *Error, except a
+// ctx that ends while waiting for budget.
+func (c *Client) do(ctx context.Context, class Class, ep, method, path string, body io.Reader, ctype string, decode func([]byte) error) error {
+	waitStart := time.Now()
+	if err := c.budget.wait(ctx, class); err != nil {
+		return fmt.Errorf("upstream: %s: wait for budget: %w", ep, err)
+	}
+	c.m.wait.WithLabelValues(class.String()).Observe(time.Since(waitStart).Seconds())
+
+	start := time.Now()
+	status, hdr, res, err := c.exchange(ctx, method, path, body, ctype)
+	var ue *Error
+	switch {
+	case err != nil:
+		ue = transportError(ctx, ep, err)
+	case status == http.StatusTooManyRequests:
+		c.m.rateLimited.Inc()
+		ue = httpError(ep, status, hdr, res)
+		ue.RetryAfter = c.budget.rateLimited(retryHint(hdr, time.Now()))
+		c.log.Warn().Str("endpoint", ep).Dur("pause", ue.RetryAfter).Msg("upstream rate limit: pausing all calls")
+	case status < 200 || status > 299:
+		c.budget.succeeded() // any answer but 429 means the rate is acceptable
+		ue = httpError(ep, status, hdr, res)
+	default:
+		c.budget.succeeded()
+		if err := decode(res); err != nil {
+			ue = &Error{Status: status, Code: CodeBadResponse, Endpoint: ep, Err: err}
+		}
+	}
+	took := time.Since(start)
+	c.m.calls.WithLabelValues(ep, outcome(ue)).Inc()
+	c.m.latency.WithLabelValues(ep).Observe(took.Seconds())
+	if ue == nil {
+		if e := c.log.Debug(); e.Enabled() {
+			e.Str("endpoint", ep).Int("status", status).Str("class", class.String()).Dur("took", took).Msg("upstream call")
+		}
+		return nil
+	}
+	ue.Message = strings.ReplaceAll(ue.Message, c.cfg.APIKey, "[redacted]")
+	if e := c.log.Debug(); e.Enabled() {
+		e.Str("endpoint", ep).Int("status", ue.Status).Str("code", ue.Code).Str("class", class.String()).
+			Dur("took", took).Msg("upstream call failed")
+	}
+	return ue
+}
+
+// exchange sends one request bounded by Config.Timeout and reads the answer.
+func (c *Client) exchange(ctx context.Context, method, path string, body io.Reader, ctype string) (int, http.Header, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, c.cfg.BaseURL+path, body)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	req.Header.Set("Authorization", c.auth)
+	req.Header.Set("Accept", "application/json")
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.cfg.HTTP.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	res, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return resp.StatusCode, resp.Header, res, nil
+}
+
+// transportError classifies a failed exchange. ctx is the caller's: its own deadline counts as a
+// timeout, its cancellation as CANCELED.
+func transportError(ctx context.Context, ep string, err error) *Error {
+	code := CodeConnection
+	var ne net.Error
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		code = CodeCanceled
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		code = CodeTimeout
+	}
+	return &Error{Code: code, Endpoint: ep, Err: err}
+}
+
+// httpError decodes an error answer; a body that is not the documented JSON is kept as Message.
+func httpError(ep string, status int, hdr http.Header, body []byte) *Error {
+	e := &Error{Status: status, Endpoint: ep}
+	var b struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+		JobID   string `json:"job_id"`
+	}
+	if json.Unmarshal(body, &b) == nil && (b.Error != "" || b.Message != "") {
+		e.Code, e.Message, e.JobID = b.Error, b.Message, b.JobID
+	} else {
+		e.Message = truncate(body)
+	}
+	if status != http.StatusTooManyRequests {
+		e.RetryAfter = retryAfter(hdr.Get("Retry-After"), time.Now())
+	}
+	return e
+}
+
+// retryHint is the wait a 429 asks for: Retry-After, else x-ratelimit-reset, else 0.
+func retryHint(hdr http.Header, now time.Time) time.Duration {
+	if d := retryAfter(hdr.Get("Retry-After"), now); d > 0 {
+		return d
+	}
+	v := strings.TrimSpace(hdr.Get("X-Ratelimit-Reset"))
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 {
+		return 0
+	}
+	if f > 1e9 { // a Unix time
+		return time.Until(time.Unix(0, int64(f*1e9)))
+	}
+	return time.Duration(f * float64(time.Second))
+}
+
+// retryAfter parses a Retry-After value: delta seconds or an HTTP date.
+func retryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.ParseFloat(v, 64); err == nil {
+		return max(0, time.Duration(s*float64(time.Second)))
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, t.Sub(now))
+	}
+	return 0
+}
+
+// decodeJob decodes one job object, keeping it verbatim in Raw.
+func decodeJob(raw []byte) (Job, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return Job{}, fmt.Errorf("job is not a JSON object: %q", truncate(raw))
+	}
+	var j Job
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return Job{}, fmt.Errorf("decode job: %w", err)
+	}
+	if j.JobID == "" {
+		return Job{}, errors.New("job without job_id")
+	}
+	j.Raw = bytes.Clone(raw)
+	return j, nil
+}
+
+func truncate(b []byte) string {
+	const n = 200
+	if len(b) > n {
+		return string(b[:n]) + "…"
+	}
+	return string(b)
+}

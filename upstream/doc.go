@@ -1,0 +1,34 @@
+// Package upstream is the bridge's single client of the content-moderation API (the upstream) and, in
+// [github.com/evershield/bridge/upstream/simulator], a faithful simulator of it.
+//
+// Every upstream call of the process goes through one [Client]. The client guarantees:
+//
+//   - Budget: one token bucket at Config.RPM with Config.Burst, shared by every call. When tokens are
+//     scarce, waiting calls are served in strict class order ([ClassSubmit], then [ClassVerify], then
+//     [ClassPoll]) and FIFO within a class. A waiting call honours its ctx and leaves the queue when it
+//     is cancelled.
+//   - Back-off on 429: the whole client pauses for the Retry-After header (else x-ratelimit-reset, else an
+//     exponential back-off with jitter capped at 30 s), then resumes at half its rate and climbs back to
+//     the full rate over successive successes (additive increase, multiplicative decrease).
+//   - Single shot: a call is one HTTP request. Nothing is retried by the client; callers own their retry
+//     policy and use [Error.Retryable]. In particular a submission is never re-sent once it may have
+//     reached the upstream (Go's transport only replays a request when nothing of it was written).
+//   - Secrecy: the API key travels only in the Authorization header; it is never logged and never part
+//     of an error string.
+//   - Fidelity: [Job.Raw] is the JSON object exactly as the upstream sent it, unknown fields included.
+//     Modalities are not checked against a list, so the newer contract's /moderate/text and
+//     /moderate/audio pass through.
+//
+// Choices for points the upstream's documentation leaves open (see upstream-api.md):
+//
+//   - Error bodies are decoded as {"error","message","statusCode"}; any other body (HTML from a proxy,
+//     plain text) is tolerated: Code stays empty and Message holds the start of the body.
+//   - 503 SUBMISSION_STATUS_UNKNOWN (newer contract) with a job_id: Submit returns BOTH a Submission
+//     with StatusUnknown set and the *Error. The job may exist: poll it, do not resubmit blindly. That
+//     error is not Retryable and matches [ErrStatusUnknown].
+//   - Rate-limit headers: Retry-After is read as seconds or an HTTP date; x-ratelimit-reset as seconds
+//     to wait, or as a Unix time when it is larger than 10^9.
+//   - [Client.InFlight] pages by created_at windows (to=) rather than by bare offsets, so jobs finishing
+//     while it pages do not shift unseen jobs past it; it falls back to offsets when created_at is
+//     missing.
+package upstream

@@ -1,0 +1,237 @@
+package simulator
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Endpoint names, for [Simulator.SetFault], [Simulator.Calls] and the stats.
+const (
+	EndpointSubmit   = "submit"   // POST /api/v1/moderate/{modality}
+	EndpointJob      = "job"      // GET /api/v1/job/{id}
+	EndpointJobs     = "jobs"     // GET /api/v1/jobs
+	EndpointRegister = "register" // POST /api/v1/webhook/register
+	EndpointHealth   = "health"   // GET /health
+	EndpointOther    = "other"    // anything else (404)
+	// EndpointAll as a SetFault endpoint applies to every API endpoint without a fault of its own.
+	EndpointAll = "*"
+)
+
+// Scopes the simulator checks.
+const (
+	ScopePrompt = "moderate:prompt"
+	ScopeImage  = "moderate:image"
+	ScopeVideo  = "moderate:video"
+	ScopeChat   = "moderate:chat"
+	ScopeJobs   = "job:read"
+	ScopeUsage  = "usage:read"
+)
+
+// DefaultScopes are the scopes of a client-created key: no moderate:chat.
+var DefaultScopes = []string{ScopePrompt, ScopeImage, ScopeVideo, ScopeJobs, ScopeUsage}
+
+// DefaultKey is the bearer key of the default account when Config.Keys is empty.
+const DefaultKey = "sim_test_key_0123456789abcdef"
+
+// DefaultAccount is the account of [DefaultKey].
+const DefaultAccount = "default"
+
+// Key is one API key.
+type Key struct {
+	Token   string
+	Account string
+	// Scopes granted; a submission needs "moderate:<modality>", reads need job:read.
+	Scopes []string
+	// Terminated makes every request with this key 403 ACCOUNT_TERMINATED.
+	Terminated bool
+}
+
+// Fault is the injected misbehaviour of one endpoint. Rates are probabilities in [0,1] per request.
+type Fault struct {
+	// ErrorRate answers ErrorStatus (default 503 SERVICE_UNAVAILABLE; 500 is INTERNAL_ERROR).
+	ErrorRate   float64
+	ErrorStatus int
+	// RateLimitRate answers 429 RATE_LIMITED with Retry-After: RetryAfter (default 1s, rounded up to
+	// whole seconds).
+	RateLimitRate float64
+	RetryAfter    time.Duration
+	// StatusUnknownRate (submissions only) creates the job and then answers 503
+	// SUBMISSION_STATUS_UNKNOWN with its job_id, as the newer contract does.
+	StatusUnknownRate float64
+	// Latency delays the answer (cut short when the client goes away).
+	Latency time.Duration
+}
+
+// Config configures a [Simulator]. The zero value is usable.
+type Config struct {
+	// Keys are the accepted keys. Empty: one key [DefaultKey] of [DefaultAccount] with [DefaultScopes]
+	// plus moderate:<m> for every extra modality of Modalities.
+	Keys []Key
+	// GrantChat adds moderate:chat to the default key.
+	GrantChat bool
+	// RPM is the per-account request limit per minute; 0 is unlimited. Burst defaults to RPM/12
+	// (5 seconds' worth), at least 1.
+	RPM   int
+	Burst int
+	// PaymentRequired makes every submission 402 PAYMENT_REQUIRED (see SetPaymentRequired).
+	PaymentRequired bool
+	// Modalities maps a modality of POST /moderate/{modality} to its required form field; the job type
+	// is the modality. Default prompt→prompt, image→image_url, video→video_url, chat→prompt. Add
+	// e.g. "text"→"text" to model the newer contract.
+	Modalities map[string]string
+	// ExtraFields are added to every job object (GET /job, GET /jobs), to model unknown fields.
+	ExtraFields map[string]any
+
+	// QueueDelay is how long a job stays queued, ProcessDelay how long it processes. Zero means the
+	// default (10ms, 50ms); a negative value means no delay.
+	QueueDelay   time.Duration
+	ProcessDelay time.Duration
+
+	// Seed seeds every random decision; 0 picks a random seed (see Simulator.Seed).
+	Seed uint64
+	// Per-job fault rates, in [0,1].
+	DropRate        float64 // the webhook is never sent
+	DuplicateRate   float64 // the webhook is sent twice
+	NeverFinishRate float64 // the job stays processing forever
+	FailRate        float64 // the job ends failed
+	ProhibitedRate  float64 // the job is rejected (is_prohibited true)
+	// WebhookDelay delays each webhook after completion.
+	WebhookDelay time.Duration
+	// Faults are the initial per-endpoint faults (keys: Endpoint… constants).
+	Faults map[string]Fault
+
+	// WebhookWorkers sending webhooks (default 32) and the queue in front of them (default 10000; a
+	// webhook finding it full is recorded as failed, never blocking).
+	WebhookWorkers int
+	WebhookQueue   int
+	// WebhookTimeout is the webhook client's timeout (default 10s, as the upstream).
+	WebhookTimeout time.Duration
+	// HTTP sends webhooks; default a pooled client with WebhookTimeout.
+	HTTP *http.Client
+	// MaxCalls is how many recent calls are kept per endpoint for Calls (default 100000); counts are
+	// always complete.
+	MaxCalls int
+	Log      zerolog.Logger
+	// Now stamps created_at/completed_at and drives the rate limiter; job timers use real time.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.Modalities == nil {
+		c.Modalities = map[string]string{"prompt": "prompt", "image": "image_url", "video": "video_url", "chat": "prompt"}
+	}
+	if len(c.Keys) == 0 {
+		scopes := slices.Clone(DefaultScopes)
+		if c.GrantChat {
+			scopes = append(scopes, ScopeChat)
+		}
+		for m := range c.Modalities { // extra modalities (newer contract) are granted too
+			if !slices.Contains([]string{"prompt", "image", "video", "chat"}, m) {
+				scopes = append(scopes, "moderate:"+m)
+			}
+		}
+		c.Keys = []Key{{Token: DefaultKey, Account: DefaultAccount, Scopes: scopes}}
+	}
+	if c.Burst == 0 && c.RPM > 0 {
+		c.Burst = max(1, c.RPM/12)
+	}
+	c.QueueDelay = delay(c.QueueDelay, 10*time.Millisecond)
+	c.ProcessDelay = delay(c.ProcessDelay, 50*time.Millisecond)
+	if c.WebhookWorkers == 0 {
+		c.WebhookWorkers = 32
+	}
+	if c.WebhookQueue == 0 {
+		c.WebhookQueue = 10_000
+	}
+	if c.WebhookTimeout == 0 {
+		c.WebhookTimeout = 10 * time.Second
+	}
+	if c.HTTP == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConns = c.WebhookWorkers * 2
+		t.MaxIdleConnsPerHost = c.WebhookWorkers
+		c.HTTP = &http.Client{Transport: t, Timeout: c.WebhookTimeout}
+	}
+	if c.MaxCalls == 0 {
+		c.MaxCalls = 100_000
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func delay(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+// Validate checks the configuration after defaults; errors wrap [ErrInvalidConfig] and name the field.
+func (c *Config) Validate() error {
+	rates := map[string]float64{"DropRate": c.DropRate, "DuplicateRate": c.DuplicateRate,
+		"NeverFinishRate": c.NeverFinishRate, "FailRate": c.FailRate, "ProhibitedRate": c.ProhibitedRate}
+	for name, r := range rates {
+		if r < 0 || r > 1 {
+			return fmt.Errorf("%w: %s %v: must be in [0,1]", ErrInvalidConfig, name, r)
+		}
+	}
+	for ep, f := range c.Faults {
+		if err := f.validate(); err != nil {
+			return fmt.Errorf("%w: Faults[%q]: %v", ErrInvalidConfig, ep, err)
+		}
+	}
+	seen := map[string]bool{}
+	for i, k := range c.Keys {
+		switch {
+		case k.Token == "" || strings.ContainsAny(k.Token, " \t\r\n"):
+			return fmt.Errorf("%w: Keys[%d].Token: empty or contains white space", ErrInvalidConfig, i)
+		case k.Account == "":
+			return fmt.Errorf("%w: Keys[%d].Account: required", ErrInvalidConfig, i)
+		case seen[k.Token]:
+			return fmt.Errorf("%w: Keys[%d].Token: duplicate", ErrInvalidConfig, i)
+		}
+		seen[k.Token] = true
+	}
+	for m, field := range c.Modalities {
+		if m == "" || field == "" || strings.Contains(m, "/") {
+			return fmt.Errorf("%w: Modalities[%q]=%q: modality and field must be non-empty", ErrInvalidConfig, m, field)
+		}
+	}
+	switch {
+	case c.RPM < 0:
+		return fmt.Errorf("%w: RPM %d: must not be negative", ErrInvalidConfig, c.RPM)
+	case c.Burst < 0:
+		return fmt.Errorf("%w: Burst %d: must not be negative", ErrInvalidConfig, c.Burst)
+	case c.WebhookWorkers < 0 || c.WebhookQueue < 0:
+		return fmt.Errorf("%w: WebhookWorkers/WebhookQueue: must not be negative", ErrInvalidConfig)
+	case c.MaxCalls < 0:
+		return fmt.Errorf("%w: MaxCalls %d: must not be negative", ErrInvalidConfig, c.MaxCalls)
+	case c.WebhookDelay < 0 || c.WebhookTimeout < 0:
+		return fmt.Errorf("%w: WebhookDelay/WebhookTimeout: must not be negative", ErrInvalidConfig)
+	}
+	return nil
+}
+
+func (f Fault) validate() error {
+	for _, r := range []float64{f.ErrorRate, f.RateLimitRate, f.StatusUnknownRate} {
+		if r < 0 || r > 1 {
+			return fmt.Errorf("rate %v: must be in [0,1]", r)
+		}
+	}
+	if f.ErrorStatus != 0 && (f.ErrorStatus < 500 || f.ErrorStatus > 599) {
+		return fmt.Errorf("ErrorStatus %d: must be 5xx", f.ErrorStatus)
+	}
+	if f.Latency < 0 || f.RetryAfter < 0 {
+		return fmt.Errorf("Latency/RetryAfter: must not be negative")
+	}
+	return nil
+}

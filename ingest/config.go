@@ -1,0 +1,128 @@
+package ingest
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	bjs "github.com/evershield/bridge/jetstream"
+)
+
+// Defaults and limits of [Config].
+const (
+	// DefaultMaxBody is the largest webhook body accepted unless Config.MaxBody says otherwise.
+	DefaultMaxBody = 64 << 10
+	// DefaultPublishTimeout bounds the wait for the JetStream acknowledgement.
+	DefaultPublishTimeout = 5 * time.Second
+	// MaxPublishTimeout is the largest PublishTimeout allowed: the answer must reach the upstream well inside
+	// its 10 s client timeout.
+	MaxPublishTimeout = 5 * time.Second
+	// DefaultMaxInFlight is the default number of webhooks handled at once.
+	DefaultMaxInFlight = 1024
+	// DefaultRetryAfter is the default Retry-After of a 503.
+	DefaultRetryAfter = time.Second
+)
+
+// ExtraModalities are the modalities of the newer upstream contract, accepted by default beside
+// [bjs.Modalities].
+var ExtraModalities = []string{"text", "audio"}
+
+// Config is what [New] needs. Only Publisher is required.
+type Config struct {
+	// Publisher stores webhooks in JetStream (a jetstream.JetStream will do). Required.
+	Publisher jetstream.Publisher
+	// Log receives the handler's events; it is tagged component=ingest.
+	Log zerolog.Logger
+	// Metrics registers the bridge_ingest_* collectors; nil uses a private registry.
+	Metrics prometheus.Registerer
+	// Gatherer is served on GET /metrics; nil uses Metrics when it is also a Gatherer (a *prometheus.Registry),
+	// else /metrics answers 404.
+	Gatherer prometheus.Gatherer
+	// MaxBody is the largest body accepted, in bytes; 0 means DefaultMaxBody.
+	MaxBody int64
+	// Token, when set, must be given as ?token= on every webhook (constant-time check). It is never logged.
+	Token string
+	// PublishTimeout bounds the wait for the JetStream acknowledgement; 0 means DefaultPublishTimeout, and
+	// it may not exceed MaxPublishTimeout.
+	PublishTimeout time.Duration
+	// MaxInFlight bounds the webhooks handled at once; past it the answer is 503 at once, nothing queues.
+	// 0 means DefaultMaxInFlight.
+	MaxInFlight int
+	// RetryAfter is the Retry-After of a 503, rounded up to whole seconds; 0 means DefaultRetryAfter.
+	RetryAfter time.Duration
+	// Modalities are the path modalities accepted in POST /webhook/{modality}; nil means [bjs.Modalities]
+	// plus [ExtraModalities]. Each must be a single subject token and not "unknown".
+	Modalities []string
+	// Ready reports whether NATS is usable. When nil and Publisher has a Conn() *nats.Conn method (as
+	// jetstream.JetStream does), it is that connection's IsConnected; otherwise it is always true.
+	Ready func() bool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// setDefaults fills in the zero fields.
+func (c *Config) setDefaults() {
+	if c.MaxBody == 0 {
+		c.MaxBody = DefaultMaxBody
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.Modalities == nil {
+		c.Modalities = append(append([]string{}, bjs.Modalities...), ExtraModalities...)
+	}
+	if c.Metrics == nil {
+		c.Metrics = prometheus.NewRegistry()
+	}
+	if c.Gatherer == nil {
+		if g, ok := c.Metrics.(prometheus.Gatherer); ok {
+			c.Gatherer = g
+		}
+	}
+	if c.Ready == nil {
+		if cp, ok := c.Publisher.(interface{ Conn() *nats.Conn }); ok && cp.Conn() != nil {
+			nc := cp.Conn()
+			c.Ready = nc.IsConnected
+		} else {
+			c.Ready = func() bool { return true }
+		}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports the first field out of range, naming it.
+func (c *Config) Validate() error {
+	switch {
+	case c.Publisher == nil:
+		return fmt.Errorf("%w: Publisher: required", ErrInvalidConfig)
+	case c.MaxBody < 0:
+		return fmt.Errorf("%w: MaxBody: %d is negative", ErrInvalidConfig, c.MaxBody)
+	case c.PublishTimeout < 0:
+		return fmt.Errorf("%w: PublishTimeout: %v is negative", ErrInvalidConfig, c.PublishTimeout)
+	case c.PublishTimeout > MaxPublishTimeout:
+		return fmt.Errorf("%w: PublishTimeout: %v is over the %v maximum", ErrInvalidConfig, c.PublishTimeout, MaxPublishTimeout)
+	case c.MaxInFlight < 0:
+		return fmt.Errorf("%w: MaxInFlight: %d is negative", ErrInvalidConfig, c.MaxInFlight)
+	case c.RetryAfter < 0:
+		return fmt.Errorf("%w: RetryAfter: %v is negative", ErrInvalidConfig, c.RetryAfter)
+	}
+	for _, m := range c.Modalities {
+		if m == "" || m == bjs.ModalityUnknown || strings.ContainsAny(m, ".*>/ \t\r\n") {
+			return fmt.Errorf("%w: Modalities: %q is not a usable modality", ErrInvalidConfig, m)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,23 @@
+// Package ingest is the bridge's webhook receiver: it turns the upstream's one-shot, unsigned result webhooks
+// into messages on the JetStream stream WEBHOOKS.
+//
+// Guarantee: a webhook gets a 2xx answer only after JetStream acknowledged storing it (by a quorum when the
+// stream has 3 replicas). The body is published byte for byte on webhooks.<modality> (webhooks.unknown when
+// the path names no modality) with Nats-Msg-Id set to its job_id, so duplicates of one webhook are stored once
+// and still answered 2xx. Junk (malformed JSON, not an object, no or non-UUID job_id, too large, not JSON,
+// wrong method, unknown modality, wrong token) gets a 4xx and nothing is published. When JetStream cannot take
+// a webhook, or the concurrency bound is reached, the answer is 503 with Retry-After at once; nothing is queued
+// in memory, and the reconciler recovers such a job by polling the upstream.
+//
+// A publish is never cancelled because the sender hung up: it completes or times out (Config.PublishTimeout)
+// on its own and is counted by its real outcome.
+//
+// job_id is checked, not rewritten: it must be a JSON string holding a UUID in the canonical 8-4-4-4-12 form
+// (either letter case; braces, urn:uuid: and unhyphenated forms are rejected), and it is used as given for
+// Nats-Msg-Id. A missing Content-Type is accepted as JSON, because the upstream does not document the headers it
+// sends and a 415 would lose every webhook; a Content-Type that is present must be application/json or
+// application/*+json.
+//
+// [Handler] serves the webhook, health, readiness and metrics endpoints; [Server] runs it with the timeouts the
+// upstream's 10 s client timeout calls for.
+package ingest

@@ -1,0 +1,313 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	bjs "github.com/evershield/bridge/jetstream"
+)
+
+// Paths served by [Handler].
+const (
+	// PathWebhook takes webhooks; PathWebhook+"/{modality}" names the modality.
+	PathWebhook = "/webhook"
+	// PathHealthz answers 200 while the process is alive.
+	PathHealthz = "/healthz"
+	// PathReadyz answers 200 while NATS is usable and shutdown has not started.
+	PathReadyz = "/readyz"
+	// PathMetrics serves Prometheus metrics.
+	PathMetrics = "/metrics"
+)
+
+// Handler is the ingest role's http.Handler. It serves
+//
+//	POST /webhook and POST /webhook/{modality}   store the webhook in JetStream, then answer
+//	GET  /healthz                                 200 while the process is alive
+//	GET  /readyz                                  200 while Config.Ready is true and shutdown has not started
+//	GET  /metrics                                 Prometheus metrics of Config.Gatherer
+//
+// It is safe for concurrent use.
+type Handler struct {
+	cfg        Config
+	log        zerolog.Logger
+	metrics    *metrics
+	modalities map[string]bool
+	// tokenSum is the SHA-256 of Config.Token, compared in constant time with that of ?token=.
+	tokenSum   [sha256.Size]byte
+	slots      chan struct{}
+	retryAfter string
+	metricsH   http.Handler
+	// shuttingDown is set by SetShuttingDown; readiness is false from then on.
+	shuttingDown atomic.Bool
+}
+
+// New checks cfg, registers the metrics and returns a Handler.
+func New(cfg Config) (*Handler, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{
+		cfg:        cfg,
+		log:        cfg.Log.With().Str("component", "ingest").Logger(),
+		metrics:    m,
+		modalities: make(map[string]bool, len(cfg.Modalities)),
+		tokenSum:   sha256.Sum256([]byte(cfg.Token)),
+		slots:      make(chan struct{}, cfg.MaxInFlight),
+		retryAfter: strconv.Itoa(int(math.Ceil(cfg.RetryAfter.Seconds()))),
+	}
+	for _, mod := range cfg.Modalities {
+		h.modalities[mod] = true
+	}
+	if cfg.Gatherer != nil {
+		h.metricsH = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
+	}
+	return h, nil
+}
+
+// SetShuttingDown makes /readyz answer 503 from now on, so a load balancer stops sending webhooks while
+// in-flight ones finish. Webhooks that still arrive are handled normally. It is idempotent.
+func (h *Handler) SetShuttingDown() { h.shuttingDown.Store(true) }
+
+// Ready reports what /readyz answers: Config.Ready is true and shutdown has not started.
+func (h *Handler) Ready() bool { return !h.shuttingDown.Load() && h.cfg.Ready() }
+
+// ServeHTTP routes the request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch p := r.URL.Path; {
+	case p == PathWebhook:
+		h.serveWebhook(w, r, "")
+	case strings.HasPrefix(p, PathWebhook+"/"):
+		h.serveWebhook(w, r, p[len(PathWebhook)+1:])
+	case p == PathHealthz:
+		if !allowGet(w, r) {
+			return
+		}
+		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+	case p == PathReadyz:
+		if !allowGet(w, r) {
+			return
+		}
+		if !h.Ready() {
+			h.writeError(w, ErrNotReady)
+			return
+		}
+		writeJSON(w, http.StatusOK, []byte(`{"status":"ready"}`))
+	case p == PathMetrics && h.metricsH != nil:
+		if !allowGet(w, r) {
+			return
+		}
+		h.metricsH.ServeHTTP(w, r)
+	default:
+		h.writeError(w, fmt.Errorf("%w: %s", ErrNotFound, truncate(p, 64)))
+	}
+}
+
+// allowGet answers 405 to anything but GET and HEAD.
+func allowGet(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	writeErrorBody(w, fmt.Errorf("%w: %s (use GET)", ErrMethod, r.Method))
+	return false
+}
+
+// serveWebhook handles one webhook: pathModality is the {modality} path segment, empty for POST /webhook.
+func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathModality string) {
+	receivedAt := h.cfg.Now().UTC()
+	id, ack, err := h.ingest(w, r, pathModality, receivedAt)
+	if err != nil {
+		status, code, _ := errorStatus(err)
+		h.metrics.count(code)
+		var ev *zerolog.Event
+		switch {
+		case code == codeInternal:
+			ev = h.log.Error()
+		case status >= 500:
+			ev = h.log.Warn()
+		default:
+			ev = h.log.Info()
+		}
+		// r.URL is never logged: it may carry ?token=.
+		ev.Str("job_id", id).Str("modality", truncate(pathModality, 64)).Int("status", status).
+			Str("remote_addr", r.RemoteAddr).Err(err).Msg("webhook rejected")
+		h.writeError(w, err)
+		return
+	}
+	outcome := outcomeAccepted
+	if ack.Duplicate {
+		outcome = outcomeDuplicate
+	}
+	h.metrics.count(outcome)
+	h.log.Debug().Str("job_id", id).Str("modality", pathModality).Str("subject", bjs.WebhookSubject(pathModality)).
+		Int("status", http.StatusOK).Uint64("seq", ack.Sequence).Bool("duplicate", ack.Duplicate).Msg("webhook stored")
+	// id is a validated UUID (hex and hyphens), so it needs no JSON escaping.
+	writeJSON(w, http.StatusOK, []byte(`{"job_id":"`+id+`","duplicate":`+strconv.FormatBool(ack.Duplicate)+`}`))
+}
+
+// ingest runs the webhook rules in order, cheapest first, and publishes. It returns the job_id once known.
+func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality string, receivedAt time.Time) (string, *jetstream.PubAck, error) {
+	if r.URL.Path != PathWebhook && !h.modalities[pathModality] {
+		return "", nil, fmt.Errorf("%w %q: use one of %s", ErrUnknownModality, truncate(pathModality, 64),
+			strings.Join(h.cfg.Modalities, ", "))
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return "", nil, fmt.Errorf("%w: %s (use POST)", ErrMethod, r.Method)
+	}
+	if h.cfg.Token != "" {
+		got := sha256.Sum256([]byte(r.URL.Query().Get("token")))
+		if subtle.ConstantTimeCompare(got[:], h.tokenSum[:]) != 1 {
+			return "", nil, ErrUnauthorized
+		}
+	}
+	if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
+		return "", nil, err
+	}
+	if r.ContentLength > h.cfg.MaxBody {
+		return "", nil, fmt.Errorf("%w: Content-Length %d is over %d bytes", ErrTooLarge, r.ContentLength, h.cfg.MaxBody)
+	}
+	if !h.cfg.Ready() {
+		return "", nil, fmt.Errorf("%w: NATS not connected", ErrUnavailable)
+	}
+	// The slot bounds memory (MaxInFlight bodies) and goroutines waiting for acks. It is taken before the
+	// body is read and never waited for: a full house answers 503 at once.
+	select {
+	case h.slots <- struct{}{}:
+	default:
+		return "", nil, ErrBusy
+	}
+	h.metrics.inFlight.Inc()
+	defer func() {
+		h.metrics.inFlight.Dec()
+		<-h.slots
+	}()
+
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer putBuf(buf)
+	if err := h.readBody(w, r, buf); err != nil {
+		return "", nil, err
+	}
+	body := buf.Bytes()
+	id, err := jobID(body)
+	if err != nil {
+		return "", nil, err
+	}
+
+	msg := &nats.Msg{
+		Subject: bjs.WebhookSubject(pathModality),
+		Data:    body,
+		Header: nats.Header{
+			jetstream.MsgIDHeader:          {id},
+			jetstream.ExpectedStreamHeader: {bjs.StreamWebhooks},
+			bjs.HeaderReceivedAt:           {receivedAt.Format(time.RFC3339Nano)},
+			bjs.HeaderRemoteAddr:           {r.RemoteAddr},
+		},
+	}
+	if pathModality != "" {
+		msg.Header[bjs.HeaderModality] = []string{pathModality}
+	}
+	// The sender hanging up must not cancel the publish: it completes or times out on its own, so the
+	// outcome counted and logged is the real one.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.cfg.PublishTimeout)
+	defer cancel()
+	start := time.Now()
+	ack, err := h.cfg.Publisher.PublishMsg(ctx, msg)
+	h.metrics.publish.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return id, nil, fmt.Errorf("%w: publish webhook %s to %s: %w", ErrUnavailable, id, msg.Subject, err)
+	}
+	return id, ack, nil
+}
+
+// readBody reads at most Config.MaxBody bytes of the body into buf.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) error {
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
+	if err == nil {
+		return nil
+	}
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		return fmt.Errorf("%w: over %d bytes", ErrTooLarge, h.cfg.MaxBody)
+	}
+	return fmt.Errorf("%w: %w", ErrReadBody, err)
+}
+
+// checkMediaType accepts no Content-Type (the upstream does not document its headers), application/json and
+// application/*+json, with any parameters.
+func checkMediaType(ct string) error {
+	if ct == "" || ct == "application/json" {
+		return nil
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
+		return nil
+	}
+	return fmt.Errorf("%w, not %q", ErrMediaType, truncate(ct, 64))
+}
+
+// writeError answers err through the error table, adding Retry-After to a 503.
+func (h *Handler) writeError(w http.ResponseWriter, err error) {
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBusy) {
+		w.Header().Set("Retry-After", h.retryAfter)
+	}
+	writeErrorBody(w, err)
+}
+
+// errorBody is the JSON answer to a rejected request.
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+func writeErrorBody(w http.ResponseWriter, err error) {
+	status, code, msg := errorStatus(err)
+	b, _ := json.Marshal(errorBody{Error: code, Message: msg})
+	writeJSON(w, status, b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// bufPool recycles body buffers; PublishMsg copies the data into the connection's buffer before it returns.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledBuf keeps a large MaxBody from pinning big buffers in the pool.
+const maxPooledBuf = 1 << 20
+
+func putBuf(b *bytes.Buffer) {
+	if b.Cap() > maxPooledBuf {
+		return
+	}
+	b.Reset()
+	bufPool.Put(b)
+}

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/evershield/bridge/bridge"
+	"github.com/evershield/bridge/ingest"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/reconcile"
+	"github.com/evershield/bridge/upstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+)
+
+// app is one bridge process: its NATS side, the HTTP listener and the configured roles.
+type app struct {
+	cfg     Config
+	log     zerolog.Logger
+	reg     *prometheus.Registry
+	nats    *natsSide
+	api     *upstream.Client
+	http    *ingest.Server
+	handler *ingest.Handler
+	// roles run in one group; the first to fail stops all.
+	roles []role
+}
+
+type role struct {
+	name string
+	run  func(context.Context) error
+}
+
+// appOptions are knobs that only in-process callers (demo, tests) use.
+type appOptions struct {
+	// publicFromListener sets BRIDGE_PUBLIC_URL to the bound HTTP address when it is empty.
+	publicFromListener bool
+	// reconcileInstance names the reconciler in its lease.
+	reconcileInstance string
+}
+
+// newApp starts NATS (embedded or external), provisions, binds the HTTP listener and builds every
+// configured role. Nothing serves until run.
+func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions) (_ *app, err error) {
+	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if a.nats, err = startNATS(ctx, cfg, log); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			a.nats.close()
+		}
+	}()
+
+	a.handler, err = ingest.New(ingest.Config{
+		Publisher: a.nats.js, Log: log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
+		Token: cfg.WebhookToken, Ready: a.nats.ready,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	var h http.Handler = a.handler
+	if !cfg.has(roleIngest) {
+		h = withoutWebhooks(a.handler)
+	}
+	a.http, err = ingest.Listen(ingest.ServerConfig{
+		Addr: cfg.HTTPAddr, Handler: h, Log: log, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+		OnShutdown: a.handler.SetShuttingDown,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%sHTTP_ADDR: %w", envPrefix, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = a.http.Close()
+		}
+	}()
+	a.roles = append(a.roles, role{"http", a.http.Run})
+	if opts.publicFromListener && cfg.PublicURL == "" {
+		scheme := "http"
+		if cfg.TLSCertFile != "" {
+			scheme = "https"
+		}
+		cfg.PublicURL = scheme + "://" + a.http.Addr().String()
+		a.cfg.PublicURL = cfg.PublicURL
+	}
+	if !cfg.needsUpstream() {
+		return a, nil
+	}
+
+	a.api, err = upstream.New(upstream.Config{
+		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, RPM: cfg.APIRPM, Burst: cfg.APIBurst, Log: log, Metrics: a.reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upstream: %w", err)
+	}
+	store := jobs.NewStore(a.nats.res.Jobs)
+	deadlines := jobs.Deadlines{
+		ByModality: map[string]time.Duration{
+			"prompt": cfg.TimeoutPrompt, "image": cfg.TimeoutImage, "video": cfg.TimeoutVideo, "chat": cfg.TimeoutChat,
+		},
+		Default: cfg.TimeoutPrompt,
+	}
+	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.has(roleVerify) {
+		v, err := bridge.NewVerifier(bridge.VerifierConfig{
+			JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: log, Metrics: a.reg,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+		a.roles = append(a.roles, role{roleVerify, v.Run})
+	}
+	if cfg.has(roleSubmit) {
+		s, err := bridge.NewSubmitter(bridge.SubmitConfig{
+			NC: a.nats.nc, JS: a.nats.js, API: a.api, Store: store, Deadlines: deadlines, Log: log, Metrics: a.reg,
+			PublicURL: cfg.PublicURL, Token: cfg.WebhookToken, Replicas: cfg.Replicas,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("submit: %w", err)
+		}
+		a.roles = append(a.roles, role{roleSubmit, s.Run})
+	}
+	if cfg.has(roleReconcile) {
+		r, err := reconcile.New(reconcile.Config{
+			JS: a.nats.js, Jobs: a.nats.res.Jobs, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
+			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Log: log, Metrics: a.reg,
+			Instance: opts.reconcileInstance,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reconcile: %w", err)
+		}
+		a.roles = append(a.roles, role{roleReconcile, r.Run})
+	}
+	return a, nil
+}
+
+// run serves every role until ctx is cancelled or one fails, then shuts down in a fixed order: each role
+// drains its own work (readiness off and the HTTP listener first), then the NATS connection drains, then
+// the embedded server stops.
+func (a *app) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range a.roles {
+		g.Go(func() error {
+			if err := r.run(gctx); err != nil {
+				return fmt.Errorf("%s: %w", r.name, err)
+			}
+			return nil
+		})
+	}
+	a.log.Info().Strs("roles", a.cfg.Roles).Str("http", a.http.Addr().String()).Msg("bridge running")
+	err := g.Wait()
+	a.nats.close()
+	if err != nil {
+		a.log.Error().Err(err).Msg("bridge stopped")
+		return err
+	}
+	a.log.Info().Msg("bridge stopped")
+	return nil
+}
+
+// runBridge is bridge run.
+func runBridge(ctx context.Context, cfg Config, log zerolog.Logger) error {
+	a, err := newApp(ctx, cfg, log, appOptions{})
+	if err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+// withoutWebhooks serves health and metrics but not webhooks, for processes without the ingest role.
+func withoutWebhooks(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, ingest.PathWebhook) {
+			http.Error(w, `{"error":"not_found","message":"this process does not run the ingest role"}`, http.StatusNotFound)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

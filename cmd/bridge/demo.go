@@ -1,0 +1,410 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/upstream/simulator"
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/sync/errgroup"
+)
+
+// demoFlags are bridge demo's own knobs beside the simulator's.
+type demoFlags struct {
+	jobs, concurrency, forged, forgedVerdicts, apiRPM int
+	deadline, poll, grace, maxWait                    time.Duration
+	keep                                              bool
+}
+
+// runDemo runs every role in-process against the simulator with faults, submits a workload over
+// moderate.*, and prints what became of it. It fails unless nothing was lost and nothing doubled.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bridge demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var d demoFlags
+	fs.IntVar(&d.jobs, "jobs", 200, "jobs to submit, spread over prompt, image, video and chat")
+	fs.IntVar(&d.concurrency, "concurrency", 16, "submissions in flight at once")
+	fs.IntVar(&d.forged, "forged", 20, "forged webhooks with job ids the upstream does not know")
+	fs.IntVar(&d.forgedVerdicts, "forged-verdicts", 10, "forged webhooks that flip the verdict of a real job")
+	fs.IntVar(&d.apiRPM, "api-rpm", 6000, "the bridge's upstream budget per minute (the real default is 60)")
+	fs.DurationVar(&d.deadline, "deadline", 8*time.Second, "job deadline of every modality (the real defaults are 5m and 15m)")
+	fs.DurationVar(&d.poll, "poll", time.Second, "reconciler poll interval")
+	fs.DurationVar(&d.grace, "grace", 500*time.Millisecond, "webhook grace before polling")
+	fs.DurationVar(&d.maxWait, "max-wait", 2*time.Minute, "give up waiting for results after this long")
+	fs.BoolVar(&d.keep, "keep", false, "keep the data directory and log file")
+	var sf simFlags
+	sf.register(fs, simFlags{
+		seed: 1, drop: 0.15, duplicate: 0.15, neverFinish: 0.03, fail: 0.03, prohibited: 0.25,
+		errorRate: 0.05, rateLimitRate: 0.03, queueDelay: 50 * time.Millisecond, processDelay: 300 * time.Millisecond,
+		grantChat: true,
+	})
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if d.jobs < 1 || d.concurrency < 1 || d.forged < 0 || d.forgedVerdicts < 0 || d.apiRPM < 1 {
+		return usageError{fmt.Errorf("bridge demo: -jobs, -concurrency and -api-rpm must be positive, -forged and -forged-verdicts not negative")}
+	}
+
+	dir, err := os.MkdirTemp("", "bridge-demo-")
+	if err != nil {
+		return err
+	}
+	if !d.keep {
+		defer os.RemoveAll(dir)
+	}
+	logFile, err := os.Create(filepath.Join(dir, "bridge.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	log, _ := newLogger("info", "json", logFile)
+
+	simCfg := sf.config()
+	simCfg.Log = log.With().Str("component", "simulator").Logger()
+	sim, err := simulator.New(simCfg)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := sim.Start("127.0.0.1:0"); err != nil {
+		return err
+	}
+	defer sim.Close()
+
+	cfg, err := parseConfig(map[string]string{
+		"BRIDGE_DATA_DIR": filepath.Join(dir, "data"), "BRIDGE_NATS_LISTEN": "127.0.0.1:0", "BRIDGE_HTTP_ADDR": "127.0.0.1:0",
+		"BRIDGE_API_URL": sim.URL(), "BRIDGE_API_KEY": simulator.DefaultKey, "BRIDGE_API_RPM": fmt.Sprint(d.apiRPM),
+		"BRIDGE_TIMEOUT_PROMPT": d.deadline.String(), "BRIDGE_TIMEOUT_IMAGE": d.deadline.String(),
+		"BRIDGE_TIMEOUT_VIDEO": d.deadline.String(), "BRIDGE_TIMEOUT_CHAT": d.deadline.String(),
+		"BRIDGE_POLL_INTERVAL": d.poll.String(), "BRIDGE_WEBHOOK_GRACE": d.grace.String(), "BRIDGE_RETENTION": "1h",
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	appCtx, stopApp := context.WithCancel(ctx)
+	defer stopApp()
+	a, err := newApp(appCtx, cfg, log, appOptions{publicFromListener: true, reconcileInstance: "demo"})
+	if err != nil {
+		return err
+	}
+	appDone := make(chan error, 1)
+	go func() { appDone <- a.run(appCtx) }()
+	defer func() { stopApp(); <-appDone }()
+
+	fmt.Fprintf(stdout, "bridge demo: %d jobs, simulator at %s (drop %.0f%%, duplicate %.0f%%, never finish %.0f%%, 5xx %.0f%%, 429 %.0f%%, seed %d)\n",
+		d.jobs, sim.URL(), sf.drop*100, sf.duplicate*100, sf.neverFinish*100, sf.errorRate*100, sf.rateLimitRate*100, sim.Seed())
+	fmt.Fprintf(stdout, "NATS at %s, webhooks at %s, logs in %s\n\n", a.nats.srv.ClientURL(), a.cfg.PublicURL, logFile.Name())
+
+	nc, err := nats.Connect(a.nats.srv.ClientURL())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := waitForService(ctx, nc, 10*time.Second); err != nil {
+		return err
+	}
+	js, _ := jetstream.New(nc)
+	tally := newDemoTally()
+	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return err
+	}
+	cc, err := cons.Consume(tally.add)
+	if err != nil {
+		return err
+	}
+	defer cc.Stop()
+
+	start := time.Now()
+	submitted, submitErrs := demoSubmit(ctx, nc, d, tally)
+	forgeErrs := demoForge(ctx, a.cfg.PublicURL, d, tally)
+
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	limit := time.After(d.maxWait)
+wait:
+	for tally.delivered() < len(submitted) {
+		select {
+		case <-ctx.Done():
+			break wait
+		case <-limit:
+			break wait
+		case <-ticker.C:
+			fmt.Fprintf(stdout, "  %5.1fs  results %d/%d  (webhook %d, poll %d, timeout %d)\n",
+				time.Since(start).Seconds(), tally.delivered(), len(submitted), tally.bySource(bjs.SourceWebhook),
+				tally.bySource(bjs.SourcePoll), tally.bySource(bjs.SourceTimeout))
+		}
+	}
+	elapsed := time.Since(start)
+
+	gather := func(name string, labels ...string) float64 { return metricSum(a.reg, name, labels...) }
+	lost, doubled, mismatched := tally.check(submitted, sim)
+	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(stdout, "\nafter %.1fs:\n", elapsed.Seconds())
+	row := func(name string, v any, note string) { fmt.Fprintf(w, "%s\t%v\t  %s\n", name, v, note) }
+	row("submitted", len(submitted), fmt.Sprintf("over moderate.* (%d refused by the upstream)", submitErrs))
+	row("webhooks received", int(gather("bridge_ingest_webhooks_total", "outcome", "accepted")+gather("bridge_ingest_webhooks_total", "outcome", "duplicate")), "answered 2xx after the JetStream ack")
+	row("duplicates collapsed", int(gather("bridge_ingest_webhooks_total", "outcome", "duplicate")), "Nats-Msg-Id = job_id")
+	row("forgeries rejected", int(gather("bridge_deadletter_total", "reason", "not_found")), fmt.Sprintf("of %d with unknown ids, kept in DEADLETTER", d.forged-forgeErrs))
+	row("forged verdicts", d.forgedVerdicts, "published with the upstream's verdict instead")
+	row("recovered by polling", tally.bySource(bjs.SourcePoll), "webhook dropped or late")
+	row("timed out", tally.bySource(bjs.SourceTimeout), "BRIDGE_TIMEOUT after the deadline")
+	row("results delivered", tally.delivered(), "one per job on results.<type>")
+	row("upstream calls", sumCalls(sim), fmt.Sprintf("%.2f per job", float64(sumCalls(sim))/float64(max(1, len(submitted)))))
+	row("verdict mismatches", mismatched, "results that differ from the upstream's truth")
+	row("lost", lost, "")
+	row("doubled", doubled, "")
+	w.Flush()
+	if len(submitted) == 0 {
+		return fmt.Errorf("demo failed: no job was accepted (log: %s)", logFile.Name())
+	}
+	if lost > 0 || doubled > 0 || mismatched > 0 {
+		return fmt.Errorf("demo failed: %d lost, %d doubled, %d verdict mismatches (log: %s)", lost, doubled, mismatched, logFile.Name())
+	}
+	fmt.Fprintln(stdout, "\nnothing lost, nothing doubled.")
+	return nil
+}
+
+// waitForService waits until the moderation micro service answers a ping: roles start concurrently.
+func waitForService(ctx context.Context, nc *nats.Conn, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		_, err := nc.RequestWithContext(rctx, "$SRV.PING."+bjs.ServiceName, nil)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("submit service not answering within %v: %w", d, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// demoSubmit submits d.jobs jobs over NATS request-reply and returns the accepted job ids.
+func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) ([]string, int) {
+	modalities := []string{"prompt", "image", "video", "chat"}
+	var mu sync.Mutex
+	var ids []string
+	var refused atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(d.concurrency)
+	for i := range d.jobs {
+		g.Go(func() error {
+			m := modalities[i%len(modalities)]
+			var body string
+			switch m {
+			case "image":
+				body = fmt.Sprintf(`{"image_url":"https://example.com/img/%d.png"}`, i)
+			case "video":
+				body = fmt.Sprintf(`{"video_url":"https://example.com/vid/%d.mp4"}`, i)
+			default:
+				body = fmt.Sprintf(`{"prompt":"demo prompt number %d"}`, i)
+			}
+			rctx, cancel := context.WithTimeout(gctx, 30*time.Second)
+			defer cancel()
+			msg, err := nc.RequestWithContext(rctx, bjs.SubjectSubmit+m, []byte(body))
+			var rep struct {
+				JobID string `json:"job_id"`
+			}
+			if err != nil || msg.Header.Get("Nats-Service-Error-Code") != "" || json.Unmarshal(msg.Data, &rep) != nil || rep.JobID == "" {
+				refused.Add(1)
+				return nil
+			}
+			mu.Lock()
+			ids = append(ids, rep.JobID)
+			mu.Unlock()
+			t.submitted(rep.JobID)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return ids, int(refused.Load())
+}
+
+// demoForge posts forged webhooks: unknown job ids, and flipped verdicts for real jobs.
+func demoForge(ctx context.Context, base string, d demoFlags, t *demoTally) int {
+	client := &http.Client{Timeout: 10 * time.Second}
+	failed := 0
+	post := func(id string, prohibited bool) {
+		body := fmt.Sprintf(`{"job_id":%q,"status":"completed","is_prohibited":%t,"categories":{"custom":{}},"completed_at":%q}`,
+			id, prohibited, time.Now().UTC().Format(time.RFC3339))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/webhook/prompt", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			failed++
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			failed++
+		}
+	}
+	for range d.forged {
+		post(uuid.NewString(), false)
+	}
+	ids := t.ids()
+	for i := 0; i < d.forgedVerdicts && len(ids) > 0; i++ {
+		post(ids[rand.IntN(len(ids))], true)
+	}
+	return failed
+}
+
+// demoTally counts what arrives on RESULTS.
+type demoTally struct {
+	mu      sync.Mutex
+	jobs    map[string]bool         // submitted job ids
+	results map[string][]demoResult // primary results per job
+	sources map[string]int          // primary results per source
+	late    map[string]int          // late results per job
+}
+
+type demoResult struct {
+	source     string
+	prohibited *bool
+}
+
+func newDemoTally() *demoTally {
+	return &demoTally{jobs: map[string]bool{}, results: map[string][]demoResult{}, sources: map[string]int{}, late: map[string]int{}}
+}
+
+func (t *demoTally) submitted(id string) {
+	t.mu.Lock()
+	t.jobs[id] = true
+	t.mu.Unlock()
+}
+
+func (t *demoTally) ids() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]string, 0, len(t.jobs))
+	for id := range t.jobs {
+		out = append(out, id)
+	}
+	return out
+}
+
+func (t *demoTally) add(m jetstream.Msg) {
+	var r struct {
+		JobID        string `json:"job_id"`
+		IsProhibited *bool  `json:"is_prohibited"`
+	}
+	_ = json.Unmarshal(m.Data(), &r)
+	src := m.Headers().Get(bjs.HeaderBridgeSource)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if strings.HasPrefix(m.Subject(), bjs.SubjectLateResults) {
+		t.late[r.JobID]++
+		return
+	}
+	t.results[r.JobID] = append(t.results[r.JobID], demoResult{source: src, prohibited: r.IsProhibited})
+	t.sources[src]++
+}
+
+func (t *demoTally) delivered() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for id := range t.jobs {
+		if len(t.results[id]) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func (t *demoTally) bySource(s string) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.sources[s]
+}
+
+// check counts submitted jobs without a result, jobs with more than one, and verified results whose
+// verdict differs from the simulator's.
+func (t *demoTally) check(ids []string, sim *simulator.Simulator) (lost, doubled, mismatched int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, id := range ids {
+		rs := t.results[id]
+		switch {
+		case len(rs) == 0:
+			lost++
+		case len(rs) > 1:
+			doubled++
+		}
+		if t.late[id] > 1 {
+			doubled++
+		}
+		if len(rs) == 0 || rs[0].source == bjs.SourceTimeout {
+			continue
+		}
+		if j, ok := sim.Job(id); !ok || !sameVerdict(j.Prohibited, rs[0].prohibited) {
+			mismatched++
+		}
+	}
+	return lost, doubled, mismatched
+}
+
+func sameVerdict(a, b *bool) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return *a == *b
+}
+
+func sumCalls(sim *simulator.Simulator) int {
+	n := 0
+	for ep, c := range sim.Stats().Calls {
+		if ep != simulator.EndpointHealth {
+			n += c
+		}
+	}
+	return n
+}
+
+// metricSum adds up the values of a counter or gauge family, optionally only where label = value.
+func metricSum(g interface {
+	Gather() ([]*dto.MetricFamily, error)
+}, name string, labelValue ...string) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labelValue); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || (lp.GetName() == labelValue[i] && lp.GetValue() == labelValue[i+1])
+				}
+				if !found {
+					continue metrics
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}

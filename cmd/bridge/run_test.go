@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/evershield/bridge/internal/natstest"
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestConfigErrorExitsWithCode2(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run(context.Background(), nil, map[string]string{"BRIDGE_POLL_INTERVAL": "soon"}, &bytes.Buffer{}, &stderr)
+	if err == nil || exitCode(err) != 2 {
+		t.Fatalf("err = %v (exit %d), want a usage error with exit code 2", err, exitCode(err))
+	}
+	if !strings.Contains(err.Error(), "BRIDGE_POLL_INTERVAL") {
+		t.Errorf("error %q does not name the variable", err)
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	err := run(context.Background(), []string{"frobnicate"}, nil, &bytes.Buffer{}, &bytes.Buffer{})
+	if exitCode(err) != 2 {
+		t.Fatalf("err = %v, want exit code 2", err)
+	}
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, nil, &out, &out); err != nil || !strings.HasPrefix(out.String(), "bridge ") {
+		t.Fatalf("version: %v %q", err, out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"--help"}, nil, &out, &out); err != nil || !strings.Contains(out.String(), "bridge demo") {
+		t.Fatalf("help: %v %q", err, out.String())
+	}
+}
+
+// TestRunIngestOnlyEmbedded runs bridge run with the ingest role on the embedded server: a webhook gets 200
+// and is in WEBHOOKS, visible to a plain NATS client on BRIDGE_NATS_LISTEN; cancelling shuts down cleanly.
+func TestRunIngestOnlyEmbedded(t *testing.T) {
+	natsAddr, httpAddr := freeAddr(t), freeAddr(t)
+	env := map[string]string{
+		"BRIDGE_ROLES": "ingest", "BRIDGE_DATA_DIR": t.TempDir(), "BRIDGE_NATS_LISTEN": natsAddr,
+		"BRIDGE_HTTP_ADDR": httpAddr, "BRIDGE_LOG_LEVEL": "debug",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run"}, env, &bytes.Buffer{}, logs) }()
+
+	base := "http://" + httpAddr
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		return nil
+	})
+	id := "0b6f7a52-5c1e-4d0b-8f43-3f1b2f7e9a10"
+	resp, err := http.Post(base+"/webhook/image", "application/json", strings.NewReader(`{"job_id":"`+id+`","status":"completed"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("webhook status %d", resp.StatusCode)
+	}
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer rcancel()
+	s, err := js.Stream(rctx, bjs.StreamWebhooks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(rctx, bjs.WebhookSubject("image"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Header.Get(jetstream.MsgIDHeader) != id {
+		t.Errorf("Nats-Msg-Id %q, want %q", m.Header.Get(jetstream.MsgIDHeader), id)
+	}
+	nc.Close()
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	if strings.Contains(logs.String(), "sim_test_key") {
+		t.Error("logs contain the API key")
+	}
+}
+
+// TestDemoLosesAndDoublesNothing runs bridge demo small: every role against the faulty simulator.
+func TestDemoLosesAndDoublesNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, []string{"demo", "-jobs", "60", "-deadline", "4s", "-poll", "500ms", "-grace", "200ms", "-max-wait", "90s"}, nil, &out, &out)
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"lost", "doubled", "nothing lost, nothing doubled."} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		t.Fatal("unexpected usage error")
+	}
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+// simFlags are the simulator's knobs shared by bridge simulate and bridge demo.
+type simFlags struct {
+	rpm                                             int
+	seed                                            uint64
+	drop, duplicate, neverFinish, fail, prohibited  float64
+	errorRate, rateLimitRate                        float64
+	queueDelay, processDelay, webhookDelay, latency time.Duration
+	grantChat                                       bool
+}
+
+func (s *simFlags) register(fs *flag.FlagSet, d simFlags) {
+	fs.IntVar(&s.rpm, "rpm", d.rpm, "per-account request limit per minute (0 = unlimited)")
+	fs.Uint64Var(&s.seed, "seed", d.seed, "seed of every random decision (0 = random)")
+	fs.Float64Var(&s.drop, "drop", d.drop, "share of webhooks never sent")
+	fs.Float64Var(&s.duplicate, "duplicate", d.duplicate, "share of webhooks sent twice")
+	fs.Float64Var(&s.neverFinish, "never-finish", d.neverFinish, "share of jobs that stay processing forever")
+	fs.Float64Var(&s.fail, "fail", d.fail, "share of jobs that end failed")
+	fs.Float64Var(&s.prohibited, "prohibited", d.prohibited, "share of jobs rejected")
+	fs.Float64Var(&s.errorRate, "error-rate", d.errorRate, "share of API calls answered 503")
+	fs.Float64Var(&s.rateLimitRate, "429-rate", d.rateLimitRate, "share of API calls answered 429")
+	fs.DurationVar(&s.queueDelay, "queue-delay", d.queueDelay, "how long a job stays queued")
+	fs.DurationVar(&s.processDelay, "process-delay", d.processDelay, "how long a job processes")
+	fs.DurationVar(&s.webhookDelay, "webhook-delay", d.webhookDelay, "delay of each webhook after completion")
+	fs.DurationVar(&s.latency, "latency", d.latency, "added latency of every API call")
+	fs.BoolVar(&s.grantChat, "chat", d.grantChat, "grant moderate:chat to the default key")
+}
+
+func (s simFlags) config() simulator.Config {
+	cfg := simulator.Config{
+		RPM: s.rpm, Seed: s.seed, DropRate: s.drop, DuplicateRate: s.duplicate, NeverFinishRate: s.neverFinish,
+		FailRate: s.fail, ProhibitedRate: s.prohibited, QueueDelay: s.queueDelay, ProcessDelay: s.processDelay,
+		WebhookDelay: s.webhookDelay, GrantChat: s.grantChat,
+	}
+	if s.errorRate > 0 || s.rateLimitRate > 0 || s.latency > 0 {
+		cfg.Faults = map[string]simulator.Fault{simulator.EndpointAll: {
+			ErrorRate: s.errorRate, RateLimitRate: s.rateLimitRate, Latency: s.latency,
+		}}
+	}
+	return cfg
+}
+
+func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bridge simulate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8090", "listen address")
+	logFormat := fs.String("log-format", "console", "json or console")
+	var sf simFlags
+	sf.register(fs, simFlags{rpm: 60, queueDelay: 200 * time.Millisecond, processDelay: 2 * time.Second, grantChat: true})
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	log, err := newLogger("info", *logFormat, stderr)
+	if err != nil {
+		return usageError{err}
+	}
+	cfg := sf.config()
+	cfg.Log = log
+	sim, err := simulator.New(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := sim.Start(*addr); err != nil {
+		return err
+	}
+	defer sim.Close()
+	fmt.Fprintf(stdout, "simulator at %s  (key %s)\n", sim.URL(), simulator.DefaultKey)
+	fmt.Fprintf(stdout, "try: curl -H 'Authorization: Bearer %s' -F prompt=hello %s/moderate/prompt\n", simulator.DefaultKey, sim.URL())
+	<-ctx.Done()
+	return nil
+}

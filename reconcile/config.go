@@ -1,0 +1,128 @@
+package reconcile
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/upstream"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// LeaseKey is the key of the reconciler's lease in the BRIDGE_LEASES bucket.
+const LeaseKey = "reconcile"
+
+// Config configures a [Reconciler]. Deliverer and API are required; the buckets are looked up through JS
+// when not given.
+type Config struct {
+	// JS is used only to open the buckets that are not given (JOBS, BRIDGE_LEASES) and to read the lease
+	// bucket's TTL. It may be nil when Jobs (or Deliverer) and Leases are set.
+	JS jetstream.JetStream
+	// Jobs is the JOBS bucket the index watches. Default: Deliverer.Store().KV().
+	Jobs jetstream.KeyValue
+	// Leases is the BRIDGE_LEASES bucket; its TTL must be LeaseTTL (bjs.Provision does that).
+	Leases jetstream.KeyValue
+	// Deliverer is the one publish path of results; the reconciler publishes nothing itself.
+	Deliverer *jobs.Deliverer
+	// API is the budgeted upstream client. The reconciler calls only InFlight, GetJob (at
+	// upstream.ClassPoll) and Available.
+	API upstream.API
+
+	// PollInterval is the period of the missed-webhook sweep. Default 30s.
+	PollInterval time.Duration
+	// WebhookGrace is how long a job may be missing from the in-flight list, its webhook still expected,
+	// before the reconciler fetches it. Zero means the default, 10s; a negative value means no grace.
+	WebhookGrace time.Duration
+	// LateWatch is how long after its deadline a timed-out job is still polled for a late completion
+	// (published once on results.late.<type>). Default 1h; negative disables the late watch.
+	LateWatch time.Duration
+	// Workers bounds the concurrent deadline checks (each may wait for upstream budget). Default 4.
+	Workers int
+	// FinalCheckWait bounds how long the last GET /job/{id} at a deadline may wait for budget when the
+	// job was in flight at the last sweep; past it the job times out on what JOBS recorded. Default 5s.
+	FinalCheckWait time.Duration
+
+	// Instance names this process in the lease; it must be unique among replicas. Default
+	// <hostname>-<random>.
+	Instance string
+	// LeaseTTL is the lease lifetime without renewal: the bucket TTL of BRIDGE_LEASES. The holder renews
+	// every LeaseTTL/3. Default: the bucket's TTL, else 10s.
+	LeaseTTL time.Duration
+
+	// Log receives the reconciler's events, tagged component=reconcile.
+	Log zerolog.Logger
+	// Metrics registers the bridge_reconcile_* collectors; nil registers nothing.
+	Metrics prometheus.Registerer
+	// Now is the clock; default time.Now. Timers run on real time.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.PollInterval == 0 {
+		c.PollInterval = 30 * time.Second
+	}
+	switch {
+	case c.WebhookGrace == 0:
+		c.WebhookGrace = 10 * time.Second
+	case c.WebhookGrace < 0:
+		c.WebhookGrace = 0
+	}
+	if c.LateWatch == 0 {
+		c.LateWatch = time.Hour
+	}
+	if c.Workers == 0 {
+		c.Workers = 4
+	}
+	if c.FinalCheckWait == 0 {
+		c.FinalCheckWait = 5 * time.Second
+	}
+	if c.Jobs == nil && c.Deliverer != nil {
+		c.Jobs = c.Deliverer.Store().KV()
+	}
+	if c.Instance == "" {
+		c.Instance = defaultInstance()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate checks the configuration after defaults are applied; errors wrap [ErrInvalidConfig].
+func (c *Config) Validate() error {
+	switch {
+	case c.Deliverer == nil:
+		return fmt.Errorf("%w: Deliverer: required", ErrInvalidConfig)
+	case c.API == nil:
+		return fmt.Errorf("%w: API: required", ErrInvalidConfig)
+	case c.Jobs == nil && c.JS == nil:
+		return fmt.Errorf("%w: Jobs: required without JS", ErrInvalidConfig)
+	case c.Leases == nil && c.JS == nil:
+		return fmt.Errorf("%w: Leases: required without JS", ErrInvalidConfig)
+	case c.PollInterval < 10*time.Millisecond:
+		return fmt.Errorf("%w: PollInterval %v: must be at least 10ms", ErrInvalidConfig, c.PollInterval)
+	case c.Workers < 1 || c.Workers > 1024:
+		return fmt.Errorf("%w: Workers %d: must be 1 to 1024", ErrInvalidConfig, c.Workers)
+	case c.FinalCheckWait < 0:
+		return fmt.Errorf("%w: FinalCheckWait %v: must not be negative", ErrInvalidConfig, c.FinalCheckWait)
+	case c.LeaseTTL < 0 || (c.LeaseTTL > 0 && c.LeaseTTL < 300*time.Millisecond):
+		return fmt.Errorf("%w: LeaseTTL %v: must be at least 300ms", ErrInvalidConfig, c.LeaseTTL)
+	case len(c.Instance) > 256:
+		return fmt.Errorf("%w: Instance: longer than 256 bytes", ErrInvalidConfig)
+	}
+	return nil
+}
+
+func defaultInstance() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "bridge"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
+}

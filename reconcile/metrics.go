@@ -1,0 +1,64 @@
+package reconcile
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the bridge_reconcile_* collectors.
+type metrics struct {
+	pending       *prometheus.GaugeVec
+	oldest        prometheus.Gauge
+	lateWatched   prometheus.Gauge
+	sweeps        *prometheus.CounterVec
+	sweepDuration prometheus.Histogram
+	calls         prometheus.Histogram
+	recovered     prometheus.Counter
+	lateRecovered prometheus.Counter
+	timeouts      prometheus.Counter
+	notFound      prometheus.Counter
+	leader        prometheus.Gauge
+	errors        *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "bridge", "reconcile"
+	m := &metrics{
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "pending",
+			Help: "Pending jobs in the reconciler's index, by modality."}, []string{"modality"}),
+		oldest: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "oldest_pending_age_seconds",
+			Help: "Age of the oldest pending job at the last sweep (0 when none or not leader)."}),
+		lateWatched: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "late_watch",
+			Help: "Timed-out jobs still polled for a late completion."}),
+		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sweeps_total",
+			Help: "Missed-webhook sweeps by result: ok, skipped (nothing pending), error (in-flight list failed)."}, []string{"result"}),
+		sweepDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "sweep_duration_seconds",
+			Help: "Duration of a sweep, upstream calls and budget waits included.", Buckets: prometheus.ExponentialBuckets(0.005, 3, 10)}),
+		calls: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "upstream_calls_per_sweep",
+			Help:    "Upstream calls of one sweep: in-flight list pages (estimated at 100 ids a page) plus GET /job calls.",
+			Buckets: []float64{0, 1, 2, 5, 10, 20, 50, 100, 200, 500}}),
+		recovered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "missed_webhooks_recovered_total",
+			Help: "Results the reconciler published (source poll) because no webhook delivered them."}),
+		lateRecovered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "late_recovered_total",
+			Help: "Late results of timed-out jobs the reconciler published on results.late.<type>."}),
+		timeouts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "timeouts_total",
+			Help: "Timeout results published for jobs past their deadline."}),
+		notFound: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "upstream_not_found_total",
+			Help: "Pending jobs the upstream answered 404 for; they are left to their deadline."}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "is_leader",
+			Help: "1 while this process holds the reconcile lease."}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
+			Help: "Errors by operation: inflight, get_job, deliver, timeout, watch, lease."}, []string{"op"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.pending, m.oldest, m.lateWatched, m.sweeps, m.sweepDuration, m.calls,
+		m.recovered, m.lateRecovered, m.timeouts, m.notFound, m.leader, m.errors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,484 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/upstream"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Tuning that is not worth a Config field.
+const (
+	// inFlightPage is the page size of upstream.API.InFlight, to estimate its calls.
+	inFlightPage = 100
+	// retryDelay is how soon a failed deadline check runs again.
+	retryDelay = 2 * time.Second
+	// busyDelay is how soon a deadline check runs when a sweep GET holds the job.
+	busyDelay = 500 * time.Millisecond
+	// watchBackoff is the pause before the JOBS or lease watch is opened again after a failure.
+	watchBackoff = time.Second
+)
+
+// Reconciler recovers missed webhooks by polling the upstream and times out jobs past their deadline,
+// publishing through [jobs.Deliverer]. One replica at a time acts, holding the lease; the others keep
+// their index warm. Create it with [New] and start it with [Reconciler.Run].
+type Reconciler struct {
+	cfg Config
+	log zerolog.Logger
+	m   *metrics
+	idx *index
+
+	jobsKV   jetstream.KeyValue
+	leases   jetstream.KeyValue
+	leaseTTL time.Duration
+
+	runMu sync.Mutex // runMu makes Run exclusive
+}
+
+// New checks cfg, applies defaults and registers the metrics.
+func New(cfg Config) (*Reconciler, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("reconcile: %w", err)
+	}
+	r := &Reconciler{
+		cfg: cfg,
+		log: cfg.Log.With().Str("component", "reconcile").Str("instance", cfg.Instance).Logger(),
+		m:   m,
+		idx: newIndex(cfg.LateWatch, m),
+	}
+	return r, nil
+}
+
+// Instance is the name this reconciler holds the lease under.
+func (r *Reconciler) Instance() string { return r.cfg.Instance }
+
+// Run watches JOBS, competes for the lease and, while it holds it, sweeps and times out jobs. It blocks
+// until ctx is cancelled, then stops acting, releases the lease if held (so a standby takes over at
+// once) and returns nil. It returns an error only when the buckets cannot be opened.
+func (r *Reconciler) Run(ctx context.Context) error {
+	r.runMu.Lock()
+	defer r.runMu.Unlock()
+	if err := r.open(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { r.watchJobs(ctx) })
+	r.leaseLoop(ctx)
+	wg.Wait()
+	return nil
+}
+
+// open resolves the buckets and the lease TTL.
+func (r *Reconciler) open(ctx context.Context) error {
+	r.jobsKV, r.leases, r.leaseTTL = r.cfg.Jobs, r.cfg.Leases, r.cfg.LeaseTTL
+	var err error
+	if r.jobsKV == nil {
+		if r.jobsKV, err = r.cfg.JS.KeyValue(ctx, bjs.BucketJobs); err != nil {
+			return fmt.Errorf("reconcile: bucket %s: %w", bjs.BucketJobs, err)
+		}
+	}
+	if r.leases == nil {
+		if r.leases, err = r.cfg.JS.KeyValue(ctx, bjs.BucketLeases); err != nil {
+			return fmt.Errorf("reconcile: bucket %s: %w", bjs.BucketLeases, err)
+		}
+	}
+	st, err := r.leases.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("reconcile: bucket %s status: %w", bjs.BucketLeases, err)
+	}
+	switch ttl := st.TTL(); {
+	case r.leaseTTL == 0 && ttl > 0:
+		r.leaseTTL = ttl
+	case r.leaseTTL == 0:
+		r.leaseTTL = 10 * time.Second
+		r.log.Warn().Msg("lease bucket has no TTL: a crashed leader's lease never expires; set one (bjs.Provision does)")
+	case ttl != r.leaseTTL:
+		r.log.Warn().Dur("lease_ttl", r.leaseTTL).Dur("bucket_ttl", ttl).Msg("LeaseTTL differs from the lease bucket's TTL")
+	}
+	return nil
+}
+
+// watchJobs feeds the index from a watch of every JOBS key: first the current values (then the index is
+// ready), then each update. A watch that ends while ctx is alive is opened again and replays the bucket
+// into an emptied index.
+func (r *Reconciler) watchJobs(ctx context.Context) {
+	first := true
+	for ctx.Err() == nil {
+		w, err := r.jobsKV.WatchAll(ctx)
+		if err != nil {
+			r.m.errors.WithLabelValues("watch").Inc()
+			r.log.Warn().Err(err).Msg("watch JOBS")
+			sleep(ctx, watchBackoff)
+			continue
+		}
+		if !first {
+			r.idx.reset()
+		}
+		first = false
+		start := time.Now()
+		r.consume(ctx, w, start)
+		_ = w.Stop()
+		if ctx.Err() == nil {
+			r.log.Warn().Msg("JOBS watch ended; reopening")
+			sleep(ctx, watchBackoff)
+		}
+	}
+}
+
+func (r *Reconciler) consume(ctx context.Context, w jetstream.KeyWatcher, start time.Time) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				r.idx.setReady()
+				p, l := r.idx.counts()
+				r.log.Info().Int("pending", p).Int("late_watch", l).Dur("took", time.Since(start)).Msg("index built from JOBS")
+				continue
+			}
+			deleted := e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
+			if err := r.idx.apply(e.Key(), e.Value(), deleted, r.cfg.Now()); err != nil {
+				r.m.errors.WithLabelValues("watch").Inc()
+				r.log.Warn().Err(err).Str("job_id", e.Key()).Msg("undecodable JOBS record ignored")
+			}
+		}
+	}
+}
+
+// lead does the leader's work until ctx ends: the sweep loop and the deadline loop.
+func (r *Reconciler) lead(ctx context.Context) {
+	select {
+	case <-r.idx.readyCh:
+	case <-ctx.Done():
+		return
+	}
+	firstSweep := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { r.deadlineLoop(ctx, firstSweep) })
+	r.sweepLoop(ctx, firstSweep)
+	wg.Wait()
+}
+
+// sweepLoop sweeps at once and every PollInterval, and runs a check pass (no in-flight list) when the
+// grace of a job found missing ends before the next sweep.
+func (r *Reconciler) sweepLoop(ctx context.Context, firstSweep chan struct{}) {
+	ticker := time.NewTicker(r.cfg.PollInterval)
+	defer ticker.Stop()
+	check := time.NewTimer(time.Hour)
+	check.Stop()
+	defer check.Stop()
+
+	next := r.sweep(ctx, true)
+	close(firstSweep)
+	for {
+		if !next.IsZero() {
+			check.Reset(max(next.Sub(r.cfg.Now()), 0))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			check.Stop()
+			next = r.sweep(ctx, true)
+		case <-check.C:
+			next = r.sweep(ctx, false)
+		}
+	}
+}
+
+// sweep finds pending jobs missing from the in-flight list for longer than WebhookGrace and fetches
+// each once: a terminal one is delivered with source poll. A full sweep asks for the in-flight list
+// first (only when something is pending or late-watched); a check pass reuses the last list's marks.
+// It stops early when the budget has no token left, leaving the rest to the next sweep. It returns when
+// the next check pass is due (zero: none).
+func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
+	start := time.Now()
+	pending, late := r.idx.counts()
+	if pending+late == 0 {
+		if full {
+			r.m.sweeps.WithLabelValues("skipped").Inc()
+			r.m.oldest.Set(0)
+		}
+		return time.Time{}
+	}
+	var inflight map[string]struct{}
+	var gen uint32
+	calls := 0
+	if full {
+		gen = r.idx.beginSweep()
+		var err error
+		inflight, err = r.cfg.API.InFlight(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.m.sweeps.WithLabelValues("error").Inc()
+				r.m.errors.WithLabelValues("inflight").Inc()
+				r.log.Warn().Err(err).Msg("in-flight list failed; next sweep retries")
+			}
+			return time.Time{}
+		}
+		if inflight == nil {
+			inflight = map[string]struct{}{}
+		}
+		calls = max(1, (len(inflight)+inFlightPage-1)/inFlightPage)
+	}
+	now := r.cfg.Now()
+	plan := r.mark(inflight, gen, now)
+	if full && plan.oldest > 0 {
+		r.m.oldest.Set(max(0, now.Sub(time.Unix(0, plan.oldest)).Seconds()))
+	} else if full {
+		r.m.oldest.Set(0)
+	}
+
+	done := 0
+	for i, t := range plan.tasks {
+		if ctx.Err() != nil || r.cfg.API.Available() < 1 {
+			r.idx.unbusy(plan.tasks[i:])
+			if ctx.Err() == nil {
+				r.log.Info().Int("left", len(plan.tasks)-i).Msg("upstream budget short: leaving missed jobs to the next sweep")
+			}
+			break
+		}
+		calls++
+		r.fetchMissed(ctx, t)
+		done++
+	}
+	if full {
+		r.m.sweeps.WithLabelValues("ok").Inc()
+	}
+	r.m.sweepDuration.Observe(time.Since(start).Seconds())
+	r.m.calls.Observe(float64(calls))
+	ev := r.log.Debug()
+	if done > 0 {
+		ev = r.log.Info()
+	}
+	ev.Bool("full", full).Int("pending", pending).Int("late_watch", late).Int("in_flight", len(inflight)).
+		Int("fetched", done).Int("calls", calls).Dur("took", time.Since(start)).Msg("sweep")
+	if plan.nextCheck == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, plan.nextCheck)
+}
+
+func (r *Reconciler) mark(inflight map[string]struct{}, gen uint32, now time.Time) sweepPlan {
+	return r.idx.mark(inflight, gen, now, r.cfg.WebhookGrace)
+}
+
+// fetchMissed fetches one job found missing and delivers it when terminal.
+func (r *Reconciler) fetchMissed(ctx context.Context, t task) {
+	log := r.log.With().Str("job_id", t.id).Str("modality", t.mod).Bool("late_watch", t.flags&flagLate != 0).Logger()
+	job, err := r.cfg.API.GetJob(ctx, t.id, upstream.ClassPoll)
+	switch {
+	case errors.Is(err, upstream.ErrNotFound):
+		r.m.notFound.Inc()
+		log.Warn().Msg("job unknown upstream (404); leaving it to its deadline")
+		r.idx.fetched(t, false, true)
+		return
+	case err != nil:
+		r.m.errors.WithLabelValues("get_job").Inc()
+		log.Warn().Err(err).Msg("get job; next sweep retries")
+		r.idx.fetched(t, false, false)
+		return
+	case !job.Terminal():
+		log.Debug().Str("status", job.Status).Msg("job not terminal; still running")
+		r.idx.fetched(t, true, false)
+		return
+	}
+	out, err := r.cfg.Deliverer.Deliver(ctx, job, bjs.SourcePoll, r.cfg.Now())
+	r.idx.fetched(t, false, false)
+	if err != nil {
+		r.m.errors.WithLabelValues("deliver").Inc()
+		log.Warn().Err(err).Msg("deliver polled result; next sweep retries")
+		return
+	}
+	r.count(out)
+	log.Info().Str("status", job.Status).Str("outcome", out.String()).Msg("missed webhook recovered by polling")
+}
+
+func (r *Reconciler) count(out jobs.Outcome) {
+	switch out {
+	case jobs.Published:
+		r.m.recovered.Inc()
+	case jobs.PublishedLate:
+		r.m.lateRecovered.Inc()
+	}
+}
+
+// deadlineLoop runs the deadline checks: one timer armed for the earliest due time of the heap, reset
+// when an earlier one arrives. Due jobs are checked by at most Workers goroutines, so a backlog of
+// overdue jobs after an outage is paced by the upstream budget rather than fired in a burst.
+func (r *Reconciler) deadlineLoop(ctx context.Context, firstSweep <-chan struct{}) {
+	// Let the first sweep mark what is in flight (so overdue in-flight jobs need no GET), but not for
+	// longer than a poll interval.
+	select {
+	case <-firstSweep:
+	case <-time.After(r.cfg.PollInterval):
+	case <-ctx.Done():
+		return
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	batch := r.cfg.Workers * 16
+	for ctx.Err() == nil {
+		if due := r.idx.popDue(r.cfg.Now(), batch, busyDelay); len(due) > 0 {
+			r.checkAll(ctx, due)
+			continue
+		}
+		wait := time.Hour
+		if next, ok := r.idx.nextDue(); ok {
+			wait = max(next.Sub(r.cfg.Now()), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+		case <-r.idx.wake:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// checkAll runs the deadline checks of due with Workers goroutines. Jobs not reached before ctx ends
+// go back into the heap.
+func (r *Reconciler) checkAll(ctx context.Context, due []task) {
+	ch := make(chan task)
+	var wg sync.WaitGroup
+	for range min(r.cfg.Workers, len(due)) {
+		wg.Go(func() {
+			for t := range ch {
+				r.checkDeadline(ctx, t)
+			}
+		})
+	}
+	for i, t := range due {
+		if ctx.Err() != nil {
+			for _, t := range due[i:] {
+				r.idx.release(t, r.cfg.Now(), 0)
+			}
+			break
+		}
+		ch <- t
+	}
+	close(ch)
+	wg.Wait()
+}
+
+// checkDeadline makes the last check of a job at its deadline: a terminal upstream answer is delivered
+// (source poll); otherwise the job times out with the upstream's last answer (or what JOBS recorded).
+func (r *Reconciler) checkDeadline(ctx context.Context, t task) {
+	log := r.log.With().Str("job_id", t.id).Str("modality", t.mod).Logger()
+	if ctx.Err() != nil {
+		r.idx.release(t, r.cfg.Now(), 0)
+		return
+	}
+	last, terminal := r.finalCheck(ctx, t, log)
+	if ctx.Err() != nil {
+		r.idx.release(t, r.cfg.Now(), 0)
+		return
+	}
+	if terminal {
+		out, err := r.cfg.Deliverer.Deliver(ctx, *last, bjs.SourcePoll, r.cfg.Now())
+		if err == nil {
+			r.count(out)
+			log.Info().Str("status", last.Status).Str("outcome", out.String()).Msg("job finished by its deadline; delivered by polling")
+			// Back into the heap with a long delay; the watch removes it once JOBS says delivered.
+			r.idx.release(t, r.cfg.Now(), r.cfg.PollInterval)
+			return
+		}
+		if ctx.Err() == nil {
+			r.m.errors.WithLabelValues("deliver").Inc()
+			log.Warn().Err(err).Msg("deliver at deadline; retrying")
+		}
+		r.idx.release(t, r.cfg.Now(), retryDelay)
+		return
+	}
+	out, err := r.cfg.Deliverer.TimeOut(ctx, t.id, last)
+	switch {
+	case errors.Is(err, jobs.ErrNotFound):
+		return // the record is gone; so is the entry, once the watch says so
+	case err != nil && ctx.Err() != nil:
+		r.idx.release(t, r.cfg.Now(), 0) // stopped acting mid-way; the next leader checks again
+	case err != nil:
+		r.m.errors.WithLabelValues("timeout").Inc()
+		log.Warn().Err(err).Msg("time out job; retrying")
+		r.idx.release(t, r.cfg.Now(), retryDelay)
+	case out == jobs.StillPending:
+		// The record's deadline is ahead of ours (clocks, or the record moved it): the watch updates
+		// the entry; check again shortly in any case.
+		log.Debug().Msg("deadline not reached by the record's clock")
+		r.idx.release(t, r.cfg.Now(), retryDelay)
+	case out == jobs.Published:
+		r.m.timeouts.Inc()
+		ev := log.Info().Str("outcome", out.String())
+		if last != nil {
+			ev = ev.Str("status", last.Status)
+		}
+		ev.Msg("job timed out")
+		r.idx.release(t, r.cfg.Now(), r.cfg.PollInterval)
+	default:
+		r.idx.release(t, r.cfg.Now(), r.cfg.PollInterval)
+	}
+}
+
+// finalCheck is the last GET /job/{id} of a job at its deadline. It returns the answer (nil when there
+// is none) and whether it is terminal. With a token at hand it asks at once (waiting at most
+// FinalCheckWait for the budget). Without one, a job seen in flight at the last sweep times out without
+// asking (it is almost surely still running), while a job not seen in flight (its result is likely
+// there, e.g. overdue after an outage) waits its turn for the budget, up to a poll interval.
+func (r *Reconciler) finalCheck(ctx context.Context, t task, log zerolog.Logger) (*upstream.Job, bool) {
+	if t.flags&flagGone != 0 {
+		return nil, false
+	}
+	wait := r.cfg.FinalCheckWait
+	if r.cfg.API.Available() < 1 {
+		if t.flags&flagInFlight != 0 {
+			log.Debug().Msg("budget short and job in flight: timing out without a last check")
+			return nil, false
+		}
+		wait = max(wait, r.cfg.PollInterval)
+	}
+	cctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	job, err := r.cfg.API.GetJob(cctx, t.id, upstream.ClassPoll)
+	switch {
+	case errors.Is(err, upstream.ErrNotFound):
+		r.m.notFound.Inc()
+		log.Warn().Msg("job unknown upstream (404) at its deadline")
+		return nil, false
+	case err != nil:
+		if ctx.Err() == nil {
+			r.m.errors.WithLabelValues("get_job").Inc()
+			log.Warn().Err(err).Msg("last check at deadline failed; timing out on the recorded state")
+		}
+		return nil, false
+	}
+	return &job, job.Terminal()
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -235,7 +235,7 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.cfg.PublishTimeout)
 	defer cancel()
 	start := time.Now()
-	ack, err := h.cfg.Publisher.PublishMsg(ctx, msg)
+	ack, err := bjs.PublishMsg(ctx, h.cfg.Publisher, msg)
 	h.metrics.publish.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return id, nil, fmt.Errorf("%w: publish webhook %s to %s: %w", ErrUnavailable, id, msg.Subject, err)

@@ -105,11 +105,26 @@ func TestValidWebhookStoredUnchanged(t *testing.T) {
 	}
 }
 
+// TestDuplicateWebhookPublishesOnce sends 10 concurrent copies: ten 200s, one stored message. On an R3
+// cluster the concurrent copies meet the server's "duplicate message id is in process" answer, which must
+// still end in a 200 duplicate, not a 503.
 func TestDuplicateWebhookPublishesOnce(t *testing.T) {
 	t.Parallel()
-	n := natstest.RunServer(t)
-	hs := newHarness(t, n.ClientURL(), Config{})
-	createWebhooks(t, hs.js, 1)
+	t.Run("single", func(t *testing.T) {
+		t.Parallel()
+		n := natstest.RunServer(t)
+		testDuplicateWebhookPublishesOnce(t, n.ClientURL(), 1)
+	})
+	t.Run("cluster", func(t *testing.T) {
+		t.Parallel()
+		c := natstest.RunCluster(t, 3)
+		testDuplicateWebhookPublishesOnce(t, c.URLs(), 3)
+	})
+}
+
+func testDuplicateWebhookPublishesOnce(t *testing.T, urls string, replicas int) {
+	hs := newHarness(t, urls, Config{})
+	createWebhooks(t, hs.js, replicas)
 
 	id := uuid.NewString()
 	body := webhookBody(id)

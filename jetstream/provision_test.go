@@ -1,0 +1,117 @@
+package jetstream_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/evershield/bridge/internal/natstest"
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestProvisionIsIdempotent(t *testing.T) {
+	t.Parallel()
+	n := natstest.RunServer(t)
+	_, js := natstest.Connect(t, n.ClientURL())
+	ctx := testCtx(t)
+	cfg := bjs.ProvisionConfig{DuplicateWindow: 30 * time.Minute, Retention: 48 * time.Hour}
+	if _, err := bjs.Provision(ctx, js, cfg); err != nil {
+		t.Fatalf("first provision: %v", err)
+	}
+	cfg.Retention = 72 * time.Hour
+	res, err := bjs.Provision(ctx, js, cfg)
+	if err != nil {
+		t.Fatalf("second provision: %v", err)
+	}
+	for _, s := range []jetstream.Stream{res.Webhooks, res.Results, res.DeadLetter} {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.MaxAge != 72*time.Hour || info.Config.Storage != jetstream.FileStorage {
+			t.Errorf("%s: max age %v storage %v, want 72h file", info.Config.Name, info.Config.MaxAge, info.Config.Storage)
+		}
+	}
+	info, _ := res.Webhooks.Info(ctx)
+	if info.Config.Duplicates != 30*time.Minute {
+		t.Errorf("WEBHOOKS duplicate window %v, want 30m", info.Config.Duplicates)
+	}
+	if res.Jobs.Bucket() != bjs.BucketJobs {
+		t.Errorf("jobs bucket %q", res.Jobs.Bucket())
+	}
+}
+
+func TestProvisionRejectsIncompatibleStream(t *testing.T) {
+	t.Parallel()
+	n := natstest.RunServer(t)
+	_, js := natstest.Connect(t, n.ClientURL())
+	ctx := testCtx(t)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: bjs.StreamResults, Subjects: []string{"results.>"}, Storage: jetstream.MemoryStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{})
+	if !errors.Is(err, bjs.ErrIncompatible) {
+		t.Fatalf("err = %v, want ErrIncompatible", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "RESULTS") || !strings.Contains(msg, "storage") || strings.Contains(msg, "\n") {
+		t.Errorf("error %q should be one line naming the stream and the setting", msg)
+	}
+}
+
+func TestProvisionClusterR3(t *testing.T) {
+	t.Parallel()
+	c := natstest.RunCluster(t, 3)
+	_, js := natstest.Connect(t, c.URLs())
+	ctx := testCtx(t)
+	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{Replicas: 3})
+	if err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	info, err := res.Results.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.Replicas != 3 {
+		t.Errorf("replicas %d, want 3", info.Config.Replicas)
+	}
+	if _, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{Replicas: 3}); err != nil {
+		t.Fatalf("re-provision: %v", err)
+	}
+}
+
+func TestRunEmbeddedServesJetStream(t *testing.T) {
+	t.Parallel()
+	s, err := bjs.RunEmbedded(bjs.ServerConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Log: zerolog.New(zerolog.NewTestWriter(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	nc, err := bjs.Connect(bjs.ConnConfig{InProcess: s, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := bjs.Provision(testCtx(t), js, bjs.ProvisionConfig{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunEmbeddedRejectsEmptyStore(t *testing.T) {
+	t.Parallel()
+	if _, err := bjs.RunEmbedded(bjs.ServerConfig{Listen: "127.0.0.1:0"}); err == nil {
+		t.Fatal("want an error for an empty store dir")
+	}
+}

@@ -76,6 +76,18 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 		return runDemo(ctx, args, stdout, stderr)
 	case "simulate":
 		return runSimulate(ctx, args, stdout, stderr)
+	case "replay":
+		return runReplay(ctx, args, env, stdout, stderr)
+	case "deadletter":
+		return runDeadletter(ctx, args, env, stdout, stderr)
+	case "status":
+		return runStatus(ctx, args, env, stdout, stderr)
+	case "submit":
+		return runSubmitClient(ctx, args, env, stdout, stderr)
+	case "job":
+		return runJobClient(ctx, args, env, stdout, stderr)
+	case "bench":
+		return runBench(ctx, args, env, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, versionString())
 		return nil

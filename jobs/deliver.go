@@ -235,7 +235,7 @@ func (d *Deliverer) publish(ctx context.Context, subject, msgID, source string, 
 	msg.Data = body
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set(bjs.HeaderBridgeSource, source)
-	ack, err := d.js.PublishMsg(ctx, msg)
+	ack, err := bjs.PublishMsg(ctx, d.js, msg)
 	if err != nil {
 		return nil, fmt.Errorf("publish result %s: %w", msgID, err)
 	}

@@ -1,0 +1,161 @@
+package bridge
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+)
+
+// Idempotency entry states.
+const (
+	idemReserved = "reserved" // a request with the key is being submitted
+	idemDone     = "done"     // the key maps to JobID
+	idemUnknown  = "unknown"  // the submission got no answer; its job may exist
+)
+
+var (
+	errIdemBusy    = errors.New("a request with this Idempotency-Key is still being submitted; retry later")
+	errIdemUnknown = errors.New("the first submission with this Idempotency-Key got no answer from the upstream, so its job may exist; use a new key to submit again")
+)
+
+// idemEntry is the value of an idempotency key in [BucketIdempotency].
+type idemEntry struct {
+	State  string    `json:"state"`
+	JobID  string    `json:"job_id,omitempty"`
+	Status string    `json:"status,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// reservation is this request's hold on an idempotency key. Its methods are no-ops on nil (no key).
+type reservation struct {
+	s   *Submitter
+	key string
+	rev uint64
+}
+
+// idemKey is the bucket key of an idempotency key: a hash, so any header value makes a valid KV key and
+// the same key used for two modalities names two entries.
+func idemKey(modality, key string) string {
+	sum := sha256.Sum256([]byte(modality + "\n" + key))
+	return hex.EncodeToString(sum[:])
+}
+
+// reserve takes the key for this request (returning a reservation), or returns the entry of an earlier
+// request that completed. While another request holds the key, it waits up to IdempotencyWait.
+func (s *Submitter) reserve(ctx context.Context, modality, key string) (*reservation, *idemEntry, error) {
+	k := idemKey(modality, key)
+	val, _ := json.Marshal(idemEntry{State: idemReserved, At: s.cfg.Now().UTC()})
+	deadline := time.Now().Add(s.cfg.IdempotencyWait)
+	for {
+		rev, err := s.idem.Create(ctx, k, val)
+		if err == nil {
+			return &reservation{s: s, key: k, rev: rev}, nil, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, nil, fmt.Errorf("reserve idempotency key: %w", err)
+		}
+		e, err := s.idem.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // the holder gave the key up: try to take it
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("read idempotency key: %w", err)
+		}
+		var ent idemEntry
+		if err := json.Unmarshal(e.Value(), &ent); err != nil {
+			return nil, nil, fmt.Errorf("decode idempotency entry: %w", err)
+		}
+		switch ent.State {
+		case idemDone:
+			return nil, &ent, nil
+		case idemUnknown:
+			return nil, nil, errIdemUnknown
+		}
+		// Reserved: the first request is talking to the upstream. Polling is bounded by IdempotencyWait.
+		if time.Now().After(deadline) {
+			return nil, nil, errIdemBusy
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, errIdemBusy
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func idemError(err error) *replyError {
+	switch {
+	case errors.Is(err, errIdemBusy):
+		return &replyError{code: "409", desc: "IDEMPOTENCY_IN_PROGRESS: " + err.Error()}
+	case errors.Is(err, errIdemUnknown):
+		return &replyError{code: "409", desc: "IDEMPOTENCY_UNKNOWN: " + err.Error()}
+	}
+	return &replyError{code: "503", desc: "IDEMPOTENCY_UNAVAILABLE: " + err.Error()}
+}
+
+// settleCtx is for writes that must happen even though the request's ctx ended.
+func settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+}
+
+// release gives the key up after a final upstream error: a retry with the key may submit again.
+func (r *reservation) release(ctx context.Context) {
+	if r == nil {
+		return
+	}
+	ctx, cancel := settleCtx(ctx)
+	defer cancel()
+	if err := r.s.idem.Delete(ctx, r.key, jetstream.LastRevision(r.rev)); err != nil {
+		r.s.log.Warn().Err(err).Msg("release idempotency key; it expires with its TTL")
+	}
+}
+
+// markUnknown records that the submission got no answer: later requests with the key get 409.
+func (r *reservation) markUnknown(ctx context.Context) {
+	if r == nil {
+		return
+	}
+	r.put(ctx, idemEntry{State: idemUnknown, At: r.s.cfg.Now().UTC()}, r.s.log)
+}
+
+// complete maps the key to the job.
+func (r *reservation) complete(ctx context.Context, jobID, status string, log zerolog.Logger) {
+	if r == nil {
+		return
+	}
+	r.put(ctx, idemEntry{State: idemDone, JobID: jobID, Status: status, At: r.s.cfg.Now().UTC()}, log)
+}
+
+func (r *reservation) put(ctx context.Context, ent idemEntry, log zerolog.Logger) {
+	ctx, cancel := settleCtx(ctx)
+	defer cancel()
+	val, _ := json.Marshal(ent)
+	if _, err := r.s.idem.Update(ctx, r.key, val, r.rev); err != nil {
+		log.Warn().Err(err).Str("state", ent.State).Msg("update idempotency key")
+	}
+}
+
+// replayIdempotent answers a request whose key maps to a job already: the same reply as the first time.
+// It also writes the job's JOBS record if the first request could not.
+func (s *Submitter) replayIdempotent(ctx context.Context, req micro.Request, modality, key string, ent *idemEntry, log zerolog.Logger) {
+	log = log.With().Str("job_id", ent.JobID).Logger()
+	if _, _, err := s.cfg.Store.Get(ctx, ent.JobID); err != nil {
+		if err := s.record(ctx, ent.JobID, modality, key); err != nil {
+			log.Error().Err(err).Msg("idempotent replay: job record still cannot be written")
+			data, _ := json.Marshal(SubmitReply{JobID: ent.JobID, Status: ent.Status})
+			s.reply(req, modality, "store_error", &replyError{code: "500", data: data,
+				desc: fmt.Sprintf("STORE_FAILED: job %s was accepted by the upstream but not recorded: %v", ent.JobID, err)})
+			return
+		}
+	}
+	log.Debug().Msg("idempotent replay")
+	s.reply(req, modality, "idempotent_replay", nil, SubmitReply{JobID: ent.JobID, Status: ent.Status})
+}

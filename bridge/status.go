@@ -1,0 +1,86 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
+)
+
+// StatusRequest is the body of a jobs.status request.
+type StatusRequest struct {
+	JobID string `json:"job_id"`
+}
+
+// StatusReply is the answer to a jobs.status request: the JOBS record, the result message as published
+// on RESULTS (null while none, or once retention removed it) and, for a timed-out job the upstream
+// finished later, the late result.
+type StatusReply struct {
+	Job        jobs.Record     `json:"job"`
+	Result     json.RawMessage `json:"result"`
+	LateResult json.RawMessage `json:"late_result,omitempty"`
+}
+
+const statusLabel = "status"
+
+// handleStatus serves jobs.status.
+func (s *Submitter) handleStatus(base context.Context, req micro.Request) {
+	ctx, cancel := context.WithTimeout(base, 10*time.Second)
+	defer cancel()
+	var r StatusRequest
+	if err := json.Unmarshal(req.Data(), &r); err != nil {
+		s.reply(req, statusLabel, "invalid", badRequest(`body must be {"job_id": "<uuid>"}`))
+		return
+	}
+	if len(r.JobID) != 36 || uuid.Validate(r.JobID) != nil {
+		s.reply(req, statusLabel, "invalid", badRequest("job_id %q is not a UUID", truncate(r.JobID, 64)))
+		return
+	}
+	rec, _, err := s.cfg.Store.Get(ctx, r.JobID)
+	if errors.Is(err, jobs.ErrNotFound) {
+		s.reply(req, statusLabel, "not_found", &replyError{code: "404", desc: "JOB_NOT_FOUND: the bridge has no job " + r.JobID})
+		return
+	}
+	if err != nil {
+		s.log.Error().Err(err).Str("job_id", r.JobID).Msg("job status: read record")
+		s.reply(req, statusLabel, "error", &replyError{code: "503", desc: "UNAVAILABLE: job store: " + err.Error()})
+		return
+	}
+	reply := StatusReply{Job: rec}
+	if reply.Result, err = s.readResult(ctx, rec.ResultSeq); err == nil {
+		reply.LateResult, err = s.readResult(ctx, rec.LateSeq)
+	}
+	if err != nil {
+		s.log.Error().Err(err).Str("job_id", r.JobID).Msg("job status: read result")
+		s.reply(req, statusLabel, "error", &replyError{code: "503", desc: "UNAVAILABLE: results stream: " + err.Error()})
+		return
+	}
+	s.reply(req, statusLabel, "ok", nil, reply)
+}
+
+// readResult returns the RESULTS message at seq, or nil for seq 0 or a message retention removed.
+func (s *Submitter) readResult(ctx context.Context, seq uint64) (json.RawMessage, error) {
+	if seq == 0 {
+		return nil, nil
+	}
+	st, err := s.cfg.JS.Stream(ctx, bjs.StreamResults)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", bjs.StreamResults, err)
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("result seq %d: %w", seq, err)
+	}
+	return json.RawMessage(m.Data), nil
+}

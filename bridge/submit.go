@@ -1,0 +1,580 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/upstream"
+)
+
+// HeaderIdempotencyKey is the submit request header that makes a submission idempotent.
+// TODO(contract): move to jetstream/names.go with the other header names.
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// BucketIdempotency is the KV bucket mapping idempotency keys to job_ids. It is separate from JOBS so
+// that everything watching JOBS sees job records only.
+// TODO(contract): move to jetstream/names.go and let Provision own the bucket.
+const BucketIdempotency = "BRIDGE_IDEMPOTENCY"
+
+// StatusUnknown is the submit reply status for a job the upstream may or may not have created (503
+// SUBMISSION_STATUS_UNKNOWN with a job_id). The bridge tracks it as pending: the reconciler polls it and
+// a result or a timeout result follows on RESULTS, as for any other job.
+const StatusUnknown = "unknown"
+
+// DefaultModalities maps each documented modality to its required form field.
+func DefaultModalities() map[string]string {
+	return map[string]string{"prompt": "prompt", "image": "image_url", "video": "video_url", "chat": "prompt"}
+}
+
+// SubmitConfig configures a [Submitter]. NC, JS, API and Store are required.
+type SubmitConfig struct {
+	// NC is the connection the micro service listens on.
+	NC *nats.Conn
+	// JS reads results for jobs.status and holds the idempotency bucket.
+	JS jetstream.JetStream
+	// API is the budgeted upstream client; the submitter calls Submit only.
+	API upstream.API
+	// Store is the JOBS store the submitter records accepted jobs in.
+	Store *jobs.Store
+	// Deadlines set each new job's deadline; default [jobs.DefaultDeadlines].
+	Deadlines jobs.Deadlines
+	// Log receives the submitter's events, tagged component=submit.
+	Log zerolog.Logger
+	// Metrics registers bridge_submit_requests_total; nil registers nothing.
+	Metrics prometheus.Registerer
+	// Now is the clock of submitted_at and deadlines; default time.Now.
+	Now func() time.Time
+
+	// Modalities maps each served modality (endpoint moderate.<modality>) to the form field it requires.
+	// A request may carry only that field. Default [DefaultModalities]; an operator serving the newer
+	// contract adds e.g. "text": "text".
+	Modalities map[string]string
+	// PublicURL is the base URL the upstream reaches this bridge's webhook endpoint at. Each submission
+	// sets webhook_url to PublicURL/webhook/<modality> (plus ?token=Token). Empty: no webhook_url is sent
+	// and the account-wide webhook registered with the upstream is relied on (and if there is none, the
+	// reconciler's polling delivers the results).
+	PublicURL string
+	// Token is the webhook token ingest checks; never logged.
+	Token string
+	// MaxRequestBytes bounds a request body; default 64 KiB.
+	MaxRequestBytes int
+	// MaxTextChars bounds a text field (one not ending in _url), in characters; default 20000.
+	MaxTextChars int
+	// MaxURLChars bounds a URL field (name ending in _url); default 2048.
+	MaxURLChars int
+	// Concurrency bounds the requests handled at once; default 64. Further requests wait in the
+	// subscription's pending buffer.
+	Concurrency int
+	// SubmitTimeout bounds one submission, including the wait for upstream budget; default 60s. The
+	// submission is finished and recorded even if the requester stopped waiting.
+	SubmitTimeout time.Duration
+	// StoreAttempts is how often writing the JOBS record is tried after the upstream accepted; default 5.
+	StoreAttempts int
+	// IdempotencyTTL is how long an idempotency key is remembered; default 24h.
+	IdempotencyTTL time.Duration
+	// IdempotencyWait is how long a request waits for a concurrent request with the same key to finish
+	// before answering 409; default 30s.
+	IdempotencyWait time.Duration
+	// Replicas of the idempotency bucket; default 1.
+	Replicas int
+	// Version of the micro service; default "1.0.0".
+	Version string
+	// ShutdownTimeout is how long Stop waits for in-flight requests; default 15s.
+	ShutdownTimeout time.Duration
+}
+
+func (c *SubmitConfig) setDefaults() {
+	if c.Deadlines.ByModality == nil {
+		c.Deadlines = jobs.DefaultDeadlines()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Modalities == nil {
+		c.Modalities = DefaultModalities()
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = 64 << 10
+	}
+	if c.MaxTextChars == 0 {
+		c.MaxTextChars = 20000
+	}
+	if c.MaxURLChars == 0 {
+		c.MaxURLChars = 2048
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 64
+	}
+	if c.SubmitTimeout == 0 {
+		c.SubmitTimeout = 60 * time.Second
+	}
+	if c.StoreAttempts == 0 {
+		c.StoreAttempts = 5
+	}
+	if c.IdempotencyTTL == 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
+	if c.IdempotencyWait == 0 {
+		c.IdempotencyWait = 30 * time.Second
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Version == "" {
+		c.Version = "1.0.0"
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 15 * time.Second
+	}
+}
+
+// Validate reports the first invalid field, after defaults are applied.
+func (c *SubmitConfig) Validate() error {
+	switch {
+	case c.NC == nil:
+		return fmt.Errorf("%w: submit: NC: required", ErrInvalidConfig)
+	case c.JS == nil:
+		return fmt.Errorf("%w: submit: JS: required", ErrInvalidConfig)
+	case c.API == nil:
+		return fmt.Errorf("%w: submit: API: required", ErrInvalidConfig)
+	case c.Store == nil:
+		return fmt.Errorf("%w: submit: Store: required", ErrInvalidConfig)
+	case len(c.Modalities) == 0:
+		return fmt.Errorf("%w: submit: Modalities: at least one", ErrInvalidConfig)
+	case c.MaxRequestBytes < 1 || c.MaxTextChars < 1 || c.MaxURLChars < 1:
+		return fmt.Errorf("%w: submit: MaxRequestBytes, MaxTextChars, MaxURLChars: must be positive", ErrInvalidConfig)
+	case c.Concurrency < 1:
+		return fmt.Errorf("%w: submit: Concurrency %d: must be at least 1", ErrInvalidConfig, c.Concurrency)
+	case c.SubmitTimeout < time.Second:
+		return fmt.Errorf("%w: submit: SubmitTimeout %v: must be at least 1s", ErrInvalidConfig, c.SubmitTimeout)
+	case c.StoreAttempts < 1:
+		return fmt.Errorf("%w: submit: StoreAttempts %d: must be at least 1", ErrInvalidConfig, c.StoreAttempts)
+	case c.IdempotencyTTL < time.Second || c.IdempotencyWait < 0:
+		return fmt.Errorf("%w: submit: IdempotencyTTL %v, IdempotencyWait %v: TTL at least 1s, wait not negative",
+			ErrInvalidConfig, c.IdempotencyTTL, c.IdempotencyWait)
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("%w: submit: Replicas %d: must be 1 to 5", ErrInvalidConfig, c.Replicas)
+	}
+	for m, field := range c.Modalities {
+		if !validToken(m) || field == "" {
+			return fmt.Errorf("%w: submit: Modalities[%q]=%q: modality must be a subject token and name a field",
+				ErrInvalidConfig, m, field)
+		}
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+			return fmt.Errorf("%w: submit: PublicURL %q: must be an http(s) URL with a host and no query",
+				ErrInvalidConfig, c.PublicURL)
+		}
+	}
+	return nil
+}
+
+// validToken reports whether s can be one subject token and a micro endpoint name.
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		ok := r == '-' || r == '_' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9')
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// SubmitReply is the answer to a submit request.
+type SubmitReply struct {
+	JobID  string `json:"job_id"`
+	Status string `json:"status"`
+}
+
+// Submitter is the submit role: the micro service [bjs.ServiceName] with one endpoint per modality on
+// moderate.<modality>, and the job-status endpoint on [bjs.SubjectJobStatus]. Several submitters share
+// the endpoints through micro's queue group.
+//
+// A submit request is a JSON object of string fields, the upstream's form fields for the modality. It is
+// validated first (only the modality's field, present, a non-empty string within limits, a URL field
+// http(s) with a public host; webhook_url is refused because the bridge sets it); a request that fails
+// is answered with code 400 and never reaches the upstream. Then:
+//
+//  1. With an Idempotency-Key header, the key is reserved in [BucketIdempotency] with a create (so of
+//     two concurrent identical requests only one reaches the upstream; the other waits for its job_id).
+//  2. The job is submitted at [upstream.ClassSubmit].
+//  3. The JOBS record (pending, origin submit, deadline) is written, retried StoreAttempts times.
+//  4. Only then the reply {"job_id","status"} goes out.
+//
+// Errors are micro errors: code = the upstream's HTTP status (502 connection failure, 504 timeout, when
+// no answer came), description "<CODE>: <message>". If the JOBS record cannot be written after the
+// upstream accepted, the reply is code 500 with the job_id in the description and in the error data
+// ({"job_id":...}); the idempotency entry still maps the key to that job_id, and a retry with the same
+// key writes the missing record and answers the job normally. A 503 SUBMISSION_STATUS_UNKNOWN with a
+// job_id is recorded as a pending job and answered as a success with status "unknown" ([StatusUnknown]):
+// the job may exist, so the requester must not resubmit; the reconciler polls it and RESULTS gets its
+// result or its timeout result.
+type Submitter struct {
+	cfg     SubmitConfig
+	log     zerolog.Logger
+	metrics *submitMetrics
+	sem     chan struct{}
+
+	// mu guards svc, idem, baseCtx, cancel and closing, and orders wg.Add before wg.Wait.
+	mu      sync.Mutex
+	closing bool
+	svc     micro.Service
+	idem    jetstream.KeyValue
+	baseCtx context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// NewSubmitter checks cfg and registers the metrics. It does not touch NATS; Start does.
+func NewSubmitter(cfg SubmitConfig) (*Submitter, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newSubmitMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("submit metrics: %w", err)
+	}
+	return &Submitter{
+		cfg:     cfg,
+		log:     cfg.Log.With().Str("component", "submit").Logger(),
+		metrics: m,
+		sem:     make(chan struct{}, cfg.Concurrency),
+	}, nil
+}
+
+// Start creates (or updates) the idempotency bucket and starts the micro service; requests are served
+// when it returns nil. It fails if the submitter was started before.
+func (s *Submitter) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.svc != nil {
+		return errors.New("submit: already started")
+	}
+	kv, err := s.cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketIdempotency,
+		Description: "submit idempotency keys: sha256(modality, key) to job_id",
+		History:     1,
+		TTL:         s.cfg.IdempotencyTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    s.cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("idempotency bucket %s: %w", BucketIdempotency, err)
+	}
+	s.idem = kv
+	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+
+	svc, err := micro.AddService(s.cfg.NC, micro.Config{
+		Name:        bjs.ServiceName,
+		Version:     s.cfg.Version,
+		Description: "moderation submissions and job status",
+		ErrorHandler: func(_ micro.Service, e *micro.NATSError) {
+			s.log.Error().Str("subject", e.Subject).Str("error", e.Description).Msg("micro service error")
+		},
+	})
+	if err != nil {
+		s.cancel()
+		return fmt.Errorf("add service %s: %w", bjs.ServiceName, err)
+	}
+	for modality, field := range s.cfg.Modalities {
+		h := s.async(modality, func(ctx context.Context, req micro.Request) { s.handleSubmit(ctx, req, modality, field) })
+		if err := svc.AddEndpoint(modality, h, micro.WithEndpointSubject(bjs.SubjectSubmit+modality),
+			micro.WithEndpointMetadata(map[string]string{"required_field": field})); err != nil {
+			_ = svc.Stop()
+			s.cancel()
+			return fmt.Errorf("add endpoint %s: %w", bjs.SubjectSubmit+modality, err)
+		}
+	}
+	if err := svc.AddEndpoint("status", s.async("status", s.handleStatus), micro.WithEndpointSubject(bjs.SubjectJobStatus)); err != nil {
+		_ = svc.Stop()
+		s.cancel()
+		return fmt.Errorf("add endpoint %s: %w", bjs.SubjectJobStatus, err)
+	}
+	s.svc = svc
+	s.log.Info().Int("modalities", len(s.cfg.Modalities)).Bool("webhook_url", s.cfg.PublicURL != "").Msg("submit service started")
+	return nil
+}
+
+// Stop stops taking requests (micro Stop drains the subscriptions), waits up to ShutdownTimeout for
+// in-flight ones, then cancels them. It is idempotent.
+func (s *Submitter) Stop() error {
+	s.mu.Lock()
+	svc := s.svc
+	cancel := s.cancel
+	s.closing = svc != nil
+	s.mu.Unlock()
+	if svc == nil {
+		return nil
+	}
+	var err error
+	if !svc.Stopped() {
+		err = svc.Stop()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	t := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn().Msg("submit requests still running; cancelling them")
+		cancel()
+		<-done
+	}
+	cancel()
+	return err
+}
+
+// Run starts the service, serves until ctx is cancelled, then stops. It returns nil on a clean shutdown.
+func (s *Submitter) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return s.Stop()
+}
+
+// async runs h on its own goroutine, at most Concurrency at once: a micro endpoint calls its handler
+// sequentially, and one submission waiting for upstream budget must not hold up the others.
+func (s *Submitter) async(label string, h func(context.Context, micro.Request)) micro.Handler {
+	return micro.HandlerFunc(func(req micro.Request) {
+		// micro's Stop drains the subscriptions without waiting, so requests can still arrive while Stop
+		// waits for the in-flight ones: they are turned away, and wg.Add never races wg.Wait.
+		s.mu.Lock()
+		closing := s.closing
+		if !closing {
+			s.wg.Add(1)
+		}
+		s.mu.Unlock()
+		if closing {
+			s.reply(req, label, "shutdown", errShuttingDown)
+			return
+		}
+		select {
+		case s.sem <- struct{}{}:
+		case <-s.baseCtx.Done():
+			s.wg.Done()
+			s.reply(req, label, "shutdown", errShuttingDown)
+			return
+		}
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.sem }()
+			h(s.baseCtx, req)
+		}()
+	})
+}
+
+var errShuttingDown = &replyError{code: "503", desc: "SHUTTING_DOWN: the bridge is stopping; retry"}
+
+// replyError is a micro error answer.
+type replyError struct {
+	code, desc string
+	data       []byte
+}
+
+func badRequest(format string, args ...any) *replyError {
+	return &replyError{code: "400", desc: "INVALID_REQUEST: " + fmt.Sprintf(format, args...)}
+}
+
+// reply answers req with v (JSON) or e, and counts the outcome. It publishes to the reply subject itself
+// rather than through req.Respond/req.Error: those record the outcome in the request for micro's stats,
+// which micro reads as soon as the (asynchronous) handler returned, a data race. So micro's stats count
+// requests but not errors; bridge_submit_requests_total has the outcomes.
+func (s *Submitter) reply(req micro.Request, label, outcome string, e *replyError, v ...any) {
+	s.metrics.requests.WithLabelValues(label, outcome).Inc()
+	if req.Reply() == "" {
+		return
+	}
+	m := nats.NewMsg(req.Reply())
+	if e != nil {
+		m.Header.Set(micro.ErrorHeader, e.desc)
+		m.Header.Set(micro.ErrorCodeHeader, e.code)
+		m.Data = e.data
+	} else {
+		b, err := json.Marshal(v[0])
+		if err != nil {
+			s.log.Error().Err(err).Str("modality", label).Msg("marshal reply")
+			m.Header.Set(micro.ErrorHeader, "INTERNAL_ERROR: reply not encodable")
+			m.Header.Set(micro.ErrorCodeHeader, "500")
+		}
+		m.Data = b
+	}
+	if err := s.cfg.NC.PublishMsg(m); err != nil {
+		s.log.Warn().Err(err).Str("modality", label).Msg("reply")
+	}
+}
+
+// upstreamError turns an upstream failure into the micro error DESIGN.md asks for.
+func upstreamError(err error) *replyError {
+	ue, ok := errors.AsType[*upstream.Error](err)
+	if !ok {
+		return &replyError{code: "500", desc: "INTERNAL_ERROR: " + err.Error()}
+	}
+	code := strconv.Itoa(ue.Status)
+	switch {
+	case ue.Status != 0:
+	case ue.Code == upstream.CodeTimeout:
+		code = "504"
+	case ue.Code == upstream.CodeCanceled:
+		code = "503"
+	default:
+		code = "502"
+	}
+	name := ue.Code
+	if name == "" {
+		name = "UPSTREAM_ERROR"
+	}
+	msg := ue.Message
+	if msg == "" && ue.Err != nil {
+		msg = ue.Err.Error()
+	}
+	return &replyError{code: code, desc: name + ": " + msg}
+}
+
+func (s *Submitter) webhookURL(modality string) string {
+	if s.cfg.PublicURL == "" {
+		return ""
+	}
+	u := s.cfg.PublicURL + "/webhook/" + modality
+	if s.cfg.Token != "" {
+		u += "?token=" + url.QueryEscape(s.cfg.Token)
+	}
+	return u
+}
+
+// handleSubmit serves moderate.<modality>.
+func (s *Submitter) handleSubmit(base context.Context, req micro.Request, modality, field string) {
+	fields, rerr := s.validate(req.Data(), field)
+	if rerr != nil {
+		s.reply(req, modality, "invalid", rerr)
+		return
+	}
+	ctx, cancel := context.WithTimeout(base, s.cfg.SubmitTimeout)
+	defer cancel()
+	key := strings.TrimSpace(req.Headers().Get(HeaderIdempotencyKey))
+	log := s.log.With().Str("modality", modality).Logger()
+
+	var res *reservation
+	if key != "" {
+		if len(key) > 256 {
+			s.reply(req, modality, "invalid", badRequest("%s: at most 256 bytes", HeaderIdempotencyKey))
+			return
+		}
+		var existing *idemEntry
+		var err error
+		res, existing, err = s.reserve(ctx, modality, key)
+		switch {
+		case err != nil:
+			s.reply(req, modality, "conflict", idemError(err))
+			return
+		case existing != nil:
+			s.replayIdempotent(ctx, req, modality, key, existing, log)
+			return
+		}
+	}
+
+	sub, err := s.cfg.API.Submit(ctx, modality, fields, s.webhookURL(modality))
+	status := sub.Status
+	if err != nil {
+		if !(sub.StatusUnknown && sub.JobID != "") {
+			outcome := "upstream_error"
+			if ue, ok := errors.AsType[*upstream.Error](err); ok && ue.Status == 0 {
+				// No answer: the job may exist. Keep the reservation marked unknown so a retry with the
+				// key does not submit blindly.
+				outcome = "upstream_unknown"
+				res.markUnknown(ctx)
+			} else {
+				res.release(ctx)
+			}
+			log.Warn().Err(err).Msg("submission failed")
+			s.reply(req, modality, outcome, upstreamError(err))
+			return
+		}
+		status = StatusUnknown
+		log.Warn().Err(err).Str("job_id", sub.JobID).Msg("submission status unknown; job tracked as pending")
+	}
+	if status == "" {
+		status = upstream.StatusQueued
+	}
+	log = log.With().Str("job_id", sub.JobID).Logger()
+	res.complete(ctx, sub.JobID, status, log)
+
+	if err := s.record(ctx, sub.JobID, modality, key); err != nil {
+		log.Error().Err(err).Msg("upstream accepted the job but its JOBS record could not be written")
+		data, _ := json.Marshal(SubmitReply{JobID: sub.JobID, Status: status})
+		s.reply(req, modality, "store_error", &replyError{code: "500", data: data,
+			desc: fmt.Sprintf("STORE_FAILED: job %s was accepted by the upstream but not recorded; retry with the same %s, "+
+				"or track the job_id yourself: %v", sub.JobID, HeaderIdempotencyKey, err)})
+		return
+	}
+	outcome := "accepted"
+	if status == StatusUnknown {
+		outcome = "status_unknown"
+	}
+	log.Debug().Str("status", status).Msg("job submitted")
+	s.reply(req, modality, outcome, nil, SubmitReply{JobID: sub.JobID, Status: status})
+}
+
+// record writes the pending JOBS record of a submitted job, retrying with a short backoff. A record that
+// exists already (the job's webhook was verified first) is completed with what only submit knows.
+func (s *Submitter) record(ctx context.Context, id, modality, key string) error {
+	now := s.cfg.Now().UTC()
+	rec := jobs.Record{
+		JobID: id, Modality: modality, State: jobs.StatePending, Origin: jobs.OriginSubmit,
+		SubmittedAt: now, Deadline: now.Add(s.cfg.Deadlines.For(modality)), IdempotencyKey: key,
+	}
+	// The record must be written even if the requester's wait or SubmitTimeout ended meanwhile.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var err error
+	for attempt := range s.cfg.StoreAttempts {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+			case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+			}
+		}
+		_, err = s.cfg.Store.Create(ctx, rec)
+		if errors.Is(err, jobs.ErrExists) {
+			_, err = s.cfg.Store.Update(ctx, id, func(r *jobs.Record) (bool, error) {
+				if r.Origin == jobs.OriginSubmit && r.IdempotencyKey == key {
+					return false, nil
+				}
+				r.Origin = jobs.OriginSubmit
+				if r.IdempotencyKey == "" {
+					r.IdempotencyKey = key
+				}
+				return true, nil
+			})
+		}
+		if err == nil {
+			return nil
+		}
+		s.log.Warn().Err(err).Str("job_id", id).Int("attempt", attempt+1).Msg("write job record")
+	}
+	return err
+}

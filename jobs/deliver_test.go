@@ -1,0 +1,218 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/internal/natstest"
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/upstream"
+)
+
+type world struct {
+	js    jetstream.JetStream
+	store *Store
+	d     *Deliverer
+}
+
+func newWorld(t *testing.T, replicas int) world {
+	t.Helper()
+	var urls string
+	if replicas > 1 {
+		urls = natstest.RunCluster(t, replicas).URLs()
+	} else {
+		urls = natstest.RunServer(t).ClientURL()
+	}
+	_, js := natstest.Connect(t, urls)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{Replicas: replicas})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := NewStore(res.Jobs)
+	d, err := NewDeliverer(DelivererConfig{JS: js, Store: store, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return world{js: js, store: store, d: d}
+}
+
+// overdueJob records a pending job whose deadline has passed and returns its terminal upstream answer.
+func (w world) overdueJob(t *testing.T, ctx context.Context, typ string) upstream.Job {
+	t.Helper()
+	id := uuid.NewString()
+	now := time.Now().UTC()
+	if _, err := w.store.Create(ctx, Record{JobID: id, Modality: typ, State: StatePending, Origin: OriginSubmit,
+		SubmittedAt: now.Add(-10 * time.Minute), Deadline: now.Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	f := false
+	raw, _ := json.Marshal(map[string]any{"job_id": id, "type": typ, "status": "completed", "is_prohibited": false,
+		"categories": map[string]any{"custom": map[string]any{}}, "created_at": now.Add(-10 * time.Minute), "completed_at": now})
+	return upstream.Job{JobID: id, Type: typ, Status: upstream.StatusCompleted, IsProhibited: &f, Raw: raw}
+}
+
+// msgsByID returns the RESULTS messages whose Nats-Msg-Id is msgID.
+func (w world) msgsByID(t *testing.T, ctx context.Context, msgID string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	st, err := w.js.Stream(ctx, bjs.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Header.Get(jetstream.MsgIDHeader) == msgID {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestWebhookAndTimeoutRaceOneResult races Deliver (a verified webhook) against TimeOut for the same
+// overdue job, many times: each job gets exactly one message on results.<type>, and its record agrees
+// with it: delivered by the webhook, or timed out with the verified result once on results.late.<type>.
+func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
+	for _, topo := range []struct {
+		name     string
+		replicas int
+	}{{"single", 1}, {"cluster", 3}} {
+		t.Run(topo.name, func(t *testing.T) {
+			w := newWorld(t, topo.replicas)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			const n = 30
+			jobs := make([]upstream.Job, n)
+			for i := range jobs {
+				jobs[i] = w.overdueJob(t, ctx, "prompt")
+			}
+			var wg sync.WaitGroup
+			errs := make(chan error, 2*n)
+			for _, j := range jobs {
+				wg.Go(func() {
+					if _, err := w.d.Deliver(ctx, j, bjs.SourceWebhook, time.Now()); err != nil {
+						errs <- fmt.Errorf("deliver %s: %w", j.JobID, err)
+					}
+				})
+				wg.Go(func() {
+					if _, err := w.d.TimeOut(ctx, j.JobID, nil); err != nil {
+						errs <- fmt.Errorf("timeout %s: %w", j.JobID, err)
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			var delivered, timedOut int
+			for _, j := range jobs {
+				rec, _, err := w.store.Get(ctx, j.JobID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				primary := w.msgsByID(t, ctx, j.JobID)
+				late := w.msgsByID(t, ctx, j.JobID+bjs.LateSuffix)
+				if len(primary) != 1 || primary[0].Subject != bjs.ResultSubject("prompt") {
+					t.Fatalf("job %s: %d primary results, want 1 on results.prompt", j.JobID, len(primary))
+				}
+				src := primary[0].Header.Get(bjs.HeaderBridgeSource)
+				if rec.ResultSeq != primary[0].Sequence || rec.Source != src {
+					t.Fatalf("job %s: record seq %d source %s, stream seq %d source %s", j.JobID, rec.ResultSeq, rec.Source,
+						primary[0].Sequence, src)
+				}
+				switch rec.State {
+				case StateDelivered:
+					delivered++
+					if src != bjs.SourceWebhook || len(late) != 0 {
+						t.Fatalf("job %s delivered: source %s, %d late results", j.JobID, src, len(late))
+					}
+				case StateTimedOut:
+					timedOut++
+					if src != bjs.SourceTimeout || len(late) != 1 || late[0].Subject != bjs.LateResultSubject("prompt") ||
+						rec.LateSeq != late[0].Sequence || rec.LateDeliveredAt == nil {
+						t.Fatalf("job %s timed out: source %s, %d late results, record %+v", j.JobID, src, len(late), rec)
+					}
+				default:
+					t.Fatalf("job %s: state %s after the race", j.JobID, rec.State)
+				}
+			}
+			t.Logf("%d delivered by the webhook, %d timed out first", delivered, timedOut)
+		})
+	}
+}
+
+// TestTimedOutJobCompletingLaterPublishesLateOnce: after a timeout result, the verified result goes to
+// results.late.<type> exactly once, however often and concurrently it is delivered.
+func TestTimedOutJobCompletingLaterPublishesLateOnce(t *testing.T) {
+	w := newWorld(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	j := w.overdueJob(t, ctx, "image")
+	if out, err := w.d.TimeOut(ctx, j.JobID, nil); err != nil || out != Published {
+		t.Fatalf("timeout: %v %v", out, err)
+	}
+	var wg sync.WaitGroup
+	outcomes := make(chan Outcome, 8)
+	for range 8 {
+		wg.Go(func() {
+			out, err := w.d.Deliver(ctx, j, bjs.SourcePoll, time.Now())
+			if err != nil {
+				t.Errorf("deliver: %v", err)
+			}
+			outcomes <- out
+		})
+	}
+	wg.Wait()
+	close(outcomes)
+	late := 0
+	for o := range outcomes {
+		if o == PublishedLate {
+			late++
+		}
+	}
+	if late != 1 {
+		t.Fatalf("%d deliveries reported PublishedLate, want 1", late)
+	}
+	if out, err := w.d.Deliver(ctx, j, bjs.SourceWebhook, time.Now()); err != nil || out != AlreadyDelivered {
+		t.Fatalf("deliver after late: %v %v, want already_delivered", out, err)
+	}
+	primary := w.msgsByID(t, ctx, j.JobID)
+	lateMsgs := w.msgsByID(t, ctx, j.JobID+bjs.LateSuffix)
+	if len(primary) != 1 || primary[0].Header.Get(bjs.HeaderBridgeSource) != bjs.SourceTimeout {
+		t.Fatalf("%d primary results, want the one timeout result", len(primary))
+	}
+	if len(lateMsgs) != 1 || lateMsgs[0].Subject != bjs.LateResultSubject("image") {
+		t.Fatalf("%d late results, want 1 on results.late.image", len(lateMsgs))
+	}
+	var body map[string]any
+	_ = json.Unmarshal(lateMsgs[0].Data, &body)
+	if body["status"] != "completed" || body["is_prohibited"] != false {
+		t.Fatalf("late result is not the verified answer: %v", body)
+	}
+	var timeoutBody map[string]any
+	_ = json.Unmarshal(primary[0].Data, &timeoutBody)
+	if timeoutBody["error_code"] != "BRIDGE_TIMEOUT" || timeoutBody["status"] != "failed" {
+		t.Fatalf("timeout result %v", timeoutBody)
+	}
+}

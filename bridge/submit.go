@@ -23,13 +23,11 @@ import (
 )
 
 // HeaderIdempotencyKey is the submit request header that makes a submission idempotent.
-// TODO(contract): move to jetstream/names.go with the other header names.
-const HeaderIdempotencyKey = "Idempotency-Key"
+const HeaderIdempotencyKey = bjs.HeaderIdempotencyKey
 
-// BucketIdempotency is the KV bucket mapping idempotency keys to job_ids. It is separate from JOBS so
-// that everything watching JOBS sees job records only.
-// TODO(contract): move to jetstream/names.go and let Provision own the bucket.
-const BucketIdempotency = "BRIDGE_IDEMPOTENCY"
+// BucketIdempotency is the KV bucket mapping idempotency keys to job_ids. The submitter creates it with
+// its own TTL when it starts.
+const BucketIdempotency = bjs.BucketIdempotency
 
 // StatusUnknown is the submit reply status for a job the upstream may or may not have created (503
 // SUBMISSION_STATUS_UNKNOWN with a job_id). The bridge tracks it as pending: the reconciler polls it and

@@ -25,6 +25,11 @@ const (
 	BucketJobs = "JOBS"
 	// BucketLeases is the KV bucket of role leases (the active reconciler).
 	BucketLeases = "BRIDGE_LEASES"
+	// BucketIdempotency maps submit idempotency keys to job_ids. It is separate from JOBS so that
+	// everything watching JOBS sees job records only.
+	BucketIdempotency = "BRIDGE_IDEMPOTENCY"
+	// BucketReplay is the KV bucket of replay progress, keyed by replay name; bridge replay creates it.
+	BucketReplay = "BRIDGE_REPLAY"
 
 	// ConsumerVerify is the durable pull consumer of the verifier on StreamWebhooks.
 	ConsumerVerify = "verify"
@@ -58,8 +63,16 @@ const (
 	HeaderReason = "Bridge-Reason"
 	// HeaderAttempts counts verification attempts of a dead-lettered webhook.
 	HeaderAttempts = "Bridge-Attempts"
+	// HeaderIdempotencyKey on a submit request makes it idempotent: a retry returns the same job.
+	HeaderIdempotencyKey = "Idempotency-Key"
 	// HeaderOriginalSubject is the subject a dead-lettered or replayed message was first published on.
 	HeaderOriginalSubject = "Bridge-Original-Subject"
+	// HeaderOriginalSeq is the stream sequence a replayed or redriven message was read from.
+	HeaderOriginalSeq = "Bridge-Original-Seq"
+	// HeaderOriginalMsgID is the Nats-Msg-Id a replayed message had in its source stream.
+	HeaderOriginalMsgID = "Bridge-Original-Msg-Id"
+	// HeaderReplay names the replay (or "redrive") that republished a message.
+	HeaderReplay = "Bridge-Replay"
 )
 
 // Result sources, the value of HeaderBridgeSource and of the result's bridge.source.

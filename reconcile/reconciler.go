@@ -458,6 +458,18 @@ func (r *Reconciler) finalCheck(ctx context.Context, t task, log zerolog.Logger)
 	cctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	job, err := r.cfg.API.GetJob(cctx, t.id, upstream.ClassPoll)
+	// A passing upstream hiccup (5xx, 429, a timeout) must not turn a finished job into a timeout: ask
+	// again, backing off, for as long as the wait allows.
+	for backoff := 100 * time.Millisecond; retryable(err) && cctx.Err() == nil; backoff = min(2*backoff, time.Second) {
+		if ue, ok := errors.AsType[*upstream.Error](err); ok && ue.RetryAfter > backoff {
+			backoff = ue.RetryAfter
+		}
+		sleep(cctx, backoff)
+		if cctx.Err() != nil {
+			break
+		}
+		job, err = r.cfg.API.GetJob(cctx, t.id, upstream.ClassPoll)
+	}
 	switch {
 	case errors.Is(err, upstream.ErrNotFound):
 		r.m.notFound.Inc()
@@ -471,6 +483,12 @@ func (r *Reconciler) finalCheck(ctx context.Context, t task, log zerolog.Logger)
 		return nil, false
 	}
 	return &job, job.Terminal()
+}
+
+// retryable reports whether err is an upstream failure worth asking again about.
+func retryable(err error) bool {
+	ue, ok := errors.AsType[*upstream.Error](err)
+	return ok && ue.Retryable()
 }
 
 // sleep waits d or until ctx ends.

@@ -163,7 +163,9 @@ wait:
 	row("forgeries rejected", int(gather("bridge_deadletter_total", "reason", "not_found")), fmt.Sprintf("of %d with unknown ids, kept in DEADLETTER", d.forged-forgeErrs))
 	row("forged verdicts", d.forgedVerdicts, "published with the upstream's verdict instead")
 	row("recovered by polling", tally.bySource(bjs.SourcePoll), "webhook dropped or late")
-	row("timed out", tally.bySource(bjs.SourceTimeout), "BRIDGE_TIMEOUT after the deadline")
+	st := sim.Stats()
+	row("timed out", tally.bySource(bjs.SourceTimeout), fmt.Sprintf("BRIDGE_TIMEOUT after the deadline (%d never finished upstream)", st.Jobs["queued"]+st.Jobs["processing"]))
+	row("late results", tally.lateCount(), "finished upstream after the bridge timed them out; once on results.late.<type>")
 	row("results delivered", tally.delivered(), "one per job on results.<type>")
 	row("upstream calls", sumCalls(sim), fmt.Sprintf("%.2f per job", float64(sumCalls(sim))/float64(max(1, len(submitted)))))
 	row("verdict mismatches", mismatched, "results that differ from the upstream's truth")
@@ -328,6 +330,12 @@ func (t *demoTally) delivered() int {
 		}
 	}
 	return n
+}
+
+func (t *demoTally) lateCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.late)
 }
 
 func (t *demoTally) bySource(s string) int {

@@ -47,6 +47,9 @@ func Connect(cfg ConnConfig) (*nats.Conn, error) {
 			return min(time.Duration(attempts)*250*time.Millisecond, 5*time.Second)
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err == nil && nc.IsDraining() || nc.IsClosed() {
+				return // our own drain or close, logged by the closed handler
+			}
 			log.Warn().Err(err).Msg("nats disconnected")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {

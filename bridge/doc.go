@@ -9,8 +9,10 @@
 //     late result);
 //   - a job whose result is out already (per its JOBS record) is acknowledged without any upstream
 //     call, which also protects the budget against floods of duplicate webhooks;
-//   - a webhook whose job the upstream does not know (404) costs exactly one GET, is never published and
-//     is kept in DEADLETTER with its reason;
+//   - a webhook whose job the upstream does not know (404) costs at most one GET, is never published and
+//     is kept in DEADLETTER with its reason; webhooks of jobs without a JOBS record together spend at
+//     most their own small budget (VerifierConfig.UnknownRPM), so a flood of forged ids cannot spend
+//     the upstream budget without bound nor stall the webhooks of known jobs;
 //   - a raw webhook is acknowledged only after its outcome is durable (result published and recorded,
 //     or dead letter stored); until then JetStream redelivers it, across restarts.
 //

@@ -18,6 +18,8 @@ const (
 	outcomeRejected         = "rejected"
 	outcomeMalformed        = "malformed"
 	outcomeShutdown         = "shutdown"
+	outcomeUnknownDeferred  = "unknown_deferred"
+	outcomeUnknownShed      = "unknown_shed"
 )
 
 // Dead-letter reasons, the value of the Bridge-Reason header and the last subject token.
@@ -27,6 +29,10 @@ const (
 	// ReasonAttemptsExhausted: MaxAttempts verifications failed or found the job unfinished. A job with a
 	// JOBS record stays pending there, and the reconciler finishes it by polling.
 	ReasonAttemptsExhausted = "attempts_exhausted"
+	// ReasonUnknownJob: the job has no JOBS record and the unknown-job budget could not take it (it is off,
+	// or its backlog is full), so the webhook was dead-lettered without an upstream call. The raw webhook
+	// is kept for an operator to replay; a forged id ends here without costing upstream budget.
+	ReasonUnknownJob = "unknown_job"
 	// ReasonMalformed: the webhook body has no usable job_id.
 	ReasonMalformed = "malformed"
 	// ReasonUpstreamPrefix + the HTTP status (e.g. upstream_401) is the reason for a final upstream error
@@ -39,6 +45,8 @@ type verifyMetrics struct {
 	deadLetters *prometheus.CounterVec
 	latency     prometheus.Histogram
 	inFlight    prometheus.Gauge
+	// unknownWaiting is the unknown-job webhooks waiting for the unknown-job budget.
+	unknownWaiting prometheus.Gauge
 }
 
 func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
@@ -60,6 +68,10 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 			Name: "bridge_verify_in_flight",
 			Help: "Raw webhooks being verified right now.",
 		}),
+		unknownWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_verify_unknown_waiting",
+			Help: "Webhooks of jobs without a JOBS record that this process sent back to wait for the unknown-job budget.",
+		}),
 	}
 	var err error
 	if m.outcomes, err = register(reg, m.outcomes); err != nil {
@@ -72,6 +84,9 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		return nil, err
 	}
 	if m.inFlight, err = register(reg, m.inFlight); err != nil {
+		return nil, err
+	}
+	if m.unknownWaiting, err = register(reg, m.unknownWaiting); err != nil {
 		return nil, err
 	}
 	return m, nil

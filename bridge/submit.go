@@ -270,7 +270,11 @@ func (s *Submitter) Start(ctx context.Context) error {
 	if s.svc != nil {
 		return errors.New("submit: already started")
 	}
-	kv, err := s.cfg.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	// An R3 bucket is created through the meta leader, which a busy or electing cluster answers in seconds:
+	// wait longer than nats.go's default 5s API timeout rather than fail the whole process.
+	kctx, kcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer kcancel()
+	kv, err := s.cfg.JS.CreateOrUpdateKeyValue(kctx, jetstream.KeyValueConfig{
 		Bucket:      BucketIdempotency,
 		Description: "submit idempotency keys: sha256(modality, key) to job_id",
 		History:     1,
@@ -452,6 +456,26 @@ func upstreamError(err error) *replyError {
 	return &replyError{code: code, desc: name + ": " + msg}
 }
 
+// scrub removes the webhook token from an upstream error before it is logged or answered: the upstream's
+// messages may quote the webhook_url the bridge sent, and that carries the token.
+func (s *Submitter) scrub(err error) error {
+	ue, ok := errors.AsType[*upstream.Error](err)
+	if !ok || s.cfg.Token == "" || !strings.Contains(err.Error(), s.cfg.Token) &&
+		!strings.Contains(err.Error(), url.QueryEscape(s.cfg.Token)) {
+		return err
+	}
+	redact := func(text string) string {
+		text = strings.ReplaceAll(text, url.QueryEscape(s.cfg.Token), "[redacted]")
+		return strings.ReplaceAll(text, s.cfg.Token, "[redacted]")
+	}
+	c := *ue
+	c.Message = redact(c.Message)
+	if c.Err != nil && redact(c.Err.Error()) != c.Err.Error() {
+		c.Err = errors.New(redact(c.Err.Error()))
+	}
+	return &c
+}
+
 func (s *Submitter) webhookURL(modality string) string {
 	if s.cfg.PublicURL == "" {
 		return ""
@@ -495,6 +519,7 @@ func (s *Submitter) handleSubmit(base context.Context, req micro.Request, modali
 	}
 
 	sub, err := s.cfg.API.Submit(ctx, modality, fields, s.webhookURL(modality))
+	err = s.scrub(err)
 	status := sub.Status
 	if err != nil {
 		if !(sub.StatusUnknown && sub.JobID != "") {

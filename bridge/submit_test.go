@@ -16,15 +16,17 @@ import (
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
-func TestBadSubmitNeverReachesUpstream(t *testing.T) {
-	e := newEnv(t, topology{"single", 1}, simulator.Config{})
-	e.startSubmitter()
-	tests := []struct {
-		name     string
-		modality string
-		body     string
-		wantDesc string
-	}{
+// badSubmit is a submit request the bridge must refuse with code 400 itself.
+type badSubmit struct {
+	name     string
+	modality string
+	body     string
+	wantDesc string
+}
+
+// badSubmits is every class of bad submit request; FuzzSubmitRequest is seeded from it.
+func badSubmits() []badSubmit {
+	return []badSubmit{
 		{"missing field", "prompt", `{}`, "required"},
 		{"empty field", "prompt", `{"prompt": "   "}`, "required"},
 		{"wrong type", "prompt", `{"prompt": 42}`, "must be a string"},
@@ -40,8 +42,16 @@ func TestBadSubmitNeverReachesUpstream(t *testing.T) {
 		{"loopback URL", "image", `{"image_url": "http://127.0.0.1/a.png"}`, "public"},
 		{"localhost URL", "image", `{"image_url": "http://localhost:8080/a.png"}`, "public"},
 		{"prompt too long", "prompt", `{"prompt": "` + strings.Repeat("é", 20001) + `"}`, "over 20000"},
+		{"private URL", "image", `{"image_url": "http://10.1.2.3/a.png"}`, "public"},
+		{"URL with credentials", "video", `{"video_url": "https://u:p@cdn.example.com/v.mp4"}`, "credentials"},
+		{"duplicate keys", "prompt", `{"prompt": "a", "prompt": 1}`, "must be a string"},
 	}
-	for _, tt := range tests {
+}
+
+func TestBadSubmitNeverReachesUpstream(t *testing.T) {
+	e := newEnv(t, topology{"single", 1}, simulator.Config{})
+	e.startSubmitter()
+	for _, tt := range badSubmits() {
 		t.Run(tt.name, func(t *testing.T) {
 			reply := e.request(bjs.SubjectSubmit+tt.modality, []byte(tt.body), nil)
 			if code := reply.Header.Get(micro.ErrorCodeHeader); code != "400" {

@@ -55,6 +55,19 @@ type VerifierConfig struct {
 	// ShutdownTimeout is how long Run waits, after its ctx is cancelled, for in-flight handlers before
 	// cancelling them and giving their webhooks back (nak). Default 10s.
 	ShutdownTimeout time.Duration
+
+	// UnknownRPM is the budget, in upstream calls per minute for this process, for verifying webhooks whose
+	// job has no JOBS record (jobs submitted elsewhere, or forged ids); see [Verifier]. 0 means
+	// DefaultUnknownRPM; [UnknownOff] never verifies them (dead letter unknown_job, no upstream call).
+	UnknownRPM int
+	// UnknownBurst is how many such calls may be spent at once; default max(1, UnknownRPM/12), 5 seconds'
+	// worth.
+	UnknownBurst int
+	// UnknownMaxWaiting bounds the unknown-job webhooks this process keeps waiting (naked with delay, so
+	// in the consumer's ack-pending set) for the unknown-job budget; past it they are dead-lettered with
+	// reason unknown_job at once. Default MaxAckPending/4; at most MaxAckPending/2, so a flood of forged
+	// ids cannot fill MaxAckPending and stall the webhooks of known jobs.
+	UnknownMaxWaiting int
 }
 
 func (c *VerifierConfig) setDefaults() {
@@ -88,6 +101,15 @@ func (c *VerifierConfig) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
+	if c.UnknownRPM == 0 {
+		c.UnknownRPM = DefaultUnknownRPM
+	}
+	if c.UnknownBurst == 0 && c.UnknownRPM > 0 {
+		c.UnknownBurst = max(1, c.UnknownRPM/12)
+	}
+	if c.UnknownMaxWaiting == 0 {
+		c.UnknownMaxWaiting = max(1, c.MaxAckPending/4)
+	}
 }
 
 // Validate reports the first invalid field, after defaults are applied.
@@ -115,6 +137,13 @@ func (c *VerifierConfig) Validate() error {
 		return fmt.Errorf("%w: verifier: HandlerTimeout %v: must be at least 1s", ErrInvalidConfig, c.HandlerTimeout)
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("%w: verifier: ShutdownTimeout %v: must not be negative", ErrInvalidConfig, c.ShutdownTimeout)
+	case c.UnknownRPM < 1 && c.UnknownRPM != UnknownOff:
+		return fmt.Errorf("%w: verifier: UnknownRPM %d: must be positive or UnknownOff", ErrInvalidConfig, c.UnknownRPM)
+	case c.UnknownBurst < 0:
+		return fmt.Errorf("%w: verifier: UnknownBurst %d: must not be negative", ErrInvalidConfig, c.UnknownBurst)
+	case c.UnknownMaxWaiting < 1 || c.UnknownMaxWaiting > c.MaxAckPending/2:
+		return fmt.Errorf("%w: verifier: UnknownMaxWaiting %d: must be 1 to MaxAckPending/2 (%d)", ErrInvalidConfig,
+			c.UnknownMaxWaiting, c.MaxAckPending/2)
 	}
 	return nil
 }
@@ -128,6 +157,8 @@ func (c *VerifierConfig) Validate() error {
 //   - no usable job_id in the body: dead letter (malformed), ack. No upstream call.
 //   - the job's JOBS record says its result is out (delivered, or timed out with the late result out):
 //     ack. No upstream call, so duplicate floods cost nothing but a KV read.
+//   - no JOBS record: the unknown-job budget decides first (below); a webhook it cannot take now is
+//     deferred or dead-lettered (unknown_job) without an upstream call.
 //   - GET /job/{id} at [upstream.ClassVerify]; the attempt is recorded in the job's JOBS record, which is
 //     created through [jobs.Deliverer.Ensure] for a job the upstream confirms but the bridge did not
 //     submit (never for a 404).
@@ -155,6 +186,25 @@ func (c *VerifierConfig) Validate() error {
 // The consumer's MaxDeliver is unlimited (-1) because the verifier counts attempts itself and must see
 // the last delivery to dead-letter it; with MaxDeliver the server would drop it silently.
 //
+// Unknown job ids, and why forged ones cannot spend the budget without bound: a webhook whose job has no
+// JOBS record cannot be refused outright (jobs submitted elsewhere are legitimate, and the upstream's 404
+// is the only proof of forgery), but anyone can post one, with a fresh random id each time so the
+// duplicate window does not help. So such webhooks spend their own small token bucket, UnknownRPM calls
+// per minute (default [DefaultUnknownRPM]; cmd/bridge defaults it to a tenth of BRIDGE_API_RPM) with a
+// burst of UnknownBurst, before their GET (which then queues at ClassVerify with the rest). Over any
+// window W this process makes at most UnknownBurst + UnknownRPM×W/1min upstream calls for unknown ids,
+// whatever the flood; known jobs keep the rest of the budget. A webhook that finds the bucket empty is
+// never dropped: it is naked with a delay (at least the backoff, and roughly when the bucket could
+// serve it behind the others waiting) and tried again; after MaxAttempts deliveries it is dead-lettered
+// as attempts_exhausted. Such waiting webhooks sit in the consumer's ack-pending set, so a flood could
+// fill MaxAckPending and stall the webhooks of known jobs behind it; to prevent that, at most
+// UnknownMaxWaiting (default MaxAckPending/4, at most MaxAckPending/2) wait per process, and an
+// unknown-id webhook that finds the bucket empty and the backlog full is dead-lettered at once with
+// reason unknown_job, costing no upstream call. With several verifier processes the bound is per
+// process: keep processes × UnknownMaxWaiting well under MaxAckPending. UnknownRPM = [UnknownOff]
+// never verifies unknown ids: each is dead-lettered as unknown_job. Every dead letter keeps the raw
+// webhook for an operator to replay.
+//
 // Within one process, webhooks of the same job are verified one at a time, so a burst of duplicates
 // costs one GET; across processes the JOBS record and Nats-Msg-Id keep the result single.
 type Verifier struct {
@@ -164,6 +214,9 @@ type Verifier struct {
 	store    *jobs.Store
 	jobLocks keyedMutex
 	notFound *recentSet
+	// unknownBudget is the token bucket of UnknownRPM; nil when it is UnknownOff.
+	unknownBudget  *tokenBucket
+	unknownWaiting *waitingSet
 }
 
 // NewVerifier checks cfg and registers the metrics. It does not touch NATS; Run does.
@@ -176,13 +229,18 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verifier metrics: %w", err)
 	}
-	return &Verifier{
-		cfg:      cfg,
-		log:      cfg.Log.With().Str("component", "verify").Logger(),
-		metrics:  m,
-		store:    cfg.Deliverer.Store(),
-		notFound: newRecentSet(4096, 10*time.Minute),
-	}, nil
+	v := &Verifier{
+		cfg:            cfg,
+		log:            cfg.Log.With().Str("component", "verify").Logger(),
+		metrics:        m,
+		store:          cfg.Deliverer.Store(),
+		notFound:       newRecentSet(4096, 10*time.Minute),
+		unknownWaiting: newWaitingSet(),
+	}
+	if cfg.UnknownRPM != UnknownOff {
+		v.unknownBudget = newTokenBucket(cfg.UnknownRPM, cfg.UnknownBurst)
+	}
+	return v, nil
 }
 
 // ConsumerConfig is the configuration the verifier creates or updates its durable consumer with.

@@ -75,6 +75,11 @@ func (v *Verifier) process(ctx, workCtx context.Context, msg jetstream.Msg) {
 		return
 	}
 
+	// A job the bridge has no record of may be legitimate (submitted elsewhere) or forged; either way it
+	// spends the small unknown-job budget, not the verify budget of known jobs.
+	if !known && !v.admitUnknown(ctx, msg, id, attempt, log) {
+		return
+	}
 	job, err := v.cfg.API.GetJob(ctx, id, upstream.ClassVerify)
 	now := v.cfg.Now().UTC()
 	if err != nil {

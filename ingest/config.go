@@ -47,8 +47,18 @@ type Config struct {
 	MaxBody int64
 	// Token, when set, must be given as ?token= on every webhook (constant-time check). It is never logged.
 	Token string
+	// Secret, when set, makes every webhook carry a valid Standard Webhooks signature (headers webhook-id,
+	// webhook-timestamp, webhook-signature: HMAC-SHA256 of "id.timestamp.body"), as the newer upstream
+	// contract sends; a missing or wrong one is answered 401 and nothing is published. "whsec_<base64>" is
+	// the base64-decoded key, any other value the key itself. It is never logged. Empty: signatures are
+	// ignored (the documented upstream does not sign).
+	Secret string
+	// SignatureTolerance is how far webhook-timestamp may be from Now, either way; 0 means
+	// DefaultSignatureTolerance.
+	SignatureTolerance time.Duration
 	// PublishTimeout bounds the wait for the JetStream acknowledgement; 0 means DefaultPublishTimeout, and
-	// it may not exceed MaxPublishTimeout.
+	// it may not exceed MaxPublishTimeout. When the http.Server has a WriteTimeout the wait is cut further,
+	// so the answer is written before it (see [Handler]).
 	PublishTimeout time.Duration
 	// MaxInFlight bounds the webhooks handled at once; past it the answer is 503 at once, nothing queues.
 	// 0 means DefaultMaxInFlight.
@@ -78,6 +88,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetryAfter == 0 {
 		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.SignatureTolerance == 0 {
+		c.SignatureTolerance = DefaultSignatureTolerance
 	}
 	if c.Modalities == nil {
 		c.Modalities = append(append([]string{}, bjs.Modalities...), ExtraModalities...)
@@ -118,6 +131,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: MaxInFlight: %d is negative", ErrInvalidConfig, c.MaxInFlight)
 	case c.RetryAfter < 0:
 		return fmt.Errorf("%w: RetryAfter: %v is negative", ErrInvalidConfig, c.RetryAfter)
+	case c.SignatureTolerance < time.Second:
+		return fmt.Errorf("%w: SignatureTolerance: %v is under 1s", ErrInvalidConfig, c.SignatureTolerance)
+	}
+	if _, err := ParseSecret(c.Secret); err != nil {
+		return fmt.Errorf("%w: Secret: %v", ErrInvalidConfig, err)
 	}
 	for _, m := range c.Modalities {
 		if m == "" || m == bjs.ModalityUnknown || strings.ContainsAny(m, ".*>/ \t\r\n") {

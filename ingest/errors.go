@@ -22,6 +22,9 @@ var (
 	ErrMediaType = errors.New("content type must be application/json")
 	// ErrUnauthorized means Config.Token is set and ?token= is missing or wrong (401).
 	ErrUnauthorized = errors.New("missing or wrong token")
+	// ErrSignature means Config.Secret is set and the Standard Webhooks signature is missing, malformed, wrong,
+	// or its timestamp is outside Config.SignatureTolerance (401).
+	ErrSignature = errors.New("missing or invalid webhook signature")
 	// ErrUnknownModality means the path names a modality not in Config.Modalities (404).
 	ErrUnknownModality = errors.New("unknown modality")
 	// ErrNotFound means the path is not one the handler serves (404).
@@ -37,6 +40,8 @@ var (
 	ErrNotReady = errors.New("not ready")
 	// ErrInvalidConfig means a Config or ServerConfig field is out of range; the message names the field.
 	ErrInvalidConfig = errors.New("ingest: invalid config")
+	// ErrTLSKeyPair means ServerConfig.TLSCertFile and TLSKeyFile could not be loaded as a key pair.
+	ErrTLSKeyPair = errors.New("ingest: TLS key pair")
 	// ErrServerRunning means Run was called on a Server that already ran.
 	ErrServerRunning = errors.New("ingest: server already ran")
 )
@@ -61,6 +66,7 @@ var errorClasses = []errorClass{
 	{ErrTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", ""},
 	{ErrMediaType, http.StatusUnsupportedMediaType, "unsupported_media_type", ""},
 	{ErrUnauthorized, http.StatusUnauthorized, "unauthorized", "missing or wrong ?token= query parameter"},
+	{ErrSignature, http.StatusUnauthorized, "invalid_signature", ""},
 	{ErrUnknownModality, http.StatusNotFound, "unknown_modality", ""},
 	{ErrNotFound, http.StatusNotFound, "not_found", ""},
 	{ErrMethod, http.StatusMethodNotAllowed, "method_not_allowed", ""},

@@ -51,7 +51,9 @@ type Handler struct {
 	metrics    *metrics
 	modalities map[string]bool
 	// tokenSum is the SHA-256 of Config.Token, compared in constant time with that of ?token=.
-	tokenSum   [sha256.Size]byte
+	tokenSum [sha256.Size]byte
+	// secret is the HMAC key parsed from Config.Secret; nil when webhooks are not signed.
+	secret     []byte
 	slots      chan struct{}
 	retryAfter string
 	metricsH   http.Handler
@@ -80,6 +82,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	for _, mod := range cfg.Modalities {
 		h.modalities[mod] = true
+	}
+	if cfg.Secret != "" {
+		h.secret, _ = ParseSecret(cfg.Secret) // checked by Validate
 	}
 	if cfg.Gatherer != nil {
 		h.metricsH = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
@@ -137,8 +142,9 @@ func allowGet(w http.ResponseWriter, r *http.Request) bool {
 
 // serveWebhook handles one webhook: pathModality is the {modality} path segment, empty for POST /webhook.
 func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathModality string) {
+	start := time.Now()
 	receivedAt := h.cfg.Now().UTC()
-	id, ack, err := h.ingest(w, r, pathModality, receivedAt)
+	id, ack, err := h.ingest(w, r, pathModality, receivedAt, start)
 	if err != nil {
 		status, code, _ := errorStatus(err)
 		h.metrics.count(code)
@@ -168,8 +174,13 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathModal
 	writeJSON(w, http.StatusOK, []byte(`{"job_id":"`+id+`","duplicate":`+strconv.FormatBool(ack.Duplicate)+`}`))
 }
 
+// answerMargin is kept free between the end of the publish wait and the server's write deadline, for
+// writing the answer.
+const answerMargin = 500 * time.Millisecond
+
 // ingest runs the webhook rules in order, cheapest first, and publishes. It returns the job_id once known.
-func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality string, receivedAt time.Time) (string, *jetstream.PubAck, error) {
+// start is when the handler began, which is when net/http armed the connection's write deadline.
+func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality string, receivedAt, start time.Time) (string, *jetstream.PubAck, error) {
 	if r.URL.Path != PathWebhook && !h.modalities[pathModality] {
 		return "", nil, fmt.Errorf("%w %q: use one of %s", ErrUnknownModality, truncate(pathModality, 64),
 			strings.Join(h.cfg.Modalities, ", "))
@@ -182,6 +193,13 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 		got := sha256.Sum256([]byte(r.URL.Query().Get("token")))
 		if subtle.ConstantTimeCompare(got[:], h.tokenSum[:]) != 1 {
 			return "", nil, ErrUnauthorized
+		}
+	}
+	var signed signedHeaders
+	if h.secret != nil {
+		var err error
+		if signed, err = checkSignatureHeaders(r.Header, h.cfg.Now(), h.cfg.SignatureTolerance); err != nil {
+			return "", nil, err
 		}
 	}
 	if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
@@ -212,6 +230,11 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 		return "", nil, err
 	}
 	body := buf.Bytes()
+	if h.secret != nil {
+		if err := signed.verify(h.secret, body); err != nil {
+			return "", nil, err
+		}
+	}
 	id, err := jobID(body)
 	if err != nil {
 		return "", nil, err
@@ -230,13 +253,24 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 	if pathModality != "" {
 		msg.Header[bjs.HeaderModality] = []string{pathModality}
 	}
+	// The answer must be written before the server's WriteTimeout, which runs from the handler's start:
+	// a slow body (up to ReadTimeout) plus a full PublishTimeout could outlast it, and the upstream would
+	// see a broken connection instead of an answer. So the wait is cut to what is left; with nothing
+	// left the answer is 503 at once (the reconciler recovers the job).
+	timeout := h.cfg.PublishTimeout
+	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.WriteTimeout > 0 {
+		timeout = min(timeout, time.Until(start.Add(srv.WriteTimeout-answerMargin)))
+	}
+	if timeout <= 0 {
+		return id, nil, fmt.Errorf("%w: no time left to store webhook %s before the answer deadline", ErrUnavailable, id)
+	}
 	// The sender hanging up must not cancel the publish: it completes or times out on its own, so the
 	// outcome counted and logged is the real one.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.cfg.PublishTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
 	defer cancel()
-	start := time.Now()
+	pubStart := time.Now()
 	ack, err := bjs.PublishMsg(ctx, h.cfg.Publisher, msg)
-	h.metrics.publish.Observe(time.Since(start).Seconds())
+	h.metrics.publish.Observe(time.Since(pubStart).Seconds())
 	if err != nil {
 		return id, nil, fmt.Errorf("%w: publish webhook %s to %s: %w", ErrUnavailable, id, msg.Subject, err)
 	}

@@ -15,7 +15,8 @@ import (
 )
 
 // Defaults of [ServerConfig]. WriteTimeout stays well inside the upstream's 10 s client timeout; the
-// publish itself is bounded by Config.PublishTimeout (at most 5 s).
+// publish itself is bounded by Config.PublishTimeout (at most 5 s) and cut further so the answer is
+// written before WriteTimeout, however long the body took (see [Handler]).
 const (
 	// DefaultReadHeaderTimeout bounds reading the request line and headers.
 	DefaultReadHeaderTimeout = 5 * time.Second
@@ -27,6 +28,8 @@ const (
 	DefaultIdleTimeout = 60 * time.Second
 	// DefaultMaxHeaderBytes bounds the request headers.
 	DefaultMaxHeaderBytes = 16 << 10
+	// DefaultMaxConns bounds the open connections.
+	DefaultMaxConns = 4096
 	// DefaultShutdownTimeout leaves room for in-flight webhooks to get their ack (at most PublishTimeout).
 	DefaultShutdownTimeout = 10 * time.Second
 )
@@ -45,8 +48,13 @@ type ServerConfig struct {
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 	IdleTimeout       time.Duration
-	// MaxHeaderBytes is that of http.Server; 0 means DefaultMaxHeaderBytes.
+	// MaxHeaderBytes is that of http.Server; 0 means DefaultMaxHeaderBytes. Larger headers are answered 431.
 	MaxHeaderBytes int
+	// MaxConns bounds the open connections. A connection past it is still accepted, and the connection that
+	// has waited longest without a request in the handler (idle keep-alive, silent, or still sending its
+	// headers) is closed instead, so idle or slow clients can neither crowd out a real webhook nor exhaust
+	// file descriptors. 0 means DefaultMaxConns; negative means no bound.
+	MaxConns int
 	// ShutdownTimeout bounds how long Run waits for in-flight requests after ctx is done; 0 means
 	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
@@ -74,6 +82,9 @@ func (c *ServerConfig) setDefaults() {
 	def(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
 	}
 }
 
@@ -107,6 +118,8 @@ type Server struct {
 	l   net.Listener
 	srv *http.Server
 	log zerolog.Logger
+	// conns bounds the open connections; nil when MaxConns is negative.
+	conns *connLimiter
 	// ran is set by the first Run; a Server runs once.
 	ran atomic.Bool
 }
@@ -128,10 +141,17 @@ func Listen(cfg ServerConfig) (*Server, error) {
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          log.New(lg, "", 0),
 	}
+	var conns *connLimiter
+	if cfg.MaxConns > 0 {
+		conns = newConnLimiter(cfg.MaxConns)
+		srv.Handler = conns.wrap(cfg.Handler)
+		srv.ConnState = conns.connState
+		srv.ConnContext = conns.connContext
+	}
 	if cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("load TLS key pair %s: %w", cfg.TLSCertFile, err)
+			return nil, fmt.Errorf("%w %s, %s: %w", ErrTLSKeyPair, cfg.TLSCertFile, cfg.TLSKeyFile, err)
 		}
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
@@ -139,7 +159,15 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
-	return &Server{cfg: cfg, l: l, srv: srv, log: lg}, nil
+	return &Server{cfg: cfg, l: l, srv: srv, log: lg, conns: conns}, nil
+}
+
+// Evicted is the number of connections closed so far to stay within MaxConns.
+func (s *Server) Evicted() uint64 {
+	if s.conns == nil {
+		return 0
+	}
+	return s.conns.evicted.Load()
 }
 
 // Addr is the address the server is bound to (with the real port when Addr asked for port 0).

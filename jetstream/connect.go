@@ -5,21 +5,26 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 )
 
+// DefaultConnectWait is how long [Connect] waits for the first connection to external servers.
+const DefaultConnectWait = 30 * time.Second
+
 // ConnConfig configures the client connection to NATS.
 type ConnConfig struct {
-	// URLs is a comma-separated list of servers; ignored when InProcess is set.
+	// URLs is a comma-separated list of servers; ignored when InProcess is set. A URL may carry a user
+	// and password (nats://user:pass@host:4222); they are redacted in every log line and error.
 	URLs string
 	// InProcess connects to an embedded server without a socket.
 	InProcess nats.InProcessConnProvider
 	// Name is the client name the servers show.
 	Name string
-	// CredsFile is a NATS credentials file.
+	// CredsFile is a NATS credentials file (user JWT and nkey seed).
 	CredsFile string
 	// TLSCertFile and TLSKeyFile are the client certificate; TLSCAFile the roots to trust.
 	TLSCertFile, TLSKeyFile, TLSCAFile string
@@ -27,13 +32,21 @@ type ConnConfig struct {
 	Log zerolog.Logger
 	// Closed, when set, is closed once the connection is closed for good (after Drain).
 	Closed chan struct{}
+	// ConnectWait bounds the wait for the first connection to external servers; 0 means
+	// DefaultConnectWait.
+	ConnectWait time.Duration
 }
 
 // Connect opens a connection that reconnects forever with backoff and jitter, logging each transition.
-// The first connect to an external cluster is retried in the background too, so a bridge can start
-// before its NATS cluster does.
+// The first connect to external servers is retried for up to ConnectWait, so a bridge can start a little
+// before its NATS cluster does; if no connection comes, or the servers refuse it for good (wrong
+// credentials), the error names the servers (passwords redacted) and the last failure, e.g.
+// "nats: authorization violation" or a TLS verification error.
 func Connect(cfg ConnConfig) (*nats.Conn, error) {
 	log := cfg.Log.With().Str("component", "nats").Logger()
+	// lastDialErr keeps the last failure to reach a server; nats.go keeps only handshake and auth
+	// failures in LastError.
+	var lastDialErr atomic.Pointer[error]
 	name := cfg.Name
 	if name == "" {
 		name = "bridge"
@@ -51,6 +64,10 @@ func Connect(cfg ConnConfig) (*nats.Conn, error) {
 				return // our own drain or close, logged by the closed handler
 			}
 			log.Warn().Err(err).Msg("nats disconnected")
+		}),
+		nats.ReconnectErrHandler(func(nc *nats.Conn, err error) {
+			lastDialErr.Store(&err)
+			log.Debug().Err(err).Msg("nats connect attempt failed")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats reconnected")
@@ -94,15 +111,57 @@ func Connect(cfg ConnConfig) (*nats.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", redact(servers), err)
 	}
+	if cfg.InProcess != nil {
+		return nc, nil
+	}
+	wait := cfg.ConnectWait
+	if wait <= 0 {
+		wait = DefaultConnectWait
+	}
+	// Why poll: nats.go has no callback for "the initial connect attempt failed for good"; the state is
+	// cheap to read and the wait happens once, at start-up.
+	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for !nc.IsConnected() {
+		if closed := nc.IsClosed(); closed || time.Now().After(deadline) {
+			cause := nc.LastError()
+			if cause == nil {
+				if p := lastDialErr.Load(); p != nil {
+					cause = *p
+				}
+			}
+			if cause == nil {
+				cause = nats.ErrNoServers
+			}
+			nc.Close()
+			if closed {
+				return nil, fmt.Errorf("connect nats %s: refused: %w", redact(servers), cause)
+			}
+			return nil, fmt.Errorf("connect nats %s: not connected within %v: %w", redact(servers), wait, cause)
+		}
+		<-tick.C
+	}
 	return nc, nil
 }
 
-// redact hides user info in NATS URLs.
+// redact hides the secrets in NATS URLs: the password of user:pass, and a token given as the user alone.
+// A URL that does not parse is hidden whole, since it may still hold a secret.
 func redact(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			parts[i] = u.Redacted()
+		u, err := url.Parse(strings.TrimSpace(p))
+		switch {
+		case err != nil:
+			parts[i] = "[unparsable URL]"
+		case u.User == nil:
+		default:
+			if _, hasPass := u.User.Password(); hasPass {
+				parts[i] = u.Redacted()
+			} else {
+				u.User = url.User("xxxxx")
+				parts[i] = u.String()
+			}
 		}
 	}
 	return strings.Join(parts, ",")

@@ -111,6 +111,11 @@ type Config struct {
 	WebhookQueue   int
 	// WebhookTimeout is the webhook client's timeout (default 10s, as the upstream).
 	WebhookTimeout time.Duration
+	// WebhookSecret, when set, signs every webhook with Standard Webhooks headers (webhook-id,
+	// webhook-timestamp, webhook-signature "v1,<base64 HMAC-SHA256 of id.timestamp.body>"), as the newer
+	// upstream contract does. "whsec_<base64>" is the base64-decoded key, any other value the key itself.
+	// Empty: webhooks are unsigned, as the documented upstream sends them.
+	WebhookSecret string
 	// HTTP sends webhooks; default a pooled client with WebhookTimeout.
 	HTTP *http.Client
 	// MaxCalls is how many recent calls are kept per endpoint for Calls (default 100000); counts are
@@ -205,6 +210,9 @@ func (c *Config) Validate() error {
 		if m == "" || field == "" || strings.Contains(m, "/") {
 			return fmt.Errorf("%w: Modalities[%q]=%q: modality and field must be non-empty", ErrInvalidConfig, m, field)
 		}
+	}
+	if _, err := webhookKey(c.WebhookSecret); err != nil {
+		return fmt.Errorf("%w: WebhookSecret: %v", ErrInvalidConfig, err)
 	}
 	switch {
 	case c.RPM < 0:

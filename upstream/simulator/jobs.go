@@ -271,6 +271,10 @@ func (s *Simulator) post(d delivery, dup bool) {
 	req, err := http.NewRequestWithContext(s.whCtx, http.MethodPost, d.url, bytes.NewReader(d.body))
 	if err == nil {
 		req.Header.Set("Content-Type", "application/json")
+		if s.webhookKey != nil {
+			// One message id per job: a duplicate is the same message sent again, as a retry would be.
+			signWebhook(req.Header, s.webhookKey, "msg_"+d.j.id, s.cfg.Now(), d.body)
+		}
 		var resp *http.Response
 		if resp, err = s.cfg.HTTP.Do(req); err == nil {
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) //nolint:errcheck // drained for reuse

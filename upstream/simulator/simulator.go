@@ -35,6 +35,8 @@ type Simulator struct {
 	keys    map[string]*Key
 	handler http.Handler
 	extra   []byte // Config.ExtraFields as a JSON object
+	// webhookKey signs webhooks (Config.WebhookSecret); nil sends them unsigned.
+	webhookKey []byte
 
 	mu       sync.RWMutex // mu guards jobs, accounts and every job's fields
 	jobs     map[string]*job
@@ -95,6 +97,9 @@ func New(cfg Config) (*Simulator, error) {
 			return nil, fmt.Errorf("%w: ExtraFields: %v", ErrInvalidConfig, err)
 		}
 		s.extra = b
+	}
+	if cfg.WebhookSecret != "" {
+		s.webhookKey, _ = webhookKey(cfg.WebhookSecret) // checked by Validate
 	}
 	if s.seed == 0 {
 		s.seed = rand.Uint64()

@@ -1,0 +1,10 @@
+// Package crash is the crash and fault suite (issue 7). Its tests build the bridge binary once, run it as
+// a child process against NATS servers and an upstream simulator started in the test process, inject a
+// fault while a steady load of submissions and webhooks runs, and then check the promise end to end:
+// every job whose webhook was answered 2xx, and every job the bridge accepted over moderate.*, has
+// exactly one result on results.<type>; no job has two; no forged webhook becomes a result.
+//
+// Each scenario states its bound in its doc comment; the bound is the deadline of the wait on the
+// condition, never a sleep. The default run fits the CI budget; `go test ./test/crash -soak` runs the
+// longer variants (more crashes, longer outages, more load).
+package crash

@@ -270,18 +270,23 @@ func (s *Submitter) Start(ctx context.Context) error {
 	if s.svc != nil {
 		return errors.New("submit: already started")
 	}
-	// An R3 bucket is created through the meta leader, which a busy or electing cluster answers in seconds:
-	// wait longer than nats.go's default 5s API timeout rather than fail the whole process.
+	// Create first and update only an existing bucket: two processes starting together that both call
+	// CreateOrUpdateKeyValue (update, not found, create) on a fresh R3 bucket were seen to get no answer
+	// from the cluster at all. A create racing another is answered with ErrBucketExists.
 	kctx, kcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer kcancel()
-	kv, err := s.cfg.JS.CreateOrUpdateKeyValue(kctx, jetstream.KeyValueConfig{
+	kvCfg := jetstream.KeyValueConfig{
 		Bucket:      BucketIdempotency,
 		Description: "submit idempotency keys: sha256(modality, key) to job_id",
 		History:     1,
 		TTL:         s.cfg.IdempotencyTTL,
 		Storage:     jetstream.FileStorage,
 		Replicas:    s.cfg.Replicas,
-	})
+	}
+	kv, err := s.cfg.JS.CreateKeyValue(kctx, kvCfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = s.cfg.JS.UpdateKeyValue(kctx, kvCfg)
+	}
 	if err != nil {
 		return fmt.Errorf("idempotency bucket %s: %w", BucketIdempotency, err)
 	}

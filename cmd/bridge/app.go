@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -60,11 +61,12 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 
 	a.handler, err = ingest.New(ingest.Config{
 		Publisher: a.nats.js, Log: log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
-		Token: cfg.WebhookToken, Ready: a.nats.ready,
+		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
+	registerReadiness(a.reg, a.handler)
 	var h http.Handler = a.handler
 	if !cfg.has(roleIngest) {
 		h = withoutWebhooks(a.handler)
@@ -73,6 +75,9 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 		Addr: cfg.HTTPAddr, Handler: h, Log: log, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 		OnShutdown: a.handler.SetShuttingDown,
 	})
+	if errors.Is(err, ingest.ErrTLSKeyPair) {
+		return nil, fmt.Errorf("%sTLS_CERT_FILE, %sTLS_KEY_FILE: %w", envPrefix, envPrefix, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%sHTTP_ADDR: %w", envPrefix, err)
 	}
@@ -114,6 +119,7 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 	if cfg.has(roleVerify) {
 		v, err := bridge.NewVerifier(bridge.VerifierConfig{
 			JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: log, Metrics: a.reg,
+			UnknownRPM: cfg.unknownJobRPM(),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("verify: %w", err)

@@ -46,6 +46,14 @@ Usage:
   bridge [run]              run the roles in BRIDGE_ROLES (default all) with config from BRIDGE_* variables
   bridge demo [flags]       run everything in-process against the simulator with faults, print a table
   bridge simulate [flags]   run the upstream API simulator
+  bridge bench [flags]      drive webhooks or submissions at a bridge and measure (in-process by default)
+  bridge status [--json]    what is pending, stuck and why: streams, consumers, jobs, budget, dead letters
+  bridge replay [flags]     republish RESULTS or WEBHOOKS by time, sequence, subject or job (resumable)
+  bridge deadletter list|show|redrive
+                            inspect and re-drive webhooks that could not be verified
+  bridge submit <modality> [value]
+                            submit a job over moderate.<modality>
+  bridge job <id>           a job's JOBS record and result, over jobs.status
   bridge version            print the version
   bridge help [config]      this text, or the table of BRIDGE_* variables
 

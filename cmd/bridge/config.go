@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/evershield/bridge/bridge"
+	"github.com/evershield/bridge/ingest"
 )
 
 // envPrefix prefixes every configuration variable.
@@ -46,9 +49,12 @@ type Config struct {
 	APIKey   string `env:"API_KEY" help:"upstream bearer key (never logged); required with BRIDGE_API_URL"`
 	APIRPM   int    `env:"API_RPM" envDefault:"60" help:"upstream request budget per minute"`
 	APIBurst int    `env:"API_BURST" help:"requests the budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
+	// UnknownJobRPM is nil when unset: the default depends on APIRPM.
+	UnknownJobRPM *int `env:"UNKNOWN_JOB_RPM" help:"upstream calls per minute (per verify process) for webhooks of jobs the bridge has no record of, forged or submitted elsewhere; 0 never verifies them (dead letter unknown_job); default a tenth of BRIDGE_API_RPM, at least 1"`
 
-	PublicURL    string `env:"PUBLIC_URL" help:"base URL the upstream can reach this bridge at; submissions set webhook_url to <it>/webhook/<modality>"`
-	WebhookToken string `env:"WEBHOOK_TOKEN" help:"when set, webhooks must carry it as ?token= (constant-time check)"`
+	PublicURL     string `env:"PUBLIC_URL" help:"base URL the upstream can reach this bridge at; submissions set webhook_url to <it>/webhook/<modality>"`
+	WebhookToken  string `env:"WEBHOOK_TOKEN" help:"when set, webhooks must carry it as ?token= (constant-time check)"`
+	WebhookSecret string `env:"WEBHOOK_SECRET" help:"when set, webhooks must carry a valid Standard Webhooks signature (webhook-id, webhook-timestamp within 5 min, webhook-signature), as the newer upstream contract signs them, else 401; whsec_<base64> or the raw secret; never logged"`
 
 	TimeoutPrompt time.Duration `env:"TIMEOUT_PROMPT" envDefault:"5m" help:"deadline of prompt jobs"`
 	TimeoutImage  time.Duration `env:"TIMEOUT_IMAGE" envDefault:"5m" help:"deadline of image jobs"`
@@ -60,6 +66,7 @@ type Config struct {
 	MaxBody         ByteSize      `env:"MAX_BODY" envDefault:"64KiB" help:"largest webhook body accepted"`
 	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"20m" help:"JetStream duplicate window of WEBHOOKS and RESULTS; must exceed the longest job deadline"`
 	Retention       time.Duration `env:"RETENTION" envDefault:"168h" help:"how long WEBHOOKS, RESULTS and DEADLETTER keep messages (for replay)"`
+	StreamMaxBytes  ByteSize      `env:"STREAM_MAX_BYTES" help:"caps the size of each of WEBHOOKS, RESULTS and DEADLETTER; when full, new publishes are refused (ingest answers 503) instead of old messages being dropped; empty is unlimited"`
 	Roles           []string      `env:"ROLES" envSeparator:"," envDefault:"ingest,verify,reconcile,submit" help:"comma list of ingest, verify, reconcile, submit"`
 	Replicas        int           `env:"REPLICAS" envDefault:"1" help:"stream and KV replicas (3 on a cluster)"`
 
@@ -160,6 +167,12 @@ func (c *Config) validate() error {
 	if c.APIBurst < 0 {
 		bad("API_BURST", "must not be negative; got %d", c.APIBurst)
 	}
+	if c.UnknownJobRPM != nil && *c.UnknownJobRPM < 0 {
+		bad("UNKNOWN_JOB_RPM", "must not be negative; got %d", *c.UnknownJobRPM)
+	}
+	if _, err := ingest.ParseSecret(c.WebhookSecret); err != nil {
+		bad("WEBHOOK_SECRET", "%v", err)
+	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		bad("TLS_CERT_FILE", "BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE go together")
 	}
@@ -195,6 +208,18 @@ func (c *Config) validate() error {
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
+}
+
+// unknownJobRPM is the verifier's UnknownRPM: BRIDGE_UNKNOWN_JOB_RPM, 0 meaning never, unset a tenth of
+// BRIDGE_API_RPM.
+func (c *Config) unknownJobRPM() int {
+	switch {
+	case c.UnknownJobRPM == nil:
+		return max(1, c.APIRPM/10)
+	case *c.UnknownJobRPM == 0:
+		return bridge.UnknownOff
+	}
+	return *c.UnknownJobRPM
 }
 
 func (c *Config) longestDeadline() time.Duration {

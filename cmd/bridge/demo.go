@@ -8,8 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,50 +59,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{fmt.Errorf("bridge demo: -jobs, -concurrency and -api-rpm must be positive, -forged and -forged-verdicts not negative")}
 	}
 
-	dir, err := os.MkdirTemp("", "bridge-demo-")
-	if err != nil {
-		return err
-	}
-	if !d.keep {
-		defer os.RemoveAll(dir)
-	}
-	logFile, err := os.Create(filepath.Join(dir, "bridge.log"))
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	log, _ := newLogger("info", "json", logFile)
-
-	simCfg := sf.config()
-	simCfg.Log = log.With().Str("component", "simulator").Logger()
-	sim, err := simulator.New(simCfg)
-	if err != nil {
-		return usageError{err}
-	}
-	if err := sim.Start("127.0.0.1:0"); err != nil {
-		return err
-	}
-	defer sim.Close()
-
-	cfg, err := parseConfig(map[string]string{
-		"BRIDGE_DATA_DIR": filepath.Join(dir, "data"), "BRIDGE_NATS_LISTEN": "127.0.0.1:0", "BRIDGE_HTTP_ADDR": "127.0.0.1:0",
-		"BRIDGE_API_URL": sim.URL(), "BRIDGE_API_KEY": simulator.DefaultKey, "BRIDGE_API_RPM": fmt.Sprint(d.apiRPM),
+	lb, err := startLocal(ctx, "bridge-demo-", "demo", sf.config(), map[string]string{
+		"BRIDGE_API_RPM":        fmt.Sprint(d.apiRPM),
 		"BRIDGE_TIMEOUT_PROMPT": d.deadline.String(), "BRIDGE_TIMEOUT_IMAGE": d.deadline.String(),
 		"BRIDGE_TIMEOUT_VIDEO": d.deadline.String(), "BRIDGE_TIMEOUT_CHAT": d.deadline.String(),
 		"BRIDGE_POLL_INTERVAL": d.poll.String(), "BRIDGE_WEBHOOK_GRACE": d.grace.String(), "BRIDGE_RETENTION": "1h",
-	})
-	if err != nil {
-		return usageError{err}
-	}
-	appCtx, stopApp := context.WithCancel(ctx)
-	defer stopApp()
-	a, err := newApp(appCtx, cfg, log, appOptions{publicFromListener: true, reconcileInstance: "demo"})
+	}, d.keep)
 	if err != nil {
 		return err
 	}
-	appDone := make(chan error, 1)
-	go func() { appDone <- a.run(appCtx) }()
-	defer func() { stopApp(); <-appDone }()
+	defer lb.close()
+	a, sim, logFile := lb.app, lb.sim, lb.logFile
 
 	fmt.Fprintf(stdout, "bridge demo: %d jobs, simulator at %s (drop %.0f%%, duplicate %.0f%%, never finish %.0f%%, 5xx %.0f%%, 429 %.0f%%, seed %d)\n",
 		d.jobs, sim.URL(), sf.drop*100, sf.duplicate*100, sf.neverFinish*100, sf.errorRate*100, sf.rateLimitRate*100, sim.Seed())

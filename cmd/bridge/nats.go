@@ -59,7 +59,7 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 	defer cancel()
 	n.res, err = bjs.Provision(pctx, n.js, bjs.ProvisionConfig{
 		Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow, Retention: cfg.Retention,
-		MaxMsgSize: int32(max(int64(cfg.MaxBody)+16<<10, 1<<20)),
+		MaxMsgSize: int32(max(int64(cfg.MaxBody)+16<<10, 1<<20)), MaxBytes: int64(cfg.StreamMaxBytes),
 	})
 	if err != nil {
 		n.close()

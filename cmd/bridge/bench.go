@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"golang.org/x/sync/errgroup"
+
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/loadgen"
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+const benchUsage = `bridge bench: drive webhooks (or submissions) into a bridge and measure it.
+
+Without --target it starts everything in-process: an embedded nats-server, the upstream simulator
+(jobs finish at once, no faults) and every role, as bridge demo does. With --target it drives a running
+bridge; --nats lets it observe results (end-to-end latency) and is needed for --submit.
+
+Webhook mode first submits the jobs its webhooks carry over moderate.prompt (not measured), so the bridge
+knows them: webhooks for jobs it does not know are verified only within its small unknown-job budget.
+In-process, the simulator then sends no webhooks of its own and polling waits an hour, so every result
+comes from a webhook the bench sent. Against --target without --nats, webhooks carry made-up job ids
+(ingest is measured; the bridge dead-letters them). Only loopback targets. The run ends at --count or
+--duration, whichever comes first, then waits up to --settle for the results.
+
+Flags:
+`
+
+// runBench is bridge bench.
+func runBench(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bridge bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, benchUsage)
+		fs.PrintDefaults()
+	}
+	var cfg loadgen.Config
+	target := fs.String("target", "", "base URL of a running bridge's HTTP listener (loopback); empty starts one in-process")
+	natsURL := fs.String("nats", "", "NATS URL of the --target bridge, to observe results and for --submit")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "operations per second; 0 = flat out")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "operations in flight at once")
+	fs.IntVar(&cfg.Count, "count", 10000, "operations, at most")
+	fs.DurationVar(&cfg.Duration, "duration", time.Minute, "load phase, at most")
+	fs.DurationVar(&cfg.Settle, "settle", 30*time.Second, "wait for outstanding results after the load, at most")
+	fs.BoolVar(&cfg.Submit, "submit", false, "submit over NATS (moderate.prompt) instead of posting webhooks; the upstream sends the webhooks")
+	fs.Float64Var(&cfg.Duplicates, "duplicates", 0, "share of webhooks that repeat an earlier job's (with --submit in-process: the simulator's duplicate rate)")
+	apiRPM := fs.Int("api-rpm", 6_000_000, "in-process: the bridge's upstream budget per minute (the real default is 60)")
+	keep := fs.Bool("keep", false, "in-process: keep the data directory and bridge.log")
+	roles := fs.String("roles", "", "in-process: BRIDGE_ROLES of the bridge (default all); ingest alone measures the webhook path without the verifier competing for CPU")
+	floor := fs.Bool("floor", false, "in-process webhook mode: first drive a bare net/http + nats.go handler on the same server the same way, and print ingest's ratio to it")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("bridge bench takes no arguments; see bridge bench -h")}
+	}
+	if *natsURL != "" {
+		for u := range strings.SplitSeq(*natsURL, ",") {
+			if err := loadgen.CheckLoopback(strings.Replace(strings.TrimSpace(u), "nats://", "http://", 1)); err != nil {
+				return usageError{fmt.Errorf("--nats: %w", err)}
+			}
+		}
+	}
+	if *target == "" && *natsURL != "" {
+		return usageError{errors.New("bridge bench: --nats goes with --target")}
+	}
+	if *floor && (*target != "" || cfg.Submit) {
+		return usageError{errors.New("bridge bench: --floor is for the in-process webhook mode")}
+	}
+
+	fmt.Fprintf(stdout, "bridge bench: %d CPUs (GOMAXPROCS %d), %s, count %d, duration %v\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), cfg.Count, cfg.Duration)
+	var floorRep *loadgen.Report
+	if *target == "" {
+		simCfg := simulator.Config{Seed: 1, QueueDelay: -1, ProcessDelay: -1, GrantChat: true}
+		env := map[string]string{"BRIDGE_API_RPM": fmt.Sprint(*apiRPM), "BRIDGE_RETENTION": "1h"}
+		if *roles != "" {
+			env["BRIDGE_ROLES"] = *roles
+		}
+		if cfg.Submit {
+			simCfg.DuplicateRate = cfg.Duplicates
+		} else {
+			// The bench sends every webhook: the simulator sends none, and polling does not race it.
+			simCfg.DropRate = 1
+			env["BRIDGE_WEBHOOK_GRACE"] = "1h"
+		}
+		lb, err := startLocal(ctx, "bridge-bench-", "bench", simCfg, env, *keep)
+		if err != nil {
+			return err
+		}
+		defer lb.close()
+		*target, *natsURL = lb.app.cfg.PublicURL, lb.app.nats.srv.ClientURL()
+		if *floor {
+			f, err := startFloor(ctx, lb.app.nats.srv)
+			if err != nil {
+				return err
+			}
+			defer f.close()
+			fcfg := cfg
+			fcfg.Target = f.url
+			frep, err := loadgen.Run(ctx, fcfg)
+			if err != nil {
+				return usageError{err}
+			}
+			fmt.Fprint(stdout, "floor (bare net/http + nats.go publish and ack, same server): ")
+			frep.Print(stdout)
+			floorRep = frep
+		}
+		fmt.Fprintf(stdout, "in-process: embedded NATS at %s, bridge at %s, simulator at %s, budget %d/min, logs %s\n",
+			*natsURL, *target, lb.sim.URL(), *apiRPM, lb.logFile.Name())
+	}
+	cfg.Target = strings.TrimRight(*target, "/")
+	if *natsURL != "" {
+		nc, err := nats.Connect(*natsURL, nats.Name("bridge-bench"))
+		if err != nil {
+			return fmt.Errorf("connect %s: %w", *natsURL, err)
+		}
+		defer nc.Close()
+		cfg.NC = nc
+		hasSubmit := *roles == "" || slices.Contains(strings.Split(*roles, ","), roleSubmit)
+		if cfg.Submit || hasSubmit {
+			if err := waitForService(ctx, nc, 10*time.Second); err != nil {
+				return err
+			}
+		}
+		if !cfg.Submit && hasSubmit {
+			n := int(float64(cfg.Count)*(1-cfg.Duplicates)) + 1
+			start := time.Now()
+			ids, err := createJobs(ctx, nc, n, 32)
+			if err != nil {
+				return err
+			}
+			cfg.Jobs = ids
+			fmt.Fprintf(stdout, "submitted %d jobs over %sprompt for the webhooks to carry in %.1fs (not measured)\n",
+				len(ids), bjs.SubjectSubmit, time.Since(start).Seconds())
+		}
+	}
+	rep, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	rep.Print(stdout)
+	if floorRep != nil && floorRep.AcceptedPerSec() > 0 {
+		q := loadgen.Quantile
+		fmt.Fprintf(stdout, "ingest / floor: %.2f of the floor's accepted/s; p50 %.2fms vs %.2fms, p99 %.2fms vs %.2fms\n",
+			rep.AcceptedPerSec()/floorRep.AcceptedPerSec(), ms(q(rep.Latency, .5)), ms(q(floorRep.Latency, .5)),
+			ms(q(rep.Latency, .99)), ms(q(floorRep.Latency, .99)))
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// createJobs submits n prompt jobs over moderate.prompt, conc at once, and returns their ids.
+func createJobs(ctx context.Context, nc *nats.Conn, n, conc int) ([]string, error) {
+	ids := make([]string, n) // each goroutine writes its own element
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(conc)
+	for i := range n {
+		g.Go(func() error {
+			sctx, cancel := context.WithTimeout(gctx, 30*time.Second)
+			defer cancel()
+			msg, err := nc.RequestWithContext(sctx, bjs.SubjectSubmit+"prompt", []byte(`{"prompt":"bridge bench"}`))
+			if err != nil {
+				return fmt.Errorf("submit job %d: %w", i, err)
+			}
+			var rep struct {
+				JobID string `json:"job_id"`
+			}
+			if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" || json.Unmarshal(msg.Data, &rep) != nil || rep.JobID == "" {
+				return fmt.Errorf("submit job %d: error %s %s: %.200s", i, code, msg.Header.Get(micro.ErrorHeader), msg.Data)
+			}
+			ids[i] = rep.JobID
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of the floor's own stream, so its messages never reach the verifier.
+const (
+	floorStream  = "BENCH_FLOOR"
+	floorSubject = "bench.floor"
+)
+
+// floorServer is the bare net/http + nats.go handler ingest is compared with, as in BenchmarkIngestFloor:
+// it reads the body and publishes it with the Nats-Msg-Id the load sends in X-Job-Id, waits for the ack
+// and answers 200; no parsing, checks, metrics or logs. It runs against the same embedded server as the
+// in-process bridge, over an in-process connection like the bridge's own.
+type floorServer struct {
+	url string
+	srv *http.Server
+	nc  *nats.Conn
+}
+
+func startFloor(ctx context.Context, ns *server.Server) (*floorServer, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("bench-floor"))
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: floorStream, Subjects: []string{floorSubject}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
+	}); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("floor stream: %w", err)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.NotFound(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		pctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		msg := &nats.Msg{Subject: floorSubject, Data: body, Header: nats.Header{jetstream.MsgIDHeader: {r.Header.Get("X-Job-Id")}}}
+		if _, err := js.PublishMsg(pctx, msg); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	f := &floorServer{url: "http://" + ln.Addr().String(), srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}, nc: nc}
+	go func() {
+		if err := f.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Println("floor server:", err)
+		}
+	}()
+	return f, nil
+}
+
+func (f *floorServer) close() {
+	_ = f.srv.Close()
+	f.nc.Close()
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"maps"
+	"os"
+	"path/filepath"
+
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+// localBridge is every role in one process with an embedded nats-server, against the simulator on a
+// loopback port: what bridge demo and bridge bench run.
+type localBridge struct {
+	dir     string
+	logFile *os.File
+	sim     *simulator.Simulator
+	app     *app
+	stop    context.CancelFunc
+	done    chan error
+	keep    bool
+}
+
+// startLocal starts the simulator for simCfg and then every role, configured by env on top of the
+// in-process defaults (a fresh data directory, loopback ports, the simulator as upstream). Logs go to
+// bridge.log in the data directory, which close removes unless keep is set.
+func startLocal(ctx context.Context, prefix, instance string, simCfg simulator.Config, env map[string]string, keep bool) (_ *localBridge, err error) {
+	l := &localBridge{keep: keep}
+	if l.dir, err = os.MkdirTemp("", prefix); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			l.cleanup()
+		}
+	}()
+	if l.logFile, err = os.Create(filepath.Join(l.dir, "bridge.log")); err != nil {
+		return nil, err
+	}
+	log, _ := newLogger("info", "json", l.logFile)
+
+	simCfg.Log = log.With().Str("component", "simulator").Logger()
+	if l.sim, err = simulator.New(simCfg); err != nil {
+		return nil, usageError{err}
+	}
+	if err = l.sim.Start("127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+	vars := map[string]string{
+		"BRIDGE_DATA_DIR": filepath.Join(l.dir, "data"), "BRIDGE_NATS_LISTEN": "127.0.0.1:0", "BRIDGE_HTTP_ADDR": "127.0.0.1:0",
+		"BRIDGE_API_URL": l.sim.URL(), "BRIDGE_API_KEY": simulator.DefaultKey,
+	}
+	maps.Copy(vars, env)
+	cfg, err := parseConfig(vars)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	appCtx, stop := context.WithCancel(ctx)
+	if l.app, err = newApp(appCtx, cfg, log, appOptions{publicFromListener: true, reconcileInstance: instance}); err != nil {
+		stop()
+		return nil, err
+	}
+	l.stop, l.done = stop, make(chan error, 1)
+	go func() { l.done <- l.app.run(appCtx) }()
+	return l, nil
+}
+
+// close stops the roles, the embedded server and the simulator, and removes the data directory unless
+// it is kept.
+func (l *localBridge) close() {
+	if l.stop != nil {
+		l.stop()
+		<-l.done
+	}
+	l.cleanup()
+}
+
+func (l *localBridge) cleanup() {
+	if l.sim != nil {
+		l.sim.Close()
+	}
+	if l.logFile != nil {
+		l.logFile.Close()
+	}
+	if !l.keep {
+		os.RemoveAll(l.dir)
+	}
+}

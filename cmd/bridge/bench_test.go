@@ -1,0 +1,68 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchInProcess runs bridge bench in its default in-process mode, webhooks and submissions: every
+// accepted operation's job ends in a result, and the report has every figure.
+func TestBenchInProcess(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"webhooks", []string{"--count", "200", "--concurrency", "8", "--duplicates", "0.2", "--floor"},
+			[]string{"results       ", "owed", "end to end", "per result", "errors        none", "ingest / floor:"}},
+		{"submissions", []string{"--submit", "--count", "40", "--concurrency", "8"},
+			[]string{"submissions to", "results       40 of 40 owed", "request latency", "per result", "errors        none"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			var out, errb bytes.Buffer
+			args := append([]string{"bench", "--settle", "60s"}, tt.args...)
+			if err := run(ctx, args, nil, &out, &errb); err != nil {
+				t.Fatalf("bench: %v\n%s%s", err, out.String(), errb.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+			// Every accepted job's result arrived: "results N of N owed".
+			for line := range strings.SplitSeq(out.String(), "\n") {
+				if f := strings.Fields(line); len(f) >= 5 && f[0] == "results" && f[1] != f[3] {
+					t.Errorf("not every result arrived: %s", line)
+				}
+			}
+		})
+	}
+}
+
+func TestBenchFlagErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"remote target", []string{"--target", "http://example.com:8080"}},
+		{"remote nats", []string{"--target", "http://127.0.0.1:1", "--nats", "nats://10.1.2.3:4222"}},
+		{"nats without target", []string{"--nats", "nats://127.0.0.1:4222"}},
+		{"floor with target", []string{"--target", "http://127.0.0.1:1", "--floor"}},
+		{"bad duplicates", []string{"--target", "http://127.0.0.1:1", "--duplicates", "1.5"}},
+		{"argument", []string{"extra"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			err := run(context.Background(), append([]string{"bench"}, tt.args...), nil, &out, &errb)
+			if err == nil || exitCode(err) != 2 {
+				t.Fatalf("err = %v (exit %d), want a usage error", err, exitCode(err))
+			}
+		})
+	}
+}

@@ -1,0 +1,412 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"gopkg.in/yaml.v3"
+
+	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/simtest"
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/ops"
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+// repoFile is a path relative to the module root.
+func repoFile(name string) string { return filepath.Join("..", "..", name) }
+
+// composeFile is the part of docker-compose.yml the tests read.
+type composeFile struct {
+	Services map[string]struct {
+		Image       string   `yaml:"image"`
+		Build       any      `yaml:"build"`
+		Command     []string `yaml:"command"`
+		Environment any      `yaml:"environment"`
+		Ports       []string `yaml:"ports"`
+	} `yaml:"services"`
+}
+
+func readCompose(t *testing.T) composeFile {
+	t.Helper()
+	b, err := os.ReadFile(repoFile("docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c composeFile
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	return c
+}
+
+// envOf returns a service's environment, in map or list form.
+func envOf(t *testing.T, name string, env any) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	switch e := env.(type) {
+	case nil:
+	case map[string]any:
+		for k, v := range e {
+			out[k] = fmt.Sprint(v)
+		}
+	case []any:
+		for _, kv := range e {
+			k, v, _ := strings.Cut(fmt.Sprint(kv), "=")
+			out[k] = v
+		}
+	default:
+		t.Fatalf("service %s: environment is a %T", name, env)
+	}
+	return out
+}
+
+// bridgeServices are the compose services that run bridge run: those with BRIDGE_* variables.
+func bridgeServices(t *testing.T, c composeFile) map[string]map[string]string {
+	t.Helper()
+	out := map[string]map[string]string{}
+	for name, s := range c.Services {
+		env := envOf(t, name, s.Environment)
+		for k := range env {
+			if strings.HasPrefix(k, envPrefix) {
+				out[name] = env
+				break
+			}
+		}
+	}
+	return out
+}
+
+// TestComposeFileMatchesConfig keeps docker-compose.yml from drifting: every BRIDGE_* variable a service
+// sets is a field of Config and the whole environment parses, and the topology is the documented one.
+func TestComposeFileMatchesConfig(t *testing.T) {
+	c := readCompose(t)
+	known := map[string]bool{}
+	for _, k := range envKeys() {
+		known[k] = true
+	}
+	bridges := bridgeServices(t, c)
+	if len(bridges) < 2 {
+		t.Fatalf("docker-compose.yml runs %d bridge services, want at least 2", len(bridges))
+	}
+	reconcilers := 0
+	for name, env := range bridges {
+		for k := range env {
+			if strings.HasPrefix(k, envPrefix) && !known[k] {
+				t.Errorf("service %s sets %s, which Config does not have", name, k)
+			}
+		}
+		cfg, err := parseConfig(env)
+		if err != nil {
+			t.Errorf("service %s: its environment does not parse:\n%v", name, err)
+			continue
+		}
+		if cfg.Replicas != 3 {
+			t.Errorf("service %s: BRIDGE_REPLICAS=%d, want 3 on the cluster", name, cfg.Replicas)
+		}
+		if cfg.has(roleReconcile) {
+			reconcilers++
+		}
+		for _, r := range []string{roleIngest, roleVerify, roleSubmit} {
+			if !cfg.has(r) {
+				t.Errorf("service %s lacks role %s", name, r)
+			}
+		}
+		// Every NATS URL names a JetStream node of the file.
+		urls := strings.Split(cfg.NATSURL, ",")
+		if len(urls) != 3 {
+			t.Errorf("service %s: BRIDGE_NATS_URL %q, want the 3 cluster nodes", name, cfg.NATSURL)
+		}
+		for _, u := range urls {
+			host := strings.Split(strings.TrimPrefix(u, "nats://"), ":")[0]
+			s, ok := c.Services[host]
+			if !ok || !strings.HasPrefix(s.Image, "nats:") || !slices.Contains(s.Command, "--js") {
+				t.Errorf("service %s: NATS URL %s is not a JetStream node of the official nats image", name, u)
+			}
+		}
+		// The upstream is the simulator service running the same image.
+		if !strings.Contains(cfg.APIURL, "simulator:") {
+			t.Errorf("service %s: BRIDGE_API_URL %q, want the simulator service", name, cfg.APIURL)
+		}
+	}
+	if reconcilers < 2 {
+		t.Errorf("%d services run the reconcile role; want 2 for failover", reconcilers)
+	}
+	sim := c.Services["simulator"]
+	if len(sim.Command) == 0 || sim.Command[0] != "simulate" {
+		t.Errorf("simulator service command %v, want bridge simulate", sim.Command)
+	}
+	// Prometheus scrapes every bridge service.
+	prom, err := os.ReadFile(repoFile("deploy/prometheus/prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, env := range bridges {
+		port := strings.TrimPrefix(env[envPrefix+"HTTP_ADDR"], ":")
+		if !strings.Contains(string(prom), fmt.Sprintf("%q", name+":"+port)) {
+			t.Errorf("deploy/prometheus/prometheus.yml does not scrape %s:%s", name, port)
+		}
+	}
+}
+
+// TestDeployFilesNameDocumentedMetrics checks that every metric the dashboard and the alert rules use is
+// documented in the README's Metrics section, and that every documented metric is defined in the code.
+func TestDeployFilesNameDocumentedMetrics(t *testing.T) {
+	readme, err := os.ReadFile(repoFile("README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Metrics\n")
+	if !ok {
+		t.Fatal("README.md has no ## Metrics section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	name := regexp.MustCompile(`\bbridge_[a-z_]+[a-z]`)
+	documented := map[string]bool{}
+	for _, m := range name.FindAllString(section, -1) {
+		documented[m] = true
+	}
+	base := func(m string) string {
+		for _, suf := range []string{"_bucket", "_sum", "_count"} {
+			m = strings.TrimSuffix(m, suf)
+		}
+		return m
+	}
+	for _, f := range []string{"deploy/grafana/bridge.json", "deploy/prometheus/alerts.yml"} {
+		b, err := os.ReadFile(repoFile(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range name.FindAllString(string(b), -1) {
+			if !documented[base(m)] {
+				t.Errorf("%s uses %s, which README's Metrics section does not document", f, m)
+			}
+		}
+	}
+	// Defined in code: as a full name, or as Namespace "bridge" + Subsystem + Name in <subsystem>/metrics.go.
+	var src strings.Builder
+	for _, dir := range []string{"bridge", "ingest", "reconcile", "upstream", "cmd/bridge"} {
+		files, _ := filepath.Glob(repoFile(dir + "/*.go"))
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, _ := os.ReadFile(f)
+			src.Write(b)
+		}
+	}
+	for m := range documented {
+		if strings.Contains(src.String(), `"`+m+`"`) {
+			continue
+		}
+		sub, rest, _ := strings.Cut(strings.TrimPrefix(m, "bridge_"), "_")
+		b, err := os.ReadFile(repoFile(sub + "/metrics.go"))
+		if err != nil || !strings.Contains(string(b), `"`+rest+`"`) {
+			t.Errorf("README documents %s, which no metrics code defines", m)
+		}
+	}
+}
+
+// TestComposeTopologySurvivesNodeAndBridgeLoss runs the shape of docker-compose.yml in-process: a
+// 3-node JetStream cluster, two bridges with the compose services' environment (every role, reconcile
+// on both), and the simulator. It submits jobs while one NATS node (the RESULTS leader) and then one
+// bridge are stopped, and requires exactly one result for every accepted job.
+func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
+	compose := bridgeServices(t, readCompose(t))
+	cluster := natstest.RunCluster(t, 3)
+	sim := simtest.Run(t, simulator.Config{GrantChat: true, DropRate: 0.1, DuplicateRate: 0.1, Seed: 7})
+
+	type proc struct {
+		name string
+		app  *app
+		stop context.CancelFunc
+		done chan error
+		err  error
+		once sync.Once
+	}
+	var procs []*proc
+	for _, name := range []string{"bridge-1", "bridge-2"} {
+		env, ok := compose[name]
+		if !ok {
+			t.Fatalf("docker-compose.yml has no service %s", name)
+		}
+		env = maps.Clone(env)
+		// Addresses differ in-process; the rest is the compose file's. Polling is faster for the test.
+		env[envPrefix+"NATS_URL"] = cluster.URLs()
+		env[envPrefix+"HTTP_ADDR"] = "127.0.0.1:0"
+		env[envPrefix+"PUBLIC_URL"] = ""
+		env[envPrefix+"API_URL"] = sim.URL()
+		env[envPrefix+"API_RPM"] = "60000"
+		env[envPrefix+"POLL_INTERVAL"] = "500ms"
+		env[envPrefix+"WEBHOOK_GRACE"] = "200ms"
+		cfg, err := parseConfig(env)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Str("process", name).Logger()
+		ctx, cancel := context.WithCancel(context.Background())
+		a, err := newApp(ctx, cfg, log, appOptions{publicFromListener: true, reconcileInstance: name})
+		if err != nil {
+			cancel()
+			t.Fatalf("%s: %v", name, err)
+		}
+		p := &proc{name: name, app: a, stop: cancel, done: make(chan error, 1)}
+		go func() { p.done <- a.run(ctx) }()
+		procs = append(procs, p)
+	}
+	// stopProc stops a bridge as SIGTERM does and waits for it.
+	stopProc := func(p *proc) {
+		p.once.Do(func() {
+			p.stop()
+			select {
+			case p.err = <-p.done:
+			case <-time.After(30 * time.Second):
+				p.err = errors.New("did not stop within 30s")
+			}
+			if p.err != nil {
+				t.Errorf("%s: %v", p.name, p.err)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			p.stop()
+		}
+		for _, p := range procs {
+			stopProc(p)
+		}
+	})
+
+	nc, js := natstest.Connect(t, cluster.URLs())
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	natstest.WaitFor(t, 20*time.Second, func() error { return waitForService(ctx, nc, 2*time.Second) })
+
+	// Every result, counted per Nats-Msg-Id, by a consumer that survives the node loss.
+	var mu sync.Mutex
+	results := map[string]int{}
+	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		mu.Lock()
+		results[m.Headers().Get(jetstream.MsgIDHeader)]++
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Stop()
+
+	var submitted []string
+	var subMu sync.Mutex
+	submit := func(n int) {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(8)
+		for i := range n {
+			g.Go(func() error {
+				modality := jsModalities[i%len(jsModalities)]
+				fields := map[string]string{defaultFields[modality]: fmt.Sprintf("https://example.com/%d", i)}
+				if modality == "prompt" || modality == "chat" {
+					fields = map[string]string{"prompt": fmt.Sprintf("compose test %d", i)}
+				}
+				key := uuid.NewString() // a retry after a lost reply returns the first job
+				for {
+					rctx, rcancel := context.WithTimeout(gctx, 5*time.Second)
+					rep, _, err := ops.Submit(rctx, nc, modality, fields, key)
+					rcancel()
+					if err == nil {
+						subMu.Lock()
+						submitted = append(submitted, rep.JobID)
+						subMu.Unlock()
+						return nil
+					}
+					if gctx.Err() != nil {
+						return fmt.Errorf("submit %s: %w", modality, err)
+					}
+					select { // NATS is electing a leader or the service is moving: try again
+					case <-gctx.Done():
+					case <-time.After(200 * time.Millisecond):
+					}
+				}
+			})
+		}
+		if err := g.Wait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	submit(20)
+	// Stop the node leading RESULTS: its streams elect new leaders, clients reconnect elsewhere.
+	info, err := js.Stream(ctx, bjs.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := info.CachedInfo().Cluster.Leader
+	for _, n := range cluster {
+		if n.Name() == leader {
+			t.Logf("stopping NATS node %s (RESULTS leader)", leader)
+			n.Stop()
+		}
+	}
+	submit(20)
+	t.Logf("stopping %s", procs[1].name)
+	stopProc(procs[1])
+	submit(20)
+
+	natstest.WaitFor(t, 60*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		missing := 0
+		for _, id := range submitted {
+			if results[id] == 0 {
+				missing++
+			}
+		}
+		if missing > 0 {
+			return fmt.Errorf("%d of %d jobs have no result yet", missing, len(submitted))
+		}
+		return nil
+	})
+	mu.Lock()
+	for _, id := range submitted {
+		if results[id] != 1 {
+			t.Errorf("job %s has %d results", id, results[id])
+		}
+	}
+	for id, n := range results {
+		if base, _, _ := strings.Cut(id, "."); !slices.Contains(submitted, base) {
+			t.Errorf("result %s (%d) of a job nobody submitted", id, n)
+		}
+	}
+	mu.Unlock()
+
+	// The operator's view agrees: nothing pending.
+	rep, err := ops.Status(ctx, ops.StatusConfig{JS: js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Jobs.ByState["pending"] != 0 || rep.Jobs.Scanned != len(submitted) {
+		t.Errorf("status after the run: %+v", rep.Jobs)
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatal("test ran out of time")
+	}
+}
+
+var jsModalities = []string{"prompt", "image", "video", "chat"}

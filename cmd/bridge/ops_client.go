@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/evershield/bridge/ops"
+)
+
+// defaultFields maps a modality to the form field a positional argument fills.
+var defaultFields = map[string]string{"prompt": "prompt", "chat": "prompt", "image": "image_url", "video": "video_url"}
+
+const submitSynopsis = `bridge submit <modality> [TEXT_OR_URL] [-field k=v]... [-body JSON] [-idempotency-key K] [-wait] [-timeout D]
+
+A small client of moderate.<modality>: the positional value fills prompt (prompt, chat), image_url or
+video_url. Prints the reply {"job_id": ..., "status": "queued"}; with -wait, polls jobs.status until the
+result is out and prints that.`
+
+// runSubmitClient is bridge submit.
+func runSubmitClient(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bridge submit", submitSynopsis, stderr)
+	var fieldArgs listFlag
+	fs.Func("field", "a form field k=v (repeatable)", func(v string) error {
+		fieldArgs = append(fieldArgs, v)
+		return nil
+	})
+	body := fs.String("body", "", "the whole request as a JSON object of form fields")
+	key := fs.String("idempotency-key", "", "makes a retried submission return the first job")
+	wait := fs.Bool("wait", false, "wait for the result and print the job status")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply, and with -wait for the result")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return usageError{err}
+	}
+	if len(pos) == 0 || len(pos) > 2 {
+		fs.Usage()
+		return usageError{errors.New("bridge submit: want a modality and at most one value")}
+	}
+	modality := pos[0]
+	fields := map[string]string{}
+	if *body != "" {
+		if err := json.Unmarshal([]byte(*body), &fields); err != nil {
+			return usageError{fmt.Errorf("bridge submit -body: want a JSON object of string fields: %v", err)}
+		}
+	}
+	for _, f := range fieldArgs {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok || k == "" {
+			return usageError{fmt.Errorf("bridge submit -field %q: want k=v", f)}
+		}
+		fields[k] = v
+	}
+	if len(pos) == 2 {
+		field, ok := defaultFields[modality]
+		if !ok {
+			return usageError{fmt.Errorf("bridge submit: no default field for modality %q; use -field name=value", modality)}
+		}
+		fields[field] = pos[1]
+	}
+	if len(fields) == 0 {
+		return usageError{fmt.Errorf("bridge submit %s: nothing to moderate; give a value or -field", modality)}
+	}
+	if *wait && *key == "" {
+		*key = uuid.NewString() // a retry after a lost reply must not submit twice
+	}
+	nc, _, _, err := opsConnect(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	rctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	rep, raw, err := ops.Submit(rctx, nc, modality, fields, *key)
+	if err != nil {
+		return fmt.Errorf("bridge submit %s: %w", modality, err)
+	}
+	if !*wait {
+		return printRaw(stdout, raw)
+	}
+	status, err := waitResult(rctx, nc, rep.JobID)
+	if err != nil {
+		return fmt.Errorf("bridge submit: job %s: %w", rep.JobID, err)
+	}
+	return printRaw(stdout, status)
+}
+
+const jobSynopsis = `bridge job <job_id> [-wait] [-timeout D]
+
+A small client of jobs.status: prints {"job": <JOBS record>, "result": <result message or null>}.`
+
+// runJobClient is bridge job.
+func runJobClient(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bridge job", jobSynopsis, stderr)
+	wait := fs.Bool("wait", false, "wait until the job's result is out")
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return usageError{err}
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return usageError{errors.New("bridge job: want one job id")}
+	}
+	if _, err := uuid.Parse(pos[0]); err != nil {
+		return usageError{fmt.Errorf("bridge job: %q is not a job id (UUID)", pos[0])}
+	}
+	nc, _, _, err := opsConnect(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	rctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	var raw json.RawMessage
+	if *wait {
+		raw, err = waitResult(rctx, nc, pos[0])
+	} else {
+		raw, err = ops.JobStatus(rctx, nc, pos[0])
+	}
+	if err != nil {
+		return fmt.Errorf("bridge job %s: %w", pos[0], err)
+	}
+	return printRaw(stdout, raw)
+}
+
+// waitResult polls jobs.status until the job has a result or ctx ends.
+func waitResult(ctx context.Context, nc *nats.Conn, id string) (json.RawMessage, error) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		raw, err := ops.JobStatus(ctx, nc, id)
+		if err == nil && ops.HasResult(raw) {
+			return raw, nil
+		}
+		var se *ops.ServiceError
+		if errors.As(err, &se) && se.Code != "503" {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New("no result yet")
+			}
+			return raw, fmt.Errorf("%w (%v)", ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+func printRaw(w io.Writer, raw json.RawMessage) error {
+	var b bytes.Buffer
+	if json.Indent(&b, raw, "", "  ") != nil {
+		_, err := fmt.Fprintf(w, "%s\n", raw)
+		return err
+	}
+	_, err := fmt.Fprintln(w, b.String())
+	return err
+}

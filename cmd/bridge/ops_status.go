@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/evershield/bridge/ops"
+)
+
+const statusSynopsis = `bridge status [-json] [-metrics-url URL]... [-sample D] [-max-jobs N] [-near D]
+
+One screen: NATS servers and stream health, consumer lag, pending jobs per modality with the oldest age,
+jobs near their deadline, dead letters, and, from running bridges' /metrics, readiness, upstream budget
+use and recent 429s. Ends with what needs attention.`
+
+// runStatus is bridge status.
+func runStatus(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bridge status", statusSynopsis, stderr)
+	var urls listFlag
+	fs.Var(&urls, "metrics-url", "a bridge's /metrics (repeatable; \"none\" skips); default http://127.0.0.1:<BRIDGE_HTTP_ADDR port>/metrics")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	sample := fs.Duration("sample", 2*time.Second, "scrape metrics twice this far apart for rates (0 = once, totals only)")
+	maxJobs := fs.Int("max-jobs", 100_000, "read at most this many JOBS records")
+	near := fs.Duration("near", time.Minute, "list pending jobs this close to their deadline")
+	nearList := fs.Int("near-list", 10, "list at most this many near-deadline jobs")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return usageError{err}
+	}
+	if len(pos) > 0 {
+		return usageError{fmt.Errorf("bridge status: unexpected argument %q", pos[0])}
+	}
+	nc, js, cfg, err := opsConnect(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if len(urls) == 0 {
+		urls = listFlag{"http://" + loopback(cfg.HTTPAddr) + "/metrics"}
+	}
+	if len(urls) == 1 && urls[0] == "none" {
+		urls = nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second+*sample)
+	defer cancel()
+	rep, err := ops.Status(ctx, ops.StatusConfig{JS: js, MetricsURLs: urls, Sample: *sample, RPM: cfg.APIRPM,
+		MaxJobs: *maxJobs, Near: *near, NearList: *nearList})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, rep)
+	}
+	printStatus(stdout, rep)
+	return nil
+}
+
+func printStatus(w io.Writer, rep ops.Report) {
+	n := rep.NATS
+	fmt.Fprintf(w, "bridge status at %s\n\n", rep.At.Local().Format(time.DateTime))
+	fmt.Fprintf(w, "NATS  %s (server %s, %s", n.Connected, n.ServerName, n.Version)
+	if n.Cluster != "" {
+		fmt.Fprintf(w, ", cluster %s", n.Cluster)
+	}
+	fmt.Fprintf(w, "); JetStream storage %s, %d streams, %d consumers, %d API errors\n", bytesHuman(n.Account.Storage),
+		n.Account.Streams, n.Account.Consumers, n.Account.APIErrors)
+	if len(n.Servers) > 0 {
+		var parts []string
+		for _, s := range n.Servers {
+			st := "up"
+			if !s.Online {
+				st = "OFFLINE"
+			}
+			parts = append(parts, fmt.Sprintf("%s %s (leads %d)", s.Name, st, len(s.Leads)))
+		}
+		fmt.Fprintf(w, "      servers: %s\n", strings.Join(parts, ", "))
+	}
+	fmt.Fprintln(w)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tMSGS\tBYTES\tLAST\tR\tLEADER\tHEALTH")
+	for _, s := range rep.Streams {
+		health := "ok"
+		switch {
+		case s.Problem != "":
+			health = strings.ToUpper(s.Problem)
+		case !s.Healthy:
+			var bad []string
+			for _, p := range s.Peers {
+				if p.Offline || !p.Current {
+					bad = append(bad, fmt.Sprintf("%s lag %d", p.Name, p.Lag))
+				}
+			}
+			health = "DEGRADED " + strings.Join(bad, ", ")
+		}
+		last := "-"
+		if !s.LastTime.IsZero() && s.Messages > 0 {
+			last = ago(rep.At.Sub(s.LastTime))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.Messages, bytesHuman(s.Bytes), last, s.Replicas, dash(s.Leader), health)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONSUMER\tLAG\tACK_PENDING\tREDELIVERED\tWAITING\tLEADER")
+	for _, s := range rep.Streams {
+		for _, c := range s.Consumers {
+			fmt.Fprintf(tw, "%s/%s\t%d\t%d\t%d\t%d\t%s\n", s.Name, c.Name, c.Pending, c.AckPending, c.Redelivered, c.Waiting, dash(c.Leader))
+		}
+	}
+	tw.Flush()
+
+	j := rep.Jobs
+	fmt.Fprintf(w, "\nJOBS  %d records", j.Records)
+	if j.Truncated {
+		fmt.Fprintf(w, " (first %d read)", j.Scanned)
+	}
+	var states []string
+	for _, k := range slices.Sorted(maps.Keys(j.ByState)) {
+		states = append(states, fmt.Sprintf("%s %d", k, j.ByState[k]))
+	}
+	fmt.Fprintf(w, ": %s\n", strings.Join(states, ", "))
+	if len(j.Pending) > 0 {
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "PENDING\tJOBS\tOLDEST\tOLDEST_JOB")
+		for _, p := range j.Pending {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", p.Modality, p.Count, secs(p.OldestAge), p.OldestJobID)
+		}
+		tw.Flush()
+	}
+	if len(j.NearJobs) > 0 {
+		fmt.Fprintf(w, "\nNEAR DEADLINE  %d within the window, %d overdue\n", j.NearDeadline, j.Overdue)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "JOB_ID\tMODALITY\tAGE\tDEADLINE\tATTEMPTS\tWEBHOOK\tLAST_STATUS\tLAST_ERROR")
+		for _, b := range j.NearJobs {
+			dl := "in " + secs(b.DeadlineIn)
+			if b.DeadlineIn < 0 {
+				dl = secs(-b.DeadlineIn) + " ago"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%v\t%s\t%s\n", b.JobID, b.Modality, secs(b.Age), dl, b.Attempts, b.Webhook,
+				dash(b.LastStatus), dash(truncateText(b.LastError, 60)))
+		}
+		tw.Flush()
+	}
+
+	d := rep.DeadLetters
+	fmt.Fprintf(w, "\nDEAD LETTERS  %d%s", d.Total, byReason(d.ByReason))
+	if d.Total > 0 {
+		fmt.Fprintf(w, " (newest %s ago)", ago(rep.At.Sub(d.LastTime)))
+	}
+	fmt.Fprintln(w)
+
+	if len(rep.Bridges) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "BRIDGE\tREADY\tRECONCILE\tCALLS/MIN\tBUDGET\t429s(SAMPLE)\t429s(TOTAL)\tDEAD_LETTERS")
+		for _, b := range rep.Bridges {
+			if b.Error != "" {
+				fmt.Fprintf(tw, "%s\t%s\n", b.URL, b.Error)
+				continue
+			}
+			ready, leader, cpm, use, recent := "?", "-", "-", "-", "-"
+			if b.Ready != nil {
+				ready = map[bool]string{true: "yes", false: "NO"}[*b.Ready]
+			}
+			if b.ReconcileLeader != nil {
+				leader = map[bool]string{true: "leader", false: "standby"}[*b.ReconcileLeader]
+			}
+			if b.CallsPerMinute != nil {
+				cpm = fmt.Sprintf("%.1f", *b.CallsPerMinute)
+				use = fmt.Sprintf("%.0f%% of %d", *b.BudgetUse*100, b.BudgetRPM)
+				recent = fmt.Sprintf("%.0f in %.0fs", *b.RateLimitedRecent, b.SampleSeconds)
+			}
+			var dl float64
+			for _, v := range b.DeadLetters {
+				dl += v
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\n", b.URL, ready, leader, cpm, use, recent, b.RateLimited, dl)
+		}
+		tw.Flush()
+	}
+
+	fmt.Fprintln(w)
+	if len(rep.Attention) == 0 {
+		fmt.Fprintln(w, "All clear: nothing stuck.")
+		return
+	}
+	fmt.Fprintln(w, "ATTENTION")
+	for _, a := range rep.Attention {
+		fmt.Fprintf(w, "  ! %s\n", a)
+	}
+}
+
+func secs(s float64) string {
+	return (time.Duration(s) * time.Second).Round(time.Second).String()
+}
+
+func ago(d time.Duration) string {
+	if d < time.Second {
+		return "now"
+	}
+	return d.Round(time.Second).String()
+}
+
+func bytesHuman(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+func truncateText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

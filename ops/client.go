@@ -1,0 +1,79 @@
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	bjs "github.com/evershield/bridge/jetstream"
+)
+
+// HeaderIdempotencyKey is the submit request header that makes a submission idempotent (the submit
+// service's own name for it).
+const HeaderIdempotencyKey = "Idempotency-Key"
+
+// SubmitReply is the submit service's answer.
+type SubmitReply struct {
+	JobID  string `json:"job_id"`
+	Status string `json:"status"`
+}
+
+// Submit sends one moderation request to moderate.<modality>: fields are the upstream's form fields
+// (prompt, image_url, ...). A refusal is a [*ServiceError].
+func Submit(ctx context.Context, nc *nats.Conn, modality string, fields map[string]string, idempotencyKey string) (SubmitReply, json.RawMessage, error) {
+	body, err := json.Marshal(fields)
+	if err != nil {
+		return SubmitReply{}, nil, err
+	}
+	m := nats.NewMsg(bjs.SubjectSubmit + modality)
+	m.Data = body
+	if idempotencyKey != "" {
+		m.Header.Set(HeaderIdempotencyKey, idempotencyKey)
+	}
+	raw, err := request(ctx, nc, m)
+	if err != nil {
+		return SubmitReply{}, raw, err
+	}
+	var rep SubmitReply
+	if err := json.Unmarshal(raw, &rep); err != nil || rep.JobID == "" {
+		return SubmitReply{}, raw, fmt.Errorf("submit %s: unexpected reply %q", modality, raw)
+	}
+	return rep, raw, nil
+}
+
+// JobStatus asks jobs.status for a job and returns the reply as sent: {"job": ..., "result": ...}. An
+// unknown job is a [*ServiceError] with code 404.
+func JobStatus(ctx context.Context, nc *nats.Conn, jobID string) (json.RawMessage, error) {
+	body, _ := json.Marshal(map[string]string{"job_id": jobID})
+	m := nats.NewMsg(bjs.SubjectJobStatus)
+	m.Data = body
+	return request(ctx, nc, m)
+}
+
+// HasResult reports whether a jobs.status reply carries a result.
+func HasResult(reply json.RawMessage) bool {
+	var v struct {
+		Result json.RawMessage `json:"result"`
+	}
+	return json.Unmarshal(reply, &v) == nil && len(v.Result) > 0 && string(v.Result) != "null"
+}
+
+func request(ctx context.Context, nc *nats.Conn, m *nats.Msg) (json.RawMessage, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
+	resp, err := nc.RequestMsgWithContext(ctx, m)
+	if err != nil {
+		return nil, fmt.Errorf("request %s: %w", m.Subject, err)
+	}
+	if code := resp.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return json.RawMessage(resp.Data), &ServiceError{Code: code, Description: resp.Header.Get(micro.ErrorHeader)}
+	}
+	return json.RawMessage(resp.Data), nil
+}

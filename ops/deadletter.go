@@ -1,0 +1,389 @@
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
+)
+
+// DeadLetter is one message of DEADLETTER.
+type DeadLetter struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Subject is deadletter.<reason>; Reason and Attempts come from the Bridge-Reason and
+	// Bridge-Attempts headers.
+	Subject  string `json:"subject"`
+	Reason   string `json:"reason"`
+	Attempts int    `json:"attempts"`
+	// JobID is the webhook body's job_id, empty for a malformed webhook.
+	JobID string `json:"job_id,omitempty"`
+	// OriginalSubject is the WEBHOOKS subject the webhook was verified from.
+	OriginalSubject string              `json:"original_subject,omitempty"`
+	Headers         map[string][]string `json:"headers,omitempty"`
+	Body            json.RawMessage     `json:"body"`
+	// JobState is the job's state in JOBS (pending, delivered, timed_out), or "" when JOBS has no record.
+	JobState string `json:"job_state,omitempty"`
+}
+
+// DeadLetterFilter selects dead letters; every set criterion must hold.
+type DeadLetterFilter struct {
+	// Seqs are exact sequences; with Seqs set the other criteria still apply.
+	Seqs []uint64
+	// Reasons keep dead letters with one of these reasons (the last subject token).
+	Reasons []string
+	// JobIDs keep dead letters of these jobs.
+	JobIDs []string
+	// FromSeq and Since bound where reading starts.
+	FromSeq uint64
+	Since   time.Time
+	// Limit caps how many are returned (zero: 1000).
+	Limit int
+}
+
+func (f DeadLetterFilter) match(d DeadLetter) bool {
+	if len(f.Reasons) > 0 && !slices.Contains(f.Reasons, d.Reason) {
+		return false
+	}
+	if len(f.JobIDs) > 0 && !slices.Contains(f.JobIDs, d.JobID) {
+		return false
+	}
+	if !f.Since.IsZero() && d.Time.Before(f.Since) {
+		return false
+	}
+	return f.FromSeq == 0 || d.Seq >= f.FromSeq
+}
+
+// DeadLetterSummary counts what DEADLETTER holds.
+type DeadLetterSummary struct {
+	Total    uint64            `json:"total"`
+	ByReason map[string]uint64 `json:"by_reason"`
+	// FirstTime and LastTime are the times of the oldest and newest kept dead letters.
+	FirstTime time.Time `json:"first_time,omitzero"`
+	LastTime  time.Time `json:"last_time,omitzero"`
+}
+
+// SummarizeDeadLetters counts the dead letters by reason from the stream's subject counts.
+func SummarizeDeadLetters(ctx context.Context, js jetstream.JetStream) (DeadLetterSummary, error) {
+	s, err := js.Stream(ctx, bjs.StreamDeadLetter)
+	if err != nil {
+		return DeadLetterSummary{}, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(bjs.SubjectDeadLetter+">"))
+	if err != nil {
+		return DeadLetterSummary{}, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
+	}
+	sum := DeadLetterSummary{Total: info.State.Msgs, ByReason: map[string]uint64{}}
+	if info.State.Msgs > 0 {
+		sum.FirstTime, sum.LastTime = info.State.FirstTime, info.State.LastTime
+	}
+	for subj, n := range info.State.Subjects {
+		sum.ByReason[strings.TrimPrefix(subj, bjs.SubjectDeadLetter)] += n
+	}
+	return sum, nil
+}
+
+// ListDeadLetters returns the dead letters f selects, oldest first, each with its job's JOBS state.
+func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFilter) ([]DeadLetter, error) {
+	if f.Limit <= 0 {
+		f.Limit = 1000
+	}
+	s, err := js.Stream(ctx, bjs.StreamDeadLetter)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
+	}
+	var out []DeadLetter
+	if len(f.Seqs) > 0 {
+		for _, seq := range f.Seqs {
+			d, err := getDeadLetter(ctx, s, seq)
+			if err != nil {
+				return nil, err
+			}
+			if f.match(d) {
+				out = append(out, d)
+			}
+			if len(out) >= f.Limit {
+				break
+			}
+		}
+	} else if out, err = scanDeadLetters(ctx, js, s, f); err != nil {
+		return nil, err
+	}
+	if err := addJobStates(ctx, js, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// GetDeadLetter returns the dead letter at seq, or ErrNotFound.
+func GetDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) (DeadLetter, error) {
+	out, err := ListDeadLetters(ctx, js, DeadLetterFilter{Seqs: []uint64{seq}})
+	if err != nil {
+		return DeadLetter{}, err
+	}
+	return out[0], nil
+}
+
+func getDeadLetter(ctx context.Context, s jetstream.Stream, seq uint64) (DeadLetter, error) {
+	m, err := s.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return DeadLetter{}, fmt.Errorf("%w: no dead letter at seq %d", ErrNotFound, seq)
+	}
+	if err != nil {
+		return DeadLetter{}, fmt.Errorf("dead letter %d: %w", seq, err)
+	}
+	return decodeDeadLetter(m.Sequence, m.Time, m.Subject, m.Header, m.Data), nil
+}
+
+func decodeDeadLetter(seq uint64, t time.Time, subject string, h nats.Header, data []byte) DeadLetter {
+	d := DeadLetter{Seq: seq, Time: t.UTC(), Subject: subject, Reason: h.Get(bjs.HeaderReason),
+		OriginalSubject: h.Get(bjs.HeaderOriginalSubject), Headers: h, Body: json.RawMessage(data)}
+	if d.Reason == "" {
+		d.Reason = strings.TrimPrefix(subject, bjs.SubjectDeadLetter)
+	}
+	d.Attempts, _ = strconv.Atoi(h.Get(bjs.HeaderAttempts))
+	d.JobID = jobIDOf(data, "")
+	if !json.Valid(data) {
+		d.Body, _ = json.Marshal(string(data)) // keep it printable as JSON
+	}
+	return d
+}
+
+// scanDeadLetters reads DEADLETTER from the filter's start with an ordered consumer.
+func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, f DeadLetterFilter) ([]DeadLetter, error) {
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
+	}
+	if info.State.Msgs == 0 || info.State.LastSeq < f.FromSeq {
+		return nil, nil
+	}
+	end := info.State.LastSeq
+	occ := jetstream.OrderedConsumerConfig{InactiveThreshold: time.Minute}
+	for _, r := range f.Reasons {
+		occ.FilterSubjects = append(occ.FilterSubjects, bjs.DeadLetterSubject(r))
+	}
+	switch {
+	case f.FromSeq > 0:
+		occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.FromSeq
+	case !f.Since.IsZero():
+		since := f.Since
+		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	cons, err := js.OrderedConsumer(ctx, bjs.StreamDeadLetter, occ)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", bjs.StreamDeadLetter, err)
+	}
+	var out []DeadLetter
+	for len(out) < f.Limit {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", bjs.StreamDeadLetter, err)
+		}
+		n, last := 0, false
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return nil, err
+			}
+			if meta.Sequence.Stream > end {
+				last = true
+				continue
+			}
+			d := decodeDeadLetter(meta.Sequence.Stream, meta.Timestamp, m.Subject(), m.Headers(), m.Data())
+			if f.match(d) && len(out) < f.Limit {
+				out = append(out, d)
+			}
+			last = last || meta.NumPending == 0 || meta.Sequence.Stream == end
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("read %s: %w", bjs.StreamDeadLetter, err)
+		}
+		if last || n == 0 {
+			break
+		}
+	}
+	return out, nil
+}
+
+// addJobStates fills JobState from JOBS.
+func addJobStates(ctx context.Context, js jetstream.JetStream, dls []DeadLetter) error {
+	if len(dls) == 0 {
+		return nil
+	}
+	kv, err := js.KeyValue(ctx, bjs.BucketJobs)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", bjs.BucketJobs, err)
+	}
+	store := jobs.NewStore(kv)
+	for i := range dls {
+		if dls[i].JobID == "" {
+			continue
+		}
+		rec, _, err := store.Get(ctx, dls[i].JobID)
+		if errors.Is(err, jobs.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		dls[i].JobState = string(rec.State)
+		if rec.State == jobs.StateTimedOut && rec.LateDeliveredAt != nil {
+			dls[i].JobState = "timed_out+late"
+		}
+	}
+	return nil
+}
+
+// resultOut reports whether a job state means the job needs no more verification.
+func resultOut(state string) bool {
+	return state == string(jobs.StateDelivered) || state == "timed_out+late"
+}
+
+// RedriveConfig configures [Redrive]. JS is required, and Filter must select something.
+type RedriveConfig struct {
+	JS  jetstream.JetStream
+	Log zerolog.Logger
+	// Filter selects the dead letters to redrive.
+	Filter DeadLetterFilter
+	// DryRun decides and reports without publishing or deleting.
+	DryRun bool
+	// Force redrives also dead letters whose job's result is out already (the verifier will acknowledge
+	// them without an upstream call).
+	Force bool
+	// Delete removes from DEADLETTER each dead letter whose job's result is out, and each one redriven
+	// that is older than DEADLETTER's duplicate window (a younger one stays: see [Redrive]).
+	Delete bool
+	// Rate caps redrives per second; zero is unlimited.
+	Rate float64
+}
+
+// RedriveItem is what Redrive did with one dead letter.
+type RedriveItem struct {
+	Seq    uint64 `json:"seq"`
+	JobID  string `json:"job_id,omitempty"`
+	Reason string `json:"reason"`
+	// Action is redriven, duplicate (redriven before, within WEBHOOKS' duplicate window), skipped.
+	Action string `json:"action"`
+	// Why explains a skip.
+	Why     string `json:"why,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	MsgID   string `json:"msg_id,omitempty"`
+	Deleted bool   `json:"deleted,omitempty"`
+}
+
+// Redrive actions.
+const (
+	ActionRedriven  = "redriven"
+	ActionDuplicate = "duplicate"
+	ActionSkipped   = "skipped"
+	ActionWould     = "would_redrive"
+)
+
+// Redrive republishes the selected dead letters into WEBHOOKS for the running verifier: on the webhook's
+// original subject, with its original ingest headers, and Nats-Msg-Id <job_id>.redrive.<dead letter seq>
+// (the original id, the job id, is inside WEBHOOKS' duplicate window for a while and would be dropped).
+// The same dead letter redriven twice is dropped by the duplicate window; a dead letter that fails
+// again is dead-lettered anew, under a new sequence, and can be redriven again. Whatever is redriven, the
+// verifier skips a job whose JOBS record shows its result out, so a result is never published twice.
+//
+// A dead letter younger than DEADLETTER's duplicate window (2 minutes) that fails verification again is
+// not stored a second time (the verifier's dead-letter id is <job_id>.<reason>), so Delete keeps it.
+//
+// Skipped without Force: malformed webhooks (no job id: they would only fail again) and jobs whose
+// result is out.
+func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
+	if cfg.JS == nil {
+		return nil, fmt.Errorf("%w: redrive: JS required", ErrInvalid)
+	}
+	dls, err := ListDeadLetters(ctx, cfg.JS, cfg.Filter)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Log.With().Str("component", "redrive").Logger()
+	var stream jetstream.Stream
+	var window time.Duration
+	if cfg.Delete && !cfg.DryRun {
+		if stream, err = cfg.JS.Stream(ctx, bjs.StreamDeadLetter); err != nil {
+			return nil, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
+		}
+		window = stream.CachedInfo().Config.Duplicates
+	}
+	pace := pacer{}
+	if cfg.Rate > 0 {
+		pace.interval = time.Duration(float64(time.Second) / cfg.Rate)
+	}
+	items := make([]RedriveItem, 0, len(dls))
+	for _, d := range dls {
+		it := RedriveItem{Seq: d.Seq, JobID: d.JobID, Reason: d.Reason}
+		switch {
+		case d.JobID == "":
+			it.Action, it.Why = ActionSkipped, "malformed: the webhook has no valid job_id and cannot be verified"
+		case resultOut(d.JobState) && !cfg.Force:
+			it.Action, it.Why = ActionSkipped, "the job's result is out already (JOBS state "+d.JobState+")"
+		default:
+			it.Subject = d.OriginalSubject
+			if !strings.HasPrefix(it.Subject, bjs.SubjectWebhooks) {
+				it.Subject = bjs.WebhookSubject(nats.Header(d.Headers).Get(bjs.HeaderModality))
+			}
+			it.MsgID = fmt.Sprintf("%s.redrive.%d", d.JobID, d.Seq)
+			it.Action = ActionWould
+		}
+		if it.Action == ActionWould && !cfg.DryRun {
+			if err := pace.wait(ctx); err != nil {
+				return items, err
+			}
+			m := nats.NewMsg(it.Subject)
+			m.Data = []byte(d.Body)
+			for _, h := range []string{bjs.HeaderReceivedAt, bjs.HeaderRemoteAddr, bjs.HeaderModality} {
+				if v := nats.Header(d.Headers).Get(h); v != "" {
+					m.Header.Set(h, v)
+				}
+			}
+			m.Header.Set(bjs.HeaderReplay, "redrive")
+			m.Header.Set(bjs.HeaderOriginalSeq, strconv.FormatUint(d.Seq, 10))
+			m.Header.Set(jetstream.MsgIDHeader, it.MsgID)
+			dup, err := publishJS(ctx, cfg.JS, m)
+			if err != nil {
+				return items, fmt.Errorf("redrive dead letter %d: %w", d.Seq, err)
+			}
+			it.Action = ActionRedriven
+			if dup {
+				it.Action = ActionDuplicate
+			}
+			log.Info().Uint64("seq", d.Seq).Str("job_id", d.JobID).Str("reason", d.Reason).Str("action", it.Action).Msg("dead letter redriven")
+		}
+		if cfg.Delete && !cfg.DryRun {
+			redriven := it.Action == ActionRedriven || it.Action == ActionDuplicate
+			switch {
+			case resultOut(d.JobState) || (redriven && time.Since(d.Time) > window):
+				if err := stream.DeleteMsg(ctx, d.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+					return items, fmt.Errorf("delete dead letter %d: %w", d.Seq, err)
+				}
+				it.Deleted = true
+			case redriven:
+				// The verifier dead-letters a webhook under <job_id>.<reason>: should the redriven one fail
+				// again within DEADLETTER's duplicate window, that copy would be dropped as a duplicate, so
+				// this one is the only record and stays.
+				it.Why = fmt.Sprintf("kept: younger than DEADLETTER's duplicate window (%v); delete it later", window)
+			}
+		}
+		items = append(items, it)
+	}
+	return items, nil
+}

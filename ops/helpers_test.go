@@ -1,0 +1,211 @@
+package ops
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/bridge"
+	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/simtest"
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/upstream"
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+// world is one test's JetStream with the bridge's streams, and optionally the simulator and a verifier.
+type world struct {
+	tb    testing.TB
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	res   bjs.Resources
+	store *jobs.Store
+	log   zerolog.Logger
+	sim   *simulator.Simulator
+	api   *upstream.Client
+}
+
+func newWorld(tb testing.TB) *world {
+	tb.Helper()
+	w := &world{tb: tb, log: zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.InfoLevel)}
+	srv := natstest.RunServer(tb)
+	w.nc, w.js = natstest.Connect(tb, srv.ClientURL())
+	var err error
+	w.res, err = bjs.Provision(testCtx(tb, 30*time.Second), w.js, bjs.ProvisionConfig{})
+	if err != nil {
+		tb.Fatalf("provision: %v", err)
+	}
+	w.store = jobs.NewStore(w.res.Jobs)
+	return w
+}
+
+func testCtx(tb testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// publish stores a message with the given Nats-Msg-Id and returns its sequence.
+func (w *world) publish(subject, msgID string, data string, hdr ...string) uint64 {
+	w.tb.Helper()
+	m := nats.NewMsg(subject)
+	m.Data = []byte(data)
+	if msgID != "" {
+		m.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		m.Header.Set(hdr[i], hdr[i+1])
+	}
+	ack, err := w.js.PublishMsg(testCtx(w.tb, 10*time.Second), m)
+	if err != nil {
+		w.tb.Fatalf("publish %s: %v", subject, err)
+	}
+	if ack.Duplicate {
+		w.tb.Fatalf("publish %s %s: duplicate", subject, msgID)
+	}
+	return ack.Sequence
+}
+
+// webhook stores a raw webhook as ingest does.
+func (w *world) webhook(modality, jobID string) uint64 {
+	return w.publish(bjs.WebhookSubject(modality), jobID, fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, jobID),
+		bjs.HeaderReceivedAt, time.Now().UTC().Format(time.RFC3339Nano), bjs.HeaderModality, modality,
+		bjs.HeaderRemoteAddr, "203.0.113.7:4711")
+}
+
+// streamMsgs reads every message of stream (optionally filtered) in order.
+func (w *world) streamMsgs(stream string, subjects ...string) []*jetstream.RawStreamMsg {
+	w.tb.Helper()
+	ctx := testCtx(w.tb, 10*time.Second)
+	s, err := w.js.Stream(ctx, stream)
+	if err != nil {
+		w.tb.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			continue // deleted
+		}
+		if len(subjects) == 0 || subjectIn(m.Subject, subjects) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func subjectIn(s string, list []string) bool {
+	for _, l := range list {
+		if s == l {
+			return true
+		}
+	}
+	return false
+}
+
+// withSimulator starts the simulator and a client of it.
+func (w *world) withSimulator(cfg simulator.Config) {
+	w.tb.Helper()
+	w.sim = simtest.Run(w.tb, cfg)
+	w.api = simtest.Client(w.tb, w.sim, func(c *upstream.Config) { c.Log = w.log })
+}
+
+// startVerifier runs the real verifier until the test ends.
+func (w *world) startVerifier(maxAttempts int) {
+	w.tb.Helper()
+	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: w.js, Store: w.store, Log: w.log})
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	v, err := bridge.NewVerifier(bridge.VerifierConfig{
+		JS: w.js, API: w.api, Deliverer: d, Log: w.log, Concurrency: 8, MaxAttempts: maxAttempts,
+		RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
+		UnknownRPM: 60_000, // these tests verify jobs submitted around the bridge
+	})
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- v.Run(ctx) }()
+	var once sync.Once
+	w.tb.Cleanup(func() {
+		once.Do(func() {
+			cancel()
+			if err := natstest.RecvWithin(w.tb, done, 30*time.Second); err != nil {
+				w.tb.Errorf("verifier: %v", err)
+			}
+		})
+	})
+}
+
+// verifierIdle waits until the verify consumer has nothing pending or unacknowledged.
+func (w *world) verifierIdle(total uint64) {
+	w.tb.Helper()
+	natstest.WaitFor(w.tb, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := w.js.Consumer(ctx, bjs.StreamWebhooks, bjs.ConsumerVerify)
+		if err != nil {
+			return err
+		}
+		ci, err := c.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if ci.AckFloor.Stream < total || ci.NumPending > 0 || ci.NumAckPending > 0 {
+			return fmt.Errorf("verify consumer: ack floor %d of %d, pending %d, ack pending %d", ci.AckFloor.Stream, total, ci.NumPending, ci.NumAckPending)
+		}
+		return nil
+	})
+}
+
+// resultsPerJob counts primary results per job id (Nats-Msg-Id).
+func (w *world) resultsPerJob() map[string]int {
+	out := map[string]int{}
+	for _, m := range w.streamMsgs(bjs.StreamResults) {
+		out[m.Header.Get(jetstream.MsgIDHeader)]++
+	}
+	return out
+}
+
+// submit creates a job at the simulator directly (not through the bridge: no JOBS record).
+func (w *world) submit(modality string) string {
+	w.tb.Helper()
+	field := map[string]string{"prompt": "prompt", "image": "image_url", "video": "video_url"}[modality]
+	val := "hello"
+	if field != "prompt" {
+		val = "https://example.com/x.png"
+	}
+	sub, err := w.api.Submit(testCtx(w.tb, 10*time.Second), modality, map[string]string{field: val}, "")
+	if err != nil {
+		w.tb.Fatalf("submit: %v", err)
+	}
+	return sub.JobID
+}
+
+// waitTerminal waits until the simulator finished a job.
+func (w *world) waitTerminal(id string) {
+	w.tb.Helper()
+	natstest.WaitFor(w.tb, 10*time.Second, func() error {
+		j, ok := w.sim.Job(id)
+		if !ok {
+			return fmt.Errorf("unknown job %s", id)
+		}
+		if j.Status != "completed" && j.Status != "failed" {
+			return fmt.Errorf("job %s is %s", id, j.Status)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,208 @@
+package ops
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// BridgeStatus is what one bridge process's /metrics and /readyz say.
+type BridgeStatus struct {
+	URL string `json:"url"`
+	// Error is set when the bridge could not be scraped; the other fields are then empty.
+	Error string `json:"error,omitempty"`
+	// Ready is /readyz answering 200; nil when it could not be asked.
+	Ready *bool `json:"ready"`
+	// ReconcileLeader is bridge_reconcile_is_leader; nil when the process does not run the role.
+	ReconcileLeader *bool `json:"reconcile_leader"`
+	// UpstreamCalls is bridge_upstream_calls_total by endpoint; RateLimited bridge_upstream_rate_limited_total.
+	UpstreamCalls map[string]float64 `json:"upstream_calls"`
+	RateLimited   float64            `json:"rate_limited_total"`
+	// SampleSeconds is the time between the two scrapes, 0 with one scrape; the rates below are nil then.
+	SampleSeconds     float64  `json:"sample_seconds"`
+	CallsPerMinute    *float64 `json:"calls_per_minute"`
+	RateLimitedRecent *float64 `json:"rate_limited_in_sample"`
+	// BudgetRPM is the configured budget; BudgetUse CallsPerMinute/BudgetRPM.
+	BudgetRPM int      `json:"budget_rpm"`
+	BudgetUse *float64 `json:"budget_use"`
+	// BudgetWait is the mean wait for the budget so far, seconds, by priority class.
+	BudgetWait map[string]float64 `json:"budget_wait_mean_seconds"`
+	// Verify is bridge_verify_outcomes_total by outcome; DeadLetters bridge_deadletter_total by reason.
+	Verify      map[string]float64 `json:"verify_outcomes"`
+	DeadLetters map[string]float64 `json:"dead_letters"`
+	// Webhooks is bridge_ingest_webhooks_total by outcome.
+	Webhooks map[string]float64 `json:"webhooks"`
+}
+
+// scrapeBridges scrapes every configured bridge, concurrently.
+func scrapeBridges(ctx context.Context, cfg StatusConfig) []BridgeStatus {
+	out := make([]BridgeStatus, len(cfg.MetricsURLs))
+	done := make(chan struct{})
+	for i, u := range cfg.MetricsURLs {
+		go func() {
+			out[i] = scrapeBridge(ctx, cfg, u)
+			done <- struct{}{}
+		}()
+	}
+	for range cfg.MetricsURLs {
+		<-done
+	}
+	return out
+}
+
+func scrapeBridge(ctx context.Context, cfg StatusConfig, u string) BridgeStatus {
+	b := BridgeStatus{URL: u, BudgetRPM: cfg.RPM}
+	first, err := scrape(ctx, cfg.HTTP, u)
+	if err != nil {
+		b.Error = "metrics unreachable: " + err.Error()
+		return b
+	}
+	t0 := time.Now()
+	if ready, err := readyz(ctx, cfg.HTTP, u); err == nil {
+		b.Ready = &ready
+	}
+	fill(&b, first)
+	if cfg.Sample <= 0 {
+		return b
+	}
+	t := time.NewTimer(cfg.Sample)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return b
+	case <-t.C:
+	}
+	second, err := scrape(ctx, cfg.HTTP, u)
+	if err != nil {
+		return b
+	}
+	secs := time.Since(t0).Seconds()
+	fill(&b, second)
+	b.SampleSeconds = secs
+	calls := (sum(second, "bridge_upstream_calls_total", nil) - sum(first, "bridge_upstream_calls_total", nil)) / secs * 60
+	limited := sum(second, "bridge_upstream_rate_limited_total", nil) - sum(first, "bridge_upstream_rate_limited_total", nil)
+	use := calls / float64(cfg.RPM)
+	b.CallsPerMinute, b.RateLimitedRecent, b.BudgetUse = &calls, &limited, &use
+	return b
+}
+
+func fill(b *BridgeStatus, fams map[string]*dto.MetricFamily) {
+	b.UpstreamCalls = byLabel(fams, "bridge_upstream_calls_total", "endpoint")
+	b.RateLimited = sum(fams, "bridge_upstream_rate_limited_total", nil)
+	b.Verify = byLabel(fams, "bridge_verify_outcomes_total", "outcome")
+	b.DeadLetters = byLabel(fams, "bridge_deadletter_total", "reason")
+	b.Webhooks = byLabel(fams, "bridge_ingest_webhooks_total", "outcome")
+	b.BudgetWait = map[string]float64{}
+	if f := fams["bridge_upstream_budget_wait_seconds"]; f != nil {
+		for _, m := range f.GetMetric() {
+			if h := m.GetHistogram(); h != nil && h.GetSampleCount() > 0 {
+				b.BudgetWait[label(m, "class")] = h.GetSampleSum() / float64(h.GetSampleCount())
+			}
+		}
+	}
+	if f := fams["bridge_reconcile_is_leader"]; f != nil {
+		v := sum(fams, "bridge_reconcile_is_leader", nil) > 0
+		b.ReconcileLeader = &v
+	}
+}
+
+// scrape fetches and parses a Prometheus text exposition.
+func scrape(ctx context.Context, c *http.Client, u string) (map[string]*dto.MetricFamily, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "text/plain;version=0.0.4")
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %d", u, resp.StatusCode)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(io.LimitReader(resp.Body, 32<<20))
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", u, err)
+	}
+	return fams, nil
+}
+
+// readyz asks the /readyz beside a /metrics URL.
+func readyz(ctx context.Context, c *http.Client, metricsURL string) (bool, error) {
+	pu, err := url.Parse(metricsURL)
+	if err != nil {
+		return false, err
+	}
+	pu.Path = strings.TrimSuffix(pu.Path, "/metrics") + "/readyz"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pu.String(), nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, nil
+}
+
+// sum adds the values of a counter or gauge family whose labels include want.
+func sum(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	f := fams[name]
+	if f == nil {
+		return 0
+	}
+	var s float64
+	for _, m := range f.GetMetric() {
+		ok := true
+		for k, v := range want {
+			ok = ok && label(m, k) == v
+		}
+		if ok {
+			s += value(m)
+		}
+	}
+	return s
+}
+
+// byLabel sums a family by one label.
+func byLabel(fams map[string]*dto.MetricFamily, name, key string) map[string]float64 {
+	out := map[string]float64{}
+	if f := fams[name]; f != nil {
+		for _, m := range f.GetMetric() {
+			out[label(m, key)] += value(m)
+		}
+	}
+	return out
+}
+
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue()
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue()
+	case m.GetUntyped() != nil:
+		return m.GetUntyped().GetValue()
+	}
+	return 0
+}
+
+func label(m *dto.Metric, key string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == key {
+			return l.GetValue()
+		}
+	}
+	return ""
+}

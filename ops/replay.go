@@ -1,0 +1,736 @@
+package ops
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	bjs "github.com/evershield/bridge/jetstream"
+)
+
+// Selection says which messages of a stream a replay takes. Every set criterion must hold.
+type Selection struct {
+	// Stream is bjs.StreamResults or bjs.StreamWebhooks.
+	Stream string `json:"stream"`
+	// Subjects filter the stream (wildcards allowed); empty takes every subject.
+	Subjects []string `json:"subjects,omitempty"`
+	// FromSeq and ToSeq bound the stream sequence, inclusive; zero is open.
+	FromSeq uint64 `json:"from_seq,omitempty"`
+	ToSeq   uint64 `json:"to_seq,omitempty"`
+	// Since and Until bound the time the message was stored, inclusive; zero is open.
+	Since time.Time `json:"since,omitzero"`
+	Until time.Time `json:"until,omitzero"`
+	// JobIDs keeps only messages of these jobs: the Nats-Msg-Id is the job id, or starts with it and a dot
+	// (late results, redriven and re-verified webhooks).
+	JobIDs []string `json:"job_ids,omitempty"`
+}
+
+// validate checks the selection.
+func (s Selection) validate() error {
+	switch {
+	case s.Stream != bjs.StreamResults && s.Stream != bjs.StreamWebhooks:
+		return fmt.Errorf("%w: stream %q: want %s or %s", ErrInvalid, s.Stream, bjs.StreamResults, bjs.StreamWebhooks)
+	case s.ToSeq > 0 && s.FromSeq > s.ToSeq:
+		return fmt.Errorf("%w: sequence range %d-%d is empty", ErrInvalid, s.FromSeq, s.ToSeq)
+	case !s.Since.IsZero() && !s.Until.IsZero() && s.Until.Before(s.Since):
+		return fmt.Errorf("%w: time window ends (%s) before it starts (%s)", ErrInvalid, s.Until.Format(time.RFC3339), s.Since.Format(time.RFC3339))
+	}
+	for _, subj := range s.Subjects {
+		if subj == "" || strings.ContainsAny(subj, " \t\r\n") {
+			return fmt.Errorf("%w: subject filter %q", ErrInvalid, subj)
+		}
+	}
+	return nil
+}
+
+// matches reports whether a message passes the time and job filters; the subject and sequence filters
+// are applied by the consumer and the loop.
+func (s Selection) matches(stored time.Time, msgID string) bool {
+	if !s.Since.IsZero() && stored.Before(s.Since) {
+		return false
+	}
+	if !s.Until.IsZero() && stored.After(s.Until) {
+		return false
+	}
+	if len(s.JobIDs) == 0 {
+		return true
+	}
+	for _, id := range s.JobIDs {
+		if msgID == id || strings.HasPrefix(msgID, id+".") {
+			return true
+		}
+	}
+	return false
+}
+
+// ReplayConfig configures [Replay]. JS, Name and Selection are required.
+type ReplayConfig struct {
+	// JS reads the source stream, publishes, and holds the progress bucket. Core NATS publishes (a
+	// target no stream stores) go through JS.Conn().
+	JS jetstream.JetStream
+	// Log receives one line per start, resume and stop, tagged component=replay.
+	Log zerolog.Logger
+	// Now is the clock of the progress record; default time.Now.
+	Now func() time.Time
+
+	// Name is the replay's key in bjs.BucketReplay; a letter or digit followed by letters, digits, '-'
+	// and '_'.
+	Name string
+	// Key is the identity of the request as the operator gave it (flags before relative times were
+	// resolved). A stored replay of the same Name with another Key is [ErrReplayConflict]. Default: the
+	// selection and target.
+	Key string
+	// Selection is what to replay. When a stored replay is resumed, the stored selection is used.
+	Selection Selection
+	// Prefix is put before each original subject; default bjs.SubjectReplayPrefix. Ignored with Reverify.
+	Prefix string
+	// Reverify (WEBHOOKS only) republishes each raw webhook on its own subject into WEBHOOKS, with
+	// Nats-Msg-Id <job_id>.reverify.<name>, so the running verifier checks it again. A job whose result
+	// is out is acknowledged by the verifier without an upstream call and is not published twice.
+	Reverify bool
+	// DryRun reads and counts but publishes nothing and stores no progress.
+	DryRun bool
+	// Rate caps publishes per second; zero is unlimited.
+	Rate float64
+	// Max stops this run after publishing Max messages (zero: no cap); the replay resumes from there.
+	Max int
+	// Restart forgets stored progress of Name and starts over.
+	Restart bool
+	// Checkpoint is how many scanned messages pass between progress saves; default 100. Progress is also
+	// saved when the run stops for any reason.
+	Checkpoint int
+	// Replicas of bjs.BucketReplay when this call creates it; default 1.
+	Replicas int
+	// Idle is how long to wait for the next message before asking the server whether any is left;
+	// default 2s.
+	Idle time.Duration
+	// Progress, when set, is called after every scanned message and once at the end.
+	Progress func(ReplayProgress)
+}
+
+func (c *ReplayConfig) setDefaults() {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Prefix == "" {
+		c.Prefix = bjs.SubjectReplayPrefix
+	}
+	if !strings.HasSuffix(c.Prefix, ".") {
+		c.Prefix += "."
+	}
+	if c.Checkpoint <= 0 {
+		c.Checkpoint = 100
+	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.Idle <= 0 {
+		c.Idle = 2 * time.Second
+	}
+	if c.Key == "" {
+		c.Key = c.identity()
+	}
+}
+
+func (c *ReplayConfig) validate() error {
+	if c.JS == nil {
+		return fmt.Errorf("%w: replay: JS required", ErrInvalid)
+	}
+	if !validName(c.Name) {
+		return fmt.Errorf("%w: replay name %q: want a letter or digit, then letters, digits, '-' or '_' (at most 64)", ErrInvalid, c.Name)
+	}
+	if err := c.Selection.validate(); err != nil {
+		return err
+	}
+	if c.Reverify && c.Selection.Stream != bjs.StreamWebhooks {
+		return fmt.Errorf("%w: re-verification replays %s, not %s", ErrInvalid, bjs.StreamWebhooks, c.Selection.Stream)
+	}
+	if strings.ContainsAny(c.Prefix, "*> \t\r\n") || strings.HasPrefix(c.Prefix, ".") || strings.Contains(c.Prefix, "..") {
+		return fmt.Errorf("%w: prefix %q: want subject tokens such as replay. or audit.replay.", ErrInvalid, c.Prefix)
+	}
+	if c.Rate < 0 || c.Max < 0 {
+		return fmt.Errorf("%w: rate and max must not be negative", ErrInvalid)
+	}
+	return nil
+}
+
+// identity is the default Key: the selection and the target.
+func (c *ReplayConfig) identity() string {
+	b, _ := json.Marshal(struct {
+		Sel      Selection
+		Prefix   string
+		Reverify bool
+	}{c.Selection, c.Prefix, c.Reverify})
+	return string(b)
+}
+
+// NameFor is a replay name derived from a request key: the same request gets the same name, so running
+// an interrupted command again resumes it.
+func NameFor(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "replay-" + hex.EncodeToString(sum[:6])
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case i > 0 && (r == '-' || r == '_'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ReplayProgress is where a running replay stands.
+type ReplayProgress struct {
+	Name string
+	// StartSeq is the first sequence of this run, EndSeq the last sequence the replay may take, Seq the
+	// last scanned.
+	StartSeq, EndSeq, Seq uint64
+	// Scanned counts messages read this run; Published those republished (or, in a dry run, that would
+	// be); Duplicates those the target stream had stored already (a resumed replay repeating what it did
+	// before an interruption).
+	Scanned, Published, Duplicates int
+	Done                           bool
+}
+
+// ReplayResult is what a call to [Replay] did.
+type ReplayResult struct {
+	Name   string `json:"name"`
+	Stream string `json:"stream"`
+	// Target describes where messages went: "prefix replay." with the storing stream or "core NATS", or
+	// "reverify".
+	Target string `json:"target"`
+	DryRun bool   `json:"dry_run"`
+	// Resumed is set when stored progress was picked up; ResumedAfter is the last sequence done before.
+	Resumed      bool   `json:"resumed"`
+	ResumedAfter uint64 `json:"resumed_after,omitempty"`
+	// EndSeq is the last stream sequence the replay takes (the stream's last at the first start, or
+	// ToSeq); LastSeq the last sequence done.
+	EndSeq  uint64 `json:"end_seq"`
+	LastSeq uint64 `json:"last_seq"`
+	// Scanned, Published and Duplicates count this run (see [ReplayProgress]).
+	Scanned    int `json:"scanned"`
+	Published  int `json:"published"`
+	Duplicates int `json:"duplicates"`
+	// TotalPublished counts every run of this replay.
+	TotalPublished int `json:"total_published"`
+	// Done is set when the whole selection has been replayed.
+	Done    bool          `json:"done"`
+	Elapsed time.Duration `json:"elapsed_ns"`
+}
+
+// replayState is the value of a replay in bjs.BucketReplay.
+type replayState struct {
+	Name           string    `json:"name"`
+	Key            string    `json:"key"`
+	Selection      Selection `json:"selection"`
+	Prefix         string    `json:"prefix,omitempty"`
+	Reverify       bool      `json:"reverify,omitempty"`
+	EndSeq         uint64    `json:"end_seq"`
+	LastSeq        uint64    `json:"last_seq"`
+	TotalPublished int       `json:"total_published"`
+	Done           bool      `json:"done"`
+	StartedAt      time.Time `json:"started_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// Replay republishes the selected messages, in stream order, to cfg.Prefix + the original subject (or
+// back into WEBHOOKS with cfg.Reverify), and returns what it did. It blocks until the selection is done,
+// cfg.Max messages are published, or ctx ends; progress is saved in every case, so the same call resumes
+// where this one stopped. ctx ending returns the result so far and ctx's error.
+//
+// Each message is published once per replay: progress is checkpointed every cfg.Checkpoint messages, and
+// the messages of a replay carry Nats-Msg-Id <name>:<stream>:<seq> (re-verification: <job_id>.reverify.<name>),
+// so a target stream with a duplicate window drops what a crashed run published after its last
+// checkpoint. A target that no stream stores gets core NATS publishes, flushed before every checkpoint;
+// only a crash (not an interruption) can repeat up to cfg.Checkpoint of those.
+func Replay(ctx context.Context, cfg ReplayConfig) (ReplayResult, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return ReplayResult{}, err
+	}
+	r := &replayer{cfg: cfg, log: cfg.Log.With().Str("component", "replay").Str("replay", cfg.Name).Logger(),
+		targets: map[string]string{}}
+	return r.run(ctx)
+}
+
+type replayer struct {
+	cfg     ReplayConfig
+	log     zerolog.Logger
+	kv      jetstream.KeyValue
+	rev     uint64
+	st      replayState
+	res     ReplayResult
+	core    bool              // some message went out over core NATS since the last flush
+	targets map[string]string // target subject -> storing stream ("" = none)
+}
+
+func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
+	start := time.Now()
+	cfg := r.cfg
+	stream, err := cfg.JS.Stream(ctx, cfg.Selection.Stream)
+	if err != nil {
+		return ReplayResult{}, fmt.Errorf("stream %s: %w", cfg.Selection.Stream, err)
+	}
+	if err := r.loadState(ctx, stream.CachedInfo().State.LastSeq); err != nil {
+		return ReplayResult{}, err
+	}
+	sel := r.st.Selection
+	r.res = ReplayResult{Name: cfg.Name, Stream: sel.Stream, DryRun: cfg.DryRun, EndSeq: r.st.EndSeq,
+		LastSeq: r.st.LastSeq, TotalPublished: r.st.TotalPublished}
+	r.res.Target = "prefix " + r.st.Prefix
+	if r.st.Reverify {
+		r.res.Target = "reverify into " + bjs.StreamWebhooks
+	}
+	if r.res.Resumed = r.st.LastSeq > 0; r.res.Resumed {
+		r.res.ResumedAfter = r.st.LastSeq
+	}
+
+	startSeq := max(sel.FromSeq, r.st.LastSeq+1, 1)
+	prog := ReplayProgress{Name: cfg.Name, StartSeq: startSeq, EndSeq: r.st.EndSeq, Seq: r.st.LastSeq}
+	report := func() {
+		prog.Scanned, prog.Published, prog.Duplicates, prog.Done = r.res.Scanned, r.res.Published, r.res.Duplicates, r.res.Done
+		if cfg.Progress != nil {
+			cfg.Progress(prog)
+		}
+	}
+	finish := func(runErr error) (ReplayResult, error) {
+		r.res.LastSeq = r.st.LastSeq
+		r.res.TotalPublished = r.st.TotalPublished
+		r.res.Elapsed = time.Since(start)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := r.save(sctx); err != nil {
+			runErr = errors.Join(runErr, err)
+		}
+		report()
+		ev := r.log.Info()
+		if runErr != nil {
+			ev = r.log.Warn().Err(runErr)
+		}
+		ev.Uint64("last_seq", r.st.LastSeq).Int("published", r.res.Published).Bool("done", r.res.Done).Msg("replay stopped")
+		return r.res, runErr
+	}
+
+	if r.st.EndSeq == 0 || startSeq > r.st.EndSeq {
+		r.res.Done, r.st.Done = true, true
+		return finish(nil)
+	}
+	if empty, err := r.nothingFrom(ctx, stream, sel, startSeq); err != nil {
+		return finish(err)
+	} else if empty {
+		r.res.Done, r.st.Done = true, true
+		r.st.LastSeq = r.st.EndSeq
+		return finish(nil)
+	}
+
+	occ := jetstream.OrderedConsumerConfig{FilterSubjects: sel.Subjects, InactiveThreshold: time.Minute}
+	switch {
+	case startSeq > 1 || sel.Since.IsZero():
+		occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, startSeq
+	default:
+		since := sel.Since
+		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	cons, err := cfg.JS.OrderedConsumer(ctx, sel.Stream, occ)
+	if err != nil {
+		return finish(fmt.Errorf("consumer on %s: %w", sel.Stream, err))
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return finish(fmt.Errorf("read %s: %w", sel.Stream, err))
+	}
+	defer it.Stop()
+	r.log.Info().Uint64("from_seq", startSeq).Uint64("end_seq", r.st.EndSeq).Bool("resumed", r.res.Resumed).
+		Bool("dry_run", cfg.DryRun).Str("target", r.res.Target).Msg("replay started")
+
+	pace := pacer{}
+	if cfg.Rate > 0 {
+		pace.interval = time.Duration(float64(time.Second) / cfg.Rate)
+	}
+	sinceSave := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return finish(err)
+		}
+		nctx, cancel := context.WithTimeout(ctx, cfg.Idle)
+		msg, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return finish(ctx.Err())
+			}
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+				// Nothing came for a while: finished if the server has nothing left for us.
+				ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+				ci, ierr := cons.Info(ictx)
+				icancel()
+				if ierr == nil && ci.NumPending == 0 {
+					r.res.Done, r.st.Done = true, true
+					r.st.LastSeq = r.st.EndSeq
+					return finish(nil)
+				}
+				continue
+			}
+			return finish(fmt.Errorf("read %s: %w", sel.Stream, err))
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return finish(fmt.Errorf("message metadata: %w", err))
+		}
+		seq := meta.Sequence.Stream
+		if seq > r.st.EndSeq || (!sel.Until.IsZero() && meta.Timestamp.After(sel.Until)) {
+			r.res.Done, r.st.Done = true, true
+			r.st.LastSeq = r.st.EndSeq
+			return finish(nil)
+		}
+		r.res.Scanned++
+		if sel.matches(meta.Timestamp, msg.Headers().Get(jetstream.MsgIDHeader)) {
+			if !cfg.DryRun {
+				if err := pace.wait(ctx); err != nil {
+					return finish(err)
+				}
+				dup, err := r.publish(ctx, msg, seq)
+				if err != nil {
+					return finish(err) // progress stays before this message: it is replayed on resume
+				}
+				if dup {
+					r.res.Duplicates++
+				}
+				r.st.TotalPublished++
+			}
+			r.res.Published++
+		}
+		r.st.LastSeq = seq
+		prog.Seq = seq
+		if meta.NumPending == 0 || seq == r.st.EndSeq {
+			r.res.Done, r.st.Done = true, true
+			r.st.LastSeq = r.st.EndSeq
+			return finish(nil)
+		}
+		if cfg.Max > 0 && r.res.Published >= cfg.Max {
+			return finish(nil)
+		}
+		if sinceSave++; sinceSave >= cfg.Checkpoint {
+			sinceSave = 0
+			if err := r.save(ctx); err != nil {
+				return finish(err)
+			}
+		}
+		report()
+	}
+}
+
+// nothingFrom reports whether no message of the selection's subjects is stored from seq to EndSeq: a
+// cheap check (direct gets by subject) that spares waiting Idle on an empty selection.
+func (r *replayer) nothingFrom(ctx context.Context, stream jetstream.Stream, sel Selection, seq uint64) (bool, error) {
+	subjects := sel.Subjects
+	if len(subjects) == 0 {
+		subjects = []string{">"}
+	}
+	for _, subj := range subjects {
+		m, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("look up %s from seq %d: %w", subj, seq, err)
+		}
+		if m.Sequence <= r.st.EndSeq {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// loadState reads or creates the replay's record; lastSeq is the stream's last sequence now.
+func (r *replayer) loadState(ctx context.Context, lastSeq uint64) error {
+	cfg := r.cfg
+	fresh := replayState{Name: cfg.Name, Key: cfg.Key, Selection: cfg.Selection, Prefix: cfg.Prefix,
+		Reverify: cfg.Reverify, EndSeq: lastSeq, StartedAt: cfg.Now().UTC()}
+	if cfg.Selection.ToSeq > 0 && cfg.Selection.ToSeq < lastSeq {
+		fresh.EndSeq = cfg.Selection.ToSeq
+	}
+	kv, err := cfg.JS.KeyValue(ctx, bjs.BucketReplay)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound) && cfg.DryRun:
+		r.st = fresh
+		return nil
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		kv, err = cfg.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: bjs.BucketReplay, Description: "bridge replay progress, keyed by replay name",
+			History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = cfg.JS.KeyValue(ctx, bjs.BucketReplay)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", bjs.BucketReplay, err)
+	}
+	r.kv = kv
+	e, err := kv.Get(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		r.st = fresh
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("replay %s: %w", cfg.Name, err)
+	}
+	r.rev = e.Revision()
+	var st replayState
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return fmt.Errorf("replay %s: decode progress: %w", cfg.Name, err)
+	}
+	switch {
+	case cfg.Restart:
+		r.st = fresh
+	case st.Key != cfg.Key:
+		return fmt.Errorf("%w: %s was started %s for %s; pick another name or restart it", ErrReplayConflict,
+			cfg.Name, st.StartedAt.Format(time.RFC3339), describe(st))
+	case st.Done:
+		return fmt.Errorf("%w: %s replayed %d messages up to seq %d (finished %s); restart it to replay again",
+			ErrReplayDone, cfg.Name, st.TotalPublished, st.LastSeq, st.UpdatedAt.Format(time.RFC3339))
+	default:
+		r.st = st
+	}
+	return nil
+}
+
+func describe(st replayState) string {
+	var b strings.Builder
+	b.WriteString(st.Selection.Stream)
+	if len(st.Selection.Subjects) > 0 {
+		b.WriteString(" " + strings.Join(st.Selection.Subjects, ","))
+	}
+	if st.Reverify {
+		b.WriteString(" (reverify)")
+	} else {
+		b.WriteString(" to " + st.Prefix)
+	}
+	return b.String()
+}
+
+// save stores the progress (after flushing core publishes, so a saved sequence is never ahead of what
+// the server has). A dry run saves nothing.
+func (r *replayer) save(ctx context.Context) error {
+	if r.cfg.DryRun || r.kv == nil {
+		return nil
+	}
+	if r.core {
+		if err := r.cfg.JS.Conn().FlushWithContext(ctx); err != nil {
+			return fmt.Errorf("flush replayed messages: %w", err)
+		}
+		r.core = false
+	}
+	r.st.UpdatedAt = r.cfg.Now().UTC()
+	b, err := json.Marshal(r.st)
+	if err != nil {
+		return err
+	}
+	var rev uint64
+	if r.rev == 0 {
+		rev, err = r.kv.Create(ctx, r.cfg.Name, b)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("%w: %s was started by someone else meanwhile", ErrReplayConflict, r.cfg.Name)
+		}
+	} else {
+		rev, err = r.kv.Update(ctx, r.cfg.Name, b, r.rev)
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return fmt.Errorf("%w: %s is being run by someone else too", ErrReplayConflict, r.cfg.Name)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("save replay progress %s: %w", r.cfg.Name, err)
+	}
+	r.rev = rev
+	return nil
+}
+
+// publish republishes one message and reports whether the target stream had it already.
+func (r *replayer) publish(ctx context.Context, msg jetstream.Msg, seq uint64) (bool, error) {
+	src := msg.Headers()
+	out := nats.NewMsg("")
+	out.Data = msg.Data()
+	for k, v := range src {
+		if strings.HasPrefix(k, "Nats-") {
+			continue // Nats-Msg-Id, Nats-Expected-*, TTLs: server directives of the original publish
+		}
+		out.Header[k] = slices.Clone(v)
+	}
+	origID := src.Get(jetstream.MsgIDHeader)
+	out.Header.Set(bjs.HeaderOriginalSubject, msg.Subject())
+	out.Header.Set(bjs.HeaderOriginalSeq, strconv.FormatUint(seq, 10))
+	if origID != "" {
+		out.Header.Set(bjs.HeaderOriginalMsgID, origID)
+	}
+	out.Header.Set(bjs.HeaderReplay, r.cfg.Name)
+
+	if r.st.Reverify {
+		// Back onto its own subject in WEBHOOKS, under an id the duplicate window has not seen: the
+		// verifier takes the job id from the body, and the JOBS record keeps the result single.
+		out.Subject = msg.Subject()
+		out.Header.Del(bjs.HeaderOriginalSubject)
+		id := jobIDOf(msg.Data(), origID)
+		if id == "" {
+			id = fmt.Sprintf("%s.%d", r.st.Selection.Stream, seq)
+		}
+		out.Header.Set(jetstream.MsgIDHeader, id+".reverify."+r.cfg.Name)
+		return publishJS(ctx, r.cfg.JS, out)
+	}
+	out.Subject = r.st.Prefix + msg.Subject()
+	stream, err := r.targetStream(ctx, out.Subject)
+	if err != nil {
+		return false, err
+	}
+	if stream == "" {
+		if err := r.cfg.JS.Conn().PublishMsg(out); err != nil {
+			return false, fmt.Errorf("publish %s: %w", out.Subject, err)
+		}
+		r.core = true
+		return false, nil
+	}
+	out.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%s:%d", r.cfg.Name, r.st.Selection.Stream, seq))
+	return publishJS(ctx, r.cfg.JS, out)
+}
+
+// targetStream names the stream that stores subject, or "" for none; a bridge stream is an error.
+func (r *replayer) targetStream(ctx context.Context, subject string) (string, error) {
+	if s, ok := r.targets[subject]; ok {
+		return s, nil
+	}
+	s, err := r.cfg.JS.StreamNameBySubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("which stream stores %s: %w", subject, err)
+	}
+	if s == bjs.StreamResults || s == bjs.StreamWebhooks || s == bjs.StreamDeadLetter {
+		return "", fmt.Errorf("%w: %s is stored by %s; choose a prefix outside webhooks., results. and deadletter.", ErrTargetIsBridgeStream, subject, s)
+	}
+	r.targets[subject] = s
+	if len(r.targets) == 1 {
+		where := "core NATS (no stream stores it)"
+		if s != "" {
+			where = "stream " + s
+		}
+		r.log.Info().Str("subject", subject).Str("to", where).Msg("replay target")
+	}
+	return s, nil
+}
+
+// publishJS publishes with acknowledgement, retrying while a clustered stream elects a leader or the
+// same Nats-Msg-Id is still being replicated, and reports a duplicate acknowledgement.
+func publishJS(ctx context.Context, js jetstream.JetStream, m *nats.Msg) (bool, error) {
+	var err error
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		var ack *jetstream.PubAck
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ack, err = js.PublishMsg(pctx, m)
+		cancel()
+		if err == nil {
+			return ack.Duplicate, nil
+		}
+		if !retryable(err) {
+			break
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, fmt.Errorf("publish %s: %w (last error: %v)", m.Subject, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+	return false, fmt.Errorf("publish %s: %w", m.Subject, err)
+}
+
+// retryable reports whether a JetStream publish may succeed when tried again.
+func retryable(err error) bool {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	if apiErr, ok := errors.AsType[*jetstream.APIError](err); ok {
+		// 10158: the same Nats-Msg-Id is being replicated; 503-class: no leader right now.
+		return apiErr.ErrorCode == 10158 || apiErr.Code == 503
+	}
+	return false
+}
+
+// jobIDOf returns the top-level "job_id" of a webhook body, else the job id at the head of msgID.
+func jobIDOf(body []byte, msgID string) string {
+	var v struct {
+		JobID string `json:"job_id"`
+	}
+	if json.Unmarshal(body, &v) == nil && validJobID(v.JobID) {
+		return v.JobID
+	}
+	if id, _, _ := strings.Cut(msgID, "."); validJobID(id) {
+		return id
+	}
+	return ""
+}
+
+// validJobID accepts the canonical UUID form the verifier requires.
+func validJobID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if r != '-' {
+				return false
+			}
+		default:
+			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// pacer spaces calls to wait by interval; zero is no pacing.
+type pacer struct {
+	interval time.Duration
+	next     time.Time
+}
+
+func (p *pacer) wait(ctx context.Context) error {
+	if p.interval <= 0 {
+		return nil
+	}
+	now := time.Now()
+	if d := p.next.Sub(now); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		now = p.next
+	}
+	p.next = now.Add(p.interval)
+	return nil
+}

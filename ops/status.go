@@ -1,0 +1,494 @@
+package ops
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
+)
+
+// StatusConfig configures [Status]. JS is required.
+type StatusConfig struct {
+	JS jetstream.JetStream
+	// MetricsURLs are /metrics endpoints of running bridges; each one's /readyz is asked too. Empty
+	// skips the bridge section.
+	MetricsURLs []string
+	// HTTP scrapes them; default a client with a 3s timeout.
+	HTTP *http.Client
+	// Sample, when positive, scrapes twice that far apart to turn counters into rates (calls per minute,
+	// 429s in the sample).
+	Sample time.Duration
+	// RPM is each bridge's upstream budget per minute (BRIDGE_API_RPM), to express budget use; default 60.
+	RPM int
+	// MaxJobs bounds the JOBS records read; default 100000.
+	MaxJobs int
+	// Near is how close to its deadline a pending job is listed; default 1m.
+	Near time.Duration
+	// NearList is how many near-deadline jobs are listed; default 10.
+	NearList int
+	// Now is the clock ages are measured with; default time.Now.
+	Now func() time.Time
+}
+
+func (c *StatusConfig) setDefaults() {
+	if c.HTTP == nil {
+		c.HTTP = &http.Client{Timeout: 3 * time.Second}
+	}
+	if c.RPM <= 0 {
+		c.RPM = 60
+	}
+	if c.MaxJobs <= 0 {
+		c.MaxJobs = 100_000
+	}
+	if c.Near <= 0 {
+		c.Near = time.Minute
+	}
+	if c.NearList <= 0 {
+		c.NearList = 10
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Report is the status of the bridge's NATS side, its jobs and its processes. Durations are seconds.
+type Report struct {
+	At          time.Time         `json:"at"`
+	NATS        NATSStatus        `json:"nats"`
+	Streams     []StreamStatus    `json:"streams"`
+	Jobs        JobsStatus        `json:"jobs"`
+	DeadLetters DeadLetterSummary `json:"dead_letters"`
+	Bridges     []BridgeStatus    `json:"bridges"`
+	// Attention lists, most urgent first, what an operator should look at; empty when all is well.
+	Attention []string `json:"attention"`
+}
+
+// NATSStatus describes the connection, the servers seen in the streams' replica sets, and the account.
+type NATSStatus struct {
+	Connected    string         `json:"connected"`
+	ServerName   string         `json:"server_name"`
+	Version      string         `json:"version"`
+	Cluster      string         `json:"cluster,omitempty"`
+	KnownServers []string       `json:"known_servers"`
+	Servers      []ServerStatus `json:"servers"`
+	Account      AccountStatus  `json:"account"`
+}
+
+// ServerStatus is one NATS server as the streams' Raft groups see it.
+type ServerStatus struct {
+	Name   string `json:"name"`
+	Online bool   `json:"online"`
+	// Leads names the streams and consumers this server leads.
+	Leads []string `json:"leads,omitempty"`
+}
+
+// AccountStatus is the JetStream account usage.
+type AccountStatus struct {
+	Memory    uint64 `json:"memory"`
+	Storage   uint64 `json:"storage"`
+	Streams   int    `json:"streams"`
+	Consumers int    `json:"consumers"`
+	APITotal  uint64 `json:"api_total"`
+	APIErrors uint64 `json:"api_errors"`
+}
+
+// StreamStatus is one stream (KV buckets as KV_<bucket>) and its consumers.
+type StreamStatus struct {
+	Name      string           `json:"name"`
+	Messages  uint64           `json:"messages"`
+	Bytes     uint64           `json:"bytes"`
+	FirstSeq  uint64           `json:"first_seq"`
+	LastSeq   uint64           `json:"last_seq"`
+	LastTime  time.Time        `json:"last_time,omitzero"`
+	Replicas  int              `json:"replicas"`
+	Leader    string           `json:"leader,omitempty"`
+	Peers     []PeerStatus     `json:"peers,omitempty"`
+	Healthy   bool             `json:"healthy"`
+	Problem   string           `json:"problem,omitempty"`
+	Consumers []ConsumerStatus `json:"consumers,omitempty"`
+}
+
+// PeerStatus is one replica of a stream.
+type PeerStatus struct {
+	Name    string  `json:"name"`
+	Current bool    `json:"current"`
+	Offline bool    `json:"offline"`
+	Lag     uint64  `json:"lag"`
+	Active  float64 `json:"active_seconds"`
+}
+
+// ConsumerStatus is one durable consumer: Pending is its lag (messages not yet delivered), AckPending
+// those delivered and not yet acknowledged (including ones waiting out a retry delay).
+type ConsumerStatus struct {
+	Name        string `json:"name"`
+	Pending     uint64 `json:"pending"`
+	AckPending  int    `json:"ack_pending"`
+	Redelivered int    `json:"redelivered"`
+	Waiting     int    `json:"waiting"`
+	Leader      string `json:"leader,omitempty"`
+}
+
+// JobsStatus summarizes JOBS.
+type JobsStatus struct {
+	// Records is the bucket's record count; Scanned how many were read (at most MaxJobs).
+	Records   uint64         `json:"records"`
+	Scanned   int            `json:"scanned"`
+	Truncated bool           `json:"truncated"`
+	ByState   map[string]int `json:"by_state"`
+	// Pending per modality, with the oldest age.
+	Pending []ModalityPending `json:"pending"`
+	// OldestPending is the age of the oldest pending job, seconds.
+	OldestPending float64 `json:"oldest_pending_seconds"`
+	// NearDeadline counts pending jobs within Near of their deadline (overdue ones included); Overdue
+	// those past it. NearJobs lists the first NearList by deadline.
+	NearDeadline int        `json:"near_deadline"`
+	Overdue      int        `json:"overdue"`
+	NearJobs     []JobBrief `json:"near_jobs,omitempty"`
+}
+
+// ModalityPending is the pending jobs of one modality.
+type ModalityPending struct {
+	Modality    string  `json:"modality"`
+	Count       int     `json:"count"`
+	OldestAge   float64 `json:"oldest_age_seconds"`
+	OldestJobID string  `json:"oldest_job_id"`
+}
+
+// JobBrief is one pending job.
+type JobBrief struct {
+	JobID      string  `json:"job_id"`
+	Modality   string  `json:"modality"`
+	Age        float64 `json:"age_seconds"`
+	DeadlineIn float64 `json:"deadline_in_seconds"`
+	Attempts   int     `json:"attempts"`
+	Webhook    bool    `json:"webhook_received"`
+	LastStatus string  `json:"last_status,omitempty"`
+	LastError  string  `json:"last_error,omitempty"`
+}
+
+// Status gathers a [Report]. A part that cannot be read is reported in Attention, not as an error; the
+// error is only for a JetStream that cannot be reached at all.
+func Status(ctx context.Context, cfg StatusConfig) (Report, error) {
+	if cfg.JS == nil {
+		return Report{}, fmt.Errorf("%w: status: JS required", ErrInvalid)
+	}
+	cfg.setDefaults()
+	now := cfg.Now()
+	rep := Report{At: now.UTC(), Bridges: []BridgeStatus{}, Attention: []string{}}
+
+	// The bridges' metrics are sampled while NATS is read.
+	var wg sync.WaitGroup
+	if len(cfg.MetricsURLs) > 0 {
+		wg.Go(func() { rep.Bridges = scrapeBridges(ctx, cfg) })
+	}
+
+	acct, err := cfg.JS.AccountInfo(ctx)
+	if err != nil {
+		wg.Wait()
+		return rep, fmt.Errorf("jetstream account info: %w", err)
+	}
+	rep.NATS = natsStatus(cfg.JS)
+	rep.NATS.Account = AccountStatus{Memory: acct.Memory, Storage: acct.Store, Streams: acct.Streams,
+		Consumers: acct.Consumers, APITotal: acct.API.Total, APIErrors: acct.API.Errors}
+
+	var attn attention
+	rep.Streams = streamStatuses(ctx, cfg.JS, &attn)
+	rep.NATS.Servers = servers(rep.Streams)
+	rep.Jobs = jobsStatus(ctx, cfg, now, &attn)
+	if dl, err := SummarizeDeadLetters(ctx, cfg.JS); err == nil {
+		rep.DeadLetters = dl
+	} else {
+		rep.DeadLetters.ByReason = map[string]uint64{}
+		attn.add(2, "dead letters unreadable: %v", err)
+	}
+	wg.Wait()
+	assess(&rep, cfg, &attn)
+	rep.Attention = attn.list()
+	return rep, nil
+}
+
+func natsStatus(js jetstream.JetStream) NATSStatus {
+	nc := js.Conn()
+	st := NATSStatus{Connected: nc.ConnectedUrlRedacted(), ServerName: nc.ConnectedServerName(),
+		Version: nc.ConnectedServerVersion(), Cluster: nc.ConnectedClusterName(), KnownServers: nc.Servers()}
+	slices.Sort(st.KnownServers)
+	return st
+}
+
+// bridgeStreams are the streams the report always covers; a missing one is a problem.
+var bridgeStreams = []string{bjs.StreamWebhooks, bjs.StreamResults, bjs.StreamDeadLetter, "KV_" + bjs.BucketJobs, "KV_" + bjs.BucketLeases}
+
+func streamStatuses(ctx context.Context, js jetstream.JetStream, attn *attention) []StreamStatus {
+	names := slices.Clone(bridgeStreams)
+	lister := js.StreamNames(ctx)
+	for n := range lister.Name() {
+		if !slices.Contains(names, n) && strings.HasPrefix(n, "KV_BRIDGE_") {
+			names = append(names, n)
+		}
+	}
+	if err := lister.Err(); err != nil {
+		attn.add(1, "stream list: %v", err)
+	}
+	var out []StreamStatus
+	for _, name := range names {
+		ss := StreamStatus{Name: name}
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			ss.Problem = err.Error()
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				ss.Problem = "missing"
+				attn.add(1, "stream %s missing: no bridge has provisioned it (is one running?)", name)
+			} else {
+				attn.add(1, "stream %s unreadable: %v", name, err)
+			}
+			out = append(out, ss)
+			continue
+		}
+		info := s.CachedInfo()
+		ss.Messages, ss.Bytes = info.State.Msgs, info.State.Bytes
+		ss.FirstSeq, ss.LastSeq, ss.LastTime = info.State.FirstSeq, info.State.LastSeq, info.State.LastTime
+		ss.Replicas = info.Config.Replicas
+		ss.Healthy = true
+		if c := info.Cluster; c != nil {
+			ss.Leader = c.Leader
+			for _, p := range c.Replicas {
+				ss.Peers = append(ss.Peers, PeerStatus{Name: p.Name, Current: p.Current, Offline: p.Offline, Lag: p.Lag, Active: p.Active.Seconds()})
+				if p.Offline {
+					ss.Healthy = false
+					attn.add(2, "stream %s: replica %s offline", name, p.Name)
+				} else if !p.Current {
+					ss.Healthy = false
+					attn.add(3, "stream %s: replica %s catching up (lag %d)", name, p.Name, p.Lag)
+				}
+			}
+			if ss.Replicas > 1 && c.Leader == "" {
+				ss.Healthy = false
+				attn.add(1, "stream %s has no leader: publishes fail until one is elected", name)
+			}
+		}
+		if !strings.HasPrefix(name, "KV_") {
+			cl := s.ListConsumers(ctx)
+			for ci := range cl.Info() {
+				if ci.Config.Durable == "" {
+					continue // ordered and other ephemeral consumers: replays, watchers, nats CLI
+				}
+				cs := ConsumerStatus{Name: ci.Name, Pending: ci.NumPending, AckPending: ci.NumAckPending,
+					Redelivered: ci.NumRedelivered, Waiting: ci.NumWaiting}
+				if ci.Cluster != nil {
+					cs.Leader = ci.Cluster.Leader
+				}
+				ss.Consumers = append(ss.Consumers, cs)
+			}
+			if err := cl.Err(); err != nil {
+				attn.add(2, "consumers of %s: %v", name, err)
+			}
+			slices.SortFunc(ss.Consumers, func(a, b ConsumerStatus) int { return strings.Compare(a.Name, b.Name) })
+		}
+		out = append(out, ss)
+	}
+	return out
+}
+
+// servers derives the servers and what they lead from the streams' replica sets.
+func servers(streams []StreamStatus) []ServerStatus {
+	byName := map[string]*ServerStatus{}
+	get := func(n string) *ServerStatus {
+		if s, ok := byName[n]; ok {
+			return s
+		}
+		s := &ServerStatus{Name: n, Online: true}
+		byName[n] = s
+		return s
+	}
+	for _, st := range streams {
+		if st.Leader != "" {
+			s := get(st.Leader)
+			s.Leads = append(s.Leads, st.Name)
+		}
+		for _, p := range st.Peers {
+			s := get(p.Name)
+			s.Online = s.Online && !p.Offline
+		}
+		for _, c := range st.Consumers {
+			if c.Leader != "" {
+				s := get(c.Leader)
+				s.Leads = append(s.Leads, st.Name+"/"+c.Name)
+			}
+		}
+	}
+	out := make([]ServerStatus, 0, len(byName))
+	for _, s := range byName {
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, func(a, b ServerStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// jobsStatus reads up to MaxJobs JOBS records.
+func jobsStatus(ctx context.Context, cfg StatusConfig, now time.Time, attn *attention) JobsStatus {
+	js := JobsStatus{ByState: map[string]int{}, Pending: []ModalityPending{}}
+	kv, err := cfg.JS.KeyValue(ctx, bjs.BucketJobs)
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			attn.add(1, "JOBS unreadable: %v", err)
+		}
+		return js
+	}
+	if st, err := kv.Status(ctx); err == nil {
+		js.Records = st.Values()
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		attn.add(1, "JOBS unreadable: %v", err)
+		return js
+	}
+	defer w.Stop()
+	byMod := map[string]*ModalityPending{}
+	var near []JobBrief
+	var oldest time.Duration
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			attn.add(1, "JOBS read interrupted after %d records: %v", js.Scanned, ctx.Err())
+			break loop
+		case e, ok := <-w.Updates():
+			if !ok || e == nil {
+				break loop // nil marks the end of the current values
+			}
+			if js.Scanned >= cfg.MaxJobs {
+				js.Truncated = true
+				break loop
+			}
+			js.Scanned++
+			rec, err := jobs.Decode(e.Value())
+			if err != nil {
+				js.ByState["undecodable"]++
+				continue
+			}
+			js.ByState[string(rec.State)]++
+			if rec.State != jobs.StatePending {
+				continue
+			}
+			age := now.Sub(rec.SubmittedAt)
+			mp := byMod[rec.Modality]
+			if mp == nil {
+				mp = &ModalityPending{Modality: rec.Modality}
+				byMod[rec.Modality] = mp
+			}
+			mp.Count++
+			if age.Seconds() > mp.OldestAge || mp.OldestJobID == "" {
+				mp.OldestAge, mp.OldestJobID = age.Seconds(), rec.JobID
+			}
+			oldest = max(oldest, age)
+			left := rec.Deadline.Sub(now)
+			if left <= cfg.Near {
+				js.NearDeadline++
+				if left < 0 {
+					js.Overdue++
+				}
+				near = append(near, JobBrief{JobID: rec.JobID, Modality: rec.Modality, Age: age.Seconds(),
+					DeadlineIn: left.Seconds(), Attempts: rec.Attempts, Webhook: rec.WebhookReceivedAt != nil,
+					LastStatus: rec.LastStatus, LastError: rec.LastError})
+			}
+		}
+	}
+	js.OldestPending = oldest.Seconds()
+	for _, mp := range byMod {
+		js.Pending = append(js.Pending, *mp)
+	}
+	slices.SortFunc(js.Pending, func(a, b ModalityPending) int { return strings.Compare(a.Modality, b.Modality) })
+	slices.SortFunc(near, func(a, b JobBrief) int { return cmp.Compare(a.DeadlineIn, b.DeadlineIn) })
+	js.NearJobs = near[:min(len(near), cfg.NearList)]
+	return js
+}
+
+// assess turns the report into findings.
+func assess(rep *Report, cfg StatusConfig, attn *attention) {
+	j := rep.Jobs
+	if j.Overdue > 0 {
+		attn.add(1, "%d pending jobs are past their deadline: the reconciler times them out within one poll interval; is one running and leader (bridge_reconcile_is_leader)?", j.Overdue)
+	}
+	if n := j.NearDeadline - j.Overdue; n > 0 {
+		attn.add(3, "%d pending jobs are within %v of their deadline", n, cfg.Near)
+	}
+	if j.Truncated {
+		attn.add(4, "JOBS has %d records; only the first %d were read (raise the job scan limit)", j.Records, j.Scanned)
+	}
+	for _, s := range rep.Streams {
+		for _, c := range s.Consumers {
+			if s.Name == bjs.StreamWebhooks && c.Pending+uint64(c.AckPending) > 100 {
+				attn.add(2, "consumer %s/%s is behind: %d webhooks not yet delivered, %d waiting for acknowledgement or a retry", s.Name, c.Name, c.Pending, c.AckPending)
+			}
+		}
+		if s.Name == bjs.StreamWebhooks && s.Problem == "" && s.Messages > 0 && !slices.ContainsFunc(s.Consumers, func(c ConsumerStatus) bool { return c.Name == bjs.ConsumerVerify }) {
+			attn.add(1, "no %s consumer on %s: no verifier has run", bjs.ConsumerVerify, s.Name)
+		}
+	}
+	if d := rep.DeadLetters; d.Total > 0 {
+		var parts []string
+		for _, r := range slices.Sorted(maps.Keys(d.ByReason)) {
+			parts = append(parts, fmt.Sprintf("%s %d", r, d.ByReason[r]))
+		}
+		attn.add(3, "%d dead letters (%s), last at %s: bridge deadletter list", d.Total, strings.Join(parts, ", "), d.LastTime.Format(time.RFC3339))
+	}
+	leaders, withReconcile := 0, 0
+	for _, b := range rep.Bridges {
+		switch {
+		case b.Error != "":
+			attn.add(2, "bridge %s: %s", b.URL, b.Error)
+			continue
+		case b.Ready != nil && !*b.Ready:
+			attn.add(1, "bridge %s is not ready: NATS or JetStream unusable, or shutting down", b.URL)
+		}
+		if b.RateLimitedRecent != nil && *b.RateLimitedRecent > 0 {
+			attn.add(2, "bridge %s: %.0f upstream 429s in the last %.0fs", b.URL, *b.RateLimitedRecent, b.SampleSeconds)
+		}
+		if b.BudgetUse != nil && *b.BudgetUse >= 0.9 {
+			attn.add(3, "bridge %s: upstream budget %.0f%% used (%.1f of %d calls/min)", b.URL, *b.BudgetUse*100, *b.CallsPerMinute, b.BudgetRPM)
+		}
+		if b.ReconcileLeader != nil {
+			withReconcile++
+			if *b.ReconcileLeader {
+				leaders++
+			}
+		}
+	}
+	if withReconcile > 0 && leaders == 0 && len(rep.Bridges) == withReconcile {
+		attn.add(2, "no scraped bridge holds the reconcile lease (it may run in a process not scraped)")
+	}
+}
+
+// attention collects findings with a priority (1 most urgent).
+type attention struct {
+	items []attnItem
+}
+
+type attnItem struct {
+	prio int
+	msg  string
+}
+
+func (a *attention) add(prio int, format string, args ...any) {
+	a.items = append(a.items, attnItem{prio, fmt.Sprintf(format, args...)})
+}
+
+func (a *attention) list() []string {
+	slices.SortStableFunc(a.items, func(x, y attnItem) int { return cmp.Compare(x.prio, y.prio) })
+	out := make([]string, 0, len(a.items))
+	for _, it := range a.items {
+		out = append(out, it.msg)
+	}
+	return out
+}

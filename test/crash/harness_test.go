@@ -515,7 +515,7 @@ func (r *rig) waitResults(n int64, bound time.Duration) {
 }
 
 // waitSettled waits, within bound, until every job the bridge owes has a result and the bridge is idle:
-// the verify consumer has nothing pending or unacknowledged, and no JOBS record is pending.
+// the verify consumer has nothing pending, and no JOBS record is pending.
 func (r *rig) waitSettled(bound time.Duration) {
 	r.t.Helper()
 	r.led.settle(r.sim)
@@ -550,8 +550,8 @@ func (r *rig) idle() error {
 	if err != nil {
 		return err
 	}
-	if ci.NumPending > 0 || ci.NumAckPending > 0 {
-		return fmt.Errorf("verify consumer: %d pending, %d unacknowledged", ci.NumPending, ci.NumAckPending)
+	if ci.NumPending > 0 {
+		return fmt.Errorf("verify consumer: %d pending", ci.NumPending)
 	}
 	recs, err := r.jobRecords(ctx)
 	if err != nil {
@@ -559,8 +559,15 @@ func (r *rig) idle() error {
 	}
 	for id, rec := range recs {
 		if rec.State == jobs.StatePending {
-			return fmt.Errorf("JOBS %s still pending (attempts %d, last error %q)", id, rec.Attempts, rec.LastError)
+			return fmt.Errorf("JOBS %s still pending (attempts %d, last error %q; %d webhooks unacknowledged)",
+				id, rec.Attempts, rec.LastError, ci.NumAckPending)
 		}
+	}
+	// Unacknowledged webhooks may remain: after a long outage a webhook waits out its backoff (up to the
+	// verifier's RetryMax, minutes) even though polling already delivered its job. Every job being settled,
+	// its redelivery finds the result out and is acked without an upstream call.
+	if ci.NumAckPending > 0 {
+		r.t.Logf("verify consumer: %d webhooks still waiting out their backoff; every job is settled", ci.NumAckPending)
 	}
 	return nil
 }

@@ -12,7 +12,9 @@
 //   - a webhook whose job the upstream does not know (404) costs at most one GET, is never published and
 //     is kept in DEADLETTER with its reason; webhooks of jobs without a JOBS record together spend at
 //     most their own small budget (VerifierConfig.UnknownRPM), so a flood of forged ids cannot spend
-//     the upstream budget without bound nor stall the webhooks of known jobs;
+//     the upstream budget without bound nor stall the webhooks of known jobs; those the budget cannot
+//     take at once wait in a durable slow lane (deadletter.unknown_job) that the verifier drains
+//     itself, so a legitimate job submitted elsewhere still gets its one result;
 //   - a raw webhook is acknowledged only after its outcome is durable (result published and recorded,
 //     or dead letter stored); until then JetStream redelivers it, across restarts.
 //

@@ -341,6 +341,41 @@ func (e *env) waitSettled(d time.Duration) {
 	})
 }
 
+// waitLaneSettled waits until the verifier's slow lane has handled every unknown_job message in
+// DEADLETTER: nothing pending or unacknowledged, and its ack floor at the subject's last message.
+func (e *env) waitLaneSettled(d time.Duration) {
+	e.tb.Helper()
+	natstest.WaitFor(e.tb, d, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := e.js.Consumer(ctx, bjs.StreamDeadLetter, bjs.ConsumerVerifyUnknown)
+		if err != nil {
+			return err
+		}
+		st, err := e.js.Stream(ctx, bjs.StreamDeadLetter)
+		if err != nil {
+			return err
+		}
+		var last uint64
+		m, err := st.GetLastMsgForSubject(ctx, bjs.DeadLetterSubject(ReasonUnknownJob))
+		switch {
+		case err == nil:
+			last = m.Sequence
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return err
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 || info.AckFloor.Stream < last {
+			return fmt.Errorf("slow lane: %d pending, %d unacknowledged, ack floor %d of %d",
+				info.NumPending, info.NumAckPending, info.AckFloor.Stream, last)
+		}
+		return nil
+	})
+}
+
 // waitResults waits until RESULTS holds n messages matching filter and returns them.
 func (e *env) waitResults(filter string, n int, d time.Duration) []*jetstream.RawStreamMsg {
 	e.tb.Helper()

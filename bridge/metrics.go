@@ -18,8 +18,11 @@ const (
 	outcomeRejected         = "rejected"
 	outcomeMalformed        = "malformed"
 	outcomeShutdown         = "shutdown"
-	outcomeUnknownDeferred  = "unknown_deferred"
-	outcomeUnknownShed      = "unknown_shed"
+	// outcomeUnknownLaned: a webhook of a job without a JOBS record found no unknown-job token free and
+	// moved to the slow lane (deadletter.unknown_job), where it is verified later.
+	outcomeUnknownLaned = "unknown_laned"
+	// outcomeUnknownShed: unknown-job verification is off; the webhook was dead-lettered as unknown_job.
+	outcomeUnknownShed = "unknown_shed"
 )
 
 // Dead-letter reasons, the value of the Bridge-Reason header and the last subject token.
@@ -29,9 +32,11 @@ const (
 	// ReasonAttemptsExhausted: MaxAttempts verifications failed or found the job unfinished. A job with a
 	// JOBS record stays pending there, and the reconciler finishes it by polling.
 	ReasonAttemptsExhausted = "attempts_exhausted"
-	// ReasonUnknownJob: the job has no JOBS record and the unknown-job budget could not take it (it is off,
-	// or its backlog is full), so the webhook was dead-lettered without an upstream call. The raw webhook
-	// is kept for an operator to replay; a forged id ends here without costing upstream budget.
+	// ReasonUnknownJob: the job has no JOBS record and the unknown-job budget had no token free when the
+	// webhook came. Its subject is also the verifier's slow lane (consumer verify-unknown), which
+	// drains it by itself at the unknown-job budget; a message stays in DEADLETTER (for inspection) after
+	// the lane has handled it. With the budget off (UnknownOff) no lane runs, and the raw webhook waits
+	// here, unverified, for an operator to redrive.
 	ReasonUnknownJob = "unknown_job"
 	// ReasonMalformed: the webhook body has no usable job_id.
 	ReasonMalformed = "malformed"
@@ -45,7 +50,7 @@ type verifyMetrics struct {
 	deadLetters *prometheus.CounterVec
 	latency     prometheus.Histogram
 	inFlight    prometheus.Gauge
-	// unknownWaiting is the unknown-job webhooks waiting for the unknown-job budget.
+	// unknownWaiting is the slow-lane webhooks of this process waiting for an unknown-job token.
 	unknownWaiting prometheus.Gauge
 }
 
@@ -70,7 +75,7 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		}),
 		unknownWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bridge_verify_unknown_waiting",
-			Help: "Webhooks of jobs without a JOBS record that this process sent back to wait for the unknown-job budget.",
+			Help: "Webhooks of jobs without a JOBS record that this process's slow lane holds waiting for the unknown-job budget.",
 		}),
 	}
 	var err error

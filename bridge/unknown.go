@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -10,122 +9,120 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Defaults of the unknown-job budget (see [Verifier]).
+// Defaults of the unknown-job budget and its slow lane (see [Verifier]).
 const (
 	// DefaultUnknownRPM is the default budget for verifying webhooks of jobs without a JOBS record: a tenth
 	// of the upstream's documented 60 requests per minute.
 	DefaultUnknownRPM = 6
 	// UnknownOff as VerifierConfig.UnknownRPM never verifies a webhook whose job has no JOBS record: it is
-	// dead-lettered with reason unknown_job without an upstream call.
+	// dead-lettered with reason unknown_job without an upstream call, and the slow lane is not run, so it
+	// stays in DEADLETTER for an operator to redrive.
 	UnknownOff = -1
 )
 
-// tokenBucket is a non-blocking token bucket on the monotonic clock. It is safe for concurrent use.
+// tokenBucket is a token bucket on the monotonic clock with two ways to spend: take, which never waits
+// and fails while anyone is waiting, and wait, which reserves the next token in arrival order (the
+// balance may go negative: that is the queue). Over any window W at most burst + rate×W tokens are
+// spent either way. It is safe for concurrent use.
 type tokenBucket struct {
 	rate  float64 // tokens per second
 	burst float64
 
-	mu     sync.Mutex // mu guards tokens and last
-	tokens float64
-	last   time.Time
+	mu      sync.Mutex // mu guards tokens, last and waiting
+	tokens  float64
+	last    time.Time
+	waiting int
 }
 
 func newTokenBucket(perMinute, burst int) *tokenBucket {
 	return &tokenBucket{rate: float64(perMinute) / 60, burst: float64(burst), tokens: float64(burst), last: time.Now()}
 }
 
-// take spends a token if there is one; otherwise it reports how long until the next one.
-func (b *tokenBucket) take() (ok bool, wait time.Duration) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := time.Now()
+// advanceLocked adds the tokens earned since the last call.
+func (b *tokenBucket) advanceLocked(now time.Time) {
 	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
 	b.last = now
+}
+
+// take spends a token if one is free now. A token reserved by a waiter is not free, so take fails while
+// the slow lane is queueing for the budget: the lane, which holds the older webhooks, goes first.
+func (b *tokenBucket) take() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.advanceLocked(time.Now())
 	if b.tokens >= 1 {
 		b.tokens--
-		return true, 0
+		return true
 	}
-	return false, time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+	return false
 }
 
-// waitingSet estimates which unknown-job webhooks this process has sent back to wait for the unknown
-// budget and that are still in the consumer's ack-pending set: an id counts until its delay has passed.
-type waitingSet struct {
-	mu    sync.Mutex // mu guards until
-	until map[string]time.Time
-}
-
-func newWaitingSet() *waitingSet { return &waitingSet{until: make(map[string]time.Time)} }
-
-// remove forgets id: its webhook is back from waiting.
-func (w *waitingSet) remove(id string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	delete(w.until, id)
-}
-
-// add counts id as waiting until t, unless n are waiting already; it reports whether it did.
-func (w *waitingSet) add(id string, t time.Time, n int) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.lenLocked() >= n {
-		return false
+// wait reserves a token and waits until it is due, or until ctx is done; then it gives the token back
+// and returns ctx's error. onWaiting, if set, is called (under the bucket's lock, so in order) with the
+// number of waiters when it changes.
+func (b *tokenBucket) wait(ctx context.Context, onWaiting func(int)) error {
+	b.mu.Lock()
+	b.advanceLocked(time.Now())
+	b.tokens--
+	if b.tokens >= 0 {
+		b.mu.Unlock()
+		return nil
 	}
-	w.until[id] = t
-	return true
-}
-
-// len is the number of ids still waiting.
-func (w *waitingSet) len() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.lenLocked()
-}
-
-func (w *waitingSet) lenLocked() int {
-	now := time.Now()
-	for id, t := range w.until {
-		if now.After(t) {
-			delete(w.until, id)
-		}
+	d := time.Duration(-b.tokens / b.rate * float64(time.Second))
+	b.waiting++
+	if onWaiting != nil {
+		onWaiting(b.waiting)
 	}
-	return len(w.until)
+	b.mu.Unlock()
+
+	t := time.NewTimer(d)
+	defer t.Stop()
+	var err error
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	b.mu.Lock()
+	if err != nil {
+		// The reservation is not used: give it back. Later reservations keep their (now pessimistic)
+		// due times, so the bound holds.
+		b.advanceLocked(time.Now())
+		b.tokens = min(b.burst, b.tokens+1)
+	}
+	b.waiting--
+	if onWaiting != nil {
+		onWaiting(b.waiting)
+	}
+	b.mu.Unlock()
+	return err
 }
 
-// admitUnknown decides whether the webhook of a job without a JOBS record may spend an upstream call now.
-// When it returns false the message is settled: dead-lettered (budget off, backlog full, attempts
-// exhausted) or sent back to wait for the unknown budget.
-func (v *Verifier) admitUnknown(ctx context.Context, msg jetstream.Msg, id string, attempt int, log zerolog.Logger) bool {
-	if v.cfg.UnknownRPM == UnknownOff {
+// admitUnknown decides whether the webhook of a job without a JOBS record may spend an upstream call
+// now; see [Verifier]. When it returns false the message is settled: on the main lane moved to the slow
+// lane (or dead-lettered when the budget is off), on the slow lane given back because stop ended the
+// wait for a token.
+func (v *Verifier) admitUnknown(ctx, stop context.Context, msg jetstream.Msg, l *lane, id string, attempt int, log zerolog.Logger) bool {
+	if v.unknownBudget == nil {
 		log.Info().Msg("webhook for a job the bridge does not know; unknown-job verification is off: dead-lettered")
 		v.deadLetter(ctx, msg, id, ReasonUnknownJob, attempt, outcomeUnknownShed)
 		return false
 	}
-	v.unknownWaiting.remove(id)
-	defer func() { v.metrics.unknownWaiting.Set(float64(v.unknownWaiting.len())) }()
-	ok, next := v.unknownBudget.take()
-	if ok {
-		return true
-	}
-	if attempt >= v.cfg.MaxAttempts {
-		log.Warn().Msg("unknown-job budget never had room; webhook dead-lettered")
-		v.deadLetter(ctx, msg, id, ReasonAttemptsExhausted, attempt, outcomeExhausted)
+	if !l.slow {
+		if v.unknownBudget.take() {
+			return true
+		}
+		// No token free now: the webhook leaves the main consumer (no delayed nak holding a place in
+		// its MaxAckPending) and queues durably in the slow lane, which waits for the budget.
+		log.Debug().Msg("unknown-job budget busy; webhook moved to the slow lane")
+		v.deadLetter(ctx, msg, id, ReasonUnknownJob, attempt, outcomeUnknownLaned)
 		return false
 	}
-	// Come back roughly when the budget could serve this one behind the others already waiting, spread
-	// with jitter, and never sooner than the usual backoff.
-	waiting := v.unknownWaiting.len()
-	spread := time.Duration(rand.Float64() * float64(waiting) / v.unknownBudget.rate * float64(time.Second))
-	delay := v.backoff(attempt, next+spread)
-	if !v.unknownWaiting.add(id, time.Now().Add(delay), v.cfg.UnknownMaxWaiting) {
-		log.Warn().Int("waiting", waiting).Msg("unknown-job backlog full; webhook dead-lettered without an upstream call")
-		v.deadLetter(ctx, msg, id, ReasonUnknownJob, attempt, outcomeUnknownShed)
+	// The slow lane waits for its token instead of nak-looping; the handler keeps signalling progress,
+	// and the wait counts neither as an attempt nor against HandlerTimeout. Only a shutdown ends it.
+	if err := v.unknownBudget.wait(stop, func(n int) { v.metrics.unknownWaiting.Set(float64(n)) }); err != nil {
+		v.giveBackOne(msg)
 		return false
 	}
-	if err := msg.NakWithDelay(delay); err != nil {
-		log.Warn().Err(err).Msg("nak webhook; redelivered after AckWait")
-	}
-	v.metrics.outcomes.WithLabelValues(outcomeUnknownDeferred).Inc()
-	log.Debug().Dur("delay", delay).Msg("unknown-job budget empty; webhook deferred")
-	return false
+	return true
 }

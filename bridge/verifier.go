@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -57,17 +58,24 @@ type VerifierConfig struct {
 	ShutdownTimeout time.Duration
 
 	// UnknownRPM is the budget, in upstream calls per minute for this process, for verifying webhooks whose
-	// job has no JOBS record (jobs submitted elsewhere, or forged ids); see [Verifier]. 0 means
-	// DefaultUnknownRPM; [UnknownOff] never verifies them (dead letter unknown_job, no upstream call).
+	// job has no JOBS record (jobs submitted elsewhere, or forged ids); see [Verifier]. With several
+	// verifier processes the budgets add up: the upstream sees up to processes × UnknownRPM. 0 means
+	// DefaultUnknownRPM; [UnknownOff] never verifies them (dead letter unknown_job, no upstream call, no
+	// slow lane).
 	UnknownRPM int
 	// UnknownBurst is how many such calls may be spent at once; default max(1, UnknownRPM/12), 5 seconds'
 	// worth.
 	UnknownBurst int
-	// UnknownMaxWaiting bounds the unknown-job webhooks this process keeps waiting (naked with delay, so
-	// in the consumer's ack-pending set) for the unknown-job budget; past it they are dead-lettered with
-	// reason unknown_job at once. Default MaxAckPending/4; at most MaxAckPending/2, so a flood of forged
-	// ids cannot fill MaxAckPending and stall the webhooks of known jobs.
-	UnknownMaxWaiting int
+	// UnknownConsumer is the durable name of the slow lane's pull consumer on DEADLETTER (filtered to
+	// deadletter.unknown_job); default [bjs.ConsumerVerifyUnknown].
+	UnknownConsumer string
+	// UnknownConcurrency bounds the slow-lane webhooks this process handles at once (each waits for an
+	// unknown-job token before its upstream call); default 4.
+	UnknownConcurrency int
+	// UnknownMaxAckPending is the slow lane consumer's MaxAckPending. Slow-lane webhooks waiting out a
+	// NakWithDelay (job not finished yet, upstream trouble) count towards it, so it is a few times
+	// UnknownConcurrency; default 16*UnknownConcurrency, at least 2*UnknownConcurrency.
+	UnknownMaxAckPending int
 }
 
 func (c *VerifierConfig) setDefaults() {
@@ -107,8 +115,14 @@ func (c *VerifierConfig) setDefaults() {
 	if c.UnknownBurst == 0 && c.UnknownRPM > 0 {
 		c.UnknownBurst = max(1, c.UnknownRPM/12)
 	}
-	if c.UnknownMaxWaiting == 0 {
-		c.UnknownMaxWaiting = max(1, c.MaxAckPending/4)
+	if c.UnknownConsumer == "" {
+		c.UnknownConsumer = bjs.ConsumerVerifyUnknown
+	}
+	if c.UnknownConcurrency == 0 {
+		c.UnknownConcurrency = 4
+	}
+	if c.UnknownMaxAckPending == 0 {
+		c.UnknownMaxAckPending = 16 * c.UnknownConcurrency
 	}
 }
 
@@ -141,24 +155,28 @@ func (c *VerifierConfig) Validate() error {
 		return fmt.Errorf("%w: verifier: UnknownRPM %d: must be positive or UnknownOff", ErrInvalidConfig, c.UnknownRPM)
 	case c.UnknownBurst < 0:
 		return fmt.Errorf("%w: verifier: UnknownBurst %d: must not be negative", ErrInvalidConfig, c.UnknownBurst)
-	case c.UnknownMaxWaiting < 1 || c.UnknownMaxWaiting > c.MaxAckPending/2:
-		return fmt.Errorf("%w: verifier: UnknownMaxWaiting %d: must be 1 to MaxAckPending/2 (%d)", ErrInvalidConfig,
-			c.UnknownMaxWaiting, c.MaxAckPending/2)
+	case c.UnknownConcurrency < 1:
+		return fmt.Errorf("%w: verifier: UnknownConcurrency %d: must be at least 1", ErrInvalidConfig, c.UnknownConcurrency)
+	case c.UnknownMaxAckPending < 2*c.UnknownConcurrency:
+		return fmt.Errorf("%w: verifier: UnknownMaxAckPending %d: must be at least twice UnknownConcurrency (%d)",
+			ErrInvalidConfig, c.UnknownMaxAckPending, c.UnknownConcurrency)
 	}
 	return nil
 }
 
 // Verifier is the verify role. It takes every raw webhook from the durable pull consumer
-// [bjs.ConsumerVerify] on WEBHOOKS, asks the upstream for the truth (GET /job/{id}) and publishes that
-// through [jobs.Deliverer.Deliver]. Several verifiers, in one process or many, share the consumer.
+// [bjs.ConsumerVerify] on WEBHOOKS (and, for unknown jobs the budget could not take at once, from its
+// slow lane [bjs.ConsumerVerifyUnknown] on DEADLETTER, below), asks the upstream for the truth
+// (GET /job/{id}) and publishes that through [jobs.Deliverer.Deliver]. Several verifiers, in one process
+// or many, share both consumers.
 //
 // For each raw webhook, in order:
 //
 //   - no usable job_id in the body: dead letter (malformed), ack. No upstream call.
 //   - the job's JOBS record says its result is out (delivered, or timed out with the late result out):
 //     ack. No upstream call, so duplicate floods cost nothing but a KV read.
-//   - no JOBS record: the unknown-job budget decides first (below); a webhook it cannot take now is
-//     deferred or dead-lettered (unknown_job) without an upstream call.
+//   - no JOBS record: the unknown-job budget decides first (below); a webhook it cannot take now moves
+//     to the slow lane without an upstream call.
 //   - GET /job/{id} at [upstream.ClassVerify]; the attempt is recorded in the job's JOBS record, which is
 //     created through [jobs.Deliverer.Ensure] for a job the upstream confirms but the bridge did not
 //     submit (never for a 404).
@@ -189,21 +207,45 @@ func (c *VerifierConfig) Validate() error {
 // Unknown job ids, and why forged ones cannot spend the budget without bound: a webhook whose job has no
 // JOBS record cannot be refused outright (jobs submitted elsewhere are legitimate, and the upstream's 404
 // is the only proof of forgery), but anyone can post one, with a fresh random id each time so the
-// duplicate window does not help. So such webhooks spend their own small token bucket, UnknownRPM calls
-// per minute (default [DefaultUnknownRPM]; cmd/bridge defaults it to a tenth of BRIDGE_API_RPM) with a
+// duplicate window does not help. So such webhooks spend their own token bucket, UnknownRPM calls per
+// minute (default [DefaultUnknownRPM]; cmd/bridge defaults it to a tenth of BRIDGE_API_RPM) with a
 // burst of UnknownBurst, before their GET (which then queues at ClassVerify with the rest). Over any
 // window W this process makes at most UnknownBurst + UnknownRPM×W/1min upstream calls for unknown ids,
-// whatever the flood; known jobs keep the rest of the budget. A webhook that finds the bucket empty is
-// never dropped: it is naked with a delay (at least the backoff, and roughly when the bucket could
-// serve it behind the others waiting) and tried again; after MaxAttempts deliveries it is dead-lettered
-// as attempts_exhausted. Such waiting webhooks sit in the consumer's ack-pending set, so a flood could
-// fill MaxAckPending and stall the webhooks of known jobs behind it; to prevent that, at most
-// UnknownMaxWaiting (default MaxAckPending/4, at most MaxAckPending/2) wait per process, and an
-// unknown-id webhook that finds the bucket empty and the backlog full is dead-lettered at once with
-// reason unknown_job, costing no upstream call. With several verifier processes the bound is per
-// process: keep processes × UnknownMaxWaiting well under MaxAckPending. UnknownRPM = [UnknownOff]
-// never verifies unknown ids: each is dead-lettered as unknown_job. Every dead letter keeps the raw
-// webhook for an operator to replay.
+// whatever the flood; known jobs keep the rest of the budget. The bucket is per process: N verifier
+// processes spend up to N × UnknownRPM between them, so size it for the upstream account.
+//
+// Such a webhook is never dropped, and never parked in the main consumer: delayed naks would hold places
+// in its MaxAckPending (nats-server issue 6093) and a flood of forged ids would stall the webhooks of
+// known jobs behind them. Instead there are two lanes:
+//
+//   - main lane (consumer Consumer on WEBHOOKS): a token free now is spent at once, so a legitimate
+//     foreign job is verified as promptly as a known one while there is no flood. When none is free
+//     (tokens reserved by slow-lane waiters are not free), the webhook moves to the slow lane: it is
+//     published, raw and with its ingest headers, Bridge-Original-Subject, Bridge-Reason unknown_job
+//     and Bridge-Attempts, to DEADLETTER on deadletter.unknown_job with Nats-Msg-Id <job_id>.unknown_job
+//     (repeats within DEADLETTER's duplicate window collapse), and only then acked on WEBHOOKS.
+//   - slow lane (consumer UnknownConsumer on DEADLETTER, filtered to deadletter.unknown_job, at most
+//     UnknownConcurrency at once per process and UnknownMaxAckPending in the consumer, fetched one at a
+//     time so no fetched webhook waits unstarted): each webhook goes through the same steps as above. A
+//     job that got a JOBS record meanwhile is a known job and waits for nothing. Otherwise the handler
+//     waits for a token, in arrival order and ahead of the main lane, signalling progress so AckWait
+//     does not expire; the wait is neither an attempt nor part of HandlerTimeout. Then: terminal:
+//     Deliver (source webhook), ack; 404: dead letter not_found, ack; not terminal or retryable:
+//     NakWithDelay on the slow lane, its attempts counted there up to MaxAttempts (then
+//     attempts_exhausted). The budget bounds both lanes together.
+//
+// The slow lane's messages stay in DEADLETTER after it acks them (limits retention, BRIDGE_RETENTION),
+// so `bridge deadletter list` shows them with reason unknown_job; the lane drains them by itself, and
+// each ends as a result, a not_found or attempts_exhausted dead letter, or an ack of a job whose result
+// was out. The lane's backlog is bounded only by DEADLETTER's limits: with a size cap a full stream
+// refuses the move and the webhook is naked on WEBHOOKS for later; without one, a backlog older than
+// BRIDGE_RETENTION (at the default budget, a flood of some 60,000 unknown ids per process and week)
+// would age out unverified.
+//
+// UnknownRPM = [UnknownOff] never verifies unknown ids: each is dead-lettered as unknown_job without an
+// upstream call and the slow lane is not run, so they stay there for an operator to redrive; a later
+// start with a budget runs the lane, which then works through the unknown_job dead letters still
+// retained. Every dead letter keeps the raw webhook for an operator to replay.
 //
 // Within one process, webhooks of the same job are verified one at a time, so a burst of duplicates
 // costs one GET; across processes the JOBS record and Nats-Msg-Id keep the result single.
@@ -215,8 +257,18 @@ type Verifier struct {
 	jobLocks keyedMutex
 	notFound *recentSet
 	// unknownBudget is the token bucket of UnknownRPM; nil when it is UnknownOff.
-	unknownBudget  *tokenBucket
-	unknownWaiting *waitingSet
+	unknownBudget *tokenBucket
+}
+
+// lane is one of the verifier's two consumers; see [Verifier].
+type lane struct {
+	name        string // main or unknown, for logs
+	stream      string
+	config      jetstream.ConsumerConfig
+	concurrency int
+	// slow marks the slow lane: an unknown job waits there for an unknown-job token, and its messages are
+	// fetched one at a time when a worker is free.
+	slow bool
 }
 
 // NewVerifier checks cfg and registers the metrics. It does not touch NATS; Run does.
@@ -230,12 +282,11 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		return nil, fmt.Errorf("verifier metrics: %w", err)
 	}
 	v := &Verifier{
-		cfg:            cfg,
-		log:            cfg.Log.With().Str("component", "verify").Logger(),
-		metrics:        m,
-		store:          cfg.Deliverer.Store(),
-		notFound:       newRecentSet(4096, 10*time.Minute),
-		unknownWaiting: newWaitingSet(),
+		cfg:      cfg,
+		log:      cfg.Log.With().Str("component", "verify").Logger(),
+		metrics:  m,
+		store:    cfg.Deliverer.Store(),
+		notFound: newRecentSet(4096, 10*time.Minute),
 	}
 	if cfg.UnknownRPM != UnknownOff {
 		v.unknownBudget = newTokenBucket(cfg.UnknownRPM, cfg.UnknownBurst)
@@ -257,52 +308,63 @@ func (v *Verifier) ConsumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-// Run consumes and verifies webhooks until ctx is cancelled, then shuts down in two phases: it stops
-// fetching and gives back (nak) fetched webhooks no handler has started, then waits up to
-// ShutdownTimeout for in-flight handlers, after which it cancels them and they nak their webhooks. It
-// returns nil on such a shutdown, and an error only when the consumer cannot be set up because the
-// WEBHOOKS stream does not exist. Lost connections and a deleted consumer are retried.
+// UnknownConsumerConfig is the configuration the verifier creates or updates the slow lane's durable
+// consumer with: the unknown_job dead letters, which stay in DEADLETTER once it acks them.
+func (v *Verifier) UnknownConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       v.cfg.UnknownConsumer,
+		Description:   "bridge verifier slow lane: webhooks of unknown jobs waiting for the unknown-job budget",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       v.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: v.cfg.UnknownMaxAckPending,
+		FilterSubject: bjs.DeadLetterSubject(ReasonUnknownJob),
+	}
+}
+
+// lanes are the lanes this verifier runs: the slow one only when unknown ids are verified at all.
+func (v *Verifier) lanes() []*lane {
+	ls := []*lane{{name: "main", stream: bjs.StreamWebhooks, config: v.ConsumerConfig(), concurrency: v.cfg.Concurrency}}
+	if v.unknownBudget != nil {
+		ls = append(ls, &lane{name: "unknown", stream: bjs.StreamDeadLetter, config: v.UnknownConsumerConfig(),
+			concurrency: v.cfg.UnknownConcurrency, slow: true})
+	}
+	return ls
+}
+
+// Run consumes and verifies webhooks, from the main consumer and the slow lane, until ctx is cancelled,
+// then shuts down in two phases: it stops fetching and gives back (nak) fetched webhooks no handler has
+// started and slow-lane webhooks still waiting for a token, then waits up to ShutdownTimeout for
+// in-flight handlers, after which it cancels them and they nak their webhooks. It returns nil on such a
+// shutdown, and an error only when a consumer cannot be set up because its stream (WEBHOOKS or
+// DEADLETTER) does not exist. Lost connections and a deleted consumer are retried.
 func (v *Verifier) Run(ctx context.Context) error {
 	// Handlers run on workCtx, which outlives ctx by up to ShutdownTimeout, so an in-flight publish
 	// is not cut short by the shutdown signal itself.
 	workCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardStop()
+	// stop ends both lanes: at shutdown, or when one of them cannot run.
+	stop, stopLanes := context.WithCancel(ctx)
+	defer stopLanes()
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, v.cfg.Concurrency)
 
+	lanes := v.lanes()
+	errs := make(chan error, len(lanes))
+	for _, l := range lanes {
+		go func() {
+			err := v.runLane(stop, workCtx, l, &wg)
+			if err != nil {
+				stopLanes()
+			}
+			errs <- err
+		}()
+	}
 	var runErr error
-	for wait := time.Duration(0); ctx.Err() == nil; {
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-			if ctx.Err() != nil {
-				break
-			}
+	for range lanes {
+		if err := <-errs; err != nil && runErr == nil {
+			runErr = err
 		}
-		wait = min(max(2*wait, 100*time.Millisecond), 5*time.Second)
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		cons, err := v.cfg.JS.CreateOrUpdateConsumer(cctx, bjs.StreamWebhooks, v.ConsumerConfig())
-		cancel()
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			runErr = fmt.Errorf("verify consumer %s: %w", v.cfg.Consumer, err)
-			break
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				v.log.Warn().Err(err).Dur("retry_in", wait).Msg("create verify consumer")
-			}
-			continue
-		}
-		v.log.Info().Str("consumer", v.cfg.Consumer).Int("concurrency", v.cfg.Concurrency).Msg("verifier consuming")
-		if err := v.consume(ctx, workCtx, cons, sem, &wg); err != nil && ctx.Err() == nil {
-			v.log.Warn().Err(err).Dur("retry_in", wait).Msg("verify consumer stopped; recreating")
-			continue
-		}
-		wait = 0
 	}
 
 	done := make(chan struct{})
@@ -320,12 +382,56 @@ func (v *Verifier) Run(ctx context.Context) error {
 	return runErr
 }
 
+// runLane creates the lane's consumer and consumes it until ctx is cancelled (nil) or its stream does
+// not exist (the error). Handlers it starts are counted in wg.
+func (v *Verifier) runLane(ctx, workCtx context.Context, l *lane, wg *sync.WaitGroup) error {
+	log := v.log.With().Str("lane", l.name).Str("consumer", l.config.Durable).Logger()
+	sem := make(chan struct{}, l.concurrency)
+	for wait := time.Duration(0); ctx.Err() == nil; {
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		wait = min(max(2*wait, 100*time.Millisecond), 5*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cons, err := v.cfg.JS.CreateOrUpdateConsumer(cctx, l.stream, l.config)
+		cancel()
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("verify consumer %s on %s: %w", l.config.Durable, l.stream, err)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn().Err(err).Dur("retry_in", wait).Msg("create verify consumer")
+			}
+			continue
+		}
+		log.Info().Int("concurrency", l.concurrency).Msg("verifier consuming")
+		consume := v.consume
+		if l.slow {
+			consume = v.consumeOneByOne
+		}
+		if err := consume(ctx, workCtx, cons, l, sem, wg); err != nil && ctx.Err() == nil {
+			log.Warn().Err(err).Dur("retry_in", wait).Msg("verify consumer stopped; recreating")
+			continue
+		}
+		wait = 0
+	}
+	return nil
+}
+
 // consume runs one message iterator until ctx is cancelled (then it returns nil after giving back what
 // was fetched but not started) or the iterator fails.
-func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer, sem chan struct{}, wg *sync.WaitGroup) error {
+func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer, l *lane, sem chan struct{}, wg *sync.WaitGroup) error {
 	// Prefetch no more than one batch of Concurrency: other verifier processes get their share, and a
 	// fetched message never waits long for a worker.
-	it, err := cons.Messages(jetstream.PullMaxMessages(v.cfg.Concurrency))
+	it, err := cons.Messages(jetstream.PullMaxMessages(l.concurrency))
 	if err != nil {
 		return fmt.Errorf("messages: %w", err)
 	}
@@ -359,7 +465,62 @@ func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			v.handle(workCtx, msg)
+			v.handle(ctx, workCtx, msg, l)
+		}()
+	}
+}
+
+// consumeOneByOne is consume for the slow lane: it pulls one message each time a worker is free, and
+// none ahead, because a slow-lane handler may wait long for its token and a prefetched message would sit
+// unstarted while its AckWait runs. It returns nil when ctx is cancelled, or an error when the consumer
+// is gone.
+func (v *Verifier) consumeOneByOne(ctx, workCtx context.Context, cons jetstream.Consumer, l *lane, sem chan struct{}, wg *sync.WaitGroup) error {
+	for pause := time.Duration(0); ; {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		// A long poll; FetchContext also ends it at once on shutdown.
+		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		msg, err := cons.Next(jetstream.FetchContext(fctx))
+		cancel()
+		if err != nil {
+			<-sem
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case errors.Is(err, nats.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+				// Nothing came. A pull on a deleted consumer gets no answer either, so check it is
+				// still there (one request per idle poll) and have it recreated if not.
+				ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, ierr := cons.Info(ictx)
+				cancel()
+				if errors.Is(ierr, jetstream.ErrConsumerNotFound) {
+					return ierr
+				}
+				pause = 0
+				continue
+			case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrConsumerDeleted):
+				return err
+			}
+			// Connection trouble or a server restart: pause a little rather than spin on the error.
+			pause = min(max(2*pause, 100*time.Millisecond), 5*time.Second)
+			v.log.Debug().Err(err).Str("lane", l.name).Dur("retry_in", pause).Msg("verify consumer fetch")
+			t := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		pause = 0
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			v.handle(ctx, workCtx, msg, l)
 		}()
 	}
 }
@@ -378,10 +539,10 @@ func (v *Verifier) giveBack(it jetstream.MessagesContext) {
 	}
 }
 
-// handle verifies one delivery: it bounds the work by HandlerTimeout and tells the server it is still at
-// it every AckWait/3 (the wait for upstream budget can be long), so the webhook is not redelivered to a
-// second handler meanwhile.
-func (v *Verifier) handle(workCtx context.Context, msg jetstream.Msg) {
+// handle verifies one delivery from lane l and tells the server it is still at it every AckWait/3 (the
+// wait for upstream budget can be long), so the webhook is not redelivered to a second handler meanwhile.
+// stop ends when the verifier starts shutting down.
+func (v *Verifier) handle(stop, workCtx context.Context, msg jetstream.Msg, l *lane) {
 	v.metrics.inFlight.Inc()
 	defer v.metrics.inFlight.Dec()
 	done := make(chan struct{})
@@ -398,7 +559,5 @@ func (v *Verifier) handle(workCtx context.Context, msg jetstream.Msg) {
 			}
 		}
 	}()
-	ctx, cancel := context.WithTimeout(workCtx, v.cfg.HandlerTimeout)
-	defer cancel()
-	v.process(ctx, workCtx, msg)
+	v.process(stop, workCtx, msg, l)
 }

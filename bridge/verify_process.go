@@ -22,9 +22,13 @@ import (
 // settleTimeout bounds an ack or a dead-letter publish that runs after the handler's own ctx ended.
 const settleTimeout = 5 * time.Second
 
-// process decides the fate of one delivery; see [Verifier] for the rules. ctx bounds the work, workCtx
-// ends only at a hard shutdown.
-func (v *Verifier) process(ctx, workCtx context.Context, msg jetstream.Msg) {
+// process decides the fate of one delivery from lane l; both lanes share it, and differ only in how a
+// job without a JOBS record gets its unknown-job token (see [Verifier] and admitUnknown). stop ends at
+// the start of a shutdown, workCtx only at a hard shutdown; the work itself is bounded by
+// HandlerTimeout, not counting a slow-lane wait for the budget.
+func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *lane) {
+	ctx, cancel := context.WithTimeout(workCtx, v.cfg.HandlerTimeout)
+	defer cancel()
 	attempt := 1
 	var storedAt time.Time
 	if meta, err := msg.Metadata(); err == nil {
@@ -38,7 +42,7 @@ func (v *Verifier) process(ctx, workCtx context.Context, msg jetstream.Msg) {
 	if receivedAt.IsZero() {
 		receivedAt = v.cfg.Now()
 	}
-	log := v.log.With().Str("subject", msg.Subject()).Int("attempt", attempt).Logger()
+	log := v.log.With().Str("lane", l.name).Str("subject", msg.Subject()).Int("attempt", attempt).Logger()
 
 	id, err := parseJobID(msg.Data())
 	if err != nil {
@@ -77,8 +81,17 @@ func (v *Verifier) process(ctx, workCtx context.Context, msg jetstream.Msg) {
 
 	// A job the bridge has no record of may be legitimate (submitted elsewhere) or forged; either way it
 	// spends the small unknown-job budget, not the verify budget of known jobs.
-	if !known && !v.admitUnknown(ctx, msg, id, attempt, log) {
-		return
+	if !known {
+		if !v.admitUnknown(ctx, stop, msg, l, id, attempt, log) {
+			return
+		}
+		if l.slow {
+			// The wait for the budget is not the handler's work: HandlerTimeout starts again.
+			cancel()
+			var cancelWork context.CancelFunc
+			ctx, cancelWork = context.WithTimeout(workCtx, v.cfg.HandlerTimeout)
+			defer cancelWork()
+		}
 	}
 	job, err := v.cfg.API.GetJob(ctx, id, upstream.ClassVerify)
 	now := v.cfg.Now().UTC()
@@ -255,7 +268,9 @@ func (v *Verifier) deadLetterNotFound(ctx context.Context, msg jetstream.Msg, id
 }
 
 // deadLetter stores the raw webhook in DEADLETTER on deadletter.<reason> and acks it. If the publish
-// keeps failing the webhook is naked for a later attempt instead: it is never acked unstored.
+// keeps failing the webhook is naked for a later attempt instead: it is never acked unstored. It also
+// moves a webhook to the slow lane (reason unknown_job, outcome unknown_laned: not counted as a dead
+// letter), and dead-letters one from the slow lane, keeping the webhook's original subject.
 func (v *Verifier) deadLetter(ctx context.Context, msg jetstream.Msg, id, reason string, attempt int, outcome string) {
 	dl := nats.NewMsg(bjs.DeadLetterSubject(reason))
 	dl.Data = msg.Data()
@@ -266,7 +281,11 @@ func (v *Verifier) deadLetter(ctx context.Context, msg jetstream.Msg, id, reason
 	}
 	dl.Header.Set(bjs.HeaderReason, reason)
 	dl.Header.Set(bjs.HeaderAttempts, strconv.Itoa(attempt))
-	dl.Header.Set(bjs.HeaderOriginalSubject, msg.Subject())
+	orig := msg.Headers().Get(bjs.HeaderOriginalSubject)
+	if orig == "" {
+		orig = msg.Subject()
+	}
+	dl.Header.Set(bjs.HeaderOriginalSubject, orig)
 	msgID := id
 	if msgID == "" {
 		if meta, err := msg.Metadata(); err == nil {
@@ -297,7 +316,9 @@ func (v *Verifier) deadLetter(ctx context.Context, msg jetstream.Msg, id, reason
 		v.metrics.outcomes.WithLabelValues(outcomeRetry).Inc()
 		return
 	}
-	v.metrics.deadLetters.WithLabelValues(reason).Inc()
+	if outcome != outcomeUnknownLaned {
+		v.metrics.deadLetters.WithLabelValues(reason).Inc()
+	}
 	v.metrics.outcomes.WithLabelValues(outcome).Inc()
 	v.ack(ctx, msg, v.log.With().Str("job_id", id).Logger())
 }

@@ -33,6 +33,10 @@ const (
 
 	// ConsumerVerify is the durable pull consumer of the verifier on StreamWebhooks.
 	ConsumerVerify = "verify"
+	// ConsumerVerifyUnknown is the durable pull consumer of the verifier's slow lane on StreamDeadLetter,
+	// filtered to the unknown_job dead letters: webhooks of jobs without a JOBS record that waited there
+	// for the unknown-job budget.
+	ConsumerVerifyUnknown = "verify-unknown"
 
 	// ServiceName is the micro service that accepts submissions.
 	ServiceName = "moderation"

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -349,7 +350,7 @@ func TestNewerContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	var j upstream.Job
-	simtest.WaitFor(t, 10*time.Second, func() error {
+	natstest.WaitFor(t, 10*time.Second, func() error {
 		j, err = c.GetJob(ctx, s.JobID, upstream.ClassVerify)
 		if err == nil && !j.Terminal() {
 			err = errors.New("status " + j.Status)
@@ -542,7 +543,7 @@ func TestRateLimitPausesClient(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { _, err := c.GetJob(ctx, s.JobID, upstream.ClassVerify); done <- err }()
-	simtest.WaitFor(t, 10*time.Second, func() error {
+	natstest.WaitFor(t, 10*time.Second, func() error {
 		if c.Queued() != 1 {
 			return errors.New("call not queued")
 		}

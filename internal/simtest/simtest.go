@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/rs/zerolog"
 
@@ -56,23 +55,6 @@ func Client(tb testing.TB, sim *simulator.Simulator, opts ...func(*upstream.Conf
 // WithBudget sets the client's budget.
 func WithBudget(rpm, burst int) func(*upstream.Config) {
 	return func(c *upstream.Config) { c.RPM, c.Burst = rpm, burst }
-}
-
-// WaitFor retries fn every 10ms until it returns nil, failing the test with fn's last error after
-// timeout.
-func WaitFor(tb testing.TB, timeout time.Duration, fn func() error) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("simtest: condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // Receiver is a webhook receiver on a loopback port that records every POST.

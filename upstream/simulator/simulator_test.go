@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -64,7 +65,7 @@ const urlencoded = "application/x-www-form-urlencoded"
 func waitTerminal(t *testing.T, c *upstream.Client, id string) upstream.Job {
 	t.Helper()
 	var j upstream.Job
-	simtest.WaitFor(t, 10*time.Second, func() error {
+	natstest.WaitFor(t, 10*time.Second, func() error {
 		var err error
 		j, err = c.GetJob(testCtx(t), id, upstream.ClassPoll)
 		if err == nil && !j.Terminal() {
@@ -138,7 +139,7 @@ func TestLifecycleAndShapes(t *testing.T) {
 				t.Fatalf("categories %v", cats.Categories)
 			}
 			var hook simtest.Received
-			simtest.WaitFor(t, 10*time.Second, func() error {
+			natstest.WaitFor(t, 10*time.Second, func() error {
 				for _, r := range rcv.Received() {
 					if strings.Contains(string(r.Body), s.JobID) {
 						hook = r
@@ -178,7 +179,7 @@ func TestPendingAndFailedShapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	simtest.WaitFor(t, 10*time.Second, func() error {
+	natstest.WaitFor(t, 10*time.Second, func() error {
 		j, err := c.GetJob(ctx, s.JobID, upstream.ClassPoll)
 		switch {
 		case err != nil:
@@ -197,7 +198,7 @@ func TestPendingAndFailedShapes(t *testing.T) {
 	if j.Status != upstream.StatusFailed || j.ErrorCode != "VIDEO_TOO_LARGE" || j.IsProhibited != nil || j.CompletedAt == nil {
 		t.Fatalf("failed job %s", j.Raw)
 	}
-	simtest.WaitFor(t, 10*time.Second, func() error {
+	natstest.WaitFor(t, 10*time.Second, func() error {
 		if rcv.Len() != 1 {
 			return errors.New("no webhook")
 		}
@@ -266,7 +267,7 @@ func TestWebhookExactlyOnce(t *testing.T) {
 				}
 				ids[s.JobID] = true
 			}
-			simtest.WaitFor(t, 10*time.Second, func() error {
+			natstest.WaitFor(t, 10*time.Second, func() error {
 				if st := sim.Stats().Webhooks; st.Delivered+st.Failed != n {
 					return fmt.Errorf("stats %+v", st)
 				}
@@ -317,7 +318,7 @@ func TestFaultRatesSeeded(t *testing.T) {
 			}
 			ids[i] = s.JobID
 		}
-		simtest.WaitFor(t, 20*time.Second, func() error {
+		natstest.WaitFor(t, 20*time.Second, func() error {
 			st := sim.Stats().Webhooks
 			if st.Delivered+st.Dropped != n || int64(rcv.Len()) != st.Delivered+st.Duplicated {
 				return fmt.Errorf("stats %+v, received %d", st, rcv.Len())
@@ -434,7 +435,7 @@ func TestRegisteredWebhook(t *testing.T) {
 	ctx := testCtx(t)
 	c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, "")
 	c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, own.URL+"/o")
-	simtest.WaitFor(t, 10*time.Second, func() error {
+	natstest.WaitFor(t, 10*time.Second, func() error {
 		if global.Len() != 1 || own.Len() != 1 {
 			return fmt.Errorf("global %d, own %d", global.Len(), own.Len())
 		}

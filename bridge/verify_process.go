@@ -286,21 +286,19 @@ func (v *Verifier) deadLetter(ctx context.Context, msg jetstream.Msg, id, reason
 		orig = msg.Subject()
 	}
 	dl.Header.Set(bjs.HeaderOriginalSubject, orig)
-	msgID := id
-	if msgID == "" {
-		if meta, err := msg.Metadata(); err == nil {
-			msgID = fmt.Sprintf("%s.%d", meta.Stream, meta.Sequence.Stream)
-		}
-	}
-	if msgID != "" {
-		dl.Header.Set(jetstream.MsgIDHeader, msgID+"."+reason)
+	// The id names the message being dead-lettered (stream and sequence), so a redelivery of it collapses
+	// while a redriven copy (a new WEBHOOKS message) that fails again is stored again.
+	if meta, err := msg.Metadata(); err == nil {
+		dl.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%s.%s.%d", id, reason, meta.Stream, meta.Sequence.Stream))
+	} else if id != "" {
+		dl.Header.Set(jetstream.MsgIDHeader, id+"."+reason)
 	}
 
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*settleTimeout)
 	defer cancel()
 	var err error
 	for try := 0; try < 3; try++ {
-		if _, err = v.cfg.JS.PublishMsg(pctx, dl); err == nil {
+		if _, err = bjs.PublishMsg(pctx, v.cfg.JS, dl); err == nil {
 			break
 		}
 		select {

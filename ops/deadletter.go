@@ -302,8 +302,8 @@ const (
 // again is dead-lettered anew, under a new sequence, and can be redriven again. Whatever is redriven, the
 // verifier skips a job whose JOBS record shows its result out, so a result is never published twice.
 //
-// A dead letter younger than DEADLETTER's duplicate window (2 minutes) that fails verification again is
-// not stored a second time (the verifier's dead-letter id is <job_id>.<reason>), so Delete keeps it.
+// The verifier dead-letters under <job_id>.<reason>.<stream>.<seq>, naming the message it failed on, so a
+// redriven copy (a new WEBHOOKS message) that fails again is stored again, and Delete may drop the old one.
 //
 // Skipped without Force: malformed webhooks (no job id: they would only fail again) and jobs whose
 // result is out.
@@ -317,12 +317,10 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 	}
 	log := cfg.Log.With().Str("component", "redrive").Logger()
 	var stream jetstream.Stream
-	var window time.Duration
 	if cfg.Delete && !cfg.DryRun {
 		if stream, err = cfg.JS.Stream(ctx, bjs.StreamDeadLetter); err != nil {
 			return nil, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
 		}
-		window = stream.CachedInfo().Config.Duplicates
 	}
 	pace := pacer{}
 	if cfg.Rate > 0 {
@@ -369,18 +367,11 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 			log.Info().Uint64("seq", d.Seq).Str("job_id", d.JobID).Str("reason", d.Reason).Str("action", it.Action).Msg("dead letter redriven")
 		}
 		if cfg.Delete && !cfg.DryRun {
-			redriven := it.Action == ActionRedriven || it.Action == ActionDuplicate
-			switch {
-			case resultOut(d.JobState) || (redriven && time.Since(d.Time) > window):
+			if redriven := it.Action == ActionRedriven || it.Action == ActionDuplicate; redriven || resultOut(d.JobState) {
 				if err := stream.DeleteMsg(ctx, d.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 					return items, fmt.Errorf("delete dead letter %d: %w", d.Seq, err)
 				}
 				it.Deleted = true
-			case redriven:
-				// The verifier dead-letters a webhook under <job_id>.<reason>: should the redriven one fail
-				// again within DEADLETTER's duplicate window, that copy would be dropped as a duplicate, so
-				// this one is the only record and stays.
-				it.Why = fmt.Sprintf("kept: younger than DEADLETTER's duplicate window (%v); delete it later", window)
 			}
 		}
 		items = append(items, it)

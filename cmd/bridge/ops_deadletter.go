@@ -54,7 +54,7 @@ func runDeadletter(ctx context.Context, args []string, env map[string]string, st
 		if sub == "redrive" {
 			dryRun = fs.Bool("dry-run", false, "decide and print, publish nothing")
 			force = fs.Bool("force", false, "redrive also dead letters whose job's result is out")
-			del = fs.Bool("delete", false, "delete resolved dead letters (result out, or redriven and older than DEADLETTER's duplicate window)")
+			del = fs.Bool("delete", false, "delete resolved dead letters: result out, or redriven (a repeat failure is dead-lettered anew)")
 			all = fs.Bool("all", false, "redrive every dead letter (needed when no sequence or filter is given)")
 			rate = fs.Float64("rate", 0, "redrives per second (0 = unlimited)")
 		}

@@ -487,3 +487,40 @@ func TestJobsIndexFollowsWatch(t *testing.T) {
 		t.Fatalf("deleted key: %v", err)
 	}
 }
+
+// TestDeadlineCheckRetriesPassingErrors: a finished job whose webhook was lost, and whose GET /job fails
+// when its deadline comes, is delivered by the last check once the upstream answers again, not timed out.
+func TestDeadlineCheckRetriesPassingErrors(t *testing.T) {
+	e := newEnv(t, simulator.Config{DropRate: 1})
+	e.sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 1})
+	id := e.submit("hello", 1500*time.Millisecond)
+	deadline := e.rec(id).Deadline
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if j, ok := e.sim.Job(id); !ok || j.Status != upstream.StatusCompleted {
+			return fmt.Errorf("job %s not completed upstream yet", id)
+		}
+		return nil
+	})
+	rp := e.start("r1", nil)
+	waitLeader(t, 5*time.Second, rp)
+
+	// The first GET /job at or after the deadline fails: the last check has met the outage.
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		for _, c := range e.sim.Calls(simulator.EndpointJob) {
+			if !c.At.Before(deadline) {
+				return nil
+			}
+		}
+		return errors.New("no GET /job at or after the deadline yet")
+	})
+	e.sim.SetFault(simulator.EndpointJob, simulator.Fault{})
+	e.waitResults(10*time.Second, 1, id)
+
+	got := e.resultsOf(id)
+	if len(got) != 1 || got[0].Source != bjs.SourcePoll || got[0].Status != upstream.StatusCompleted {
+		t.Fatalf("results %+v, want one completed result with source poll, not a timeout", got)
+	}
+	if v := metricValue(rp.r.m.timeouts); v != 0 {
+		t.Fatalf("timeouts metric %v, want 0", v)
+	}
+}

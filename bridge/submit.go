@@ -351,6 +351,7 @@ func (s *Submitter) Stop() error {
 		<-done
 	}
 	cancel()
+	s.log.Info().Msg("submit service stopped")
 	return err
 }
 

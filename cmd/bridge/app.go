@@ -150,19 +150,35 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 	return a, nil
 }
 
-// run serves every role until ctx is cancelled or one fails, then shuts down in a fixed order: each role
-// drains its own work (readiness off and the HTTP listener first), then the NATS connection drains, then
-// the embedded server stops.
+// run serves every role until ctx is cancelled or one fails, then shuts down in one fixed order, the
+// order the roles were added in: the HTTP listener first (readiness off, in-flight webhooks answered after
+// their ack), then the verifier's consumers, the submit service and the reconciler, each finishing its
+// in-flight work before the next is stopped; then the NATS connection drains, and last the embedded
+// server stops.
 func (a *app) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	for _, r := range a.roles {
+	stops := make([]context.CancelFunc, len(a.roles))
+	dones := make([]chan struct{}, len(a.roles))
+	for i, r := range a.roles {
+		// Not derived from gctx: the stopper below cancels the roles one by one.
+		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		stops[i], dones[i] = cancel, make(chan struct{})
 		g.Go(func() error {
-			if err := r.run(gctx); err != nil {
+			defer close(dones[i])
+			if err := r.run(rctx); err != nil {
 				return fmt.Errorf("%s: %w", r.name, err)
 			}
 			return nil
 		})
 	}
+	g.Go(func() error {
+		<-gctx.Done() // a signal, or the first role to fail
+		for i := range a.roles {
+			stops[i]()
+			<-dones[i]
+		}
+		return nil
+	})
 	a.log.Info().Strs("roles", a.cfg.Roles).Str("http", a.http.Addr().String()).Msg("bridge running")
 	err := g.Wait()
 	a.nats.close()

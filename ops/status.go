@@ -18,6 +18,9 @@ import (
 	"github.com/evershield/bridge/jobs"
 )
 
+// minBudgetSample is the shortest metrics sample that may flag a saturated upstream budget.
+const minBudgetSample = 10 * time.Second
+
 // StatusConfig configures [Status]. JS is required.
 type StatusConfig struct {
 	JS jetstream.JetStream
@@ -455,8 +458,10 @@ func assess(rep *Report, cfg StatusConfig, attn *attention) {
 		if b.RateLimitedRecent != nil && *b.RateLimitedRecent > 0 {
 			attn.add(2, "bridge %s: %.0f upstream 429s in the last %.0fs", b.URL, *b.RateLimitedRecent, b.SampleSeconds)
 		}
-		if b.BudgetUse != nil && *b.BudgetUse >= 0.9 {
-			attn.add(3, "bridge %s: upstream budget %.0f%% used (%.1f of %d calls/min)", b.URL, *b.BudgetUse*100, *b.CallsPerMinute, b.BudgetRPM)
+		// The budget allows bursts (BRIDGE_API_BURST, 5 s worth by default), so only a sample long enough
+		// to average them out says the budget is saturated.
+		if b.BudgetUse != nil && *b.BudgetUse >= 0.9 && b.SampleSeconds >= minBudgetSample.Seconds() {
+			attn.add(3, "bridge %s: upstream budget %.0f%% used (%.1f of %d calls/min over %.0fs)", b.URL, *b.BudgetUse*100, *b.CallsPerMinute, b.BudgetRPM, b.SampleSeconds)
 		}
 		if b.ReconcileLeader != nil {
 			withReconcile++

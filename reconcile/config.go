@@ -41,7 +41,8 @@ type Config struct {
 	// LateWatch is how long after its deadline a timed-out job is still polled for a late completion
 	// (published once on results.late.<type>). Default 1h; negative disables the late watch.
 	LateWatch time.Duration
-	// Workers bounds the concurrent deadline checks (each may wait for upstream budget). Default 4.
+	// Workers bounds the concurrent deadline checks, and the concurrent fetches of missed jobs in a sweep
+	// (each may wait for upstream budget). Default 4.
 	Workers int
 	// FinalCheckWait bounds how long the last GET /job/{id} at a deadline may wait for budget when the
 	// job was in flight at the last sweep; past it the job times out on what JOBS recorded. Default 5s.

@@ -248,9 +248,15 @@ func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
 		r.m.oldest.Set(0)
 	}
 
+	// Missed jobs are fetched by up to Workers at once: one at a time, a slow upstream (seconds per call)
+	// would let a backlog of missed jobs outgrow the sweeps.
 	done := 0
+	workers := make(chan struct{}, r.cfg.Workers)
+	var wg sync.WaitGroup
 	for i, t := range plan.tasks {
+		workers <- struct{}{} // a free worker first, so Available counts the calls still running
 		if ctx.Err() != nil || r.cfg.API.Available() < 1 {
+			<-workers
 			r.idx.unbusy(plan.tasks[i:])
 			if ctx.Err() == nil {
 				r.log.Info().Int("left", len(plan.tasks)-i).Msg("upstream budget short: leaving missed jobs to the next sweep")
@@ -258,9 +264,13 @@ func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
 			break
 		}
 		calls++
-		r.fetchMissed(ctx, t)
 		done++
+		wg.Go(func() {
+			defer func() { <-workers }()
+			r.fetchMissed(ctx, t)
+		})
 	}
+	wg.Wait()
 	if full {
 		r.m.sweeps.WithLabelValues("ok").Inc()
 	}

@@ -56,6 +56,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8090", "listen address")
 	logFormat := fs.String("log-format", "console", "json or console")
+	retention := fs.Duration("job-retention", time.Hour, "forget finished jobs created longer ago than this (0 keeps every job)")
 	var sf simFlags
 	sf.register(fs, simFlags{rpm: 60, queueDelay: 200 * time.Millisecond, processDelay: 2 * time.Second, grantChat: true})
 	if err := fs.Parse(args); err != nil {
@@ -66,7 +67,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return usageError{err}
 	}
 	cfg := sf.config()
-	cfg.Log = log
+	cfg.Log, cfg.JobRetention = log, *retention
 	sim, err := simulator.New(cfg)
 	if err != nil {
 		return usageError{err}

@@ -118,6 +118,10 @@ type Config struct {
 	WebhookSecret string
 	// HTTP sends webhooks; default a pooled client with WebhookTimeout.
 	HTTP *http.Client
+	// JobRetention, when positive, forgets finished jobs that were created longer ago than that (checked
+	// every 1024 submissions), so a long-running simulator keeps bounded memory; GET /job then answers
+	// 404 for them, as an upstream past its retention would. Zero keeps every job.
+	JobRetention time.Duration
 	// MaxCalls is how many recent calls are kept per endpoint for Calls (default 100000); counts are
 	// always complete.
 	MaxCalls int

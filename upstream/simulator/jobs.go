@@ -89,9 +89,38 @@ func (s *Simulator) create(acct, typ string, media bool, hook, marks string) *jo
 	s.jobs[j.id] = j
 	a := s.accounts[acct]
 	a.jobs = append(a.jobs, j)
+	if c.JobRetention > 0 && s.seq%evictEvery == 0 {
+		s.evictLocked(j.created.Add(-c.JobRetention))
+	}
 	s.mu.Unlock()
 	s.after(c.QueueDelay, func() { s.process(j) })
 	return j
+}
+
+// evictEvery is how many creations pass between two evictions of old jobs.
+const evictEvery = 1024
+
+// evictLocked forgets finished jobs created before cutoff, so a long-running simulator keeps bounded
+// memory; jobs still running (or held) stay. s.mu must be held.
+func (s *Simulator) evictLocked(cutoff time.Time) {
+	for _, a := range s.accounts {
+		old := 0
+		for old < len(a.jobs) && a.jobs[old].created.Before(cutoff) {
+			old++
+		}
+		if old == 0 {
+			continue
+		}
+		kept := make([]*job, 0, len(a.jobs))
+		for _, j := range a.jobs[:old] {
+			if (j.status == statusCompleted || j.status == statusFailed) && !j.held {
+				delete(s.jobs, j.id)
+				continue
+			}
+			kept = append(kept, j)
+		}
+		a.jobs = append(kept, a.jobs[old:]...)
+	}
 }
 
 // after runs f after d (at once for d == 0), unless the simulator is closed by then.

@@ -222,7 +222,13 @@ func (v *Verifier) retry(workCtx context.Context, msg jetstream.Msg, id string, 
 		v.giveBackOne(msg)
 		return
 	}
-	log.Warn().Err(err).Msg(what)
+	// A long upstream outage retries every pending webhook many times: warn on the first attempt and
+	// every tenth, the rest at debug (the metrics count them all).
+	ev := log.Debug()
+	if attempt == 1 || attempt%10 == 0 {
+		ev = log.Warn()
+	}
+	ev.Err(err).Msg(what)
 	// The handler's ctx may be spent (HandlerTimeout); settling gets its own.
 	ctx, cancel := context.WithTimeout(workCtx, settleTimeout)
 	defer cancel()

@@ -267,24 +267,8 @@ func webhookBody(id string, prohibited bool) []byte {
 // streamMsgs returns every message of stream whose subject matches filter ("" = all).
 func (e *env) streamMsgs(stream, filter string) []*jetstream.RawStreamMsg {
 	e.tb.Helper()
-	ctx := testCtx(e.tb, 10*time.Second)
-	st, err := e.js.Stream(ctx, stream)
-	if err != nil {
-		e.tb.Fatalf("stream %s: %v", stream, err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		e.tb.Fatalf("stream %s info: %v", stream, err)
-	}
 	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			e.tb.Fatalf("stream %s seq %d: %v", stream, seq, err)
-		}
+	for _, m := range natstest.StreamMsgs(e.tb, e.js, stream) {
 		if filter == "" || subjectMatches(filter, m.Subject) {
 			out = append(out, m)
 		}

@@ -1,12 +1,10 @@
 package jetstream_test
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/testcert"
+	"github.com/evershield/bridge/internal/testlog"
 	bjs "github.com/evershield/bridge/jetstream"
 )
 
@@ -129,24 +128,6 @@ func TestConnectToSecuredCluster(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer that several connections' callbacks may log to at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestConnectUserPasswordRedacted: a user and password in BRIDGE_NATS_URL authenticate, and a wrong one
 // fails with an error and logs that never show the password.
 func TestConnectUserPasswordRedacted(t *testing.T) {
@@ -154,7 +135,7 @@ func TestConnectUserPasswordRedacted(t *testing.T) {
 	const user, pass = "bridge", "s3cr3t-nats-pass"
 	n := natstest.RunServer(t, natstest.WithOptions(func(o *server.Options) { o.Username, o.Password = user, pass }))
 	hostport := strings.TrimPrefix(n.ClientURL(), "nats://")
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	log := zerolog.New(logs).Level(zerolog.DebugLevel)
 
 	nc, err := bjs.Connect(bjs.ConnConfig{URLs: "nats://" + user + ":" + pass + "@" + hostport, ConnectWait: 5 * time.Second, Log: log})

@@ -3,6 +3,7 @@ package ops
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -80,38 +81,16 @@ func (w *world) webhook(modality, jobID string) uint64 {
 		bjs.HeaderRemoteAddr, "203.0.113.7:4711")
 }
 
-// streamMsgs reads every message of stream (optionally filtered) in order.
+// streamMsgs reads every message of stream (optionally only those on subjects) in order.
 func (w *world) streamMsgs(stream string, subjects ...string) []*jetstream.RawStreamMsg {
 	w.tb.Helper()
-	ctx := testCtx(w.tb, 10*time.Second)
-	s, err := w.js.Stream(ctx, stream)
-	if err != nil {
-		w.tb.Fatalf("stream %s: %v", stream, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		w.tb.Fatal(err)
-	}
 	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue // deleted
-		}
-		if len(subjects) == 0 || subjectIn(m.Subject, subjects) {
+	for _, m := range natstest.StreamMsgs(w.tb, w.js, stream) {
+		if len(subjects) == 0 || slices.Contains(subjects, m.Subject) {
 			out = append(out, m)
 		}
 	}
 	return out
-}
-
-func subjectIn(s string, list []string) bool {
-	for _, l := range list {
-		if s == l {
-			return true
-		}
-	}
-	return false
 }
 
 // withSimulator starts the simulator and a client of it.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
+	"github.com/evershield/bridge/internal/testlog"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -382,7 +383,7 @@ func TestNewerContract(t *testing.T) {
 func TestKeyNeverLogged(t *testing.T) {
 	const key, wrong = "sk_live_SECRET_abc123", "sk_live_WRONG_def456"
 	sim := simtest.Run(t, simulator.Config{Keys: []simulator.Key{{Token: key, Account: "a", Scopes: simulator.DefaultScopes}}})
-	var buf syncBuffer
+	var buf testlog.Buffer
 	ctx := testCtx(t)
 	var errs []error
 	for _, k := range []string{key, wrong} {
@@ -413,26 +414,13 @@ func TestKeyNeverLogged(t *testing.T) {
 			t.Fatalf("key in error: %s", s)
 		}
 	}
-	if buf.Len() == 0 {
+	if buf.String() == "" {
 		t.Fatal("nothing logged")
 	}
 	if s := buf.String(); strings.Contains(s, key) || strings.Contains(s, wrong) {
 		t.Fatalf("key in logs: %s", s)
 	}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-func (s *syncBuffer) Len() int       { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Len() }
 
 func TestConfigValidate(t *testing.T) {
 	tests := []struct {

@@ -4,37 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testlog"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -85,22 +65,12 @@ func TestRunIngestOnlyEmbedded(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"run"}, env, &bytes.Buffer{}, logs) }()
 
 	base := "http://" + httpAddr
-	natstest.WaitFor(t, 20*time.Second, func() error {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz %d", resp.StatusCode)
-		}
-		return nil
-	})
+	waitReady(t, http.DefaultClient, base)
 	id := "0b6f7a52-5c1e-4d0b-8f43-3f1b2f7e9a10"
 	resp, err := http.Post(base+"/webhook/image", "application/json", strings.NewReader(`{"job_id":"`+id+`","status":"completed"}`))
 	if err != nil {

@@ -31,16 +31,17 @@ import (
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/internal/testcert"
+	"github.com/evershield/bridge/internal/testlog"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
 // startRun runs bridge run with env until the test ends and returns its log output and a stop func that
 // returns run's error.
-func startRun(t *testing.T, env map[string]string) (logs *syncBuffer, stop func() error) {
+func startRun(t *testing.T, env map[string]string) (logs *testlog.Buffer, stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs = &syncBuffer{}
+	logs = &testlog.Buffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"run"}, env, &bytes.Buffer{}, logs) }()
 	var once sync.Once
@@ -117,7 +118,7 @@ func TestBadTLSKeyPairStopsStartup(t *testing.T) {
 	err := run(context.Background(), []string{"run"}, map[string]string{
 		"BRIDGE_ROLES": "ingest", "BRIDGE_DATA_DIR": t.TempDir(), "BRIDGE_NATS_LISTEN": freeAddr(t),
 		"BRIDGE_HTTP_ADDR": freeAddr(t), "BRIDGE_TLS_CERT_FILE": certs.ServerCert, "BRIDGE_TLS_KEY_FILE": certs.ClientKey,
-	}, &bytes.Buffer{}, &syncBuffer{})
+	}, &bytes.Buffer{}, &testlog.Buffer{})
 	if err == nil || !strings.HasPrefix(err.Error(), "BRIDGE_TLS_CERT_FILE") {
 		t.Fatalf("run with a mismatched key pair = %v, want a TLS start-up error", err)
 	}

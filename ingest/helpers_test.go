@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -153,30 +152,7 @@ func (hs *harness) post(tb testing.TB, path, body string) response {
 // stored is every message in WEBHOOKS, read by sequence.
 func stored(tb testing.TB, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	tb.Helper()
-	ctx := testCtx(tb)
-	s, err := js.Stream(ctx, bjs.StreamWebhooks)
-	if err != nil {
-		tb.Fatalf("stream %s: %v", bjs.StreamWebhooks, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		tb.Fatalf("stream info: %v", err)
-	}
-	var msgs []*jetstream.RawStreamMsg
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			tb.Fatalf("get msg %d: %v", seq, err)
-		}
-		msgs = append(msgs, m)
-	}
-	return msgs
+	return natstest.StreamMsgs(tb, js, bjs.StreamWebhooks)
 }
 
 // counter is the value of bridge_ingest_webhooks_total{outcome}.

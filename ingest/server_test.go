@@ -111,7 +111,7 @@ func TestServerConfigValidate(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Listen(ServerConfig{Addr: "127.0.0.1:0", Handler: h, TLSCertFile: "missing.pem", TLSKeyFile: "missing.key"}); err == nil {
-		t.Fatal("Listen with a missing key pair succeeded")
+	if _, err := Listen(ServerConfig{Addr: "127.0.0.1:0", Handler: h, TLSCertFile: "missing.pem", TLSKeyFile: "missing.key"}); !errors.Is(err, ErrTLSKeyPair) {
+		t.Fatalf("Listen with a missing key pair = %v, want %v", err, ErrTLSKeyPair)
 	}
 }

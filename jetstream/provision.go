@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
@@ -23,7 +24,7 @@ type ProvisionConfig struct {
 	// old messages being dropped silently. Zero is unlimited.
 	MaxBytes int64
 	// JobsRetention is how long a JOBS record lives after its last update: the long-term idempotency
-	// record. Zero keeps records forever.
+	// record. Zero means 30 days.
 	JobsRetention time.Duration
 	// LeaseTTL is the lifetime of a role lease in BRIDGE_LEASES without renewal.
 	LeaseTTL time.Duration
@@ -190,13 +191,9 @@ func immutableDiff(have, want natsjs.StreamConfig) string {
 }
 
 func union(a, b []string) []string {
-	out := append([]string(nil), a...)
+	out := slices.Clone(a)
 	for _, s := range b {
-		found := false
-		for _, t := range a {
-			found = found || s == t
-		}
-		if !found {
+		if !slices.Contains(a, s) {
 			out = append(out, s)
 		}
 	}

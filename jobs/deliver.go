@@ -25,7 +25,7 @@ const (
 	AlreadyDelivered
 	// PublishedLate: the verified result of a timed-out job went to results.late.<type>.
 	PublishedLate
-	// StillPending: TimeOut found the job before its deadline or not pending; nothing was done.
+	// StillPending: TimeOut found the pending job before its deadline; nothing was done.
 	StillPending
 )
 
@@ -78,9 +78,6 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 // Store is the JOBS store the deliverer writes.
 func (d *Deliverer) Store() *Store { return d.store }
 
-// Deadlines are the deadlines used for jobs first seen here.
-func (d *Deliverer) Deadlines() Deadlines { return d.deadlines }
-
 // Ensure returns the record of job, creating one (origin webhook) when the job was submitted elsewhere.
 func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, error) {
 	rec, _, err := d.store.Get(ctx, job.JobID)
@@ -95,11 +92,15 @@ func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, error
 		JobID: job.JobID, Modality: job.Type, State: StatePending, Origin: OriginWebhook,
 		SubmittedAt: start, Deadline: start.Add(d.deadlines.For(job.Type)),
 	}
-	if _, err := d.store.Create(ctx, rec); err != nil && !errors.Is(err, ErrExists) {
+	_, err = d.store.Create(ctx, rec)
+	if errors.Is(err, ErrExists) {
+		// Someone else created it first: theirs is the record.
+		rec, _, err = d.store.Get(ctx, job.JobID)
+	}
+	if err != nil {
 		return Record{}, err
 	}
-	rec, _, err = d.store.Get(ctx, job.JobID)
-	return rec, err
+	return rec, nil
 }
 
 // Deliver publishes the upstream's verified, terminal answer for a job once: on results.<type> when the
@@ -140,17 +141,17 @@ func (d *Deliverer) Deliver(ctx context.Context, job upstream.Job, source string
 }
 
 // TimeOut publishes the timeout result of a pending job whose deadline has passed: last is the
-// upstream's last answer (nil when there was none). It returns StillPending, without publishing, when the
-// record is not pending or its deadline is still ahead.
+// upstream's last answer (nil when there was none). Without publishing, it returns AlreadyDelivered when
+// the record is no longer pending and StillPending when its deadline is still ahead.
 func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) (Outcome, error) {
 	rec, _, err := d.store.Get(ctx, id)
 	if err != nil {
 		return 0, err
 	}
-	now := d.now().UTC()
 	if rec.State != StatePending {
 		return AlreadyDelivered, nil
 	}
+	now := d.now().UTC()
 	if now.Before(rec.Deadline) {
 		return StillPending, nil
 	}

@@ -3,7 +3,6 @@ package jobs
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -63,25 +62,10 @@ func (w world) overdueJob(t *testing.T, ctx context.Context, typ string) upstrea
 }
 
 // msgsByID returns the RESULTS messages whose Nats-Msg-Id is msgID.
-func (w world) msgsByID(t *testing.T, ctx context.Context, msgID string) []*jetstream.RawStreamMsg {
+func (w world) msgsByID(t *testing.T, msgID string) []*jetstream.RawStreamMsg {
 	t.Helper()
-	st, err := w.js.Stream(ctx, bjs.StreamResults)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range natstest.StreamMsgs(t, w.js, bjs.StreamResults) {
 		if m.Header.Get(jetstream.MsgIDHeader) == msgID {
 			out = append(out, m)
 		}
@@ -131,8 +115,8 @@ func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				primary := w.msgsByID(t, ctx, j.JobID)
-				late := w.msgsByID(t, ctx, j.JobID+bjs.LateSuffix)
+				primary := w.msgsByID(t, j.JobID)
+				late := w.msgsByID(t, j.JobID+bjs.LateSuffix)
 				if len(primary) != 1 || primary[0].Subject != bjs.ResultSubject("prompt") {
 					t.Fatalf("job %s: %d primary results, want 1 on results.prompt", j.JobID, len(primary))
 				}
@@ -197,8 +181,8 @@ func TestTimedOutJobCompletingLaterPublishesLateOnce(t *testing.T) {
 	if out, err := w.d.Deliver(ctx, j, bjs.SourceWebhook, time.Now()); err != nil || out != AlreadyDelivered {
 		t.Fatalf("deliver after late: %v %v, want already_delivered", out, err)
 	}
-	primary := w.msgsByID(t, ctx, j.JobID)
-	lateMsgs := w.msgsByID(t, ctx, j.JobID+bjs.LateSuffix)
+	primary := w.msgsByID(t, j.JobID)
+	lateMsgs := w.msgsByID(t, j.JobID+bjs.LateSuffix)
 	if len(primary) != 1 || primary[0].Header.Get(bjs.HeaderBridgeSource) != bjs.SourceTimeout {
 		t.Fatalf("%d primary results, want the one timeout result", len(primary))
 	}

@@ -84,12 +84,3 @@ func (d Deadlines) For(modality string) time.Duration {
 	}
 	return 5 * time.Minute
 }
-
-// Longest is the longest deadline of any modality.
-func (d Deadlines) Longest() time.Duration {
-	l := d.Default
-	for _, v := range d.ByModality {
-		l = max(l, v)
-	}
-	return l
-}

@@ -70,7 +70,7 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Record) (changed
 			return Record{}, err
 		}
 		_, err = s.kv.Update(ctx, id, b, rev)
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) { // nats.go maps both 10071 (R1) and 10164 (R3) to it
 			if ctx.Err() != nil {
 				return Record{}, ctx.Err()
 			}

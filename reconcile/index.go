@@ -236,8 +236,7 @@ func (x *index) reset() {
 			e.mod.gauge.Dec()
 		}
 	}
-	clear(x.byID)
-	x.byID = make(map[string]*entry) // let the old buckets go
+	x.byID = make(map[string]*entry) // a fresh map lets the old buckets go
 	x.heap = nil
 	x.pending, x.late = 0, 0
 }

@@ -16,8 +16,6 @@ import (
 
 // Tuning that is not worth a Config field.
 const (
-	// inFlightPage is the page size of upstream.API.InFlight, to estimate its calls.
-	inFlightPage = 100
 	// retryDelay is how soon a failed deadline check runs again.
 	retryDelay = 2 * time.Second
 	// busyDelay is how soon a deadline check runs when a sweep GET holds the job.
@@ -238,14 +236,16 @@ func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
 		if inflight == nil {
 			inflight = map[string]struct{}{}
 		}
-		calls = max(1, (len(inflight)+inFlightPage-1)/inFlightPage)
+		calls = max(1, (len(inflight)+upstream.InFlightPage-1)/upstream.InFlightPage)
 	}
 	now := r.cfg.Now()
-	plan := r.mark(inflight, gen, now)
-	if full && plan.oldest > 0 {
-		r.m.oldest.Set(max(0, now.Sub(time.Unix(0, plan.oldest)).Seconds()))
-	} else if full {
-		r.m.oldest.Set(0)
+	plan := r.idx.mark(inflight, gen, now, r.cfg.WebhookGrace)
+	if full {
+		age := 0.0
+		if plan.oldest > 0 {
+			age = max(0, now.Sub(time.Unix(0, plan.oldest)).Seconds())
+		}
+		r.m.oldest.Set(age)
 	}
 
 	// Missed jobs are fetched by up to Workers at once: one at a time, a slow upstream (seconds per call)
@@ -286,10 +286,6 @@ func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, plan.nextCheck)
-}
-
-func (r *Reconciler) mark(inflight map[string]struct{}, gen uint32, now time.Time) sweepPlan {
-	return r.idx.mark(inflight, gen, now, r.cfg.WebhookGrace)
 }
 
 // fetchMissed fetches one job found missing and delivers it when terminal.

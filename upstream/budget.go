@@ -242,13 +242,3 @@ func (b *budget) available() float64 {
 	b.refill(now)
 	return b.tokens
 }
-
-// queued is the number of waiting calls per class (tests and metrics).
-func (b *budget) queued() (n [numClasses]int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for c := range b.queues {
-		n[c] = b.queues[c].Len()
-	}
-	return n
-}

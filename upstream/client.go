@@ -186,7 +186,7 @@ func (c *Client) ListJobs(ctx context.Context, f ListFilter) (JobList, error) {
 	return l, nil
 }
 
-// InFlight returns the ids of every queued or processing job, paging GET /jobs 100 at a time at
+// InFlight returns the ids of every queued or processing job, paging GET /jobs [InFlightPage] at a time at
 // [ClassPoll].
 //
 // Pages after the first are windows of created_at (to = oldest seen + 1 s, offset = jobs of that
@@ -194,7 +194,7 @@ func (c *Client) ListJobs(ctx context.Context, f ListFilter) (JobList, error) {
 // as plain offsets would on a newest-first list. Jobs created meanwhile may be missed (the next sweep
 // sees them); none is reported twice.
 func (c *Client) InFlight(ctx context.Context) (map[string]struct{}, error) {
-	const limit, maxPages = 100, 10_000
+	const limit, maxPages = InFlightPage, 10_000
 	ids := make(map[string]struct{})
 	var seen []time.Time // created_at of the jobs seen, parsed; nil once one is unparseable
 	keyset := true

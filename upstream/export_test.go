@@ -91,3 +91,13 @@ func (c *Client) Queued() int {
 	}
 	return n
 }
+
+// queued is the number of waiting calls per class.
+func (b *budget) queued() (n [numClasses]int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for c := range b.queues {
+		n[c] = b.queues[c].Len()
+	}
+	return n
+}

@@ -87,6 +87,9 @@ type JobList struct {
 	Offset int   `json:"offset"`
 }
 
+// InFlightPage is how many jobs one GET /jobs page of [API.InFlight] asks for.
+const InFlightPage = 100
+
 // API is the budgeted upstream client every role uses. All methods are safe for concurrent use, block
 // while the budget is spent (honouring ctx), and return *Error for any failure the upstream or the
 // transport caused.

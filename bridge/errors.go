@@ -8,6 +8,3 @@ var ErrInvalidConfig = errors.New("bridge: invalid config")
 // ErrMalformedWebhook is returned for a raw webhook whose body has no usable job_id; such a webhook is
 // dead-lettered with reason malformed and never reaches the upstream.
 var ErrMalformedWebhook = errors.New("malformed webhook")
-
-// ErrBadRequest is wrapped by submit and status validation errors; they are answered with code 400.
-var ErrBadRequest = errors.New("bad request")

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
@@ -40,7 +39,7 @@ func (s *Submitter) handleStatus(base context.Context, req micro.Request) {
 		s.reply(req, statusLabel, "invalid", badRequest(`body must be {"job_id": "<uuid>"}`))
 		return
 	}
-	if len(r.JobID) != 36 || uuid.Validate(r.JobID) != nil {
+	if !validJobID(r.JobID) {
 		s.reply(req, statusLabel, "invalid", badRequest("job_id %q is not a UUID", truncate(r.JobID, 64)))
 		return
 	}
@@ -55,8 +54,14 @@ func (s *Submitter) handleStatus(base context.Context, req micro.Request) {
 		return
 	}
 	reply := StatusReply{Job: rec}
-	if reply.Result, err = s.readResult(ctx, rec.ResultSeq); err == nil {
-		reply.LateResult, err = s.readResult(ctx, rec.LateSeq)
+	if rec.ResultSeq != 0 || rec.LateSeq != 0 {
+		// One stream lookup for both reads.
+		var st jetstream.Stream
+		if st, err = s.cfg.JS.Stream(ctx, bjs.StreamResults); err != nil {
+			err = fmt.Errorf("stream %s: %w", bjs.StreamResults, err)
+		} else if reply.Result, err = readResult(ctx, st, rec.ResultSeq); err == nil {
+			reply.LateResult, err = readResult(ctx, st, rec.LateSeq)
+		}
 	}
 	if err != nil {
 		s.log.Error().Err(err).Str("job_id", r.JobID).Msg("job status: read result")
@@ -67,13 +72,9 @@ func (s *Submitter) handleStatus(base context.Context, req micro.Request) {
 }
 
 // readResult returns the RESULTS message at seq, or nil for seq 0 or a message retention removed.
-func (s *Submitter) readResult(ctx context.Context, seq uint64) (json.RawMessage, error) {
+func readResult(ctx context.Context, st jetstream.Stream, seq uint64) (json.RawMessage, error) {
 	if seq == 0 {
 		return nil, nil
-	}
-	st, err := s.cfg.JS.Stream(ctx, bjs.StreamResults)
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", bjs.StreamResults, err)
 	}
 	m, err := st.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -296,30 +296,30 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 
 // ConsumerConfig is the configuration the verifier creates or updates its durable consumer with.
 func (v *Verifier) ConsumerConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:       v.cfg.Consumer,
-		Description:   "bridge verifier: raw webhooks to verify against the upstream",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       v.cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: v.cfg.MaxAckPending,
-		FilterSubject: bjs.SubjectWebhooks + ">",
-	}
+	return v.consumerConfig(v.cfg.Consumer, "bridge verifier: raw webhooks to verify against the upstream",
+		v.cfg.MaxAckPending, bjs.SubjectWebhooks+">")
 }
 
 // UnknownConsumerConfig is the configuration the verifier creates or updates the slow lane's durable
 // consumer with: the unknown_job dead letters, which stay in DEADLETTER once it acks them.
 func (v *Verifier) UnknownConsumerConfig() jetstream.ConsumerConfig {
+	return v.consumerConfig(v.cfg.UnknownConsumer,
+		"bridge verifier slow lane: webhooks of unknown jobs waiting for the unknown-job budget",
+		v.cfg.UnknownMaxAckPending, bjs.DeadLetterSubject(ReasonUnknownJob))
+}
+
+// consumerConfig is what both lanes' consumers share: explicit acks, no MaxDeliver (the verifier counts
+// attempts itself, see [Verifier]) and AckWait.
+func (v *Verifier) consumerConfig(durable, description string, maxAckPending int, filter string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       v.cfg.UnknownConsumer,
-		Description:   "bridge verifier slow lane: webhooks of unknown jobs waiting for the unknown-job budget",
+		Durable:       durable,
+		Description:   description,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       v.cfg.AckWait,
 		MaxDeliver:    -1,
-		MaxAckPending: v.cfg.UnknownMaxAckPending,
-		FilterSubject: bjs.DeadLetterSubject(ReasonUnknownJob),
+		MaxAckPending: maxAckPending,
+		FilterSubject: filter,
 	}
 }
 

@@ -100,17 +100,14 @@ func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *
 			v.giveBackOne(msg)
 			return
 		}
+		if known {
+			v.recordAttempt(ctx, id, nil, err, receivedAt, now, log)
+		}
 		ue, isUpstream := errors.AsType[*upstream.Error](err)
 		if isUpstream && ue.Status == 404 {
 			v.notFound.Add(id)
-			if known {
-				v.recordAttempt(ctx, id, nil, err, receivedAt, now, log)
-			}
 			v.deadLetterNotFound(ctx, msg, id, attempt, log)
 			return
-		}
-		if known {
-			v.recordAttempt(ctx, id, nil, err, receivedAt, now, log)
 		}
 		if isUpstream && !ue.Retryable() {
 			reason := ReasonUpstreamPrefix + strconv.Itoa(ue.Status)
@@ -342,10 +339,16 @@ func parseJobID(body []byte) (string, error) {
 	if err := json.Unmarshal(raw, &id); err != nil {
 		return "", fmt.Errorf("%w: job_id is not a string", ErrMalformedWebhook)
 	}
-	if len(id) != 36 || uuid.Validate(id) != nil {
+	if !validJobID(id) {
 		return "", fmt.Errorf("%w: job_id %q is not a UUID", ErrMalformedWebhook, truncate(id, 64))
 	}
 	return id, nil
+}
+
+// validJobID reports whether id is a job_id as the upstream issues them: a UUID in its 36-character
+// form, which is also a valid KV key and subject token.
+func validJobID(id string) bool {
+	return len(id) == 36 && uuid.Validate(id) == nil
 }
 
 func truncate(s string, n int) string {

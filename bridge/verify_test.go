@@ -48,9 +48,9 @@ func TestSubmitThenWebhookPublishesUpstreamTruth(t *testing.T) {
 	if err := e.sim.CompleteJob(id, simulator.Outcome{Prohibited: true, Reason: "unsafe"}); err != nil {
 		t.Fatal(err)
 	}
-	msgs := e.waitResults(bjs.SubjectResults+">", 1, 15*time.Second)
+	e.waitResults(bjs.SubjectResults+">", 1, 15*time.Second)
 	e.waitSettled(10 * time.Second)
-	msgs = e.streamMsgs(bjs.StreamResults, bjs.SubjectResults+">")
+	msgs := e.streamMsgs(bjs.StreamResults, bjs.SubjectResults+">")
 	if len(msgs) != 1 {
 		t.Fatalf("%d results, want 1", len(msgs))
 	}

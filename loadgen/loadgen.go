@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -27,6 +28,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	bjs "github.com/evershield/bridge/jetstream"
 )
@@ -254,7 +256,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				if cfg.Submit {
 					r.submit(ctx, i)
 				} else {
-					r.webhook(ctx, i)
+					r.webhook(ctx)
 				}
 			}
 		})
@@ -343,7 +345,7 @@ func (r *run) anySent() string {
 	return uuid.NewString()
 }
 
-func (r *run) webhook(ctx context.Context, _ int) {
+func (r *run) webhook(ctx context.Context) {
 	id := r.pick()
 	body := `{"job_id":"` + id + `","type":"` + r.cfg.Modality + `","status":"completed"}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.Target+"/webhook/"+r.cfg.Modality, strings.NewReader(body))
@@ -394,7 +396,7 @@ func (r *run) submit(ctx context.Context, i int) {
 		r.fail("nats " + err.Error())
 		return
 	}
-	if code := msg.Header.Get("Nats-Service-Error-Code"); code != "" {
+	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
 		r.fail("submit " + code)
 		return
 	}
@@ -571,13 +573,7 @@ func (r *Report) Print(w io.Writer) {
 	if len(r.Errors) == 0 {
 		fmt.Fprintln(w, "  errors        none")
 	} else {
-		classes := slices.Sorted(func(yield func(string) bool) {
-			for k := range r.Errors {
-				if !yield(k) {
-					return
-				}
-			}
-		})
+		classes := slices.Sorted(maps.Keys(r.Errors))
 		parts := make([]string, 0, len(classes))
 		for _, k := range classes {
 			parts = append(parts, fmt.Sprintf("%s: %d", k, r.Errors[k]))

@@ -12,10 +12,6 @@ import (
 	bjs "github.com/evershield/bridge/jetstream"
 )
 
-// HeaderIdempotencyKey is the submit request header that makes a submission idempotent (the submit
-// service's own name for it).
-const HeaderIdempotencyKey = "Idempotency-Key"
-
 // SubmitReply is the submit service's answer.
 type SubmitReply struct {
 	JobID  string `json:"job_id"`
@@ -32,7 +28,7 @@ func Submit(ctx context.Context, nc *nats.Conn, modality string, fields map[stri
 	m := nats.NewMsg(bjs.SubjectSubmit + modality)
 	m.Data = body
 	if idempotencyKey != "" {
-		m.Header.Set(HeaderIdempotencyKey, idempotencyKey)
+		m.Header.Set(bjs.HeaderIdempotencyKey, idempotencyKey)
 	}
 	raw, err := request(ctx, nc, m)
 	if err != nil {

@@ -126,15 +126,6 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 	return out, nil
 }
 
-// GetDeadLetter returns the dead letter at seq, or ErrNotFound.
-func GetDeadLetter(ctx context.Context, js jetstream.JetStream, seq uint64) (DeadLetter, error) {
-	out, err := ListDeadLetters(ctx, js, DeadLetterFilter{Seqs: []uint64{seq}})
-	if err != nil {
-		return DeadLetter{}, err
-	}
-	return out[0], nil
-}
-
 func getDeadLetter(ctx context.Context, s jetstream.Stream, seq uint64) (DeadLetter, error) {
 	m, err := s.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -79,10 +79,10 @@ func TestRedriveOfNowVerifiableDeadLetterPublishesOnce(t *testing.T) {
 	if ex.JobID != id || ex.Attempts != 2 || ex.OriginalSubject != "webhooks.image" || ex.JobState != "" {
 		t.Fatalf("exhausted dead letter: %+v", ex)
 	}
-	if got, err := GetDeadLetter(ctx, w.js, ex.Seq); err != nil || got.JobID != id {
+	if got, err := ListDeadLetters(ctx, w.js, DeadLetterFilter{Seqs: []uint64{ex.Seq}}); err != nil || len(got) != 1 || got[0].JobID != id {
 		t.Fatalf("show %d: %+v %v", ex.Seq, got, err)
 	}
-	if _, err := GetDeadLetter(ctx, w.js, 999); !errors.Is(err, ErrNotFound) {
+	if _, err := ListDeadLetters(ctx, w.js, DeadLetterFilter{Seqs: []uint64{999}}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("show 999: %v", err)
 	}
 

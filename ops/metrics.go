@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -45,16 +46,11 @@ type BridgeStatus struct {
 // scrapeBridges scrapes every configured bridge, concurrently.
 func scrapeBridges(ctx context.Context, cfg StatusConfig) []BridgeStatus {
 	out := make([]BridgeStatus, len(cfg.MetricsURLs))
-	done := make(chan struct{})
+	var wg sync.WaitGroup
 	for i, u := range cfg.MetricsURLs {
-		go func() {
-			out[i] = scrapeBridge(ctx, cfg, u)
-			done <- struct{}{}
-		}()
+		wg.Go(func() { out[i] = scrapeBridge(ctx, cfg, u) })
 	}
-	for range cfg.MetricsURLs {
-		<-done
-	}
+	wg.Wait()
 	return out
 }
 
@@ -87,19 +83,19 @@ func scrapeBridge(ctx context.Context, cfg StatusConfig, u string) BridgeStatus 
 	secs := time.Since(t0).Seconds()
 	fill(&b, second)
 	b.SampleSeconds = secs
-	calls := (sum(second, "bridge_upstream_calls_total", nil) - sum(first, "bridge_upstream_calls_total", nil)) / secs * 60
-	limited := sum(second, "bridge_upstream_rate_limited_total", nil) - sum(first, "bridge_upstream_rate_limited_total", nil)
+	calls := (sum(second, "bridge_upstream_calls_total") - sum(first, "bridge_upstream_calls_total")) / secs * 60
+	limited := sum(second, "bridge_upstream_rate_limited_total") - sum(first, "bridge_upstream_rate_limited_total")
 	use := calls / float64(cfg.RPM)
 	b.CallsPerMinute, b.RateLimitedRecent, b.BudgetUse = &calls, &limited, &use
 	return b
 }
 
 func fill(b *BridgeStatus, fams map[string]*dto.MetricFamily) {
-	b.UpstreamCalls = byLabel(fams, "bridge_upstream_calls_total", "endpoint")
-	b.RateLimited = sum(fams, "bridge_upstream_rate_limited_total", nil)
-	b.Verify = byLabel(fams, "bridge_verify_outcomes_total", "outcome")
-	b.DeadLetters = byLabel(fams, "bridge_deadletter_total", "reason")
-	b.Webhooks = byLabel(fams, "bridge_ingest_webhooks_total", "outcome")
+	b.UpstreamCalls = ByLabel(fams, "bridge_upstream_calls_total", "endpoint")
+	b.RateLimited = sum(fams, "bridge_upstream_rate_limited_total")
+	b.Verify = ByLabel(fams, "bridge_verify_outcomes_total", "outcome")
+	b.DeadLetters = ByLabel(fams, "bridge_deadletter_total", "reason")
+	b.Webhooks = ByLabel(fams, "bridge_ingest_webhooks_total", "outcome")
 	b.BudgetWait = map[string]float64{}
 	if f := fams["bridge_upstream_budget_wait_seconds"]; f != nil {
 		for _, m := range f.GetMetric() {
@@ -109,7 +105,7 @@ func fill(b *BridgeStatus, fams map[string]*dto.MetricFamily) {
 		}
 	}
 	if f := fams["bridge_reconcile_is_leader"]; f != nil {
-		v := sum(fams, "bridge_reconcile_is_leader", nil) > 0
+		v := sum(fams, "bridge_reconcile_is_leader") > 0
 		b.ReconcileLeader = &v
 	}
 }
@@ -156,27 +152,20 @@ func readyz(ctx context.Context, c *http.Client, metricsURL string) (bool, error
 	return resp.StatusCode == http.StatusOK, nil
 }
 
-// sum adds the values of a counter or gauge family whose labels include want.
-func sum(fams map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	f := fams[name]
-	if f == nil {
-		return 0
-	}
+// sum adds the values of a counter or gauge family.
+func sum(fams map[string]*dto.MetricFamily, name string) float64 {
 	var s float64
-	for _, m := range f.GetMetric() {
-		ok := true
-		for k, v := range want {
-			ok = ok && label(m, k) == v
-		}
-		if ok {
+	if f := fams[name]; f != nil {
+		for _, m := range f.GetMetric() {
 			s += value(m)
 		}
 	}
 	return s
 }
 
-// byLabel sums a family by one label.
-func byLabel(fams map[string]*dto.MetricFamily, name, key string) map[string]float64 {
+// ByLabel sums a counter or gauge family by one label; fams are metric families by name, from a scrape
+// of /metrics or a registry's Gather.
+func ByLabel(fams map[string]*dto.MetricFamily, name, key string) map[string]float64 {
 	out := map[string]float64{}
 	if f := fams[name]; f != nil {
 		for _, m := range f.GetMetric() {

@@ -669,11 +669,11 @@ func retryable(err error) bool {
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	if apiErr, ok := errors.AsType[*jetstream.APIError](err); ok {
-		// 10158: the same Nats-Msg-Id is being replicated; 503-class: no leader right now.
-		return apiErr.ErrorCode == 10158 || apiErr.Code == 503
+	if bjs.IsDuplicateInProcess(err) {
+		return true // the same Nats-Msg-Id is being replicated
 	}
-	return false
+	apiErr, ok := errors.AsType[*jetstream.APIError](err)
+	return ok && apiErr.Code == 503 // no leader right now
 }
 
 // jobIDOf returns the top-level "job_id" of a webhook body, else the job id at the head of msgID.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,11 +12,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 	"golang.org/x/sync/errgroup"
 
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/loadgen"
+	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -174,15 +173,9 @@ func createJobs(ctx context.Context, nc *nats.Conn, n, conc int) ([]string, erro
 		g.Go(func() error {
 			sctx, cancel := context.WithTimeout(gctx, 30*time.Second)
 			defer cancel()
-			msg, err := nc.RequestWithContext(sctx, bjs.SubjectSubmit+"prompt", []byte(`{"prompt":"bridge bench"}`))
+			rep, _, err := ops.Submit(sctx, nc, "prompt", map[string]string{"prompt": "bridge bench"}, "")
 			if err != nil {
 				return fmt.Errorf("submit job %d: %w", i, err)
-			}
-			var rep struct {
-				JobID string `json:"job_id"`
-			}
-			if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" || json.Unmarshal(msg.Data, &rep) != nil || rep.JobID == "" {
-				return fmt.Errorf("submit job %d: error %s %s: %.200s", i, code, msg.Header.Get(micro.ErrorHeader), msg.Data)
 			}
 			ids[i] = rep.JobID
 			return nil

@@ -271,8 +271,13 @@ func envKeys() map[string]string {
 	t := reflect.TypeFor[Config]()
 	keys := make(map[string]string, t.NumField())
 	for f := range t.Fields() {
-		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		keys[f.Name] = envPrefix + name
+		keys[f.Name] = envKey(f)
 	}
 	return keys
+}
+
+// envKey is the environment variable of a Config field.
+func envKey(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+	return envPrefix + name
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"reflect"
-	"strings"
 )
 
 // writeConfigTable prints the configuration table of README.md from the Config struct, so docs and
@@ -13,11 +12,10 @@ func writeConfigTable(w io.Writer) {
 	fmt.Fprintln(w, "| variable | meaning | default |")
 	fmt.Fprintln(w, "| --- | --- | --- |")
 	for f := range reflect.TypeFor[Config]().Fields() {
-		key := envPrefix + strings.Split(f.Tag.Get("env"), ",")[0]
 		def := f.Tag.Get("envDefault")
 		if def != "" {
 			def = "`" + def + "`"
 		}
-		fmt.Fprintf(w, "| `%s` | %s | %s |\n", key, f.Tag.Get("help"), def)
+		fmt.Fprintf(w, "| `%s` | %s | %s |\n", envKey(f), f.Tag.Get("help"), def)
 	}
 }

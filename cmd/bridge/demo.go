@@ -15,6 +15,7 @@ import (
 	"time"
 
 	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
@@ -117,22 +118,29 @@ wait:
 	}
 	elapsed := time.Since(start)
 
-	gather := func(name string, labels ...string) float64 { return metricSum(a.reg, name, labels...) }
+	mfs, _ := a.reg.Gather()
+	fams := make(map[string]*dto.MetricFamily, len(mfs))
+	for _, mf := range mfs {
+		fams[mf.GetName()] = mf
+	}
+	webhooks := ops.ByLabel(fams, "bridge_ingest_webhooks_total", "outcome")
+	deadLetters := ops.ByLabel(fams, "bridge_deadletter_total", "reason")
 	lost, doubled, mismatched := tally.check(submitted, sim)
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(stdout, "\nafter %.1fs:\n", elapsed.Seconds())
 	row := func(name string, v any, note string) { fmt.Fprintf(w, "%s\t%v\t  %s\n", name, v, note) }
 	row("submitted", len(submitted), fmt.Sprintf("over moderate.* (%d refused by the upstream)", submitErrs))
-	row("webhooks received", int(gather("bridge_ingest_webhooks_total", "outcome", "accepted")+gather("bridge_ingest_webhooks_total", "outcome", "duplicate")), "answered 2xx after the JetStream ack")
-	row("duplicates collapsed", int(gather("bridge_ingest_webhooks_total", "outcome", "duplicate")), "Nats-Msg-Id = job_id")
-	row("forgeries rejected", int(gather("bridge_deadletter_total", "reason", "not_found")), fmt.Sprintf("of %d with unknown ids, kept in DEADLETTER", d.forged-forgeErrs))
+	row("webhooks received", int(webhooks["accepted"]+webhooks["duplicate"]), "answered 2xx after the JetStream ack")
+	row("duplicates collapsed", int(webhooks["duplicate"]), "Nats-Msg-Id = job_id")
+	row("forgeries rejected", int(deadLetters["not_found"]), fmt.Sprintf("of %d with unknown ids, kept in DEADLETTER", d.forged-forgeErrs))
 	row("forged verdicts", d.forgedVerdicts, "published with the upstream's verdict instead")
 	row("recovered by polling", tally.bySource(bjs.SourcePoll), "webhook dropped or late")
 	st := sim.Stats()
 	row("timed out", tally.bySource(bjs.SourceTimeout), fmt.Sprintf("BRIDGE_TIMEOUT after the deadline (%d never finished upstream)", st.Jobs["queued"]+st.Jobs["processing"]))
 	row("late results", tally.lateCount(), "finished upstream after the bridge timed them out; once on results.late.<type>")
 	row("results delivered", tally.delivered(), "one per job on results.<type>")
-	row("upstream calls", sumCalls(sim), fmt.Sprintf("%.2f per job", float64(sumCalls(sim))/float64(max(1, len(submitted)))))
+	calls := upstreamCalls(st)
+	row("upstream calls", calls, fmt.Sprintf("%.2f per job", float64(calls)/float64(max(1, len(submitted)))))
 	row("verdict mismatches", mismatched, "results that differ from the upstream's truth")
 	row("lost", lost, "")
 	row("doubled", doubled, "")
@@ -175,22 +183,17 @@ func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) (
 	for i := range d.jobs {
 		g.Go(func() error {
 			m := modalities[i%len(modalities)]
-			var body string
+			value := fmt.Sprintf("demo prompt number %d", i)
 			switch m {
 			case "image":
-				body = fmt.Sprintf(`{"image_url":"https://example.com/img/%d.png"}`, i)
+				value = fmt.Sprintf("https://example.com/img/%d.png", i)
 			case "video":
-				body = fmt.Sprintf(`{"video_url":"https://example.com/vid/%d.mp4"}`, i)
-			default:
-				body = fmt.Sprintf(`{"prompt":"demo prompt number %d"}`, i)
+				value = fmt.Sprintf("https://example.com/vid/%d.mp4", i)
 			}
 			rctx, cancel := context.WithTimeout(gctx, 30*time.Second)
 			defer cancel()
-			msg, err := nc.RequestWithContext(rctx, bjs.SubjectSubmit+m, []byte(body))
-			var rep struct {
-				JobID string `json:"job_id"`
-			}
-			if err != nil || msg.Header.Get("Nats-Service-Error-Code") != "" || json.Unmarshal(msg.Data, &rep) != nil || rep.JobID == "" {
+			rep, _, err := ops.Submit(rctx, nc, m, map[string]string{defaultFields[m]: value}, "")
+			if err != nil {
 				refused.Add(1)
 				return nil
 			}
@@ -342,42 +345,13 @@ func sameVerdict(a, b *bool) bool {
 	return *a == *b
 }
 
-func sumCalls(sim *simulator.Simulator) int {
+// upstreamCalls is the number of upstream API calls the simulator answered (health checks aside).
+func upstreamCalls(st simulator.Stats) int {
 	n := 0
-	for ep, c := range sim.Stats().Calls {
+	for ep, c := range st.Calls {
 		if ep != simulator.EndpointHealth {
 			n += c
 		}
 	}
 	return n
-}
-
-// metricSum adds up the values of a counter or gauge family, optionally only where label = value.
-func metricSum(g interface {
-	Gather() ([]*dto.MetricFamily, error)
-}, name string, labelValue ...string) float64 {
-	mfs, err := g.Gather()
-	if err != nil {
-		return 0
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labelValue); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					found = found || (lp.GetName() == labelValue[i] && lp.GetValue() == labelValue[i+1])
-				}
-				if !found {
-					continue metrics
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
 }

@@ -72,25 +72,18 @@ func runSubmitClient(ctx context.Context, args []string, env map[string]string, 
 	if *wait && *key == "" {
 		*key = uuid.NewString() // a retry after a lost reply must not submit twice
 	}
-	nc, _, _, err := opsConnect(ctx, env)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	rctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	rep, raw, err := ops.Submit(rctx, nc, modality, fields, *key)
-	if err != nil {
-		return fmt.Errorf("bridge submit %s: %w", modality, err)
-	}
-	if !*wait {
+	return withClient(ctx, env, *timeout, func(ctx context.Context, nc *nats.Conn) error {
+		rep, raw, err := ops.Submit(ctx, nc, modality, fields, *key)
+		if err != nil {
+			return fmt.Errorf("bridge submit %s: %w", modality, err)
+		}
+		if *wait {
+			if raw, err = waitResult(ctx, nc, rep.JobID); err != nil {
+				return fmt.Errorf("bridge submit: job %s: %w", rep.JobID, err)
+			}
+		}
 		return printRaw(stdout, raw)
-	}
-	status, err := waitResult(rctx, nc, rep.JobID)
-	if err != nil {
-		return fmt.Errorf("bridge submit: job %s: %w", rep.JobID, err)
-	}
-	return printRaw(stdout, status)
+	})
 }
 
 const jobSynopsis = `bridge job <job_id> [-wait] [-timeout D]
@@ -113,23 +106,29 @@ func runJobClient(ctx context.Context, args []string, env map[string]string, std
 	if _, err := uuid.Parse(pos[0]); err != nil {
 		return usageError{fmt.Errorf("bridge job: %q is not a job id (UUID)", pos[0])}
 	}
+	get := ops.JobStatus
+	if *wait {
+		get = waitResult
+	}
+	return withClient(ctx, env, *timeout, func(ctx context.Context, nc *nats.Conn) error {
+		raw, err := get(ctx, nc, pos[0])
+		if err != nil {
+			return fmt.Errorf("bridge job %s: %w", pos[0], err)
+		}
+		return printRaw(stdout, raw)
+	})
+}
+
+// withClient runs f, the work of bridge submit or bridge job, with a connection and within timeout.
+func withClient(ctx context.Context, env map[string]string, timeout time.Duration, f func(context.Context, *nats.Conn) error) error {
 	nc, _, _, err := opsConnect(ctx, env)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	rctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var raw json.RawMessage
-	if *wait {
-		raw, err = waitResult(rctx, nc, pos[0])
-	} else {
-		raw, err = ops.JobStatus(rctx, nc, pos[0])
-	}
-	if err != nil {
-		return fmt.Errorf("bridge job %s: %w", pos[0], err)
-	}
-	return printRaw(stdout, raw)
+	return f(ctx, nc)
 }
 
 // waitResult polls jobs.status until the job has a result or ctx ends.

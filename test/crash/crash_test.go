@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/internal/natstest"
@@ -246,8 +247,8 @@ func TestStreamFullRefusesWithoutHalfWrites(t *testing.T) {
 
 	// Nothing half-written: WEBHOOKS holds each accepted webhook once and no refused one.
 	stored := map[string]int{}
-	for _, m := range streamMsgs(t, r.js, bjs.StreamWebhooks) {
-		stored[m.Headers().Get("Nats-Msg-Id")]++
+	for _, m := range natstest.StreamMsgs(t, r.js, bjs.StreamWebhooks) {
+		stored[m.Header.Get(jetstream.MsgIDHeader)]++
 	}
 	for id := range accepted {
 		if stored[id] != 1 {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,6 +25,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/internal/natstest"
@@ -452,7 +452,7 @@ func (r *rig) op(i int) {
 func (r *rig) submitViaBridge(modality, field, value string) string {
 	body, _ := json.Marshal(map[string]string{field: value})
 	msg, err := r.nc.Request(bjs.SubjectSubmit+modality, body, 15*time.Second)
-	if err != nil || msg.Header.Get("Nats-Service-Error-Code") != "" {
+	if err != nil || msg.Header.Get(micro.ErrorCodeHeader) != "" {
 		return ""
 	}
 	var rep struct {
@@ -601,51 +601,6 @@ func (r *rig) jobRecords(ctx context.Context) (map[string]jobs.Record, error) {
 	}
 }
 
-// streamMsgs reads every message of a stream, in order, with a fresh ordered consumer.
-func streamMsgs(tb testing.TB, js jetstream.JetStream, stream string) []jetstream.Msg {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		tb.Fatalf("stream %s: %v", stream, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		tb.Fatalf("stream %s info: %v", stream, err)
-	}
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		tb.Fatalf("stream %s consumer: %v", stream, err)
-	}
-	var out []jetstream.Msg
-	for {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			tb.Fatalf("stream %s fetch: %v", stream, err)
-		}
-		for m := range batch.Messages() {
-			out = append(out, m)
-			md, err := m.Metadata()
-			if err != nil {
-				tb.Fatal(err)
-			}
-			if md.Sequence.Stream >= info.State.LastSeq {
-				return out
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			tb.Fatalf("stream %s fetch: %v", stream, err)
-		}
-		if ctx.Err() != nil {
-			tb.Fatalf("stream %s: read %d messages, last seq %d not reached", stream, len(out), info.State.LastSeq)
-		}
-	}
-}
-
 // verdict is what checkExactlyOnce found.
 type verdict struct {
 	owed, results, late int
@@ -658,22 +613,22 @@ func (r *rig) checkExactlyOnce() verdict {
 	r.t.Helper()
 	primary, late := map[string]int{}, map[string]int{}
 	v := verdict{bySource: map[string]int{}}
-	for _, m := range streamMsgs(r.t, r.js, bjs.StreamResults) {
+	for _, m := range natstest.StreamMsgs(r.t, r.js, bjs.StreamResults) {
 		var body struct {
 			JobID string `json:"job_id"`
 		}
-		if err := json.Unmarshal(m.Data(), &body); err != nil || body.JobID == "" {
-			r.t.Errorf("result on %s without a job_id: %.200s", m.Subject(), m.Data())
+		if err := json.Unmarshal(m.Data, &body); err != nil || body.JobID == "" {
+			r.t.Errorf("result on %s without a job_id: %.200s", m.Subject, m.Data)
 			continue
 		}
-		if strings.HasPrefix(m.Subject(), bjs.SubjectLateResults) {
+		if strings.HasPrefix(m.Subject, bjs.SubjectLateResults) {
 			late[body.JobID]++
 			v.late++
 			continue
 		}
 		primary[body.JobID]++
 		v.results++
-		v.bySource[m.Headers().Get(bjs.HeaderBridgeSource)]++
+		v.bySource[m.Header.Get(bjs.HeaderBridgeSource)]++
 	}
 	must := r.led.mustIDs()
 	v.owed = len(must)

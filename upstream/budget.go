@@ -3,10 +3,13 @@ package upstream
 import (
 	"container/list"
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/evershield/bridge/internal/clock"
 )
 
 // Back-off tuning for 429 answers.
@@ -18,19 +21,6 @@ const (
 	recoverFactor = 1.0 / 8          // each success restores 1/8 of the full rate
 )
 
-// clock is the budget's time source; tests replace it with a manual clock.
-type clock interface {
-	Now() time.Time
-	AfterFunc(d time.Duration, f func()) stopper
-}
-
-type stopper interface{ Stop() bool }
-
-type realClock struct{ now func() time.Time }
-
-func (c realClock) Now() time.Time                            { return c.now() }
-func (realClock) AfterFunc(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
-
 // waiter is one call queued for a token.
 type waiter struct {
 	class   Class
@@ -39,11 +29,11 @@ type waiter struct {
 	granted bool
 }
 
-// budget is a token bucket with strict-priority FIFO queues and a 429 pause. Tokens are granted by
+// budget is the process-local [Limiter]: a token bucket with strict-priority FIFO queues and a 429 pause. Tokens are granted by
 // dispatch, which runs whenever the state changes and on one timer armed for the next possible grant,
 // so no waiter polls.
 type budget struct {
-	clock     clock
+	clock     clock.Clock
 	unlimited bool
 	rate      float64 // tokens per second at full speed
 	burst     float64
@@ -56,13 +46,61 @@ type budget struct {
 	strikes     int // consecutive 429s, for the own back-off
 	queues      [numClasses]list.List
 	waiting     int
-	timer       stopper
+	timer       clock.Timer
 	timerGen    uint64
 	wakeAt      time.Time
 	onGrant     func(Class, time.Time) // test hook, called under mu
+	// submitWait bounds a submission's wait before it is refused as busy; 0 means no bound.
+	submitWait time.Duration
 }
 
-func newBudget(rpm, burst int, c clock) *budget {
+var _ Limiter = (*budget)(nil)
+
+// Wait implements [Limiter]: wait, but a submission only up to submitWait, then a *BusyError.
+func (b *budget) Wait(ctx context.Context, class Class) error {
+	if class != ClassSubmit || b.submitWait <= 0 || b.unlimited {
+		return b.wait(ctx, class)
+	}
+	wctx, cancel := context.WithTimeout(ctx, b.submitWait)
+	defer cancel()
+	err := b.wait(wctx, class)
+	if err != nil && ctx.Err() == nil {
+		b.mu.Lock()
+		behind := float64(b.waiting+1) - b.tokens
+		rate := b.rate * b.factor
+		pause := max(0, b.pausedUntil.Sub(b.clock.Now()))
+		b.mu.Unlock()
+		return &BusyError{
+			RetryAfter: pause + time.Duration(max(1, behind)/rate*float64(time.Second)),
+			Reason:     fmt.Sprintf("no upstream request free for a submission within %v", b.submitWait),
+		}
+	}
+	return err
+}
+
+// RateLimited implements [Limiter].
+func (b *budget) RateLimited(hint time.Duration) time.Duration { return b.rateLimited(hint) }
+
+// Succeeded implements [Limiter].
+func (b *budget) Succeeded() { b.succeeded() }
+
+// Available implements [Limiter].
+func (b *budget) Available() float64 { return b.available() }
+
+// Capacity implements [Limiter]: what is spendable now plus the refill over d at the current rate.
+func (b *budget) Capacity(d time.Duration) float64 {
+	if b.unlimited {
+		return math.Inf(1)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.clock.Now()
+	b.refill(now)
+	run := d - max(0, b.pausedUntil.Sub(now))
+	return max(0, b.tokens) + max(0, run.Seconds())*b.rate*b.factor
+}
+
+func newBudget(rpm, burst int, c clock.Clock) *budget {
 	b := &budget{clock: c, unlimited: rpm < 0, factor: 1}
 	if !b.unlimited {
 		b.rate = float64(rpm) / 60
@@ -87,7 +125,7 @@ func (b *budget) wait(ctx context.Context, class Class) error {
 	if b.unlimited {
 		return nil
 	}
-	class = min(max(class, ClassSubmit), ClassPoll)
+	class = min(max(class, 0), numClasses-1)
 	b.mu.Lock()
 	now := b.clock.Now()
 	b.refill(now)

@@ -79,9 +79,10 @@ func TestBudgetNeverExceedsRatePlusBurst(t *testing.T) {
 	}
 }
 
-// TestBudgetServesSubmitFirst queues polls, then a verify, then a submit, and checks the order of
-// service when one token comes per second: submit, verify, then the polls FIFO.
-func TestBudgetServesSubmitFirst(t *testing.T) {
+// TestBudgetFinishesBeforeItStarts queues a submit, then polls, then a verify, and checks the order of
+// service when one token comes per second: accepted work first (verify, then the polls FIFO), the new
+// submission last.
+func TestBudgetFinishesBeforeItStarts(t *testing.T) {
 	clk := NewFakeClock(t0)
 	b := newBudget(60, 1, clk)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -101,13 +102,13 @@ func TestBudgetServesSubmitFirst(t *testing.T) {
 		}()
 		waitUntil(t, name+" queued", func() bool { return total(b.queued()) == before+1 })
 	}
+	enqueue("submit", ClassSubmit)
 	enqueue("poll1", ClassPoll)
 	enqueue("poll2", ClassPoll)
 	enqueue("poll3", ClassPoll)
 	enqueue("verify", ClassVerify)
-	enqueue("submit", ClassSubmit)
 
-	for _, want := range []string{"submit", "verify", "poll1", "poll2", "poll3"} {
+	for _, want := range []string{"verify", "poll1", "poll2", "poll3", "submit"} {
 		clk.Advance(time.Second)
 		select {
 		case got := <-done:

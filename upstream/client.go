@@ -25,11 +25,11 @@ const maxBody = 8 << 20
 
 // Client is the budgeted upstream client; it implements [API]. It is safe for concurrent use.
 type Client struct {
-	cfg    Config
-	auth   string // "Bearer <key>", only ever put in the Authorization header
-	budget *budget
-	m      *metrics
-	log    zerolog.Logger
+	cfg     Config
+	auth    string // "Bearer <key>", only ever put in the Authorization header
+	limiter Limiter
+	m       *metrics
+	log     zerolog.Logger
 }
 
 var _ API = (*Client)(nil)
@@ -40,18 +40,27 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	lim := cfg.Limiter
+	if lim == nil {
+		b := newBudget(cfg.RPM, cfg.Burst, cfg.clock)
+		b.submitWait = cfg.SubmitWait
+		lim = b
+	}
 	return &Client{
-		cfg:    cfg,
-		auth:   "Bearer " + cfg.APIKey,
-		budget: newBudget(cfg.RPM, cfg.Burst, cfg.clock),
-		m:      newMetrics(cfg.Metrics),
-		log:    cfg.Log.With().Str("component", "upstream").Logger(),
+		cfg:     cfg,
+		auth:    "Bearer " + cfg.APIKey,
+		limiter: lim,
+		m:       newMetrics(cfg.Metrics),
+		log:     cfg.Log.With().Str("component", "upstream").Logger(),
 	}, nil
 }
 
 // Available is the number of requests the budget could spend right now without waiting: 0 during a
 // 429 pause, +Inf with [NoLimit].
-func (c *Client) Available() float64 { return c.budget.available() }
+func (c *Client) Available() float64 { return c.limiter.Available() }
+
+// Capacity is the number of requests the budget can spend over the next d at its current rate.
+func (c *Client) Capacity(d time.Duration) float64 { return c.limiter.Capacity(d) }
 
 // Submit posts fields as multipart/form-data to POST /moderate/{modality} at [ClassSubmit], plus
 // webhook_url when webhookURL is non-empty (it then replaces a webhook_url in fields). The modality is
@@ -59,7 +68,9 @@ func (c *Client) Available() float64 { return c.budget.available() }
 //
 // On 503 SUBMISSION_STATUS_UNKNOWN carrying a job_id it returns both Submission{JobID, StatusUnknown:
 // true} and an *Error matching [ErrStatusUnknown]: the job may exist, so poll it before resubmitting.
-// Any other failure returns a zero Submission and an *Error (or a ctx error while waiting for budget).
+// When the budget has no request free for a submission soon (Config.SubmitWait), it returns a
+// *[BusyError] without calling the upstream. Any other failure returns a zero Submission and an *Error
+// (or a ctx error while waiting for budget).
 func (c *Client) Submit(ctx context.Context, modality string, fields map[string]string, webhookURL string) (Submission, error) {
 	if modality == "" || strings.ContainsAny(modality, "/?#") {
 		return Submission{}, fmt.Errorf("%w: modality %q", ErrInvalidArgument, modality)
@@ -239,7 +250,11 @@ func (c *Client) InFlight(ctx context.Context) (map[string]struct{}, error) {
 // ctx that ends while waiting for budget.
 func (c *Client) do(ctx context.Context, class Class, ep, method, path string, body io.Reader, ctype string, decode func([]byte) error) error {
 	waitStart := time.Now()
-	if err := c.budget.wait(ctx, class); err != nil {
+	if err := c.limiter.Wait(ctx, class); err != nil {
+		if errors.Is(err, ErrBusy) {
+			c.m.busy.Inc()
+			return err
+		}
 		return fmt.Errorf("upstream: %s: wait for budget: %w", ep, err)
 	}
 	c.m.wait.WithLabelValues(class.String()).Observe(time.Since(waitStart).Seconds())
@@ -253,13 +268,13 @@ func (c *Client) do(ctx context.Context, class Class, ep, method, path string, b
 	case status == http.StatusTooManyRequests:
 		c.m.rateLimited.Inc()
 		ue = httpError(ep, status, hdr, res)
-		ue.RetryAfter = c.budget.rateLimited(retryHint(hdr, time.Now()))
+		ue.RetryAfter = c.limiter.RateLimited(retryHint(hdr, time.Now()))
 		c.log.Warn().Str("endpoint", ep).Dur("pause", ue.RetryAfter).Msg("upstream rate limit: pausing all calls")
 	case status < 200 || status > 299:
-		c.budget.succeeded() // any answer but 429 means the rate is acceptable
+		c.limiter.Succeeded() // any answer but 429 means the rate is acceptable
 		ue = httpError(ep, status, hdr, res)
 	default:
-		c.budget.succeeded()
+		c.limiter.Succeeded()
 		if err := decode(res); err != nil {
 			ue = &Error{Status: status, Code: CodeBadResponse, Endpoint: ep, Err: err}
 		}

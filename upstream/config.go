@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/internal/clock"
 )
 
 // NoLimit as Config.RPM disables the budget entirely: no rate, no queue and no pause on 429. It is for
@@ -26,6 +28,12 @@ type Config struct {
 	// Burst is how many requests the budget may spend at once. Default 5 seconds' worth of RPM (RPM/12),
 	// at least 1.
 	Burst int
+	// Limiter is the request budget; nil gives the client its own process-local token bucket of RPM and
+	// Burst. Bridge processes pass the account-wide budget they share through NATS (package budget).
+	Limiter Limiter
+	// SubmitWait is the longest a submission waits for the local budget before it is refused with a
+	// *BusyError; default DefaultSubmitWait. (A Limiter given in Limiter has its own.)
+	SubmitWait time.Duration
 	// Timeout bounds each HTTP exchange (not the wait for budget). Default 10s.
 	Timeout time.Duration
 	// HTTP is the client used for requests. Default: a client with keep-alive pooling sized for the
@@ -40,7 +48,7 @@ type Config struct {
 	Now func() time.Time
 
 	// clock replaces Now and the timers in tests (see export_test.go).
-	clock clock
+	clock clock.Clock
 }
 
 func (c *Config) setDefaults() {
@@ -49,6 +57,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Burst == 0 && c.RPM > 0 {
 		c.Burst = max(1, c.RPM/12)
+	}
+	if c.SubmitWait == 0 {
+		c.SubmitWait = DefaultSubmitWait
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
@@ -63,7 +74,7 @@ func (c *Config) setDefaults() {
 		c.Now = time.Now
 	}
 	if c.clock == nil {
-		c.clock = realClock{now: c.Now}
+		c.clock = clock.Real{NowFunc: c.Now}
 	}
 	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
 }

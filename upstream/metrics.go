@@ -12,6 +12,7 @@ type metrics struct {
 	latency     *prometheus.HistogramVec // endpoint
 	wait        *prometheus.HistogramVec // class
 	rateLimited prometheus.Counter
+	busy        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -34,12 +35,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "bridge_upstream_rate_limited_total",
 			Help: "429 answers from the upstream.",
 		}),
+		busy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bridge_upstream_busy_total",
+			Help: "Submissions the budget refused before any call (BUSY): the account's requests were owed to accepted work.",
+		}),
 	}
 	if reg != nil {
 		m.calls = register(reg, m.calls)
 		m.latency = register(reg, m.latency)
 		m.wait = register(reg, m.wait)
 		m.rateLimited = register(reg, m.rateLimited)
+		m.busy = register(reg, m.busy)
 	}
 	return m
 }

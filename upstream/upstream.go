@@ -7,15 +7,16 @@ import (
 	"time"
 )
 
-// Class is a budget priority class. Lower values are served first: a waiting submission is always served
-// before a waiting verification, and a verification before a poll.
+// Class is a budget priority class. Lower values are served first, so work already accepted is finished
+// before new work starts: a waiting verification is served before a waiting poll, and a poll before a
+// submission.
 type Class int
 
 // Budget classes, highest priority first.
 const (
-	ClassSubmit Class = iota
-	ClassVerify
+	ClassVerify Class = iota
 	ClassPoll
+	ClassSubmit
 	numClasses
 )
 
@@ -95,7 +96,8 @@ const InFlightPage = 100
 // transport caused.
 type API interface {
 	// Submit posts fields as multipart/form-data to POST /moderate/{modality}, with webhook_url set when
-	// non-empty, at ClassSubmit. It is never retried once the request may have reached the upstream.
+	// non-empty, at ClassSubmit. It is never retried once the request may have reached the upstream. When
+	// the budget has no request for it soon, it returns a *BusyError (ErrBusy) without calling.
 	Submit(ctx context.Context, modality string, fields map[string]string, webhookURL string) (Submission, error)
 	// GetJob fetches GET /job/{id} at the given class.
 	GetJob(ctx context.Context, id string, class Class) (Job, error)
@@ -106,4 +108,6 @@ type API interface {
 	InFlight(ctx context.Context) (map[string]struct{}, error)
 	// Available is the number of requests the budget could spend right now without waiting.
 	Available() float64
+	// Capacity is the number of requests the budget can spend over the next d at its current rate.
+	Capacity(d time.Duration) float64
 }

@@ -1,0 +1,111 @@
+// Package clock is the time source of the upstream budgets: the real clock, and a manual one for tests
+// in which time moves only when the test says so.
+package clock
+
+import (
+	"sync"
+	"time"
+)
+
+// Clock tells the time and runs functions later.
+type Clock interface {
+	Now() time.Time
+	// AfterFunc runs f once, on its own goroutine, when d has passed.
+	AfterFunc(d time.Duration, f func()) Timer
+}
+
+// Timer is a pending AfterFunc.
+type Timer interface {
+	// Stop prevents the call if it has not run yet, and reports whether it did.
+	Stop() bool
+}
+
+// Real is the wall clock; Now may be replaced (nil means time.Now). Its timers always run on real time.
+type Real struct{ NowFunc func() time.Time }
+
+// Now returns the time.
+func (c Real) Now() time.Time {
+	if c.NowFunc != nil {
+		return c.NowFunc()
+	}
+	return time.Now()
+}
+
+// AfterFunc is time.AfterFunc.
+func (Real) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+
+// Fake is a manual clock: time moves only with Advance, which runs the timers that fall due in order,
+// each at its own instant. It is safe for concurrent use.
+type Fake struct {
+	mu     sync.Mutex // mu guards now and timers
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	c    *Fake
+	at   time.Time
+	f    func()
+	done bool // fired or stopped
+}
+
+// NewFake returns a manual clock standing at t.
+func NewFake(t time.Time) *Fake { return &Fake{now: t} }
+
+// Now returns the clock's time.
+func (c *Fake) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// AfterFunc runs f when the clock is advanced to now+d or past it.
+func (c *Fake) AfterFunc(d time.Duration, f func()) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+// Stop implements Timer.
+func (t *fakeTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := !t.done
+	t.done = true
+	return was
+}
+
+// Advance moves the clock by d, firing every timer that falls due, earliest first, synchronously.
+func (c *Fake) Advance(d time.Duration) {
+	c.mu.Lock()
+	target := c.now.Add(d)
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		var next *fakeTimer
+		live := c.timers[:0]
+		for _, t := range c.timers {
+			if t.done {
+				continue
+			}
+			live = append(live, t)
+			if !t.at.After(target) && (next == nil || t.at.Before(next.at)) {
+				next = t
+			}
+		}
+		c.timers = live
+		if next == nil {
+			c.now = target
+			c.mu.Unlock()
+			return
+		}
+		next.done = true
+		if next.at.After(c.now) {
+			c.now = next.at
+		}
+		c.mu.Unlock()
+		next.f()
+	}
+}

@@ -1,0 +1,59 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Limiter decides when an upstream call may be made. The [Client] asks it before every call and tells it
+// of every answer, so one Limiter is the whole request budget of the clients that share it: the
+// process-local token bucket by default, or the account-wide budget that all bridge processes share
+// through NATS (package budget). Implementations are safe for concurrent use.
+type Limiter interface {
+	// Wait blocks until a call of class may be made, or ctx ends (then it returns ctx's error). Accepted
+	// work goes first: a waiting verification before a waiting poll before a waiting submission. A
+	// submission is never made to wait long: when no call can be granted to it soon, Wait returns a
+	// *BusyError at once.
+	Wait(ctx context.Context, class Class) error
+	// RateLimited reports a 429. hint is the wait the upstream asked for (0 = none). Every holder of the
+	// budget pauses; the pause applied is returned.
+	RateLimited(hint time.Duration) time.Duration
+	// Succeeded reports an answer that was not a 429.
+	Succeeded()
+	// Available is the number of calls that could start now without waiting; +Inf when unlimited.
+	Available() float64
+	// Capacity is the number of calls the budget can grant over the next d at its current rate,
+	// counting what it could grant now; +Inf when unlimited.
+	Capacity(d time.Duration) float64
+}
+
+// ErrBusy is matched by a *BusyError: the budget cannot take a new submission now.
+var ErrBusy = errors.New("upstream: budget busy")
+
+// BusyError is a submission refused by the budget before any call: the account's request budget is
+// spent on work already accepted. RetryAfter is when a retry is likely to be granted.
+type BusyError struct {
+	RetryAfter time.Duration
+	// Reason says what is short, for people: e.g. "no request free for a submission within 1s".
+	Reason string
+}
+
+// Error implements error.
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("upstream: budget busy: %s; retry after %v", e.Reason, e.RetryAfter.Round(time.Second))
+}
+
+// Is makes errors.Is(err, ErrBusy) true.
+func (e *BusyError) Is(target error) bool { return target == ErrBusy }
+
+// RetryAfterSeconds is RetryAfter in whole seconds, rounded up, at least 1: the Retry-After header value.
+func (e *BusyError) RetryAfterSeconds() int {
+	return max(1, int(math.Ceil(e.RetryAfter.Seconds())))
+}
+
+// DefaultSubmitWait is how long a submission may wait for a request of the budget before it is refused
+// as busy.
+const DefaultSubmitWait = time.Second

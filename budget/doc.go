@@ -1,0 +1,57 @@
+// Package budget is the account-wide upstream request budget that every bridge process on the same
+// NATS shares.
+//
+// The upstream allows about 60 requests a minute per account, whatever the number of processes that use
+// the key. [Shared] is an [upstream.Limiter] that keeps that limit for all of them together: over any
+// window W their calls add up to at most Burst + RPM×W/1min (so RPM+Burst over a minute and RPM/6+Burst
+// over ten seconds), for any number of processes.
+//
+// # Design: one token bucket in a KV key, leased in small batches
+//
+// The bucket (level, the time of that level, a 429 pause and the slowdown after it) is one JSON value in
+// the KV bucket BRIDGE_BUDGET, under a key per budget ("account"; the unknown-job budget has its own).
+// A process that has calls waiting takes tokens from it with one compare-and-set (KV update at the
+// revision it last saw): as many as it has callers waiting for, plus, when the rate is high enough to
+// make it worthwhile, a few more for the next calls, so a busy process makes one NATS round trip per
+// batch, not per call. Every process watches the key, so it knows the level without asking, and a
+// conflict costs one retry against the fresh value. Leased tokens are valid for LeaseTTL (at most 1s);
+// unused ones lapse and are never given back, which keeps the arithmetic simple and safe: a call in a
+// window used a token leased at most LeaseTTL before it, so the bucket's capacity is Burst minus
+// RPM×LeaseTTL, and the window bound above holds however the leases fall.
+//
+// Why this and not the alternatives:
+//   - A fixed share per process (RPM/N) wastes an idle process's share and breaks when processes come
+//     and go; here there are no shares at all: a busy process takes what an idle one leaves at once,
+//     and a process that dies holds at most a second's lapsing lease.
+//   - A leader that hands out tokens over request-reply needs an election and stalls for its failover;
+//     the KV key has no owner, and its replicas (BRIDGE_REPLICAS) survive node loss like JOBS does.
+//   - Asking per call would add a NATS round trip to every upstream call; batches amortise it when the
+//     rate is high, and when the rate is low (a token a second) one round trip per call is nothing next
+//     to the second the call costs.
+//
+// # Priority across processes: finish before you start
+//
+// Within a process, waiting calls are served verification first, then polls, then submissions. Across
+// processes the bucket keeps a reserve (half its capacity): a submission may lease only when the level
+// is above it, while verifications and polls may take every token. So whenever accepted work is
+// waiting anywhere, it drains the bucket as tokens come and new submissions find it below the reserve
+// and are refused at once with a *upstream.BusyError (BUSY, with a Retry-After); when no accepted work
+// waits, the level rises past the reserve and submissions use the whole rate.
+//
+// # 429, clocks, and NATS trouble
+//
+// A 429 seen by any process pauses the whole bucket (the upstream's Retry-After, else an own back-off
+// with jitter) and halves its rate; every process sees the pause through its watch and drops the tokens
+// it holds. The rate recovers by doubling every RecoverEvery without a 429.
+//
+// Times in the value are the writers' clocks, and the time of the level only ever moves forward, so a
+// process whose clock runs behind earns nothing until it catches up, and one whose clock runs ahead
+// adds its lead once (at most skew × rate) to the burst, not per lease. Keep processes on NTP.
+//
+// When NATS cannot be reached, no lease can be taken and no upstream call is made: the budget is never
+// exceeded, and nothing is lost, because the work waits durably in JetStream (which is unreachable too).
+// Calls resume within a lease round trip of NATS coming back.
+//
+// All processes must be configured with the same RPM and Burst; the value records the RPM of its last
+// writer, and a process that finds another one logs a warning.
+package budget

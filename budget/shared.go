@@ -1,0 +1,541 @@
+package budget
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/internal/clock"
+	"github.com/evershield/bridge/upstream"
+)
+
+// Keys of BRIDGE_BUDGET.
+const (
+	// KeyAccount is the account's request budget (BRIDGE_API_RPM).
+	KeyAccount = "account"
+	// KeyUnknown is the budget of webhooks of jobs without a record (BRIDGE_UNKNOWN_JOB_RPM).
+	KeyUnknown = "unknown"
+	// ProcPrefix prefixes each process's usage report: proc.<instance>.
+	ProcPrefix = "proc."
+)
+
+// Config configures a [Shared] budget. KV, RPM and Instance are required.
+type Config struct {
+	// KV is the BRIDGE_BUDGET bucket.
+	KV jetstream.KeyValue
+	// Key is the budget's key in KV; default KeyAccount.
+	Key string
+	// RPM is the limit per minute shared by every process, and Burst how many calls may go at once
+	// (default five seconds' worth). Every process must be given the same.
+	RPM   int
+	Burst int
+	// Instance names this process in its usage report; unique among processes.
+	Instance string
+	// SubmitWait is the longest a submission waits for a token before it is refused as busy; default
+	// upstream.DefaultSubmitWait.
+	SubmitWait time.Duration
+	// ReportEvery is the period of this process's usage report; default 2s.
+	ReportEvery time.Duration
+	// Log receives lease trouble and pauses, tagged component=budget.
+	Log zerolog.Logger
+	// Metrics registers the bridge_budget_* collectors, labelled with the budget's key; nil registers none.
+	Metrics prometheus.Registerer
+	// Clock is the time source; default the wall clock. Tests use a manual one.
+	Clock clock.Clock
+}
+
+func (c *Config) setDefaults() {
+	if c.Key == "" {
+		c.Key = KeyAccount
+	}
+	if c.SubmitWait == 0 {
+		c.SubmitWait = upstream.DefaultSubmitWait
+	}
+	if c.ReportEvery == 0 {
+		c.ReportEvery = 2 * time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
+}
+
+// Validate reports the first invalid field, after defaults are applied.
+func (c *Config) Validate() error {
+	switch {
+	case c.KV == nil:
+		return errors.New("budget: KV: required")
+	case c.RPM < 1:
+		return fmt.Errorf("budget: RPM %d: must be at least 1", c.RPM)
+	case c.Burst < 0:
+		return fmt.Errorf("budget: Burst %d: must not be negative", c.Burst)
+	case c.Instance == "":
+		return errors.New("budget: Instance: required")
+	case c.SubmitWait < 0:
+		return fmt.Errorf("budget: SubmitWait %v: must not be negative", c.SubmitWait)
+	}
+	return nil
+}
+
+// pools: tokens leased for accepted work (verify, poll) serve only those; tokens leased at the
+// submission threshold serve anyone.
+const (
+	poolAccepted = iota
+	poolAny
+)
+
+// batch is leased tokens not yet used, and when they lapse.
+type batch struct {
+	n     int
+	until time.Time
+}
+
+// waiter is one call waiting for a token.
+type waiter struct {
+	class    upstream.Class
+	deadline time.Time // submissions only: refused as busy past it
+	ready    chan error
+	elem     *list.Element
+	done     bool // settled: granted or refused
+}
+
+// Shared is the account-wide budget: an [upstream.Limiter] backed by one token bucket in KV that every
+// process on the same NATS leases from; see the package doc. Start it before use and Stop it after the
+// last call. It is safe for concurrent use.
+type Shared struct {
+	cfg Config
+	p   Params
+	clk clock.Clock
+	log zerolog.Logger
+	m   *metrics
+
+	kick chan struct{}
+
+	mu         sync.Mutex // mu guards the fields below
+	state      State
+	rev        uint64 // revision of state; 0 while the key is not read
+	pools      [2][]batch
+	queues     [3]list.List // by upstream.Class
+	waiting    int
+	pausedTill time.Time     // this process's view of the pause, ahead of the stored one
+	pauseHint  time.Duration // a pause to store; 0 = none
+	timer      clock.Timer
+	wakeAt     time.Time
+	leased     uint64 // tokens this process leased
+	refused    uint64 // submissions refused as busy
+	stopped    bool
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+}
+
+var _ upstream.Limiter = (*Shared)(nil)
+
+// New checks cfg. Start makes the budget usable.
+func New(cfg Config) (*Shared, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Metrics, cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	return &Shared{
+		cfg:  cfg,
+		p:    NewParams(cfg.RPM, cfg.Burst),
+		clk:  cfg.Clock,
+		log:  cfg.Log.With().Str("component", "budget").Str("budget", cfg.Key).Logger(),
+		m:    m,
+		kick: make(chan struct{}, 1),
+	}, nil
+}
+
+// Params are the budget's arithmetic.
+func (s *Shared) Params() Params { return s.p }
+
+// Start reads (or creates) the shared bucket, then watches it and serves waiting calls until Stop. It
+// fails when the bucket cannot be read: start-up needs NATS.
+func (s *Shared) Start(ctx context.Context) error {
+	if err := s.load(ctx); err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.mu.Lock()
+	s.cancel = cancel
+	s.mu.Unlock()
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.watch(rctx) }()
+	go func() { defer s.wg.Done(); s.loop(rctx) }()
+	go func() { defer s.wg.Done(); s.report(rctx) }()
+	s.log.Info().Int("rpm", s.p.RPM).Int("burst", s.p.Burst).Float64("capacity", s.p.Capacity).
+		Float64("reserve", s.p.Reserve).Dur("lease_ttl", s.p.LeaseTTL).Msg("shared upstream budget started")
+	return nil
+}
+
+// Stop ends the budget: waiting calls get an error, and this process's usage report is removed. It is
+// idempotent.
+func (s *Shared) Stop() {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.stopped = true
+	cancel := s.cancel
+	s.failAll(errors.New("budget: stopped"))
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	s.wg.Wait()
+	ctx, done := context.WithTimeout(context.Background(), 2*time.Second)
+	defer done()
+	_ = s.cfg.KV.Delete(ctx, ProcPrefix+s.cfg.Instance)
+}
+
+// Wait implements [upstream.Limiter].
+func (s *Shared) Wait(ctx context.Context, class upstream.Class) error {
+	class = min(max(class, upstream.ClassVerify), upstream.ClassSubmit)
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return errors.New("budget: stopped")
+	}
+	now := s.clk.Now()
+	if s.waiting == 0 && s.take(now, class) {
+		s.mu.Unlock()
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	w := &waiter{class: class, ready: make(chan error, 1)}
+	if class == upstream.ClassSubmit {
+		w.deadline = now.Add(s.cfg.SubmitWait)
+	}
+	w.elem = s.queues[class].PushBack(w)
+	s.waiting++
+	s.m.waiting.WithLabelValues(class.String()).Inc()
+	s.mu.Unlock()
+	s.poke()
+
+	select {
+	case err := <-w.ready:
+		return err
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !w.done {
+		s.dequeue(w)
+		return ctx.Err()
+	}
+	if err := <-w.ready; err != nil {
+		return err
+	}
+	// Granted as ctx ended: the token goes back to the pool it can serve, for the next caller.
+	s.give(now, w.class)
+	s.poke()
+	return ctx.Err()
+}
+
+// RateLimited implements [upstream.Limiter]: this process stops at once, and the pause is stored in the
+// shared bucket so every process stops.
+func (s *Shared) RateLimited(hint time.Duration) time.Duration {
+	s.mu.Lock()
+	now := s.clk.Now()
+	_, d := s.state.Pause(s.p, now, hint)
+	if until := now.Add(d); until.After(s.pausedTill) {
+		s.pausedTill = until
+	}
+	s.pauseHint = max(s.pauseHint, d)
+	s.pools = [2][]batch{}
+	s.mu.Unlock()
+	s.log.Warn().Dur("pause", d).Msg("upstream rate limit: pausing every process")
+	s.poke()
+	return d
+}
+
+// Succeeded implements [upstream.Limiter]; the rate recovers with time, not per answer.
+func (s *Shared) Succeeded() {}
+
+// Available implements [upstream.Limiter]: tokens held plus what the shared bucket could give now.
+func (s *Shared) Available() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clk.Now()
+	n := float64(s.held(now, poolAccepted) + s.held(now, poolAny))
+	if now.Before(s.pausedTill) || s.rev == 0 {
+		return n
+	}
+	return n + math.Floor(max(0, s.state.Refilled(s.p, now).Level))
+}
+
+// Capacity implements [upstream.Limiter].
+func (s *Shared) Capacity(d time.Duration) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clk.Now()
+	st := s.state
+	if now.Before(s.pausedTill) && now.UnixNano() >= st.PausedUntil {
+		st.PausedUntil = s.pausedTill.UnixNano()
+	}
+	return float64(s.held(now, poolAccepted)+s.held(now, poolAny)) + st.Capacity(s.p, now, d)
+}
+
+// Snapshot is the shared bucket as this process last saw it, refilled to now.
+func (s *Shared) Snapshot() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state.Refilled(s.p, s.clk.Now())
+}
+
+func (s *Shared) poke() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// take spends a held token for class, if one is there. Called with mu held.
+func (s *Shared) take(now time.Time, class upstream.Class) bool {
+	if now.Before(s.pausedTill) {
+		return false
+	}
+	pools := []int{poolAny}
+	if class != upstream.ClassSubmit {
+		pools = []int{poolAccepted, poolAny}
+	}
+	for _, p := range pools {
+		if s.held(now, p) > 0 {
+			s.pools[p][0].n--
+			if s.pools[p][0].n == 0 {
+				s.pools[p] = s.pools[p][1:]
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// give returns a token granted to a caller that left. Called with mu held.
+func (s *Shared) give(now time.Time, class upstream.Class) {
+	p := poolAccepted
+	if class == upstream.ClassSubmit {
+		p = poolAny
+	}
+	s.pools[p] = append([]batch{{n: 1, until: now.Add(s.p.LeaseTTL)}}, s.pools[p]...)
+}
+
+// held is the number of unlapsed tokens in pool p; lapsed batches are dropped. Called with mu held.
+func (s *Shared) held(now time.Time, p int) int {
+	live := s.pools[p][:0]
+	n := 0
+	for _, b := range s.pools[p] {
+		if b.n > 0 && !now.After(b.until) {
+			live = append(live, b)
+			n += b.n
+		}
+	}
+	s.pools[p] = live
+	return n
+}
+
+func (s *Shared) dequeue(w *waiter) {
+	s.queues[w.class].Remove(w.elem)
+	s.waiting--
+	s.m.waiting.WithLabelValues(w.class.String()).Dec()
+}
+
+// settle ends w's wait with err (nil = granted). Called with mu held.
+func (s *Shared) settle(w *waiter, err error) {
+	s.dequeue(w)
+	w.done = true
+	w.ready <- err
+}
+
+func (s *Shared) failAll(err error) {
+	for c := range s.queues {
+		for e := s.queues[c].Front(); e != nil; e = s.queues[c].Front() {
+			s.settle(e.Value.(*waiter), err)
+		}
+	}
+}
+
+// serve hands held tokens to waiters, best class first, FIFO within a class. Called with mu held.
+func (s *Shared) serve(now time.Time) {
+	for c := range s.queues {
+		for e := s.queues[c].Front(); e != nil; e = s.queues[c].Front() {
+			if !s.take(now, upstream.Class(c)) {
+				break
+			}
+			s.settle(e.Value.(*waiter), nil)
+		}
+	}
+}
+
+// loop serves waiting calls: from held tokens, else by leasing from the shared bucket, else by arming a
+// timer for when the bucket will have tokens again.
+func (s *Shared) loop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		s.step(ctx)
+	}
+}
+
+// step does one round of loop.
+func (s *Shared) step(ctx context.Context) {
+	s.mu.Lock()
+	now := s.clk.Now()
+	if hint := s.pauseHint; hint > 0 {
+		s.pauseHint = 0
+		s.mu.Unlock()
+		if err := s.storePause(ctx, hint); err != nil {
+			s.mu.Lock()
+			s.pauseHint = max(s.pauseHint, hint)
+			s.mu.Unlock()
+			s.after(ctx, 200*time.Millisecond)
+			return
+		}
+		s.poke()
+		return
+	}
+	s.serve(now)
+	if s.waiting == 0 {
+		s.mu.Unlock()
+		return
+	}
+	if now.Before(s.pausedTill) {
+		s.refuseLate(now, s.pausedTill.Sub(now))
+		s.arm(now, s.pausedTill.Sub(now))
+		s.mu.Unlock()
+		return
+	}
+	class, want := upstream.ClassSubmit, s.queues[upstream.ClassSubmit].Len()
+	if n := s.queues[upstream.ClassVerify].Len() + s.queues[upstream.ClassPoll].Len(); n > 0 {
+		class, want = upstream.ClassVerify, n+s.prefetch()
+	}
+	st, rev := s.state, s.rev
+	next, n := st.Lease(s.p, now, class, want)
+	if n == 0 {
+		wait := st.Wait(s.p, now, class, 1)
+		s.refuseLate(now, wait)
+		s.arm(now, wait)
+		s.mu.Unlock()
+		return
+	}
+	next.RPM, next.Writer = s.p.RPM, s.cfg.Instance
+	s.mu.Unlock()
+
+	newRev, err := s.store(ctx, next, rev)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.m.leases.WithLabelValues("granted").Inc()
+		s.m.tokens.Add(float64(n))
+		s.leased += uint64(n)
+		if newRev > s.rev {
+			s.state, s.rev = next, newRev
+		}
+		pool := poolAccepted
+		if class == upstream.ClassSubmit {
+			pool = poolAny
+		}
+		s.pools[pool] = append(s.pools[pool], batch{n: n, until: now.Add(s.p.LeaseTTL)})
+		s.serve(now)
+		s.poke()
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		// Another process leased first: decide again on its value (the watch brings it; read it now to
+		// not wait for the watch).
+		s.m.leases.WithLabelValues("conflict").Inc()
+		s.mu.Unlock()
+		lerr := s.load(ctx)
+		s.mu.Lock()
+		if lerr != nil {
+			s.arm(now, 200*time.Millisecond)
+			return
+		}
+		s.poke()
+	default:
+		s.m.leases.WithLabelValues("error").Inc()
+		if ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("lease from the shared budget failed; no upstream call until it works")
+		}
+		s.refuseLate(now, time.Second)
+		s.arm(now, 250*time.Millisecond)
+	}
+}
+
+// prefetch is how many tokens a lease for accepted work takes beyond the callers waiting, so that the
+// next calls need no round trip: half of what the rate gives over a lease's life, when that is at least
+// one token.
+func (s *Shared) prefetch() int {
+	return int(s.p.Rate * s.p.LeaseTTL.Seconds() / 2)
+}
+
+// refuseLate refuses, as busy, the waiting submissions whose deadline comes before the budget could
+// serve them: the earliest token is wait away, and every caller ahead needs one too. Called with mu held.
+func (s *Shared) refuseLate(now time.Time, wait time.Duration) {
+	q := &s.queues[upstream.ClassSubmit]
+	if q.Len() == 0 {
+		return
+	}
+	ahead := s.queues[upstream.ClassVerify].Len() + s.queues[upstream.ClassPoll].Len()
+	rate := s.state.rate(s.p, now.UnixNano())
+	var next *list.Element
+	for e := q.Front(); e != nil; e = next {
+		next = e.Next()
+		w := e.Value.(*waiter)
+		due := wait + time.Duration(float64(ahead)/rate*float64(time.Second))
+		if now.Add(due).After(w.deadline) {
+			s.refused++
+			s.settle(w, &upstream.BusyError{
+				RetryAfter: max(due, time.Second),
+				Reason: fmt.Sprintf("the account's upstream requests (%d/min) are owed to accepted work for the next %v",
+					s.p.RPM, due.Round(100*time.Millisecond)),
+			})
+			continue
+		}
+		ahead++
+	}
+}
+
+// arm makes sure step runs again no later than now+d. Called with mu held.
+func (s *Shared) arm(now time.Time, d time.Duration) {
+	d = max(d, time.Millisecond)
+	if q := s.queues[upstream.ClassSubmit].Front(); q != nil {
+		d = min(d, max(time.Millisecond, q.Value.(*waiter).deadline.Sub(now)))
+	}
+	at := now.Add(d)
+	if s.timer != nil && !at.Before(s.wakeAt) && s.wakeAt.After(now) {
+		return
+	}
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.wakeAt = at
+	s.timer = s.clk.AfterFunc(d, s.poke)
+}
+
+// after pokes the loop after d, outside mu.
+func (s *Shared) after(_ context.Context, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.arm(s.clk.Now(), d)
+}

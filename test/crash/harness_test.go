@@ -227,6 +227,8 @@ type rig struct {
 	hc      *http.Client
 	led     *ledger
 	tally   *tally
+	// env is the child's BRIDGE_* environment, for more processes of the same deployment.
+	env map[string]string
 }
 
 func newRig(t *testing.T, rc rigConfig) *rig {
@@ -255,6 +257,7 @@ func newRig(t *testing.T, rc rigConfig) *rig {
 		"BRIDGE_DUPLICATE_WINDOW": "6m", "BRIDGE_RETENTION": "1h",
 	}
 	maps.Copy(env, rc.env)
+	r.env = env
 	r.child = newChild(t, env)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 32

@@ -1,0 +1,222 @@
+package crash_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+// The budget scenarios run the issue's one-minute tests ten times faster: an account of 600 requests a
+// minute instead of 60, prompt deadlines of 6 s instead of 60 s, a poll interval of 500 ms instead of 5 s.
+const (
+	budgetRPM   = 600
+	budgetBurst = budgetRPM / 12 // the default, five seconds' worth
+)
+
+func budgetRig(t *testing.T) *rig {
+	sim := simulator.Config{Seed: 11, RPM: budgetRPM, Burst: budgetBurst, QueueDelay: 20 * time.Millisecond,
+		ProcessDelay: 300 * time.Millisecond, Log: zerolog.Nop()}
+	return newRig(t, rigConfig{sim: &sim, env: map[string]string{
+		"BRIDGE_API_RPM": fmt.Sprint(budgetRPM), "BRIDGE_TIMEOUT_PROMPT": "6s",
+		"BRIDGE_POLL_INTERVAL": "500ms", "BRIDGE_WEBHOOK_GRACE": "200ms",
+	}})
+}
+
+// submissions is what a burst of submit requests got.
+type submissions struct {
+	mu                             sync.Mutex
+	accepted, busy, noReply, other int
+	slowest                        time.Duration
+	otherErr                       string
+}
+
+// offer sends n submit requests over moderate.prompt, one every period, each caller waiting at most 5 s
+// (as the issue's clients do), and records the answers; accepted jobs are owed a result.
+func (r *rig) offer(n int, period time.Duration) *submissions {
+	s := &submissions{}
+	var wg sync.WaitGroup
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for i := range n {
+		if i > 0 {
+			<-tick.C
+		}
+		wg.Go(func() {
+			start := time.Now()
+			msg, err := r.nc.Request(bjs.SubjectSubmit+"prompt", []byte(`{"prompt":"budget scenario"}`), 5*time.Second)
+			took := time.Since(start)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.slowest = max(s.slowest, took)
+			switch {
+			case err != nil:
+				s.noReply++
+			case msg.Header.Get(micro.ErrorCodeHeader) == "429" &&
+				strings.HasPrefix(msg.Header.Get(micro.ErrorHeader), "BUSY") && msg.Header.Get("Retry-After") != "":
+				s.busy++
+			case msg.Header.Get(micro.ErrorCodeHeader) != "":
+				s.other++
+				s.otherErr = msg.Header.Get(micro.ErrorCodeHeader) + " " + msg.Header.Get(micro.ErrorHeader)
+			default:
+				var rep struct {
+					JobID string `json:"job_id"`
+				}
+				if json.Unmarshal(msg.Data, &rep) != nil || rep.JobID == "" {
+					s.other++
+					s.otherErr = string(msg.Data)
+					return
+				}
+				s.accepted++
+				r.led.addReal(rep.JobID)
+				r.led.mustHave(rep.JobID, "accepted over moderate.prompt")
+			}
+		})
+	}
+	wg.Wait()
+	return s
+}
+
+// upstreamCalls are the simulator's answered API calls (health checks aside), oldest first.
+func upstreamCalls(sim *simulator.Simulator) []simulator.Call {
+	var out []simulator.Call
+	for _, c := range sim.Calls(simulator.EndpointAll) {
+		if !strings.HasSuffix(c.Path, "/health") {
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b simulator.Call) int { return a.At.Compare(b.At) })
+	return out
+}
+
+// mostInWindow is the largest number of calls in any window w.
+func mostInWindow(calls []simulator.Call, w time.Duration) int {
+	most := 0
+	for i := range calls {
+		j := i
+		for j < len(calls) && calls[j].At.Sub(calls[i].At) < w {
+			j++
+		}
+		most = max(most, j-i)
+	}
+	return most
+}
+
+func rateLimited(calls []simulator.Call) int {
+	n := 0
+	for _, c := range calls {
+		if c.Status == 429 {
+			n++
+		}
+	}
+	return n
+}
+
+// TestOverloadAnswersFastAndFinishesWhatItAccepts is the issue's overload on one process, ten times
+// faster: 20 submissions a second for 6 s against a 600/min account, each caller waiting at most 5 s.
+// Every request is answered within 2 s (accepted or BUSY), at least 20 are accepted, every accepted job
+// ends with exactly one verified result (none a timeout), and the upstream answers at most three 429s.
+func TestOverloadAnswersFastAndFinishesWhatItAccepts(t *testing.T) {
+	r := budgetRig(t)
+	r.startBridge()
+	start := time.Now()
+	s := r.offer(120, 50*time.Millisecond)
+	t.Logf("120 requests: %d accepted, %d BUSY, %d no reply, %d other (%s); slowest answer %v",
+		s.accepted, s.busy, s.noReply, s.other, s.otherErr, s.slowest)
+	if s.noReply > 0 || s.other > 0 {
+		t.Errorf("%d requests got no reply within 5s and %d another answer (%s); want accepted or BUSY", s.noReply, s.other, s.otherErr)
+	}
+	if s.slowest > 2*time.Second {
+		t.Errorf("slowest answer %v; every request must be answered within 2s", s.slowest)
+	}
+	if s.accepted < 20 {
+		t.Errorf("%d accepted; want at least 20", s.accepted)
+	}
+	r.waitSettled(60 * time.Second)
+	v := r.checkExactlyOnce()
+	if n := v.bySource[bjs.SourceTimeout]; n > 0 {
+		t.Errorf("%d accepted jobs ended as timeouts; the budget must carry every accepted job's verification", n)
+	}
+	calls := upstreamCalls(r.sim)
+	if n := rateLimited(calls); n > 3 {
+		t.Errorf("%d upstream 429s; want at most 3 with the bridge the account's only caller", n)
+	}
+	elapsed := time.Since(start)
+	t.Logf("figures: %d upstream calls for %d results (%.2f per result); goodput %.0f results/min against an ideal of %d; %d 429s; in %v",
+		len(calls), v.results, float64(len(calls))/float64(max(1, v.results)),
+		float64(v.results)/elapsed.Minutes(), budgetRPM/2, rateLimited(calls), elapsed.Round(time.Millisecond))
+}
+
+// TestAccountBudgetSharedByThreeProcesses is the issue's three processes on one NATS, ten times faster:
+// demand far above a 600/min account for 10 s, one process killed with SIGKILL half-way. Counted at the
+// upstream, no 10 s window holds more than RPM/6 + burst calls and no minute more than RPM + burst; every
+// accepted job ends with exactly one verified result, none a timeout; and the survivors take over the
+// dead process's share.
+func TestAccountBudgetSharedByThreeProcesses(t *testing.T) {
+	r := budgetRig(t)
+	r.startBridge()
+	second, third := newChild(t, r.env), newChild(t, r.env)
+	second.start(r.nc)
+	third.start(r.nc)
+
+	start := time.Now()
+	var killedAt time.Time
+	done := make(chan *submissions)
+	go func() { done <- r.offer(400, 25*time.Millisecond) }()
+	killTimer := time.NewTimer(5 * time.Second)
+	select {
+	case <-killTimer.C:
+		second.kill()
+		killedAt = time.Now()
+	case s := <-done:
+		t.Fatalf("the load ended before the kill: %+v", s)
+	}
+	s := <-done
+	t.Logf("400 requests over 3 processes (one killed at +%v): %d accepted, %d BUSY, %d no reply, %d other (%s); slowest %v",
+		killedAt.Sub(start).Round(time.Millisecond), s.accepted, s.busy, s.noReply, s.other, s.otherErr, s.slowest)
+	if s.accepted < 20 {
+		t.Errorf("%d accepted; want at least 20", s.accepted)
+	}
+	r.waitSettled(60 * time.Second)
+	v := r.checkExactlyOnce()
+	if n := v.bySource[bjs.SourceTimeout]; n > 0 {
+		t.Errorf("%d accepted jobs ended as timeouts", n)
+	}
+	calls := upstreamCalls(r.sim)
+	tenS, oneS, minute := mostInWindow(calls, 10*time.Second), mostInWindow(calls, time.Second), mostInWindow(calls, time.Minute)
+	t.Logf("figures: %d upstream calls for %d results (%.2f per result); most in 1s %d, in 10s %d, in 60s %d; %d 429s",
+		len(calls), v.results, float64(len(calls))/float64(max(1, v.results)), oneS, tenS, minute, rateLimited(calls))
+	if limit := budgetRPM/6 + budgetBurst; tenS > limit {
+		t.Errorf("%d calls in a 10s window; limit RPM/6+burst = %d", tenS, limit)
+	}
+	if limit := budgetRPM/60 + budgetBurst; oneS > limit {
+		t.Errorf("%d calls in a 1s window; limit RPM/60+burst = %d", oneS, limit)
+	}
+	if limit := budgetRPM + budgetBurst; minute > limit {
+		t.Errorf("%d calls in a 60s window; limit RPM+burst = %d", minute, limit)
+	}
+	if n := rateLimited(calls); n > 3 {
+		t.Errorf("%d upstream 429s; want at most 3", n)
+	}
+	// The dead process's share returns: in the 3 s after the kill (plus a second for its lapsing lease)
+	// the survivors still make calls at well over a third of the rate.
+	after := 0
+	for _, c := range calls {
+		if c.At.After(killedAt.Add(time.Second)) && c.At.Before(killedAt.Add(4*time.Second)) {
+			after++
+		}
+	}
+	if min := budgetRPM / 60 * 3 / 2; after < min {
+		t.Errorf("%d calls in the 3s after the kill; the survivors should use the whole budget (%d would be half)", after, min)
+	}
+}

@@ -57,6 +57,8 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	addr := fs.String("addr", "127.0.0.1:8090", "listen address")
 	logFormat := fs.String("log-format", "console", "json or console")
 	retention := fs.Duration("job-retention", time.Hour, "forget finished jobs created longer ago than this (0 keeps every job)")
+	contract := fs.String("contract", simulator.ContractV1, "upstream contract to speak: v1 (documented: prompt/chat, unsigned webhooks sent once) or v2 (newer: text/audio, signed and retried webhooks, rate-limit headers)")
+	secret := fs.String("webhook-secret", "", "Standard Webhooks signing secret (whsec_<base64>); v2 generates one and prints it when empty, v1 signs only when it is set")
 	var sf simFlags
 	sf.register(fs, simFlags{rpm: 60, queueDelay: 200 * time.Millisecond, processDelay: 2 * time.Second, grantChat: true})
 	if err := fs.Parse(args); err != nil {
@@ -68,6 +70,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	cfg := sf.config()
 	cfg.Log, cfg.JobRetention = log, *retention
+	cfg.Contract, cfg.WebhookSecret = *contract, *secret
 	sim, err := simulator.New(cfg)
 	if err != nil {
 		return usageError{err}
@@ -76,8 +79,15 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer sim.Close()
-	fmt.Fprintf(stdout, "simulator at %s  (key %s)\n", sim.URL(), simulator.DefaultKey)
-	fmt.Fprintf(stdout, "try: curl -H 'Authorization: Bearer %s' -F prompt=hello %s/moderate/prompt\n", simulator.DefaultKey, sim.URL())
+	fmt.Fprintf(stdout, "simulator (contract %s) at %s  (key %s)\n", sim.Contract(), sim.URL(), simulator.DefaultKey)
+	if sim.Contract() == simulator.ContractV2 {
+		if *secret == "" { // generated: the bridge needs it as BRIDGE_WEBHOOK_SECRET
+			fmt.Fprintf(stdout, "webhook secret: %s\n", sim.WebhookSecret())
+		}
+		fmt.Fprintf(stdout, "try: curl -H 'Authorization: Bearer %s' -F text=hello %s/moderate/text\n", simulator.DefaultKey, sim.URL())
+	} else {
+		fmt.Fprintf(stdout, "try: curl -H 'Authorization: Bearer %s' -F prompt=hello %s/moderate/prompt\n", simulator.DefaultKey, sim.URL())
+	}
 	<-ctx.Done()
 	return nil
 }

@@ -1,6 +1,7 @@
 package simtest
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,10 +15,30 @@ import (
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
-// Run starts a simulator for cfg on 127.0.0.1:0 and closes it when the test ends. Unless cfg.Log is
-// set, it logs to the test.
-func Run(tb testing.TB, cfg simulator.Config) *simulator.Simulator {
+// Option adjusts the simulator's config before [Run] starts it; an error fails the test.
+type Option func(*simulator.Config) error
+
+// WithContract makes the simulator speak contract: simulator.ContractV1 ("v1") or simulator.ContractV2
+// ("v2"), whatever cfg.Contract says.
+func WithContract(contract string) Option {
+	return func(c *simulator.Config) error {
+		if contract != simulator.ContractV1 && contract != simulator.ContractV2 {
+			return fmt.Errorf("WithContract(%q): must be %q or %q", contract, simulator.ContractV1, simulator.ContractV2)
+		}
+		c.Contract = contract
+		return nil
+	}
+}
+
+// Run starts a simulator for cfg, adjusted by opts, on 127.0.0.1:0 and closes it when the test ends.
+// Unless cfg.Log is set, it logs to the test.
+func Run(tb testing.TB, cfg simulator.Config, opts ...Option) *simulator.Simulator {
 	tb.Helper()
+	for _, o := range opts {
+		if err := o(&cfg); err != nil {
+			tb.Fatalf("simtest: %v", err)
+		}
+	}
 	if reflect.ValueOf(cfg.Log).IsZero() {
 		cfg.Log = zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.InfoLevel)
 	}
@@ -64,12 +85,15 @@ type Receiver struct {
 	got []Received
 	// status answered; 0 means 200.
 	status int
+	// stall holds every answer until the sender gives up.
+	stall bool
 }
 
 // Received is one request a Receiver got.
 type Received struct {
 	Path        string
 	ContentType string
+	Header      http.Header
 	Body        []byte
 }
 
@@ -80,9 +104,14 @@ func NewReceiver(tb testing.TB) *Receiver {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		r.mu.Lock()
-		r.got = append(r.got, Received{Path: req.URL.RequestURI(), ContentType: req.Header.Get("Content-Type"), Body: body})
-		st := r.status
+		r.got = append(r.got, Received{Path: req.URL.RequestURI(), ContentType: req.Header.Get("Content-Type"),
+			Header: req.Header.Clone(), Body: body})
+		st, stall := r.status, r.stall
 		r.mu.Unlock()
+		if stall { // a receiver that never answers in time: the sender's timeout ends the request
+			<-req.Context().Done()
+			return
+		}
 		if st == 0 {
 			st = http.StatusOK
 		}
@@ -98,6 +127,14 @@ func (r *Receiver) SetStatus(code int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.status = code
+}
+
+// SetStall makes the receiver record each request and then not answer until the sender gives up (its
+// timeout), or answer normally again.
+func (r *Receiver) SetStall(on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stall = on
 }
 
 // Received returns a copy of everything received so far.

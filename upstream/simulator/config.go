@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,7 +16,7 @@ const (
 	EndpointSubmit   = "submit"   // POST /api/v1/moderate/{modality}
 	EndpointJob      = "job"      // GET /api/v1/job/{id}
 	EndpointJobs     = "jobs"     // GET /api/v1/jobs
-	EndpointRegister = "register" // POST /api/v1/webhook/register
+	EndpointRegister = "register" // POST /api/v1/webhook/register (and DELETE in v2)
 	EndpointHealth   = "health"   // GET /health
 	EndpointOther    = "other"    // anything else (404)
 	// EndpointAll as a SetFault endpoint applies to every API endpoint without a fault of its own.
@@ -30,10 +31,34 @@ const (
 	ScopeChat   = "moderate:chat"
 	ScopeJobs   = "job:read"
 	ScopeUsage  = "usage:read"
+	// ScopeText and ScopeAudio are the newer contract's (v2) submission scopes.
+	ScopeText  = "moderate:text"
+	ScopeAudio = "moderate:audio"
 )
 
 // DefaultScopes are the scopes of a client-created key: no moderate:chat.
 var DefaultScopes = []string{ScopePrompt, ScopeImage, ScopeVideo, ScopeJobs, ScopeUsage}
+
+// DefaultScopesV2 are the scopes of the default key of a v2 simulator.
+var DefaultScopesV2 = []string{ScopeText, ScopeImage, ScopeVideo, ScopeAudio, ScopeJobs, ScopeUsage}
+
+// Contracts of the upstream the simulator can speak (Config.Contract); see the package doc for which
+// behaviour belongs to which.
+const (
+	// ContractV1 is the documented ("evershield") contract: prompt/chat, unsigned webhooks sent once.
+	ContractV1 = "v1"
+	// ContractV2 is the newer contract of the vendor's integration material (upstream-api.md §10): text
+	// and audio, signed and retried webhooks, rate-limit headers on every response.
+	ContractV2 = "v2"
+)
+
+// DefaultWebhookRetrySchedule is the v2 wait before each retry of a webhook that was not answered 2xx
+// in time: exponential from 9 s, doubling, 11 retries, so 12 attempts over about 5 h 7 min.
+var DefaultWebhookRetrySchedule = []time.Duration{
+	9 * time.Second, 18 * time.Second, 36 * time.Second, 72 * time.Second, 144 * time.Second,
+	288 * time.Second, 576 * time.Second, 1152 * time.Second, 2304 * time.Second, 4608 * time.Second,
+	9216 * time.Second,
+}
 
 // DefaultKey is the bearer key of the default account when Config.Keys is empty.
 const DefaultKey = "sim_test_key_0123456789abcdef"
@@ -49,6 +74,9 @@ type Key struct {
 	Scopes []string
 	// Terminated makes every request with this key 403 ACCOUNT_TERMINATED.
 	Terminated bool
+	// ID and Name are shown as api_key_id and api_key_name on v2 jobs; empty means "key_<n>" (n counting
+	// from 1 in Config.Keys) and "<Account> key".
+	ID, Name string
 }
 
 // Fault is the injected misbehaviour of one endpoint. Rates are probabilities in [0,1] per request.
@@ -60,29 +88,41 @@ type Fault struct {
 	// whole seconds).
 	RateLimitRate float64
 	RetryAfter    time.Duration
-	// StatusUnknownRate (submissions only) creates the job and then answers 503
-	// SUBMISSION_STATUS_UNKNOWN with its job_id, as the newer contract does.
+	// StatusUnknownRate (submissions only) answers 503 SUBMISSION_STATUS_UNKNOWN with a job_id, as the
+	// newer contract does (offered in both contracts). The job is created, unless StatusUnknownLostRate
+	// says otherwise.
 	StatusUnknownRate float64
+	// StatusUnknownLostRate is the share of those 503s whose job was not created: GET /job/{job_id} then
+	// answers 404 JOB_NOT_FOUND.
+	StatusUnknownLostRate float64
 	// Latency delays the answer (cut short when the client goes away).
 	Latency time.Duration
 }
 
 // Config configures a [Simulator]. The zero value is usable.
 type Config struct {
+	// Contract is ContractV1 (the default when empty) or ContractV2.
+	Contract string
+	// RateLimitHeaders makes a v1 simulator send the x-ratelimit-* headers on every response too (a v2
+	// one always does); without it v1 sends only Retry-After and X-Ratelimit-Reset on a 429. Headers are
+	// sent only when RPM is set: there is no limit to report otherwise.
+	RateLimitHeaders bool
 	// Keys are the accepted keys. Empty: one key [DefaultKey] of [DefaultAccount] with [DefaultScopes]
 	// plus moderate:<m> for every extra modality of Modalities.
 	Keys []Key
 	// GrantChat adds moderate:chat to the default key.
 	GrantChat bool
-	// RPM is the per-account request limit per minute; 0 is unlimited. Burst defaults to RPM/12
-	// (5 seconds' worth), at least 1.
+	// RPM is the per-account request limit per minute; 0 is unlimited. In v1 it is a token bucket and
+	// Burst defaults to RPM/12 (5 seconds' worth), at least 1. In v2 it is a fixed window of one minute
+	// that starts at the account's first request after the previous window ended, and Burst is unused.
 	RPM   int
 	Burst int
 	// PaymentRequired makes every submission 402 PAYMENT_REQUIRED (see SetPaymentRequired).
 	PaymentRequired bool
 	// Modalities maps a modality of POST /moderate/{modality} to its required form field; the job type
-	// is the modality. Default prompt→prompt, image→image_url, video→video_url, chat→prompt. Add
-	// e.g. "text"→"text" to model the newer contract.
+	// is the modality. Default in v1 prompt→prompt, image→image_url, video→video_url, chat→prompt; in
+	// v2 text→text, image→image, video→video, audio→audio (prompt and chat are retired there and may
+	// not be listed). In v1, adding "text"→"text" models only that part of the newer contract.
 	Modalities map[string]string
 	// ExtraFields are added to every job object (GET /job, GET /jobs), to model unknown fields.
 	ExtraFields map[string]any
@@ -114,8 +154,15 @@ type Config struct {
 	// WebhookSecret, when set, signs every webhook with Standard Webhooks headers (webhook-id,
 	// webhook-timestamp, webhook-signature "v1,<base64 HMAC-SHA256 of id.timestamp.body>"), as the newer
 	// upstream contract does. "whsec_<base64>" is the base64-decoded key, any other value the key itself.
-	// Empty: webhooks are unsigned, as the documented upstream sends them.
+	// Empty: in v1 webhooks are unsigned, as the documented upstream sends them; in v2 a random
+	// whsec_ secret is generated (see Simulator.WebhookSecret).
 	WebhookSecret string
+	// WebhookRetrySchedule (v2 only) is the wait before each retry of a webhook whose attempt was not
+	// answered 2xx within WebhookTimeout; nil means DefaultWebhookRetrySchedule, an empty non-nil slice
+	// no retry. WebhookRetryScale multiplies every wait (0 means 1), so tests can run the 5 h schedule in
+	// milliseconds. v1 never retries, and setting either in v1 is a config error.
+	WebhookRetrySchedule []time.Duration
+	WebhookRetryScale    float64
 	// HTTP sends webhooks; default a pooled client with WebhookTimeout.
 	HTTP *http.Client
 	// JobRetention, when positive, forgets finished jobs that were created longer ago than that (checked
@@ -131,6 +178,12 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.Contract == "" {
+		c.Contract = ContractV1
+	}
+	if c.Contract == ContractV2 {
+		c.setDefaultsV2()
+	}
 	if c.Modalities == nil {
 		c.Modalities = map[string]string{"prompt": "prompt", "image": "image_url", "video": "video_url", "chat": "prompt"}
 	}
@@ -145,6 +198,15 @@ func (c *Config) setDefaults() {
 			}
 		}
 		c.Keys = []Key{{Token: DefaultKey, Account: DefaultAccount, Scopes: scopes}}
+	}
+	c.Keys = slices.Clone(c.Keys) // IDs and names are filled in below, never in the caller's slice
+	for i := range c.Keys {
+		if c.Keys[i].ID == "" {
+			c.Keys[i].ID = "key_" + strconv.Itoa(i+1)
+		}
+		if c.Keys[i].Name == "" {
+			c.Keys[i].Name = c.Keys[i].Account + " key"
+		}
 	}
 	if c.Burst == 0 && c.RPM > 0 {
 		c.Burst = max(1, c.RPM/12)
@@ -186,6 +248,9 @@ func delay(d, def time.Duration) time.Duration {
 
 // Validate checks the configuration after defaults; errors wrap [ErrInvalidConfig] and name the field.
 func (c *Config) Validate() error {
+	if err := c.validateContract(); err != nil {
+		return err
+	}
 	rates := map[string]float64{"DropRate": c.DropRate, "DuplicateRate": c.DuplicateRate,
 		"NeverFinishRate": c.NeverFinishRate, "FailRate": c.FailRate, "ProhibitedRate": c.ProhibitedRate}
 	for name, r := range rates {
@@ -234,7 +299,7 @@ func (c *Config) Validate() error {
 }
 
 func (f Fault) validate() error {
-	for _, r := range []float64{f.ErrorRate, f.RateLimitRate, f.StatusUnknownRate} {
+	for _, r := range []float64{f.ErrorRate, f.RateLimitRate, f.StatusUnknownRate, f.StatusUnknownLostRate} {
 		if r < 0 || r > 1 {
 			return fmt.Errorf("rate %v: must be in [0,1]", r)
 		}

@@ -16,6 +16,10 @@ const (
 type Webhook struct {
 	At  time.Time `json:"at"`
 	URL string    `json:"url"`
+	// ID is the webhook-id sent (v2, or v1 with a WebhookSecret): the same on every attempt of a job.
+	ID string `json:"id,omitempty"`
+	// Attempt counts the attempts of this webhook from 1; only v2 makes more than one.
+	Attempt int `json:"attempt"`
 	// Outcome is WebhookDelivered, WebhookFailed or WebhookDropped.
 	Outcome string `json:"outcome"`
 	// Duplicate marks the second copy of a duplicated webhook.
@@ -144,8 +148,9 @@ func (s *Simulator) Webhooks(id string) []Webhook {
 
 // Stats is the summary served at GET /_sim/stats.
 type Stats struct {
-	Seed  uint64         `json:"seed"`
-	Calls map[string]int `json:"calls"`
+	Seed     uint64         `json:"seed"`
+	Contract string         `json:"contract"`
+	Calls    map[string]int `json:"calls"`
 	// Jobs counts jobs by status; Held counts held ones.
 	Jobs     map[string]int `json:"jobs"`
 	Held     int            `json:"held"`
@@ -153,19 +158,23 @@ type Stats struct {
 }
 
 // WebhookStats counts webhook attempts by outcome; Duplicated counts second copies sent (whatever their
-// outcome), the others first copies.
+// outcome), the others first copies, retries included (so in v2 Delivered+Failed is every attempt).
+// Retries counts the v2 attempts after the first, Exhausted the v2 webhooks that failed every attempt.
 type WebhookStats struct {
 	Delivered  int64 `json:"delivered"`
 	Failed     int64 `json:"failed"`
 	Dropped    int64 `json:"dropped"`
 	Duplicated int64 `json:"duplicated"`
+	Retries    int64 `json:"retries"`
+	Exhausted  int64 `json:"exhausted"`
 }
 
 // Stats returns the current summary.
 func (s *Simulator) Stats() Stats {
-	st := Stats{Seed: s.seed, Calls: make(map[string]int, len(s.calls)), Jobs: make(map[string]int, 4),
+	st := Stats{Seed: s.seed, Contract: s.cfg.Contract, Calls: make(map[string]int, len(s.calls)), Jobs: make(map[string]int, 4),
 		Webhooks: WebhookStats{Delivered: s.delivered.Load(), Failed: s.failed.Load(),
-			Dropped: s.dropped.Load(), Duplicated: s.duplicated.Load()}}
+			Dropped: s.dropped.Load(), Duplicated: s.duplicated.Load(), Retries: s.retries.Load(),
+			Exhausted: s.exhausted.Load()}}
 	for ep, l := range s.calls {
 		st.Calls[ep] = l.count()
 	}

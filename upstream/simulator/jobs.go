@@ -38,7 +38,8 @@ type plan struct {
 // job is one simulated job; its fields are guarded by Simulator.mu.
 type job struct {
 	id, account, typ string
-	media            bool
+	key              *Key // that submitted it
+	media            bool // image or video: has built-in categories
 	status           string
 	created          time.Time
 	completed        time.Time
@@ -65,7 +66,8 @@ type Outcome struct {
 }
 
 // create registers a new queued job and starts its clock.
-func (s *Simulator) create(acct, typ string, media bool, hook, marks string) *job {
+func (s *Simulator) create(key *Key, typ string, media bool, hook, marks string) *job {
+	acct := key.Account
 	s.mu.Lock()
 	s.seq++
 	r := rand.New(rand.NewPCG(s.seed, s.seq))
@@ -82,7 +84,7 @@ func (s *Simulator) create(acct, typ string, media bool, hook, marks string) *jo
 	p.prohibited = p.prohibited || strings.Contains(marks, "sim:reject")
 	p.fail = p.fail || strings.Contains(marks, "sim:fail")
 	j := &job{
-		id: newID(), account: acct, typ: typ, media: media, status: statusQueued,
+		id: newID(), account: acct, key: key, typ: typ, media: media, status: statusQueued,
 		created: s.cfg.Now().UTC(), webhookURL: hook, plan: p,
 		held: s.holdNew || strings.Contains(marks, "sim:hold"),
 	}
@@ -190,6 +192,9 @@ func (s *Simulator) finish(j *job, o *Outcome) error {
 		target = s.accounts[j.account].webhook
 	}
 	body := s.webhookJSON(j)
+	if s.v2() {
+		body = s.webhookJSONV2(j)
+	}
 	p := j.plan
 	if target == "" {
 		s.mu.Unlock()
@@ -202,7 +207,7 @@ func (s *Simulator) finish(j *job, o *Outcome) error {
 		return nil
 	}
 	s.mu.Unlock()
-	d := delivery{j: j, url: target, body: body, dup: p.duplicate}
+	d := delivery{j: j, url: target, body: body, dup: p.duplicate, attempt: 1}
 	s.after(s.cfg.WebhookDelay, func() {
 		select {
 		case s.whq <- d:
@@ -240,7 +245,7 @@ func (s *Simulator) jobJSON(j *job) []byte {
 		v := stamp(j.completed)
 		completed = &v
 	}
-	b, _ := json.Marshal(struct {
+	type v1Job struct {
 		JobID        string         `json:"job_id"`
 		Type         string         `json:"type"`
 		Status       string         `json:"status"`
@@ -250,7 +255,24 @@ func (s *Simulator) jobJSON(j *job) []byte {
 		ErrorCode    string         `json:"error_code,omitempty"`
 		CreatedAt    string         `json:"created_at"`
 		CompletedAt  *string        `json:"completed_at"`
-	}{j.id, j.typ, j.status, j.decision(), j.categoriesJSON(), j.reason, j.errorCode, stamp(j.created), completed})
+	}
+	v1 := v1Job{j.id, j.typ, j.status, j.decision(), j.categoriesJSON(), j.reason, j.errorCode, stamp(j.created), completed}
+	var b []byte
+	if s.v2() {
+		var nsfw *bool
+		if j.media && j.status == statusCompleted {
+			v := j.categories["nsfw"]
+			nsfw = &v
+		}
+		b, _ = json.Marshal(struct {
+			v1Job
+			NSFW       *bool  `json:"nsfw,omitempty"`
+			APIKeyID   string `json:"api_key_id"`
+			APIKeyName string `json:"api_key_name"`
+		}{v1, nsfw, j.key.ID, j.key.Name})
+	} else {
+		b, _ = json.Marshal(v1)
+	}
 	if len(s.extra) > 2 { // {"k":v,...}: splice in before the closing brace
 		b = append(append(b[:len(b)-1], ','), s.extra[1:]...)
 	}
@@ -271,12 +293,13 @@ func (s *Simulator) webhookJSON(j *job) []byte {
 	return b
 }
 
-// delivery is one webhook to send (twice when dup).
+// delivery is one webhook to send (twice when dup); attempt counts from 1 (v2 retries it).
 type delivery struct {
-	j    *job
-	url  string
-	body []byte
-	dup  bool
+	j       *job
+	url     string
+	body    []byte
+	dup     bool
+	attempt int
 }
 
 func (s *Simulator) webhookWorker() {
@@ -286,23 +309,58 @@ func (s *Simulator) webhookWorker() {
 		case <-s.whCtx.Done():
 			return
 		case d := <-s.whq:
-			s.post(d, false)
+			ok := s.post(d, false)
 			if d.dup {
 				s.post(d, true)
+			}
+			if !ok {
+				s.retry(d)
 			}
 		}
 	}
 }
 
-// post sends one webhook, once, and records the outcome.
-func (s *Simulator) post(d delivery, dup bool) {
-	rec := Webhook{At: s.cfg.Now(), URL: d.url, Duplicate: dup, Outcome: WebhookFailed}
+// retry schedules the next attempt of a webhook that was not delivered (v2 only), or counts it as
+// exhausted after the last one.
+func (s *Simulator) retry(d delivery) {
+	if !s.v2() || s.whCtx.Err() != nil {
+		return
+	}
+	sched := s.cfg.WebhookRetrySchedule
+	if d.attempt > len(sched) {
+		s.exhausted.Add(1)
+		return
+	}
+	wait := time.Duration(float64(sched[d.attempt-1]) * s.cfg.WebhookRetryScale)
+	d.attempt++
+	d.dup = false // a duplicate is the fault of one send, not of the message
+	s.after(wait, func() {
+		select {
+		case s.whq <- d:
+		default:
+			s.recordWebhook(d.j, Webhook{At: s.cfg.Now(), URL: d.url, Attempt: d.attempt, Outcome: WebhookFailed,
+				Err: "webhook queue full"})
+		}
+	})
+}
+
+// post sends one webhook attempt and records the outcome; it reports whether it was delivered (or the
+// simulator is closing, which is no outcome of the receiver).
+func (s *Simulator) post(d delivery, dup bool) bool {
+	rec := Webhook{At: s.cfg.Now(), URL: d.url, Attempt: d.attempt, Duplicate: dup, Outcome: WebhookFailed}
 	req, err := http.NewRequestWithContext(s.whCtx, http.MethodPost, d.url, bytes.NewReader(d.body))
 	if err == nil {
 		req.Header.Set("Content-Type", "application/json")
+		// One message id per job: a duplicate is the same message sent again, as a retry is.
+		switch {
+		case s.v2():
+			rec.ID = webhookIDV2(d.j.id)
+			req.Header.Set("X-Omnifence-Delivery-Id", rec.ID)
+		case s.webhookKey != nil:
+			rec.ID = "msg_" + d.j.id
+		}
 		if s.webhookKey != nil {
-			// One message id per job: a duplicate is the same message sent again, as a retry would be.
-			signWebhook(req.Header, s.webhookKey, "msg_"+d.j.id, s.cfg.Now(), d.body)
+			signWebhook(req.Header, s.webhookKey, rec.ID, s.cfg.Now(), d.body) // each attempt signed anew
 		}
 		var resp *http.Response
 		if resp, err = s.cfg.HTTP.Do(req); err == nil {
@@ -316,17 +374,22 @@ func (s *Simulator) post(d delivery, dup bool) {
 	}
 	if err != nil {
 		if s.whCtx.Err() != nil {
-			return // closing: not an outcome of the receiver
+			return true // closing: not an outcome of the receiver
 		}
 		rec.Err = err.Error()
 	}
 	if rec.Outcome != WebhookDelivered {
-		s.log.Debug().Str("job_id", d.j.id).Int("status", rec.Status).Str("err", rec.Err).Msg("webhook not delivered")
+		s.log.Debug().Str("job_id", d.j.id).Int("attempt", d.attempt).Int("status", rec.Status).Str("err", rec.Err).
+			Msg("webhook not delivered")
 	}
 	s.recordWebhook(d.j, rec)
+	return rec.Outcome == WebhookDelivered
 }
 
 func (s *Simulator) recordWebhook(j *job, w Webhook) {
+	if w.Attempt > 1 && !w.Duplicate {
+		s.retries.Add(1)
+	}
 	switch {
 	case w.Duplicate:
 		s.duplicated.Add(1)

@@ -61,6 +61,8 @@ type Simulator struct {
 	failed     atomic.Int64
 	dropped    atomic.Int64
 	duplicated atomic.Int64
+	retries    atomic.Int64 // v2 attempts after the first
+	exhausted  atomic.Int64 // v2 webhooks that failed every attempt
 	closed     atomic.Bool
 	srvMu      sync.Mutex // srvMu guards srv and url
 	srv        *http.Server
@@ -70,7 +72,8 @@ type Simulator struct {
 type account struct {
 	jobs    []*job // creation order
 	webhook string
-	limiter *rate.Limiter
+	limiter *rate.Limiter // v1
+	window  window        // v2
 }
 
 // New returns a simulator with its webhook workers running; serve it with Start or Handler and stop it
@@ -111,7 +114,7 @@ func New(cfg Config) (*Simulator, error) {
 		s.keys[k.Token] = k
 		if s.accounts[k.Account] == nil {
 			a := &account{}
-			if cfg.RPM > 0 {
+			if cfg.RPM > 0 && cfg.Contract == ContractV1 {
 				a.limiter = rate.NewLimiter(rate.Limit(float64(cfg.RPM)/60), cfg.Burst)
 			}
 			s.accounts[k.Account] = a
@@ -129,6 +132,9 @@ func New(cfg Config) (*Simulator, error) {
 	mux.HandleFunc("GET /api/v1/job/{id}", s.api(EndpointJob, s.getJob))
 	mux.HandleFunc("GET /api/v1/jobs", s.api(EndpointJobs, s.listJobs))
 	mux.HandleFunc("POST /api/v1/webhook/register", s.api(EndpointRegister, s.register))
+	if s.v2() {
+		mux.HandleFunc("DELETE /api/v1/webhook/register", s.api(EndpointRegister, s.unregister))
+	}
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /_sim/stats", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, s.Stats()) })
 	mux.HandleFunc("/", s.notFound)
@@ -139,7 +145,7 @@ func New(cfg Config) (*Simulator, error) {
 		s.whWG.Add(1)
 		go s.webhookWorker()
 	}
-	s.log.Debug().Msg("simulator ready")
+	s.log.Debug().Str("contract", cfg.Contract).Msg("simulator ready")
 	return s, nil
 }
 
@@ -269,6 +275,12 @@ func (s *Simulator) api(ep string, h func(http.ResponseWriter, *http.Request, re
 			s.calls[ep].add(call)
 		}()
 		f, pay := s.fault(ep)
+		tok, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		k := s.keys[strings.TrimSpace(tok)]
+		var a *account // known before the faults, for their rate-limit headers
+		if bearer && k != nil {
+			a = s.accounts[k.Account]
+		}
 		if f.Latency > 0 {
 			t := time.NewTimer(f.Latency)
 			select {
@@ -280,10 +292,12 @@ func (s *Simulator) api(ep string, h func(http.ResponseWriter, *http.Request, re
 			}
 		}
 		if s.roll(f.RateLimitRate) {
+			s.peekLimit(w.Header(), a)
 			tooMany(w, cmp.Or(f.RetryAfter, time.Second))
 			return
 		}
 		if s.roll(f.ErrorRate) {
+			s.peekLimit(w.Header(), a)
 			st := cmp.Or(f.ErrorStatus, http.StatusServiceUnavailable)
 			code := "SERVICE_UNAVAILABLE"
 			if st != http.StatusServiceUnavailable {
@@ -292,35 +306,59 @@ func (s *Simulator) api(ep string, h func(http.ResponseWriter, *http.Request, re
 			writeErr(w, st, code, "simulated failure")
 			return
 		}
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		k := s.keys[strings.TrimSpace(tok)]
-		if !ok || k == nil {
+		if a == nil {
 			writeErr(w, http.StatusUnauthorized, "UNAUTHORIZED", "Missing or invalid API key")
 			return
 		}
 		call.Account = k.Account
 		if k.Terminated {
+			s.peekLimit(w.Header(), a)
 			writeErr(w, http.StatusForbidden, "ACCOUNT_TERMINATED", "Account has been terminated")
 			return
 		}
-		a := s.accounts[k.Account]
-		if a.limiter != nil {
-			now := s.cfg.Now()
-			res := a.limiter.ReserveN(now, 1)
-			if d := res.DelayFrom(now); d > 0 {
-				res.CancelAt(now)
-				tooMany(w, d)
-				return
-			}
+		if !s.allow(w, a) {
+			return
 		}
 		h(w, r, request{key: k, acct: a, fault: f, pay: pay})
 	}
+}
+
+// allow counts one request against the account's limit and sets the rate-limit headers; on false it has
+// answered 429.
+func (s *Simulator) allow(w http.ResponseWriter, a *account) bool {
+	now := s.cfg.Now()
+	switch {
+	case s.v2() && s.cfg.RPM > 0:
+		st := a.window.take(now, s.cfg.RPM, false)
+		setLimitHeaders(w.Header(), st)
+		if st.retryAfter > 0 {
+			tooMany(w, st.retryAfter)
+			return false
+		}
+	case a.limiter != nil:
+		res := a.limiter.ReserveN(now, 1)
+		d := res.DelayFrom(now)
+		if d > 0 {
+			res.CancelAt(now)
+		}
+		if s.limitHeaders() {
+			setLimitHeaders(w.Header(), s.bucketState(a, now))
+		}
+		if d > 0 {
+			tooMany(w, d)
+			return false
+		}
+	}
+	return true
 }
 
 func tooMany(w http.ResponseWriter, d time.Duration) {
 	secs := strconv.Itoa(int(math.Ceil(max(d, time.Second).Seconds())))
 	w.Header().Set("Retry-After", secs)
 	w.Header().Set("X-Ratelimit-Reset", secs)
+	if w.Header().Get("X-Ratelimit-Limit") != "" {
+		w.Header().Set("X-Ratelimit-Remaining", "0")
+	}
 	writeErr(w, http.StatusTooManyRequests, "RATE_LIMITED", "Rate limit exceeded")
 }
 
@@ -329,6 +367,10 @@ func (k *Key) has(scope string) bool { return slices.Contains(k.Scopes, scope) }
 // submit serves POST /api/v1/moderate/{modality}.
 func (s *Simulator) submit(w http.ResponseWriter, r *http.Request, req request) {
 	modality := r.PathValue("modality")
+	if s.v2() && slices.Contains(retiredV2, modality) {
+		retired(w, modality)
+		return
+	}
 	field, ok := s.cfg.Modalities[modality]
 	if !ok {
 		writeErr(w, http.StatusNotFound, "NOT_FOUND", "Unknown endpoint")
@@ -342,33 +384,11 @@ func (s *Simulator) submit(w http.ResponseWriter, r *http.Request, req request) 
 		writeErr(w, http.StatusPaymentRequired, "PAYMENT_REQUIRED", "Insufficient credit balance")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
-	ct := r.Header.Get("Content-Type")
-	var err error
-	switch {
-	case strings.HasPrefix(ct, "multipart/form-data"):
-		err = r.ParseMultipartForm(maxForm)
-	case strings.HasPrefix(ct, "application/x-www-form-urlencoded"):
-		err = r.ParseForm()
-	default:
-		err = errors.New("Content-Type must be multipart/form-data or application/x-www-form-urlencoded")
-	}
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, "INVALID_REQUEST", err.Error())
+	if e := s.parseSubmission(w, r, modality, field); e != nil {
+		writeErr(w, e.status, e.code, e.msg)
 		return
 	}
 	value := strings.TrimSpace(r.PostFormValue(field))
-	if value == "" {
-		writeErr(w, http.StatusBadRequest, "INVALID_REQUEST", field+" is required")
-		return
-	}
-	media := strings.HasSuffix(field, "_url")
-	if media {
-		if err := publicURL(value); err != nil {
-			writeErr(w, http.StatusBadRequest, "INVALID_REQUEST", field+": "+err.Error())
-			return
-		}
-	}
 	hook := strings.TrimSpace(r.PostFormValue("webhook_url"))
 	if hook != "" && !httpURL(hook) {
 		writeErr(w, http.StatusBadRequest, "INVALID_REQUEST", "webhook_url must be an http or https URL")
@@ -382,13 +402,63 @@ func (s *Simulator) submit(w http.ResponseWriter, r *http.Request, req request) 
 			}
 		}
 	}
-	j := s.create(req.key.Account, modality, media, hook, marks)
+	media := strings.HasSuffix(field, "_url") || (s.v2() && (field == "image" || field == "video"))
+	if s.v2() && isMediaFieldV2(field) {
+		if e := probeV2(field, value); e != nil {
+			writeErr(w, e.status, e.code, e.msg)
+			return
+		}
+	}
 	if s.roll(req.fault.StatusUnknownRate) {
+		id := newID() // the job_id it would have had
+		if !s.roll(req.fault.StatusUnknownLostRate) {
+			id = s.create(req.key, modality, media, hook, marks).id
+		}
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "SUBMISSION_STATUS_UNKNOWN",
-			"message": "Submission status unknown; poll the job before resubmitting", "statusCode": 503, "job_id": j.id})
+			"message": "Submission status unknown; poll the job before resubmitting", "statusCode": 503, "job_id": id})
 		return
 	}
+	j := s.create(req.key, modality, media, hook, marks)
 	writeJSON(w, http.StatusAccepted, map[string]string{"job_id": j.id, "status": "queued"})
+}
+
+// parseSubmission parses the form and checks its required field, and in v2 the form rules of the newer
+// contract; a media field must be a public http(s) URL.
+func (s *Simulator) parseSubmission(w http.ResponseWriter, r *http.Request, modality, field string) *submitError {
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	ct := r.Header.Get("Content-Type")
+	var err error
+	switch {
+	case strings.HasPrefix(ct, "multipart/form-data"):
+		err = r.ParseMultipartForm(maxForm)
+	case strings.HasPrefix(ct, "application/x-www-form-urlencoded"):
+		err = r.ParseForm()
+	default:
+		err = errors.New("Content-Type must be multipart/form-data or application/x-www-form-urlencoded")
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) && s.v2() {
+			return &submitError{status: http.StatusRequestEntityTooLarge, code: "PAYLOAD_TOO_LARGE",
+				msg: fmt.Sprintf("request body over %d bytes", maxForm)}
+		}
+		return badRequest(err.Error())
+	}
+	if s.v2() {
+		if e := checkFormV2(modality, field, r.PostForm); e != nil {
+			return e
+		}
+	}
+	value := strings.TrimSpace(r.PostFormValue(field))
+	if value == "" {
+		return badRequest(field + " is required")
+	}
+	if strings.HasSuffix(field, "_url") || (s.v2() && isMediaFieldV2(field)) {
+		if err := publicURL(value); err != nil {
+			return badRequest(field + ": " + err.Error())
+		}
+	}
+	return nil
 }
 
 // getJob serves GET /api/v1/job/{id}.
@@ -515,6 +585,14 @@ func (s *Simulator) register(w http.ResponseWriter, r *http.Request, req request
 	req.acct.webhook = body.URL
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]string{"url": body.URL})
+}
+
+// unregister serves DELETE /api/v1/webhook/register (v2): the account's URL is detached.
+func (s *Simulator) unregister(w http.ResponseWriter, _ *http.Request, req request) {
+	s.mu.Lock()
+	req.acct.webhook = ""
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]string{"url": ""})
 }
 
 func (s *Simulator) health(w http.ResponseWriter, r *http.Request) {

@@ -34,9 +34,13 @@ const BucketIdempotency = bjs.BucketIdempotency
 // a result or a timeout result follows on RESULTS, as for any other job.
 const StatusUnknown = "unknown"
 
-// DefaultModalities maps each documented modality to its required form field.
+// DefaultModalities maps each documented modality ([bjs.Modalities]) to its required form field.
 func DefaultModalities() map[string]string {
-	return map[string]string{"prompt": "prompt", "image": "image_url", "video": "video_url", "chat": "prompt"}
+	fields := map[string]string{}
+	for _, m := range bjs.Modalities() {
+		fields[m.Name] = m.Field
+	}
+	return fields
 }
 
 // SubmitConfig configures a [Submitter]. NC, JS, API and Store are required.

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/evershield/bridge/internal/text"
 )
 
 // fieldWebhookURL is the form field the bridge sets itself.
@@ -34,7 +36,7 @@ func (s *Submitter) validate(data []byte, field string) (map[string]string, *rep
 	fields := make(map[string]string, len(raw))
 	for _, k := range keys {
 		if k != field {
-			return nil, badRequest("unknown field %q: this modality takes %q", truncate(k, 64), field)
+			return nil, badRequest("unknown field %q: this modality takes %q", text.Truncate(k, 64), field)
 		}
 		v := raw[k]
 		if len(v) == 0 || v[0] != '"' {

@@ -47,7 +47,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 	for i := range forged {
 		id := uuid.NewString()
 		forgedIDs[id] = true
-		e.publishWebhook(bjs.Modalities[i%3], id, webhookBody(id, false))
+		e.publishWebhook(bjs.Modalities()[i%3].Name, id, webhookBody(id, false))
 		if k := i / (forged / direct); i%(forged/direct) == 0 && k < direct {
 			e.publishWebhook("prompt", directOrder[k], webhookBody(directOrder[k], false))
 		}

@@ -233,7 +233,7 @@ func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
 			ids := make([]string, n)
 			var wg sync.WaitGroup
 			for i := range ids {
-				modality := bjs.Modalities[i%3] // prompt, image, video
+				modality := bjs.Modalities()[i%3].Name // prompt, image, video
 				field := DefaultModalities()[modality]
 				value := "text " + strconv.Itoa(i)
 				if modality != "prompt" {

@@ -1,6 +1,9 @@
 package jetstream
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // Contract names from DESIGN.md. Role code uses these and never spells a subject, stream or bucket itself.
 const (
@@ -86,8 +89,39 @@ const (
 	SourceTimeout = "timeout"
 )
 
-// Modalities are the submit modalities of the documented upstream contract.
-var Modalities = []string{"prompt", "image", "video", "chat"}
+// Modality is one submit modality of the documented upstream contract.
+type Modality struct {
+	// Name is the modality as the upstream path (POST /moderate/<name>), the submit endpoint
+	// (moderate.<name>) and the webhook subject token (webhooks.<name>) spell it.
+	Name string
+	// Field is the form field a submission of this modality must carry.
+	Field string
+	// Deadline is how long a job of this modality may stay pending by default, the upstream's
+	// recommended give-up time.
+	Deadline time.Duration
+}
+
+// modalities is the one table of the documented modalities; [Modalities] hands out copies.
+var modalities = [...]Modality{
+	{Name: "prompt", Field: "prompt", Deadline: 5 * time.Minute},
+	{Name: "image", Field: "image_url", Deadline: 5 * time.Minute},
+	{Name: "video", Field: "video_url", Deadline: 15 * time.Minute},
+	{Name: "chat", Field: "prompt", Deadline: 5 * time.Minute},
+}
+
+// Modalities returns the submit modalities of the documented upstream contract, in the contract's
+// order (prompt, image, video, chat). The slice is the caller's own.
+func Modalities() []Modality { return append([]Modality(nil), modalities[:]...) }
+
+// LookupModality returns the documented modality called name, and whether there is one.
+func LookupModality(name string) (Modality, bool) {
+	for _, m := range modalities {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Modality{}, false
+}
 
 // WebhookSubject is the subject a raw webhook for modality is published on.
 func WebhookSubject(modality string) string {

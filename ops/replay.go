@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
 )
 
 // Selection says which messages of a stream a replay takes. Every set criterion must hold.
@@ -681,33 +682,13 @@ func jobIDOf(body []byte, msgID string) string {
 	var v struct {
 		JobID string `json:"job_id"`
 	}
-	if json.Unmarshal(body, &v) == nil && validJobID(v.JobID) {
+	if json.Unmarshal(body, &v) == nil && jobs.ValidID(v.JobID) {
 		return v.JobID
 	}
-	if id, _, _ := strings.Cut(msgID, "."); validJobID(id) {
+	if id, _, _ := strings.Cut(msgID, "."); jobs.ValidID(id) {
 		return id
 	}
 	return ""
-}
-
-// validJobID accepts the canonical UUID form the verifier requires.
-func validJobID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch i {
-		case 8, 13, 18, 23:
-			if r != '-' {
-				return false
-			}
-		default:
-			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // pacer spaces calls to wait by interval; zero is no pacing.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/ingest"
@@ -106,12 +105,7 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
 	store := jobs.NewStore(a.nats.res.Jobs)
-	deadlines := jobs.Deadlines{
-		ByModality: map[string]time.Duration{
-			"prompt": cfg.TimeoutPrompt, "image": cfg.TimeoutImage, "video": cfg.TimeoutVideo, "chat": cfg.TimeoutChat,
-		},
-		Default: cfg.TimeoutPrompt,
-	}
+	deadlines := cfg.deadlines()
 	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: log})
 	if err != nil {
 		return nil, err

@@ -320,8 +320,10 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 		g.SetLimit(8)
 		for i := range n {
 			g.Go(func() error {
-				modality := jsModalities[i%len(jsModalities)]
-				fields := map[string]string{defaultFields[modality]: fmt.Sprintf("https://example.com/%d", i)}
+				mods := bjs.Modalities()
+				m := mods[i%len(mods)]
+				modality := m.Name
+				fields := map[string]string{m.Field: fmt.Sprintf("https://example.com/%d", i)}
 				if modality == "prompt" || modality == "chat" {
 					fields = map[string]string{"prompt": fmt.Sprintf("compose test %d", i)}
 				}
@@ -408,5 +410,3 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 		t.Fatal("test ran out of time")
 	}
 }
-
-var jsModalities = []string{"prompt", "image", "video", "chat"}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/ingest"
+	"github.com/evershield/bridge/jobs"
 )
 
 // envPrefix prefixes every configuration variable.
@@ -179,11 +180,13 @@ func (c *Config) validate() error {
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		bad("NATS_TLS_CERT", "BRIDGE_NATS_TLS_CERT and BRIDGE_NATS_TLS_KEY go together")
 	}
-	for name, d := range map[string]time.Duration{
-		"TIMEOUT_PROMPT": c.TimeoutPrompt, "TIMEOUT_IMAGE": c.TimeoutImage, "TIMEOUT_VIDEO": c.TimeoutVideo,
-		"TIMEOUT_CHAT": c.TimeoutChat, "POLL_INTERVAL": c.PollInterval, "DUPLICATE_WINDOW": c.DuplicateWindow,
-		"RETENTION": c.Retention,
-	} {
+	durations := map[string]time.Duration{
+		"POLL_INTERVAL": c.PollInterval, "DUPLICATE_WINDOW": c.DuplicateWindow, "RETENTION": c.Retention,
+	}
+	for m, d := range c.timeouts() {
+		durations[timeoutVar(m)] = d
+	}
+	for name, d := range durations {
 		if d <= 0 {
 			bad(name, "must be a positive duration; got %v", d)
 		}
@@ -223,7 +226,26 @@ func (c *Config) unknownJobRPM() int {
 }
 
 func (c *Config) longestDeadline() time.Duration {
-	return max(c.TimeoutPrompt, c.TimeoutImage, c.TimeoutVideo, c.TimeoutChat)
+	var longest time.Duration
+	for _, d := range c.timeouts() {
+		longest = max(longest, d)
+	}
+	return longest
+}
+
+// timeouts maps each modality of [bjs.Modalities] to its deadline, BRIDGE_TIMEOUT_<MODALITY>.
+func (c *Config) timeouts() map[string]time.Duration {
+	return map[string]time.Duration{
+		"prompt": c.TimeoutPrompt, "image": c.TimeoutImage, "video": c.TimeoutVideo, "chat": c.TimeoutChat,
+	}
+}
+
+// timeoutVar is the variable (without the prefix) of a modality's deadline: TIMEOUT_<MODALITY>.
+func timeoutVar(modality string) string { return "TIMEOUT_" + strings.ToUpper(modality) }
+
+// deadlines are the job deadlines the roles use: BRIDGE_TIMEOUT_*, and prompt's for other modalities.
+func (c *Config) deadlines() jobs.Deadlines {
+	return jobs.Deadlines{ByModality: c.timeouts(), Default: c.TimeoutPrompt}
 }
 
 // parseConfig reads the configuration from envMap. Errors name the variable, one line each.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bjs "github.com/evershield/bridge/jetstream"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -100,5 +102,31 @@ func TestReadmeConfigTableMatchesStruct(t *testing.T) {
 	}
 	for k := range inReadme {
 		t.Errorf("README.md lists %s, which Config does not have", k)
+	}
+}
+
+// TestConfigTimeoutsFollowTheModalityTable: every modality of the contract's table has its
+// BRIDGE_TIMEOUT_<MODALITY>, whose default is the table's deadline, and no other modality has one.
+func TestConfigTimeoutsFollowTheModalityTable(t *testing.T) {
+	var cfg Config
+	if got, want := len(cfg.timeouts()), len(bjs.Modalities()); got != want {
+		t.Fatalf("%d timeouts, want one per modality (%d)", got, want)
+	}
+	defaults := map[string]string{}
+	for f := range reflect.TypeFor[Config]().Fields() {
+		defaults[envKey(f)] = f.Tag.Get("envDefault")
+	}
+	for _, m := range bjs.Modalities() {
+		if _, ok := cfg.timeouts()[m.Name]; !ok {
+			t.Errorf("modality %s has no timeout", m.Name)
+		}
+		def, ok := defaults[envPrefix+timeoutVar(m.Name)]
+		if !ok {
+			t.Errorf("no variable %s%s", envPrefix, timeoutVar(m.Name))
+			continue
+		}
+		if d, err := time.ParseDuration(def); err != nil || d != m.Deadline {
+			t.Errorf("%s%s defaults to %q, want %v", envPrefix, timeoutVar(m.Name), def, m.Deadline)
+		}
 	}
 }

@@ -174,7 +174,7 @@ func waitForService(ctx context.Context, nc *nats.Conn, d time.Duration) error {
 
 // demoSubmit submits d.jobs jobs over NATS request-reply and returns the accepted job ids.
 func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) ([]string, int) {
-	modalities := []string{"prompt", "image", "video", "chat"}
+	modalities := bjs.Modalities()
 	var mu sync.Mutex
 	var ids []string
 	var refused atomic.Int64
@@ -184,7 +184,7 @@ func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) (
 		g.Go(func() error {
 			m := modalities[i%len(modalities)]
 			value := fmt.Sprintf("demo prompt number %d", i)
-			switch m {
+			switch m.Name {
 			case "image":
 				value = fmt.Sprintf("https://example.com/img/%d.png", i)
 			case "video":
@@ -192,7 +192,7 @@ func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) (
 			}
 			rctx, cancel := context.WithTimeout(gctx, 30*time.Second)
 			defer cancel()
-			rep, _, err := ops.Submit(rctx, nc, m, map[string]string{defaultFields[m]: value}, "")
+			rep, _, err := ops.Submit(rctx, nc, m.Name, map[string]string{m.Field: value}, "")
 			if err != nil {
 				refused.Add(1)
 				return nil

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/ops"
 )
 
@@ -76,7 +77,7 @@ func opsConnect(ctx context.Context, envMap map[string]string) (*nats.Conn, jets
 	url := opsNATSURL(cfg)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, Config{}, fmt.Errorf("connect to NATS at %s (set %sNATS_URL): %w", redactURLs(url), envPrefix, err)
+		return nil, nil, Config{}, fmt.Errorf("connect to NATS at %s (set %sNATS_URL): %w", bjs.Redact(url), envPrefix, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -84,18 +85,6 @@ func opsConnect(ctx context.Context, envMap map[string]string) (*nats.Conn, jets
 		return nil, nil, Config{}, err
 	}
 	return nc, js, cfg, nil
-}
-
-func redactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if at := strings.LastIndex(p, "@"); at >= 0 {
-			if s := strings.Index(p, "://"); s >= 0 && s < at {
-				parts[i] = p[:s+3] + "***" + p[at:]
-			}
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 // newFlagSet returns a flag set that writes its usage to stderr.

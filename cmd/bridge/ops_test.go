@@ -304,12 +304,3 @@ func TestSubmitAndJobClients(t *testing.T) {
 		t.Errorf("bridge %+v", b)
 	}
 }
-
-func TestTruncateTextKeepsCharactersWhole(t *testing.T) {
-	if got := truncateText("ab€cd", 3); got != "ab…" {
-		t.Fatalf("truncateText = %q, want %q", got, "ab…")
-	}
-	if got := truncateText("short", 10); got != "short" {
-		t.Fatalf("truncateText = %q", got)
-	}
-}

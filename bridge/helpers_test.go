@@ -45,6 +45,7 @@ type env struct {
 	nc        *nats.Conn
 	js        jetstream.JetStream
 	store     *jobs.Store
+	res       bjs.Resources
 	deliverer *jobs.Deliverer
 	sim       *simulator.Simulator
 	api       upstream.API
@@ -65,11 +66,12 @@ func newEnv(tb testing.TB, topo topology, simCfg simulator.Config) *env {
 	}
 	e.nc, e.js = natstest.Connect(tb, urls)
 	ctx := testCtx(tb, 30*time.Second)
-	res, err := bjs.Provision(ctx, e.js, bjs.ProvisionConfig{Replicas: topo.replicas})
+	var err error
+	e.res, err = bjs.Provision(ctx, e.js, bjs.ProvisionConfig{Replicas: topo.replicas})
 	if err != nil {
 		tb.Fatalf("provision: %v", err)
 	}
-	e.store = jobs.NewStore(res.Jobs)
+	e.store = jobs.NewStore(e.res.Jobs)
 	e.deliverer, err = jobs.NewDeliverer(jobs.DelivererConfig{JS: e.js, Store: e.store, Log: e.log})
 	if err != nil {
 		tb.Fatalf("deliverer: %v", err)
@@ -185,7 +187,7 @@ func (e *env) startVerifier(mods ...func(*VerifierConfig)) (stop func()) {
 func (e *env) startSubmitter(mods ...func(*SubmitConfig)) *Submitter {
 	e.tb.Helper()
 	cfg := SubmitConfig{
-		NC: e.nc, JS: e.js, API: e.api, Store: e.store, Log: e.log, Metrics: e.reg,
+		NC: e.nc, JS: e.js, Idempotency: e.res.Idempotency, API: e.api, Store: e.store, Log: e.log, Metrics: e.reg,
 		PublicURL: e.hookURL, Token: testToken, IdempotencyWait: 10 * time.Second,
 	}
 	for _, m := range mods {

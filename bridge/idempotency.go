@@ -26,7 +26,7 @@ var (
 	errIdemUnknown = errors.New("the first submission with this Idempotency-Key got no answer from the upstream, so its job may exist; use a new key to submit again")
 )
 
-// idemEntry is the value of an idempotency key in [BucketIdempotency].
+// idemEntry is the value of an idempotency key in [bjs.BucketIdempotency].
 type idemEntry struct {
 	State  string    `json:"state"`
 	JobID  string    `json:"job_id,omitempty"`
@@ -55,14 +55,14 @@ func (s *Submitter) reserve(ctx context.Context, modality, key string) (*reserva
 	val, _ := json.Marshal(idemEntry{State: idemReserved, At: s.cfg.Now().UTC()})
 	deadline := time.Now().Add(s.cfg.IdempotencyWait)
 	for {
-		rev, err := s.idem.Create(ctx, k, val)
+		rev, err := s.cfg.Idempotency.Create(ctx, k, val)
 		if err == nil {
 			return &reservation{s: s, key: k, rev: rev}, nil, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, nil, fmt.Errorf("reserve idempotency key: %w", err)
 		}
-		e, err := s.idem.Get(ctx, k)
+		e, err := s.cfg.Idempotency.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // the holder gave the key up: try to take it
 		}
@@ -113,7 +113,7 @@ func (r *reservation) release(ctx context.Context) {
 	}
 	ctx, cancel := settleCtx(ctx)
 	defer cancel()
-	if err := r.s.idem.Delete(ctx, r.key, jetstream.LastRevision(r.rev)); err != nil {
+	if err := r.s.cfg.Idempotency.Delete(ctx, r.key, jetstream.LastRevision(r.rev)); err != nil {
 		r.s.log.Warn().Err(err).Msg("release idempotency key; it expires with its TTL")
 	}
 }
@@ -138,7 +138,7 @@ func (r *reservation) put(ctx context.Context, ent idemEntry, log zerolog.Logger
 	ctx, cancel := settleCtx(ctx)
 	defer cancel()
 	val, _ := json.Marshal(ent)
-	if _, err := r.s.idem.Update(ctx, r.key, val, r.rev); err != nil {
+	if _, err := r.s.cfg.Idempotency.Update(ctx, r.key, val, r.rev); err != nil {
 		log.Warn().Err(err).Str("state", ent.State).Msg("update idempotency key")
 	}
 }

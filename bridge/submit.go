@@ -25,10 +25,6 @@ import (
 // HeaderIdempotencyKey is the submit request header that makes a submission idempotent.
 const HeaderIdempotencyKey = bjs.HeaderIdempotencyKey
 
-// BucketIdempotency is the KV bucket mapping idempotency keys to job_ids. The submitter creates it with
-// its own TTL when it starts.
-const BucketIdempotency = bjs.BucketIdempotency
-
 // StatusUnknown is the submit reply status for a job the upstream may or may not have created (503
 // SUBMISSION_STATUS_UNKNOWN with a job_id). The bridge tracks it as pending: the reconciler polls it and
 // a result or a timeout result follows on RESULTS, as for any other job.
@@ -43,12 +39,15 @@ func DefaultModalities() map[string]string {
 	return fields
 }
 
-// SubmitConfig configures a [Submitter]. NC, JS, API and Store are required.
+// SubmitConfig configures a [Submitter]. NC, JS, Idempotency, API and Store are required.
 type SubmitConfig struct {
 	// NC is the connection the micro service listens on.
 	NC *nats.Conn
-	// JS reads results for jobs.status and holds the idempotency bucket.
+	// JS reads results for jobs.status.
 	JS jetstream.JetStream
+	// Idempotency is the [bjs.BucketIdempotency] bucket, as [bjs.Provision] makes it; its TTL is how long
+	// an idempotency key is remembered.
+	Idempotency jetstream.KeyValue
 	// API is the budgeted upstream client; the submitter calls Submit only.
 	API upstream.API
 	// Store is the JOBS store the submitter records accepted jobs in.
@@ -87,13 +86,9 @@ type SubmitConfig struct {
 	SubmitTimeout time.Duration
 	// StoreAttempts is how often writing the JOBS record is tried after the upstream accepted; default 5.
 	StoreAttempts int
-	// IdempotencyTTL is how long an idempotency key is remembered; default 24h.
-	IdempotencyTTL time.Duration
 	// IdempotencyWait is how long a request waits for a concurrent request with the same key to finish
 	// before answering 409; default 30s.
 	IdempotencyWait time.Duration
-	// Replicas of the idempotency bucket; default 1.
-	Replicas int
 	// Version of the micro service; default "1.0.0".
 	Version string
 	// ShutdownTimeout is how long Stop waits for in-flight requests; default 15s.
@@ -129,14 +124,8 @@ func (c *SubmitConfig) setDefaults() {
 	if c.StoreAttempts == 0 {
 		c.StoreAttempts = 5
 	}
-	if c.IdempotencyTTL == 0 {
-		c.IdempotencyTTL = 24 * time.Hour
-	}
 	if c.IdempotencyWait == 0 {
 		c.IdempotencyWait = 30 * time.Second
-	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
 	}
 	if c.Version == "" {
 		c.Version = "1.0.0"
@@ -153,6 +142,8 @@ func (c *SubmitConfig) Validate() error {
 		return fmt.Errorf("%w: submit: NC: required", ErrInvalidConfig)
 	case c.JS == nil:
 		return fmt.Errorf("%w: submit: JS: required", ErrInvalidConfig)
+	case c.Idempotency == nil:
+		return fmt.Errorf("%w: submit: Idempotency: required", ErrInvalidConfig)
 	case c.API == nil:
 		return fmt.Errorf("%w: submit: API: required", ErrInvalidConfig)
 	case c.Store == nil:
@@ -167,11 +158,8 @@ func (c *SubmitConfig) Validate() error {
 		return fmt.Errorf("%w: submit: SubmitTimeout %v: must be at least 1s", ErrInvalidConfig, c.SubmitTimeout)
 	case c.StoreAttempts < 1:
 		return fmt.Errorf("%w: submit: StoreAttempts %d: must be at least 1", ErrInvalidConfig, c.StoreAttempts)
-	case c.IdempotencyTTL < time.Second || c.IdempotencyWait < 0:
-		return fmt.Errorf("%w: submit: IdempotencyTTL %v, IdempotencyWait %v: TTL at least 1s, wait not negative",
-			ErrInvalidConfig, c.IdempotencyTTL, c.IdempotencyWait)
-	case c.Replicas < 1 || c.Replicas > 5:
-		return fmt.Errorf("%w: submit: Replicas %d: must be 1 to 5", ErrInvalidConfig, c.Replicas)
+	case c.IdempotencyWait < 0:
+		return fmt.Errorf("%w: submit: IdempotencyWait %v: must not be negative", ErrInvalidConfig, c.IdempotencyWait)
 	}
 	for m, field := range c.Modalities {
 		if !validToken(m) || field == "" {
@@ -218,7 +206,7 @@ type SubmitReply struct {
 // http(s) with a public host; webhook_url is refused because the bridge sets it); a request that fails
 // is answered with code 400 and never reaches the upstream. Then:
 //
-//  1. With an Idempotency-Key header, the key is reserved in [BucketIdempotency] with a create (so of
+//  1. With an Idempotency-Key header, the key is reserved in [bjs.BucketIdempotency] with a create (so of
 //     two concurrent identical requests only one reaches the upstream; the other waits for its job_id).
 //  2. The job is submitted at [upstream.ClassSubmit].
 //  3. The JOBS record (pending, origin submit, deadline) is written, retried StoreAttempts times.
@@ -238,11 +226,10 @@ type Submitter struct {
 	metrics *submitMetrics
 	sem     chan struct{}
 
-	// mu guards svc, idem, baseCtx, cancel and closing, and orders wg.Add before wg.Wait.
+	// mu guards svc, baseCtx, cancel and closing, and orders wg.Add before wg.Wait.
 	mu      sync.Mutex
 	closing bool
 	svc     micro.Service
-	idem    jetstream.KeyValue
 	baseCtx context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -266,35 +253,14 @@ func NewSubmitter(cfg SubmitConfig) (*Submitter, error) {
 	}, nil
 }
 
-// Start creates (or updates) the idempotency bucket and starts the micro service; requests are served
-// when it returns nil. It fails if the submitter was started before.
+// Start starts the micro service; requests are served when it returns nil. It fails if the submitter was
+// started before.
 func (s *Submitter) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.svc != nil {
 		return errors.New("submit: already started")
 	}
-	// Create first and update only an existing bucket: two processes starting together that both call
-	// CreateOrUpdateKeyValue (update, not found, create) on a fresh R3 bucket were seen to get no answer
-	// from the cluster at all. A create racing another is answered with ErrBucketExists.
-	kctx, kcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer kcancel()
-	kvCfg := jetstream.KeyValueConfig{
-		Bucket:      BucketIdempotency,
-		Description: "submit idempotency keys: sha256(modality, key) to job_id",
-		History:     1,
-		TTL:         s.cfg.IdempotencyTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    s.cfg.Replicas,
-	}
-	kv, err := s.cfg.JS.CreateKeyValue(kctx, kvCfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = s.cfg.JS.UpdateKeyValue(kctx, kvCfg)
-	}
-	if err != nil {
-		return fmt.Errorf("idempotency bucket %s: %w", BucketIdempotency, err)
-	}
-	s.idem = kv
 	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	svc, err := micro.AddService(s.cfg.NC, micro.Config{

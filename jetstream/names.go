@@ -31,8 +31,13 @@ const (
 	// BucketIdempotency maps submit idempotency keys to job_ids. It is separate from JOBS so that
 	// everything watching JOBS sees job records only.
 	BucketIdempotency = "BRIDGE_IDEMPOTENCY"
-	// BucketReplay is the KV bucket of replay progress, keyed by replay name; bridge replay creates it.
+	// BucketReplay is the KV bucket of replay progress, keyed by replay name; bridge replay creates it
+	// on first use ([EnsureReplayBucket]).
 	BucketReplay = "BRIDGE_REPLAY"
+	// BucketBudget is the account-wide upstream budget: the shared token bucket and each process's usage.
+	BucketBudget = "BRIDGE_BUDGET"
+	// BucketPrefix starts the name of every bucket of the bridge's own (all but JOBS).
+	BucketPrefix = "BRIDGE_"
 
 	// ConsumerVerify is the durable pull consumer of the verifier on StreamWebhooks.
 	ConsumerVerify = "verify"
@@ -139,6 +144,15 @@ func LateResultSubject(jobType string) string { return SubjectLateResults + toke
 
 // DeadLetterSubject is the subject of a dead letter with the given reason.
 func DeadLetterSubject(reason string) string { return SubjectDeadLetter + token(reason) }
+
+// kvStreamPrefix starts the name of the stream that holds a KV bucket.
+const kvStreamPrefix = "KV_"
+
+// KVStream is the name of the stream that holds the KV bucket called bucket.
+func KVStream(bucket string) string { return kvStreamPrefix + bucket }
+
+// KVBucket returns the bucket that the stream called stream holds, and whether it holds one.
+func KVBucket(stream string) (string, bool) { return strings.CutPrefix(stream, kvStreamPrefix) }
 
 // token makes s safe as one subject token: no dots, wildcards or spaces.
 func token(s string) string {

@@ -469,22 +469,19 @@ func (r *replayer) loadState(ctx context.Context, lastSeq uint64) error {
 	if cfg.Selection.ToSeq > 0 && cfg.Selection.ToSeq < lastSeq {
 		fresh.EndSeq = cfg.Selection.ToSeq
 	}
-	kv, err := cfg.JS.KeyValue(ctx, bjs.BucketReplay)
-	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound) && cfg.DryRun:
-		r.st = fresh
-		return nil
-	case errors.Is(err, jetstream.ErrBucketNotFound):
-		kv, err = cfg.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: bjs.BucketReplay, Description: "bridge replay progress, keyed by replay name",
-			History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = cfg.JS.KeyValue(ctx, bjs.BucketReplay)
+	var kv jetstream.KeyValue
+	var err error
+	if cfg.DryRun { // a dry run creates nothing
+		kv, err = cfg.JS.KeyValue(ctx, bjs.BucketReplay)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			r.st = fresh
+			return nil
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("bucket %s: %w", bjs.BucketReplay, err)
+		if err != nil {
+			return fmt.Errorf("bucket %s: %w", bjs.BucketReplay, err)
+		}
+	} else if kv, err = bjs.EnsureReplayBucket(ctx, cfg.JS, cfg.Replicas); err != nil {
+		return err
 	}
 	r.kv = kv
 	e, err := kv.Get(ctx, cfg.Name)

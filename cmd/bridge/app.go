@@ -122,8 +122,8 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 	}
 	if cfg.has(roleSubmit) {
 		s, err := bridge.NewSubmitter(bridge.SubmitConfig{
-			NC: a.nats.nc, JS: a.nats.js, API: a.api, Store: store, Deadlines: deadlines, Log: log, Metrics: a.reg,
-			PublicURL: cfg.PublicURL, Token: cfg.WebhookToken, Replicas: cfg.Replicas,
+			NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
+			Deadlines: deadlines, Log: log, Metrics: a.reg, PublicURL: cfg.PublicURL, Token: cfg.WebhookToken,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("submit: %w", err)
@@ -132,7 +132,7 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 	}
 	if cfg.has(roleReconcile) {
 		r, err := reconcile.New(reconcile.Config{
-			JS: a.nats.js, Jobs: a.nats.res.Jobs, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
+			Jobs: store, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
 			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Log: log, Metrics: a.reg,
 			Instance: opts.reconcileInstance,
 		})

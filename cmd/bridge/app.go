@@ -7,11 +7,12 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/reconcile"
+	"github.com/evershield/bridge/submit"
 	"github.com/evershield/bridge/upstream"
+	"github.com/evershield/bridge/verify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
@@ -111,7 +112,7 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 		return nil, err
 	}
 	if cfg.has(roleVerify) {
-		v, err := bridge.NewVerifier(bridge.VerifierConfig{
+		v, err := verify.New(verify.Config{
 			JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: log, Metrics: a.reg,
 			UnknownRPM: cfg.unknownJobRPM(),
 		})
@@ -121,7 +122,7 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 		a.roles = append(a.roles, role{roleVerify, v.Run})
 	}
 	if cfg.has(roleSubmit) {
-		s, err := bridge.NewSubmitter(bridge.SubmitConfig{
+		s, err := submit.New(submit.Config{
 			NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
 			Deadlines: deadlines, Log: log, Metrics: a.reg, PublicURL: cfg.PublicURL, Token: cfg.WebhookToken,
 		})

@@ -12,9 +12,9 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
-	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/verify"
 )
 
 // envPrefix prefixes every configuration variable.
@@ -220,7 +220,7 @@ func (c *Config) unknownJobRPM() int {
 	case c.UnknownJobRPM == nil:
 		return max(1, c.APIRPM/10)
 	case *c.UnknownJobRPM == 0:
-		return bridge.UnknownOff
+		return verify.UnknownOff
 	}
 	return *c.UnknownJobRPM
 }

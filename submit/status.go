@@ -1,4 +1,4 @@
-package bridge
+package submit
 
 import (
 	"context"
@@ -32,7 +32,7 @@ type StatusReply struct {
 const statusLabel = "status"
 
 // handleStatus serves jobs.status.
-func (s *Submitter) handleStatus(base context.Context, req micro.Request) {
+func (s *Service) handleStatus(base context.Context, req micro.Request) {
 	ctx, cancel := context.WithTimeout(base, 10*time.Second)
 	defer cancel()
 	var r StatusRequest

@@ -1,9 +1,9 @@
-package bridge
+package verify
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evershield/bridge/internal/promutil"
 )
 
 // Verifier outcomes, the values of bridge_verify_outcomes_total{outcome}.
@@ -79,52 +79,20 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		}),
 	}
 	var err error
-	if m.outcomes, err = register(reg, m.outcomes); err != nil {
+	if m.outcomes, err = promutil.Register(reg, m.outcomes); err != nil {
 		return nil, err
 	}
-	if m.deadLetters, err = register(reg, m.deadLetters); err != nil {
+	if m.deadLetters, err = promutil.Register(reg, m.deadLetters); err != nil {
 		return nil, err
 	}
-	if m.latency, err = register(reg, m.latency); err != nil {
+	if m.latency, err = promutil.Register(reg, m.latency); err != nil {
 		return nil, err
 	}
-	if m.inFlight, err = register(reg, m.inFlight); err != nil {
+	if m.inFlight, err = promutil.Register(reg, m.inFlight); err != nil {
 		return nil, err
 	}
-	if m.unknownWaiting, err = register(reg, m.unknownWaiting); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-type submitMetrics struct {
-	requests *prometheus.CounterVec
-}
-
-func newSubmitMetrics(reg prometheus.Registerer) (*submitMetrics, error) {
-	m := &submitMetrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "bridge_submit_requests_total",
-		Help: "Submit and job-status requests, by modality (status for jobs.status) and outcome.",
-	}, []string{"modality", "outcome"})}
-	var err error
-	if m.requests, err = register(reg, m.requests); err != nil {
+	if m.unknownWaiting, err = promutil.Register(reg, m.unknownWaiting); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c with reg, or returns the collector registered before under the same name, so that
-// a role restarted in the same process (tests, a supervisor) keeps counting in the same series. A nil reg
-// registers nothing.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	err := reg.Register(c)
-	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, err
 }

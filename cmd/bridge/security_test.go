@@ -151,7 +151,7 @@ func TestSecurityConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := cfg.unknownJobRPM(); got != tt.want {
+			if got := cfg.UnknownRPM(); got != tt.want {
 				t.Fatalf("unknownJobRPM = %d, want %d", got, tt.want)
 			}
 		})

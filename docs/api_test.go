@@ -229,8 +229,8 @@ func TestDesignNamesTheContract(t *testing.T) {
 		"INVALID_REQUEST", "JOB_NOT_FOUND", "BUSY", "Retry-After",
 		"ingest/", "verify/", "submit/", "reconcile/", "upstream/", "jetstream/", "jobs/", "bridge/", "cmd/bridge",
 	)
-	for _, m := range bjs.Modalities {
-		names = append(names, bjs.SubjectSubmit+m)
+	for _, m := range bjs.Modalities() {
+		names = append(names, bjs.SubjectSubmit+m.Name)
 	}
 	for _, n := range names {
 		if !bytes.Contains(b, []byte("`"+n+"`")) {

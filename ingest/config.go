@@ -28,9 +28,19 @@ const (
 	DefaultRetryAfter = time.Second
 )
 
-// ExtraModalities are the modalities of the newer upstream contract, accepted by default beside
+// extraModalities are the modalities of the newer upstream contract, accepted by default beside
 // [bjs.Modalities].
-var ExtraModalities = []string{"text", "audio"}
+var extraModalities = [...]string{"text", "audio"}
+
+// DefaultModalities are the path modalities accepted by default: the names of [bjs.Modalities], and those
+// of the newer upstream contract (text, audio). The slice is the caller's own.
+func DefaultModalities() []string {
+	var names []string
+	for _, m := range bjs.Modalities() {
+		names = append(names, m.Name)
+	}
+	return append(names, extraModalities[:]...)
+}
 
 // Config is what [New] needs. Only Publisher is required.
 type Config struct {
@@ -65,8 +75,8 @@ type Config struct {
 	MaxInFlight int
 	// RetryAfter is the Retry-After of a 503, rounded up to whole seconds; 0 means DefaultRetryAfter.
 	RetryAfter time.Duration
-	// Modalities are the path modalities accepted in POST /webhook/{modality}; nil means [bjs.Modalities]
-	// plus [ExtraModalities]. Each must be a single subject token and not "unknown".
+	// Modalities are the path modalities accepted in POST /webhook/{modality}; nil means
+	// [DefaultModalities]. Each must be a single subject token and not "unknown".
 	Modalities []string
 	// Ready reports whether NATS is usable. When nil and Publisher has a Conn() *nats.Conn method (as
 	// jetstream.JetStream does), it is that connection's IsConnected; otherwise it is always true.
@@ -93,7 +103,7 @@ func (c *Config) setDefaults() {
 		c.SignatureTolerance = DefaultSignatureTolerance
 	}
 	if c.Modalities == nil {
-		c.Modalities = append(append([]string{}, bjs.Modalities...), ExtraModalities...)
+		c.Modalities = DefaultModalities()
 	}
 	if c.Metrics == nil {
 		c.Metrics = prometheus.NewRegistry()

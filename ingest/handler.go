@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/internal/text"
 	bjs "github.com/evershield/bridge/jetstream"
 )
 
@@ -126,7 +127,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.metricsH.ServeHTTP(w, r)
 	default:
-		h.writeError(w, fmt.Errorf("%w: %s", ErrNotFound, truncate(p, 64)))
+		h.writeError(w, fmt.Errorf("%w: %s", ErrNotFound, text.Truncate(p, 64)))
 	}
 }
 
@@ -158,7 +159,7 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathModal
 			ev = h.log.Info()
 		}
 		// r.URL is never logged: it may carry ?token=.
-		ev.Str("job_id", id).Str("modality", truncate(pathModality, 64)).Int("status", status).
+		ev.Str("job_id", id).Str("modality", text.Truncate(pathModality, 64)).Int("status", status).
 			Str("remote_addr", r.RemoteAddr).Err(err).Msg("webhook rejected")
 		h.writeError(w, err)
 		return
@@ -184,7 +185,7 @@ const answerMargin = 500 * time.Millisecond
 // start is when the handler began, which is when net/http armed the connection's write deadline.
 func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality string, receivedAt, start time.Time) (string, *jetstream.PubAck, error) {
 	if r.URL.Path != PathWebhook && !h.modalities[pathModality] {
-		return "", nil, fmt.Errorf("%w %q: use one of %s", ErrUnknownModality, truncate(pathModality, 64),
+		return "", nil, fmt.Errorf("%w %q: use one of %s", ErrUnknownModality, text.Truncate(pathModality, 64),
 			strings.Join(h.cfg.Modalities, ", "))
 	}
 	if r.Method != http.MethodPost {
@@ -304,7 +305,7 @@ func checkMediaType(ct string) error {
 	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
 		return nil
 	}
-	return fmt.Errorf("%w, not %q", ErrMediaType, truncate(ct, 64))
+	return fmt.Errorf("%w, not %q", ErrMediaType, text.Truncate(ct, 64))
 }
 
 // writeError answers err through the error table, adding Retry-After to a 503.

@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/google/uuid"
+	"github.com/evershield/bridge/internal/text"
+	"github.com/evershield/bridge/jobs"
 )
 
 // jobIDKey is the only field of a webhook body ingest looks at.
@@ -57,8 +58,8 @@ func jobID(body []byte) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrJobID, err)
 	}
-	if len(id) != 36 || uuid.Validate(id) != nil {
-		return "", fmt.Errorf("%w: %q is not a UUID", ErrJobID, truncate(id, 64))
+	if !jobs.ValidID(id) {
+		return "", fmt.Errorf("%w: %q is not a UUID", ErrJobID, text.Truncate(id, 64))
 	}
 	return id, nil
 }
@@ -173,12 +174,4 @@ func kind(c byte) string {
 	default:
 		return "a number"
 	}
-}
-
-// truncate shortens s to at most n bytes for echoing client input in messages.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

@@ -109,7 +109,7 @@ func Connect(cfg ConnConfig) (*nats.Conn, error) {
 	}
 	nc, err := nats.Connect(servers, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connect nats %s: %w", redact(servers), err)
+		return nil, fmt.Errorf("connect nats %s: %w", Redact(servers), err)
 	}
 	if cfg.InProcess != nil {
 		return nc, nil
@@ -136,32 +136,28 @@ func Connect(cfg ConnConfig) (*nats.Conn, error) {
 			}
 			nc.Close()
 			if closed {
-				return nil, fmt.Errorf("connect nats %s: refused: %w", redact(servers), cause)
+				return nil, fmt.Errorf("connect nats %s: refused: %w", Redact(servers), cause)
 			}
-			return nil, fmt.Errorf("connect nats %s: not connected within %v: %w", redact(servers), wait, cause)
+			return nil, fmt.Errorf("connect nats %s: not connected within %v: %w", Redact(servers), wait, cause)
 		}
 		<-tick.C
 	}
 	return nc, nil
 }
 
-// redact hides the secrets in NATS URLs: the password of user:pass, and a token given as the user alone.
-// A URL that does not parse is hidden whole, since it may still hold a secret.
-func redact(urls string) string {
+// Redact hides the secrets in a comma-separated list of NATS URLs, for logs and errors: the whole user
+// information (user and password, or a token given as the user alone) becomes xxxxx. A URL that does not
+// parse is hidden whole, since it may still hold a secret.
+func Redact(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
 		u, err := url.Parse(strings.TrimSpace(p))
 		switch {
 		case err != nil:
 			parts[i] = "[unparsable URL]"
-		case u.User == nil:
-		default:
-			if _, hasPass := u.User.Password(); hasPass {
-				parts[i] = u.Redacted()
-			} else {
-				u.User = url.User("xxxxx")
-				parts[i] = u.String()
-			}
+		case u.User != nil:
+			u.User = url.User("xxxxx")
+			parts[i] = u.String()
 		}
 	}
 	return strings.Join(parts, ",")

@@ -164,3 +164,21 @@ func TestConnectUserPasswordRedacted(t *testing.T) {
 		t.Errorf("logs show the password:\n%s", logs.String())
 	}
 }
+
+// TestRedact: no user, password or token of a NATS URL list survives, nor a URL that does not parse.
+func TestRedact(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"no secret", "nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+		{"user and password", "nats://bridge:s3cr3t@host:4222", "nats://xxxxx@host:4222"},
+		{"token", "nats://tok3n@host:4222", "nats://xxxxx@host:4222"},
+		{"list", "nats://a:4222,tls://u:p@b:4222", "nats://a:4222,tls://xxxxx@b:4222"},
+		{"unparsable", "nats://u:p@host:port%zz", "[unparsable URL]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := bjs.Redact(tt.in); got != tt.want {
+				t.Fatalf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}

@@ -1,6 +1,9 @@
 package jetstream
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // Contract names from DESIGN.md. Role code uses these and never spells a subject, stream or bucket itself.
 const (
@@ -28,8 +31,13 @@ const (
 	// BucketIdempotency maps submit idempotency keys to job_ids. It is separate from JOBS so that
 	// everything watching JOBS sees job records only.
 	BucketIdempotency = "BRIDGE_IDEMPOTENCY"
-	// BucketReplay is the KV bucket of replay progress, keyed by replay name; bridge replay creates it.
+	// BucketReplay is the KV bucket of replay progress, keyed by replay name; bridge replay creates it
+	// on first use ([EnsureReplayBucket]).
 	BucketReplay = "BRIDGE_REPLAY"
+	// BucketBudget is the account-wide upstream budget: the shared token bucket and each process's usage.
+	BucketBudget = "BRIDGE_BUDGET"
+	// BucketPrefix starts the name of every bucket of the bridge's own (all but JOBS).
+	BucketPrefix = "BRIDGE_"
 
 	// ConsumerVerify is the durable pull consumer of the verifier on StreamWebhooks.
 	ConsumerVerify = "verify"
@@ -86,8 +94,39 @@ const (
 	SourceTimeout = "timeout"
 )
 
-// Modalities are the submit modalities of the documented upstream contract.
-var Modalities = []string{"prompt", "image", "video", "chat"}
+// Modality is one submit modality of the documented upstream contract.
+type Modality struct {
+	// Name is the modality as the upstream path (POST /moderate/<name>), the submit endpoint
+	// (moderate.<name>) and the webhook subject token (webhooks.<name>) spell it.
+	Name string
+	// Field is the form field a submission of this modality must carry.
+	Field string
+	// Deadline is how long a job of this modality may stay pending by default, the upstream's
+	// recommended give-up time.
+	Deadline time.Duration
+}
+
+// modalities is the one table of the documented modalities; [Modalities] hands out copies.
+var modalities = [...]Modality{
+	{Name: "prompt", Field: "prompt", Deadline: 5 * time.Minute},
+	{Name: "image", Field: "image_url", Deadline: 5 * time.Minute},
+	{Name: "video", Field: "video_url", Deadline: 15 * time.Minute},
+	{Name: "chat", Field: "prompt", Deadline: 5 * time.Minute},
+}
+
+// Modalities returns the submit modalities of the documented upstream contract, in the contract's
+// order (prompt, image, video, chat). The slice is the caller's own.
+func Modalities() []Modality { return append([]Modality(nil), modalities[:]...) }
+
+// LookupModality returns the documented modality called name, and whether there is one.
+func LookupModality(name string) (Modality, bool) {
+	for _, m := range modalities {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Modality{}, false
+}
 
 // WebhookSubject is the subject a raw webhook for modality is published on.
 func WebhookSubject(modality string) string {
@@ -105,6 +144,15 @@ func LateResultSubject(jobType string) string { return SubjectLateResults + toke
 
 // DeadLetterSubject is the subject of a dead letter with the given reason.
 func DeadLetterSubject(reason string) string { return SubjectDeadLetter + token(reason) }
+
+// kvStreamPrefix starts the name of the stream that holds a KV bucket.
+const kvStreamPrefix = "KV_"
+
+// KVStream is the name of the stream that holds the KV bucket called bucket.
+func KVStream(bucket string) string { return kvStreamPrefix + bucket }
+
+// KVBucket returns the bucket that the stream called stream holds, and whether it holds one.
+func KVBucket(stream string) (string, bool) { return strings.CutPrefix(stream, kvStreamPrefix) }
 
 // token makes s safe as one subject token: no dots, wildcards or spaces.
 func token(s string) string {

@@ -28,6 +28,8 @@ type ProvisionConfig struct {
 	JobsRetention time.Duration
 	// LeaseTTL is the lifetime of a role lease in BRIDGE_LEASES without renewal.
 	LeaseTTL time.Duration
+	// IdempotencyTTL is how long BRIDGE_IDEMPOTENCY remembers a submit idempotency key. Zero means 24h.
+	IdempotencyTTL time.Duration
 }
 
 func (c *ProvisionConfig) setDefaults() {
@@ -49,6 +51,9 @@ func (c *ProvisionConfig) setDefaults() {
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 10 * time.Second
 	}
+	if c.IdempotencyTTL == 0 {
+		c.IdempotencyTTL = 24 * time.Hour
+	}
 }
 
 // Validate reports the first invalid field.
@@ -66,6 +71,8 @@ func (c *ProvisionConfig) Validate() error {
 		return fmt.Errorf("max bytes %d: must not be negative", c.MaxBytes)
 	case c.LeaseTTL < time.Second:
 		return fmt.Errorf("lease ttl %v: must be at least 1s", c.LeaseTTL)
+	case c.IdempotencyTTL < time.Second:
+		return fmt.Errorf("idempotency ttl %v: must be at least 1s", c.IdempotencyTTL)
 	}
 	return nil
 }
@@ -73,7 +80,14 @@ func (c *ProvisionConfig) Validate() error {
 // Resources are the provisioned streams and buckets.
 type Resources struct {
 	Webhooks, Results, DeadLetter natsjs.Stream
-	Jobs, Leases                  natsjs.KeyValue
+	// Jobs is JOBS; wrap it in a jobs.Store.
+	Jobs natsjs.KeyValue
+	// Leases is BRIDGE_LEASES, the role leases.
+	Leases natsjs.KeyValue
+	// Idempotency is BRIDGE_IDEMPOTENCY, the submit idempotency keys.
+	Idempotency natsjs.KeyValue
+	// Budget is BRIDGE_BUDGET, the account-wide upstream budget.
+	Budget natsjs.KeyValue
 }
 
 // StreamConfigs returns the configurations of WEBHOOKS, RESULTS and DEADLETTER.
@@ -124,30 +138,56 @@ func Provision(ctx context.Context, js natsjs.JetStream, cfg ProvisionConfig) (R
 	}
 	res.Webhooks, res.Results, res.DeadLetter = streams[0], streams[1], streams[2]
 
-	var err error
-	res.Jobs, err = ensureKV(ctx, js, natsjs.KeyValueConfig{
-		Bucket:      BucketJobs,
-		Description: "jobs the bridge tracks, keyed by job_id",
-		History:     1,
-		TTL:         cfg.JobsRetention,
-		Storage:     natsjs.FileStorage,
-		Replicas:    cfg.Replicas,
-	})
-	if err != nil {
-		return Resources{}, err
+	buckets := []struct {
+		kv  *natsjs.KeyValue
+		cfg natsjs.KeyValueConfig
+	}{
+		{&res.Jobs, bucketConfig(BucketJobs, "jobs the bridge tracks, keyed by job_id", cfg.JobsRetention, cfg.Replicas)},
+		{&res.Leases, bucketConfig(BucketLeases, "role leases, such as the active reconciler", cfg.LeaseTTL, cfg.Replicas)},
+		{&res.Idempotency, bucketConfig(BucketIdempotency, "submit idempotency keys: sha256(modality, key) to job_id",
+			cfg.IdempotencyTTL, cfg.Replicas)},
+		{&res.Budget, bucketConfig(BucketBudget, "the account-wide upstream budget: the shared token bucket and each process's usage",
+			0, cfg.Replicas)},
 	}
-	res.Leases, err = ensureKV(ctx, js, natsjs.KeyValueConfig{
-		Bucket:      BucketLeases,
-		Description: "role leases, such as the active reconciler",
-		History:     1,
-		TTL:         cfg.LeaseTTL,
-		Storage:     natsjs.FileStorage,
-		Replicas:    cfg.Replicas,
-	})
-	if err != nil {
-		return Resources{}, err
+	for _, b := range buckets {
+		kv, err := ensureKV(ctx, js, b.cfg)
+		if err != nil {
+			return Resources{}, err
+		}
+		*b.kv = kv
 	}
 	return res, nil
+}
+
+// bucketConfig is the configuration of one of the bridge's buckets: one value per key, on disk, entries
+// expiring after ttl (zero: never).
+func bucketConfig(bucket, desc string, ttl time.Duration, replicas int) natsjs.KeyValueConfig {
+	return natsjs.KeyValueConfig{
+		Bucket:      bucket,
+		Description: desc,
+		History:     1,
+		TTL:         ttl,
+		Storage:     natsjs.FileStorage,
+		Replicas:    replicas,
+	}
+}
+
+// EnsureReplayBucket opens BRIDGE_REPLAY, the progress of bridge replay, and creates it with replicas
+// (at least 1) if it does not exist yet: it is made on first use rather than by [Provision], so that a
+// deployment that never replays has none, and an operator can replay on a deployment provisioned before
+// it existed.
+func EnsureReplayBucket(ctx context.Context, js natsjs.JetStream, replicas int) (natsjs.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, BucketReplay)
+	if errors.Is(err, natsjs.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, bucketConfig(BucketReplay, "bridge replay progress, keyed by replay name", 0, max(replicas, 1)))
+		if errors.Is(err, natsjs.ErrBucketExists) { // another replay created it first
+			kv, err = js.KeyValue(ctx, BucketReplay)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", BucketReplay, err)
+	}
+	return kv, nil
 }
 
 func ensureStream(ctx context.Context, js natsjs.JetStream, want natsjs.StreamConfig) (natsjs.Stream, error) {
@@ -200,6 +240,10 @@ func union(a, b []string) []string {
 	return out
 }
 
+// ensureKV creates the bucket, or updates an existing one to want. It creates first and updates only an
+// existing bucket: two processes starting together that both call CreateOrUpdateKeyValue (update, not
+// found, create) on a fresh R3 bucket were seen to get no answer from the cluster at all. A create racing
+// another is answered with ErrBucketExists.
 func ensureKV(ctx context.Context, js natsjs.JetStream, want natsjs.KeyValueConfig) (natsjs.KeyValue, error) {
 	kv, err := js.CreateKeyValue(ctx, want)
 	if err == nil {

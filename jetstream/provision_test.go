@@ -51,6 +51,61 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestProvisionOwnsEveryBucket: Provision makes every bucket of the bridge's with its settings, and
+// EnsureReplayBucket the replay bucket on first use only.
+func TestProvisionOwnsEveryBucket(t *testing.T) {
+	t.Parallel()
+	n := natstest.RunServer(t)
+	_, js := natstest.Connect(t, n.ClientURL())
+	ctx := testCtx(t)
+	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{IdempotencyTTL: time.Hour})
+	if err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	tests := []struct {
+		name   string
+		kv     jetstream.KeyValue
+		bucket string
+		ttl    time.Duration
+	}{
+		{"jobs", res.Jobs, bjs.BucketJobs, 30 * 24 * time.Hour},
+		{"leases", res.Leases, bjs.BucketLeases, 10 * time.Second},
+		{"idempotency", res.Idempotency, bjs.BucketIdempotency, time.Hour},
+		{"budget", res.Budget, bjs.BucketBudget, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := tt.kv.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Bucket() != tt.bucket || st.TTL() != tt.ttl || st.History() != 1 {
+				t.Errorf("bucket %s ttl %v history %d, want %s ttl %v history 1", st.Bucket(), st.TTL(), st.History(), tt.bucket, tt.ttl)
+			}
+			si, err := js.Stream(ctx, bjs.KVStream(tt.bucket))
+			if err != nil {
+				t.Fatalf("stream %s: %v", bjs.KVStream(tt.bucket), err)
+			}
+			if cfg := si.CachedInfo().Config; cfg.Storage != jetstream.FileStorage || cfg.Replicas != 1 {
+				t.Errorf("stream %s storage %v replicas %d, want file, 1", cfg.Name, cfg.Storage, cfg.Replicas)
+			}
+		})
+	}
+	if _, err := js.KeyValue(ctx, bjs.BucketReplay); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Fatalf("replay bucket before the first replay: %v, want not found", err)
+	}
+	kv, err := bjs.EnsureReplayBucket(ctx, js, 1)
+	if err != nil || kv.Bucket() != bjs.BucketReplay {
+		t.Fatalf("EnsureReplayBucket: %v", err)
+	}
+	if _, err := bjs.EnsureReplayBucket(ctx, js, 1); err != nil {
+		t.Fatalf("EnsureReplayBucket again: %v", err)
+	}
+	if b, ok := bjs.KVBucket(bjs.KVStream(bjs.BucketReplay)); !ok || b != bjs.BucketReplay {
+		t.Errorf("KVBucket(KVStream(%s)) = %q, %v", bjs.BucketReplay, b, ok)
+	}
+}
+
 func TestProvisionRejectsIncompatibleStream(t *testing.T) {
 	t.Parallel()
 	n := natstest.RunServer(t)

@@ -3,6 +3,8 @@ package jobs
 import (
 	"encoding/json"
 	"time"
+
+	bjs "github.com/evershield/bridge/jetstream"
 )
 
 // State is where a job stands from the bridge's point of view.
@@ -58,20 +60,26 @@ type Record struct {
 	LateDeliveredAt *time.Time `json:"late_delivered_at,omitempty"`
 }
 
+// ResultOut reports whether the job needs no more verification: its result is published, and for a
+// timed-out job its late result too.
+func (r Record) ResultOut() bool {
+	return r.State == StateDelivered || (r.State == StateTimedOut && r.LateDeliveredAt != nil)
+}
+
 // Deadlines maps a modality to how long its jobs may stay pending. Unknown modalities get Default.
 type Deadlines struct {
 	ByModality map[string]time.Duration
 	Default    time.Duration
 }
 
-// DefaultDeadlines are the upstream's recommended give-up times: 5 min, 15 min for video.
+// DefaultDeadlines are the upstream's recommended give-up times, the deadlines of [bjs.Modalities]:
+// 5 min, 15 min for video.
 func DefaultDeadlines() Deadlines {
-	return Deadlines{
-		ByModality: map[string]time.Duration{
-			"prompt": 5 * time.Minute, "image": 5 * time.Minute, "chat": 5 * time.Minute, "video": 15 * time.Minute,
-		},
-		Default: 5 * time.Minute,
+	d := Deadlines{ByModality: map[string]time.Duration{}, Default: 5 * time.Minute}
+	for _, m := range bjs.Modalities() {
+		d.ByModality[m.Name] = m.Deadline
 	}
+	return d
 }
 
 // For returns the deadline duration of modality.

@@ -33,8 +33,11 @@ type DeadLetter struct {
 	OriginalSubject string              `json:"original_subject,omitempty"`
 	Headers         map[string][]string `json:"headers,omitempty"`
 	Body            json.RawMessage     `json:"body"`
-	// JobState is the job's state in JOBS (pending, delivered, timed_out), or "" when JOBS has no record.
+	// JobState is the job's state in JOBS (pending, delivered, timed_out, or timed_out+late once a
+	// timed-out job's late result is out), or "" when JOBS has no record.
 	JobState string `json:"job_state,omitempty"`
+	// resultOut is [jobs.Record.ResultOut] of the job's record.
+	resultOut bool
 }
 
 // DeadLetterFilter selects dead letters; every set criterion must hold.
@@ -233,17 +236,18 @@ func addJobStates(ctx context.Context, js jetstream.JetStream, dls []DeadLetter)
 		if err != nil {
 			return err
 		}
-		dls[i].JobState = string(rec.State)
-		if rec.State == jobs.StateTimedOut && rec.LateDeliveredAt != nil {
-			dls[i].JobState = "timed_out+late"
-		}
+		dls[i].JobState, dls[i].resultOut = jobStateLabel(rec), rec.ResultOut()
 	}
 	return nil
 }
 
-// resultOut reports whether a job state means the job needs no more verification.
-func resultOut(state string) bool {
-	return state == string(jobs.StateDelivered) || state == "timed_out+late"
+// jobStateLabel is the JOBS state shown for a dead letter's job: its state, marked +late for a timed-out
+// job whose late result is out too.
+func jobStateLabel(rec jobs.Record) string {
+	if rec.State == jobs.StateTimedOut && rec.ResultOut() {
+		return string(rec.State) + "+late"
+	}
+	return string(rec.State)
 }
 
 // RedriveConfig configures [Redrive]. JS is required, and Filter must select something.
@@ -323,7 +327,7 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 		switch {
 		case d.JobID == "":
 			it.Action, it.Why = ActionSkipped, "malformed: the webhook has no valid job_id and cannot be verified"
-		case resultOut(d.JobState) && !cfg.Force:
+		case d.resultOut && !cfg.Force:
 			it.Action, it.Why = ActionSkipped, "the job's result is out already (JOBS state "+d.JobState+")"
 		default:
 			it.Subject = d.OriginalSubject
@@ -358,7 +362,7 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 			log.Info().Uint64("seq", d.Seq).Str("job_id", d.JobID).Str("reason", d.Reason).Str("action", it.Action).Msg("dead letter redriven")
 		}
 		if cfg.Delete && !cfg.DryRun {
-			if redriven := it.Action == ActionRedriven || it.Action == ActionDuplicate; redriven || resultOut(d.JobState) {
+			if redriven := it.Action == ActionRedriven || it.Action == ActionDuplicate; redriven || d.resultOut {
 				if err := stream.DeleteMsg(ctx, d.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 					return items, fmt.Errorf("delete dead letter %d: %w", d.Seq, err)
 				}

@@ -12,13 +12,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
+	"github.com/evershield/bridge/verify"
 )
 
 // world is one test's JetStream with the bridge's streams, and optionally the simulator and a verifier.
@@ -107,7 +107,7 @@ func (w *world) startVerifier(maxAttempts int) {
 	if err != nil {
 		w.tb.Fatal(err)
 	}
-	v, err := bridge.NewVerifier(bridge.VerifierConfig{
+	v, err := verify.New(verify.Config{
 		JS: w.js, API: w.api, Deliverer: d, Log: w.log, Concurrency: 8, MaxAttempts: maxAttempts,
 		RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
 		UnknownRPM: 60_000, // these tests verify jobs submitted around the bridge

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
 )
 
 // Selection says which messages of a stream a replay takes. Every set criterion must hold.
@@ -468,22 +469,19 @@ func (r *replayer) loadState(ctx context.Context, lastSeq uint64) error {
 	if cfg.Selection.ToSeq > 0 && cfg.Selection.ToSeq < lastSeq {
 		fresh.EndSeq = cfg.Selection.ToSeq
 	}
-	kv, err := cfg.JS.KeyValue(ctx, bjs.BucketReplay)
-	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound) && cfg.DryRun:
-		r.st = fresh
-		return nil
-	case errors.Is(err, jetstream.ErrBucketNotFound):
-		kv, err = cfg.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: bjs.BucketReplay, Description: "bridge replay progress, keyed by replay name",
-			History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = cfg.JS.KeyValue(ctx, bjs.BucketReplay)
+	var kv jetstream.KeyValue
+	var err error
+	if cfg.DryRun { // a dry run creates nothing
+		kv, err = cfg.JS.KeyValue(ctx, bjs.BucketReplay)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			r.st = fresh
+			return nil
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("bucket %s: %w", bjs.BucketReplay, err)
+		if err != nil {
+			return fmt.Errorf("bucket %s: %w", bjs.BucketReplay, err)
+		}
+	} else if kv, err = bjs.EnsureReplayBucket(ctx, cfg.JS, cfg.Replicas); err != nil {
+		return err
 	}
 	r.kv = kv
 	e, err := kv.Get(ctx, cfg.Name)
@@ -681,33 +679,13 @@ func jobIDOf(body []byte, msgID string) string {
 	var v struct {
 		JobID string `json:"job_id"`
 	}
-	if json.Unmarshal(body, &v) == nil && validJobID(v.JobID) {
+	if json.Unmarshal(body, &v) == nil && jobs.ValidID(v.JobID) {
 		return v.JobID
 	}
-	if id, _, _ := strings.Cut(msgID, "."); validJobID(id) {
+	if id, _, _ := strings.Cut(msgID, "."); jobs.ValidID(id) {
 		return id
 	}
 	return ""
-}
-
-// validJobID accepts the canonical UUID form the verifier requires.
-func validJobID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i, r := range s {
-		switch i {
-		case 8, 13, 18, 23:
-			if r != '-' {
-				return false
-			}
-		default:
-			if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f' || r >= 'A' && r <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // pacer spaces calls to wait by interval; zero is no pacing.

@@ -106,7 +106,7 @@ type AccountStatus struct {
 	APIErrors uint64 `json:"api_errors"`
 }
 
-// StreamStatus is one stream (KV buckets as KV_<bucket>) and its consumers.
+// StreamStatus is one stream (KV buckets as their streams, [bjs.KVStream]) and its consumers.
 type StreamStatus struct {
 	Name      string           `json:"name"`
 	Messages  uint64           `json:"messages"`
@@ -230,13 +230,13 @@ func natsStatus(js jetstream.JetStream) NATSStatus {
 }
 
 // bridgeStreams are the streams the report always covers; a missing one is a problem.
-var bridgeStreams = []string{bjs.StreamWebhooks, bjs.StreamResults, bjs.StreamDeadLetter, "KV_" + bjs.BucketJobs, "KV_" + bjs.BucketLeases}
+var bridgeStreams = []string{bjs.StreamWebhooks, bjs.StreamResults, bjs.StreamDeadLetter, bjs.KVStream(bjs.BucketJobs), bjs.KVStream(bjs.BucketLeases)}
 
 func streamStatuses(ctx context.Context, js jetstream.JetStream, attn *attention) []StreamStatus {
 	names := slices.Clone(bridgeStreams)
 	lister := js.StreamNames(ctx)
 	for n := range lister.Name() {
-		if !slices.Contains(names, n) && strings.HasPrefix(n, "KV_BRIDGE_") {
+		if !slices.Contains(names, n) && strings.HasPrefix(n, bjs.KVStream(bjs.BucketPrefix)) {
 			names = append(names, n)
 		}
 	}
@@ -280,7 +280,7 @@ func streamStatuses(ctx context.Context, js jetstream.JetStream, attn *attention
 				attn.add(1, "stream %s has no leader: publishes fail until one is elected", name)
 			}
 		}
-		if !strings.HasPrefix(name, "KV_") {
+		if _, isKV := bjs.KVBucket(name); !isKV {
 			cl := s.ListConsumers(ctx)
 			for ci := range cl.Info() {
 				if ci.Config.Durable == "" {

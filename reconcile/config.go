@@ -17,15 +17,11 @@ import (
 // LeaseKey is the key of the reconciler's lease in the BRIDGE_LEASES bucket.
 const LeaseKey = "reconcile"
 
-// Config configures a [Reconciler]. Deliverer and API are required; the buckets are looked up through JS
-// when not given.
+// Config configures a [Reconciler]. Deliverer, Leases and API are required.
 type Config struct {
-	// JS is used only to open the buckets that are not given (JOBS, BRIDGE_LEASES) and to read the lease
-	// bucket's TTL. It may be nil when Jobs (or Deliverer) and Leases are set.
-	JS jetstream.JetStream
-	// Jobs is the JOBS bucket the index watches. Default: Deliverer.Store().KV().
-	Jobs jetstream.KeyValue
-	// Leases is the BRIDGE_LEASES bucket; its TTL must be LeaseTTL (bjs.Provision does that).
+	// Jobs is the JOBS store whose bucket the index watches. Default: Deliverer.Store().
+	Jobs *jobs.Store
+	// Leases is the BRIDGE_LEASES bucket, as bjs.Provision makes it; its TTL is the lease lifetime.
 	Leases jetstream.KeyValue
 	// Deliverer is the one publish path of results; the reconciler publishes nothing itself.
 	Deliverer *jobs.Deliverer
@@ -83,7 +79,7 @@ func (c *Config) setDefaults() {
 		c.FinalCheckWait = 5 * time.Second
 	}
 	if c.Jobs == nil && c.Deliverer != nil {
-		c.Jobs = c.Deliverer.Store().KV()
+		c.Jobs = c.Deliverer.Store()
 	}
 	if c.Instance == "" {
 		c.Instance = defaultInstance()
@@ -100,10 +96,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: Deliverer: required", ErrInvalidConfig)
 	case c.API == nil:
 		return fmt.Errorf("%w: API: required", ErrInvalidConfig)
-	case c.Jobs == nil && c.JS == nil:
-		return fmt.Errorf("%w: Jobs: required without JS", ErrInvalidConfig)
-	case c.Leases == nil && c.JS == nil:
-		return fmt.Errorf("%w: Leases: required without JS", ErrInvalidConfig)
+	case c.Leases == nil:
+		return fmt.Errorf("%w: Leases: required", ErrInvalidConfig)
 	case c.PollInterval < 10*time.Millisecond:
 		return fmt.Errorf("%w: PollInterval %v: must be at least 10ms", ErrInvalidConfig, c.PollInterval)
 	case c.Workers < 1 || c.Workers > 1024:

@@ -218,12 +218,16 @@ func (e *env) start(name string, mod func(*Config)) *replica {
 	if err != nil {
 		e.t.Fatalf("jobs bucket: %v", err)
 	}
+	leases, err := js.KeyValue(e.ctx, bjs.BucketLeases)
+	if err != nil {
+		e.t.Fatalf("leases bucket: %v", err)
+	}
 	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: js, Store: jobs.NewStore(jkv), Log: testLog(e.t)})
 	if err != nil {
 		e.t.Fatalf("deliverer: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	cfg := Config{JS: js, Deliverer: d, API: e.api, PollInterval: testPoll, WebhookGrace: testGrace,
+	cfg := Config{Leases: leases, Deliverer: d, API: e.api, PollInterval: testPoll, WebhookGrace: testGrace,
 		Instance: name, Log: testLog(e.t), Metrics: reg}
 	if mod != nil {
 		mod(&cfg)

@@ -81,20 +81,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	return nil
 }
 
-// open resolves the buckets and the lease TTL.
+// open reads the lease TTL from the lease bucket.
 func (r *Reconciler) open(ctx context.Context) error {
-	r.jobsKV, r.leases, r.leaseTTL = r.cfg.Jobs, r.cfg.Leases, r.cfg.LeaseTTL
-	var err error
-	if r.jobsKV == nil {
-		if r.jobsKV, err = r.cfg.JS.KeyValue(ctx, bjs.BucketJobs); err != nil {
-			return fmt.Errorf("reconcile: bucket %s: %w", bjs.BucketJobs, err)
-		}
-	}
-	if r.leases == nil {
-		if r.leases, err = r.cfg.JS.KeyValue(ctx, bjs.BucketLeases); err != nil {
-			return fmt.Errorf("reconcile: bucket %s: %w", bjs.BucketLeases, err)
-		}
-	}
+	r.jobsKV, r.leases, r.leaseTTL = r.cfg.Jobs.KV(), r.cfg.Leases, r.cfg.LeaseTTL
 	st, err := r.leases.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("reconcile: bucket %s status: %w", bjs.BucketLeases, err)

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/internal/text"
 )
 
 // maxBody bounds what the client reads of any answer; a page of 100 jobs is some tens of KiB.
@@ -99,7 +101,7 @@ func (c *Client) Submit(ctx context.Context, modality string, fields map[string]
 	err := c.do(ctx, ClassSubmit, ep, http.MethodPost, "/moderate/"+url.PathEscape(modality), &body, mw.FormDataContentType(),
 		func(res []byte) error {
 			if err := json.Unmarshal(res, &s); err != nil || s.JobID == "" {
-				return fmt.Errorf("no job_id in %q", truncate(res))
+				return fmt.Errorf("no job_id in %q", text.Truncate(string(res), 200))
 			}
 			return nil
 		})
@@ -346,7 +348,7 @@ func httpError(ep string, status int, hdr http.Header, body []byte) *Error {
 	if json.Unmarshal(body, &b) == nil && (b.Error != "" || b.Message != "") {
 		e.Code, e.Message, e.JobID = b.Error, b.Message, b.JobID
 	} else {
-		e.Message = truncate(body)
+		e.Message = text.Truncate(string(body), 200)
 	}
 	if status != http.StatusTooManyRequests {
 		e.RetryAfter = retryAfter(hdr.Get("Retry-After"), time.Now())
@@ -389,7 +391,7 @@ func retryAfter(v string, now time.Time) time.Duration {
 func decodeJob(raw []byte) (Job, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
-		return Job{}, fmt.Errorf("job is not a JSON object: %q", truncate(raw))
+		return Job{}, fmt.Errorf("job is not a JSON object: %q", text.Truncate(string(raw), 200))
 	}
 	var j Job
 	if err := json.Unmarshal(raw, &j); err != nil {
@@ -400,12 +402,4 @@ func decodeJob(raw []byte) (Job, error) {
 	}
 	j.Raw = bytes.Clone(raw)
 	return j, nil
-}
-
-func truncate(b []byte) string {
-	const n = 200
-	if len(b) > n {
-		return string(b[:n]) + "…"
-	}
-	return string(b)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/evershield/bridge/bridge"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/loadgen"
 	"github.com/evershield/bridge/ops"
@@ -102,9 +103,9 @@ func runBench(ctx context.Context, args []string, env map[string]string, stdout,
 			return err
 		}
 		defer lb.close()
-		*target, *natsURL = lb.app.cfg.PublicURL, lb.app.nats.srv.ClientURL()
+		*target, *natsURL = lb.app.PublicURL(), lb.app.Server().ClientURL()
 		if *floor {
-			f, err := startFloor(ctx, lb.app.nats.srv)
+			f, err := startFloor(ctx, lb.app.Server())
 			if err != nil {
 				return err
 			}
@@ -130,7 +131,7 @@ func runBench(ctx context.Context, args []string, env map[string]string, stdout,
 		}
 		defer nc.Close()
 		cfg.NC = nc
-		hasSubmit := *roles == "" || slices.Contains(strings.Split(*roles, ","), roleSubmit)
+		hasSubmit := *roles == "" || slices.Contains(strings.Split(*roles, ","), bridge.RoleSubmit)
 		if cfg.Submit || hasSubmit {
 			if err := waitForService(ctx, nc, 10*time.Second); err != nil {
 				return err

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -15,7 +16,7 @@ type localBridge struct {
 	dir     string
 	logFile *os.File
 	sim     *simulator.Simulator
-	app     *app
+	app     *bridge.App
 	stop    context.CancelFunc
 	done    chan error
 	keep    bool
@@ -56,12 +57,12 @@ func startLocal(ctx context.Context, prefix, instance string, simCfg simulator.C
 		return nil, usageError{err}
 	}
 	appCtx, stop := context.WithCancel(ctx)
-	if l.app, err = newApp(appCtx, cfg, log, appOptions{publicFromListener: true, reconcileInstance: instance}); err != nil {
+	if l.app, err = bridge.New(appCtx, cfg, log, bridge.WithPublicURLFromListener(), bridge.WithReconcileInstance(instance)); err != nil {
 		stop()
 		return nil, err
 	}
 	l.stop, l.done = stop, make(chan error, 1)
-	go func() { l.done <- l.app.run(appCtx) }()
+	go func() { l.done <- l.app.Run(appCtx) }()
 	return l, nil
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/bridge"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -79,7 +81,11 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 		if err != nil {
 			return usageError{err}
 		}
-		return runBridge(ctx, cfg, log)
+		a, err := bridge.New(ctx, cfg, log)
+		if err != nil {
+			return err
+		}
+		return a.Run(ctx)
 	case "demo":
 		return runDemo(ctx, args, stdout, stderr)
 	case "simulate":

@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	bjs "github.com/evershield/bridge/jetstream"
@@ -92,7 +93,7 @@ func bridgeServices(t *testing.T, c composeFile) map[string]map[string]string {
 }
 
 // TestComposeFileMatchesConfig keeps docker-compose.yml from drifting: every BRIDGE_* variable a service
-// sets is a field of Config and the whole environment parses, and the topology is the documented one.
+// sets is a field of bridge.Config and the whole environment parses, and the topology is the documented one.
 func TestComposeFileMatchesConfig(t *testing.T) {
 	c := readCompose(t)
 	known := map[string]bool{}
@@ -107,7 +108,7 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 	for name, env := range bridges {
 		for k := range env {
 			if strings.HasPrefix(k, envPrefix) && !known[k] {
-				t.Errorf("service %s sets %s, which Config does not have", name, k)
+				t.Errorf("service %s sets %s, which bridge.Config does not have", name, k)
 			}
 		}
 		cfg, err := parseConfig(env)
@@ -118,11 +119,11 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 		if cfg.Replicas != 3 {
 			t.Errorf("service %s: BRIDGE_REPLICAS=%d, want 3 on the cluster", name, cfg.Replicas)
 		}
-		if cfg.has(roleReconcile) {
+		if cfg.Has(bridge.RoleReconcile) {
 			reconcilers++
 		}
-		for _, r := range []string{roleIngest, roleVerify, roleSubmit} {
-			if !cfg.has(r) {
+		for _, r := range []string{bridge.RoleIngest, bridge.RoleVerify, bridge.RoleSubmit} {
+			if !cfg.Has(r) {
 				t.Errorf("service %s lacks role %s", name, r)
 			}
 		}
@@ -199,7 +200,7 @@ func TestDeployFilesNameDocumentedMetrics(t *testing.T) {
 	}
 	// Defined in code: as a full name, or as Namespace "bridge" + Subsystem + Name in <subsystem>/metrics.go.
 	var src strings.Builder
-	for _, dir := range []string{"bridge", "ingest", "reconcile", "upstream", "cmd/bridge"} {
+	for _, dir := range []string{"bridge", "verify", "submit", "ingest", "reconcile", "upstream", "cmd/bridge"} {
 		files, _ := filepath.Glob(repoFile(dir + "/*.go"))
 		for _, f := range files {
 			if strings.HasSuffix(f, "_test.go") {
@@ -232,7 +233,7 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 
 	type proc struct {
 		name string
-		app  *app
+		app  *bridge.App
 		stop context.CancelFunc
 		done chan error
 		err  error
@@ -259,13 +260,13 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 		}
 		log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel).With().Str("process", name).Logger()
 		ctx, cancel := context.WithCancel(context.Background())
-		a, err := newApp(ctx, cfg, log, appOptions{publicFromListener: true, reconcileInstance: name})
+		a, err := bridge.New(ctx, cfg, log, bridge.WithPublicURLFromListener(), bridge.WithReconcileInstance(name))
 		if err != nil {
 			cancel()
 			t.Fatalf("%s: %v", name, err)
 		}
 		p := &proc{name: name, app: a, stop: cancel, done: make(chan error, 1)}
-		go func() { p.done <- a.run(ctx) }()
+		go func() { p.done <- a.Run(ctx) }()
 		procs = append(procs, p)
 	}
 	// stopProc stops a bridge as SIGTERM does and waits for it.
@@ -320,8 +321,10 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 		g.SetLimit(8)
 		for i := range n {
 			g.Go(func() error {
-				modality := jsModalities[i%len(jsModalities)]
-				fields := map[string]string{defaultFields[modality]: fmt.Sprintf("https://example.com/%d", i)}
+				mods := bjs.Modalities()
+				m := mods[i%len(mods)]
+				modality := m.Name
+				fields := map[string]string{m.Field: fmt.Sprintf("https://example.com/%d", i)}
 				if modality == "prompt" || modality == "chat" {
 					fields = map[string]string{"prompt": fmt.Sprintf("compose test %d", i)}
 				}
@@ -408,5 +411,3 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 		t.Fatal("test ran out of time")
 	}
 }
-
-var jsModalities = []string{"prompt", "image", "video", "chat"}

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"os"
-	"reflect"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -70,35 +67,5 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 func TestIngestOnlyNeedsNoUpstream(t *testing.T) {
 	if _, err := parseConfig(map[string]string{"BRIDGE_ROLES": "ingest"}); err != nil {
 		t.Fatalf("ingest alone must not need BRIDGE_API_URL: %v", err)
-	}
-}
-
-// TestReadmeConfigTableMatchesStruct keeps README.md's configuration table and Config in step: every
-// variable appears once, with its default.
-func TestReadmeConfigTableMatchesStruct(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	row := regexp.MustCompile("(?m)^\\| `(BRIDGE_[A-Z0-9_]+)` \\| (.*) \\| (.*) \\|$")
-	inReadme := map[string]string{}
-	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
-		inReadme[m[1]] = strings.Trim(strings.TrimSpace(m[3]), "`")
-	}
-	typ := reflect.TypeFor[Config]()
-	for f := range typ.Fields() {
-		key := envPrefix + strings.Split(f.Tag.Get("env"), ",")[0]
-		def, ok := inReadme[key]
-		if !ok {
-			t.Errorf("README.md has no row for %s", key)
-			continue
-		}
-		delete(inReadme, key)
-		if want := f.Tag.Get("envDefault"); want != "" && def != want {
-			t.Errorf("README.md default of %s is %q, struct says %q", key, def, want)
-		}
-	}
-	for k := range inReadme {
-		t.Errorf("README.md lists %s, which Config does not have", k)
 	}
 }

@@ -74,9 +74,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	fmt.Fprintf(stdout, "bridge demo: %d jobs, simulator at %s (drop %.0f%%, duplicate %.0f%%, never finish %.0f%%, 5xx %.0f%%, 429 %.0f%%, seed %d)\n",
 		d.jobs, sim.URL(), sf.drop*100, sf.duplicate*100, sf.neverFinish*100, sf.errorRate*100, sf.rateLimitRate*100, sim.Seed())
-	fmt.Fprintf(stdout, "NATS at %s, webhooks at %s, logs in %s\n\n", a.nats.srv.ClientURL(), a.cfg.PublicURL, logFile.Name())
+	fmt.Fprintf(stdout, "NATS at %s, webhooks at %s, logs in %s\n\n", a.Server().ClientURL(), a.PublicURL(), logFile.Name())
 
-	nc, err := nats.Connect(a.nats.srv.ClientURL())
+	nc, err := nats.Connect(a.Server().ClientURL())
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	start := time.Now()
 	submitted, submitErrs := demoSubmit(ctx, nc, d, tally)
-	forgeErrs := demoForge(ctx, a.cfg.PublicURL, d, tally)
+	forgeErrs := demoForge(ctx, a.PublicURL(), d, tally)
 
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
@@ -118,7 +118,7 @@ wait:
 	}
 	elapsed := time.Since(start)
 
-	mfs, _ := a.reg.Gather()
+	mfs, _ := a.Metrics().Gather()
 	fams := make(map[string]*dto.MetricFamily, len(mfs))
 	for _, mf := range mfs {
 		fams[mf.GetName()] = mf
@@ -174,7 +174,7 @@ func waitForService(ctx context.Context, nc *nats.Conn, d time.Duration) error {
 
 // demoSubmit submits d.jobs jobs over NATS request-reply and returns the accepted job ids.
 func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) ([]string, int) {
-	modalities := []string{"prompt", "image", "video", "chat"}
+	modalities := bjs.Modalities()
 	var mu sync.Mutex
 	var ids []string
 	var refused atomic.Int64
@@ -184,7 +184,7 @@ func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) (
 		g.Go(func() error {
 			m := modalities[i%len(modalities)]
 			value := fmt.Sprintf("demo prompt number %d", i)
-			switch m {
+			switch m.Name {
 			case "image":
 				value = fmt.Sprintf("https://example.com/img/%d.png", i)
 			case "video":
@@ -192,7 +192,7 @@ func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) (
 			}
 			rctx, cancel := context.WithTimeout(gctx, 30*time.Second)
 			defer cancel()
-			rep, _, err := ops.Submit(rctx, nc, m, map[string]string{defaultFields[m]: value}, "")
+			rep, _, err := ops.Submit(rctx, nc, m.Name, map[string]string{m.Field: value}, "")
 			if err != nil {
 				refused.Add(1)
 				return nil

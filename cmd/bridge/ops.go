@@ -17,6 +17,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/bridge"
+	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/ops"
 )
 
@@ -26,18 +28,18 @@ import (
 
 // parseOpsConfig reads the configuration the operator commands use. It is parseConfig without the
 // role checks: the commands call no upstream.
-func parseOpsConfig(envMap map[string]string) (Config, error) {
+func parseOpsConfig(envMap map[string]string) (bridge.Config, error) {
 	m := make(map[string]string, len(envMap)+1)
 	for k, v := range envMap {
 		m[k] = v
 	}
-	m[envPrefix+"ROLES"] = roleIngest
+	m[envPrefix+"ROLES"] = bridge.RoleIngest
 	return parseConfig(m)
 }
 
 // opsNATSURL is where the operator commands connect: BRIDGE_NATS_URL, else the embedded server of a
 // bridge on this machine.
-func opsNATSURL(cfg Config) string {
+func opsNATSURL(cfg bridge.Config) string {
 	if cfg.NATSURL != "" {
 		return cfg.NATSURL
 	}
@@ -58,10 +60,10 @@ func loopback(addr string) string {
 }
 
 // opsConnect connects for an operator command; unlike the bridge it fails fast when NATS is down.
-func opsConnect(ctx context.Context, envMap map[string]string) (*nats.Conn, jetstream.JetStream, Config, error) {
+func opsConnect(ctx context.Context, envMap map[string]string) (*nats.Conn, jetstream.JetStream, bridge.Config, error) {
 	cfg, err := parseOpsConfig(envMap)
 	if err != nil {
-		return nil, nil, Config{}, usageError{err}
+		return nil, nil, bridge.Config{}, usageError{err}
 	}
 	opts := []nats.Option{nats.Name("bridge-ops"), nats.Timeout(5 * time.Second), nats.MaxReconnects(-1)}
 	if cfg.NATSCreds != "" {
@@ -76,26 +78,14 @@ func opsConnect(ctx context.Context, envMap map[string]string) (*nats.Conn, jets
 	url := opsNATSURL(cfg)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, Config{}, fmt.Errorf("connect to NATS at %s (set %sNATS_URL): %w", redactURLs(url), envPrefix, err)
+		return nil, nil, bridge.Config{}, fmt.Errorf("connect to NATS at %s (set %sNATS_URL): %w", bjs.Redact(url), envPrefix, err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, nil, Config{}, err
+		return nil, nil, bridge.Config{}, err
 	}
 	return nc, js, cfg, nil
-}
-
-func redactURLs(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if at := strings.LastIndex(p, "@"); at >= 0 {
-			if s := strings.Index(p, "://"); s >= 0 && s < at {
-				parts[i] = p[:s+3] + "***" + p[at:]
-			}
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 // newFlagSet returns a flag set that writes its usage to stderr.

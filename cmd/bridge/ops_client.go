@@ -13,11 +13,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
+	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/ops"
 )
-
-// defaultFields maps a modality to the form field a positional argument fills.
-var defaultFields = map[string]string{"prompt": "prompt", "chat": "prompt", "image": "image_url", "video": "video_url"}
 
 const submitSynopsis = `bridge submit <modality> [TEXT_OR_URL] [-field k=v]... [-body JSON] [-idempotency-key K] [-wait] [-timeout D]
 
@@ -60,11 +58,11 @@ func runSubmitClient(ctx context.Context, args []string, env map[string]string, 
 		fields[k] = v
 	}
 	if len(pos) == 2 {
-		field, ok := defaultFields[modality]
+		m, ok := bjs.LookupModality(modality)
 		if !ok {
 			return usageError{fmt.Errorf("bridge submit: no default field for modality %q; use -field name=value", modality)}
 		}
-		fields[field] = pos[1]
+		fields[m.Field] = pos[1]
 	}
 	if len(fields) == 0 {
 		return usageError{fmt.Errorf("bridge submit %s: nothing to moderate; give a value or -field", modality)}

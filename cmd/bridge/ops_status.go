@@ -9,8 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
+	"github.com/evershield/bridge/internal/text"
 	"github.com/evershield/bridge/ops"
 )
 
@@ -145,7 +145,7 @@ func printStatus(w io.Writer, rep ops.Report) {
 				dl = secs(-b.DeadlineIn) + " ago"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%v\t%s\t%s\n", b.JobID, b.Modality, secs(b.Age), dl, b.Attempts, b.Webhook,
-				dash(b.LastStatus), dash(truncateText(b.LastError, 60)))
+				dash(b.LastStatus), dash(text.Truncate(b.LastError, 60)))
 		}
 		tw.Flush()
 	}
@@ -220,14 +220,4 @@ func bytesHuman(b uint64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
-}
-
-func truncateText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n-- // never cut a character in two
-	}
-	return s[:n] + "…"
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	bjs "github.com/evershield/bridge/jetstream"
@@ -253,19 +254,19 @@ func TestSubmitAndJobClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := newApp(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), appOptions{publicFromListener: true, reconcileInstance: "t"})
+	a, err := bridge.New(ctx, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), bridge.WithPublicURLFromListener(), bridge.WithReconcileInstance("t"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- a.run(ctx) }()
+	go func() { done <- a.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := natstest.RecvWithin(t, done, 30*time.Second); err != nil {
 			t.Errorf("app: %v", err)
 		}
 	})
-	env := map[string]string{"BRIDGE_NATS_URL": a.nats.srv.ClientURL()}
+	env := map[string]string{"BRIDGE_NATS_URL": a.Server().ClientURL()}
 	natstest.WaitFor(t, 10*time.Second, func() error {
 		_, _, err := runCmd(t, env, "job", uuid.NewString())
 		var se *ops.ServiceError
@@ -294,7 +295,7 @@ func TestSubmitAndJobClients(t *testing.T) {
 		t.Fatalf("bad submit: %v", err)
 	}
 
-	out, _, err = runCmd(t, env, "status", "-json", "-sample", "0", "-metrics-url", "http://"+a.http.Addr().String()+"/metrics")
+	out, _, err = runCmd(t, env, "status", "-json", "-sample", "0", "-metrics-url", "http://"+a.Addr().String()+"/metrics")
 	var rep ops.Report
 	if err != nil || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Bridges) != 1 {
 		t.Fatalf("status: %v\n%s", err, out)
@@ -302,14 +303,5 @@ func TestSubmitAndJobClients(t *testing.T) {
 	b := rep.Bridges[0]
 	if b.Error != "" || b.Ready == nil || !*b.Ready || b.UpstreamCalls["POST /moderate/prompt"] < 1 || b.ReconcileLeader == nil {
 		t.Errorf("bridge %+v", b)
-	}
-}
-
-func TestTruncateTextKeepsCharactersWhole(t *testing.T) {
-	if got := truncateText("ab€cd", 3); got != "ab…" {
-		t.Fatalf("truncateText = %q, want %q", got, "ab…")
-	}
-	if got := truncateText("short", 10); got != "short" {
-		t.Fatalf("truncateText = %q", got)
 	}
 }

@@ -27,13 +27,13 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/internal/testcert"
 	"github.com/evershield/bridge/internal/testlog"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/upstream/simulator"
+	"github.com/evershield/bridge/verify"
 )
 
 // startRun runs bridge run with env until the test ends and returns its log output and a stop func that
@@ -144,14 +144,14 @@ func TestSecurityConfig(t *testing.T) {
 		{"default a tenth of the budget", with(), 6},
 		{"default at least one", with("BRIDGE_API_RPM", "5"), 1},
 		{"explicit", with("BRIDGE_UNKNOWN_JOB_RPM", "3"), 3},
-		{"zero is off", with("BRIDGE_UNKNOWN_JOB_RPM", "0"), bridge.UnknownOff},
+		{"zero is off", with("BRIDGE_UNKNOWN_JOB_RPM", "0"), verify.UnknownOff},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := parseConfig(tt.env)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := cfg.unknownJobRPM(); got != tt.want {
+			if got := cfg.UnknownRPM(); got != tt.want {
 				t.Fatalf("unknownJobRPM = %d, want %d", got, tt.want)
 			}
 		})
@@ -327,7 +327,7 @@ func TestSecretsNeverInLogsOrErrors(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		_, err = s.GetLastMsgForSubject(ctx, bjs.DeadLetterSubject(bridge.ReasonUpstreamPrefix+"401"))
+		_, err = s.GetLastMsgForSubject(ctx, bjs.DeadLetterSubject(verify.ReasonUpstreamPrefix+"401"))
 		return err
 	})
 

@@ -1,4 +1,4 @@
-package bridge
+package verify
 
 import (
 	"context"
@@ -9,11 +9,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/internal/text"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
@@ -67,7 +67,7 @@ func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *
 		v.retry(workCtx, msg, id, attempt, 0, log, "read job record", err)
 		return
 	}
-	if known && resultOut(rec) {
+	if known && rec.ResultOut() {
 		v.metrics.outcomes.WithLabelValues(outcomeAlreadyDelivered).Inc()
 		log.Debug().Str("state", string(rec.State)).Msg("result already out; webhook acked without upstream call")
 		v.ack(ctx, msg, log)
@@ -164,12 +164,6 @@ func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *
 	v.ack(ctx, msg, log)
 }
 
-// resultOut reports whether a record needs no more verification: its result, and for a timed-out job its
-// late result, is published.
-func resultOut(rec jobs.Record) bool {
-	return rec.State == jobs.StateDelivered || (rec.State == jobs.StateTimedOut && rec.LateDeliveredAt != nil)
-}
-
 // recordAttempt notes a GET /job attempt in the job's record: the answer (job) or the failure (callErr).
 // It is a no-op for a job without a record.
 func (v *Verifier) recordAttempt(ctx context.Context, id string, job *upstream.Job, callErr error, receivedAt, now time.Time, log zerolog.Logger) error {
@@ -183,7 +177,7 @@ func (v *Verifier) recordAttempt(ctx context.Context, id string, job *upstream.J
 		if job != nil {
 			r.LastStatus, r.LastJob, r.LastError = job.Status, job.Raw, ""
 		} else if callErr != nil {
-			r.LastError = truncate(callErr.Error(), 512)
+			r.LastError = text.Truncate(callErr.Error(), 512)
 		}
 		return true, nil
 	})
@@ -339,21 +333,8 @@ func parseJobID(body []byte) (string, error) {
 	if err := json.Unmarshal(raw, &id); err != nil {
 		return "", fmt.Errorf("%w: job_id is not a string", ErrMalformedWebhook)
 	}
-	if !validJobID(id) {
-		return "", fmt.Errorf("%w: job_id %q is not a UUID", ErrMalformedWebhook, truncate(id, 64))
+	if !jobs.ValidID(id) {
+		return "", fmt.Errorf("%w: job_id %q is not a UUID", ErrMalformedWebhook, text.Truncate(id, 64))
 	}
 	return id, nil
-}
-
-// validJobID reports whether id is a job_id as the upstream issues them: a UUID in its 36-character
-// form, which is also a valid KV key and subject token.
-func validJobID(id string) bool {
-	return len(id) == 36 && uuid.Validate(id) == nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

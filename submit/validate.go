@@ -1,4 +1,4 @@
-package bridge
+package submit
 
 import (
 	"encoding/json"
@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/evershield/bridge/internal/text"
 )
 
 // fieldWebhookURL is the form field the bridge sets itself.
@@ -15,7 +17,7 @@ const fieldWebhookURL = "webhook_url"
 // validate checks a submit request body for a modality whose required form field is field, and returns
 // the form fields. The checks are the ones the upstream would make (so a bad request never spends
 // budget) plus the bridge's own: only the modality's field is accepted and webhook_url is refused.
-func (s *Submitter) validate(data []byte, field string) (map[string]string, *replyError) {
+func (s *Service) validate(data []byte, field string) (map[string]string, *replyError) {
 	if len(data) > s.cfg.MaxRequestBytes {
 		return nil, badRequest("request body of %d bytes is over %d", len(data), s.cfg.MaxRequestBytes)
 	}
@@ -34,7 +36,7 @@ func (s *Submitter) validate(data []byte, field string) (map[string]string, *rep
 	fields := make(map[string]string, len(raw))
 	for _, k := range keys {
 		if k != field {
-			return nil, badRequest("unknown field %q: this modality takes %q", truncate(k, 64), field)
+			return nil, badRequest("unknown field %q: this modality takes %q", text.Truncate(k, 64), field)
 		}
 		v := raw[k]
 		if len(v) == 0 || v[0] != '"' {
@@ -65,7 +67,7 @@ func (s *Submitter) validate(data []byte, field string) (map[string]string, *rep
 
 // checkURL requires an http(s) URL with a public host, as the upstream does for media URLs. Only literal
 // addresses and localhost are checked: no DNS lookups on the request path.
-func (s *Submitter) checkURL(field, raw string) *replyError {
+func (s *Service) checkURL(field, raw string) *replyError {
 	if len(raw) > s.cfg.MaxURLChars {
 		return badRequest("field %q is over %d bytes", field, s.cfg.MaxURLChars)
 	}

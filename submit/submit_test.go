@@ -1,4 +1,4 @@
-package bridge
+package submit
 
 import (
 	"encoding/json"
@@ -7,12 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/internal/roletest"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -49,11 +48,11 @@ func badSubmits() []badSubmit {
 }
 
 func TestBadSubmitNeverReachesUpstream(t *testing.T) {
-	e := newEnv(t, topology{"single", 1}, simulator.Config{})
+	e := newEnv(t, roletest.Single, simulator.Config{})
 	e.startSubmitter()
 	for _, tt := range badSubmits() {
 		t.Run(tt.name, func(t *testing.T) {
-			reply := e.request(bjs.SubjectSubmit+tt.modality, []byte(tt.body), nil)
+			reply := e.Request(bjs.SubjectSubmit+tt.modality, []byte(tt.body), nil)
 			if code := reply.Header.Get(micro.ErrorCodeHeader); code != "400" {
 				t.Fatalf("code %q (%s), want 400", code, reply.Header.Get(micro.ErrorHeader))
 			}
@@ -62,42 +61,42 @@ func TestBadSubmitNeverReachesUpstream(t *testing.T) {
 			}
 		})
 	}
-	if n := e.sim.CallCount(simulator.EndpointSubmit); n != 0 {
+	if n := e.Sim.CallCount(simulator.EndpointSubmit); n != 0 {
 		t.Fatalf("%d upstream submissions, want 0", n)
 	}
-	if n := e.sim.CallCount(simulator.EndpointJob); n != 0 {
+	if n := e.Sim.CallCount(simulator.EndpointJob); n != 0 {
 		t.Fatalf("%d upstream job reads, want 0", n)
 	}
 }
 
 func TestSubmitUpstreamErrorsKeepTheirStatus(t *testing.T) {
-	e := newEnv(t, topology{"single", 1}, simulator.Config{})
+	e := newEnv(t, roletest.Single, simulator.Config{})
 	e.startSubmitter()
 	// The default key lacks moderate:chat: 403 FORBIDDEN passes through.
-	reply := e.request(bjs.SubjectSubmit+"chat", []byte(`{"prompt": "hi"}`), nil)
+	reply := e.Request(bjs.SubjectSubmit+"chat", []byte(`{"prompt": "hi"}`), nil)
 	if code, desc := reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader); code != "403" ||
 		!strings.HasPrefix(desc, "FORBIDDEN: ") {
 		t.Fatalf("chat without scope: %q %q, want 403 FORBIDDEN: ...", code, desc)
 	}
-	e.sim.SetFault(simulator.EndpointSubmit, simulator.Fault{RateLimitRate: 1})
-	reply = e.request(bjs.SubjectSubmit+"prompt", []byte(`{"prompt": "hi"}`), nil)
+	e.Sim.SetFault(simulator.EndpointSubmit, simulator.Fault{RateLimitRate: 1})
+	reply = e.Request(bjs.SubjectSubmit+"prompt", []byte(`{"prompt": "hi"}`), nil)
 	if code, desc := reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader); code != "429" ||
 		!strings.HasPrefix(desc, "RATE_LIMITED: ") {
 		t.Fatalf("rate limited: %q %q, want 429 RATE_LIMITED: ...", code, desc)
 	}
 	// 503 SUBMISSION_STATUS_UNKNOWN with a job_id: tracked as pending, answered with status unknown.
-	e.sim.SetFault(simulator.EndpointSubmit, simulator.Fault{StatusUnknownRate: 1})
-	r := e.submit("prompt", map[string]string{"prompt": "maybe"})
+	e.Sim.SetFault(simulator.EndpointSubmit, simulator.Fault{StatusUnknownRate: 1})
+	r := e.Submit("prompt", map[string]string{"prompt": "maybe"})
 	if r.Status != StatusUnknown {
 		t.Fatalf("status %q, want %q", r.Status, StatusUnknown)
 	}
-	if rec := e.record(r.JobID); rec.State != jobs.StatePending || rec.Origin != jobs.OriginSubmit {
+	if rec := e.Record(r.JobID); rec.State != jobs.StatePending || rec.Origin != jobs.OriginSubmit {
 		t.Fatalf("record %+v", rec)
 	}
 }
 
 func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
-	e := newEnv(t, topology{"single", 1}, simulator.Config{
+	e := newEnv(t, roletest.Single, simulator.Config{
 		Faults: map[string]simulator.Fault{simulator.EndpointSubmit: {Latency: 100 * time.Millisecond}},
 	})
 	e.startSubmitter()
@@ -105,11 +104,11 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 	body := []byte(`{"prompt": "buy now"}`)
 
 	const concurrent = 6
-	replies := make([]SubmitReply, concurrent)
+	replies := make([]Reply, concurrent)
 	var wg sync.WaitGroup
 	for i := range replies {
 		wg.Go(func() {
-			m := e.request(bjs.SubjectSubmit+"prompt", body, hdr)
+			m := e.Request(bjs.SubjectSubmit+"prompt", body, hdr)
 			if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
 				t.Errorf("request %d: %s %s", i, code, m.Header.Get(micro.ErrorHeader))
 				return
@@ -123,90 +122,35 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 			t.Fatalf("reply %d job %q, want all %q", i, r.JobID, replies[0].JobID)
 		}
 	}
-	if n := e.sim.CallCount(simulator.EndpointSubmit); n != 1 {
+	if n := e.Sim.CallCount(simulator.EndpointSubmit); n != 1 {
 		t.Fatalf("%d upstream submissions, want 1", n)
 	}
-	if rec := e.record(replies[0].JobID); rec.IdempotencyKey != "order-1234" {
+	if rec := e.Record(replies[0].JobID); rec.IdempotencyKey != "order-1234" {
 		t.Fatalf("record idempotency key %q", rec.IdempotencyKey)
 	}
 
 	// The same key on another modality, or another key, is another job.
-	other := e.request(bjs.SubjectSubmit+"chat", body, hdr)
+	other := e.Request(bjs.SubjectSubmit+"chat", body, hdr)
 	if other.Header.Get(micro.ErrorCodeHeader) != "403" { // chat lacks the scope: but it did reach the upstream
 		t.Fatalf("chat with the same key: %q", other.Header.Get(micro.ErrorHeader))
 	}
-	if n := e.sim.CallCount(simulator.EndpointSubmit); n != 2 {
+	if n := e.Sim.CallCount(simulator.EndpointSubmit); n != 2 {
 		t.Fatalf("%d upstream submissions, want 2", n)
 	}
 
 	// A final upstream error releases the key: a retry with it submits.
 	hdr2 := map[string]string{HeaderIdempotencyKey: "order-5678"}
-	e.sim.SetFault(simulator.EndpointSubmit, simulator.Fault{ErrorRate: 1, ErrorStatus: 500})
-	if m := e.request(bjs.SubjectSubmit+"prompt", body, hdr2); m.Header.Get(micro.ErrorCodeHeader) != "500" {
+	e.Sim.SetFault(simulator.EndpointSubmit, simulator.Fault{ErrorRate: 1, ErrorStatus: 500})
+	if m := e.Request(bjs.SubjectSubmit+"prompt", body, hdr2); m.Header.Get(micro.ErrorCodeHeader) != "500" {
 		t.Fatalf("want 500, got %q %q", m.Header.Get(micro.ErrorCodeHeader), m.Header.Get(micro.ErrorHeader))
 	}
-	e.sim.SetFault(simulator.EndpointSubmit, simulator.Fault{})
-	m := e.request(bjs.SubjectSubmit+"prompt", body, hdr2)
-	var r SubmitReply
+	e.Sim.SetFault(simulator.EndpointSubmit, simulator.Fault{})
+	m := e.Request(bjs.SubjectSubmit+"prompt", body, hdr2)
+	var r Reply
 	if err := json.Unmarshal(m.Data, &r); err != nil || r.JobID == "" || r.JobID == replies[0].JobID {
 		t.Fatalf("retry after a failed submission: %q %q", m.Data, m.Header.Get(micro.ErrorHeader))
 	}
-	if n := e.sim.CallCount(simulator.EndpointSubmit); n != 4 {
+	if n := e.Sim.CallCount(simulator.EndpointSubmit); n != 4 {
 		t.Fatalf("%d upstream submissions, want 4", n)
-	}
-}
-
-func TestJobStatus(t *testing.T) {
-	e := newEnv(t, topology{"single", 1}, simulator.Config{})
-	e.startSubmitter()
-	e.startVerifier()
-	e.sim.SetHoldNew(true)
-	id := e.submit("image", map[string]string{"image_url": "https://cdn.example.com/cat.png"}).JobID
-
-	status := func(body string) (StatusReply, string) {
-		t.Helper()
-		m := e.request(bjs.SubjectJobStatus, []byte(body), nil)
-		if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
-			return StatusReply{}, code
-		}
-		var r StatusReply
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			t.Fatalf("status reply %q: %v", m.Data, err)
-		}
-		if !strings.Contains(string(m.Data), `"result":`) {
-			t.Fatalf("status reply has no result key: %s", m.Data)
-		}
-		return r, ""
-	}
-	r, code := status(`{"job_id":"` + id + `"}`)
-	if code != "" || r.Job.JobID != id || r.Job.State != jobs.StatePending || r.Result != nil && string(r.Result) != "null" {
-		t.Fatalf("pending status: code %q, %+v", code, r)
-	}
-
-	if err := e.sim.CompleteJob(id, simulator.Outcome{}); err != nil {
-		t.Fatal(err)
-	}
-	e.waitState(id, jobs.StateDelivered, 15*time.Second)
-	r, code = status(`{"job_id":"` + id + `"}`)
-	if code != "" || r.Job.State != jobs.StateDelivered {
-		t.Fatalf("delivered status: code %q, %+v", code, r)
-	}
-	var res map[string]any
-	if err := json.Unmarshal(r.Result, &res); err != nil || res["job_id"] != id || res["status"] != upstream.StatusCompleted ||
-		res["bridge"] == nil {
-		t.Fatalf("result %s", r.Result)
-	}
-	msgs := e.streamMsgs(bjs.StreamResults, bjs.ResultSubject("image"))
-	if len(msgs) != 1 || string(msgs[0].Data) != string(r.Result) {
-		t.Fatalf("status result differs from RESULTS")
-	}
-
-	if _, code := status(`{"job_id":"` + uuid.NewString() + `"}`); code != "404" {
-		t.Fatalf("unknown job: code %q, want 404", code)
-	}
-	for _, bad := range []string{`nope`, `{"job_id": "not-a-uuid"}`, `{"job_id": "a.b.*"}`, `{}`} {
-		if _, code := status(bad); code != "400" {
-			t.Fatalf("bad request %s: code %q, want 400", bad, code)
-		}
 	}
 }

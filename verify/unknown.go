@@ -1,4 +1,4 @@
-package bridge
+package verify
 
 import (
 	"context"
@@ -14,7 +14,7 @@ const (
 	// DefaultUnknownRPM is the default budget for verifying webhooks of jobs without a JOBS record: a tenth
 	// of the upstream's documented 60 requests per minute.
 	DefaultUnknownRPM = 6
-	// UnknownOff as VerifierConfig.UnknownRPM never verifies a webhook whose job has no JOBS record: it is
+	// UnknownOff as Config.UnknownRPM never verifies a webhook whose job has no JOBS record: it is
 	// dead-lettered with reason unknown_job without an upstream call, and the slow lane is not run, so it
 	// stays in DEADLETTER for an operator to redrive.
 	UnknownOff = -1

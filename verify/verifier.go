@@ -1,4 +1,4 @@
-package bridge
+package verify
 
 import (
 	"context"
@@ -17,9 +17,9 @@ import (
 	"github.com/evershield/bridge/upstream"
 )
 
-// VerifierConfig configures a [Verifier]. JS, API and Deliverer are required; every other field has a
+// Config configures a [Verifier]. JS, API and Deliverer are required; every other field has a
 // default.
-type VerifierConfig struct {
+type Config struct {
 	// JS is the JetStream context of the consumer, the dead-letter publishes and the acknowledgements.
 	JS jetstream.JetStream
 	// API is the budgeted upstream client; the verifier calls GetJob at [upstream.ClassVerify] only.
@@ -78,7 +78,7 @@ type VerifierConfig struct {
 	UnknownMaxAckPending int
 }
 
-func (c *VerifierConfig) setDefaults() {
+func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -127,38 +127,38 @@ func (c *VerifierConfig) setDefaults() {
 }
 
 // Validate reports the first invalid field, after defaults are applied.
-func (c *VerifierConfig) Validate() error {
+func (c *Config) Validate() error {
 	switch {
 	case c.JS == nil:
-		return fmt.Errorf("%w: verifier: JS: required", ErrInvalidConfig)
+		return fmt.Errorf("%w: JS: required", ErrInvalidConfig)
 	case c.API == nil:
-		return fmt.Errorf("%w: verifier: API: required", ErrInvalidConfig)
+		return fmt.Errorf("%w: API: required", ErrInvalidConfig)
 	case c.Deliverer == nil:
-		return fmt.Errorf("%w: verifier: Deliverer: required", ErrInvalidConfig)
+		return fmt.Errorf("%w: Deliverer: required", ErrInvalidConfig)
 	case c.Concurrency < 1:
-		return fmt.Errorf("%w: verifier: Concurrency %d: must be at least 1", ErrInvalidConfig, c.Concurrency)
+		return fmt.Errorf("%w: Concurrency %d: must be at least 1", ErrInvalidConfig, c.Concurrency)
 	case c.MaxAckPending < 2*c.Concurrency:
-		return fmt.Errorf("%w: verifier: MaxAckPending %d: must be at least twice Concurrency (%d)", ErrInvalidConfig,
+		return fmt.Errorf("%w: MaxAckPending %d: must be at least twice Concurrency (%d)", ErrInvalidConfig,
 			c.MaxAckPending, c.Concurrency)
 	case c.AckWait < time.Second:
-		return fmt.Errorf("%w: verifier: AckWait %v: must be at least 1s", ErrInvalidConfig, c.AckWait)
+		return fmt.Errorf("%w: AckWait %v: must be at least 1s", ErrInvalidConfig, c.AckWait)
 	case c.MaxAttempts < 1:
-		return fmt.Errorf("%w: verifier: MaxAttempts %d: must be at least 1", ErrInvalidConfig, c.MaxAttempts)
+		return fmt.Errorf("%w: MaxAttempts %d: must be at least 1", ErrInvalidConfig, c.MaxAttempts)
 	case c.RetryBase <= 0 || c.RetryMax < c.RetryBase:
-		return fmt.Errorf("%w: verifier: RetryBase %v, RetryMax %v: need 0 < RetryBase <= RetryMax", ErrInvalidConfig,
+		return fmt.Errorf("%w: RetryBase %v, RetryMax %v: need 0 < RetryBase <= RetryMax", ErrInvalidConfig,
 			c.RetryBase, c.RetryMax)
 	case c.HandlerTimeout < time.Second:
-		return fmt.Errorf("%w: verifier: HandlerTimeout %v: must be at least 1s", ErrInvalidConfig, c.HandlerTimeout)
+		return fmt.Errorf("%w: HandlerTimeout %v: must be at least 1s", ErrInvalidConfig, c.HandlerTimeout)
 	case c.ShutdownTimeout < 0:
-		return fmt.Errorf("%w: verifier: ShutdownTimeout %v: must not be negative", ErrInvalidConfig, c.ShutdownTimeout)
+		return fmt.Errorf("%w: ShutdownTimeout %v: must not be negative", ErrInvalidConfig, c.ShutdownTimeout)
 	case c.UnknownRPM < 1 && c.UnknownRPM != UnknownOff:
-		return fmt.Errorf("%w: verifier: UnknownRPM %d: must be positive or UnknownOff", ErrInvalidConfig, c.UnknownRPM)
+		return fmt.Errorf("%w: UnknownRPM %d: must be positive or UnknownOff", ErrInvalidConfig, c.UnknownRPM)
 	case c.UnknownBurst < 0:
-		return fmt.Errorf("%w: verifier: UnknownBurst %d: must not be negative", ErrInvalidConfig, c.UnknownBurst)
+		return fmt.Errorf("%w: UnknownBurst %d: must not be negative", ErrInvalidConfig, c.UnknownBurst)
 	case c.UnknownConcurrency < 1:
-		return fmt.Errorf("%w: verifier: UnknownConcurrency %d: must be at least 1", ErrInvalidConfig, c.UnknownConcurrency)
+		return fmt.Errorf("%w: UnknownConcurrency %d: must be at least 1", ErrInvalidConfig, c.UnknownConcurrency)
 	case c.UnknownMaxAckPending < 2*c.UnknownConcurrency:
-		return fmt.Errorf("%w: verifier: UnknownMaxAckPending %d: must be at least twice UnknownConcurrency (%d)",
+		return fmt.Errorf("%w: UnknownMaxAckPending %d: must be at least twice UnknownConcurrency (%d)",
 			ErrInvalidConfig, c.UnknownMaxAckPending, c.UnknownConcurrency)
 	}
 	return nil
@@ -208,8 +208,9 @@ func (c *VerifierConfig) Validate() error {
 // JOBS record cannot be refused outright (jobs submitted elsewhere are legitimate, and the upstream's 404
 // is the only proof of forgery), but anyone can post one, with a fresh random id each time so the
 // duplicate window does not help. So such webhooks spend their own token bucket, UnknownRPM calls per
-// minute (default [DefaultUnknownRPM]; cmd/bridge defaults it to a tenth of BRIDGE_API_RPM) with a
-// burst of UnknownBurst, before their GET (which then queues at ClassVerify with the rest). Over any
+// minute (default [DefaultUnknownRPM]; the bridge application defaults it to a tenth of
+// BRIDGE_API_RPM) with a burst of UnknownBurst, before their GET (which then queues at ClassVerify with
+// the rest). Over any
 // window W this process makes at most UnknownBurst + UnknownRPM×W/1min upstream calls for unknown ids,
 // whatever the flood; known jobs keep the rest of the budget. The bucket is per process: N verifier
 // processes spend up to N × UnknownRPM between them, so size it for the upstream account.
@@ -250,7 +251,7 @@ func (c *VerifierConfig) Validate() error {
 // Within one process, webhooks of the same job are verified one at a time, so a burst of duplicates
 // costs one GET; across processes the JOBS record and Nats-Msg-Id keep the result single.
 type Verifier struct {
-	cfg      VerifierConfig
+	cfg      Config
 	log      zerolog.Logger
 	metrics  *verifyMetrics
 	store    *jobs.Store
@@ -271,8 +272,8 @@ type lane struct {
 	slow bool
 }
 
-// NewVerifier checks cfg and registers the metrics. It does not touch NATS; Run does.
-func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
+// New checks cfg and registers the metrics. It does not touch NATS; Run does.
+func New(cfg Config) (*Verifier, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -1,4 +1,4 @@
-package bridge
+package submit
 
 import (
 	"context"
@@ -25,26 +25,29 @@ import (
 // HeaderIdempotencyKey is the submit request header that makes a submission idempotent.
 const HeaderIdempotencyKey = bjs.HeaderIdempotencyKey
 
-// BucketIdempotency is the KV bucket mapping idempotency keys to job_ids. The submitter creates it with
-// its own TTL when it starts.
-const BucketIdempotency = bjs.BucketIdempotency
-
 // StatusUnknown is the submit reply status for a job the upstream may or may not have created (503
 // SUBMISSION_STATUS_UNKNOWN with a job_id). The bridge tracks it as pending: the reconciler polls it and
 // a result or a timeout result follows on RESULTS, as for any other job.
 const StatusUnknown = "unknown"
 
-// DefaultModalities maps each documented modality to its required form field.
+// DefaultModalities maps each documented modality ([bjs.Modalities]) to its required form field.
 func DefaultModalities() map[string]string {
-	return map[string]string{"prompt": "prompt", "image": "image_url", "video": "video_url", "chat": "prompt"}
+	fields := map[string]string{}
+	for _, m := range bjs.Modalities() {
+		fields[m.Name] = m.Field
+	}
+	return fields
 }
 
-// SubmitConfig configures a [Submitter]. NC, JS, API and Store are required.
-type SubmitConfig struct {
+// Config configures a [Service]. NC, JS, Idempotency, API and Store are required.
+type Config struct {
 	// NC is the connection the micro service listens on.
 	NC *nats.Conn
-	// JS reads results for jobs.status and holds the idempotency bucket.
+	// JS reads results for jobs.status.
 	JS jetstream.JetStream
+	// Idempotency is the [bjs.BucketIdempotency] bucket, as [bjs.Provision] makes it; its TTL is how long
+	// an idempotency key is remembered.
+	Idempotency jetstream.KeyValue
 	// API is the budgeted upstream client; the submitter calls Submit only.
 	API upstream.API
 	// Store is the JOBS store the submitter records accepted jobs in.
@@ -83,20 +86,16 @@ type SubmitConfig struct {
 	SubmitTimeout time.Duration
 	// StoreAttempts is how often writing the JOBS record is tried after the upstream accepted; default 5.
 	StoreAttempts int
-	// IdempotencyTTL is how long an idempotency key is remembered; default 24h.
-	IdempotencyTTL time.Duration
 	// IdempotencyWait is how long a request waits for a concurrent request with the same key to finish
 	// before answering 409; default 30s.
 	IdempotencyWait time.Duration
-	// Replicas of the idempotency bucket; default 1.
-	Replicas int
 	// Version of the micro service; default "1.0.0".
 	Version string
 	// ShutdownTimeout is how long Stop waits for in-flight requests; default 15s.
 	ShutdownTimeout time.Duration
 }
 
-func (c *SubmitConfig) setDefaults() {
+func (c *Config) setDefaults() {
 	if c.Deadlines.ByModality == nil {
 		c.Deadlines = jobs.DefaultDeadlines()
 	}
@@ -125,14 +124,8 @@ func (c *SubmitConfig) setDefaults() {
 	if c.StoreAttempts == 0 {
 		c.StoreAttempts = 5
 	}
-	if c.IdempotencyTTL == 0 {
-		c.IdempotencyTTL = 24 * time.Hour
-	}
 	if c.IdempotencyWait == 0 {
 		c.IdempotencyWait = 30 * time.Second
-	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
 	}
 	if c.Version == "" {
 		c.Version = "1.0.0"
@@ -143,42 +136,41 @@ func (c *SubmitConfig) setDefaults() {
 }
 
 // Validate reports the first invalid field, after defaults are applied.
-func (c *SubmitConfig) Validate() error {
+func (c *Config) Validate() error {
 	switch {
 	case c.NC == nil:
-		return fmt.Errorf("%w: submit: NC: required", ErrInvalidConfig)
+		return fmt.Errorf("%w: NC: required", ErrInvalidConfig)
 	case c.JS == nil:
-		return fmt.Errorf("%w: submit: JS: required", ErrInvalidConfig)
+		return fmt.Errorf("%w: JS: required", ErrInvalidConfig)
+	case c.Idempotency == nil:
+		return fmt.Errorf("%w: Idempotency: required", ErrInvalidConfig)
 	case c.API == nil:
-		return fmt.Errorf("%w: submit: API: required", ErrInvalidConfig)
+		return fmt.Errorf("%w: API: required", ErrInvalidConfig)
 	case c.Store == nil:
-		return fmt.Errorf("%w: submit: Store: required", ErrInvalidConfig)
+		return fmt.Errorf("%w: Store: required", ErrInvalidConfig)
 	case len(c.Modalities) == 0:
-		return fmt.Errorf("%w: submit: Modalities: at least one", ErrInvalidConfig)
+		return fmt.Errorf("%w: Modalities: at least one", ErrInvalidConfig)
 	case c.MaxRequestBytes < 1 || c.MaxTextChars < 1 || c.MaxURLChars < 1:
-		return fmt.Errorf("%w: submit: MaxRequestBytes, MaxTextChars, MaxURLChars: must be positive", ErrInvalidConfig)
+		return fmt.Errorf("%w: MaxRequestBytes, MaxTextChars, MaxURLChars: must be positive", ErrInvalidConfig)
 	case c.Concurrency < 1:
-		return fmt.Errorf("%w: submit: Concurrency %d: must be at least 1", ErrInvalidConfig, c.Concurrency)
+		return fmt.Errorf("%w: Concurrency %d: must be at least 1", ErrInvalidConfig, c.Concurrency)
 	case c.SubmitTimeout < time.Second:
-		return fmt.Errorf("%w: submit: SubmitTimeout %v: must be at least 1s", ErrInvalidConfig, c.SubmitTimeout)
+		return fmt.Errorf("%w: SubmitTimeout %v: must be at least 1s", ErrInvalidConfig, c.SubmitTimeout)
 	case c.StoreAttempts < 1:
-		return fmt.Errorf("%w: submit: StoreAttempts %d: must be at least 1", ErrInvalidConfig, c.StoreAttempts)
-	case c.IdempotencyTTL < time.Second || c.IdempotencyWait < 0:
-		return fmt.Errorf("%w: submit: IdempotencyTTL %v, IdempotencyWait %v: TTL at least 1s, wait not negative",
-			ErrInvalidConfig, c.IdempotencyTTL, c.IdempotencyWait)
-	case c.Replicas < 1 || c.Replicas > 5:
-		return fmt.Errorf("%w: submit: Replicas %d: must be 1 to 5", ErrInvalidConfig, c.Replicas)
+		return fmt.Errorf("%w: StoreAttempts %d: must be at least 1", ErrInvalidConfig, c.StoreAttempts)
+	case c.IdempotencyWait < 0:
+		return fmt.Errorf("%w: IdempotencyWait %v: must not be negative", ErrInvalidConfig, c.IdempotencyWait)
 	}
 	for m, field := range c.Modalities {
 		if !validToken(m) || field == "" {
-			return fmt.Errorf("%w: submit: Modalities[%q]=%q: modality must be a subject token and name a field",
+			return fmt.Errorf("%w: Modalities[%q]=%q: modality must be a subject token and name a field",
 				ErrInvalidConfig, m, field)
 		}
 	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
-			return fmt.Errorf("%w: submit: PublicURL %q: must be an http(s) URL with a host and no query",
+			return fmt.Errorf("%w: PublicURL %q: must be an http(s) URL with a host and no query",
 				ErrInvalidConfig, c.PublicURL)
 		}
 	}
@@ -199,13 +191,13 @@ func validToken(s string) bool {
 	return true
 }
 
-// SubmitReply is the answer to a submit request.
-type SubmitReply struct {
+// Reply is the answer to a submit request.
+type Reply struct {
 	JobID  string `json:"job_id"`
 	Status string `json:"status"`
 }
 
-// Submitter is the submit role: the micro service [bjs.ServiceName] with one endpoint per modality on
+// Service is the submit role: the micro service [bjs.ServiceName] with one endpoint per modality on
 // moderate.<modality>, and the job-status endpoint on [bjs.SubjectJobStatus]. Several submitters share
 // the endpoints through micro's queue group.
 //
@@ -214,7 +206,7 @@ type SubmitReply struct {
 // http(s) with a public host; webhook_url is refused because the bridge sets it); a request that fails
 // is answered with code 400 and never reaches the upstream. Then:
 //
-//  1. With an Idempotency-Key header, the key is reserved in [BucketIdempotency] with a create (so of
+//  1. With an Idempotency-Key header, the key is reserved in [bjs.BucketIdempotency] with a create (so of
 //     two concurrent identical requests only one reaches the upstream; the other waits for its job_id).
 //  2. The job is submitted at [upstream.ClassSubmit].
 //  3. The JOBS record (pending, origin submit, deadline) is written, retried StoreAttempts times.
@@ -228,24 +220,23 @@ type SubmitReply struct {
 // job_id is recorded as a pending job and answered as a success with status "unknown" ([StatusUnknown]):
 // the job may exist, so the requester must not resubmit; the reconciler polls it and RESULTS gets its
 // result or its timeout result.
-type Submitter struct {
-	cfg     SubmitConfig
+type Service struct {
+	cfg     Config
 	log     zerolog.Logger
 	metrics *submitMetrics
 	sem     chan struct{}
 
-	// mu guards svc, idem, baseCtx, cancel and closing, and orders wg.Add before wg.Wait.
+	// mu guards svc, baseCtx, cancel and closing, and orders wg.Add before wg.Wait.
 	mu      sync.Mutex
 	closing bool
 	svc     micro.Service
-	idem    jetstream.KeyValue
 	baseCtx context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
 
-// NewSubmitter checks cfg and registers the metrics. It does not touch NATS; Start does.
-func NewSubmitter(cfg SubmitConfig) (*Submitter, error) {
+// New checks cfg and registers the metrics. It does not touch NATS; Start does.
+func New(cfg Config) (*Service, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -254,7 +245,7 @@ func NewSubmitter(cfg SubmitConfig) (*Submitter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("submit metrics: %w", err)
 	}
-	return &Submitter{
+	return &Service{
 		cfg:     cfg,
 		log:     cfg.Log.With().Str("component", "submit").Logger(),
 		metrics: m,
@@ -262,35 +253,14 @@ func NewSubmitter(cfg SubmitConfig) (*Submitter, error) {
 	}, nil
 }
 
-// Start creates (or updates) the idempotency bucket and starts the micro service; requests are served
-// when it returns nil. It fails if the submitter was started before.
-func (s *Submitter) Start(ctx context.Context) error {
+// Start starts the micro service; requests are served when it returns nil. It fails if the submitter was
+// started before.
+func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.svc != nil {
 		return errors.New("submit: already started")
 	}
-	// Create first and update only an existing bucket: two processes starting together that both call
-	// CreateOrUpdateKeyValue (update, not found, create) on a fresh R3 bucket were seen to get no answer
-	// from the cluster at all. A create racing another is answered with ErrBucketExists.
-	kctx, kcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer kcancel()
-	kvCfg := jetstream.KeyValueConfig{
-		Bucket:      BucketIdempotency,
-		Description: "submit idempotency keys: sha256(modality, key) to job_id",
-		History:     1,
-		TTL:         s.cfg.IdempotencyTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    s.cfg.Replicas,
-	}
-	kv, err := s.cfg.JS.CreateKeyValue(kctx, kvCfg)
-	if errors.Is(err, jetstream.ErrBucketExists) {
-		kv, err = s.cfg.JS.UpdateKeyValue(kctx, kvCfg)
-	}
-	if err != nil {
-		return fmt.Errorf("idempotency bucket %s: %w", BucketIdempotency, err)
-	}
-	s.idem = kv
 	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 
 	svc, err := micro.AddService(s.cfg.NC, micro.Config{
@@ -326,7 +296,7 @@ func (s *Submitter) Start(ctx context.Context) error {
 
 // Stop stops taking requests (micro Stop drains the subscriptions), waits up to ShutdownTimeout for
 // in-flight ones, then cancels them. It is idempotent.
-func (s *Submitter) Stop() error {
+func (s *Service) Stop() error {
 	s.mu.Lock()
 	svc := s.svc
 	cancel := s.cancel
@@ -356,7 +326,7 @@ func (s *Submitter) Stop() error {
 }
 
 // Run starts the service, serves until ctx is cancelled, then stops. It returns nil on a clean shutdown.
-func (s *Submitter) Run(ctx context.Context) error {
+func (s *Service) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		return err
 	}
@@ -366,7 +336,7 @@ func (s *Submitter) Run(ctx context.Context) error {
 
 // async runs h on its own goroutine, at most Concurrency at once: a micro endpoint calls its handler
 // sequentially, and one submission waiting for upstream budget must not hold up the others.
-func (s *Submitter) async(label string, h func(context.Context, micro.Request)) micro.Handler {
+func (s *Service) async(label string, h func(context.Context, micro.Request)) micro.Handler {
 	return micro.HandlerFunc(func(req micro.Request) {
 		// micro's Stop drains the subscriptions without waiting, so requests can still arrive while Stop
 		// waits for the in-flight ones: they are turned away, and wg.Add never races wg.Wait.
@@ -411,7 +381,7 @@ func badRequest(format string, args ...any) *replyError {
 // rather than through req.Respond/req.Error: those record the outcome in the request for micro's stats,
 // which micro reads as soon as the (asynchronous) handler returned, a data race. So micro's stats count
 // requests but not errors; bridge_submit_requests_total has the outcomes.
-func (s *Submitter) reply(req micro.Request, label, outcome string, e *replyError, v ...any) {
+func (s *Service) reply(req micro.Request, label, outcome string, e *replyError, v ...any) {
 	s.metrics.requests.WithLabelValues(label, outcome).Inc()
 	if req.Reply() == "" {
 		return
@@ -464,7 +434,7 @@ func upstreamError(err error) *replyError {
 
 // scrub removes the webhook token from an upstream error before it is logged or answered: the upstream's
 // messages may quote the webhook_url the bridge sent, and that carries the token.
-func (s *Submitter) scrub(err error) error {
+func (s *Service) scrub(err error) error {
 	ue, ok := errors.AsType[*upstream.Error](err)
 	if !ok || s.cfg.Token == "" || !strings.Contains(err.Error(), s.cfg.Token) &&
 		!strings.Contains(err.Error(), url.QueryEscape(s.cfg.Token)) {
@@ -482,7 +452,7 @@ func (s *Submitter) scrub(err error) error {
 	return &c
 }
 
-func (s *Submitter) webhookURL(modality string) string {
+func (s *Service) webhookURL(modality string) string {
 	if s.cfg.PublicURL == "" {
 		return ""
 	}
@@ -494,7 +464,7 @@ func (s *Submitter) webhookURL(modality string) string {
 }
 
 // handleSubmit serves moderate.<modality>.
-func (s *Submitter) handleSubmit(base context.Context, req micro.Request, modality, field string) {
+func (s *Service) handleSubmit(base context.Context, req micro.Request, modality, field string) {
 	fields, rerr := s.validate(req.Data(), field)
 	if rerr != nil {
 		s.reply(req, modality, "invalid", rerr)
@@ -553,7 +523,7 @@ func (s *Submitter) handleSubmit(base context.Context, req micro.Request, modali
 
 	if err := s.record(ctx, sub.JobID, modality, key); err != nil {
 		log.Error().Err(err).Msg("upstream accepted the job but its JOBS record could not be written")
-		data, _ := json.Marshal(SubmitReply{JobID: sub.JobID, Status: status})
+		data, _ := json.Marshal(Reply{JobID: sub.JobID, Status: status})
 		s.reply(req, modality, "store_error", &replyError{code: "500", data: data,
 			desc: fmt.Sprintf("STORE_FAILED: job %s was accepted by the upstream but not recorded; retry with the same %s, "+
 				"or track the job_id yourself: %v", sub.JobID, HeaderIdempotencyKey, err)})
@@ -564,12 +534,12 @@ func (s *Submitter) handleSubmit(base context.Context, req micro.Request, modali
 		outcome = "status_unknown"
 	}
 	log.Debug().Str("status", status).Msg("job submitted")
-	s.reply(req, modality, outcome, nil, SubmitReply{JobID: sub.JobID, Status: status})
+	s.reply(req, modality, outcome, nil, Reply{JobID: sub.JobID, Status: status})
 }
 
 // record writes the pending JOBS record of a submitted job, retrying with a short backoff. A record that
 // exists already (the job's webhook was verified first) is completed with what only submit knows.
-func (s *Submitter) record(ctx context.Context, id, modality, key string) error {
+func (s *Service) record(ctx context.Context, id, modality, key string) error {
 	now := s.cfg.Now().UTC()
 	rec := jobs.Record{
 		JobID: id, Modality: modality, State: jobs.StatePending, Origin: jobs.OriginSubmit,

@@ -1,4 +1,4 @@
-package bridge
+package submit
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/internal/text"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 )
@@ -31,7 +32,7 @@ type StatusReply struct {
 const statusLabel = "status"
 
 // handleStatus serves jobs.status.
-func (s *Submitter) handleStatus(base context.Context, req micro.Request) {
+func (s *Service) handleStatus(base context.Context, req micro.Request) {
 	ctx, cancel := context.WithTimeout(base, 10*time.Second)
 	defer cancel()
 	var r StatusRequest
@@ -39,8 +40,8 @@ func (s *Submitter) handleStatus(base context.Context, req micro.Request) {
 		s.reply(req, statusLabel, "invalid", badRequest(`body must be {"job_id": "<uuid>"}`))
 		return
 	}
-	if !validJobID(r.JobID) {
-		s.reply(req, statusLabel, "invalid", badRequest("job_id %q is not a UUID", truncate(r.JobID, 64)))
+	if !jobs.ValidID(r.JobID) {
+		s.reply(req, statusLabel, "invalid", badRequest("job_id %q is not a UUID", text.Truncate(r.JobID, 64)))
 		return
 	}
 	rec, _, err := s.cfg.Store.Get(ctx, r.JobID)

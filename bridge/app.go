@@ -1,26 +1,29 @@
-package main
+package bridge
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
-	"time"
 
-	"github.com/evershield/bridge/bridge"
-	"github.com/evershield/bridge/ingest"
-	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/reconcile"
-	"github.com/evershield/bridge/upstream"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/evershield/bridge/ingest"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/reconcile"
+	"github.com/evershield/bridge/submit"
+	"github.com/evershield/bridge/upstream"
+	"github.com/evershield/bridge/verify"
 )
 
-// app is one bridge process: its NATS side, the HTTP listener and the configured roles.
-type app struct {
+// App is one bridge process: its NATS side, the HTTP listener and the configured roles.
+type App struct {
 	cfg     Config
 	log     zerolog.Logger
 	reg     *prometheus.Registry
@@ -37,18 +40,49 @@ type role struct {
 	run  func(context.Context) error
 }
 
-// appOptions are knobs that only in-process callers (demo, tests) use.
-type appOptions struct {
+// options are the knobs that only in-process callers (demo, bench, tests) use.
+type options struct {
 	// publicFromListener sets BRIDGE_PUBLIC_URL to the bound HTTP address when it is empty.
 	publicFromListener bool
 	// reconcileInstance names the reconciler in its lease.
 	reconcileInstance string
 }
 
-// newApp starts NATS (embedded or external), provisions, binds the HTTP listener and builds every
-// configured role. Nothing serves until run.
-func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions) (_ *app, err error) {
-	a := &app{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+// Option is an optional knob of [New].
+type Option func(*options) error
+
+// WithPublicURLFromListener makes the bound HTTP address the public URL (BRIDGE_PUBLIC_URL) when the
+// configuration has none: for a bridge in the same process as its upstream, such as the demo.
+func WithPublicURLFromListener() Option {
+	return func(o *options) error {
+		o.publicFromListener = true
+		return nil
+	}
+}
+
+// WithReconcileInstance names this process's reconciler in its lease; it must be unique among the
+// processes that share a NATS, and not empty.
+func WithReconcileInstance(name string) Option {
+	return func(o *options) error {
+		if name == "" {
+			return errors.New("reconcile instance: empty")
+		}
+		o.reconcileInstance = name
+		return nil
+	}
+}
+
+// New starts NATS (embedded or external), provisions the streams and buckets, binds the HTTP listener
+// and builds every configured role, from a validated cfg. Nothing serves until [App.Run]; an App that is
+// never run still holds NATS: run it, or cancel nothing and let the process end.
+func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_ *App, err error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+	}
+	a := &App{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if a.nats, err = startNATS(ctx, cfg, log); err != nil {
 		return nil, err
@@ -68,7 +102,7 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 	}
 	registerReadiness(a.reg, a.handler)
 	var h http.Handler = a.handler
-	if !cfg.has(roleIngest) {
+	if !cfg.Has(RoleIngest) {
 		h = withoutWebhooks(a.handler)
 	}
 	a.http, err = ingest.Listen(ingest.ServerConfig{
@@ -76,10 +110,10 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 		OnShutdown: a.handler.SetShuttingDown,
 	})
 	if errors.Is(err, ingest.ErrTLSKeyPair) {
-		return nil, fmt.Errorf("%sTLS_CERT_FILE, %sTLS_KEY_FILE: %w", envPrefix, envPrefix, err)
+		return nil, fmt.Errorf("%sTLS_CERT_FILE, %sTLS_KEY_FILE: %w", EnvPrefix, EnvPrefix, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%sHTTP_ADDR: %w", envPrefix, err)
+		return nil, fmt.Errorf("%sHTTP_ADDR: %w", EnvPrefix, err)
 	}
 	defer func() {
 		if err != nil {
@@ -87,7 +121,7 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 		}
 	}()
 	a.roles = append(a.roles, role{"http", a.http.Run})
-	if opts.publicFromListener && cfg.PublicURL == "" {
+	if o.publicFromListener && cfg.PublicURL == "" {
 		scheme := "http"
 		if cfg.TLSCertFile != "" {
 			scheme = "https"
@@ -106,56 +140,51 @@ func newApp(ctx context.Context, cfg Config, log zerolog.Logger, opts appOptions
 		return nil, fmt.Errorf("upstream: %w", err)
 	}
 	store := jobs.NewStore(a.nats.res.Jobs)
-	deadlines := jobs.Deadlines{
-		ByModality: map[string]time.Duration{
-			"prompt": cfg.TimeoutPrompt, "image": cfg.TimeoutImage, "video": cfg.TimeoutVideo, "chat": cfg.TimeoutChat,
-		},
-		Default: cfg.TimeoutPrompt,
-	}
+	deadlines := cfg.deadlines()
 	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: log})
 	if err != nil {
 		return nil, err
 	}
-	if cfg.has(roleVerify) {
-		v, err := bridge.NewVerifier(bridge.VerifierConfig{
+	if cfg.Has(RoleVerify) {
+		v, err := verify.New(verify.Config{
 			JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: log, Metrics: a.reg,
-			UnknownRPM: cfg.unknownJobRPM(),
+			UnknownRPM: cfg.UnknownRPM(),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("verify: %w", err)
 		}
-		a.roles = append(a.roles, role{roleVerify, v.Run})
+		a.roles = append(a.roles, role{RoleVerify, v.Run})
 	}
-	if cfg.has(roleSubmit) {
-		s, err := bridge.NewSubmitter(bridge.SubmitConfig{
-			NC: a.nats.nc, JS: a.nats.js, API: a.api, Store: store, Deadlines: deadlines, Log: log, Metrics: a.reg,
-			PublicURL: cfg.PublicURL, Token: cfg.WebhookToken, Replicas: cfg.Replicas,
+	if cfg.Has(RoleSubmit) {
+		s, err := submit.New(submit.Config{
+			NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
+			Deadlines: deadlines, Log: log, Metrics: a.reg, PublicURL: cfg.PublicURL, Token: cfg.WebhookToken,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("submit: %w", err)
 		}
-		a.roles = append(a.roles, role{roleSubmit, s.Run})
+		a.roles = append(a.roles, role{RoleSubmit, s.Run})
 	}
-	if cfg.has(roleReconcile) {
+	if cfg.Has(RoleReconcile) {
 		r, err := reconcile.New(reconcile.Config{
-			JS: a.nats.js, Jobs: a.nats.res.Jobs, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
+			Jobs: store, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
 			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Log: log, Metrics: a.reg,
-			Instance: opts.reconcileInstance,
+			Instance: o.reconcileInstance,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("reconcile: %w", err)
 		}
-		a.roles = append(a.roles, role{roleReconcile, r.Run})
+		a.roles = append(a.roles, role{RoleReconcile, r.Run})
 	}
 	return a, nil
 }
 
-// run serves every role until ctx is cancelled or one fails, then shuts down in one fixed order, the
+// Run serves every role until ctx is cancelled or one fails, then shuts down in one fixed order, the
 // order the roles were added in: the HTTP listener first (readiness off, in-flight webhooks answered after
 // their ack), then the verifier's consumers, the submit service and the reconciler, each finishing its
 // in-flight work before the next is stopped; then the NATS connection drains, and last the embedded
 // server stops.
-func (a *app) run(ctx context.Context) error {
+func (a *App) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	stops := make([]context.CancelFunc, len(a.roles))
 	dones := make([]chan struct{}, len(a.roles))
@@ -190,14 +219,18 @@ func (a *app) run(ctx context.Context) error {
 	return nil
 }
 
-// runBridge is bridge run.
-func runBridge(ctx context.Context, cfg Config, log zerolog.Logger) error {
-	a, err := newApp(ctx, cfg, log, appOptions{})
-	if err != nil {
-		return err
-	}
-	return a.run(ctx)
-}
+// Addr is the bound address of the webhook, health and metrics listener.
+func (a *App) Addr() net.Addr { return a.http.Addr() }
+
+// PublicURL is the base URL the upstream reaches this bridge at (BRIDGE_PUBLIC_URL, or the listener's
+// with [WithPublicURLFromListener]); "" when there is none.
+func (a *App) PublicURL() string { return a.cfg.PublicURL }
+
+// Server is the embedded nats-server, or nil when the bridge uses an external NATS.
+func (a *App) Server() *server.Server { return a.nats.srv }
+
+// Metrics gathers the process's metrics, as GET /metrics serves them.
+func (a *App) Metrics() prometheus.Gatherer { return a.reg }
 
 // withoutWebhooks serves health and metrics but not webhooks, for processes without the ingest role.
 func withoutWebhooks(h http.Handler) http.Handler {

@@ -1,4 +1,4 @@
-package bridge
+package submit
 
 import (
 	"context"
@@ -26,7 +26,7 @@ var (
 	errIdemUnknown = errors.New("the first submission with this Idempotency-Key got no answer from the upstream, so its job may exist; use a new key to submit again")
 )
 
-// idemEntry is the value of an idempotency key in [BucketIdempotency].
+// idemEntry is the value of an idempotency key in [bjs.BucketIdempotency].
 type idemEntry struct {
 	State  string    `json:"state"`
 	JobID  string    `json:"job_id,omitempty"`
@@ -36,7 +36,7 @@ type idemEntry struct {
 
 // reservation is this request's hold on an idempotency key. Its methods are no-ops on nil (no key).
 type reservation struct {
-	s   *Submitter
+	s   *Service
 	key string
 	rev uint64
 }
@@ -50,19 +50,19 @@ func idemKey(modality, key string) string {
 
 // reserve takes the key for this request (returning a reservation), or returns the entry of an earlier
 // request that completed. While another request holds the key, it waits up to IdempotencyWait.
-func (s *Submitter) reserve(ctx context.Context, modality, key string) (*reservation, *idemEntry, error) {
+func (s *Service) reserve(ctx context.Context, modality, key string) (*reservation, *idemEntry, error) {
 	k := idemKey(modality, key)
 	val, _ := json.Marshal(idemEntry{State: idemReserved, At: s.cfg.Now().UTC()})
 	deadline := time.Now().Add(s.cfg.IdempotencyWait)
 	for {
-		rev, err := s.idem.Create(ctx, k, val)
+		rev, err := s.cfg.Idempotency.Create(ctx, k, val)
 		if err == nil {
 			return &reservation{s: s, key: k, rev: rev}, nil, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, nil, fmt.Errorf("reserve idempotency key: %w", err)
 		}
-		e, err := s.idem.Get(ctx, k)
+		e, err := s.cfg.Idempotency.Get(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // the holder gave the key up: try to take it
 		}
@@ -101,6 +101,9 @@ func idemError(err error) *replyError {
 	return &replyError{code: "503", desc: "IDEMPOTENCY_UNAVAILABLE: " + err.Error()}
 }
 
+// settleTimeout bounds an idempotency write that runs after the request's own ctx ended.
+const settleTimeout = 5 * time.Second
+
 // settleCtx is for writes that must happen even though the request's ctx ended.
 func settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
@@ -113,7 +116,7 @@ func (r *reservation) release(ctx context.Context) {
 	}
 	ctx, cancel := settleCtx(ctx)
 	defer cancel()
-	if err := r.s.idem.Delete(ctx, r.key, jetstream.LastRevision(r.rev)); err != nil {
+	if err := r.s.cfg.Idempotency.Delete(ctx, r.key, jetstream.LastRevision(r.rev)); err != nil {
 		r.s.log.Warn().Err(err).Msg("release idempotency key; it expires with its TTL")
 	}
 }
@@ -138,24 +141,24 @@ func (r *reservation) put(ctx context.Context, ent idemEntry, log zerolog.Logger
 	ctx, cancel := settleCtx(ctx)
 	defer cancel()
 	val, _ := json.Marshal(ent)
-	if _, err := r.s.idem.Update(ctx, r.key, val, r.rev); err != nil {
+	if _, err := r.s.cfg.Idempotency.Update(ctx, r.key, val, r.rev); err != nil {
 		log.Warn().Err(err).Str("state", ent.State).Msg("update idempotency key")
 	}
 }
 
 // replayIdempotent answers a request whose key maps to a job already: the same reply as the first time.
 // It also writes the job's JOBS record if the first request could not.
-func (s *Submitter) replayIdempotent(ctx context.Context, req micro.Request, modality, key string, ent *idemEntry, log zerolog.Logger) {
+func (s *Service) replayIdempotent(ctx context.Context, req micro.Request, modality, key string, ent *idemEntry, log zerolog.Logger) {
 	log = log.With().Str("job_id", ent.JobID).Logger()
 	if _, _, err := s.cfg.Store.Get(ctx, ent.JobID); err != nil {
 		if err := s.record(ctx, ent.JobID, modality, key); err != nil {
 			log.Error().Err(err).Msg("idempotent replay: job record still cannot be written")
-			data, _ := json.Marshal(SubmitReply{JobID: ent.JobID, Status: ent.Status})
+			data, _ := json.Marshal(Reply{JobID: ent.JobID, Status: ent.Status})
 			s.reply(req, modality, "store_error", &replyError{code: "500", data: data,
 				desc: fmt.Sprintf("STORE_FAILED: job %s was accepted by the upstream but not recorded: %v", ent.JobID, err)})
 			return
 		}
 	}
 	log.Debug().Msg("idempotent replay")
-	s.reply(req, modality, "idempotent_replay", nil, SubmitReply{JobID: ent.JobID, Status: ent.Status})
+	s.reply(req, modality, "idempotent_replay", nil, Reply{JobID: ent.JobID, Status: ent.Status})
 }

@@ -1,4 +1,4 @@
-package bridge
+package verify
 
 import (
 	"context"

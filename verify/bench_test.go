@@ -1,4 +1,4 @@
-package bridge
+package verify
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/internal/roletest"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -33,11 +34,11 @@ func BenchmarkVerify(b *testing.B) {
 		}
 		conc := bc.conc
 		b.Run(name, func(b *testing.B) {
-			e := newEnv(b, topology{"single", 1}, simulator.Config{
+			e := newEnv(b, roletest.Single, simulator.Config{
 				QueueDelay: -1, ProcessDelay: -1, Log: zerolog.Nop(),
 				Faults: map[string]simulator.Fault{simulator.EndpointJob: {Latency: 50 * time.Millisecond}},
 			})
-			e.log = zerolog.Nop()
+			e.Log = zerolog.Nop()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 
@@ -47,7 +48,7 @@ func BenchmarkVerify(b *testing.B) {
 			for range 32 {
 				wg.Go(func() {
 					for i := range next {
-						sub, err := e.api.Submit(ctx, "prompt", map[string]string{"prompt": "bench"}, "")
+						sub, err := e.API.Submit(ctx, "prompt", map[string]string{"prompt": "bench"}, "")
 						if err != nil {
 							b.Errorf("submit: %v", err)
 							continue
@@ -65,14 +66,14 @@ func BenchmarkVerify(b *testing.B) {
 				return
 			}
 			for _, id := range ids {
-				e.waitSimStatus(id, "completed")
+				e.WaitSimStatus(id, "completed")
 			}
 			publish := func(id string) {
-				if _, err := e.js.PublishMsgAsync(webhookMsg("prompt", id, webhookBody(id, false), time.Now(), "127.0.0.1:1")); err != nil {
+				if _, err := e.JS.PublishMsgAsync(roletest.WebhookMsg("prompt", id, roletest.WebhookBody(id, false), time.Now(), "127.0.0.1:1")); err != nil {
 					b.Fatal(err)
 				}
 			}
-			st, err := e.js.Stream(ctx, bjs.StreamResults)
+			st, err := e.JS.Stream(ctx, bjs.StreamResults)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -81,7 +82,7 @@ func BenchmarkVerify(b *testing.B) {
 					publish(id)
 				}
 				select {
-				case <-e.js.PublishAsyncComplete():
+				case <-e.JS.PublishAsyncComplete():
 				case <-ctx.Done():
 					b.Fatal("webhooks not stored")
 				}
@@ -89,7 +90,7 @@ func BenchmarkVerify(b *testing.B) {
 
 			b.ResetTimer()
 			start := time.Now()
-			e.startVerifier(func(c *VerifierConfig) { c.Concurrency = conc; c.Log = zerolog.Nop(); c.Metrics = nil })
+			e.startVerifier(func(c *Config) { c.Concurrency = conc; c.Log = zerolog.Nop(); c.Metrics = nil })
 			if bc.paced > 0 {
 				t := time.NewTicker(bc.paced)
 				for _, id := range ids {

@@ -1,4 +1,4 @@
-package main
+package bridge
 
 import (
 	"context"
@@ -6,11 +6,12 @@ import (
 	"path/filepath"
 	"time"
 
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	bjs "github.com/evershield/bridge/jetstream"
 )
 
 // natsSide is the process's NATS: an optional embedded server, one connection, the provisioned resources.
@@ -34,7 +35,7 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 	if cfg.NATSURL == "" {
 		dir, err := filepath.Abs(cfg.DataDir)
 		if err != nil {
-			return nil, fmt.Errorf("%sDATA_DIR: %w", envPrefix, err)
+			return nil, fmt.Errorf("%sDATA_DIR: %w", EnvPrefix, err)
 		}
 		n.srv, err = bjs.RunEmbedded(bjs.ServerConfig{
 			Listen: cfg.NATSListen, StoreDir: dir, SyncInterval: cfg.NATSSync.Interval,

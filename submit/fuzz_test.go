@@ -1,4 +1,4 @@
-package bridge
+package submit
 
 import (
 	"encoding/json"
@@ -27,7 +27,7 @@ func FuzzSubmitRequest(f *testing.F) {
 	} {
 		f.Add(good.modality, []byte(good.body))
 	}
-	s := &Submitter{}
+	s := &Service{}
 	s.cfg.setDefaults()
 	f.Fuzz(func(t *testing.T, modality string, body []byte) {
 		field, ok := s.cfg.Modalities[modality]

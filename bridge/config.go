@@ -1,0 +1,247 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evershield/bridge/ingest"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/verify"
+)
+
+// Role names for BRIDGE_ROLES.
+const (
+	RoleIngest    = "ingest"
+	RoleVerify    = "verify"
+	RoleReconcile = "reconcile"
+	RoleSubmit    = "submit"
+)
+
+// allRoles are the roles in BRIDGE_ROLES' default order.
+var allRoles = [...]string{RoleIngest, RoleVerify, RoleReconcile, RoleSubmit}
+
+// Config is the whole process configuration. Its tags name the BRIDGE_* environment variables (env,
+// with [EnvPrefix]), their defaults (envDefault) and meaning (help); cmd/bridge parses the environment
+// into it, and the README's configuration table is checked against it by a test. A Config made in code
+// gets no defaults from the tags: parse one, or set every field.
+type Config struct {
+	NATSURL     string `env:"NATS_URL" help:"external NATS servers, comma-separated; empty starts an embedded nats-server with JetStream"`
+	NATSCreds   string `env:"NATS_CREDS" help:"NATS credentials file for an external cluster"`
+	NATSTLSCert string `env:"NATS_TLS_CERT" help:"client certificate for NATS TLS"`
+	NATSTLSKey  string `env:"NATS_TLS_KEY" help:"client key for NATS TLS"`
+	NATSTLSCA   string `env:"NATS_TLS_CA" help:"CA bundle to verify the NATS servers"`
+	NATSListen  string `env:"NATS_LISTEN" envDefault:"127.0.0.1:4222" help:"client address of the embedded nats-server, for downstream services and the nats CLI"`
+	DataDir     string `env:"DATA_DIR" envDefault:"./data" help:"embedded JetStream store"`
+	NATSSync    Sync   `env:"NATS_SYNC" help:"embedded JetStream disk sync: a duration, or always to sync every write (about 1/6 of the throughput); empty keeps the server default (2m)"`
+
+	HTTPAddr    string `env:"HTTP_ADDR" envDefault:":8080" help:"webhook, health and metrics listener"`
+	TLSCertFile string `env:"TLS_CERT_FILE" help:"certificate for HTTPS on the webhook listener"`
+	TLSKeyFile  string `env:"TLS_KEY_FILE" help:"key for HTTPS on the webhook listener"`
+
+	APIURL   string `env:"API_URL" help:"upstream base URL including /api/v1; required by the verify, reconcile and submit roles"`
+	APIKey   string `env:"API_KEY" help:"upstream bearer key (never logged); required with BRIDGE_API_URL"`
+	APIRPM   int    `env:"API_RPM" envDefault:"60" help:"upstream request budget per minute"`
+	APIBurst int    `env:"API_BURST" help:"requests the budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
+	// UnknownJobRPM is nil when unset: the default depends on APIRPM.
+	UnknownJobRPM *int `env:"UNKNOWN_JOB_RPM" help:"upstream calls per minute (per verify process) for webhooks of jobs the bridge has no record of, forged or submitted elsewhere; 0 never verifies them (dead letter unknown_job); default a tenth of BRIDGE_API_RPM, at least 1"`
+
+	PublicURL     string `env:"PUBLIC_URL" help:"base URL the upstream can reach this bridge at; submissions set webhook_url to <it>/webhook/<modality>"`
+	WebhookToken  string `env:"WEBHOOK_TOKEN" help:"when set, webhooks must carry it as ?token= (constant-time check)"`
+	WebhookSecret string `env:"WEBHOOK_SECRET" help:"when set, webhooks must carry a valid Standard Webhooks signature (webhook-id, webhook-timestamp within 5 min, webhook-signature), as the newer upstream contract signs them, else 401; whsec_<base64> or the raw secret; never logged"`
+
+	TimeoutPrompt time.Duration `env:"TIMEOUT_PROMPT" envDefault:"5m" help:"deadline of prompt jobs"`
+	TimeoutImage  time.Duration `env:"TIMEOUT_IMAGE" envDefault:"5m" help:"deadline of image jobs"`
+	TimeoutVideo  time.Duration `env:"TIMEOUT_VIDEO" envDefault:"15m" help:"deadline of video jobs"`
+	TimeoutChat   time.Duration `env:"TIMEOUT_CHAT" envDefault:"5m" help:"deadline of chat jobs"`
+	PollInterval  time.Duration `env:"POLL_INTERVAL" envDefault:"30s" help:"reconciler sweep period"`
+	WebhookGrace  time.Duration `env:"WEBHOOK_GRACE" envDefault:"10s" help:"how long after a job leaves the in-flight list its webhook may still come before polling fetches it"`
+
+	MaxBody         ByteSize      `env:"MAX_BODY" envDefault:"64KiB" help:"largest webhook body accepted"`
+	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"20m" help:"JetStream duplicate window of WEBHOOKS and RESULTS; must exceed the longest job deadline"`
+	Retention       time.Duration `env:"RETENTION" envDefault:"168h" help:"how long WEBHOOKS, RESULTS and DEADLETTER keep messages (for replay)"`
+	StreamMaxBytes  ByteSize      `env:"STREAM_MAX_BYTES" help:"caps the size of each of WEBHOOKS, RESULTS and DEADLETTER; when full, new publishes are refused (ingest answers 503) instead of old messages being dropped; empty is unlimited"`
+	Roles           []string      `env:"ROLES" envSeparator:"," envDefault:"ingest,verify,reconcile,submit" help:"comma list of ingest, verify, reconcile, submit"`
+	Replicas        int           `env:"REPLICAS" envDefault:"1" help:"stream and KV replicas (3 on a cluster)"`
+
+	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"zerolog level: trace, debug, info, warn, error"`
+	LogFormat string `env:"LOG_FORMAT" envDefault:"json" help:"json or console"`
+}
+
+// Sync is BRIDGE_NATS_SYNC: a duration, or "always".
+type Sync struct {
+	Interval time.Duration
+	Always   bool
+}
+
+// UnmarshalText parses a duration or "always".
+func (s *Sync) UnmarshalText(b []byte) error {
+	v := strings.TrimSpace(string(b))
+	switch {
+	case v == "":
+		*s = Sync{}
+	case strings.EqualFold(v, "always"):
+		*s = Sync{Always: true}
+	default:
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("want a positive duration such as 1s, or always; got %q", v)
+		}
+		*s = Sync{Interval: d}
+	}
+	return nil
+}
+
+// ByteSize is a size such as 65536, 64KiB, 1MiB or 64KB.
+type ByteSize int64
+
+// UnmarshalText parses a byte size with an optional KB/KiB/MB/MiB unit.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	v := strings.TrimSpace(string(text))
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"KB", 1000}, {"MB", 1000 * 1000}, {"K", 1 << 10}, {"M", 1 << 20}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(strings.ToUpper(v), strings.ToUpper(u.suffix)) {
+			v, mult = strings.TrimSpace(v[:len(v)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("want a positive size such as 65536 or 64KiB; got %q", string(text))
+	}
+	*b = ByteSize(n * mult)
+	return nil
+}
+
+// Has reports whether role r is configured.
+func (c *Config) Has(r string) bool { return slices.Contains(c.Roles, r) }
+
+// needsUpstream reports whether any configured role calls the upstream.
+func (c *Config) needsUpstream() bool {
+	return c.Has(RoleVerify) || c.Has(RoleReconcile) || c.Has(RoleSubmit)
+}
+
+// Validate checks ranges and combinations, after trimming the role names. Each problem is one line that
+// starts with its variable.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(name, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s%s: %s", EnvPrefix, name, fmt.Sprintf(format, a...)))
+	}
+	for i, r := range c.Roles {
+		c.Roles[i] = strings.TrimSpace(r)
+		if !slices.Contains(allRoles[:], c.Roles[i]) {
+			bad("ROLES", "unknown role %q; want a comma list of %s", r, strings.Join(allRoles[:], ", "))
+		}
+	}
+	if len(c.Roles) == 0 {
+		bad("ROLES", "no role given; want a comma list of %s", strings.Join(allRoles[:], ", "))
+	}
+	if c.needsUpstream() {
+		if c.APIURL == "" {
+			bad("API_URL", "required by the verify, reconcile and submit roles (or set BRIDGE_ROLES=ingest)")
+		} else if u, err := url.Parse(c.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("API_URL", "want an http or https URL such as https://api.evershield.ai/api/v1; got %q", c.APIURL)
+		}
+		if c.APIKey == "" && c.APIURL != "" {
+			bad("API_KEY", "required with BRIDGE_API_URL")
+		}
+	}
+	if c.PublicURL != "" {
+		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("PUBLIC_URL", "want an http or https base URL; got %q", c.PublicURL)
+		}
+	}
+	if c.APIRPM < 1 {
+		bad("API_RPM", "must be at least 1; got %d", c.APIRPM)
+	}
+	if c.APIBurst < 0 {
+		bad("API_BURST", "must not be negative; got %d", c.APIBurst)
+	}
+	if c.UnknownJobRPM != nil && *c.UnknownJobRPM < 0 {
+		bad("UNKNOWN_JOB_RPM", "must not be negative; got %d", *c.UnknownJobRPM)
+	}
+	if _, err := ingest.ParseSecret(c.WebhookSecret); err != nil {
+		bad("WEBHOOK_SECRET", "%v", err)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("TLS_CERT_FILE", "BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE go together")
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		bad("NATS_TLS_CERT", "BRIDGE_NATS_TLS_CERT and BRIDGE_NATS_TLS_KEY go together")
+	}
+	durations := map[string]time.Duration{
+		"POLL_INTERVAL": c.PollInterval, "DUPLICATE_WINDOW": c.DuplicateWindow, "RETENTION": c.Retention,
+	}
+	for m, d := range c.timeouts() {
+		durations[timeoutVar(m)] = d
+	}
+	for name, d := range durations {
+		if d <= 0 {
+			bad(name, "must be a positive duration; got %v", d)
+		}
+	}
+	if c.WebhookGrace < 0 {
+		bad("WEBHOOK_GRACE", "must not be negative; got %v", c.WebhookGrace)
+	}
+	if longest := c.longestDeadline(); c.DuplicateWindow <= longest {
+		bad("DUPLICATE_WINDOW", "%v must be longer than the longest job deadline (%v)", c.DuplicateWindow, longest)
+	}
+	if c.Retention < c.DuplicateWindow {
+		bad("RETENTION", "%v must not be shorter than BRIDGE_DUPLICATE_WINDOW (%v)", c.Retention, c.DuplicateWindow)
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		bad("REPLICAS", "must be 1 to 5; got %d", c.Replicas)
+	}
+	if c.MaxBody > 8<<20 {
+		bad("MAX_BODY", "%d bytes is over the 8MiB ceiling", c.MaxBody)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		bad("LOG_FORMAT", "want json or console; got %q", c.LogFormat)
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
+// UnknownRPM is the verifier's UnknownRPM: BRIDGE_UNKNOWN_JOB_RPM, 0 meaning never
+// ([verify.UnknownOff]), unset a tenth of BRIDGE_API_RPM (at least 1).
+func (c *Config) UnknownRPM() int {
+	switch {
+	case c.UnknownJobRPM == nil:
+		return max(1, c.APIRPM/10)
+	case *c.UnknownJobRPM == 0:
+		return verify.UnknownOff
+	}
+	return *c.UnknownJobRPM
+}
+
+func (c *Config) longestDeadline() time.Duration {
+	var longest time.Duration
+	for _, d := range c.timeouts() {
+		longest = max(longest, d)
+	}
+	return longest
+}
+
+// timeouts maps each modality of [bjs.Modalities] to its deadline, BRIDGE_TIMEOUT_<MODALITY>.
+func (c *Config) timeouts() map[string]time.Duration {
+	return map[string]time.Duration{
+		"prompt": c.TimeoutPrompt, "image": c.TimeoutImage, "video": c.TimeoutVideo, "chat": c.TimeoutChat,
+	}
+}
+
+// timeoutVar is the variable (without the prefix) of a modality's deadline: TIMEOUT_<MODALITY>.
+func timeoutVar(modality string) string { return "TIMEOUT_" + strings.ToUpper(modality) }
+
+// deadlines are the job deadlines the roles use: BRIDGE_TIMEOUT_*, and prompt's for other modalities.
+func (c *Config) deadlines() jobs.Deadlines {
+	return jobs.Deadlines{ByModality: c.timeouts(), Default: c.TimeoutPrompt}
+}

@@ -1,0 +1,68 @@
+package bridge
+
+import (
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	bjs "github.com/evershield/bridge/jetstream"
+)
+
+// TestReadmeConfigTableMatchesStruct keeps README.md's configuration table and Config in step: every
+// variable appears once, with its default.
+func TestReadmeConfigTableMatchesStruct(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `(BRIDGE_[A-Z0-9_]+)` \\| (.*) \\| (.*) \\|$")
+	inReadme := map[string]string{}
+	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
+		inReadme[m[1]] = strings.Trim(strings.TrimSpace(m[3]), "`")
+	}
+	typ := reflect.TypeFor[Config]()
+	for f := range typ.Fields() {
+		key := EnvPrefix + strings.Split(f.Tag.Get("env"), ",")[0]
+		def, ok := inReadme[key]
+		if !ok {
+			t.Errorf("README.md has no row for %s", key)
+			continue
+		}
+		delete(inReadme, key)
+		if want := f.Tag.Get("envDefault"); want != "" && def != want {
+			t.Errorf("README.md default of %s is %q, struct says %q", key, def, want)
+		}
+	}
+	for k := range inReadme {
+		t.Errorf("README.md lists %s, which Config does not have", k)
+	}
+}
+
+// TestConfigTimeoutsFollowTheModalityTable: every modality of the contract's table has its
+// BRIDGE_TIMEOUT_<MODALITY>, whose default is the table's deadline, and no other modality has one.
+func TestConfigTimeoutsFollowTheModalityTable(t *testing.T) {
+	var cfg Config
+	if got, want := len(cfg.timeouts()), len(bjs.Modalities()); got != want {
+		t.Fatalf("%d timeouts, want one per modality (%d)", got, want)
+	}
+	defaults := map[string]string{}
+	for _, v := range Vars() {
+		defaults[v.Name] = v.Default
+	}
+	for _, m := range bjs.Modalities() {
+		if _, ok := cfg.timeouts()[m.Name]; !ok {
+			t.Errorf("modality %s has no timeout", m.Name)
+		}
+		def, ok := defaults[EnvPrefix+timeoutVar(m.Name)]
+		if !ok {
+			t.Errorf("no variable %s%s", EnvPrefix, timeoutVar(m.Name))
+			continue
+		}
+		if d, err := time.ParseDuration(def); err != nil || d != m.Deadline {
+			t.Errorf("%s%s defaults to %q, want %v", EnvPrefix, timeoutVar(m.Name), def, m.Deadline)
+		}
+	}
+}

@@ -1,0 +1,369 @@
+package bridge
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/evershield/bridge/internal/roletest"
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/submit"
+	"github.com/evershield/bridge/upstream"
+	"github.com/evershield/bridge/upstream/simulator"
+	"github.com/evershield/bridge/verify"
+)
+
+// TestSubmitThenWebhookPublishesUpstreamTruth and the other tests in this file need both the submit
+// service and the verifier: what the application wires together.
+func TestSubmitThenWebhookPublishesUpstreamTruth(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{ExtraFields: map[string]any{"future_field": "kept"}})
+	e.startSubmitter()
+	e.startVerifier()
+
+	e.Sim.SetHoldNew(true)
+	reply := e.Submit("prompt", map[string]string{"prompt": "a cat on a mat"})
+	if reply.Status != upstream.StatusQueued {
+		t.Fatalf("reply status %q, want queued", reply.Status)
+	}
+	id := reply.JobID
+	// The record exists by the time the reply came.
+	rec := e.Record(id)
+	if rec.State != jobs.StatePending || rec.Origin != jobs.OriginSubmit || rec.Modality != "prompt" {
+		t.Fatalf("record after submit: %+v", rec)
+	}
+	if got := rec.Deadline.Sub(rec.SubmittedAt); got != 5*time.Minute {
+		t.Fatalf("deadline %v after submission, want 5m", got)
+	}
+	sj, _ := e.Sim.Job(id)
+	if want := e.HookURL + "/webhook/prompt?token=" + roletest.Token; sj.WebhookURL != want {
+		t.Fatalf("webhook_url %q, want %q", sj.WebhookURL, want)
+	}
+
+	if err := e.Sim.CompleteJob(id, simulator.Outcome{Prohibited: true, Reason: "unsafe"}); err != nil {
+		t.Fatal(err)
+	}
+	e.WaitResults(bjs.SubjectResults+">", 1, 15*time.Second)
+	e.WaitSettled(10 * time.Second)
+	msgs := e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">")
+	if len(msgs) != 1 {
+		t.Fatalf("%d results, want 1", len(msgs))
+	}
+	m := msgs[0]
+	if m.Subject != bjs.ResultSubject("prompt") {
+		t.Fatalf("subject %s, want results.prompt", m.Subject)
+	}
+	if got := m.Header.Get(bjs.HeaderBridgeSource); got != bjs.SourceWebhook {
+		t.Fatalf("Bridge-Source %q", got)
+	}
+	if got := m.Header.Get(jetstream.MsgIDHeader); got != id {
+		t.Fatalf("Nats-Msg-Id %q, want %s", got, id)
+	}
+
+	truth, err := e.API.GetJob(roletest.Ctx(t, 5*time.Second), id, upstream.ClassPoll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, got map[string]any
+	_ = json.Unmarshal(truth.Raw, &want)
+	if err := json.Unmarshal(m.Data, &got); err != nil {
+		t.Fatal(err)
+	}
+	bridge, _ := got["bridge"].(map[string]any)
+	delete(got, "bridge")
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("result body\n got %v\nwant %v", got, want)
+	}
+	if got["future_field"] != "kept" || got["is_prohibited"] != true {
+		t.Fatalf("result lost upstream fields: %v", got)
+	}
+	if bridge["source"] != bjs.SourceWebhook || bridge["received_at"] == nil || bridge["verified_at"] == nil {
+		t.Fatalf("bridge block %v", bridge)
+	}
+
+	rec = e.WaitState(id, jobs.StateDelivered, 5*time.Second)
+	if rec.ResultSeq != m.Sequence || rec.Source != bjs.SourceWebhook || rec.Attempts != 1 ||
+		rec.WebhookReceivedAt == nil || rec.LastStatus != upstream.StatusCompleted {
+		t.Fatalf("record after delivery: %+v", rec)
+	}
+	if n := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "published"); n != 1 {
+		t.Fatalf("published outcomes %v, want 1", n)
+	}
+}
+
+func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
+	for _, topo := range roletest.Topologies() {
+		t.Run(topo.Name, func(t *testing.T) {
+			e := newEnv(t, topo, simulator.Config{
+				Seed:          42,
+				DuplicateRate: 0.3,
+				Faults: map[string]simulator.Fault{
+					simulator.EndpointJob: {ErrorRate: 0.25, RateLimitRate: 0.15, RetryAfter: time.Second},
+				},
+			})
+			e.startSubmitter()
+			e.startVerifier()
+			const n = 30
+			ids := make([]string, n)
+			var wg sync.WaitGroup
+			for i := range ids {
+				modality := bjs.Modalities()[i%3].Name // prompt, image, video
+				field := submit.DefaultModalities()[modality]
+				value := "text " + strconv.Itoa(i)
+				if modality != "prompt" {
+					value = fmt.Sprintf("https://cdn.example.com/%d.bin", i)
+				}
+				wg.Go(func() { ids[i] = e.Submit(modality, map[string]string{field: value}).JobID })
+			}
+			wg.Wait()
+			for _, id := range ids {
+				e.WaitState(id, jobs.StateDelivered, 60*time.Second)
+			}
+			e.WaitSettled(30 * time.Second)
+			counts := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))
+			if len(counts) != n {
+				t.Fatalf("results for %d jobs, want %d", len(counts), n)
+			}
+			for _, id := range ids {
+				if counts[id] != 1 {
+					t.Fatalf("job %s has %d results, want 1", id, counts[id])
+				}
+			}
+			if got := e.StreamMsgs(bjs.StreamDeadLetter, ""); len(got) != 0 {
+				t.Fatalf("%d dead letters, want 0", len(got))
+			}
+			if retries := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "retry"); retries == 0 {
+				t.Fatalf("no retries counted; were faults injected?")
+			}
+		})
+	}
+}
+
+func TestNotTerminalRetriesThenExhaustsToReconciler(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	e.startSubmitter()
+	e.Sim.SetHoldNew(true)
+	id := e.Submit("video", map[string]string{"video_url": "https://cdn.example.com/v.mp4"}).JobID
+	e.WaitSimStatus(id, upstream.StatusProcessing)
+	e.startVerifier(func(c *verify.Config) {
+		c.MaxAttempts = 3
+		c.RetryBase = 10 * time.Millisecond
+		c.RetryMax = 50 * time.Millisecond
+	})
+	// A forged "completed" webhook for a job still processing.
+	e.PublishWebhook("video", id, roletest.WebhookBody(id, true))
+	e.WaitSettled(10 * time.Second)
+	if got := e.StreamMsgs(bjs.StreamResults, ""); len(got) != 0 {
+		t.Fatalf("%d results for an unfinished job, want 0", len(got))
+	}
+	dl := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(verify.ReasonAttemptsExhausted))
+	if len(dl) != 1 || dl[0].Header.Get(bjs.HeaderAttempts) != "3" {
+		t.Fatalf("dead letters %v, want one attempts_exhausted after 3 attempts", dl)
+	}
+	rec := e.Record(id)
+	if rec.State != jobs.StatePending || rec.Attempts != 3 || rec.LastStatus != upstream.StatusProcessing {
+		t.Fatalf("record %+v: want pending (for the reconciler) with 3 attempts", rec)
+	}
+	if n := e.Sim.CallCount(simulator.EndpointJob); n != 3 {
+		t.Fatalf("%d GETs, want 3", n)
+	}
+}
+
+// TestUnknownJobsDeliveredUnderForgedFlood floods the verifier with forged webhooks carrying random job
+// ids, interleaved with webhooks of legitimate jobs submitted around the bridge (unknown ids too), while
+// jobs submitted through the bridge complete: every legitimate job ends with exactly one result, nothing
+// forged is published, every forged webhook ends as a not_found dead letter after exactly one GET (in the
+// main lane or the slow lane), and the upstream calls spent on unknown ids stay within the unknown-job
+// budget over the test's window.
+func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	const (
+		forged     = 200
+		direct     = 8 // submitted around the bridge
+		viaBridge  = 8
+		unknownRPM = 900 // fifteen per second
+		burst      = 2
+	)
+	e.startSubmitter()
+	directIDs := make(map[string]bool, direct)
+	var directOrder []string
+	for j := range direct {
+		id := e.SubmitDirect("prompt", map[string]string{"prompt": "elsewhere " + strconv.Itoa(j)})
+		directIDs[id] = true
+		directOrder = append(directOrder, id)
+	}
+	// The flood is stored before the verifier starts, so the main lane meets far more unknown ids at
+	// once than its budget has tokens; the legitimate foreign webhooks are spread through it.
+	forgedIDs := make(map[string]bool, forged)
+	for i := range forged {
+		id := uuid.NewString()
+		forgedIDs[id] = true
+		e.PublishWebhook(bjs.Modalities()[i%3].Name, id, roletest.WebhookBody(id, false))
+		if k := i / (forged / direct); i%(forged/direct) == 0 && k < direct {
+			e.PublishWebhook("prompt", directOrder[k], roletest.WebhookBody(directOrder[k], false))
+		}
+	}
+
+	start := time.Now()
+	e.startVerifier(func(c *verify.Config) {
+		c.UnknownRPM, c.UnknownBurst, c.UnknownConcurrency = unknownRPM, burst, 4
+	})
+	bridgeIDs := make(map[string]bool, viaBridge)
+	for j := range viaBridge {
+		bridgeIDs[e.Submit("prompt", map[string]string{"prompt": "via bridge " + strconv.Itoa(j)}).JobID] = true
+	}
+
+	e.WaitResults(bjs.SubjectResults+">", direct+viaBridge, 90*time.Second)
+	e.WaitSettled(30 * time.Second)
+	e.WaitLaneSettled(bjs.DeadLetterSubject(verify.ReasonUnknownJob), 90*time.Second)
+	window := time.Since(start)
+
+	results := e.StreamMsgs(bjs.StreamResults, "")
+	ids := roletest.ResultIDs(t, results)
+	if len(results) != direct+viaBridge {
+		t.Fatalf("%d results, want %d (one per legitimate job)", len(results), direct+viaBridge)
+	}
+	for id, n := range ids {
+		switch {
+		case forgedIDs[id]:
+			t.Fatalf("forged job %s published", id)
+		case n != 1:
+			t.Fatalf("job %s has %d results", id, n)
+		case !directIDs[id] && !bridgeIDs[id]:
+			t.Fatalf("result for a job nobody submitted: %s", id)
+		}
+		if rec := e.Record(id); rec.State != jobs.StateDelivered {
+			t.Fatalf("job %s is %s", id, rec.State)
+		}
+	}
+	for id := range directIDs {
+		if rec := e.Record(id); rec.Origin != jobs.OriginWebhook {
+			t.Fatalf("foreign job %s has origin %q", id, rec.Origin)
+		}
+	}
+
+	forgedGets, unknownGets := 0, 0
+	for _, c := range e.Sim.Calls(simulator.EndpointJob) {
+		id := c.Path[strings.LastIndexByte(c.Path, '/')+1:]
+		if forgedIDs[id] {
+			forgedGets++
+		}
+		if forgedIDs[id] || directIDs[id] {
+			unknownGets++
+		}
+	}
+	bound := burst + int(math.Ceil(window.Seconds()*unknownRPM/60))
+	if unknownGets > bound {
+		t.Fatalf("%d upstream GETs for unknown ids over %v, want at most %d (burst %d + %d/min)", unknownGets,
+			window, bound, burst, unknownRPM)
+	}
+	if forgedGets != forged {
+		t.Fatalf("%d GETs for %d forged ids, want exactly one each", forgedGets, forged)
+	}
+
+	notFound := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(verify.ReasonNotFound))
+	if len(notFound) != forged {
+		t.Fatalf("%d not_found dead letters, want one per forged webhook (%d)", len(notFound), forged)
+	}
+	for _, m := range notFound {
+		if id, _ := jobIDOf(m.Data); !forgedIDs[id] {
+			t.Fatalf("not_found dead letter for %q, which is not forged", id)
+		}
+		if orig := m.Header.Get(bjs.HeaderOriginalSubject); !strings.HasPrefix(orig, bjs.SubjectWebhooks) {
+			t.Fatalf("not_found dead letter has original subject %q, want the webhook's", orig)
+		}
+	}
+	if n := len(e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(verify.ReasonAttemptsExhausted))); n != 0 {
+		t.Fatalf("%d attempts_exhausted dead letters, want 0", n)
+	}
+
+	laned := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(verify.ReasonUnknownJob))
+	if len(laned) == 0 {
+		t.Fatal("nothing moved to the slow lane although the flood far exceeded the unknown-job burst")
+	}
+	if got := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "unknown_laned"); int(got) != len(laned) {
+		t.Fatalf("unknown_laned outcomes %v, want %d (one per slow-lane message)", got, len(laned))
+	}
+	if got := roletest.CounterValue(t, e.Reg, "bridge_deadletter_total", "reason", verify.ReasonUnknownJob); got != 0 {
+		t.Fatalf("bridge_deadletter_total{reason=unknown_job} = %v, want 0: the slow lane is not a dead end", got)
+	}
+	lanedDirect := 0
+	for _, m := range laned {
+		id, _ := jobIDOf(m.Data)
+		if directIDs[id] {
+			lanedDirect++
+		}
+		if !strings.HasPrefix(m.Header.Get(jetstream.MsgIDHeader), id+"."+verify.ReasonUnknownJob+".") || m.Header.Get(bjs.HeaderReason) != verify.ReasonUnknownJob ||
+			!strings.HasPrefix(m.Header.Get(bjs.HeaderOriginalSubject), bjs.SubjectWebhooks) ||
+			m.Header.Get(bjs.HeaderReceivedAt) == "" || m.Header.Get(bjs.HeaderRemoteAddr) == "" || m.Header.Get(bjs.HeaderAttempts) == "" {
+			t.Fatalf("slow-lane message headers %v", m.Header)
+		}
+	}
+	t.Logf("%d unknown ids (%d forged) cost %d upstream GETs over %v (bound %d); %d went through the slow lane, %d of them legitimate",
+		forged+direct, forged, unknownGets, window, bound, len(laned), lanedDirect)
+}
+
+func TestJobStatus(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	e.startSubmitter()
+	e.startVerifier()
+	e.Sim.SetHoldNew(true)
+	id := e.Submit("image", map[string]string{"image_url": "https://cdn.example.com/cat.png"}).JobID
+
+	status := func(body string) (submit.StatusReply, string) {
+		t.Helper()
+		m := e.Request(bjs.SubjectJobStatus, []byte(body), nil)
+		if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
+			return submit.StatusReply{}, code
+		}
+		var r submit.StatusReply
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatalf("status reply %q: %v", m.Data, err)
+		}
+		if !strings.Contains(string(m.Data), `"result":`) {
+			t.Fatalf("status reply has no result key: %s", m.Data)
+		}
+		return r, ""
+	}
+	r, code := status(`{"job_id":"` + id + `"}`)
+	if code != "" || r.Job.JobID != id || r.Job.State != jobs.StatePending || r.Result != nil && string(r.Result) != "null" {
+		t.Fatalf("pending status: code %q, %+v", code, r)
+	}
+
+	if err := e.Sim.CompleteJob(id, simulator.Outcome{}); err != nil {
+		t.Fatal(err)
+	}
+	e.WaitState(id, jobs.StateDelivered, 15*time.Second)
+	r, code = status(`{"job_id":"` + id + `"}`)
+	if code != "" || r.Job.State != jobs.StateDelivered {
+		t.Fatalf("delivered status: code %q, %+v", code, r)
+	}
+	var res map[string]any
+	if err := json.Unmarshal(r.Result, &res); err != nil || res["job_id"] != id || res["status"] != upstream.StatusCompleted ||
+		res["bridge"] == nil {
+		t.Fatalf("result %s", r.Result)
+	}
+	msgs := e.StreamMsgs(bjs.StreamResults, bjs.ResultSubject("image"))
+	if len(msgs) != 1 || string(msgs[0].Data) != string(r.Result) {
+		t.Fatalf("status result differs from RESULTS")
+	}
+
+	if _, code := status(`{"job_id":"` + uuid.NewString() + `"}`); code != "404" {
+		t.Fatalf("unknown job: code %q, want 404", code)
+	}
+	for _, bad := range []string{`nope`, `{"job_id": "not-a-uuid"}`, `{"job_id": "a.b.*"}`, `{}`} {
+		if _, code := status(bad); code != "400" {
+			t.Fatalf("bad request %s: code %q, want 400", bad, code)
+		}
+	}
+}

@@ -1,0 +1,45 @@
+package verify
+
+import (
+	"testing"
+	"time"
+
+	"github.com/evershield/bridge/internal/roletest"
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+// env is one test's world (see [roletest.Env]) with a verifier to start.
+type env struct{ *roletest.Env }
+
+func newEnv(tb testing.TB, topo roletest.Topology, simCfg simulator.Config) *env {
+	tb.Helper()
+	return &env{roletest.New(tb, topo, simCfg)}
+}
+
+// startVerifier runs a verifier until the returned stop is called (or the test ends); stop waits for
+// Run to return and fails the test on an error.
+func (e *env) startVerifier(mods ...func(*Config)) (stop func()) {
+	e.TB.Helper()
+	cfg := Config{
+		JS: e.JS, API: e.API, Deliverer: e.Deliverer, Log: e.Log, Metrics: e.Reg,
+		Concurrency: 16, RetryBase: 20 * time.Millisecond, RetryMax: 500 * time.Millisecond,
+		ShutdownTimeout: 5 * time.Second,
+		// Tests that are not about the unknown-job budget must not wait for it.
+		UnknownRPM: 60000, UnknownBurst: 1000,
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	v, err := New(cfg)
+	if err != nil {
+		e.TB.Fatalf("new verifier: %v", err)
+	}
+	return roletest.Run(e.TB, "verifier", v.Run)
+}
+
+// waitLaneSettled waits until the slow lane has handled every unknown_job dead letter.
+func (e *env) waitLaneSettled(d time.Duration) {
+	e.TB.Helper()
+	e.WaitLaneSettled(bjs.DeadLetterSubject(ReasonUnknownJob), d)
+}

@@ -1,0 +1,98 @@
+package verify
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evershield/bridge/internal/promutil"
+)
+
+// Verifier outcomes, the values of bridge_verify_outcomes_total{outcome}.
+const (
+	outcomePublished        = "published"
+	outcomeAlreadyDelivered = "already_delivered"
+	outcomeLate             = "late"
+	outcomeNotFound         = "not_found"
+	outcomeNotTerminal      = "not_terminal"
+	outcomeRetry            = "retry"
+	outcomeExhausted        = "exhausted"
+	outcomeRejected         = "rejected"
+	outcomeMalformed        = "malformed"
+	outcomeShutdown         = "shutdown"
+	// outcomeUnknownLaned: a webhook of a job without a JOBS record found no unknown-job token free and
+	// moved to the slow lane (deadletter.unknown_job), where it is verified later.
+	outcomeUnknownLaned = "unknown_laned"
+	// outcomeUnknownShed: unknown-job verification is off; the webhook was dead-lettered as unknown_job.
+	outcomeUnknownShed = "unknown_shed"
+)
+
+// Dead-letter reasons, the value of the Bridge-Reason header and the last subject token.
+const (
+	// ReasonNotFound: the upstream answered 404 for the job: a spoofed or foreign job_id.
+	ReasonNotFound = "not_found"
+	// ReasonAttemptsExhausted: MaxAttempts verifications failed or found the job unfinished. A job with a
+	// JOBS record stays pending there, and the reconciler finishes it by polling.
+	ReasonAttemptsExhausted = "attempts_exhausted"
+	// ReasonUnknownJob: the job has no JOBS record and the unknown-job budget had no token free when the
+	// webhook came. Its subject is also the verifier's slow lane (consumer verify-unknown), which
+	// drains it by itself at the unknown-job budget; a message stays in DEADLETTER (for inspection) after
+	// the lane has handled it. With the budget off (UnknownOff) no lane runs, and the raw webhook waits
+	// here, unverified, for an operator to redrive.
+	ReasonUnknownJob = "unknown_job"
+	// ReasonMalformed: the webhook body has no usable job_id.
+	ReasonMalformed = "malformed"
+	// ReasonUpstreamPrefix + the HTTP status (e.g. upstream_401) is the reason for a final upstream error
+	// other than 404.
+	ReasonUpstreamPrefix = "upstream_"
+)
+
+type verifyMetrics struct {
+	outcomes    *prometheus.CounterVec
+	deadLetters *prometheus.CounterVec
+	latency     prometheus.Histogram
+	inFlight    prometheus.Gauge
+	// unknownWaiting is the slow-lane webhooks of this process waiting for an unknown-job token.
+	unknownWaiting prometheus.Gauge
+}
+
+func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
+	m := &verifyMetrics{
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_verify_outcomes_total",
+			Help: "Raw webhooks handled by the verifier, by outcome.",
+		}, []string{"outcome"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_deadletter_total",
+			Help: "Webhooks published to DEADLETTER, by reason.",
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bridge_verify_latency_seconds",
+			Help:    "Time from ingest receiving a webhook to its verified result being published.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900},
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_verify_in_flight",
+			Help: "Raw webhooks being verified right now.",
+		}),
+		unknownWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_verify_unknown_waiting",
+			Help: "Webhooks of jobs without a JOBS record that this process's slow lane holds waiting for the unknown-job budget.",
+		}),
+	}
+	var err error
+	if m.outcomes, err = promutil.Register(reg, m.outcomes); err != nil {
+		return nil, err
+	}
+	if m.deadLetters, err = promutil.Register(reg, m.deadLetters); err != nil {
+		return nil, err
+	}
+	if m.latency, err = promutil.Register(reg, m.latency); err != nil {
+		return nil, err
+	}
+	if m.inFlight, err = promutil.Register(reg, m.inFlight); err != nil {
+		return nil, err
+	}
+	if m.unknownWaiting, err = promutil.Register(reg, m.unknownWaiting); err != nil {
+		return nil, err
+	}
+	return m, nil
+}

@@ -1,0 +1,204 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/roletest"
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+// TestUnknownLaneSurvivesRestart stops the verifier while the slow lane holds webhooks waiting for the
+// unknown-job budget: they stay in DEADLETTER, and the next verifier finishes them.
+func TestUnknownLaneSurvivesRestart(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	foreign := map[string]bool{}
+	for j := range 3 {
+		foreign[e.SubmitDirect("prompt", map[string]string{"prompt": "elsewhere " + strconv.Itoa(j)})] = true
+	}
+	spoofed := map[string]bool{}
+	for range 5 {
+		spoofed[uuid.NewString()] = true
+	}
+	for id := range foreign {
+		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+	}
+	for id := range spoofed {
+		e.PublishWebhook("image", id, roletest.WebhookBody(id, true))
+	}
+
+	// One call a minute, burst one: the first unknown id takes the token, every other one moves to the
+	// slow lane, whose next token is a minute away.
+	stop := e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownBurst = 1, 1 })
+	e.WaitSettled(20 * time.Second)
+	laned := len(e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(ReasonUnknownJob)))
+	if laned == 0 {
+		t.Fatal("nothing moved to the slow lane")
+	}
+	stop()
+
+	ctx := roletest.Ctx(t, 10*time.Second)
+	c, err := e.JS.Consumer(ctx, bjs.StreamDeadLetter, bjs.ConsumerVerifyUnknown)
+	if err != nil {
+		t.Fatalf("slow-lane consumer: %v", err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatalf("slow-lane consumer info: %v", err)
+	}
+	if waiting := info.NumPending + uint64(info.NumAckPending); waiting == 0 {
+		t.Fatalf("slow lane empty at the restart although %d webhooks moved there", laned)
+	}
+	t.Logf("%d of %d unknown webhooks in the slow lane, %d unfinished at the restart", laned, len(foreign)+len(spoofed),
+		info.NumPending+uint64(info.NumAckPending))
+
+	e.startVerifier() // a generous unknown-job budget
+	e.WaitResults(bjs.SubjectResults+">", len(foreign), 30*time.Second)
+	e.waitLaneSettled(30 * time.Second)
+	e.WaitSettled(10 * time.Second)
+
+	ids := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, ""))
+	if len(ids) != len(foreign) {
+		t.Fatalf("results for %d jobs, want %d", len(ids), len(foreign))
+	}
+	for id, n := range ids {
+		if !foreign[id] || n != 1 {
+			t.Fatalf("job %s has %d results (foreign %v)", id, n, foreign[id])
+		}
+	}
+	notFound := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(ReasonNotFound))
+	if len(notFound) != len(spoofed) {
+		t.Fatalf("%d not_found dead letters, want %d", len(notFound), len(spoofed))
+	}
+	for _, m := range notFound {
+		if id, _ := parseJobID(m.Data); !spoofed[id] {
+			t.Fatalf("not_found dead letter for %q", id)
+		}
+	}
+}
+
+// TestForeignJobVerifiedAtOnceWithoutFlood: with the default unknown-job budget and no flood, a webhook of
+// a job submitted around the bridge spends a free token on the main lane and never waits in the slow lane.
+func TestForeignJobVerifiedAtOnceWithoutFlood(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownBurst = 0, 0 }) // the defaults
+	id := e.SubmitDirect("prompt", map[string]string{"prompt": "hello"})
+	e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+	e.WaitResults(bjs.SubjectResults+">", 1, 20*time.Second)
+	e.WaitSettled(10 * time.Second)
+	if n := len(e.StreamMsgs(bjs.StreamDeadLetter, "")); n != 0 {
+		t.Fatalf("%d dead letters, want 0", n)
+	}
+	if got := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", outcomeUnknownLaned); got != 0 {
+		t.Fatalf("unknown_laned = %v, want 0", got)
+	}
+}
+
+func TestUnknownJobVerificationOff(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	e.startVerifier(func(c *Config) { c.UnknownRPM = UnknownOff })
+	foreign := e.SubmitDirect("prompt", map[string]string{"prompt": "submitted elsewhere"})
+	spoofed := uuid.NewString()
+	e.PublishWebhook("prompt", foreign, roletest.WebhookBody(foreign, false))
+	e.PublishWebhook("image", spoofed, roletest.WebhookBody(spoofed, true))
+	e.WaitSettled(20 * time.Second)
+	if n := e.Sim.CallCount(simulator.EndpointJob); n != 0 {
+		t.Fatalf("%d upstream GETs, want 0 with unknown-job verification off", n)
+	}
+	if got := e.StreamMsgs(bjs.StreamResults, ""); len(got) != 0 {
+		t.Fatalf("%d results, want 0", len(got))
+	}
+	dl := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(ReasonUnknownJob))
+	if len(dl) != 2 {
+		t.Fatalf("%d unknown_job dead letters, want 2", len(dl))
+	}
+	for _, m := range dl {
+		if m.Header.Get(bjs.HeaderReason) != ReasonUnknownJob {
+			t.Fatalf("dead letter headers %v", m.Header)
+		}
+	}
+	// No slow lane: the dead letters wait for an operator.
+	if _, err := e.JS.Consumer(roletest.Ctx(t, 5*time.Second), bjs.StreamDeadLetter, bjs.ConsumerVerifyUnknown); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("slow-lane consumer: %v, want ErrConsumerNotFound with unknown-job verification off", err)
+	}
+}
+
+func TestVerifierConfigUnknownBounds(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	for _, tt := range []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"negative rpm", func(c *Config) { c.UnknownRPM = -5 }},
+		{"negative concurrency", func(c *Config) { c.UnknownConcurrency = -1 }},
+		{"max ack pending under twice concurrency", func(c *Config) { c.UnknownConcurrency, c.UnknownMaxAckPending = 4, 7 }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer}
+			tt.mod(&cfg)
+			if _, err := New(cfg); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "Unknown") {
+				t.Fatalf("New = %v, want an error naming the Unknown… field", err)
+			}
+		})
+	}
+	v, err := New(Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := v.cfg; c.UnknownRPM != DefaultUnknownRPM || c.UnknownBurst != 1 || c.UnknownConcurrency != 4 ||
+		c.UnknownMaxAckPending != 64 || c.UnknownConsumer != bjs.ConsumerVerifyUnknown {
+		t.Fatalf("defaults %d/%d/%d/%d/%q", c.UnknownRPM, c.UnknownBurst, c.UnknownConcurrency, c.UnknownMaxAckPending, c.UnknownConsumer)
+	}
+	lc := v.UnknownConsumerConfig()
+	if lc.FilterSubject != bjs.DeadLetterSubject(ReasonUnknownJob) || lc.MaxAckPending != 64 || lc.AckPolicy != jetstream.AckExplicitPolicy {
+		t.Fatalf("slow-lane consumer config %+v", lc)
+	}
+}
+
+// TestTokenBucketWaitersGoFirst: a token reserved by a waiter is not free for take, and a cancelled wait
+// gives its token back.
+func TestTokenBucketWaitersGoFirst(t *testing.T) {
+	b := newTokenBucket(1, 2) // one a minute: nothing is earned during the test worth speaking of
+	if !b.take() {
+		t.Fatal("take from a full bucket failed")
+	}
+	if err := b.wait(roletest.Ctx(t, 5*time.Second), nil); err != nil {
+		t.Fatalf("wait with a token left: %v", err)
+	}
+	if b.take() {
+		t.Fatal("take from an empty bucket succeeded")
+	}
+
+	ctx, cancel := context.WithCancel(roletest.Ctx(t, 10*time.Second))
+	waiting := make(chan int, 4)
+	done := make(chan error, 1)
+	go func() { done <- b.wait(ctx, func(n int) { waiting <- n }) }()
+	if n := natstest.RecvWithin(t, waiting, 5*time.Second); n != 1 {
+		t.Fatalf("%d waiters, want 1", n)
+	}
+	if b.take() {
+		t.Fatal("take succeeded while a waiter holds the next token")
+	}
+	cancel()
+	if err := natstest.RecvWithin(t, done, 5*time.Second); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait = %v", err)
+	}
+	if n := natstest.RecvWithin(t, waiting, 5*time.Second); n != 0 {
+		t.Fatalf("%d waiters after the cancel, want 0", n)
+	}
+	b.mu.Lock()
+	tokens := b.tokens
+	b.mu.Unlock()
+	if tokens < 0 {
+		t.Fatalf("balance %v after the cancelled wait, want its token given back", tokens)
+	}
+}

@@ -2,10 +2,13 @@ package bridge
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -14,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/reconcile"
@@ -29,6 +33,8 @@ type App struct {
 	reg     *prometheus.Registry
 	nats    *natsSide
 	api     *upstream.Client
+	budget  *budget.Shared
+	pending *jobs.Pending
 	http    *ingest.Server
 	handler *ingest.Handler
 	// roles run in one group; the first to fail stops all.
@@ -44,7 +50,7 @@ type role struct {
 type options struct {
 	// publicFromListener sets BRIDGE_PUBLIC_URL to the bound HTTP address when it is empty.
 	publicFromListener bool
-	// reconcileInstance names the reconciler in its lease.
+	// reconcileInstance names the reconciler in its lease, and the process in the shared budget.
 	reconcileInstance string
 }
 
@@ -133,8 +139,27 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		return a, nil
 	}
 
+	instance := o.reconcileInstance
+	if instance == "" {
+		instance = processName()
+	}
+	// Every upstream call of every process on this NATS draws on the one account-wide budget.
+	a.budget, err = budget.New(budget.Config{
+		KV: a.nats.res.Budget, RPM: cfg.APIRPM, Burst: cfg.APIBurst, Instance: instance, Log: log, Metrics: a.reg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("budget: %w", err)
+	}
+	if err := a.budget.Start(ctx); err != nil {
+		return nil, fmt.Errorf("budget: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			a.budget.Stop()
+		}
+	}()
 	a.api, err = upstream.New(upstream.Config{
-		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, RPM: cfg.APIRPM, Burst: cfg.APIBurst, Log: log, Metrics: a.reg,
+		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Limiter: a.budget, Log: log, Metrics: a.reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
@@ -156,9 +181,16 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		a.roles = append(a.roles, role{RoleVerify, v.Run})
 	}
 	if cfg.Has(RoleSubmit) {
+		// The ledger of owed verifications: every pending job of the account, kept by a JOBS watch.
+		a.pending = jobs.NewPending(store.KV(), log)
+		a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "bridge_budget_owed_jobs",
+			Help: "Pending jobs of the account, each owing the upstream one verification; admission plans for them before it accepts a submission.",
+		}, func() float64 { return float64(a.pending.Count()) }))
 		s, err := submit.New(submit.Config{
 			NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
 			Deadlines: deadlines, Log: log, Metrics: a.reg, PublicURL: cfg.PublicURL, Token: cfg.WebhookToken,
+			Ledger: a.pending, PollInterval: cfg.PollInterval,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("submit: %w", err)
@@ -169,7 +201,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		r, err := reconcile.New(reconcile.Config{
 			Jobs: store, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
 			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Log: log, Metrics: a.reg,
-			Instance: o.reconcileInstance,
+			Instance: instance,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("reconcile: %w", err)
@@ -208,8 +240,16 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if a.pending != nil {
+		pctx, stopPending := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopPending()
+		go a.pending.Run(pctx)
+	}
 	a.log.Info().Strs("roles", a.cfg.Roles).Str("http", a.http.Addr().String()).Msg("bridge running")
 	err := g.Wait()
+	if a.budget != nil {
+		a.budget.Stop() // after the roles: their last calls still draw on it
+	}
 	a.nats.close()
 	if err != nil {
 		a.log.Error().Err(err).Msg("bridge stopped")
@@ -241,4 +281,16 @@ func withoutWebhooks(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// processName names this process in the shared budget and the reconciler's lease: host and a random
+// suffix, so restarts and replicas never share a name.
+func processName() string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "bridge"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + hex.EncodeToString(b[:])
 }

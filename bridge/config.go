@@ -45,8 +45,8 @@ type Config struct {
 
 	APIURL   string `env:"API_URL" help:"upstream base URL including /api/v1; required by the verify, reconcile and submit roles"`
 	APIKey   string `env:"API_KEY" help:"upstream bearer key (never logged); required with BRIDGE_API_URL"`
-	APIRPM   int    `env:"API_RPM" envDefault:"60" help:"upstream request budget per minute"`
-	APIBurst int    `env:"API_BURST" help:"requests the budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
+	APIRPM   int    `env:"API_RPM" envDefault:"60" help:"the upstream account's request limit per minute, shared by every bridge process on the same NATS (they coordinate through the BRIDGE_BUDGET bucket); give every process the same value"`
+	APIBurst int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
 	// UnknownJobRPM is nil when unset: the default depends on APIRPM.
 	UnknownJobRPM *int `env:"UNKNOWN_JOB_RPM" help:"upstream calls per minute (per verify process) for webhooks of jobs the bridge has no record of, forged or submitted elsewhere; 0 never verifies them (dead letter unknown_job); default a tenth of BRIDGE_API_RPM, at least 1"`
 

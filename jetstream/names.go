@@ -77,6 +77,8 @@ const (
 	HeaderAttempts = "Bridge-Attempts"
 	// HeaderIdempotencyKey on a submit request makes it idempotent: a retry returns the same job.
 	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderRetryAfter is on a BUSY refusal of moderate.<modality>: seconds to wait before retrying.
+	HeaderRetryAfter = "Retry-After"
 	// HeaderOriginalSubject is the subject a dead-lettered or replayed message was first published on.
 	HeaderOriginalSubject = "Bridge-Original-Subject"
 	// HeaderOriginalSeq is the stream sequence a replayed or redriven message was read from.

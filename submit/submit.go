@@ -25,6 +25,9 @@ import (
 // HeaderIdempotencyKey is the submit request header that makes a submission idempotent.
 const HeaderIdempotencyKey = bjs.HeaderIdempotencyKey
 
+// HeaderRetryAfter is the header of a BUSY refusal: seconds to wait before retrying.
+const HeaderRetryAfter = bjs.HeaderRetryAfter
+
 // StatusUnknown is the submit reply status for a job the upstream may or may not have created (503
 // SUBMISSION_STATUS_UNKNOWN with a job_id). The bridge tracks it as pending: the reconciler polls it and
 // a result or a timeout result follows on RESULTS, as for any other job.
@@ -93,6 +96,16 @@ type Config struct {
 	Version string
 	// ShutdownTimeout is how long Stop waits for in-flight requests; default 15s.
 	ShutdownTimeout time.Duration
+
+	// Ledger counts the verifications owed by accepted jobs, for admission; nil admits every request
+	// the budget itself does not refuse.
+	Ledger Ledger
+	// PollInterval is the reconciler's sweep period, for the in-flight list pages admission counts as
+	// owed; default 30s.
+	PollInterval time.Duration
+	// AdmitShare is the share of the budget's capacity up to a new job's deadline that owed work may
+	// plan on; default DefaultAdmitShare.
+	AdmitShare float64
 }
 
 func (c *Config) setDefaults() {
@@ -132,6 +145,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 15 * time.Second
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 30 * time.Second
+	}
+	if c.AdmitShare == 0 {
+		c.AdmitShare = DefaultAdmitShare
 	}
 }
 
@@ -370,7 +389,26 @@ var errShuttingDown = &replyError{code: "503", desc: "SHUTTING_DOWN: the bridge 
 // replyError is a micro error answer.
 type replyError struct {
 	code, desc string
-	data       []byte
+	// data is the body; nil gets the JSON error body {code, message} (what `nats req` shows).
+	data []byte
+	// retryAfter, when positive, is sent as the Retry-After header, in seconds.
+	retryAfter int
+}
+
+// body is the JSON error body: the description's leading code name and the message after it.
+func (e *replyError) body() []byte {
+	if e.data != nil {
+		return e.data
+	}
+	name, msg, ok := strings.Cut(e.desc, ": ")
+	if !ok {
+		name, msg = "ERROR", e.desc
+	}
+	b, _ := json.Marshal(struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{name, msg})
+	return b
 }
 
 func badRequest(format string, args ...any) *replyError {
@@ -390,7 +428,10 @@ func (s *Service) reply(req micro.Request, label, outcome string, e *replyError,
 	if e != nil {
 		m.Header.Set(micro.ErrorHeader, e.desc)
 		m.Header.Set(micro.ErrorCodeHeader, e.code)
-		m.Data = e.data
+		if e.retryAfter > 0 {
+			m.Header.Set(HeaderRetryAfter, strconv.Itoa(e.retryAfter))
+		}
+		m.Data = e.body()
 	} else {
 		b, err := json.Marshal(v[0])
 		if err != nil {
@@ -494,7 +535,21 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 		}
 	}
 
+	// Finish before you start: refuse fast what the budget cannot carry to its result. A refused
+	// Idempotency-Key is released, so a retry with it submits afresh.
+	if be := s.admit(modality); be != nil {
+		res.release(ctx)
+		log.Debug().Str("reason", be.Reason).Msg("submission refused: busy")
+		s.reply(req, modality, "busy", busy(be))
+		return
+	}
 	sub, err := s.cfg.API.Submit(ctx, modality, fields, s.webhookURL(modality))
+	if be, ok := errors.AsType[*upstream.BusyError](err); ok {
+		res.release(ctx)
+		log.Debug().Str("reason", be.Reason).Msg("submission refused: busy")
+		s.reply(req, modality, "busy", busy(be))
+		return
+	}
 	err = s.scrub(err)
 	status := sub.Status
 	if err != nil {

@@ -79,8 +79,8 @@ func WithReconcileInstance(name string) Option {
 }
 
 // New starts NATS (embedded or external), provisions the streams and buckets, binds the HTTP listener
-// and builds every configured role, from a validated cfg. Nothing serves until [App.Run]; an App that is
-// never run still holds NATS: run it, or cancel nothing and let the process end.
+// and builds every configured role, from a validated cfg ([Config.Validate]). Nothing serves until
+// [App.Run], which also releases everything when it returns.
 func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_ *App, err error) {
 	var o options
 	for _, opt := range opts {

@@ -69,7 +69,10 @@ func NewParams(rpm, burst int) Params {
 		p.LeaseTTL = time.Duration(spare / p.Rate * float64(time.Second))
 	}
 	p.Capacity = max(1, float64(burst)-p.Rate*p.LeaseTTL.Seconds())
-	p.Reserve = math.Floor(p.Capacity / 2)
+	// One token of reserve orders the classes across processes: accepted work anywhere takes a token as
+	// soon as the bucket holds one, so while it waits the level stays below two and submissions find
+	// nothing; when it stops waiting the level passes the reserve within a token's time.
+	p.Reserve = min(1, p.Capacity-1)
 	return p
 }
 

@@ -20,8 +20,8 @@ func TestParamsFromTheContract(t *testing.T) {
 		wantCap, wantRes float64
 		wantLease        time.Duration
 	}{
-		{name: "60 per minute, default burst", rpm: 60, wantBurst: 5, wantCap: 4, wantRes: 2, wantLease: time.Second},
-		{name: "600 per minute, default burst", rpm: 600, wantBurst: 50, wantCap: 40, wantRes: 20, wantLease: time.Second},
+		{name: "60 per minute, default burst", rpm: 60, wantBurst: 5, wantCap: 4, wantRes: 1, wantLease: time.Second},
+		{name: "600 per minute, default burst", rpm: 600, wantBurst: 50, wantCap: 40, wantRes: 1, wantLease: time.Second},
 		{name: "burst 1 leaves no lease life", rpm: 60, burst: 1, wantBurst: 1, wantCap: 1, wantRes: 0, wantLease: 0},
 		{name: "burst 3 at 120/min", rpm: 120, burst: 3, wantBurst: 3, wantCap: 1, wantRes: 0, wantLease: time.Second},
 	}
@@ -74,20 +74,20 @@ func TestBurstHonoured(t *testing.T) {
 // TestReserveKeptForAcceptedWork: a submission leases only above the reserve; a verification takes the
 // last token.
 func TestReserveKeptForAcceptedWork(t *testing.T) {
-	p := NewParams(60, 5) // capacity 4, reserve 2
+	p := NewParams(60, 5) // capacity 4, reserve 1
 	s := State{Level: 3, At: t0.UnixNano()}
 	s, n := s.Lease(p, t0, upstream.ClassSubmit, 5)
-	if n != 1 {
-		t.Fatalf("submission got %d from level 3, want 1 (reserve 2)", n)
+	if n != 2 {
+		t.Fatalf("submission got %d from level 3, want 2 (reserve 1)", n)
 	}
 	if _, n := s.Lease(p, t0, upstream.ClassSubmit, 1); n != 0 {
 		t.Fatal("submission dipped into the reserve")
 	}
 	if w := s.Wait(p, t0, upstream.ClassSubmit, 1); w != time.Second {
-		t.Fatalf("submission wait %v, want 1s (level 2 to 3)", w)
+		t.Fatalf("submission wait %v, want 1s (level 1 to 2)", w)
 	}
-	if _, n := s.Lease(p, t0, upstream.ClassVerify, 5); n != 2 {
-		t.Fatalf("verification got %d of the reserve, want 2", n)
+	if _, n := s.Lease(p, t0, upstream.ClassVerify, 5); n != 1 {
+		t.Fatalf("verification got %d of the reserve, want 1", n)
 	}
 }
 

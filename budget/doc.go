@@ -32,11 +32,11 @@
 // # Priority across processes: finish before you start
 //
 // Within a process, waiting calls are served verification first, then polls, then submissions. Across
-// processes the bucket keeps a reserve (half its capacity): a submission may lease only when the level
-// is above it, while verifications and polls may take every token. So whenever accepted work is
-// waiting anywhere, it drains the bucket as tokens come and new submissions find it below the reserve
-// and are refused at once with a *upstream.BusyError (BUSY, with a Retry-After); when no accepted work
-// waits, the level rises past the reserve and submissions use the whole rate.
+// processes the bucket keeps a reserve of one token: a submission may lease only when the level is
+// above it, while verifications and polls may take every token. So whenever accepted work is waiting
+// anywhere, it takes each token as it comes, the level never reaches two, and new submissions are
+// refused within SubmitWait with a *upstream.BusyError (BUSY, with a Retry-After); when no accepted work
+// waits, the level passes the reserve within a token's time and submissions use the whole rate.
 //
 // # 429, clocks, and NATS trouble
 //

@@ -483,10 +483,13 @@ func (s *Shared) step(ctx context.Context) {
 }
 
 // prefetch is how many tokens a lease for accepted work takes beyond the callers waiting, so that the
-// next calls need no round trip: half of what the rate gives over a lease's life, when that is at least
-// one token.
+// next calls need no round trip. Tokens that lapse unused are lost to every process, so it prefetches
+// only at high rates (20/s and up), and then a quarter of what the rate gives over a lease's life.
 func (s *Shared) prefetch() int {
-	return int(s.p.Rate * s.p.LeaseTTL.Seconds() / 2)
+	if s.p.Rate < 20 {
+		return 0
+	}
+	return int(s.p.Rate * s.p.LeaseTTL.Seconds() / 4)
 }
 
 // refuseLate refuses, as busy, the waiting submissions whose deadline comes before the budget could

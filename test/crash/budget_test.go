@@ -89,10 +89,9 @@ func (r *rig) offer(n int, period time.Duration) *submissions {
 // upstreamCalls are the simulator's answered API calls (health checks aside), oldest first.
 func upstreamCalls(sim *simulator.Simulator) []simulator.Call {
 	var out []simulator.Call
-	for _, c := range sim.Calls(simulator.EndpointAll) {
-		if !strings.HasSuffix(c.Path, "/health") {
-			out = append(out, c)
-		}
+	for _, ep := range []string{simulator.EndpointSubmit, simulator.EndpointJob, simulator.EndpointJobs,
+		simulator.EndpointRegister, simulator.EndpointOther} {
+		out = append(out, sim.Calls(ep)...)
 	}
 	slices.SortFunc(out, func(a, b simulator.Call) int { return a.At.Compare(b.At) })
 	return out

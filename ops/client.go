@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -69,7 +70,8 @@ func request(ctx context.Context, nc *nats.Conn, m *nats.Msg) (json.RawMessage, 
 		return nil, fmt.Errorf("request %s: %w", m.Subject, err)
 	}
 	if code := resp.Header.Get(micro.ErrorCodeHeader); code != "" {
-		return json.RawMessage(resp.Data), &ServiceError{Code: code, Description: resp.Header.Get(micro.ErrorHeader)}
+		ra, _ := strconv.Atoi(resp.Header.Get(bjs.HeaderRetryAfter))
+		return json.RawMessage(resp.Data), &ServiceError{Code: code, Description: resp.Header.Get(micro.ErrorHeader), RetryAfter: ra}
 	}
 	return json.RawMessage(resp.Data), nil
 }

@@ -1,6 +1,9 @@
 package ops
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // ErrInvalid is returned for an invalid option or selection; the message names it.
 var ErrInvalid = errors.New("invalid")
@@ -24,6 +27,14 @@ type ServiceError struct {
 	Code string
 	// Description is the error code and message.
 	Description string
+	// RetryAfter is the Retry-After header in seconds (a BUSY refusal), 0 when absent.
+	RetryAfter int
+}
+
+// Busy reports whether the bridge refused a submission because the account's upstream budget is spent
+// on accepted work (code 429, BUSY): retry after RetryAfter seconds.
+func (e *ServiceError) Busy() bool {
+	return e.Code == "429" && strings.HasPrefix(e.Description, "BUSY")
 }
 
 func (e *ServiceError) Error() string { return e.Code + " " + e.Description }

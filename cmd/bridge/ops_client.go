@@ -72,6 +72,10 @@ func runSubmitClient(ctx context.Context, args []string, env map[string]string, 
 	}
 	return withClient(ctx, env, *timeout, func(ctx context.Context, nc *nats.Conn) error {
 		rep, raw, err := ops.Submit(ctx, nc, modality, fields, *key)
+		if se, ok := errors.AsType[*ops.ServiceError](err); ok && se.Busy() {
+			return fmt.Errorf("bridge submit %s: refused, the account's upstream budget is busy with accepted work; "+
+				"nothing was submitted. Retry in %ds (%s)", modality, max(1, se.RetryAfter), se.Description)
+		}
 		if err != nil {
 			return fmt.Errorf("bridge submit %s: %w", modality, err)
 		}

@@ -42,6 +42,10 @@ func fakeModeration(t *testing.T, url string) func() []string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The subscription must have reached the server before the test's own connection asks.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	return func() []string {
 		mu.Lock()
 		defer mu.Unlock()

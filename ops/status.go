@@ -73,6 +73,8 @@ type Report struct {
 	Jobs        JobsStatus        `json:"jobs"`
 	DeadLetters DeadLetterSummary `json:"dead_letters"`
 	Bridges     []BridgeStatus    `json:"bridges"`
+	// Budget is the account-wide upstream budget; nil on a deployment without one.
+	Budget *BudgetStatus `json:"budget"`
 	// Attention lists, most urgent first, what an operator should look at; empty when all is well.
 	Attention []string `json:"attention"`
 }
@@ -214,6 +216,18 @@ func Status(ctx context.Context, cfg StatusConfig) (Report, error) {
 	} else {
 		rep.DeadLetters.ByReason = map[string]uint64{}
 		attn.add(2, "dead letters unreadable: %v", err)
+	}
+	owed := 0
+	if rep.Jobs.ByState != nil {
+		owed = rep.Jobs.ByState["pending"]
+	}
+	if b, err := budgetStatus(ctx, cfg.JS, owed, now); err != nil {
+		attn.add(2, "upstream budget unreadable: %v", err)
+	} else {
+		rep.Budget = b
+		if b != nil && b.PausedFor > 0 {
+			attn.add(2, "upstream budget paused %.0fs after a 429: every process waits", b.PausedFor)
+		}
 	}
 	wg.Wait()
 	assess(&rep, cfg, &attn)

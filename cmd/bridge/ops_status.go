@@ -84,6 +84,23 @@ func printStatus(w io.Writer, rep ops.Report) {
 	}
 	fmt.Fprintln(w)
 
+	if b := rep.Budget; b != nil {
+		fmt.Fprintf(w, "UPSTREAM BUDGET  limit %d/min for the account, %.1f requests in the bucket, %d leased in all, %d jobs owe a verification",
+			b.RPM, b.Level, b.Leased, b.Owed)
+		if b.PausedFor > 0 {
+			fmt.Fprintf(w, ", PAUSED %.0fs after a 429", b.PausedFor)
+		}
+		if b.RateFactor < 1 {
+			fmt.Fprintf(w, ", rate at %.0f%% after 429s", b.RateFactor*100)
+		}
+		fmt.Fprintln(w)
+		for _, u := range b.Processes {
+			fmt.Fprintf(w, "  process %s (%s): %d requests leased, %d submissions refused BUSY by the budget, waiting %v\n",
+				u.Instance, u.Budget, u.Leased, u.Refused, u.Waiting)
+		}
+		fmt.Fprintln(w)
+	}
+
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "STREAM\tMSGS\tBYTES\tLAST\tR\tLEADER\tHEALTH")
 	for _, s := range rep.Streams {

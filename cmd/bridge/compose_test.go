@@ -200,7 +200,7 @@ func TestDeployFilesNameDocumentedMetrics(t *testing.T) {
 	}
 	// Defined in code: as a full name, or as Namespace "bridge" + Subsystem + Name in <subsystem>/metrics.go.
 	var src strings.Builder
-	for _, dir := range []string{"bridge", "verify", "submit", "ingest", "reconcile", "upstream", "cmd/bridge"} {
+	for _, dir := range []string{"bridge", "budget", "verify", "submit", "ingest", "reconcile", "upstream", "cmd/bridge"} {
 		files, _ := filepath.Glob(repoFile(dir + "/*.go"))
 		for _, f := range files {
 			if strings.HasSuffix(f, "_test.go") {

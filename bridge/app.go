@@ -2,13 +2,10 @@ package bridge
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -19,6 +16,7 @@ import (
 
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/ingest"
+	"github.com/evershield/bridge/internal/procname"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/reconcile"
 	"github.com/evershield/bridge/submit"
@@ -141,7 +139,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 
 	instance := o.reconcileInstance
 	if instance == "" {
-		instance = processName()
+		instance = procname.New()
 	}
 	// Every upstream call of every process on this NATS draws on the one account-wide budget.
 	a.budget, err = budget.New(budget.Config{
@@ -281,16 +279,4 @@ func withoutWebhooks(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-// processName names this process in the shared budget and the reconciler's lease: host and a random
-// suffix, so restarts and replicas never share a name.
-func processName() string {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "bridge"
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return host + "-" + hex.EncodeToString(b[:])
 }

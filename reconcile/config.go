@@ -1,12 +1,10 @@
 package reconcile
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
 	"time"
 
+	"github.com/evershield/bridge/internal/procname"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 	"github.com/nats-io/nats.go/jetstream"
@@ -82,7 +80,7 @@ func (c *Config) setDefaults() {
 		c.Jobs = c.Deliverer.Store()
 	}
 	if c.Instance == "" {
-		c.Instance = defaultInstance()
+		c.Instance = procname.New()
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -110,14 +108,4 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: Instance: longer than 256 bytes", ErrInvalidConfig)
 	}
 	return nil
-}
-
-func defaultInstance() string {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "bridge"
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return host + "-" + hex.EncodeToString(b[:])
 }

@@ -244,9 +244,8 @@ func (s *Shared) Wait(ctx context.Context, class upstream.Class) error {
 	if err := <-w.ready; err != nil {
 		return err
 	}
-	// Granted as ctx ended: the token goes back to the pool it can serve, for the next caller.
-	s.give(now, w.class)
-	s.poke()
+	// Granted as ctx ended: the token is not given back. Handing it on would stretch its lease past the
+	// life the bucket's capacity allows for; it lapses, which only ever errs on the safe side.
 	return ctx.Err()
 }
 
@@ -327,15 +326,6 @@ func (s *Shared) take(now time.Time, class upstream.Class) bool {
 		}
 	}
 	return false
-}
-
-// give returns a token granted to a caller that left. Called with mu held.
-func (s *Shared) give(now time.Time, class upstream.Class) {
-	p := poolAccepted
-	if class == upstream.ClassSubmit {
-		p = poolAny
-	}
-	s.pools[p] = append([]batch{{n: 1, until: now.Add(s.p.LeaseTTL)}}, s.pools[p]...)
 }
 
 // held is the number of unlapsed tokens in pool p; lapsed batches are dropped. Called with mu held.

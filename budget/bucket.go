@@ -163,6 +163,23 @@ func (s State) Capacity(p Params, now time.Time, d time.Duration) float64 {
 	return max(0, s.Level) + max(0, run.Seconds())*s.rate(p, now.UnixNano())
 }
 
+// Recovered restores the rate after n answers that were not 429s, an eighth of the full rate each, as
+// the process-local budget does: a 429 halves the rate and a run of successes brings it back, so a
+// passing 429 costs little while a real limit keeps it low.
+func (s State) Recovered(now time.Time, n int) State {
+	if n <= 0 || s.Factor <= 0 || s.Factor >= 1 {
+		return s
+	}
+	t := now.UnixNano()
+	f := min(1, s.factor(t)+float64(n)/8)
+	if f >= 1 {
+		s.Factor, s.StrikeAt = 0, 0
+		return s
+	}
+	s.Factor, s.StrikeAt = f, t
+	return s
+}
+
 // Pause applies a 429 at now: the bucket pauses for hint (or, without one, an own back-off with
 // jitter), empties, and halves its rate unless it was paused already (answers to calls in flight when
 // the first 429 came are no new evidence). It returns the new state and the pause.

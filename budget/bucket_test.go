@@ -178,3 +178,23 @@ func TestArithmeticNeverExceedsWindowBound(t *testing.T) {
 		t.Fatalf("only %d tokens in 3 minutes at 60/min", len(uses))
 	}
 }
+
+// TestSuccessesRestoreTheRate: after a 429 halves the rate, eight successes restore it in full, and one
+// restores an eighth.
+func TestSuccessesRestoreTheRate(t *testing.T) {
+	p := NewParams(60, 5)
+	s, _ := State{Level: 4, At: t0.UnixNano()}.Pause(p, t0, time.Second)
+	if f := s.factor(t0.UnixNano()); f != 0.5 {
+		t.Fatalf("factor after a 429 %v, want 0.5", f)
+	}
+	if f := s.Recovered(t0, 1).factor(t0.UnixNano()); f != 0.625 {
+		t.Fatalf("factor after one success %v, want 0.625", f)
+	}
+	full := s.Recovered(t0, 8)
+	if f := full.factor(t0.UnixNano()); f != 1 {
+		t.Fatalf("factor after eight successes %v, want 1", f)
+	}
+	if full.Strikes != 1 {
+		t.Fatalf("strikes %d", full.Strikes)
+	}
+}

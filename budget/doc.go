@@ -42,7 +42,9 @@
 //
 // A 429 seen by any process pauses the whole bucket (the upstream's Retry-After, else an own back-off
 // with jitter) and halves its rate; every process sees the pause through its watch and drops the tokens
-// it holds. The rate recovers by doubling every RecoverEvery without a 429.
+// it holds. The rate recovers with evidence, as the process-local budget's does: each answer that is not
+// a 429 restores an eighth of it (counted locally and carried on the process's next lease, so it costs no
+// write), and with time, doubling every RecoverEvery.
 //
 // Times in the value are the writers' clocks, and the time of the level only ever moves forward, so a
 // process whose clock runs behind earns nothing until it catches up, and one whose clock runs ahead

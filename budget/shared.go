@@ -130,6 +130,7 @@ type Shared struct {
 	wakeAt     time.Time
 	leased     uint64 // tokens this process leased
 	refused    uint64 // submissions refused as busy
+	successes  int    // answers that were not 429s since the last write, to restore the rate with it
 	stopped    bool
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -266,8 +267,13 @@ func (s *Shared) RateLimited(hint time.Duration) time.Duration {
 	return d
 }
 
-// Succeeded implements [upstream.Limiter]; the rate recovers with time, not per answer.
-func (s *Shared) Succeeded() {}
+// Succeeded implements [upstream.Limiter]: successes restore a rate lowered by 429s, carried on the
+// next lease's write (no write of their own).
+func (s *Shared) Succeeded() {
+	s.mu.Lock()
+	s.successes++
+	s.mu.Unlock()
+}
 
 // Available implements [upstream.Limiter]: tokens held plus what the shared bucket could give now.
 func (s *Shared) Available() float64 {
@@ -421,7 +427,8 @@ func (s *Shared) step(ctx context.Context) {
 		class, want = upstream.ClassVerify, n+s.prefetch()
 	}
 	st, rev := s.state, s.rev
-	next, n := st.Lease(s.p, now, class, want)
+	successes := s.successes
+	next, n := st.Recovered(now, successes).Lease(s.p, now, class, want)
 	if n == 0 {
 		wait := st.Wait(s.p, now, class, 1)
 		s.refuseLate(now, wait)
@@ -440,6 +447,7 @@ func (s *Shared) step(ctx context.Context) {
 		s.m.leases.WithLabelValues("granted").Inc()
 		s.m.tokens.Add(float64(n))
 		s.leased += uint64(n)
+		s.successes -= successes
 		if newRev > s.rev {
 			s.state, s.rev = next, newRev
 		}

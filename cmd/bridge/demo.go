@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -97,7 +98,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer cc.Stop()
 
 	start := time.Now()
-	submitted, submitErrs := demoSubmit(ctx, nc, d, tally)
+	submitted, submitErrs, busyRefusals := demoSubmit(ctx, nc, d, tally)
 	forgeErrs := demoForge(ctx, a.PublicURL(), d, tally)
 
 	ticker := time.NewTicker(time.Second)
@@ -130,6 +131,7 @@ wait:
 	fmt.Fprintf(stdout, "\nafter %.1fs:\n", elapsed.Seconds())
 	row := func(name string, v any, note string) { fmt.Fprintf(w, "%s\t%v\t  %s\n", name, v, note) }
 	row("submitted", len(submitted), fmt.Sprintf("over moderate.* (%d refused by the upstream)", submitErrs))
+	row("refused BUSY", busyRefusals, "the account's budget was owed to accepted work: retried after Retry-After, same key")
 	row("webhooks received", int(webhooks["accepted"]+webhooks["duplicate"]), "answered 2xx after the JetStream ack")
 	row("duplicates collapsed", int(webhooks["duplicate"]), "Nats-Msg-Id = job_id")
 	row("forgeries rejected", int(deadLetters["not_found"]), fmt.Sprintf("of %d with unknown ids, kept in DEADLETTER", d.forged-forgeErrs))
@@ -173,11 +175,11 @@ func waitForService(ctx context.Context, nc *nats.Conn, d time.Duration) error {
 }
 
 // demoSubmit submits d.jobs jobs over NATS request-reply and returns the accepted job ids.
-func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) ([]string, int) {
+func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) ([]string, int, int) {
 	modalities := bjs.Modalities()
 	var mu sync.Mutex
 	var ids []string
-	var refused atomic.Int64
+	var refused, busy atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(d.concurrency)
 	for i := range d.jobs {
@@ -190,22 +192,35 @@ func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) (
 			case "video":
 				value = fmt.Sprintf("https://example.com/vid/%d.mp4", i)
 			}
-			rctx, cancel := context.WithTimeout(gctx, 30*time.Second)
-			defer cancel()
-			rep, _, err := ops.Submit(rctx, nc, m.Name, map[string]string{m.Field: value}, "")
-			if err != nil {
-				refused.Add(1)
+			// A well-behaved caller: a BUSY refusal is retried after its Retry-After, with the same key.
+			key := fmt.Sprintf("demo-%d", i)
+			for {
+				rctx, cancel := context.WithTimeout(gctx, 30*time.Second)
+				rep, _, err := ops.Submit(rctx, nc, m.Name, map[string]string{m.Field: value}, key)
+				cancel()
+				if se, ok := errors.AsType[*ops.ServiceError](err); ok && se.Busy() {
+					busy.Add(1)
+					select {
+					case <-gctx.Done():
+						return nil
+					case <-time.After(time.Duration(max(1, se.RetryAfter)) * time.Second):
+					}
+					continue
+				}
+				if err != nil {
+					refused.Add(1)
+					return nil
+				}
+				mu.Lock()
+				ids = append(ids, rep.JobID)
+				mu.Unlock()
+				t.submitted(rep.JobID)
 				return nil
 			}
-			mu.Lock()
-			ids = append(ids, rep.JobID)
-			mu.Unlock()
-			t.submitted(rep.JobID)
-			return nil
 		})
 	}
 	_ = g.Wait()
-	return ids, int(refused.Load())
+	return ids, int(refused.Load()), int(busy.Load())
 }
 
 // demoForge posts forged webhooks: unknown job ids, and flipped verdicts for real jobs.

@@ -155,35 +155,60 @@ func TestOverloadAnswersFastAndFinishesWhatItAccepts(t *testing.T) {
 		float64(v.results)/elapsed.Minutes(), budgetRPM/2, rateLimited(calls), elapsed.Round(time.Millisecond))
 }
 
-// TestAccountBudgetSharedByThreeProcesses is the three processes on one NATS, ten times faster:
-// demand far above a 600/min account for 10 s, one process killed with SIGKILL half-way. Counted at the
-// upstream, no 10 s window holds more than RPM/6 + burst calls and no minute more than RPM + burst; every
-// accepted job ends with exactly one verified result, none a timeout; and the survivors take over the
-// dead process's share.
-func TestAccountBudgetSharedByThreeProcesses(t *testing.T) {
+// TestAccountBudgetSharedByProcesses is the several processes on one NATS, ten times faster:
+// demand far above a 600/min account for 10 s, from two processes, and from three with one killed with
+// SIGKILL half-way. Counted at the upstream, no window W holds more than RPM×W + burst calls (a second,
+// ten, a minute); every accepted job ends with exactly one verified result, none a timeout; and after a
+// kill the survivors take over the dead process's share.
+func TestAccountBudgetSharedByProcesses(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		processes int
+		kill      bool
+	}{
+		{name: "two", processes: 2},
+		{name: "three, one killed", processes: 3, kill: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { sharedBudgetScenario(t, tc.processes, tc.kill) })
+	}
+}
+
+func sharedBudgetScenario(t *testing.T, processes int, kill bool) {
 	r := budgetRig(t)
 	r.startBridge()
-	second, third := newChild(t, r.env), newChild(t, r.env)
-	second.start(r.nc)
-	third.start(r.nc)
+	var others []*child
+	for range processes - 1 {
+		c := newChild(t, r.env)
+		c.start(r.nc)
+		others = append(others, c)
+	}
 
 	start := time.Now()
 	var killedAt time.Time
 	done := make(chan *submissions)
 	go func() { done <- r.offer(400, 25*time.Millisecond) }()
-	killTimer := time.NewTimer(5 * time.Second)
-	select {
-	case <-killTimer.C:
-		second.kill()
-		killedAt = time.Now()
-	case s := <-done:
-		t.Fatalf("the load ended before the kill: %+v", s)
+	if kill {
+		killTimer := time.NewTimer(5 * time.Second)
+		select {
+		case <-killTimer.C:
+			others[0].kill()
+			killedAt = time.Now()
+		case s := <-done:
+			t.Fatalf("the load ended before the kill: %+v", s)
+		}
 	}
 	s := <-done
-	t.Logf("400 requests over 3 processes (one killed at +%v): %d accepted, %d BUSY, %d no reply, %d other (%s); slowest %v",
-		killedAt.Sub(start).Round(time.Millisecond), s.accepted, s.busy, s.noReply, s.other, s.otherErr, s.slowest)
+	killed := "none killed"
+	if kill {
+		killed = fmt.Sprintf("one killed at +%v", killedAt.Sub(start).Round(time.Millisecond))
+	}
+	t.Logf("400 requests over %d processes (%s): %d accepted, %d BUSY, %d no reply, %d other (%s); slowest %v",
+		processes, killed, s.accepted, s.busy, s.noReply, s.other, s.otherErr, s.slowest)
 	if s.accepted < 20 {
 		t.Errorf("%d accepted; want at least 20", s.accepted)
+	}
+	if !kill && (s.noReply > 0 || s.slowest > 2*time.Second) {
+		t.Errorf("%d requests without a reply, slowest %v; every request must be answered within 2s", s.noReply, s.slowest)
 	}
 	r.waitSettled(60 * time.Second)
 	v := r.checkExactlyOnce()
@@ -205,6 +230,9 @@ func TestAccountBudgetSharedByThreeProcesses(t *testing.T) {
 	}
 	if n := rateLimited(calls); n > 3 {
 		t.Errorf("%d upstream 429s; want at most 3", n)
+	}
+	if !kill {
+		return
 	}
 	// The dead process's share returns: in the 3 s after the kill (plus a second for its lapsing lease)
 	// the survivors still make calls at well over a third of the rate.

@@ -18,6 +18,11 @@ const (
 	SubjectResults = "results."
 	// SubjectLateResults prefixes results of jobs the upstream completed after the bridge timed them out.
 	SubjectLateResults = "results.late."
+	// SubjectResultFence prefixes the result fences in RESULTS: bridge.result.<job_id> (and
+	// bridge.result.<job_id>.late), one empty message published atomically with each result, only if the
+	// subject has none yet. It keeps a job's result single for as long as RESULTS keeps it, after the
+	// duplicate window too. Consumers of results filter on results.>.
+	SubjectResultFence = "bridge.result."
 
 	// StreamDeadLetter keeps webhooks that could not be verified, with the reason in headers.
 	StreamDeadLetter = "DEADLETTER"
@@ -143,6 +148,14 @@ func ResultSubject(jobType string) string { return SubjectResults + token(jobTyp
 
 // LateResultSubject is the subject of a result that arrived after the job was timed out.
 func LateResultSubject(jobType string) string { return SubjectLateResults + token(jobType) }
+
+// ResultFenceSubject is the fence of a job's result; with late, of its late result.
+func ResultFenceSubject(jobID string, late bool) string {
+	if late {
+		return SubjectResultFence + token(jobID) + LateSuffix
+	}
+	return SubjectResultFence + token(jobID)
+}
 
 // DeadLetterSubject is the subject of a dead letter with the given reason.
 func DeadLetterSubject(reason string) string { return SubjectDeadLetter + token(reason) }

@@ -23,8 +23,10 @@ type ProvisionConfig struct {
 	// MaxBytes caps each stream's size; when full, new publishes fail (ingest answers 503) rather than
 	// old messages being dropped silently. Zero is unlimited.
 	MaxBytes int64
-	// JobsRetention is how long a JOBS record lives after its last update: the long-term idempotency
-	// record. Zero means 30 days.
+	// JobsRetention is how long a JOBS record lives after its last update. Zero, the default, keeps every
+	// record for ever: a job whose result is out keeps its tombstone, the long-term idempotency record,
+	// so a webhook, a replay or a redrive that comes back after any time publishes nothing again. A
+	// positive value gives that up for jobs older than it.
 	JobsRetention time.Duration
 	// LeaseTTL is the lifetime of a role lease in BRIDGE_LEASES without renewal.
 	LeaseTTL time.Duration
@@ -44,9 +46,6 @@ func (c *ProvisionConfig) setDefaults() {
 	}
 	if c.MaxMsgSize == 0 {
 		c.MaxMsgSize = 1 << 20
-	}
-	if c.JobsRetention == 0 {
-		c.JobsRetention = 30 * 24 * time.Hour
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 10 * time.Second
@@ -93,7 +92,7 @@ type Resources struct {
 // StreamConfigs returns the configurations of WEBHOOKS, RESULTS and DEADLETTER.
 func StreamConfigs(cfg ProvisionConfig) []natsjs.StreamConfig {
 	cfg.setDefaults()
-	mk := func(name, subjects, desc string, dupes time.Duration) natsjs.StreamConfig {
+	mk := func(name, desc string, dupes time.Duration, subjects ...string) natsjs.StreamConfig {
 		discard, maxBytes := natsjs.DiscardOld, int64(-1)
 		if cfg.MaxBytes > 0 {
 			discard, maxBytes = natsjs.DiscardNew, cfg.MaxBytes
@@ -101,7 +100,7 @@ func StreamConfigs(cfg ProvisionConfig) []natsjs.StreamConfig {
 		return natsjs.StreamConfig{
 			Name:        name,
 			Description: desc,
-			Subjects:    []string{subjects},
+			Subjects:    subjects,
 			Retention:   natsjs.LimitsPolicy,
 			Storage:     natsjs.FileStorage,
 			Replicas:    cfg.Replicas,
@@ -112,10 +111,14 @@ func StreamConfigs(cfg ProvisionConfig) []natsjs.StreamConfig {
 			Duplicates:  dupes,
 		}
 	}
+	results := mk(StreamResults, "verified moderation results, one per job (each fenced by bridge.result.<job_id>)",
+		cfg.DuplicateWindow, SubjectResults+">", SubjectResultFence+">")
+	// A result and its fence are published as one atomic batch (nats-server 2.12 or later).
+	results.AllowAtomicPublish = true
 	return []natsjs.StreamConfig{
-		mk(StreamWebhooks, SubjectWebhooks+">", "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow),
-		mk(StreamResults, SubjectResults+">", "verified moderation results, one per job", cfg.DuplicateWindow),
-		mk(StreamDeadLetter, SubjectDeadLetter+">", "webhooks that could not be verified", 2*time.Minute),
+		mk(StreamWebhooks, "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow, SubjectWebhooks+">"),
+		results,
+		mk(StreamDeadLetter, "webhooks that could not be verified", 2*time.Minute, SubjectDeadLetter+">"),
 	}
 }
 
@@ -211,6 +214,7 @@ func ensureStream(ctx context.Context, js natsjs.JetStream, want natsjs.StreamCo
 	upd.Description, upd.Retention, upd.Storage = want.Description, want.Retention, want.Storage
 	upd.Replicas, upd.MaxAge, upd.MaxBytes = want.Replicas, want.MaxAge, want.MaxBytes
 	upd.MaxMsgSize, upd.Discard, upd.Duplicates = want.MaxMsgSize, want.Discard, want.Duplicates
+	upd.AllowAtomicPublish = upd.AllowAtomicPublish || want.AllowAtomicPublish
 	upd.Subjects = union(have.Subjects, want.Subjects)
 	s, err = js.UpdateStream(ctx, upd)
 	if err != nil {

@@ -2,11 +2,14 @@ package jetstream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // errCodeDuplicateInProcess is nats-server's JSStreamDuplicateMessageConflict; nats.go has no constant.
@@ -36,4 +39,88 @@ func PublishMsg(ctx context.Context, p natsjs.Publisher, msg *nats.Msg, opts ...
 func IsDuplicateInProcess(err error) bool {
 	var apiErr *natsjs.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeDuplicateInProcess
+}
+
+// ErrAlreadyPublished is returned by [PublishOnce] when the fence subject holds a message already (or
+// the message's Nats-Msg-Id is a duplicate within the window): the result is out, and nothing was stored.
+var ErrAlreadyPublished = errors.New("already published")
+
+// nats-server error codes PublishOnce reads from its acknowledgement.
+const (
+	errCodeWrongLastSequence  = 10071 // the fence subject is not empty
+	errCodeWrongLastSeqR3     = 10164 // the same, as a clustered stream says it
+	errCodeBatchDuplicateMsg  = 10201 // the batch holds a Nats-Msg-Id already in the window
+	errCodeAtomicPublishOff   = 10174
+	headerExpectedLastSubjSeq = "Nats-Expected-Last-Subject-Sequence"
+)
+
+// PublishOnce stores msg together with an empty fence message on fenceSubject, as one atomic batch of
+// the same stream, and only if fenceSubject holds no message yet: of all the publishes with the same
+// fence, one is ever stored, whenever they come and however long a publisher was paused. It returns the
+// stream sequence of msg, or [ErrAlreadyPublished]. fenceHeaders are set on the fence message (the
+// publisher's source, for whoever finds the fence later). The stream must allow atomic publish.
+func PublishOnce(ctx context.Context, nc *nats.Conn, fenceSubject string, fenceHeaders nats.Header, msg *nats.Msg) (uint64, error) {
+	for wait := 10 * time.Millisecond; ; wait *= 2 {
+		seq, code, err := publishBatch(ctx, nc, fenceSubject, fenceHeaders, msg)
+		switch {
+		case err == nil:
+			return seq, nil
+		case code == errCodeWrongLastSequence || code == errCodeWrongLastSeqR3 || code == errCodeBatchDuplicateMsg:
+			return 0, ErrAlreadyPublished
+		case code != int(errCodeDuplicateInProcess) || wait > time.Second:
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// publishBatch sends [fence, msg] as an atomic batch and reads the commit's acknowledgement: msg's
+// sequence, or the server's error code and the error.
+func publishBatch(ctx context.Context, nc *nats.Conn, fenceSubject string, fenceHeaders nats.Header, msg *nats.Msg) (uint64, int, error) {
+	id := nuid.Next()
+	fence := nats.NewMsg(fenceSubject)
+	for k, v := range fenceHeaders {
+		fence.Header[k] = v
+	}
+	fence.Header.Set(headerExpectedLastSubjSeq, "0")
+	fence.Header.Set("Nats-Batch-Id", id)
+	fence.Header.Set("Nats-Batch-Sequence", "1")
+	last := nats.NewMsg(msg.Subject)
+	last.Data = msg.Data
+	for k, v := range msg.Header {
+		last.Header[k] = v
+	}
+	last.Header.Set("Nats-Batch-Id", id)
+	last.Header.Set("Nats-Batch-Sequence", "2")
+	last.Header.Set("Nats-Batch-Commit", "1")
+	if err := nc.PublishMsg(fence); err != nil {
+		return 0, 0, fmt.Errorf("publish fence %s: %w", fenceSubject, err)
+	}
+	resp, err := nc.RequestMsgWithContext(ctx, last)
+	if err != nil {
+		return 0, 0, fmt.Errorf("publish %s: %w", msg.Subject, err)
+	}
+	var ack struct {
+		Seq   uint64 `json:"seq"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(resp.Data, &ack); err != nil {
+		return 0, 0, fmt.Errorf("publish %s: acknowledgement %q: %w", msg.Subject, resp.Data, err)
+	}
+	if ack.Error != nil {
+		if ack.Error.ErrCode == errCodeAtomicPublishOff {
+			return 0, ack.Error.ErrCode, fmt.Errorf("publish %s: %s (the stream must allow atomic publish: run the bridge once to provision it, nats-server 2.12 or later)",
+				msg.Subject, ack.Error.Description)
+		}
+		return 0, ack.Error.ErrCode, fmt.Errorf("publish %s: %s (%d)", msg.Subject, ack.Error.Description, ack.Error.ErrCode)
+	}
+	return ack.Seq, 0, nil
 }

@@ -59,6 +59,8 @@ type Deliverer struct {
 	deadlines Deadlines
 	log       zerolog.Logger
 	now       func() time.Time
+	// beforePublish, when set (tests), runs before every result publish: a place to pause a deliverer.
+	beforePublish func(id string)
 }
 
 // NewDeliverer returns a Deliverer; JS and Store are required.
@@ -170,20 +172,14 @@ func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) 
 	return AlreadyDelivered, nil
 }
 
-// publishPrimary publishes body on results.<typ> with Nats-Msg-Id = job_id, then records in JOBS which
-// publish is the one in the stream: ours, or (on a duplicate acknowledgement) the one read back by
-// sequence. It returns the record as stored afterwards.
+// publishPrimary publishes body on results.<typ> (Nats-Msg-Id = job_id) once for ever, fenced by
+// bridge.result.<job_id>, then records in JOBS which publish is the one in the stream: ours, or, when the
+// fence was there already, the one it names. It returns the record as stored afterwards.
 func (d *Deliverer) publishPrimary(ctx context.Context, rec Record, typ string, body []byte, source string) (Record, bool, error) {
 	subject := bjs.ResultSubject(typ)
-	ack, err := d.publish(ctx, subject, rec.JobID, source, body)
+	seq, winner, published, err := d.publishOnce(ctx, rec.JobID, false, subject, rec.JobID, source, body)
 	if err != nil {
 		return Record{}, false, err
-	}
-	winner := source
-	if ack.Duplicate {
-		if winner, err = d.sourceOf(ctx, ack.Sequence); err != nil {
-			return Record{}, false, err
-		}
 	}
 	now := d.now().UTC()
 	rec, err = d.store.Update(ctx, rec.JobID, func(r *Record) (bool, error) {
@@ -194,13 +190,14 @@ func (d *Deliverer) publishPrimary(ctx context.Context, rec Record, typ string, 
 		if winner == bjs.SourceTimeout {
 			r.State = StateTimedOut
 		}
-		r.Source, r.ResultSubject, r.ResultSeq, r.DeliveredAt = winner, subject, ack.Sequence, &now
+		r.Source, r.ResultSubject, r.ResultSeq, r.DeliveredAt = winner, subject, seq, &now
+		r.compact()
 		return true, nil
 	})
 	if err != nil {
 		return Record{}, false, err
 	}
-	return rec, !ack.Duplicate, nil
+	return rec, published, nil
 }
 
 func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Record, source string, receivedAt time.Time) (Outcome, error) {
@@ -212,7 +209,8 @@ func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Recor
 	if err != nil {
 		return 0, fmt.Errorf("late result %s: %w", job.JobID, err)
 	}
-	ack, err := d.publish(ctx, bjs.LateResultSubject(resultType(job.Type, rec.Modality)), rec.JobID+bjs.LateSuffix, source, body)
+	seq, _, published, err := d.publishOnce(ctx, rec.JobID, true, bjs.LateResultSubject(resultType(job.Type, rec.Modality)),
+		rec.JobID+bjs.LateSuffix, source, body)
 	if err != nil {
 		return 0, err
 	}
@@ -220,40 +218,55 @@ func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Recor
 		if r.LateDeliveredAt != nil {
 			return false, nil
 		}
-		r.LateSeq, r.LateDeliveredAt = ack.Sequence, &now
+		r.LateSeq, r.LateDeliveredAt = seq, &now
 		return true, nil
 	}); err != nil {
 		return 0, err
 	}
-	if ack.Duplicate {
+	if !published {
 		return AlreadyDelivered, nil
 	}
 	return PublishedLate, nil
 }
 
-func (d *Deliverer) publish(ctx context.Context, subject, msgID, source string, body []byte) (*jetstream.PubAck, error) {
+// publishOnce publishes a result with its fence (see [bjs.PublishOnce]). When the fence was there, the
+// result is out already: it returns the sequence and source of the one in the stream, published false.
+func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subject, msgID, source string, body []byte) (
+	seq uint64, winner string, published bool, err error) {
+	if d.beforePublish != nil {
+		d.beforePublish(id)
+	}
 	msg := nats.NewMsg(subject)
 	msg.Data = body
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set(bjs.HeaderBridgeSource, source)
-	ack, err := bjs.PublishMsg(ctx, d.js, msg)
-	if err != nil {
-		return nil, fmt.Errorf("publish result %s: %w", msgID, err)
+	fence := subjectFence(id, late)
+	seq, err = bjs.PublishOnce(ctx, d.js.Conn(), fence, nats.Header{bjs.HeaderBridgeSource: {source}}, msg)
+	if err == nil {
+		return seq, source, true, nil
 	}
-	return ack, nil
+	if !errors.Is(err, bjs.ErrAlreadyPublished) {
+		return 0, "", false, fmt.Errorf("publish result %s: %w", msgID, err)
+	}
+	seq, winner, err = d.fenceOf(ctx, fence)
+	return seq, winner, false, err
 }
 
-// sourceOf reads the Bridge-Source of the RESULTS message at seq: the publish that won.
-func (d *Deliverer) sourceOf(ctx context.Context, seq uint64) (string, error) {
+// subjectFence is the fence subject of a job's result or late result.
+func subjectFence(id string, late bool) string { return bjs.ResultFenceSubject(id, late) }
+
+// fenceOf reads the fence of a published result: the sequence of the result (the message after the
+// fence in its atomic batch) and the source that won.
+func (d *Deliverer) fenceOf(ctx context.Context, fence string) (uint64, string, error) {
 	s, err := d.js.Stream(ctx, bjs.StreamResults)
 	if err != nil {
-		return "", fmt.Errorf("results stream: %w", err)
+		return 0, "", fmt.Errorf("results stream: %w", err)
 	}
-	m, err := s.GetMsg(ctx, seq)
+	m, err := s.GetLastMsgForSubject(ctx, fence)
 	if err != nil {
-		return "", fmt.Errorf("read result seq %d: %w", seq, err)
+		return 0, "", fmt.Errorf("read result fence %s: %w", fence, err)
 	}
-	return m.Header.Get(bjs.HeaderBridgeSource), nil
+	return m.Sequence + 1, m.Header.Get(bjs.HeaderBridgeSource), nil
 }
 
 func resultType(jobType, modality string) string {

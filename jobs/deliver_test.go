@@ -25,6 +25,11 @@ type world struct {
 
 func newWorld(t *testing.T, replicas int) world {
 	t.Helper()
+	return newWorldWith(t, replicas, bjs.ProvisionConfig{Replicas: replicas})
+}
+
+func newWorldWith(t *testing.T, replicas int, pc bjs.ProvisionConfig) world {
+	t.Helper()
 	var urls string
 	if replicas > 1 {
 		urls = natstest.RunCluster(t, replicas).URLs()
@@ -34,7 +39,7 @@ func newWorld(t *testing.T, replicas int) world {
 	_, js := natstest.Connect(t, urls)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{Replicas: replicas})
+	res, err := bjs.Provision(ctx, js, pc)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,3 +92,10 @@ func (d Deadlines) For(modality string) time.Duration {
 	}
 	return 5 * time.Minute
 }
+
+// compact shrinks a record whose result is out to its tombstone: what the result was and where it is.
+// The last upstream answer and error are no longer needed (a timeout result was built from them, a late
+// result comes from a fresh answer), and the record is kept for ever, so every byte counts.
+func (r *Record) compact() {
+	r.LastJob, r.LastError = nil, ""
+}

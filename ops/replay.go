@@ -139,6 +139,10 @@ func (c *ReplayConfig) setDefaults() {
 	if c.Idle <= 0 {
 		c.Idle = 2 * time.Second
 	}
+	if c.Selection.Stream == bjs.StreamResults && len(c.Selection.Subjects) == 0 {
+		// Every result, not the fences that keep them single (bjs.SubjectResultFence).
+		c.Selection.Subjects = []string{bjs.SubjectResults + ">"}
+	}
 	if c.Key == "" {
 		c.Key = c.identity()
 	}

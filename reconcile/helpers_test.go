@@ -3,7 +3,6 @@ package reconcile
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -140,23 +139,8 @@ type result struct {
 
 func (e *env) results() []result {
 	e.t.Helper()
-	s, err := e.js.Stream(e.ctx, bjs.StreamResults)
-	if err != nil {
-		e.t.Fatalf("results stream: %v", err)
-	}
-	info, err := s.Info(e.ctx)
-	if err != nil {
-		e.t.Fatalf("results info: %v", err)
-	}
 	var out []result
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(e.ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			e.t.Fatalf("get result %d: %v", seq, err)
-		}
+	for _, m := range natstest.StreamMsgs(e.t, e.js, bjs.StreamResults) {
 		var body struct {
 			JobID     string    `json:"job_id"`
 			Status    string    `json:"status"`
@@ -164,9 +148,9 @@ func (e *env) results() []result {
 			Bridge    jobs.Meta `json:"bridge"`
 		}
 		if err := json.Unmarshal(m.Data, &body); err != nil {
-			e.t.Fatalf("result %d: %v", seq, err)
+			e.t.Fatalf("result %d: %v", m.Sequence, err)
 		}
-		out = append(out, result{Seq: seq, Subject: m.Subject, Source: m.Header.Get(bjs.HeaderBridgeSource),
+		out = append(out, result{Seq: m.Sequence, Subject: m.Subject, Source: m.Header.Get(bjs.HeaderBridgeSource),
 			MsgID: m.Header.Get(jetstream.MsgIDHeader), JobID: body.JobID, Status: body.Status,
 			ErrorCode: body.ErrorCode, Bridge: body.Bridge, Stored: m.Time})
 	}

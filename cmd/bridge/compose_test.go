@@ -300,7 +300,7 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 	// Every result, counted per Nats-Msg-Id, by a consumer that survives the node loss.
 	var mu sync.Mutex
 	results := map[string]int{}
-	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{})
+	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bjs.SubjectResults + ">"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,7 +87,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	js, _ := jetstream.New(nc)
 	tally := newDemoTally()
-	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{})
+	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bjs.SubjectResults + ">"}})
 	if err != nil {
 		return err
 	}

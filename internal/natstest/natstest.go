@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	bjs "github.com/evershield/bridge/jetstream"
 	"net"
 	"strings"
 	"testing"
@@ -216,7 +217,9 @@ func freePort(tb testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// StreamMsgs reads every message of stream by sequence, in order, skipping deleted ones.
+// StreamMsgs reads every message of stream by sequence, in order, skipping deleted ones and the result
+// fences of RESULTS (subjects under bjs.SubjectResultFence: bookkeeping that keeps each result single,
+// not messages a reader of results wants).
 func StreamMsgs(tb testing.TB, js jetstream.JetStream, stream string) []*jetstream.RawStreamMsg {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -237,6 +240,9 @@ func StreamMsgs(tb testing.TB, js jetstream.JetStream, stream string) []*jetstre
 		}
 		if err != nil {
 			tb.Fatalf("natstest: stream %s seq %d: %v", stream, seq, err)
+		}
+		if strings.HasPrefix(m.Subject, bjs.SubjectResultFence) {
+			continue
 		}
 		out = append(out, m)
 	}

@@ -354,7 +354,7 @@ func (t *tally) follow(tb testing.TB, js jetstream.JetStream) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{})
+	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bjs.SubjectResults + ">"}})
 	if err != nil {
 		tb.Fatalf("results consumer: %v", err)
 	}

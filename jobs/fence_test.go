@@ -1,0 +1,164 @@
+package jobs
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/internal/natstest"
+)
+
+// window is the duplicate window of the fence tests: short, so a test can outlive it.
+const window = time.Second
+
+// outliveWindow waits until the duplicate window of a publish made at t is over: Nats-Msg-Id no longer
+// stops a second copy, and only the fence does.
+func outliveWindow(t0 time.Time) {
+	if d := time.Until(t0.Add(window + 500*time.Millisecond)); d > 0 {
+		<-time.After(d)
+	}
+}
+
+func fenceWorld(t *testing.T) world {
+	return newWorldWith(t, 1, bjs.ProvisionConfig{Replicas: 1, DuplicateWindow: window})
+}
+
+// TestResultOnceAfterWindowWhenRecordWriteLost pins issue 12 finding 1: a process publishes a result and
+// crashes (or pauses) before it writes delivered to JOBS; the job comes back after the duplicate window.
+// The record still says pending, but the fence says the result is out: nothing is published again and
+// the record is finished from the stream.
+func TestResultOnceAfterWindowWhenRecordWriteLost(t *testing.T) {
+	w := fenceWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job := w.overdueJob(t, ctx, "prompt")
+	out, err := w.d.Deliver(ctx, job, bjs.SourceWebhook, time.Now())
+	if err != nil || out != Published {
+		t.Fatalf("first delivery: %v %v", out, err)
+	}
+	first, _, _ := w.store.Get(ctx, job.JobID)
+	published := time.Now()
+	// The record write after the publish was lost.
+	if _, err := w.store.Update(ctx, job.JobID, func(r *Record) (bool, error) {
+		r.State, r.ResultSeq, r.Source, r.DeliveredAt = StatePending, 0, "", nil
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	outliveWindow(published)
+	out, err = w.d.Deliver(ctx, job, bjs.SourcePoll, time.Now())
+	if err != nil || out != AlreadyDelivered {
+		t.Fatalf("delivery after the window: %v %v, want already_delivered", out, err)
+	}
+	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
+		t.Fatalf("%d results for the job, want 1", n)
+	}
+	rec, _, _ := w.store.Get(ctx, job.JobID)
+	if rec.State != StateDelivered || rec.Source != bjs.SourceWebhook || rec.ResultSeq != first.ResultSeq {
+		t.Fatalf("record %s source %s seq %d, want delivered by webhook at seq %d", rec.State, rec.Source, rec.ResultSeq, first.ResultSeq)
+	}
+	// Nor does the deadline publish a timeout result for it.
+	if out, err := w.d.TimeOut(ctx, job.JobID, nil); err != nil || out != AlreadyDelivered {
+		t.Fatalf("timeout after delivery: %v %v", out, err)
+	}
+}
+
+// TestResultOnceAfterRecordExpired pins issue 12 finding 2: a delivered job's record is gone (it used to
+// expire after 30 days); a duplicate webhook or a re-verify after the window creates a fresh pending
+// record, and still nothing is published again.
+func TestResultOnceAfterRecordExpired(t *testing.T) {
+	w := fenceWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job := w.overdueJob(t, ctx, "image")
+	if out, err := w.d.Deliver(ctx, job, bjs.SourceWebhook, time.Now()); err != nil || out != Published {
+		t.Fatalf("first delivery: %v %v", out, err)
+	}
+	published := time.Now()
+	if err := w.store.KV().Delete(ctx, job.JobID); err != nil {
+		t.Fatal(err)
+	}
+	outliveWindow(published)
+	if out, err := w.d.Deliver(ctx, job, bjs.SourceWebhook, time.Now()); err != nil || out != AlreadyDelivered {
+		t.Fatalf("delivery of an expired job: %v %v, want already_delivered", out, err)
+	}
+	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
+		t.Fatalf("%d results for the job, want 1", n)
+	}
+}
+
+// TestPausedPublisherResumingAfterWindowPublishesNothing pins the fence against the case a record
+// cannot: a deliverer paused after it decided to publish and before its publish, for longer than the
+// duplicate window, while another delivers the job. When it resumes, its publish is refused by the
+// stream itself: the job keeps one result.
+func TestPausedPublisherResumingAfterWindowPublishesNothing(t *testing.T) {
+	w := fenceWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job := w.overdueJob(t, ctx, "video")
+	paused, resume := make(chan struct{}), make(chan struct{})
+	sleeper, err := NewDeliverer(DelivererConfig{JS: w.js, Store: w.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleeper.beforePublish = func(string) { close(paused); <-resume }
+	type result struct {
+		out Outcome
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := sleeper.Deliver(ctx, job, bjs.SourceWebhook, time.Now())
+		done <- result{out, err}
+	}()
+	natstest.RecvWithin(t, paused, 10*time.Second)
+
+	if out, err := w.d.Deliver(ctx, job, bjs.SourcePoll, time.Now()); err != nil || out != Published {
+		t.Fatalf("delivery while the other is paused: %v %v", out, err)
+	}
+	published := time.Now()
+	outliveWindow(published)
+	close(resume)
+	r := natstest.RecvWithin(t, done, 10*time.Second)
+	if r.err != nil || r.out != AlreadyDelivered {
+		t.Fatalf("resumed deliverer: %v %v, want already_delivered", r.out, r.err)
+	}
+	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
+		t.Fatalf("%d results for the job, want 1", n)
+	}
+	rec, _, _ := w.store.Get(ctx, job.JobID)
+	if rec.Source != bjs.SourcePoll {
+		t.Fatalf("record source %s, want poll (the one in the stream)", rec.Source)
+	}
+}
+
+// TestDeliveredRecordIsATombstone: the record of a job whose result is out keeps what the result was and
+// where, not the upstream's last answer; its size is what DESIGN.md's cost per million jobs is from.
+func TestDeliveredRecordIsATombstone(t *testing.T) {
+	w := fenceWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job := w.overdueJob(t, ctx, "prompt")
+	if _, err := w.store.Update(ctx, job.JobID, func(r *Record) (bool, error) {
+		r.LastJob, r.LastError = job.Raw, "a passing 503"
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.d.Deliver(ctx, job, bjs.SourceWebhook, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	e, err := w.store.KV().Get(ctx, job.JobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := Decode(e.Value())
+	if len(rec.LastJob) != 0 || rec.LastError != "" || rec.ResultSeq == 0 || rec.State != StateDelivered {
+		t.Fatalf("tombstone %s", e.Value())
+	}
+	t.Logf("tombstone of %d bytes: %s", len(e.Value()), e.Value())
+	if len(e.Value()) > 400 {
+		t.Fatalf("tombstone of %d bytes; DESIGN.md counts on under 400", len(e.Value()))
+	}
+}

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/internal/natstest"
+	bjs "github.com/evershield/bridge/jetstream"
 )
 
 // window is the duplicate window of the fence tests: short, so a test can outlive it.

@@ -82,9 +82,15 @@ func (d *Deliverer) Store() *Store { return d.store }
 
 // Ensure returns the record of job, creating one (origin webhook) when the job was submitted elsewhere.
 func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, error) {
-	rec, _, err := d.store.Get(ctx, job.JobID)
+	rec, _, err := d.ensure(ctx, job)
+	return rec, err
+}
+
+// ensure is Ensure with the record's revision.
+func (d *Deliverer) ensure(ctx context.Context, job upstream.Job) (Record, uint64, error) {
+	rec, rev, err := d.store.Get(ctx, job.JobID)
 	if err == nil || !errors.Is(err, ErrNotFound) {
-		return rec, err
+		return rec, rev, err
 	}
 	start := d.now().UTC()
 	if created := createdAt(job.Raw); !created.IsZero() && created.Before(start) {
@@ -94,15 +100,31 @@ func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, error
 		JobID: job.JobID, Modality: job.Type, State: StatePending, Origin: OriginWebhook,
 		SubmittedAt: start, Deadline: start.Add(d.deadlines.For(job.Type)),
 	}
-	_, err = d.store.Create(ctx, rec)
+	rev, err = d.store.Create(ctx, rec)
 	if errors.Is(err, ErrExists) {
 		// Someone else created it first: theirs is the record.
-		rec, _, err = d.store.Get(ctx, job.JobID)
+		rec, rev, err = d.store.Get(ctx, job.JobID)
 	}
 	if err != nil {
-		return Record{}, err
+		return Record{}, 0, err
 	}
-	return rec, nil
+	return rec, rev, nil
+}
+
+// Verified is a verified, terminal answer to deliver, and what the caller knows of the job already.
+type Verified struct {
+	// Job is the upstream's answer.
+	Job upstream.Job
+	// Source is bjs.SourceWebhook or bjs.SourcePoll; ReceivedAt is when the bridge learned the job finished.
+	Source     string
+	ReceivedAt time.Time
+	// Record and Rev are the job's record as the caller read it; Rev 0 means not read (Deliver reads or
+	// creates it). With them, the delivery costs no read of its own.
+	Record Record
+	Rev    uint64
+	// Note, when set, is applied to the record in the same write that records the delivery (the
+	// verifier's attempt count), so recording it costs no write of its own.
+	Note func(*Record)
 }
 
 // Deliver publishes the upstream's verified, terminal answer for a job once: on results.<type> when the
@@ -110,31 +132,41 @@ func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, error
 // result was out already. source is bjs.SourceWebhook or bjs.SourcePoll; receivedAt is when the bridge
 // learned the job finished.
 func (d *Deliverer) Deliver(ctx context.Context, job upstream.Job, source string, receivedAt time.Time) (Outcome, error) {
+	return d.DeliverVerified(ctx, Verified{Job: job, Source: source, ReceivedAt: receivedAt})
+}
+
+// DeliverVerified is Deliver with what the caller knows: the record it read (no read again) and a note
+// to write with the delivery. On the way that publishes, it costs one publish and one record write.
+func (d *Deliverer) DeliverVerified(ctx context.Context, v Verified) (Outcome, error) {
+	job := v.Job
 	if !job.Terminal() {
 		return 0, fmt.Errorf("%w: %s is %s", ErrNotTerminal, job.JobID, job.Status)
 	}
-	rec, err := d.Ensure(ctx, job)
-	if err != nil {
-		return 0, err
+	if v.Rev == 0 {
+		var err error
+		if v.Record, v.Rev, err = d.ensure(ctx, job); err != nil {
+			return 0, err
+		}
 	}
+	rec := v.Record
 	switch rec.State {
 	case StateDelivered:
 		return AlreadyDelivered, nil
 	case StateTimedOut:
-		return d.deliverLate(ctx, job, rec, source, receivedAt)
+		return d.deliverLate(ctx, job, rec, v.Source, v.ReceivedAt)
 	}
 	now := d.now().UTC()
-	body, err := resultBody(job.Raw, nil, source, receivedAt, &now)
+	body, err := resultBody(job.Raw, nil, v.Source, v.ReceivedAt, &now)
 	if err != nil {
 		return 0, fmt.Errorf("result %s: %w", job.JobID, err)
 	}
-	rec, published, err := d.publishPrimary(ctx, rec, resultType(job.Type, rec.Modality), body, source)
+	rec, published, err := d.publishPrimary(ctx, v, resultType(job.Type, rec.Modality), body)
 	if err != nil {
 		return 0, err
 	}
 	if rec.State == StateTimedOut {
 		// A timeout result won the race for results.<type>: this verified one is the late result.
-		return d.deliverLate(ctx, job, rec, source, receivedAt)
+		return d.deliverLate(ctx, job, rec, v.Source, v.ReceivedAt)
 	}
 	if published {
 		return Published, nil
@@ -146,7 +178,7 @@ func (d *Deliverer) Deliver(ctx context.Context, job upstream.Job, source string
 // upstream's last answer (nil when there was none). Without publishing, it returns AlreadyDelivered when
 // the record is no longer pending and StillPending when its deadline is still ahead.
 func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) (Outcome, error) {
-	rec, _, err := d.store.Get(ctx, id)
+	rec, rev, err := d.store.Get(ctx, id)
 	if err != nil {
 		return 0, err
 	}
@@ -162,7 +194,7 @@ func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) 
 	if err != nil {
 		return 0, fmt.Errorf("timeout result %s: %w", id, err)
 	}
-	_, published, err := d.publishPrimary(ctx, rec, typ, body, bjs.SourceTimeout)
+	_, published, err := d.publishPrimary(ctx, Verified{Source: bjs.SourceTimeout, Record: rec, Rev: rev}, typ, body)
 	if err != nil {
 		return 0, err
 	}
@@ -173,18 +205,22 @@ func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) 
 }
 
 // publishPrimary publishes body on results.<typ> (Nats-Msg-Id = job_id) once for ever, fenced by
-// bridge.result.<job_id>, then records in JOBS which publish is the one in the stream: ours, or, when the
-// fence was there already, the one it names. It returns the record as stored afterwards.
-func (d *Deliverer) publishPrimary(ctx context.Context, rec Record, typ string, body []byte, source string) (Record, bool, error) {
+// bridge.result.<job_id>, then records in JOBS, with v.Note, which publish is the one in the stream: ours,
+// or, when the fence was there already, the one it names. It returns the record as stored afterwards.
+func (d *Deliverer) publishPrimary(ctx context.Context, v Verified, typ string, body []byte) (Record, bool, error) {
+	id := v.Record.JobID
 	subject := bjs.ResultSubject(typ)
-	seq, winner, published, err := d.publishOnce(ctx, rec.JobID, false, subject, rec.JobID, source, body)
+	seq, winner, published, err := d.publishOnce(ctx, id, false, subject, id, v.Source, body)
 	if err != nil {
 		return Record{}, false, err
 	}
 	now := d.now().UTC()
-	rec, err = d.store.Update(ctx, rec.JobID, func(r *Record) (bool, error) {
+	rec, err := d.store.UpdateFrom(ctx, v.Record, v.Rev, func(r *Record) (bool, error) {
 		if r.State != StatePending {
 			return false, nil // someone recorded the winner already
+		}
+		if v.Note != nil {
+			v.Note(r)
 		}
 		r.State = StateDelivered
 		if winner == bjs.SourceTimeout {

@@ -83,6 +83,31 @@ func (s *Store) Update(ctx context.Context, id string, fn func(*Record) (changed
 	}
 }
 
+// UpdateFrom is Update starting from a record the caller read at rev (rev 0: not read), so the
+// common case, nobody wrote since, costs one write and no read. On a conflict it reads the record again
+// and decides anew, as Update does.
+func (s *Store) UpdateFrom(ctx context.Context, rec Record, rev uint64, fn func(*Record) (changed bool, err error)) (Record, error) {
+	if rev == 0 {
+		return s.Update(ctx, rec.JobID, fn)
+	}
+	changed, err := fn(&rec)
+	if err != nil || !changed {
+		return rec, err
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return Record{}, err
+	}
+	_, err = s.kv.Update(ctx, rec.JobID, b, rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return s.Update(ctx, rec.JobID, fn) // someone wrote first: decide again on their version
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("update job %s: %w", rec.JobID, err)
+	}
+	return rec, nil
+}
+
 // Decode parses a JOBS value.
 func Decode(b []byte) (Record, error) {
 	var rec Record

@@ -80,14 +80,9 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 // Store is the JOBS store the deliverer writes.
 func (d *Deliverer) Store() *Store { return d.store }
 
-// Ensure returns the record of job, creating one (origin webhook) when the job was submitted elsewhere.
-func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, error) {
-	rec, _, err := d.ensure(ctx, job)
-	return rec, err
-}
-
-// ensure is Ensure with the record's revision.
-func (d *Deliverer) ensure(ctx context.Context, job upstream.Job) (Record, uint64, error) {
+// Ensure returns the record of job and its revision, creating one (origin webhook) when the job was
+// submitted elsewhere.
+func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, uint64, error) {
 	rec, rev, err := d.store.Get(ctx, job.JobID)
 	if err == nil || !errors.Is(err, ErrNotFound) {
 		return rec, rev, err
@@ -144,7 +139,7 @@ func (d *Deliverer) DeliverVerified(ctx context.Context, v Verified) (Outcome, e
 	}
 	if v.Rev == 0 {
 		var err error
-		if v.Record, v.Rev, err = d.ensure(ctx, job); err != nil {
+		if v.Record, v.Rev, err = d.Ensure(ctx, job); err != nil {
 			return 0, err
 		}
 	}

@@ -22,152 +22,208 @@ import (
 // settleTimeout bounds an ack or a dead-letter publish that runs after the handler's own ctx ended.
 const settleTimeout = 5 * time.Second
 
-// process decides the fate of one delivery from lane l; both lanes share it, and differ only in how a
-// job without a JOBS record gets its unknown-job token (see [Verifier] and admitUnknown). stop ends at
-// the start of a shutdown, workCtx only at a hard shutdown; the work itself is bounded by
-// HandlerTimeout, not counting a slow-lane wait for the budget.
-func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *lane) {
-	ctx, cancel := context.WithTimeout(workCtx, v.cfg.HandlerTimeout)
-	defer cancel()
-	attempt := 1
-	var storedAt time.Time
-	if meta, err := msg.Metadata(); err == nil {
-		attempt = int(min(meta.NumDelivered, 1<<30))
-		storedAt = meta.Timestamp
-	}
-	receivedAt := storedAt
-	if t, err := time.Parse(time.RFC3339Nano, msg.Headers().Get(bjs.HeaderReceivedAt)); err == nil {
-		receivedAt = t
-	}
-	if receivedAt.IsZero() {
-		receivedAt = v.cfg.Now()
-	}
-	log := v.log.With().Str("lane", l.name).Str("subject", msg.Subject()).Int("attempt", attempt).Logger()
-
-	id, err := parseJobID(msg.Data())
-	if err != nil {
-		log.Warn().Err(err).Str("remote_addr", msg.Headers().Get(bjs.HeaderRemoteAddr)).Msg("malformed webhook dead-lettered")
-		v.deadLetter(ctx, msg, "", ReasonMalformed, attempt, outcomeMalformed)
-		return
-	}
-	log = log.With().Str("job_id", id).Logger()
-
-	// One handler per job at a time in this process: a burst of duplicates waits here and then finds the
-	// record delivered, costing no upstream call.
-	unlock, err := v.jobLocks.Lock(ctx, id)
-	if err != nil {
-		v.retry(workCtx, msg, id, attempt, 0, log, "wait for job lock", err)
-		return
-	}
-	defer unlock()
-
-	rec, _, err := v.store.Get(ctx, id)
-	known := err == nil
-	if err != nil && !errors.Is(err, jobs.ErrNotFound) {
-		v.retry(workCtx, msg, id, attempt, 0, log, "read job record", err)
-		return
-	}
-	if known && rec.ResultOut() {
-		v.metrics.outcomes.WithLabelValues(outcomeAlreadyDelivered).Inc()
-		log.Debug().Str("state", string(rec.State)).Msg("result already out; webhook acked without upstream call")
-		v.ack(ctx, msg, log)
-		return
-	}
-	if v.notFound.Has(id) {
-		// This webhook got its one GET already, and the answer was 404.
-		v.deadLetterNotFound(ctx, msg, id, attempt, log)
-		return
-	}
-
-	// A job the bridge has no record of may be legitimate (submitted elsewhere) or forged; either way it
-	// spends the small unknown-job budget, not the verify budget of known jobs.
-	if !known {
-		if !v.admitUnknown(ctx, stop, msg, l, id, attempt, log) {
-			return
-		}
-		if l.slow {
-			// The wait for the budget is not the handler's work: HandlerTimeout starts again.
-			cancel()
-			var cancelWork context.CancelFunc
-			ctx, cancelWork = context.WithTimeout(workCtx, v.cfg.HandlerTimeout)
-			defer cancelWork()
-		}
-	}
-	job, err := v.cfg.API.GetJob(ctx, id, upstream.ClassVerify)
-	now := v.cfg.Now().UTC()
-	if err != nil {
-		if workCtx.Err() != nil {
-			v.giveBackOne(msg)
-			return
-		}
-		if known {
-			v.recordAttempt(ctx, id, nil, err, receivedAt, now, log)
-		}
-		ue, isUpstream := errors.AsType[*upstream.Error](err)
-		if isUpstream && ue.Status == 404 {
-			v.notFound.Add(id)
-			v.deadLetterNotFound(ctx, msg, id, attempt, log)
-			return
-		}
-		if isUpstream && !ue.Retryable() {
-			reason := ReasonUpstreamPrefix + strconv.Itoa(ue.Status)
-			log.Error().Err(err).Str("reason", reason).Msg("upstream refused verification; webhook dead-lettered, job left to the reconciler")
-			v.deadLetter(ctx, msg, id, reason, attempt, outcomeRejected)
-			return
-		}
-		var retryAfter time.Duration
-		if isUpstream {
-			retryAfter = ue.RetryAfter
-		}
-		v.retry(workCtx, msg, id, attempt, retryAfter, log, "get job", err)
-		return
-	}
-	if job.JobID != id {
-		v.retry(workCtx, msg, id, attempt, 0, log, "get job", fmt.Errorf("upstream answered job %q for %q", job.JobID, id))
-		return
-	}
-
-	if !known {
-		if _, err := v.cfg.Deliverer.Ensure(ctx, job); err != nil {
-			v.retry(workCtx, msg, id, attempt, 0, log, "create job record", err)
-			return
-		}
-	}
-	if err := v.recordAttempt(ctx, id, &job, nil, receivedAt, now, log); err != nil {
-		v.retry(workCtx, msg, id, attempt, 0, log, "record attempt", err)
-		return
-	}
-	if !job.Terminal() {
-		log.Debug().Str("status", job.Status).Msg("job not terminal yet")
-		v.retryOrExhaust(ctx, workCtx, msg, id, attempt, 0, log, outcomeNotTerminal, fmt.Errorf("job is %s", job.Status))
-		return
-	}
-
-	outcome, err := v.cfg.Deliverer.Deliver(ctx, job, bjs.SourceWebhook, receivedAt)
-	if err != nil {
-		v.retry(workCtx, msg, id, attempt, 0, log, "deliver", err)
-		return
-	}
-	published := v.cfg.Now()
-	switch outcome {
-	case jobs.Published:
-		v.metrics.outcomes.WithLabelValues(outcomePublished).Inc()
-		v.metrics.latency.Observe(published.Sub(receivedAt).Seconds())
-		log.Debug().Str("status", job.Status).Msg("verified result published")
-	case jobs.PublishedLate:
-		v.metrics.outcomes.WithLabelValues(outcomeLate).Inc()
-		v.metrics.latency.Observe(published.Sub(receivedAt).Seconds())
-		log.Info().Str("status", job.Status).Msg("verified late result published")
-	default:
-		v.metrics.outcomes.WithLabelValues(outcomeAlreadyDelivered).Inc()
-	}
-	v.ack(ctx, msg, log)
+// delivery is one message from a lane and what the verifier knows of it before deciding.
+type delivery struct {
+	msg  jetstream.Msg
+	lane *lane
+	// id is the job's id; "" when the body has none (parseErr says why).
+	id       string
+	parseErr error
+	// attempt is the server's delivery count of the message (shared by every verifier, across restarts).
+	attempt    int
+	receivedAt time.Time
+	// stop ends when the verifier starts shutting down: it ends a slow-lane wait for the budget.
+	stop context.Context
+	log  zerolog.Logger
 }
 
-// recordAttempt notes a GET /job attempt in the job's record: the answer (job) or the failure (callErr).
-// It is a no-op for a job without a record.
-func (v *Verifier) recordAttempt(ctx context.Context, id string, job *upstream.Job, callErr error, receivedAt, now time.Time, log zerolog.Logger) error {
-	_, err := v.store.Update(ctx, id, func(r *jobs.Record) (bool, error) {
+// action is what settle does with a delivery.
+type action int
+
+const (
+	// actAck: the delivery is done (its result is out, or it is known to need nothing more).
+	actAck action = iota
+	// actRetry: try again later: a delayed nak with backoff, or, after MaxAttempts, a dead letter
+	// attempts_exhausted.
+	actRetry
+	// actDeadLetter: store the webhook in DEADLETTER under reason, then ack. Also the move of an unknown
+	// job's webhook to the slow lane (reason unknown_job, outcome unknown_laned).
+	actDeadLetter
+	// actGiveBack: nak at once, for another verifier (or the next start): the verifier is stopping.
+	actGiveBack
+)
+
+// verdict is what decide found about a delivery; settle carries it out.
+type verdict struct {
+	action  action
+	outcome string // the bridge_verify_outcomes_total label
+	reason  string // actDeadLetter: the dead-letter reason
+	// retryAfter is the least wait before the next attempt (actRetry), e.g. the upstream's Retry-After.
+	retryAfter time.Duration
+	// cause says why, for the log: the failure of an actRetry, the reason of a dead letter.
+	cause error
+	// published marks a result published by this delivery: its webhook-to-result latency is observed.
+	published bool
+}
+
+func ack(outcome string) verdict { return verdict{action: actAck, outcome: outcome} }
+
+func deadLetter(reason, outcome string, cause error) verdict {
+	return verdict{action: actDeadLetter, reason: reason, outcome: outcome, cause: cause}
+}
+
+func retry(what string, err error) verdict {
+	v := verdict{action: actRetry, outcome: outcomeRetry, cause: fmt.Errorf("%s: %w", what, err)}
+	if ue, ok := errors.AsType[*upstream.Error](err); ok {
+		v.retryAfter = ue.RetryAfter
+	}
+	return v
+}
+
+// newDelivery reads what the message says about itself.
+func (v *Verifier) newDelivery(stop context.Context, msg jetstream.Msg, l *lane) delivery {
+	d := delivery{msg: msg, lane: l, attempt: 1, stop: stop}
+	if meta, err := msg.Metadata(); err == nil {
+		d.attempt = int(min(meta.NumDelivered, 1<<30))
+		d.receivedAt = meta.Timestamp
+	}
+	if t, err := time.Parse(time.RFC3339Nano, msg.Headers().Get(bjs.HeaderReceivedAt)); err == nil {
+		d.receivedAt = t
+	}
+	if d.receivedAt.IsZero() {
+		d.receivedAt = v.cfg.Now()
+	}
+	d.id, d.parseErr = parseJobID(msg.Data())
+	ctx := v.log.With().Str("lane", l.name).Str("subject", msg.Subject()).Int("attempt", d.attempt)
+	if d.id != "" {
+		ctx = ctx.Str("job_id", d.id)
+	}
+	d.log = ctx.Logger()
+	return d
+}
+
+// process decides the fate of one delivery from lane l, then settles it; both lanes share it (see
+// [Verifier]). Webhooks of the same job are handled one at a time in this process, so a burst of
+// duplicates waits here and then finds the result out, costing no upstream call. stop ends at the start
+// of a shutdown, workCtx only at a hard shutdown.
+func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *lane) {
+	d := v.newDelivery(stop, msg, l)
+	if d.id != "" {
+		lctx, cancel := context.WithTimeout(workCtx, v.cfg.HandlerTimeout)
+		unlock, err := v.jobLocks.Lock(lctx, d.id)
+		cancel()
+		if err != nil {
+			v.settle(workCtx, d, retry("wait for job lock", err))
+			return
+		}
+		defer unlock()
+	}
+	v.settle(workCtx, d, v.decide(workCtx, d))
+}
+
+// decide finds what becomes of a delivery: it reads the job's record, spends an upstream call when one
+// is needed, and publishes the result through the Deliverer, but it never acknowledges the message:
+// that is settle's. ctx ends at a hard shutdown; the work is bounded by HandlerTimeout, not counting a
+// slow-lane wait for the unknown-job budget.
+func (v *Verifier) decide(ctx context.Context, d delivery) verdict {
+	if d.parseErr != nil {
+		return deadLetter(ReasonMalformed, outcomeMalformed, d.parseErr)
+	}
+	rctx, cancel := context.WithTimeout(ctx, v.cfg.HandlerTimeout)
+	defer cancel()
+	rec, rev, err := v.store.Get(rctx, d.id)
+	known := err == nil
+	switch {
+	case err != nil && !errors.Is(err, jobs.ErrNotFound):
+		return retry("read job record", err)
+	case known && rec.ResultOut():
+		return ack(outcomeAlreadyDelivered)
+	case v.notFound.Has(d.id):
+		// This webhook got its one GET already, and the answer was 404.
+		return deadLetter(ReasonNotFound, outcomeNotFound, errNotFound)
+	case !known:
+		// A job the bridge has no record of may be legitimate (submitted elsewhere) or forged; either way
+		// it spends the small unknown-job budget, not the verify budget of known jobs.
+		if vd, ok := v.admitUnknown(d); !ok {
+			return vd
+		}
+		if d.lane.slow {
+			// The wait for the budget is not the handler's work: HandlerTimeout starts again.
+			cancel()
+			rctx, cancel = context.WithTimeout(ctx, v.cfg.HandlerTimeout)
+			defer cancel()
+		}
+	}
+	return v.verify(rctx, d, held{rec, rev})
+}
+
+// held is a job's record as read, and its revision; rev 0 when the job has no record.
+type held struct {
+	rec jobs.Record
+	rev uint64
+}
+
+// errNotFound is the cause of a not_found dead letter.
+var errNotFound = errors.New("the upstream does not know the job (404): spoofed or another account's")
+
+// verify asks the upstream for the truth about a job and delivers it when it is terminal, carrying the
+// record it holds through to the delivery's one write.
+func (v *Verifier) verify(ctx context.Context, d delivery, h held) verdict {
+	rec, rev := h.rec, h.rev
+	job, err := v.cfg.API.GetJob(ctx, d.id, upstream.ClassVerify)
+	now := v.cfg.Now().UTC()
+	if err == nil && job.JobID != d.id {
+		err = fmt.Errorf("upstream answered job %q for %q", job.JobID, d.id)
+	}
+	if err != nil {
+		if rev != 0 {
+			v.noteFailure(ctx, d, h, err)
+		}
+		return v.judgeFailure(d, err)
+	}
+	if rev == 0 {
+		if rec, rev, err = v.cfg.Deliverer.Ensure(ctx, job); err != nil {
+			return retry("create job record", err)
+		}
+	}
+	note := attemptNote(&job, nil, d.receivedAt, now)
+	if !job.Terminal() {
+		if _, err := v.store.UpdateFrom(ctx, rec, rev, note); err != nil {
+			return retry("record attempt", err)
+		}
+		d.log.Debug().Str("status", job.Status).Msg("job not terminal yet")
+		return verdict{action: actRetry, outcome: outcomeNotTerminal, cause: fmt.Errorf("job is %s", job.Status)}
+	}
+	out, err := v.cfg.Deliverer.DeliverVerified(ctx, jobs.Verified{Job: job, Source: bjs.SourceWebhook, ReceivedAt: d.receivedAt,
+		Record: rec, Rev: rev, Note: func(r *jobs.Record) { _, _ = note(r) }})
+	switch {
+	case err != nil:
+		return retry("deliver", err)
+	case out == jobs.Published:
+		return verdict{action: actAck, outcome: outcomePublished, published: true}
+	case out == jobs.PublishedLate:
+		d.log.Info().Str("status", job.Status).Msg("verified late result published")
+		return verdict{action: actAck, outcome: outcomeLate, published: true}
+	}
+	return ack(outcomeAlreadyDelivered)
+}
+
+// judgeFailure turns a failed GET /job/{id} into a verdict.
+func (v *Verifier) judgeFailure(d delivery, err error) verdict {
+	ue, isUpstream := errors.AsType[*upstream.Error](err)
+	switch {
+	case isUpstream && ue.Status == 404:
+		v.notFound.Add(d.id)
+		return deadLetter(ReasonNotFound, outcomeNotFound, errNotFound)
+	case isUpstream && !ue.Retryable():
+		return deadLetter(ReasonUpstreamPrefix+strconv.Itoa(ue.Status), outcomeRejected, err)
+	}
+	return retry("get job", err)
+}
+
+// attemptNote records a GET /job attempt in a record: the answer (job) or the failure (callErr).
+func attemptNote(job *upstream.Job, callErr error, receivedAt, now time.Time) func(*jobs.Record) (bool, error) {
+	return func(r *jobs.Record) (bool, error) {
 		r.Attempts++
 		r.LastCheckedAt = &now
 		if r.WebhookReceivedAt == nil {
@@ -180,57 +236,82 @@ func (v *Verifier) recordAttempt(ctx context.Context, id string, job *upstream.J
 			r.LastError = text.Truncate(callErr.Error(), 512)
 		}
 		return true, nil
-	})
-	if errors.Is(err, jobs.ErrNotFound) {
-		return nil
 	}
-	if err != nil && job == nil {
-		log.Warn().Err(err).Msg("record failed attempt")
-	}
-	return err
 }
 
-// retryOrExhaust naks msg for a later attempt, or dead-letters it when this was attempt MaxAttempts.
-func (v *Verifier) retryOrExhaust(ctx, workCtx context.Context, msg jetstream.Msg, id string, attempt int, retryAfter time.Duration,
-	log zerolog.Logger, outcome string, cause error) {
-	if attempt >= v.cfg.MaxAttempts {
-		log.Warn().Err(cause).Msg("verification attempts exhausted; webhook dead-lettered, job left to the reconciler")
-		v.deadLetter(ctx, msg, id, ReasonAttemptsExhausted, attempt, outcomeExhausted)
-		return
+// noteFailure records a failed attempt in the job's record; a failure to record it is only logged.
+func (v *Verifier) noteFailure(ctx context.Context, d delivery, h held, callErr error) {
+	note := attemptNote(nil, callErr, d.receivedAt, v.cfg.Now().UTC())
+	if _, err := v.store.UpdateFrom(ctx, h.rec, h.rev, note); err != nil && !errors.Is(err, jobs.ErrNotFound) {
+		d.log.Warn().Err(err).Msg("record failed attempt")
 	}
-	delay := v.backoff(attempt, retryAfter)
-	if err := msg.NakWithDelay(delay); err != nil {
-		log.Warn().Err(err).Msg("nak webhook; redelivered after AckWait")
-	}
-	v.metrics.outcomes.WithLabelValues(outcome).Inc()
-	log.Debug().Err(cause).Dur("delay", delay).Msg("webhook verification deferred")
 }
 
-// retry handles a retryable failure: nak with backoff, or dead letter once attempts are exhausted, or,
-// during a hard shutdown, an immediate nak.
-func (v *Verifier) retry(workCtx context.Context, msg jetstream.Msg, id string, attempt int, retryAfter time.Duration, log zerolog.Logger, what string, err error) {
-	if workCtx.Err() != nil {
-		v.giveBackOne(msg)
-		return
+// settle carries out a verdict: the one place that acks, naks or dead-letters a delivery. During a hard
+// shutdown (workCtx ended) a delivery that is not done is given back at once.
+func (v *Verifier) settle(workCtx context.Context, d delivery, vd verdict) {
+	if vd.action == actRetry && workCtx.Err() != nil {
+		vd = verdict{action: actGiveBack, outcome: outcomeShutdown}
 	}
-	// A long upstream outage retries every pending webhook many times: warn on the first attempt and
-	// every tenth, the rest at debug (the metrics count them all).
-	ev := log.Debug()
-	if attempt == 1 || attempt%10 == 0 {
-		ev = log.Warn()
-	}
-	ev.Err(err).Msg(what)
-	// The handler's ctx may be spent (HandlerTimeout); settling gets its own.
-	ctx, cancel := context.WithTimeout(workCtx, settleTimeout)
+	// The handler's ctx may be spent (HandlerTimeout): settling gets its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(workCtx), settleTimeout)
 	defer cancel()
-	v.retryOrExhaust(ctx, workCtx, msg, id, attempt, retryAfter, log, outcomeRetry, fmt.Errorf("%s: %w", what, err))
+	switch vd.action {
+	case actAck:
+		if vd.published {
+			v.metrics.latency.Observe(v.cfg.Now().Sub(d.receivedAt).Seconds())
+		}
+		// A plain ack: its loss only means a redelivery, which finds the result out and is acked then.
+		if err := d.msg.Ack(); err != nil {
+			d.log.Warn().Err(err).Msg("ack webhook; it will be redelivered and acked again")
+		}
+		v.metrics.outcomes.WithLabelValues(vd.outcome).Inc()
+	case actGiveBack:
+		_ = d.msg.Nak()
+		v.metrics.outcomes.WithLabelValues(outcomeShutdown).Inc()
+	case actDeadLetter:
+		v.logDeadLetter(d, vd)
+		v.deadLetter(ctx, d, vd.reason, vd.outcome)
+	case actRetry:
+		if d.attempt >= v.cfg.MaxAttempts {
+			d.log.Warn().Err(vd.cause).Msg("verification attempts exhausted; webhook dead-lettered, job left to the reconciler")
+			v.deadLetter(ctx, d, ReasonAttemptsExhausted, outcomeExhausted)
+			return
+		}
+		// A long upstream outage retries every pending webhook many times: warn on the first attempt and
+		// every tenth, the rest at debug (the metrics count them all).
+		ev := d.log.Debug()
+		if vd.outcome == outcomeRetry && (d.attempt == 1 || d.attempt%10 == 0) {
+			ev = d.log.Warn()
+		}
+		delay := v.backoff(d.attempt, vd.retryAfter)
+		ev.Err(vd.cause).Dur("delay", delay).Msg("webhook verification deferred")
+		if err := d.msg.NakWithDelay(delay); err != nil {
+			d.log.Warn().Err(err).Msg("nak webhook; redelivered after AckWait")
+		}
+		v.metrics.outcomes.WithLabelValues(vd.outcome).Inc()
+	}
 }
 
-// giveBackOne naks msg without delay: the process is shutting down and another verifier (or the next
-// start) takes it.
-func (v *Verifier) giveBackOne(msg jetstream.Msg) {
-	_ = msg.Nak()
-	v.metrics.outcomes.WithLabelValues(outcomeShutdown).Inc()
+// logDeadLetter says why a webhook is dead-lettered, at the level its reason deserves.
+func (v *Verifier) logDeadLetter(d delivery, vd verdict) {
+	switch vd.reason {
+	case ReasonMalformed:
+		d.log.Warn().Err(vd.cause).Str("remote_addr", d.msg.Headers().Get(bjs.HeaderRemoteAddr)).Msg("malformed webhook dead-lettered")
+	case ReasonNotFound:
+		d.log.Warn().Str("remote_addr", d.msg.Headers().Get(bjs.HeaderRemoteAddr)).
+			Str("modality", d.msg.Headers().Get(bjs.HeaderModality)).
+			Msg("webhook for a job the upstream does not know (spoofed or foreign); dead-lettered, not published")
+	case ReasonUnknownJob:
+		if vd.outcome == outcomeUnknownShed {
+			d.log.Info().Msg("webhook for a job the bridge does not know; unknown-job verification is off: dead-lettered")
+		} else {
+			d.log.Debug().Msg("unknown-job budget busy; webhook moved to the slow lane")
+		}
+	default:
+		d.log.Error().Err(vd.cause).Str("reason", vd.reason).
+			Msg("upstream refused verification; webhook dead-lettered, job left to the reconciler")
+	}
 }
 
 // backoff is the delay before attempt+1: full jitter over RetryBase*2^(attempt-1) capped at RetryMax,
@@ -246,29 +327,12 @@ func (v *Verifier) backoff(attempt int, retryAfter time.Duration) time.Duration 
 	return max(d, retryAfter)
 }
 
-// ack acknowledges msg and waits for the server's confirmation. A failed ack only means a redelivery,
-// which the JOBS record or the not-found memory turns into another ack.
-func (v *Verifier) ack(ctx context.Context, msg jetstream.Msg, log zerolog.Logger) {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
-	defer cancel()
-	if err := msg.DoubleAck(actx); err != nil {
-		log.Warn().Err(err).Msg("ack webhook; it will be redelivered and acked again")
-	}
-}
-
-// deadLetterNotFound dead-letters a webhook whose job the upstream does not know.
-func (v *Verifier) deadLetterNotFound(ctx context.Context, msg jetstream.Msg, id string, attempt int, log zerolog.Logger) {
-	log.Warn().Str("remote_addr", msg.Headers().Get(bjs.HeaderRemoteAddr)).
-		Str("modality", msg.Headers().Get(bjs.HeaderModality)).
-		Msg("webhook for a job the upstream does not know (spoofed or foreign); dead-lettered, not published")
-	v.deadLetter(ctx, msg, id, ReasonNotFound, attempt, outcomeNotFound)
-}
-
 // deadLetter stores the raw webhook in DEADLETTER on deadletter.<reason> and acks it. If the publish
 // keeps failing the webhook is naked for a later attempt instead: it is never acked unstored. It also
 // moves a webhook to the slow lane (reason unknown_job, outcome unknown_laned: not counted as a dead
 // letter), and dead-letters one from the slow lane, keeping the webhook's original subject.
-func (v *Verifier) deadLetter(ctx context.Context, msg jetstream.Msg, id, reason string, attempt int, outcome string) {
+func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason, outcome string) {
+	msg, id, attempt := d.msg, d.id, d.attempt
 	dl := nats.NewMsg(bjs.DeadLetterSubject(reason))
 	dl.Data = msg.Data()
 	for _, h := range []string{bjs.HeaderReceivedAt, bjs.HeaderRemoteAddr, bjs.HeaderModality} {
@@ -315,7 +379,11 @@ func (v *Verifier) deadLetter(ctx context.Context, msg jetstream.Msg, id, reason
 		v.metrics.deadLetters.WithLabelValues(reason).Inc()
 	}
 	v.metrics.outcomes.WithLabelValues(outcome).Inc()
-	v.ack(ctx, msg, v.log.With().Str("job_id", id).Logger())
+	// Wait for the server's confirmation: a redelivery of a dead-lettered webhook could cost an upstream
+	// call again.
+	if err := msg.DoubleAck(ctx); err != nil {
+		d.log.Warn().Err(err).Msg("ack webhook; it will be redelivered and acked again")
+	}
 }
 
 // parseJobID reads the top-level "job_id" of a webhook body (exact key, as ingest checks it) and requires

@@ -2,11 +2,9 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 )
 
 // Defaults of the unknown-job budget and its slow lane (see [Verifier]).
@@ -99,30 +97,30 @@ func (b *tokenBucket) wait(ctx context.Context, onWaiting func(int)) error {
 }
 
 // admitUnknown decides whether the webhook of a job without a JOBS record may spend an upstream call
-// now; see [Verifier]. When it returns false the message is settled: on the main lane moved to the slow
-// lane (or dead-lettered when the budget is off), on the slow lane given back because stop ended the
-// wait for a token.
-func (v *Verifier) admitUnknown(ctx, stop context.Context, msg jetstream.Msg, l *lane, id string, attempt int, log zerolog.Logger) bool {
+// now; see [Verifier]. When it may not, it returns the verdict: on the main lane a move to the slow lane
+// (or a dead letter unknown_job when the budget is off), on the slow lane a give-back because the
+// verifier is stopping.
+func (v *Verifier) admitUnknown(d delivery) (verdict, bool) {
 	if v.unknownBudget == nil {
-		log.Info().Msg("webhook for a job the bridge does not know; unknown-job verification is off: dead-lettered")
-		v.deadLetter(ctx, msg, id, ReasonUnknownJob, attempt, outcomeUnknownShed)
-		return false
+		return deadLetter(ReasonUnknownJob, outcomeUnknownShed, errUnknownOff), false
 	}
-	if !l.slow {
+	if !d.lane.slow {
 		if v.unknownBudget.take() {
-			return true
+			return verdict{}, true
 		}
 		// No token free now: the webhook leaves the main consumer (no delayed nak holding a place in
 		// its MaxAckPending) and queues durably in the slow lane, which waits for the budget.
-		log.Debug().Msg("unknown-job budget busy; webhook moved to the slow lane")
-		v.deadLetter(ctx, msg, id, ReasonUnknownJob, attempt, outcomeUnknownLaned)
-		return false
+		return deadLetter(ReasonUnknownJob, outcomeUnknownLaned, errUnknownBusy), false
 	}
 	// The slow lane waits for its token instead of nak-looping; the handler keeps signalling progress,
 	// and the wait counts neither as an attempt nor against HandlerTimeout. Only a shutdown ends it.
-	if err := v.unknownBudget.wait(stop, func(n int) { v.metrics.unknownWaiting.Set(float64(n)) }); err != nil {
-		v.giveBackOne(msg)
-		return false
+	if err := v.unknownBudget.wait(d.stop, func(n int) { v.metrics.unknownWaiting.Set(float64(n)) }); err != nil {
+		return verdict{action: actGiveBack, outcome: outcomeShutdown}, false
 	}
-	return true
+	return verdict{}, true
 }
+
+var (
+	errUnknownOff  = errors.New("unknown-job verification is off")
+	errUnknownBusy = errors.New("the unknown-job budget has no call free now")
+)

@@ -1,0 +1,221 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/internal/roletest"
+	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/upstream"
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+// fetchWebhook stores a raw webhook as ingest would and fetches it back as the verifier's consumer
+// would, unacknowledged, for decide.
+func (e *env) fetchWebhook(t *testing.T, body []byte) jetstream.Msg {
+	t.Helper()
+	ctx := roletest.Ctx(t, 10*time.Second)
+	ack, err := bjs.PublishMsg(ctx, e.JS, roletest.WebhookMsg("prompt", uuid.NewString(), body, time.Now(), "203.0.113.7:4711"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := e.JS.OrderedConsumer(ctx, bjs.StreamWebhooks, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: ack.Sequence})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+// TestDecideVerdicts is the table of every verdict decide gives, against a real server and simulator;
+// decide never acknowledges, so each case reads only the verdict and the upstream calls it cost.
+func TestDecideVerdicts(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{Seed: 3, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	body := roletest.WebhookBody
+	completed := func(t *testing.T) string { return e.SubmitDirect("prompt", map[string]string{"prompt": "decide"}) }
+	record := func(t *testing.T, id string, st jobs.State) {
+		now := time.Now().UTC()
+		if _, err := e.Deliverer.Store().Create(roletest.Ctx(t, 5*time.Second), jobs.Record{JobID: id, Modality: "prompt",
+			State: st, Origin: jobs.OriginSubmit, SubmittedAt: now, Deadline: now.Add(time.Hour), ResultSeq: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name       string
+		cfg        func(*Config)
+		slow       bool
+		stopped    bool
+		fault      *simulator.Fault
+		webhook    func(t *testing.T) []byte
+		wantAction action
+		wantOut    string
+		wantReason string
+		wantCalls  int // GET /job calls the decision cost
+	}{
+		{name: "malformed body", webhook: func(*testing.T) []byte { return []byte(`{"nope":1}`) },
+			wantAction: actDeadLetter, wantOut: "malformed", wantReason: "malformed"},
+		{name: "result out already", webhook: func(t *testing.T) []byte {
+			id := uuid.NewString()
+			record(t, id, jobs.StateDelivered)
+			return body(id, false)
+		}, wantAction: actAck, wantOut: "already_delivered"},
+		{name: "terminal job published", webhook: func(t *testing.T) []byte {
+			id := completed(t)
+			record(t, id, jobs.StatePending)
+			return body(id, false)
+		}, wantAction: actAck, wantOut: "published", wantCalls: 1},
+		{name: "job not finished", webhook: func(t *testing.T) []byte {
+			e.Sim.SetHoldNew(true)
+			defer e.Sim.SetHoldNew(false)
+			sub, err := e.API.Submit(roletest.Ctx(t, 5*time.Second), "prompt", map[string]string{"prompt": "held"}, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			record(t, sub.JobID, jobs.StatePending)
+			return body(sub.JobID, false)
+		}, wantAction: actRetry, wantOut: "not_terminal", wantCalls: 1},
+		{name: "upstream does not know it", webhook: func(t *testing.T) []byte {
+			id := uuid.NewString()
+			record(t, id, jobs.StatePending)
+			return body(id, false)
+		}, wantAction: actDeadLetter, wantOut: "not_found", wantReason: "not_found", wantCalls: 1},
+		{name: "upstream unavailable", fault: &simulator.Fault{ErrorRate: 1, ErrorStatus: 503}, webhook: func(t *testing.T) []byte {
+			id := uuid.NewString()
+			record(t, id, jobs.StatePending)
+			return body(id, false)
+		}, wantAction: actRetry, wantOut: "retry", wantCalls: 1},
+		{name: "upstream refuses the key", fault: &simulator.Fault{ErrorRate: 1, ErrorStatus: 401}, webhook: func(t *testing.T) []byte {
+			id := uuid.NewString()
+			record(t, id, jobs.StatePending)
+			return body(id, false)
+		}, wantAction: actDeadLetter, wantOut: "rejected", wantReason: "upstream_401", wantCalls: 1},
+		{name: "unknown job, verification off", cfg: func(c *Config) { c.UnknownRPM = UnknownOff },
+			webhook:    func(*testing.T) []byte { return body(uuid.NewString(), false) },
+			wantAction: actDeadLetter, wantOut: "unknown_shed", wantReason: "unknown_job"},
+		{name: "unknown job, budget busy on the main lane", cfg: func(c *Config) { c.UnknownRPM, c.UnknownBurst = 1, 1 },
+			webhook:    func(*testing.T) []byte { return body(uuid.NewString(), false) },
+			wantAction: actDeadLetter, wantOut: "unknown_laned", wantReason: "unknown_job"},
+		{name: "unknown job on the slow lane, stopping", cfg: func(c *Config) { c.UnknownRPM, c.UnknownBurst = 1, 1 },
+			slow: true, stopped: true, webhook: func(*testing.T) []byte { return body(uuid.NewString(), false) },
+			wantAction: actGiveBack, wantOut: "shutdown"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer, Log: e.Log, UnknownRPM: 60000, UnknownBurst: 1000}
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			v, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.unknownBudget != nil && cfg.UnknownRPM == 1 {
+				v.unknownBudget.take() // the one token is spent
+			}
+			msg := e.fetchWebhook(t, tt.webhook(t))
+			if tt.fault != nil {
+				e.Sim.SetFault(simulator.EndpointJob, *tt.fault)
+				defer e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{})
+			}
+			stop, cancel := context.WithCancel(context.Background())
+			if tt.stopped {
+				cancel()
+			}
+			defer cancel()
+			l := v.lanes()[0]
+			if tt.slow {
+				l = v.lanes()[1]
+			}
+			calls := e.Sim.CallCount(simulator.EndpointJob)
+			vd := v.decide(roletest.Ctx(t, 10*time.Second), v.newDelivery(stop, msg, l))
+			if vd.action != tt.wantAction || vd.outcome != tt.wantOut || vd.reason != tt.wantReason {
+				t.Fatalf("verdict %d %q %q (%v), want %d %q %q", vd.action, vd.outcome, vd.reason, vd.cause,
+					tt.wantAction, tt.wantOut, tt.wantReason)
+			}
+			if got := e.Sim.CallCount(simulator.EndpointJob) - calls; got != tt.wantCalls {
+				t.Fatalf("%d GET /job calls, want %d", got, tt.wantCalls)
+			}
+			if vd.outcome == "published" && !vd.published {
+				t.Fatal("a published result is not marked for the latency metric")
+			}
+			if tt.fault != nil {
+				var ue *upstream.Error
+				if !errors.As(vd.cause, &ue) && tt.wantAction == actRetry {
+					t.Fatalf("retry cause %v is not the upstream's error", vd.cause)
+				}
+			}
+		})
+	}
+}
+
+// countingKV counts the synchronous requests made to JOBS.
+type countingKV struct {
+	jetstream.KeyValue
+	n int
+}
+
+func (c *countingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
+	c.n++
+	return c.KeyValue.Get(ctx, key)
+}
+
+func (c *countingKV) Update(ctx context.Context, key string, value []byte, rev uint64) (uint64, error) {
+	c.n++
+	return c.KeyValue.Update(ctx, key, value, rev)
+}
+
+func (c *countingKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	c.n++
+	return c.KeyValue.Create(ctx, key, value, opts...)
+}
+
+func (c *countingKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	c.n++
+	return c.KeyValue.Put(ctx, key, value)
+}
+
+// TestHappyPathRoundTrips pins issue 12's read once, write once: verifying the webhook of a known job
+// that finished costs one JOBS read, one publish (the result and its fence in one batch) and one JOBS
+// write that records the delivery with the attempt; the ack is a plain one. Three synchronous JetStream
+// request/replies, within the four the issue allows (eight before).
+func TestHappyPathRoundTrips(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{Seed: 5, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	kv := &countingKV{KeyValue: e.Deliverer.Store().KV()}
+	store := jobs.NewStore(kv)
+	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: e.JS, Store: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := New(Config{JS: e.JS, API: e.API, Deliverer: d, Log: e.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := e.SubmitDirect("prompt", map[string]string{"prompt": "round trips"})
+	now := time.Now().UTC()
+	if _, err := store.Create(roletest.Ctx(t, 5*time.Second), jobs.Record{JobID: id, Modality: "prompt",
+		State: jobs.StatePending, Origin: jobs.OriginSubmit, SubmittedAt: now, Deadline: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	msg := e.fetchWebhook(t, roletest.WebhookBody(id, false))
+	results := len(e.StreamMsgs(bjs.StreamResults, ""))
+	kv.n = 0
+	v.process(context.Background(), context.Background(), msg, v.lanes()[0])
+	publishes := len(e.StreamMsgs(bjs.StreamResults, "")) - results
+	if kv.n != 2 || publishes != 1 {
+		t.Fatalf("%d JOBS requests and %d publishes, want 2 (read, write) and 1", kv.n, publishes)
+	}
+	rec := e.Record(id)
+	if rec.State != jobs.StateDelivered || rec.Attempts != 1 || rec.WebhookReceivedAt == nil {
+		t.Fatalf("record %+v: the attempt was not written with the delivery", rec)
+	}
+}

@@ -47,7 +47,9 @@ func TestValidWebhookStoredUnchanged(t *testing.T) {
 			return " \n{ \"categories\" : {\"job_id\": 1, \"x\": [\"}\", \"\\\"\"]},\n \"job_id\"\t: \"" + id +
 				"\", \"frames\": [1, 2.5e3, null, true], \"delivery_id\": \"abc\\u00e9\" } \n"
 		}, "webhooks.video", "video"},
-		{"upper-case UUID kept as given", "/webhook/chat", "", func(string) string {
+		// The body is stored as sent; the job id, in the answer and Nats-Msg-Id, is the canonical lower
+		// case (issue 12 finding 5).
+		{"upper-case UUID: body kept, id canonical", "/webhook/chat", "", func(string) string {
 			return `{"job_id":"` + strings.ToUpper(uuid.NewString()) + `"}`
 		}, "webhooks.chat", "chat"},
 	}
@@ -56,12 +58,12 @@ func TestValidWebhookStoredUnchanged(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			id := uuid.NewString()
 			body := tt.body(id)
-			if tt.name == "upper-case UUID kept as given" {
+			if strings.HasPrefix(tt.name, "upper-case UUID") {
 				var v struct {
 					JobID string `json:"job_id"`
 				}
 				_ = json.Unmarshal([]byte(body), &v)
-				id = v.JobID
+				id = strings.ToLower(v.JobID)
 			}
 			resp := hs.do(t, request{Path: tt.path, ContentType: tt.contentType, Body: body})
 			if resp.Status != http.StatusOK {
@@ -304,6 +306,8 @@ func TestJobID(t *testing.T) {
 		{"bool", `{"job_id":true}`, "", ErrJobID},
 		{"array top", `[]`, "", ErrNotObject},
 		{"invalid utf8 ok elsewhere", "{\"x\":\"\xff\",\"job_id\":\"" + id + "\"}", id, nil},
+		// Issue 12 finding 5: upper- and lower-case ids are one job, keyed in lower case.
+		{"upper case is canonicalised", `{"job_id":"7B0C1D2E-0000-4000-8000-00000000000A"}`, "7b0c1d2e-0000-4000-8000-00000000000a", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -353,7 +357,7 @@ func FuzzWebhook(f *testing.F) {
 			var got struct {
 				JobID string `json:"job_id"`
 			}
-			if err := json.Unmarshal(resp.Body, &got); err != nil || got.JobID != want {
+			if err := json.Unmarshal(resp.Body, &got); err != nil || got.JobID != strings.ToLower(want) {
 				t.Fatalf("answer %s, decoder says job_id %q", resp.Body, want)
 			}
 		case resp.Status >= 400 && resp.Status < 500:

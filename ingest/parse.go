@@ -58,10 +58,11 @@ func jobID(body []byte) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrJobID, err)
 	}
-	if !jobs.ValidID(id) {
+	canon, ok := jobs.CanonicalID(id)
+	if !ok {
 		return "", fmt.Errorf("%w: %q is not a UUID", ErrJobID, text.Truncate(id, 64))
 	}
-	return id, nil
+	return canon, nil
 }
 
 // malformed describes why body is not JSON; it runs only on the rejection path.

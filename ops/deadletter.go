@@ -59,7 +59,7 @@ func (f DeadLetterFilter) match(d DeadLetter) bool {
 	if len(f.Reasons) > 0 && !slices.Contains(f.Reasons, d.Reason) {
 		return false
 	}
-	if len(f.JobIDs) > 0 && !slices.Contains(f.JobIDs, d.JobID) {
+	if len(f.JobIDs) > 0 && !slices.ContainsFunc(f.JobIDs, func(id string) bool { return strings.EqualFold(id, d.JobID) }) {
 		return false
 	}
 	if !f.Since.IsZero() && d.Time.Before(f.Since) {

@@ -139,6 +139,11 @@ func (c *ReplayConfig) setDefaults() {
 	if c.Idle <= 0 {
 		c.Idle = 2 * time.Second
 	}
+	for i, id := range c.Selection.JobIDs {
+		if canon, ok := jobs.CanonicalID(id); ok {
+			c.Selection.JobIDs[i] = canon
+		}
+	}
 	if c.Selection.Stream == bjs.StreamResults && len(c.Selection.Subjects) == 0 {
 		// Every result, not the fences that keep them single (bjs.SubjectResultFence).
 		c.Selection.Subjects = []string{bjs.SubjectResults + ">"}
@@ -683,13 +688,14 @@ func jobIDOf(body []byte, msgID string) string {
 	var v struct {
 		JobID string `json:"job_id"`
 	}
-	if json.Unmarshal(body, &v) == nil && jobs.ValidID(v.JobID) {
-		return v.JobID
+	if json.Unmarshal(body, &v) == nil {
+		if id, ok := jobs.CanonicalID(v.JobID); ok {
+			return id
+		}
 	}
-	if id, _, _ := strings.Cut(msgID, "."); jobs.ValidID(id) {
-		return id
-	}
-	return ""
+	head, _, _ := strings.Cut(msgID, ".")
+	id, _ := jobs.CanonicalID(head)
+	return id
 }
 
 // pacer spaces calls to wait by interval; zero is no pacing.

@@ -40,10 +40,12 @@ func (s *Service) handleStatus(base context.Context, req micro.Request) {
 		s.reply(req, statusLabel, "invalid", badRequest(`body must be {"job_id": "<uuid>"}`))
 		return
 	}
-	if !jobs.ValidID(r.JobID) {
+	id, ok := jobs.CanonicalID(r.JobID)
+	if !ok {
 		s.reply(req, statusLabel, "invalid", badRequest("job_id %q is not a UUID", text.Truncate(r.JobID, 64)))
 		return
 	}
+	r.JobID = id
 	rec, _, err := s.cfg.Store.Get(ctx, r.JobID)
 	if errors.Is(err, jobs.ErrNotFound) {
 		s.reply(req, statusLabel, "not_found", &replyError{code: "404", desc: "JOB_NOT_FOUND: the bridge has no job " + r.JobID})

@@ -103,6 +103,7 @@ func (c *Client) Submit(ctx context.Context, modality string, fields map[string]
 			if err := json.Unmarshal(res, &s); err != nil || s.JobID == "" {
 				return fmt.Errorf("no job_id in %q", text.Truncate(string(res), 200))
 			}
+			s.JobID = strings.ToLower(s.JobID)
 			return nil
 		})
 	if err != nil {
@@ -127,7 +128,7 @@ func (c *Client) GetJob(ctx context.Context, id string, class Class) (Job, error
 	var j Job
 	err := c.do(ctx, class, "GET /job/{id}", http.MethodGet, "/job/"+url.PathEscape(id), nil, "", func(res []byte) error {
 		var err error
-		if j, err = decodeJob(res); err == nil && j.JobID != id {
+		if j, err = decodeJob(res); err == nil && !strings.EqualFold(j.JobID, id) {
 			err = fmt.Errorf("job_id %q, want %q", j.JobID, id)
 		}
 		return err
@@ -346,7 +347,7 @@ func httpError(ep string, status int, hdr http.Header, body []byte) *Error {
 		JobID   string `json:"job_id"`
 	}
 	if json.Unmarshal(body, &b) == nil && (b.Error != "" || b.Message != "") {
-		e.Code, e.Message, e.JobID = b.Error, b.Message, b.JobID
+		e.Code, e.Message, e.JobID = b.Error, b.Message, strings.ToLower(b.JobID)
 	} else {
 		e.Message = text.Truncate(string(body), 200)
 	}
@@ -400,6 +401,8 @@ func decodeJob(raw []byte) (Job, error) {
 	if j.JobID == "" {
 		return Job{}, errors.New("job without job_id")
 	}
+	// The bridge keys jobs by the lower-case form of their id (jobs.CanonicalID); Raw keeps the upstream's.
+	j.JobID = strings.ToLower(j.JobID)
 	j.Raw = bytes.Clone(raw)
 	return j, nil
 }

@@ -3,12 +3,15 @@ package verify
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
@@ -217,5 +220,40 @@ func TestHappyPathRoundTrips(t *testing.T) {
 	rec := e.Record(id)
 	if rec.State != jobs.StateDelivered || rec.Attempts != 1 || rec.WebhookReceivedAt == nil {
 		t.Fatalf("record %+v: the attempt was not written with the delivery", rec)
+	}
+}
+
+// TestUpperCaseIDIsTheSameJob pins issue 12 finding 5: webhooks of one job with its id in upper and in
+// lower case are one job: one record, keyed in lower case, and one result.
+func TestUpperCaseIDIsTheSameJob(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{Seed: 9, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	stop := e.startVerifier()
+	defer stop()
+	id := e.SubmitDirect("prompt", map[string]string{"prompt": "case"})
+	upper := strings.ToUpper(id)
+	e.PublishWebhook("prompt", upper, roletest.WebhookBody(upper, false))
+	e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+	outcome := func(o string) float64 {
+		return roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", o)
+	}
+	// Both webhooks settle: one publishes, the other finds the result out, with no retry in between.
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if got := outcome("published") + outcome("already_delivered") + outcome("retry"); got < 2 {
+			return fmt.Errorf("%v of 2 webhooks settled", got)
+		}
+		return nil
+	})
+	if outcome("published") != 1 || outcome("already_delivered") != 1 || outcome("retry") != 0 {
+		t.Fatalf("outcomes published %v, already_delivered %v, retry %v; want 1, 1, 0",
+			outcome("published"), outcome("already_delivered"), outcome("retry"))
+	}
+	if n := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))[id]; n != 1 {
+		t.Fatalf("%d results for the job, want 1", n)
+	}
+	if _, _, err := e.Deliverer.Store().Get(roletest.Ctx(t, 5*time.Second), upper); !errors.Is(err, jobs.ErrNotFound) {
+		t.Fatalf("a record under the upper-case id: %v", err)
+	}
+	if rec := e.Record(id); rec.State != jobs.StateDelivered {
+		t.Fatalf("record %s, want delivered", rec.State)
 	}
 }

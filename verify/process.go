@@ -401,8 +401,9 @@ func parseJobID(body []byte) (string, error) {
 	if err := json.Unmarshal(raw, &id); err != nil {
 		return "", fmt.Errorf("%w: job_id is not a string", ErrMalformedWebhook)
 	}
-	if !jobs.ValidID(id) {
+	canon, ok := jobs.CanonicalID(id)
+	if !ok {
 		return "", fmt.Errorf("%w: job_id %q is not a UUID", ErrMalformedWebhook, text.Truncate(id, 64))
 	}
-	return id, nil
+	return canon, nil
 }

@@ -41,7 +41,7 @@ func (s *Service) handleStatus(base context.Context, req micro.Request) {
 		return
 	}
 	if !jobs.ValidID(r.JobID) {
-		s.reply(req, statusLabel, "invalid", badRequest("job_id %q is not a UUID", text.Truncate(r.JobID, 64)))
+		s.reply(req, statusLabel, "invalid", badField("job_id", "job_id %q is not a UUID", text.Truncate(r.JobID, 64)))
 		return
 	}
 	rec, _, err := s.cfg.Store.Get(ctx, r.JobID)

@@ -138,7 +138,18 @@ func newLogger(level, format string, w io.Writer) (zerolog.Logger, error) {
 		return zerolog.Logger{}, fmt.Errorf("%sLOG_LEVEL: want trace, debug, info, warn or error; got %q", envPrefix, level)
 	}
 	if format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+	return zerolog.New(w).Level(lvl).Hook(timeHook{}), nil
+}
+
+// logTimeFormat is RFC 3339 with milliseconds: events of one second stay in order across processes.
+const logTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// timeHook stamps each event with the time in logTimeFormat. zerolog's own Timestamp() reads the
+// package-level TimeFieldFormat, and setting that would change every logger of the process.
+type timeHook struct{}
+
+func (timeHook) Run(e *zerolog.Event, _ zerolog.Level, _ string) {
+	e.Str(zerolog.TimestampFieldName, time.Now().UTC().Format(logTimeFormat))
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -29,6 +30,7 @@ import (
 // App is one bridge process: its NATS side, the HTTP listener and the configured roles.
 type App struct {
 	cfg     Config
+	version string
 	log     zerolog.Logger
 	reg     *prometheus.Registry
 	nats    *natsSide
@@ -52,6 +54,8 @@ type options struct {
 	publicFromListener bool
 	// reconcileInstance names the reconciler in its lease, and the process in the shared budget.
 	reconcileInstance string
+	// version is the build's version, for the start-up log, bridge_build_info and the micro service.
+	version string
 }
 
 // Option is an optional knob of [New].
@@ -78,6 +82,15 @@ func WithReconcileInstance(name string) Option {
 	}
 }
 
+// WithVersion sets the build's version: it is logged at start, exported as bridge_build_info{version}
+// and, as semver, is the version of the submit micro service. Default "(devel)".
+func WithVersion(v string) Option {
+	return func(o *options) error {
+		o.version = v
+		return nil
+	}
+}
+
 // New starts NATS (embedded or external), provisions the streams and buckets, binds the HTTP listener
 // and builds every configured role, from a validated cfg ([Config.Validate]). Nothing serves until
 // [App.Run], which also releases everything when it returns.
@@ -88,8 +101,13 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 			return nil, fmt.Errorf("bridge: %w", err)
 		}
 	}
-	a := &App{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	if o.version == "" {
+		o.version = "(devel)"
+	}
+	a := &App{cfg: cfg, log: log, reg: prometheus.NewRegistry(), version: o.version}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(a.reg, o.version)
+	log.Info().Str("version", o.version).Str("go_version", runtime.Version()).Strs("roles", cfg.Roles).Msg("bridge starting")
 	if a.nats, err = startNATS(ctx, cfg, log); err != nil {
 		return nil, err
 	}
@@ -190,7 +208,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		s, err := submit.New(submit.Config{
 			NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
 			Deadlines: deadlines, Log: log, Metrics: a.reg, PublicURL: cfg.PublicURL, Token: cfg.WebhookToken,
-			Ledger: a.pending, PollInterval: cfg.PollInterval,
+			Ledger: a.pending, PollInterval: cfg.PollInterval, Version: serviceVersion(o.version),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("submit: %w", err)
@@ -245,7 +263,7 @@ func (a *App) Run(ctx context.Context) error {
 		defer stopPending()
 		go a.pending.Run(pctx)
 	}
-	a.log.Info().Strs("roles", a.cfg.Roles).Str("http", a.http.Addr().String()).Msg("bridge running")
+	a.log.Info().Str("version", a.version).Strs("roles", a.cfg.Roles).Str("http", a.http.Addr().String()).Msg("bridge running")
 	err := g.Wait()
 	if a.budget != nil {
 		a.budget.Stop() // after the roles: their last calls still draw on it

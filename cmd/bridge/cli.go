@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 		if err != nil {
 			return usageError{err}
 		}
-		a, err := bridge.New(ctx, cfg, log)
+		a, err := bridge.New(ctx, cfg, log, bridge.WithVersion(buildVersion()))
 		if err != nil {
 			return err
 		}
@@ -116,7 +116,10 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	return usageError{fmt.Errorf("unknown command %q; see bridge --help", cmd)}
 }
 
-func versionString() string {
+func versionString() string { return "bridge " + buildVersion() }
+
+// buildVersion is the version set at build time, else the module's version and VCS revision.
+func buildVersion() string {
 	v := version
 	if bi, ok := debug.ReadBuildInfo(); ok && v == "" {
 		v = bi.Main.Version
@@ -129,7 +132,7 @@ func versionString() string {
 	if v == "" {
 		v = "(devel)"
 	}
-	return "bridge " + v
+	return v
 }
 
 func newLogger(level, format string, w io.Writer) (zerolog.Logger, error) {

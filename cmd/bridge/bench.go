@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"runtime"
 	"slices"
 	"strings"
@@ -21,7 +19,14 @@ import (
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
-const benchUsage = `bridge bench: drive webhooks (or submissions) into a bridge and measure it.
+var benchCommand = &command{
+	name: "bench", args: "[flags]", summary: "drive webhooks or submissions at a bridge and measure (in-process by default)",
+	run: runBench,
+}
+
+const benchUsage = `bridge bench [flags]
+
+Drives webhooks (or submissions) into a bridge and measures it.
 
 Without --target it starts everything in-process: an embedded nats-server, the upstream simulator
 (jobs finish at once, no faults) and every role, as bridge demo does. With --target it drives a running
@@ -32,19 +37,12 @@ knows them: webhooks for jobs it does not know are verified only within its smal
 In-process, the simulator then sends no webhooks of its own and polling waits an hour, so every result
 comes from a webhook the bench sent. Against --target without --nats, webhooks carry made-up job ids
 (ingest is measured; the bridge dead-letters them). Only loopback targets. The run ends at --count or
---duration, whichever comes first, then waits up to --settle for the results.
-
-Flags:
-`
+--duration, whichever comes first, then waits up to --settle for the results.`
 
 // runBench is bridge bench.
-func runBench(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bridge bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, benchUsage)
-		fs.PrintDefaults()
-	}
+func runBench(ctx context.Context, c *cli, args []string) error {
+	stdout := c.stdout
+	fs := newFlagSet("bridge bench", benchUsage, c)
 	var cfg loadgen.Config
 	target := fs.String("target", "", "base URL of a running bridge's HTTP listener (loopback); empty starts one in-process")
 	natsURL := fs.String("nats", "", "NATS URL of the --target bridge, to observe results and for --submit")
@@ -59,14 +57,8 @@ func runBench(ctx context.Context, args []string, env map[string]string, stdout,
 	keep := fs.Bool("keep", false, "in-process: keep the data directory and bridge.log")
 	roles := fs.String("roles", "", "in-process: BRIDGE_ROLES of the bridge (default all); ingest alone measures the webhook path without the verifier competing for CPU")
 	floor := fs.Bool("floor", false, "in-process webhook mode: first drive a bare net/http + nats.go handler on the same server the same way, and print ingest's ratio to it")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("bridge bench takes no arguments; see bridge bench -h")}
+	if err := fs.noArgs(args); err != nil {
+		return err
 	}
 	if *natsURL != "" {
 		for u := range strings.SplitSeq(*natsURL, ",") {

@@ -14,6 +14,11 @@ import (
 	"github.com/evershield/bridge/ops"
 )
 
+var statusCommand = &command{
+	name: "status", args: "[-json]", summary: "what is pending, stuck and why: streams, consumers, jobs, budget, dead letters",
+	run: runStatus,
+}
+
 const statusSynopsis = `bridge status [-json] [-metrics-url URL]... [-sample D] [-max-jobs N] [-near D]
 
 One screen: NATS servers and stream health, consumer lag, pending jobs per modality with the oldest age,
@@ -21,8 +26,8 @@ jobs near their deadline, dead letters, and, from running bridges' /metrics, rea
 use and recent 429s. Ends with what needs attention.`
 
 // runStatus is bridge status.
-func runStatus(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bridge status", statusSynopsis, stderr)
+func runStatus(ctx context.Context, c *cli, args []string) error {
+	fs := newFlagSet("bridge status", statusSynopsis, c)
 	var urls listFlag
 	fs.Var(&urls, "metrics-url", "a bridge's /metrics (repeatable; \"none\" skips); default http://127.0.0.1:<BRIDGE_HTTP_ADDR port>/metrics")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -30,14 +35,14 @@ func runStatus(ctx context.Context, args []string, env map[string]string, stdout
 	maxJobs := fs.Int("max-jobs", 100_000, "read at most this many JOBS records")
 	near := fs.Duration("near", time.Minute, "list pending jobs this close to their deadline")
 	nearList := fs.Int("near-list", 10, "list at most this many near-deadline jobs")
-	pos, err := parseArgs(fs, args)
+	pos, err := fs.parse(args)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 	if len(pos) > 0 {
-		return usageError{fmt.Errorf("bridge status: unexpected argument %q", pos[0])}
+		return fs.fail(fmt.Errorf("bridge status: unexpected argument %q", pos[0]))
 	}
-	nc, js, cfg, err := opsConnect(ctx, env)
+	nc, js, cfg, err := opsConnect(ctx, c.env)
 	if err != nil {
 		return err
 	}
@@ -56,9 +61,9 @@ func runStatus(ctx context.Context, args []string, env map[string]string, stdout
 		return err
 	}
 	if *asJSON {
-		return writeJSON(stdout, rep)
+		return writeJSON(c.stdout, rep)
 	}
-	printStatus(stdout, rep)
+	printStatus(c.stdout, rep)
 	return nil
 }
 

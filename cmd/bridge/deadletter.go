@@ -68,13 +68,15 @@ func (d *dlFilterFlags) selects() bool {
 // runDeadletterList is bridge deadletter list.
 func runDeadletterList(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet("bridge deadletter list", deadletterListUsage, c)
+	var nf natsFlags
+	nf.register(fs)
 	var sel dlFilterFlags
 	sel.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.noArgs(args); err != nil {
 		return err
 	}
-	nc, js, _, err := opsConnect(ctx, c.env)
+	nc, js, _, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}
@@ -109,6 +111,8 @@ func runDeadletterList(ctx context.Context, c *cli, args []string) error {
 // runDeadletterShow is bridge deadletter show.
 func runDeadletterShow(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet("bridge deadletter show", deadletterShowUsage, c)
+	var nf natsFlags
+	nf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, err := fs.parse(args)
 	if err != nil {
@@ -121,7 +125,7 @@ func runDeadletterShow(ctx context.Context, c *cli, args []string) error {
 	if len(seqs) == 0 {
 		return fs.fail(fmt.Errorf("bridge deadletter show: give one or more sequences (see bridge deadletter list)"))
 	}
-	nc, js, _, err := opsConnect(ctx, c.env)
+	nc, js, _, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}
@@ -159,6 +163,8 @@ func printDeadLetter(w io.Writer, d ops.DeadLetter) {
 // runDeadletterRedrive is bridge deadletter redrive.
 func runDeadletterRedrive(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet("bridge deadletter redrive", deadletterRedriveUsage, c)
+	var nf natsFlags
+	nf.register(fs)
 	var sel dlFilterFlags
 	sel.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -178,7 +184,7 @@ func runDeadletterRedrive(ctx context.Context, c *cli, args []string) error {
 	if len(seqs) == 0 && !sel.selects() && !*all {
 		return fs.fail(fmt.Errorf("bridge deadletter redrive: select what to redrive (sequences, -reason, -job, -since, -from-seq) or say -all"))
 	}
-	nc, js, cfg, err := opsConnect(ctx, c.env)
+	nc, js, cfg, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}

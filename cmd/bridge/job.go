@@ -23,6 +23,8 @@ A small client of jobs.status: prints {"job": <JOBS record>, "result": <result m
 // runJobClient is bridge job.
 func runJobClient(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet("bridge job", jobSynopsis, c)
+	var nf natsFlags
+	nf.register(fs)
 	wait := fs.Bool("wait", false, "wait until the job's result is out")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait")
 	pos, err := fs.parse(args)
@@ -39,7 +41,7 @@ func runJobClient(ctx context.Context, c *cli, args []string) error {
 	if *wait {
 		get = waitResult
 	}
-	return withClient(ctx, c.env, *timeout, func(ctx context.Context, nc *nats.Conn) error {
+	return withClient(ctx, c.env, nf, *timeout, func(ctx context.Context, nc *nats.Conn) error {
 		raw, err := get(ctx, nc, pos[0])
 		if err != nil {
 			return fmt.Errorf("bridge job %s: %w", pos[0], err)

@@ -27,6 +27,8 @@ interrupted replay. Without -name, the name is derived from the selection and ta
 // runReplay is bridge replay.
 func runReplay(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet("bridge replay", replaySynopsis, c)
+	var nf natsFlags
+	nf.register(fs)
 	now := time.Now
 	var subjects, jobIDs listFlag
 	since, until := timeFlag{now: now}, timeFlag{now: now}
@@ -63,7 +65,7 @@ func runReplay(ctx context.Context, c *cli, args []string) error {
 		*name = ops.NameFor(key)
 	}
 
-	nc, js, cfg, err := opsConnect(ctx, c.env)
+	nc, js, cfg, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}

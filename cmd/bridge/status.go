@@ -28,8 +28,10 @@ use and recent 429s. Ends with what needs attention.`
 // runStatus is bridge status.
 func runStatus(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet("bridge status", statusSynopsis, c)
+	var nf natsFlags
+	nf.register(fs)
 	var urls listFlag
-	fs.Var(&urls, "metrics-url", "a bridge's /metrics (repeatable; \"none\" skips); default http://127.0.0.1:<BRIDGE_HTTP_ADDR port>/metrics")
+	fs.Var(&urls, "metrics-url", "a bridge's /metrics (repeatable; \"none\" skips); default http://127.0.0.1:<port of BRIDGE_ADMIN_ADDR, else BRIDGE_HTTP_ADDR>/metrics")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	sample := fs.Duration("sample", 2*time.Second, "scrape metrics twice this far apart for rates (0 = once, totals only)")
 	maxJobs := fs.Int("max-jobs", 100_000, "read at most this many JOBS records")
@@ -42,20 +44,24 @@ func runStatus(ctx context.Context, c *cli, args []string) error {
 	if len(pos) > 0 {
 		return fs.fail(fmt.Errorf("bridge status: unexpected argument %q", pos[0]))
 	}
-	nc, js, cfg, err := opsConnect(ctx, c.env)
+	nc, js, cfg, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	if len(urls) == 0 {
-		urls = listFlag{"http://" + loopback(cfg.HTTPAddr) + "/metrics"}
+		urls = listFlag{"http://" + loopback(first(cfg.AdminAddr, cfg.HTTPAddr)) + "/metrics"}
+	}
+	rpm := 0 // the limit in the shared budget bucket
+	if cfg.APIRPM != nil {
+		rpm = *cfg.APIRPM
 	}
 	if len(urls) == 1 && urls[0] == "none" {
 		urls = nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second+*sample)
 	defer cancel()
-	rep, err := ops.Status(ctx, ops.StatusConfig{JS: js, MetricsURLs: urls, Sample: *sample, RPM: cfg.APIRPM,
+	rep, err := ops.Status(ctx, ops.StatusConfig{JS: js, MetricsURLs: urls, Sample: *sample, RPM: rpm,
 		MaxJobs: *maxJobs, Near: *near, NearList: *nearList})
 	if err != nil {
 		return err

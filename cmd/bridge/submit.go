@@ -30,6 +30,8 @@ result is out and prints that.`
 // runSubmitClient is bridge submit.
 func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 	fs := newFlagSet("bridge submit", submitSynopsis, c)
+	var nf natsFlags
+	nf.register(fs)
 	var fieldArgs listFlag
 	fs.Func("field", "a form field k=v (repeatable)", func(v string) error {
 		fieldArgs = append(fieldArgs, v)
@@ -73,7 +75,7 @@ func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 	if *wait && *key == "" {
 		*key = uuid.NewString() // a retry after a lost reply must not submit twice
 	}
-	return withClient(ctx, c.env, *timeout, func(ctx context.Context, nc *nats.Conn) error {
+	return withClient(ctx, c.env, nf, *timeout, func(ctx context.Context, nc *nats.Conn) error {
 		rep, raw, err := ops.Submit(ctx, nc, modality, fields, *key)
 		if se, ok := errors.AsType[*ops.ServiceError](err); ok && se.Busy() {
 			return fmt.Errorf("bridge submit %s: refused, the account's upstream budget is busy with accepted work; "+
@@ -92,8 +94,8 @@ func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 }
 
 // withClient runs f, the work of bridge submit or bridge job, with a connection and within timeout.
-func withClient(ctx context.Context, env map[string]string, timeout time.Duration, f func(context.Context, *nats.Conn) error) error {
-	nc, _, _, err := opsConnect(ctx, env)
+func withClient(ctx context.Context, env map[string]string, nf natsFlags, timeout time.Duration, f func(context.Context, *nats.Conn) error) error {
+	nc, _, _, err := opsConnect(ctx, env, nf)
 	if err != nil {
 		return err
 	}

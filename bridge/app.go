@@ -104,6 +104,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 	if o.version == "" {
 		o.version = "(devel)"
 	}
+	if o.reconcileInstance == "" {
+		o.reconcileInstance = processName()
+	}
 	a := &App{cfg: cfg, log: log, reg: prometheus.NewRegistry(), version: o.version}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerBuildInfo(a.reg, o.version)
@@ -116,13 +119,41 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 			a.nats.close()
 		}
 	}()
+	if err := a.listen(o); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = a.http.Close()
+		}
+	}()
+	if !a.cfg.needsUpstream() {
+		return a, nil
+	}
+	if err := a.startUpstream(ctx, o.reconcileInstance); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			a.budget.Stop()
+		}
+	}()
+	if err := a.addRoles(o); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
 
+// listen builds the ingest handler (health and metrics too) and binds the HTTP listener.
+func (a *App) listen(o options) error {
+	cfg := a.cfg
+	var err error
 	a.handler, err = ingest.New(ingest.Config{
-		Publisher: a.nats.js, Log: log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
+		Publisher: a.nats.js, Log: a.log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
 		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("ingest: %w", err)
+		return fmt.Errorf("ingest: %w", err)
 	}
 	registerReadiness(a.reg, a.handler)
 	var h http.Handler = a.handler
@@ -130,103 +161,106 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		h = withoutWebhooks(a.handler)
 	}
 	a.http, err = ingest.Listen(ingest.ServerConfig{
-		Addr: cfg.HTTPAddr, Handler: h, Log: log, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+		Addr: cfg.HTTPAddr, Handler: h, Log: a.log, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 		OnShutdown: a.handler.SetShuttingDown,
 	})
 	if errors.Is(err, ingest.ErrTLSKeyPair) {
-		return nil, fmt.Errorf("%sTLS_CERT_FILE, %sTLS_KEY_FILE: %w", EnvPrefix, EnvPrefix, err)
+		return fmt.Errorf("%sTLS_CERT_FILE, %sTLS_KEY_FILE: %w", EnvPrefix, EnvPrefix, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%sHTTP_ADDR: %w", EnvPrefix, err)
+		return fmt.Errorf("%sHTTP_ADDR: %w", EnvPrefix, err)
 	}
-	defer func() {
-		if err != nil {
-			_ = a.http.Close()
-		}
-	}()
 	a.roles = append(a.roles, role{"http", a.http.Run})
 	if o.publicFromListener && cfg.PublicURL == "" {
 		scheme := "http"
 		if cfg.TLSCertFile != "" {
 			scheme = "https"
 		}
-		cfg.PublicURL = scheme + "://" + a.http.Addr().String()
-		a.cfg.PublicURL = cfg.PublicURL
+		a.cfg.PublicURL = scheme + "://" + a.http.Addr().String()
 	}
-	if !cfg.needsUpstream() {
-		return a, nil
-	}
+	return nil
+}
 
-	instance := o.reconcileInstance
-	if instance == "" {
-		instance = processName()
-	}
-	// Every upstream call of every process on this NATS draws on the one account-wide budget.
+// startUpstream starts the share of the account-wide budget, which every upstream call of every process
+// on this NATS draws on, and the upstream client.
+func (a *App) startUpstream(ctx context.Context, instance string) error {
+	cfg := a.cfg
+	var err error
 	a.budget, err = budget.New(budget.Config{
-		KV: a.nats.res.Budget, RPM: cfg.APIRPM, Burst: cfg.APIBurst, Instance: instance, Log: log, Metrics: a.reg,
+		KV: a.nats.res.Budget, RPM: cfg.APIRPM, Burst: cfg.APIBurst, Instance: instance, Log: a.log, Metrics: a.reg,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("budget: %w", err)
+		return fmt.Errorf("budget: %w", err)
 	}
 	if err := a.budget.Start(ctx); err != nil {
-		return nil, fmt.Errorf("budget: %w", err)
+		return fmt.Errorf("budget: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			a.budget.Stop()
-		}
-	}()
 	a.api, err = upstream.New(upstream.Config{
-		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Limiter: a.budget, Log: log, Metrics: a.reg,
+		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Limiter: a.budget, Log: a.log, Metrics: a.reg,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("upstream: %w", err)
+		a.budget.Stop()
+		return fmt.Errorf("upstream: %w", err)
 	}
+	return nil
+}
+
+// addRoles builds the configured roles that call the upstream, in their stop order.
+func (a *App) addRoles(o options) error {
+	cfg := a.cfg
 	store := jobs.NewStore(a.nats.res.Jobs)
 	deadlines := cfg.deadlines()
-	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: log})
+	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: a.log})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.Has(RoleVerify) {
 		v, err := verify.New(verify.Config{
-			JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: log, Metrics: a.reg,
+			JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: a.log, Metrics: a.reg,
 			UnknownRPM: cfg.UnknownRPM(),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("verify: %w", err)
+			return fmt.Errorf("verify: %w", err)
 		}
 		a.roles = append(a.roles, role{RoleVerify, v.Run})
 	}
 	if cfg.Has(RoleSubmit) {
-		// The ledger of owed verifications: every pending job of the account, kept by a JOBS watch.
-		a.pending = jobs.NewPending(store.KV(), log)
-		a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "bridge_budget_owed_jobs",
-			Help: "Pending jobs of the account, each owing the upstream one verification; admission plans for them before it accepts a submission.",
-		}, func() float64 { return float64(a.pending.Count()) }))
-		s, err := submit.New(submit.Config{
-			NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
-			Deadlines: deadlines, Log: log, Metrics: a.reg, PublicURL: cfg.PublicURL, Token: cfg.WebhookToken,
-			Ledger: a.pending, PollInterval: cfg.PollInterval, Version: serviceVersion(o.version),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("submit: %w", err)
+		if err := a.addSubmit(store, deadlines, o.version); err != nil {
+			return err
 		}
-		a.roles = append(a.roles, role{RoleSubmit, s.Run})
 	}
 	if cfg.Has(RoleReconcile) {
 		r, err := reconcile.New(reconcile.Config{
 			Jobs: store, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
-			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Log: log, Metrics: a.reg,
-			Instance: instance,
+			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Log: a.log, Metrics: a.reg,
+			Instance: o.reconcileInstance,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("reconcile: %w", err)
+			return fmt.Errorf("reconcile: %w", err)
 		}
 		a.roles = append(a.roles, role{RoleReconcile, r.Run})
 	}
-	return a, nil
+	return nil
+}
+
+// addSubmit builds the submit service and the ledger of owed verifications it admits by.
+func (a *App) addSubmit(store *jobs.Store, deadlines jobs.Deadlines, version string) error {
+	// The ledger of owed verifications: every pending job of the account, kept by a JOBS watch.
+	a.pending = jobs.NewPending(store.KV(), a.log)
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bridge_budget_owed_jobs",
+		Help: "Pending jobs of the account, each owing the upstream one verification; admission plans for them before it accepts a submission.",
+	}, func() float64 { return float64(a.pending.Count()) }))
+	s, err := submit.New(submit.Config{
+		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
+		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,
+		Ledger: a.pending, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
+	})
+	if err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	a.roles = append(a.roles, role{RoleSubmit, s.Run})
+	return nil
 }
 
 // Run serves every role until ctx is cancelled or one fails, then shuts down in one fixed order, the

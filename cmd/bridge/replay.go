@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -90,25 +91,7 @@ func runReplay(ctx context.Context, c *cli, args []string) error {
 			return jerr
 		}
 	} else {
-		verb := "published"
-		if res.DryRun {
-			verb = "would publish"
-		}
-		fmt.Fprintf(c.stdout, "replay %s (%s, %s): %s %d of %d scanned", res.Name, res.Stream, res.Target, verb, res.Published, res.Scanned)
-		if res.Duplicates > 0 {
-			fmt.Fprintf(c.stdout, " (%d already in the target from an earlier run)", res.Duplicates)
-		}
-		if res.Resumed {
-			fmt.Fprintf(c.stdout, ", resumed after seq %d", res.ResumedAfter)
-		}
-		fmt.Fprintf(c.stdout, ", in %.1fs\n", res.Elapsed.Seconds())
-		switch {
-		case res.DryRun:
-		case res.Done:
-			fmt.Fprintf(c.stdout, "done: %d published in all, through seq %d\n", res.TotalPublished, res.EndSeq)
-		default:
-			fmt.Fprintf(c.stdout, "stopped at seq %d of %d; run the same command (or -name %s) to resume\n", res.LastSeq, res.EndSeq, res.Name)
-		}
+		printReplay(c.stdout, res)
 	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
@@ -117,4 +100,27 @@ func runReplay(ctx context.Context, c *cli, args []string) error {
 		return opsError(fmt.Errorf("bridge replay %s: %w", res.Name, err))
 	}
 	return nil
+}
+
+// printReplay prints the closing count of a replay.
+func printReplay(w io.Writer, res ops.ReplayResult) {
+	verb := "published"
+	if res.DryRun {
+		verb = "would publish"
+	}
+	fmt.Fprintf(w, "replay %s (%s, %s): %s %d of %d scanned", res.Name, res.Stream, res.Target, verb, res.Published, res.Scanned)
+	if res.Duplicates > 0 {
+		fmt.Fprintf(w, " (%d already in the target from an earlier run)", res.Duplicates)
+	}
+	if res.Resumed {
+		fmt.Fprintf(w, ", resumed after seq %d", res.ResumedAfter)
+	}
+	fmt.Fprintf(w, ", in %.1fs\n", res.Elapsed.Seconds())
+	switch {
+	case res.DryRun:
+	case res.Done:
+		fmt.Fprintf(w, "done: %d published in all, through seq %d\n", res.TotalPublished, res.EndSeq)
+	default:
+		fmt.Fprintf(w, "stopped at seq %d of %d; run the same command (or -name %s) to resume\n", res.LastSeq, res.EndSeq, res.Name)
+	}
 }

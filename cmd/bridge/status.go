@@ -74,8 +74,30 @@ func runStatus(ctx context.Context, c *cli, args []string) error {
 }
 
 func printStatus(w io.Writer, rep ops.Report) {
-	n := rep.NATS
 	fmt.Fprintf(w, "bridge status at %s\n\n", rep.At.Local().Format(time.DateTime))
+	printNATS(w, rep.NATS)
+	printBudget(w, rep.Budget)
+	printStreams(w, rep)
+	printJobs(w, rep.Jobs)
+	d := rep.DeadLetters
+	fmt.Fprintf(w, "\nDEAD LETTERS  %d%s", d.Total, byReason(d.ByReason))
+	if d.Total > 0 {
+		fmt.Fprintf(w, " (newest %s ago)", ago(rep.At.Sub(d.LastTime)))
+	}
+	fmt.Fprintln(w)
+	printBridges(w, rep.Bridges)
+	fmt.Fprintln(w)
+	if len(rep.Attention) == 0 {
+		fmt.Fprintln(w, "All clear: nothing stuck.")
+		return
+	}
+	fmt.Fprintln(w, "ATTENTION")
+	for _, a := range rep.Attention {
+		fmt.Fprintf(w, "  ! %s\n", a)
+	}
+}
+
+func printNATS(w io.Writer, n ops.NATSStatus) {
 	fmt.Fprintf(w, "NATS  %s (server %s, %s", n.Connected, n.ServerName, n.Version)
 	if n.Cluster != "" {
 		fmt.Fprintf(w, ", cluster %s", n.Cluster)
@@ -94,45 +116,38 @@ func printStatus(w io.Writer, rep ops.Report) {
 		fmt.Fprintf(w, "      servers: %s\n", strings.Join(parts, ", "))
 	}
 	fmt.Fprintln(w)
+}
 
-	if b := rep.Budget; b != nil {
-		fmt.Fprintf(w, "UPSTREAM BUDGET  limit %d/min for the account, %.1f requests in the bucket, %d leased in all, %d jobs owe a verification",
-			b.RPM, b.Level, b.Leased, b.Owed)
-		if b.PausedFor > 0 {
-			fmt.Fprintf(w, ", PAUSED %.0fs after a 429", b.PausedFor)
-		}
-		if b.RateFactor < 1 {
-			fmt.Fprintf(w, ", rate at %.0f%% after 429s", b.RateFactor*100)
-		}
-		fmt.Fprintln(w)
-		for _, u := range b.Processes {
-			fmt.Fprintf(w, "  process %s (%s): %d requests leased, %d submissions refused BUSY by the budget, waiting %v\n",
-				u.Instance, u.Budget, u.Leased, u.Refused, u.Waiting)
-		}
-		fmt.Fprintln(w)
+func printBudget(w io.Writer, b *ops.BudgetStatus) {
+	if b == nil {
+		return
 	}
+	fmt.Fprintf(w, "UPSTREAM BUDGET  limit %d/min for the account, %.1f requests in the bucket, %d leased in all, %d jobs owe a verification",
+		b.RPM, b.Level, b.Leased, b.Owed)
+	if b.PausedFor > 0 {
+		fmt.Fprintf(w, ", PAUSED %.0fs after a 429", b.PausedFor)
+	}
+	if b.RateFactor < 1 {
+		fmt.Fprintf(w, ", rate at %.0f%% after 429s", b.RateFactor*100)
+	}
+	fmt.Fprintln(w)
+	for _, u := range b.Processes {
+		fmt.Fprintf(w, "  process %s (%s): %d requests leased, %d submissions refused BUSY by the budget, waiting %v\n",
+			u.Instance, u.Budget, u.Leased, u.Refused, u.Waiting)
+	}
+	fmt.Fprintln(w)
+}
 
+// printStreams prints each stream's health, then each durable consumer's lag.
+func printStreams(w io.Writer, rep ops.Report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "STREAM\tMSGS\tBYTES\tLAST\tR\tLEADER\tHEALTH")
 	for _, s := range rep.Streams {
-		health := "ok"
-		switch {
-		case s.Problem != "":
-			health = strings.ToUpper(s.Problem)
-		case !s.Healthy:
-			var bad []string
-			for _, p := range s.Peers {
-				if p.Offline || !p.Current {
-					bad = append(bad, fmt.Sprintf("%s lag %d", p.Name, p.Lag))
-				}
-			}
-			health = "DEGRADED " + strings.Join(bad, ", ")
-		}
 		last := "-"
 		if !s.LastTime.IsZero() && s.Messages > 0 {
 			last = ago(rep.At.Sub(s.LastTime))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.Messages, bytesHuman(s.Bytes), last, s.Replicas, dash(s.Leader), health)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.Messages, bytesHuman(s.Bytes), last, s.Replicas, dash(s.Leader), streamHealth(s))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -144,8 +159,26 @@ func printStatus(w io.Writer, rep ops.Report) {
 		}
 	}
 	tw.Flush()
+}
 
-	j := rep.Jobs
+func streamHealth(s ops.StreamStatus) string {
+	switch {
+	case s.Problem != "":
+		return strings.ToUpper(s.Problem)
+	case !s.Healthy:
+		var bad []string
+		for _, p := range s.Peers {
+			if p.Offline || !p.Current {
+				bad = append(bad, fmt.Sprintf("%s lag %d", p.Name, p.Lag))
+			}
+		}
+		return "DEGRADED " + strings.Join(bad, ", ")
+	}
+	return "ok"
+}
+
+// printJobs prints the JOBS records by state, pending jobs per modality and those near their deadline.
+func printJobs(w io.Writer, j ops.JobsStatus) {
 	fmt.Fprintf(w, "\nJOBS  %d records", j.Records)
 	if j.Truncated {
 		fmt.Fprintf(w, " (first %d read)", j.Scanned)
@@ -156,74 +189,62 @@ func printStatus(w io.Writer, rep ops.Report) {
 	}
 	fmt.Fprintf(w, ": %s\n", strings.Join(states, ", "))
 	if len(j.Pending) > 0 {
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PENDING\tJOBS\tOLDEST\tOLDEST_JOB")
 		for _, p := range j.Pending {
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", p.Modality, p.Count, secs(p.OldestAge), p.OldestJobID)
 		}
 		tw.Flush()
 	}
-	if len(j.NearJobs) > 0 {
-		fmt.Fprintf(w, "\nNEAR DEADLINE  %d within the window, %d overdue\n", j.NearDeadline, j.Overdue)
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "JOB_ID\tMODALITY\tAGE\tDEADLINE\tATTEMPTS\tWEBHOOK\tLAST_STATUS\tLAST_ERROR")
-		for _, b := range j.NearJobs {
-			dl := "in " + secs(b.DeadlineIn)
-			if b.DeadlineIn < 0 {
-				dl = secs(-b.DeadlineIn) + " ago"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%v\t%s\t%s\n", b.JobID, b.Modality, secs(b.Age), dl, b.Attempts, b.Webhook,
-				dash(b.LastStatus), dash(text.Truncate(b.LastError, 60)))
-		}
-		tw.Flush()
-	}
-
-	d := rep.DeadLetters
-	fmt.Fprintf(w, "\nDEAD LETTERS  %d%s", d.Total, byReason(d.ByReason))
-	if d.Total > 0 {
-		fmt.Fprintf(w, " (newest %s ago)", ago(rep.At.Sub(d.LastTime)))
-	}
-	fmt.Fprintln(w)
-
-	if len(rep.Bridges) > 0 {
-		fmt.Fprintln(w)
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "BRIDGE\tREADY\tRECONCILE\tCALLS/MIN\tBUDGET\t429s(SAMPLE)\t429s(TOTAL)\tDEAD_LETTERS")
-		for _, b := range rep.Bridges {
-			if b.Error != "" {
-				fmt.Fprintf(tw, "%s\t%s\n", b.URL, b.Error)
-				continue
-			}
-			ready, leader, cpm, use, recent := "?", "-", "-", "-", "-"
-			if b.Ready != nil {
-				ready = map[bool]string{true: "yes", false: "NO"}[*b.Ready]
-			}
-			if b.ReconcileLeader != nil {
-				leader = map[bool]string{true: "leader", false: "standby"}[*b.ReconcileLeader]
-			}
-			if b.CallsPerMinute != nil {
-				cpm = fmt.Sprintf("%.1f", *b.CallsPerMinute)
-				use = fmt.Sprintf("%.0f%% of %d", *b.BudgetUse*100, b.BudgetRPM)
-				recent = fmt.Sprintf("%.0f in %.0fs", *b.RateLimitedRecent, b.SampleSeconds)
-			}
-			var dl float64
-			for _, v := range b.DeadLetters {
-				dl += v
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\n", b.URL, ready, leader, cpm, use, recent, b.RateLimited, dl)
-		}
-		tw.Flush()
-	}
-
-	fmt.Fprintln(w)
-	if len(rep.Attention) == 0 {
-		fmt.Fprintln(w, "All clear: nothing stuck.")
+	if len(j.NearJobs) == 0 {
 		return
 	}
-	fmt.Fprintln(w, "ATTENTION")
-	for _, a := range rep.Attention {
-		fmt.Fprintf(w, "  ! %s\n", a)
+	fmt.Fprintf(w, "\nNEAR DEADLINE  %d within the window, %d overdue\n", j.NearDeadline, j.Overdue)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "JOB_ID\tMODALITY\tAGE\tDEADLINE\tATTEMPTS\tWEBHOOK\tLAST_STATUS\tLAST_ERROR")
+	for _, b := range j.NearJobs {
+		dl := "in " + secs(b.DeadlineIn)
+		if b.DeadlineIn < 0 {
+			dl = secs(-b.DeadlineIn) + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%v\t%s\t%s\n", b.JobID, b.Modality, secs(b.Age), dl, b.Attempts, b.Webhook,
+			dash(b.LastStatus), dash(text.Truncate(b.LastError, 60)))
 	}
+	tw.Flush()
+}
+
+// printBridges prints what each running bridge's /metrics and /readyz said.
+func printBridges(w io.Writer, bridges []ops.BridgeStatus) {
+	if len(bridges) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "BRIDGE\tREADY\tRECONCILE\tCALLS/MIN\tBUDGET\t429s(SAMPLE)\t429s(TOTAL)\tDEAD_LETTERS")
+	for _, b := range bridges {
+		if b.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\n", b.URL, b.Error)
+			continue
+		}
+		ready, leader, cpm, use, recent := "?", "-", "-", "-", "-"
+		if b.Ready != nil {
+			ready = map[bool]string{true: "yes", false: "NO"}[*b.Ready]
+		}
+		if b.ReconcileLeader != nil {
+			leader = map[bool]string{true: "leader", false: "standby"}[*b.ReconcileLeader]
+		}
+		if b.CallsPerMinute != nil {
+			cpm = fmt.Sprintf("%.1f", *b.CallsPerMinute)
+			use = fmt.Sprintf("%.0f%% of %d", *b.BudgetUse*100, b.BudgetRPM)
+			recent = fmt.Sprintf("%.0f in %.0fs", *b.RateLimitedRecent, b.SampleSeconds)
+		}
+		var dl float64
+		for _, v := range b.DeadLetters {
+			dl += v
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\n", b.URL, ready, leader, cpm, use, recent, b.RateLimited, dl)
+	}
+	tw.Flush()
 }
 
 func secs(s float64) string {

@@ -59,7 +59,7 @@ type Config struct {
 	Deadlines jobs.Deadlines
 	// Log receives the submitter's events, tagged component=submit.
 	Log zerolog.Logger
-	// Metrics registers bridge_submit_requests_total; nil registers nothing.
+	// Metrics registers bridge_submit_requests_total and bridge_submit_status_requests_total; nil registers nothing.
 	Metrics prometheus.Registerer
 	// Now is the clock of submitted_at and deadlines; default time.Now.
 	Now func() time.Time
@@ -303,7 +303,7 @@ func (s *Service) Start(ctx context.Context) error {
 			return fmt.Errorf("add endpoint %s: %w", bjs.SubjectSubmit+modality, err)
 		}
 	}
-	if err := svc.AddEndpoint("status", s.async("status", s.handleStatus), micro.WithEndpointSubject(bjs.SubjectJobStatus)); err != nil {
+	if err := svc.AddEndpoint(statusLabel, s.async(statusLabel, s.handleStatus), micro.WithEndpointSubject(bjs.SubjectJobStatus)); err != nil {
 		_ = svc.Stop()
 		s.cancel()
 		return fmt.Errorf("add endpoint %s: %w", bjs.SubjectJobStatus, err)
@@ -435,9 +435,9 @@ func badField(field, format string, args ...any) *replyError {
 // reply answers req with v (JSON) or e, and counts the outcome. It publishes to the reply subject itself
 // rather than through req.Respond/req.Error: those record the outcome in the request for micro's stats,
 // which micro reads as soon as the (asynchronous) handler returned, a data race. So micro's stats count
-// requests but not errors; bridge_submit_requests_total has the outcomes.
+// requests but not errors; bridge_submit_requests_total and bridge_submit_status_requests_total have the outcomes.
 func (s *Service) reply(req micro.Request, label, outcome string, e *replyError, v ...any) {
-	s.metrics.requests.WithLabelValues(label, outcome).Inc()
+	s.metrics.count(label, outcome)
 	if req.Reply() == "" {
 		return
 	}

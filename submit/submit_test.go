@@ -164,3 +164,43 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 		t.Fatalf("%d upstream submissions, want 4", n)
 	}
 }
+
+// TestStatusRequestsHaveTheirOwnMetric: jobs.status requests are counted in
+// bridge_submit_status_requests_total, not as a modality "status" of bridge_submit_requests_total.
+func TestStatusRequestsHaveTheirOwnMetric(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	e.startSubmitter()
+	reply := e.Request(bjs.SubjectJobStatus, []byte(`{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"}`), nil)
+	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "404" {
+		t.Fatalf("code %q, want 404", code)
+	}
+	e.Request(bjs.SubjectJobStatus, []byte(`{"job_id":"nope"}`), nil)
+	got := map[string]float64{}
+	mfs, err := e.Reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += " " + l.GetName() + "=" + l.GetValue()
+			}
+			got[key] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"bridge_submit_status_requests_total outcome=not_found": 1,
+		"bridge_submit_status_requests_total outcome=invalid":   1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	for k := range got {
+		if strings.Contains(k, "bridge_submit_requests_total") && strings.Contains(k, "modality=status") {
+			t.Errorf("jobs.status still counted as a modality: %s", k)
+		}
+	}
+}

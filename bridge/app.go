@@ -38,6 +38,8 @@ type App struct {
 	budget  *budget.Shared
 	pending *jobs.Pending
 	http    *ingest.Server
+	// admin serves health and metrics when BRIDGE_ADMIN_ADDR is set; nil otherwise.
+	admin   *ingest.Server
 	handler *ingest.Handler
 	// roles run in one group; the first to fail stops all.
 	roles []role
@@ -127,21 +129,39 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 			_ = a.http.Close()
 		}
 	}()
-	if !a.cfg.needsUpstream() {
-		return a, nil
-	}
-	if err := a.startUpstream(ctx, o.reconcileInstance); err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			a.budget.Stop()
+	if a.cfg.needsUpstream() {
+		if err := a.startUpstream(ctx, o.reconcileInstance); err != nil {
+			return nil, err
 		}
-	}()
-	if err := a.addRoles(o); err != nil {
+		defer func() {
+			if err != nil {
+				a.budget.Stop()
+			}
+		}()
+		if err := a.addRoles(o); err != nil {
+			return nil, err
+		}
+	}
+	// The admin listener is added last, so it stops last: /metrics and /readyz (503 by then) answer
+	// while the roles drain.
+	if err := a.listenAdmin(); err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// listenAdmin binds the health and metrics listener of BRIDGE_ADMIN_ADDR, when it is set.
+func (a *App) listenAdmin() error {
+	if a.cfg.AdminAddr == "" {
+		return nil
+	}
+	var err error
+	a.admin, err = ingest.Listen(ingest.ServerConfig{Addr: a.cfg.AdminAddr, Handler: adminOnly(a.handler), Log: a.log})
+	if err != nil {
+		return fmt.Errorf("%sADMIN_ADDR: %w", EnvPrefix, err)
+	}
+	a.roles = append(a.roles, role{"admin", a.admin.Run})
+	return nil
 }
 
 // listen builds the ingest handler (health and metrics too) and binds the HTTP listener.
@@ -156,9 +176,15 @@ func (a *App) listen(o options) error {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	registerReadiness(a.reg, a.handler)
+	if cfg.Has(RoleVerify) {
+		a.reg.MustRegister(newLagCollector(a.nats.js, a.log))
+	}
 	var h http.Handler = a.handler
 	if !cfg.Has(RoleIngest) {
-		h = withoutWebhooks(a.handler)
+		h = withoutWebhooks(h)
+	}
+	if cfg.AdminAddr != "" {
+		h = webhooksOnly(h)
 	}
 	a.http, err = ingest.Listen(ingest.ServerConfig{
 		Addr: cfg.HTTPAddr, Handler: h, Log: a.log, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
@@ -311,8 +337,16 @@ func (a *App) Run(ctx context.Context) error {
 	return nil
 }
 
-// Addr is the bound address of the webhook, health and metrics listener.
+// Addr is the bound address of the webhook listener (health and metrics too without BRIDGE_ADMIN_ADDR).
 func (a *App) Addr() net.Addr { return a.http.Addr() }
+
+// AdminAddr is the bound address of the health and metrics listener of BRIDGE_ADMIN_ADDR; nil without one.
+func (a *App) AdminAddr() net.Addr {
+	if a.admin == nil {
+		return nil
+	}
+	return a.admin.Addr()
+}
 
 // PublicURL is the base URL the upstream reaches this bridge at (BRIDGE_PUBLIC_URL, or the listener's
 // with [WithPublicURLFromListener]); "" when there is none.
@@ -332,6 +366,29 @@ func withoutWebhooks(h http.Handler) http.Handler {
 			return
 		}
 		h.ServeHTTP(w, r)
+	})
+}
+
+// webhooksOnly serves webhooks only: with BRIDGE_ADMIN_ADDR, health and metrics stay off the public port.
+func webhooksOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != ingest.PathWebhook && !strings.HasPrefix(r.URL.Path, ingest.PathWebhook+"/") {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// adminOnly serves health and metrics only, for the BRIDGE_ADMIN_ADDR listener.
+func adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case ingest.PathHealthz, ingest.PathReadyz, ingest.PathMetrics:
+			h.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
 	})
 }
 

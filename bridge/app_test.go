@@ -3,6 +3,9 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"runtime"
 	"strings"
 	"testing"
@@ -112,6 +115,67 @@ func TestServiceVersionIsSemver(t *testing.T) {
 	for _, tt := range tests {
 		if got := serviceVersion(tt.in); got != tt.want {
 			t.Errorf("serviceVersion(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestAdminAddrSeparatesHealthAndMetrics runs a bridge with BRIDGE_ADMIN_ADDR: the webhook listener
+// serves webhooks only, the admin listener health and metrics only. /metrics shows the consumer lag and
+// the dead-letter and error counters at zero before any event.
+func TestAdminAddrSeparatesHealthAndMetrics(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.AdminAddr = "127.0.0.1:0"
+	a := startApp(t, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	web, admin := "http://"+a.Addr().String(), "http://"+a.AdminAddr().String()
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if code, _ := get(admin + "/readyz"); code != http.StatusOK {
+			return fmt.Errorf("admin /readyz %d", code)
+		}
+		return nil
+	})
+	for _, p := range []string{"/metrics", "/healthz", "/readyz"} {
+		if code, _ := get(web + p); code != http.StatusNotFound {
+			t.Errorf("webhook listener %s: %d, want 404", p, code)
+		}
+	}
+	if code, _ := get(admin + "/webhook/prompt"); code != http.StatusNotFound {
+		t.Errorf("admin listener /webhook/prompt: %d, want 404", code)
+	}
+	resp, err := http.Post(web+"/webhook/prompt", "application/json",
+		strings.NewReader(`{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f","status":"completed"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("webhook: %d, want 200", resp.StatusCode)
+	}
+
+	code, body := get(admin + "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("admin /metrics: %d", code)
+	}
+	for _, want := range []string{
+		`bridge_deadletter_total{reason="not_found"} 0`,
+		`bridge_deadletter_total{reason="attempts_exhausted"} 0`,
+		`bridge_reconcile_errors_total{op="get_job"} 0`,
+		`bridge_reconcile_sweeps_total{result="error"} 0`,
+		`bridge_consumer_pending_messages{consumer="verify",stream="WEBHOOKS"}`,
+		`bridge_consumer_ack_pending_messages{consumer="verify",stream="WEBHOOKS"}`,
+		`bridge_verify_duration_seconds_count`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 }

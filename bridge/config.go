@@ -39,7 +39,8 @@ type Config struct {
 	DataDir     string `env:"DATA_DIR" envDefault:"./data" help:"embedded JetStream store"`
 	NATSSync    Sync   `env:"NATS_SYNC" help:"embedded JetStream disk sync: a duration, or always to sync every write (about 1/6 of the throughput); empty keeps the server default (2m)"`
 
-	HTTPAddr    string `env:"HTTP_ADDR" envDefault:":8080" help:"webhook, health and metrics listener"`
+	HTTPAddr    string `env:"HTTP_ADDR" envDefault:":8080" help:"webhook listener; also health and metrics unless BRIDGE_ADMIN_ADDR is set"`
+	AdminAddr   string `env:"ADMIN_ADDR" help:"when set, a second listener (plain HTTP) for /metrics, /healthz and /readyz, which BRIDGE_HTTP_ADDR then no longer serves: it serves webhooks only"`
 	TLSCertFile string `env:"TLS_CERT_FILE" help:"certificate for HTTPS on the webhook listener"`
 	TLSKeyFile  string `env:"TLS_KEY_FILE" help:"key for HTTPS on the webhook listener"`
 

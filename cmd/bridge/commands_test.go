@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +75,24 @@ func TestEveryCommandHelpExitsZero(t *testing.T) {
 	}
 	if _, _, err := exec("help", "nosuch"); exitCode(err) != 2 {
 		t.Errorf("bridge help nosuch: %v, want exit 2", err)
+	}
+}
+
+// TestReadmeListsTheCommands keeps README's "Commands" block equal to the synopsis bridge help prints.
+func TestReadmeListsTheCommands(t *testing.T) {
+	b, err := os.ReadFile(repoFile("README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "\n## Commands\n")
+	if !ok {
+		t.Fatal("README.md has no ## Commands section")
+	}
+	_, block, _ := strings.Cut(section, "```text\n")
+	block, _, _ = strings.Cut(block, "```")
+	var want bytes.Buffer
+	writeSynopsis(&want, "bridge", commands())
+	if block != want.String() {
+		t.Errorf("README's command list:\n%s\nwant (bridge help):\n%s", block, want.String())
 	}
 }

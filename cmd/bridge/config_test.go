@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -118,5 +123,28 @@ func TestSecretsFromFiles(t *testing.T) {
 				t.Fatalf("err = %v, want it to start with %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestLogTimesHaveMilliseconds: log lines carry RFC 3339 times with milliseconds, set on our logger
+// alone (zerolog's package-level format is left as it is).
+func TestLogTimesHaveMilliseconds(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := newLogger("info", "json", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info().Msg("hello")
+	var line struct {
+		Time string `json:"time"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("%v: %s", err, buf.String())
+	}
+	if !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`).MatchString(line.Time) {
+		t.Errorf("time %q, want RFC 3339 with milliseconds in UTC", line.Time)
+	}
+	if zerolog.TimeFieldFormat != time.RFC3339 {
+		t.Errorf("zerolog.TimeFieldFormat changed to %q", zerolog.TimeFieldFormat)
 	}
 }

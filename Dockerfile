@@ -32,5 +32,9 @@ USER 65532:65532
 # 8080: webhooks, /healthz, /readyz, /metrics. 4222: the embedded nats-server (set BRIDGE_NATS_LISTEN=0.0.0.0:4222 to reach it).
 EXPOSE 8080 4222
 VOLUME ["/data"]
+# Healthy while /readyz answers 200 (NATS and JetStream usable). distroless has no shell or curl, so the
+# binary asks itself: bridge healthcheck reads BRIDGE_ADMIN_ADDR or BRIDGE_HTTP_ADDR (default :8080).
+# Containers running another command of the image (simulate, status) should disable it.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["/usr/local/bin/bridge", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/bridge"]
 CMD ["run"]

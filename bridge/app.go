@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -27,6 +28,7 @@ import (
 // App is one bridge process: its NATS side, the HTTP listener and the configured roles.
 type App struct {
 	cfg     Config
+	version string
 	log     zerolog.Logger
 	reg     *prometheus.Registry
 	nats    *natsSide
@@ -34,6 +36,8 @@ type App struct {
 	budget  *budget.Shared
 	pending *jobs.Pending
 	http    *ingest.Server
+	// admin serves health and metrics when BRIDGE_ADMIN_ADDR is set; nil otherwise.
+	admin   *ingest.Server
 	handler *ingest.Handler
 	// roles run in one group; the first to fail stops all.
 	roles []role
@@ -50,6 +54,8 @@ type options struct {
 	publicFromListener bool
 	// reconcileInstance names the reconciler in its lease, and the process in the shared budget.
 	reconcileInstance string
+	// version is the build's version, for the start-up log, bridge_build_info and the micro service.
+	version string
 }
 
 // Option is an optional knob of [New].
@@ -76,6 +82,15 @@ func WithReconcileInstance(name string) Option {
 	}
 }
 
+// WithVersion sets the build's version: it is logged at start, exported as bridge_build_info{version}
+// and, as semver, is the version of the submit micro service. Default "(devel)".
+func WithVersion(v string) Option {
+	return func(o *options) error {
+		o.version = v
+		return nil
+	}
+}
+
 // New starts NATS (embedded or external), provisions the streams and buckets, binds the HTTP listener
 // and builds every configured role, from a validated cfg ([Config.Validate]). Nothing serves until
 // [App.Run], which also releases everything when it returns.
@@ -86,8 +101,16 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 			return nil, fmt.Errorf("bridge: %w", err)
 		}
 	}
-	a := &App{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	if o.version == "" {
+		o.version = "(devel)"
+	}
+	if o.reconcileInstance == "" {
+		o.reconcileInstance = procname.New()
+	}
+	a := &App{cfg: cfg, log: log, reg: prometheus.NewRegistry(), version: o.version}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBuildInfo(a.reg, o.version)
+	log.Info().Str("version", o.version).Str("go_version", runtime.Version()).Strs("roles", cfg.Roles).Msg("bridge starting")
 	if a.nats, err = startNATS(ctx, cfg, log); err != nil {
 		return nil, err
 	}
@@ -96,117 +119,172 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 			a.nats.close()
 		}
 	}()
-
-	a.handler, err = ingest.New(ingest.Config{
-		Publisher: a.nats.js, Log: log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
-		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ingest: %w", err)
-	}
-	registerReadiness(a.reg, a.handler)
-	var h http.Handler = a.handler
-	if !cfg.Has(RoleIngest) {
-		h = withoutWebhooks(a.handler)
-	}
-	a.http, err = ingest.Listen(ingest.ServerConfig{
-		Addr: cfg.HTTPAddr, Handler: h, Log: log, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
-		OnShutdown: a.handler.SetShuttingDown,
-	})
-	if errors.Is(err, ingest.ErrTLSKeyPair) {
-		return nil, fmt.Errorf("%sTLS_CERT_FILE, %sTLS_KEY_FILE: %w", EnvPrefix, EnvPrefix, err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%sHTTP_ADDR: %w", EnvPrefix, err)
+	if err := a.listen(o); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			_ = a.http.Close()
 		}
 	}()
+	if a.cfg.needsUpstream() {
+		if err := a.startUpstream(ctx, o.reconcileInstance); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				a.budget.Stop()
+			}
+		}()
+		if err := a.addRoles(o); err != nil {
+			return nil, err
+		}
+	}
+	// The admin listener is added last, so it stops last: /metrics and /readyz (503 by then) answer
+	// while the roles drain.
+	if err := a.listenAdmin(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// listenAdmin binds the health and metrics listener of BRIDGE_ADMIN_ADDR, when it is set.
+func (a *App) listenAdmin() error {
+	if a.cfg.AdminAddr == "" {
+		return nil
+	}
+	var err error
+	a.admin, err = ingest.Listen(ingest.ServerConfig{Addr: a.cfg.AdminAddr, Handler: adminOnly(a.handler), Log: a.log})
+	if err != nil {
+		return fmt.Errorf("%sADMIN_ADDR: %w", EnvPrefix, err)
+	}
+	a.roles = append(a.roles, role{"admin", a.admin.Run})
+	return nil
+}
+
+// listen builds the ingest handler (health and metrics too) and binds the HTTP listener.
+func (a *App) listen(o options) error {
+	cfg := a.cfg
+	var err error
+	a.handler, err = ingest.New(ingest.Config{
+		Publisher: a.nats.js, Log: a.log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
+		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready,
+	})
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	registerReadiness(a.reg, a.handler)
+	if cfg.Has(RoleVerify) {
+		a.reg.MustRegister(newLagCollector(a.nats.js, a.log))
+	}
+	var h http.Handler = a.handler
+	if !cfg.Has(RoleIngest) {
+		h = withoutWebhooks(h)
+	}
+	if cfg.AdminAddr != "" {
+		h = webhooksOnly(h)
+	}
+	a.http, err = ingest.Listen(ingest.ServerConfig{
+		Addr: cfg.HTTPAddr, Handler: h, Log: a.log, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+		OnShutdown: a.handler.SetShuttingDown,
+	})
+	if errors.Is(err, ingest.ErrTLSKeyPair) {
+		return fmt.Errorf("%sTLS_CERT_FILE, %sTLS_KEY_FILE: %w", EnvPrefix, EnvPrefix, err)
+	}
+	if err != nil {
+		return fmt.Errorf("%sHTTP_ADDR: %w", EnvPrefix, err)
+	}
 	a.roles = append(a.roles, role{"http", a.http.Run})
 	if o.publicFromListener && cfg.PublicURL == "" {
 		scheme := "http"
 		if cfg.TLSCertFile != "" {
 			scheme = "https"
 		}
-		cfg.PublicURL = scheme + "://" + a.http.Addr().String()
-		a.cfg.PublicURL = cfg.PublicURL
+		a.cfg.PublicURL = scheme + "://" + a.http.Addr().String()
 	}
-	if !cfg.needsUpstream() {
-		return a, nil
-	}
+	return nil
+}
 
-	instance := o.reconcileInstance
-	if instance == "" {
-		instance = procname.New()
-	}
-	// Every upstream call of every process on this NATS draws on the one account-wide budget.
+// startUpstream starts the share of the account-wide budget, which every upstream call of every process
+// on this NATS draws on, and the upstream client.
+func (a *App) startUpstream(ctx context.Context, instance string) error {
+	cfg := a.cfg
+	var err error
 	a.budget, err = budget.New(budget.Config{
-		KV: a.nats.res.Budget, RPM: cfg.APIRPM, Burst: cfg.APIBurst, Instance: instance, Log: log, Metrics: a.reg,
+		KV: a.nats.res.Budget, RPM: cfg.APIRPM, Burst: cfg.APIBurst, Instance: instance, Log: a.log, Metrics: a.reg,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("budget: %w", err)
+		return fmt.Errorf("budget: %w", err)
 	}
 	if err := a.budget.Start(ctx); err != nil {
-		return nil, fmt.Errorf("budget: %w", err)
+		return fmt.Errorf("budget: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			a.budget.Stop()
-		}
-	}()
 	a.api, err = upstream.New(upstream.Config{
-		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Limiter: a.budget, Log: log, Metrics: a.reg,
+		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Limiter: a.budget, Log: a.log, Metrics: a.reg,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("upstream: %w", err)
+		a.budget.Stop()
+		return fmt.Errorf("upstream: %w", err)
 	}
+	return nil
+}
+
+// addRoles builds the configured roles that call the upstream, in their stop order.
+func (a *App) addRoles(o options) error {
+	cfg := a.cfg
 	store := jobs.NewStore(a.nats.res.Jobs)
 	deadlines := cfg.deadlines()
-	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: log})
+	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: a.log})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if cfg.Has(RoleVerify) {
 		v, err := verify.New(verify.Config{
-			JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: log, Metrics: a.reg,
+			JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: a.log, Metrics: a.reg,
 			UnknownRPM: cfg.UnknownRPM(),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("verify: %w", err)
+			return fmt.Errorf("verify: %w", err)
 		}
 		a.roles = append(a.roles, role{RoleVerify, v.Run})
 	}
 	if cfg.Has(RoleSubmit) {
-		// The ledger of owed verifications: every pending job of the account, kept by a JOBS watch.
-		a.pending = jobs.NewPending(store.KV(), log)
-		a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "bridge_budget_owed_jobs",
-			Help: "Pending jobs of the account, each owing the upstream one verification; admission plans for them before it accepts a submission.",
-		}, func() float64 { return float64(a.pending.Count()) }))
-		s, err := submit.New(submit.Config{
-			NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
-			Deadlines: deadlines, Log: log, Metrics: a.reg, PublicURL: cfg.PublicURL, Token: cfg.WebhookToken,
-			Ledger: a.pending, PollInterval: cfg.PollInterval,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("submit: %w", err)
+		if err := a.addSubmit(store, deadlines, o.version); err != nil {
+			return err
 		}
-		a.roles = append(a.roles, role{RoleSubmit, s.Run})
 	}
 	if cfg.Has(RoleReconcile) {
 		r, err := reconcile.New(reconcile.Config{
 			Jobs: store, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
-			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Log: log, Metrics: a.reg,
-			Instance: instance,
+			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Log: a.log, Metrics: a.reg,
+			Instance: o.reconcileInstance,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("reconcile: %w", err)
+			return fmt.Errorf("reconcile: %w", err)
 		}
 		a.roles = append(a.roles, role{RoleReconcile, r.Run})
 	}
-	return a, nil
+	return nil
+}
+
+// addSubmit builds the submit service and the ledger of owed verifications it admits by.
+func (a *App) addSubmit(store *jobs.Store, deadlines jobs.Deadlines, version string) error {
+	// The ledger of owed verifications: every pending job of the account, kept by a JOBS watch.
+	a.pending = jobs.NewPending(store.KV(), a.log)
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "bridge_budget_owed_jobs",
+		Help: "Pending jobs of the account, each owing the upstream one verification; admission plans for them before it accepts a submission.",
+	}, func() float64 { return float64(a.pending.Count()) }))
+	s, err := submit.New(submit.Config{
+		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
+		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,
+		Ledger: a.pending, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
+	})
+	if err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	a.roles = append(a.roles, role{RoleSubmit, s.Run})
+	return nil
 }
 
 // Run serves every role until ctx is cancelled or one fails, then shuts down in one fixed order, the
@@ -243,7 +321,7 @@ func (a *App) Run(ctx context.Context) error {
 		defer stopPending()
 		go a.pending.Run(pctx)
 	}
-	a.log.Info().Strs("roles", a.cfg.Roles).Str("http", a.http.Addr().String()).Msg("bridge running")
+	a.log.Info().Str("version", a.version).Strs("roles", a.cfg.Roles).Str("http", a.http.Addr().String()).Msg("bridge running")
 	err := g.Wait()
 	if a.budget != nil {
 		a.budget.Stop() // after the roles: their last calls still draw on it
@@ -257,8 +335,16 @@ func (a *App) Run(ctx context.Context) error {
 	return nil
 }
 
-// Addr is the bound address of the webhook, health and metrics listener.
+// Addr is the bound address of the webhook listener (health and metrics too without BRIDGE_ADMIN_ADDR).
 func (a *App) Addr() net.Addr { return a.http.Addr() }
+
+// AdminAddr is the bound address of the health and metrics listener of BRIDGE_ADMIN_ADDR; nil without one.
+func (a *App) AdminAddr() net.Addr {
+	if a.admin == nil {
+		return nil
+	}
+	return a.admin.Addr()
+}
 
 // PublicURL is the base URL the upstream reaches this bridge at (BRIDGE_PUBLIC_URL, or the listener's
 // with [WithPublicURLFromListener]); "" when there is none.
@@ -278,5 +364,28 @@ func withoutWebhooks(h http.Handler) http.Handler {
 			return
 		}
 		h.ServeHTTP(w, r)
+	})
+}
+
+// webhooksOnly serves webhooks only: with BRIDGE_ADMIN_ADDR, health and metrics stay off the public port.
+func webhooksOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != ingest.PathWebhook && !strings.HasPrefix(r.URL.Path, ingest.PathWebhook+"/") {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// adminOnly serves health and metrics only, for the BRIDGE_ADMIN_ADDR listener.
+func adminOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case ingest.PathHealthz, ingest.PathReadyz, ingest.PathMetrics:
+			h.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
 	})
 }

@@ -39,20 +39,27 @@ type Config struct {
 	DataDir     string `env:"DATA_DIR" envDefault:"./data" help:"embedded JetStream store"`
 	NATSSync    Sync   `env:"NATS_SYNC" help:"embedded JetStream disk sync: a duration, or always to sync every write (about 1/6 of the throughput); empty keeps the server default (2m)"`
 
-	HTTPAddr    string `env:"HTTP_ADDR" envDefault:":8080" help:"webhook, health and metrics listener"`
+	HTTPAddr    string `env:"HTTP_ADDR" envDefault:":8080" help:"webhook listener; also health and metrics unless BRIDGE_ADMIN_ADDR is set"`
+	AdminAddr   string `env:"ADMIN_ADDR" help:"when set, a second listener (plain HTTP) for /metrics, /healthz and /readyz, which BRIDGE_HTTP_ADDR then no longer serves: it serves webhooks only"`
 	TLSCertFile string `env:"TLS_CERT_FILE" help:"certificate for HTTPS on the webhook listener"`
 	TLSKeyFile  string `env:"TLS_KEY_FILE" help:"key for HTTPS on the webhook listener"`
 
-	APIURL   string `env:"API_URL" help:"upstream base URL including /api/v1; required by the verify, reconcile and submit roles"`
-	APIKey   string `env:"API_KEY" help:"upstream bearer key (never logged); required with BRIDGE_API_URL"`
-	APIRPM   int    `env:"API_RPM" envDefault:"60" help:"the upstream account's request limit per minute, shared by every bridge process on the same NATS (they coordinate through the BRIDGE_BUDGET bucket); give every process the same value"`
-	APIBurst int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
+	APIURL string `env:"API_URL" help:"upstream base URL including /api/v1; required by the verify, reconcile and submit roles"`
+	APIKey string `env:"API_KEY" help:"upstream bearer key (never logged); required with BRIDGE_API_URL"`
+	// APIKeyFile holds the content of the file BRIDGE_API_KEY_FILE names (caarlos0/env's file option);
+	// [Config.Validate] moves it, trimmed, into APIKey.
+	APIKeyFile string `env:"API_KEY_FILE,file" help:"a file holding BRIDGE_API_KEY (a Docker or Kubernetes secret), instead of the variable; surrounding whitespace is trimmed"`
+	APIRPM     int    `env:"API_RPM" envDefault:"60" help:"the upstream account's request limit per minute, shared by every bridge process on the same NATS (they coordinate through the BRIDGE_BUDGET bucket); give every process the same value"`
+	APIBurst   int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
 	// UnknownJobRPM is nil when unset: the default depends on APIRPM.
 	UnknownJobRPM *int `env:"UNKNOWN_JOB_RPM" help:"upstream calls per minute (per verify process) for webhooks of jobs the bridge has no record of, forged or submitted elsewhere; 0 never verifies them (dead letter unknown_job); default a tenth of BRIDGE_API_RPM, at least 1"`
 
 	PublicURL     string `env:"PUBLIC_URL" help:"base URL the upstream can reach this bridge at; submissions set webhook_url to <it>/webhook/<modality>"`
 	WebhookToken  string `env:"WEBHOOK_TOKEN" help:"when set, webhooks must carry it as ?token= (constant-time check)"`
 	WebhookSecret string `env:"WEBHOOK_SECRET" help:"when set, webhooks must carry a valid Standard Webhooks signature (webhook-id, webhook-timestamp within 5 min, webhook-signature), as the newer upstream contract signs them, else 401; whsec_<base64> or the raw secret; never logged"`
+	// WebhookTokenFile and WebhookSecretFile hold the content of their files, as APIKeyFile does.
+	WebhookTokenFile  string `env:"WEBHOOK_TOKEN_FILE,file" help:"a file holding BRIDGE_WEBHOOK_TOKEN, instead of the variable"`
+	WebhookSecretFile string `env:"WEBHOOK_SECRET_FILE,file" help:"a file holding BRIDGE_WEBHOOK_SECRET, instead of the variable"`
 
 	TimeoutPrompt time.Duration `env:"TIMEOUT_PROMPT" envDefault:"5m" help:"deadline of prompt jobs"`
 	TimeoutImage  time.Duration `env:"TIMEOUT_IMAGE" envDefault:"5m" help:"deadline of image jobs"`
@@ -136,6 +143,7 @@ func (c *Config) Validate() error {
 	bad := func(name, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s%s: %s", EnvPrefix, name, fmt.Sprintf(format, a...)))
 	}
+	c.secretsFromFiles(bad)
 	for i, r := range c.Roles {
 		c.Roles[i] = strings.TrimSpace(r)
 		if !slices.Contains(allRoles[:], c.Roles[i]) {
@@ -209,6 +217,27 @@ func (c *Config) Validate() error {
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
+}
+
+// secretsFromFiles moves the content of each BRIDGE_*_FILE secret, trimmed, into its variable's field.
+// Giving both the variable and its file is an error: which one wins would be a guess.
+func (c *Config) secretsFromFiles(bad func(name, format string, a ...any)) {
+	for _, s := range []struct {
+		name        string
+		value, file *string
+	}{
+		{"API_KEY", &c.APIKey, &c.APIKeyFile},
+		{"WEBHOOK_TOKEN", &c.WebhookToken, &c.WebhookTokenFile},
+		{"WEBHOOK_SECRET", &c.WebhookSecret, &c.WebhookSecretFile},
+	} {
+		if *s.file == "" {
+			continue
+		}
+		if *s.value != "" {
+			bad(s.name+"_FILE", "set %s%s or %s%s_FILE, not both", EnvPrefix, s.name, EnvPrefix, s.name)
+		}
+		*s.value, *s.file = strings.TrimSpace(*s.file), ""
+	}
 }
 
 // UnknownRPM is the verifier's UnknownRPM: BRIDGE_UNKNOWN_JOB_RPM, 0 meaning never

@@ -90,6 +90,15 @@ func scrapeBridge(ctx context.Context, cfg StatusConfig, u string) BridgeStatus 
 	return b
 }
 
+// setBudgetRPM expresses the bridge's budget use against rpm.
+func (b *BridgeStatus) setBudgetRPM(rpm int) {
+	b.BudgetRPM = rpm
+	if b.CallsPerMinute != nil {
+		use := *b.CallsPerMinute / float64(rpm)
+		b.BudgetUse = &use
+	}
+}
+
 func fill(b *BridgeStatus, fams map[string]*dto.MetricFamily) {
 	b.UpstreamCalls = ByLabel(fams, "bridge_upstream_calls_total", "endpoint")
 	b.RateLimited = sum(fams, "bridge_upstream_rate_limited_total")

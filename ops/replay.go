@@ -290,20 +290,31 @@ type replayer struct {
 	res     ReplayResult
 	core    bool              // some message went out over core NATS since the last flush
 	targets map[string]string // target subject -> storing stream ("" = none)
+	start   time.Time
+	prog    ReplayProgress
+	pace    pacer
+	// sinceSave counts the messages handled since the last checkpoint.
+	sinceSave int
 }
 
+// run is one replay: load or start its state, replay from where it stopped, and finish, which saves
+// the progress whatever happened.
 func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
-	start := time.Now()
-	cfg := r.cfg
-	stream, err := cfg.JS.Stream(ctx, cfg.Selection.Stream)
+	r.start = time.Now()
+	stream, err := r.cfg.JS.Stream(ctx, r.cfg.Selection.Stream)
 	if err != nil {
-		return ReplayResult{}, fmt.Errorf("stream %s: %w", cfg.Selection.Stream, err)
+		return ReplayResult{}, fmt.Errorf("stream %s: %w", r.cfg.Selection.Stream, err)
 	}
 	if err := r.loadState(ctx, stream.CachedInfo().State.LastSeq); err != nil {
 		return ReplayResult{}, err
 	}
-	sel := r.st.Selection
-	r.res = ReplayResult{Name: cfg.Name, Stream: sel.Stream, DryRun: cfg.DryRun, EndSeq: r.st.EndSeq,
+	startSeq := r.begin()
+	return r.finish(ctx, r.replayFrom(ctx, stream, startSeq))
+}
+
+// begin fills the result and progress from the loaded state and returns the first sequence to read.
+func (r *replayer) begin() uint64 {
+	r.res = ReplayResult{Name: r.cfg.Name, Stream: r.st.Selection.Stream, DryRun: r.cfg.DryRun, EndSeq: r.st.EndSeq,
 		LastSeq: r.st.LastSeq, TotalPublished: r.st.TotalPublished}
 	r.res.Target = "prefix " + r.st.Prefix
 	if r.st.Reverify {
@@ -312,45 +323,88 @@ func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
 	if r.res.Resumed = r.st.LastSeq > 0; r.res.Resumed {
 		r.res.ResumedAfter = r.st.LastSeq
 	}
-
-	startSeq := max(sel.FromSeq, r.st.LastSeq+1, 1)
-	prog := ReplayProgress{Name: cfg.Name, StartSeq: startSeq, EndSeq: r.st.EndSeq, Seq: r.st.LastSeq}
-	report := func() {
-		prog.Scanned, prog.Published, prog.Duplicates, prog.Done = r.res.Scanned, r.res.Published, r.res.Duplicates, r.res.Done
-		if cfg.Progress != nil {
-			cfg.Progress(prog)
-		}
+	if r.cfg.Rate > 0 {
+		r.pace.interval = time.Duration(float64(time.Second) / r.cfg.Rate)
 	}
-	finish := func(runErr error) (ReplayResult, error) {
-		r.res.LastSeq = r.st.LastSeq
-		r.res.TotalPublished = r.st.TotalPublished
-		r.res.Elapsed = time.Since(start)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := r.save(sctx); err != nil {
-			runErr = errors.Join(runErr, err)
-		}
-		report()
-		ev := r.log.Info()
-		if runErr != nil {
-			ev = r.log.Warn().Err(runErr)
-		}
-		ev.Uint64("last_seq", r.st.LastSeq).Int("published", r.res.Published).Bool("done", r.res.Done).Msg("replay stopped")
-		return r.res, runErr
-	}
+	startSeq := max(r.st.Selection.FromSeq, r.st.LastSeq+1, 1)
+	r.prog = ReplayProgress{Name: r.cfg.Name, StartSeq: startSeq, EndSeq: r.st.EndSeq, Seq: r.st.LastSeq}
+	return startSeq
+}
 
+// report hands the progress to cfg.Progress.
+func (r *replayer) report() {
+	r.prog.Scanned, r.prog.Published, r.prog.Duplicates, r.prog.Done = r.res.Scanned, r.res.Published, r.res.Duplicates, r.res.Done
+	if r.cfg.Progress != nil {
+		r.cfg.Progress(r.prog)
+	}
+}
+
+// finished marks the replay done: every message through EndSeq is handled.
+func (r *replayer) finished() {
+	r.res.Done, r.st.Done = true, true
+	r.st.LastSeq = r.st.EndSeq
+}
+
+// finish saves the progress (even when ctx has ended), reports and logs it, and returns the result.
+func (r *replayer) finish(ctx context.Context, runErr error) (ReplayResult, error) {
+	r.res.LastSeq = r.st.LastSeq
+	r.res.TotalPublished = r.st.TotalPublished
+	r.res.Elapsed = time.Since(r.start)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.save(sctx); err != nil {
+		runErr = errors.Join(runErr, err)
+	}
+	r.report()
+	ev := r.log.Info()
+	if runErr != nil {
+		ev = r.log.Warn().Err(runErr)
+	}
+	ev.Uint64("last_seq", r.st.LastSeq).Int("published", r.res.Published).Bool("done", r.res.Done).Msg("replay stopped")
+	return r.res, runErr
+}
+
+// replayFrom replays the selection from startSeq until it is done, cfg.Max is reached, or ctx ends.
+func (r *replayer) replayFrom(ctx context.Context, stream jetstream.Stream, startSeq uint64) error {
+	sel := r.st.Selection
 	if r.st.EndSeq == 0 || startSeq > r.st.EndSeq {
 		r.res.Done, r.st.Done = true, true
-		return finish(nil)
+		return nil
 	}
-	if empty, err := r.nothingFrom(ctx, stream, sel, startSeq); err != nil {
-		return finish(err)
-	} else if empty {
-		r.res.Done, r.st.Done = true, true
-		r.st.LastSeq = r.st.EndSeq
-		return finish(nil)
+	if empty, err := r.nothingFrom(ctx, stream, sel, startSeq); err != nil || empty {
+		if empty {
+			r.finished()
+		}
+		return err
 	}
+	cons, it, err := r.open(ctx, startSeq)
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	r.log.Info().Uint64("from_seq", startSeq).Uint64("end_seq", r.st.EndSeq).Bool("resumed", r.res.Resumed).
+		Bool("dry_run", r.cfg.DryRun).Str("target", r.res.Target).Msg("replay started")
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		msg, stop, err := r.next(ctx, cons, it)
+		if stop || err != nil {
+			return err
+		}
+		if msg == nil {
+			continue
+		}
+		if stop, err := r.handle(ctx, msg); stop || err != nil {
+			return err
+		}
+		r.report()
+	}
+}
 
+// open makes the ordered consumer that reads the selection from startSeq (or from Since on a first run).
+func (r *replayer) open(ctx context.Context, startSeq uint64) (jetstream.Consumer, jetstream.MessagesContext, error) {
+	sel := r.st.Selection
 	occ := jetstream.OrderedConsumerConfig{FilterSubjects: sel.Subjects, InactiveThreshold: time.Minute}
 	switch {
 	case startSeq > 1 || sel.Since.IsZero():
@@ -359,93 +413,96 @@ func (r *replayer) run(ctx context.Context) (ReplayResult, error) {
 		since := sel.Since
 		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	cons, err := cfg.JS.OrderedConsumer(ctx, sel.Stream, occ)
+	cons, err := r.cfg.JS.OrderedConsumer(ctx, sel.Stream, occ)
 	if err != nil {
-		return finish(fmt.Errorf("consumer on %s: %w", sel.Stream, err))
+		return nil, nil, fmt.Errorf("consumer on %s: %w", sel.Stream, err)
 	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(256))
 	if err != nil {
-		return finish(fmt.Errorf("read %s: %w", sel.Stream, err))
+		return nil, nil, fmt.Errorf("read %s: %w", sel.Stream, err)
 	}
-	defer it.Stop()
-	r.log.Info().Uint64("from_seq", startSeq).Uint64("end_seq", r.st.EndSeq).Bool("resumed", r.res.Resumed).
-		Bool("dry_run", cfg.DryRun).Str("target", r.res.Target).Msg("replay started")
+	return cons, it, nil
+}
 
-	pace := pacer{}
-	if cfg.Rate > 0 {
-		pace.interval = time.Duration(float64(time.Second) / cfg.Rate)
+// next waits up to cfg.Idle for the next message. With none, it stops when the server has nothing left
+// for the consumer (the replay is finished), and otherwise returns no message and no stop: wait again.
+func (r *replayer) next(ctx context.Context, cons jetstream.Consumer, it jetstream.MessagesContext) (jetstream.Msg, bool, error) {
+	nctx, cancel := context.WithTimeout(ctx, r.cfg.Idle)
+	msg, err := it.Next(jetstream.NextContext(nctx))
+	cancel()
+	switch {
+	case err == nil:
+		return msg, false, nil
+	case ctx.Err() != nil:
+		return nil, true, ctx.Err()
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		// Nothing came for a while: finished if the server has nothing left for us.
+		ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+		ci, ierr := cons.Info(ictx)
+		icancel()
+		if ierr == nil && ci.NumPending == 0 {
+			r.finished()
+			return nil, true, nil
+		}
+		return nil, false, nil
 	}
-	sinceSave := 0
-	for {
-		if err := ctx.Err(); err != nil {
-			return finish(err)
-		}
-		nctx, cancel := context.WithTimeout(ctx, cfg.Idle)
-		msg, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return finish(ctx.Err())
-			}
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-				// Nothing came for a while: finished if the server has nothing left for us.
-				ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
-				ci, ierr := cons.Info(ictx)
-				icancel()
-				if ierr == nil && ci.NumPending == 0 {
-					r.res.Done, r.st.Done = true, true
-					r.st.LastSeq = r.st.EndSeq
-					return finish(nil)
-				}
-				continue
-			}
-			return finish(fmt.Errorf("read %s: %w", sel.Stream, err))
-		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return finish(fmt.Errorf("message metadata: %w", err))
-		}
-		seq := meta.Sequence.Stream
-		if seq > r.st.EndSeq || (!sel.Until.IsZero() && meta.Timestamp.After(sel.Until)) {
-			r.res.Done, r.st.Done = true, true
-			r.st.LastSeq = r.st.EndSeq
-			return finish(nil)
-		}
-		r.res.Scanned++
-		if sel.matches(meta.Timestamp, msg.Headers().Get(jetstream.MsgIDHeader)) {
-			if !cfg.DryRun {
-				if err := pace.wait(ctx); err != nil {
-					return finish(err)
-				}
-				dup, err := r.publish(ctx, msg, seq)
-				if err != nil {
-					return finish(err) // progress stays before this message: it is replayed on resume
-				}
-				if dup {
-					r.res.Duplicates++
-				}
-				r.st.TotalPublished++
-			}
-			r.res.Published++
-		}
-		r.st.LastSeq = seq
-		prog.Seq = seq
-		if meta.NumPending == 0 || seq == r.st.EndSeq {
-			r.res.Done, r.st.Done = true, true
-			r.st.LastSeq = r.st.EndSeq
-			return finish(nil)
-		}
-		if cfg.Max > 0 && r.res.Published >= cfg.Max {
-			return finish(nil)
-		}
-		if sinceSave++; sinceSave >= cfg.Checkpoint {
-			sinceSave = 0
-			if err := r.save(ctx); err != nil {
-				return finish(err)
-			}
-		}
-		report()
+	return nil, true, fmt.Errorf("read %s: %w", r.st.Selection.Stream, err)
+}
+
+// handle replays one message if the selection matches it, records it as done, and checkpoints. It
+// reports stop when the replay is finished or cfg.Max is reached.
+func (r *replayer) handle(ctx context.Context, msg jetstream.Msg) (stop bool, err error) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return true, fmt.Errorf("message metadata: %w", err)
 	}
+	sel := r.st.Selection
+	seq := meta.Sequence.Stream
+	if seq > r.st.EndSeq || (!sel.Until.IsZero() && meta.Timestamp.After(sel.Until)) {
+		r.finished()
+		return true, nil
+	}
+	r.res.Scanned++
+	if sel.matches(meta.Timestamp, msg.Headers().Get(jetstream.MsgIDHeader)) {
+		if err := r.replayOne(ctx, msg, seq); err != nil {
+			return true, err // progress stays before this message: it is replayed on resume
+		}
+	}
+	r.st.LastSeq = seq
+	r.prog.Seq = seq
+	switch {
+	case meta.NumPending == 0 || seq == r.st.EndSeq:
+		r.finished()
+		return true, nil
+	case r.cfg.Max > 0 && r.res.Published >= r.cfg.Max:
+		return true, nil
+	}
+	if r.sinceSave++; r.sinceSave >= r.cfg.Checkpoint {
+		r.sinceSave = 0
+		if err := r.save(ctx); err != nil {
+			return true, err
+		}
+	}
+	return false, nil
+}
+
+// replayOne publishes a selected message (paced), or only counts it in a dry run.
+func (r *replayer) replayOne(ctx context.Context, msg jetstream.Msg, seq uint64) error {
+	if !r.cfg.DryRun {
+		if err := r.pace.wait(ctx); err != nil {
+			return err
+		}
+		dup, err := r.publish(ctx, msg, seq)
+		if err != nil {
+			return err
+		}
+		if dup {
+			r.res.Duplicates++
+		}
+		r.st.TotalPublished++
+	}
+	r.res.Published++
+	return nil
 }
 
 // nothingFrom reports whether no message of the selection's subjects is stored from seq to EndSeq: a

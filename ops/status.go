@@ -32,7 +32,8 @@ type StatusConfig struct {
 	// Sample, when positive, scrapes twice that far apart to turn counters into rates (calls per minute,
 	// 429s in the sample).
 	Sample time.Duration
-	// RPM is each bridge's upstream budget per minute (BRIDGE_API_RPM), to express budget use; default 60.
+	// RPM is the account's upstream limit per minute (BRIDGE_API_RPM), to express budget use. Zero takes
+	// the limit the processes run the shared budget with ([BudgetStatus.RPM]), else 60.
 	RPM int
 	// MaxJobs bounds the JOBS records read; default 100000.
 	MaxJobs int
@@ -188,6 +189,7 @@ func Status(ctx context.Context, cfg StatusConfig) (Report, error) {
 	if cfg.JS == nil {
 		return Report{}, fmt.Errorf("%w: status: JS required", ErrInvalid)
 	}
+	rpmGiven := cfg.RPM > 0
 	cfg.setDefaults()
 	now := cfg.Now()
 	rep := Report{At: now.UTC(), Bridges: []BridgeStatus{}, Attention: []string{}}
@@ -230,6 +232,11 @@ func Status(ctx context.Context, cfg StatusConfig) (Report, error) {
 		}
 	}
 	wg.Wait()
+	if !rpmGiven && rep.Budget != nil && rep.Budget.RPM > 0 {
+		for i := range rep.Bridges {
+			rep.Bridges[i].setBudgetRPM(rep.Budget.RPM)
+		}
+	}
 	assess(&rep, cfg, &attn)
 	rep.Attention = attn.list()
 	return rep, nil

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/evershield/bridge/budget"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 )
@@ -177,5 +179,29 @@ func TestStatusOnEmptyServer(t *testing.T) {
 	}
 	if rep.Jobs.Scanned != 0 || len(rep.Jobs.Pending) != 0 {
 		t.Errorf("jobs %+v", rep.Jobs)
+	}
+}
+
+// TestStatusTakesTheLimitFromTheBudgetBucket: without a configured RPM, budget use is measured against
+// the limit the processes write into BRIDGE_BUDGET, not the default 60.
+func TestStatusTakesTheLimitFromTheBudgetBucket(t *testing.T) {
+	w := newWorld(t)
+	ctx := testCtx(t, 20*time.Second)
+	st, _ := json.Marshal(budget.State{Level: 10, At: time.Now().UnixNano(), RPM: 600})
+	if _, err := w.res.Budget.Put(ctx, budget.KeyAccount, st); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Status(ctx, StatusConfig{JS: w.js, MetricsURLs: []string{fakeBridge(t, true)}, Sample: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := rep.Bridges[0]
+	if rep.Budget == nil || rep.Budget.RPM != 600 || b.BudgetRPM != 600 || b.BudgetUse == nil || *b.BudgetUse != *b.CallsPerMinute/600 {
+		t.Fatalf("budget %+v, bridge %+v: want use against 600/min", rep.Budget, b)
+	}
+	// A configured RPM wins.
+	rep, err = Status(ctx, StatusConfig{JS: w.js, MetricsURLs: []string{fakeBridge(t, true)}, Sample: 10 * time.Millisecond, RPM: 60})
+	if err != nil || rep.Bridges[0].BudgetRPM != 60 {
+		t.Fatalf("with RPM 60: %v %+v", err, rep.Bridges)
 	}
 }

@@ -51,6 +51,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
 			Help: "Errors by operation: inflight, get_job, deliver, timeout, watch, lease."}, []string{"op"}),
 	}
+	// Known label values start at zero, so increase() and rate() see the first error.
+	for _, op := range []string{"inflight", "get_job", "deliver", "timeout", "watch", "lease"} {
+		m.errors.WithLabelValues(op)
+	}
+	for _, r := range []string{"ok", "skipped", "error"} {
+		m.sweeps.WithLabelValues(r)
+	}
 	if reg == nil {
 		return m, nil
 	}

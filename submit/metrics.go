@@ -7,17 +7,38 @@ import (
 )
 
 type submitMetrics struct {
+	// requests counts submissions (moderate.<modality>) by modality and outcome.
 	requests *prometheus.CounterVec
+	// statusRequests counts jobs.status requests by outcome.
+	statusRequests *prometheus.CounterVec
 }
 
 func newSubmitMetrics(reg prometheus.Registerer) (*submitMetrics, error) {
-	m := &submitMetrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "bridge_submit_requests_total",
-		Help: "Submit and job-status requests, by modality (status for jobs.status) and outcome.",
-	}, []string{"modality", "outcome"})}
+	m := &submitMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_submit_requests_total",
+			Help: "Submissions (moderate.<modality>) by modality and outcome.",
+		}, []string{"modality", "outcome"}),
+		statusRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_submit_status_requests_total",
+			Help: "jobs.status requests by outcome: ok, not_found, invalid, error, shutdown.",
+		}, []string{"outcome"}),
+	}
 	var err error
 	if m.requests, err = promutil.Register(reg, m.requests); err != nil {
 		return nil, err
 	}
+	if m.statusRequests, err = promutil.Register(reg, m.statusRequests); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// count counts one answered request of the endpoint label: a modality, or statusLabel for jobs.status.
+func (m *submitMetrics) count(label, outcome string) {
+	if label == statusLabel {
+		m.statusRequests.WithLabelValues(outcome).Inc()
+		return
+	}
+	m.requests.WithLabelValues(label, outcome).Inc()
 }

@@ -42,7 +42,7 @@ func (s *Service) handleStatus(base context.Context, req micro.Request) {
 	}
 	id, ok := jobs.CanonicalID(r.JobID)
 	if !ok {
-		s.reply(req, statusLabel, "invalid", badRequest("job_id %q is not a UUID", text.Truncate(r.JobID, 64)))
+		s.reply(req, statusLabel, "invalid", badField("job_id", "job_id %q is not a UUID", text.Truncate(r.JobID, 64)))
 		return
 	}
 	r.JobID = id

@@ -59,7 +59,7 @@ type Config struct {
 	Deadlines jobs.Deadlines
 	// Log receives the submitter's events, tagged component=submit.
 	Log zerolog.Logger
-	// Metrics registers bridge_submit_requests_total; nil registers nothing.
+	// Metrics registers bridge_submit_requests_total and bridge_submit_status_requests_total; nil registers nothing.
 	Metrics prometheus.Registerer
 	// Now is the clock of submitted_at and deadlines; default time.Now.
 	Now func() time.Time
@@ -303,7 +303,7 @@ func (s *Service) Start(ctx context.Context) error {
 			return fmt.Errorf("add endpoint %s: %w", bjs.SubjectSubmit+modality, err)
 		}
 	}
-	if err := svc.AddEndpoint("status", s.async("status", s.handleStatus), micro.WithEndpointSubject(bjs.SubjectJobStatus)); err != nil {
+	if err := svc.AddEndpoint(statusLabel, s.async(statusLabel, s.handleStatus), micro.WithEndpointSubject(bjs.SubjectJobStatus)); err != nil {
 		_ = svc.Stop()
 		s.cancel()
 		return fmt.Errorf("add endpoint %s: %w", bjs.SubjectJobStatus, err)
@@ -393,6 +393,8 @@ type replyError struct {
 	data []byte
 	// retryAfter, when positive, is sent as the Retry-After header, in seconds.
 	retryAfter int
+	// field names the request field to blame, when there is one; it goes into the JSON body.
+	field string
 }
 
 // body is the JSON error body: the description's leading code name and the message after it.
@@ -404,23 +406,38 @@ func (e *replyError) body() []byte {
 	if !ok {
 		name, msg = "ERROR", e.desc
 	}
-	b, _ := json.Marshal(struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}{name, msg})
+	b, _ := json.Marshal(ErrorBody{Code: name, Message: msg, Field: e.field})
 	return b
+}
+
+// ErrorBody is the JSON body of an error reply, next to micro's standard error headers, so a person
+// using `nats req` reads what went wrong (docs/schema/error.schema.json).
+type ErrorBody struct {
+	// Code is the error's name, the description's leading word: INVALID_REQUEST, JOB_NOT_FOUND, BUSY, ...
+	Code string `json:"code"`
+	// Message says what went wrong.
+	Message string `json:"message"`
+	// Field is the request field to blame, when there is one.
+	Field string `json:"field,omitempty"`
 }
 
 func badRequest(format string, args ...any) *replyError {
 	return &replyError{code: "400", desc: "INVALID_REQUEST: " + fmt.Sprintf(format, args...)}
 }
 
+// badField is a bad request that one request field is to blame for.
+func badField(field, format string, args ...any) *replyError {
+	e := badRequest(format, args...)
+	e.field = field
+	return e
+}
+
 // reply answers req with v (JSON) or e, and counts the outcome. It publishes to the reply subject itself
 // rather than through req.Respond/req.Error: those record the outcome in the request for micro's stats,
 // which micro reads as soon as the (asynchronous) handler returned, a data race. So micro's stats count
-// requests but not errors; bridge_submit_requests_total has the outcomes.
+// requests but not errors; bridge_submit_requests_total and bridge_submit_status_requests_total have the outcomes.
 func (s *Service) reply(req micro.Request, label, outcome string, e *replyError, v ...any) {
-	s.metrics.requests.WithLabelValues(label, outcome).Inc()
+	s.metrics.count(label, outcome)
 	if req.Reply() == "" {
 		return
 	}

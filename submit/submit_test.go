@@ -21,29 +21,31 @@ type badSubmit struct {
 	modality string
 	body     string
 	wantDesc string
+	// wantField is the field the JSON error body blames; empty when the body as a whole is bad.
+	wantField string
 }
 
 // badSubmits is every class of bad submit request; FuzzSubmitRequest is seeded from it.
 func badSubmits() []badSubmit {
 	return []badSubmit{
-		{"missing field", "prompt", `{}`, "required"},
-		{"empty field", "prompt", `{"prompt": "   "}`, "required"},
-		{"wrong type", "prompt", `{"prompt": 42}`, "must be a string"},
-		{"null field", "prompt", `{"prompt": null}`, "must be a string"},
-		{"field of another modality", "image", `{"prompt": "x"}`, "unknown field"},
-		{"unknown field", "prompt", `{"prompt": "x", "mode": "fast"}`, "unknown field"},
-		{"not JSON", "prompt", `prompt=x`, "JSON object"},
-		{"JSON array", "prompt", `["x"]`, "JSON object"},
-		{"JSON null", "prompt", `null`, "JSON object"},
-		{"webhook_url given", "prompt", `{"prompt": "x", "webhook_url": "https://evil.example/hook"}`, "webhook_url"},
-		{"bad URL scheme", "image", `{"image_url": "ftp://cdn.example.com/a.png"}`, "http or https"},
-		{"URL without host", "video", `{"video_url": "https:///v.mp4"}`, "no host"},
-		{"loopback URL", "image", `{"image_url": "http://127.0.0.1/a.png"}`, "public"},
-		{"localhost URL", "image", `{"image_url": "http://localhost:8080/a.png"}`, "public"},
-		{"prompt too long", "prompt", `{"prompt": "` + strings.Repeat("é", 20001) + `"}`, "over 20000"},
-		{"private URL", "image", `{"image_url": "http://10.1.2.3/a.png"}`, "public"},
-		{"URL with credentials", "video", `{"video_url": "https://u:p@cdn.example.com/v.mp4"}`, "credentials"},
-		{"duplicate keys", "prompt", `{"prompt": "a", "prompt": 1}`, "must be a string"},
+		{"missing field", "prompt", `{}`, "required", "prompt"},
+		{"empty field", "prompt", `{"prompt": "   "}`, "required", "prompt"},
+		{"wrong type", "prompt", `{"prompt": 42}`, "must be a string", "prompt"},
+		{"null field", "prompt", `{"prompt": null}`, "must be a string", "prompt"},
+		{"field of another modality", "image", `{"prompt": "x"}`, "unknown field", "prompt"},
+		{"unknown field", "prompt", `{"prompt": "x", "mode": "fast"}`, "unknown field", "mode"},
+		{"not JSON", "prompt", `prompt=x`, "JSON object", ""},
+		{"JSON array", "prompt", `["x"]`, "JSON object", ""},
+		{"JSON null", "prompt", `null`, "JSON object", ""},
+		{"webhook_url given", "prompt", `{"prompt": "x", "webhook_url": "https://evil.example/hook"}`, "webhook_url", "webhook_url"},
+		{"bad URL scheme", "image", `{"image_url": "ftp://cdn.example.com/a.png"}`, "http or https", "image_url"},
+		{"URL without host", "video", `{"video_url": "https:///v.mp4"}`, "no host", "video_url"},
+		{"loopback URL", "image", `{"image_url": "http://127.0.0.1/a.png"}`, "public", "image_url"},
+		{"localhost URL", "image", `{"image_url": "http://localhost:8080/a.png"}`, "public", "image_url"},
+		{"prompt too long", "prompt", `{"prompt": "` + strings.Repeat("é", 20001) + `"}`, "over 20000", "prompt"},
+		{"private URL", "image", `{"image_url": "http://10.1.2.3/a.png"}`, "public", "image_url"},
+		{"URL with credentials", "video", `{"video_url": "https://u:p@cdn.example.com/v.mp4"}`, "credentials", "video_url"},
+		{"duplicate keys", "prompt", `{"prompt": "a", "prompt": 1}`, "must be a string", "prompt"},
 	}
 }
 
@@ -58,6 +60,14 @@ func TestBadSubmitNeverReachesUpstream(t *testing.T) {
 			}
 			if desc := reply.Header.Get(micro.ErrorHeader); !strings.Contains(desc, tt.wantDesc) {
 				t.Fatalf("description %q, want it to mention %q", desc, tt.wantDesc)
+			}
+			// The body repeats the error for a person using `nats req`, and names the field to blame.
+			var body ErrorBody
+			if err := json.Unmarshal(reply.Data, &body); err != nil {
+				t.Fatalf("error body %q: %v", reply.Data, err)
+			}
+			if body.Code != "INVALID_REQUEST" || !strings.Contains(body.Message, tt.wantDesc) || body.Field != tt.wantField {
+				t.Fatalf("error body %s, want code INVALID_REQUEST, a message mentioning %q and field %q", reply.Data, tt.wantDesc, tt.wantField)
 			}
 		})
 	}
@@ -152,5 +162,45 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 	}
 	if n := e.Sim.CallCount(simulator.EndpointSubmit); n != 4 {
 		t.Fatalf("%d upstream submissions, want 4", n)
+	}
+}
+
+// TestStatusRequestsHaveTheirOwnMetric: jobs.status requests are counted in
+// bridge_submit_status_requests_total, not as a modality "status" of bridge_submit_requests_total.
+func TestStatusRequestsHaveTheirOwnMetric(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	e.startSubmitter()
+	reply := e.Request(bjs.SubjectJobStatus, []byte(`{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"}`), nil)
+	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "404" {
+		t.Fatalf("code %q, want 404", code)
+	}
+	e.Request(bjs.SubjectJobStatus, []byte(`{"job_id":"nope"}`), nil)
+	got := map[string]float64{}
+	mfs, err := e.Reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += " " + l.GetName() + "=" + l.GetValue()
+			}
+			got[key] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"bridge_submit_status_requests_total outcome=not_found": 1,
+		"bridge_submit_status_requests_total outcome=invalid":   1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	for k := range got {
+		if strings.Contains(k, "bridge_submit_requests_total") && strings.Contains(k, "modality=status") {
+			t.Errorf("jobs.status still counted as a modality: %s", k)
+		}
 	}
 }

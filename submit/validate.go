@@ -26,7 +26,7 @@ func (s *Service) validate(data []byte, field string) (map[string]string, *reply
 		return nil, badRequest("body must be a JSON object of string fields, e.g. {%q: \"...\"}", field)
 	}
 	if _, ok := raw[fieldWebhookURL]; ok {
-		return nil, badRequest("%s is set by the bridge and must not be given", fieldWebhookURL)
+		return nil, badField(fieldWebhookURL, "%s is set by the bridge and must not be given", fieldWebhookURL)
 	}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
@@ -36,31 +36,31 @@ func (s *Service) validate(data []byte, field string) (map[string]string, *reply
 	fields := make(map[string]string, len(raw))
 	for _, k := range keys {
 		if k != field {
-			return nil, badRequest("unknown field %q: this modality takes %q", text.Truncate(k, 64), field)
+			return nil, badField(text.Truncate(k, 64), "unknown field %q: this modality takes %q", text.Truncate(k, 64), field)
 		}
 		v := raw[k]
 		if len(v) == 0 || v[0] != '"' {
-			return nil, badRequest("field %q must be a string", k)
+			return nil, badField(k, "field %q must be a string", k)
 		}
 		var str string
 		if err := json.Unmarshal(v, &str); err != nil {
-			return nil, badRequest("field %q must be a string", k)
+			return nil, badField(k, "field %q must be a string", k)
 		}
 		fields[k] = str
 	}
 	val := fields[field]
 	if strings.TrimSpace(val) == "" {
-		return nil, badRequest("field %q is required and must not be empty", field)
+		return nil, badField(field, "field %q is required and must not be empty", field)
 	}
 	if !utf8.ValidString(val) {
-		return nil, badRequest("field %q must be valid UTF-8", field)
+		return nil, badField(field, "field %q must be valid UTF-8", field)
 	}
 	if strings.HasSuffix(field, "_url") {
 		if err := s.checkURL(field, val); err != nil {
 			return nil, err
 		}
 	} else if n := utf8.RuneCountInString(val); n > s.cfg.MaxTextChars {
-		return nil, badRequest("field %q has %d characters, over %d", field, n, s.cfg.MaxTextChars)
+		return nil, badField(field, "field %q has %d characters, over %d", field, n, s.cfg.MaxTextChars)
 	}
 	return fields, nil
 }
@@ -69,26 +69,26 @@ func (s *Service) validate(data []byte, field string) (map[string]string, *reply
 // addresses and localhost are checked: no DNS lookups on the request path.
 func (s *Service) checkURL(field, raw string) *replyError {
 	if len(raw) > s.cfg.MaxURLChars {
-		return badRequest("field %q is over %d bytes", field, s.cfg.MaxURLChars)
+		return badField(field, "field %q is over %d bytes", field, s.cfg.MaxURLChars)
 	}
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil:
-		return badRequest("field %q is not a URL", field)
+		return badField(field, "field %q is not a URL", field)
 	case u.Scheme != "http" && u.Scheme != "https":
-		return badRequest("field %q must be an http or https URL", field)
+		return badField(field, "field %q must be an http or https URL", field)
 	case u.Host == "" || u.Hostname() == "":
-		return badRequest("field %q has no host", field)
+		return badField(field, "field %q has no host", field)
 	case u.User != nil:
-		return badRequest("field %q must not carry credentials", field)
+		return badField(field, "field %q must not carry credentials", field)
 	}
 	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return badRequest("field %q must be a public URL", field)
+		return badField(field, "field %q must be a public URL", field)
 	}
 	if ip := net.ParseIP(host); ip != nil && (ip.IsLoopback() || ip.IsPrivate() || ip.IsUnspecified() ||
 		ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip.IsMulticast()) {
-		return badRequest("field %q must be a public URL", field)
+		return badField(field, "field %q must be a public URL", field)
 	}
 	return nil
 }

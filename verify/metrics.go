@@ -65,7 +65,7 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 			Help: "Webhooks published to DEADLETTER, by reason.",
 		}, []string{"reason"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "bridge_verify_latency_seconds",
+			Name:    "bridge_verify_duration_seconds",
 			Help:    "Time from ingest receiving a webhook to its verified result being published.",
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900},
 		}),
@@ -84,6 +84,10 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 	}
 	if m.deadLetters, err = promutil.Register(reg, m.deadLetters); err != nil {
 		return nil, err
+	}
+	// Known reasons start at zero, so increase() sees the first dead letter of each.
+	for _, r := range []string{ReasonNotFound, ReasonAttemptsExhausted, ReasonUnknownJob, ReasonMalformed} {
+		m.deadLetters.WithLabelValues(r)
 	}
 	if m.latency, err = promutil.Register(reg, m.latency); err != nil {
 		return nil, err

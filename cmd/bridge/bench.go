@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"runtime"
@@ -21,7 +20,14 @@ import (
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
-const benchUsage = `bridge bench: drive webhooks (or submissions) into a bridge and measure it.
+var benchCommand = &command{
+	name: "bench", args: "[flags]", summary: "drive webhooks or submissions at a bridge and measure (in-process by default)",
+	run: runBench,
+}
+
+const benchUsage = `bridge bench [flags]
+
+Drives webhooks (or submissions) into a bridge and measures it.
 
 Without --target it starts everything in-process: an embedded nats-server, the upstream simulator
 (jobs finish at once, no faults) and every role, as bridge demo does. With --target it drives a running
@@ -32,22 +38,21 @@ knows them: webhooks for jobs it does not know are verified only within its smal
 In-process, the simulator then sends no webhooks of its own and polling waits an hour, so every result
 comes from a webhook the bench sent. Against --target without --nats, webhooks carry made-up job ids
 (ingest is measured; the bridge dead-letters them). Only loopback targets. The run ends at --count or
---duration, whichever comes first, then waits up to --settle for the results.
+--duration, whichever comes first, then waits up to --settle for the results.`
 
-Flags:
-`
+// benchFlags are bridge bench's flags.
+type benchFlags struct {
+	cfg             loadgen.Config
+	target, natsURL string
+	apiRPM          int
+	keep, floor     bool
+	roles           string
+}
 
-// runBench is bridge bench.
-func runBench(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bridge bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, benchUsage)
-		fs.PrintDefaults()
-	}
-	var cfg loadgen.Config
-	target := fs.String("target", "", "base URL of a running bridge's HTTP listener (loopback); empty starts one in-process")
-	natsURL := fs.String("nats", "", "NATS URL of the --target bridge, to observe results and for --submit")
+func (b *benchFlags) register(fs *flagSet) {
+	cfg := &b.cfg
+	fs.StringVar(&b.target, "target", "", "base URL of a running bridge's HTTP listener (loopback); empty starts one in-process")
+	fs.StringVar(&b.natsURL, "nats", "", "NATS URL of the --target bridge, to observe results and for --submit")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "operations per second; 0 = flat out")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "operations in flight at once")
 	fs.IntVar(&cfg.Count, "count", 10000, "operations, at most")
@@ -55,101 +60,64 @@ func runBench(ctx context.Context, args []string, env map[string]string, stdout,
 	fs.DurationVar(&cfg.Settle, "settle", 30*time.Second, "wait for outstanding results after the load, at most")
 	fs.BoolVar(&cfg.Submit, "submit", false, "submit over NATS (moderate.prompt) instead of posting webhooks; the upstream sends the webhooks")
 	fs.Float64Var(&cfg.Duplicates, "duplicates", 0, "share of webhooks that repeat an earlier job's (with --submit in-process: the simulator's duplicate rate)")
-	apiRPM := fs.Int("api-rpm", 6_000_000, "in-process: the bridge's upstream budget per minute (the real default is 60)")
-	keep := fs.Bool("keep", false, "in-process: keep the data directory and bridge.log")
-	roles := fs.String("roles", "", "in-process: BRIDGE_ROLES of the bridge (default all); ingest alone measures the webhook path without the verifier competing for CPU")
-	floor := fs.Bool("floor", false, "in-process webhook mode: first drive a bare net/http + nats.go handler on the same server the same way, and print ingest's ratio to it")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("bridge bench takes no arguments; see bridge bench -h")}
-	}
-	if *natsURL != "" {
-		for u := range strings.SplitSeq(*natsURL, ",") {
+	fs.IntVar(&b.apiRPM, "api-rpm", 6_000_000, "in-process: the bridge's upstream budget per minute (the real default is 60)")
+	fs.BoolVar(&b.keep, "keep", false, "in-process: keep the data directory and bridge.log")
+	fs.StringVar(&b.roles, "roles", "", "in-process: BRIDGE_ROLES of the bridge (default all); ingest alone measures the webhook path without the verifier competing for CPU")
+	fs.BoolVar(&b.floor, "floor", false, "in-process webhook mode: first drive a bare net/http + nats.go handler on the same server the same way, and print ingest's ratio to it")
+}
+
+func (b *benchFlags) check() error {
+	if b.natsURL != "" {
+		for u := range strings.SplitSeq(b.natsURL, ",") {
 			if err := loadgen.CheckLoopback(strings.Replace(strings.TrimSpace(u), "nats://", "http://", 1)); err != nil {
 				return usageError{fmt.Errorf("--nats: %w", err)}
 			}
 		}
 	}
-	if *target == "" && *natsURL != "" {
+	if b.target == "" && b.natsURL != "" {
 		return usageError{errors.New("bridge bench: --nats goes with --target")}
 	}
-	if *floor && (*target != "" || cfg.Submit) {
+	if b.floor && (b.target != "" || b.cfg.Submit) {
 		return usageError{errors.New("bridge bench: --floor is for the in-process webhook mode")}
 	}
+	return nil
+}
 
+// runBench is bridge bench.
+func runBench(ctx context.Context, c *cli, args []string) error {
+	stdout := c.stdout
+	fs := newFlagSet("bridge bench", benchUsage, c)
+	var b benchFlags
+	b.register(fs)
+	if err := fs.noArgs(args); err != nil {
+		return err
+	}
+	if err := b.check(); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "bridge bench: %d CPUs (GOMAXPROCS %d), %s, count %d, duration %v\n",
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), cfg.Count, cfg.Duration)
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), b.cfg.Count, b.cfg.Duration)
 	var floorRep *loadgen.Report
-	if *target == "" {
-		simCfg := simulator.Config{Seed: 1, QueueDelay: -1, ProcessDelay: -1, GrantChat: true}
-		env := map[string]string{"BRIDGE_API_RPM": fmt.Sprint(*apiRPM), "BRIDGE_RETENTION": "1h"}
-		if *roles != "" {
-			env["BRIDGE_ROLES"] = *roles
-		}
-		if cfg.Submit {
-			simCfg.DuplicateRate = cfg.Duplicates
-		} else {
-			// The bench sends every webhook: the simulator sends none, and polling does not race it.
-			simCfg.DropRate = 1
-			env["BRIDGE_WEBHOOK_GRACE"] = "1h"
-		}
-		lb, err := startLocal(ctx, "bridge-bench-", "bench", simCfg, env, *keep)
+	if b.target == "" {
+		stop, frep, err := b.startInProcess(ctx, stdout)
 		if err != nil {
 			return err
 		}
-		defer lb.close()
-		*target, *natsURL = lb.app.PublicURL(), lb.app.Server().ClientURL()
-		if *floor {
-			f, err := startFloor(ctx, lb.app.Server())
-			if err != nil {
-				return err
-			}
-			defer f.close()
-			fcfg := cfg
-			fcfg.Target = f.url
-			frep, err := loadgen.Run(ctx, fcfg)
-			if err != nil {
-				return usageError{err}
-			}
-			fmt.Fprint(stdout, "floor (bare net/http + nats.go publish and ack, same server): ")
-			frep.Print(stdout)
-			floorRep = frep
-		}
-		fmt.Fprintf(stdout, "in-process: embedded NATS at %s, bridge at %s, simulator at %s, budget %d/min, logs %s\n",
-			*natsURL, *target, lb.sim.URL(), *apiRPM, lb.logFile.Name())
+		defer stop()
+		floorRep = frep
 	}
-	cfg.Target = strings.TrimRight(*target, "/")
-	if *natsURL != "" {
-		nc, err := nats.Connect(*natsURL, nats.Name("bridge-bench"))
+	b.cfg.Target = strings.TrimRight(b.target, "/")
+	if b.natsURL != "" {
+		nc, err := nats.Connect(b.natsURL, nats.Name("bridge-bench"))
 		if err != nil {
-			return fmt.Errorf("connect %s: %w", *natsURL, err)
+			return fmt.Errorf("connect %s: %w", b.natsURL, err)
 		}
 		defer nc.Close()
-		cfg.NC = nc
-		hasSubmit := *roles == "" || slices.Contains(strings.Split(*roles, ","), bridge.RoleSubmit)
-		if cfg.Submit || hasSubmit {
-			if err := waitForService(ctx, nc, 10*time.Second); err != nil {
-				return err
-			}
-		}
-		if !cfg.Submit && hasSubmit {
-			n := int(float64(cfg.Count)*(1-cfg.Duplicates)) + 1
-			start := time.Now()
-			ids, err := createJobs(ctx, nc, n, 32)
-			if err != nil {
-				return err
-			}
-			cfg.Jobs = ids
-			fmt.Fprintf(stdout, "submitted %d jobs over %sprompt for the webhooks to carry in %.1fs (not measured)\n",
-				len(ids), bjs.SubjectSubmit, time.Since(start).Seconds())
+		if err := b.prepare(ctx, nc, stdout); err != nil {
+			return err
 		}
 	}
-	rep, err := loadgen.Run(ctx, cfg)
+	rep, err := loadgen.Run(ctx, b.cfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -160,6 +128,80 @@ func runBench(ctx context.Context, args []string, env map[string]string, stdout,
 			rep.AcceptedPerSec()/floorRep.AcceptedPerSec(), ms(q(rep.Latency, .5)), ms(q(floorRep.Latency, .5)),
 			ms(q(rep.Latency, .99)), ms(q(floorRep.Latency, .99)))
 	}
+	return nil
+}
+
+// startInProcess starts the embedded nats-server, the simulator and a bridge, points the bench at them
+// and, with --floor, first measures the floor. stop releases them.
+func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop func(), floorRep *loadgen.Report, err error) {
+	simCfg := simulator.Config{Seed: 1, QueueDelay: -1, ProcessDelay: -1, GrantChat: true}
+	env := map[string]string{"BRIDGE_API_RPM": fmt.Sprint(b.apiRPM), "BRIDGE_RETENTION": "1h"}
+	if b.roles != "" {
+		env["BRIDGE_ROLES"] = b.roles
+	}
+	if b.cfg.Submit {
+		simCfg.DuplicateRate = b.cfg.Duplicates
+	} else {
+		// The bench sends every webhook: the simulator sends none, and polling does not race it.
+		simCfg.DropRate = 1
+		env["BRIDGE_WEBHOOK_GRACE"] = "1h"
+	}
+	lb, err := startLocal(ctx, "bridge-bench-", "bench", simCfg, env, b.keep)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.target, b.natsURL = lb.app.PublicURL(), lb.app.Server().ClientURL()
+	if b.floor {
+		if floorRep, err = b.measureFloor(ctx, lb, stdout); err != nil {
+			lb.close()
+			return nil, nil, err
+		}
+	}
+	fmt.Fprintf(stdout, "in-process: embedded NATS at %s, bridge at %s, simulator at %s, budget %d/min, logs %s\n",
+		b.natsURL, b.target, lb.sim.URL(), b.apiRPM, lb.logFile.Name())
+	return lb.close, floorRep, nil
+}
+
+// measureFloor drives a bare net/http + nats.go handler on the same server the same way.
+func (b *benchFlags) measureFloor(ctx context.Context, lb *localBridge, stdout io.Writer) (*loadgen.Report, error) {
+	f, err := startFloor(ctx, lb.app.Server())
+	if err != nil {
+		return nil, err
+	}
+	defer f.close()
+	fcfg := b.cfg
+	fcfg.Target = f.url
+	frep, err := loadgen.Run(ctx, fcfg)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	fmt.Fprint(stdout, "floor (bare net/http + nats.go publish and ack, same server): ")
+	frep.Print(stdout)
+	return frep, nil
+}
+
+// prepare gives the load generator the connection, waits for the submit service, and in webhook mode
+// submits the jobs the webhooks carry (not measured).
+func (b *benchFlags) prepare(ctx context.Context, nc *nats.Conn, stdout io.Writer) error {
+	b.cfg.NC = nc
+	hasSubmit := b.roles == "" || slices.Contains(strings.Split(b.roles, ","), bridge.RoleSubmit)
+	if b.cfg.Submit || hasSubmit {
+		if err := waitForService(ctx, nc, 10*time.Second); err != nil {
+			return err
+		}
+	}
+	if b.cfg.Submit || !hasSubmit {
+		return nil
+	}
+	n := int(float64(b.cfg.Count)*(1-b.cfg.Duplicates)) + 1
+	start := time.Now()
+	ids, err := createJobs(ctx, nc, n, 32)
+	if err != nil {
+		return err
+	}
+	b.cfg.Jobs = ids
+	fmt.Fprintf(stdout, "submitted %d jobs over %sprompt for the webhooks to carry in %.1fs (not measured)\n",
+		len(ids), bjs.SubjectSubmit, time.Since(start).Seconds())
 	return nil
 }
 

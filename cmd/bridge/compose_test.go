@@ -39,6 +39,10 @@ type composeFile struct {
 		Command     []string `yaml:"command"`
 		Environment any      `yaml:"environment"`
 		Ports       []string `yaml:"ports"`
+		Healthcheck struct {
+			Test    []string `yaml:"test"`
+			Disable bool     `yaml:"disable"`
+		} `yaml:"healthcheck"`
 	} `yaml:"services"`
 }
 
@@ -151,6 +155,16 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 	if len(sim.Command) == 0 || sim.Command[0] != "simulate" {
 		t.Errorf("simulator service command %v, want bridge simulate", sim.Command)
 	}
+	if !sim.Healthcheck.Disable {
+		t.Error("simulator service keeps the image's HEALTHCHECK, which asks a bridge's /readyz")
+	}
+	// Every bridge is healthy by the image's own check, a command of the binary.
+	for name := range bridges {
+		hc := c.Services[name].Healthcheck.Test
+		if len(hc) < 3 || hc[0] != "CMD" || hc[1] != imageBinary || lookup(commands(), hc[2]) != healthcheckCommand {
+			t.Errorf("service %s: healthcheck %q, want [CMD %s healthcheck]", name, hc, imageBinary)
+		}
+	}
 	// Prometheus scrapes every bridge service.
 	prom, err := os.ReadFile(repoFile("deploy/prometheus/prometheus.yml"))
 	if err != nil {
@@ -161,6 +175,26 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 		if !strings.Contains(string(prom), fmt.Sprintf("%q", name+":"+port)) {
 			t.Errorf("deploy/prometheus/prometheus.yml does not scrape %s:%s", name, port)
 		}
+	}
+}
+
+// imageBinary is where the Dockerfile puts the binary.
+const imageBinary = "/usr/local/bin/bridge"
+
+// TestImageHealthcheck checks the Dockerfile's HEALTHCHECK: exec form (distroless has no shell), the
+// binary the image has, and a command bridge has.
+func TestImageHealthcheck(t *testing.T) {
+	b, err := os.ReadFile(repoFile("Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(b)
+	if !strings.Contains(df, "COPY --from=build /out/bridge "+imageBinary+"\n") || !strings.Contains(df, `ENTRYPOINT ["`+imageBinary+`"]`) {
+		t.Fatalf("Dockerfile does not install the binary at %s", imageBinary)
+	}
+	m := regexp.MustCompile(`(?m)^HEALTHCHECK .* CMD \["([^"]+)", "([^"]+)"\]$`).FindStringSubmatch(df)
+	if m == nil || m[1] != imageBinary || lookup(commands(), m[2]) != healthcheckCommand {
+		t.Fatalf("Dockerfile HEALTHCHECK %q, want CMD [%q, \"healthcheck\"]", m, imageBinary)
 	}
 }
 

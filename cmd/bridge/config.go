@@ -39,6 +39,11 @@ func envErrors(err error) error {
 			out = append(out, fmt.Errorf("%s: invalid value: %v", key, unwrapParse(pe.Err)))
 			continue
 		}
+		var fe env.LoadFileContentError
+		if errors.As(e, &fe) {
+			out = append(out, fmt.Errorf("%s: cannot read the file: %v", fe.Key, fe.Err))
+			continue
+		}
 		out = append(out, e)
 	}
 	return errors.Join(out...)

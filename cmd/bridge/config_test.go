@@ -1,9 +1,17 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -67,5 +75,76 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 func TestIngestOnlyNeedsNoUpstream(t *testing.T) {
 	if _, err := parseConfig(map[string]string{"BRIDGE_ROLES": "ingest"}); err != nil {
 		t.Fatalf("ingest alone must not need BRIDGE_API_URL: %v", err)
+	}
+}
+
+// TestSecretsFromFiles reads BRIDGE_API_KEY, BRIDGE_WEBHOOK_TOKEN and BRIDGE_WEBHOOK_SECRET from the files
+// their _FILE variables name (as Docker and Kubernetes mount secrets), trimmed of the trailing newline.
+func TestSecretsFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	env := map[string]string{
+		"BRIDGE_API_URL":             "http://127.0.0.1:1/api/v1",
+		"BRIDGE_API_KEY_FILE":        write("key", "sk_from_file\n"),
+		"BRIDGE_WEBHOOK_TOKEN_FILE":  write("token", "  tok123\n"),
+		"BRIDGE_WEBHOOK_SECRET_FILE": write("secret", "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n"),
+	}
+	cfg, err := parseConfig(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.APIKey != "sk_from_file" || cfg.WebhookToken != "tok123" || cfg.WebhookSecret != "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=" {
+		t.Errorf("secrets %q %q %q", cfg.APIKey, cfg.WebhookToken, cfg.WebhookSecret)
+	}
+	if cfg.APIKeyFile != "" || cfg.WebhookTokenFile != "" || cfg.WebhookSecretFile != "" {
+		t.Error("the file contents stay in the *File fields; want them moved")
+	}
+
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"both", map[string]string{"BRIDGE_API_KEY": "k"}, "BRIDGE_API_KEY_FILE: set BRIDGE_API_KEY or BRIDGE_API_KEY_FILE, not both"},
+		{"missing file", map[string]string{"BRIDGE_API_KEY_FILE": filepath.Join(dir, "nope")}, "BRIDGE_API_KEY_FILE: cannot read the file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := maps.Clone(env)
+			maps.Copy(e, tt.env)
+			_, err := parseConfig(e)
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to start with %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestLogTimesHaveMilliseconds: log lines carry RFC 3339 times with milliseconds, set on our logger
+// alone (zerolog's package-level format is left as it is).
+func TestLogTimesHaveMilliseconds(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := newLogger("info", "json", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Info().Msg("hello")
+	var line struct {
+		Time string `json:"time"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
+		t.Fatalf("%v: %s", err, buf.String())
+	}
+	if !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`).MatchString(line.Time) {
+		t.Errorf("time %q, want RFC 3339 with milliseconds in UTC", line.Time)
+	}
+	if zerolog.TimeFieldFormat != time.RFC3339 {
+		t.Errorf("zerolog.TimeFieldFormat changed to %q", zerolog.TimeFieldFormat)
 	}
 }

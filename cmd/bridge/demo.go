@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -35,8 +34,7 @@ type demoFlags struct {
 // runDemo runs every role in-process against the simulator with faults, submits a workload over
 // moderate.*, and prints what became of it. It fails unless nothing was lost and nothing doubled.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bridge demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("bridge demo", demoUsage, &cli{stdout: stdout, stderr: stderr})
 	var d demoFlags
 	fs.IntVar(&d.jobs, "jobs", 200, "jobs to submit, spread over prompt, image, video and chat")
 	fs.IntVar(&d.concurrency, "concurrency", 16, "submissions in flight at once")
@@ -49,13 +47,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&d.maxWait, "max-wait", 2*time.Minute, "give up waiting for results after this long")
 	fs.BoolVar(&d.keep, "keep", false, "keep the data directory and log file")
 	var sf simFlags
-	sf.register(fs, simFlags{
+	sf.register(fs.FlagSet, simFlags{
 		seed: 1, drop: 0.15, duplicate: 0.15, neverFinish: 0.03, fail: 0.03, prohibited: 0.25,
 		errorRate: 0.05, rateLimitRate: 0.03, queueDelay: 50 * time.Millisecond, processDelay: 300 * time.Millisecond,
 		grantChat: true,
 	})
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	if err := fs.noArgs(args); err != nil {
+		return err
 	}
 	if d.jobs < 1 || d.concurrency < 1 || d.forged < 0 || d.forgedVerdicts < 0 || d.apiRPM < 1 {
 		return usageError{fmt.Errorf("bridge demo: -jobs, -concurrency and -api-rpm must be positive, -forged and -forged-verdicts not negative")}

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -14,37 +12,12 @@ import (
 	"time"
 
 	"github.com/mattn/go-isatty"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/evershield/bridge/bridge"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/ops"
 )
 
-// The operator commands: thin glue over package ops. They connect to NATS as the bridge does, from
-// BRIDGE_NATS_URL (or the embedded server of a bridge on this machine, at BRIDGE_NATS_LISTEN) with
-// BRIDGE_NATS_CREDS and BRIDGE_NATS_TLS_*, and never need BRIDGE_API_URL.
-
-// parseOpsConfig reads the configuration the operator commands use. It is parseConfig without the
-// role checks: the commands call no upstream.
-func parseOpsConfig(envMap map[string]string) (bridge.Config, error) {
-	m := make(map[string]string, len(envMap)+1)
-	for k, v := range envMap {
-		m[k] = v
-	}
-	m[envPrefix+"ROLES"] = bridge.RoleIngest
-	return parseConfig(m)
-}
-
-// opsNATSURL is where the operator commands connect: BRIDGE_NATS_URL, else the embedded server of a
-// bridge on this machine.
-func opsNATSURL(cfg bridge.Config) string {
-	if cfg.NATSURL != "" {
-		return cfg.NATSURL
-	}
-	return "nats://" + loopback(cfg.NATSListen)
-}
+// The operator commands: thin glue over package ops. They read a NATS-only configuration (natsconfig.go)
+// and never need BRIDGE_API_URL.
 
 // loopback turns a listen address into one a local client can dial (":8080", "0.0.0.0:8080" and
 // "[::]:8080" become 127.0.0.1:8080).
@@ -57,64 +30,6 @@ func loopback(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
-}
-
-// opsConnect connects for an operator command; unlike the bridge it fails fast when NATS is down.
-func opsConnect(ctx context.Context, envMap map[string]string) (*nats.Conn, jetstream.JetStream, bridge.Config, error) {
-	cfg, err := parseOpsConfig(envMap)
-	if err != nil {
-		return nil, nil, bridge.Config{}, usageError{err}
-	}
-	opts := []nats.Option{nats.Name("bridge-ops"), nats.Timeout(5 * time.Second), nats.MaxReconnects(-1)}
-	if cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
-	}
-	if cfg.NATSTLSCert != "" {
-		opts = append(opts, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
-	}
-	if cfg.NATSTLSCA != "" {
-		opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
-	}
-	url := opsNATSURL(cfg)
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, nil, bridge.Config{}, fmt.Errorf("connect to NATS at %s (set %sNATS_URL): %w", bjs.Redact(url), envPrefix, err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, bridge.Config{}, err
-	}
-	return nc, js, cfg, nil
-}
-
-// newFlagSet returns a flag set that writes its usage to stderr.
-func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseArgs parses flags and positional arguments in any order.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		if args[0] == "--" {
-			return append(pos, args[1:]...), nil
-		}
-		pos, args = append(pos, args[0]), args[1:]
-	}
 }
 
 // listFlag is a repeatable flag that also takes comma-separated values.

@@ -235,6 +235,13 @@ func TestStatusJSONReportsKnownState(t *testing.T) {
 	if len(rep.Streams) < 5 || len(rep.Bridges) != 0 || len(rep.Attention) == 0 {
 		t.Errorf("report %s", out)
 	}
+	// A NATS-only configuration: a bad variable the command does not use is ignored, and -s (the nats
+	// CLI's flag) beats BRIDGE_NATS_URL.
+	badEnv := map[string]string{"BRIDGE_TIMEOUT_VIDEO": "soon", "BRIDGE_API_URL": "ftp://x", "BRIDGE_NATS_URL": "nats://127.0.0.1:1"}
+	if out, errOut, err := runCmd(t, badEnv, "status", "-json", "-metrics-url", "none", "-s", w.env["BRIDGE_NATS_URL"]); err != nil ||
+		!strings.Contains(out, `"records": 5`) {
+		t.Fatalf("status -s with unrelated bad variables: %v\n%s%s", err, out, errOut)
+	}
 	out, _, err = runCmd(t, w.env, "status", "-metrics-url", "none")
 	if err != nil || !strings.Contains(out, "ATTENTION") || !strings.Contains(out, "1 pending jobs are past their deadline") ||
 		!strings.Contains(out, "DEAD LETTERS  3: not_found 1, unknown_job 2") {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,6 +73,11 @@ func TestRunIngestOnlyEmbedded(t *testing.T) {
 
 	base := "http://" + httpAddr
 	waitReady(t, http.DefaultClient, base)
+	// bridge healthcheck finds the listener from BRIDGE_HTTP_ADDR, as the image's HEALTHCHECK does.
+	if out, _, err := runCmd(t, map[string]string{"BRIDGE_HTTP_ADDR": httpAddr}, "healthcheck"); err != nil ||
+		out != base+"/readyz: 200 OK\n" {
+		t.Fatalf("healthcheck of a ready bridge: %v %q", err, out)
+	}
 	id := "0b6f7a52-5c1e-4d0b-8f43-3f1b2f7e9a10"
 	resp, err := http.Post(base+"/webhook/image", "application/json", strings.NewReader(`{"job_id":"`+id+`","status":"completed"}`))
 	if err != nil {
@@ -110,6 +117,9 @@ func TestRunIngestOnlyEmbedded(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after cancel")
 	}
+	if _, _, err := runCmd(t, map[string]string{"BRIDGE_HTTP_ADDR": httpAddr}, "healthcheck"); exitCode(err) != 1 {
+		t.Fatalf("healthcheck of a stopped bridge: %v (exit %d), want exit 1", err, exitCode(err))
+	}
 	if strings.Contains(logs.String(), "sim_test_key") {
 		t.Error("logs contain the API key")
 	}
@@ -132,5 +142,26 @@ func TestDemoLosesAndDoublesNothing(t *testing.T) {
 	var ue usageError
 	if errors.As(err, &ue) {
 		t.Fatal("unexpected usage error")
+	}
+}
+
+// TestHealthcheckNeeds200 runs bridge healthcheck against a listener answering /readyz with 503, then 200.
+func TestHealthcheckNeeds200(t *testing.T) {
+	var ready atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/readyz" || !ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	_, _, err := runCmd(t, nil, "healthcheck", "-addr", addr)
+	if exitCode(err) != 1 || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("not ready: %v (exit %d), want exit 1 naming the 503", err, exitCode(err))
+	}
+	ready.Store(true)
+	// BRIDGE_ADMIN_ADDR, when set, is where the health endpoints are.
+	if _, _, err := runCmd(t, map[string]string{"BRIDGE_ADMIN_ADDR": addr, "BRIDGE_HTTP_ADDR": "127.0.0.1:1"}, "healthcheck"); err != nil {
+		t.Fatalf("ready: %v", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/evershield/bridge/upstream/simulator"
@@ -51,18 +50,29 @@ func (s simFlags) config() simulator.Config {
 	return cfg
 }
 
-func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bridge simulate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+var simulateCommand = &command{
+	name: "simulate", args: "[flags]", summary: "run the upstream API simulator",
+	run: func(ctx context.Context, c *cli, args []string) error { return runSimulate(ctx, c, args) },
+}
+
+const simulateUsage = `bridge simulate [flags]
+
+Runs the upstream moderation API simulator on -addr until interrupted: the documented contract (v1) or
+the newer one (v2), with the faults the flags ask for. Point a bridge at it with
+BRIDGE_API_URL=http://<addr>/api/v1 and BRIDGE_API_KEY=<the key it prints>.`
+
+func runSimulate(ctx context.Context, c *cli, args []string) error {
+	stdout, stderr := c.stdout, c.stderr
+	fs := newFlagSet("bridge simulate", simulateUsage, c)
 	addr := fs.String("addr", "127.0.0.1:8090", "listen address")
 	logFormat := fs.String("log-format", "console", "json or console")
 	retention := fs.Duration("job-retention", time.Hour, "forget finished jobs created longer ago than this (0 keeps every job)")
 	contract := fs.String("contract", simulator.ContractV1, "upstream contract to speak: v1 (documented: prompt/chat, unsigned webhooks sent once) or v2 (newer: text/audio, signed and retried webhooks, rate-limit headers)")
 	secret := fs.String("webhook-secret", "", "Standard Webhooks signing secret (whsec_<base64>); v2 generates one and prints it when empty, v1 signs only when it is set")
 	var sf simFlags
-	sf.register(fs, simFlags{rpm: 60, queueDelay: 200 * time.Millisecond, processDelay: 2 * time.Second, grantChat: true})
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	sf.register(fs.FlagSet, simFlags{rpm: 60, queueDelay: 200 * time.Millisecond, processDelay: 2 * time.Second, grantChat: true})
+	if err := fs.noArgs(args); err != nil {
+		return err
 	}
 	log, err := newLogger("info", *logFormat, stderr)
 	if err != nil {

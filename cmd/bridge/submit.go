@@ -17,6 +17,10 @@ import (
 	"github.com/evershield/bridge/ops"
 )
 
+var submitCommand = &command{
+	name: "submit", args: "<modality> [value]", summary: "submit a job over moderate.<modality>", run: runSubmitClient,
+}
+
 const submitSynopsis = `bridge submit <modality> [TEXT_OR_URL] [-field k=v]... [-body JSON] [-idempotency-key K] [-wait] [-timeout D]
 
 A small client of moderate.<modality>: the positional value fills prompt (prompt, chat), image_url or
@@ -24,8 +28,10 @@ video_url. Prints the reply {"job_id": ..., "status": "queued"}; with -wait, pol
 result is out and prints that.`
 
 // runSubmitClient is bridge submit.
-func runSubmitClient(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bridge submit", submitSynopsis, stderr)
+func runSubmitClient(ctx context.Context, c *cli, args []string) error {
+	fs := newFlagSet("bridge submit", submitSynopsis, c)
+	var nf natsFlags
+	nf.register(fs)
 	var fieldArgs listFlag
 	fs.Func("field", "a form field k=v (repeatable)", func(v string) error {
 		fieldArgs = append(fieldArgs, v)
@@ -35,13 +41,12 @@ func runSubmitClient(ctx context.Context, args []string, env map[string]string, 
 	key := fs.String("idempotency-key", "", "makes a retried submission return the first job")
 	wait := fs.Bool("wait", false, "wait for the result and print the job status")
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the reply, and with -wait for the result")
-	pos, err := parseArgs(fs, args)
+	pos, err := fs.parse(args)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 	if len(pos) == 0 || len(pos) > 2 {
-		fs.Usage()
-		return usageError{errors.New("bridge submit: want a modality and at most one value")}
+		return fs.fail(errors.New("bridge submit: want a modality and at most one value"))
 	}
 	modality := pos[0]
 	fields := map[string]string{}
@@ -70,7 +75,7 @@ func runSubmitClient(ctx context.Context, args []string, env map[string]string, 
 	if *wait && *key == "" {
 		*key = uuid.NewString() // a retry after a lost reply must not submit twice
 	}
-	return withClient(ctx, env, *timeout, func(ctx context.Context, nc *nats.Conn) error {
+	return withClient(ctx, c.env, nf, *timeout, func(ctx context.Context, nc *nats.Conn) error {
 		rep, raw, err := ops.Submit(ctx, nc, modality, fields, *key)
 		if se, ok := errors.AsType[*ops.ServiceError](err); ok && se.Busy() {
 			return fmt.Errorf("bridge submit %s: refused, the account's upstream budget is busy with accepted work; "+
@@ -84,46 +89,13 @@ func runSubmitClient(ctx context.Context, args []string, env map[string]string, 
 				return fmt.Errorf("bridge submit: job %s: %w", rep.JobID, err)
 			}
 		}
-		return printRaw(stdout, raw)
-	})
-}
-
-const jobSynopsis = `bridge job <job_id> [-wait] [-timeout D]
-
-A small client of jobs.status: prints {"job": <JOBS record>, "result": <result message or null>}.`
-
-// runJobClient is bridge job.
-func runJobClient(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bridge job", jobSynopsis, stderr)
-	wait := fs.Bool("wait", false, "wait until the job's result is out")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait")
-	pos, err := parseArgs(fs, args)
-	if err != nil {
-		return usageError{err}
-	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return usageError{errors.New("bridge job: want one job id")}
-	}
-	if _, err := uuid.Parse(pos[0]); err != nil {
-		return usageError{fmt.Errorf("bridge job: %q is not a job id (UUID)", pos[0])}
-	}
-	get := ops.JobStatus
-	if *wait {
-		get = waitResult
-	}
-	return withClient(ctx, env, *timeout, func(ctx context.Context, nc *nats.Conn) error {
-		raw, err := get(ctx, nc, pos[0])
-		if err != nil {
-			return fmt.Errorf("bridge job %s: %w", pos[0], err)
-		}
-		return printRaw(stdout, raw)
+		return printRaw(c.stdout, raw)
 	})
 }
 
 // withClient runs f, the work of bridge submit or bridge job, with a connection and within timeout.
-func withClient(ctx context.Context, env map[string]string, timeout time.Duration, f func(context.Context, *nats.Conn) error) error {
-	nc, _, _, err := opsConnect(ctx, env)
+func withClient(ctx context.Context, env map[string]string, nf natsFlags, timeout time.Duration, f func(context.Context, *nats.Conn) error) error {
+	nc, _, _, err := opsConnect(ctx, env, nf)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,11 @@ import (
 	"github.com/evershield/bridge/ops"
 )
 
+var replayCommand = &command{
+	name: "replay", args: "[flags]", summary: "republish RESULTS or WEBHOOKS by time, sequence, subject or job (resumable)",
+	run: runReplay,
+}
+
 const replaySynopsis = `bridge replay [flags]
 
 Republishes RESULTS (or WEBHOOKS) messages, in stream order, each selected message once:
@@ -21,8 +26,10 @@ Progress is kept in the KV bucket BRIDGE_REPLAY under -name: run the same comman
 interrupted replay. Without -name, the name is derived from the selection and target.`
 
 // runReplay is bridge replay.
-func runReplay(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("bridge replay", replaySynopsis, stderr)
+func runReplay(ctx context.Context, c *cli, args []string) error {
+	fs := newFlagSet("bridge replay", replaySynopsis, c)
+	var nf natsFlags
+	nf.register(fs)
 	now := time.Now
 	var subjects, jobIDs listFlag
 	since, until := timeFlag{now: now}, timeFlag{now: now}
@@ -41,12 +48,12 @@ func runReplay(ctx context.Context, args []string, env map[string]string, stdout
 	rate := fs.Float64("rate", 0, "publishes per second (0 = unlimited)")
 	maxN := fs.Int("max", 0, "stop after this many publishes (resume later)")
 	asJSON := fs.Bool("json", false, "print the closing count as JSON")
-	pos, err := parseArgs(fs, args)
+	pos, err := fs.parse(args)
 	if err != nil {
-		return usageError{err}
+		return err
 	}
 	if len(pos) > 0 {
-		return usageError{fmt.Errorf("bridge replay: unexpected argument %q; see bridge replay -h", pos[0])}
+		return fs.fail(fmt.Errorf("bridge replay: unexpected argument %q", pos[0]))
 	}
 	*stream = strings.ToUpper(*stream)
 	if *reverify && *stream != bjs.StreamWebhooks {
@@ -59,16 +66,16 @@ func runReplay(ctx context.Context, args []string, env map[string]string, stdout
 		*name = ops.NameFor(key)
 	}
 
-	nc, js, cfg, err := opsConnect(ctx, env)
+	nc, js, cfg, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	log, err := newLogger("warn", cfg.LogFormat, stderr)
+	log, err := newLogger("warn", cfg.LogFormat, c.stderr)
 	if err != nil {
 		return usageError{err}
 	}
-	progress := newProgressPrinter(stderr)
+	progress := newProgressPrinter(c.stderr)
 	res, err := ops.Replay(ctx, ops.ReplayConfig{
 		JS: js, Log: log, Name: *name, Key: key, Prefix: *prefix, Reverify: *reverify, DryRun: *dryRun,
 		Rate: *rate, Max: *maxN, Restart: *restart, Replicas: cfg.Replicas, Progress: progress.update,
@@ -80,29 +87,11 @@ func runReplay(ctx context.Context, args []string, env map[string]string, stdout
 		return opsError(fmt.Errorf("bridge replay %s: %w", *name, err))
 	}
 	if *asJSON {
-		if jerr := writeJSON(stdout, res); jerr != nil {
+		if jerr := writeJSON(c.stdout, res); jerr != nil {
 			return jerr
 		}
 	} else {
-		verb := "published"
-		if res.DryRun {
-			verb = "would publish"
-		}
-		fmt.Fprintf(stdout, "replay %s (%s, %s): %s %d of %d scanned", res.Name, res.Stream, res.Target, verb, res.Published, res.Scanned)
-		if res.Duplicates > 0 {
-			fmt.Fprintf(stdout, " (%d already in the target from an earlier run)", res.Duplicates)
-		}
-		if res.Resumed {
-			fmt.Fprintf(stdout, ", resumed after seq %d", res.ResumedAfter)
-		}
-		fmt.Fprintf(stdout, ", in %.1fs\n", res.Elapsed.Seconds())
-		switch {
-		case res.DryRun:
-		case res.Done:
-			fmt.Fprintf(stdout, "done: %d published in all, through seq %d\n", res.TotalPublished, res.EndSeq)
-		default:
-			fmt.Fprintf(stdout, "stopped at seq %d of %d; run the same command (or -name %s) to resume\n", res.LastSeq, res.EndSeq, res.Name)
-		}
+		printReplay(c.stdout, res)
 	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
@@ -111,4 +100,27 @@ func runReplay(ctx context.Context, args []string, env map[string]string, stdout
 		return opsError(fmt.Errorf("bridge replay %s: %w", res.Name, err))
 	}
 	return nil
+}
+
+// printReplay prints the closing count of a replay.
+func printReplay(w io.Writer, res ops.ReplayResult) {
+	verb := "published"
+	if res.DryRun {
+		verb = "would publish"
+	}
+	fmt.Fprintf(w, "replay %s (%s, %s): %s %d of %d scanned", res.Name, res.Stream, res.Target, verb, res.Published, res.Scanned)
+	if res.Duplicates > 0 {
+		fmt.Fprintf(w, " (%d already in the target from an earlier run)", res.Duplicates)
+	}
+	if res.Resumed {
+		fmt.Fprintf(w, ", resumed after seq %d", res.ResumedAfter)
+	}
+	fmt.Fprintf(w, ", in %.1fs\n", res.Elapsed.Seconds())
+	switch {
+	case res.DryRun:
+	case res.Done:
+		fmt.Fprintf(w, "done: %d published in all, through seq %d\n", res.TotalPublished, res.EndSeq)
+	default:
+		fmt.Fprintf(w, "stopped at seq %d of %d; run the same command (or -name %s) to resume\n", res.LastSeq, res.EndSeq, res.Name)
+	}
 }

@@ -101,7 +101,7 @@ func TestDecideVerdicts(t *testing.T) {
 			id := uuid.NewString()
 			record(t, id, jobs.StatePending)
 			return body(id, false)
-		}, wantAction: actDeadLetter, wantOut: "rejected", wantReason: "upstream_401", wantCalls: 1},
+		}, wantAction: actRetry, wantOut: "auth_paused", wantCalls: 1},
 		{name: "unknown job, verification off", cfg: func(c *Config) { c.UnknownRPM = UnknownOff },
 			webhook:    func(*testing.T) []byte { return body(uuid.NewString(), false) },
 			wantAction: actDeadLetter, wantOut: "unknown_shed", wantReason: "unknown_job"},

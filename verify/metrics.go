@@ -23,6 +23,8 @@ const (
 	outcomeUnknownLaned = "unknown_laned"
 	// outcomeUnknownShed: unknown-job verification is off; the webhook was dead-lettered as unknown_job.
 	outcomeUnknownShed = "unknown_shed"
+	// outcomeAuthPaused: the upstream refused the key (401, 402, 403); verification pauses for everyone.
+	outcomeAuthPaused = "auth_paused"
 )
 
 // Dead-letter reasons, the value of the Bridge-Reason header and the last subject token.
@@ -52,6 +54,8 @@ type verifyMetrics struct {
 	inFlight    prometheus.Gauge
 	// unknownWaiting is the slow-lane webhooks of this process waiting for an unknown-job token.
 	unknownWaiting prometheus.Gauge
+	// authPaused is 1 while verification is paused because the upstream refused the key.
+	authPaused prometheus.Gauge
 }
 
 func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
@@ -72,6 +76,10 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bridge_verify_in_flight",
 			Help: "Raw webhooks being verified right now.",
+		}),
+		authPaused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_verify_auth_paused",
+			Help: "1 while verification is paused because the upstream refused the API key (401, 402 or 403): nothing is dead-lettered, every webhook waits.",
 		}),
 		unknownWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bridge_verify_unknown_waiting",
@@ -96,6 +104,9 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		return nil, err
 	}
 	if m.unknownWaiting, err = promutil.Register(reg, m.unknownWaiting); err != nil {
+		return nil, err
+	}
+	if m.authPaused, err = promutil.Register(reg, m.authPaused); err != nil {
 		return nil, err
 	}
 	return m, nil

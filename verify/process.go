@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -129,6 +130,9 @@ func (v *Verifier) decide(ctx context.Context, d delivery) verdict {
 	if d.parseErr != nil {
 		return deadLetter(ReasonMalformed, outcomeMalformed, d.parseErr)
 	}
+	if wait := v.authPause.remaining(v.cfg.Now()); wait > 0 {
+		return verdict{action: actRetry, outcome: outcomeAuthPaused, retryAfter: wait, cause: errAuthPaused}
+	}
 	rctx, cancel := context.WithTimeout(ctx, v.cfg.HandlerTimeout)
 	defer cancel()
 	rec, rev, err := v.store.Get(rctx, d.id)
@@ -163,6 +167,23 @@ type held struct {
 	rev uint64
 }
 
+// errAuthPaused is the cause of a retry while verification is paused after a refused key.
+var errAuthPaused = errors.New("verification paused: the upstream refused the API key")
+
+// pause is a verifier-wide pause; the zero value is not paused. It is safe for concurrent use.
+type pause struct{ until atomic.Int64 }
+
+// start pauses until now+d, and reports whether this began a pause (none was running).
+func (p *pause) start(now time.Time, d time.Duration) bool {
+	prev := p.until.Swap(now.Add(d).UnixNano())
+	return prev <= now.UnixNano()
+}
+
+// remaining is how long the pause still runs.
+func (p *pause) remaining(now time.Time) time.Duration {
+	return max(0, time.Duration(p.until.Load()-now.UnixNano()))
+}
+
 // errNotFound is the cause of a not_found dead letter.
 var errNotFound = errors.New("the upstream does not know the job (404): spoofed or another account's")
 
@@ -181,6 +202,7 @@ func (v *Verifier) verify(ctx context.Context, d delivery, h held) verdict {
 		}
 		return v.judgeFailure(d, err)
 	}
+	v.metrics.authPaused.Set(0)
 	if rev == 0 {
 		if rec, rev, err = v.cfg.Deliverer.Ensure(ctx, job); err != nil {
 			return retry("create job record", err)
@@ -215,6 +237,15 @@ func (v *Verifier) judgeFailure(d delivery, err error) verdict {
 	case isUpstream && ue.Status == 404:
 		v.notFound.Add(d.id)
 		return deadLetter(ReasonNotFound, outcomeNotFound, errNotFound)
+	case isUpstream && (ue.Status == 401 || ue.Status == 402 || ue.Status == 403):
+		// The key is wrong (or the account unpaid) for every job, not this one: pause all verification,
+		// as an outage does, and keep the webhook.
+		if v.authPause.start(v.cfg.Now(), v.cfg.AuthPause) {
+			v.metrics.authPaused.Set(1)
+			d.log.Error().Err(err).Dur("pause", v.cfg.AuthPause).
+				Msg("upstream refused the API key: verification paused for every webhook; fix BRIDGE_API_KEY or the account")
+		}
+		return verdict{action: actRetry, outcome: outcomeAuthPaused, retryAfter: v.cfg.AuthPause, cause: err}
 	case isUpstream && !ue.Retryable():
 		return deadLetter(ReasonUpstreamPrefix+strconv.Itoa(ue.Status), outcomeRejected, err)
 	}
@@ -273,7 +304,8 @@ func (v *Verifier) settle(workCtx context.Context, d delivery, vd verdict) {
 		v.logDeadLetter(d, vd)
 		v.deadLetter(ctx, d, vd.reason, vd.outcome)
 	case actRetry:
-		if d.attempt >= v.cfg.MaxAttempts {
+		// A refused key is no failure of the webhook: waiting it out spends no attempt towards exhaustion.
+		if d.attempt >= v.cfg.MaxAttempts && vd.outcome != outcomeAuthPaused {
 			d.log.Warn().Err(vd.cause).Msg("verification attempts exhausted; webhook dead-lettered, job left to the reconciler")
 			v.deadLetter(ctx, d, ReasonAttemptsExhausted, outcomeExhausted)
 			return

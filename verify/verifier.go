@@ -47,9 +47,14 @@ type Config struct {
 	// unfinished before the webhook is dead-lettered with reason attempts_exhausted; default 20.
 	MaxAttempts int
 	// RetryBase and RetryMax shape the redelivery delay: full jitter over RetryBase*2^(attempt-1),
-	// capped at RetryMax, and never below RetryBase/4 or the upstream's Retry-After. Defaults 1s and 5m.
+	// capped at RetryMax, and never below RetryBase/4 or the upstream's Retry-After. Defaults 1s and 10s:
+	// GET /job is an idempotent read, and the shared budget, not the backoff, sets the pace of retries,
+	// so a job that meets several upstream errors in a row still gets its result within a minute.
 	RetryBase time.Duration
 	RetryMax  time.Duration
+	// AuthPause is how long verification pauses, for every webhook, after the upstream refused the key
+	// (401, 402, 403); such webhooks are kept, never dead-lettered. Default 30s.
+	AuthPause time.Duration
 	// HandlerTimeout bounds the handling of one delivery, including the wait for upstream budget; a
 	// handler that runs out is retried later. Default 5m.
 	HandlerTimeout time.Duration
@@ -101,7 +106,10 @@ func (c *Config) setDefaults() {
 		c.RetryBase = time.Second
 	}
 	if c.RetryMax == 0 {
-		c.RetryMax = 5 * time.Minute
+		c.RetryMax = 10 * time.Second
+	}
+	if c.AuthPause == 0 {
+		c.AuthPause = 30 * time.Second
 	}
 	if c.HandlerTimeout == 0 {
 		c.HandlerTimeout = 5 * time.Minute
@@ -257,6 +265,8 @@ type Verifier struct {
 	store    *jobs.Store
 	jobLocks keyedMutex
 	notFound *recentSet
+	// authPause pauses all verification after the upstream refused the key.
+	authPause pause
 	// unknownBudget is the token bucket of UnknownRPM; nil when it is UnknownOff.
 	unknownBudget *tokenBucket
 }

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"encoding/json"
+	"errors"
 	"maps"
 	"strconv"
 	"strings"
@@ -12,11 +13,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
-	"github.com/evershield/bridge/internal/simtest"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -215,18 +215,27 @@ func natstestWaitPublish(t *testing.T, e *env, ids, more []string) {
 	}
 }
 
-func TestFinalUpstreamErrorDeadLetters(t *testing.T) {
+// TestRefusedKeyPausesVerification pins issue 11: an upstream 401, 402 or 403 is wrong for every job, not
+// for this one, so verification pauses, loudly and with a metric, and the webhook is kept, never
+// dead-lettered; once the account is fixed, the job gets its result.
+func TestRefusedKeyPausesVerification(t *testing.T) {
 	e := newEnv(t, roletest.Single, simulator.Config{})
 	id := e.SubmitDirect("prompt", map[string]string{"prompt": "x"})
-	// A client whose key the upstream does not accept: 401 is final.
-	e.API = simtest.Client(t, e.Sim, func(c *upstream.Config) { c.APIKey = "wrong_key"; c.Log = e.Log })
-	e.startVerifier()
+	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 1, ErrorStatus: 403}) // the key lost its scope
+	e.startVerifier(func(c *Config) { c.AuthPause = 300 * time.Millisecond })
 	e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
-	e.WaitSettled(10 * time.Second)
-	if got := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(ReasonUpstreamPrefix+"401")); len(got) != 1 {
-		t.Fatalf("%d upstream_401 dead letters, want 1", len(got))
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "auth_paused") < 2 {
+			return errors.New("verification has not paused yet")
+		}
+		return nil
+	})
+	if got := e.StreamMsgs(bjs.StreamDeadLetter, ""); len(got) != 0 {
+		t.Fatalf("%d dead letters while the key was refused, want 0", len(got))
 	}
-	if got := e.StreamMsgs(bjs.StreamResults, ""); len(got) != 0 {
-		t.Fatalf("%d results, want 0", len(got))
+	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{})
+	e.WaitResults(bjs.SubjectResults+">", 1, 10*time.Second)
+	if got := e.StreamMsgs(bjs.StreamDeadLetter, ""); len(got) != 0 {
+		t.Fatalf("%d dead letters, want 0", len(got))
 	}
 }

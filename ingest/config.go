@@ -28,18 +28,15 @@ const (
 	DefaultRetryAfter = time.Second
 )
 
-// extraModalities are the modalities of the newer upstream contract, accepted by default beside
-// [bjs.Modalities].
-var extraModalities = [...]string{"text", "audio"}
-
-// DefaultModalities are the path modalities accepted by default: the names of [bjs.Modalities], and those
-// of the newer upstream contract (text, audio). The slice is the caller's own.
+// DefaultModalities are the path modalities accepted by default: the names of the modalities of both
+// contracts ([bjs.ModalitiesFor] auto: prompt, image, video, chat, text, audio). The slice is the
+// caller's own.
 func DefaultModalities() []string {
 	var names []string
-	for _, m := range bjs.Modalities() {
+	for _, m := range bjs.ModalitiesFor(bjs.ContractAuto) {
 		names = append(names, m.Name)
 	}
-	return append(names, extraModalities[:]...)
+	return names
 }
 
 // Config is what [New] needs. Only Publisher is required.

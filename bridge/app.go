@@ -145,7 +145,8 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 	}
 	// Every upstream call of every process on this NATS draws on the one account-wide budget.
 	a.budget, err = budget.New(budget.Config{
-		KV: a.nats.res.Budget, RPM: cfg.APIRPM, Burst: cfg.APIBurst, Instance: instance, Log: log, Metrics: a.reg,
+		KV: a.nats.res.Budget, RPM: int(cfg.APIRPM), Auto: cfg.APIRPM == RPMAuto, Burst: cfg.APIBurst,
+		Instance: instance, Log: log, Metrics: a.reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("budget: %w", err)
@@ -159,7 +160,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		}
 	}()
 	a.api, err = upstream.New(upstream.Config{
-		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Limiter: a.budget, Log: log, Metrics: a.reg,
+		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Contract: cfg.APIContract, Limiter: a.budget, Log: log, Metrics: a.reg,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upstream: %w", err)
@@ -190,7 +191,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		s, err := submit.New(submit.Config{
 			NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
 			Deadlines: deadlines, Log: log, Metrics: a.reg, PublicURL: cfg.PublicURL, Token: cfg.WebhookToken,
-			Ledger: a.pending, PollInterval: cfg.PollInterval,
+			Ledger: a.pending, PollInterval: cfg.PollInterval, Modalities: submit.ModalitiesFor(cfg.APIContract),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("submit: %w", err)

@@ -45,14 +45,14 @@ func TestReadmeConfigTableMatchesStruct(t *testing.T) {
 // BRIDGE_TIMEOUT_<MODALITY>, whose default is the table's deadline, and no other modality has one.
 func TestConfigTimeoutsFollowTheModalityTable(t *testing.T) {
 	var cfg Config
-	if got, want := len(cfg.timeouts()), len(bjs.Modalities()); got != want {
+	if got, want := len(cfg.timeouts()), len(bjs.ModalitiesFor(bjs.ContractAuto)); got != want {
 		t.Fatalf("%d timeouts, want one per modality (%d)", got, want)
 	}
 	defaults := map[string]string{}
 	for _, v := range Vars() {
 		defaults[v.Name] = v.Default
 	}
-	for _, m := range bjs.Modalities() {
+	for _, m := range bjs.ModalitiesFor(bjs.ContractAuto) {
 		if _, ok := cfg.timeouts()[m.Name]; !ok {
 			t.Errorf("modality %s has no timeout", m.Name)
 		}

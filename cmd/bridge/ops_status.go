@@ -50,7 +50,7 @@ func runStatus(ctx context.Context, args []string, env map[string]string, stdout
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second+*sample)
 	defer cancel()
-	rep, err := ops.Status(ctx, ops.StatusConfig{JS: js, MetricsURLs: urls, Sample: *sample, RPM: cfg.APIRPM,
+	rep, err := ops.Status(ctx, ops.StatusConfig{JS: js, MetricsURLs: urls, Sample: *sample, RPM: int(cfg.APIRPM),
 		MaxJobs: *maxJobs, Near: *near, NearList: *nearList})
 	if err != nil {
 		return err

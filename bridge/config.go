@@ -44,11 +44,11 @@ type Config struct {
 	TLSCertFile string `env:"TLS_CERT_FILE" help:"certificate for HTTPS on the webhook listener"`
 	TLSKeyFile  string `env:"TLS_KEY_FILE" help:"key for HTTPS on the webhook listener"`
 
-	APIURL   string `env:"API_URL" help:"upstream base URL including /api/v1; required by the verify, reconcile and submit roles"`
-	APIKey   string `env:"API_KEY" help:"upstream bearer key (never logged); required with BRIDGE_API_URL"`
+	APIURL      string `env:"API_URL" help:"upstream base URL including /api/v1; required by the verify, reconcile and submit roles"`
+	APIKey      string `env:"API_KEY" help:"upstream bearer key (never logged); required with BRIDGE_API_URL"`
 	APIContract string `env:"API_CONTRACT" envDefault:"auto" help:"the upstream's contract: v1 (documented: /moderate/prompt, image_url, ...), v2 (newer: /moderate/text, image, audio, signed and retried webhooks) or auto (decide at the first submission: a 404 or 410 on /moderate/prompt or /moderate/chat creates no job, so switch to v2 and resend there; no job is billed to find out)"`
 	APIRPM      RPM    `env:"API_RPM" envDefault:"60" help:"the upstream account's request limit per minute, shared by every bridge process on the same NATS (they coordinate through the BRIDGE_BUDGET bucket); give every process the same value; auto learns it from the upstream's x-ratelimit-limit and paces by x-ratelimit-remaining and -reset, starting at 10 until the first answer"`
-	APIBurst int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
+	APIBurst    int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
 	// UnknownJobRPM is nil when unset: the default depends on APIRPM.
 	UnknownJobRPM *int `env:"UNKNOWN_JOB_RPM" help:"upstream calls per minute (per verify process) for webhooks of jobs the bridge has no record of, forged or submitted elsewhere; 0 never verifies them (dead letter unknown_job); default a tenth of BRIDGE_API_RPM, at least 1"`
 

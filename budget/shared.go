@@ -136,8 +136,8 @@ type Shared struct {
 	pools      [2][]batch
 	queues     [3]list.List // by upstream.Class
 	waiting    int
-	pausedTill time.Time     // this process's view of the pause, ahead of the stored one
-	pauseHint  time.Duration // a pause to store; 0 = none
+	pausedTill time.Time           // this process's view of the pause, ahead of the stored one
+	pauseHint  time.Duration       // a pause to store; 0 = none
 	observed   *upstream.RateLimit // rate-limit headers to store (auto); nil = none
 	observedAt time.Time
 	learned    bool // auto: s.p runs at a limit the upstream told

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/ingest"
+	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/reconcile"
 	"github.com/evershield/bridge/submit"
@@ -99,9 +101,23 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		}
 	}()
 
+	// Under v2 the upstream retries webhooks, so ingest refuses early (503) when WEBHOOKS is near its
+	// limit instead of buffering; under v1 a refused webhook is only recovered by polling, so never.
+	pressure, err := ingest.NewPressure(ingest.PressureConfig{Log: log,
+		Info: func(ctx context.Context) (*jetstream.StreamInfo, error) {
+			st, err := a.nats.js.Stream(ctx, bjs.StreamWebhooks)
+			if err != nil {
+				return nil, err
+			}
+			return st.Info(ctx)
+		}})
+	if err != nil {
+		return nil, err
+	}
 	a.handler, err = ingest.New(ingest.Config{
 		Publisher: a.nats.js, Log: log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
 		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready,
+		Overloaded: func() bool { return a.contractV2() && pressure.High() },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
@@ -127,6 +143,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		}
 	}()
 	a.roles = append(a.roles, role{"http", a.http.Run})
+	if cfg.Has(RoleIngest) && cfg.APIContract != bjs.ContractV1 {
+		a.roles = append(a.roles, role{"webhook-pressure", pressure.Run})
+	}
 	if o.publicFromListener && cfg.PublicURL == "" {
 		scheme := "http"
 		if cfg.TLSCertFile != "" {
@@ -258,6 +277,12 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.log.Info().Msg("bridge stopped")
 	return nil
+}
+
+// contractV2 reports whether the upstream speaks v2: configured so, or decided by this process's client
+// under auto.
+func (a *App) contractV2() bool {
+	return a.cfg.APIContract == bjs.ContractV2 || a.api != nil && a.api.Contract() == upstream.ContractV2
 }
 
 // Addr is the bound address of the webhook, health and metrics listener.

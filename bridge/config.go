@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
@@ -60,8 +61,8 @@ type Config struct {
 	TimeoutImage  time.Duration `env:"TIMEOUT_IMAGE" envDefault:"5m" help:"deadline of image jobs"`
 	TimeoutVideo  time.Duration `env:"TIMEOUT_VIDEO" envDefault:"15m" help:"deadline of video jobs"`
 	TimeoutChat   time.Duration `env:"TIMEOUT_CHAT" envDefault:"5m" help:"deadline of chat jobs"`
-	TimeoutText   time.Duration `env:"TIMEOUT_TEXT" envDefault:"5m" help:"deadline of text jobs (v2 contract)"`
-	TimeoutAudio  time.Duration `env:"TIMEOUT_AUDIO" envDefault:"15m" help:"deadline of audio jobs (v2 contract)"`
+	TimeoutText   time.Duration `env:"TIMEOUT_TEXT" help:"deadline of text jobs (v2 contract); default BRIDGE_TIMEOUT_PROMPT"`
+	TimeoutAudio  time.Duration `env:"TIMEOUT_AUDIO" help:"deadline of audio jobs (v2 contract); default BRIDGE_TIMEOUT_VIDEO"`
 	PollInterval  time.Duration `env:"POLL_INTERVAL" envDefault:"30s" help:"reconciler sweep period"`
 	WebhookGrace  time.Duration `env:"WEBHOOK_GRACE" envDefault:"10s" help:"how long after a job leaves the in-flight list its webhook may still come before polling fetches it"`
 
@@ -273,11 +274,12 @@ func (c *Config) longestDeadline() time.Duration {
 }
 
 // timeouts maps each modality of both contracts ([bjs.ModalitiesFor] auto) to its deadline,
-// BRIDGE_TIMEOUT_<MODALITY>.
+// BRIDGE_TIMEOUT_<MODALITY>. The v2 modalities default to their v1 kin (text to prompt, audio to
+// video), so that a deployment that tuned the v1 deadlines and the duplicate window to them stays valid.
 func (c *Config) timeouts() map[string]time.Duration {
 	return map[string]time.Duration{
 		"prompt": c.TimeoutPrompt, "image": c.TimeoutImage, "video": c.TimeoutVideo, "chat": c.TimeoutChat,
-		"text": c.TimeoutText, "audio": c.TimeoutAudio,
+		"text": cmp.Or(c.TimeoutText, c.TimeoutPrompt), "audio": cmp.Or(c.TimeoutAudio, c.TimeoutVideo),
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
@@ -18,6 +19,7 @@ import (
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/procname"
+	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/reconcile"
 	"github.com/evershield/bridge/submit"
@@ -165,10 +167,23 @@ func (a *App) listenAdmin() error {
 // listen builds the ingest handler (health and metrics too) and binds the HTTP listener.
 func (a *App) listen(o options) error {
 	cfg := a.cfg
-	var err error
+	// Under v2 the upstream retries webhooks, so ingest refuses early (503) when WEBHOOKS is near its
+	// limit instead of buffering; under v1 a refused webhook is only recovered by polling, so never.
+	pressure, err := ingest.NewPressure(ingest.PressureConfig{Log: a.log,
+		Info: func(ctx context.Context) (*jetstream.StreamInfo, error) {
+			st, err := a.nats.js.Stream(ctx, bjs.StreamWebhooks)
+			if err != nil {
+				return nil, err
+			}
+			return st.Info(ctx)
+		}})
+	if err != nil {
+		return err
+	}
 	a.handler, err = ingest.New(ingest.Config{
 		Publisher: a.nats.js, Log: a.log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
 		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready,
+		Overloaded: func() bool { return a.contractV2() && pressure.High() },
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
@@ -195,6 +210,9 @@ func (a *App) listen(o options) error {
 		return fmt.Errorf("%sHTTP_ADDR: %w", EnvPrefix, err)
 	}
 	a.roles = append(a.roles, role{"http", a.http.Run})
+	if cfg.Has(RoleIngest) && cfg.APIContract != bjs.ContractV1 {
+		a.roles = append(a.roles, role{"webhook-pressure", pressure.Run})
+	}
 	if o.publicFromListener && cfg.PublicURL == "" {
 		scheme := "http"
 		if cfg.TLSCertFile != "" {
@@ -211,7 +229,8 @@ func (a *App) startUpstream(ctx context.Context, instance string) error {
 	cfg := a.cfg
 	var err error
 	a.budget, err = budget.New(budget.Config{
-		KV: a.nats.res.Budget, RPM: cfg.APIRPM, Burst: cfg.APIBurst, Instance: instance, Log: a.log, Metrics: a.reg,
+		KV: a.nats.res.Budget, RPM: int(cfg.APIRPM), Auto: cfg.APIRPM == RPMAuto, Burst: cfg.APIBurst,
+		Instance: instance, Log: a.log, Metrics: a.reg,
 	})
 	if err != nil {
 		return fmt.Errorf("budget: %w", err)
@@ -220,7 +239,7 @@ func (a *App) startUpstream(ctx context.Context, instance string) error {
 		return fmt.Errorf("budget: %w", err)
 	}
 	a.api, err = upstream.New(upstream.Config{
-		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Limiter: a.budget, Log: a.log, Metrics: a.reg,
+		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Contract: cfg.APIContract, Limiter: a.budget, Log: a.log, Metrics: a.reg,
 	})
 	if err != nil {
 		a.budget.Stop()
@@ -279,6 +298,7 @@ func (a *App) addSubmit(store *jobs.Store, deadlines jobs.Deadlines, version str
 		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
 		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,
 		Ledger: a.pending, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
+		Modalities: submit.ModalitiesFor(a.cfg.APIContract),
 	})
 	if err != nil {
 		return fmt.Errorf("submit: %w", err)
@@ -333,6 +353,12 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.log.Info().Msg("bridge stopped")
 	return nil
+}
+
+// contractV2 reports whether the upstream speaks v2: configured so, or decided by this process's client
+// under auto.
+func (a *App) contractV2() bool {
+	return a.cfg.APIContract == bjs.ContractV2 || a.api != nil && a.api.Contract() == upstream.ContractV2
 }
 
 // Addr is the bound address of the webhook listener (health and metrics too without BRIDGE_ADMIN_ADDR).

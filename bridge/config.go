@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/evershield/bridge/ingest"
+	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/verify"
 )
@@ -48,9 +50,10 @@ type Config struct {
 	APIKey string `env:"API_KEY" help:"upstream bearer key (never logged); required with BRIDGE_API_URL"`
 	// APIKeyFile holds the content of the file BRIDGE_API_KEY_FILE names (caarlos0/env's file option);
 	// [Config.Validate] moves it, trimmed, into APIKey.
-	APIKeyFile string `env:"API_KEY_FILE,file" help:"a file holding BRIDGE_API_KEY (a Docker or Kubernetes secret), instead of the variable; surrounding whitespace is trimmed"`
-	APIRPM     int    `env:"API_RPM" envDefault:"60" help:"the upstream account's request limit per minute, shared by every bridge process on the same NATS (they coordinate through the BRIDGE_BUDGET bucket); give every process the same value"`
-	APIBurst   int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
+	APIKeyFile  string `env:"API_KEY_FILE,file" help:"a file holding BRIDGE_API_KEY (a Docker or Kubernetes secret), instead of the variable; surrounding whitespace is trimmed"`
+	APIContract string `env:"API_CONTRACT" envDefault:"auto" help:"the upstream's contract: v1 (documented: /moderate/prompt, image_url, ...), v2 (newer: /moderate/text, image, audio, signed and retried webhooks) or auto (decide at the first submission: a 404 or 410 on /moderate/prompt or /moderate/chat creates no job, so switch to v2 and resend there; no job is billed to find out)"`
+	APIRPM      RPM    `env:"API_RPM" envDefault:"60" help:"the upstream account's request limit per minute, shared by every bridge process on the same NATS (they coordinate through the BRIDGE_BUDGET bucket); give every process the same value; auto learns it from the upstream's x-ratelimit-limit and paces by x-ratelimit-remaining and -reset, starting at 10 until the first answer"`
+	APIBurst    int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
 	// UnknownJobRPM is nil when unset: the default depends on APIRPM.
 	UnknownJobRPM *int `env:"UNKNOWN_JOB_RPM" help:"upstream calls per minute (per verify process) for webhooks of jobs the bridge has no record of, forged or submitted elsewhere; 0 never verifies them (dead letter unknown_job); default a tenth of BRIDGE_API_RPM, at least 1"`
 
@@ -65,6 +68,8 @@ type Config struct {
 	TimeoutImage  time.Duration `env:"TIMEOUT_IMAGE" envDefault:"5m" help:"deadline of image jobs"`
 	TimeoutVideo  time.Duration `env:"TIMEOUT_VIDEO" envDefault:"15m" help:"deadline of video jobs"`
 	TimeoutChat   time.Duration `env:"TIMEOUT_CHAT" envDefault:"5m" help:"deadline of chat jobs"`
+	TimeoutText   time.Duration `env:"TIMEOUT_TEXT" help:"deadline of text jobs (v2 contract); default BRIDGE_TIMEOUT_PROMPT"`
+	TimeoutAudio  time.Duration `env:"TIMEOUT_AUDIO" help:"deadline of audio jobs (v2 contract); default BRIDGE_TIMEOUT_VIDEO"`
 	PollInterval  time.Duration `env:"POLL_INTERVAL" envDefault:"30s" help:"reconciler sweep period"`
 	WebhookGrace  time.Duration `env:"WEBHOOK_GRACE" envDefault:"10s" help:"how long after a job leaves the in-flight list its webhook may still come before polling fetches it"`
 
@@ -77,6 +82,35 @@ type Config struct {
 
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"zerolog level: trace, debug, info, warn, error"`
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json" help:"json or console"`
+}
+
+// RPM is BRIDGE_API_RPM: requests per minute, or [RPMAuto].
+type RPM int
+
+// RPMAuto is BRIDGE_API_RPM=auto: the budget learns the account's limit from the upstream's headers.
+const RPMAuto RPM = -1
+
+// UnmarshalText parses a positive whole number or "auto".
+func (r *RPM) UnmarshalText(b []byte) error {
+	v := strings.TrimSpace(string(b))
+	if strings.EqualFold(v, "auto") {
+		*r = RPMAuto
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return fmt.Errorf("want requests per minute such as 60, or auto; got %q", v)
+	}
+	*r = RPM(n)
+	return nil
+}
+
+// String is the number, or "auto".
+func (r RPM) String() string {
+	if r == RPMAuto {
+		return "auto"
+	}
+	return strconv.Itoa(int(r))
 }
 
 // Sync is BRIDGE_NATS_SYNC: a duration, or "always".
@@ -168,8 +202,13 @@ func (c *Config) Validate() error {
 			bad("PUBLIC_URL", "want an http or https base URL; got %q", c.PublicURL)
 		}
 	}
-	if c.APIRPM < 1 {
-		bad("API_RPM", "must be at least 1; got %d", c.APIRPM)
+	if c.APIRPM < 1 && c.APIRPM != RPMAuto {
+		bad("API_RPM", "must be at least 1, or auto; got %d", c.APIRPM)
+	}
+	switch c.APIContract {
+	case bjs.ContractV1, bjs.ContractV2, bjs.ContractAuto:
+	default:
+		bad("API_CONTRACT", "want v1, v2 or auto; got %q", c.APIContract)
 	}
 	if c.APIBurst < 0 {
 		bad("API_BURST", "must not be negative; got %d", c.APIBurst)
@@ -241,11 +280,14 @@ func (c *Config) secretsFromFiles(bad func(name, format string, a ...any)) {
 }
 
 // UnknownRPM is the verifier's UnknownRPM: BRIDGE_UNKNOWN_JOB_RPM, 0 meaning never
-// ([verify.UnknownOff]), unset a tenth of BRIDGE_API_RPM (at least 1).
+// ([verify.UnknownOff]), unset a tenth of BRIDGE_API_RPM (at least 1; with auto, a tenth of the
+// documented 60).
 func (c *Config) UnknownRPM() int {
 	switch {
+	case c.UnknownJobRPM == nil && c.APIRPM == RPMAuto:
+		return 6
 	case c.UnknownJobRPM == nil:
-		return max(1, c.APIRPM/10)
+		return max(1, int(c.APIRPM)/10)
 	case *c.UnknownJobRPM == 0:
 		return verify.UnknownOff
 	}
@@ -260,10 +302,13 @@ func (c *Config) longestDeadline() time.Duration {
 	return longest
 }
 
-// timeouts maps each modality of [bjs.Modalities] to its deadline, BRIDGE_TIMEOUT_<MODALITY>.
+// timeouts maps each modality of both contracts ([bjs.ModalitiesFor] auto) to its deadline,
+// BRIDGE_TIMEOUT_<MODALITY>. The v2 modalities default to their v1 kin (text to prompt, audio to
+// video), so that a deployment that tuned the v1 deadlines and the duplicate window to them stays valid.
 func (c *Config) timeouts() map[string]time.Duration {
 	return map[string]time.Duration{
 		"prompt": c.TimeoutPrompt, "image": c.TimeoutImage, "video": c.TimeoutVideo, "chat": c.TimeoutChat,
+		"text": cmp.Or(c.TimeoutText, c.TimeoutPrompt), "audio": cmp.Or(c.TimeoutAudio, c.TimeoutVideo),
 	}
 }
 

@@ -45,14 +45,14 @@ func TestReadmeConfigTableMatchesStruct(t *testing.T) {
 // BRIDGE_TIMEOUT_<MODALITY>, whose default is the table's deadline, and no other modality has one.
 func TestConfigTimeoutsFollowTheModalityTable(t *testing.T) {
 	var cfg Config
-	if got, want := len(cfg.timeouts()), len(bjs.Modalities()); got != want {
+	if got, want := len(cfg.timeouts()), len(bjs.ModalitiesFor(bjs.ContractAuto)); got != want {
 		t.Fatalf("%d timeouts, want one per modality (%d)", got, want)
 	}
 	defaults := map[string]string{}
 	for _, v := range Vars() {
 		defaults[v.Name] = v.Default
 	}
-	for _, m := range bjs.Modalities() {
+	for _, m := range bjs.ModalitiesFor(bjs.ContractAuto) {
 		if _, ok := cfg.timeouts()[m.Name]; !ok {
 			t.Errorf("modality %s has no timeout", m.Name)
 		}
@@ -61,8 +61,14 @@ func TestConfigTimeoutsFollowTheModalityTable(t *testing.T) {
 			t.Errorf("no variable %s%s", EnvPrefix, timeoutVar(m.Name))
 			continue
 		}
+		if kin, ok := v2Kin[m.Name]; ok && def == "" { // defaults to its v1 kin's deadline
+			def = defaults[EnvPrefix+timeoutVar(kin)]
+		}
 		if d, err := time.ParseDuration(def); err != nil || d != m.Deadline {
 			t.Errorf("%s%s defaults to %q, want %v", EnvPrefix, timeoutVar(m.Name), def, m.Deadline)
 		}
 	}
 }
+
+// v2Kin is the v1 modality whose deadline a v2 modality's deadline defaults to.
+var v2Kin = map[string]string{"text": "prompt", "audio": "video"}

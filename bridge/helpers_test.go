@@ -36,10 +36,14 @@ func (e *env) startVerifier(mods ...func(*verify.Config)) {
 }
 
 // startSubmitter starts a submit service whose webhooks come to the hook receiver.
-func (e *env) startSubmitter() {
+func (e *env) startSubmitter(mods ...func(*submit.Config)) {
 	e.TB.Helper()
-	s, err := submit.New(submit.Config{NC: e.NC, JS: e.JS, Idempotency: e.Res.Idempotency, API: e.API, Store: e.Store,
-		Log: e.Log, Metrics: e.Reg, PublicURL: e.HookURL, Token: roletest.Token, IdempotencyWait: 10 * time.Second})
+	cfg := submit.Config{NC: e.NC, JS: e.JS, Idempotency: e.Res.Idempotency, API: e.API, Store: e.Store,
+		Log: e.Log, Metrics: e.Reg, PublicURL: e.HookURL, Token: roletest.Token, IdempotencyWait: 10 * time.Second}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	s, err := submit.New(cfg)
 	if err != nil {
 		e.TB.Fatalf("new submit service: %v", err)
 	}

@@ -34,9 +34,17 @@ type State struct {
 	Factor   float64 `json:"factor,omitempty"`
 	StrikeAt int64   `json:"strike_at,omitempty"`
 	Strikes  int     `json:"strikes,omitempty"`
-	// RPM and Writer are the limit and the process of the last write, for operators.
-	RPM    int    `json:"rpm"`
-	Writer string `json:"writer,omitempty"`
+	// RPM and Writer are the limit and the process of the last write, for operators. With Learned, RPM
+	// is the account's limit as the upstream's x-ratelimit-limit said (BRIDGE_API_RPM=auto), and every
+	// auto process runs the bucket at it.
+	RPM     int    `json:"rpm"`
+	Writer  string `json:"writer,omitempty"`
+	Learned bool   `json:"learned,omitempty"`
+	// WindowEnd and WindowLeft are the upstream's own window as its headers last told (auto only): until
+	// WindowEnd (Unix ns) at most WindowLeft more calls may start, whatever the bucket holds. Zero
+	// WindowEnd: no window known.
+	WindowEnd  int64 `json:"window_end,omitempty"`
+	WindowLeft int   `json:"window_left,omitempty"`
 	// Leased counts every token ever leased, for operators (a rate over two reads is the use).
 	Leased uint64 `json:"leased"`
 }
@@ -84,6 +92,15 @@ func (p Params) threshold(c upstream.Class) float64 {
 	return 0
 }
 
+// windowCap is how many calls the upstream's window still allows at now for class, and whether a window
+// is known at all.
+func (s State) windowCap(p Params, now int64, class upstream.Class) (float64, bool) {
+	if s.WindowEnd <= now {
+		return 0, false
+	}
+	return float64(s.WindowLeft) - p.threshold(class), true
+}
+
 // factor is the fraction of the rate in force at now.
 func (s State) factor(now int64) float64 {
 	if s.Factor <= 0 || s.Factor >= 1 {
@@ -125,6 +142,12 @@ func (s State) Lease(p Params, now time.Time, class upstream.Class, want int) (S
 		return s, 0
 	}
 	n := min(want, int(math.Floor(s.Level-p.threshold(class))))
+	if left, ok := s.windowCap(p, now.UnixNano(), class); ok {
+		n = min(n, int(math.Floor(left)))
+		if n > 0 {
+			s.WindowLeft -= n
+		}
+	}
 	if n <= 0 {
 		return s, 0
 	}
@@ -145,6 +168,15 @@ func (s State) Wait(p Params, now time.Time, class upstream.Class, want int) tim
 	if need > p.Capacity {
 		return time.Hour
 	}
+	if left, ok := s.windowCap(p, now.UnixNano(), class); ok && left < float64(want) {
+		// The upstream's window is spent: nothing before it resets (the bucket refills meanwhile).
+		wait = max(wait, time.Duration(s.WindowEnd-now.UnixNano()))
+		if s.Refilled(p, time.Unix(0, s.WindowEnd)).Level >= need {
+			return wait
+		}
+		now = time.Unix(0, s.WindowEnd)
+		s = s.Refilled(p, now)
+	}
 	deficit := need - s.Level
 	if deficit <= 0 {
 		return wait
@@ -160,7 +192,11 @@ func (s State) Capacity(p Params, now time.Time, d time.Duration) float64 {
 	if s.Paused(now) {
 		run -= time.Duration(s.PausedUntil - now.UnixNano())
 	}
-	return max(0, s.Level) + max(0, run.Seconds())*s.rate(p, now.UnixNano())
+	c := max(0, s.Level) + max(0, run.Seconds())*s.rate(p, now.UnixNano())
+	if left, ok := s.windowCap(p, now.UnixNano(), upstream.ClassVerify); ok && time.Duration(s.WindowEnd-now.UnixNano()) >= d {
+		c = min(c, max(0, left))
+	}
+	return c
 }
 
 // Recovered restores the rate after n answers that were not 429s, an eighth of the full rate each, as

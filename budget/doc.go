@@ -56,4 +56,18 @@
 //
 // All processes must be configured with the same RPM and Burst; the value records the RPM of its last
 // writer, and a process that finds another one logs a warning.
+//
+// # Learning the limit (BRIDGE_API_RPM=auto)
+//
+// With Config.Auto the budget starts at AutoStartRPM (10/min, below any plan) and learns the account's
+// limit from the upstream's headers ([Shared.ObserveLimit], told by the client of every answer that
+// carries x-ratelimit-limit, in either contract). The learned limit is stored in the shared value (RPM,
+// Learned), so every auto process runs at it from the next watch update, and `bridge status` shows it.
+// x-ratelimit-remaining and -reset are stored too, as a cap on the bucket (WindowLeft until WindowEnd):
+// no more calls start before the reset than the upstream said remain, less this process's calls still in
+// flight. Answers whose reset falls within windowSlack of the stored one describe the same window, and
+// only lower the cap; any other starts a new one. That keeps a fixed-window upstream (v2) from ever
+// answering 429, also at 20/min; for a token-bucket upstream whose reset is "until full" (v1 with
+// headers) it is conservative and still uses the whole rate over a minute. Calls of other processes
+// in flight at the start of a window are not subtracted, which the rare 429 then corrects.
 package budget

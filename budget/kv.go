@@ -21,7 +21,10 @@ func (s *Shared) load(ctx context.Context) error {
 	defer cancel()
 	e, err := s.cfg.KV.Get(ctx, s.cfg.Key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		st := State{Level: s.p.Capacity, At: s.clk.Now().UnixNano(), RPM: s.p.RPM, Writer: s.cfg.Instance}
+		s.mu.Lock()
+		st := State{Level: s.p.Capacity, At: s.clk.Now().UnixNano()}
+		s.stamp(&st)
+		s.mu.Unlock()
 		b, _ := json.Marshal(st)
 		rev, cerr := s.cfg.KV.Create(ctx, s.cfg.Key, b)
 		if cerr == nil {
@@ -51,7 +54,12 @@ func (s *Shared) cache(st State, rev uint64) {
 	if rev <= s.rev {
 		return
 	}
-	if st.RPM != 0 && st.RPM != s.p.RPM && st.Writer != s.cfg.Instance {
+	if s.cfg.Auto && st.Learned && st.RPM > 0 && st.RPM != s.p.RPM {
+		// A limit the upstream told some process: run at it.
+		s.log.Info().Int("rpm", st.RPM).Int("was", s.p.RPM).Str("from", st.Writer).
+			Msg("upstream limit learned from x-ratelimit-limit (BRIDGE_API_RPM=auto)")
+		s.p, s.learned = NewParams(st.RPM, s.cfg.Burst), true
+	} else if st.RPM != 0 && st.RPM != s.p.RPM && st.Writer != s.cfg.Instance && !s.cfg.Auto {
 		s.log.Warn().Int("rpm", s.p.RPM).Int("other_rpm", st.RPM).Str("other", st.Writer).
 			Msg("another process runs the shared budget with a different RPM; give every process the same")
 	}
@@ -84,7 +92,7 @@ func (s *Shared) storePause(ctx context.Context, hint time.Duration) error {
 	for attempt := 0; ; attempt++ {
 		s.mu.Lock()
 		next, _ := s.state.Pause(s.p, s.clk.Now(), hint)
-		next.RPM, next.Writer = s.p.RPM, s.cfg.Instance
+		s.stamp(&next)
 		rev := s.rev
 		s.mu.Unlock()
 		newRev, err := s.store(ctx, next, rev)
@@ -94,6 +102,42 @@ func (s *Shared) storePause(ctx context.Context, hint time.Duration) error {
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt >= 10 {
 			s.log.Warn().Err(err).Msg("store 429 pause in the shared budget")
+			return err
+		}
+		if err := s.load(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// storeObservation writes what rate-limit headers said (auto) into the shared bucket, re-reading and
+// retrying on conflicts; nothing is written when the bucket says as much already.
+func (s *Shared) storeObservation(ctx context.Context, rl upstream.RateLimit, at time.Time) error {
+	for attempt := 0; ; attempt++ {
+		s.mu.Lock()
+		next, changed := applyObservation(s.state.Refilled(s.p, s.clk.Now()), rl, at)
+		rev := s.rev
+		if changed && next.RPM != s.p.RPM {
+			s.log.Info().Int("rpm", next.RPM).Int("was", s.p.RPM).
+				Msg("upstream limit learned from x-ratelimit-limit (BRIDGE_API_RPM=auto)")
+			s.p = NewParams(next.RPM, s.cfg.Burst)
+			next.Level = min(next.Level, s.p.Capacity)
+		}
+		if changed {
+			s.learned = true
+			s.stamp(&next)
+		}
+		s.mu.Unlock()
+		if !changed {
+			return nil
+		}
+		newRev, err := s.store(ctx, next, rev)
+		if err == nil {
+			s.cache(next, newRev)
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) || attempt >= 10 {
+			s.log.Warn().Err(err).Msg("store the upstream's rate-limit headers in the shared budget")
 			return err
 		}
 		if err := s.load(ctx); err != nil {

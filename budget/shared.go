@@ -37,6 +37,10 @@ type Config struct {
 	// (default five seconds' worth). Every process must be given the same.
 	RPM   int
 	Burst int
+	// Auto learns the limit from the upstream's rate-limit headers instead ([Shared.ObserveLimit]): RPM
+	// is ignored, the bucket starts at AutoStartRPM (or at the limit another process learned already)
+	// and runs at the learned limit from the first answer that carries x-ratelimit-limit on.
+	Auto bool
 	// Instance names this process in its usage report; unique among processes.
 	Instance string
 	// SubmitWait is the longest a submission waits for a token before it is refused as busy; default
@@ -72,7 +76,7 @@ func (c *Config) Validate() error {
 	switch {
 	case c.KV == nil:
 		return errors.New("budget: KV: required")
-	case c.RPM < 1:
+	case c.RPM < 1 && !c.Auto:
 		return fmt.Errorf("budget: RPM %d: must be at least 1", c.RPM)
 	case c.Burst < 0:
 		return fmt.Errorf("budget: Burst %d: must not be negative", c.Burst)
@@ -83,6 +87,14 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// AutoStartRPM is the rate of an auto budget until the upstream's first answer tells the account's
+// limit: low, so that plans below 60 a minute are never exceeded while it learns.
+const AutoStartRPM = 10
+
+// windowSlack is how far two answers' x-ratelimit-reset may disagree (the header is whole seconds, and
+// the answers take time) and still describe the same window of the upstream.
+const windowSlack = 1500 * time.Millisecond
 
 // pools: tokens leased for accepted work (verify, poll) serve only those; tokens leased at the
 // submission threshold serve anyone.
@@ -124,8 +136,11 @@ type Shared struct {
 	pools      [2][]batch
 	queues     [3]list.List // by upstream.Class
 	waiting    int
-	pausedTill time.Time     // this process's view of the pause, ahead of the stored one
-	pauseHint  time.Duration // a pause to store; 0 = none
+	pausedTill time.Time           // this process's view of the pause, ahead of the stored one
+	pauseHint  time.Duration       // a pause to store; 0 = none
+	observed   *upstream.RateLimit // rate-limit headers to store (auto); nil = none
+	observedAt time.Time
+	learned    bool // auto: s.p runs at a limit the upstream told
 	timer      clock.Timer
 	wakeAt     time.Time
 	leased     uint64 // tokens this process leased
@@ -136,7 +151,10 @@ type Shared struct {
 	wg         sync.WaitGroup
 }
 
-var _ upstream.Limiter = (*Shared)(nil)
+var (
+	_ upstream.Limiter        = (*Shared)(nil)
+	_ upstream.HeaderObserver = (*Shared)(nil)
+)
 
 // New checks cfg. Start makes the budget usable.
 func New(cfg Config) (*Shared, error) {
@@ -148,9 +166,13 @@ func New(cfg Config) (*Shared, error) {
 	if err != nil {
 		return nil, err
 	}
+	rpm := cfg.RPM
+	if cfg.Auto {
+		rpm = AutoStartRPM
+	}
 	return &Shared{
 		cfg:  cfg,
-		p:    NewParams(cfg.RPM, cfg.Burst),
+		p:    NewParams(rpm, cfg.Burst),
 		clk:  cfg.Clock,
 		log:  cfg.Log.With().Str("component", "budget").Str("budget", cfg.Key).Logger(),
 		m:    m,
@@ -158,8 +180,56 @@ func New(cfg Config) (*Shared, error) {
 	}, nil
 }
 
-// Params are the budget's arithmetic.
-func (s *Shared) Params() Params { return s.p }
+// Params are the budget's arithmetic (with Auto, at the limit learned so far).
+func (s *Shared) Params() Params {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.p
+}
+
+// ObserveLimit implements [upstream.HeaderObserver]. With Auto, the limit an answer reports becomes the
+// budget's RPM in the shared bucket, so every process runs at it; its remaining and reset become the
+// window cap (State.WindowEnd, WindowLeft): until the reset no more calls start than the upstream said
+// remain, less the calls still in flight. Without Auto the headers are ignored. It never blocks: the
+// write to the shared bucket is the loop's.
+func (s *Shared) ObserveLimit(rl upstream.RateLimit) {
+	if !s.cfg.Auto || rl.Limit <= 0 {
+		return
+	}
+	s.mu.Lock()
+	s.observed, s.observedAt = &rl, s.clk.Now()
+	s.mu.Unlock()
+	s.poke()
+}
+
+// applyObservation is st after the headers rl seen at at; changed is false when st already says as much.
+func applyObservation(st State, rl upstream.RateLimit, at time.Time) (next State, changed bool) {
+	if !st.Learned || st.RPM != rl.Limit {
+		st.RPM, st.Learned, changed = rl.Limit, true, true
+	}
+	if rl.Remaining < 0 || rl.Reset <= 0 {
+		return st, changed
+	}
+	end := at.Add(rl.Reset).UnixNano()
+	left := max(0, rl.Remaining-rl.InFlight)
+	d := end - st.WindowEnd
+	switch {
+	case st.WindowEnd > at.UnixNano() && d > -int64(windowSlack) && d < int64(windowSlack):
+		// The same window: the upstream's count only grows, so keep the lower of the two.
+		if left < st.WindowLeft {
+			st.WindowLeft, changed = left, true
+		}
+	default:
+		st.WindowEnd, st.WindowLeft, changed = end, left, true
+	}
+	return st, changed
+}
+
+// stamp marks next as written by this process: its limit, and whether the limit was learned.
+// Called with mu held.
+func (s *Shared) stamp(next *State) {
+	next.RPM, next.Writer, next.Learned = s.p.RPM, s.cfg.Instance, s.learned
+}
 
 // Start reads (or creates) the shared bucket, then watches it and serves waiting calls until Stop. It
 // fails when the bucket cannot be read: start-up needs NATS.
@@ -411,6 +481,17 @@ func (s *Shared) step(ctx context.Context) {
 		s.poke()
 		return
 	}
+	if obs := s.observed; obs != nil {
+		s.observed = nil
+		at := s.observedAt
+		s.mu.Unlock()
+		if err := s.storeObservation(ctx, *obs, at); err != nil {
+			s.after(ctx, 200*time.Millisecond)
+			return
+		}
+		s.poke()
+		return
+	}
 	s.serve(now)
 	if s.waiting == 0 {
 		s.mu.Unlock()
@@ -436,7 +517,7 @@ func (s *Shared) step(ctx context.Context) {
 		s.mu.Unlock()
 		return
 	}
-	next.RPM, next.Writer = s.p.RPM, s.cfg.Instance
+	s.stamp(&next)
 	s.mu.Unlock()
 
 	newRev, err := s.store(ctx, next, rev)

@@ -28,18 +28,15 @@ const (
 	DefaultRetryAfter = time.Second
 )
 
-// extraModalities are the modalities of the newer upstream contract, accepted by default beside
-// [bjs.Modalities].
-var extraModalities = [...]string{"text", "audio"}
-
-// DefaultModalities are the path modalities accepted by default: the names of [bjs.Modalities], and those
-// of the newer upstream contract (text, audio). The slice is the caller's own.
+// DefaultModalities are the path modalities accepted by default: the names of the modalities of both
+// contracts ([bjs.ModalitiesFor] auto: prompt, image, video, chat, text, audio). The slice is the
+// caller's own.
 func DefaultModalities() []string {
 	var names []string
-	for _, m := range bjs.Modalities() {
+	for _, m := range bjs.ModalitiesFor(bjs.ContractAuto) {
 		names = append(names, m.Name)
 	}
-	return append(names, extraModalities[:]...)
+	return names
 }
 
 // Config is what [New] needs. Only Publisher is required.
@@ -81,6 +78,11 @@ type Config struct {
 	// Ready reports whether NATS is usable. When nil and Publisher has a Conn() *nats.Conn method (as
 	// jetstream.JetStream does), it is that connection's IsConnected; otherwise it is always true.
 	Ready func() bool
+	// Overloaded, when set and true, refuses every webhook with 503 and Retry-After before its body is
+	// read, instead of storing it: backpressure for an upstream that retries webhooks (the v2 contract).
+	// The application sets it only under v2, when WEBHOOKS is near its limit ([Pressure]); nil never
+	// refuses.
+	Overloaded func() bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

@@ -34,6 +34,9 @@ var (
 	// ErrUnavailable means NATS or JetStream cannot take the webhook now: not connected, publish failed or
 	// timed out (503 with Retry-After).
 	ErrUnavailable = errors.New("JetStream cannot take the webhook now")
+	// ErrOverloaded means WEBHOOKS is near its limit and the upstream retries (v2): refused early (503 with
+	// Retry-After) instead of buffered; Config.Overloaded decides.
+	ErrOverloaded = errors.New("webhook backlog near its limit")
 	// ErrBusy means Config.MaxInFlight webhooks are already in flight (503 with Retry-After).
 	ErrBusy = errors.New("too many webhooks in flight")
 	// ErrNotReady means the readiness check failed or shutdown has started (503, /readyz only).
@@ -73,6 +76,7 @@ var errorClasses = []errorClass{
 	{ErrUnavailable, http.StatusServiceUnavailable, "unavailable",
 		"the bridge cannot store the webhook right now; retry later (the job is also recovered by polling)"},
 	{ErrBusy, http.StatusServiceUnavailable, "busy", "too many webhooks in flight; retry later"},
+	{ErrOverloaded, http.StatusServiceUnavailable, "overloaded", "the webhook backlog is near its limit; retry later"},
 	{ErrNotReady, http.StatusServiceUnavailable, "not_ready", "NATS is not usable or the process is shutting down"},
 }
 

@@ -214,6 +214,9 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 	if !h.cfg.Ready() {
 		return "", nil, fmt.Errorf("%w: NATS not connected", ErrUnavailable)
 	}
+	if h.cfg.Overloaded != nil && h.cfg.Overloaded() {
+		return "", nil, ErrOverloaded
+	}
 	// The slot bounds memory (MaxInFlight bodies) and goroutines waiting for acks. It is taken before the
 	// body is read and never waited for: a full house answers 503 at once.
 	select {
@@ -256,6 +259,15 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 	if pathModality != "" {
 		msg.Header[bjs.HeaderModality] = []string{pathModality}
 	}
+	if d := deliveryID(r.Header); d != "" {
+		msg.Header[bjs.HeaderDeliveryID] = []string{d}
+	}
+	switch {
+	case h.secret != nil:
+		msg.Header[bjs.HeaderAuthenticated] = []string{bjs.AuthenticatedSignature}
+	case h.cfg.Token != "":
+		msg.Header[bjs.HeaderAuthenticated] = []string{bjs.AuthenticatedToken}
+	}
 	// The answer must be written before the server's WriteTimeout, which runs from the handler's start:
 	// a slow body (up to ReadTimeout) plus a full PublishTimeout could outlast it, and the upstream would
 	// see a broken connection instead of an answer. So the wait is cut to what is left; with nothing
@@ -278,6 +290,27 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 		return id, nil, fmt.Errorf("%w: publish webhook %s to %s: %w", ErrUnavailable, id, msg.Subject, err)
 	}
 	return id, ack, nil
+}
+
+// maxDeliveryID bounds the delivery id kept in a header.
+const maxDeliveryID = 128
+
+// deliveryID is the upstream's id of this delivery, for tracing: X-Omnifence-Delivery-Id (v2), else the
+// Standard Webhooks webhook-id; "" when neither is there. It is kept only when printable ASCII.
+func deliveryID(h http.Header) string {
+	d := h.Get(bjs.UpstreamHeaderDeliveryID)
+	if d == "" {
+		d = h.Get(HeaderWebhookID)
+	}
+	if len(d) > maxDeliveryID {
+		return ""
+	}
+	for i := 0; i < len(d); i++ {
+		if d[i] < 0x21 || d[i] > 0x7e {
+			return ""
+		}
+	}
+	return d
 }
 
 // readBody reads at most Config.MaxBody bytes of the body into buf.
@@ -310,7 +343,7 @@ func checkMediaType(ct string) error {
 
 // writeError answers err through the error table, adding Retry-After to a 503.
 func (h *Handler) writeError(w http.ResponseWriter, err error) {
-	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBusy) {
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBusy) || errors.Is(err, ErrOverloaded) {
 		w.Header().Set("Retry-After", h.retryAfter)
 	}
 	writeErrorBody(w, err)

@@ -38,6 +38,12 @@ func sign(key []byte, body string, at time.Time) signedRequest {
 
 func (hs *harness) postSigned(t *testing.T, path string, sr signedRequest) response {
 	t.Helper()
+	return hs.postSignedWith(t, path, sr, nil)
+}
+
+// postSignedWith is postSigned with extra headers.
+func (hs *harness) postSignedWith(t *testing.T, path string, sr signedRequest, extra map[string]string) response {
+	t.Helper()
 	req, err := http.NewRequestWithContext(testCtx(t), http.MethodPost, hs.url+path, strings.NewReader(sr.body))
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +53,9 @@ func (hs *harness) postSigned(t *testing.T, path string, sr signedRequest) respo
 		if v != "" {
 			req.Header.Set(k, v)
 		}
+	}
+	for k, v := range extra {
+		req.Header.Set(k, v)
 	}
 	resp, err := hs.client.Do(req)
 	if err != nil {

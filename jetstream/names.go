@@ -92,6 +92,27 @@ const (
 	HeaderOriginalMsgID = "Bridge-Original-Msg-Id"
 	// HeaderReplay names the replay (or "redrive") that republished a message.
 	HeaderReplay = "Bridge-Replay"
+	// HeaderUpstreamEndpoint is on a submit reply: the upstream path the submission went to, e.g.
+	// /moderate/text for moderate.prompt under the v2 contract.
+	HeaderUpstreamEndpoint = "Bridge-Upstream-Endpoint"
+	// HeaderDeliveryID is on a stored webhook: the upstream's delivery id (v2: X-Omnifence-Delivery-Id,
+	// else the body's delivery_id, else webhook-id), the same on every retry of one webhook; for tracing.
+	HeaderDeliveryID = "Bridge-Delivery-Id"
+	// HeaderAuthenticated is on a stored webhook whose sender proved itself: "signature" (a valid
+	// Standard Webhooks signature, BRIDGE_WEBHOOK_SECRET) or "token" (?token=, BRIDGE_WEBHOOK_TOKEN).
+	HeaderAuthenticated = "Bridge-Authenticated"
+)
+
+// Values of HeaderAuthenticated.
+const (
+	AuthenticatedSignature = "signature"
+	AuthenticatedToken     = "token"
+)
+
+// Headers of the upstream's webhooks (v2), read by ingest.
+const (
+	// UpstreamHeaderDeliveryID is the v2 upstream's delivery id header.
+	UpstreamHeaderDeliveryID = "X-Omnifence-Delivery-Id"
 )
 
 // Result sources, the value of HeaderBridgeSource and of the result's bridge.source.
@@ -101,31 +122,63 @@ const (
 	SourceTimeout = "timeout"
 )
 
-// Modality is one submit modality of the documented upstream contract.
+// Upstream contracts, the values of BRIDGE_API_CONTRACT.
+const (
+	// ContractV1 is the documented upstream contract: prompt, image, video, chat.
+	ContractV1 = "v1"
+	// ContractV2 is the newer contract (upstream-api.md §10): text, image, video, audio; prompt and chat
+	// retired upstream, served by the bridge on /moderate/text.
+	ContractV2 = "v2"
+	// ContractAuto decides between them at the first submission.
+	ContractAuto = "auto"
+)
+
+// Modality is one submit modality of the upstream contracts.
 type Modality struct {
-	// Name is the modality as the upstream path (POST /moderate/<name>), the submit endpoint
-	// (moderate.<name>) and the webhook subject token (webhooks.<name>) spell it.
+	// Name is the modality as the submit endpoint (moderate.<name>), the webhook subject token
+	// (webhooks.<name>), the JOBS record and the result subject (results.<name>) spell it.
 	Name string
-	// Field is the form field a submission of this modality must carry.
+	// Field is the form field a submission of this modality must carry, as the bridge's callers name it.
+	// Under v2 the upstream client renames it (prompt → text, image_url → image, video_url → video).
 	Field string
 	// Deadline is how long a job of this modality may stay pending by default, the upstream's
 	// recommended give-up time.
 	Deadline time.Duration
+	// V1 and V2 say which contracts serve the modality.
+	V1, V2 bool
+	// UpstreamV2 is the upstream path's modality under v2 when it is not Name: prompt and chat are
+	// retired there and go to /moderate/text.
+	UpstreamV2 string
 }
 
-// modalities is the one table of the documented modalities; [Modalities] hands out copies.
+// modalities is the one table of the modalities; [Modalities] and [ModalitiesFor] hand out copies.
 var modalities = [...]Modality{
-	{Name: "prompt", Field: "prompt", Deadline: 5 * time.Minute},
-	{Name: "image", Field: "image_url", Deadline: 5 * time.Minute},
-	{Name: "video", Field: "video_url", Deadline: 15 * time.Minute},
-	{Name: "chat", Field: "prompt", Deadline: 5 * time.Minute},
+	{Name: "prompt", Field: "prompt", Deadline: 5 * time.Minute, V1: true, V2: true, UpstreamV2: "text"},
+	{Name: "image", Field: "image_url", Deadline: 5 * time.Minute, V1: true, V2: true},
+	{Name: "video", Field: "video_url", Deadline: 15 * time.Minute, V1: true, V2: true},
+	{Name: "chat", Field: "prompt", Deadline: 5 * time.Minute, V1: true, V2: true, UpstreamV2: "text"},
+	{Name: "text", Field: "text", Deadline: 5 * time.Minute, V2: true},
+	{Name: "audio", Field: "audio", Deadline: 15 * time.Minute, V2: true},
 }
 
-// Modalities returns the submit modalities of the documented upstream contract, in the contract's
+// Modalities returns the submit modalities of the documented (v1) upstream contract, in the contract's
 // order (prompt, image, video, chat). The slice is the caller's own.
-func Modalities() []Modality { return append([]Modality(nil), modalities[:]...) }
+func Modalities() []Modality { return ModalitiesFor(ContractV1) }
 
-// LookupModality returns the documented modality called name, and whether there is one.
+// ModalitiesFor returns the submit modalities served under contract: v1's four; under v2 also text and
+// audio (prompt and chat map to text upstream); under auto every one, since the contract is decided only
+// at the first submission. The slice is the caller's own.
+func ModalitiesFor(contract string) []Modality {
+	var out []Modality
+	for _, m := range modalities {
+		if contract == ContractAuto || m.V1 && contract == ContractV1 || m.V2 && contract == ContractV2 {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// LookupModality returns the modality called name, of either contract, and whether there is one.
 func LookupModality(name string) (Modality, bool) {
 	for _, m := range modalities {
 		if m.Name == name {
@@ -133,6 +186,16 @@ func LookupModality(name string) (Modality, bool) {
 		}
 	}
 	return Modality{}, false
+}
+
+// MediaField reports whether a submit form field carries a media URL: a name ending in _url (v1), or
+// the v2 names image, video and audio.
+func MediaField(field string) bool {
+	switch field {
+	case "image", "video", "audio":
+		return true
+	}
+	return strings.HasSuffix(field, "_url")
 }
 
 // WebhookSubject is the subject a raw webhook for modality is published on.

@@ -151,7 +151,7 @@ func (d *Deliverer) DeliverVerified(ctx context.Context, v Verified) (Outcome, e
 		return d.deliverLate(ctx, job, rec, v.Source, v.ReceivedAt)
 	}
 	now := d.now().UTC()
-	body, err := resultBody(job.Raw, nil, v.Source, v.ReceivedAt, &now)
+	body, err := resultBody(job.Raw, rec.Modality, nil, v.Source, v.ReceivedAt, &now)
 	if err != nil {
 		return 0, fmt.Errorf("result %s: %w", job.JobID, err)
 	}
@@ -185,7 +185,7 @@ func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) 
 		return StillPending, nil
 	}
 	base, typ := timeoutBase(rec, last)
-	body, err := resultBody(base, timeoutOverrides, bjs.SourceTimeout, now, nil)
+	body, err := resultBody(base, rec.Modality, timeoutOverrides, bjs.SourceTimeout, now, nil)
 	if err != nil {
 		return 0, fmt.Errorf("timeout result %s: %w", id, err)
 	}
@@ -236,7 +236,7 @@ func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Recor
 		return AlreadyDelivered, nil
 	}
 	now := d.now().UTC()
-	body, err := resultBody(job.Raw, nil, source, receivedAt, &now)
+	body, err := resultBody(job.Raw, rec.Modality, nil, source, receivedAt, &now)
 	if err != nil {
 		return 0, fmt.Errorf("late result %s: %w", job.JobID, err)
 	}
@@ -300,11 +300,14 @@ func (d *Deliverer) fenceOf(ctx context.Context, fence string) (uint64, string, 
 	return m.Sequence + 1, m.Header.Get(bjs.HeaderBridgeSource), nil
 }
 
+// resultType is the <type> of a result's subject: the record's modality, which is the submit endpoint
+// the caller used, so that a moderate.prompt job stays on results.prompt when the v2 upstream calls it a
+// "text" job; the upstream's type only for a record without one.
 func resultType(jobType, modality string) string {
-	if jobType != "" {
-		return jobType
+	if modality != "" {
+		return modality
 	}
-	return modality
+	return jobType
 }
 
 // createdAt reads created_at from a job object, or zero.

@@ -72,11 +72,11 @@ type Deadlines struct {
 	Default    time.Duration
 }
 
-// DefaultDeadlines are the upstream's recommended give-up times, the deadlines of [bjs.Modalities]:
-// 5 min, 15 min for video.
+// DefaultDeadlines are the upstream's recommended give-up times, the deadlines of the modalities of
+// both contracts ([bjs.ModalitiesFor]): 5 min, 15 min for video and audio.
 func DefaultDeadlines() Deadlines {
 	d := Deadlines{ByModality: map[string]time.Duration{}, Default: 5 * time.Minute}
-	for _, m := range bjs.Modalities() {
+	for _, m := range bjs.ModalitiesFor(bjs.ContractAuto) {
 		d.ByModality[m.Name] = m.Deadline
 	}
 	return d

@@ -12,7 +12,14 @@ type Meta struct {
 	Source     string     `json:"source"`
 	ReceivedAt time.Time  `json:"received_at"`
 	VerifiedAt *time.Time `json:"verified_at"`
+	// Filled names the top-level fields the bridge filled in because the upstream's object lacked them
+	// (["type"]): they are the bridge's knowledge, not upstream data.
+	Filled []string `json:"filled,omitempty"`
 }
+
+// FieldType is the result field the bridge fills from the record's modality when the upstream's
+// object has no type (the v2 webhook body has none).
+const FieldType = "type"
 
 // timeoutOverrides are the fields DESIGN.md sets on a timeout result.
 var timeoutOverrides = map[string]json.RawMessage{
@@ -23,8 +30,9 @@ var timeoutOverrides = map[string]json.RawMessage{
 }
 
 // resultBody is the upstream object base with overrides applied and the bridge block added; unknown
-// fields of base are kept.
-func resultBody(base json.RawMessage, overrides map[string]json.RawMessage, source string, receivedAt time.Time, verifiedAt *time.Time) ([]byte, error) {
+// fields of base are kept. When base has no type (absent, null or ""), type is set to modality, the
+// modality the bridge recorded, and the bridge block says so in filled.
+func resultBody(base json.RawMessage, modality string, overrides map[string]json.RawMessage, source string, receivedAt time.Time, verifiedAt *time.Time) ([]byte, error) {
 	obj := map[string]json.RawMessage{}
 	if len(base) > 0 {
 		if err := json.Unmarshal(base, &obj); err != nil {
@@ -34,7 +42,12 @@ func resultBody(base json.RawMessage, overrides map[string]json.RawMessage, sour
 	for k, v := range overrides {
 		obj[k] = v
 	}
-	meta, err := json.Marshal(Meta{Source: source, ReceivedAt: receivedAt.UTC(), VerifiedAt: verifiedAt})
+	m := Meta{Source: source, ReceivedAt: receivedAt.UTC(), VerifiedAt: verifiedAt}
+	if t, ok := obj[FieldType]; modality != "" && (!ok || string(t) == "null" || string(t) == `""`) {
+		obj[FieldType], _ = json.Marshal(modality)
+		m.Filled = []string{FieldType}
+	}
+	meta, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
 	}

@@ -33,10 +33,15 @@ const HeaderRetryAfter = bjs.HeaderRetryAfter
 // a result or a timeout result follows on RESULTS, as for any other job.
 const StatusUnknown = "unknown"
 
-// DefaultModalities maps each documented modality ([bjs.Modalities]) to its required form field.
-func DefaultModalities() map[string]string {
+// DefaultModalities maps each modality of the documented (v1) contract ([bjs.Modalities]) to its
+// required form field.
+func DefaultModalities() map[string]string { return ModalitiesFor(bjs.ContractV1) }
+
+// ModalitiesFor maps each modality served under contract ([bjs.ModalitiesFor]: v1, v2 or auto) to its
+// required form field, as callers name it (the upstream client renames fields for v2).
+func ModalitiesFor(contract string) map[string]string {
 	fields := map[string]string{}
-	for _, m := range bjs.Modalities() {
+	for _, m := range bjs.ModalitiesFor(contract) {
 		fields[m.Name] = m.Field
 	}
 	return fields
@@ -65,8 +70,8 @@ type Config struct {
 	Now func() time.Time
 
 	// Modalities maps each served modality (endpoint moderate.<modality>) to the form field it requires.
-	// A request may carry only that field. Default [DefaultModalities]; an operator serving the newer
-	// contract adds e.g. "text": "text".
+	// A request may carry only that field. Default [DefaultModalities]; [ModalitiesFor] gives those of
+	// each contract.
 	Modalities map[string]string
 	// PublicURL is the base URL the upstream reaches this bridge's webhook endpoint at. Each submission
 	// sets webhook_url to PublicURL/webhook/<modality> (plus ?token=Token). Empty: no webhook_url is sent
@@ -463,6 +468,23 @@ func (s *Service) reply(req micro.Request, label, outcome string, e *replyError,
 	}
 }
 
+// replyAccepted answers an accepted submission with r, saying in [bjs.HeaderUpstreamEndpoint] which
+// upstream path took it (under v2, /moderate/text for moderate.prompt and moderate.chat).
+func (s *Service) replyAccepted(req micro.Request, label, outcome string, r Reply, endpoint string) {
+	s.metrics.requests.WithLabelValues(label, outcome).Inc()
+	if req.Reply() == "" {
+		return
+	}
+	m := nats.NewMsg(req.Reply())
+	m.Data, _ = json.Marshal(r) // a struct of strings always encodes
+	if endpoint != "" {
+		m.Header.Set(bjs.HeaderUpstreamEndpoint, endpoint)
+	}
+	if err := s.cfg.NC.PublishMsg(m); err != nil {
+		s.log.Warn().Err(err).Str("modality", label).Msg("reply")
+	}
+}
+
 // upstreamError turns an upstream failure into the micro error DESIGN.md asks for.
 func upstreamError(err error) *replyError {
 	ue, ok := errors.AsType[*upstream.Error](err)
@@ -605,8 +627,8 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 	if status == StatusUnknown {
 		outcome = "status_unknown"
 	}
-	log.Debug().Str("status", status).Msg("job submitted")
-	s.reply(req, modality, outcome, nil, Reply{JobID: sub.JobID, Status: status})
+	log.Debug().Str("status", status).Str("endpoint", sub.Endpoint).Msg("job submitted")
+	s.replyAccepted(req, modality, outcome, Reply{JobID: sub.JobID, Status: status}, sub.Endpoint)
 }
 
 // record writes the pending JOBS record of a submitted job, retrying with a short backoff. A record that
@@ -632,10 +654,15 @@ func (s *Service) record(ctx context.Context, id, modality, key string) error {
 		_, err = s.cfg.Store.Create(ctx, rec)
 		if errors.Is(err, jobs.ErrExists) {
 			_, err = s.cfg.Store.Update(ctx, id, func(r *jobs.Record) (bool, error) {
-				if r.Origin == jobs.OriginSubmit && r.IdempotencyKey == key {
+				if r.Origin == jobs.OriginSubmit && r.IdempotencyKey == key && r.Modality == modality {
 					return false, nil
 				}
 				r.Origin = jobs.OriginSubmit
+				// The verifier wrote the upstream's type (v2: text for a prompt); the result subject is the
+				// caller's modality, as long as the result is not out yet.
+				if r.State == jobs.StatePending {
+					r.Modality = modality
+				}
 				if r.IdempotencyKey == "" {
 					r.IdempotencyKey = key
 				}

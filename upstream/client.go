@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -27,11 +28,16 @@ const maxBody = 8 << 20
 
 // Client is the budgeted upstream client; it implements [API]. It is safe for concurrent use.
 type Client struct {
-	cfg     Config
-	auth    string // "Bearer <key>", only ever put in the Authorization header
-	limiter Limiter
-	m       *metrics
-	log     zerolog.Logger
+	cfg Config
+	// decided is the contract in force: decidedV1, decidedV2, or undecided (auto, before the upstream
+	// answered a submission).
+	decided atomic.Int32
+	// inFlight counts exchanges sent and not yet answered, reported to a [HeaderObserver].
+	inFlight atomic.Int32
+	auth     string // "Bearer <key>", only ever put in the Authorization header
+	limiter  Limiter
+	m        *metrics
+	log      zerolog.Logger
 }
 
 var _ API = (*Client)(nil)
@@ -48,13 +54,20 @@ func New(cfg Config) (*Client, error) {
 		b.submitWait = cfg.SubmitWait
 		lim = b
 	}
-	return &Client{
+	c := &Client{
 		cfg:     cfg,
 		auth:    "Bearer " + cfg.APIKey,
 		limiter: lim,
 		m:       newMetrics(cfg.Metrics),
 		log:     cfg.Log.With().Str("component", "upstream").Logger(),
-	}, nil
+	}
+	switch cfg.Contract {
+	case ContractV1:
+		c.decided.Store(decidedV1)
+	case ContractV2:
+		c.decided.Store(decidedV2)
+	}
+	return c, nil
 }
 
 // Available is the number of requests the budget could spend right now without waiting: 0 during a
@@ -64,26 +77,66 @@ func (c *Client) Available() float64 { return c.limiter.Available() }
 // Capacity is the number of requests the budget can spend over the next d at its current rate.
 func (c *Client) Capacity(d time.Duration) float64 { return c.limiter.Capacity(d) }
 
-// Submit posts fields as multipart/form-data to POST /moderate/{modality} at [ClassSubmit], plus
-// webhook_url when webhookURL is non-empty (it then replaces a webhook_url in fields). The modality is
-// not checked against a list. The request is sent once and never retried by the client.
+// Submit posts fields as multipart/form-data to the upstream's endpoint for modality at [ClassSubmit],
+// plus webhook_url when webhookURL is non-empty (it then replaces a webhook_url in fields). The modality
+// and fields are routed by the contract ([RouteFor]): under v2, prompt and chat go to /moderate/text with
+// the field text, and media fields take their v2 names; under v1 everything goes as given. Submission.Endpoint is the path used. The
+// request is sent once and never retried by the client, with one exception under [ContractAuto]: a 404
+// or 410 on a retired v1 path (prompt, chat) created no job, so the client switches to v2, logs it, and
+// sends the submission again to /moderate/text. An auto client that has not decided yet first probes
+// before any other modality (see probe), so no submission goes out under the wrong field names.
 //
 // On 503 SUBMISSION_STATUS_UNKNOWN carrying a job_id it returns both Submission{JobID, StatusUnknown:
 // true} and an *Error matching [ErrStatusUnknown]: the job may exist, so poll it before resubmitting.
 // When the budget has no request free for a submission soon (Config.SubmitWait), it returns a
-// *[BusyError] without calling the upstream. Any other failure returns a zero Submission and an *Error
-// (or a ctx error while waiting for budget).
+// *[BusyError] without calling the upstream. Any other failure returns a zero
+// Submission and an *Error (or a ctx error while waiting for budget).
 func (c *Client) Submit(ctx context.Context, modality string, fields map[string]string, webhookURL string) (Submission, error) {
 	if modality == "" || strings.ContainsAny(modality, "/?#") {
 		return Submission{}, fmt.Errorf("%w: modality %q", ErrInvalidArgument, modality)
 	}
+	cur := c.decided.Load()
+	if cur == undecided && !retiredV1[modality] {
+		if err := c.probe(ctx); err != nil {
+			return Submission{}, err
+		}
+		cur = c.decided.Load()
+	}
+	contract := ContractV1 // an undecided client sends the v1 form of a retired path: its answer decides
+	if cur == decidedV2 {
+		contract = ContractV2
+	}
+	s, err := c.submitAs(ctx, contract, modality, fields, webhookURL)
+	if c.cfg.Contract != ContractAuto || contract != ContractV1 || !retiredV1[modality] {
+		return s, err
+	}
+	switch {
+	case gone(err):
+		// The path is retired: no job was created. This account is on the newer contract.
+		ue, _ := errors.AsType[*Error](err)
+		c.decide(decidedV2, fmt.Sprintf("/moderate/%s answered %d", modality, ue.Status))
+		return c.submitAs(ctx, ContractV2, modality, fields, webhookURL)
+	case err == nil || errors.Is(err, ErrStatusUnknown):
+		if cur == undecided {
+			c.decide(decidedV1, "/moderate/"+modality+" took a submission")
+		}
+	}
+	return s, err
+}
+
+// submitAs sends one submission routed for contract.
+func (c *Client) submitAs(ctx context.Context, contract, modality string, fields map[string]string, webhookURL string) (Submission, error) {
+	route, err := RouteFor(contract, modality, fields)
+	if err != nil {
+		return Submission{}, err
+	}
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
-	for _, k := range slices.Sorted(maps.Keys(fields)) {
+	for _, k := range slices.Sorted(maps.Keys(route.Fields)) {
 		if k == "webhook_url" && webhookURL != "" {
 			continue
 		}
-		if err := mw.WriteField(k, fields[k]); err != nil {
+		if err := mw.WriteField(k, route.Fields[k]); err != nil {
 			return Submission{}, fmt.Errorf("upstream: encode form: %w", err)
 		}
 	}
@@ -96,9 +149,10 @@ func (c *Client) Submit(ctx context.Context, modality string, fields map[string]
 		return Submission{}, fmt.Errorf("upstream: encode form: %w", err)
 	}
 
-	ep := "POST /moderate/" + modality
-	var s Submission
-	err := c.do(ctx, ClassSubmit, ep, http.MethodPost, "/moderate/"+url.PathEscape(modality), &body, mw.FormDataContentType(),
+	path := "/moderate/" + url.PathEscape(route.Modality)
+	ep := "POST /moderate/" + route.Modality
+	s := Submission{Endpoint: path}
+	err = c.do(ctx, ClassSubmit, ep, http.MethodPost, path, &body, mw.FormDataContentType(),
 		func(res []byte) error {
 			if err := json.Unmarshal(res, &s); err != nil || s.JobID == "" {
 				return fmt.Errorf("no job_id in %q", text.Truncate(string(res), 200))
@@ -109,7 +163,7 @@ func (c *Client) Submit(ctx context.Context, modality string, fields map[string]
 	if err != nil {
 		var ue *Error
 		if errors.As(err, &ue) && ue.Code == CodeStatusUnknown && ue.JobID != "" {
-			return Submission{JobID: ue.JobID, StatusUnknown: true}, err
+			return Submission{JobID: ue.JobID, StatusUnknown: true, Endpoint: path}, err
 		}
 		return Submission{}, err
 	}
@@ -263,7 +317,15 @@ func (c *Client) do(ctx context.Context, class Class, ep, method, path string, b
 	c.m.wait.WithLabelValues(class.String()).Observe(time.Since(waitStart).Seconds())
 
 	start := time.Now()
+	c.inFlight.Add(1)
 	status, hdr, res, err := c.exchange(ctx, method, path, body, ctype)
+	others := int(c.inFlight.Add(-1))
+	if obs, ok := c.limiter.(HeaderObserver); ok && err == nil {
+		if rl, ok := parseRateLimit(hdr, time.Now()); ok {
+			rl.InFlight = others
+			obs.ObserveLimit(rl)
+		}
+	}
 	var ue *Error
 	switch {
 	case err != nil:

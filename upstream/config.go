@@ -23,6 +23,9 @@ type Config struct {
 	BaseURL string
 	// APIKey is the bearer key. It is never logged.
 	APIKey string
+	// Contract is the upstream contract: ContractV1, ContractV2 or ContractAuto (decide at the first
+	// submission, see [Client.Submit]). Default ContractV1.
+	Contract string
 	// RPM is the request budget per minute, shared by every call. Default 60; [NoLimit] disables it.
 	RPM int
 	// Burst is how many requests the budget may spend at once. Default 5 seconds' worth of RPM (RPM/12),
@@ -52,6 +55,9 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	if c.Contract == "" {
+		c.Contract = ContractV1
+	}
 	if c.RPM == 0 {
 		c.RPM = 60
 	}
@@ -102,6 +108,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: RPM %d: must be positive (or NoLimit)", ErrInvalidConfig, c.RPM)
 	case c.Burst < 0:
 		return fmt.Errorf("%w: Burst %d: must not be negative", ErrInvalidConfig, c.Burst)
+	case c.Contract != ContractV1 && c.Contract != ContractV2 && c.Contract != ContractAuto:
+		return fmt.Errorf("%w: Contract %q: must be %s, %s or %s", ErrInvalidConfig, c.Contract, ContractV1, ContractV2, ContractAuto)
 	case c.Timeout < 0:
 		return fmt.Errorf("%w: Timeout %v: must not be negative", ErrInvalidConfig, c.Timeout)
 	}

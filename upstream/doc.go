@@ -18,6 +18,13 @@
 //   - Fidelity: [Job.Raw] is the JSON object exactly as the upstream sent it, unknown fields included.
 //     Modalities are not checked against a list, so the newer contract's /moderate/text and
 //     /moderate/audio pass through.
+//   - Contract: Config.Contract is v1 (submissions go as given), v2 (prompt and chat go to
+//     /moderate/text, and the v1 field names prompt, image_url, video_url become text, image, video:
+//     [RouteFor]) or auto, which decides at the first submission without billing a probe job (see
+//     [Client.Submit]) and logs its choice; [Client.Contract] tells it.
+//   - Rate-limit headers: a [Limiter] that also implements [HeaderObserver] is told x-ratelimit-limit,
+//     -remaining and -reset of every answer that carries them, and how many of the client's calls were
+//     in flight (package budget learns the account's limit from them).
 //
 // Choices for points the upstream's documentation leaves open (see upstream-api.md):
 //

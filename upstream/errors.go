@@ -35,6 +35,13 @@ var (
 	ErrTimeout = errors.New("upstream: timeout")
 	// ErrConnection matches a transport failure: refused, reset, DNS, TLS.
 	ErrConnection = errors.New("upstream: connection failed")
+	// ErrPayloadTooLarge matches 413 (newer contract: PAYLOAD_TOO_LARGE, media over the endpoint's limit).
+	ErrPayloadTooLarge = errors.New("upstream: payload too large")
+	// ErrUnsupportedMedia matches 415 (newer contract: UNSUPPORTED_MEDIA, a URL that is not a media file).
+	ErrUnsupportedMedia = errors.New("upstream: unsupported media")
+	// ErrMediaUnreachable matches 422 (newer contract: MEDIA_UNREACHABLE, the media URL could not be
+	// fetched).
+	ErrMediaUnreachable = errors.New("upstream: media unreachable")
 	// ErrBadResponse matches a 2xx answer whose body is not what the contract promises.
 	ErrBadResponse = errors.New("upstream: bad response")
 )
@@ -117,6 +124,18 @@ func (e *Error) Is(target error) bool {
 		return target == ErrForbidden
 	case 404:
 		return target == ErrNotFound
+	case 413:
+		if target == ErrPayloadTooLarge {
+			return true
+		}
+	case 415:
+		if target == ErrUnsupportedMedia {
+			return true
+		}
+	case 422:
+		if target == ErrMediaUnreachable {
+			return true
+		}
 	case 429:
 		return target == ErrRateLimited
 	}

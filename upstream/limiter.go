@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -28,6 +31,48 @@ type Limiter interface {
 	// Capacity is the number of calls the budget can grant over the next d at its current rate,
 	// counting what it could grant now; +Inf when unlimited.
 	Capacity(d time.Duration) float64
+}
+
+// HeaderObserver is an optional interface of a [Limiter]: a Limiter that implements it is told the
+// rate-limit headers (x-ratelimit-limit, -remaining, -reset) of every answer that carries them, 429s
+// included, in either contract. It is safe for concurrent use and must not block.
+type HeaderObserver interface {
+	ObserveLimit(RateLimit)
+}
+
+// RateLimit is what one answer's rate-limit headers said.
+type RateLimit struct {
+	// Limit is x-ratelimit-limit: the account's requests per window (a minute).
+	Limit int
+	// Remaining is x-ratelimit-remaining: requests left in the window after this one; -1 when absent.
+	Remaining int
+	// Reset is x-ratelimit-reset as a duration from when the answer came: when the window resets; 0
+	// when absent.
+	Reset time.Duration
+	// InFlight is how many other calls of the same client were sent and not yet answered when this
+	// answer came: the upstream may not have counted them in Remaining yet.
+	InFlight int
+}
+
+// parseRateLimit reads the rate-limit headers of an answer; ok is false without a positive
+// x-ratelimit-limit. x-ratelimit-reset is seconds to wait, or a Unix time when larger than 10^9.
+func parseRateLimit(h http.Header, now time.Time) (RateLimit, bool) {
+	limit, err := strconv.Atoi(strings.TrimSpace(h.Get("X-Ratelimit-Limit")))
+	if err != nil || limit <= 0 {
+		return RateLimit{}, false
+	}
+	rl := RateLimit{Limit: limit, Remaining: -1}
+	if r, err := strconv.Atoi(strings.TrimSpace(h.Get("X-Ratelimit-Remaining"))); err == nil && r >= 0 {
+		rl.Remaining = r
+	}
+	if f, err := strconv.ParseFloat(strings.TrimSpace(h.Get("X-Ratelimit-Reset")), 64); err == nil && f > 0 {
+		if f > 1e9 {
+			rl.Reset = max(0, time.Unix(0, int64(f*1e9)).Sub(now))
+		} else {
+			rl.Reset = time.Duration(f * float64(time.Second))
+		}
+	}
+	return rl, true
 }
 
 // ErrBusy is matched by a *BusyError: the budget cannot take a new submission now.

@@ -64,6 +64,9 @@ type Submission struct {
 	// StatusUnknown is set when the upstream answered 503 SUBMISSION_STATUS_UNKNOWN with a job_id: the job
 	// may exist; poll it before submitting again.
 	StatusUnknown bool `json:"-"`
+	// Endpoint is the upstream path the submission went to, e.g. "/moderate/text" for a prompt under the
+	// v2 contract.
+	Endpoint string `json:"-"`
 }
 
 // ListFilter selects jobs for GET /jobs. Zero fields are left out of the query.

@@ -14,9 +14,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	crand "crypto/rand"
+	"encoding/base64"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
+
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,6 +32,7 @@ type demoFlags struct {
 	jobs, concurrency, forged, forgedVerdicts, apiRPM int
 	deadline, poll, grace, maxWait                    time.Duration
 	keep                                              bool
+	contract                                          string
 }
 
 // runDemo runs every role in-process against the simulator with faults, submits a workload over
@@ -46,6 +50,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.DurationVar(&d.grace, "grace", 500*time.Millisecond, "webhook grace before polling")
 	fs.DurationVar(&d.maxWait, "max-wait", 2*time.Minute, "give up waiting for results after this long")
 	fs.BoolVar(&d.keep, "keep", false, "keep the data directory and log file")
+	fs.StringVar(&d.contract, "contract", simulator.ContractV1, "contract the simulator speaks: v1 or v2 (signed, retried webhooks; the bridge runs with BRIDGE_API_CONTRACT=auto and the simulator's secret)")
 	var sf simFlags
 	sf.register(fs.FlagSet, simFlags{
 		seed: 1, drop: 0.15, duplicate: 0.15, neverFinish: 0.03, fail: 0.03, prohibited: 0.25,
@@ -59,12 +64,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{fmt.Errorf("bridge demo: -jobs, -concurrency and -api-rpm must be positive, -forged and -forged-verdicts not negative")}
 	}
 
-	lb, err := startLocal(ctx, "bridge-demo-", "demo", sf.config(), map[string]string{
+	simCfg, env := sf.config(), map[string]string{
 		"BRIDGE_API_RPM":        fmt.Sprint(d.apiRPM),
 		"BRIDGE_TIMEOUT_PROMPT": d.deadline.String(), "BRIDGE_TIMEOUT_IMAGE": d.deadline.String(),
 		"BRIDGE_TIMEOUT_VIDEO": d.deadline.String(), "BRIDGE_TIMEOUT_CHAT": d.deadline.String(),
 		"BRIDGE_POLL_INTERVAL": d.poll.String(), "BRIDGE_WEBHOOK_GRACE": d.grace.String(), "BRIDGE_RETENTION": "1h",
-	}, d.keep)
+	}
+	if err := demoContract(d.contract, &simCfg, env); err != nil {
+		return usageError{err}
+	}
+	lb, err := startLocal(ctx, "bridge-demo-", "demo", simCfg, env, d.keep)
 	if err != nil {
 		return err
 	}
@@ -152,6 +161,24 @@ wait:
 		return fmt.Errorf("demo failed: %d lost, %d doubled, %d verdict mismatches (log: %s)", lost, doubled, mismatched, logFile.Name())
 	}
 	fmt.Fprintln(stdout, "\nnothing lost, nothing doubled.")
+	return nil
+}
+
+// demoContract makes the simulator speak contract; for v2 it signs webhooks with a fresh secret that the
+// bridge is given as BRIDGE_WEBHOOK_SECRET, and retries them on the documented schedule, compressed.
+func demoContract(contract string, sim *simulator.Config, env map[string]string) error {
+	switch contract {
+	case simulator.ContractV1:
+	case simulator.ContractV2:
+		key := make([]byte, 32)
+		_, _ = crand.Read(key)
+		sim.Contract, sim.WebhookSecret = contract, "whsec_"+base64.StdEncoding.EncodeToString(key)
+		sim.WebhookRetryScale = 0.01
+		sim.GrantChat = false // chat is retired in v2; the bridge maps it to /moderate/text
+		env["BRIDGE_WEBHOOK_SECRET"] = sim.WebhookSecret
+	default:
+		return fmt.Errorf("bridge demo -contract %q: want v1 or v2", contract)
+	}
 	return nil
 }
 

@@ -87,7 +87,7 @@ func TestOpsCommandsRejectBadUsage(t *testing.T) {
 		{"redrive without selection", []string{"deadletter", "redrive"}},
 		{"status stray argument", []string{"status", "now"}},
 		{"submit nothing", []string{"submit"}},
-		{"submit unknown modality value", []string{"submit", "text", "hello"}},
+		{"submit unknown modality value", []string{"submit", "sound", "hello"}}, // text and audio are v2 modalities
 		{"job not a uuid", []string{"job", "42"}},
 		{"bad env", []string{"status"}},
 	}

@@ -165,3 +165,21 @@ func TestHealthcheckNeeds200(t *testing.T) {
 		t.Fatalf("ready: %v", err)
 	}
 }
+
+// TestDemoV2LosesAndDoublesNothing is the demo against a v2 simulator: the bridge decides the contract
+// itself (BRIDGE_API_CONTRACT=auto), moderate.prompt and moderate.chat go to /moderate/text, and the
+// webhooks are signed and retried. Seed 2 lets more of the workload past the demo's early 429s than
+// seed 1 does.
+func TestDemoV2LosesAndDoublesNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, []string{"demo", "-contract", "v2", "-seed", "2", "-jobs", "60", "-deadline", "4s", "-poll", "500ms",
+		"-grace", "200ms", "-max-wait", "90s"}, nil, &out, &out)
+	if err != nil {
+		t.Fatalf("demo -contract v2: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "nothing lost, nothing doubled.") {
+		t.Errorf("demo output lacks the verdict:\n%s", out.String())
+	}
+}

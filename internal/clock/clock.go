@@ -109,3 +109,24 @@ func (c *Fake) Advance(d time.Duration) {
 		next.f()
 	}
 }
+
+// Scaled is the wall clock sped up Factor times from Start: a test runs minutes of the upstream's
+// windows in seconds when the budget and the simulator share it. Its timers run on real time divided by
+// Factor.
+type Scaled struct {
+	Start  time.Time // the real time the scaled clock starts from (and stands at then)
+	Factor float64
+}
+
+// NewScaled returns a clock running factor times faster than the wall clock from now on.
+func NewScaled(factor float64) Scaled { return Scaled{Start: time.Now(), Factor: factor} }
+
+// Now returns Start plus the real time since Start, times Factor.
+func (c Scaled) Now() time.Time {
+	return c.Start.Add(time.Duration(float64(time.Since(c.Start)) * c.Factor))
+}
+
+// AfterFunc runs f after d of scaled time.
+func (c Scaled) AfterFunc(d time.Duration, f func()) Timer {
+	return time.AfterFunc(time.Duration(float64(d)/c.Factor), f)
+}

@@ -21,19 +21,21 @@ import (
 // TestNoLossAcrossBridgeKill SIGKILLs the bridge process under a steady load (an operation every 25 ms:
 // submissions over moderate.*, whose simulator webhooks are 10% dropped and 20% duplicated, the test's
 // own duplicate webhooks, a forgery), keeps the load running while it is down, and restarts it on the
-// same port; twice (ten times with -soak), on a single node and on a 3-node cluster (R3).
+// same port; twice (ten times with -soak), on a single node and on a 3-node cluster (R3), and on a single
+// node against a v2 simulator (signed webhooks retried while the bridge is down; BRIDGE_API_CONTRACT=auto).
 //
 // Bound: once the load stops, every owed job has exactly one result, and the bridge is idle, within 60 s.
 // (A killed process's reconciler lease expires after 10 s; a missed webhook is then polled within two
 // 1 s poll intervals plus the 500 ms grace.)
 func TestNoLossAcrossBridgeKill(t *testing.T) {
 	for _, topo := range []struct {
-		name  string
-		nodes int
-	}{{"single", 1}, {"cluster", 3}} {
+		name     string
+		nodes    int
+		contract string
+	}{{"single", 1, ""}, {"cluster", 3, ""}, {"single-v2", 1, simulator.ContractV2}} {
 		t.Run(topo.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRig(t, rigConfig{nodes: topo.nodes})
+			r := newRig(t, rigConfig{nodes: topo.nodes, contract: topo.contract})
 			r.startBridge()
 			l := r.startLoad(25 * time.Millisecond)
 			r.waitResults(30, 60*time.Second)

@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	bjs "github.com/evershield/bridge/jetstream"
@@ -36,6 +37,9 @@ import (
 )
 
 var soak = flag.Bool("soak", false, "run the long soak variants of the crash and fault scenarios")
+
+// v2Secret is the webhook secret of the v2 scenarios' simulator, child and test webhooks.
+const v2Secret = "whsec_Y3Jhc2gtc3VpdGUtdjItc2VjcmV0LTAxMjM0NTY3ODk="
 
 // bin is the bridge binary built once by TestMain.
 var bin string
@@ -214,6 +218,9 @@ type rigConfig struct {
 	sim *simulator.Config
 	// env adds or overrides BRIDGE_* variables of the child.
 	env map[string]string
+	// contract is the simulator's contract, simulator.ContractV1 when empty. Under v2 the simulator signs
+	// its webhooks with a secret the child and the test's own webhooks share, and retries them.
+	contract string
 }
 
 // rig is one scenario: NATS, the simulator, the bridge child, the test's own clients and the ledger.
@@ -227,6 +234,8 @@ type rig struct {
 	hc      *http.Client
 	led     *ledger
 	tally   *tally
+	// secret signs the test's own webhooks under v2 (nil: unsigned).
+	secret []byte
 	// env is the child's BRIDGE_* environment, for more processes of the same deployment.
 	env map[string]string
 }
@@ -246,6 +255,15 @@ func newRig(t *testing.T, rc rigConfig) *rig {
 	}
 	if rc.sim != nil {
 		simCfg = *rc.sim
+	}
+	if rc.contract == simulator.ContractV2 {
+		simCfg.Contract, simCfg.WebhookSecret, simCfg.WebhookRetryScale = simulator.ContractV2, v2Secret, 0.01
+		r.secret, _ = ingest.ParseSecret(v2Secret)
+		rc.env = maps.Clone(rc.env)
+		if rc.env == nil {
+			rc.env = map[string]string{}
+		}
+		rc.env["BRIDGE_WEBHOOK_SECRET"] = v2Secret
 	}
 	r.sim = simtest.Run(t, simCfg)
 	r.nc, r.js = natstest.Connect(t, r.cluster.URLs())
@@ -479,7 +497,15 @@ func (r *rig) postWebhook(id, modality string, forged bool) int {
 		r.led.mu.Unlock()
 	}
 	body := fmt.Sprintf(`{"job_id":%q,"type":%q,"status":"completed","is_prohibited":false,"categories":{"custom":{}}}`, id, modality)
-	resp, err := r.hc.Post(r.child.URL()+"/webhook/"+modality, "application/json", strings.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, r.child.URL()+"/webhook/"+modality, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if r.secret != nil { // a forgery with the right secret: verification still finds it out
+		msgID, ts := "msg_"+id, fmt.Sprint(time.Now().Unix())
+		req.Header.Set(ingest.HeaderWebhookID, msgID)
+		req.Header.Set(ingest.HeaderWebhookTimestamp, ts)
+		req.Header.Set(ingest.HeaderWebhookSignature, ingest.Sign(r.secret, msgID, ts, []byte(body)))
+	}
+	resp, err := r.hc.Do(req)
 	if err != nil {
 		r.led.post("transport")
 		return 0

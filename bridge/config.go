@@ -206,6 +206,8 @@ func (c *Config) Validate() error {
 		bad("API_RPM", "must be at least 1, or auto; got %d", c.APIRPM)
 	}
 	switch c.APIContract {
+	case "": // a Config built in Go rather than from the environment: the variable's default
+		c.APIContract = bjs.ContractAuto
 	case bjs.ContractV1, bjs.ContractV2, bjs.ContractAuto:
 	default:
 		bad("API_CONTRACT", "want v1, v2 or auto; got %q", c.APIContract)

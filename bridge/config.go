@@ -187,6 +187,32 @@ func (c *Config) Validate() error {
 	if len(c.Roles) == 0 {
 		bad("ROLES", "no role given; want a comma list of %s", strings.Join(allRoles[:], ", "))
 	}
+	c.validateUpstream(bad)
+	if _, err := ingest.ParseSecret(c.WebhookSecret); err != nil {
+		bad("WEBHOOK_SECRET", "%v", err)
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("TLS_CERT_FILE", "BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE go together")
+	}
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		bad("NATS_TLS_CERT", "BRIDGE_NATS_TLS_CERT and BRIDGE_NATS_TLS_KEY go together")
+	}
+	c.validateDurations(bad)
+	if c.Replicas < 1 || c.Replicas > 5 {
+		bad("REPLICAS", "must be 1 to 5; got %d", c.Replicas)
+	}
+	if c.MaxBody > 8<<20 {
+		bad("MAX_BODY", "%d bytes is over the 8MiB ceiling", c.MaxBody)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		bad("LOG_FORMAT", "want json or console; got %q", c.LogFormat)
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}
+
+// validateUpstream checks the upstream's settings: URL, key, contract and budget.
+func (c *Config) validateUpstream(bad func(name, format string, a ...any)) {
 	if c.needsUpstream() {
 		if c.APIURL == "" {
 			bad("API_URL", "required by the verify, reconcile and submit roles (or set BRIDGE_ROLES=ingest)")
@@ -218,15 +244,10 @@ func (c *Config) Validate() error {
 	if c.UnknownJobRPM != nil && *c.UnknownJobRPM < 0 {
 		bad("UNKNOWN_JOB_RPM", "must not be negative; got %d", *c.UnknownJobRPM)
 	}
-	if _, err := ingest.ParseSecret(c.WebhookSecret); err != nil {
-		bad("WEBHOOK_SECRET", "%v", err)
-	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		bad("TLS_CERT_FILE", "BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE go together")
-	}
-	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
-		bad("NATS_TLS_CERT", "BRIDGE_NATS_TLS_CERT and BRIDGE_NATS_TLS_KEY go together")
-	}
+}
+
+// validateDurations checks the deadlines, intervals and windows, and how they must relate.
+func (c *Config) validateDurations(bad func(name, format string, a ...any)) {
 	durations := map[string]time.Duration{
 		"POLL_INTERVAL": c.PollInterval, "DUPLICATE_WINDOW": c.DuplicateWindow, "RETENTION": c.Retention,
 	}
@@ -247,17 +268,6 @@ func (c *Config) Validate() error {
 	if c.Retention < c.DuplicateWindow {
 		bad("RETENTION", "%v must not be shorter than BRIDGE_DUPLICATE_WINDOW (%v)", c.Retention, c.DuplicateWindow)
 	}
-	if c.Replicas < 1 || c.Replicas > 5 {
-		bad("REPLICAS", "must be 1 to 5; got %d", c.Replicas)
-	}
-	if c.MaxBody > 8<<20 {
-		bad("MAX_BODY", "%d bytes is over the 8MiB ceiling", c.MaxBody)
-	}
-	if c.LogFormat != "json" && c.LogFormat != "console" {
-		bad("LOG_FORMAT", "want json or console; got %q", c.LogFormat)
-	}
-	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	return errors.Join(errs...)
 }
 
 // secretsFromFiles moves the content of each BRIDGE_*_FILE secret, trimmed, into its variable's field.

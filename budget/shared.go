@@ -466,32 +466,11 @@ func (s *Shared) loop(ctx context.Context) {
 
 // step does one round of loop.
 func (s *Shared) step(ctx context.Context) {
+	if s.storePending(ctx) {
+		return
+	}
 	s.mu.Lock()
 	now := s.clk.Now()
-	if hint := s.pauseHint; hint > 0 {
-		s.pauseHint = 0
-		s.mu.Unlock()
-		if err := s.storePause(ctx, hint); err != nil {
-			s.mu.Lock()
-			s.pauseHint = max(s.pauseHint, hint)
-			s.mu.Unlock()
-			s.after(ctx, 200*time.Millisecond)
-			return
-		}
-		s.poke()
-		return
-	}
-	if obs := s.observed; obs != nil {
-		s.observed = nil
-		at := s.observedAt
-		s.mu.Unlock()
-		if err := s.storeObservation(ctx, *obs, at); err != nil {
-			s.after(ctx, 200*time.Millisecond)
-			return
-		}
-		s.poke()
-		return
-	}
 	s.serve(now)
 	if s.waiting == 0 {
 		s.mu.Unlock()
@@ -503,41 +482,88 @@ func (s *Shared) step(ctx context.Context) {
 		s.mu.Unlock()
 		return
 	}
-	class, want := upstream.ClassSubmit, s.queues[upstream.ClassSubmit].Len()
+	l := lease{class: upstream.ClassSubmit, at: now, successes: s.successes, rev: s.rev}
+	want := s.queues[upstream.ClassSubmit].Len()
 	if n := s.queues[upstream.ClassVerify].Len() + s.queues[upstream.ClassPoll].Len(); n > 0 {
-		class, want = upstream.ClassVerify, n+s.prefetch()
+		l.class, want = upstream.ClassVerify, n+s.prefetch()
 	}
-	st, rev := s.state, s.rev
-	successes := s.successes
-	next, n := st.Recovered(now, successes).Lease(s.p, now, class, want)
-	if n == 0 {
-		wait := st.Wait(s.p, now, class, 1)
+	st := s.state
+	l.next, l.n = st.Recovered(now, l.successes).Lease(s.p, now, l.class, want)
+	if l.n == 0 {
+		wait := st.Wait(s.p, now, l.class, 1)
 		s.refuseLate(now, wait)
 		s.arm(now, wait)
 		s.mu.Unlock()
 		return
 	}
-	s.stamp(&next)
+	s.stamp(&l.next)
 	s.mu.Unlock()
+	s.commit(ctx, l)
+}
 
-	newRev, err := s.store(ctx, next, rev)
+// storePending writes a 429 pause or an observation of the upstream's headers waiting to be stored,
+// and reports whether it did one (the loop goes round again).
+func (s *Shared) storePending(ctx context.Context) bool {
+	s.mu.Lock()
+	if hint := s.pauseHint; hint > 0 {
+		s.pauseHint = 0
+		s.mu.Unlock()
+		if err := s.storePause(ctx, hint); err != nil {
+			s.mu.Lock()
+			s.pauseHint = max(s.pauseHint, hint)
+			s.mu.Unlock()
+			s.after(ctx, 200*time.Millisecond)
+			return true
+		}
+		s.poke()
+		return true
+	}
+	if obs := s.observed; obs != nil {
+		s.observed = nil
+		at := s.observedAt
+		s.mu.Unlock()
+		if err := s.storeObservation(ctx, *obs, at); err != nil {
+			s.after(ctx, 200*time.Millisecond)
+			return true
+		}
+		s.poke()
+		return true
+	}
+	s.mu.Unlock()
+	return false
+}
+
+// lease is a lease decided on the cached state, to be written.
+type lease struct {
+	class     upstream.Class
+	at        time.Time
+	next      State
+	n         int
+	rev       uint64 // the revision next was computed from
+	successes int    // the successes folded into next
+}
+
+// commit writes a lease at the revision it was computed from and hands out its tokens, or, when another
+// process wrote first, reads the bucket again for the next round.
+func (s *Shared) commit(ctx context.Context, l lease) {
+	newRev, err := s.store(ctx, l.next, l.rev)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case err == nil:
 		s.m.leases.WithLabelValues("granted").Inc()
-		s.m.tokens.Add(float64(n))
-		s.leased += uint64(n)
-		s.successes -= successes
+		s.m.tokens.Add(float64(l.n))
+		s.leased += uint64(l.n)
+		s.successes -= l.successes
 		if newRev > s.rev {
-			s.state, s.rev = next, newRev
+			s.state, s.rev = l.next, newRev
 		}
 		pool := poolAccepted
-		if class == upstream.ClassSubmit {
+		if l.class == upstream.ClassSubmit {
 			pool = poolAny
 		}
-		s.pools[pool] = append(s.pools[pool], batch{n: n, until: now.Add(s.p.LeaseTTL)})
-		s.serve(now)
+		s.pools[pool] = append(s.pools[pool], batch{n: l.n, until: l.at.Add(s.p.LeaseTTL)})
+		s.serve(l.at)
 		s.poke()
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		// Another process leased first: decide again on its value (the watch brings it; read it now to
@@ -547,7 +573,7 @@ func (s *Shared) step(ctx context.Context) {
 		lerr := s.load(ctx)
 		s.mu.Lock()
 		if lerr != nil {
-			s.arm(now, 200*time.Millisecond)
+			s.arm(l.at, 200*time.Millisecond)
 			return
 		}
 		s.poke()
@@ -556,8 +582,8 @@ func (s *Shared) step(ctx context.Context) {
 		if ctx.Err() == nil {
 			s.log.Warn().Err(err).Msg("lease from the shared budget failed; no upstream call until it works")
 		}
-		s.refuseLate(now, time.Second)
-		s.arm(now, 250*time.Millisecond)
+		s.refuseLate(l.at, time.Second)
+		s.arm(l.at, 250*time.Millisecond)
 	}
 }
 

@@ -23,6 +23,9 @@ const (
 	outcomeUnknownLaned = "unknown_laned"
 	// outcomeUnknownShed: unknown-job verification is off; the webhook was dead-lettered as unknown_job.
 	outcomeUnknownShed = "unknown_shed"
+	// outcomeUnknownWaiting: a webhook of a job without a record or provenance was parked on the slow
+	// lane until the unknown-job budget is likely to have a call free.
+	outcomeUnknownWaiting = "unknown_waiting"
 	// outcomeAuthPaused: the upstream refused the key (401, 402, 403); verification pauses for everyone.
 	outcomeAuthPaused = "auth_paused"
 )
@@ -54,6 +57,11 @@ type verifyMetrics struct {
 	inFlight    prometheus.Gauge
 	// unknownWaiting is the slow-lane webhooks of this process waiting for an unknown-job token.
 	unknownWaiting prometheus.Gauge
+	// provenance counts webhooks of jobs without a record verified at the full budget, by how their
+	// provenance was established: signature, token or list.
+	provenance *prometheus.CounterVec
+	// listPages counts GET /jobs pages spent finding such jobs in the account's list.
+	listPages prometheus.Counter
 	// authPaused is 1 while verification is paused because the upstream refused the key.
 	authPaused prometheus.Gauge
 }
@@ -76,6 +84,14 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bridge_verify_in_flight",
 			Help: "Raw webhooks being verified right now.",
+		}),
+		provenance: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_verify_provenance_total",
+			Help: "Webhooks of jobs without a JOBS record verified at the full budget, by how their provenance was established: signature, token or list (found in the account's job list).",
+		}, []string{"via"}),
+		listPages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bridge_verify_list_pages_total",
+			Help: "GET /jobs pages the verifier spent, from the unknown-job budget, finding jobs without a record in the account's list.",
 		}),
 		authPaused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bridge_verify_auth_paused",
@@ -107,6 +123,15 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		return nil, err
 	}
 	if m.authPaused, err = promutil.Register(reg, m.authPaused); err != nil {
+		return nil, err
+	}
+	if m.provenance, err = promutil.Register(reg, m.provenance); err != nil {
+		return nil, err
+	}
+	for _, via := range []string{"signature", "token", "list"} {
+		m.provenance.WithLabelValues(via)
+	}
+	if m.listPages, err = promutil.Register(reg, m.listPages); err != nil {
 		return nil, err
 	}
 	return m, nil

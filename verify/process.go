@@ -148,8 +148,11 @@ func (v *Verifier) decide(ctx context.Context, d delivery) verdict {
 	case !known:
 		// A job the bridge has no record of may be legitimate (submitted elsewhere) or forged; either way
 		// it spends the small unknown-job budget, not the verify budget of known jobs.
-		if vd, ok := v.admitUnknown(d); !ok {
+		if vd, ok := v.admitUnknown(rctx, d); !ok {
 			return vd
+		}
+		if d.msg.Headers().Get(bjs.HeaderAuthenticated) != "" {
+			v.metrics.provenance.WithLabelValues(d.msg.Headers().Get(bjs.HeaderAuthenticated)).Inc()
 		}
 		if d.lane.slow {
 			// The wait for the budget is not the handler's work: HandlerTimeout starts again.
@@ -305,7 +308,7 @@ func (v *Verifier) settle(workCtx context.Context, d delivery, vd verdict) {
 		v.deadLetter(ctx, d, vd.reason, vd.outcome)
 	case actRetry:
 		// A refused key is no failure of the webhook: waiting it out spends no attempt towards exhaustion.
-		if d.attempt >= v.cfg.MaxAttempts && vd.outcome != outcomeAuthPaused {
+		if d.attempt >= v.cfg.MaxAttempts && vd.outcome != outcomeAuthPaused && vd.outcome != outcomeUnknownWaiting {
 			d.log.Warn().Err(vd.cause).Msg("verification attempts exhausted; webhook dead-lettered, job left to the reconciler")
 			v.deadLetter(ctx, d, ReasonAttemptsExhausted, outcomeExhausted)
 			return
@@ -367,7 +370,7 @@ func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason, outcome s
 	msg, id, attempt := d.msg, d.id, d.attempt
 	dl := nats.NewMsg(bjs.DeadLetterSubject(reason))
 	dl.Data = msg.Data()
-	for _, h := range []string{bjs.HeaderReceivedAt, bjs.HeaderRemoteAddr, bjs.HeaderModality} {
+	for _, h := range []string{bjs.HeaderReceivedAt, bjs.HeaderRemoteAddr, bjs.HeaderModality, bjs.HeaderAuthenticated, bjs.HeaderDeliveryID} {
 		if val := msg.Headers().Get(h); val != "" {
 			dl.Header.Set(h, val)
 		}

@@ -3,8 +3,11 @@ package verify
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"time"
+
+	bjs "github.com/evershield/bridge/jetstream"
 )
 
 // Defaults of the unknown-job budget and its slow lane (see [Verifier]).
@@ -96,11 +99,28 @@ func (b *tokenBucket) wait(ctx context.Context, onWaiting func(int)) error {
 	return err
 }
 
+// eta is how long until a token is free, for a caller that will not wait in line.
+func (b *tokenBucket) eta() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.advanceLocked(time.Now())
+	if b.tokens >= 1 {
+		return 0
+	}
+	return time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+}
+
 // admitUnknown decides whether the webhook of a job without a JOBS record may spend an upstream call
-// now; see [Verifier]. When it may not, it returns the verdict: on the main lane a move to the slow lane
-// (or a dead letter unknown_job when the budget is off), on the slow lane a give-back because the
-// verifier is stopping.
-func (v *Verifier) admitUnknown(d delivery) (verdict, bool) {
+// now, and from which budget; see [Verifier]. Provenance first: a webhook that carried the configured
+// token or a valid signature, or whose id the account's job list holds, is verified at the full budget
+// (its job then gets a record). Any other spends the unknown-job budget: at once when a token is free;
+// else on the main lane it moves to the slow lane, and on the slow lane it is parked (a delayed nak that
+// frees the worker and spends no attempt) until a token is likely free. When it may not go on, it returns
+// the verdict.
+func (v *Verifier) admitUnknown(ctx context.Context, d delivery) (verdict, bool) {
+	if d.msg.Headers().Get(bjs.HeaderAuthenticated) != "" {
+		return verdict{}, true
+	}
 	if v.unknownBudget == nil {
 		return deadLetter(ReasonUnknownJob, outcomeUnknownShed, errUnknownOff), false
 	}
@@ -109,15 +129,30 @@ func (v *Verifier) admitUnknown(d delivery) (verdict, bool) {
 			return verdict{}, true
 		}
 		// No token free now: the webhook leaves the main consumer (no delayed nak holding a place in
-		// its MaxAckPending) and queues durably in the slow lane, which waits for the budget.
+		// its MaxAckPending) and queues durably in the slow lane, which checks the account's list.
 		return deadLetter(ReasonUnknownJob, outcomeUnknownLaned, errUnknownBusy), false
 	}
-	// The slow lane waits for its token instead of nak-looping; the handler keeps signalling progress,
-	// and the wait counts neither as an attempt nor against HandlerTimeout. Only a shutdown ends it.
-	if err := v.unknownBudget.wait(d.stop, func(n int) { v.metrics.unknownWaiting.Set(float64(n)) }); err != nil {
-		return verdict{action: actGiveBack, outcome: outcomeShutdown}, false
+	returning := v.lists.missing.Has(d.id)
+	if returning && v.parked.Add(-1) < 0 {
+		v.parked.Store(0)
 	}
-	return verdict{}, true
+	found, err := v.lists.found(ctx, d.id, d.receivedAt)
+	switch {
+	case err != nil && d.stop.Err() != nil:
+		return verdict{action: actGiveBack, outcome: outcomeShutdown}, false
+	case err != nil:
+		return retry("check the account's job list", err), false
+	case found:
+		v.metrics.provenance.WithLabelValues("list").Inc()
+		return verdict{}, true
+	case v.unknownBudget.take():
+		return verdict{}, true
+	}
+	// Forged, or older than the list's window: wait for the unknown-job budget without holding a worker,
+	// spread over the time the budget needs for all the parked ones, so they do not all come back at once.
+	backlog := time.Duration(float64(v.parked.Add(1)) / v.unknownBudget.rate * float64(time.Second))
+	wait := v.unknownBudget.eta() + time.Duration(rand.Int64N(int64(max(backlog, time.Second))))
+	return verdict{action: actRetry, outcome: outcomeUnknownWaiting, retryAfter: wait, cause: errUnknownBusy}, false
 }
 
 var (

@@ -154,12 +154,13 @@ func TestVerifierConfigUnknownBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := v.cfg; c.UnknownRPM != DefaultUnknownRPM || c.UnknownBurst != 1 || c.UnknownConcurrency != 4 ||
-		c.UnknownMaxAckPending != 64 || c.UnknownConsumer != bjs.ConsumerVerifyUnknown {
+	// The slow lane holds many parked webhooks (delayed naks) while it checks the account's list.
+	if c := v.cfg; c.UnknownRPM != DefaultUnknownRPM || c.UnknownBurst != 1 || c.UnknownConcurrency != 32 ||
+		c.UnknownMaxAckPending != 4096 || c.UnknownConsumer != bjs.ConsumerVerifyUnknown {
 		t.Fatalf("defaults %d/%d/%d/%d/%q", c.UnknownRPM, c.UnknownBurst, c.UnknownConcurrency, c.UnknownMaxAckPending, c.UnknownConsumer)
 	}
 	lc := v.UnknownConsumerConfig()
-	if lc.FilterSubject != bjs.DeadLetterSubject(ReasonUnknownJob) || lc.MaxAckPending != 64 || lc.AckPolicy != jetstream.AckExplicitPolicy {
+	if lc.FilterSubject != bjs.DeadLetterSubject(ReasonUnknownJob) || lc.MaxAckPending != 4096 || lc.AckPolicy != jetstream.AckExplicitPolicy {
 		t.Fatalf("slow-lane consumer config %+v", lc)
 	}
 }
@@ -200,5 +201,57 @@ func TestTokenBucketWaitersGoFirst(t *testing.T) {
 	b.mu.Unlock()
 	if tokens < 0 {
 		t.Fatalf("balance %v after the cancelled wait, want its token given back", tokens)
+	}
+}
+
+// TestListCheckSettlesABatchAtFullBudget pins issue 11's provenance by the account's list: webhooks of
+// jobs submitted elsewhere (no record, no token or signature) that the unknown-job budget cannot take at
+// once go to the slow lane, where one round of GET /jobs pages finds them all; they are then verified at
+// the full budget, not one unknown-job token each. Forged ids in the same round are not found and stay
+// on the unknown-job budget: never a result, and their GETs and the list pages together within it.
+func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{Seed: 4, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	var real []string
+	for range 20 {
+		real = append(real, e.SubmitDirect("prompt", map[string]string{"prompt": "elsewhere"}))
+	}
+	var forged []string
+	for range 10 {
+		forged = append(forged, uuid.NewString())
+	}
+	const unknownRPM = 30 // a token every 2 s; a page or a forged GET each spends one
+	e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownBurst = unknownRPM, 1 })
+	pages0, gets0 := e.Sim.CallCount(simulator.EndpointJobs), e.Sim.CallCount(simulator.EndpointJob)
+	start := time.Now()
+	for i, id := range append(append([]string{}, real...), forged...) {
+		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, i%2 == 0))
+	}
+	e.WaitResults(bjs.SubjectResults+">", len(real), 60*time.Second)
+	elapsed := time.Since(start)
+	pages := e.Sim.CallCount(simulator.EndpointJobs) - pages0
+	viaList := roletest.CounterValue(t, e.Reg, "bridge_verify_provenance_total", "via", "list")
+	t.Logf("%d real results in %v; %d list pages; %v found in the list", len(real), elapsed, pages, viaList)
+	if viaList < float64(len(real)-1) {
+		t.Fatalf("%v of %d real jobs found in the list; want all but the one the unknown budget took at once", viaList, len(real))
+	}
+	if pages > 3 {
+		t.Fatalf("%d list pages for %d ids in one window; a round settles every id on its page", pages, len(real)+len(forged))
+	}
+	ids := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))
+	for _, id := range forged {
+		if ids[id] > 0 {
+			t.Fatalf("forged id %s has a result", id)
+		}
+	}
+	for _, id := range real {
+		if ids[id] != 1 {
+			t.Fatalf("real job %s has %d results", id, ids[id])
+		}
+	}
+	// Forged GETs so far and the pages together stay within burst + rate × time.
+	forgedGets := e.Sim.CallCount(simulator.EndpointJob) - gets0 - len(real)
+	allowance := 1 + int(float64(unknownRPM)/60*time.Since(start).Seconds()) + 1
+	if forgedGets+pages > allowance {
+		t.Fatalf("%d forged GETs and %d pages; the unknown-job budget allows %d so far", forgedGets, pages, allowance)
 	}
 }

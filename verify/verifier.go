@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -71,6 +72,10 @@ type Config struct {
 	// UnknownBurst is how many such calls may be spent at once; default max(1, UnknownRPM/12), 5 seconds'
 	// worth.
 	UnknownBurst int
+	// ListLookback is how long before a webhook its job may have been created, for finding it in the
+	// account's job list (the window a list round pages): the longest job deadline and a margin. Default
+	// 20m.
+	ListLookback time.Duration
 	// UnknownConsumer is the durable name of the slow lane's pull consumer on DEADLETTER (filtered to
 	// deadletter.unknown_job); default [bjs.ConsumerVerifyUnknown].
 	UnknownConsumer string
@@ -123,14 +128,17 @@ func (c *Config) setDefaults() {
 	if c.UnknownBurst == 0 && c.UnknownRPM > 0 {
 		c.UnknownBurst = max(1, c.UnknownRPM/12)
 	}
+	if c.ListLookback == 0 {
+		c.ListLookback = 20 * time.Minute
+	}
 	if c.UnknownConsumer == "" {
 		c.UnknownConsumer = bjs.ConsumerVerifyUnknown
 	}
 	if c.UnknownConcurrency == 0 {
-		c.UnknownConcurrency = 4
+		c.UnknownConcurrency = 32
 	}
 	if c.UnknownMaxAckPending == 0 {
-		c.UnknownMaxAckPending = 16 * c.UnknownConcurrency
+		c.UnknownMaxAckPending = 128 * c.UnknownConcurrency
 	}
 }
 
@@ -212,36 +220,41 @@ func (c *Config) Validate() error {
 // The consumer's MaxDeliver is unlimited (-1) because the verifier counts attempts itself and must see
 // the last delivery to dead-letter it; with MaxDeliver the server would drop it silently.
 //
-// Unknown job ids, and why forged ones cannot spend the budget without bound: a webhook whose job has no
-// JOBS record cannot be refused outright (jobs submitted elsewhere are legitimate, and the upstream's 404
-// is the only proof of forgery), but anyone can post one, with a fresh random id each time so the
-// duplicate window does not help. So such webhooks spend their own token bucket, UnknownRPM calls per
-// minute (default [DefaultUnknownRPM]; the bridge application defaults it to a tenth of
-// BRIDGE_API_RPM) with a burst of UnknownBurst, before their GET (which then queues at ClassVerify with
-// the rest). Over any
-// window W this process makes at most UnknownBurst + UnknownRPM×W/1min upstream calls for unknown ids,
-// whatever the flood; known jobs keep the rest of the budget. The bucket is per process: N verifier
-// processes spend up to N × UnknownRPM between them, so size it for the upstream account.
+// Unknown job ids: jobs submitted elsewhere are first-class, forged ids cost a bounded amount. A webhook
+// whose job has no JOBS record cannot be refused outright (jobs submitted elsewhere are legitimate, and
+// the upstream's 404 is the only proof of forgery), but anyone can post one, with a fresh random id each
+// time so the duplicate window does not help. So provenance comes first:
 //
-// Such a webhook is never dropped, and never parked in the main consumer: delayed naks would hold places
-// in its MaxAckPending (nats-server issue 6093) and a flood of forged ids would stall the webhooks of
-// known jobs behind them. Instead there are two lanes:
+//   - a webhook that carried the configured token or a valid signature (ingest marks it with
+//     Bridge-Authenticated) is verified at the full budget, like a known job;
+//   - a webhook whose id is in the account's job list (GET /jobs, the recent window of finished jobs,
+//     checked in rounds that settle every waiting id on each page: see listCheck) is verified at the
+//     full budget too;
+//   - any other spends the unknown-job budget, UnknownRPM calls per minute (default
+//     [DefaultUnknownRPM]; the bridge application defaults it to a tenth of BRIDGE_API_RPM) with a
+//     burst of UnknownBurst, before its GET; the list's pages spend it too. Over any window W this
+//     process makes at most UnknownBurst + UnknownRPM×W/1min upstream calls for ids without provenance,
+//     whatever the flood. The bucket is per process: N verifier processes spend up to N × UnknownRPM.
 //
-//   - main lane (consumer Consumer on WEBHOOKS): a token free now is spent at once, so a legitimate
-//     foreign job is verified as promptly as a known one while there is no flood. When none is free
-//     (tokens reserved by slow-lane waiters are not free), the webhook moves to the slow lane: it is
+// A job whose provenance is established gets a JOBS record when the upstream confirms it, so the
+// reconciler tracks it from then on. Such a webhook is never dropped, and never parked in the main
+// consumer: delayed naks would hold places in its MaxAckPending (nats-server issue 6093) and a flood of
+// forged ids would stall the webhooks of known jobs behind them. Instead there are two lanes:
+//
+//   - main lane (consumer Consumer on WEBHOOKS): an authenticated webhook goes on at once; another takes
+//     an unknown-job token if one is free now, so a job submitted elsewhere is verified as promptly as a
+//     known one while there is no flood. When none is free, the webhook moves to the slow lane: it is
 //     published, raw and with its ingest headers, Bridge-Original-Subject, Bridge-Reason unknown_job
-//     and Bridge-Attempts, to DEADLETTER on deadletter.unknown_job with Nats-Msg-Id <job_id>.unknown_job
-//     (repeats within DEADLETTER's duplicate window collapse), and only then acked on WEBHOOKS.
+//     and Bridge-Attempts, to DEADLETTER on deadletter.unknown_job (the id names the message, so a
+//     redelivery collapses), and only then acked on WEBHOOKS.
 //   - slow lane (consumer UnknownConsumer on DEADLETTER, filtered to deadletter.unknown_job, at most
 //     UnknownConcurrency at once per process and UnknownMaxAckPending in the consumer, fetched one at a
-//     time so no fetched webhook waits unstarted): each webhook goes through the same steps as above. A
-//     job that got a JOBS record meanwhile is a known job and waits for nothing. Otherwise the handler
-//     waits for a token, in arrival order and ahead of the main lane, signalling progress so AckWait
-//     does not expire; the wait is neither an attempt nor part of HandlerTimeout. Then: terminal:
-//     Deliver (source webhook), ack; 404: dead letter not_found, ack; not terminal or retryable:
-//     NakWithDelay on the slow lane, its attempts counted there up to MaxAttempts (then
-//     attempts_exhausted). The budget bounds both lanes together.
+//     time): a job that got a record meanwhile is a known job. Otherwise the webhook joins the next list
+//     round; found, it is verified at the full budget. Not found (forged, or older than the window), it
+//     takes an unknown-job token if one is free, else it is parked: a delayed nak, spread over the time
+//     the budget needs for the parked backlog, that frees the worker for the next webhook and spends no
+//     attempt. Then as above: terminal: Deliver (source webhook), ack; 404: dead letter not_found; not
+//     terminal or retryable: NakWithDelay, up to MaxAttempts (then attempts_exhausted).
 //
 // The slow lane's messages stay in DEADLETTER after it acks them (limits retention, BRIDGE_RETENTION),
 // so `bridge deadletter list` shows them with reason unknown_job; the lane drains them by itself, and
@@ -265,6 +278,10 @@ type Verifier struct {
 	store    *jobs.Store
 	jobLocks keyedMutex
 	notFound *recentSet
+	// lists finds jobs without a record in the account's job list; nil when UnknownRPM is UnknownOff.
+	lists *listCheck
+	// parked is about how many slow-lane webhooks wait, parked, for the unknown-job budget.
+	parked atomic.Int64
 	// authPause pauses all verification after the upstream refused the key.
 	authPause pause
 	// unknownBudget is the token bucket of UnknownRPM; nil when it is UnknownOff.
@@ -301,6 +318,7 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if cfg.UnknownRPM != UnknownOff {
 		v.unknownBudget = newTokenBucket(cfg.UnknownRPM, cfg.UnknownBurst)
+		v.lists = newListCheck(cfg.API, v.unknownBudget, cfg.ListLookback, m.listPages)
 	}
 	return v, nil
 }

@@ -33,6 +33,9 @@
 //     leader acts. Overdue deadlines fire at once, after the first sweep has marked what is in flight,
 //     with at most Workers checks at a time: their GETs are paced by the upstream budget instead of
 //     being fired in a burst.
+//   - The watch follows the bucket: every min(PollInterval, 5s) a probe compares it with the bucket's
+//     stream and reopens it (rebuilding the index) when the stream was recreated or has records the
+//     watch did not deliver since the probe before, e.g. after a NATS restart.
 //   - Replicas: one lease key ("reconcile") in BRIDGE_LEASES, whose bucket TTL is LeaseTTL. Acquire is
 //     kv.Create (value = Instance), renewal every LeaseTTL/3 is kv.Update on the held revision; each
 //     renewal is a new message, so the bucket's TTL (a message age) restarts from it. A crashed holder's

@@ -27,6 +27,8 @@ const (
 	busyDelay = 500 * time.Millisecond
 	// watchBackoff is the pause before the JOBS or lease watch is opened again after a failure.
 	watchBackoff = time.Second
+	// maxWatchProbe bounds the period of the JOBS watch's probe (PollInterval if shorter).
+	maxWatchProbe = 5 * time.Second
 )
 
 // Reconciler recovers missed webhooks by polling the upstream and times out jobs past their deadline,
@@ -132,21 +134,46 @@ func (r *Reconciler) watchJobs(ctx context.Context) {
 	}
 }
 
+// consume applies the watch's entries to the index until ctx ends, the watch closes, or a probe finds
+// the watch no longer follows the bucket.
+//
+// Why the probe: the watch is an ordered consumer that nats.go recreates only after two missed 5 s
+// heartbeats, so after a NATS restart records written meanwhile reached the index 10 to 20 s late; and
+// when the bucket is deleted and made again, the recreated consumer resumes past the new stream's
+// sequences and never delivers them. Every min(PollInterval, 5s) the probe reads the bucket's stream
+// info (one request); the watch is reopened (the index rebuilt by the replay) when the stream was
+// recreated, is behind the watch, or had records the watch has not delivered since the probe before.
 func (r *Reconciler) consume(ctx context.Context, w jetstream.KeyWatcher, start time.Time) {
+	tick := time.NewTicker(min(r.cfg.PollInterval, maxWatchProbe))
+	defer tick.Stop()
+	var p watchProbe
+	ready := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			if !ready {
+				continue // the replay is still under way; its end marker comes after every value
+			}
+			if why := r.probeWatch(ctx, &p); why != "" {
+				r.m.errors.WithLabelValues("watch").Inc()
+				r.log.Warn().Str("reason", why).Uint64("seen", p.seen).Uint64("stream_last", p.last).Msg("JOBS watch no longer follows the bucket")
+				return
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return
 			}
 			if e == nil {
+				ready = true
+				r.probeWatch(ctx, &p) // the stream's creation time, for the next probes
 				r.idx.setReady()
-				p, l := r.idx.counts()
-				r.log.Info().Int("pending", p).Int("late_watch", l).Dur("took", time.Since(start)).Msg("index built from JOBS")
+				pn, l := r.idx.counts()
+				r.log.Info().Int("pending", pn).Int("late_watch", l).Dur("took", time.Since(start)).Msg("index built from JOBS")
 				continue
 			}
+			p.seen = max(p.seen, e.Revision())
 			deleted := e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
 			if err := r.idx.apply(e.Key(), e.Value(), deleted, r.cfg.Now()); err != nil {
 				r.m.errors.WithLabelValues("watch").Inc()
@@ -154,6 +181,43 @@ func (r *Reconciler) consume(ctx context.Context, w jetstream.KeyWatcher, start 
 			}
 		}
 	}
+}
+
+// watchProbe is what the probes of one JOBS watch know.
+type watchProbe struct {
+	created  time.Time // the bucket stream's creation time at the first probe
+	seen     uint64    // the last revision the watch delivered
+	last     uint64    // the stream's last sequence at the last probe
+	seenThen uint64    // seen at the last probe
+}
+
+// probeWatch compares the watch with the bucket's stream and returns why the watch must be reopened,
+// or "" when it follows (or the stream cannot be read: the connection's own recovery covers that).
+func (r *Reconciler) probeWatch(ctx context.Context, p *watchProbe) string {
+	cctx, cancel := context.WithTimeout(ctx, maxWatchProbe)
+	defer cancel()
+	st, err := r.jobsKV.Status(cctx)
+	if err != nil {
+		return ""
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return ""
+	}
+	info := bs.StreamInfo()
+	behind := p.last > p.seen && p.seen == p.seenThen // records known a probe ago, none delivered since
+	p.last, p.seenThen = info.State.LastSeq, p.seen
+	switch {
+	case p.created.IsZero():
+		p.created = info.Created
+	case !info.Created.Equal(p.created):
+		return "bucket recreated"
+	case p.last < p.seen:
+		return "bucket behind the watch"
+	case behind:
+		return "watch stalled"
+	}
+	return ""
 }
 
 // lead does the leader's work until ctx ends: the sweep loop and the deadline loop.

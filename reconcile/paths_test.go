@@ -79,18 +79,26 @@ func TestLeaseTakenOverStopsTheLoser(t *testing.T) {
 	// While the intruder's key lives nobody leads: r1's sweeps stop at once and r2 never starts.
 	sweeps1 := r1.sweeps()
 	jobsCalls := e.sim.CallCount(simulator.EndpointJobs)
+	checks := 0
 	natstest.WaitFor(t, 3*testTTL, func() error {
+		// Read the acting replicas first, then the lease: what was read happened under the intruder's lease.
+		lead1, lead2 := r1.leader(), r2.leader()
+		s, c := r1.sweeps(), e.sim.CallCount(simulator.EndpointJobs)
 		if v, err := e.res.Leases.Get(e.ctx, LeaseKey); err == nil && string(v.Value()) == "intruder" {
-			if r1.leader() || r2.leader() {
+			checks++
+			if lead1 || lead2 {
 				t.Fatalf("a replica leads while the intruder holds the lease")
+			}
+			if s != sweeps1 || c != jobsCalls {
+				t.Fatalf("after losing the lease r1 swept %v more times and GET /jobs was called %d more times, want 0",
+					s-sweeps1, c-jobsCalls)
 			}
 			return errors.New("intruder still holds the lease")
 		}
 		return nil
 	})
-	if s, c := r1.sweeps(), e.sim.CallCount(simulator.EndpointJobs); s != sweeps1 || c != jobsCalls {
-		t.Fatalf("after losing the lease r1 swept %v more times and GET /jobs was called %d more times, want 0",
-			s-sweeps1, c-jobsCalls)
+	if checks < 10 {
+		t.Fatalf("only %d checks while the intruder held the lease", checks)
 	}
 	next := waitLeader(t, 3*testTTL, r1, r2)
 	t.Logf("%s leads after the intruder's key expired", next.r.Instance())

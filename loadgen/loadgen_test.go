@@ -135,8 +135,10 @@ func TestRunRateAndTimeBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Sent == 0 || rep.Sent >= 1_000_000 {
-		t.Errorf("time bound: %d sent", rep.Sent)
+	// 100/s for 300 ms is 30 operations, due at 0, 10, ..., 290 ms; the one due at 300 ms may race the
+	// bound. A few may miss it on a busy machine, never more than 31 go out.
+	if rep.Sent < 25 || rep.Sent > 31 {
+		t.Errorf("time bound: %d sent at 100/s for 300ms, want 30 (25 to 31)", rep.Sent)
 	}
 }
 

@@ -68,7 +68,7 @@ func buildIndexFixture(tb testing.TB, n int) *indexFixture {
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	f.idx = newIndex(time.Hour, m)
+	f.idx = newIndex(time.Hour, 30*time.Second, m)
 	start = time.Now()
 	w, err := res.Jobs.WatchAll(ctx)
 	if err != nil {

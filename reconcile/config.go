@@ -55,6 +55,11 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Now is the clock; default time.Now. Timers run on real time.
 	Now func() time.Time
+
+	// retryMin and retryMax shape the backoff of a deadline check whose delivery fails: retryMin doubled
+	// at each failure in a row, at most retryMax. Defaults retryDelay and max(maxRetryDelay,
+	// PollInterval); tests shorten them.
+	retryMin, retryMax time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -84,6 +89,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.retryMin == 0 {
+		c.retryMin = retryDelay
+	}
+	if c.retryMax == 0 {
+		c.retryMax = max(maxRetryDelay, c.PollInterval)
 	}
 }
 

@@ -12,13 +12,18 @@
 //     (no new list needed), so a missed webhook is published within one poll interval plus the grace of
 //     the job leaving the list. Upstream cost of a sweep: the list's pages plus one GET per job actually
 //     missed; a sweep stops early when the budget has no token left and leaves the rest to the next
-//     one. A 404 is counted and logged and the job is left to its deadline. Jobs in the list that JOBS
-//     does not know are ignored. A job whose webhook arrived but is still pending (the verifier is
+//     one. A 404 is counted and logged, and asked about again a poll interval later: only three 404s in a
+//     row, a poll interval apart, end the sweeps' fetches and leave the job to its deadline check. Jobs
+//     in the list that JOBS does not know are ignored. A job whose webhook arrived but is still pending (the verifier is
 //     retrying) is treated like any other; the Deliverer keeps the result single.
 //   - Deadlines: at a job's deadline one last GET /job/{id}; terminal → delivered (source poll), else
 //     [jobs.Deliverer.TimeOut] publishes the timeout result (status failed, error_code
 //     BRIDGE_TIMEOUT, source timeout) with that answer or, without one, what JOBS recorded last. The last
-//     GET is skipped when the budget has no token and the job was in flight at the last sweep.
+//     GET is skipped when the budget has no token and the job was in flight at the last sweep, and made
+//     also for a job the sweeps gave up on after its 404s. When the publish fails (RESULTS full, JOBS
+//     unwritable) the check runs again after a backoff, 2 s doubling to 2 min (or PollInterval if
+//     longer), each time with a new last GET; the job counts in bridge_reconcile_deliver_failing
+//     meanwhile, and finishes or times out once publishing works again.
 //   - Late results: a timed-out job stays on a late watch for LateWatch (default 1h) after its deadline.
 //     Sweeps treat it like a pending job (in the list: nothing to do; missing past the grace: one GET),
 //     so a late completion reaches results.late.<type> once even when its webhook was lost too. A late
@@ -28,6 +33,9 @@
 //     leader acts. Overdue deadlines fire at once, after the first sweep has marked what is in flight,
 //     with at most Workers checks at a time: their GETs are paced by the upstream budget instead of
 //     being fired in a burst.
+//   - The watch follows the bucket: every min(PollInterval, 5s) a probe compares it with the bucket's
+//     stream and reopens it (rebuilding the index) when the stream was recreated or has records the
+//     watch did not deliver since the probe before, e.g. after a NATS restart.
 //   - Replicas: one lease key ("reconcile") in BRIDGE_LEASES, whose bucket TTL is LeaseTTL. Acquire is
 //     kv.Create (value = Instance), renewal every LeaseTTL/3 is kv.Update on the held revision; each
 //     renewal is a new message, so the bucket's TTL (a message age) restarts from it. A crashed holder's

@@ -31,6 +31,7 @@ const (
 type env struct {
 	t     *testing.T
 	ctx   context.Context
+	node  *natstest.Node // the node of a "single" topology
 	url   string
 	js    jetstream.JetStream
 	res   bjs.Resources
@@ -51,9 +52,11 @@ func newEnvOn(t *testing.T, topology string, sc simulator.Config) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	url, replicas := "", 1
+	var node *natstest.Node
 	switch topology {
 	case "single":
-		url = natstest.RunServer(t).ClientURL()
+		node = natstest.RunServer(t)
+		url = node.ClientURL()
 	case "cluster":
 		url, replicas = natstest.RunCluster(t, 3).URLs(), 3
 	default:
@@ -73,7 +76,7 @@ func newEnvOn(t *testing.T, topology string, sc simulator.Config) *env {
 		sc.Seed = 1
 	}
 	sim := simtest.Run(t, sc)
-	return &env{t: t, ctx: ctx, url: url, js: js, res: res, store: store, deliv: d, sim: sim, api: simtest.Client(t, sim)}
+	return &env{t: t, ctx: ctx, node: node, url: url, js: js, res: res, store: store, deliv: d, sim: sim, api: simtest.Client(t, sim)}
 }
 
 func testLog(tb testing.TB) zerolog.Logger {

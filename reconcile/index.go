@@ -25,9 +25,15 @@ const (
 	flagBusy
 	// flagInFlight: the job was in the in-flight list of the last sweep.
 	flagInFlight
-	// flagGone: the upstream answered 404 for the job; it is left to its deadline.
+	// flagGone: the upstream answered 404 for the job goneAfter times in a row, each at least a poll
+	// interval after the one before; sweeps no longer fetch it, its deadline check still asks once more.
 	flagGone
 )
+
+// goneAfter is how many 404s in a row, each at least a poll interval apart, end the sweeps' fetches of
+// a pending job. One 404 is not enough: the upstream may answer 404 for a job it has not made visible
+// yet, or during a bad deploy.
+const goneAfter = 3
 
 // entry is what the index keeps of one job: about 64 bytes plus the id and the map and heap slots.
 type entry struct {
@@ -42,9 +48,15 @@ type entry struct {
 	missing int64
 	// gen is the index generation at insertion; a sweep skips entries newer than its in-flight list.
 	gen uint32
+	// notFoundAt is when a sweep GET last answered 404 for the job, 0 after any other answer.
+	notFoundAt int64
 	// pos is the position in the deadline heap, -1 when not in it.
 	pos   int32
 	flags entryFlag
+	// notFound counts the 404s in a row of sweep GETs.
+	notFound uint8
+	// failures counts the deadline checks in a row whose delivery (Deliver or TimeOut) failed.
+	failures uint8
 }
 
 func (e *entry) late() bool { return e.flags&flagLate != 0 }
@@ -77,6 +89,7 @@ type task struct {
 // for concurrent use.
 type index struct {
 	lateWatch time.Duration
+	poll      time.Duration // the poll interval: the least spacing of a job's counted 404s
 	m         *metrics
 
 	mu      sync.Mutex // mu guards the fields below
@@ -92,9 +105,9 @@ type index struct {
 	wake    chan struct{} // signalled when the earliest due time moved earlier
 }
 
-func newIndex(lateWatch time.Duration, m *metrics) *index {
+func newIndex(lateWatch, poll time.Duration, m *metrics) *index {
 	return &index{
-		lateWatch: lateWatch, m: m,
+		lateWatch: lateWatch, poll: poll, m: m,
 		byID: make(map[string]*entry), mods: make(map[string]*modality),
 		readyCh: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
@@ -169,7 +182,8 @@ func (x *index) putLateLocked(key string, v recordView) {
 		}
 		x.pending--
 		e.mod.gauge.Dec()
-		e.flags = flagLate
+		x.clearFailuresLocked(e)
+		e.flags, e.notFound, e.notFoundAt = flagLate, 0, 0
 		e.due, e.missing = until, 0
 		x.late++
 		x.m.lateWatched.Inc()
@@ -191,6 +205,7 @@ func (x *index) removeLocked(key string) {
 	if e.pos >= 0 {
 		heap.Remove(&x.heap, int(e.pos))
 	}
+	x.clearFailuresLocked(e)
 	if e.late() {
 		x.late--
 		x.m.lateWatched.Dec()
@@ -230,6 +245,7 @@ func (x *index) reset() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, e := range x.byID {
+		x.clearFailuresLocked(e)
 		if e.late() {
 			x.m.lateWatched.Dec()
 		} else {
@@ -297,13 +313,55 @@ func (x *index) popDue(now time.Time, limit int, later time.Duration) []task {
 func (x *index) release(t task, now time.Time, retry time.Duration) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.releaseLocked(t.e, now, retry)
+}
+
+// delivered ends a deadline check whose delivery worked (or had nothing to do): the job's failures
+// are forgotten and it goes back into the heap as release does.
+func (x *index) delivered(t task, now time.Time, retry time.Duration) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.clearFailuresLocked(t.e)
+	x.releaseLocked(t.e, now, retry)
+}
+
+// backOff ends a deadline check whose delivery failed: the job's failures in a row go up, and it is
+// checked again after base·2^(failures-1), at most ceil. It returns that delay and the failures.
+func (x *index) backOff(t task, now time.Time, base, ceil time.Duration) (time.Duration, int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	e := t.e
+	if x.byID[e.id] == e && !e.late() {
+		if e.failures == 0 {
+			x.m.deliverFailing.Inc()
+		}
+		if e.failures < 255 {
+			e.failures++
+		}
+	}
+	delay := ceil
+	if n := max(int(e.failures), 1) - 1; n < 32 && base<<n < ceil && base<<n > 0 {
+		delay = base << n
+	}
+	x.releaseLocked(e, now, delay)
+	return delay, int(e.failures)
+}
+
+func (x *index) releaseLocked(e *entry, now time.Time, retry time.Duration) {
 	e.flags &^= flagBusy
 	if x.byID[e.id] != e || e.late() || e.pos >= 0 {
 		return
 	}
 	e.due = max(e.due, now.Add(retry).UnixNano())
 	x.pushLocked(e)
+}
+
+// clearFailuresLocked forgets the failed deliveries of e.
+func (x *index) clearFailuresLocked(e *entry) {
+	if e.failures > 0 {
+		e.failures = 0
+		x.m.deliverFailing.Dec()
+	}
 }
 
 // beginSweep starts a sweep generation: entries added from now on are newer than its in-flight list.
@@ -355,6 +413,9 @@ func (x *index) mark(inflight map[string]struct{}, gen uint32, now time.Time, gr
 		if e.missing == 0 || e.flags&(flagBusy|flagGone) != 0 {
 			continue
 		}
+		if e.notFound > 0 && n-e.notFoundAt < int64(x.poll) {
+			continue // a 404 is asked about again a poll interval later, not at every check pass
+		}
 		if n-e.missing < g {
 			if p.nextCheck == 0 || e.missing+g < p.nextCheck {
 				p.nextCheck = e.missing + g
@@ -382,9 +443,11 @@ func (x *index) mark(inflight map[string]struct{}, gen uint32, now time.Time, gr
 	return p
 }
 
-// fetched records the outcome of a sweep GET and clears busy: stillRunning resets the missing time (the
-// job is back in flight or was never out), gone marks a 404 (a late-watched job is dropped).
-func (x *index) fetched(t task, stillRunning, gone bool) {
+// fetched records the outcome of a sweep GET at now and clears busy: stillRunning resets the missing
+// time (the job is back in flight or was never out); notFound counts a 404. A pending job is marked
+// gone after goneAfter 404s in a row (a late-watched one is dropped at the first); any other answer
+// starts the count again.
+func (x *index) fetched(t task, now time.Time, stillRunning, notFound bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	e := t.e
@@ -392,11 +455,18 @@ func (x *index) fetched(t task, stillRunning, gone bool) {
 	if x.byID[e.id] != e {
 		return
 	}
+	if !notFound {
+		e.notFound, e.notFoundAt = 0, 0
+	}
 	switch {
-	case gone && e.late():
+	case notFound && e.late():
 		x.removeLocked(e.id)
-	case gone:
-		e.flags |= flagGone
+	case notFound:
+		e.notFound++
+		e.notFoundAt = now.UnixNano()
+		if e.notFound >= goneAfter {
+			e.flags |= flagGone
+		}
 	case stillRunning:
 		e.missing = 0
 	}

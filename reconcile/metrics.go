@@ -20,6 +20,8 @@ type metrics struct {
 	notFound      prometheus.Counter
 	leader        prometheus.Gauge
 	errors        *prometheus.CounterVec
+	// deliverFailing counts the pending jobs whose last deadline check could not publish.
+	deliverFailing prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -45,11 +47,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "timeouts_total",
 			Help: "Timeout results published for jobs past their deadline."}),
 		notFound: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "upstream_not_found_total",
-			Help: "Pending jobs the upstream answered 404 for; they are left to their deadline."}),
+			Help: "404 answers of the upstream for pending jobs; after three in a row the job is left to its deadline check."}),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "is_leader",
 			Help: "1 while this process holds the reconcile lease."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
 			Help: "Errors by operation: inflight, get_job, deliver, timeout, watch, lease."}, []string{"op"}),
+		deliverFailing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "deliver_failing",
+			Help: "Pending jobs past their deadline whose result could not be published at the last check; retried with backoff."}),
 	}
 	// Known label values start at zero, so increase() and rate() see the first error.
 	for _, op := range []string{"inflight", "get_job", "deliver", "timeout", "watch", "lease"} {
@@ -62,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.pending, m.oldest, m.lateWatched, m.sweeps, m.sweepDuration, m.calls,
-		m.recovered, m.lateRecovered, m.timeouts, m.notFound, m.leader, m.errors} {
+		m.recovered, m.lateRecovered, m.timeouts, m.notFound, m.leader, m.errors, m.deliverFailing} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

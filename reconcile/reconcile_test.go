@@ -104,8 +104,11 @@ func TestTimeoutOnceAtDeadline(t *testing.T) {
 		r.ErrorCode != "BRIDGE_TIMEOUT" || r.Bridge.Source != bjs.SourceTimeout {
 		t.Fatalf("result %+v, want a timeout result", r)
 	}
-	if late := r.Stored.Sub(deadline); late < 0 || late > testPoll+5*time.Second {
-		t.Fatalf("timeout published %v after the deadline, want within a poll interval plus 5s", late)
+	// DESIGN: a timeout within one poll interval plus a few seconds of its deadline. The deadline timer
+	// fires on time and the last GET answers at once, so here a poll interval plus one second (scheduling
+	// on a busy 2-core box under -race) is the bound; it was a poll interval plus 5 s, 26 poll intervals.
+	if late := r.Stored.Sub(deadline); late < 0 || late > testPoll+time.Second {
+		t.Fatalf("timeout published %v after the deadline, want within a poll interval plus 1s", late)
 	}
 	t.Logf("timeout published %v after the deadline (%v after submit)", r.Stored.Sub(deadline), r.Stored.Sub(start))
 	if rec := e.waitState(id, jobs.StateTimedOut); rec.Source != bjs.SourceTimeout {
@@ -416,8 +419,9 @@ func TestWebhookAndPollRaceGiveOneResult(t *testing.T) {
 	t.Logf("winners by source: %v", winners)
 }
 
-// TestUnknownUpstreamLeftToDeadline: a pending job the upstream does not know (404) costs one GET, is
-// counted, and times out at its deadline with the synthesized body.
+// TestUnknownUpstreamLeftToDeadline: a pending job the upstream does not know (404) costs three GETs
+// in sweeps a poll interval apart and the last check at its deadline, is counted, and times out at its
+// deadline with the synthesized body.
 func TestUnknownUpstreamLeftToDeadline(t *testing.T) {
 	e := newEnv(t, simulator.Config{})
 	id := "00000000-0000-4000-8000-000000000001"
@@ -434,15 +438,19 @@ func TestUnknownUpstreamLeftToDeadline(t *testing.T) {
 	if r.Source != bjs.SourceTimeout || r.Subject != "results.prompt" {
 		t.Fatalf("result %+v, want a timeout on results.prompt", r)
 	}
-	// One GET in the sweep; the deadline check skips it (known 404).
+	// Three 404s in sweeps, then the last check at the deadline (issue 12 finding 4: one 404 is not
+	// enough to stop asking).
 	calls := 0
 	for _, c := range e.sim.Calls(simulator.EndpointJob) {
 		if strings.Contains(c.Path, id) {
 			calls++
 		}
 	}
-	if calls != 1 {
-		t.Fatalf("GET /job calls for the unknown job %d, want 1", calls)
+	if calls != 4 {
+		t.Fatalf("GET /job calls for the unknown job %d, want 4", calls)
+	}
+	if v := metricValue(rp.r.m.notFound); v != 4 {
+		t.Fatalf("not-found metric %v, want 4", v)
 	}
 }
 

@@ -16,12 +16,19 @@ import (
 
 // Tuning that is not worth a Config field.
 const (
-	// retryDelay is how soon a failed deadline check runs again.
+	// retryDelay is how soon a deadline check runs again after the record's clock said not yet, and the
+	// first delay after a failed delivery; further failures double it up to maxRetryDelay.
 	retryDelay = 2 * time.Second
+	// maxRetryDelay caps the backoff of a job whose delivery keeps failing at its deadline (RESULTS full,
+	// JOBS unwritable): each retry costs a GET /job, so the cap bounds that traffic to one call per job
+	// every two minutes, or a poll interval if that is longer.
+	maxRetryDelay = 2 * time.Minute
 	// busyDelay is how soon a deadline check runs when a sweep GET holds the job.
 	busyDelay = 500 * time.Millisecond
 	// watchBackoff is the pause before the JOBS or lease watch is opened again after a failure.
 	watchBackoff = time.Second
+	// maxWatchProbe bounds the period of the JOBS watch's probe (PollInterval if shorter).
+	maxWatchProbe = 5 * time.Second
 )
 
 // Reconciler recovers missed webhooks by polling the upstream and times out jobs past their deadline,
@@ -54,7 +61,7 @@ func New(cfg Config) (*Reconciler, error) {
 		cfg: cfg,
 		log: cfg.Log.With().Str("component", "reconcile").Str("instance", cfg.Instance).Logger(),
 		m:   m,
-		idx: newIndex(cfg.LateWatch, m),
+		idx: newIndex(cfg.LateWatch, cfg.PollInterval, m),
 	}
 	return r, nil
 }
@@ -127,21 +134,46 @@ func (r *Reconciler) watchJobs(ctx context.Context) {
 	}
 }
 
+// consume applies the watch's entries to the index until ctx ends, the watch closes, or a probe finds
+// the watch no longer follows the bucket.
+//
+// Why the probe: the watch is an ordered consumer that nats.go recreates only after two missed 5 s
+// heartbeats, so after a NATS restart records written meanwhile reached the index 10 to 20 s late; and
+// when the bucket is deleted and made again, the recreated consumer resumes past the new stream's
+// sequences and never delivers them. Every min(PollInterval, 5s) the probe reads the bucket's stream
+// info (one request); the watch is reopened (the index rebuilt by the replay) when the stream was
+// recreated, is behind the watch, or had records the watch has not delivered since the probe before.
 func (r *Reconciler) consume(ctx context.Context, w jetstream.KeyWatcher, start time.Time) {
+	tick := time.NewTicker(min(r.cfg.PollInterval, maxWatchProbe))
+	defer tick.Stop()
+	var p watchProbe
+	ready := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-tick.C:
+			if !ready {
+				continue // the replay is still under way; its end marker comes after every value
+			}
+			if why := r.probeWatch(ctx, &p); why != "" {
+				r.m.errors.WithLabelValues("watch").Inc()
+				r.log.Warn().Str("reason", why).Uint64("seen", p.seen).Uint64("stream_last", p.last).Msg("JOBS watch no longer follows the bucket")
+				return
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return
 			}
 			if e == nil {
+				ready = true
+				r.probeWatch(ctx, &p) // the stream's creation time, for the next probes
 				r.idx.setReady()
-				p, l := r.idx.counts()
-				r.log.Info().Int("pending", p).Int("late_watch", l).Dur("took", time.Since(start)).Msg("index built from JOBS")
+				pn, l := r.idx.counts()
+				r.log.Info().Int("pending", pn).Int("late_watch", l).Dur("took", time.Since(start)).Msg("index built from JOBS")
 				continue
 			}
+			p.seen = max(p.seen, e.Revision())
 			deleted := e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
 			if err := r.idx.apply(e.Key(), e.Value(), deleted, r.cfg.Now()); err != nil {
 				r.m.errors.WithLabelValues("watch").Inc()
@@ -149,6 +181,43 @@ func (r *Reconciler) consume(ctx context.Context, w jetstream.KeyWatcher, start 
 			}
 		}
 	}
+}
+
+// watchProbe is what the probes of one JOBS watch know.
+type watchProbe struct {
+	created  time.Time // the bucket stream's creation time at the first probe
+	seen     uint64    // the last revision the watch delivered
+	last     uint64    // the stream's last sequence at the last probe
+	seenThen uint64    // seen at the last probe
+}
+
+// probeWatch compares the watch with the bucket's stream and returns why the watch must be reopened,
+// or "" when it follows (or the stream cannot be read: the connection's own recovery covers that).
+func (r *Reconciler) probeWatch(ctx context.Context, p *watchProbe) string {
+	cctx, cancel := context.WithTimeout(ctx, maxWatchProbe)
+	defer cancel()
+	st, err := r.jobsKV.Status(cctx)
+	if err != nil {
+		return ""
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return ""
+	}
+	info := bs.StreamInfo()
+	behind := p.last > p.seen && p.seen == p.seenThen // records known a probe ago, none delivered since
+	p.last, p.seenThen = info.State.LastSeq, p.seen
+	switch {
+	case p.created.IsZero():
+		p.created = info.Created
+	case !info.Created.Equal(p.created):
+		return "bucket recreated"
+	case p.last < p.seen:
+		return "bucket behind the watch"
+	case behind:
+		return "watch stalled"
+	}
+	return ""
 }
 
 // lead does the leader's work until ctx ends: the sweep loop and the deadline loop.
@@ -284,21 +353,21 @@ func (r *Reconciler) fetchMissed(ctx context.Context, t task) {
 	switch {
 	case errors.Is(err, upstream.ErrNotFound):
 		r.m.notFound.Inc()
-		log.Warn().Msg("job unknown upstream (404); leaving it to its deadline")
-		r.idx.fetched(t, false, true)
+		log.Warn().Msg("job unknown upstream (404); asking again next sweep")
+		r.idx.fetched(t, r.cfg.Now(), false, true)
 		return
 	case err != nil:
 		r.m.errors.WithLabelValues("get_job").Inc()
 		log.Warn().Err(err).Msg("get job; next sweep retries")
-		r.idx.fetched(t, false, false)
+		r.idx.fetched(t, r.cfg.Now(), false, false)
 		return
 	case !job.Terminal():
 		log.Debug().Str("status", job.Status).Msg("job not terminal; still running")
-		r.idx.fetched(t, true, false)
+		r.idx.fetched(t, r.cfg.Now(), true, false)
 		return
 	}
 	out, err := r.cfg.Deliverer.Deliver(ctx, job, bjs.SourcePoll, r.cfg.Now())
-	r.idx.fetched(t, false, false)
+	r.idx.fetched(t, r.cfg.Now(), false, false)
 	if err != nil {
 		r.m.errors.WithLabelValues("deliver").Inc()
 		log.Warn().Err(err).Msg("deliver polled result; next sweep retries")
@@ -378,6 +447,8 @@ func (r *Reconciler) checkAll(ctx context.Context, due []task) {
 
 // checkDeadline makes the last check of a job at its deadline: a terminal upstream answer is delivered
 // (source poll); otherwise the job times out with the upstream's last answer (or what JOBS recorded).
+// A delivery that fails is retried with a backoff (see [index.backOff]), each retry a new last check, so
+// the job still finishes or times out once publishing works again.
 func (r *Reconciler) checkDeadline(ctx context.Context, t task) {
 	log := r.log.With().Str("job_id", t.id).Str("modality", t.mod).Logger()
 	if ctx.Err() != nil {
@@ -391,18 +462,18 @@ func (r *Reconciler) checkDeadline(ctx context.Context, t task) {
 	}
 	if terminal {
 		out, err := r.cfg.Deliverer.Deliver(ctx, *last, bjs.SourcePoll, r.cfg.Now())
-		if err == nil {
+		switch {
+		case err == nil:
 			r.count(out)
 			log.Info().Str("status", last.Status).Str("outcome", out.String()).Msg("job finished by its deadline; delivered by polling")
 			// Back into the heap with a long delay; the watch removes it once JOBS says delivered.
-			r.idx.release(t, r.cfg.Now(), r.cfg.PollInterval)
-			return
-		}
-		if ctx.Err() == nil {
+			r.idx.delivered(t, r.cfg.Now(), r.cfg.PollInterval)
+		case ctx.Err() != nil:
+			r.idx.release(t, r.cfg.Now(), 0)
+		default:
 			r.m.errors.WithLabelValues("deliver").Inc()
-			log.Warn().Err(err).Msg("deliver at deadline; retrying")
+			r.failed(t, log.Warn().Err(err), "deliver at deadline")
 		}
-		r.idx.release(t, r.cfg.Now(), retryDelay)
 		return
 	}
 	out, err := r.cfg.Deliverer.TimeOut(ctx, t.id, last)
@@ -413,13 +484,12 @@ func (r *Reconciler) checkDeadline(ctx context.Context, t task) {
 		r.idx.release(t, r.cfg.Now(), 0) // stopped acting mid-way; the next leader checks again
 	case err != nil:
 		r.m.errors.WithLabelValues("timeout").Inc()
-		log.Warn().Err(err).Msg("time out job; retrying")
-		r.idx.release(t, r.cfg.Now(), retryDelay)
+		r.failed(t, log.Warn().Err(err), "time out job")
 	case out == jobs.StillPending:
 		// The record's deadline is ahead of ours (clocks, or the record moved it): the watch updates
 		// the entry; check again shortly in any case.
 		log.Debug().Msg("deadline not reached by the record's clock")
-		r.idx.release(t, r.cfg.Now(), retryDelay)
+		r.idx.delivered(t, r.cfg.Now(), retryDelay)
 	case out == jobs.Published:
 		r.m.timeouts.Inc()
 		ev := log.Info().Str("outcome", out.String())
@@ -427,10 +497,17 @@ func (r *Reconciler) checkDeadline(ctx context.Context, t task) {
 			ev = ev.Str("status", last.Status)
 		}
 		ev.Msg("job timed out")
-		r.idx.release(t, r.cfg.Now(), r.cfg.PollInterval)
+		r.idx.delivered(t, r.cfg.Now(), r.cfg.PollInterval)
 	default:
-		r.idx.release(t, r.cfg.Now(), r.cfg.PollInterval)
+		r.idx.delivered(t, r.cfg.Now(), r.cfg.PollInterval)
 	}
+}
+
+// failed puts a job whose delivery failed at its deadline back with a backoff and logs ev with the
+// delay.
+func (r *Reconciler) failed(t task, ev *zerolog.Event, msg string) {
+	delay, n := r.idx.backOff(t, r.cfg.Now(), r.cfg.retryMin, r.cfg.retryMax)
+	ev.Int("failures", n).Dur("retry_in", delay).Msg(msg + "; retrying")
 }
 
 // finalCheck is the last GET /job/{id} of a job at its deadline. It returns the answer (nil when there
@@ -439,9 +516,8 @@ func (r *Reconciler) checkDeadline(ctx context.Context, t task) {
 // asking (it is almost surely still running), while a job not seen in flight (its result is likely
 // there, e.g. overdue after an outage) waits its turn for the budget, up to a poll interval.
 func (r *Reconciler) finalCheck(ctx context.Context, t task, log zerolog.Logger) (*upstream.Job, bool) {
-	if t.flags&flagGone != 0 {
-		return nil, false
-	}
+	// A job the sweeps gave up on after several 404s is still asked about here: the last check is what
+	// stands between a job the upstream found again and a timeout.
 	wait := r.cfg.FinalCheckWait
 	if r.cfg.API.Available() < 1 {
 		if t.flags&flagInFlight != 0 {

@@ -3,17 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/testlog"
 	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -125,12 +130,20 @@ func TestRunIngestOnlyEmbedded(t *testing.T) {
 	}
 }
 
-// TestDemoLosesAndDoublesNothing runs bridge demo small: every role against the faulty simulator.
+// TestDemoLosesAndDoublesNothing runs bridge demo small: every role against the faulty simulator. The
+// demo's own tally says "nothing lost, nothing doubled"; the test does not take its word for it but reads
+// the kept store afterwards (issue 12): every job in JOBS has exactly one result on results.<type> and at
+// most one on results.late.<type>, its record is no longer pending and says the same as the result, and
+// no result names a job JOBS does not know (the forged webhooks).
 func TestDemoLosesAndDoublesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	err := run(ctx, []string{"demo", "-jobs", "60", "-deadline", "4s", "-poll", "500ms", "-grace", "200ms", "-max-wait", "90s"}, nil, &out, &out)
+	err := run(ctx, []string{"demo", "-jobs", "60", "-deadline", "4s", "-poll", "500ms", "-grace", "200ms", "-max-wait", "90s", "-keep"}, nil, &out, &out)
+	m := regexp.MustCompile(`logs in (\S+)/bridge\.log`).FindStringSubmatch(out.String())
+	if m != nil {
+		t.Cleanup(func() { _ = os.RemoveAll(m[1]) })
+	}
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
@@ -139,10 +152,81 @@ func TestDemoLosesAndDoublesNothing(t *testing.T) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
 	}
-	var ue usageError
-	if errors.As(err, &ue) {
-		t.Fatal("unexpected usage error")
+	if m == nil {
+		t.Fatalf("demo output names no log file:\n%s", out.String())
 	}
+	checkDemoStore(t, filepath.Join(m[1], "data"))
+}
+
+// checkDemoStore opens the demo's JetStream store and checks one result per job from JOBS and RESULTS.
+func checkDemoStore(t *testing.T, dir string) {
+	t.Helper()
+	n := natstest.RunServer(t, natstest.WithOptions(func(o *server.Options) { o.StoreDir = dir }))
+	_, js := natstest.Connect(t, n.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, bjs.BucketJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]string{}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			t.Fatalf("JOBS %s: %v", k, err)
+		}
+		var rec struct {
+			State string `json:"state"`
+		}
+		if err := json.Unmarshal(e.Value(), &rec); err != nil {
+			t.Fatalf("JOBS %s: %v", k, err)
+		}
+		states[k] = rec.State
+	}
+	// 60 jobs were asked for; some may be refused (BUSY, or a 5xx/429 fault on the submission itself).
+	if len(states) < 30 {
+		t.Fatalf("%d jobs in JOBS, want most of the 60 submitted", len(states))
+	}
+	primary, late, sources := map[string][]string{}, map[string]int{}, map[string]int{}
+	for _, msg := range natstest.StreamMsgs(t, js, bjs.StreamResults) {
+		seq := msg.Sequence
+		var body struct {
+			JobID string `json:"job_id"`
+		}
+		if err := json.Unmarshal(msg.Data, &body); err != nil {
+			t.Fatalf("result %d: %v", seq, err)
+		}
+		src := msg.Header.Get(bjs.HeaderBridgeSource)
+		if strings.HasPrefix(msg.Subject, bjs.SubjectLateResults) {
+			late[body.JobID]++
+			continue
+		}
+		primary[body.JobID] = append(primary[body.JobID], src)
+		sources[src]++
+	}
+	for id, st := range states {
+		got := primary[id]
+		if len(got) != 1 {
+			t.Errorf("job %s (%s): %d results on results.<type>, want 1", id, st, len(got))
+			continue
+		}
+		if want := map[string]string{"delivered": "webhook|poll", "timed_out": "timeout"}[st]; !strings.Contains(want, got[0]) || got[0] == "" {
+			t.Errorf("job %s: record %s, result source %s", id, st, got[0])
+		}
+		if late[id] > 1 {
+			t.Errorf("job %s: %d late results, want at most 1", id, late[id])
+		}
+	}
+	for id := range primary {
+		if _, ok := states[id]; !ok {
+			t.Errorf("result for %s, a job JOBS does not know (forged?)", id)
+		}
+	}
+	t.Logf("store: %d jobs, results by source %v, %d late", len(states), sources, len(late))
 }
 
 // TestHealthcheckNeeds200 runs bridge healthcheck against a listener answering /readyz with 503, then 200.

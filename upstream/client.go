@@ -197,6 +197,18 @@ func (c *Client) GetJob(ctx context.Context, id string, class Class) (Job, error
 	return j, nil
 }
 
+// RegisterWebhook sets the account-wide webhook URL with POST /webhook/register: every job submitted
+// without a webhook_url of its own, from anywhere on the account, then reports to it. It spends one
+// request at [ClassPoll] and is never retried.
+func (c *Client) RegisterWebhook(ctx context.Context, webhookURL string) error {
+	body, err := json.Marshal(map[string]string{"url": webhookURL})
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, ClassPoll, "POST /webhook/register", http.MethodPost, "/webhook/register", bytes.NewReader(body),
+		"application/json", func([]byte) error { return nil })
+}
+
 // ListJobs fetches one page of GET /jobs at [ClassPoll]. Each job's Raw is the item as returned.
 func (c *Client) ListJobs(ctx context.Context, f ListFilter) (JobList, error) {
 	q := url.Values{}

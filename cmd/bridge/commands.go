@@ -41,7 +41,7 @@ func init() {
 	commandTable = []*command{
 		runCommand, demoCommand, simulateCommand, benchCommand,
 		statusCommand, replayCommand, deadletterCommand, submitCommand, jobCommand,
-		healthcheckCommand, versionCommand, helpCommand,
+		webhookCommand, healthcheckCommand, versionCommand, helpCommand,
 	}
 }
 

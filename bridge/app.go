@@ -275,7 +275,7 @@ func (a *App) addRoles(o options) error {
 	if cfg.Has(RoleReconcile) {
 		r, err := reconcile.New(reconcile.Config{
 			Jobs: store, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
-			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Log: a.log, Metrics: a.reg,
+			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Adopt: cfg.Adopt, Log: a.log, Metrics: a.reg,
 			Instance: o.reconcileInstance,
 		})
 		if err != nil {

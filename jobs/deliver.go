@@ -106,6 +106,25 @@ func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, uint6
 	return rec, rev, nil
 }
 
+// Adopt gives a job of the account that the bridge has no record of a pending record (origin adopted),
+// with the deadline of its type counted from its created_at, so it is tracked like a job submitted
+// through the bridge. It reports whether it created the record (false: one existed).
+func (d *Deliverer) Adopt(ctx context.Context, job upstream.Job) (bool, error) {
+	start := d.now().UTC()
+	if created := createdAt(job.Raw); !created.IsZero() && created.Before(start) {
+		start = created
+	}
+	rec := Record{
+		JobID: job.JobID, Modality: job.Type, State: StatePending, Origin: OriginAdopted,
+		SubmittedAt: start, Deadline: start.Add(d.deadlines.For(job.Type)),
+	}
+	_, err := d.store.Create(ctx, rec)
+	if errors.Is(err, ErrExists) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // Verified is a verified, terminal answer to deliver, and what the caller knows of the job already.
 type Verified struct {
 	// Job is the upstream's answer.

@@ -24,6 +24,8 @@ const (
 const (
 	OriginSubmit  = "submit"
 	OriginWebhook = "webhook"
+	// OriginAdopted: a job of the account the bridge found in the upstream's list with BRIDGE_ADOPT.
+	OriginAdopted = "adopted"
 )
 
 // Record is the JOBS value of one job. It is the long-term idempotency record.

@@ -35,6 +35,11 @@ type Config struct {
 	// LateWatch is how long after its deadline a timed-out job is still polled for a late completion
 	// (published once on results.late.<type>). Default 1h; negative disables the late watch.
 	LateWatch time.Duration
+	// Adopt declares every job of the account the bridge's business (BRIDGE_ADOPT): each sweep adopts
+	// into JOBS (origin adopted) the jobs of the in-flight list, and of the finished list since the last
+	// sweep, that have no record, and the reconciler then tracks them like its own. It lists even when
+	// nothing is pending, at a cost of the list pages each sweep.
+	Adopt bool
 	// Workers bounds the concurrent deadline checks, and the concurrent fetches of missed jobs in a sweep
 	// (each may wait for upstream budget). Default 4.
 	Workers int

@@ -113,6 +113,14 @@ func newIndex(lateWatch, poll time.Duration, m *metrics) *index {
 	}
 }
 
+// has reports whether the index holds job id (pending or late-watched).
+func (x *index) has(id string) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	_, ok := x.byID[id]
+	return ok
+}
+
 // apply handles one JOBS watch entry: a put of a record (value) or a delete (value nil).
 func (x *index) apply(key string, value []byte, deleted bool, now time.Time) error {
 	if deleted {

@@ -22,6 +22,8 @@ type metrics struct {
 	errors        *prometheus.CounterVec
 	// deliverFailing counts the pending jobs whose last deadline check could not publish.
 	deliverFailing prometheus.Gauge
+	// adopted counts jobs of the account given a record with Adopt.
+	adopted prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,6 +44,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{0, 1, 2, 5, 10, 20, 50, 100, 200, 500}}),
 		recovered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "missed_webhooks_recovered_total",
 			Help: "Results the reconciler published (source poll) because no webhook delivered them."}),
+		adopted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "adopted_total",
+			Help: "Jobs of the account the bridge had no record of, adopted into JOBS (BRIDGE_ADOPT=true)."}),
 		lateRecovered: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "late_recovered_total",
 			Help: "Late results of timed-out jobs the reconciler published on results.late.<type>."}),
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "timeouts_total",
@@ -66,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.pending, m.oldest, m.lateWatched, m.sweeps, m.sweepDuration, m.calls,
-		m.recovered, m.lateRecovered, m.timeouts, m.notFound, m.leader, m.errors, m.deliverFailing} {
+		m.recovered, m.adopted, m.lateRecovered, m.timeouts, m.notFound, m.leader, m.errors, m.deliverFailing} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

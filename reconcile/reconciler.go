@@ -45,6 +45,8 @@ type Reconciler struct {
 	leaseTTL time.Duration
 
 	runMu sync.Mutex // runMu makes Run exclusive
+	// adoption remembers, between sweeps, what adoption has looked at; only sweeps touch it.
+	adoption adoption
 }
 
 // New checks cfg, applies defaults and registers the metrics.
@@ -269,7 +271,7 @@ func (r *Reconciler) sweepLoop(ctx context.Context, firstSweep chan struct{}) {
 func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
 	start := time.Now()
 	pending, late := r.idx.counts()
-	if pending+late == 0 {
+	if pending+late == 0 && !r.cfg.Adopt {
 		if full {
 			r.m.sweeps.WithLabelValues("skipped").Inc()
 			r.m.oldest.Set(0)
@@ -282,7 +284,7 @@ func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
 	if full {
 		gen = r.idx.beginSweep()
 		var err error
-		inflight, err = r.cfg.API.InFlight(ctx)
+		inflight, err = r.inFlight(ctx, start)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.m.sweeps.WithLabelValues("error").Inc()

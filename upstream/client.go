@@ -274,8 +274,21 @@ func (c *Client) ListJobs(ctx context.Context, f ListFilter) (JobList, error) {
 // as plain offsets would on a newest-first list. Jobs created meanwhile may be missed (the next sweep
 // sees them); none is reported twice.
 func (c *Client) InFlight(ctx context.Context) (map[string]struct{}, error) {
+	jobs, err := c.InFlightJobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ids := make(map[string]struct{}, len(jobs))
+	for id := range jobs {
+		ids[id] = struct{}{}
+	}
+	return ids, nil
+}
+
+// InFlightJobs is InFlight with each job's list item (type, created_at, status), keyed by id.
+func (c *Client) InFlightJobs(ctx context.Context) (map[string]Job, error) {
 	const limit, maxPages = InFlightPage, 10_000
-	ids := make(map[string]struct{})
+	ids := make(map[string]Job)
 	var seen []time.Time // created_at of the jobs seen, parsed; nil once one is unparseable
 	keyset := true
 	f := ListFilter{Status: []string{StatusQueued, StatusProcessing}, Limit: limit}
@@ -286,7 +299,7 @@ func (c *Client) InFlight(ctx context.Context) (map[string]struct{}, error) {
 		}
 		oldest := time.Time{}
 		for _, j := range l.Jobs {
-			ids[j.JobID] = struct{}{}
+			ids[j.JobID] = j
 			t, err := time.Parse(time.RFC3339Nano, j.CreatedAt)
 			if err != nil {
 				keyset = false

@@ -109,6 +109,8 @@ type API interface {
 	// InFlight pages through GET /jobs?status=queued,processing (100 per page) at ClassPoll and returns
 	// the ids of every job in flight.
 	InFlight(ctx context.Context) (map[string]struct{}, error)
+	// InFlightJobs is InFlight with each job's list item (type, created_at, status), keyed by id.
+	InFlightJobs(ctx context.Context) (map[string]Job, error)
 	// Available is the number of requests the budget could spend right now without waiting.
 	Available() float64
 	// Capacity is the number of requests the budget can spend over the next d at its current rate.

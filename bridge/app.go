@@ -121,6 +121,15 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 			a.nats.close()
 		}
 	}()
+	if cfg.Has(RoleIngest) || cfg.Has(RoleSubmit) {
+		// Every pending job of the account, kept by a JOBS watch: submit's ledger of owed verifications,
+		// and ingest's in-memory test of whether a webhook's job is one the bridge tracks.
+		a.pending = jobs.NewPending(a.nats.res.Jobs, a.log)
+		a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "bridge_budget_owed_jobs",
+			Help: "Pending jobs of the account, each owing the upstream one verification; admission plans for them before it accepts a submission.",
+		}, func() float64 { return float64(a.pending.Count()) }))
+	}
 	if err := a.listen(o); err != nil {
 		return nil, err
 	}
@@ -164,12 +173,15 @@ func (a *App) listenAdmin() error {
 	return nil
 }
 
-// listen builds the ingest handler (health and metrics too) and binds the HTTP listener.
-func (a *App) listen(o options) error {
+// guards builds ingest's two early refusals that protect JetStream storage, and adds their watchers to
+// the roles (an ingest process only):
+//   - under v2 the upstream retries webhooks, so ingest refuses early (503) when WEBHOOKS is near its
+//     limit instead of buffering; under v1 a refused webhook is only recovered by polling, so never;
+//   - without a token or secret, webhooks of jobs the bridge does not track are refused while the slow
+//     lane's backlog of them is at BRIDGE_UNKNOWN_BACKLOG, so a flood of forged ids cannot fill storage.
+func (a *App) guards() (overloaded, unprovenFull func() bool, err error) {
 	cfg := a.cfg
-	// Under v2 the upstream retries webhooks, so ingest refuses early (503) when WEBHOOKS is near its
-	// limit instead of buffering; under v1 a refused webhook is only recovered by polling, so never.
-	pressure, err := ingest.NewPressure(ingest.PressureConfig{Log: a.log,
+	webhooks, err := ingest.NewPressure(ingest.PressureConfig{Log: a.log,
 		Info: func(ctx context.Context) (*jetstream.StreamInfo, error) {
 			st, err := a.nats.js.Stream(ctx, bjs.StreamWebhooks)
 			if err != nil {
@@ -178,12 +190,48 @@ func (a *App) listen(o options) error {
 			return st.Info(ctx)
 		}})
 	if err != nil {
+		return nil, nil, err
+	}
+	unknown, err := ingest.NewPressure(ingest.PressureConfig{Log: a.log, HighWater: 1, What: "backlog of webhooks of unknown jobs",
+		Level: func(ctx context.Context) (float64, float64, error) {
+			c, err := a.nats.js.Consumer(ctx, bjs.StreamDeadLetter, bjs.ConsumerVerifyUnknown)
+			if err != nil {
+				return 0, 0, err
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				return 0, 0, err
+			}
+			return float64(info.NumPending) + float64(info.NumAckPending), float64(cfg.UnknownBacklog), nil
+		}})
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Has(RoleIngest) {
+		if cfg.APIContract != bjs.ContractV1 {
+			a.roles = append(a.roles, role{"webhook-pressure", webhooks.Run})
+		}
+		if cfg.WebhookToken == "" && cfg.WebhookSecret == "" && cfg.UnknownBacklog > 0 {
+			a.roles = append(a.roles, role{"unknown-backlog", unknown.Run})
+		}
+	}
+	return func() bool { return a.contractV2() && webhooks.High() }, unknown.High, nil
+}
+
+// known reports whether a job is one the bridge tracks (a pending JOBS record).
+func (a *App) known(id string) bool { return a.pending != nil && a.pending.Has(id) }
+
+// listen builds the ingest handler (health and metrics too) and binds the HTTP listener.
+func (a *App) listen(o options) error {
+	cfg := a.cfg
+	overloaded, unprovenFull, err := a.guards()
+	if err != nil {
 		return err
 	}
 	a.handler, err = ingest.New(ingest.Config{
 		Publisher: a.nats.js, Log: a.log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
 		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready,
-		Overloaded: func() bool { return a.contractV2() && pressure.High() },
+		Overloaded: overloaded, UnprovenFull: unprovenFull, Known: a.known,
 	})
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
@@ -210,9 +258,6 @@ func (a *App) listen(o options) error {
 		return fmt.Errorf("%sHTTP_ADDR: %w", EnvPrefix, err)
 	}
 	a.roles = append(a.roles, role{"http", a.http.Run})
-	if cfg.Has(RoleIngest) && cfg.APIContract != bjs.ContractV1 {
-		a.roles = append(a.roles, role{"webhook-pressure", pressure.Run})
-	}
 	if o.publicFromListener && cfg.PublicURL == "" {
 		scheme := "http"
 		if cfg.TLSCertFile != "" {
@@ -288,12 +333,6 @@ func (a *App) addRoles(o options) error {
 
 // addSubmit builds the submit service and the ledger of owed verifications it admits by.
 func (a *App) addSubmit(store *jobs.Store, deadlines jobs.Deadlines, version string) error {
-	// The ledger of owed verifications: every pending job of the account, kept by a JOBS watch.
-	a.pending = jobs.NewPending(store.KV(), a.log)
-	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "bridge_budget_owed_jobs",
-		Help: "Pending jobs of the account, each owing the upstream one verification; admission plans for them before it accepts a submission.",
-	}, func() float64 { return float64(a.pending.Count()) }))
 	s, err := submit.New(submit.Config{
 		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
 		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,

@@ -55,8 +55,9 @@ type Config struct {
 	APIRPM      RPM    `env:"API_RPM" envDefault:"60" help:"the upstream account's request limit per minute, shared by every bridge process on the same NATS (they coordinate through the BRIDGE_BUDGET bucket); give every process the same value; auto learns it from the upstream's x-ratelimit-limit and paces by x-ratelimit-remaining and -reset, starting at 10 until the first answer"`
 	APIBurst    int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
 	// UnknownJobRPM is nil when unset: the default depends on APIRPM.
-	UnknownJobRPM *int `env:"UNKNOWN_JOB_RPM" help:"upstream calls per minute (per verify process) for webhooks of jobs the bridge has no record of and whose provenance is not established (no token or signature, not in the account's job list): forged ids, or older jobs; the list pages that check provenance count too; 0 never verifies them (dead letter unknown_job); default a tenth of BRIDGE_API_RPM, at least 1"`
-	Adopt         bool `env:"ADOPT" envDefault:"false" help:"every job of the account is the bridge's business (as after bridge webhook register): the reconciler adopts into JOBS the jobs of the account's in-flight list, and of the list of jobs finished since its last sweep, that have no record, and tracks them like its own (lost webhooks recovered, deadlines enforced); keep it off when other integrations share the account"`
+	UnknownJobRPM  *int `env:"UNKNOWN_JOB_RPM" help:"upstream calls per minute (per verify process) for webhooks of jobs the bridge has no record of and whose provenance is not established (no token or signature, not in the account's job list): forged ids, or older jobs; the list pages that check provenance count too; 0 never verifies them (dead letter unknown_job); default a tenth of BRIDGE_API_RPM, at least 1"`
+	UnknownBacklog int  `env:"UNKNOWN_BACKLOG" envDefault:"10000" help:"without BRIDGE_WEBHOOK_TOKEN or BRIDGE_WEBHOOK_SECRET, webhooks of jobs the bridge does not track are refused (503) while this many of them wait in the slow lane, so a flood of forged ids cannot fill JetStream storage; webhooks of known jobs are always taken; 0 never refuses"`
+	Adopt          bool `env:"ADOPT" envDefault:"false" help:"every job of the account is the bridge's business (as after bridge webhook register): the reconciler adopts into JOBS the jobs of the account's in-flight list, and of the list of jobs finished since its last sweep, that have no record, and tracks them like its own (lost webhooks recovered, deadlines enforced); keep it off when other integrations share the account"`
 
 	PublicURL     string `env:"PUBLIC_URL" help:"base URL the upstream can reach this bridge at; submissions set webhook_url to <it>/webhook/<modality>"`
 	WebhookToken  string `env:"WEBHOOK_TOKEN" help:"when set, webhooks must carry it as ?token= (constant-time check)"`
@@ -241,6 +242,9 @@ func (c *Config) validateUpstream(bad func(name, format string, a ...any)) {
 	}
 	if c.APIBurst < 0 {
 		bad("API_BURST", "must not be negative; got %d", c.APIBurst)
+	}
+	if c.UnknownBacklog < 0 {
+		bad("UNKNOWN_BACKLOG", "must not be negative; got %d", c.UnknownBacklog)
 	}
 	if c.UnknownJobRPM != nil && *c.UnknownJobRPM < 0 {
 		bad("UNKNOWN_JOB_RPM", "must not be negative; got %d", *c.UnknownJobRPM)

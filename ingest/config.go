@@ -83,6 +83,14 @@ type Config struct {
 	// The application sets it only under v2, when WEBHOOKS is near its limit ([Pressure]); nil never
 	// refuses.
 	Overloaded func() bool
+	// Known reports whether a job id is one the bridge tracks (a pending JOBS record; jobs.Pending);
+	// with UnprovenFull it bounds what webhooks without provenance may occupy.
+	Known func(id string) bool
+	// UnprovenFull, when set and true, refuses with 503 and Retry-After a webhook that has no provenance
+	// (no token or signature configured, so none is checked) and whose job is not Known: a flood of
+	// forged ids then cannot fill JetStream storage, while webhooks of known jobs are still taken. The
+	// application sets it from the slow lane's backlog against BRIDGE_UNKNOWN_BACKLOG; nil never refuses.
+	UnprovenFull func() bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }

@@ -37,6 +37,10 @@ var (
 	// ErrOverloaded means WEBHOOKS is near its limit and the upstream retries (v2): refused early (503 with
 	// Retry-After) instead of buffered; Config.Overloaded decides.
 	ErrOverloaded = errors.New("webhook backlog near its limit")
+	// ErrUnprovenFull means the backlog of webhooks without provenance (no token or signature, a job the
+	// bridge does not track) is full: such webhooks are refused (503 with Retry-After) until it drains,
+	// while those of known jobs are taken; Config.UnprovenFull decides.
+	ErrUnprovenFull = errors.New("backlog of webhooks of unknown jobs is full")
 	// ErrBusy means Config.MaxInFlight webhooks are already in flight (503 with Retry-After).
 	ErrBusy = errors.New("too many webhooks in flight")
 	// ErrNotReady means the readiness check failed or shutdown has started (503, /readyz only).
@@ -77,6 +81,7 @@ var errorClasses = []errorClass{
 		"the bridge cannot store the webhook right now; retry later (the job is also recovered by polling)"},
 	{ErrBusy, http.StatusServiceUnavailable, "busy", "too many webhooks in flight; retry later"},
 	{ErrOverloaded, http.StatusServiceUnavailable, "overloaded", "the webhook backlog is near its limit; retry later"},
+	{ErrUnprovenFull, http.StatusServiceUnavailable, "unknown_backlog", "too many webhooks of jobs the bridge does not know wait for verification; retry later, or send the configured token"},
 	{ErrNotReady, http.StatusServiceUnavailable, "not_ready", "NATS is not usable or the process is shutting down"},
 }
 

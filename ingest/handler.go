@@ -245,6 +245,12 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 	if err != nil {
 		return "", nil, err
 	}
+	// Without a token or secret nothing proves where a webhook came from: one of a job the bridge does
+	// not track waits in the slow lane, whose backlog is bounded (an in-memory look-up, no round trip).
+	if h.secret == nil && h.cfg.Token == "" && h.cfg.UnprovenFull != nil && h.cfg.UnprovenFull() &&
+		(h.cfg.Known == nil || !h.cfg.Known(id)) {
+		return "", nil, ErrUnprovenFull
+	}
 
 	msg := &nats.Msg{
 		Subject: bjs.WebhookSubject(pathModality),
@@ -343,7 +349,7 @@ func checkMediaType(ct string) error {
 
 // writeError answers err through the error table, adding Retry-After to a 503.
 func (h *Handler) writeError(w http.ResponseWriter, err error) {
-	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBusy) || errors.Is(err, ErrOverloaded) {
+	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBusy) || errors.Is(err, ErrOverloaded) || errors.Is(err, ErrUnprovenFull) {
 		w.Header().Set("Retry-After", h.retryAfter)
 	}
 	writeErrorBody(w, err)

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -110,5 +111,37 @@ func TestPressureFollowsTheStreamLimit(t *testing.T) {
 		if _, err := js.Publish(ctx, "p.x", []byte("x")); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestUnprovenBacklogBoundsForgedIDs pins issue 12 finding 6: without a token or secret, while the backlog
+// of webhooks of unknown jobs is full, a webhook of a job the bridge does not track is refused (503 with
+// Retry-After, nothing stored), and one of a known job is still taken; a configured token turns the
+// bound off (a webhook with the token has provenance).
+func TestUnprovenBacklogBoundsForgedIDs(t *testing.T) {
+	t.Parallel()
+	n := natstest.RunServer(t)
+	known := uuid.NewString()
+	var full atomic.Bool
+	full.Store(true)
+	hs := newHarness(t, n.ClientURL(), Config{UnprovenFull: full.Load, Known: func(id string) bool { return id == known }})
+	createWebhooks(t, hs.js, 1)
+	got := hs.post(t, "/webhook/prompt", webhookBody(uuid.NewString()))
+	if got.Status != http.StatusServiceUnavailable || got.Header.Get("Retry-After") == "" || !strings.Contains(string(got.Body), "unknown_backlog") {
+		t.Fatalf("unknown id while full: %d %s, want 503 unknown_backlog with Retry-After", got.Status, got.Body)
+	}
+	if got := hs.post(t, "/webhook/prompt", webhookBody(known)); got.Status != http.StatusOK {
+		t.Fatalf("known job while full: %d %s, want 200", got.Status, got.Body)
+	}
+	if n := len(stored(t, hs.js)); n != 1 {
+		t.Fatalf("%d stored, want 1 (the known job's)", n)
+	}
+	full.Store(false)
+	if got := hs.post(t, "/webhook/prompt", webhookBody(uuid.NewString())); got.Status != http.StatusOK {
+		t.Fatalf("unknown id after the backlog drained: %d", got.Status)
+	}
+	withToken := newHarness(t, n.ClientURL(), Config{Token: "tok", UnprovenFull: func() bool { return true }})
+	if got := withToken.post(t, "/webhook/prompt?token=tok", webhookBody(uuid.NewString())); got.Status != http.StatusOK {
+		t.Fatalf("token-carrying webhook: %d %s, want 200", got.Status, got.Body)
 	}
 }

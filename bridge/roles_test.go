@@ -367,3 +367,61 @@ func TestJobStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestRealAndForgedIDsMixed is issue 11's mix, ten times faster: 200 jobs submitted straight to the
+// upstream and 400 forged UUIDs, all 600 webhooks posted without a token, an unknown-job budget of
+// 300/min. Every real job has exactly one result (found in the account's list, then verified at the full
+// budget), no forged id has one, and the forged ids' GETs and the list pages together stay within the
+// unknown-job budget.
+func TestRealAndForgedIDsMixed(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{Seed: 17, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	const (
+		realN, forgedN = 200, 400
+		unknownRPM     = 300
+		burst          = unknownRPM / 12
+	)
+	var real []string
+	for i := range realN {
+		real = append(real, e.SubmitDirect("prompt", map[string]string{"prompt": "elsewhere " + strconv.Itoa(i)}))
+	}
+	forged := map[string]bool{}
+	e.startVerifier(func(c *verify.Config) { c.UnknownRPM, c.UnknownBurst = unknownRPM, burst })
+	pages0 := e.Sim.CallCount(simulator.EndpointJobs)
+	start := time.Now()
+	for i := range forgedN {
+		id := uuid.NewString()
+		forged[id] = true
+		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+		if i%2 == 1 {
+			r := real[i/2]
+			e.PublishWebhook("prompt", r, roletest.WebhookBody(r, false))
+		}
+	}
+	e.WaitResults(bjs.SubjectResults+">", realN, 60*time.Second)
+	elapsed := time.Since(start)
+	ids := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))
+	for _, id := range real {
+		if ids[id] != 1 {
+			t.Fatalf("real job %s has %d results, want 1", id, ids[id])
+		}
+	}
+	forgedGets := 0
+	for _, c := range e.Sim.Calls(simulator.EndpointJob) {
+		if forged[c.Path[strings.LastIndexByte(c.Path, '/')+1:]] {
+			forgedGets++
+		}
+	}
+	for id := range ids {
+		if forged[id] {
+			t.Fatalf("forged id %s has a result", id)
+		}
+	}
+	pages := e.Sim.CallCount(simulator.EndpointJobs) - pages0
+	allowance := burst + int(math.Ceil(time.Since(start).Seconds()*unknownRPM/60))
+	t.Logf("figures: %d real results in %v (%.0f/min); %d list pages, %d forged GETs (%.2f calls per forged id so far) against an allowance of %d",
+		realN, elapsed.Round(time.Millisecond), float64(realN)/elapsed.Minutes(), pages, forgedGets,
+		float64(forgedGets+pages)/forgedN, allowance)
+	if forgedGets+pages > allowance {
+		t.Fatalf("%d forged GETs and %d list pages; the unknown-job budget allows %d", forgedGets, pages, allowance)
+	}
+}

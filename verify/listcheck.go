@@ -74,9 +74,13 @@ func (c *listCheck) found(ctx context.Context, id string, receivedAt time.Time) 
 	}
 }
 
+// listGather is how long a round waits for more ids before it starts: a burst of webhooks shares pages.
+const listGather = 200 * time.Millisecond
+
 // rounds runs rounds while ids wait.
 func (c *listCheck) rounds() {
 	for {
+		<-time.After(listGather)
 		c.mu.Lock()
 		serve, oldest := c.waiting, c.oldest
 		c.waiting, c.oldest = map[string][]chan listAnswer{}, time.Time{}

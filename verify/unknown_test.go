@@ -155,12 +155,12 @@ func TestVerifierConfigUnknownBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The slow lane holds many parked webhooks (delayed naks) while it checks the account's list.
-	if c := v.cfg; c.UnknownRPM != DefaultUnknownRPM || c.UnknownBurst != 1 || c.UnknownConcurrency != 32 ||
-		c.UnknownMaxAckPending != 4096 || c.UnknownConsumer != bjs.ConsumerVerifyUnknown {
+	if c := v.cfg; c.UnknownRPM != DefaultUnknownRPM || c.UnknownBurst != 1 || c.UnknownConcurrency != 128 ||
+		c.UnknownMaxAckPending != 8192 || c.UnknownConsumer != bjs.ConsumerVerifyUnknown {
 		t.Fatalf("defaults %d/%d/%d/%d/%q", c.UnknownRPM, c.UnknownBurst, c.UnknownConcurrency, c.UnknownMaxAckPending, c.UnknownConsumer)
 	}
 	lc := v.UnknownConsumerConfig()
-	if lc.FilterSubject != bjs.DeadLetterSubject(ReasonUnknownJob) || lc.MaxAckPending != 4096 || lc.AckPolicy != jetstream.AckExplicitPolicy {
+	if lc.FilterSubject != bjs.DeadLetterSubject(ReasonUnknownJob) || lc.MaxAckPending != 8192 || lc.AckPolicy != jetstream.AckExplicitPolicy {
 		t.Fatalf("slow-lane consumer config %+v", lc)
 	}
 }

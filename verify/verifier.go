@@ -79,12 +79,13 @@ type Config struct {
 	// UnknownConsumer is the durable name of the slow lane's pull consumer on DEADLETTER (filtered to
 	// deadletter.unknown_job); default [bjs.ConsumerVerifyUnknown].
 	UnknownConsumer string
-	// UnknownConcurrency bounds the slow-lane webhooks this process handles at once (each waits for an
-	// unknown-job token before its upstream call); default 4.
+	// UnknownConcurrency bounds the slow-lane webhooks this process handles at once; they mostly wait for a
+	// list round, which serves them all together, so it is generous; default 128.
 	UnknownConcurrency int
-	// UnknownMaxAckPending is the slow lane consumer's MaxAckPending. Slow-lane webhooks waiting out a
-	// NakWithDelay (job not finished yet, upstream trouble) count towards it, so it is a few times
-	// UnknownConcurrency; default 16*UnknownConcurrency, at least 2*UnknownConcurrency.
+	// UnknownMaxAckPending is the slow lane consumer's MaxAckPending. Parked webhooks (ids without
+	// provenance waiting for the unknown-job budget) and those waiting out a NakWithDelay count towards
+	// it; default 64*UnknownConcurrency, at least 2*UnknownConcurrency. Ingest's BRIDGE_UNKNOWN_BACKLOG
+	// keeps the backlog below it.
 	UnknownMaxAckPending int
 }
 
@@ -135,10 +136,10 @@ func (c *Config) setDefaults() {
 		c.UnknownConsumer = bjs.ConsumerVerifyUnknown
 	}
 	if c.UnknownConcurrency == 0 {
-		c.UnknownConcurrency = 32
+		c.UnknownConcurrency = 128
 	}
 	if c.UnknownMaxAckPending == 0 {
-		c.UnknownMaxAckPending = 128 * c.UnknownConcurrency
+		c.UnknownMaxAckPending = 64 * c.UnknownConcurrency
 	}
 }
 

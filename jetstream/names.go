@@ -39,6 +39,9 @@ const (
 	// BucketReplay is the KV bucket of replay progress, keyed by replay name; bridge replay creates it
 	// on first use ([EnsureReplayBucket]).
 	BucketReplay = "BRIDGE_REPLAY"
+	// IntentPrefix prefixes the submission intents in BRIDGE_IDEMPOTENCY (intent.<id>): a submission on
+	// its way to the upstream, removed once its job is recorded or the upstream said there is none.
+	IntentPrefix = "intent."
 	// BucketBudget is the account-wide upstream budget: the shared token bucket and each process's usage.
 	BucketBudget = "BRIDGE_BUDGET"
 	// BucketPrefix starts the name of every bucket of the bridge's own (all but JOBS).

@@ -78,3 +78,40 @@ func budgetStatus(ctx context.Context, js jetstream.JetStream, owed int, now tim
 	slices.SortFunc(bs.Processes, func(a, b budget.Usage) int { return strings.Compare(a.Instance, b.Instance) })
 	return bs, nil
 }
+
+// interruptedSubmissions counts the submission intents in BRIDGE_IDEMPOTENCY older than any submission
+// takes (bjs.IntentPrefix): submissions a stopped process left between the upstream's answer and the
+// JOBS write, whose jobs may exist upstream untracked.
+func interruptedSubmissions(ctx context.Context, js jetstream.JetStream, now time.Time) (int, error) {
+	kv, err := js.KeyValue(ctx, bjs.BucketIdempotency)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	lister, err := kv.ListKeysFiltered(ctx, bjs.IntentPrefix+">")
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for k := range lister.Keys() {
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var in struct {
+			At time.Time `json:"at"`
+		}
+		if json.Unmarshal(e.Value(), &in) == nil && now.Sub(in.At) > interruptedAfter {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// interruptedAfter is older than any submission takes with the default SubmitTimeout (60s) and margin.
+const interruptedAfter = 2 * time.Minute

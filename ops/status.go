@@ -76,6 +76,9 @@ type Report struct {
 	Bridges     []BridgeStatus    `json:"bridges"`
 	// Budget is the account-wide upstream budget; nil on a deployment without one.
 	Budget *BudgetStatus `json:"budget"`
+	// InterruptedSubmissions counts submissions a stopped process left between the upstream's answer and
+	// the JOBS write: their jobs may exist upstream untracked (BRIDGE_ADOPT=true recovers them).
+	InterruptedSubmissions int `json:"interrupted_submissions"`
 	// Attention lists, most urgent first, what an operator should look at; empty when all is well.
 	Attention []string `json:"attention"`
 }

@@ -22,7 +22,9 @@ const (
 )
 
 var (
-	errIdemBusy    = errors.New("a request with this Idempotency-Key is still being submitted; retry later")
+	errIdemBusy        = errors.New("a request with this Idempotency-Key is still being submitted; retry later")
+	errIdemInterrupted = errors.New("the submission with this Idempotency-Key was interrupted (the bridge stopped while it talked to the upstream), " +
+		"so its job may exist upstream without the bridge knowing; look for it with GET /jobs or BRIDGE_ADOPT=true, or use a new key to submit again")
 	errIdemUnknown = errors.New("the first submission with this Idempotency-Key got no answer from the upstream, so its job may exist; use a new key to submit again")
 )
 
@@ -79,7 +81,12 @@ func (s *Service) reserve(ctx context.Context, modality, key string) (*reservati
 		case idemUnknown:
 			return nil, nil, errIdemUnknown
 		}
-		// Reserved: the first request is talking to the upstream. Polling is bounded by IdempotencyWait.
+		// Reserved: the first request is talking to the upstream, or its process stopped doing so: a
+		// reservation older than any submission takes was interrupted, and waiting would not help.
+		if s.cfg.Now().Sub(ent.At) > s.staleAfter() {
+			return nil, nil, errIdemInterrupted
+		}
+		// Polling is bounded by IdempotencyWait.
 		if time.Now().After(deadline) {
 			return nil, nil, errIdemBusy
 		}
@@ -97,6 +104,8 @@ func idemError(err error) *replyError {
 		return &replyError{code: "409", desc: "IDEMPOTENCY_IN_PROGRESS: " + err.Error()}
 	case errors.Is(err, errIdemUnknown):
 		return &replyError{code: "409", desc: "IDEMPOTENCY_UNKNOWN: " + err.Error()}
+	case errors.Is(err, errIdemInterrupted):
+		return &replyError{code: "409", desc: "IDEMPOTENCY_INTERRUPTED: " + err.Error()}
 	}
 	return &replyError{code: "503", desc: "IDEMPOTENCY_UNAVAILABLE: " + err.Error()}
 }
@@ -107,6 +116,14 @@ const settleTimeout = 5 * time.Second
 // settleCtx is for writes that must happen even though the request's ctx ended.
 func settleCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+}
+
+// hash is the bucket key of the reservation's Idempotency-Key, "" without one.
+func (r *reservation) hash() string {
+	if r == nil {
+		return ""
+	}
+	return r.key
 }
 
 // release gives the key up after a final upstream error: a retry with the key may submit again.

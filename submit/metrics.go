@@ -11,6 +11,8 @@ type submitMetrics struct {
 	requests *prometheus.CounterVec
 	// statusRequests counts jobs.status requests by outcome.
 	statusRequests *prometheus.CounterVec
+	// unresolved is the submissions whose intent outlived them: see intent.
+	unresolved prometheus.Gauge
 }
 
 func newSubmitMetrics(reg prometheus.Registerer) (*submitMetrics, error) {
@@ -23,8 +25,15 @@ func newSubmitMetrics(reg prometheus.Registerer) (*submitMetrics, error) {
 			Name: "bridge_submit_status_requests_total",
 			Help: "jobs.status requests by outcome: ok, not_found, invalid, error, shutdown.",
 		}, []string{"outcome"}),
+		unresolved: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_submit_unresolved_intents",
+			Help: "Submissions interrupted between the upstream's answer and the JOBS write (a process stopped): their jobs may exist upstream and nowhere in the bridge. BRIDGE_ADOPT=true recovers them.",
+		}),
 	}
 	var err error
+	if m.unresolved, err = promutil.Register(reg, m.unresolved); err != nil {
+		return nil, err
+	}
 	if m.requests, err = promutil.Register(reg, m.requests); err != nil {
 		return nil, err
 	}

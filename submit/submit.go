@@ -108,6 +108,8 @@ type Config struct {
 	// PollInterval is the reconciler's sweep period, for the in-flight list pages admission counts as
 	// owed; default 30s.
 	PollInterval time.Duration
+	// IntentScan is how often interrupted submissions (intents that outlived them) are counted; default 30s.
+	IntentScan time.Duration
 	// AdmitShare is the share of the budget's capacity up to a new job's deadline that owed work may
 	// plan on; default DefaultAdmitShare.
 	AdmitShare float64
@@ -153,6 +155,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 30 * time.Second
+	}
+	if c.IntentScan == 0 {
+		c.IntentScan = 30 * time.Second
 	}
 	if c.AdmitShare == 0 {
 		c.AdmitShare = DefaultAdmitShare
@@ -286,6 +291,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return errors.New("submit: already started")
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	go s.watchIntents(s.baseCtx)
 
 	svc, err := micro.AddService(s.cfg.NC, micro.Config{
 		Name:        bjs.ServiceName,
@@ -582,8 +588,12 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 		s.reply(req, modality, "busy", busy(be))
 		return
 	}
+	// The intent ends when the job is recorded or the upstream's answer says there is none; after a
+	// submission without an answer, or a record that could not be written, it stays, and is reported.
+	in := s.beginIntent(ctx, modality, res.hash())
 	sub, err := s.cfg.API.Submit(ctx, modality, fields, s.webhookURL(modality))
 	if be, ok := errors.AsType[*upstream.BusyError](err); ok {
+		in.end(ctx)
 		res.release(ctx)
 		log.Debug().Str("reason", be.Reason).Msg("submission refused: busy")
 		s.reply(req, modality, "busy", busy(be))
@@ -600,6 +610,7 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 				outcome = "upstream_unknown"
 				res.markUnknown(ctx)
 			} else {
+				in.end(ctx)
 				res.release(ctx)
 			}
 			log.Warn().Err(err).Msg("submission failed")
@@ -623,6 +634,7 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 				"or track the job_id yourself: %v", sub.JobID, HeaderIdempotencyKey, err)})
 		return
 	}
+	in.end(ctx)
 	outcome := "accepted"
 	if status == StatusUnknown {
 		outcome = "status_unknown"

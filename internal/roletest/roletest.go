@@ -398,6 +398,21 @@ func CounterValue(tb testing.TB, reg *prometheus.Registry, name, label, value st
 	return 0
 }
 
+// GaugeValue returns the value of an unlabelled gauge, 0 when it is not registered.
+func GaugeValue(tb testing.TB, reg *prometheus.Registry, name string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
 // Run runs a role's run func until the returned stop is called (or the test ends); stop waits for run
 // to return and fails the test on an error. name is the role, for the failure message.
 func Run(tb testing.TB, name string, run func(context.Context) error) (stop func()) {

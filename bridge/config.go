@@ -246,6 +246,15 @@ func (c *Config) validateUpstream(bad func(name, format string, a ...any)) {
 	if c.UnknownBacklog < 0 {
 		bad("UNKNOWN_BACKLOG", "must not be negative; got %d", c.UnknownBacklog)
 	}
+	// The slow lane must drain its whole backlog, one unknown-job call each at worst, before DEADLETTER's
+	// retention could age a waiting webhook out unverified.
+	if rpm := c.UnknownRPM(); rpm > 0 && c.UnknownBacklog > 0 && c.Retention > 0 {
+		if drain := time.Duration(float64(c.UnknownBacklog) / float64(rpm) * float64(time.Minute)); drain >= c.Retention/2 {
+			bad("UNKNOWN_BACKLOG", "%d webhooks at %d/min take %v to verify, more than half of BRIDGE_RETENTION (%v): "+
+				"a waiting webhook could age out unverified; lower it or raise BRIDGE_UNKNOWN_JOB_RPM or BRIDGE_RETENTION",
+				c.UnknownBacklog, rpm, drain.Round(time.Minute), c.Retention)
+		}
+	}
 	if c.UnknownJobRPM != nil && *c.UnknownJobRPM < 0 {
 		bad("UNKNOWN_JOB_RPM", "must not be negative; got %d", *c.UnknownJobRPM)
 	}

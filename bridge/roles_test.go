@@ -425,3 +425,32 @@ func TestRealAndForgedIDsMixed(t *testing.T) {
 		t.Fatalf("%d forged GETs and %d list pages; the unknown-job budget allows %d", forgedGets, pages, allowance)
 	}
 }
+
+// TestElsewhereJobsThroughUpstreamFaults is issue 11's black-box run: webhooks of jobs submitted elsewhere
+// while 40% of GET /job calls answer 500, 503 or 429. The verifier's backoff is bounded (RetryMax) and
+// each confirmed job gets a record, so with an ample budget every job has its result within 60 s.
+func TestElsewhereJobsThroughUpstreamFaults(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{Seed: 23, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	var ids []string
+	for i := range 50 {
+		ids = append(ids, e.SubmitDirect("prompt", map[string]string{"prompt": "faulty " + strconv.Itoa(i)}))
+	}
+	// Default retry settings of the verifier, as production has them.
+	e.startVerifier(func(c *verify.Config) { c.RetryBase, c.RetryMax = 0, 0 })
+	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 0.25, ErrorStatus: 503, RateLimitRate: 0.15})
+	start := time.Now()
+	for _, id := range ids {
+		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+	}
+	e.WaitResults(bjs.SubjectResults+">", len(ids), 60*time.Second)
+	got := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))
+	for _, id := range ids {
+		if got[id] != 1 {
+			t.Fatalf("job %s: %d results, want 1", id, got[id])
+		}
+		if rec := e.Record(id); rec.State != jobs.StateDelivered {
+			t.Fatalf("job %s: record %s", id, rec.State)
+		}
+	}
+	t.Logf("%d jobs submitted elsewhere, 40%% of GET /job failing: all results in %v", len(ids), time.Since(start).Round(time.Millisecond))
+}

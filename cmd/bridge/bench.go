@@ -135,7 +135,7 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 // and, with --floor, first measures the floor. stop releases them.
 func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop func(), floorRep *loadgen.Report, err error) {
 	simCfg := simulator.Config{Seed: 1, QueueDelay: -1, ProcessDelay: -1, GrantChat: true}
-	env := map[string]string{"BRIDGE_API_RPM": fmt.Sprint(b.apiRPM), "BRIDGE_RETENTION": "1h"}
+	env := map[string]string{"BRIDGE_API_RPM": fmt.Sprint(b.apiRPM), "BRIDGE_RETENTION": "24h"}
 	if b.roles != "" {
 		env["BRIDGE_ROLES"] = b.roles
 	}

@@ -45,6 +45,10 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"replicas", map[string]string{"BRIDGE_REPLICAS": "7"}, `BRIDGE_REPLICAS: must be 1 to 5`},
 		{"log format", map[string]string{"BRIDGE_LOG_FORMAT": "xml"}, `BRIDGE_LOG_FORMAT: want json or console`},
 		{"tls pair", map[string]string{"BRIDGE_TLS_CERT_FILE": "c.pem"}, `BRIDGE_TLS_CERT_FILE: BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE go together`},
+		// The slow lane must drain before retention could age a waiting webhook out (issue 11): 10,000 at
+		// 6/min take about 27h47m, more than half of a 24h retention.
+		{"unknown backlog outlives retention", map[string]string{"BRIDGE_RETENTION": "24h"},
+			`BRIDGE_UNKNOWN_BACKLOG: 10000 webhooks at 6/min take 27h47m0s to verify`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -29,6 +29,8 @@ func budgetRig(t *testing.T) *rig {
 	return newRig(t, rigConfig{sim: &sim, env: map[string]string{
 		"BRIDGE_API_RPM": fmt.Sprint(budgetRPM), "BRIDGE_TIMEOUT_PROMPT": "6s",
 		"BRIDGE_POLL_INTERVAL": "500ms", "BRIDGE_WEBHOOK_GRACE": "200ms",
+		// 600/min leaves 60/min for unknown jobs: the default backlog of 10,000 needs more than 1h.
+		"BRIDGE_RETENTION": "24h",
 	}})
 }
 

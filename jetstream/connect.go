@@ -43,10 +43,37 @@ type ConnConfig struct {
 // credentials), the error names the servers (passwords redacted) and the last failure, e.g.
 // "nats: authorization violation" or a TLS verification error.
 func Connect(cfg ConnConfig) (*nats.Conn, error) {
-	log := cfg.Log.With().Str("component", "nats").Logger()
 	// lastDialErr keeps the last failure to reach a server; nats.go keeps only handshake and auth
 	// failures in LastError.
 	var lastDialErr atomic.Pointer[error]
+	opts, err := connOptions(cfg, &lastDialErr)
+	if err != nil {
+		return nil, err
+	}
+	servers := cfg.URLs
+	if cfg.InProcess != nil {
+		servers = ""
+	}
+	nc, err := nats.Connect(servers, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", Redact(servers), err)
+	}
+	if cfg.InProcess != nil {
+		return nc, nil
+	}
+	wait := cfg.ConnectWait
+	if wait <= 0 {
+		wait = DefaultConnectWait
+	}
+	if err := awaitConnected(nc, wait, &lastDialErr); err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", Redact(servers), err)
+	}
+	return nc, nil
+}
+
+// connOptions are the connection's options: reconnect forever with backoff, every transition logged.
+func connOptions(cfg ConnConfig, lastDialErr *atomic.Pointer[error]) ([]nats.Option, error) {
+	log := cfg.Log.With().Str("component", "nats").Logger()
 	name := cfg.Name
 	if name == "" {
 		name = "bridge"
@@ -103,23 +130,13 @@ func Connect(cfg ConnConfig) (*nats.Conn, error) {
 	if cfg.TLSCAFile != "" {
 		opts = append(opts, nats.RootCAs(cfg.TLSCAFile))
 	}
-	servers := cfg.URLs
-	if cfg.InProcess != nil {
-		servers = ""
-	}
-	nc, err := nats.Connect(servers, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect nats %s: %w", Redact(servers), err)
-	}
-	if cfg.InProcess != nil {
-		return nc, nil
-	}
-	wait := cfg.ConnectWait
-	if wait <= 0 {
-		wait = DefaultConnectWait
-	}
-	// Why poll: nats.go has no callback for "the initial connect attempt failed for good"; the state is
-	// cheap to read and the wait happens once, at start-up.
+	return opts, nil
+}
+
+// awaitConnected waits up to wait for the first connection, and closes nc when it does not come.
+// Why poll: nats.go has no callback for "the initial connect attempt failed for good"; the state is cheap
+// to read and the wait happens once, at start-up.
+func awaitConnected(nc *nats.Conn, wait time.Duration, lastDialErr *atomic.Pointer[error]) error {
 	deadline := time.Now().Add(wait)
 	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()
@@ -136,13 +153,13 @@ func Connect(cfg ConnConfig) (*nats.Conn, error) {
 			}
 			nc.Close()
 			if closed {
-				return nil, fmt.Errorf("connect nats %s: refused: %w", Redact(servers), cause)
+				return fmt.Errorf("refused: %w", cause)
 			}
-			return nil, fmt.Errorf("connect nats %s: not connected within %v: %w", Redact(servers), wait, cause)
+			return fmt.Errorf("not connected within %v: %w", wait, cause)
 		}
 		<-tick.C
 	}
-	return nc, nil
+	return nil
 }
 
 // Redact hides the secrets in a comma-separated list of NATS URLs, for logs and errors: the whole user

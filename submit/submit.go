@@ -561,23 +561,9 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 	key := strings.TrimSpace(req.Headers().Get(HeaderIdempotencyKey))
 	log := s.log.With().Str("modality", modality).Logger()
 
-	var res *reservation
-	if key != "" {
-		if len(key) > 256 {
-			s.reply(req, modality, "invalid", badRequest("%s: at most 256 bytes", HeaderIdempotencyKey))
-			return
-		}
-		var existing *idemEntry
-		var err error
-		res, existing, err = s.reserve(ctx, modality, key)
-		switch {
-		case err != nil:
-			s.reply(req, modality, "conflict", idemError(err))
-			return
-		case existing != nil:
-			s.replayIdempotent(ctx, req, modality, key, existing, log)
-			return
-		}
+	res, done := s.reserveKey(ctx, req, modality, key)
+	if done {
+		return
 	}
 
 	// Finish before you start: refuse fast what the budget cannot carry to its result. A refused
@@ -641,6 +627,28 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 	}
 	log.Debug().Str("status", status).Str("endpoint", sub.Endpoint).Msg("job submitted")
 	s.replyAccepted(req, modality, outcome, Reply{JobID: sub.JobID, Status: status}, sub.Endpoint)
+}
+
+// reserveKey takes the request's Idempotency-Key, if any. done reports that the request was answered
+// already: a bad or busy key, or a replay of the key's earlier job.
+func (s *Service) reserveKey(ctx context.Context, req micro.Request, modality, key string) (res *reservation, done bool) {
+	if key == "" {
+		return nil, false
+	}
+	if len(key) > 256 {
+		s.reply(req, modality, "invalid", badRequest("%s: at most 256 bytes", HeaderIdempotencyKey))
+		return nil, true
+	}
+	res, existing, err := s.reserve(ctx, modality, key)
+	switch {
+	case err != nil:
+		s.reply(req, modality, "conflict", idemError(err))
+		return nil, true
+	case existing != nil:
+		s.replayIdempotent(ctx, req, modality, key, existing, s.log.With().Str("modality", modality).Logger())
+		return nil, true
+	}
+	return res, false
 }
 
 // record writes the pending JOBS record of a submitted job, retrying with a short backoff. A record that

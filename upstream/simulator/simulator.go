@@ -487,85 +487,97 @@ func (s *Simulator) listJobs(w http.ResponseWriter, r *http.Request, req request
 		writeErr(w, http.StatusForbidden, "FORBIDDEN", "API key lacks scope job:read")
 		return
 	}
-	q := r.URL.Query()
-	bad := func(msg string) { writeErr(w, http.StatusBadRequest, "INVALID_REQUEST", msg) }
-	var statuses []string
-	if v := q.Get("status"); v != "" {
-		for st := range strings.SplitSeq(v, ",") {
-			st = strings.TrimSpace(st)
-			if !slices.Contains([]string{"queued", "processing", "completed", "failed"}, st) {
-				bad("invalid status " + strconv.Quote(st))
-				return
-			}
-			statuses = append(statuses, st)
-		}
-	}
-	typ := q.Get("type")
-	if _, ok := s.cfg.Modalities[typ]; typ != "" && !ok && typ != "pre" && typ != "post" {
-		bad("invalid type " + strconv.Quote(typ))
+	f, msg := s.parseListFilter(r.URL.Query())
+	if msg != "" {
+		writeErr(w, http.StatusBadRequest, "INVALID_REQUEST", msg)
 		return
 	}
-	decision := q.Get("decision")
-	if decision != "" && decision != "pass" && decision != "reject" {
-		bad("decision must be pass or reject")
-		return
-	}
-	var from, to time.Time
-	for _, p := range []struct {
-		name string
-		t    *time.Time
-	}{{"from", &from}, {"to", &to}} {
-		if v := q.Get(p.name); v != "" {
-			t, err := time.Parse(time.RFC3339Nano, v)
-			if err != nil {
-				bad(p.name + " must be an ISO 8601 date-time")
-				return
-			}
-			*p.t = t
-		}
-	}
-	limit, offset := 20, 0
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 100 {
-			bad("limit must be between 1 and 100")
-			return
-		}
-		limit = n
-	}
-	if v := q.Get("offset"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			bad("offset must be a non-negative integer")
-			return
-		}
-		offset = n
-	}
-	search := q.Get("search")
-
-	items := make([]json.RawMessage, 0, limit)
+	items := make([]json.RawMessage, 0, f.limit)
 	total := 0
 	s.mu.RLock()
 	js := req.acct.jobs
 	for i := len(js) - 1; i >= 0; i-- { // newest first
-		j := js[i]
-		switch {
-		case len(statuses) > 0 && !slices.Contains(statuses, j.status),
-			typ != "" && j.typ != typ,
-			decision == "pass" && !(j.status == "completed" && !j.prohibited),
-			decision == "reject" && !(j.status == "completed" && j.prohibited),
-			search != "" && !strings.HasPrefix(j.id, search),
-			!from.IsZero() && j.created.Before(from),
-			!to.IsZero() && !j.created.Before(to):
+		if !f.matches(js[i]) {
 			continue
 		}
-		if total >= offset && len(items) < limit {
-			items = append(items, s.jobJSON(j))
+		if total >= f.offset && len(items) < f.limit {
+			items = append(items, s.jobJSON(js[i]))
 		}
 		total++
 	}
 	s.mu.RUnlock()
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": items, "total": total, "limit": limit, "offset": offset})
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": items, "total": total, "limit": f.limit, "offset": f.offset})
+}
+
+// listFilter is a GET /jobs query.
+type listFilter struct {
+	statuses      []string
+	typ, decision string
+	search        string
+	from, to      time.Time
+	limit, offset int
+}
+
+// matches reports whether j passes the filter. Called with s.mu held.
+func (f listFilter) matches(j *job) bool {
+	switch {
+	case len(f.statuses) > 0 && !slices.Contains(f.statuses, j.status),
+		f.typ != "" && j.typ != f.typ,
+		f.decision == "pass" && !(j.status == "completed" && !j.prohibited),
+		f.decision == "reject" && !(j.status == "completed" && j.prohibited),
+		f.search != "" && !strings.HasPrefix(j.id, f.search),
+		!f.from.IsZero() && j.created.Before(f.from),
+		!f.to.IsZero() && !j.created.Before(f.to):
+		return false
+	}
+	return true
+}
+
+// parseListFilter reads a GET /jobs query; a bad parameter is the 400 message.
+func (s *Simulator) parseListFilter(q url.Values) (listFilter, string) {
+	f := listFilter{limit: 20, typ: q.Get("type"), decision: q.Get("decision"), search: q.Get("search")}
+	if v := q.Get("status"); v != "" {
+		for st := range strings.SplitSeq(v, ",") {
+			st = strings.TrimSpace(st)
+			if !slices.Contains([]string{"queued", "processing", "completed", "failed"}, st) {
+				return f, "invalid status " + strconv.Quote(st)
+			}
+			f.statuses = append(f.statuses, st)
+		}
+	}
+	if _, ok := s.cfg.Modalities[f.typ]; f.typ != "" && !ok && f.typ != "pre" && f.typ != "post" {
+		return f, "invalid type " + strconv.Quote(f.typ)
+	}
+	if f.decision != "" && f.decision != "pass" && f.decision != "reject" {
+		return f, "decision must be pass or reject"
+	}
+	for _, p := range []struct {
+		name string
+		t    *time.Time
+	}{{"from", &f.from}, {"to", &f.to}} {
+		if v := q.Get(p.name); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return f, p.name + " must be an ISO 8601 date-time"
+			}
+			*p.t = t
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			return f, "limit must be between 1 and 100"
+		}
+		f.limit = n
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return f, "offset must be a non-negative integer"
+		}
+		f.offset = n
+	}
+	return f, ""
 }
 
 // register serves POST /api/v1/webhook/register.

@@ -202,7 +202,7 @@ func (a *App) guards() (overloaded, unprovenFull func() bool, err error) {
 			if err != nil {
 				return 0, 0, err
 			}
-			return float64(info.NumPending) + float64(info.NumAckPending), float64(cfg.UnknownBacklog), nil
+			return float64(info.NumPending) + float64(info.NumAckPending), float64(cfg.UnknownBacklogLimit()), nil
 		}})
 	if err != nil {
 		return nil, nil, err
@@ -211,7 +211,7 @@ func (a *App) guards() (overloaded, unprovenFull func() bool, err error) {
 		if cfg.APIContract != bjs.ContractV1 {
 			a.roles = append(a.roles, role{"webhook-pressure", webhooks.Run})
 		}
-		if cfg.WebhookToken == "" && cfg.WebhookSecret == "" && cfg.UnknownBacklog > 0 {
+		if cfg.WebhookToken == "" && cfg.WebhookSecret == "" && cfg.UnknownBacklogLimit() > 0 {
 			a.roles = append(a.roles, role{"unknown-backlog", unknown.Run})
 		}
 	}

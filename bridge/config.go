@@ -55,8 +55,9 @@ type Config struct {
 	APIRPM      RPM    `env:"API_RPM" envDefault:"60" help:"the upstream account's request limit per minute, shared by every bridge process on the same NATS (they coordinate through the BRIDGE_BUDGET bucket); give every process the same value; auto learns it from the upstream's x-ratelimit-limit and paces by x-ratelimit-remaining and -reset, starting at 10 until the first answer"`
 	APIBurst    int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
 	// UnknownJobRPM is nil when unset: the default depends on APIRPM.
-	UnknownJobRPM  *int `env:"UNKNOWN_JOB_RPM" help:"upstream calls per minute (per verify process) for webhooks of jobs the bridge has no record of and whose provenance is not established (no token or signature, not in the account's job list): forged ids, or older jobs; the list pages that check provenance count too; 0 never verifies them (dead letter unknown_job); default a tenth of BRIDGE_API_RPM, at least 1"`
-	UnknownBacklog int  `env:"UNKNOWN_BACKLOG" envDefault:"10000" help:"without BRIDGE_WEBHOOK_TOKEN or BRIDGE_WEBHOOK_SECRET, webhooks of jobs the bridge does not track are refused (503) while this many of them wait in the slow lane, so a flood of forged ids cannot fill JetStream storage; webhooks of known jobs are always taken; 0 never refuses"`
+	UnknownJobRPM *int `env:"UNKNOWN_JOB_RPM" help:"upstream calls per minute (per verify process) for webhooks of jobs the bridge has no record of and whose provenance is not established (no token or signature, not in the account's job list): forged ids, or older jobs; the list pages that check provenance count too; 0 never verifies them (dead letter unknown_job); default a tenth of BRIDGE_API_RPM, at least 1"`
+	// UnknownBacklog is nil when unset: the default depends on the unknown-job budget and the retention.
+	UnknownBacklog *int `env:"UNKNOWN_BACKLOG" help:"without BRIDGE_WEBHOOK_TOKEN or BRIDGE_WEBHOOK_SECRET, webhooks of jobs the bridge does not track are refused (503) while this many of them wait in the slow lane, so a flood of forged ids cannot fill JetStream storage; webhooks of known jobs are always taken; it must drain at BRIDGE_UNKNOWN_JOB_RPM within half of BRIDGE_RETENTION; 0 never refuses; default 10000, or less when the budget could not drain that"`
 	Adopt          bool `env:"ADOPT" envDefault:"false" help:"every job of the account is the bridge's business (as after bridge webhook register): the reconciler adopts into JOBS the jobs of the account's in-flight list, and of the list of jobs finished since its last sweep, that have no record, and tracks them like its own (lost webhooks recovered, deadlines enforced); keep it off when other integrations share the account"`
 
 	PublicURL     string `env:"PUBLIC_URL" help:"base URL the upstream can reach this bridge at; submissions set webhook_url to <it>/webhook/<modality>"`
@@ -243,16 +244,16 @@ func (c *Config) validateUpstream(bad func(name, format string, a ...any)) {
 	if c.APIBurst < 0 {
 		bad("API_BURST", "must not be negative; got %d", c.APIBurst)
 	}
-	if c.UnknownBacklog < 0 {
-		bad("UNKNOWN_BACKLOG", "must not be negative; got %d", c.UnknownBacklog)
+	if c.UnknownBacklog != nil && *c.UnknownBacklog < 0 {
+		bad("UNKNOWN_BACKLOG", "must not be negative; got %d", *c.UnknownBacklog)
 	}
 	// The slow lane must drain its whole backlog, one unknown-job call each at worst, before DEADLETTER's
 	// retention could age a waiting webhook out unverified.
-	if rpm := c.UnknownRPM(); rpm > 0 && c.UnknownBacklog > 0 && c.Retention > 0 {
-		if drain := time.Duration(float64(c.UnknownBacklog) / float64(rpm) * float64(time.Minute)); drain >= c.Retention/2 {
+	if rpm := c.UnknownRPM(); rpm > 0 && c.UnknownBacklog != nil && *c.UnknownBacklog > 0 && c.Retention > 0 {
+		if drain := time.Duration(float64(*c.UnknownBacklog) / float64(rpm) * float64(time.Minute)); drain >= c.Retention/2 {
 			bad("UNKNOWN_BACKLOG", "%d webhooks at %d/min take %v to verify, more than half of BRIDGE_RETENTION (%v): "+
 				"a waiting webhook could age out unverified; lower it or raise BRIDGE_UNKNOWN_JOB_RPM or BRIDGE_RETENTION",
-				c.UnknownBacklog, rpm, drain.Round(time.Minute), c.Retention)
+				*c.UnknownBacklog, rpm, drain.Round(time.Minute), c.Retention)
 		}
 	}
 	if c.UnknownJobRPM != nil && *c.UnknownJobRPM < 0 {
@@ -318,6 +319,20 @@ func (c *Config) UnknownRPM() int {
 		return verify.UnknownOff
 	}
 	return *c.UnknownJobRPM
+}
+
+// UnknownBacklogLimit is the backlog of webhooks without provenance past which ingest refuses more: the
+// configured value, else 10,000, lowered so that the unknown-job budget drains it within 90% of half the
+// retention; 0 never refuses.
+func (c *Config) UnknownBacklogLimit() int {
+	if c.UnknownBacklog != nil {
+		return *c.UnknownBacklog
+	}
+	limit := 10_000
+	if rpm := c.UnknownRPM(); rpm > 0 && c.Retention > 0 {
+		limit = min(limit, int(0.9*float64(rpm)*(c.Retention/2).Minutes()))
+	}
+	return max(limit, 1)
 }
 
 func (c *Config) longestDeadline() time.Duration {

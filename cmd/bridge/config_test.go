@@ -47,7 +47,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"tls pair", map[string]string{"BRIDGE_TLS_CERT_FILE": "c.pem"}, `BRIDGE_TLS_CERT_FILE: BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE go together`},
 		// The slow lane must drain before retention could age a waiting webhook out (issue 11): 10,000 at
 		// 6/min take about 27h47m, more than half of a 24h retention.
-		{"unknown backlog outlives retention", map[string]string{"BRIDGE_RETENTION": "24h"},
+		{"unknown backlog outlives retention", map[string]string{"BRIDGE_RETENTION": "24h", "BRIDGE_UNKNOWN_BACKLOG": "10000"},
 			`BRIDGE_UNKNOWN_BACKLOG: 10000 webhooks at 6/min take 27h47m0s to verify`},
 	}
 	for _, tt := range tests {

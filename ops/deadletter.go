@@ -317,10 +317,7 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 			return nil, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
 		}
 	}
-	pace := pacer{}
-	if cfg.Rate > 0 {
-		pace.interval = time.Duration(float64(time.Second) / cfg.Rate)
-	}
+	pacer := newPacer(cfg.Rate)
 	items := make([]RedriveItem, 0, len(dls))
 	for _, d := range dls {
 		it := RedriveItem{Seq: d.Seq, JobID: d.JobID, Reason: d.Reason}
@@ -338,7 +335,7 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 			it.Action = ActionWould
 		}
 		if it.Action == ActionWould && !cfg.DryRun {
-			if err := pace.wait(ctx); err != nil {
+			if err := pace(ctx, pacer); err != nil {
 				return items, err
 			}
 			m := nats.NewMsg(it.Subject)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/time/rate"
 	"slices"
 	"strconv"
 	"strings"
@@ -292,7 +293,8 @@ type replayer struct {
 	targets map[string]string // target subject -> storing stream ("" = none)
 	start   time.Time
 	prog    ReplayProgress
-	pace    pacer
+	// pace spaces the publishes at cfg.Rate; nil is no pacing.
+	pace *rate.Limiter
 	// sinceSave counts the messages handled since the last checkpoint.
 	sinceSave int
 }
@@ -324,7 +326,7 @@ func (r *replayer) begin() uint64 {
 		r.res.ResumedAfter = r.st.LastSeq
 	}
 	if r.cfg.Rate > 0 {
-		r.pace.interval = time.Duration(float64(time.Second) / r.cfg.Rate)
+		r.pace = newPacer(r.cfg.Rate)
 	}
 	startSeq := max(r.st.Selection.FromSeq, r.st.LastSeq+1, 1)
 	r.prog = ReplayProgress{Name: r.cfg.Name, StartSeq: startSeq, EndSeq: r.st.EndSeq, Seq: r.st.LastSeq}
@@ -489,7 +491,7 @@ func (r *replayer) handle(ctx context.Context, msg jetstream.Msg) (stop bool, er
 // replayOne publishes a selected message (paced), or only counts it in a dry run.
 func (r *replayer) replayOne(ctx context.Context, msg jetstream.Msg, seq uint64) error {
 	if !r.cfg.DryRun {
-		if err := r.pace.wait(ctx); err != nil {
+		if err := pace(ctx, r.pace); err != nil {
 			return err
 		}
 		dup, err := r.publish(ctx, msg, seq)
@@ -755,27 +757,19 @@ func jobIDOf(body []byte, msgID string) string {
 	return id
 }
 
-// pacer spaces calls to wait by interval; zero is no pacing.
-type pacer struct {
-	interval time.Duration
-	next     time.Time
-}
-
-func (p *pacer) wait(ctx context.Context) error {
-	if p.interval <= 0 {
+// newPacer spaces publishes at perSecond (golang.org/x/time/rate, no burst); nil when perSecond is not
+// positive: no pacing.
+func newPacer(perSecond float64) *rate.Limiter {
+	if perSecond <= 0 {
 		return nil
 	}
-	now := time.Now()
-	if d := p.next.Sub(now); d > 0 {
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		now = p.next
+	return rate.NewLimiter(rate.Limit(perSecond), 1)
+}
+
+// pace waits for the next publish's turn; a nil pacer never waits.
+func pace(ctx context.Context, l *rate.Limiter) error {
+	if l == nil {
+		return nil
 	}
-	p.next = now.Add(p.interval)
-	return nil
+	return l.Wait(ctx)
 }

@@ -337,14 +337,16 @@ func TestReverifyDoesNotDoubleResults(t *testing.T) {
 }
 
 func TestPacerStopsOnCancel(t *testing.T) {
-	p := pacer{interval: time.Hour, next: time.Now().Add(time.Hour)}
+	p := newPacer(1.0 / 3600) // one an hour
 	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := p.wait(ctx); !errors.Is(err, context.Canceled) {
-		t.Errorf("wait on cancelled ctx: %v", err)
+	if err := pace(ctx, p); err != nil { // the first goes at once
+		t.Fatalf("first wait: %v", err)
 	}
-	var none pacer
-	if err := none.wait(ctx); err != nil {
+	cancel()
+	if err := pace(ctx, p); err == nil {
+		t.Error("the second wait of an hourly pacer returned on a cancelled ctx without an error")
+	}
+	if err := pace(ctx, newPacer(0)); err != nil {
 		t.Errorf("unpaced wait: %v", err)
 	}
 }

@@ -1,0 +1,143 @@
+package verify
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/evershield/bridge/internal/clock"
+)
+
+// cycle runs n handlers through l at once: all acquire, the clock moves by took, all release with the
+// upstream latency lat.
+func cycle(t *testing.T, l *limiter, clk *clock.Fake, n int, took, lat time.Duration) {
+	t.Helper()
+	for i := range n {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // acquire must not wait: the slot is free or the test is wrong
+		if err := l.acquire(ctx); err != nil {
+			t.Fatalf("acquire %d of %d at limit %d: %v", i+1, n, l.Limit(), err)
+		}
+	}
+	clk.Advance(took)
+	for range n {
+		l.release(lat)
+	}
+}
+
+// saturated runs one window with the whole limit in flight, taking took, and returns the new limit.
+func saturated(t *testing.T, l *limiter, clk *clock.Fake, took, lat time.Duration) int {
+	t.Helper()
+	cycle(t, l, clk, l.Limit(), took, lat)
+	return l.Limit()
+}
+
+func TestLimiterFixedIsASemaphore(t *testing.T) {
+	l := fixedLimiter(3)
+	cycle(t, l, clock.NewFake(time.Unix(0, 0)), 3, 0, time.Second)
+	for range 3 {
+		if err := l.acquire(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.acquire(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("fourth acquire of 3 slots: %v, want context.Canceled", err)
+	}
+	l.release(time.Hour) // a fixed limiter learns nothing
+	if err := l.acquire(ctx); err != nil {
+		t.Fatalf("acquire after a release: %v", err)
+	}
+	if got := l.Limit(); got != 3 {
+		t.Fatalf("limit %d, want 3", got)
+	}
+}
+
+func TestLimiterReleaseWakesAcquire(t *testing.T) {
+	l := fixedLimiter(1)
+	if err := l.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- l.acquire(context.Background()) }()
+	l.release(0)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("acquire still waiting 10s after a release")
+	}
+}
+
+// While the upstream's latency stays flat and throughput rises with the limit (a 50 ms upstream with no
+// budget: each window of the whole limit takes 50 ms), the limit grows by a quarter a window, from 64
+// to the ceiling.
+func TestLimiterGrowsWhileLatencyFlatAndThroughputRises(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	l := newLimiter(64, 16, 1024, clk.Now)
+	var got []int
+	for range 14 {
+		got = append(got, saturated(t, l, clk, 50*time.Millisecond, 50*time.Millisecond))
+	}
+	want := []int{80, 100, 125, 156, 195, 244, 305, 381, 476, 596, 745, 931, 1024, 1024}
+	if !slices.Equal(got, want) {
+		t.Fatalf("limits %v, want %v", got, want)
+	}
+}
+
+// When the upstream's latency rises (its budget queues the calls, or it slows down under load), the
+// limit shrinks in proportion, at most by half a window, and never below the floor.
+func TestLimiterShrinksWhenLatencyRises(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	l := newLimiter(64, 16, 1024, clk.Now)
+	var got []int
+	for _, lat := range []time.Duration{50, 100, 400, 400, 400} {
+		got = append(got, saturated(t, l, clk, lat*time.Millisecond, lat*time.Millisecond))
+	}
+	// Baselines 50, 50.78, 56.24 and 61.61 ms: 64+16; 80×(1.5×50.78/100); 60.9×0.5; 30.5×0.5 → 16.
+	want := []int{80, 60, 30, 16, 16}
+	if !slices.Equal(got, want) {
+		t.Fatalf("limits %v, want %v", got, want)
+	}
+}
+
+// A growth that buys no throughput (the bottleneck is elsewhere: each window of the limit takes
+// proportionally longer, 1,000 handlers a second whatever the limit) holds the limit for 8 windows
+// before it probes again.
+func TestLimiterHoldsWhenThroughputStopsRising(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	l := newLimiter(64, 16, 1024, clk.Now)
+	var got []int
+	for range 12 {
+		took := time.Duration(l.Limit()) * time.Millisecond
+		got = append(got, saturated(t, l, clk, took, 50*time.Millisecond))
+	}
+	want := []int{80, 80, 80, 80, 80, 80, 80, 80, 80, 80, 100, 100}
+	if !slices.Equal(got, want) {
+		t.Fatalf("limits %v, want %v", got, want)
+	}
+}
+
+// With fewer than half the limit in flight there is not enough work to learn from: a quiet period does
+// not inflate the limit. Windows without an upstream call teach nothing either.
+func TestLimiterHoldsWhenIdleOrWithoutSamples(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	l := newLimiter(64, 16, 1024, clk.Now)
+	for range 5 * 8 { // 5 windows of 64, 8 in flight at a time
+		cycle(t, l, clk, 8, 50*time.Millisecond, 50*time.Millisecond)
+	}
+	if got := l.Limit(); got != 64 {
+		t.Fatalf("after 5 windows of 8 in flight: limit %d, want 64", got)
+	}
+	for range 3 {
+		saturated(t, l, clk, 50*time.Millisecond, 0)
+	}
+	if got := l.Limit(); got != 64 {
+		t.Fatalf("after 3 windows without upstream calls: limit %d, want 64", got)
+	}
+}

@@ -79,6 +79,8 @@ type Deliverer struct {
 	beforePublish func(id string)
 	// failpoint is DelivererConfig.Failpoint.
 	failpoint func(point Failpoint, id string)
+	// once publishes every result with its fence, grouping concurrent ones into one atomic batch.
+	once *bjs.OncePublisher
 }
 
 // NewDeliverer returns a Deliverer; JS and Store are required.
@@ -93,7 +95,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 		cfg.Deadlines = DefaultDeadlines()
 	}
 	return &Deliverer{js: cfg.JS, store: cfg.Store, deadlines: cfg.Deadlines, log: cfg.Log, now: cfg.Now,
-		failpoint: cfg.Failpoint}, nil
+		failpoint: cfg.Failpoint, once: bjs.NewOncePublisher(cfg.JS.Conn())}, nil
 }
 
 // Store is the JOBS store the deliverer writes.
@@ -304,7 +306,7 @@ func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Recor
 	return PublishedLate, nil
 }
 
-// publishOnce publishes a result with its fence (see [bjs.PublishOnce]). When the fence was there, the
+// publishOnce publishes a result with its fence (see [bjs.PublishOnce] and [bjs.OncePublisher]). When the fence was there, the
 // result is out already: it returns the sequence and source of the one in the stream, published false.
 func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subject, msgID, source string, body []byte) (
 	seq uint64, winner string, published bool, err error) {
@@ -316,7 +318,7 @@ func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subje
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set(bjs.HeaderBridgeSource, source)
 	fence := subjectFence(id, late)
-	seq, err = bjs.PublishOnce(ctx, d.js.Conn(), fence, nats.Header{bjs.HeaderBridgeSource: {source}}, msg)
+	seq, err = d.once.Publish(ctx, fence, nats.Header{bjs.HeaderBridgeSource: {source}}, msg)
 	if err == nil {
 		return seq, source, true, nil
 	}

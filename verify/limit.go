@@ -19,10 +19,8 @@ const (
 	// the limit shrinks: more handlers no longer run in parallel, they queue (for the budget, or at an
 	// upstream that slows down under load).
 	latencyTolerance = 1.5
-	// minGain is the rise in throughput a growth of the limit must buy, or the limit holds.
-	minGain = 1.05
-	// holdWindows is how many windows the limit holds after a growth that bought nothing.
-	holdWindows = 8
+	// holdWindows is how many windows the limit holds after a growth that bought no throughput.
+	holdWindows = 4
 	// minWindow is the fewest handlers finished in one window.
 	minWindow = 16
 	// baselineDrift is the share of the gap by which the baseline moves up towards a higher window mean,
@@ -39,10 +37,11 @@ const (
 //     would only queue; the limit shrinks in proportion, by at most half (multiplicative decrease);
 //   - fewer than half the limit in flight at the window's peak: there is not enough work to learn
 //     anything, the limit holds (so a quiet period does not inflate it);
-//   - the last growth did not raise throughput (handlers finished per second) by minGain: the bottleneck
-//     is elsewhere (CPU, NATS), so the limit holds for holdWindows windows before probing again;
-//   - else the limit grows by max(√limit, limit/4): from 64 to 1024 in about 12 windows while latency
-//     stays flat and throughput keeps rising.
+//   - the last growth did not raise throughput (handlers finished per second) at all: the bottleneck is
+//     elsewhere (CPU, NATS), so the limit holds for holdWindows windows before probing again;
+//   - else the limit grows: it doubles until the first window that shrinks or holds it (slow start, so
+//     a backlog finds its level within a few round trips: 64 to 1024 in 4 windows), and from then on
+//     grows by max(√limit, limit/4) a window.
 //
 // The baseline is the lowest window mean seen, drifting up by 1/baselineDrift of the gap each window.
 // Only handlers that called the upstream carry a latency sample; the rest count towards throughput.
@@ -68,6 +67,7 @@ type limiter struct {
 	lastRate float64       // handlers finished per second in the last window
 	grew     bool          // the last window grew the limit
 	hold     int           // windows left to hold after a growth that bought nothing
+	settled  bool          // slow start is over: a window shrank or held the limit
 }
 
 // newLimiter returns a limiter starting at initial, adapting between lo and hi (fixed when lo == hi).
@@ -147,13 +147,16 @@ func (l *limiter) endWindow() {
 	switch {
 	case float64(mean) > latencyTolerance*float64(l.baseline):
 		l.limit = max(float64(l.min), l.limit*max(0.5, latencyTolerance*float64(l.baseline)/float64(mean)))
-		l.hold = 0
+		l.hold, l.settled = 0, true
 	case peak*2 < int(l.limit):
 		// Not enough work to tell.
-	case l.grew && rate < l.lastRate*minGain:
-		l.hold = holdWindows
+	case l.grew && rate <= l.lastRate:
+		l.hold, l.settled = holdWindows, true
 	case l.hold > 0:
 		l.hold--
+	case !l.settled:
+		l.limit = min(float64(l.max), 2*l.limit)
+		grew = true
 	default:
 		l.limit = min(float64(l.max), l.limit+max(math.Sqrt(l.limit), l.limit/4))
 		grew = true

@@ -75,18 +75,26 @@ func TestLimiterReleaseWakesAcquire(t *testing.T) {
 }
 
 // While the upstream's latency stays flat and throughput rises with the limit (a 50 ms upstream with no
-// budget: each window of the whole limit takes 50 ms), the limit grows by a quarter a window, from 64
-// to the ceiling.
+// budget: each window of the whole limit takes 50 ms), the limit doubles from 64 to the ceiling (slow
+// start). Once a window has shrunk it (here one at 100 ms), it grows by a quarter a window instead.
 func TestLimiterGrowsWhileLatencyFlatAndThroughputRises(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	l := newLimiter(64, 16, 1024, clk.Now)
 	var got []int
-	for range 14 {
+	for range 5 {
 		got = append(got, saturated(t, l, clk, 50*time.Millisecond, 50*time.Millisecond))
 	}
-	want := []int{80, 100, 125, 156, 195, 244, 305, 381, 476, 596, 745, 931, 1024, 1024}
-	if !slices.Equal(got, want) {
-		t.Fatalf("limits %v, want %v", got, want)
+	if want := []int{128, 256, 512, 1024, 1024}; !slices.Equal(got, want) {
+		t.Fatalf("slow start: limits %v, want %v", got, want)
+	}
+
+	l, got = newLimiter(64, 16, 1024, clk.Now), nil
+	for _, lat := range []time.Duration{50, 100, 50, 50, 50, 50} {
+		got = append(got, saturated(t, l, clk, 50*time.Millisecond, lat*time.Millisecond))
+	}
+	// 64×2; 128×(1.5×50.78/100) = 97.5; then +¼ a window: 121.9, 152.3, 190.4, 238.0.
+	if want := []int{128, 97, 121, 152, 190, 238}; !slices.Equal(got, want) {
+		t.Fatalf("after slow start: limits %v, want %v", got, want)
 	}
 }
 
@@ -99,16 +107,17 @@ func TestLimiterShrinksWhenLatencyRises(t *testing.T) {
 	for _, lat := range []time.Duration{50, 100, 400, 400, 400} {
 		got = append(got, saturated(t, l, clk, lat*time.Millisecond, lat*time.Millisecond))
 	}
-	// Baselines 50, 50.78, 56.24 and 61.61 ms: 64+16; 80×(1.5×50.78/100); 60.9×0.5; 30.5×0.5 → 16.
-	want := []int{80, 60, 30, 16, 16}
+	// Baselines 50, 50.78, 56.24 and 61.61 ms: 64×2; 128×(1.5×50.78/100) = 97.5; then halved (the most
+	// a window takes): 48.75, 24.4, and the floor.
+	want := []int{128, 97, 48, 24, 16}
 	if !slices.Equal(got, want) {
 		t.Fatalf("limits %v, want %v", got, want)
 	}
 }
 
 // A growth that buys no throughput (the bottleneck is elsewhere: each window of the limit takes
-// proportionally longer, 1,000 handlers a second whatever the limit) holds the limit for 8 windows
-// before it probes again.
+// proportionally longer, 1,000 handlers a second whatever the limit) ends slow start and holds the limit
+// for 4 windows before it probes again, by a quarter.
 func TestLimiterHoldsWhenThroughputStopsRising(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	l := newLimiter(64, 16, 1024, clk.Now)
@@ -117,7 +126,7 @@ func TestLimiterHoldsWhenThroughputStopsRising(t *testing.T) {
 		took := time.Duration(l.Limit()) * time.Millisecond
 		got = append(got, saturated(t, l, clk, took, 50*time.Millisecond))
 	}
-	want := []int{80, 80, 80, 80, 80, 80, 80, 80, 80, 80, 100, 100}
+	want := []int{128, 128, 128, 128, 128, 128, 160, 160, 160, 160, 160, 160}
 	if !slices.Equal(got, want) {
 		t.Fatalf("limits %v, want %v", got, want)
 	}

@@ -101,7 +101,7 @@ func (p *OncePublisher) send(group []*onceItem) {
 	ctx, cancel := context.WithTimeout(context.Background(), onceGroupTimeout)
 	defer cancel()
 	if len(group) > 1 {
-		if last, err := publishGroup(ctx, p.nc, group); err == nil {
+		if last, _, err := publishGroup(ctx, p.nc, group); err == nil {
 			first := last - uint64(2*len(group)) + 1 // fence1, msg1, fence2, ... msgN=last
 			for i, it := range group {
 				it.seq = first + uint64(2*i) + 1
@@ -124,9 +124,10 @@ func (p *OncePublisher) send(group []*onceItem) {
 	wg.Wait()
 }
 
-// publishGroup sends [fence1, msg1, ..., fenceN, msgN] as one atomic batch and returns the sequence of
-// msgN.
-func publishGroup(ctx context.Context, nc *nats.Conn, group []*onceItem) (uint64, error) {
+// publishGroup sends [fence1, msg1, ..., fenceN, msgN] as one atomic batch, each fence only if its
+// subject holds no message yet, and reads the commit's acknowledgement: the sequence of msgN, or the
+// server's error code and the error.
+func publishGroup(ctx context.Context, nc *nats.Conn, group []*onceItem) (uint64, int, error) {
 	id := nuid.Next()
 	n := 0
 	next := func(m *nats.Msg) *nats.Msg {
@@ -145,7 +146,7 @@ func publishGroup(ctx context.Context, nc *nats.Conn, group []*onceItem) (uint64
 		fence := next(&nats.Msg{Subject: it.fence, Header: it.headers})
 		fence.Header.Set(headerExpectedLastSubjSeq, "0")
 		if err := nc.PublishMsg(fence); err != nil {
-			return 0, fmt.Errorf("publish fence %s: %w", it.fence, err)
+			return 0, 0, fmt.Errorf("publish fence %s: %w", it.fence, err)
 		}
 		m := next(it.msg)
 		if i == len(group)-1 {
@@ -154,12 +155,16 @@ func publishGroup(ctx context.Context, nc *nats.Conn, group []*onceItem) (uint64
 			break
 		}
 		if err := nc.PublishMsg(m); err != nil {
-			return 0, fmt.Errorf("publish %s: %w", it.msg.Subject, err)
+			return 0, 0, fmt.Errorf("publish %s: %w", it.msg.Subject, err)
 		}
+	}
+	what := commit.Subject
+	if len(group) > 1 {
+		what = fmt.Sprintf("batch of %d", len(group))
 	}
 	resp, err := nc.RequestMsgWithContext(ctx, commit)
 	if err != nil {
-		return 0, fmt.Errorf("publish batch of %d: %w", len(group), err)
+		return 0, 0, fmt.Errorf("publish %s: %w", what, err)
 	}
 	var ack struct {
 		Seq   uint64 `json:"seq"`
@@ -169,10 +174,14 @@ func publishGroup(ctx context.Context, nc *nats.Conn, group []*onceItem) (uint64
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, fmt.Errorf("publish batch of %d: acknowledgement %q: %w", len(group), resp.Data, err)
+		return 0, 0, fmt.Errorf("publish %s: acknowledgement %q: %w", what, resp.Data, err)
 	}
 	if ack.Error != nil {
-		return 0, fmt.Errorf("publish batch of %d: %s (%d)", len(group), ack.Error.Description, ack.Error.ErrCode)
+		if ack.Error.ErrCode == errCodeAtomicPublishOff {
+			return 0, ack.Error.ErrCode, fmt.Errorf("publish %s: %s (the stream must allow atomic publish: run the bridge once to provision it, nats-server 2.12 or later)",
+				what, ack.Error.Description)
+		}
+		return 0, ack.Error.ErrCode, fmt.Errorf("publish %s: %s (%d)", what, ack.Error.Description, ack.Error.ErrCode)
 	}
-	return ack.Seq, nil
+	return ack.Seq, 0, nil
 }

@@ -11,8 +11,11 @@ import (
 const (
 	// adaptiveInitial is where the limit starts: the old fixed default.
 	adaptiveInitial = 64
-	// adaptiveMin is the floor the limit never shrinks below, however slow the upstream or its budget.
-	adaptiveMin = 16
+	// adaptiveMin is the floor the limit never shrinks below, however slow the upstream or its budget:
+	// the old fixed default, so adapting never does worse than it. Latency is a noisy signal on a busy
+	// machine (CPU starvation by other processes looks like a slow upstream); a lower floor let a run on
+	// a loaded 2-core box fall to a tenth of its throughput.
+	adaptiveMin = 64
 	// adaptiveMax is the ceiling; MaxAckPending/2 lowers it.
 	adaptiveMax = 1024
 	// latencyTolerance is how far a window's mean upstream latency may rise above the baseline before

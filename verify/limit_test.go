@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/evershield/bridge/internal/clock"
+	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/upstream/simulator"
 )
 
 // cycle runs n handlers through l at once: all acquire, the clock moves by took, all release with the
@@ -148,5 +150,41 @@ func TestLimiterHoldsWhenIdleOrWithoutSamples(t *testing.T) {
 	}
 	if got := l.Limit(); got != 64 {
 		t.Fatalf("after 3 windows without upstream calls: limit %d, want 64", got)
+	}
+}
+
+// TestConcurrencyAdaptsByDefault: Concurrency 0 is the adaptive limit (64 to start, 64 to
+// min(1024, MaxAckPending/2)) with MaxAckPending 2048; a positive Concurrency is fixed, and a negative
+// one is refused.
+func TestConcurrencyAdaptsByDefault(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	tests := []struct {
+		name                               string
+		concurrency, maxAckPending         int
+		wantMAP, wantStart, wantLo, wantHi int
+		wantErr                            error
+	}{
+		{"adaptive", 0, 0, 2048, 64, 64, 1024, nil},
+		{"adaptive under a small MaxAckPending", 0, 200, 200, 64, 64, 100, nil},
+		{"fixed", 8, 0, 1000, 8, 8, 8, nil},
+		{"fixed large", 100, 0, 3200, 100, 100, 100, nil},
+		{"negative", -1, 0, 0, 0, 0, 0, ErrInvalidConfig},
+		{"MaxAckPending under twice the floor", 0, 127, 0, 0, 0, 0, ErrInvalidConfig},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, err := New(Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer, Concurrency: tt.concurrency, MaxAckPending: tt.maxAckPending})
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("New = %v, want %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			l := v.lanes()[0].limit
+			if v.cfg.MaxAckPending != tt.wantMAP || l.Limit() != tt.wantStart || l.min != tt.wantLo || l.max != tt.wantHi {
+				t.Fatalf("MaxAckPending %d, limit %d in [%d, %d]; want %d, %d in [%d, %d]", v.cfg.MaxAckPending, l.Limit(),
+					l.min, l.max, tt.wantMAP, tt.wantStart, tt.wantLo, tt.wantHi)
+			}
+		})
 	}
 }

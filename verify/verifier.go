@@ -38,7 +38,7 @@ type Config struct {
 	// Consumer is the durable name of the pull consumer on WEBHOOKS; default [bjs.ConsumerVerify].
 	Consumer string
 	// Concurrency bounds the webhooks verified at once by this process. 0 (the default) adapts it to
-	// the upstream: it starts at 64 and moves between 16 and min(1024, MaxAckPending/2), growing while
+	// the upstream: it starts at 64 and moves between 64 and min(1024, MaxAckPending/2), growing while
 	// the upstream's latency stays flat and throughput rises, shrinking when the latency rises (its
 	// budget queues the calls); see [limiter]. A positive value fixes it.
 	Concurrency int
@@ -99,7 +99,10 @@ func (c *Config) setDefaults() {
 		c.Consumer = bjs.ConsumerVerify
 	}
 	if c.MaxAckPending == 0 {
-		c.MaxAckPending = max(1000, 32*max(c.Concurrency, adaptiveInitial))
+		c.MaxAckPending = 32 * adaptiveInitial // room for the adaptive limit's ceiling, twice over
+		if c.Concurrency > 0 {
+			c.MaxAckPending = max(1000, 32*c.Concurrency)
+		}
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
@@ -473,6 +476,7 @@ func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer
 		return fmt.Errorf("messages: %w", err)
 	}
 	defer it.Stop()
+	v.metrics.limit.Set(float64(l.limit.Limit()))
 	for {
 		// Take a worker slot before fetching, so a fetched message is started at once.
 		if l.limit.acquire(ctx) != nil {
@@ -500,6 +504,7 @@ func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer
 		go func() {
 			defer wg.Done()
 			l.limit.release(v.handle(ctx, workCtx, msg, l))
+			v.metrics.limit.Set(float64(l.limit.Limit()))
 		}()
 	}
 }

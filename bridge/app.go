@@ -58,6 +58,8 @@ type options struct {
 	reconcileInstance string
 	// version is the build's version, for the start-up log, bridge_build_info and the micro service.
 	version string
+	// failpoint is the deliverer's test-only failpoint (see [WithDeliveryFailpoint]).
+	failpoint func(jobs.Failpoint, string)
 }
 
 // Option is an optional knob of [New].
@@ -80,6 +82,15 @@ func WithReconcileInstance(name string) Option {
 			return errors.New("reconcile instance: empty")
 		}
 		o.reconcileInstance = name
+		return nil
+	}
+}
+
+// WithDeliveryFailpoint is for tests only (the crash suite, through the binary's BRIDGE_TEST_FAILPOINT):
+// f is called, and may block, at each [jobs.Failpoint] of a result's publish path in this process.
+func WithDeliveryFailpoint(f func(point jobs.Failpoint, id string)) Option {
+	return func(o *options) error {
+		o.failpoint = f
 		return nil
 	}
 }
@@ -298,7 +309,8 @@ func (a *App) addRoles(o options) error {
 	cfg := a.cfg
 	store := jobs.NewStore(a.nats.res.Jobs)
 	deadlines := cfg.deadlines()
-	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: a.log})
+	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: a.log,
+		Failpoint: o.failpoint})
 	if err != nil {
 		return err
 	}

@@ -2,14 +2,11 @@ package jetstream
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	natsjs "github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 )
 
 // errCodeDuplicateInProcess is nats-server's JSStreamDuplicateMessageConflict; nats.go has no constant.
@@ -61,7 +58,7 @@ const (
 // publisher's source, for whoever finds the fence later). The stream must allow atomic publish.
 func PublishOnce(ctx context.Context, nc *nats.Conn, fenceSubject string, fenceHeaders nats.Header, msg *nats.Msg) (uint64, error) {
 	for wait := 10 * time.Millisecond; ; wait *= 2 {
-		seq, code, err := publishBatch(ctx, nc, fenceSubject, fenceHeaders, msg)
+		seq, code, err := publishGroup(ctx, nc, []*onceItem{{fence: fenceSubject, headers: fenceHeaders, msg: msg}})
 		switch {
 		case err == nil:
 			return seq, nil
@@ -76,51 +73,4 @@ func PublishOnce(ctx context.Context, nc *nats.Conn, fenceSubject string, fenceH
 		case <-time.After(wait):
 		}
 	}
-}
-
-// publishBatch sends [fence, msg] as an atomic batch and reads the commit's acknowledgement: msg's
-// sequence, or the server's error code and the error.
-func publishBatch(ctx context.Context, nc *nats.Conn, fenceSubject string, fenceHeaders nats.Header, msg *nats.Msg) (uint64, int, error) {
-	id := nuid.Next()
-	fence := nats.NewMsg(fenceSubject)
-	for k, v := range fenceHeaders {
-		fence.Header[k] = v
-	}
-	fence.Header.Set(headerExpectedLastSubjSeq, "0")
-	fence.Header.Set("Nats-Batch-Id", id)
-	fence.Header.Set("Nats-Batch-Sequence", "1")
-	last := nats.NewMsg(msg.Subject)
-	last.Data = msg.Data
-	for k, v := range msg.Header {
-		last.Header[k] = v
-	}
-	last.Header.Set("Nats-Batch-Id", id)
-	last.Header.Set("Nats-Batch-Sequence", "2")
-	last.Header.Set("Nats-Batch-Commit", "1")
-	if err := nc.PublishMsg(fence); err != nil {
-		return 0, 0, fmt.Errorf("publish fence %s: %w", fenceSubject, err)
-	}
-	resp, err := nc.RequestMsgWithContext(ctx, last)
-	if err != nil {
-		return 0, 0, fmt.Errorf("publish %s: %w", msg.Subject, err)
-	}
-	var ack struct {
-		Seq   uint64 `json:"seq"`
-		Error *struct {
-			Code        int    `json:"code"`
-			ErrCode     int    `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(resp.Data, &ack); err != nil {
-		return 0, 0, fmt.Errorf("publish %s: acknowledgement %q: %w", msg.Subject, resp.Data, err)
-	}
-	if ack.Error != nil {
-		if ack.Error.ErrCode == errCodeAtomicPublishOff {
-			return 0, ack.Error.ErrCode, fmt.Errorf("publish %s: %s (the stream must allow atomic publish: run the bridge once to provision it, nats-server 2.12 or later)",
-				msg.Subject, ack.Error.Description)
-		}
-		return 0, ack.Error.ErrCode, fmt.Errorf("publish %s: %s (%d)", msg.Subject, ack.Error.Description, ack.Error.ErrCode)
-	}
-	return ack.Seq, 0, nil
 }

@@ -43,6 +43,18 @@ func (o Outcome) String() string {
 	return "unknown"
 }
 
+// Failpoint names a point of a result's publish path where a test may stop a deliverer
+// ([DelivererConfig.Failpoint]): the two points where a paused or crashed process is dangerous.
+type Failpoint string
+
+// Failpoints of the primary result's publish path (results.<type>, the verified or the timeout result).
+const (
+	// BeforePublish: the result is decided (the record read pending, the body built) and not yet published.
+	BeforePublish Failpoint = "before-publish"
+	// AfterPublish: the result and its fence are stored; the JOBS record is not yet written delivered.
+	AfterPublish Failpoint = "after-publish"
+)
+
 // DelivererConfig configures a Deliverer.
 type DelivererConfig struct {
 	JS        jetstream.JetStream
@@ -50,6 +62,10 @@ type DelivererConfig struct {
 	Deadlines Deadlines
 	Log       zerolog.Logger
 	Now       func() time.Time
+	// Failpoint is for tests only (the crash suite, through the binary's BRIDGE_TEST_FAILPOINT): when set,
+	// it is called with the job's id at each [Failpoint] of the primary result's publish path, and may
+	// block there. Nil in production: the cost is a nil check.
+	Failpoint func(point Failpoint, id string)
 }
 
 // Deliverer publishes results through the one path that keeps them single. Safe for concurrent use.
@@ -61,6 +77,10 @@ type Deliverer struct {
 	now       func() time.Time
 	// beforePublish, when set (tests), runs before every result publish: a place to pause a deliverer.
 	beforePublish func(id string)
+	// failpoint is DelivererConfig.Failpoint.
+	failpoint func(point Failpoint, id string)
+	// once publishes every result with its fence, grouping concurrent ones into one atomic batch.
+	once *bjs.OncePublisher
 }
 
 // NewDeliverer returns a Deliverer; JS and Store are required.
@@ -74,7 +94,8 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 	if cfg.Deadlines.ByModality == nil {
 		cfg.Deadlines = DefaultDeadlines()
 	}
-	return &Deliverer{js: cfg.JS, store: cfg.Store, deadlines: cfg.Deadlines, log: cfg.Log, now: cfg.Now}, nil
+	return &Deliverer{js: cfg.JS, store: cfg.Store, deadlines: cfg.Deadlines, log: cfg.Log, now: cfg.Now,
+		failpoint: cfg.Failpoint, once: bjs.NewOncePublisher(cfg.JS.Conn())}, nil
 }
 
 // Store is the JOBS store the deliverer writes.
@@ -224,9 +245,15 @@ func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) 
 func (d *Deliverer) publishPrimary(ctx context.Context, v Verified, typ string, body []byte) (Record, bool, error) {
 	id := v.Record.JobID
 	subject := bjs.ResultSubject(typ)
+	if d.failpoint != nil {
+		d.failpoint(BeforePublish, id)
+	}
 	seq, winner, published, err := d.publishOnce(ctx, id, false, subject, id, v.Source, body)
 	if err != nil {
 		return Record{}, false, err
+	}
+	if d.failpoint != nil && published {
+		d.failpoint(AfterPublish, id)
 	}
 	now := d.now().UTC()
 	rec, err := d.store.UpdateFrom(ctx, v.Record, v.Rev, func(r *Record) (bool, error) {
@@ -279,7 +306,7 @@ func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Recor
 	return PublishedLate, nil
 }
 
-// publishOnce publishes a result with its fence (see [bjs.PublishOnce]). When the fence was there, the
+// publishOnce publishes a result with its fence (see [bjs.PublishOnce] and [bjs.OncePublisher]). When the fence was there, the
 // result is out already: it returns the sequence and source of the one in the stream, published false.
 func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subject, msgID, source string, body []byte) (
 	seq uint64, winner string, published bool, err error) {
@@ -291,7 +318,7 @@ func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subje
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set(bjs.HeaderBridgeSource, source)
 	fence := subjectFence(id, late)
-	seq, err = bjs.PublishOnce(ctx, d.js.Conn(), fence, nats.Header{bjs.HeaderBridgeSource: {source}}, msg)
+	seq, err = d.once.Publish(ctx, fence, nats.Header{bjs.HeaderBridgeSource: {source}}, msg)
 	if err == nil {
 		return seq, source, true, nil
 	}

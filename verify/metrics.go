@@ -55,6 +55,8 @@ type verifyMetrics struct {
 	deadLetters *prometheus.CounterVec
 	latency     prometheus.Histogram
 	inFlight    prometheus.Gauge
+	// limit is the main lane's concurrency limit: fixed, or where the adaptive limit stands.
+	limit prometheus.Gauge
 	// unknownWaiting is the slow-lane webhooks of this process waiting for an unknown-job token.
 	unknownWaiting prometheus.Gauge
 	// provenance counts webhooks of jobs without a record verified at the full budget, by how their
@@ -84,6 +86,10 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bridge_verify_in_flight",
 			Help: "Raw webhooks being verified right now.",
+		}),
+		limit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bridge_verify_concurrency_limit",
+			Help: "How many raw webhooks this process may verify at once: the fixed concurrency, or where the adaptive limit stands (it grows while the upstream's latency stays flat and throughput rises, and shrinks when the latency rises).",
 		}),
 		provenance: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_verify_provenance_total",
@@ -117,6 +123,9 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		return nil, err
 	}
 	if m.inFlight, err = promutil.Register(reg, m.inFlight); err != nil {
+		return nil, err
+	}
+	if m.limit, err = promutil.Register(reg, m.limit); err != nil {
 		return nil, err
 	}
 	if m.unknownWaiting, err = promutil.Register(reg, m.unknownWaiting); err != nil {

@@ -65,6 +65,8 @@ type verdict struct {
 	cause error
 	// published marks a result published by this delivery: its webhook-to-result latency is observed.
 	published bool
+	// upstreamLatency is how long the GET /job took, the wait for budget included; 0 when none was made.
+	upstreamLatency time.Duration
 }
 
 func ack(outcome string) verdict { return verdict{action: actAck, outcome: outcome} }
@@ -106,8 +108,8 @@ func (v *Verifier) newDelivery(stop context.Context, msg jetstream.Msg, l *lane)
 // process decides the fate of one delivery from lane l, then settles it; both lanes share it (see
 // [Verifier]). Webhooks of the same job are handled one at a time in this process, so a burst of
 // duplicates waits here and then finds the result out, costing no upstream call. stop ends at the start
-// of a shutdown, workCtx only at a hard shutdown.
-func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *lane) {
+// of a shutdown, workCtx only at a hard shutdown. It returns the verdict's upstream latency.
+func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *lane) time.Duration {
 	d := v.newDelivery(stop, msg, l)
 	if d.id != "" {
 		lctx, cancel := context.WithTimeout(workCtx, v.cfg.HandlerTimeout)
@@ -115,11 +117,13 @@ func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *
 		cancel()
 		if err != nil {
 			v.settle(workCtx, d, retry("wait for job lock", err))
-			return
+			return 0
 		}
 		defer unlock()
 	}
-	v.settle(workCtx, d, v.decide(workCtx, d))
+	vd := v.decide(workCtx, d)
+	v.settle(workCtx, d, vd)
+	return vd.upstreamLatency
 }
 
 // decide finds what becomes of a delivery: it reads the job's record, spends an upstream call when one
@@ -192,9 +196,13 @@ var errNotFound = errors.New("the upstream does not know the job (404): spoofed 
 
 // verify asks the upstream for the truth about a job and delivers it when it is terminal, carrying the
 // record it holds through to the delivery's one write.
-func (v *Verifier) verify(ctx context.Context, d delivery, h held) verdict {
+// The verdict carries the call's latency (wall clock, budget wait included) for the adaptive limit.
+func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) {
 	rec, rev := h.rec, h.rev
+	start := time.Now()
 	job, err := v.cfg.API.GetJob(ctx, d.id, upstream.ClassVerify)
+	latency := time.Since(start)
+	defer func() { vd.upstreamLatency = latency }()
 	now := v.cfg.Now().UTC()
 	if err == nil && job.JobID != d.id {
 		err = fmt.Errorf("upstream answered job %q for %q", job.JobID, d.id)

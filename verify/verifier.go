@@ -37,10 +37,13 @@ type Config struct {
 
 	// Consumer is the durable name of the pull consumer on WEBHOOKS; default [bjs.ConsumerVerify].
 	Consumer string
-	// Concurrency bounds the webhooks verified at once by this process; default 64.
+	// Concurrency bounds the webhooks verified at once by this process. 0 (the default) adapts it to
+	// the upstream: it starts at 64 and moves between 64 and min(1024, MaxAckPending/2), growing while
+	// the upstream's latency stays flat and throughput rises, shrinking when the latency rises (its
+	// budget queues the calls); see [limiter]. A positive value fixes it.
 	Concurrency int
 	// MaxAckPending of the consumer. Messages waiting out a NakWithDelay count towards it, so it must be
-	// well above Concurrency; default max(1000, 32*Concurrency).
+	// well above Concurrency; default max(1000, 32*Concurrency), 2048 when Concurrency adapts.
 	MaxAckPending int
 	// AckWait of the consumer; a handler still working signals progress every AckWait/3. Default 30s.
 	AckWait time.Duration
@@ -96,11 +99,11 @@ func (c *Config) setDefaults() {
 	if c.Consumer == "" {
 		c.Consumer = bjs.ConsumerVerify
 	}
-	if c.Concurrency == 0 {
-		c.Concurrency = 64
-	}
 	if c.MaxAckPending == 0 {
-		c.MaxAckPending = max(1000, 32*c.Concurrency)
+		c.MaxAckPending = 32 * adaptiveInitial // room for the adaptive limit's ceiling, twice over
+		if c.Concurrency > 0 {
+			c.MaxAckPending = max(1000, 32*c.Concurrency)
+		}
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
@@ -152,11 +155,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: API: required", ErrInvalidConfig)
 	case c.Deliverer == nil:
 		return fmt.Errorf("%w: Deliverer: required", ErrInvalidConfig)
-	case c.Concurrency < 1:
-		return fmt.Errorf("%w: Concurrency %d: must be at least 1", ErrInvalidConfig, c.Concurrency)
-	case c.MaxAckPending < 2*c.Concurrency:
+	case c.Concurrency < 0:
+		return fmt.Errorf("%w: Concurrency %d: must be positive, or 0 to adapt", ErrInvalidConfig, c.Concurrency)
+	case c.MaxAckPending < 2*max(c.Concurrency, adaptiveMin):
 		return fmt.Errorf("%w: MaxAckPending %d: must be at least twice Concurrency (%d)", ErrInvalidConfig,
-			c.MaxAckPending, c.Concurrency)
+			c.MaxAckPending, max(c.Concurrency, adaptiveMin))
 	case c.AckWait < time.Second:
 		return fmt.Errorf("%w: AckWait %v: must be at least 1s", ErrInvalidConfig, c.AckWait)
 	case c.MaxAttempts < 1:
@@ -291,10 +294,12 @@ type Verifier struct {
 
 // lane is one of the verifier's two consumers; see [Verifier].
 type lane struct {
-	name        string // main or unknown, for logs
-	stream      string
-	config      jetstream.ConsumerConfig
-	concurrency int
+	name   string // main or unknown, for logs
+	stream string
+	config jetstream.ConsumerConfig
+	// limit bounds the lane's handlers in flight; prefetch is how many messages it pulls ahead.
+	limit    *limiter
+	prefetch int
 	// slow marks the slow lane: an unknown job waits there for an unknown-job token, and its messages are
 	// fetched one at a time when a worker is free.
 	slow bool
@@ -355,10 +360,17 @@ func (v *Verifier) consumerConfig(durable, description string, maxAckPending int
 
 // lanes are the lanes this verifier runs: the slow one only when unknown ids are verified at all.
 func (v *Verifier) lanes() []*lane {
-	ls := []*lane{{name: "main", stream: bjs.StreamWebhooks, config: v.ConsumerConfig(), concurrency: v.cfg.Concurrency}}
+	main := &lane{name: "main", stream: bjs.StreamWebhooks, config: v.ConsumerConfig()}
+	if c := v.cfg.Concurrency; c > 0 {
+		main.limit, main.prefetch = fixedLimiter(c), c
+	} else {
+		main.limit = newLimiter(adaptiveInitial, adaptiveMin, min(adaptiveMax, v.cfg.MaxAckPending/2), time.Now)
+		main.prefetch = adaptiveInitial
+	}
+	ls := []*lane{main}
 	if v.unknownBudget != nil {
 		ls = append(ls, &lane{name: "unknown", stream: bjs.StreamDeadLetter, config: v.UnknownConsumerConfig(),
-			concurrency: v.cfg.UnknownConcurrency, slow: true})
+			limit: fixedLimiter(v.cfg.UnknownConcurrency), prefetch: 1, slow: true})
 	}
 	return ls
 }
@@ -416,7 +428,6 @@ func (v *Verifier) Run(ctx context.Context) error {
 // not exist (the error). Handlers it starts are counted in wg.
 func (v *Verifier) runLane(ctx, workCtx context.Context, l *lane, wg *sync.WaitGroup) error {
 	log := v.log.With().Str("lane", l.name).Str("consumer", l.config.Durable).Logger()
-	sem := make(chan struct{}, l.concurrency)
 	for wait := time.Duration(0); ctx.Err() == nil; {
 		if wait > 0 {
 			t := time.NewTimer(wait)
@@ -442,12 +453,12 @@ func (v *Verifier) runLane(ctx, workCtx context.Context, l *lane, wg *sync.WaitG
 			}
 			continue
 		}
-		log.Info().Int("concurrency", l.concurrency).Msg("verifier consuming")
+		log.Info().Int("concurrency", l.limit.Limit()).Bool("adaptive", l.limit.min != l.limit.max).Msg("verifier consuming")
 		consume := v.consume
 		if l.slow {
 			consume = v.consumeOneByOne
 		}
-		if err := consume(ctx, workCtx, cons, l, sem, wg); err != nil && ctx.Err() == nil {
+		if err := consume(ctx, workCtx, cons, l, wg); err != nil && ctx.Err() == nil {
 			log.Warn().Err(err).Dur("retry_in", wait).Msg("verify consumer stopped; recreating")
 			continue
 		}
@@ -458,25 +469,24 @@ func (v *Verifier) runLane(ctx, workCtx context.Context, l *lane, wg *sync.WaitG
 
 // consume runs one message iterator until ctx is cancelled (then it returns nil after giving back what
 // was fetched but not started) or the iterator fails.
-func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer, l *lane, sem chan struct{}, wg *sync.WaitGroup) error {
-	// Prefetch no more than one batch of Concurrency: other verifier processes get their share, and a
-	// fetched message never waits long for a worker.
-	it, err := cons.Messages(jetstream.PullMaxMessages(l.concurrency))
+func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer, l *lane, wg *sync.WaitGroup) error {
+	// Prefetch no more than one batch (the fixed Concurrency, or the adaptive limit's start): other
+	// verifier processes get their share, and a fetched message never waits long for a worker.
+	it, err := cons.Messages(jetstream.PullMaxMessages(l.prefetch))
 	if err != nil {
 		return fmt.Errorf("messages: %w", err)
 	}
 	defer it.Stop()
+	v.metrics.limit.Set(float64(l.limit.Limit()))
 	for {
 		// Take a worker slot before fetching, so a fetched message is started at once.
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
+		if l.limit.acquire(ctx) != nil {
 			v.giveBack(it)
 			return nil
 		}
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			<-sem
+			l.limit.release(0)
 			switch {
 			case ctx.Err() != nil:
 				v.giveBack(it)
@@ -494,8 +504,8 @@ func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
-			v.handle(ctx, workCtx, msg, l)
+			l.limit.release(v.handle(ctx, workCtx, msg, l))
+			v.metrics.limit.Set(float64(l.limit.Limit()))
 		}()
 	}
 }
@@ -504,11 +514,9 @@ func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer
 // none ahead, because a slow-lane handler may wait long for its token and a prefetched message would sit
 // unstarted while its AckWait runs. It returns nil when ctx is cancelled, or an error when the consumer
 // is gone.
-func (v *Verifier) consumeOneByOne(ctx, workCtx context.Context, cons jetstream.Consumer, l *lane, sem chan struct{}, wg *sync.WaitGroup) error {
+func (v *Verifier) consumeOneByOne(ctx, workCtx context.Context, cons jetstream.Consumer, l *lane, wg *sync.WaitGroup) error {
 	for pause := time.Duration(0); ; {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
+		if l.limit.acquire(ctx) != nil {
 			return nil
 		}
 		// A long poll; FetchContext also ends it at once on shutdown.
@@ -516,7 +524,7 @@ func (v *Verifier) consumeOneByOne(ctx, workCtx context.Context, cons jetstream.
 		msg, err := cons.Next(jetstream.FetchContext(fctx))
 		cancel()
 		if err != nil {
-			<-sem
+			l.limit.release(0)
 			switch {
 			case ctx.Err() != nil:
 				return nil
@@ -549,8 +557,7 @@ func (v *Verifier) consumeOneByOne(ctx, workCtx context.Context, cons jetstream.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
-			v.handle(ctx, workCtx, msg, l)
+			l.limit.release(v.handle(ctx, workCtx, msg, l))
 		}()
 	}
 }
@@ -571,8 +578,9 @@ func (v *Verifier) giveBack(it jetstream.MessagesContext) {
 
 // handle verifies one delivery from lane l and tells the server it is still at it every AckWait/3 (the
 // wait for upstream budget can be long), so the webhook is not redelivered to a second handler meanwhile.
-// stop ends when the verifier starts shutting down.
-func (v *Verifier) handle(stop, workCtx context.Context, msg jetstream.Msg, l *lane) {
+// stop ends when the verifier starts shutting down. It returns how long the upstream call took (0 when
+// none was made), for the lane's limit.
+func (v *Verifier) handle(stop, workCtx context.Context, msg jetstream.Msg, l *lane) time.Duration {
 	v.metrics.inFlight.Inc()
 	defer v.metrics.inFlight.Dec()
 	done := make(chan struct{})
@@ -589,5 +597,5 @@ func (v *Verifier) handle(stop, workCtx context.Context, msg jetstream.Msg, l *l
 			}
 		}
 	}()
-	v.process(stop, workCtx, msg, l)
+	return v.process(stop, workCtx, msg, l)
 }

@@ -47,6 +47,7 @@ type benchFlags struct {
 	apiRPM          int
 	keep, floor     bool
 	roles           string
+	jobLatency      time.Duration
 }
 
 func (b *benchFlags) register(fs *flagSet) {
@@ -61,6 +62,7 @@ func (b *benchFlags) register(fs *flagSet) {
 	fs.BoolVar(&cfg.Submit, "submit", false, "submit over NATS (moderate.prompt) instead of posting webhooks; the upstream sends the webhooks")
 	fs.Float64Var(&cfg.Duplicates, "duplicates", 0, "share of webhooks that repeat an earlier job's (with --submit in-process: the simulator's duplicate rate)")
 	fs.IntVar(&b.apiRPM, "api-rpm", 6_000_000, "in-process: the bridge's upstream budget per minute (the real default is 60)")
+	fs.DurationVar(&b.jobLatency, "job-latency", 0, "in-process: the simulator answers GET /job after this long (e.g. 50ms, a remote upstream)")
 	fs.BoolVar(&b.keep, "keep", false, "in-process: keep the data directory and bridge.log")
 	fs.StringVar(&b.roles, "roles", "", "in-process: BRIDGE_ROLES of the bridge (default all); ingest alone measures the webhook path without the verifier competing for CPU")
 	fs.BoolVar(&b.floor, "floor", false, "in-process webhook mode: first drive a bare net/http + nats.go handler on the same server the same way, and print ingest's ratio to it")
@@ -76,6 +78,9 @@ func (b *benchFlags) check() error {
 	}
 	if b.target == "" && b.natsURL != "" {
 		return usageError{errors.New("bridge bench: --nats goes with --target")}
+	}
+	if b.jobLatency != 0 && b.target != "" {
+		return usageError{errors.New("bridge bench: --job-latency is for the in-process bridge")}
 	}
 	if b.floor && (b.target != "" || b.cfg.Submit) {
 		return usageError{errors.New("bridge bench: --floor is for the in-process webhook mode")}
@@ -135,6 +140,9 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 // and, with --floor, first measures the floor. stop releases them.
 func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop func(), floorRep *loadgen.Report, err error) {
 	simCfg := simulator.Config{Seed: 1, QueueDelay: -1, ProcessDelay: -1, GrantChat: true}
+	if b.jobLatency > 0 {
+		simCfg.Faults = map[string]simulator.Fault{simulator.EndpointJob: {Latency: b.jobLatency}}
+	}
 	env := map[string]string{"BRIDGE_API_RPM": fmt.Sprint(b.apiRPM), "BRIDGE_RETENTION": "24h"}
 	if b.roles != "" {
 		env["BRIDGE_ROLES"] = b.roles
@@ -157,8 +165,8 @@ func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop
 			return nil, nil, err
 		}
 	}
-	fmt.Fprintf(stdout, "in-process: embedded NATS at %s, bridge at %s, simulator at %s, budget %d/min, logs %s\n",
-		b.natsURL, b.target, lb.sim.URL(), b.apiRPM, lb.logFile.Name())
+	fmt.Fprintf(stdout, "in-process: embedded NATS at %s, bridge at %s, simulator at %s (GET /job in %v), budget %d/min, logs %s\n",
+		b.natsURL, b.target, lb.sim.URL(), b.jobLatency, b.apiRPM, lb.logFile.Name())
 	return lb.close, floorRep, nil
 }
 

@@ -25,7 +25,11 @@ start-up with one line per variable, and exit code 2.`, c)
 		if err != nil {
 			return usageError{err}
 		}
-		a, err := bridge.New(ctx, cfg, log, bridge.WithVersion(buildVersion()))
+		opts, err := testFailpoint(c.env, log)
+		if err != nil {
+			return usageError{err}
+		}
+		a, err := bridge.New(ctx, cfg, log, append(opts, bridge.WithVersion(buildVersion()))...)
 		if err != nil {
 			return err
 		}

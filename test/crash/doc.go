@@ -7,4 +7,11 @@
 // Each scenario states its bound in its doc comment; the bound is the deadline of the wait on the
 // condition, never a sleep. The default run fits the CI budget; `go test ./test/crash -soak` runs the
 // longer variants (more crashes, longer outages, more load).
+//
+// The pause case (TestPausedProcessPublishesOnce) reaches the dangerous points of a result's publish
+// path through the binary's test-only BRIDGE_TEST_FAILPOINT=<before-publish|after-publish>:<file>: the
+// process writes the job's id to the file and blocks until the test removes it, so a SIGSTOP lands
+// exactly there. The variable is read by `bridge run` only and is not part of the configuration; a
+// deployment must never set it. Its pauses outlast the duplicate window: those sleeps are the fault
+// being injected, not waits for a condition.
 package crash

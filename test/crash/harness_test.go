@@ -82,6 +82,8 @@ type child struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	logs   []string
+	// noService: the process runs no submit role, so start does not wait for the submit service.
+	noService bool
 }
 
 // newChild prepares (does not start) a bridge process with vars on top of the common environment.
@@ -151,6 +153,9 @@ func (c *child) start(nc *nats.Conn) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		if c.noService {
+			return nil
 		}
 		_, err = nc.Request("$SRV.PING."+bjs.ServiceName, nil, 500*time.Millisecond)
 		return err

@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	bjs "github.com/evershield/bridge/jetstream"
 )
 
 // Names of the floor's own stream, so its messages never reach the verifier.
@@ -56,9 +58,11 @@ func serveFloor(ctx context.Context, nc *nats.Conn, addr string) (*floorServer, 
 		nc.Close()
 		return nil, err
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name: floorStream, Subjects: []string{floorSubject}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
-	}); err != nil {
+	// The floor's stream is configured as WEBHOOKS is by default (file storage, a 20 min duplicate window,
+	// retention), so that the comparison measures the handlers, not two streams' settings.
+	sc := bjs.StreamConfigs(bjs.ProvisionConfig{})[0]
+	sc.Name, sc.Subjects, sc.Description = floorStream, []string{floorSubject}, "bridge bench floor"
+	if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("floor stream: %w", err)
 	}

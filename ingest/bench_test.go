@@ -54,8 +54,8 @@ func runIngestBench(b *testing.B, client *http.Client, url string) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
 
-// BenchmarkIngest measures the real Handler over real HTTP into an embedded server, one synchronous ack per
-// webhook.
+// BenchmarkIngest measures the real Handler behind the real listener ([Listen]: its timeouts and connection
+// bound) over real HTTP into an embedded server reached over TCP, one synchronous ack per webhook.
 func BenchmarkIngest(b *testing.B) {
 	n := natstest.RunServer(b)
 	_, js := natstest.Connect(b, n.ClientURL())
@@ -64,9 +64,19 @@ func BenchmarkIngest(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(h)
-	b.Cleanup(srv.Close)
-	runIngestBench(b, benchClient(srv), srv.URL+"/webhook/prompt")
+	s, err := Listen(ServerConfig{Addr: "127.0.0.1:0", Handler: h, Log: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	runIngestBench(b, client, "http://"+s.Addr().String()+"/webhook/prompt")
 }
 
 // BenchmarkIngestFloor is the floor BenchmarkIngest is compared with: a plain handler that reads the body and

@@ -54,7 +54,9 @@ type Handler struct {
 	// tokenSum is the SHA-256 of Config.Token, compared in constant time with that of ?token=.
 	tokenSum [sha256.Size]byte
 	// secret is the HMAC key parsed from Config.Secret; nil when webhooks are not signed.
-	secret     []byte
+	secret []byte
+	// subjects maps each modality ("" included) to its WEBHOOKS subject, built once.
+	subjects   map[string]string
 	slots      chan struct{}
 	retryAfter string
 	metricsH   http.Handler
@@ -77,12 +79,14 @@ func New(cfg Config) (*Handler, error) {
 		log:        cfg.Log.With().Str("component", "ingest").Logger(),
 		metrics:    m,
 		modalities: make(map[string]bool, len(cfg.Modalities)),
+		subjects:   map[string]string{"": bjs.WebhookSubject("")},
 		tokenSum:   sha256.Sum256([]byte(cfg.Token)),
 		slots:      make(chan struct{}, cfg.MaxInFlight),
 		retryAfter: strconv.Itoa(int(math.Ceil(cfg.RetryAfter.Seconds()))),
 	}
 	for _, mod := range cfg.Modalities {
 		h.modalities[mod] = true
+		h.subjects[mod] = bjs.WebhookSubject(mod)
 	}
 	if cfg.Secret != "" {
 		h.secret, _ = ParseSecret(cfg.Secret) // checked by Validate
@@ -173,8 +177,15 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathModal
 		ev.Str("job_id", id).Str("modality", pathModality).Str("subject", bjs.WebhookSubject(pathModality)).
 			Int("status", http.StatusOK).Uint64("seq", ack.Sequence).Bool("duplicate", ack.Duplicate).Msg("webhook stored")
 	}
-	// id is a validated UUID (hex and hyphens), so it needs no JSON escaping.
-	writeJSON(w, http.StatusOK, []byte(`{"job_id":"`+id+`","duplicate":`+strconv.FormatBool(ack.Duplicate)+`}`))
+	// id is a validated UUID (hex and hyphens), so it needs no JSON escaping. The body is built in one
+	// allocation, newline included.
+	b := make([]byte, 0, len(`{"job_id":"","duplicate":false}`)+len(id)+1)
+	b = append(b, `{"job_id":"`...)
+	b = append(b, id...)
+	b = append(b, `","duplicate":`...)
+	b = strconv.AppendBool(b, ack.Duplicate)
+	b = append(b, "}\n"...)
+	writeJSONLine(w, http.StatusOK, b)
 }
 
 // answerMargin is kept free between the end of the publish wait and the server's write deadline, for
@@ -252,28 +263,8 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 		return "", nil, ErrUnprovenFull
 	}
 
-	msg := &nats.Msg{
-		Subject: bjs.WebhookSubject(pathModality),
-		Data:    body,
-		Header: nats.Header{
-			jetstream.MsgIDHeader:          {id},
-			jetstream.ExpectedStreamHeader: {bjs.StreamWebhooks},
-			bjs.HeaderReceivedAt:           {receivedAt.Format(time.RFC3339Nano)},
-			bjs.HeaderRemoteAddr:           {r.RemoteAddr},
-		},
-	}
-	if pathModality != "" {
-		msg.Header[bjs.HeaderModality] = []string{pathModality}
-	}
-	if d := deliveryID(r.Header); d != "" {
-		msg.Header[bjs.HeaderDeliveryID] = []string{d}
-	}
-	switch {
-	case h.secret != nil:
-		msg.Header[bjs.HeaderAuthenticated] = []string{bjs.AuthenticatedSignature}
-	case h.cfg.Token != "":
-		msg.Header[bjs.HeaderAuthenticated] = []string{bjs.AuthenticatedToken}
-	}
+	msg := h.message(r, pathModality, id, receivedAt)
+	msg.Data = body
 	// The answer must be written before the server's WriteTimeout, which runs from the handler's start:
 	// a slow body (up to ReadTimeout) plus a full PublishTimeout could outlast it, and the upstream would
 	// see a broken connection instead of an answer. So the wait is cut to what is left; with nothing
@@ -286,8 +277,8 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 		return id, nil, fmt.Errorf("%w: no time left to store webhook %s before the answer deadline", ErrUnavailable, id)
 	}
 	// The sender hanging up must not cancel the publish: it completes or times out on its own, so the
-	// outcome counted and logged is the real one.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
+	// outcome counted and logged is the real one. The publish needs none of the request's values.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	pubStart := time.Now()
 	ack, err := bjs.PublishMsg(ctx, h.cfg.Publisher, msg)
@@ -296,6 +287,41 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 		return id, nil, fmt.Errorf("%w: publish webhook %s to %s: %w", ErrUnavailable, id, msg.Subject, err)
 	}
 	return id, ack, nil
+}
+
+// maxHeaders is the most headers [Handler.message] sets.
+const maxHeaders = 7
+
+// message is the webhook's message without its data: subject and headers. The header values share one
+// backing array, so the headers cost one allocation besides the map.
+func (h *Handler) message(r *http.Request, pathModality, id string, receivedAt time.Time) *nats.Msg {
+	subject, ok := h.subjects[pathModality]
+	if !ok {
+		subject = bjs.WebhookSubject(pathModality)
+	}
+	vals := make([]string, 0, maxHeaders)
+	hdr := make(nats.Header, maxHeaders)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		hdr[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+	set(jetstream.MsgIDHeader, id)
+	set(jetstream.ExpectedStreamHeader, bjs.StreamWebhooks)
+	set(bjs.HeaderReceivedAt, receivedAt.Format(time.RFC3339Nano))
+	set(bjs.HeaderRemoteAddr, r.RemoteAddr)
+	if pathModality != "" {
+		set(bjs.HeaderModality, pathModality)
+	}
+	if d := deliveryID(r.Header); d != "" {
+		set(bjs.HeaderDeliveryID, d)
+	}
+	switch {
+	case h.secret != nil:
+		set(bjs.HeaderAuthenticated, bjs.AuthenticatedSignature)
+	case h.cfg.Token != "":
+		set(bjs.HeaderAuthenticated, bjs.AuthenticatedToken)
+	}
+	return &nats.Msg{Subject: subject, Header: hdr}
 }
 
 // maxDeliveryID bounds the delivery id kept in a header.
@@ -368,10 +394,20 @@ func writeErrorBody(w http.ResponseWriter, err error) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
+	writeJSONLine(w, status, append(body, '\n'))
+}
+
+// contentTypeJSON is the Content-Type of every answer. It is shared by every response: net/http copies
+// the handler's header when the status is written and never appends in place (len equals cap).
+var contentTypeJSON = []string{"application/json"}
+
+// writeJSONLine answers status with line, a JSON body that ends in a newline, with its Content-Length.
+func writeJSONLine(w http.ResponseWriter, status int, line []byte) {
+	hdr := w.Header()
+	hdr["Content-Type"] = contentTypeJSON
+	hdr["Content-Length"] = []string{strconv.Itoa(len(line))}
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(line)
 }
 
 // bufPool recycles body buffers; PublishMsg copies the data into the connection's buffer before it returns.

@@ -151,8 +151,12 @@ type Report struct {
 	Accepted    int           // answered 2xx (webhooks) or with a job_id (submissions)
 	Elapsed     time.Duration // the load phase
 	Behind      int           // operations started more than one period (at least 5 ms) late (fixed rate only)
-	// Latency are the answer times of accepted operations, sorted.
+	// Latency are the answer times of accepted operations, sorted. At a fixed rate each is timed from the
+	// operation's slot in the schedule, not from its actual send, so a stall that delays later sends counts
+	// against them (no coordinated omission); flat out, from the send.
 	Latency []time.Duration
+	// FromSchedule says Latency is timed from the schedule (Rate > 0).
+	FromSchedule bool
 	// Errors counts failed operations by class: "http 503", "transport", "timeout", "nats no responders", ...
 	Errors map[string]int
 
@@ -194,7 +198,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	r := &run{cfg: cfg, sent: map[string]time.Time{}, accepted: map[string]bool{}, arrived: map[string]time.Time{},
 		errs: map[string]int{}, rng: rand.New(rand.NewPCG(cfg.Seed, 1))}
-	rep := &Report{Mode: "webhooks", Target: cfg.Target, Rate: cfg.Rate, Concurrency: cfg.Concurrency, UpstreamCalls: -1}
+	rep := &Report{Mode: "webhooks", Target: cfg.Target, Rate: cfg.Rate, Concurrency: cfg.Concurrency, UpstreamCalls: -1,
+		FromSchedule: cfg.Rate > 0}
 	if cfg.Submit {
 		rep.Mode = "submissions"
 	}
@@ -217,17 +222,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	lctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	start := time.Now()
+	r.start = start
+	if cfg.Rate > 0 {
+		r.period = time.Duration(float64(time.Second) / cfg.Rate)
+	}
 	next := make(chan int)
 	var behind atomic.Int64
 	go func() {
 		defer close(next)
-		var period time.Duration
-		if cfg.Rate > 0 {
-			period = time.Duration(float64(time.Second) / cfg.Rate)
-		}
+		period := r.period
 		for i := range cfg.Count {
 			if period > 0 {
-				due := start.Add(time.Duration(i) * period)
+				due := r.due(i)
 				if d := time.Until(due); d > 0 {
 					t := time.NewTimer(d)
 					select {
@@ -256,7 +262,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				if cfg.Submit {
 					r.submit(ctx, i)
 				} else {
-					r.webhook(ctx)
+					r.webhook(ctx, i)
 				}
 			}
 		})
@@ -299,6 +305,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 // run is the state of one Run.
 type run struct {
 	cfg Config
+	// start is when the load phase began; period the schedule's spacing, 0 flat out. Both are set before
+	// the workers start and not written after.
+	start  time.Time
+	period time.Duration
 	// mu guards everything below.
 	mu       sync.Mutex
 	rng      *rand.Rand
@@ -345,7 +355,20 @@ func (r *run) anySent() string {
 	return uuid.NewString()
 }
 
-func (r *run) webhook(ctx context.Context) {
+// due is when operation i is scheduled to start: its slot at a fixed rate.
+func (r *run) due(i int) time.Time { return r.start.Add(time.Duration(i) * r.period) }
+
+// t0 is what operation i's latency is timed from: its slot at a fixed rate, however late it was actually
+// sent (a send held back by a slow answer to an earlier one is the target's delay too), else now.
+func (r *run) t0(i int) time.Time {
+	now := time.Now()
+	if due := r.due(i); r.period > 0 && due.Before(now) {
+		return due
+	}
+	return now
+}
+
+func (r *run) webhook(ctx context.Context, i int) {
 	id := r.pick()
 	body := `{"job_id":"` + id + `","type":"` + r.cfg.Modality + `","status":"completed"}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.Target+"/webhook/"+r.cfg.Modality, strings.NewReader(body))
@@ -355,7 +378,7 @@ func (r *run) webhook(ctx context.Context) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Job-Id", id) // only a floor handler (bridge bench --floor) reads it
-	t0 := time.Now()
+	t0 := r.t0(i)
 	resp, err := r.cfg.HTTP.Do(req)
 	if err != nil {
 		r.fail(transportClass(err))
@@ -382,7 +405,7 @@ func (r *run) submit(ctx context.Context, i int) {
 	body := []byte(`{"prompt":"bridge bench ` + strconv.Itoa(i) + `"}`)
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	t0 := time.Now()
+	t0 := r.t0(i)
 	msg, err := r.cfg.NC.RequestWithContext(rctx, bjs.SubjectSubmit+r.cfg.Modality, body)
 	d := time.Since(t0)
 	switch {
@@ -555,8 +578,12 @@ func (r *Report) Print(w io.Writer) {
 	if r.Mode == "submissions" {
 		what = "request latency"
 	}
-	fmt.Fprintf(w, "  %-13s p50 %s  p90 %s  p99 %s  max %s\n", what, ms(Quantile(r.Latency, .5)), ms(Quantile(r.Latency, .9)),
-		ms(Quantile(r.Latency, .99)), ms(Quantile(r.Latency, 1)))
+	from := "timed from the send"
+	if r.FromSchedule {
+		from = "timed from each request's slot in the schedule, not its send: no coordinated omission"
+	}
+	fmt.Fprintf(w, "  %-13s p50 %s  p90 %s  p99 %s  max %s  (%s)\n", what, ms(Quantile(r.Latency, .5)), ms(Quantile(r.Latency, .9)),
+		ms(Quantile(r.Latency, .99)), ms(Quantile(r.Latency, 1)), from)
 	if r.Expected > 0 {
 		fmt.Fprintf(w, "  results       %d of %d owed, within %.2fs after the load\n", r.Results, r.Expected, r.Settled.Seconds())
 		fmt.Fprintf(w, "  end to end    p50 %s  p90 %s  p99 %s  max %s  (send to result stored in RESULTS)\n",

@@ -195,3 +195,41 @@ func TestQuantile(t *testing.T) {
 		t.Error("empty")
 	}
 }
+
+// TestRateTimesLatencyFromTheSchedule stalls the first request while the schedule runs on: the requests
+// due during the stall are sent late, and each one's latency includes the wait since its slot (no
+// coordinated omission). Only lower bounds are checked, which a slow machine cannot break.
+func TestRateTimesLatencyFromTheSchedule(t *testing.T) {
+	const (
+		stall = 300 * time.Millisecond
+		rate  = 1000 // one slot a millisecond: the 50 slots all fall in the first 49 ms of the stall
+		count = 50
+	)
+	var first atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && first.CompareAndSwap(false, true) { // not the /metrics reads
+			time.Sleep(stall) // the stall under test, not a synchronisation
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Target: srv.URL, Rate: rate, Concurrency: 1, Count: count})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Accepted != count || !rep.FromSchedule {
+		t.Fatalf("accepted %d of %d, from schedule %v", rep.Accepted, count, rep.FromSchedule)
+	}
+	// Request i (due at i ms) cannot be answered before the stall ends, at least 300 ms after the start.
+	floor := stall - time.Duration(count-1)*time.Second/rate
+	if got := rep.Latency[0]; got < floor {
+		t.Errorf("shortest latency %v: requests due during a %v stall must count the wait (at least %v)", got, stall, floor)
+	}
+	var out bytes.Buffer
+	rep.Print(&out)
+	if !strings.Contains(out.String(), "slot in the schedule") {
+		t.Errorf("report does not say latency is timed from the schedule:\n%s", out.String())
+	}
+}

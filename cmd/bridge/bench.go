@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"golang.org/x/sync/errgroup"
 
@@ -38,7 +39,19 @@ knows them: webhooks for jobs it does not know are verified only within its smal
 In-process, the simulator then sends no webhooks of its own and polling waits an hour, so every result
 comes from a webhook the bench sent. Against --target without --nats, webhooks carry made-up job ids
 (ingest is measured; the bridge dead-letters them). Only loopback targets. The run ends at --count or
---duration, whichever comes first, then waits up to --settle for the results.`
+--duration, whichever comes first, then waits up to --settle for the results.
+
+The floor is a bare net/http handler that publishes each body with nats.go and answers after the ack.
+Comparing ingest with it, same server, same load, alternating rounds (webhooks carry made-up ids):
+
+  bridge bench --roles ingest --floor --rounds 7 ...          in-process, embedded server
+  bridge bench --target URL --nats NATS --floor --rounds 7    a running bridge; the floor runs in this
+                                                              process against the same NATS server
+  bridge bench --target URL --floor-target URL2 --rounds 7    a floor running elsewhere (--floor-serve)
+  bridge bench --floor-serve 127.0.0.1:8090 --nats NATS        serve a floor until interrupted
+  bridge bench --floor-only --nats NATS                       measure the floor alone
+
+With --rate, latency is timed from each request's slot in the schedule, not from its send.`
 
 // benchFlags are bridge bench's flags.
 type benchFlags struct {
@@ -48,6 +61,14 @@ type benchFlags struct {
 	keep, floor     bool
 	roles           string
 	jobLatency      time.Duration
+	// floorOnly, floorServe and floorTarget drive, serve or name a floor against an external server;
+	// rounds alternates ingest and floor.
+	floorOnly   bool
+	floorServe  string
+	floorTarget string
+	rounds      int
+	// embedded is the in-process bridge's server, once started.
+	embedded *server.Server
 }
 
 func (b *benchFlags) register(fs *flagSet) {
@@ -65,7 +86,16 @@ func (b *benchFlags) register(fs *flagSet) {
 	fs.DurationVar(&b.jobLatency, "job-latency", 0, "in-process: the simulator answers GET /job after this long (e.g. 50ms, a remote upstream)")
 	fs.BoolVar(&b.keep, "keep", false, "in-process: keep the data directory and bridge.log")
 	fs.StringVar(&b.roles, "roles", "", "in-process: BRIDGE_ROLES of the bridge (default all); ingest alone measures the webhook path without the verifier competing for CPU")
-	fs.BoolVar(&b.floor, "floor", false, "in-process webhook mode: first drive a bare net/http + nats.go handler on the same server the same way, and print ingest's ratio to it")
+	fs.BoolVar(&b.floor, "floor", false, "also drive a bare net/http + nats.go handler on the same server (the embedded one, or --nats with --target) the same way, and print ingest's ratio to it")
+	fs.BoolVar(&b.floorOnly, "floor-only", false, "drive only a floor connected to --nats, no bridge")
+	fs.StringVar(&b.floorServe, "floor-serve", "", "serve a floor connected to --nats on this loopback address until interrupted, for --floor-target")
+	fs.StringVar(&b.floorTarget, "floor-target", "", "base URL of a floor served elsewhere (--floor-serve) to compare --target with")
+	fs.IntVar(&b.rounds, "rounds", 0, "with a floor: alternate this many ingest and floor runs and print the median ratio with its range")
+}
+
+// comparing reports whether ingest is compared with a floor in alternating rounds.
+func (b *benchFlags) comparing() bool {
+	return b.rounds > 0 || b.floorTarget != "" || (b.floor && b.target != "")
 }
 
 func (b *benchFlags) check() error {
@@ -76,14 +106,34 @@ func (b *benchFlags) check() error {
 			}
 		}
 	}
-	if b.target == "" && b.natsURL != "" {
+	floorOwn := b.floorOnly || b.floorServe != ""
+	switch {
+	case floorOwn && b.natsURL == "":
+		return usageError{errors.New("bridge bench: --floor-only and --floor-serve need --nats")}
+	case floorOwn && (b.target != "" || b.floor || b.floorTarget != ""):
+		return usageError{errors.New("bridge bench: --floor-only and --floor-serve run a floor alone")}
+	case b.floorServe != "":
+		if err := loadgen.CheckLoopback("http://" + b.floorServe); err != nil {
+			return usageError{fmt.Errorf("--floor-serve: %w", err)}
+		}
+	case b.target == "" && b.natsURL != "" && !floorOwn:
 		return usageError{errors.New("bridge bench: --nats goes with --target")}
+	case (b.floor || b.floorTarget != "" || b.rounds > 0) && b.cfg.Submit:
+		return usageError{errors.New("bridge bench: the floor is for webhooks, not --submit")}
+	case b.floor && b.target != "" && b.natsURL == "":
+		return usageError{errors.New("bridge bench: --floor with --target needs --nats, the bridge's NATS server")}
+	case b.floorTarget != "" && (b.target == "" || b.floor):
+		return usageError{errors.New("bridge bench: --floor-target goes with --target, instead of --floor")}
+	case b.rounds > 0 && !b.floor && b.floorTarget == "":
+		return usageError{errors.New("bridge bench: --rounds needs a floor: --floor or --floor-target")}
+	case b.rounds < 0:
+		return usageError{errors.New("bridge bench: --rounds must not be negative")}
 	}
 	if b.jobLatency != 0 && b.target != "" {
 		return usageError{errors.New("bridge bench: --job-latency is for the in-process bridge")}
 	}
-	if b.floor && (b.target != "" || b.cfg.Submit) {
-		return usageError{errors.New("bridge bench: --floor is for the in-process webhook mode")}
+	if b.floorTarget != "" {
+		return loadgen.CheckLoopback(b.floorTarget)
 	}
 	return nil
 }
@@ -102,6 +152,12 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	}
 	fmt.Fprintf(stdout, "bridge bench: %d CPUs (GOMAXPROCS %d), %s, count %d, duration %v\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), b.cfg.Count, b.cfg.Duration)
+	if b.floorOnly || b.floorServe != "" {
+		return b.runFloorAlone(ctx, stdout)
+	}
+	if b.comparing() {
+		return b.runCompare(ctx, stdout)
+	}
 	var floorRep *loadgen.Report
 	if b.target == "" {
 		stop, frep, err := b.startInProcess(ctx, stdout)
@@ -136,6 +192,65 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	return nil
 }
 
+// runFloorAlone is --floor-serve (serve until ctx is done) and --floor-only (drive the floor once).
+func (b *benchFlags) runFloorAlone(ctx context.Context, stdout io.Writer) error {
+	addr := "127.0.0.1:0"
+	if b.floorServe != "" {
+		addr = b.floorServe
+	}
+	f, err := startFloorURL(ctx, b.natsURL, addr)
+	if err != nil {
+		return err
+	}
+	defer f.close()
+	if b.floorServe != "" {
+		fmt.Fprintf(stdout, "floor at %s, publishing to %s; interrupt to stop\n", f.url, b.natsURL)
+		<-ctx.Done()
+		return nil
+	}
+	b.cfg.Target = f.url
+	rep, err := loadgen.Run(ctx, b.cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	fmt.Fprintf(stdout, "floor (bare net/http + nats.go publish and ack) on %s: ", b.natsURL)
+	rep.Print(stdout)
+	return nil
+}
+
+// runCompare drives ingest and a floor on the same NATS server in alternating rounds.
+func (b *benchFlags) runCompare(ctx context.Context, stdout io.Writer) error {
+	b.rounds = max(b.rounds, 1)
+	b.floor = b.floor && b.floorTarget == ""
+	var floorURL string
+	switch {
+	case b.floorTarget != "":
+		floorURL = strings.TrimRight(b.floorTarget, "/")
+	case b.target != "":
+		f, err := startFloorURL(ctx, b.natsURL, "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer f.close()
+		floorURL = f.url
+		fmt.Fprintf(stdout, "floor in this process at %s, publishing to %s over TCP\n", floorURL, b.natsURL)
+	default:
+		b.floor = false // the in-process bridge measures no floor of its own; the rounds do
+		stop, _, err := b.startInProcess(ctx, stdout)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		lbFloor, err := startFloor(ctx, b.embedded)
+		if err != nil {
+			return err
+		}
+		defer lbFloor.close()
+		floorURL = lbFloor.url
+	}
+	return compareRounds(ctx, b.cfg, strings.TrimRight(b.target, "/"), floorURL, b.rounds, stdout)
+}
+
 // startInProcess starts the embedded nats-server, the simulator and a bridge, points the bench at them
 // and, with --floor, first measures the floor. stop releases them.
 func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop func(), floorRep *loadgen.Report, err error) {
@@ -158,7 +273,7 @@ func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop
 	if err != nil {
 		return nil, nil, err
 	}
-	b.target, b.natsURL = lb.app.PublicURL(), lb.app.Server().ClientURL()
+	b.target, b.natsURL, b.embedded = lb.app.PublicURL(), lb.app.Server().ClientURL(), lb.app.Server()
 	if b.floor {
 		if floorRep, err = b.measureFloor(ctx, lb, stdout); err != nil {
 			lb.close()

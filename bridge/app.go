@@ -36,6 +36,8 @@ type App struct {
 	nats    *natsSide
 	api     *upstream.Client
 	budget  *budget.Shared
+	// unknown is the account-wide unknown-job budget (BRIDGE_UNKNOWN_JOB_RPM) of the verify role.
+	unknown *budget.Shared
 	pending *jobs.Pending
 	http    *ingest.Server
 	// admin serves health and metrics when BRIDGE_ADMIN_ADDR is set; nil otherwise.
@@ -156,6 +158,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		defer func() {
 			if err != nil {
 				a.budget.Stop()
+				if a.unknown != nil {
+					a.unknown.Stop()
+				}
 			}
 		}()
 		if err := a.addRoles(o); err != nil {
@@ -315,10 +320,12 @@ func (a *App) addRoles(o options) error {
 		return err
 	}
 	if cfg.Has(RoleVerify) {
-		v, err := verify.New(verify.Config{
-			JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: a.log, Metrics: a.reg,
-			UnknownRPM: cfg.UnknownRPM(),
-		})
+		vcfg := verify.Config{JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: a.log, Metrics: a.reg,
+			UnknownRPM: cfg.UnknownRPM()}
+		if err := a.startUnknownBudget(&vcfg, o.reconcileInstance); err != nil {
+			return err
+		}
+		v, err := verify.New(vcfg)
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
@@ -340,6 +347,24 @@ func (a *App) addRoles(o options) error {
 		}
 		a.roles = append(a.roles, role{RoleReconcile, r.Run})
 	}
+	return nil
+}
+
+// startUnknownBudget gives the verifier the unknown-job budget that every verifier process of the account
+// shares (BRIDGE_BUDGET key unknown), so N processes spend BRIDGE_UNKNOWN_JOB_RPM between them.
+func (a *App) startUnknownBudget(vcfg *verify.Config, instance string) error {
+	if vcfg.UnknownRPM < 1 {
+		return nil
+	}
+	b, err := budget.New(budget.Config{KV: a.nats.res.Budget, Key: budget.KeyUnknown, RPM: vcfg.UnknownRPM,
+		Instance: instance, Log: a.log, Metrics: a.reg})
+	if err != nil {
+		return fmt.Errorf("unknown-job budget: %w", err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		return fmt.Errorf("unknown-job budget: %w", err)
+	}
+	a.unknown, vcfg.UnknownLimiter = b, b
 	return nil
 }
 
@@ -394,8 +419,10 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.log.Info().Str("version", a.version).Strs("roles", a.cfg.Roles).Str("http", a.http.Addr().String()).Msg("bridge running")
 	err := g.Wait()
-	if a.budget != nil {
-		a.budget.Stop() // after the roles: their last calls still draw on it
+	for _, b := range []*budget.Shared{a.unknown, a.budget} {
+		if b != nil {
+			b.Stop() // after the roles: their last calls still draw on it
+		}
 	}
 	a.nats.close()
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/upstream"
 )
 
 // Defaults of the unknown-job budget and its slow lane (see [Verifier]).
@@ -99,6 +100,53 @@ func (b *tokenBucket) wait(ctx context.Context, onWaiting func(int)) error {
 	return err
 }
 
+// unknownTokens is the unknown-job budget: the process-local [tokenBucket], or, with
+// Config.UnknownLimiter, the account-wide one every process shares (BRIDGE_BUDGET key unknown).
+type unknownTokens interface {
+	// take spends a token if one is free now.
+	take() bool
+	// wait waits in line for a token, or until ctx ends.
+	wait(ctx context.Context, onWaiting func(int)) error
+	// eta is about how long until a token is free.
+	eta() time.Duration
+	// perSecond is the budget's rate.
+	perSecond() float64
+}
+
+var _ unknownTokens = (*tokenBucket)(nil)
+
+// perSecond implements unknownTokens.
+func (b *tokenBucket) perSecond() float64 { return b.rate }
+
+// sharedTokens is the unknown-job budget of the whole account: a shared budget (budget.Shared) every
+// verifier process leases from, so N processes spend UnknownRPM between them, not N times it.
+type sharedTokens struct {
+	lim  upstream.Limiter
+	rate float64
+}
+
+// takeWait bounds take: a lease is one NATS round trip, granted at once when the bucket has a token.
+const takeWait = 50 * time.Millisecond
+
+func (t sharedTokens) take() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), takeWait)
+	defer cancel()
+	return t.lim.Wait(ctx, upstream.ClassVerify) == nil
+}
+
+func (t sharedTokens) wait(ctx context.Context, _ func(int)) error {
+	return t.lim.Wait(ctx, upstream.ClassVerify)
+}
+
+func (t sharedTokens) eta() time.Duration {
+	if avail := t.lim.Available(); avail < 1 {
+		return time.Duration((1 - avail) / t.rate * float64(time.Second))
+	}
+	return 0
+}
+
+func (t sharedTokens) perSecond() float64 { return t.rate }
+
 // eta is how long until a token is free, for a caller that will not wait in line.
 func (b *tokenBucket) eta() time.Duration {
 	b.mu.Lock()
@@ -150,7 +198,7 @@ func (v *Verifier) admitUnknown(ctx context.Context, d delivery) (verdict, bool)
 	}
 	// Forged, or older than the list's window: wait for the unknown-job budget without holding a worker,
 	// spread over the time the budget needs for all the parked ones, so they do not all come back at once.
-	backlog := time.Duration(float64(v.parked.Add(1)) / v.unknownBudget.rate * float64(time.Second))
+	backlog := time.Duration(float64(v.parked.Add(1)) / v.unknownBudget.perSecond() * float64(time.Second))
 	wait := v.unknownBudget.eta() + time.Duration(rand.Int64N(int64(max(backlog, time.Second))))
 	return verdict{action: actRetry, outcome: outcomeUnknownWaiting, retryAfter: wait, cause: errUnknownBusy}, false
 }

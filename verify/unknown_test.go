@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
 	bjs "github.com/evershield/bridge/jetstream"
@@ -253,5 +255,48 @@ func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
 	allowance := 1 + int(float64(unknownRPM)/60*time.Since(start).Seconds()) + 1
 	if forgedGets+pages > allowance {
 		t.Fatalf("%d forged GETs and %d pages; the unknown-job budget allows %d so far", forgedGets, pages, allowance)
+	}
+}
+
+// TestUnknownBudgetSharedByVerifiers pins issue 11's "in all" (and issue 14's unknown bucket in the
+// shared budget): two verifier processes that share the account's unknown-job budget spend it once
+// between them, so a forged flood costs at most BRIDGE_UNKNOWN_JOB_RPM a minute whatever the number of
+// processes, not that many times it.
+func TestUnknownBudgetSharedByVerifiers(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{Seed: 6})
+	const unknownRPM = 60 // a call a second, burst 5
+	for i := range 2 {
+		b, err := budget.New(budget.Config{KV: e.Res.Budget, Key: budget.KeyUnknown, RPM: unknownRPM,
+			Instance: fmt.Sprint("verifier-", i), Log: e.Log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Start(roletest.Ctx(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Stop)
+		e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownBurst, c.UnknownLimiter = unknownRPM, 5, b })
+	}
+	start := time.Now()
+	for range 60 {
+		id := uuid.NewString()
+		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+	}
+	// Let the two processes spend what they can for a few seconds.
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if time.Since(start) < 6*time.Second {
+			return errors.New("still spending")
+		}
+		return nil
+	})
+	calls := e.Sim.CallCount(simulator.EndpointJob) + e.Sim.CallCount(simulator.EndpointJobs)
+	allowance := 5 + int(float64(unknownRPM)/60*time.Since(start).Seconds()) + 1
+	t.Logf("%d unknown-job calls in %v by two verifiers sharing a %d/min budget (allowance %d)",
+		calls, time.Since(start).Round(time.Millisecond), unknownRPM, allowance)
+	if calls > allowance {
+		t.Fatalf("%d calls; one shared budget allows %d (two budgets of their own would allow about twice)", calls, allowance)
+	}
+	if calls < 5 {
+		t.Fatalf("%d calls: the shared budget was not spent at all", calls)
 	}
 }

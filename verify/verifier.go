@@ -75,6 +75,11 @@ type Config struct {
 	// UnknownBurst is how many such calls may be spent at once; default max(1, UnknownRPM/12), 5 seconds'
 	// worth.
 	UnknownBurst int
+	// UnknownLimiter, when set, is the unknown-job budget shared by every verifier process of the account
+	// (a budget.Shared of UnknownRPM under its own key), instead of a bucket of this process's: then N
+	// processes spend UnknownRPM between them. UnknownRPM still says the rate, and UnknownOff still turns
+	// unknown-job verification off.
+	UnknownLimiter upstream.Limiter
 	// ListLookback is how long before a webhook its job may have been created, for finding it in the
 	// account's job list (the window a list round pages): the longest job deadline and a margin. Default
 	// 20m.
@@ -238,7 +243,9 @@ func (c *Config) Validate() error {
 //     [DefaultUnknownRPM]; the bridge application defaults it to a tenth of BRIDGE_API_RPM) with a
 //     burst of UnknownBurst, before its GET; the list's pages spend it too. Over any window W this
 //     process makes at most UnknownBurst + UnknownRPM×W/1min upstream calls for ids without provenance,
-//     whatever the flood. The bucket is per process: N verifier processes spend up to N × UnknownRPM.
+//     whatever the flood. With UnknownLimiter (as the bridge application runs it) the budget is the
+//     account's, shared by every verifier process through BRIDGE_BUDGET; without it the bucket is this
+//     process's, and N verifier processes spend up to N × UnknownRPM.
 //
 // A job whose provenance is established gets a JOBS record when the upstream confirms it, so the
 // reconciler tracks it from then on. Such a webhook is never dropped, and never parked in the main
@@ -288,8 +295,8 @@ type Verifier struct {
 	parked atomic.Int64
 	// authPause pauses all verification after the upstream refused the key.
 	authPause pause
-	// unknownBudget is the token bucket of UnknownRPM; nil when it is UnknownOff.
-	unknownBudget *tokenBucket
+	// unknownBudget is the budget of UnknownRPM; nil when it is UnknownOff.
+	unknownBudget unknownTokens
 }
 
 // lane is one of the verifier's two consumers; see [Verifier].
@@ -324,6 +331,9 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if cfg.UnknownRPM != UnknownOff {
 		v.unknownBudget = newTokenBucket(cfg.UnknownRPM, cfg.UnknownBurst)
+		if cfg.UnknownLimiter != nil {
+			v.unknownBudget = sharedTokens{lim: cfg.UnknownLimiter, rate: float64(cfg.UnknownRPM) / 60}
+		}
 		v.lists = newListCheck(cfg.API, v.unknownBudget, cfg.ListLookback, m.listPages)
 	}
 	return v, nil

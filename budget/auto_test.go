@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/budget"
@@ -168,30 +167,7 @@ func upstreamWindows(calls []simulator.Call) []int {
 // autoProcesses starts n auto budgets on one NATS server, on clock clk.
 func autoProcesses(t *testing.T, n int, clk clock.Clock) []*budget.Shared {
 	t.Helper()
-	srv := natstest.RunServer(t)
-	_, js := natstest.Connect(t, srv.ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "BRIDGE_BUDGET", History: 1}); err != nil {
-		t.Fatal(err)
-	}
-	var out []*budget.Shared
-	for i := range n {
-		_, pjs := natstest.Connect(t, srv.ClientURL())
-		kv, err := pjs.KeyValue(ctx, "BRIDGE_BUDGET")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := budget.New(budget.Config{KV: kv, Auto: true, Instance: fmt.Sprint("auto-", i), Clock: clk,
-			Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Stop)
-		out = append(out, b)
-	}
-	return out
+	return startProcesses(t, n, func(int) budget.Config {
+		return budget.Config{Auto: true, Clock: clk, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)}
+	})
 }

@@ -20,6 +20,15 @@ import (
 // would be.
 func processes(t *testing.T, n, rpm, burst int) []*budget.Shared {
 	t.Helper()
+	return startProcesses(t, n, func(int) budget.Config {
+		return budget.Config{RPM: rpm, Burst: burst, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
+	})
+}
+
+// startProcesses starts n budgets on one NATS server, each with its own connection; mk gives process i's
+// configuration, and KV and Instance are filled in here.
+func startProcesses(t *testing.T, n int, mk func(i int) budget.Config) []*budget.Shared {
+	t.Helper()
 	srv := natstest.RunServer(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -34,8 +43,9 @@ func processes(t *testing.T, n, rpm, burst int) []*budget.Shared {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := budget.New(budget.Config{KV: kv, RPM: rpm, Burst: burst, Instance: string(rune('a' + i)),
-			Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+		cfg := mk(i)
+		cfg.KV, cfg.Instance = kv, string(rune('a'+i))
+		b, err := budget.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

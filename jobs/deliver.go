@@ -318,15 +318,28 @@ func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subje
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set(bjs.HeaderBridgeSource, source)
 	fence := subjectFence(id, late)
-	seq, err = d.once.Publish(ctx, fence, nats.Header{bjs.HeaderBridgeSource: {source}}, msg)
-	if err == nil {
-		return seq, source, true, nil
+	// In a cluster the leader refuses a batch whose fence is in another batch it has proposed but not
+	// yet applied, so the fence can be missing for a moment after ErrAlreadyPublished: publish again
+	// after a short wait, which either finds the applied fence or, when the other batch was lost with
+	// a leader change, stores this result.
+	for wait := 5 * time.Millisecond; ; wait *= 2 {
+		seq, err = d.once.Publish(ctx, fence, nats.Header{bjs.HeaderBridgeSource: {source}}, msg)
+		if err == nil {
+			return seq, source, true, nil
+		}
+		if !errors.Is(err, bjs.ErrAlreadyPublished) {
+			return 0, "", false, fmt.Errorf("publish result %s: %w", msgID, err)
+		}
+		seq, winner, err = d.fenceOf(ctx, fence)
+		if !errors.Is(err, jetstream.ErrMsgNotFound) || wait > 2*time.Second {
+			return seq, winner, false, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, "", false, fmt.Errorf("read result fence %s: %w", fence, ctx.Err())
+		case <-time.After(wait):
+		}
 	}
-	if !errors.Is(err, bjs.ErrAlreadyPublished) {
-		return 0, "", false, fmt.Errorf("publish result %s: %w", msgID, err)
-	}
-	seq, winner, err = d.fenceOf(ctx, fence)
-	return seq, winner, false, err
 }
 
 // subjectFence is the fence subject of a job's result or late result.

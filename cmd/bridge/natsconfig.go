@@ -33,8 +33,9 @@ type opsEnv struct {
 	AdminAddr string `env:"ADMIN_ADDR"`
 	// Replicas of the BRIDGE_REPLAY bucket bridge replay makes.
 	Replicas int `env:"REPLICAS" envDefault:"1"`
-	// APIRPM, when set, overrides the limit bridge status reads from the shared budget bucket.
-	APIRPM    *int   `env:"API_RPM"`
+	// APIRPM, when set to a number, overrides the limit bridge status reads from the shared budget
+	// bucket; auto (or unset) takes the one the processes run with, learned from the upstream.
+	APIRPM    *bridge.RPM `env:"API_RPM"`
 	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
 }
 

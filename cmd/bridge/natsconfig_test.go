@@ -65,6 +65,11 @@ func TestOpsConnPrecedence(t *testing.T) {
 			}
 		})
 	}
+	// BRIDGE_API_RPM=auto is a bridge's valid setting, so the operator commands read it too.
+	if c, err := resolveOpsConn(map[string]string{"BRIDGE_API_RPM": "auto", "NATS_URL": "nats://n:4222"}, natsFlags{}); err != nil ||
+		c.APIRPM == nil || *c.APIRPM != -1 {
+		t.Errorf("BRIDGE_API_RPM=auto: %v %+v", err, c.APIRPM)
+	}
 	c, err := resolveOpsConn(map[string]string{"XDG_CONFIG_HOME": xdg}, natsFlags{})
 	if err != nil || c.NATSTLSCert != "/c.pem" || c.NATSTLSKey != "/k.pem" || c.NATSTLSCA != "/ca.pem" || c.contextName != "prod" {
 		t.Errorf("context TLS: %v %+v", err, c)

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/internal/text"
 	"github.com/evershield/bridge/ops"
 )
@@ -52,9 +53,9 @@ func runStatus(ctx context.Context, c *cli, args []string) error {
 	if len(urls) == 0 {
 		urls = listFlag{"http://" + loopback(first(cfg.AdminAddr, cfg.HTTPAddr)) + "/metrics"}
 	}
-	rpm := 0 // the limit in the shared budget bucket
-	if cfg.APIRPM != nil {
-		rpm = *cfg.APIRPM
+	rpm := 0 // the limit in the shared budget bucket: the configured one, or under auto the learned one
+	if cfg.APIRPM != nil && *cfg.APIRPM != bridge.RPMAuto {
+		rpm = int(*cfg.APIRPM)
 	}
 	if len(urls) == 1 && urls[0] == "none" {
 		urls = nil

@@ -36,7 +36,7 @@ type opsEnv struct {
 	// APIRPM, when set to a number, overrides the limit bridge status reads from the shared budget
 	// bucket; auto (or unset) takes the one the processes run with, learned from the upstream.
 	APIRPM    *bridge.RPM `env:"API_RPM"`
-	LogFormat string `env:"LOG_FORMAT" envDefault:"json"`
+	LogFormat string      `env:"LOG_FORMAT" envDefault:"json"`
 }
 
 // natsFlags are the connection flags every operator command takes, named as the nats CLI names them.

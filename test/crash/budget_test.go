@@ -23,10 +23,10 @@ const (
 	budgetBurst = budgetRPM / 12 // the default, five seconds' worth
 )
 
-func budgetRig(t *testing.T) *rig {
+func budgetRig(t *testing.T, contract string) *rig {
 	sim := simulator.Config{Seed: 11, RPM: budgetRPM, Burst: budgetBurst, QueueDelay: 20 * time.Millisecond,
 		ProcessDelay: 300 * time.Millisecond, Log: zerolog.Nop()}
-	return newRig(t, rigConfig{sim: &sim, env: map[string]string{
+	return newRig(t, rigConfig{contract: contract, sim: &sim, env: map[string]string{
 		"BRIDGE_API_RPM": fmt.Sprint(budgetRPM), "BRIDGE_TIMEOUT_PROMPT": "6s",
 		"BRIDGE_POLL_INTERVAL": "500ms", "BRIDGE_WEBHOOK_GRACE": "200ms",
 		// 600/min leaves 60/min for unknown jobs: the default backlog of 10,000 needs more than 1h.
@@ -127,34 +127,36 @@ func rateLimited(calls []simulator.Call) int {
 // Every request is answered within 2 s (accepted or BUSY), at least 20 are accepted, every accepted job
 // ends with exactly one verified result (none a timeout), and the upstream answers at most three 429s.
 func TestOverloadAnswersFastAndFinishesWhatItAccepts(t *testing.T) {
-	r := budgetRig(t)
-	r.startBridge()
-	start := time.Now()
-	s := r.offer(120, 50*time.Millisecond)
-	t.Logf("120 requests: %d accepted, %d BUSY, %d no reply, %d other (%s); slowest answer %v",
-		s.accepted, s.busy, s.noReply, s.other, s.otherErr, s.slowest)
-	if s.noReply > 0 || s.other > 0 {
-		t.Errorf("%d requests got no reply within 5s and %d another answer (%s); want accepted or BUSY", s.noReply, s.other, s.otherErr)
-	}
-	if s.slowest > 2*time.Second {
-		t.Errorf("slowest answer %v; every request must be answered within 2s", s.slowest)
-	}
-	if s.accepted < 20 {
-		t.Errorf("%d accepted; want at least 20", s.accepted)
-	}
-	r.waitSettled(60 * time.Second)
-	v := r.checkExactlyOnce()
-	if n := v.bySource[bjs.SourceTimeout]; n > 0 {
-		t.Errorf("%d accepted jobs ended as timeouts; the budget must carry every accepted job's verification", n)
-	}
-	calls := upstreamCalls(r.sim)
-	if n := rateLimited(calls); n > 3 {
-		t.Errorf("%d upstream 429s; want at most 3 with the bridge the account's only caller", n)
-	}
-	elapsed := time.Since(start)
-	t.Logf("figures: %d upstream calls for %d results (%.2f per result); goodput %.0f results/min against an ideal of %d; %d 429s; in %v",
-		len(calls), v.results, float64(len(calls))/float64(max(1, v.results)),
-		float64(v.results)/elapsed.Minutes(), budgetRPM/2, rateLimited(calls), elapsed.Round(time.Millisecond))
+	eachContract(t, false, func(t *testing.T, contract string) {
+		r := budgetRig(t, contract)
+		r.startBridge()
+		start := time.Now()
+		s := r.offer(120, 50*time.Millisecond)
+		t.Logf("120 requests: %d accepted, %d BUSY, %d no reply, %d other (%s); slowest answer %v",
+			s.accepted, s.busy, s.noReply, s.other, s.otherErr, s.slowest)
+		if s.noReply > 0 || s.other > 0 {
+			t.Errorf("%d requests got no reply within 5s and %d another answer (%s); want accepted or BUSY", s.noReply, s.other, s.otherErr)
+		}
+		if s.slowest > 2*time.Second {
+			t.Errorf("slowest answer %v; every request must be answered within 2s", s.slowest)
+		}
+		if s.accepted < 20 {
+			t.Errorf("%d accepted; want at least 20", s.accepted)
+		}
+		r.waitSettled(60 * time.Second)
+		v := r.checkExactlyOnce()
+		if n := v.bySource[bjs.SourceTimeout]; n > 0 {
+			t.Errorf("%d accepted jobs ended as timeouts; the budget must carry every accepted job's verification", n)
+		}
+		calls := upstreamCalls(r.sim)
+		if n := rateLimited(calls); n > 3 {
+			t.Errorf("%d upstream 429s; want at most 3 with the bridge the account's only caller", n)
+		}
+		elapsed := time.Since(start)
+		t.Logf("figures: %d upstream calls for %d results (%.2f per result); goodput %.0f results/min against an ideal of %d; %d 429s; in %v",
+			len(calls), v.results, float64(len(calls))/float64(max(1, v.results)),
+			float64(v.results)/elapsed.Minutes(), budgetRPM/2, rateLimited(calls), elapsed.Round(time.Millisecond))
+	})
 }
 
 // TestAccountBudgetSharedByProcesses is the several processes on one NATS, ten times faster:
@@ -163,20 +165,22 @@ func TestOverloadAnswersFastAndFinishesWhatItAccepts(t *testing.T) {
 // ten, a minute); every accepted job ends with exactly one verified result, none a timeout; and after a
 // kill the survivors take over the dead process's share.
 func TestAccountBudgetSharedByProcesses(t *testing.T) {
-	for _, tc := range []struct {
-		name      string
-		processes int
-		kill      bool
-	}{
-		{name: "two", processes: 2},
-		{name: "three, one killed", processes: 3, kill: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) { sharedBudgetScenario(t, tc.processes, tc.kill) })
-	}
+	eachContract(t, false, func(t *testing.T, contract string) {
+		for _, tc := range []struct {
+			name      string
+			processes int
+			kill      bool
+		}{
+			{name: "two", processes: 2},
+			{name: "three, one killed", processes: 3, kill: true},
+		} {
+			t.Run(tc.name, func(t *testing.T) { sharedBudgetScenario(t, contract, tc.processes, tc.kill) })
+		}
+	})
 }
 
-func sharedBudgetScenario(t *testing.T, processes int, kill bool) {
-	r := budgetRig(t)
+func sharedBudgetScenario(t *testing.T, contract string, processes int, kill bool) {
+	r := budgetRig(t, contract)
 	r.startBridge()
 	var others []*child
 	for range processes - 1 {

@@ -4,6 +4,11 @@
 // every job whose webhook was answered 2xx, and every job the bridge accepted over moderate.*, has
 // exactly one result on results.<type>; no job has two; no forged webhook becomes a result.
 //
+// Every scenario runs against a simulator of each upstream contract (subtests v1 and v2, see
+// eachContract): under v2 the simulator signs its webhooks and retries them on failure, submissions over
+// moderate.prompt go to /moderate/text, and the bridge finds the contract itself (BRIDGE_API_CONTRACT
+// auto). The bridge-kill scenario runs v2 on a single node only.
+//
 // Each scenario states its bound in its doc comment; the bound is the deadline of the wait on the
 // condition, never a sleep. The default run fits the CI budget; `go test ./test/crash -soak` runs the
 // longer variants (more crashes, longer outages, more load).

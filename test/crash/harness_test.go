@@ -245,6 +245,20 @@ type rig struct {
 	env map[string]string
 }
 
+// eachContract runs scenario once against a simulator of each upstream contract: v1, and v2 (signed
+// webhooks retried on failure, the bridge on BRIDGE_API_CONTRACT=auto). Parallel subtests unless the
+// scenario measures rates and needs the machine to itself.
+func eachContract(t *testing.T, parallel bool, scenario func(t *testing.T, contract string)) {
+	for _, c := range []string{simulator.ContractV1, simulator.ContractV2} {
+		t.Run(c, func(t *testing.T) {
+			if parallel {
+				t.Parallel()
+			}
+			scenario(t, c)
+		})
+	}
+}
+
 func newRig(t *testing.T, rc rigConfig) *rig {
 	t.Helper()
 	r := &rig{t: t, led: newLedger(), tally: newTally()}
@@ -502,15 +516,7 @@ func (r *rig) postWebhook(id, modality string, forged bool) int {
 		r.led.mu.Unlock()
 	}
 	body := fmt.Sprintf(`{"job_id":%q,"type":%q,"status":"completed","is_prohibited":false,"categories":{"custom":{}}}`, id, modality)
-	req, _ := http.NewRequest(http.MethodPost, r.child.URL()+"/webhook/"+modality, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if r.secret != nil { // a forgery with the right secret: verification still finds it out
-		msgID, ts := "msg_"+id, fmt.Sprint(time.Now().Unix())
-		req.Header.Set(ingest.HeaderWebhookID, msgID)
-		req.Header.Set(ingest.HeaderWebhookTimestamp, ts)
-		req.Header.Set(ingest.HeaderWebhookSignature, ingest.Sign(r.secret, msgID, ts, []byte(body)))
-	}
-	resp, err := r.hc.Do(req)
+	resp, err := r.hc.Do(r.webhookRequest(id, modality, body))
 	if err != nil {
 		r.led.post("transport")
 		return 0
@@ -522,6 +528,20 @@ func (r *rig) postWebhook(id, modality string, forged bool) int {
 		r.led.mustHave(id, "test webhook answered 2xx")
 	}
 	return resp.StatusCode
+}
+
+// webhookRequest is a webhook for id with body as the upstream sends it: signed under v2 (a forgery
+// with the right secret is still found out by verification).
+func (r *rig) webhookRequest(id, modality, body string) *http.Request {
+	req, _ := http.NewRequest(http.MethodPost, r.child.URL()+"/webhook/"+modality, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if r.secret != nil {
+		msgID, ts := "msg_"+id, fmt.Sprint(time.Now().Unix())
+		req.Header.Set(ingest.HeaderWebhookID, msgID)
+		req.Header.Set(ingest.HeaderWebhookTimestamp, ts)
+		req.Header.Set(ingest.HeaderWebhookSignature, ingest.Sign(r.secret, msgID, ts, []byte(body)))
+	}
+	return req
 }
 
 // waitOps waits until the load has started n more operations than when called.

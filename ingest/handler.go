@@ -195,38 +195,9 @@ const answerMargin = 500 * time.Millisecond
 // ingest runs the webhook rules in order, cheapest first, and publishes. It returns the job_id once known.
 // start is when the handler began, which is when net/http armed the connection's write deadline.
 func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality string, receivedAt, start time.Time) (string, *jetstream.PubAck, error) {
-	if r.URL.Path != PathWebhook && !h.modalities[pathModality] {
-		return "", nil, fmt.Errorf("%w %q: use one of %s", ErrUnknownModality, text.Truncate(pathModality, 64),
-			strings.Join(h.cfg.Modalities, ", "))
-	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		return "", nil, fmt.Errorf("%w: %s (use POST)", ErrMethod, r.Method)
-	}
-	if h.cfg.Token != "" {
-		got := sha256.Sum256([]byte(r.URL.Query().Get("token")))
-		if subtle.ConstantTimeCompare(got[:], h.tokenSum[:]) != 1 {
-			return "", nil, ErrUnauthorized
-		}
-	}
-	var signed signedHeaders
-	if h.secret != nil {
-		var err error
-		if signed, err = checkSignatureHeaders(r.Header, receivedAt, h.cfg.SignatureTolerance); err != nil {
-			return "", nil, err
-		}
-	}
-	if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
+	signed, err := h.admit(w, r, pathModality, receivedAt)
+	if err != nil {
 		return "", nil, err
-	}
-	if r.ContentLength > h.cfg.MaxBody {
-		return "", nil, fmt.Errorf("%w: Content-Length %d is over %d bytes", ErrTooLarge, r.ContentLength, h.cfg.MaxBody)
-	}
-	if !h.cfg.Ready() {
-		return "", nil, fmt.Errorf("%w: NATS not connected", ErrUnavailable)
-	}
-	if h.cfg.Overloaded != nil && h.cfg.Overloaded() {
-		return "", nil, ErrOverloaded
 	}
 	// The slot bounds memory (MaxInFlight bodies) and goroutines waiting for acks. It is taken before the
 	// body is read and never waited for: a full house answers 503 at once.
@@ -243,28 +214,86 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer putBuf(buf)
-	if err := h.readBody(w, r, buf); err != nil {
+	id, err := h.readWebhook(w, r, buf, signed)
+	if err != nil {
 		return "", nil, err
+	}
+	msg := h.message(r, pathModality, id, receivedAt)
+	msg.Data = buf.Bytes()
+	ack, err := h.store(r, msg, start)
+	if err != nil {
+		return id, nil, fmt.Errorf("%w: store webhook %s: %w", ErrUnavailable, id, err)
+	}
+	return id, ack, nil
+}
+
+// admit makes the checks that need no body: route, method, token, signature headers, media type,
+// declared size, NATS and the stream's room. It returns the signature headers to verify the body with.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, pathModality string, receivedAt time.Time) (signedHeaders, error) {
+	var signed signedHeaders
+	if r.URL.Path != PathWebhook && !h.modalities[pathModality] {
+		return signed, fmt.Errorf("%w %q: use one of %s", ErrUnknownModality, text.Truncate(pathModality, 64),
+			strings.Join(h.cfg.Modalities, ", "))
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return signed, fmt.Errorf("%w: %s (use POST)", ErrMethod, r.Method)
+	}
+	if h.cfg.Token != "" {
+		got := sha256.Sum256([]byte(r.URL.Query().Get("token")))
+		if subtle.ConstantTimeCompare(got[:], h.tokenSum[:]) != 1 {
+			return signed, ErrUnauthorized
+		}
+	}
+	if h.secret != nil {
+		var err error
+		if signed, err = checkSignatureHeaders(r.Header, receivedAt, h.cfg.SignatureTolerance); err != nil {
+			return signed, err
+		}
+	}
+	if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
+		return signed, err
+	}
+	if r.ContentLength > h.cfg.MaxBody {
+		return signed, fmt.Errorf("%w: Content-Length %d is over %d bytes", ErrTooLarge, r.ContentLength, h.cfg.MaxBody)
+	}
+	if !h.cfg.Ready() {
+		return signed, fmt.Errorf("%w: NATS not connected", ErrUnavailable)
+	}
+	if h.cfg.Overloaded != nil && h.cfg.Overloaded() {
+		return signed, ErrOverloaded
+	}
+	return signed, nil
+}
+
+// readWebhook reads the body into buf and checks it: the signature, the job id, and, for a webhook
+// nothing vouches for, room in the slow lane. It returns the job id.
+func (h *Handler) readWebhook(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer, signed signedHeaders) (string, error) {
+	if err := h.readBody(w, r, buf); err != nil {
+		return "", err
 	}
 	body := buf.Bytes()
 	if h.secret != nil {
 		if err := signed.verify(h.secret, body); err != nil {
-			return "", nil, err
+			return "", err
 		}
 	}
 	id, err := jobID(body)
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
 	// Without a token or secret nothing proves where a webhook came from: one of a job the bridge does
 	// not track waits in the slow lane, whose backlog is bounded (an in-memory look-up, no round trip).
 	if h.secret == nil && h.cfg.Token == "" && h.cfg.UnprovenFull != nil && h.cfg.UnprovenFull() &&
 		(h.cfg.Known == nil || !h.cfg.Known(id)) {
-		return "", nil, ErrUnprovenFull
+		return "", ErrUnprovenFull
 	}
+	return id, nil
+}
 
-	msg := h.message(r, pathModality, id, receivedAt)
-	msg.Data = body
+// store publishes msg to WEBHOOKS and waits for the acknowledgement, within what is left of the
+// answer's deadline.
+func (h *Handler) store(r *http.Request, msg *nats.Msg, start time.Time) (*jetstream.PubAck, error) {
 	// The answer must be written before the server's WriteTimeout, which runs from the handler's start:
 	// a slow body (up to ReadTimeout) plus a full PublishTimeout could outlast it, and the upstream would
 	// see a broken connection instead of an answer. So the wait is cut to what is left; with nothing
@@ -274,7 +303,7 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 		timeout = min(timeout, time.Until(start.Add(srv.WriteTimeout-answerMargin)))
 	}
 	if timeout <= 0 {
-		return id, nil, fmt.Errorf("%w: no time left to store webhook %s before the answer deadline", ErrUnavailable, id)
+		return nil, errors.New("no time left before the answer deadline")
 	}
 	// The sender hanging up must not cancel the publish: it completes or times out on its own, so the
 	// outcome counted and logged is the real one. The publish needs none of the request's values.
@@ -284,9 +313,9 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 	ack, err := bjs.PublishMsg(ctx, h.cfg.Publisher, msg)
 	h.metrics.publish.Observe(time.Since(pubStart).Seconds())
 	if err != nil {
-		return id, nil, fmt.Errorf("%w: publish webhook %s to %s: %w", ErrUnavailable, id, msg.Subject, err)
+		return nil, fmt.Errorf("publish to %s: %w", msg.Subject, err)
 	}
-	return id, ack, nil
+	return ack, nil
 }
 
 // maxHeaders is the most headers [Handler.message] sets.

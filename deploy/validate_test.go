@@ -1,0 +1,77 @@
+package deploy_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+// TestAlertRulesParse loads the alert rules with Prometheus's own rule parser, which also parses every
+// expression as PromQL and checks the templates: what `promtool check rules` checks.
+func TestAlertRulesParse(t *testing.T) {
+	groups, errs := rulefmt.ParseFile("prometheus/alerts.yml", false, model.UTF8Validation,
+		parser.NewParser(parser.Options{}), slog.New(slog.DiscardHandler))
+	for _, err := range errs {
+		t.Errorf("prometheus/alerts.yml: %v", err)
+	}
+	if groups == nil || len(groups.Groups) == 0 || len(groups.Groups[0].Rules) == 0 {
+		t.Fatal("prometheus/alerts.yml: no rules")
+	}
+}
+
+// TestDashboardQueriesParse parses every query of the Grafana dashboard as PromQL.
+func TestDashboardQueriesParse(t *testing.T) {
+	b, err := os.ReadFile("grafana/bridge.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	p := parser.NewParser(parser.Options{})
+	n := 0
+	for _, panel := range dash.Panels {
+		for _, tg := range panel.Targets {
+			n++
+			if _, err := p.ParseExpr(tg.Expr); err != nil {
+				t.Errorf("panel %q: %q: %v", panel.Title, tg.Expr, err)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("grafana/bridge.json: no queries")
+	}
+}
+
+// TestComposeFileLoads loads docker-compose.yml with compose-go, the Compose specification's reference
+// loader (what `docker compose config` runs): schema, interpolation, anchors and merges.
+func TestComposeFileLoads(t *testing.T) {
+	opts, err := cli.NewProjectOptions([]string{"../docker-compose.yml"}, cli.WithName("bridge"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	for _, name := range []string{"nats-1", "nats-2", "nats-3", "simulator", "bridge-1", "bridge-2", "prometheus", "grafana"} {
+		if _, err := p.GetService(name); err != nil {
+			t.Errorf("docker-compose.yml: %v", err)
+		}
+	}
+}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
@@ -181,7 +183,11 @@ func (a *App) listenAdmin() error {
 		return nil
 	}
 	var err error
-	a.admin, err = ingest.Listen(ingest.ServerConfig{Addr: a.cfg.AdminAddr, Handler: adminOnly(a.handler), Log: a.log})
+	sc := ingest.ServerConfig{Addr: a.cfg.AdminAddr, Handler: adminOnly(a.handler, a.cfg.Pprof), Log: a.log}
+	if a.cfg.Pprof {
+		sc.WriteTimeout = pprofWriteTimeout // a CPU or trace profile is written at its end
+	}
+	a.admin, err = ingest.Listen(sc)
 	if err != nil {
 		return fmt.Errorf("%sADMIN_ADDR: %w", EnvPrefix, err)
 	}
@@ -483,13 +489,28 @@ func webhooksOnly(h http.Handler) http.Handler {
 }
 
 // adminOnly serves health and metrics only, for the BRIDGE_ADMIN_ADDR listener.
-func adminOnly(h http.Handler) http.Handler {
+func adminOnly(h http.Handler, withPprof bool) http.Handler {
+	var profiles *http.ServeMux
+	if withPprof {
+		profiles = http.NewServeMux()
+		profiles.HandleFunc("/debug/pprof/", pprof.Index)
+		profiles.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		profiles.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		profiles.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		profiles.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case ingest.PathHealthz, ingest.PathReadyz, ingest.PathMetrics:
+		switch p := r.URL.Path; {
+		case p == ingest.PathHealthz, p == ingest.PathReadyz, p == ingest.PathMetrics:
 			h.ServeHTTP(w, r)
+		case profiles != nil && strings.HasPrefix(p, "/debug/pprof/"):
+			profiles.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
 	})
 }
+
+// pprofWriteTimeout is the admin listener's WriteTimeout with BRIDGE_PPROF: a CPU profile or trace
+// (?seconds=N) must end inside it, so it bounds N too.
+const pprofWriteTimeout = 5*time.Minute + 10*time.Second

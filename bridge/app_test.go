@@ -151,6 +151,9 @@ func TestAdminAddrSeparatesHealthAndMetrics(t *testing.T) {
 	if code, _ := get(admin + "/webhook/prompt"); code != http.StatusNotFound {
 		t.Errorf("admin listener /webhook/prompt: %d, want 404", code)
 	}
+	if code, _ := get(admin + "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("admin listener /debug/pprof/ without BRIDGE_PPROF: %d, want 404", code)
+	}
 	resp, err := http.Post(web+"/webhook/prompt", "application/json",
 		strings.NewReader(`{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f","status":"completed"}`))
 	if err != nil {
@@ -176,6 +179,37 @@ func TestAdminAddrSeparatesHealthAndMetrics(t *testing.T) {
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestPprofOnAdminOnly: BRIDGE_PPROF serves the runtime profiles on the admin listener, never on the
+// webhook port, and is refused without an admin listener.
+func TestPprofOnAdminOnly(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Pprof = true
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "BRIDGE_PPROF") {
+		t.Fatalf("BRIDGE_PPROF without BRIDGE_ADMIN_ADDR: %v, want an error naming BRIDGE_PPROF", err)
+	}
+	cfg.AdminAddr = "127.0.0.1:0"
+	a := startApp(t, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	for _, tc := range []struct {
+		url  string
+		want int
+	}{
+		{"http://" + a.AdminAddr().String() + "/debug/pprof/", http.StatusOK},
+		{"http://" + a.AdminAddr().String() + "/debug/pprof/heap?debug=1", http.StatusOK},
+		{"http://" + a.AdminAddr().String() + "/debug/pprof/profile?seconds=1", http.StatusOK},
+		{"http://" + a.Addr().String() + "/debug/pprof/", http.StatusNotFound},
+	} {
+		resp, err := http.Get(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET %s: %d, want %d", tc.url, resp.StatusCode, tc.want)
 		}
 	}
 }

@@ -43,6 +43,7 @@ type Config struct {
 
 	HTTPAddr    string `env:"HTTP_ADDR" envDefault:":8080" help:"webhook listener; also health and metrics unless BRIDGE_ADMIN_ADDR is set"`
 	AdminAddr   string `env:"ADMIN_ADDR" help:"when set, a second listener (plain HTTP) for /metrics, /healthz and /readyz, which BRIDGE_HTTP_ADDR then no longer serves: it serves webhooks only"`
+	Pprof       bool   `env:"PPROF" help:"serve Go's runtime profiles (net/http/pprof) under /debug/pprof/ on BRIDGE_ADMIN_ADDR, which it requires so that they stay off the webhook port; a CPU profile may last up to 5 minutes"`
 	TLSCertFile string `env:"TLS_CERT_FILE" help:"certificate for HTTPS on the webhook listener"`
 	TLSKeyFile  string `env:"TLS_KEY_FILE" help:"key for HTTPS on the webhook listener"`
 
@@ -230,6 +231,9 @@ func (c *Config) validateUpstream(bad func(name, format string, a ...any)) {
 		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("PUBLIC_URL", "want an http or https base URL; got %q", c.PublicURL)
 		}
+	}
+	if c.Pprof && c.AdminAddr == "" {
+		bad("PPROF", "needs BRIDGE_ADMIN_ADDR: profiles are served on the admin listener only, never on the webhook port")
 	}
 	if c.APIRPM < 1 && c.APIRPM != RPMAuto {
 		bad("API_RPM", "must be at least 1, or auto; got %d", c.APIRPM)

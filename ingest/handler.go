@@ -430,11 +430,10 @@ func writeJSON(w http.ResponseWriter, status int, body []byte) {
 // the handler's header when the status is written and never appends in place (len equals cap).
 var contentTypeJSON = []string{"application/json"}
 
-// writeJSONLine answers status with line, a JSON body that ends in a newline, with its Content-Length.
+// writeJSONLine answers status with line, a JSON body that ends in a newline. net/http adds the
+// Content-Length itself, since the whole answer fits in its buffer (2 KiB) before anything is flushed.
 func writeJSONLine(w http.ResponseWriter, status int, line []byte) {
-	hdr := w.Header()
-	hdr["Content-Type"] = contentTypeJSON
-	hdr["Content-Length"] = []string{strconv.Itoa(len(line))}
+	w.Header()["Content-Type"] = contentTypeJSON
 	w.WriteHeader(status)
 	_, _ = w.Write(line)
 }

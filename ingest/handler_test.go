@@ -76,6 +76,10 @@ func TestValidWebhookStoredUnchanged(t *testing.T) {
 			if err := json.Unmarshal(resp.Body, &got); err != nil || got.JobID != id || got.Duplicate {
 				t.Fatalf("answer %s (%v), want job_id %s, duplicate false", resp.Body, err, id)
 			}
+			// A plain answer a sender can frame: JSON, with its length (no chunking).
+			if ct, cl := resp.Header.Get("Content-Type"), resp.Header.Get("Content-Length"); ct != "application/json" || cl != fmt.Sprint(len(resp.Body)) {
+				t.Errorf("answer Content-Type %q Content-Length %q, want application/json and %d", ct, cl, len(resp.Body))
+			}
 			msgs := stored(t, hs.js)
 			if len(msgs) != before+1 {
 				t.Fatalf("stream has %d messages, want %d", len(msgs), before+1)

@@ -7,7 +7,6 @@
 package loadgen
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/internal/promutil"
 	bjs "github.com/evershield/bridge/jetstream"
 )
 
@@ -563,54 +563,16 @@ func (r *run) observe(ctx context.Context) (func(), error) {
 	return cc.Stop, nil
 }
 
-// upstreamCalls reads the sum of bridge_upstream_calls_total from the target's /metrics.
+// upstreamCalls reads the sum of bridge_upstream_calls_total from the target's /metrics; a counter vector
+// with no series yet is absent from it, which is zero.
 func upstreamCalls(ctx context.Context, hc *http.Client, target string) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target+"/metrics", nil)
+	fams, err := promutil.Scrape(ctx, hc, target+"/metrics")
 	if err != nil {
 		return 0, err
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("metrics: status %d", resp.StatusCode)
-	}
-	return sumMetric(resp.Body, "bridge_upstream_calls_total")
-}
-
-// sumMetric adds up every sample of a counter in the Prometheus text format; a counter vector with no
-// series yet is absent from the text, which is zero.
-func sumMetric(r io.Reader, name string) (float64, error) {
-	sum := 0.0
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != '{' && rest[0] != ' ') {
-			continue // another metric sharing the prefix
-		}
-		fields := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return 0, fmt.Errorf("metrics: %s: %w", line, err)
-		}
-		sum += v
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return sum, nil
+	return promutil.Sum(fams, "bridge_upstream_calls_total"), nil
 }
 
 // Print writes the report as a short table.

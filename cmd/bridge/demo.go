@@ -16,6 +16,7 @@ import (
 
 	crand "crypto/rand"
 	"encoding/base64"
+	"github.com/evershield/bridge/internal/promutil"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -131,8 +132,8 @@ wait:
 	for _, mf := range mfs {
 		fams[mf.GetName()] = mf
 	}
-	webhooks := ops.ByLabel(fams, "bridge_ingest_webhooks_total", "outcome")
-	deadLetters := ops.ByLabel(fams, "bridge_deadletter_total", "reason")
+	webhooks := promutil.ByLabel(fams, "bridge_ingest_webhooks_total", "outcome")
+	deadLetters := promutil.ByLabel(fams, "bridge_deadletter_total", "reason")
 	lost, doubled, mismatched := tally.check(submitted, sim)
 	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(stdout, "\nafter %.1fs:\n", elapsed.Seconds())

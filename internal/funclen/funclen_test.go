@@ -18,9 +18,7 @@ var enforced = []string{"cmd/bridge", "ops", "bridge", "ingest", "submit", "veri
 	"upstream", "upstream/simulator", "internal/natstest", "internal/roletest"}
 
 // exempt are long functions of enforced packages that are left for now, and why.
-var exempt = map[string]string{
-	"cmd/bridge/demo.go runDemo": "its workload is being rewritten with the demo; split it then",
-}
+var exempt = map[string]string{}
 
 func TestNoLongFunctions(t *testing.T) {
 	long, err := Long(filepath.Join("..", ".."), Limit)

@@ -7,7 +7,6 @@
 package loadgen
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/internal/promutil"
 	bjs "github.com/evershield/bridge/jetstream"
 )
 
@@ -196,20 +196,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	r := &run{cfg: cfg, sent: map[string]time.Time{}, accepted: map[string]bool{}, arrived: map[string]time.Time{},
-		errs: map[string]int{}, rng: rand.New(rand.NewPCG(cfg.Seed, 1))}
-	rep := &Report{Mode: "webhooks", Target: cfg.Target, Rate: cfg.Rate, Concurrency: cfg.Concurrency, UpstreamCalls: -1,
-		FromSchedule: cfg.Rate > 0}
-	if cfg.Submit {
-		rep.Mode = "submissions"
-	}
-	observe := cfg.NC != nil && (cfg.Submit || len(cfg.Jobs) > 0)
-	switch {
-	case cfg.NC == nil:
-		rep.Note = "no NATS connection: end-to-end latency not measured"
-	case !observe:
-		rep.Note = "webhooks carry made-up job ids (no upstream jobs given): end-to-end latency not measured; the bridge dead-letters them"
-	}
+	r, rep := newRun(cfg), newReport(cfg)
+	observe := cfg.observes()
 	if observe {
 		stop, err := r.observe(ctx)
 		if err != nil {
@@ -218,48 +206,106 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer stop()
 	}
 	calls0, callsErr := upstreamCalls(ctx, cfg.HTTP, cfg.Target)
+	rep.Elapsed, rep.Behind = r.load(ctx)
+	if observe {
+		rep.Settled = r.settle(ctx)
+	}
+	if calls1, err := upstreamCalls(ctx, cfg.HTTP, cfg.Target); err == nil && callsErr == nil {
+		rep.UpstreamCalls = calls1 - calls0
+	}
+	r.tally(rep, observe)
+	return rep, nil
+}
 
-	lctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+// observes says whether a run follows RESULTS for end-to-end latency: it needs a NATS connection, and
+// jobs that end in a result (submissions, or webhooks that carry the upstream's own jobs).
+func (c *Config) observes() bool {
+	return c.NC != nil && (c.Submit || len(c.Jobs) > 0)
+}
+
+// newReport is the report of a run of cfg before it starts: its settings, and why a figure will be
+// missing.
+func newReport(cfg Config) *Report {
+	rep := &Report{Mode: "webhooks", Target: cfg.Target, Rate: cfg.Rate, Concurrency: cfg.Concurrency, UpstreamCalls: -1,
+		FromSchedule: cfg.Rate > 0}
+	if cfg.Submit {
+		rep.Mode = "submissions"
+	}
+	switch {
+	case cfg.NC == nil:
+		rep.Note = "no NATS connection: end-to-end latency not measured"
+	case !cfg.observes():
+		rep.Note = "webhooks carry made-up job ids (no upstream jobs given): end-to-end latency not measured; the bridge dead-letters them"
+	}
+	return rep
+}
+
+// load is the load phase: operations are handed out at their slots (or flat out) until Count or Duration
+// is reached, and run by Concurrency workers. It returns how long the phase took and how many operations
+// started behind their slot.
+func (r *run) load(ctx context.Context) (elapsed time.Duration, behind int) {
+	lctx, cancel := context.WithTimeout(ctx, r.cfg.Duration)
 	defer cancel()
-	start := time.Now()
-	r.start = start
-	if cfg.Rate > 0 {
-		r.period = time.Duration(float64(time.Second) / cfg.Rate)
+	r.start = time.Now()
+	if r.cfg.Rate > 0 {
+		r.period = time.Duration(float64(time.Second) / r.cfg.Rate)
 	}
 	next := make(chan int)
-	var behind atomic.Int64
-	go func() {
-		defer close(next)
-		period := r.period
-		for i := range cfg.Count {
-			if period > 0 {
-				due := r.due(i)
-				if d := time.Until(due); d > 0 {
-					t := time.NewTimer(d)
-					select {
-					case <-t.C:
-					case <-lctx.Done():
-						t.Stop()
-						return
-					}
-				} else if -d > max(period, lateSlack) {
-					behind.Add(1)
-				}
-			}
-			select {
-			case next <- i:
-			case <-lctx.Done():
+	var late atomic.Int64
+	go r.schedule(lctx, next, &late)
+	r.work(ctx, next)
+	return time.Since(r.start), int(late.Load())
+}
+
+// schedule hands out the numbers of the operations to start, each at its slot at a fixed rate, until
+// Count is reached or lctx ends; it counts in behind the operations that started late, and closes next.
+func (r *run) schedule(lctx context.Context, next chan<- int, behind *atomic.Int64) {
+	defer close(next)
+	for i := range r.cfg.Count {
+		if r.period > 0 {
+			late, ok := r.waitForSlot(lctx, i)
+			if !ok {
 				return
 			}
+			if late {
+				behind.Add(1)
+			}
 		}
-	}()
+		select {
+		case next <- i:
+		case <-lctx.Done():
+			return
+		}
+	}
+}
+
+// waitForSlot waits until operation i is due. It reports whether i is behind (due more than one period,
+// at least lateSlack, ago), and ok false when lctx ends first.
+func (r *run) waitForSlot(lctx context.Context, i int) (behind, ok bool) {
+	d := time.Until(r.due(i))
+	if d <= 0 {
+		return -d > max(r.period, lateSlack), true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return false, true
+	case <-lctx.Done():
+		return false, false
+	}
+}
+
+// work runs the operations next hands out on Concurrency workers, and returns when next is closed and
+// every operation started has been answered.
+func (r *run) work(ctx context.Context, next <-chan int) {
 	var wg sync.WaitGroup
-	for range cfg.Concurrency {
+	for range r.cfg.Concurrency {
 		wg.Go(func() {
 			for i := range next {
 				// An operation started runs to its answer: the time bound stops new ones, it does not
 				// cancel those in flight (they are bounded by the client's own timeout).
-				if cfg.Submit {
+				if r.cfg.Submit {
 					r.submit(ctx, i)
 				} else {
 					r.webhook(ctx, i)
@@ -268,38 +314,45 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		})
 	}
 	wg.Wait()
-	rep.Elapsed = time.Since(start)
-	rep.Behind = int(behind.Load())
+}
 
-	if observe {
-		settleStart := time.Now()
-		deadline := settleStart.Add(cfg.Settle)
-		for r.outstanding() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
-			time.Sleep(10 * time.Millisecond) // a measuring tool polls its own counters; bounded by Settle
-		}
-		rep.Settled = time.Since(settleStart)
+// settle waits, at most Settle, for the owed results that have not arrived yet, and returns how long it
+// waited.
+func (r *run) settle(ctx context.Context) time.Duration {
+	start := time.Now()
+	deadline := start.Add(r.cfg.Settle)
+	for r.outstanding() > 0 && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond) // a measuring tool polls its own counters; bounded by Settle
 	}
-	if calls1, err := upstreamCalls(ctx, cfg.HTTP, cfg.Target); err == nil && callsErr == nil {
-		rep.UpstreamCalls = calls1 - calls0
-	}
+	return time.Since(start)
+}
 
+// tally puts into rep what the operations recorded and, when observe, which owed results arrived and
+// how long after their first send.
+func (r *run) tally(rep *Report, observe bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rep.Sent, rep.Accepted = r.ops, r.ok
 	rep.Latency = r.latency
 	slices.Sort(rep.Latency)
 	rep.Errors = r.errs
-	if observe {
-		for id := range r.accepted {
-			rep.Expected++
-			if at, ok := r.arrived[id]; ok {
-				rep.Results++
-				rep.EndToEnd = append(rep.EndToEnd, max(0, at.Sub(r.sent[id])))
-			}
-		}
-		slices.Sort(rep.EndToEnd)
+	if !observe {
+		return
 	}
-	return rep, nil
+	for id := range r.accepted {
+		rep.Expected++
+		if at, ok := r.arrived[id]; ok {
+			rep.Results++
+			rep.EndToEnd = append(rep.EndToEnd, max(0, at.Sub(r.sent[id])))
+		}
+	}
+	slices.Sort(rep.EndToEnd)
+}
+
+// newRun is the empty state of a run of cfg.
+func newRun(cfg Config) *run {
+	return &run{cfg: cfg, sent: map[string]time.Time{}, accepted: map[string]bool{}, arrived: map[string]time.Time{},
+		errs: map[string]int{}, rng: rand.New(rand.NewPCG(cfg.Seed, 1))}
 }
 
 // run is the state of one Run.
@@ -510,54 +563,16 @@ func (r *run) observe(ctx context.Context) (func(), error) {
 	return cc.Stop, nil
 }
 
-// upstreamCalls reads the sum of bridge_upstream_calls_total from the target's /metrics.
+// upstreamCalls reads the sum of bridge_upstream_calls_total from the target's /metrics; a counter vector
+// with no series yet is absent from it, which is zero.
 func upstreamCalls(ctx context.Context, hc *http.Client, target string) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target+"/metrics", nil)
+	fams, err := promutil.Scrape(ctx, hc, target+"/metrics")
 	if err != nil {
 		return 0, err
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("metrics: status %d", resp.StatusCode)
-	}
-	return sumMetric(resp.Body, "bridge_upstream_calls_total")
-}
-
-// sumMetric adds up every sample of a counter in the Prometheus text format; a counter vector with no
-// series yet is absent from the text, which is zero.
-func sumMetric(r io.Reader, name string) (float64, error) {
-	sum := 0.0
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != '{' && rest[0] != ' ') {
-			continue // another metric sharing the prefix
-		}
-		fields := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
-		if len(fields) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(fields[0], 64)
-		if err != nil {
-			return 0, fmt.Errorf("metrics: %s: %w", line, err)
-		}
-		sum += v
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return sum, nil
+	return promutil.Sum(fams, "bridge_upstream_calls_total"), nil
 }
 
 // Print writes the report as a short table.

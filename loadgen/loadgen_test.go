@@ -170,17 +170,6 @@ func TestRunSubmitNeedsNATSAndTargetsLoopbackOnly(t *testing.T) {
 	}
 }
 
-func TestSumMetric(t *testing.T) {
-	text := "# HELP x\nbridge_upstream_calls_total{a=\"b\"} 3\nbridge_upstream_calls_total 2.5\nbridge_upstream_calls_totalx 9\n"
-	got, err := sumMetric(strings.NewReader(text), "bridge_upstream_calls_total")
-	if err != nil || got != 5.5 {
-		t.Fatalf("sum = %v, %v; want 5.5", got, err)
-	}
-	if got, err := sumMetric(strings.NewReader("other 1\n"), "bridge_upstream_calls_total"); err != nil || got != 0 {
-		t.Fatalf("absent counter: %v, %v; want 0 (no series yet)", got, err)
-	}
-}
-
 func TestQuantile(t *testing.T) {
 	d := []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 	for _, tt := range []struct {

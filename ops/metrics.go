@@ -2,8 +2,6 @@ package ops
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -11,8 +9,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"github.com/evershield/bridge/internal/promutil"
 )
 
 // BridgeStatus is what one bridge process's /metrics and /readyz say.
@@ -56,7 +54,7 @@ func scrapeBridges(ctx context.Context, cfg StatusConfig) []BridgeStatus {
 
 func scrapeBridge(ctx context.Context, cfg StatusConfig, u string) BridgeStatus {
 	b := BridgeStatus{URL: u, BudgetRPM: cfg.RPM}
-	first, err := scrape(ctx, cfg.HTTP, u)
+	first, err := promutil.Scrape(ctx, cfg.HTTP, u)
 	if err != nil {
 		b.Error = "metrics unreachable: " + err.Error()
 		return b
@@ -76,15 +74,15 @@ func scrapeBridge(ctx context.Context, cfg StatusConfig, u string) BridgeStatus 
 		return b
 	case <-t.C:
 	}
-	second, err := scrape(ctx, cfg.HTTP, u)
+	second, err := promutil.Scrape(ctx, cfg.HTTP, u)
 	if err != nil {
 		return b
 	}
 	secs := time.Since(t0).Seconds()
 	fill(&b, second)
 	b.SampleSeconds = secs
-	calls := (sum(second, "bridge_upstream_calls_total") - sum(first, "bridge_upstream_calls_total")) / secs * 60
-	limited := sum(second, "bridge_upstream_rate_limited_total") - sum(first, "bridge_upstream_rate_limited_total")
+	calls := (promutil.Sum(second, "bridge_upstream_calls_total") - promutil.Sum(first, "bridge_upstream_calls_total")) / secs * 60
+	limited := promutil.Sum(second, "bridge_upstream_rate_limited_total") - promutil.Sum(first, "bridge_upstream_rate_limited_total")
 	use := calls / float64(cfg.RPM)
 	b.CallsPerMinute, b.RateLimitedRecent, b.BudgetUse = &calls, &limited, &use
 	return b
@@ -100,46 +98,23 @@ func (b *BridgeStatus) setBudgetRPM(rpm int) {
 }
 
 func fill(b *BridgeStatus, fams map[string]*dto.MetricFamily) {
-	b.UpstreamCalls = ByLabel(fams, "bridge_upstream_calls_total", "endpoint")
-	b.RateLimited = sum(fams, "bridge_upstream_rate_limited_total")
-	b.Verify = ByLabel(fams, "bridge_verify_outcomes_total", "outcome")
-	b.DeadLetters = ByLabel(fams, "bridge_deadletter_total", "reason")
-	b.Webhooks = ByLabel(fams, "bridge_ingest_webhooks_total", "outcome")
+	b.UpstreamCalls = promutil.ByLabel(fams, "bridge_upstream_calls_total", "endpoint")
+	b.RateLimited = promutil.Sum(fams, "bridge_upstream_rate_limited_total")
+	b.Verify = promutil.ByLabel(fams, "bridge_verify_outcomes_total", "outcome")
+	b.DeadLetters = promutil.ByLabel(fams, "bridge_deadletter_total", "reason")
+	b.Webhooks = promutil.ByLabel(fams, "bridge_ingest_webhooks_total", "outcome")
 	b.BudgetWait = map[string]float64{}
 	if f := fams["bridge_upstream_budget_wait_seconds"]; f != nil {
 		for _, m := range f.GetMetric() {
 			if h := m.GetHistogram(); h != nil && h.GetSampleCount() > 0 {
-				b.BudgetWait[label(m, "class")] = h.GetSampleSum() / float64(h.GetSampleCount())
+				b.BudgetWait[promutil.Label(m, "class")] = h.GetSampleSum() / float64(h.GetSampleCount())
 			}
 		}
 	}
 	if f := fams["bridge_reconcile_is_leader"]; f != nil {
-		v := sum(fams, "bridge_reconcile_is_leader") > 0
+		v := promutil.Sum(fams, "bridge_reconcile_is_leader") > 0
 		b.ReconcileLeader = &v
 	}
-}
-
-// scrape fetches and parses a Prometheus text exposition.
-func scrape(ctx context.Context, c *http.Client, u string) (map[string]*dto.MetricFamily, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "text/plain;version=0.0.4")
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: HTTP %d", u, resp.StatusCode)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(io.LimitReader(resp.Body, 32<<20))
-	if err != nil {
-		return nil, fmt.Errorf("parse %s: %w", u, err)
-	}
-	return fams, nil
 }
 
 // readyz asks the /readyz beside a /metrics URL.
@@ -159,48 +134,4 @@ func readyz(ctx context.Context, c *http.Client, metricsURL string) (bool, error
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK, nil
-}
-
-// sum adds the values of a counter or gauge family.
-func sum(fams map[string]*dto.MetricFamily, name string) float64 {
-	var s float64
-	if f := fams[name]; f != nil {
-		for _, m := range f.GetMetric() {
-			s += value(m)
-		}
-	}
-	return s
-}
-
-// ByLabel sums a counter or gauge family by one label; fams are metric families by name, from a scrape
-// of /metrics or a registry's Gather.
-func ByLabel(fams map[string]*dto.MetricFamily, name, key string) map[string]float64 {
-	out := map[string]float64{}
-	if f := fams[name]; f != nil {
-		for _, m := range f.GetMetric() {
-			out[label(m, key)] += value(m)
-		}
-	}
-	return out
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.GetCounter() != nil:
-		return m.GetCounter().GetValue()
-	case m.GetGauge() != nil:
-		return m.GetGauge().GetValue()
-	case m.GetUntyped() != nil:
-		return m.GetUntyped().GetValue()
-	}
-	return 0
-}
-
-func label(m *dto.Metric, key string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == key {
-			return l.GetValue()
-		}
-	}
-	return ""
 }

@@ -16,6 +16,7 @@ import (
 
 	crand "crypto/rand"
 	"encoding/base64"
+	"github.com/evershield/bridge/internal/promutil"
 	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -38,6 +39,30 @@ type demoFlags struct {
 // runDemo runs every role in-process against the simulator with faults, submits a workload over
 // moderate.*, and prints what became of it. It fails unless nothing was lost and nothing doubled.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	d, sf, err := parseDemoFlags(args, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	simCfg, env := sf.config(), d.bridgeEnv()
+	if err := demoContract(d.contract, &simCfg, env); err != nil {
+		return usageError{err}
+	}
+	lb, err := startLocal(ctx, "bridge-demo-", "demo", simCfg, env, d.keep)
+	if err != nil {
+		return err
+	}
+	defer lb.close()
+	a, sim := lb.app, lb.sim
+	fmt.Fprintf(stdout, "bridge demo: %d jobs, simulator at %s (drop %.0f%%, duplicate %.0f%%, never finish %.0f%%, 5xx %.0f%%, 429 %.0f%%, seed %d)\n",
+		d.jobs, sim.URL(), sf.drop*100, sf.duplicate*100, sf.neverFinish*100, sf.errorRate*100, sf.rateLimitRate*100, sim.Seed())
+	fmt.Fprintf(stdout, "NATS at %s, webhooks at %s, logs in %s\n\n", a.Server().ClientURL(), a.PublicURL(), lb.logFile.Name())
+	r := &demoRun{d: d, lb: lb, tally: newDemoTally(), stdout: stdout}
+	return r.run(ctx)
+}
+
+// parseDemoFlags parses bridge demo's flags: its own, and the simulator's with the demo's faults as
+// defaults.
+func parseDemoFlags(args []string, stdout, stderr io.Writer) (demoFlags, simFlags, error) {
 	fs := newFlagSet("bridge demo", demoUsage, &cli{stdout: stdout, stderr: stderr})
 	var d demoFlags
 	fs.IntVar(&d.jobs, "jobs", 200, "jobs to submit, spread over prompt, image, video and chat")
@@ -58,33 +83,42 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		grantChat: true,
 	})
 	if err := fs.noArgs(args); err != nil {
-		return err
+		return d, sf, err
 	}
 	if d.jobs < 1 || d.concurrency < 1 || d.forged < 0 || d.forgedVerdicts < 0 || d.apiRPM < 1 {
-		return usageError{fmt.Errorf("bridge demo: -jobs, -concurrency and -api-rpm must be positive, -forged and -forged-verdicts not negative")}
+		return d, sf, usageError{fmt.Errorf("bridge demo: -jobs, -concurrency and -api-rpm must be positive, -forged and -forged-verdicts not negative")}
 	}
+	return d, sf, nil
+}
 
-	simCfg, env := sf.config(), map[string]string{
+// bridgeEnv is the bridge's environment for the demo: a generous budget and short deadlines, so that a
+// run takes seconds.
+func (d demoFlags) bridgeEnv() map[string]string {
+	return map[string]string{
 		"BRIDGE_API_RPM":        fmt.Sprint(d.apiRPM),
 		"BRIDGE_TIMEOUT_PROMPT": d.deadline.String(), "BRIDGE_TIMEOUT_IMAGE": d.deadline.String(),
 		"BRIDGE_TIMEOUT_VIDEO": d.deadline.String(), "BRIDGE_TIMEOUT_CHAT": d.deadline.String(),
 		"BRIDGE_POLL_INTERVAL": d.poll.String(), "BRIDGE_WEBHOOK_GRACE": d.grace.String(), "BRIDGE_RETENTION": "24h",
 	}
-	if err := demoContract(d.contract, &simCfg, env); err != nil {
-		return usageError{err}
-	}
-	lb, err := startLocal(ctx, "bridge-demo-", "demo", simCfg, env, d.keep)
-	if err != nil {
-		return err
-	}
-	defer lb.close()
-	a, sim, logFile := lb.app, lb.sim, lb.logFile
+}
 
-	fmt.Fprintf(stdout, "bridge demo: %d jobs, simulator at %s (drop %.0f%%, duplicate %.0f%%, never finish %.0f%%, 5xx %.0f%%, 429 %.0f%%, seed %d)\n",
-		d.jobs, sim.URL(), sf.drop*100, sf.duplicate*100, sf.neverFinish*100, sf.errorRate*100, sf.rateLimitRate*100, sim.Seed())
-	fmt.Fprintf(stdout, "NATS at %s, webhooks at %s, logs in %s\n\n", a.Server().ClientURL(), a.PublicURL(), logFile.Name())
+// demoRun is one run of bridge demo: its knobs, the bridge it runs, and what became of the workload.
+type demoRun struct {
+	d      demoFlags
+	lb     *localBridge
+	tally  *demoTally
+	stdout io.Writer
 
-	nc, err := nats.Connect(a.Server().ClientURL())
+	// Set by run: the jobs accepted, submissions refused and BUSY refusals retried, forged webhooks that
+	// were not answered 2xx, and the time from the first submission to the end of the wait for results.
+	submitted                           []string
+	submitErrs, busyRefusals, forgeErrs int
+	elapsed                             time.Duration
+}
+
+// run submits and forges the workload, waits for its results and reports what became of it.
+func (r *demoRun) run(ctx context.Context) error {
+	nc, err := nats.Connect(r.lb.app.Server().ClientURL())
 	if err != nil {
 		return err
 	}
@@ -92,75 +126,86 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := waitForService(ctx, nc, 10*time.Second); err != nil {
 		return err
 	}
-	js, _ := jetstream.New(nc)
-	tally := newDemoTally()
-	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bjs.SubjectResults + ">"}})
+	stop, err := r.tally.follow(ctx, nc)
 	if err != nil {
 		return err
 	}
-	cc, err := cons.Consume(tally.add)
-	if err != nil {
-		return err
-	}
-	defer cc.Stop()
+	defer stop()
 
 	start := time.Now()
-	submitted, submitErrs, busyRefusals := demoSubmit(ctx, nc, d, tally)
-	forgeErrs := demoForge(ctx, a.PublicURL(), d, tally)
+	r.submitted, r.submitErrs, r.busyRefusals = demoSubmit(ctx, nc, r.d, r.tally)
+	r.forgeErrs = demoForge(ctx, r.lb.app.PublicURL(), r.d, r.tally)
+	r.wait(ctx, start)
+	r.elapsed = time.Since(start)
+	lost, doubled, mismatched := r.summary()
+	return r.verdict(lost, doubled, mismatched)
+}
 
+// wait prints the results so far every second until every submitted job has one, max-wait has passed
+// since the workload was sent, or ctx ends.
+func (r *demoRun) wait(ctx context.Context, start time.Time) {
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
-	limit := time.After(d.maxWait)
-wait:
-	for tally.delivered() < len(submitted) {
+	limit := time.After(r.d.maxWait)
+	t := r.tally
+	for t.delivered() < len(r.submitted) {
 		select {
 		case <-ctx.Done():
-			break wait
+			return
 		case <-limit:
-			break wait
+			return
 		case <-ticker.C:
-			fmt.Fprintf(stdout, "  %5.1fs  results %d/%d  (webhook %d, poll %d, timeout %d)\n",
-				time.Since(start).Seconds(), tally.delivered(), len(submitted), tally.bySource(bjs.SourceWebhook),
-				tally.bySource(bjs.SourcePoll), tally.bySource(bjs.SourceTimeout))
+			fmt.Fprintf(r.stdout, "  %5.1fs  results %d/%d  (webhook %d, poll %d, timeout %d)\n",
+				time.Since(start).Seconds(), t.delivered(), len(r.submitted), t.bySource(bjs.SourceWebhook),
+				t.bySource(bjs.SourcePoll), t.bySource(bjs.SourceTimeout))
 		}
 	}
-	elapsed := time.Since(start)
+}
 
-	mfs, _ := a.Metrics().Gather()
+// summary prints the table of what became of the workload, from the results, the bridge's metrics and
+// the simulator's stats, and returns the jobs lost, doubled, and with a verdict other than the upstream's.
+func (r *demoRun) summary() (lost, doubled, mismatched int) {
+	mfs, _ := r.lb.app.Metrics().Gather()
 	fams := make(map[string]*dto.MetricFamily, len(mfs))
 	for _, mf := range mfs {
 		fams[mf.GetName()] = mf
 	}
-	webhooks := ops.ByLabel(fams, "bridge_ingest_webhooks_total", "outcome")
-	deadLetters := ops.ByLabel(fams, "bridge_deadletter_total", "reason")
-	lost, doubled, mismatched := tally.check(submitted, sim)
-	w := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(stdout, "\nafter %.1fs:\n", elapsed.Seconds())
+	webhooks := promutil.ByLabel(fams, "bridge_ingest_webhooks_total", "outcome")
+	deadLetters := promutil.ByLabel(fams, "bridge_deadletter_total", "reason")
+	t, sim := r.tally, r.lb.sim
+	lost, doubled, mismatched = t.check(r.submitted, sim)
+	w := tabwriter.NewWriter(r.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(r.stdout, "\nafter %.1fs:\n", r.elapsed.Seconds())
 	row := func(name string, v any, note string) { fmt.Fprintf(w, "%s\t%v\t  %s\n", name, v, note) }
-	row("submitted", len(submitted), fmt.Sprintf("over moderate.* (%d refused by the upstream)", submitErrs))
-	row("refused BUSY", busyRefusals, "the account's budget was owed to accepted work: retried after Retry-After, same key")
+	row("submitted", len(r.submitted), fmt.Sprintf("over moderate.* (%d refused by the upstream)", r.submitErrs))
+	row("refused BUSY", r.busyRefusals, "the account's budget was owed to accepted work: retried after Retry-After, same key")
 	row("webhooks received", int(webhooks["accepted"]+webhooks["duplicate"]), "answered 2xx after the JetStream ack")
 	row("duplicates collapsed", int(webhooks["duplicate"]), "Nats-Msg-Id = job_id")
-	row("forgeries rejected", int(deadLetters["not_found"]), fmt.Sprintf("of %d with unknown ids, kept in DEADLETTER", d.forged-forgeErrs))
-	row("forged verdicts", d.forgedVerdicts, "published with the upstream's verdict instead")
-	row("recovered by polling", tally.bySource(bjs.SourcePoll), "webhook dropped or late")
+	row("forgeries rejected", int(deadLetters["not_found"]), fmt.Sprintf("of %d with unknown ids, kept in DEADLETTER", r.d.forged-r.forgeErrs))
+	row("forged verdicts", r.d.forgedVerdicts, "published with the upstream's verdict instead")
+	row("recovered by polling", t.bySource(bjs.SourcePoll), "webhook dropped or late")
 	st := sim.Stats()
-	row("timed out", tally.bySource(bjs.SourceTimeout), fmt.Sprintf("BRIDGE_TIMEOUT after the deadline (%d never finished upstream)", st.Jobs["queued"]+st.Jobs["processing"]))
-	row("late results", tally.lateCount(), "finished upstream after the bridge timed them out; once on results.late.<type>")
-	row("results delivered", tally.delivered(), "one per job on results.<type>")
+	row("timed out", t.bySource(bjs.SourceTimeout), fmt.Sprintf("BRIDGE_TIMEOUT after the deadline (%d never finished upstream)", st.Jobs["queued"]+st.Jobs["processing"]))
+	row("late results", t.lateCount(), "finished upstream after the bridge timed them out; once on results.late.<type>")
+	row("results delivered", t.delivered(), "one per job on results.<type>")
 	calls := upstreamCalls(st)
-	row("upstream calls", calls, fmt.Sprintf("%.2f per job", float64(calls)/float64(max(1, len(submitted)))))
+	row("upstream calls", calls, fmt.Sprintf("%.2f per job", float64(calls)/float64(max(1, len(r.submitted)))))
 	row("verdict mismatches", mismatched, "results that differ from the upstream's truth")
 	row("lost", lost, "")
 	row("doubled", doubled, "")
 	w.Flush()
-	if len(submitted) == 0 {
-		return fmt.Errorf("demo failed: no job was accepted (log: %s)", logFile.Name())
+	return lost, doubled, mismatched
+}
+
+// verdict fails the demo when no job was accepted, or any was lost, doubled or given the wrong verdict.
+func (r *demoRun) verdict(lost, doubled, mismatched int) error {
+	if len(r.submitted) == 0 {
+		return fmt.Errorf("demo failed: no job was accepted (log: %s)", r.lb.logFile.Name())
 	}
 	if lost > 0 || doubled > 0 || mismatched > 0 {
-		return fmt.Errorf("demo failed: %d lost, %d doubled, %d verdict mismatches (log: %s)", lost, doubled, mismatched, logFile.Name())
+		return fmt.Errorf("demo failed: %d lost, %d doubled, %d verdict mismatches (log: %s)", lost, doubled, mismatched, r.lb.logFile.Name())
 	}
-	fmt.Fprintln(stdout, "\nnothing lost, nothing doubled.")
+	fmt.Fprintln(r.stdout, "\nnothing lost, nothing doubled.")
 	return nil
 }
 
@@ -293,6 +338,23 @@ type demoResult struct {
 
 func newDemoTally() *demoTally {
 	return &demoTally{jobs: map[string]bool{}, results: map[string][]demoResult{}, sources: map[string]int{}, late: map[string]int{}}
+}
+
+// follow counts into t every result stored on RESULTS from the stream's start, until stop is called.
+func (t *demoTally) follow(ctx context.Context, nc *nats.Conn) (stop func(), err error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bjs.SubjectResults + ">"}})
+	if err != nil {
+		return nil, err
+	}
+	cc, err := cons.Consume(t.add)
+	if err != nil {
+		return nil, err
+	}
+	return cc.Stop, nil
 }
 
 func (t *demoTally) submitted(id string) {

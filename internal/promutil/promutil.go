@@ -1,4 +1,5 @@
-// Package promutil holds the small Prometheus helpers that the roles share.
+// Package promutil holds the small Prometheus helpers that the roles and tools share: registering
+// collectors, and scraping and reading a /metrics exposition.
 package promutil
 
 import (

@@ -202,3 +202,32 @@ func TestLastCheckAfterRepeated404(t *testing.T) {
 		t.Fatalf("timeouts %v, want 0", v)
 	}
 }
+
+// TestDeliverFailingIsTheLeadersAlone: a leader that loses its lease while deadline deliveries keep
+// failing stops counting them in bridge_reconcile_deliver_failing, so the gauge summed over replicas
+// is the number of failing jobs, not that number once per former leader.
+func TestDeliverFailingIsTheLeadersAlone(t *testing.T) {
+	e := newEnv(t, simulator.Config{DropRate: 1})
+	rp := e.start("r1", func(c *Config) { c.retryMin, c.retryMax = 100*time.Millisecond, 800*time.Millisecond })
+	waitLeader(t, 5*time.Second, rp)
+	e.fillResults()
+	e.submit("stuck sim:hold", 300*time.Millisecond)
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if v := metricValue(rp.r.m.deliverFailing); v != 1 {
+			return fmt.Errorf("deliver_failing %v, want 1", v)
+		}
+		return nil
+	})
+	if _, err := e.res.Leases.Put(e.ctx, LeaseKey, []byte("intruder")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, testTTL, func() error {
+		if rp.leader() {
+			return errors.New("r1 still leads")
+		}
+		if v := metricValue(rp.r.m.deliverFailing); v != 0 {
+			return fmt.Errorf("deliver_failing %v after losing the lease, want 0", v)
+		}
+		return nil
+	})
+}

@@ -364,6 +364,16 @@ func (x *index) releaseLocked(e *entry, now time.Time, retry time.Duration) {
 	x.pushLocked(e)
 }
 
+// forgetFailures forgets every job's failed deliveries, when this replica stops leading: the gauge
+// bridge_reconcile_deliver_failing is the leader's alone.
+func (x *index) forgetFailures() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, e := range x.byID {
+		x.clearFailuresLocked(e)
+	}
+}
+
 // clearFailuresLocked forgets the failed deliveries of e.
 func (x *index) clearFailuresLocked(e *entry) {
 	if e.failures > 0 {

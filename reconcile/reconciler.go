@@ -234,6 +234,8 @@ func (r *Reconciler) lead(ctx context.Context) {
 	wg.Go(func() { r.deadlineLoop(ctx, firstSweep) })
 	r.sweepLoop(ctx, firstSweep)
 	wg.Wait()
+	// The failed deliveries were this leader's; the next one counts its own.
+	r.idx.forgetFailures()
 }
 
 // sweepLoop sweeps at once and every PollInterval, and runs a check pass (no in-flight list) when the

@@ -114,8 +114,11 @@ type AccountStatus struct {
 
 // StreamStatus is one stream (KV buckets as their streams, [bjs.KVStream]) and its consumers.
 type StreamStatus struct {
-	Name      string           `json:"name"`
-	Messages  uint64           `json:"messages"`
+	Name     string `json:"name"`
+	Messages uint64 `json:"messages"`
+	// Results, of RESULTS only, counts its messages on results.> (results and late results), without
+	// the fences on bridge.result.> stored beside them.
+	Results   *uint64          `json:"results,omitempty"`
 	Bytes     uint64           `json:"bytes"`
 	FirstSeq  uint64           `json:"first_seq"`
 	LastSeq   uint64           `json:"last_seq"`
@@ -286,6 +289,9 @@ func streamStatuses(ctx context.Context, js jetstream.JetStream, attn *attention
 		ss.Messages, ss.Bytes = info.State.Msgs, info.State.Bytes
 		ss.FirstSeq, ss.LastSeq, ss.LastTime = info.State.FirstSeq, info.State.LastSeq, info.State.LastTime
 		ss.Replicas = info.Config.Replicas
+		if name == bjs.StreamResults {
+			ss.Results = resultCount(ctx, s, attn)
+		}
 		ss.Healthy = true
 		if c := info.Cluster; c != nil {
 			ss.Leader = c.Leader
@@ -520,4 +526,19 @@ func (a *attention) list() []string {
 		out = append(out, it.msg)
 	}
 	return out
+}
+
+// resultCount counts the messages of RESULTS on results.>: one per result subject in the stream's
+// per-subject state (results.<type> and results.late.<type>, a handful), so it costs one request.
+func resultCount(ctx context.Context, s jetstream.Stream, attn *attention) *uint64 {
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(bjs.SubjectResults+">"))
+	if err != nil {
+		attn.add(3, "stream %s: count results: %v", bjs.StreamResults, err)
+		return nil
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return &n
 }

@@ -55,6 +55,12 @@ func knownState(t *testing.T, w *world, now time.Time) (nearPrompt, youngPrompt,
 		w.publish(bjs.DeadLetterSubject(reason), fmt.Sprintf("%s.%d", id, i), fmt.Sprintf(`{"job_id":%q}`, id),
 			bjs.HeaderReason, reason, bjs.HeaderAttempts, "1")
 	}
+	// RESULTS: three results, each with the fence the deliverer writes beside it (not results).
+	for _, subject := range []string{"results.prompt", "results.prompt", "results.late.image"} {
+		id := uuid.NewString()
+		w.publish("bridge.result."+id, "", "")
+		w.publish(subject, id, fmt.Sprintf(`{"job_id":%q}`, id))
+	}
 	return nearPrompt, youngPrompt, overdueImage
 }
 
@@ -123,10 +129,13 @@ func TestStatusReportsKnownState(t *testing.T) {
 	if d := rep.DeadLetters; d.Total != 3 || d.ByReason["not_found"] != 2 || d.ByReason["attempts_exhausted"] != 1 {
 		t.Errorf("dead letters %+v", d)
 	}
-	var webhooks StreamStatus
+	var webhooks, results StreamStatus
 	for _, s := range rep.Streams {
-		if s.Name == bjs.StreamWebhooks {
+		switch s.Name {
+		case bjs.StreamWebhooks:
 			webhooks = s
+		case bjs.StreamResults:
+			results = s
 		}
 		if s.Problem != "" || !s.Healthy {
 			t.Errorf("stream %s: %s", s.Name, s.Problem)
@@ -134,6 +143,12 @@ func TestStatusReportsKnownState(t *testing.T) {
 	}
 	if webhooks.Messages != 5 || len(webhooks.Consumers) != 1 || webhooks.Consumers[0].Pending != 5 {
 		t.Errorf("WEBHOOKS %+v", webhooks)
+	}
+	if results.Messages != 6 || results.Results == nil || *results.Results != 3 {
+		t.Errorf("RESULTS: %d messages, results %v; want 6 messages, 3 of them results", results.Messages, results.Results)
+	}
+	if webhooks.Results != nil {
+		t.Errorf("WEBHOOKS reports results %v", *webhooks.Results)
 	}
 	if rep.NATS.ServerName == "" || rep.NATS.Account.Streams < 5 {
 		t.Errorf("nats %+v", rep.NATS)

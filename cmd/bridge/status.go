@@ -148,7 +148,11 @@ func printStreams(w io.Writer, rep ops.Report) {
 		if !s.LastTime.IsZero() && s.Messages > 0 {
 			last = ago(rep.At.Sub(s.LastTime))
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.Messages, bytesHuman(s.Bytes), last, s.Replicas, dash(s.Leader), streamHealth(s))
+		msgs := fmt.Sprint(s.Messages)
+		if s.Results != nil {
+			msgs += fmt.Sprintf(" (%d results)", *s.Results)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, msgs, bytesHuman(s.Bytes), last, s.Replicas, dash(s.Leader), streamHealth(s))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

@@ -19,9 +19,11 @@ const (
 	// SubjectLateResults prefixes results of jobs the upstream completed after the bridge timed them out.
 	SubjectLateResults = "results.late."
 	// SubjectResultFence prefixes the result fences in RESULTS: bridge.result.<job_id> (and
-	// bridge.result.<job_id>.late), one empty message published atomically with each result, only if the
-	// subject has none yet. It keeps a job's result single for as long as RESULTS keeps it, after the
-	// duplicate window too. Consumers of results filter on results.>.
+	// bridge.result.<job_id>.late). Before its result, a publisher claims the fence (an empty message,
+	// stored only while the subject is empty, or expecting the stale claim it takes over); the result is
+	// stored only while the fence's last message is that claim; a done message then names the result.
+	// It keeps a job's result single for as long as RESULTS keeps it, after the duplicate window too (see
+	// OncePublisher). Consumers of results filter on results.>.
 	SubjectResultFence = "bridge.result."
 
 	// StreamDeadLetter keeps webhooks that could not be verified, with the reason in headers.
@@ -101,9 +103,24 @@ const (
 	// HeaderDeliveryID is on a stored webhook: the upstream's delivery id (v2: X-Omnifence-Delivery-Id,
 	// else the body's delivery_id, else webhook-id), the same on every retry of one webhook; for tracing.
 	HeaderDeliveryID = "Bridge-Delivery-Id"
+	// HeaderFence says what a message on a result fence (bridge.result.>) is: FenceClaim or FenceDone.
+	// A fence message without it is a fence of the earlier atomic-batch design: its result is the next
+	// stream message.
+	HeaderFence = "Bridge-Fence"
+	// HeaderResultSeq is on a done message of a result fence: the stream sequence of the job's result.
+	HeaderResultSeq = "Bridge-Result-Seq"
 	// HeaderAuthenticated is on a stored webhook whose sender proved itself: "signature" (a valid
 	// Standard Webhooks signature, BRIDGE_WEBHOOK_SECRET) or "token" (?token=, BRIDGE_WEBHOOK_TOKEN).
 	HeaderAuthenticated = "Bridge-Authenticated"
+)
+
+// Values of HeaderFence.
+const (
+	// FenceClaim: a publisher holds the fence and may store the result while this is the fence's last
+	// message. Its Bridge-Source is the claimant's.
+	FenceClaim = "claim"
+	// FenceDone: the result is stored, at Bridge-Result-Seq, with the source in Bridge-Source.
+	FenceDone = "done"
 )
 
 // Values of HeaderAuthenticated.

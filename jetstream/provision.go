@@ -113,7 +113,8 @@ func StreamConfigs(cfg ProvisionConfig) []natsjs.StreamConfig {
 	}
 	results := mk(StreamResults, "verified moderation results, one per job (each fenced by bridge.result.<job_id>)",
 		cfg.DuplicateWindow, SubjectResults+">", SubjectResultFence+">")
-	// A result and its fence are published as one atomic batch (nats-server 2.12 or later).
+	// The fence no longer uses atomic batches (OncePublisher). Still allowed, so that existing streams
+	// need no update and processes of the earlier version keep working in a rolling upgrade.
 	results.AllowAtomicPublish = true
 	return []natsjs.StreamConfig{
 		mk(StreamWebhooks, "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow, SubjectWebhooks+">"),

@@ -51,7 +51,8 @@ type Failpoint string
 const (
 	// BeforePublish: the result is decided (the record read pending, the body built) and not yet published.
 	BeforePublish Failpoint = "before-publish"
-	// AfterPublish: the result and its fence are stored; the JOBS record is not yet written delivered.
+	// AfterPublish: the result is stored and its fence says so (claim, result, done); the JOBS record
+	// is not yet written delivered.
 	AfterPublish Failpoint = "after-publish"
 )
 
@@ -79,7 +80,7 @@ type Deliverer struct {
 	beforePublish func(id string)
 	// failpoint is DelivererConfig.Failpoint.
 	failpoint func(point Failpoint, id string)
-	// once publishes every result with its fence, grouping concurrent ones into one atomic batch.
+	// once publishes every result through its fence (claim, result, done).
 	once *bjs.OncePublisher
 }
 
@@ -95,7 +96,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 		cfg.Deadlines = DefaultDeadlines()
 	}
 	return &Deliverer{js: cfg.JS, store: cfg.Store, deadlines: cfg.Deadlines, log: cfg.Log, now: cfg.Now,
-		failpoint: cfg.Failpoint, once: bjs.NewOncePublisher(cfg.JS.Conn())}, nil
+		failpoint: cfg.Failpoint, once: bjs.NewOncePublisher(cfg.JS)}, nil
 }
 
 // Store is the JOBS store the deliverer writes.
@@ -306,8 +307,8 @@ func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Recor
 	return PublishedLate, nil
 }
 
-// publishOnce publishes a result with its fence (see [bjs.PublishOnce] and [bjs.OncePublisher]). When the fence was there, the
-// result is out already: it returns the sequence and source of the one in the stream, published false.
+// publishOnce publishes a result through its fence (see [bjs.OncePublisher]). When the fence names a
+// result already, that one is out: it returns its sequence and source, published false.
 func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subject, msgID, source string, body []byte) (
 	seq uint64, winner string, published bool, err error) {
 	if d.beforePublish != nil {
@@ -317,46 +318,14 @@ func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subje
 	msg.Data = body
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set(bjs.HeaderBridgeSource, source)
-	fence := subjectFence(id, late)
-	// In a cluster the leader refuses a batch whose fence is in another batch it has proposed but not
-	// yet applied, so the fence can be missing for a moment after ErrAlreadyPublished: publish again
-	// after a short wait, which either finds the applied fence or, when the other batch was lost with
-	// a leader change, stores this result.
-	for wait := 5 * time.Millisecond; ; wait *= 2 {
-		seq, err = d.once.Publish(ctx, fence, nats.Header{bjs.HeaderBridgeSource: {source}}, msg)
-		if err == nil {
-			return seq, source, true, nil
-		}
-		if !errors.Is(err, bjs.ErrAlreadyPublished) {
-			return 0, "", false, fmt.Errorf("publish result %s: %w", msgID, err)
-		}
-		seq, winner, err = d.fenceOf(ctx, fence)
-		if !errors.Is(err, jetstream.ErrMsgNotFound) || wait > 2*time.Second {
-			return seq, winner, false, err
-		}
-		select {
-		case <-ctx.Done():
-			return 0, "", false, fmt.Errorf("read result fence %s: %w", fence, ctx.Err())
-		case <-time.After(wait):
-		}
+	seq, err = d.once.Publish(ctx, bjs.ResultFenceSubject(id, late), msg)
+	if err == nil {
+		return seq, source, true, nil
 	}
-}
-
-// subjectFence is the fence subject of a job's result or late result.
-func subjectFence(id string, late bool) string { return bjs.ResultFenceSubject(id, late) }
-
-// fenceOf reads the fence of a published result: the sequence of the result (the message after the
-// fence in its atomic batch) and the source that won.
-func (d *Deliverer) fenceOf(ctx context.Context, fence string) (uint64, string, error) {
-	s, err := d.js.Stream(ctx, bjs.StreamResults)
-	if err != nil {
-		return 0, "", fmt.Errorf("results stream: %w", err)
+	if out, ok := errors.AsType[*bjs.AlreadyPublishedError](err); ok {
+		return out.Seq, out.Source, false, nil
 	}
-	m, err := s.GetLastMsgForSubject(ctx, fence)
-	if err != nil {
-		return 0, "", fmt.Errorf("read result fence %s: %w", fence, err)
-	}
-	return m.Sequence + 1, m.Header.Get(bjs.HeaderBridgeSource), nil
+	return 0, "", false, fmt.Errorf("publish result %s: %w", msgID, err)
 }
 
 // resultType is the <type> of a result's subject: the record's modality, which is the submit endpoint

@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/evershield/bridge/internal/natstest"
 	bjs "github.com/evershield/bridge/jetstream"
 )
@@ -160,5 +163,44 @@ func TestDeliveredRecordIsATombstone(t *testing.T) {
 	t.Logf("tombstone of %d bytes: %s", len(e.Value()), e.Value())
 	if len(e.Value()) > 400 {
 		t.Fatalf("tombstone of %d bytes; DESIGN.md counts on under 400", len(e.Value()))
+	}
+}
+
+// TestResultWithoutDoneFoundAfterWindow: a process claimed a job's fence and stored its result, then
+// stopped before the fence's done message and the JOBS write (as a crash would leave it). After the
+// duplicate window another delivery takes the claim over, finds that result in the stream and records
+// it: no second result, and the record names the stored one's sequence and source.
+func TestResultWithoutDoneFoundAfterWindow(t *testing.T) {
+	w := fenceWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	job := w.overdueJob(t, ctx, "prompt")
+	fence := bjs.ResultFenceSubject(job.JobID, false)
+	claim := nats.NewMsg(fence)
+	claim.Header.Set(bjs.HeaderFence, bjs.FenceClaim)
+	claim.Header.Set(bjs.HeaderBridgeSource, bjs.SourceWebhook)
+	c, err := w.js.PublishMsg(ctx, claim, jetstream.WithExpectLastSequencePerSubject(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := nats.NewMsg(bjs.ResultSubject("prompt"))
+	res.Data = job.Raw
+	res.Header.Set(jetstream.MsgIDHeader, job.JobID)
+	res.Header.Set(bjs.HeaderBridgeSource, bjs.SourceWebhook)
+	r, err := w.js.PublishMsg(ctx, res, jetstream.WithExpectLastSequenceForSubject(c.Sequence, fence))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outliveWindow(time.Now())
+
+	if out, err := w.d.Deliver(ctx, job, bjs.SourcePoll, time.Now()); err != nil || out != AlreadyDelivered {
+		t.Fatalf("delivery after the window: %v %v, want already_delivered", out, err)
+	}
+	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
+		t.Fatalf("%d results for the job, want 1", n)
+	}
+	rec, _, _ := w.store.Get(ctx, job.JobID)
+	if rec.State != StateDelivered || rec.ResultSeq != r.Sequence || rec.Source != bjs.SourceWebhook {
+		t.Fatalf("record %s seq %d source %s, want delivered at seq %d by webhook", rec.State, rec.ResultSeq, rec.Source, r.Sequence)
 	}
 }

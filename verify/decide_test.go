@@ -188,9 +188,10 @@ func (c *countingKV) Put(ctx context.Context, key string, value []byte) (uint64,
 }
 
 // TestHappyPathRoundTrips pins issue 12's read once, write once: verifying the webhook of a known job
-// that finished costs one JOBS read, one publish (the result and its fence in one batch) and one JOBS
-// write that records the delivery with the attempt; the ack is a plain one. Three synchronous JetStream
-// request/replies, within the four the issue allows (eight before).
+// that finished costs one JOBS read, one result publish (with its fence: a claim before it, and a done
+// message after it that is not waited for) and one JOBS write that records the delivery with the
+// attempt; the ack is a plain one. Four synchronous JetStream request/replies (claim, result, read,
+// write), within the four the issue allows (eight before).
 func TestHappyPathRoundTrips(t *testing.T) {
 	e := newEnv(t, roletest.Single, simulator.Config{Seed: 5, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
 	kv := &countingKV{KeyValue: e.Deliverer.Store().KV()}

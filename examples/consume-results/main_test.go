@@ -88,10 +88,10 @@ func TestConsumeAcksRedeliversAndDedupes(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		// Acked up to the last message: three results, each after its fence (which the consumer
-		// filters out), then the copy: stream sequence 7.
-		if info.NumPending != 0 || info.NumAckPending != 0 || info.AckFloor.Stream != 7 {
-			return fmt.Errorf("pending %d, ack pending %d, ack floor %d; want 0, 0, 7", info.NumPending,
+		// Acked up to the last message: three results, each between its fence's claim and done
+		// messages (which the consumer filters out), then the copy: stream sequence 10.
+		if info.NumPending != 0 || info.NumAckPending != 0 || info.AckFloor.Stream != 10 {
+			return fmt.Errorf("pending %d, ack pending %d, ack floor %d; want 0, 0, 10", info.NumPending,
 				info.NumAckPending, info.AckFloor.Stream)
 		}
 		return nil

@@ -27,8 +27,8 @@ import (
 //   - before-publish: process A has verified the job's webhook, read its record pending and built the
 //     result, and is about to publish. While it is stopped, process B's reconciler finds the job past its
 //     deadline, asks the upstream once more and publishes the result. A then publishes too, more than the
-//     window after B, so Nats-Msg-Id no longer collapses it: only the fence (bridge.result.<job_id>,
-//     Nats-Expected-Last-Subject-Sequence 0) refuses it. Winner: B (source poll).
+//     window after B, so Nats-Msg-Id no longer collapses it: only the fence (its claim on
+//     bridge.result.<job_id>, Nats-Expected-Last-Subject-Sequence 0) refuses it. Winner: B (source poll).
 //   - after-publish: A has published the result and not yet written delivered to JOBS. B's reconciler
 //     finds the record pending, more than the window after A's publish, and delivers: the fence tells it
 //     the result is out, and it records A's. Winner: A (source webhook).
@@ -39,8 +39,8 @@ import (
 // and submit; B only the reconciler, started while A is stopped, so nothing else can deliver the job.
 // The simulator sends no webhook of its own: the test posts the one A verifies.
 //
-// Breaking the fence (no Nats-Expected-Last-Subject-Sequence on the fence message in
-// jetstream/publish.go) makes both cases fail with two results.
+// Breaking the fence (no Nats-Expected-Last-Subject-Sequence on the claim in jetstream/fence.go) makes
+// the test fail with two results.
 func TestPausedProcessPublishesOnce(t *testing.T) {
 	eachContract(t, true, func(t *testing.T, contract string) {
 		const window = 3 * time.Second

@@ -1,0 +1,17 @@
+package jetstream
+
+import "time"
+
+// Test hooks of OncePublisher, for the external tests of this package.
+
+// SetTakeoverAfter sets how old a claim without done must be before p takes it over.
+func (p *OncePublisher) SetTakeoverAfter(d time.Duration) { p.takeoverAfter = d }
+
+// SetAfterClaim makes p call f between its claim and its result (a place to stop a publisher).
+func (p *OncePublisher) SetAfterClaim(f func(fence string, claim uint64)) { p.afterClaim = f }
+
+// SetSkipDone makes p leave the done message out, as a publisher that stopped right after its result.
+func (p *OncePublisher) SetSkipDone(skip bool) { p.skipDone = skip }
+
+// SetScanByGet sets up to how many stream messages a takeover reads one by one (more: by a consumer).
+func (p *OncePublisher) SetScanByGet(n uint64) { p.scanByGet = n }

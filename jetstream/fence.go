@@ -280,27 +280,44 @@ func (p *OncePublisher) findResult(ctx context.Context, fence, msgID string, upt
 		return 0, "", nil
 	}
 	if upto-first.Sequence <= p.scanByGet {
-		// A short stretch (the usual takeover, soon after the claim): read its results one by one.
-		for seq := first.Sequence + 1; seq < upto; seq++ {
-			m, err := s.GetMsg(ctx, seq, natsjs.WithGetMsgSubject(SubjectResults+">"))
-			if errors.Is(err, natsjs.ErrMsgNotFound) {
-				return 0, "", nil
-			}
-			if err != nil {
-				return 0, "", fmt.Errorf("result fence %s: read results: %w", fence, err)
-			}
-			if m.Sequence >= upto {
-				return 0, "", nil
-			}
-			if m.Header.Get(natsjs.MsgIDHeader) == msgID {
-				return m.Sequence, m.Header.Get(HeaderBridgeSource), nil
-			}
-			seq = m.Sequence
-		}
-		return 0, "", nil
+		return scanByGets(ctx, s, resultScan{fence, msgID, first.Sequence + 1, upto})
 	}
-	// A long one: a consumer streams its headers. Few at a time: on a cluster each is created through
-	// the meta leader, and a crash can leave many claims to take over at once.
+	return p.scanByConsumer(ctx, s, resultScan{fence, msgID, first.Sequence + 1, upto})
+}
+
+// resultScan is a search of RESULTS for the result with Nats-Msg-Id msgID among the messages from
+// "from" up to (not including) upto, the claim of the publisher searching.
+type resultScan struct {
+	fence, msgID string
+	from, upto   uint64
+}
+
+// scanByGets reads the results in [from, upto) one by one, for a short stretch (the usual takeover,
+// soon after the claim), looking for msgID.
+func scanByGets(ctx context.Context, s natsjs.Stream, r resultScan) (uint64, string, error) {
+	for seq := r.from; seq < r.upto; seq++ {
+		m, err := s.GetMsg(ctx, seq, natsjs.WithGetMsgSubject(SubjectResults+">"))
+		if errors.Is(err, natsjs.ErrMsgNotFound) {
+			return 0, "", nil
+		}
+		if err != nil {
+			return 0, "", fmt.Errorf("read results from %d: %w", seq, err)
+		}
+		if m.Sequence >= r.upto {
+			return 0, "", nil
+		}
+		if m.Header.Get(natsjs.MsgIDHeader) == r.msgID {
+			return m.Sequence, m.Header.Get(HeaderBridgeSource), nil
+		}
+		seq = m.Sequence
+	}
+	return 0, "", nil
+}
+
+// scanByConsumer streams the headers of the results from "from" up to our claim at upto through a
+// consumer, looking for msgID. Few at a time: on a cluster each is created through the meta leader,
+// and a crash can leave many claims to take over at once.
+func (p *OncePublisher) scanByConsumer(ctx context.Context, s natsjs.Stream, r resultScan) (uint64, string, error) {
 	select {
 	case p.scans <- struct{}{}:
 		defer func() { <-p.scans }()
@@ -309,9 +326,9 @@ func (p *OncePublisher) findResult(ctx context.Context, fence, msgID string, upt
 	}
 	// The fence is in the filter so that our claim, at upto, ends the read even when no result follows.
 	cons, err := s.CreateConsumer(ctx, natsjs.ConsumerConfig{
-		FilterSubjects:    []string{SubjectResults + ">", fence},
+		FilterSubjects:    []string{SubjectResults + ">", r.fence},
 		DeliverPolicy:     natsjs.DeliverByStartSequencePolicy,
-		OptStartSeq:       first.Sequence + 1,
+		OptStartSeq:       r.from,
 		AckPolicy:         natsjs.AckNonePolicy,
 		HeadersOnly:       true,
 		MemoryStorage:     true,
@@ -319,7 +336,7 @@ func (p *OncePublisher) findResult(ctx context.Context, fence, msgID string, upt
 		InactiveThreshold: time.Minute,
 	})
 	if err != nil {
-		return 0, "", fmt.Errorf("result fence %s: read results: %w", fence, err)
+		return 0, "", fmt.Errorf("result fence %s: read results: %w", r.fence, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -329,7 +346,7 @@ func (p *OncePublisher) findResult(ctx context.Context, fence, msgID string, upt
 	for {
 		batch, err := cons.Fetch(512, natsjs.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return 0, "", fmt.Errorf("result fence %s: read results: %w", fence, err)
+			return 0, "", fmt.Errorf("result fence %s: read results: %w", r.fence, err)
 		}
 		n := 0
 		for m := range batch.Messages() {
@@ -338,15 +355,15 @@ func (p *OncePublisher) findResult(ctx context.Context, fence, msgID string, upt
 			if err != nil {
 				return 0, "", err
 			}
-			if md.Sequence.Stream >= upto {
+			if md.Sequence.Stream >= r.upto {
 				return 0, "", nil
 			}
-			if m.Headers().Get(natsjs.MsgIDHeader) == msgID && m.Subject() != fence {
+			if m.Headers().Get(natsjs.MsgIDHeader) == r.msgID && m.Subject() != r.fence {
 				return md.Sequence.Stream, m.Headers().Get(HeaderBridgeSource), nil
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, natsjs.ErrNoMessages) {
-			return 0, "", fmt.Errorf("result fence %s: read results: %w", fence, err)
+			return 0, "", fmt.Errorf("result fence %s: read results: %w", r.fence, err)
 		}
 		if n == 0 && ctx.Err() != nil {
 			return 0, "", ctx.Err()

@@ -86,8 +86,38 @@ func BenchmarkIngestFloor(b *testing.B) {
 	n := natstest.RunServer(b)
 	_, js := natstest.Connect(b, n.ClientURL())
 	createWebhooks(b, js, 1)
+	srv := httptest.NewServer(floorHandler(js))
+	b.Cleanup(srv.Close)
+	runIngestBench(b, benchClient(srv), srv.URL)
+}
+
+// BenchmarkIngestFloorListen is the floor's handler behind ingest's listener ([Listen]: its timeouts and
+// connection bound): against BenchmarkIngestFloor it prices the listener, against BenchmarkIngest the
+// handler.
+func BenchmarkIngestFloorListen(b *testing.B) {
+	n := natstest.RunServer(b)
+	_, js := natstest.Connect(b, n.ClientURL())
+	createWebhooks(b, js, 1)
+	s, err := Listen(ServerConfig{Addr: "127.0.0.1:0", Handler: floorHandler(js), Log: zerolog.Nop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	runIngestBench(b, client, "http://"+s.Addr().String()+"/")
+}
+
+// floorHandler is the floor: read the body, publish it with the X-Job-Id header as Nats-Msg-Id, answer
+// 200 after the ack.
+func floorHandler(js jetstream.JetStream) http.Handler {
 	subject := bjs.WebhookSubject("prompt")
-	floor := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -102,7 +132,4 @@ func BenchmarkIngestFloor(b *testing.B) {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
-	srv := httptest.NewServer(floor)
-	b.Cleanup(srv.Close)
-	runIngestBench(b, benchClient(srv), srv.URL)
 }

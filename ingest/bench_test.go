@@ -64,17 +64,7 @@ func BenchmarkIngest(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := Listen(ServerConfig{Addr: "127.0.0.1:0", Handler: h, Log: zerolog.Nop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	s := runListener(b, ServerConfig{Handler: h, Log: zerolog.Nop()})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	runIngestBench(b, client, "http://"+s.Addr().String()+"/webhook/prompt")
 }
@@ -98,17 +88,7 @@ func BenchmarkIngestFloorListen(b *testing.B) {
 	n := natstest.RunServer(b)
 	_, js := natstest.Connect(b, n.ClientURL())
 	createWebhooks(b, js, 1)
-	s, err := Listen(ServerConfig{Addr: "127.0.0.1:0", Handler: floorHandler(js), Log: zerolog.Nop()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	b.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	s := runListener(b, ServerConfig{Handler: floorHandler(js), Log: zerolog.Nop()})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	runIngestBench(b, client, "http://"+s.Addr().String()+"/")
 }

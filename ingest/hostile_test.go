@@ -45,23 +45,31 @@ func startServer(t *testing.T, scfg ServerConfig, hcfg Config, pub func(jetstrea
 	if err != nil {
 		t.Fatal(err)
 	}
-	scfg.Addr, scfg.Handler, scfg.Log = "127.0.0.1:0", h, zerolog.New(zerolog.NewTestWriter(t))
+	scfg.Handler, scfg.Log = h, zerolog.New(zerolog.NewTestWriter(t))
+	s := runListener(t, scfg)
+	return &liveServer{srv: s, base: "http://" + s.Addr().String(), js: js}
+}
+
+// runListener runs the real listener built from scfg on 127.0.0.1:0 until the test ends.
+func runListener(tb testing.TB, scfg ServerConfig) *Server {
+	tb.Helper()
+	scfg.Addr = "127.0.0.1:0"
 	s, err := Listen(scfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		cancel()
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
-			t.Error("server did not stop within 30s")
+			tb.Error("server did not stop within 30s")
 		}
 	})
-	return &liveServer{srv: s, base: "http://" + s.Addr().String(), js: js}
+	return s
 }
 
 // postWebhook sends one real webhook on a fresh connection and returns the status.

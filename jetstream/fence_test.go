@@ -97,6 +97,21 @@ func outliveWindow(t0 time.Time) {
 	}
 }
 
+// publishWithoutDone publishes id's result (source webhook) as a publisher that stopped right after
+// it, before its done message: the fence ends with its bare claim. It returns the fence and the
+// result's sequence.
+func (e fenceEnv) publishWithoutDone(t *testing.T, id string) (string, uint64) {
+	t.Helper()
+	fence := bjs.ResultFenceSubject(id, false)
+	first := bjs.NewOncePublisher(e.js)
+	first.SetSkipDone(true)
+	seq, err := first.Publish(testCtx(t), fence, resultMsg(id, bjs.SourceWebhook))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fence, seq
+}
+
 // alreadyAt asserts that err says the result is out at seq with source.
 func alreadyAt(t *testing.T, who string, err error, seq uint64, source string) {
 	t.Helper()
@@ -259,14 +274,7 @@ func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 			e := newFenceEnv(t, tc.replicas)
 			ctx := testCtx(t)
 			id := uuid.NewString()
-			fence := bjs.ResultFenceSubject(id, false)
-
-			first := bjs.NewOncePublisher(e.js)
-			first.SetSkipDone(true)
-			seq, err := first.Publish(ctx, fence, resultMsg(id, bjs.SourceWebhook))
-			if err != nil {
-				t.Fatal(err)
-			}
+			fence, seq := e.publishWithoutDone(t, id)
 			// Other jobs' results come between, as in a busy stream.
 			busy := bjs.NewOncePublisher(e.js)
 			for range 20 {
@@ -280,7 +288,7 @@ func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 			second := bjs.NewOncePublisher(e.js)
 			second.SetTakeoverAfter(100 * time.Millisecond)
 			second.SetScanByGet(tc.scanByGet)
-			_, err = second.Publish(ctx, fence, resultMsg(id, bjs.SourceTimeout))
+			_, err := second.Publish(ctx, fence, resultMsg(id, bjs.SourceTimeout))
 			alreadyAt(t, "publisher after the window", err, seq, bjs.SourceWebhook)
 			if res := e.resultsOf(t, id); len(res) != 1 {
 				t.Fatalf("%d results, want 1", len(res))
@@ -314,14 +322,7 @@ func TestOnceChainedTakeoverFindsFirstResult(t *testing.T) {
 			e := newFenceEnv(t, topo.replicas)
 			ctx := testCtx(t)
 			id := uuid.NewString()
-			fence := bjs.ResultFenceSubject(id, false)
-
-			first := bjs.NewOncePublisher(e.js)
-			first.SetSkipDone(true)
-			seq, err := first.Publish(ctx, fence, resultMsg(id, bjs.SourceWebhook))
-			if err != nil {
-				t.Fatal(err)
-			}
+			fence, seq := e.publishWithoutDone(t, id)
 			outliveWindow(time.Now())
 
 			claimed, resume := make(chan struct{}), make(chan struct{})
@@ -337,7 +338,7 @@ func TestOnceChainedTakeoverFindsFirstResult(t *testing.T) {
 
 			third := bjs.NewOncePublisher(e.js)
 			third.SetTakeoverAfter(100 * time.Millisecond)
-			_, err = third.Publish(ctx, fence, resultMsg(id, bjs.SourceTimeout))
+			_, err := third.Publish(ctx, fence, resultMsg(id, bjs.SourceTimeout))
 			alreadyAt(t, "third publisher", err, seq, bjs.SourceWebhook)
 			close(resume)
 			alreadyAt(t, "second publisher", natstest.RecvWithin(t, done, 20*time.Second), seq, bjs.SourceWebhook)

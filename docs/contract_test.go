@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -61,19 +62,9 @@ func validate(t *testing.T, s *jsonschema.Schema, b []byte) error {
 
 func TestRealMessagesMatchSchemas(t *testing.T) {
 	sch := compileSchemas(t)
-	srv := natstest.RunServer(t)
-	_, js := natstest.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := jobs.NewStore(res.Jobs)
-	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: js, Store: store, Log: zerolog.New(zerolog.NewTestWriter(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, store, d := deliveryWorld(ctx, t)
 	// An unknown field on every job object: the result must keep it, and the schema must allow it.
 	sim := simtest.Run(t, simulator.Config{ExtraFields: map[string]any{"model_version": "sim-7"}})
 	api := simtest.Client(t, sim)
@@ -196,7 +187,7 @@ func TestRealMessagesMatchSchemas(t *testing.T) {
 
 	// Every JOBS record as stored, and the jobs.status reply the submit service builds from it.
 	for _, id := range []string{sub.JobID, late.JobID, lost, pending} {
-		e, err := res.Jobs.Get(ctx, id)
+		e, err := store.KV().Get(ctx, id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -324,4 +315,22 @@ func repoRoot(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return root
+}
+
+// deliveryWorld is what a result goes through: an embedded server with the bridge's streams and
+// buckets, the JOBS store and a deliverer.
+func deliveryWorld(ctx context.Context, t *testing.T) (jetstream.JetStream, *jobs.Store, *jobs.Deliverer) {
+	t.Helper()
+	srv := natstest.RunServer(t)
+	_, js := natstest.Connect(t, srv.ClientURL())
+	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := jobs.NewStore(res.Jobs)
+	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: js, Store: store, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, store, d
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/internal/natstest"
 	bjs "github.com/evershield/bridge/jetstream"
@@ -21,19 +20,9 @@ import (
 // result.schema.json: type is the record's modality, and bridge.filled says the bridge put it there.
 func TestFilledTypeMatchesSchema(t *testing.T) {
 	sch := compileSchemas(t)
-	srv := natstest.RunServer(t)
-	_, js := natstest.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := jobs.NewStore(res.Jobs)
-	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: js, Store: store, Log: zerolog.New(zerolog.NewTestWriter(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, store, d := deliveryWorld(ctx, t)
 	id := uuid.NewString()
 	now := time.Now().UTC()
 	if _, err := store.Create(ctx, jobs.Record{JobID: id, Modality: "audio", State: jobs.StatePending,

@@ -97,11 +97,6 @@ func NewOncePublisher(js natsjs.JetStream) *OncePublisher {
 		scanByGet: defaultScanByGet}
 }
 
-// PublishOnce is [OncePublisher.Publish] of a publisher made for the one call.
-func PublishOnce(ctx context.Context, js natsjs.JetStream, fenceSubject string, msg *nats.Msg) (uint64, error) {
-	return NewOncePublisher(js).Publish(ctx, fenceSubject, msg)
-}
-
 // Publish stores msg (which carries Nats-Msg-Id and Bridge-Source) into RESULTS once for ever under
 // fenceSubject, and returns its stream sequence; or, when a result of the fence was stored before, an
 // [*AlreadyPublishedError] with that result's sequence and source. Any other error leaves the outcome

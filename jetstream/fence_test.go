@@ -302,7 +302,7 @@ func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 				return nil
 			})
 			// The next one reads the done message: no takeover, nothing written.
-			_, err = bjs.PublishOnce(ctx, e.js, fence, resultMsg(id, bjs.SourcePoll))
+			_, err = bjs.NewOncePublisher(e.js).Publish(ctx, fence, resultMsg(id, bjs.SourcePoll))
 			alreadyAt(t, "publisher after the done message", err, seq, bjs.SourceWebhook)
 			if got := e.fenceMsgs(t, fence); len(got) != len(want) {
 				t.Fatalf("fence %v after a reader, want %v", got, want)
@@ -367,7 +367,7 @@ func TestOnceReadsFenceOfEarlierDesign(t *testing.T) {
 		t.Fatal(err)
 	}
 	outliveWindow(time.Now())
-	_, err = bjs.PublishOnce(ctx, e.js, fence, resultMsg(id, bjs.SourceWebhook))
+	_, err = bjs.NewOncePublisher(e.js).Publish(ctx, fence, resultMsg(id, bjs.SourceWebhook))
 	alreadyAt(t, "publisher", err, ack.Sequence+1, bjs.SourcePoll)
 	if res := e.resultsOf(t, id); len(res) != 1 {
 		t.Fatalf("%d results, want 1", len(res))

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,13 +10,14 @@ import (
 	"net/http/pprof"
 	"runtime"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/evershield/bridge/budget"
@@ -183,10 +185,8 @@ func (a *App) listenAdmin() error {
 		return nil
 	}
 	var err error
-	sc := ingest.ServerConfig{Addr: a.cfg.AdminAddr, Handler: adminOnly(a.handler, a.cfg.Pprof), Log: a.log}
-	if a.cfg.Pprof {
-		sc.WriteTimeout = pprofWriteTimeout // a CPU or trace profile is written at its end
-	}
+	// A CPU profile or trace runs in the handler, which no server timeout bounds.
+	sc := ingest.ServerConfig{Addr: a.cfg.AdminAddr, Handler: adminOnly(a.handler.Serve, a.cfg.Pprof), Log: a.log}
 	a.admin, err = ingest.Listen(sc)
 	if err != nil {
 		return fmt.Errorf("%sADMIN_ADDR: %w", EnvPrefix, err)
@@ -262,7 +262,7 @@ func (a *App) listen(o options) error {
 	if cfg.Has(RoleVerify) {
 		a.reg.MustRegister(newLagCollector(a.nats.js, a.log))
 	}
-	var h http.Handler = a.handler
+	h := a.handler.Serve
 	if !cfg.Has(RoleIngest) {
 		h = withoutWebhooks(h)
 	}
@@ -270,7 +270,7 @@ func (a *App) listen(o options) error {
 		h = webhooksOnly(h)
 	}
 	a.http, err = ingest.Listen(ingest.ServerConfig{
-		Addr: cfg.HTTPAddr, Handler: h, Log: a.log, TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+		Addr: cfg.HTTPAddr, Handler: h, ErrorHandler: a.handler.ServeError, Log: a.log, MaxBody: int64(cfg.MaxBody), TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 		OnShutdown: a.handler.SetShuttingDown,
 	})
 	if errors.Is(err, ingest.ErrTLSKeyPair) {
@@ -467,50 +467,57 @@ func (a *App) Server() *server.Server { return a.nats.srv }
 func (a *App) Metrics() prometheus.Gatherer { return a.reg }
 
 // withoutWebhooks serves health and metrics but not webhooks, for processes without the ingest role.
-func withoutWebhooks(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, ingest.PathWebhook) {
-			http.Error(w, `{"error":"not_found","message":"this process does not run the ingest role"}`, http.StatusNotFound)
+func withoutWebhooks(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if bytes.HasPrefix(ctx.Path(), []byte(ingest.PathWebhook)) {
+			ctx.SetStatusCode(http.StatusNotFound)
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"error":"not_found","message":"this process does not run the ingest role"}` + "\n")
 			return
 		}
-		h.ServeHTTP(w, r)
-	})
+		h(ctx)
+	}
 }
 
 // webhooksOnly serves webhooks only: with BRIDGE_ADMIN_ADDR, health and metrics stay off the public port.
-func webhooksOnly(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != ingest.PathWebhook && !strings.HasPrefix(r.URL.Path, ingest.PathWebhook+"/") {
-			http.NotFound(w, r)
+func webhooksOnly(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if p := ctx.Path(); string(p) != ingest.PathWebhook && !bytes.HasPrefix(p, []byte(ingest.PathWebhook+"/")) {
+			ctx.NotFound()
 			return
 		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// adminOnly serves health and metrics only, for the BRIDGE_ADMIN_ADDR listener.
-func adminOnly(h http.Handler, withPprof bool) http.Handler {
-	var profiles *http.ServeMux
-	if withPprof {
-		profiles = http.NewServeMux()
-		profiles.HandleFunc("/debug/pprof/", pprof.Index)
-		profiles.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		profiles.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		profiles.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		profiles.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		h(ctx)
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch p := r.URL.Path; {
-		case p == ingest.PathHealthz, p == ingest.PathReadyz, p == ingest.PathMetrics:
-			h.ServeHTTP(w, r)
-		case profiles != nil && strings.HasPrefix(p, "/debug/pprof/"):
-			profiles.ServeHTTP(w, r)
-		default:
-			http.NotFound(w, r)
-		}
-	})
 }
 
-// pprofWriteTimeout is the admin listener's WriteTimeout with BRIDGE_PPROF: a CPU profile or trace
-// (?seconds=N) must end inside it, so it bounds N too.
-const pprofWriteTimeout = 5*time.Minute + 10*time.Second
+// maxProfileSeconds bounds a CPU profile or trace (?seconds=N), which runs in the admin listener's handler.
+const maxProfileSeconds = 300
+
+// adminOnly serves health and metrics only, for the BRIDGE_ADMIN_ADDR listener, and with withPprof the
+// net/http/pprof profiles under /debug/pprof/.
+func adminOnly(h fasthttp.RequestHandler, withPprof bool) fasthttp.RequestHandler {
+	var profiles fasthttp.RequestHandler
+	if withPprof {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		profiles = fasthttpadaptor.NewFastHTTPHandler(mux)
+	}
+	return func(ctx *fasthttp.RequestCtx) {
+		switch p := string(ctx.Path()); {
+		case p == ingest.PathHealthz, p == ingest.PathReadyz, p == ingest.PathMetrics:
+			h(ctx)
+		case profiles != nil && strings.HasPrefix(p, "/debug/pprof/"):
+			if sec, err := ctx.QueryArgs().GetUint("seconds"); err == nil && sec > maxProfileSeconds {
+				ctx.Error(fmt.Sprintf("seconds: %d is over %d\n", sec, maxProfileSeconds), http.StatusBadRequest)
+				return
+			}
+			profiles(ctx)
+		default:
+			ctx.NotFound()
+		}
+	}
+}

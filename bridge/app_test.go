@@ -190,7 +190,7 @@ func TestAdminAddrSeparatesHealthAndMetrics(t *testing.T) {
 }
 
 // TestPprofOnAdminOnly: BRIDGE_PPROF serves the runtime profiles on the admin listener, never on the
-// webhook port, and is refused without an admin listener.
+// webhook port, a profile is bounded to 5 minutes, and it is refused without an admin listener.
 func TestPprofOnAdminOnly(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Pprof = true
@@ -206,6 +206,7 @@ func TestPprofOnAdminOnly(t *testing.T) {
 		{"http://" + a.AdminAddr().String() + "/debug/pprof/", http.StatusOK},
 		{"http://" + a.AdminAddr().String() + "/debug/pprof/heap?debug=1", http.StatusOK},
 		{"http://" + a.AdminAddr().String() + "/debug/pprof/profile?seconds=1", http.StatusOK},
+		{"http://" + a.AdminAddr().String() + "/debug/pprof/profile?seconds=301", http.StatusBadRequest},
 		{"http://" + a.Addr().String() + "/debug/pprof/", http.StatusNotFound},
 	} {
 		resp, err := http.Get(tc.url)

@@ -3,8 +3,8 @@ package docs_test
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/evershield/bridge/ingest"
+	"github.com/evershield/bridge/internal/ingesttest"
 	"github.com/evershield/bridge/internal/natstest"
 	bjs "github.com/evershield/bridge/jetstream"
 )
@@ -98,6 +99,7 @@ func TestOpenAPIAnswersOfTheRealHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	base := ingesttest.Serve(t, ingest.ServerConfig{Handler: h.Serve, ErrorHandler: h.ServeError, MaxBody: 1024})
 	const id = "7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"
 	tests := []struct {
 		name, method, target, ctype, body string
@@ -119,15 +121,18 @@ func TestOpenAPIAnswersOfTheRealHandler(t *testing.T) {
 		{"healthz", "GET", "/healthz", "", ``, "/healthz", 200, ""},
 		{"readyz", "GET", "/readyz", "", ``, "/readyz", 200, ""},
 		{"healthz post", "POST", "/healthz", "", ``, "/healthz", 405, "method_not_allowed"},
+		{"headers too large", "POST", "/webhook?token=t0k", "application/json;x=" + strings.Repeat("a", 20<<10), `{}`, "/webhook", 431, "headers_too_large"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req := httptest.NewRequestWithContext(ctx, tt.method, tt.target, strings.NewReader(tt.body))
+			req, _ := http.NewRequestWithContext(ctx, tt.method, base+tt.target, strings.NewReader(tt.body))
 			if tt.ctype != "" {
 				req.Header.Set("Content-Type", tt.ctype)
 			}
-			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, req)
+			rec, err := answer(req)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if rec.Code != tt.status {
 				t.Fatalf("status %d, want %d: %s", rec.Code, tt.status, rec.Body)
 			}
@@ -143,7 +148,7 @@ func TestOpenAPIAnswersOfTheRealHandler(t *testing.T) {
 			if !documented {
 				t.Errorf("openapi.yaml does not document %d for %s %s", rec.Code, tt.method, tt.path)
 			}
-			body, err := jsonschema.UnmarshalJSON(bytes.NewReader(rec.Body.Bytes()))
+			body, err := jsonschema.UnmarshalJSON(bytes.NewReader(rec.Body))
 			if err != nil {
 				t.Fatalf("answer is not JSON: %v: %s", err, rec.Body)
 			}
@@ -162,6 +167,23 @@ func TestOpenAPIAnswersOfTheRealHandler(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recorded is an answer read whole.
+type recorded struct {
+	Code int
+	Body []byte
+}
+
+// answer sends req on a fresh connection and reads the whole answer.
+func answer(req *http.Request) (recorded, error) {
+	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		return recorded{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return recorded{resp.StatusCode, b}, err
 }
 
 // TestAsyncAPINamesTheContract parses asyncapi.yaml and requires a channel for every subject family of

@@ -50,7 +50,8 @@ type Config struct {
 	// Gatherer is served on GET /metrics; nil uses Metrics when it is also a Gatherer (a *prometheus.Registry),
 	// else /metrics answers 404.
 	Gatherer prometheus.Gatherer
-	// MaxBody is the largest body accepted, in bytes; 0 means DefaultMaxBody.
+	// MaxBody is the largest body accepted, in bytes; 0 means DefaultMaxBody. Give the [Server] the same
+	// bound (ServerConfig.MaxBody), which refuses a larger body before reading it.
 	MaxBody int64
 	// Token, when set, must be given as ?token= on every webhook (constant-time check). It is never logged.
 	Token string
@@ -64,8 +65,8 @@ type Config struct {
 	// DefaultSignatureTolerance.
 	SignatureTolerance time.Duration
 	// PublishTimeout bounds the wait for the JetStream acknowledgement; 0 means DefaultPublishTimeout, and
-	// it may not exceed MaxPublishTimeout. When the http.Server has a WriteTimeout the wait is cut further,
-	// so the answer is written before it (see [Handler]).
+	// it may not exceed MaxPublishTimeout, so that with the server's ReadTimeout the answer reaches the
+	// upstream inside its 10 s.
 	PublishTimeout time.Duration
 	// MaxInFlight bounds the webhooks handled at once; past it the answer is 503 at once, nothing queues.
 	// 0 means DefaultMaxInFlight.

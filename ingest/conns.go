@@ -1,16 +1,17 @@
 package ingest
 
 import (
-	"context"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"github.com/valyala/fasthttp"
 )
 
-// connLimiter bounds the open connections of a [Server] without ever refusing a connection outright: past
-// the bound it closes the connection that has waited longest without a request in a handler (a keep-alive
-// connection gone idle, a new one that has sent nothing, or one still trickling its headers). Connections
+// connLimiter tracks the open connections of a [Server] and bounds them (when max > 0) without ever refusing
+// a connection outright: past the bound it closes the connection that has waited longest without a request
+// in a handler (a keep-alive connection gone idle, a new one that has sent nothing, or one still trickling
+// its request). Connections
 // whose request is in the handler are never closed, so thousands of idle or slow clients cannot crowd out a
 // real webhook, nor exhaust the process's file descriptors.
 type connLimiter struct {
@@ -31,7 +32,7 @@ type trackedConn struct {
 	// prev and next link the connection into waiting; inWaiting says it is there.
 	prev, next *trackedConn
 	inWaiting  bool
-	// handlers counts requests of the connection in a handler (more than one only with HTTP/2).
+	// handlers counts requests of the connection in a handler (0 or 1 under HTTP/1.1).
 	handlers int
 	evicted  bool
 }
@@ -68,54 +69,38 @@ func (l *connList) front() *trackedConn {
 	return l.root.next
 }
 
-// connKey is the context key of the request's *trackedConn.
-type connKey struct{}
-
 func newConnLimiter(maxConns int) *connLimiter {
 	l := &connLimiter{max: maxConns, conns: make(map[net.Conn]*trackedConn)}
 	l.waiting.init()
 	return l
 }
 
-// connContext is the http.Server's ConnContext, called before StateNew: it tracks the connection and lets
-// a handler find it without a look-up.
-func (l *connLimiter) connContext(ctx context.Context, c net.Conn) context.Context {
-	tc := &trackedConn{c: c}
-	l.mu.Lock()
-	l.conns[c] = tc
-	l.mu.Unlock()
-	return context.WithValue(ctx, connKey{}, tc)
-}
-
-// connState is the http.Server's ConnState hook.
-func (l *connLimiter) connState(c net.Conn, state http.ConnState) {
-	if state == http.StateActive {
+// connState is the fasthttp.Server's ConnState hook.
+func (l *connLimiter) connState(c net.Conn, state fasthttp.ConnState) {
+	if state == fasthttp.StateActive {
 		return // wrap takes the connection out of waiting when its request reaches the handler
 	}
 	var victims []net.Conn
 	l.mu.Lock()
 	switch state {
-	case http.StateNew:
-		tc := l.conns[c]
-		if tc == nil { // not seen by connContext: track it now
-			tc = &trackedConn{c: c}
-			l.conns[c] = tc
-		}
+	case fasthttp.StateNew:
+		tc := &trackedConn{c: c}
+		l.conns[c] = tc
 		l.open++
 		l.waiting.pushBack(tc)
-		for l.open > l.max && l.waiting.n > 0 {
+		for l.max > 0 && l.open > l.max && l.waiting.n > 0 {
 			v := l.waiting.front()
 			l.waiting.remove(v)
 			v.evicted = true
 			l.open--
 			victims = append(victims, v.c)
 		}
-	case http.StateIdle:
+	case fasthttp.StateIdle:
 		if tc := l.conns[c]; tc != nil && !tc.evicted && tc.handlers == 0 {
 			l.waiting.remove(tc)
 			l.waiting.pushBack(tc)
 		}
-	case http.StateClosed, http.StateHijacked:
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
 		if tc := l.conns[c]; tc != nil {
 			l.waiting.remove(tc)
 			if !tc.evicted {
@@ -132,20 +117,35 @@ func (l *connLimiter) connState(c net.Conn, state http.ConnState) {
 }
 
 // wrap marks the request's connection busy while h serves it, so it is not evicted.
-func (l *connLimiter) wrap(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tc, _ := r.Context().Value(connKey{}).(*trackedConn)
+func (l *connLimiter) wrap(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		l.mu.Lock()
+		tc := l.conns[ctx.Conn()]
 		if tc != nil {
-			l.mu.Lock()
 			tc.handlers++
 			l.waiting.remove(tc)
-			l.mu.Unlock()
+		}
+		l.mu.Unlock()
+		if tc != nil {
 			defer func() {
 				l.mu.Lock()
 				tc.handlers--
 				l.mu.Unlock()
 			}()
 		}
-		h.ServeHTTP(w, r)
-	})
+		h(ctx)
+	}
+}
+
+// closeAll closes every open connection, cutting off the requests in flight.
+func (l *connLimiter) closeAll() {
+	l.mu.Lock()
+	all := make([]net.Conn, 0, len(l.conns))
+	for c := range l.conns {
+		all = append(all, c)
+	}
+	l.mu.Unlock()
+	for _, c := range all {
+		_ = c.Close()
+	}
 }

@@ -1,31 +1,26 @@
 package ingest
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
-// TestConnLimiterEvictsLongestWaiting drives the limiter's hooks as net/http calls them: a connection that
+// TestConnLimiterEvictsLongestWaiting drives the limiter's hooks as fasthttp calls them: a connection that
 // served a request goes to the back of the waiting list, so the one that waited longest is evicted, and a
 // connection with a request in the handler is never evicted.
 func TestConnLimiterEvictsLongestWaiting(t *testing.T) {
 	l := newConnLimiter(2)
-	type conn struct {
-		c   net.Conn
-		ctx context.Context
-	}
+	type conn struct{ c net.Conn }
 	open := func() conn {
 		c, peer := net.Pipe()
 		t.Cleanup(func() { c.Close(); peer.Close() })
-		ctx := l.connContext(context.Background(), c)
-		l.connState(c, http.StateNew)
-		return conn{c, ctx}
+		l.connState(c, fasthttp.StateNew)
+		return conn{c}
 	}
 	// closed reports whether c was closed: a write past its deadline fails at once, with ErrClosedPipe
 	// only when closed (nobody reads the peer, so the write never succeeds).
@@ -36,15 +31,16 @@ func TestConnLimiterEvictsLongestWaiting(t *testing.T) {
 	}
 	// serve runs one request of c through wrap; during calls inside the handler.
 	serve := func(c conn, during func()) {
-		l.connState(c.c, http.StateActive)
-		h := l.wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		l.connState(c.c, fasthttp.StateActive)
+		h := l.wrap(func(*fasthttp.RequestCtx) {
 			if during != nil {
 				during()
 			}
-		}))
-		r := httptest.NewRequest(http.MethodGet, "/", nil).WithContext(c.ctx)
-		h.ServeHTTP(httptest.NewRecorder(), r)
-		l.connState(c.c, http.StateIdle)
+		})
+		var ctx fasthttp.RequestCtx
+		ctx.Init2(c.c, nil, false)
+		h(&ctx)
+		l.connState(c.c, fasthttp.StateIdle)
 	}
 
 	c1, c2 := open(), open()
@@ -60,11 +56,11 @@ func TestConnLimiterEvictsLongestWaiting(t *testing.T) {
 			t.Errorf("c4 during c1's request: c1 closed %v, c3 closed %v; want c3 evicted, c1 kept", closed(c1), closed(c3))
 		}
 	})
-	l.connState(c1.c, http.StateClosed)
+	l.connState(c1.c, fasthttp.StateClosed)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.open != 1 || l.waiting.n != 1 || len(l.conns) != 3 {
-		t.Errorf("open %d, waiting %d, tracked %d; want 1, 1, 3 (c4 open; c2, c3 evicted and not yet closed by net/http)",
+		t.Errorf("open %d, waiting %d, tracked %d; want 1, 1, 3 (c4 open; c2, c3 evicted and not yet closed by fasthttp)",
 			l.open, l.waiting.n, len(l.conns))
 	}
 }

@@ -14,8 +14,13 @@ var (
 	ErrNotObject = errors.New("body is not a JSON object")
 	// ErrJobID means job_id is missing, repeated, not a string or not a UUID in 8-4-4-4-12 form (400).
 	ErrJobID = errors.New("job_id must be a string holding a UUID in 8-4-4-4-12 form")
-	// ErrReadBody means the body could not be read, e.g. the sender stalled or hung up (400).
-	ErrReadBody = errors.New("request body could not be read")
+	// ErrReadBody means the request could not be read or parsed (400).
+	ErrReadBody = errors.New("request could not be read")
+	// ErrReadTimeout means the request, body included, was not received within ServerConfig.ReadTimeout of
+	// its first byte (408).
+	ErrReadTimeout = errors.New("request not received in time")
+	// ErrHeadersTooLarge means the request line and headers are over ServerConfig.MaxHeaderBytes (431).
+	ErrHeadersTooLarge = errors.New("request headers too large")
 	// ErrTooLarge means the body is over Config.MaxBody (413).
 	ErrTooLarge = errors.New("body too large")
 	// ErrMediaType means a Content-Type was sent and it is not application/json or application/*+json (415).
@@ -70,6 +75,8 @@ var errorClasses = []errorClass{
 	{ErrNotObject, http.StatusBadRequest, "not_object", ""},
 	{ErrJobID, http.StatusBadRequest, "invalid_job_id", ""},
 	{ErrReadBody, http.StatusBadRequest, "read_error", ""},
+	{ErrReadTimeout, http.StatusRequestTimeout, "read_error", ""},
+	{ErrHeadersTooLarge, http.StatusRequestHeaderFieldsTooLarge, "headers_too_large", ""},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", ""},
 	{ErrMediaType, http.StatusUnsupportedMediaType, "unsupported_media_type", ""},
 	{ErrUnauthorized, http.StatusUnauthorized, "unauthorized", "missing or wrong ?token= query parameter"},

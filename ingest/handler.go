@@ -10,10 +10,9 @@ import (
 	"fmt"
 	"math"
 	"mime"
-	"net/http"
+	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +20,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/evershield/bridge/internal/text"
 	bjs "github.com/evershield/bridge/jetstream"
@@ -38,7 +39,7 @@ const (
 	PathMetrics = "/metrics"
 )
 
-// Handler is the ingest role's http.Handler. It serves
+// Handler is the ingest role's request handler. [Handler.Serve] serves
 //
 //	POST /webhook and POST /webhook/{modality}   store the webhook in JetStream, then answer
 //	GET  /healthz                                 200 while the process is alive
@@ -47,10 +48,12 @@ const (
 //
 // It is safe for concurrent use.
 type Handler struct {
-	cfg        Config
-	log        zerolog.Logger
-	metrics    *metrics
-	modalities map[string]bool
+	cfg     Config
+	log     zerolog.Logger
+	metrics *metrics
+	// modalities maps each path modality to itself, so a look-up by the path's bytes yields a string
+	// without allocating one.
+	modalities map[string]string
 	// tokenSum is the SHA-256 of Config.Token, compared in constant time with that of ?token=.
 	tokenSum [sha256.Size]byte
 	// secret is the HMAC key parsed from Config.Secret; nil when webhooks are not signed.
@@ -59,7 +62,7 @@ type Handler struct {
 	subjects   map[string]string
 	slots      chan struct{}
 	retryAfter string
-	metricsH   http.Handler
+	metricsH   fasthttp.RequestHandler
 	// shuttingDown is set by SetShuttingDown; readiness is false from then on.
 	shuttingDown atomic.Bool
 }
@@ -78,21 +81,21 @@ func New(cfg Config) (*Handler, error) {
 		cfg:        cfg,
 		log:        cfg.Log.With().Str("component", "ingest").Logger(),
 		metrics:    m,
-		modalities: make(map[string]bool, len(cfg.Modalities)),
+		modalities: make(map[string]string, len(cfg.Modalities)),
 		subjects:   map[string]string{"": bjs.WebhookSubject("")},
 		tokenSum:   sha256.Sum256([]byte(cfg.Token)),
 		slots:      make(chan struct{}, cfg.MaxInFlight),
 		retryAfter: strconv.Itoa(int(math.Ceil(cfg.RetryAfter.Seconds()))),
 	}
 	for _, mod := range cfg.Modalities {
-		h.modalities[mod] = true
+		h.modalities[mod] = mod
 		h.subjects[mod] = bjs.WebhookSubject(mod)
 	}
 	if cfg.Secret != "" {
 		h.secret, _ = ParseSecret(cfg.Secret) // checked by Validate
 	}
 	if cfg.Gatherer != nil {
-		h.metricsH = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
+		h.metricsH = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
 	return h, nil
 }
@@ -104,52 +107,54 @@ func (h *Handler) SetShuttingDown() { h.shuttingDown.Store(true) }
 // Ready reports what /readyz answers: Config.Ready is true and shutdown has not started.
 func (h *Handler) Ready() bool { return !h.shuttingDown.Load() && h.cfg.Ready() }
 
-// ServeHTTP routes the request.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch p := r.URL.Path; {
-	case p == PathWebhook:
-		h.serveWebhook(w, r, "")
-	case strings.HasPrefix(p, PathWebhook+"/"):
-		h.serveWebhook(w, r, p[len(PathWebhook)+1:])
-	case p == PathHealthz:
-		if !allowGet(w, r) {
+// Serve routes the request; it is a fasthttp.RequestHandler.
+func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
+	switch p := ctx.Path(); {
+	case string(p) == PathWebhook:
+		h.serveWebhook(ctx, nil)
+	case bytes.HasPrefix(p, webhookPrefix):
+		h.serveWebhook(ctx, p[len(webhookPrefix):])
+	case string(p) == PathHealthz:
+		if !allowGet(ctx) {
 			return
 		}
-		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
-	case p == PathReadyz:
-		if !allowGet(w, r) {
+		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
+	case string(p) == PathReadyz:
+		if !allowGet(ctx) {
 			return
 		}
 		if !h.Ready() {
-			h.writeError(w, ErrNotReady)
+			h.writeError(ctx, ErrNotReady)
 			return
 		}
-		writeJSON(w, http.StatusOK, []byte(`{"status":"ready"}`))
-	case p == PathMetrics && h.metricsH != nil:
-		if !allowGet(w, r) {
+		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
+	case string(p) == PathMetrics && h.metricsH != nil:
+		if !allowGet(ctx) {
 			return
 		}
-		h.metricsH.ServeHTTP(w, r)
+		h.metricsH(ctx)
 	default:
-		h.writeError(w, fmt.Errorf("%w: %s", ErrNotFound, text.Truncate(p, 64)))
+		h.writeError(ctx, fmt.Errorf("%w: %s", ErrNotFound, text.Truncate(string(p), 64)))
 	}
 }
 
+// webhookPrefix begins the path of POST /webhook/{modality}.
+var webhookPrefix = []byte(PathWebhook + "/")
+
 // allowGet answers 405 to anything but GET and HEAD.
-func allowGet(w http.ResponseWriter, r *http.Request) bool {
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+func allowGet(ctx *fasthttp.RequestCtx) bool {
+	if ctx.IsGet() || ctx.IsHead() {
 		return true
 	}
-	w.Header().Set("Allow", "GET, HEAD")
-	writeErrorBody(w, fmt.Errorf("%w: %s (use GET)", ErrMethod, r.Method))
+	ctx.Response.Header.Set("Allow", "GET, HEAD")
+	writeErrorBody(ctx, fmt.Errorf("%w: %s (use GET)", ErrMethod, text.Truncate(string(ctx.Method()), 16)))
 	return false
 }
 
-// serveWebhook handles one webhook: pathModality is the {modality} path segment, empty for POST /webhook.
-func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathModality string) {
-	start := time.Now()
+// serveWebhook handles one webhook: pathModality is the {modality} path segment, nil for POST /webhook.
+func (h *Handler) serveWebhook(ctx *fasthttp.RequestCtx, pathModality []byte) {
 	receivedAt := h.cfg.Now().UTC()
-	id, ack, err := h.ingest(w, r, pathModality, receivedAt, start)
+	modality, id, ack, err := h.ingest(ctx, pathModality, receivedAt)
 	if err != nil {
 		status, code, _ := errorStatus(err)
 		h.metrics.count(code)
@@ -162,10 +167,10 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathModal
 		default:
 			ev = h.log.Info()
 		}
-		// r.URL is never logged: it may carry ?token=.
-		ev.Str("job_id", id).Str("modality", text.Truncate(pathModality, 64)).Int("status", status).
-			Str("remote_addr", r.RemoteAddr).Err(err).Msg("webhook rejected")
-		h.writeError(w, err)
+		// The request URI is never logged: it may carry ?token=.
+		ev.Str("job_id", id).Str("modality", text.Truncate(string(pathModality), 64)).Int("status", status).
+			Str("remote_addr", ctx.RemoteAddr().String()).Err(err).Msg("webhook rejected")
+		h.writeError(ctx, err)
 		return
 	}
 	outcome := outcomeAccepted
@@ -174,37 +179,36 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathModal
 	}
 	h.metrics.count(outcome)
 	if ev := h.log.Debug(); ev.Enabled() { // spare the request path building the subject when nobody logs it
-		ev.Str("job_id", id).Str("modality", pathModality).Str("subject", bjs.WebhookSubject(pathModality)).
-			Int("status", http.StatusOK).Uint64("seq", ack.Sequence).Bool("duplicate", ack.Duplicate).Msg("webhook stored")
+		ev.Str("job_id", id).Str("modality", modality).Str("subject", bjs.WebhookSubject(modality)).
+			Int("status", fasthttp.StatusOK).Uint64("seq", ack.Sequence).Bool("duplicate", ack.Duplicate).Msg("webhook stored")
 	}
-	// id is a validated UUID (hex and hyphens), so it needs no JSON escaping. The body is built in one
-	// allocation, newline included.
-	b := make([]byte, 0, len(`{"job_id":"","duplicate":false}`)+len(id)+1)
-	b = append(b, `{"job_id":"`...)
-	b = append(b, id...)
-	b = append(b, `","duplicate":`...)
-	b = strconv.AppendBool(b, ack.Duplicate)
-	b = append(b, "}\n"...)
-	writeJSONLine(w, http.StatusOK, b)
+	// id is a validated UUID (hex and hyphens), so it needs no JSON escaping. The body is appended to the
+	// response's own pooled buffer.
+	ctx.SetStatusCode(fasthttp.StatusOK)
+	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
+	ctx.Response.AppendBodyString(`{"job_id":"`)
+	ctx.Response.AppendBodyString(id)
+	ctx.Response.AppendBodyString(`","duplicate":`)
+	if ack.Duplicate {
+		ctx.Response.AppendBodyString("true}\n")
+	} else {
+		ctx.Response.AppendBodyString("false}\n")
+	}
 }
 
-// answerMargin is kept free between the end of the publish wait and the server's write deadline, for
-// writing the answer.
-const answerMargin = 500 * time.Millisecond
-
-// ingest runs the webhook rules in order, cheapest first, and publishes. It returns the job_id once known.
-// start is when the handler began, which is when net/http armed the connection's write deadline.
-func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality string, receivedAt, start time.Time) (string, *jetstream.PubAck, error) {
-	signed, err := h.admit(w, r, pathModality, receivedAt)
+// ingest runs the webhook rules in order, cheapest first, and publishes. It returns the path's modality
+// once it is known to be one, and the job_id once known.
+func (h *Handler) ingest(ctx *fasthttp.RequestCtx, pathModality []byte, receivedAt time.Time) (modality, id string, _ *jetstream.PubAck, _ error) {
+	modality, signed, err := h.admit(ctx, pathModality, receivedAt)
 	if err != nil {
-		return "", nil, err
+		return "", "", nil, err
 	}
-	// The slot bounds memory (MaxInFlight bodies) and goroutines waiting for acks. It is taken before the
-	// body is read and never waited for: a full house answers 503 at once.
+	// The slot bounds the goroutines waiting for acks. It is never waited for: a full house answers 503
+	// at once.
 	select {
 	case h.slots <- struct{}{}:
 	default:
-		return "", nil, ErrBusy
+		return modality, "", nil, ErrBusy
 	}
 	h.metrics.inFlight.Inc()
 	defer func() {
@@ -212,67 +216,64 @@ func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, pathModality st
 		<-h.slots
 	}()
 
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer putBuf(buf)
-	id, err := h.readWebhook(w, r, buf, signed)
+	body := ctx.PostBody()
+	id, err = h.checkWebhook(body, signed)
 	if err != nil {
-		return "", nil, err
+		return modality, "", nil, err
 	}
-	msg := h.message(r, pathModality, id, receivedAt)
-	msg.Data = buf.Bytes()
-	ack, err := h.store(r, msg, start)
+	msg := h.message(ctx, modality, id, receivedAt)
+	msg.Data = body
+	ack, err := h.store(msg)
 	if err != nil {
-		return id, nil, fmt.Errorf("%w: store webhook %s: %w", ErrUnavailable, id, err)
+		return modality, id, nil, fmt.Errorf("%w: store webhook %s: %w", ErrUnavailable, id, err)
 	}
-	return id, ack, nil
+	return modality, id, ack, nil
 }
 
-// admit makes the checks that need no body: route, method, token, signature headers, media type,
-// declared size, NATS and the stream's room. It returns the signature headers to verify the body with.
-func (h *Handler) admit(w http.ResponseWriter, r *http.Request, pathModality string, receivedAt time.Time) (signedHeaders, error) {
+// admit makes the checks that need no body: route, method, token, signature headers, media type, size,
+// NATS and the stream's room. It returns the path's modality, and the signature headers to verify the
+// body with.
+func (h *Handler) admit(ctx *fasthttp.RequestCtx, pathModality []byte, receivedAt time.Time) (string, signedHeaders, error) {
 	var signed signedHeaders
-	if r.URL.Path != PathWebhook && !h.modalities[pathModality] {
-		return signed, fmt.Errorf("%w %q: use one of %s", ErrUnknownModality, text.Truncate(pathModality, 64),
+	modality, ok := h.modalities[string(pathModality)]
+	if pathModality != nil && !ok {
+		return "", signed, fmt.Errorf("%w %q: use one of %s", ErrUnknownModality, text.Truncate(string(pathModality), 64),
 			strings.Join(h.cfg.Modalities, ", "))
 	}
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		return signed, fmt.Errorf("%w: %s (use POST)", ErrMethod, r.Method)
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set("Allow", fasthttp.MethodPost)
+		return modality, signed, fmt.Errorf("%w: %s (use POST)", ErrMethod, text.Truncate(string(ctx.Method()), 16))
 	}
 	if h.cfg.Token != "" {
-		got := sha256.Sum256([]byte(r.URL.Query().Get("token")))
+		got := sha256.Sum256(ctx.QueryArgs().Peek("token"))
 		if subtle.ConstantTimeCompare(got[:], h.tokenSum[:]) != 1 {
-			return signed, ErrUnauthorized
+			return modality, signed, ErrUnauthorized
 		}
 	}
 	if h.secret != nil {
 		var err error
-		if signed, err = checkSignatureHeaders(r.Header, receivedAt, h.cfg.SignatureTolerance); err != nil {
-			return signed, err
+		if signed, err = checkSignatureHeaders(&ctx.Request.Header, receivedAt, h.cfg.SignatureTolerance); err != nil {
+			return modality, signed, err
 		}
 	}
-	if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
-		return signed, err
+	if err := checkMediaType(ctx.Request.Header.ContentType()); err != nil {
+		return modality, signed, err
 	}
-	if r.ContentLength > h.cfg.MaxBody {
-		return signed, fmt.Errorf("%w: Content-Length %d is over %d bytes", ErrTooLarge, r.ContentLength, h.cfg.MaxBody)
+	if n := len(ctx.PostBody()); int64(n) > h.cfg.MaxBody {
+		return modality, signed, fmt.Errorf("%w: %d bytes is over %d", ErrTooLarge, n, h.cfg.MaxBody)
 	}
 	if !h.cfg.Ready() {
-		return signed, fmt.Errorf("%w: NATS not connected", ErrUnavailable)
+		return modality, signed, fmt.Errorf("%w: NATS not connected", ErrUnavailable)
 	}
 	if h.cfg.Overloaded != nil && h.cfg.Overloaded() {
-		return signed, ErrOverloaded
+		return modality, signed, ErrOverloaded
 	}
-	return signed, nil
+	return modality, signed, nil
 }
 
-// readWebhook reads the body into buf and checks it: the signature, the job id, and, for a webhook
-// nothing vouches for, room in the slow lane. It returns the job id.
-func (h *Handler) readWebhook(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer, signed signedHeaders) (string, error) {
-	if err := h.readBody(w, r, buf); err != nil {
-		return "", err
-	}
-	body := buf.Bytes()
+// checkWebhook checks the body: the signature, the job id, and, for a webhook nothing vouches for, room in
+// the slow lane. It returns the job id.
+func (h *Handler) checkWebhook(body []byte, signed signedHeaders) (string, error) {
 	if h.secret != nil {
 		if err := signed.verify(h.secret, body); err != nil {
 			return "", err
@@ -291,23 +292,11 @@ func (h *Handler) readWebhook(w http.ResponseWriter, r *http.Request, buf *bytes
 	return id, nil
 }
 
-// store publishes msg to WEBHOOKS and waits for the acknowledgement, within what is left of the
-// answer's deadline.
-func (h *Handler) store(r *http.Request, msg *nats.Msg, start time.Time) (*jetstream.PubAck, error) {
-	// The answer must be written before the server's WriteTimeout, which runs from the handler's start:
-	// a slow body (up to ReadTimeout) plus a full PublishTimeout could outlast it, and the upstream would
-	// see a broken connection instead of an answer. So the wait is cut to what is left; with nothing
-	// left the answer is 503 at once (the reconciler recovers the job).
-	timeout := h.cfg.PublishTimeout
-	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && srv.WriteTimeout > 0 {
-		timeout = min(timeout, time.Until(start.Add(srv.WriteTimeout-answerMargin)))
-	}
-	if timeout <= 0 {
-		return nil, errors.New("no time left before the answer deadline")
-	}
+// store publishes msg to WEBHOOKS and waits for the acknowledgement, at most Config.PublishTimeout.
+func (h *Handler) store(msg *nats.Msg) (*jetstream.PubAck, error) {
 	// The sender hanging up must not cancel the publish: it completes or times out on its own, so the
-	// outcome counted and logged is the real one. The publish needs none of the request's values.
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	// outcome counted and logged is the real one.
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PublishTimeout)
 	defer cancel()
 	pubStart := time.Now()
 	ack, err := bjs.PublishMsg(ctx, h.cfg.Publisher, msg)
@@ -323,11 +312,7 @@ const maxHeaders = 7
 
 // message is the webhook's message without its data: subject and headers. The header values share one
 // backing array, so the headers cost one allocation besides the map.
-func (h *Handler) message(r *http.Request, pathModality, id string, receivedAt time.Time) *nats.Msg {
-	subject, ok := h.subjects[pathModality]
-	if !ok {
-		subject = bjs.WebhookSubject(pathModality)
-	}
+func (h *Handler) message(ctx *fasthttp.RequestCtx, modality, id string, receivedAt time.Time) *nats.Msg {
 	vals := make([]string, 0, maxHeaders)
 	hdr := make(nats.Header, maxHeaders)
 	set := func(k, v string) {
@@ -337,11 +322,11 @@ func (h *Handler) message(r *http.Request, pathModality, id string, receivedAt t
 	set(jetstream.MsgIDHeader, id)
 	set(jetstream.ExpectedStreamHeader, bjs.StreamWebhooks)
 	set(bjs.HeaderReceivedAt, receivedAt.Format(time.RFC3339Nano))
-	set(bjs.HeaderRemoteAddr, r.RemoteAddr)
-	if pathModality != "" {
-		set(bjs.HeaderModality, pathModality)
+	set(bjs.HeaderRemoteAddr, ctx.RemoteAddr().String())
+	if modality != "" {
+		set(bjs.HeaderModality, modality)
 	}
-	if d := deliveryID(r.Header); d != "" {
+	if d := deliveryID(&ctx.Request.Header); d != "" {
 		set(bjs.HeaderDeliveryID, d)
 	}
 	switch {
@@ -350,7 +335,7 @@ func (h *Handler) message(r *http.Request, pathModality, id string, receivedAt t
 	case h.cfg.Token != "":
 		set(bjs.HeaderAuthenticated, bjs.AuthenticatedToken)
 	}
-	return &nats.Msg{Subject: subject, Header: hdr}
+	return &nats.Msg{Subject: h.subjects[modality], Header: hdr}
 }
 
 // maxDeliveryID bounds the delivery id kept in a header.
@@ -358,43 +343,29 @@ const maxDeliveryID = 128
 
 // deliveryID is the upstream's id of this delivery, for tracing: X-Omnifence-Delivery-Id (v2), else the
 // Standard Webhooks webhook-id; "" when neither is there. It is kept only when printable ASCII.
-func deliveryID(h http.Header) string {
-	d := h.Get(bjs.UpstreamHeaderDeliveryID)
-	if d == "" {
-		d = h.Get(HeaderWebhookID)
+func deliveryID(h *fasthttp.RequestHeader) string {
+	d := h.Peek(bjs.UpstreamHeaderDeliveryID)
+	if len(d) == 0 {
+		d = h.Peek(HeaderWebhookID)
 	}
 	if len(d) > maxDeliveryID {
 		return ""
 	}
-	for i := 0; i < len(d); i++ {
-		if d[i] < 0x21 || d[i] > 0x7e {
+	for _, c := range d {
+		if c < 0x21 || c > 0x7e {
 			return ""
 		}
 	}
-	return d
-}
-
-// readBody reads at most Config.MaxBody bytes of the body into buf.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) error {
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
-	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
-	if err == nil {
-		return nil
-	}
-	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-		return fmt.Errorf("%w: over %d bytes", ErrTooLarge, h.cfg.MaxBody)
-	}
-	return fmt.Errorf("%w: %w", ErrReadBody, err)
+	return string(d)
 }
 
 // checkMediaType accepts no Content-Type (the upstream does not document its headers), application/json and
 // application/*+json, with any parameters.
-func checkMediaType(ct string) error {
-	if ct == "" || ct == "application/json" {
+func checkMediaType(b []byte) error {
+	if len(b) == 0 || string(b) == "application/json" {
 		return nil
 	}
+	ct := string(b)
 	mt, _, err := mime.ParseMediaType(ct)
 	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
 		return nil
@@ -403,11 +374,11 @@ func checkMediaType(ct string) error {
 }
 
 // writeError answers err through the error table, adding Retry-After to a 503.
-func (h *Handler) writeError(w http.ResponseWriter, err error) {
+func (h *Handler) writeError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBusy) || errors.Is(err, ErrOverloaded) || errors.Is(err, ErrUnprovenFull) {
-		w.Header().Set("Retry-After", h.retryAfter)
+		ctx.Response.Header.Set("Retry-After", h.retryAfter)
 	}
-	writeErrorBody(w, err)
+	writeErrorBody(ctx, err)
 }
 
 // errorBody is the JSON answer to a rejected request.
@@ -416,38 +387,47 @@ type errorBody struct {
 	Message string `json:"message"`
 }
 
-func writeErrorBody(w http.ResponseWriter, err error) {
+func writeErrorBody(ctx *fasthttp.RequestCtx, err error) {
 	status, code, msg := errorStatus(err)
 	b, _ := json.Marshal(errorBody{Error: code, Message: msg})
-	writeJSON(w, status, b)
+	writeJSON(ctx, status, b)
 }
 
-func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	writeJSONLine(w, status, append(body, '\n'))
+// contentTypeJSON is the Content-Type of every answer.
+var contentTypeJSON = []byte("application/json")
+
+// writeJSON answers status with body, a JSON value, and a newline.
+func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
+	ctx.SetStatusCode(status)
+	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
+	ctx.Response.SetBodyRaw(nil)
+	ctx.Response.AppendBody(body)
+	ctx.Response.AppendBodyString("\n")
 }
 
-// contentTypeJSON is the Content-Type of every answer. It is shared by every response: net/http copies
-// the handler's header when the status is written and never appends in place (len equals cap).
-var contentTypeJSON = []string{"application/json"}
-
-// writeJSONLine answers status with line, a JSON body that ends in a newline. net/http adds the
-// Content-Length itself, since the whole answer fits in its buffer (2 KiB) before anything is flushed.
-func writeJSONLine(w http.ResponseWriter, status int, line []byte) {
-	w.Header()["Content-Type"] = contentTypeJSON
-	w.WriteHeader(status)
-	_, _ = w.Write(line)
+// ServeError answers a request the server could not read, and counts it under its error code, as
+// [Handler.Serve] counts webhooks; it is a ServerConfig.ErrorHandler.
+func (h *Handler) ServeError(ctx *fasthttp.RequestCtx, err error) {
+	err = requestError(err, h.cfg.MaxBody)
+	_, code, _ := errorStatus(err)
+	h.metrics.count(code)
+	h.log.Info().Str("remote_addr", ctx.RemoteAddr().String()).Err(err).Msg("request not read")
+	writeErrorBody(ctx, err)
 }
 
-// bufPool recycles body buffers; PublishMsg copies the data into the connection's buffer before it returns.
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// maxPooledBuf keeps a large MaxBody from pinning big buffers in the pool.
-const maxPooledBuf = 1 << 20
-
-func putBuf(b *bytes.Buffer) {
-	if b.Cap() > maxPooledBuf {
-		return
+// requestError is the error table's error for what the server met reading a request: headers over the
+// bound, a body over maxBody, a read that timed out, or anything else unreadable.
+func requestError(err error, maxBody int64) error {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.As(err, &small):
+		return ErrHeadersTooLarge
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return fmt.Errorf("%w: over %d bytes", ErrTooLarge, maxBody)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return ErrReadTimeout
+	default:
+		return fmt.Errorf("%w: %w", ErrReadBody, err)
 	}
-	b.Reset()
-	bufPool.Put(b)
 }

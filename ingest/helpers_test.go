@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -52,15 +51,9 @@ type harness struct {
 	client *http.Client
 }
 
-// newHarness connects to urls and serves a Handler built from cfg over httptest; cfg.Publisher defaults to
-// the connection's JetStream, Log and Metrics are always the test's own.
+// newHarness connects to urls and serves a Handler built from cfg behind the real listener ([Listen]);
+// cfg.Publisher defaults to the connection's JetStream, Log and Metrics are always the test's own.
 func newHarness(tb testing.TB, urls string, cfg Config) *harness {
-	tb.Helper()
-	return newHarnessWith(tb, urls, cfg, nil)
-}
-
-// newHarnessWith is newHarness with a middleware around the handler.
-func newHarnessWith(tb testing.TB, urls string, cfg Config, wrap func(http.Handler) http.Handler) *harness {
 	tb.Helper()
 	nc, js := natstest.Connect(tb, urls)
 	if cfg.Publisher == nil {
@@ -76,15 +69,10 @@ func newHarnessWith(tb testing.TB, urls string, cfg Config, wrap func(http.Handl
 	if err != nil {
 		tb.Fatalf("new handler: %v", err)
 	}
-	var hh http.Handler = h
-	if wrap != nil {
-		hh = wrap(h)
-	}
-	srv := httptest.NewServer(hh)
-	tb.Cleanup(srv.Close)
-	client := srv.Client()
-	client.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
-	return &harness{h: h, url: srv.URL, nc: nc, js: js, reg: reg, client: client}
+	s := runListener(tb, ServerConfig{Handler: h.Serve, ErrorHandler: h.ServeError, Log: cfg.Log, MaxBody: cfg.MaxBody})
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	tb.Cleanup(client.CloseIdleConnections)
+	return &harness{h: h, url: "http://" + s.Addr().String(), nc: nc, js: js, reg: reg, client: client}
 }
 
 // request is one HTTP request of a test; the zero Method is POST and the zero ContentType application/json.

@@ -26,6 +26,7 @@ type liveServer struct {
 	srv  *Server
 	base string
 	js   jetstream.JetStream
+	reg  *prometheus.Registry
 }
 
 // startServer runs a Server built from scfg around a Handler built from hcfg (Publisher defaults to the
@@ -40,14 +41,15 @@ func startServer(t *testing.T, scfg ServerConfig, hcfg Config, pub func(jetstrea
 		hcfg.Publisher = pub(js)
 	}
 	hcfg.Log = zerolog.New(zerolog.NewTestWriter(t))
-	hcfg.Metrics = prometheus.NewRegistry()
+	reg := prometheus.NewRegistry()
+	hcfg.Metrics = reg
 	h, err := New(hcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	scfg.Handler, scfg.Log = h, zerolog.New(zerolog.NewTestWriter(t))
+	scfg.Handler, scfg.ErrorHandler, scfg.Log = h.Serve, h.ServeError, zerolog.New(zerolog.NewTestWriter(t))
 	s := runListener(t, scfg)
-	return &liveServer{srv: s, base: "http://" + s.Addr().String(), js: js}
+	return &liveServer{srv: s, base: "http://" + s.Addr().String(), js: js, reg: reg}
 }
 
 // runListener runs the real listener built from scfg on 127.0.0.1:0 until the test ends.
@@ -112,7 +114,7 @@ func waitCutOff(t *testing.T, c net.Conn) string {
 
 func TestSlowHeaderClientIsCutOffAndWebhooksFlow(t *testing.T) {
 	t.Parallel()
-	ls := startServer(t, ServerConfig{ReadHeaderTimeout: time.Second}, Config{}, nil)
+	ls := startServer(t, ServerConfig{ReadTimeout: time.Second}, Config{}, nil)
 	slow := make([]net.Conn, 20)
 	for i := range slow {
 		slow[i] = ls.dial(t)
@@ -136,7 +138,7 @@ func TestSlowHeaderClientIsCutOffAndWebhooksFlow(t *testing.T) {
 
 func TestSlowBodyClientIsCutOffAndNothingPublished(t *testing.T) {
 	t.Parallel()
-	ls := startServer(t, ServerConfig{ReadTimeout: time.Second, WriteTimeout: 5 * time.Second}, Config{}, nil)
+	ls := startServer(t, ServerConfig{ReadTimeout: time.Second}, Config{}, nil)
 	slow := ls.dial(t)
 	body := webhookBody(uuid.NewString())
 	if _, err := fmt.Fprintf(slow, "POST /webhook/prompt HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/json\r\n"+
@@ -147,8 +149,8 @@ func TestSlowBodyClientIsCutOffAndNothingPublished(t *testing.T) {
 		t.Fatalf("real webhook next to a slow-body client: %d, want 200", st)
 	}
 	got := waitCutOff(t, slow)
-	if got != "" && !strings.HasPrefix(got, "HTTP/1.1 400") {
-		t.Fatalf("slow-body client got %q, want 400 or the connection closed", got)
+	if got != "" && !strings.HasPrefix(got, "HTTP/1.1 408") {
+		t.Fatalf("slow-body client got %q, want 408 or the connection closed", got)
 	}
 	if msgs := stored(t, ls.js); len(msgs) != 1 {
 		t.Fatalf("%d messages stored, want the real webhook only", len(msgs))
@@ -171,7 +173,7 @@ func idleConns(t *testing.T) int {
 
 func TestThousandsOfIdleConnectionsDoNotBlockWebhooks(t *testing.T) {
 	t.Parallel()
-	ls := startServer(t, ServerConfig{ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute}, Config{}, nil)
+	ls := startServer(t, ServerConfig{ReadTimeout: time.Minute, IdleTimeout: time.Minute}, Config{}, nil)
 	n := idleConns(t)
 	for i := range n {
 		c := ls.dial(t)
@@ -205,7 +207,7 @@ func TestThousandsOfIdleConnectionsDoNotBlockWebhooks(t *testing.T) {
 func TestConnectionBoundEvictsIdleNotInFlight(t *testing.T) {
 	t.Parallel()
 	var gp *gatePublisher
-	ls := startServer(t, ServerConfig{MaxConns: 50, ReadHeaderTimeout: time.Minute, IdleTimeout: time.Minute}, Config{},
+	ls := startServer(t, ServerConfig{MaxConns: 50, ReadTimeout: time.Minute, IdleTimeout: time.Minute}, Config{},
 		func(p jetstream.Publisher) jetstream.Publisher { gp = newGatePublisher(p); return gp })
 	// A webhook in flight (its publish held at the gate) while a crowd of silent connections arrives.
 	id := uuid.NewString()
@@ -256,6 +258,9 @@ func TestOversizedHeadersAnswered431(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("status %d, want 431", resp.StatusCode)
 	}
+	if got := counter(t, ls.reg, "headers_too_large"); got != 1 {
+		t.Errorf("headers_too_large counted %v times, want 1", got)
+	}
 	if msgs := stored(t, ls.js); len(msgs) != 0 {
 		t.Fatalf("%d messages stored, want 0", len(msgs))
 	}
@@ -264,20 +269,20 @@ func TestOversizedHeadersAnswered431(t *testing.T) {
 	}
 }
 
-// TestAnswerFitsInsideWriteTimeout: a publish that never completes is cut to fit the server's WriteTimeout,
-// so the sender gets a 503 with Retry-After rather than a dead connection.
-func TestAnswerFitsInsideWriteTimeout(t *testing.T) {
+// TestPublishThatNeverCompletesIsAnswered503: a publish that never completes is cut at PublishTimeout, so
+// the sender gets a 503 with Retry-After rather than a dead connection.
+func TestPublishThatNeverCompletesIsAnswered503(t *testing.T) {
 	t.Parallel()
-	ls := startServer(t, ServerConfig{WriteTimeout: 2 * time.Second}, Config{PublishTimeout: MaxPublishTimeout},
+	ls := startServer(t, ServerConfig{}, Config{PublishTimeout: time.Second},
 		func(p jetstream.Publisher) jetstream.Publisher { return newGatePublisher(p) }) // gate never opens
 	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodPost, ls.base+"/webhook/prompt",
 		strings.NewReader(webhookBody(uuid.NewString())))
 	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
 	if err != nil {
-		t.Fatalf("no answer inside WriteTimeout: %v", err)
+		t.Fatalf("no answer after PublishTimeout: %v", err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
-		t.Fatalf("status %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("status %d Retry-After %q, want 503 with Retry-After 1", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }

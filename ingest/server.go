@@ -5,28 +5,26 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log"
 	"net"
-	"net/http"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 )
 
-// Defaults of [ServerConfig]. WriteTimeout stays well inside the upstream's 10 s client timeout; the
-// publish itself is bounded by Config.PublishTimeout (at most 5 s) and cut further so the answer is
-// written before WriteTimeout, however long the body took (see [Handler]).
+// Defaults of [ServerConfig]. An answer is written within ReadTimeout + Config.PublishTimeout of a request's
+// first byte (4 s + at most 5 s), inside the upstream's 10 s client timeout; WriteTimeout then bounds the
+// write itself, which only a peer that stops reading can hold up.
 const (
-	// DefaultReadHeaderTimeout bounds reading the request line and headers.
-	DefaultReadHeaderTimeout = 5 * time.Second
-	// DefaultReadTimeout bounds reading the whole request, body included.
-	DefaultReadTimeout = 8 * time.Second
-	// DefaultWriteTimeout bounds the time from the end of the headers to the end of the answer.
-	DefaultWriteTimeout = 9 * time.Second
+	// DefaultReadTimeout bounds reading one request, from its first byte to the end of its body (on a new
+	// connection, from the connection's opening).
+	DefaultReadTimeout = 4 * time.Second
+	// DefaultWriteTimeout bounds writing an answer, once the handler has returned.
+	DefaultWriteTimeout = time.Second
 	// DefaultIdleTimeout closes idle keep-alive connections.
 	DefaultIdleTimeout = 60 * time.Second
-	// DefaultMaxHeaderBytes bounds the request headers.
+	// DefaultMaxHeaderBytes bounds the request line and headers.
 	DefaultMaxHeaderBytes = 16 << 10
 	// DefaultMaxConns bounds the open connections.
 	DefaultMaxConns = 4096
@@ -38,21 +36,29 @@ const (
 type ServerConfig struct {
 	// Addr is the TCP address to listen on, e.g. ":8080" or "127.0.0.1:0"; empty means ":8080".
 	Addr string
-	// Handler serves the requests, normally a [*Handler]. Required.
-	Handler http.Handler
-	// Log receives the server's own errors (TLS handshakes, bad requests); it is tagged component=ingest.http.
+	// Handler serves the requests, normally [Handler.Serve]. Required.
+	Handler fasthttp.RequestHandler
+	// ErrorHandler answers a request the server could not read (headers too large, body too large, a
+	// read timeout, a malformed request), normally [Handler.ServeError]; nil answers from the same error
+	// table without counting. The connection is closed after the answer.
+	ErrorHandler func(ctx *fasthttp.RequestCtx, err error)
+	// Log receives the server's own errors (TLS handshakes, unreadable requests); it is tagged
+	// component=ingest.http.
 	Log zerolog.Logger
-	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are those of http.Server; 0 means the
-	// Default… constant.
-	ReadHeaderTimeout time.Duration
-	ReadTimeout       time.Duration
-	WriteTimeout      time.Duration
-	IdleTimeout       time.Duration
-	// MaxHeaderBytes is that of http.Server; 0 means DefaultMaxHeaderBytes. Larger headers are answered 431.
+	// ReadTimeout, WriteTimeout and IdleTimeout are as the Default… constants say; 0 means the constant.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration
+	// MaxHeaderBytes bounds the request line and headers; 0 means DefaultMaxHeaderBytes. Larger headers
+	// are answered 431.
 	MaxHeaderBytes int
+	// MaxBody bounds a request body, which is read whole before the handler runs; 0 means DefaultMaxBody. A
+	// larger one is answered 413 without being read (or as soon as a chunked one passes the bound). So the
+	// bodies held in memory are at most MaxConns × MaxBody.
+	MaxBody int64
 	// MaxConns bounds the open connections. A connection past it is still accepted, and the connection that
 	// has waited longest without a request in the handler (idle keep-alive, silent, or still sending its
-	// headers) is closed instead, so idle or slow clients can neither crowd out a real webhook nor exhaust
+	// request) is closed instead, so idle or slow clients can neither crowd out a real webhook nor exhaust
 	// file descriptors. 0 means DefaultMaxConns; negative means no bound.
 	MaxConns int
 	// ShutdownTimeout bounds how long Run waits for in-flight requests after ctx is done; 0 means
@@ -75,13 +81,15 @@ func (c *ServerConfig) setDefaults() {
 			*d = v
 		}
 	}
-	def(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	def(&c.ReadTimeout, DefaultReadTimeout)
 	def(&c.WriteTimeout, DefaultWriteTimeout)
 	def(&c.IdleTimeout, DefaultIdleTimeout)
 	def(&c.ShutdownTimeout, DefaultShutdownTimeout)
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = DefaultMaxBody
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
@@ -97,13 +105,15 @@ func (c *ServerConfig) Validate() error {
 		return fmt.Errorf("%w: TLSCertFile, TLSKeyFile: set both or neither", ErrInvalidConfig)
 	case c.MaxHeaderBytes < 0:
 		return fmt.Errorf("%w: MaxHeaderBytes: %d is negative", ErrInvalidConfig, c.MaxHeaderBytes)
+	case c.MaxBody < 0:
+		return fmt.Errorf("%w: MaxBody: %d is negative", ErrInvalidConfig, c.MaxBody)
 	}
 	for _, f := range []struct {
 		name string
 		d    time.Duration
 	}{
-		{"ReadHeaderTimeout", c.ReadHeaderTimeout}, {"ReadTimeout", c.ReadTimeout},
-		{"WriteTimeout", c.WriteTimeout}, {"IdleTimeout", c.IdleTimeout}, {"ShutdownTimeout", c.ShutdownTimeout},
+		{"ReadTimeout", c.ReadTimeout}, {"WriteTimeout", c.WriteTimeout}, {"IdleTimeout", c.IdleTimeout},
+		{"ShutdownTimeout", c.ShutdownTimeout},
 	} {
 		if f.d < 0 {
 			return fmt.Errorf("%w: %s: %v is negative", ErrInvalidConfig, f.name, f.d)
@@ -112,13 +122,16 @@ func (c *ServerConfig) Validate() error {
 	return nil
 }
 
-// Server is the HTTP listener of the ingest role. [Listen] binds it; [Server.Run] serves until its ctx is done.
+// Server is the HTTP listener of the ingest role, built on fasthttp: a webhook costs less CPU than under
+// net/http (see docs/PERFORMANCE.md), which is what lets ingest run at the bare floor. [Listen] binds it;
+// [Server.Run] serves until its ctx is done.
 type Server struct {
 	cfg ServerConfig
 	l   net.Listener
-	srv *http.Server
+	srv *fasthttp.Server
 	log zerolog.Logger
-	// conns bounds the open connections; nil when MaxConns is negative.
+	// conns tracks the open connections, bounding them by MaxConns, and cuts them off after a shutdown
+	// that ran out of time.
 	conns *connLimiter
 	// ran is set by the first Run; a Server runs once.
 	ran atomic.Bool
@@ -132,21 +145,28 @@ func Listen(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	lg := cfg.Log.With().Str("component", "ingest.http").Logger()
-	srv := &http.Server{
-		Handler:           cfg.Handler,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.WriteTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          log.New(lg, "", 0),
+	conns := newConnLimiter(cfg.MaxConns)
+	onError := cfg.ErrorHandler
+	if onError == nil {
+		onError = func(ctx *fasthttp.RequestCtx, err error) { writeErrorBody(ctx, requestError(err, cfg.MaxBody)) }
 	}
-	var conns *connLimiter
-	if cfg.MaxConns > 0 {
-		conns = newConnLimiter(cfg.MaxConns)
-		srv.Handler = conns.wrap(cfg.Handler)
-		srv.ConnState = conns.connState
-		srv.ConnContext = conns.connContext
+	srv := &fasthttp.Server{
+		Handler:      conns.wrap(cfg.Handler),
+		ErrorHandler: onError,
+		ConnState:    conns.connState,
+		Logger:       serverLogger{lg},
+		// The read buffer bounds the request line and headers: past it the request is answered 431.
+		ReadBufferSize:     cfg.MaxHeaderBytes,
+		ReadTimeout:        cfg.ReadTimeout,
+		WriteTimeout:       cfg.WriteTimeout,
+		IdleTimeout:        cfg.IdleTimeout,
+		MaxRequestBodySize: int(cfg.MaxBody),
+		// Connections are bounded by conns, which evicts rather than refuses.
+		Concurrency:                  fasthttp.DefaultConcurrency,
+		NoDefaultServerHeader:        true,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		SecureErrorLogMessage:        true,
 	}
 	if cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
@@ -162,13 +182,13 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	return &Server{cfg: cfg, l: l, srv: srv, log: lg, conns: conns}, nil
 }
 
+// serverLogger hands fasthttp's messages to zerolog.
+type serverLogger struct{ log zerolog.Logger }
+
+func (l serverLogger) Printf(format string, args ...any) { l.log.Warn().Msgf(format, args...) }
+
 // Evicted is the number of connections closed so far to stay within MaxConns.
-func (s *Server) Evicted() uint64 {
-	if s.conns == nil {
-		return 0
-	}
-	return s.conns.evicted.Load()
-}
+func (s *Server) Evicted() uint64 { return s.conns.evicted.Load() }
 
 // Addr is the address the server is bound to (with the real port when Addr asked for port 0).
 func (s *Server) Addr() net.Addr { return s.l.Addr() }
@@ -180,16 +200,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if !s.ran.CompareAndSwap(false, true) {
 		return ErrServerRunning
 	}
-	// Decide before Serve starts: ServeTLS writes to srv.TLSConfig (HTTP/2 set-up).
 	useTLS := s.srv.TLSConfig != nil
+	ln := s.l
+	if useTLS {
+		ln = tls.NewListener(s.l, s.srv.TLSConfig)
+	}
 	errc := make(chan error, 1)
-	go func() {
-		if useTLS {
-			errc <- s.srv.ServeTLS(s.l, "", "")
-			return
-		}
-		errc <- s.srv.Serve(s.l)
-	}()
+	go func() { errc <- s.srv.Serve(ln) }()
 	s.log.Info().Str("addr", s.Addr().String()).Bool("tls", useTLS).Msg("listening")
 	select {
 	case err := <-errc:
@@ -201,12 +218,12 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	err := s.srv.Shutdown(sctx)
-	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+	err := s.srv.ShutdownWithContext(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, net.ErrClosed) {
 		s.log.Error().Err(serr).Msg("serve ended")
 	}
-	if err != nil {
-		_ = s.srv.Close()
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.conns.closeAll()
 		return fmt.Errorf("shut down %s: %w", s.Addr(), err)
 	}
 	s.log.Info().Msg("stopped")
@@ -216,8 +233,9 @@ func (s *Server) Run(ctx context.Context) error {
 // Close stops the server at once, cutting off in-flight requests; use it when Run was never called. It is
 // idempotent.
 func (s *Server) Close() error {
-	_ = s.srv.Close()
-	if err := s.l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+	err := s.l.Close()
+	s.conns.closeAll()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
 	return nil

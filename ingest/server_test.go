@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 
 	"github.com/evershield/bridge/internal/natstest"
 )
@@ -29,7 +30,7 @@ func TestServerFinishesInFlightOnShutdown(t *testing.T) {
 	shutdown := make(chan struct{})
 	s, err := Listen(ServerConfig{
 		Addr:       "127.0.0.1:0",
-		Handler:    h,
+		Handler:    h.Serve,
 		Log:        zerolog.New(zerolog.NewTestWriter(t)),
 		OnShutdown: func() { h.SetShuttingDown(); close(shutdown) },
 	})
@@ -37,7 +38,7 @@ func TestServerFinishesInFlightOnShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	if _, err := Listen(ServerConfig{Addr: s.Addr().String(), Handler: h}); err == nil {
+	if _, err := Listen(ServerConfig{Addr: s.Addr().String(), Handler: h.Serve}); err == nil {
 		t.Fatal("second Listen on the same address succeeded, want a start-up error")
 	}
 
@@ -95,7 +96,7 @@ func TestServerFinishesInFlightOnShutdown(t *testing.T) {
 }
 
 func TestServerConfigValidate(t *testing.T) {
-	h := http.NotFoundHandler()
+	h := func(*fasthttp.RequestCtx) {}
 	tests := []struct {
 		name string
 		cfg  ServerConfig
@@ -103,6 +104,7 @@ func TestServerConfigValidate(t *testing.T) {
 		{"no handler", ServerConfig{Addr: "127.0.0.1:0"}},
 		{"cert without key", ServerConfig{Addr: "127.0.0.1:0", Handler: h, TLSCertFile: "c.pem"}},
 		{"negative timeout", ServerConfig{Addr: "127.0.0.1:0", Handler: h, WriteTimeout: -1}},
+		{"negative body bound", ServerConfig{Addr: "127.0.0.1:0", Handler: h, MaxBody: -1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

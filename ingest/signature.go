@@ -6,10 +6,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Standard Webhooks (https://www.standardwebhooks.com) headers, with which the newer upstream contract signs
@@ -72,9 +73,9 @@ type signedHeaders struct {
 }
 
 // checkSignatureHeaders requires the three headers and a webhook-timestamp within tol of now.
-func checkSignatureHeaders(h http.Header, now time.Time, tol time.Duration) (signedHeaders, error) {
-	sh := signedHeaders{id: h.Get(HeaderWebhookID), timestamp: h.Get(HeaderWebhookTimestamp)}
-	sig := h.Get(HeaderWebhookSignature)
+func checkSignatureHeaders(h *fasthttp.RequestHeader, now time.Time, tol time.Duration) (signedHeaders, error) {
+	sh := signedHeaders{id: string(h.Peek(HeaderWebhookID)), timestamp: string(h.Peek(HeaderWebhookTimestamp))}
+	sig := string(h.Peek(HeaderWebhookSignature))
 	if sh.id == "" || sh.timestamp == "" || sig == "" {
 		return sh, fmt.Errorf("%w: %s, %s and %s headers are required", ErrSignature,
 			HeaderWebhookID, HeaderWebhookTimestamp, HeaderWebhookSignature)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/evershield/bridge/ingest"
+	"github.com/evershield/bridge/internal/ingesttest"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	bjs "github.com/evershield/bridge/jetstream"
@@ -217,10 +218,9 @@ func TestV2WebhookVerifiedByIngest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := httptest.NewServer(h)
-			t.Cleanup(srv.Close)
+			url := ingesttest.Serve(t, ingest.ServerConfig{Handler: h.Serve})
 			c := simtest.Client(t, sim)
-			s, err := c.Submit(testCtx(t), "text", map[string]string{"text": "hello"}, srv.URL+"/webhook/text")
+			s, err := c.Submit(testCtx(t), "text", map[string]string{"text": "hello"}, url+"/webhook/text")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,9 +11,8 @@ import (
 // connLimiter tracks the open connections of a [Server] and bounds them (when max > 0) without ever refusing
 // a connection outright: past the bound it closes the connection that has waited longest without a request
 // in a handler (a keep-alive connection gone idle, a new one that has sent nothing, or one still trickling
-// its request). Connections
-// whose request is in the handler are never closed, so thousands of idle or slow clients cannot crowd out a
-// real webhook, nor exhaust the process's file descriptors.
+// its request). Connections whose request is in the handler are never closed, so thousands of idle or slow
+// clients cannot crowd out a real webhook, nor exhaust the process's file descriptors.
 type connLimiter struct {
 	max     int
 	evicted atomic.Uint64

@@ -400,7 +400,7 @@ var contentTypeJSON = []byte("application/json")
 func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
 	ctx.SetStatusCode(status)
 	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
-	ctx.Response.SetBodyRaw(nil)
+	ctx.Response.ResetBody()
 	ctx.Response.AppendBody(body)
 	ctx.Response.AppendBodyString("\n")
 }

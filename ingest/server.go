@@ -26,8 +26,13 @@ const (
 	DefaultIdleTimeout = 60 * time.Second
 	// DefaultMaxHeaderBytes bounds the request line and headers.
 	DefaultMaxHeaderBytes = 16 << 10
-	// DefaultMaxConns bounds the open connections.
+	// DefaultMaxConns bounds the open connections, unless MaxBody calls for fewer (see MaxConns).
 	DefaultMaxConns = 4096
+	// MinDefaultMaxConns is the fewest connections the default bound allows, however large MaxBody is.
+	MinDefaultMaxConns = 256
+	// BodyMemory is what the default connection bound keeps the bodies being read within: MaxConns
+	// defaults to BodyMemory / MaxBody, between MinDefaultMaxConns and DefaultMaxConns.
+	BodyMemory = 256 << 20
 	// DefaultShutdownTimeout leaves room for in-flight webhooks to get their ack (at most PublishTimeout).
 	DefaultShutdownTimeout = 10 * time.Second
 )
@@ -59,7 +64,8 @@ type ServerConfig struct {
 	// MaxConns bounds the open connections. A connection past it is still accepted, and the connection that
 	// has waited longest without a request in the handler (idle keep-alive, silent, or still sending its
 	// request) is closed instead, so idle or slow clients can neither crowd out a real webhook nor exhaust
-	// file descriptors. 0 means DefaultMaxConns; negative means no bound.
+	// file descriptors. 0 means BodyMemory / MaxBody, between MinDefaultMaxConns and DefaultMaxConns
+	// (4096 at the default MaxBody); negative means no bound.
 	MaxConns int
 	// ShutdownTimeout bounds how long Run waits for in-flight requests after ctx is done; 0 means
 	// DefaultShutdownTimeout.
@@ -91,8 +97,8 @@ func (c *ServerConfig) setDefaults() {
 	if c.MaxBody == 0 {
 		c.MaxBody = DefaultMaxBody
 	}
-	if c.MaxConns == 0 {
-		c.MaxConns = DefaultMaxConns
+	if c.MaxConns == 0 && c.MaxBody > 0 {
+		c.MaxConns = int(min(max(BodyMemory/c.MaxBody, MinDefaultMaxConns), DefaultMaxConns))
 	}
 }
 

@@ -117,3 +117,29 @@ func TestServerConfigValidate(t *testing.T) {
 		t.Fatalf("Listen with a missing key pair = %v, want %v", err, ErrTLSKeyPair)
 	}
 }
+
+// TestMaxConnsDefaultBoundsBodyMemory: the default connection bound keeps the bodies being read (read whole
+// before the handler) within 256 MiB, and never below 256 connections.
+func TestMaxConnsDefaultBoundsBodyMemory(t *testing.T) {
+	for _, tt := range []struct {
+		maxBody int64
+		want    int
+	}{
+		{0, 4096}, // DefaultMaxBody, 64 KiB
+		{64 << 10, 4096},
+		{128 << 10, 2048},
+		{1 << 20, 256},
+		{8 << 20, 256},
+		{1 << 10, 4096},
+	} {
+		c := ServerConfig{MaxBody: tt.maxBody}
+		c.setDefaults()
+		if c.MaxConns != tt.want {
+			t.Errorf("MaxBody %d: MaxConns %d, want %d", tt.maxBody, c.MaxConns, tt.want)
+		}
+	}
+	c := ServerConfig{MaxBody: 8 << 20, MaxConns: 5000}
+	if c.setDefaults(); c.MaxConns != 5000 {
+		t.Errorf("a set MaxConns became %d", c.MaxConns)
+	}
+}

@@ -188,10 +188,11 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	return &Server{cfg: cfg, l: l, srv: srv, log: lg, conns: conns}, nil
 }
 
-// serverLogger hands fasthttp's messages to zerolog.
+// serverLogger hands fasthttp's messages to zerolog at info level: they are about connections that
+// clients broke (a TLS handshake, a malformed request), not about the bridge.
 type serverLogger struct{ log zerolog.Logger }
 
-func (l serverLogger) Printf(format string, args ...any) { l.log.Warn().Msgf(format, args...) }
+func (l serverLogger) Printf(format string, args ...any) { l.log.Info().Msgf(format, args...) }
 
 // Evicted is the number of connections closed so far to stay within MaxConns.
 func (s *Server) Evicted() uint64 { return s.conns.evicted.Load() }

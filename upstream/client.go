@@ -328,6 +328,15 @@ func (c *Client) InFlightJobs(ctx context.Context) (map[string]Job, error) {
 	return nil, fmt.Errorf("upstream: in-flight list longer than %d pages", maxPages)
 }
 
+// budgetWaitKey is the context key of [WithBudgetWait]'s *time.Duration.
+type budgetWaitKey struct{}
+
+// WithBudgetWait returns ctx carrying wait: a call made with it sets *wait to how long it waited for the
+// budget before it went out. The caller owns wait and reads it after the call returns.
+func WithBudgetWait(ctx context.Context, wait *time.Duration) context.Context {
+	return context.WithValue(ctx, budgetWaitKey{}, wait)
+}
+
 // do runs one budgeted call and hands the body of a 2xx answer to decode. Failures are *Error, except a
 // ctx that ends while waiting for budget.
 func (c *Client) do(ctx context.Context, class Class, ep, method, path string, body io.Reader, ctype string, decode func([]byte) error) error {
@@ -339,7 +348,11 @@ func (c *Client) do(ctx context.Context, class Class, ep, method, path string, b
 		}
 		return fmt.Errorf("upstream: %s: wait for budget: %w", ep, err)
 	}
-	c.m.wait.WithLabelValues(class.String()).Observe(time.Since(waitStart).Seconds())
+	waited := time.Since(waitStart)
+	c.m.wait.WithLabelValues(class.String()).Observe(waited.Seconds())
+	if w, ok := ctx.Value(budgetWaitKey{}).(*time.Duration); ok {
+		*w = waited
+	}
 
 	start := time.Now()
 	c.inFlight.Add(1)

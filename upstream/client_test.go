@@ -625,3 +625,71 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// grantLimiter holds every call until the test grants it, and records how long it held each.
+type grantLimiter struct {
+	entered chan struct{}
+	grant   chan struct{}
+	mu      sync.Mutex
+	held    []time.Duration
+}
+
+func (g *grantLimiter) Wait(ctx context.Context, _ upstream.Class) error {
+	start := time.Now()
+	g.entered <- struct{}{}
+	select {
+	case <-g.grant:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	g.mu.Lock()
+	g.held = append(g.held, time.Since(start))
+	g.mu.Unlock()
+	return nil
+}
+func (g *grantLimiter) RateLimited(time.Duration) time.Duration { return 0 }
+func (g *grantLimiter) Succeeded()                              {}
+func (g *grantLimiter) Available() float64                      { return 1 }
+func (g *grantLimiter) Capacity(time.Duration) float64          { return 1 }
+
+// TestWithBudgetWaitRecordsTheWait: a call made with WithBudgetWait reports at least as long a wait as the
+// limiter held it; a call without one works as before.
+func TestWithBudgetWaitRecordsTheWait(t *testing.T) {
+	sim := simtest.Run(t, simulator.Config{ProcessDelay: time.Hour})
+	gl := &grantLimiter{entered: make(chan struct{}, 2), grant: make(chan struct{})}
+	c := simtest.Client(t, sim, func(cfg *upstream.Config) { cfg.Limiter = gl })
+	ctx := testCtx(t)
+	type result struct {
+		id  string
+		err error
+	}
+	submitted := make(chan result, 1)
+	go func() {
+		s, err := c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, "")
+		submitted <- result{s.JobID, err}
+	}()
+	natstest.RecvWithin(t, gl.entered, 10*time.Second)
+	gl.grant <- struct{}{}
+	s := natstest.RecvWithin(t, submitted, 10*time.Second)
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+
+	var wait time.Duration
+	fetched := make(chan error, 1)
+	go func() {
+		_, err := c.GetJob(upstream.WithBudgetWait(ctx, &wait), s.id, upstream.ClassVerify)
+		fetched <- err
+	}()
+	natstest.RecvWithin(t, gl.entered, 10*time.Second)
+	gl.grant <- struct{}{}
+	if err := natstest.RecvWithin(t, fetched, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	gl.mu.Lock()
+	held := gl.held[1]
+	gl.mu.Unlock()
+	if wait <= 0 || wait < held {
+		t.Fatalf("recorded budget wait %v, want at least the %v the limiter held the call", wait, held)
+	}
+}

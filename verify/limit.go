@@ -35,6 +35,11 @@ const (
 // Otherwise its limit adapts between min and max, in windows of at least max(minWindow, limit) finished
 // handlers (about one round of the whole limit):
 //
+//   - more than half the window's mean upstream latency was the wait for budget: the budget, not the
+//     upstream, is the bottleneck, and it grants calls at its own rate however many handlers queue for
+//     it; the limit halves, down to min, and the window does not move the baseline (latency that grows
+//     with the queue must not become the norm, or the limit would creep up to max while every handler
+//     only waits);
 //   - the window's mean upstream latency (GET /job, the wait for budget included) above
 //     latencyTolerance × the baseline: the upstream or its budget is the bottleneck, and more handlers
 //     would only queue; the limit shrinks in proportion, by at most half (multiplicative decrease);
@@ -64,6 +69,7 @@ type limiter struct {
 	winDone    int           // handlers finished
 	winSampled int           // of which called the upstream
 	winLatency time.Duration // the sum of their upstream latencies
+	winWait    time.Duration // the part of winLatency spent waiting for budget
 	winPeak    int           // most handlers in flight at once
 
 	baseline time.Duration // 0 until the first window with samples
@@ -109,17 +115,18 @@ func (l *limiter) acquire(ctx context.Context) error {
 	}
 }
 
-// release gives a slot back. latency is how long the handler's upstream call took, budget wait
-// included; 0 when it made none.
-func (l *limiter) release(latency time.Duration) {
+// release gives a slot back with the handler's upstream call time: how long the call took, budget wait
+// included, and the part of it spent waiting for budget; zero when it made none.
+func (l *limiter) release(call callTime) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.inFlight--
 	if l.min != l.max {
 		l.winDone++
-		if latency > 0 {
+		if call.latency > 0 {
 			l.winSampled++
-			l.winLatency += latency
+			l.winLatency += call.latency
+			l.winWait += min(call.budgetWait, call.latency)
 		}
 		if l.winDone >= max(minWindow, int(l.limit)) {
 			l.endWindow()
@@ -133,10 +140,15 @@ func (l *limiter) release(latency time.Duration) {
 func (l *limiter) endWindow() {
 	now := l.now()
 	elapsed := now.Sub(l.winStart)
-	done, sampled, sum, peak := l.winDone, l.winSampled, l.winLatency, l.winPeak
-	l.winStart, l.winDone, l.winSampled, l.winLatency, l.winPeak = now, 0, 0, 0, l.inFlight
+	done, sampled, sum, wait, peak := l.winDone, l.winSampled, l.winLatency, l.winWait, l.winPeak
+	l.winStart, l.winDone, l.winSampled, l.winLatency, l.winWait, l.winPeak = now, 0, 0, 0, 0, l.inFlight
 	if sampled == 0 || elapsed <= 0 {
 		return // no upstream call (or no time passed): nothing learned
+	}
+	if 2*wait > sum {
+		l.limit = max(float64(l.min), l.limit/2)
+		l.hold, l.settled, l.grew = 0, true, false
+		return
 	}
 	rate := float64(done) / elapsed.Seconds()
 	mean := sum / time.Duration(sampled)

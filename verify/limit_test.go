@@ -13,8 +13,8 @@ import (
 )
 
 // cycle runs n handlers through l at once: all acquire, the clock moves by took, all release with the
-// upstream latency lat.
-func cycle(t *testing.T, l *limiter, clk *clock.Fake, n int, took, lat time.Duration) {
+// upstream call time call.
+func cycle(t *testing.T, l *limiter, clk *clock.Fake, n int, took time.Duration, call callTime) {
 	t.Helper()
 	for i := range n {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -25,20 +25,26 @@ func cycle(t *testing.T, l *limiter, clk *clock.Fake, n int, took, lat time.Dura
 	}
 	clk.Advance(took)
 	for range n {
-		l.release(lat)
+		l.release(call)
 	}
 }
 
 // saturated runs one window with the whole limit in flight, taking took, and returns the new limit.
 func saturated(t *testing.T, l *limiter, clk *clock.Fake, took, lat time.Duration) int {
 	t.Helper()
-	cycle(t, l, clk, l.Limit(), took, lat)
+	return saturatedCall(t, l, clk, took, callTime{latency: lat})
+}
+
+// saturatedCall is saturated with a whole call time, budget wait included.
+func saturatedCall(t *testing.T, l *limiter, clk *clock.Fake, took time.Duration, call callTime) int {
+	t.Helper()
+	cycle(t, l, clk, l.Limit(), took, call)
 	return l.Limit()
 }
 
 func TestLimiterFixedIsASemaphore(t *testing.T) {
 	l := fixedLimiter(3)
-	cycle(t, l, clock.NewFake(time.Unix(0, 0)), 3, 0, time.Second)
+	cycle(t, l, clock.NewFake(time.Unix(0, 0)), 3, 0, callTime{latency: time.Second})
 	for range 3 {
 		if err := l.acquire(context.Background()); err != nil {
 			t.Fatal(err)
@@ -49,7 +55,7 @@ func TestLimiterFixedIsASemaphore(t *testing.T) {
 	if err := l.acquire(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("fourth acquire of 3 slots: %v, want context.Canceled", err)
 	}
-	l.release(time.Hour) // a fixed limiter learns nothing
+	l.release(callTime{latency: time.Hour}) // a fixed limiter learns nothing
 	if err := l.acquire(ctx); err != nil {
 		t.Fatalf("acquire after a release: %v", err)
 	}
@@ -65,7 +71,7 @@ func TestLimiterReleaseWakesAcquire(t *testing.T) {
 	}
 	got := make(chan error, 1)
 	go func() { got <- l.acquire(context.Background()) }()
-	l.release(0)
+	l.release(callTime{})
 	select {
 	case err := <-got:
 		if err != nil {
@@ -117,6 +123,32 @@ func TestLimiterShrinksWhenLatencyRises(t *testing.T) {
 	}
 }
 
+// Behind a saturated budget (100 calls/s, calls of 50 ms) every handler queues for the budget, so the
+// latency grows with the limit. The limit falls to the floor and stays there while the budget is the
+// bottleneck: without that rule the baseline drifted up with the queue and the limit crept to its
+// ceiling (987 after 200 windows from 64, each handler waiting 10 s for the budget). Once the budget has
+// room again, the limit grows.
+func TestLimiterFallsToFloorWhileBudgetBound(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	l := newLimiter(256, 64, 1024, clk.Now)
+	var got []int
+	for range 300 {
+		queued := time.Duration(l.Limit()) * 10 * time.Millisecond
+		got = append(got, saturatedCall(t, l, clk, queued, callTime{latency: queued, budgetWait: queued - 50*time.Millisecond}))
+	}
+	if !slices.Equal(got[:3], []int{128, 64, 64}) || slices.Max(got[2:]) != 64 {
+		t.Fatalf("limits %v..., highest after the fall %d; want 128, 64, then 64 throughout", got[:3], slices.Max(got[2:]))
+	}
+	got = nil
+	for range 3 {
+		got = append(got, saturated(t, l, clk, 50*time.Millisecond, 50*time.Millisecond))
+	}
+	// The first window with room sets the baseline (budget-bound windows set none) and grows by a quarter.
+	if want := []int{80, 100, 125}; !slices.Equal(got, want) {
+		t.Fatalf("with room again: limits %v, want %v", got, want)
+	}
+}
+
 // A growth that buys no throughput (the bottleneck is elsewhere: each window of the limit takes
 // proportionally longer, 1,000 handlers a second whatever the limit) ends slow start and holds the limit
 // for 4 windows before it probes again, by a quarter.
@@ -140,7 +172,7 @@ func TestLimiterHoldsWhenIdleOrWithoutSamples(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
 	l := newLimiter(64, 16, 1024, clk.Now)
 	for range 5 * 8 { // 5 windows of 64, 8 in flight at a time
-		cycle(t, l, clk, 8, 50*time.Millisecond, 50*time.Millisecond)
+		cycle(t, l, clk, 8, 50*time.Millisecond, callTime{latency: 50 * time.Millisecond})
 	}
 	if got := l.Limit(); got != 64 {
 		t.Fatalf("after 5 windows of 8 in flight: limit %d, want 64", got)

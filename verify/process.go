@@ -65,8 +65,13 @@ type verdict struct {
 	cause error
 	// published marks a result published by this delivery: its webhook-to-result latency is observed.
 	published bool
-	// upstreamLatency is how long the GET /job took, the wait for budget included; 0 when none was made.
-	upstreamLatency time.Duration
+	// call is how long the GET /job took and waited for budget; zero when none was made.
+	call callTime
+}
+
+// callTime is how long an upstream call took, the wait for budget included, and how long it waited.
+type callTime struct {
+	latency, budgetWait time.Duration
 }
 
 func ack(outcome string) verdict { return verdict{action: actAck, outcome: outcome} }
@@ -108,8 +113,8 @@ func (v *Verifier) newDelivery(stop context.Context, msg jetstream.Msg, l *lane)
 // process decides the fate of one delivery from lane l, then settles it; both lanes share it (see
 // [Verifier]). Webhooks of the same job are handled one at a time in this process, so a burst of
 // duplicates waits here and then finds the result out, costing no upstream call. stop ends at the start
-// of a shutdown, workCtx only at a hard shutdown. It returns the verdict's upstream latency.
-func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *lane) time.Duration {
+// of a shutdown, workCtx only at a hard shutdown. It returns the verdict's upstream call time.
+func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *lane) callTime {
 	d := v.newDelivery(stop, msg, l)
 	if d.id != "" {
 		lctx, cancel := context.WithTimeout(workCtx, v.cfg.HandlerTimeout)
@@ -117,13 +122,13 @@ func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *
 		cancel()
 		if err != nil {
 			v.settle(workCtx, d, retry("wait for job lock", err))
-			return 0
+			return callTime{}
 		}
 		defer unlock()
 	}
 	vd := v.decide(workCtx, d)
 	v.settle(workCtx, d, vd)
-	return vd.upstreamLatency
+	return vd.call
 }
 
 // decide finds what becomes of a delivery: it reads the job's record, spends an upstream call when one
@@ -196,13 +201,15 @@ var errNotFound = errors.New("the upstream does not know the job (404): spoofed 
 
 // verify asks the upstream for the truth about a job and delivers it when it is terminal, carrying the
 // record it holds through to the delivery's one write.
-// The verdict carries the call's latency (wall clock, budget wait included) for the adaptive limit.
+// The verdict carries the call's latency (wall clock, budget wait included) and its wait for budget, for
+// the adaptive limit.
 func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) {
 	rec, rev := h.rec, h.rev
+	var wait time.Duration
 	start := time.Now()
-	job, err := v.cfg.API.GetJob(ctx, d.id, upstream.ClassVerify)
-	latency := time.Since(start)
-	defer func() { vd.upstreamLatency = latency }()
+	job, err := v.cfg.API.GetJob(upstream.WithBudgetWait(ctx, &wait), d.id, upstream.ClassVerify)
+	call := callTime{latency: time.Since(start), budgetWait: wait}
+	defer func() { vd.call = call }()
 	now := v.cfg.Now().UTC()
 	if err == nil && job.JobID != d.id {
 		err = fmt.Errorf("upstream answered job %q for %q", job.JobID, d.id)

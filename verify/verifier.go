@@ -496,7 +496,7 @@ func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer
 		}
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			l.limit.release(0)
+			l.limit.release(callTime{})
 			switch {
 			case ctx.Err() != nil:
 				v.giveBack(it)
@@ -534,7 +534,7 @@ func (v *Verifier) consumeOneByOne(ctx, workCtx context.Context, cons jetstream.
 		msg, err := cons.Next(jetstream.FetchContext(fctx))
 		cancel()
 		if err != nil {
-			l.limit.release(0)
+			l.limit.release(callTime{})
 			switch {
 			case ctx.Err() != nil:
 				return nil
@@ -590,7 +590,7 @@ func (v *Verifier) giveBack(it jetstream.MessagesContext) {
 // wait for upstream budget can be long), so the webhook is not redelivered to a second handler meanwhile.
 // stop ends when the verifier starts shutting down. It returns how long the upstream call took (0 when
 // none was made), for the lane's limit.
-func (v *Verifier) handle(stop, workCtx context.Context, msg jetstream.Msg, l *lane) time.Duration {
+func (v *Verifier) handle(stop, workCtx context.Context, msg jetstream.Msg, l *lane) callTime {
 	v.metrics.inFlight.Inc()
 	defer v.metrics.inFlight.Dec()
 	done := make(chan struct{})

@@ -80,7 +80,7 @@ type Config struct {
 	// jetstream.JetStream does), it is that connection's IsConnected; otherwise it is always true.
 	Ready func() bool
 	// Overloaded, when set and true, refuses every webhook with 503 and Retry-After before its body is
-	// read, instead of storing it: backpressure for an upstream that retries webhooks (the v2 contract).
+	// checked, instead of storing it: backpressure for an upstream that retries webhooks (the v2 contract).
 	// The application sets it only under v2, when WEBHOOKS is near its limit ([Pressure]); nil never
 	// refuses.
 	Overloaded func() bool

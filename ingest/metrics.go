@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "bridge",
 			Subsystem: "ingest",
 			Name:      "in_flight",
-			Help:      "Webhooks holding a concurrency slot: reading the body or waiting for the JetStream ack.",
+			Help:      "Webhooks holding a concurrency slot: being checked or waiting for the JetStream ack.",
 		}),
 	}
 	outcomes := []string{outcomeAccepted, outcomeDuplicate, codeInternal}

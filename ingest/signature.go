@@ -66,7 +66,7 @@ func mac(key []byte, id, timestamp string, body []byte) []byte {
 }
 
 // signedHeaders are the Standard Webhooks headers of one request, checked for presence and freshness
-// before the body is read.
+// before the body is checked.
 type signedHeaders struct {
 	id, timestamp string
 	signatures    []string

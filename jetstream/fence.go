@@ -319,9 +319,12 @@ func (p *OncePublisher) scanByConsumer(ctx context.Context, s natsjs.Stream, r r
 	case <-ctx.Done():
 		return 0, "", ctx.Err()
 	}
-	// The fence is in the filter so that our claim, at upto, ends the read even when no result follows.
+	// One filter, results.> alone: nats-server reads a consumer with several filters by intersecting
+	// each block's subject tree, which holds a fence subject per job, for every message, and a scan of
+	// 10,000 results took seconds (BenchmarkFenceTakeover). The read ends at our claim's sequence, or
+	// when nothing more is stored.
 	cons, err := s.CreateConsumer(ctx, natsjs.ConsumerConfig{
-		FilterSubjects:    []string{SubjectResults + ">", r.fence},
+		FilterSubject:     SubjectResults + ">",
 		DeliverPolicy:     natsjs.DeliverByStartSequencePolicy,
 		OptStartSeq:       r.from,
 		AckPolicy:         natsjs.AckNonePolicy,
@@ -338,30 +341,50 @@ func (p *OncePublisher) scanByConsumer(ctx context.Context, s natsjs.Stream, r r
 		defer cancel()
 		_ = s.DeleteConsumer(dctx, cons.CachedInfo().Name)
 	}()
+	return scanConsumer(ctx, cons, r)
+}
+
+// scanConsumer reads cons, a headers-only consumer of every result from r.from, until our claim at r.upto
+// or the end of what is stored, looking for r.msgID.
+func scanConsumer(ctx context.Context, cons natsjs.Consumer, r resultScan) (uint64, string, error) {
+	// What the filter held from the start when the consumer was made: an empty fetch before that much
+	// was read is not the end of the results, and must not read as "no result of ours".
+	pending, read, unheard := cons.CachedInfo().NumPending, uint64(0), 0
 	for {
-		batch, err := cons.Fetch(512, natsjs.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return 0, "", fmt.Errorf("result fence %s: read results: %w", r.fence, err)
-		}
+		batch, err := cons.FetchNoWait(512)
 		n := 0
-		for m := range batch.Messages() {
-			n++
-			md, err := m.Metadata()
-			if err != nil {
+		if err == nil {
+			for m := range batch.Messages() {
+				n++
+				md, err := m.Metadata()
+				if err != nil {
+					return 0, "", err
+				}
+				if md.Sequence.Stream >= r.upto {
+					return 0, "", nil
+				}
+				if m.Headers().Get(natsjs.MsgIDHeader) == r.msgID {
+					return md.Sequence.Stream, m.Headers().Get(HeaderBridgeSource), nil
+				}
+			}
+			if berr := batch.Error(); !errors.Is(berr, natsjs.ErrNoMessages) {
+				err = berr
+			}
+		}
+		read += uint64(n)
+		switch {
+		case errors.Is(err, nats.ErrNoResponders) && n == 0 && unheard < 10:
+			// On a cluster the new consumer's interest may not have reached our server yet.
+			unheard++
+			if err := sleep(ctx, time.Duration(unheard)*20*time.Millisecond); err != nil {
 				return 0, "", err
 			}
-			if md.Sequence.Stream >= r.upto {
-				return 0, "", nil
-			}
-			if m.Headers().Get(natsjs.MsgIDHeader) == r.msgID && m.Subject() != r.fence {
-				return md.Sequence.Stream, m.Headers().Get(HeaderBridgeSource), nil
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, natsjs.ErrNoMessages) {
+		case err != nil:
 			return 0, "", fmt.Errorf("result fence %s: read results: %w", r.fence, err)
-		}
-		if n == 0 && ctx.Err() != nil {
-			return 0, "", ctx.Err()
+		case n == 0 && read < pending:
+			return 0, "", fmt.Errorf("result fence %s: read results: ended after %d of %d", r.fence, read, pending)
+		case n == 0:
+			return 0, "", ctx.Err() // every stored result was read: none before our claim is ours
 		}
 	}
 }

@@ -270,8 +270,8 @@ func (a *App) listen(o options) error {
 		h = webhooksOnly(h)
 	}
 	a.http, err = ingest.Listen(ingest.ServerConfig{
-		Addr: cfg.HTTPAddr, Handler: h, ErrorHandler: a.handler.ServeError, Log: a.log, MaxBody: int64(cfg.MaxBody), TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
-		OnShutdown: a.handler.SetShuttingDown,
+		Addr: cfg.HTTPAddr, Handler: h, ErrorHandler: a.handler.ServeError, Log: a.log, MaxBody: int64(cfg.MaxBody),
+		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile, OnShutdown: a.handler.SetShuttingDown,
 	})
 	if errors.Is(err, ingest.ErrTLSKeyPair) {
 		return fmt.Errorf("%sTLS_CERT_FILE, %sTLS_KEY_FILE: %w", EnvPrefix, EnvPrefix, err)

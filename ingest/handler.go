@@ -178,8 +178,8 @@ func (h *Handler) serveWebhook(ctx *fasthttp.RequestCtx, pathModality []byte) {
 		outcome = outcomeDuplicate
 	}
 	h.metrics.count(outcome)
-	if ev := h.log.Debug(); ev.Enabled() { // spare the request path building the subject when nobody logs it
-		ev.Str("job_id", id).Str("modality", modality).Str("subject", bjs.WebhookSubject(modality)).
+	if ev := h.log.Debug(); ev.Enabled() {
+		ev.Str("job_id", id).Str("modality", modality).Str("subject", h.subjects[modality]).
 			Int("status", fasthttp.StatusOK).Uint64("seq", ack.Sequence).Bool("duplicate", ack.Duplicate).Msg("webhook stored")
 	}
 	// id is a validated UUID (hex and hyphens), so it needs no JSON escaping. The body is appended to the

@@ -527,6 +527,9 @@ func TestBusyAtConcurrencyBound(t *testing.T) {
 	}
 }
 
+// TestPublishSurvivesSenderHangup: a webhook whose sender hung up while its publish waited is still
+// stored and counted by its real outcome. (fasthttp never tells a handler of a hang-up, so nothing can
+// cancel the publish; the test keeps the outcome from depending on the sender.)
 func TestPublishSurvivesSenderHangup(t *testing.T) {
 	t.Parallel()
 	n := natstest.RunServer(t)

@@ -1,10 +1,8 @@
 package funclen
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -12,30 +10,14 @@ import (
 // Limit is the house style's longest function, in lines.
 const Limit = 80
 
-// enforced are the package directories that keep the rule; a long function there fails the test. The
-// others are listed in the test's log until they are split too.
-var enforced = []string{"cmd/bridge", "ops", "bridge", "ingest", "submit", "verify", "reconcile", "budget", "jobs", "jetstream",
-	"upstream", "upstream/simulator", "internal/natstest", "internal/roletest", "loadgen"}
-
-// exempt are long functions of enforced packages that are left for now, and why.
-var exempt = map[string]string{}
-
+// TestNoLongFunctions: every function of the module (tests aside) keeps the house style's limit.
 func TestNoLongFunctions(t *testing.T) {
 	long, err := Long(filepath.Join("..", ".."), Limit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var others []string
 	for _, f := range long {
-		where := fmt.Sprintf("%s/%s: %s is %d lines", f.Dir, f.File, f.Name, f.Lines)
-		if slices.Contains(enforced, f.Dir) && exempt[f.Dir+"/"+f.File+" "+f.Name] == "" {
-			t.Errorf("%s, over %d", where, Limit)
-			continue
-		}
-		others = append(others, where)
-	}
-	if len(others) > 0 {
-		t.Logf("over %d lines elsewhere (not yet enforced):\n  %s", Limit, strings.Join(others, "\n  "))
+		t.Errorf("%s/%s: %s is %d lines, over %d", f.Dir, f.File, f.Name, f.Lines, Limit)
 	}
 }
 

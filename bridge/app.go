@@ -21,9 +21,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/evershield/bridge/budget"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/procname"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/reconcile"
 	"github.com/evershield/bridge/submit"
@@ -205,7 +205,7 @@ func (a *App) guards() (overloaded, unprovenFull func() bool, err error) {
 	cfg := a.cfg
 	webhooks, err := ingest.NewPressure(ingest.PressureConfig{Log: a.log,
 		Info: func(ctx context.Context) (*jetstream.StreamInfo, error) {
-			st, err := a.nats.js.Stream(ctx, bjs.StreamWebhooks)
+			st, err := a.nats.js.Stream(ctx, contract.StreamWebhooks)
 			if err != nil {
 				return nil, err
 			}
@@ -216,7 +216,7 @@ func (a *App) guards() (overloaded, unprovenFull func() bool, err error) {
 	}
 	unknown, err := ingest.NewPressure(ingest.PressureConfig{Log: a.log, HighWater: 1, What: "backlog of webhooks of unknown jobs",
 		Level: func(ctx context.Context) (float64, float64, error) {
-			c, err := a.nats.js.Consumer(ctx, bjs.StreamDeadLetter, bjs.ConsumerVerifyUnknown)
+			c, err := a.nats.js.Consumer(ctx, contract.StreamDeadLetter, contract.ConsumerVerifyUnknown)
 			if err != nil {
 				return 0, 0, err
 			}
@@ -230,7 +230,7 @@ func (a *App) guards() (overloaded, unprovenFull func() bool, err error) {
 		return nil, nil, err
 	}
 	if cfg.Has(RoleIngest) {
-		if cfg.APIContract != bjs.ContractV1 {
+		if cfg.APIContract != contract.ContractV1 {
 			a.roles = append(a.roles, role{"webhook-pressure", webhooks.Run})
 		}
 		if cfg.WebhookToken == "" && cfg.WebhookSecret == "" && cfg.UnknownBacklogLimit() > 0 {
@@ -442,7 +442,7 @@ func (a *App) Run(ctx context.Context) error {
 // contractV2 reports whether the upstream speaks v2: configured so, or decided by this process's client
 // under auto.
 func (a *App) contractV2() bool {
-	return a.cfg.APIContract == bjs.ContractV2 || a.api != nil && a.api.Contract() == upstream.ContractV2
+	return a.cfg.APIContract == contract.ContractV2 || a.api != nil && a.api.Contract() == upstream.ContractV2
 }
 
 // Addr is the bound address of the webhook listener (health and metrics too without BRIDGE_ADMIN_ADDR).

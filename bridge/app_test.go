@@ -14,10 +14,10 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/internal/testlog"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -92,7 +92,7 @@ func TestVersionInLogMetricAndService(t *testing.T) {
 	nc, _ := natstest.Connect(t, a.cfg.NATSURL)
 	var info micro.Info
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		m, err := nc.Request("$SRV.INFO."+bjs.ServiceName, nil, time.Second)
+		m, err := nc.Request("$SRV.INFO."+contract.ServiceName, nil, time.Second)
 		if err != nil {
 			return err
 		}

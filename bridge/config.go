@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ingest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/verify"
 )
@@ -240,8 +240,8 @@ func (c *Config) validateUpstream(bad func(name, format string, a ...any)) {
 	}
 	switch c.APIContract {
 	case "": // a Config built in Go rather than from the environment: the variable's default
-		c.APIContract = bjs.ContractAuto
-	case bjs.ContractV1, bjs.ContractV2, bjs.ContractAuto:
+		c.APIContract = contract.ContractAuto
+	case contract.ContractV1, contract.ContractV2, contract.ContractAuto:
 	default:
 		bad("API_CONTRACT", "want v1, v2 or auto; got %q", c.APIContract)
 	}
@@ -347,7 +347,7 @@ func (c *Config) longestDeadline() time.Duration {
 	return longest
 }
 
-// timeouts maps each modality of both contracts ([bjs.ModalitiesFor] auto) to its deadline,
+// timeouts maps each modality of both contracts ([contract.ModalitiesFor] auto) to its deadline,
 // BRIDGE_TIMEOUT_<MODALITY>. The v2 modalities default to their v1 kin (text to prompt, audio to
 // video), so that a deployment that tuned the v1 deadlines and the duplicate window to them stays valid.
 func (c *Config) timeouts() map[string]time.Duration {

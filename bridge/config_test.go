@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 )
 
 // TestReadmeConfigTableMatchesStruct keeps README.md's configuration table and Config in step: every
@@ -45,14 +45,14 @@ func TestReadmeConfigTableMatchesStruct(t *testing.T) {
 // BRIDGE_TIMEOUT_<MODALITY>, whose default is the table's deadline, and no other modality has one.
 func TestConfigTimeoutsFollowTheModalityTable(t *testing.T) {
 	var cfg Config
-	if got, want := len(cfg.timeouts()), len(bjs.ModalitiesFor(bjs.ContractAuto)); got != want {
+	if got, want := len(cfg.timeouts()), len(contract.ModalitiesFor(contract.ContractAuto)); got != want {
 		t.Fatalf("%d timeouts, want one per modality (%d)", got, want)
 	}
 	defaults := map[string]string{}
 	for _, v := range Vars() {
 		defaults[v.Name] = v.Default
 	}
-	for _, m := range bjs.ModalitiesFor(bjs.ContractAuto) {
+	for _, m := range contract.ModalitiesFor(contract.ContractAuto) {
 		if _, ok := cfg.timeouts()[m.Name]; !ok {
 			t.Errorf("modality %s has no timeout", m.Name)
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
 	"github.com/evershield/bridge/submit"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -47,7 +48,7 @@ func (e *env) startSubmitter(mods ...func(*submit.Config)) {
 	if err != nil {
 		e.TB.Fatalf("new submit service: %v", err)
 	}
-	if err := s.Start(roletest.Ctx(e.TB, 30*time.Second)); err != nil {
+	if err := s.Start(natstest.CtxWithin(e.TB, 30*time.Second)); err != nil {
 		e.TB.Fatalf("start submit service: %v", err)
 	}
 	e.TB.Cleanup(func() { _ = s.Stop() })

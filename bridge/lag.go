@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 )
 
 // lagCollector exports the backlog of the verifier's durable consumers, asked of the server at scrape
@@ -35,7 +35,7 @@ func newLagCollector(js jetstream.JetStream, log zerolog.Logger) *lagCollector {
 	labels := []string{"stream", "consumer"}
 	return &lagCollector{
 		js: js, log: log, timeout: lagTimeout,
-		consumers: [][2]string{{bjs.StreamWebhooks, bjs.ConsumerVerify}, {bjs.StreamDeadLetter, bjs.ConsumerVerifyUnknown}},
+		consumers: [][2]string{{contract.StreamWebhooks, contract.ConsumerVerify}, {contract.StreamDeadLetter, contract.ConsumerVerifyUnknown}},
 		pending: prometheus.NewDesc("bridge_consumer_pending_messages",
 			"Messages of the stream the durable consumer has not yet delivered (its lag), as the server reports it at scrape time.", labels, nil),
 		ackPending: prometheus.NewDesc("bridge_consumer_ack_pending_messages",

@@ -13,8 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 )
 
 // gatherLines renders the registry's samples as "name{l=v,...} value" lines, sorted.
@@ -49,15 +50,15 @@ func TestLagCollectorReportsConsumerBacklog(t *testing.T) {
 	nc, js := natstest.Connect(t, srv.ClientURL(), nats.MaxReconnects(0))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{}); err != nil {
+	if _, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, bjs.StreamWebhooks, jetstream.ConsumerConfig{
-		Durable: bjs.ConsumerVerify, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+	if _, err := js.CreateOrUpdateConsumer(ctx, contract.StreamWebhooks, jetstream.ConsumerConfig{
+		Durable: contract.ConsumerVerify, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		if _, err := js.Publish(ctx, bjs.WebhookSubject("prompt"), fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+		if _, err := js.Publish(ctx, contract.WebhookSubject("prompt"), fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 )
 
 // natsSide is the process's NATS: an optional embedded server, one connection, the provisioned resources.
@@ -19,7 +19,7 @@ type natsSide struct {
 	srv    *server.Server
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	res    bjs.Resources
+	res    natsx.Resources
 	closed chan struct{}
 	log    zerolog.Logger
 }
@@ -27,7 +27,7 @@ type natsSide struct {
 // startNATS starts the embedded server when BRIDGE_NATS_URL is empty, connects, and provisions.
 func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, error) {
 	n := &natsSide{closed: make(chan struct{}), log: log}
-	conn := bjs.ConnConfig{
+	conn := natsx.ConnConfig{
 		URLs: cfg.NATSURL, Name: "bridge", CredsFile: cfg.NATSCreds,
 		TLSCertFile: cfg.NATSTLSCert, TLSKeyFile: cfg.NATSTLSKey, TLSCAFile: cfg.NATSTLSCA,
 		Log: log, Closed: n.closed,
@@ -37,7 +37,7 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 		if err != nil {
 			return nil, fmt.Errorf("%sDATA_DIR: %w", EnvPrefix, err)
 		}
-		n.srv, err = bjs.RunEmbedded(bjs.ServerConfig{
+		n.srv, err = natsx.RunEmbedded(natsx.ServerConfig{
 			Listen: cfg.NATSListen, StoreDir: dir, SyncInterval: cfg.NATSSync.Interval,
 			SyncAlways: cfg.NATSSync.Always, Log: log,
 		})
@@ -48,7 +48,7 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 		log.Info().Str("listen", n.srv.ClientURL()).Str("store", dir).Msg("embedded nats-server ready")
 	}
 	var err error
-	if n.nc, err = bjs.Connect(conn); err != nil {
+	if n.nc, err = natsx.Connect(conn); err != nil {
 		n.shutdownServer()
 		return nil, err
 	}
@@ -58,7 +58,7 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	n.res, err = bjs.Provision(pctx, n.js, bjs.ProvisionConfig{
+	n.res, err = natsx.Provision(pctx, n.js, natsx.ProvisionConfig{
 		Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow, Retention: cfg.Retention,
 		MaxMsgSize: int32(max(int64(cfg.MaxBody)+16<<10, 1<<20)), MaxBytes: int64(cfg.StreamMaxBytes),
 	})

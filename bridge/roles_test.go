@@ -15,8 +15,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/submit"
 	"github.com/evershield/bridge/upstream"
@@ -53,24 +54,24 @@ func TestSubmitThenWebhookPublishesUpstreamTruth(t *testing.T) {
 	if err := e.Sim.CompleteJob(id, simulator.Outcome{Prohibited: true, Reason: "unsafe"}); err != nil {
 		t.Fatal(err)
 	}
-	e.WaitResults(bjs.SubjectResults+">", 1, 15*time.Second)
+	e.WaitResults(contract.SubjectResults+">", 1, 15*time.Second)
 	e.WaitSettled(10 * time.Second)
-	msgs := e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">")
+	msgs := e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">")
 	if len(msgs) != 1 {
 		t.Fatalf("%d results, want 1", len(msgs))
 	}
 	m := msgs[0]
-	if m.Subject != bjs.ResultSubject("prompt") {
+	if m.Subject != contract.ResultSubject("prompt") {
 		t.Fatalf("subject %s, want results.prompt", m.Subject)
 	}
-	if got := m.Header.Get(bjs.HeaderBridgeSource); got != bjs.SourceWebhook {
+	if got := m.Header.Get(contract.HeaderBridgeSource); got != contract.SourceWebhook {
 		t.Fatalf("Bridge-Source %q", got)
 	}
 	if got := m.Header.Get(jetstream.MsgIDHeader); got != id {
 		t.Fatalf("Nats-Msg-Id %q, want %s", got, id)
 	}
 
-	truth, err := e.API.GetJob(roletest.Ctx(t, 5*time.Second), id, upstream.ClassPoll)
+	truth, err := e.API.GetJob(natstest.CtxWithin(t, 5*time.Second), id, upstream.ClassPoll)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,12 +88,12 @@ func TestSubmitThenWebhookPublishesUpstreamTruth(t *testing.T) {
 	if got["future_field"] != "kept" || got["is_prohibited"] != true {
 		t.Fatalf("result lost upstream fields: %v", got)
 	}
-	if bridge["source"] != bjs.SourceWebhook || bridge["received_at"] == nil || bridge["verified_at"] == nil {
+	if bridge["source"] != contract.SourceWebhook || bridge["received_at"] == nil || bridge["verified_at"] == nil {
 		t.Fatalf("bridge block %v", bridge)
 	}
 
 	rec = e.WaitState(id, jobs.StateDelivered, 5*time.Second)
-	if rec.ResultSeq != m.Sequence || rec.Source != bjs.SourceWebhook || rec.Attempts != 1 ||
+	if rec.ResultSeq != m.Sequence || rec.Source != contract.SourceWebhook || rec.Attempts != 1 ||
 		rec.WebhookReceivedAt == nil || rec.LastStatus != upstream.StatusCompleted {
 		t.Fatalf("record after delivery: %+v", rec)
 	}
@@ -117,7 +118,7 @@ func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
 			ids := make([]string, n)
 			var wg sync.WaitGroup
 			for i := range ids {
-				modality := bjs.Modalities()[i%3].Name // prompt, image, video
+				modality := contract.Modalities()[i%3].Name // prompt, image, video
 				field := submit.DefaultModalities()[modality]
 				value := "text " + strconv.Itoa(i)
 				if modality != "prompt" {
@@ -130,7 +131,7 @@ func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
 				e.WaitState(id, jobs.StateDelivered, 60*time.Second)
 			}
 			e.WaitSettled(30 * time.Second)
-			counts := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))
+			counts := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 			if len(counts) != n {
 				t.Fatalf("results for %d jobs, want %d", len(counts), n)
 			}
@@ -139,7 +140,7 @@ func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
 					t.Fatalf("job %s has %d results, want 1", id, counts[id])
 				}
 			}
-			if got := e.StreamMsgs(bjs.StreamDeadLetter, ""); len(got) != 0 {
+			if got := e.StreamMsgs(contract.StreamDeadLetter, ""); len(got) != 0 {
 				t.Fatalf("%d dead letters, want 0", len(got))
 			}
 			if retries := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "retry"); retries == 0 {
@@ -163,11 +164,11 @@ func TestNotTerminalRetriesThenExhaustsToReconciler(t *testing.T) {
 	// A forged "completed" webhook for a job still processing.
 	e.PublishWebhook("video", id, roletest.WebhookBody(id, true))
 	e.WaitSettled(10 * time.Second)
-	if got := e.StreamMsgs(bjs.StreamResults, ""); len(got) != 0 {
+	if got := e.StreamMsgs(contract.StreamResults, ""); len(got) != 0 {
 		t.Fatalf("%d results for an unfinished job, want 0", len(got))
 	}
-	dl := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(verify.ReasonAttemptsExhausted))
-	if len(dl) != 1 || dl[0].Header.Get(bjs.HeaderAttempts) != "3" {
+	dl := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(verify.ReasonAttemptsExhausted))
+	if len(dl) != 1 || dl[0].Header.Get(contract.HeaderAttempts) != "3" {
 		t.Fatalf("dead letters %v, want one attempts_exhausted after 3 attempts", dl)
 	}
 	rec := e.Record(id)
@@ -208,7 +209,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 	for i := range forged {
 		id := uuid.NewString()
 		forgedIDs[id] = true
-		e.PublishWebhook(bjs.Modalities()[i%3].Name, id, roletest.WebhookBody(id, false))
+		e.PublishWebhook(contract.Modalities()[i%3].Name, id, roletest.WebhookBody(id, false))
 		if k := i / (forged / direct); i%(forged/direct) == 0 && k < direct {
 			e.PublishWebhook("prompt", directOrder[k], roletest.WebhookBody(directOrder[k], false))
 		}
@@ -223,12 +224,12 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		bridgeIDs[e.Submit("prompt", map[string]string{"prompt": "via bridge " + strconv.Itoa(j)}).JobID] = true
 	}
 
-	e.WaitResults(bjs.SubjectResults+">", direct+viaBridge, 90*time.Second)
+	e.WaitResults(contract.SubjectResults+">", direct+viaBridge, 90*time.Second)
 	e.WaitSettled(30 * time.Second)
-	e.WaitLaneSettled(bjs.DeadLetterSubject(verify.ReasonUnknownJob), 90*time.Second)
+	e.WaitLaneSettled(contract.DeadLetterSubject(verify.ReasonUnknownJob), 90*time.Second)
 	window := time.Since(start)
 
-	results := e.StreamMsgs(bjs.StreamResults, "")
+	results := e.StreamMsgs(contract.StreamResults, "")
 	ids := roletest.ResultIDs(t, results)
 	if len(results) != direct+viaBridge {
 		t.Fatalf("%d results, want %d (one per legitimate job)", len(results), direct+viaBridge)
@@ -271,7 +272,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		t.Fatalf("%d GETs for %d forged ids, want exactly one each", forgedGets, forged)
 	}
 
-	notFound := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(verify.ReasonNotFound))
+	notFound := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(verify.ReasonNotFound))
 	if len(notFound) != forged {
 		t.Fatalf("%d not_found dead letters, want one per forged webhook (%d)", len(notFound), forged)
 	}
@@ -279,15 +280,15 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		if id, _ := jobIDOf(m.Data); !forgedIDs[id] {
 			t.Fatalf("not_found dead letter for %q, which is not forged", id)
 		}
-		if orig := m.Header.Get(bjs.HeaderOriginalSubject); !strings.HasPrefix(orig, bjs.SubjectWebhooks) {
+		if orig := m.Header.Get(contract.HeaderOriginalSubject); !strings.HasPrefix(orig, contract.SubjectWebhooks) {
 			t.Fatalf("not_found dead letter has original subject %q, want the webhook's", orig)
 		}
 	}
-	if n := len(e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(verify.ReasonAttemptsExhausted))); n != 0 {
+	if n := len(e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(verify.ReasonAttemptsExhausted))); n != 0 {
 		t.Fatalf("%d attempts_exhausted dead letters, want 0", n)
 	}
 
-	laned := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(verify.ReasonUnknownJob))
+	laned := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(verify.ReasonUnknownJob))
 	if len(laned) == 0 {
 		t.Fatal("nothing moved to the slow lane although the flood far exceeded the unknown-job burst")
 	}
@@ -303,9 +304,9 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		if directIDs[id] {
 			lanedDirect++
 		}
-		if !strings.HasPrefix(m.Header.Get(jetstream.MsgIDHeader), id+"."+verify.ReasonUnknownJob+".") || m.Header.Get(bjs.HeaderReason) != verify.ReasonUnknownJob ||
-			!strings.HasPrefix(m.Header.Get(bjs.HeaderOriginalSubject), bjs.SubjectWebhooks) ||
-			m.Header.Get(bjs.HeaderReceivedAt) == "" || m.Header.Get(bjs.HeaderRemoteAddr) == "" || m.Header.Get(bjs.HeaderAttempts) == "" {
+		if !strings.HasPrefix(m.Header.Get(jetstream.MsgIDHeader), id+"."+verify.ReasonUnknownJob+".") || m.Header.Get(contract.HeaderReason) != verify.ReasonUnknownJob ||
+			!strings.HasPrefix(m.Header.Get(contract.HeaderOriginalSubject), contract.SubjectWebhooks) ||
+			m.Header.Get(contract.HeaderReceivedAt) == "" || m.Header.Get(contract.HeaderRemoteAddr) == "" || m.Header.Get(contract.HeaderAttempts) == "" {
 			t.Fatalf("slow-lane message headers %v", m.Header)
 		}
 	}
@@ -322,7 +323,7 @@ func TestJobStatus(t *testing.T) {
 
 	status := func(body string) (submit.StatusReply, string) {
 		t.Helper()
-		m := e.Request(bjs.SubjectJobStatus, []byte(body), nil)
+		m := e.Request(contract.SubjectJobStatus, []byte(body), nil)
 		if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
 			return submit.StatusReply{}, code
 		}
@@ -353,7 +354,7 @@ func TestJobStatus(t *testing.T) {
 		res["bridge"] == nil {
 		t.Fatalf("result %s", r.Result)
 	}
-	msgs := e.StreamMsgs(bjs.StreamResults, bjs.ResultSubject("image"))
+	msgs := e.StreamMsgs(contract.StreamResults, contract.ResultSubject("image"))
 	if len(msgs) != 1 || string(msgs[0].Data) != string(r.Result) {
 		t.Fatalf("status result differs from RESULTS")
 	}
@@ -397,9 +398,9 @@ func TestRealAndForgedIDsMixed(t *testing.T) {
 			e.PublishWebhook("prompt", r, roletest.WebhookBody(r, false))
 		}
 	}
-	e.WaitResults(bjs.SubjectResults+">", realN, 60*time.Second)
+	e.WaitResults(contract.SubjectResults+">", realN, 60*time.Second)
 	elapsed := time.Since(start)
-	ids := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))
+	ids := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 	for _, id := range real {
 		if ids[id] != 1 {
 			t.Fatalf("real job %s has %d results, want 1", id, ids[id])
@@ -442,8 +443,8 @@ func TestElsewhereJobsThroughUpstreamFaults(t *testing.T) {
 	for _, id := range ids {
 		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
 	}
-	e.WaitResults(bjs.SubjectResults+">", len(ids), 60*time.Second)
-	got := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))
+	e.WaitResults(contract.SubjectResults+">", len(ids), 60*time.Second)
+	got := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 	for _, id := range ids {
 		if got[id] != 1 {
 			t.Fatalf("job %s: %d results, want 1", id, got[id])

@@ -15,10 +15,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
 	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -42,7 +42,7 @@ func (p *lossyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
-	id := r.Header.Get(bjs.UpstreamHeaderDeliveryID)
+	id := r.Header.Get(contract.UpstreamHeaderDeliveryID)
 	p.mu.Lock()
 	first := !p.seen[id]
 	p.seen[id] = true
@@ -92,7 +92,7 @@ func TestV2SignedRetriedWebhooksCollapse(t *testing.T) {
 	ids := make([]string, 0, n)
 	for i := range n {
 		natstest.WaitFor(t, 10*time.Second, func() error { // the roles start concurrently
-			rep, _, err := ops.Submit(roletest.Ctx(t, 5*time.Second), nc, "prompt", map[string]string{"prompt": fmt.Sprint("retried ", i)}, "")
+			rep, _, err := ops.Submit(natstest.CtxWithin(t, 5*time.Second), nc, "prompt", map[string]string{"prompt": fmt.Sprint("retried ", i)}, "")
 			if err == nil {
 				ids = append(ids, rep.JobID)
 			}
@@ -105,7 +105,7 @@ func TestV2SignedRetriedWebhooksCollapse(t *testing.T) {
 		if st.Retries < n || st.Delivered < n {
 			return fmt.Errorf("webhooks: %d retries, %d delivered; want at least %d each", st.Retries, st.Delivered, n)
 		}
-		if got := len(natstest.StreamMsgs(t, js, bjs.StreamResults)); got < n {
+		if got := len(natstest.StreamMsgs(t, js, contract.StreamResults)); got < n {
 			return fmt.Errorf("%d results, want %d", got, n)
 		}
 		return nil
@@ -114,8 +114,8 @@ func TestV2SignedRetriedWebhooksCollapse(t *testing.T) {
 	if dup := roletest.CounterValue(t, a.reg, "bridge_ingest_webhooks_total", "outcome", "duplicate"); dup < n {
 		t.Fatalf("ingest saw %v duplicates, want at least %d (every webhook came twice)", dup, n)
 	}
-	results := roletest.ResultIDs(t, natstest.StreamMsgs(t, js, bjs.StreamResults))
-	hooks := natstest.StreamMsgs(t, js, bjs.StreamWebhooks)
+	results := roletest.ResultIDs(t, natstest.StreamMsgs(t, js, contract.StreamResults))
+	hooks := natstest.StreamMsgs(t, js, contract.StreamWebhooks)
 	if len(results) != n || len(hooks) != n {
 		t.Fatalf("%d jobs with results and %d stored webhooks, want %d each", len(results), len(hooks), n)
 	}
@@ -126,9 +126,9 @@ func TestV2SignedRetriedWebhooksCollapse(t *testing.T) {
 	}
 	for _, m := range hooks {
 		id := m.Header.Get(jetstream.MsgIDHeader)
-		if m.Header.Get(bjs.HeaderAuthenticated) != bjs.AuthenticatedSignature || m.Header.Get(bjs.HeaderDeliveryID) != "wh_"+id {
-			t.Fatalf("stored webhook of %s: %s %q, %s %q", id, bjs.HeaderAuthenticated, m.Header.Get(bjs.HeaderAuthenticated),
-				bjs.HeaderDeliveryID, m.Header.Get(bjs.HeaderDeliveryID))
+		if m.Header.Get(contract.HeaderAuthenticated) != contract.AuthenticatedSignature || m.Header.Get(contract.HeaderDeliveryID) != "wh_"+id {
+			t.Fatalf("stored webhook of %s: %s %q, %s %q", id, contract.HeaderAuthenticated, m.Header.Get(contract.HeaderAuthenticated),
+				contract.HeaderDeliveryID, m.Header.Get(contract.HeaderDeliveryID))
 		}
 	}
 }

@@ -8,9 +8,9 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/roletest"
 	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/submit"
 	"github.com/evershield/bridge/upstream"
@@ -24,7 +24,7 @@ func newV2Env(t *testing.T, simCfg simulator.Config) *env {
 	simCfg.Contract = simulator.ContractV2
 	e := newEnv(t, roletest.Single, simCfg)
 	e.API = simtest.Client(t, e.Sim, func(c *upstream.Config) { c.Contract = upstream.ContractAuto; c.Log = e.Log })
-	e.startSubmitter(func(c *submit.Config) { c.Modalities = submit.ModalitiesFor(bjs.ContractAuto) })
+	e.startSubmitter(func(c *submit.Config) { c.Modalities = submit.ModalitiesFor(contract.ContractAuto) })
 	e.startVerifier()
 	return e
 }
@@ -36,12 +36,12 @@ func newV2Env(t *testing.T, simCfg simulator.Config) *env {
 func TestV2RetiredPathsMapped(t *testing.T) {
 	e := newV2Env(t, simulator.Config{})
 
-	reply := e.Request(bjs.SubjectSubmit+"prompt", []byte(`{"prompt":"a cat on a mat"}`), nil)
+	reply := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"a cat on a mat"}`), nil)
 	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "" {
 		t.Fatalf("moderate.prompt: %s %s", code, reply.Header.Get(micro.ErrorHeader))
 	}
-	if got := reply.Header.Get(bjs.HeaderUpstreamEndpoint); got != "/moderate/text" {
-		t.Fatalf("%s %q, want /moderate/text", bjs.HeaderUpstreamEndpoint, got)
+	if got := reply.Header.Get(contract.HeaderUpstreamEndpoint); got != "/moderate/text" {
+		t.Fatalf("%s %q, want /moderate/text", contract.HeaderUpstreamEndpoint, got)
 	}
 	var first roletest.SubmitReply
 	if err := json.Unmarshal(reply.Data, &first); err != nil {
@@ -55,9 +55,9 @@ func TestV2RetiredPathsMapped(t *testing.T) {
 		t.Fatalf("%d submit calls after the second submission, want 3", n)
 	}
 
-	e.WaitResults(bjs.SubjectResults+">", 2, 20*time.Second)
-	want := map[string]string{first.JobID: bjs.ResultSubject("prompt"), chat: bjs.ResultSubject("chat")}
-	for _, m := range e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">") {
+	e.WaitResults(contract.SubjectResults+">", 2, 20*time.Second)
+	want := map[string]string{first.JobID: contract.ResultSubject("prompt"), chat: contract.ResultSubject("chat")}
+	for _, m := range e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">") {
 		var body struct {
 			JobID  string         `json:"job_id"`
 			Type   string         `json:"type"`
@@ -86,7 +86,7 @@ func TestV2MediaErrorsReachCaller(t *testing.T) {
 		{"https://media.invalid/a.png", "422", "MEDIA_UNREACHABLE"},
 	} {
 		b, _ := json.Marshal(map[string]string{"image_url": tc.url})
-		reply := e.Request(bjs.SubjectSubmit+"image", b, nil)
+		reply := e.Request(contract.SubjectSubmit+"image", b, nil)
 		var body struct{ Code, Message string }
 		_ = json.Unmarshal(reply.Data, &body)
 		if reply.Header.Get(micro.ErrorCodeHeader) != tc.code || body.Code != tc.name || body.Message == "" {
@@ -98,7 +98,7 @@ func TestV2MediaErrorsReachCaller(t *testing.T) {
 		t.Fatalf("%d jobs at the upstream, want 0", n)
 	}
 	// A field the modality does not take is refused by the bridge, naming it.
-	reply := e.Request(bjs.SubjectSubmit+"image", []byte(`{"image":"https://cdn.example.com/a.png"}`), nil)
+	reply := e.Request(contract.SubjectSubmit+"image", []byte(`{"image":"https://cdn.example.com/a.png"}`), nil)
 	if reply.Header.Get(micro.ErrorCodeHeader) != "400" || !json.Valid(reply.Data) ||
 		!strings.Contains(reply.Header.Get(micro.ErrorHeader), `"image"`) {
 		t.Fatalf("field image on moderate.image: %s %q", reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader))
@@ -119,7 +119,7 @@ func TestV2StatusUnknownTrackedAsPending(t *testing.T) {
 		t.Fatalf("record %+v, want pending text", rec)
 	}
 	rec := e.WaitState(r.JobID, jobs.StateDelivered, 20*time.Second)
-	if rec.ResultSubject != bjs.ResultSubject("text") {
+	if rec.ResultSubject != contract.ResultSubject("text") {
 		t.Fatalf("result on %s, want results.text", rec.ResultSubject)
 	}
 }

@@ -1,4 +1,4 @@
-package jetstream
+package contract
 
 import (
 	"strings"

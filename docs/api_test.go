@@ -17,10 +17,11 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/ingesttest"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 )
 
 // loadYAML parses a YAML document and re-encodes it as JSON values, as a JSON Schema validator takes them.
@@ -92,7 +93,7 @@ func TestOpenAPIAnswersOfTheRealHandler(t *testing.T) {
 	srv := natstest.RunServer(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
 	ctx := t.Context()
-	if _, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{}); err != nil {
+	if _, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	h, err := ingest.New(ingest.Config{Publisher: js, Token: "t0k", MaxBody: 1024})
@@ -187,7 +188,7 @@ func answer(req *http.Request) (recorded, error) {
 }
 
 // TestAsyncAPINamesTheContract parses asyncapi.yaml and requires a channel for every subject family of
-// jetstream/names.go, every header the bridge sets, and schema references that exist.
+// contract/names.go, every header the bridge sets, and schema references that exist.
 func TestAsyncAPINamesTheContract(t *testing.T) {
 	doc, _ := loadYAML(t, "asyncapi.yaml")
 	if v, _ := doc["asyncapi"].(string); v != "3.0.0" {
@@ -200,8 +201,8 @@ func TestAsyncAPINamesTheContract(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		bjs.SubjectSubmit + "{modality}", bjs.SubjectJobStatus, bjs.SubjectResults + "{type}",
-		bjs.SubjectLateResults + "{type}", bjs.SubjectWebhooks + "{modality}", bjs.SubjectDeadLetter + "{reason}",
+		contract.SubjectSubmit + "{modality}", contract.SubjectJobStatus, contract.SubjectResults + "{type}",
+		contract.SubjectLateResults + "{type}", contract.SubjectWebhooks + "{modality}", contract.SubjectDeadLetter + "{reason}",
 	} {
 		if !slices.Contains(addresses, want) {
 			t.Errorf("asyncapi.yaml has no channel with address %s (has %v)", want, addresses)
@@ -223,36 +224,36 @@ func TestAsyncAPINamesTheContract(t *testing.T) {
 	}
 }
 
-// bridgeHeaders are the Header* constants of jetstream/names.go.
+// bridgeHeaders are the Header* constants of contract/names.go.
 func bridgeHeaders() []string {
 	return []string{
-		bjs.HeaderBridgeSource, bjs.HeaderReceivedAt, bjs.HeaderRemoteAddr, bjs.HeaderModality, bjs.HeaderReason,
-		bjs.HeaderAttempts, bjs.HeaderIdempotencyKey, bjs.HeaderOriginalSubject, bjs.HeaderOriginalSeq,
-		bjs.HeaderOriginalMsgID, bjs.HeaderReplay,
+		contract.HeaderBridgeSource, contract.HeaderReceivedAt, contract.HeaderRemoteAddr, contract.HeaderModality, contract.HeaderReason,
+		contract.HeaderAttempts, contract.HeaderIdempotencyKey, contract.HeaderOriginalSubject, contract.HeaderOriginalSeq,
+		contract.HeaderOriginalMsgID, contract.HeaderReplay,
 	}
 }
 
 // TestDesignNamesTheContract requires docs/DESIGN.md to name every stream, consumer, bucket, service,
-// subject prefix and header of jetstream/names.go, every dead-letter reason and every micro error code.
+// subject prefix and header of contract/names.go, every dead-letter reason and every micro error code.
 func TestDesignNamesTheContract(t *testing.T) {
 	b, err := os.ReadFile("DESIGN.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	names := append(bridgeHeaders(),
-		bjs.StreamWebhooks, bjs.StreamResults, bjs.StreamDeadLetter,
-		bjs.BucketJobs, bjs.BucketLeases, bjs.BucketIdempotency, bjs.BucketReplay, "BRIDGE_BUDGET",
-		bjs.ConsumerVerify, bjs.ConsumerVerifyUnknown, bjs.ServiceName, bjs.SubjectJobStatus,
-		bjs.SubjectWebhooks+"<modality>", bjs.SubjectWebhooks+bjs.ModalityUnknown, bjs.SubjectResults+"<type>",
-		bjs.SubjectLateResults+"<type>", bjs.SubjectDeadLetter+"<reason>", bjs.SubjectSubmit+"<modality>",
-		bjs.SubjectReplayPrefix, bjs.DeadLetterSubject("unknown_job"), "<job_id>"+bjs.LateSuffix,
-		bjs.SourceWebhook, bjs.SourcePoll, bjs.SourceTimeout, "Nats-Msg-Id", micro.ErrorHeader, micro.ErrorCodeHeader,
+		contract.StreamWebhooks, contract.StreamResults, contract.StreamDeadLetter,
+		contract.BucketJobs, contract.BucketLeases, contract.BucketIdempotency, contract.BucketReplay, "BRIDGE_BUDGET",
+		contract.ConsumerVerify, contract.ConsumerVerifyUnknown, contract.ServiceName, contract.SubjectJobStatus,
+		contract.SubjectWebhooks+"<modality>", contract.SubjectWebhooks+contract.ModalityUnknown, contract.SubjectResults+"<type>",
+		contract.SubjectLateResults+"<type>", contract.SubjectDeadLetter+"<reason>", contract.SubjectSubmit+"<modality>",
+		contract.SubjectReplayPrefix, contract.DeadLetterSubject("unknown_job"), "<job_id>"+contract.LateSuffix,
+		contract.SourceWebhook, contract.SourcePoll, contract.SourceTimeout, "Nats-Msg-Id", micro.ErrorHeader, micro.ErrorCodeHeader,
 		"not_found", "attempts_exhausted", "malformed", "upstream_<status>", "unknown_job",
 		"INVALID_REQUEST", "JOB_NOT_FOUND", "BUSY", "Retry-After",
-		"ingest/", "verify/", "submit/", "reconcile/", "upstream/", "jetstream/", "jobs/", "bridge/", "cmd/bridge",
+		"ingest/", "verify/", "submit/", "reconcile/", "upstream/", "contract/", "natsx/", "jobs/", "bridge/", "cmd/bridge",
 	)
-	for _, m := range bjs.Modalities() {
-		names = append(names, bjs.SubjectSubmit+m.Name)
+	for _, m := range contract.Modalities() {
+		names = append(names, contract.SubjectSubmit+m.Name)
 	}
 	for _, n := range names {
 		if !bytes.Contains(b, []byte("`"+n+"`")) {

@@ -17,10 +17,11 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -105,7 +106,7 @@ func TestRealMessagesMatchSchemas(t *testing.T) {
 		IdempotencyKey: "order-1"}); err != nil {
 		t.Fatal(err)
 	}
-	out, err := d.Deliver(ctx, terminal(sub.JobID), bjs.SourceWebhook, time.Now())
+	out, err := d.Deliver(ctx, terminal(sub.JobID), contract.SourceWebhook, time.Now())
 	expect("deliver prompt", out, jobs.Published, err)
 
 	// 2. An image job still processing at its deadline: a timeout result from its last answer, then,
@@ -130,7 +131,7 @@ func TestRealMessagesMatchSchemas(t *testing.T) {
 	if err := sim.CompleteJob(late.JobID, simulator.Outcome{Prohibited: true}); err != nil {
 		t.Fatal(err)
 	}
-	out, err = d.Deliver(ctx, terminal(late.JobID), bjs.SourcePoll, time.Now())
+	out, err = d.Deliver(ctx, terminal(late.JobID), contract.SourcePoll, time.Now())
 	expect("deliver late image", out, jobs.PublishedLate, err)
 
 	// 3. A video job the upstream never answered for: a synthesized timeout result.
@@ -150,7 +151,7 @@ func TestRealMessagesMatchSchemas(t *testing.T) {
 	}
 
 	// Every RESULTS message, in order, with its subject and source.
-	msgs := natstest.StreamMsgs(t, js, bjs.StreamResults)
+	msgs := natstest.StreamMsgs(t, js, contract.StreamResults)
 	want := []struct{ subject, msgID, source string }{
 		{"results.prompt", sub.JobID, "webhook"},
 		{"results.image", late.JobID, "timeout"},
@@ -163,9 +164,9 @@ func TestRealMessagesMatchSchemas(t *testing.T) {
 	bySeq := map[uint64][]byte{}
 	for i, m := range msgs {
 		w := want[i]
-		if m.Subject != w.subject || m.Header.Get("Nats-Msg-Id") != w.msgID || m.Header.Get(bjs.HeaderBridgeSource) != w.source {
+		if m.Subject != w.subject || m.Header.Get("Nats-Msg-Id") != w.msgID || m.Header.Get(contract.HeaderBridgeSource) != w.source {
 			t.Errorf("message %d: subject %s, Nats-Msg-Id %s, Bridge-Source %s; want %s, %s, %s", i, m.Subject,
-				m.Header.Get("Nats-Msg-Id"), m.Header.Get(bjs.HeaderBridgeSource), w.subject, w.msgID, w.source)
+				m.Header.Get("Nats-Msg-Id"), m.Header.Get(contract.HeaderBridgeSource), w.subject, w.msgID, w.source)
 		}
 		if err := validate(t, sch.result, m.Data); err != nil {
 			t.Errorf("%s message does not match result.schema.json: %v\n%s", m.Subject, err, m.Data)
@@ -323,7 +324,7 @@ func deliveryWorld(ctx context.Context, t *testing.T) (jetstream.JetStream, *job
 	t.Helper()
 	srv := natstest.RunServer(t)
 	_, js := natstest.Connect(t, srv.ClientURL())
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{})
+	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 )
@@ -33,11 +33,11 @@ func TestFilledTypeMatchesSchema(t *testing.T) {
 		"completed_at": now.Format(time.RFC3339), "delivery_id": "wh_" + id})
 	prohibited, done := false, now.Format(time.RFC3339)
 	job := upstream.Job{JobID: id, Status: upstream.StatusCompleted, IsProhibited: &prohibited, CompletedAt: &done, Raw: raw}
-	if out, err := d.Deliver(ctx, job, bjs.SourceWebhook, now); err != nil || out != jobs.Published {
+	if out, err := d.Deliver(ctx, job, contract.SourceWebhook, now); err != nil || out != jobs.Published {
 		t.Fatalf("deliver: %v, %v", out, err)
 	}
-	msgs := natstest.StreamMsgs(t, js, bjs.StreamResults)
-	if len(msgs) != 1 || msgs[0].Subject != bjs.ResultSubject("audio") {
+	msgs := natstest.StreamMsgs(t, js, contract.StreamResults)
+	if len(msgs) != 1 || msgs[0].Subject != contract.ResultSubject("audio") {
 		t.Fatalf("%d results, want one on results.audio", len(msgs))
 	}
 	if err := validate(t, sch.result, msgs[0].Data); err != nil {

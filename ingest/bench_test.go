@@ -16,8 +16,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/valyala/fasthttp"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 )
 
 // benchClient is a keep-alive client with enough idle connections for RunParallel.
@@ -89,7 +89,7 @@ func BenchmarkIngestFloorListen(b *testing.B) {
 	n := natstest.RunServer(b)
 	_, js := natstest.Connect(b, n.ClientURL())
 	createWebhooks(b, js, 1)
-	subject := bjs.WebhookSubject("prompt")
+	subject := contract.WebhookSubject("prompt")
 	floor := func(ctx *fasthttp.RequestCtx) {
 		pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -106,7 +106,7 @@ func BenchmarkIngestFloorListen(b *testing.B) {
 // floorHandler is the floor: read the body, publish it with the X-Job-Id header as Nats-Msg-Id, answer
 // 200 after the ack.
 func floorHandler(js jetstream.JetStream) http.Handler {
-	subject := bjs.WebhookSubject("prompt")
+	subject := contract.WebhookSubject("prompt")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 )
 
 // Defaults and limits of [Config].
@@ -29,11 +29,11 @@ const (
 )
 
 // DefaultModalities are the path modalities accepted by default: the names of the modalities of both
-// contracts ([bjs.ModalitiesFor] auto: prompt, image, video, chat, text, audio). The slice is the
+// contracts ([contract.ModalitiesFor] auto: prompt, image, video, chat, text, audio). The slice is the
 // caller's own.
 func DefaultModalities() []string {
 	var names []string
-	for _, m := range bjs.ModalitiesFor(bjs.ContractAuto) {
+	for _, m := range contract.ModalitiesFor(contract.ContractAuto) {
 		names = append(names, m.Name)
 	}
 	return names
@@ -159,7 +159,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: Secret: %v", ErrInvalidConfig, err)
 	}
 	for _, m := range c.Modalities {
-		if m == "" || m == bjs.ModalityUnknown || strings.ContainsAny(m, ".*>/ \t\r\n") {
+		if m == "" || m == contract.ModalityUnknown || strings.ContainsAny(m, ".*>/ \t\r\n") {
 			return fmt.Errorf("%w: Modalities: %q is not a usable modality", ErrInvalidConfig, m)
 		}
 	}

@@ -23,8 +23,9 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/text"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 )
 
 // Paths served by [Handler].
@@ -82,14 +83,14 @@ func New(cfg Config) (*Handler, error) {
 		log:        cfg.Log.With().Str("component", "ingest").Logger(),
 		metrics:    m,
 		modalities: make(map[string]string, len(cfg.Modalities)),
-		subjects:   map[string]string{"": bjs.WebhookSubject("")},
+		subjects:   map[string]string{"": contract.WebhookSubject("")},
 		tokenSum:   sha256.Sum256([]byte(cfg.Token)),
 		slots:      make(chan struct{}, cfg.MaxInFlight),
 		retryAfter: strconv.Itoa(int(math.Ceil(cfg.RetryAfter.Seconds()))),
 	}
 	for _, mod := range cfg.Modalities {
 		h.modalities[mod] = mod
-		h.subjects[mod] = bjs.WebhookSubject(mod)
+		h.subjects[mod] = contract.WebhookSubject(mod)
 	}
 	if cfg.Secret != "" {
 		h.secret, _ = ParseSecret(cfg.Secret) // checked by Validate
@@ -299,7 +300,7 @@ func (h *Handler) store(msg *nats.Msg) (*jetstream.PubAck, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.PublishTimeout)
 	defer cancel()
 	pubStart := time.Now()
-	ack, err := bjs.PublishMsg(ctx, h.cfg.Publisher, msg)
+	ack, err := natsx.PublishMsg(ctx, h.cfg.Publisher, msg)
 	h.metrics.publish.Observe(time.Since(pubStart).Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("publish to %s: %w", msg.Subject, err)
@@ -320,20 +321,20 @@ func (h *Handler) message(ctx *fasthttp.RequestCtx, modality, id string, receive
 		hdr[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	set(jetstream.MsgIDHeader, id)
-	set(jetstream.ExpectedStreamHeader, bjs.StreamWebhooks)
-	set(bjs.HeaderReceivedAt, receivedAt.Format(time.RFC3339Nano))
-	set(bjs.HeaderRemoteAddr, ctx.RemoteAddr().String())
+	set(jetstream.ExpectedStreamHeader, contract.StreamWebhooks)
+	set(contract.HeaderReceivedAt, receivedAt.Format(time.RFC3339Nano))
+	set(contract.HeaderRemoteAddr, ctx.RemoteAddr().String())
 	if modality != "" {
-		set(bjs.HeaderModality, modality)
+		set(contract.HeaderModality, modality)
 	}
 	if d := deliveryID(&ctx.Request.Header); d != "" {
-		set(bjs.HeaderDeliveryID, d)
+		set(contract.HeaderDeliveryID, d)
 	}
 	switch {
 	case h.secret != nil:
-		set(bjs.HeaderAuthenticated, bjs.AuthenticatedSignature)
+		set(contract.HeaderAuthenticated, contract.AuthenticatedSignature)
 	case h.cfg.Token != "":
-		set(bjs.HeaderAuthenticated, bjs.AuthenticatedToken)
+		set(contract.HeaderAuthenticated, contract.AuthenticatedToken)
 	}
 	return &nats.Msg{Subject: h.subjects[modality], Header: hdr}
 }
@@ -344,7 +345,7 @@ const maxDeliveryID = 128
 // deliveryID is the upstream's id of this delivery, for tracing: X-Omnifence-Delivery-Id (v2), else the
 // Standard Webhooks webhook-id; "" when neither is there. It is kept only when printable ASCII.
 func deliveryID(h *fasthttp.RequestHeader) string {
-	d := h.Peek(bjs.UpstreamHeaderDeliveryID)
+	d := h.Peek(contract.UpstreamHeaderDeliveryID)
 	if len(d) == 0 {
 		d = h.Peek(HeaderWebhookID)
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 )
 
 func TestValidWebhookStoredUnchanged(t *testing.T) {
@@ -95,14 +95,14 @@ func TestValidWebhookStoredUnchanged(t *testing.T) {
 			if got := m.Header.Get(jetstream.MsgIDHeader); got != id {
 				t.Errorf("%s %q, want %q", jetstream.MsgIDHeader, got, id)
 			}
-			if got, want := m.Header.Get(bjs.HeaderReceivedAt), now.UTC().Format(time.RFC3339Nano); got != want {
-				t.Errorf("%s %q, want %q", bjs.HeaderReceivedAt, got, want)
+			if got, want := m.Header.Get(contract.HeaderReceivedAt), now.UTC().Format(time.RFC3339Nano); got != want {
+				t.Errorf("%s %q, want %q", contract.HeaderReceivedAt, got, want)
 			}
-			if got := m.Header.Get(bjs.HeaderRemoteAddr); !strings.HasPrefix(got, "127.0.0.1:") {
-				t.Errorf("%s %q, want 127.0.0.1:<port>", bjs.HeaderRemoteAddr, got)
+			if got := m.Header.Get(contract.HeaderRemoteAddr); !strings.HasPrefix(got, "127.0.0.1:") {
+				t.Errorf("%s %q, want 127.0.0.1:<port>", contract.HeaderRemoteAddr, got)
 			}
-			if got, ok := m.Header[bjs.HeaderModality]; tt.wantMod == "" && ok || tt.wantMod != "" && (len(got) != 1 || got[0] != tt.wantMod) {
-				t.Errorf("%s %q, want %q", bjs.HeaderModality, got, tt.wantMod)
+			if got, ok := m.Header[contract.HeaderModality]; tt.wantMod == "" && ok || tt.wantMod != "" && (len(got) != 1 || got[0] != tt.wantMod) {
+				t.Errorf("%s %q, want %q", contract.HeaderModality, got, tt.wantMod)
 			}
 		})
 	}
@@ -145,7 +145,7 @@ func testDuplicateWebhookPublishesOnce(t *testing.T, urls string, replicas int) 
 	for range copies {
 		wg.Go(func() {
 			<-start
-			resp, err := hs.try(testCtx(t), request{Path: "/webhook/image", Body: body})
+			resp, err := hs.try(natstest.Ctx(t), request{Path: "/webhook/image", Body: body})
 			results <- result{resp, err}
 		})
 	}
@@ -355,13 +355,13 @@ func FuzzWebhook(f *testing.F) {
 	n := natstest.RunServer(f)
 	hs := newHarness(f, n.ClientURL(), Config{MaxBody: testMaxBody})
 	createWebhooks(f, hs.js, 1)
-	s, err := hs.js.Stream(testCtx(f), bjs.StreamWebhooks)
+	s, err := hs.js.Stream(natstest.Ctx(f), contract.StreamWebhooks)
 	if err != nil {
 		f.Fatal(err)
 	}
 
 	f.Fuzz(func(t *testing.T, body string) {
-		info, err := s.Info(testCtx(t))
+		info, err := s.Info(natstest.Ctx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -383,7 +383,7 @@ func FuzzWebhook(f *testing.F) {
 				t.Fatalf("answer %s, decoder says job_id %q", resp.Body, want)
 			}
 		case resp.Status >= 400 && resp.Status < 500:
-			after, err := s.Info(testCtx(t))
+			after, err := s.Info(natstest.Ctx(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -465,7 +465,7 @@ func TestUnavailableAnswers503(t *testing.T) {
 		t.Parallel()
 		n := natstest.RunServer(t)
 		hs := newHarness(t, n.ClientURL(), Config{})
-		if _, err := hs.js.CreateStream(testCtx(t), jetstream.StreamConfig{Name: "OTHER", Subjects: []string{bjs.SubjectWebhooks + ">"}}); err != nil {
+		if _, err := hs.js.CreateStream(natstest.Ctx(t), jetstream.StreamConfig{Name: "OTHER", Subjects: []string{contract.SubjectWebhooks + ">"}}); err != nil {
 			t.Fatal(err)
 		}
 		resp := hs.post(t, "/webhook/prompt", webhookBody(uuid.NewString()))
@@ -487,7 +487,7 @@ func TestBusyAtConcurrencyBound(t *testing.T) {
 	results := make(chan response, bound)
 	for range bound {
 		go func() {
-			resp, err := hs.try(testCtx(t), request{Path: "/webhook/video", Body: webhookBody(uuid.NewString())})
+			resp, err := hs.try(natstest.Ctx(t), request{Path: "/webhook/video", Body: webhookBody(uuid.NewString())})
 			if err != nil {
 				resp.Status = -1
 			}
@@ -609,7 +609,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative publish timeout", Config{Publisher: pub, PublishTimeout: -time.Second}},
 		{"negative in flight", Config{Publisher: pub, MaxInFlight: -1}},
 		{"dotted modality", Config{Publisher: pub, Modalities: []string{"a.b"}}},
-		{"reserved modality", Config{Publisher: pub, Modalities: []string{bjs.ModalityUnknown}}},
+		{"reserved modality", Config{Publisher: pub, Modalities: []string{contract.ModalityUnknown}}},
 		{"empty modality", Config{Publisher: pub, Modalities: []string{""}}},
 	}
 	for _, tt := range tests {

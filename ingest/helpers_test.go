@@ -13,30 +13,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 )
-
-// testCtx is a context with a deadline for one test step.
-func testCtx(tb testing.TB) context.Context {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	tb.Cleanup(cancel)
-	return ctx
-}
 
 // createWebhooks creates the WEBHOOKS stream as DESIGN.md describes it, with the given replicas.
 func createWebhooks(tb testing.TB, js jetstream.JetStream, replicas int) jetstream.Stream {
 	tb.Helper()
-	s, err := js.CreateStream(testCtx(tb), jetstream.StreamConfig{
-		Name:       bjs.StreamWebhooks,
-		Subjects:   []string{bjs.SubjectWebhooks + ">"},
+	s, err := js.CreateStream(natstest.Ctx(tb), jetstream.StreamConfig{
+		Name:       contract.StreamWebhooks,
+		Subjects:   []string{contract.SubjectWebhooks + ">"},
 		Duplicates: 20 * time.Minute,
 		Storage:    jetstream.FileStorage,
 		Replicas:   replicas,
 	})
 	if err != nil {
-		tb.Fatalf("create stream %s: %v", bjs.StreamWebhooks, err)
+		tb.Fatalf("create stream %s: %v", contract.StreamWebhooks, err)
 	}
 	return s
 }
@@ -93,7 +85,7 @@ type response struct {
 
 func (hs *harness) do(tb testing.TB, rq request) response {
 	tb.Helper()
-	resp, err := hs.try(testCtx(tb), rq)
+	resp, err := hs.try(natstest.Ctx(tb), rq)
 	if err != nil {
 		tb.Fatalf("%s %s: %v", rq.Method, rq.Path, err)
 	}
@@ -140,7 +132,7 @@ func (hs *harness) post(tb testing.TB, path, body string) response {
 // stored is every message in WEBHOOKS, read by sequence.
 func stored(tb testing.TB, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	tb.Helper()
-	return natstest.StreamMsgs(tb, js, bjs.StreamWebhooks)
+	return natstest.StreamMsgs(tb, js, contract.StreamWebhooks)
 }
 
 // counter is the value of bridge_ingest_webhooks_total{outcome}.

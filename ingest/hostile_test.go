@@ -78,7 +78,7 @@ func runListener(tb testing.TB, scfg ServerConfig) *Server {
 func (ls *liveServer) postWebhook(t *testing.T, id string) int {
 	t.Helper()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodPost, ls.base+"/webhook/prompt", strings.NewReader(webhookBody(id)))
+	req, _ := http.NewRequestWithContext(natstest.Ctx(t), http.MethodPost, ls.base+"/webhook/prompt", strings.NewReader(webhookBody(id)))
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
@@ -246,7 +246,7 @@ func TestConnectionBoundEvictsIdleNotInFlight(t *testing.T) {
 func TestOversizedHeadersAnswered431(t *testing.T) {
 	t.Parallel()
 	ls := startServer(t, ServerConfig{}, Config{}, nil)
-	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodPost, ls.base+"/webhook/prompt",
+	req, _ := http.NewRequestWithContext(natstest.Ctx(t), http.MethodPost, ls.base+"/webhook/prompt",
 		strings.NewReader(webhookBody(uuid.NewString())))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Padding", strings.Repeat("a", 4*DefaultMaxHeaderBytes))
@@ -275,7 +275,7 @@ func TestPublishThatNeverCompletesIsAnswered503(t *testing.T) {
 	t.Parallel()
 	ls := startServer(t, ServerConfig{}, Config{PublishTimeout: time.Second},
 		func(p jetstream.Publisher) jetstream.Publisher { return newGatePublisher(p) }) // gate never opens
-	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodPost, ls.base+"/webhook/prompt",
+	req, _ := http.NewRequestWithContext(natstest.Ctx(t), http.MethodPost, ls.base+"/webhook/prompt",
 		strings.NewReader(webhookBody(uuid.NewString())))
 	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
 	if err != nil {

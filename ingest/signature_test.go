@@ -15,8 +15,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 )
 
 var (
@@ -44,7 +44,7 @@ func (hs *harness) postSigned(t *testing.T, path string, sr signedRequest) respo
 // postSignedWith is postSigned with extra headers.
 func (hs *harness) postSignedWith(t *testing.T, path string, sr signedRequest, extra map[string]string) response {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testCtx(t), http.MethodPost, hs.url+path, strings.NewReader(sr.body))
+	req, err := http.NewRequestWithContext(natstest.Ctx(t), http.MethodPost, hs.url+path, strings.NewReader(sr.body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func FuzzWebhookSignature(f *testing.F) {
 	n := natstest.RunServer(f)
 	hs := newHarness(f, n.ClientURL(), Config{Secret: testSecret, MaxBody: testMaxBody})
 	createWebhooks(f, hs.js, 1)
-	s, err := hs.js.Stream(testCtx(f), bjs.StreamWebhooks)
+	s, err := hs.js.Stream(natstest.Ctx(f), contract.StreamWebhooks)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func FuzzWebhookSignature(f *testing.F) {
 		if !validHeaderValue(id) || !validHeaderValue(ts) || !validHeaderValue(sig) {
 			t.Skip("not sendable as a header")
 		}
-		before, err := s.Info(testCtx(t))
+		before, err := s.Info(natstest.Ctx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -254,7 +254,7 @@ func FuzzWebhookSignature(f *testing.F) {
 				t.Fatalf("accepted signature %q for id %q ts %q", sig, id, ts)
 			}
 		case resp.Status >= 400 && resp.Status < 500:
-			after, err := s.Info(testCtx(t))
+			after, err := s.Info(natstest.Ctx(t))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,8 +11,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 )
 
 // TestStoredWebhookCarriesProvenanceAndDeliveryID: a signed webhook is stored with
@@ -26,7 +26,7 @@ func TestStoredWebhookCarriesProvenanceAndDeliveryID(t *testing.T) {
 
 	id1, id2 := uuid.NewString(), uuid.NewString()
 	sr := sign(testSecretKey, webhookBody(id1), time.Now())
-	if got := signed.postSignedWith(t, "/webhook/text", sr, map[string]string{bjs.UpstreamHeaderDeliveryID: "wh_" + id1}); got.Status != http.StatusOK {
+	if got := signed.postSignedWith(t, "/webhook/text", sr, map[string]string{contract.UpstreamHeaderDeliveryID: "wh_" + id1}); got.Status != http.StatusOK {
 		t.Fatalf("signed webhook: %d %s", got.Status, got.Body)
 	}
 	sr = sign(testSecretKey, webhookBody(id2), time.Now())
@@ -40,9 +40,9 @@ func TestStoredWebhookCarriesProvenanceAndDeliveryID(t *testing.T) {
 	}
 
 	want := map[string][2]string{
-		id1: {bjs.AuthenticatedSignature, "wh_" + id1},
-		id2: {bjs.AuthenticatedSignature, sr.id},
-		id3: {bjs.AuthenticatedToken, ""},
+		id1: {contract.AuthenticatedSignature, "wh_" + id1},
+		id2: {contract.AuthenticatedSignature, sr.id},
+		id3: {contract.AuthenticatedToken, ""},
 	}
 	msgs := stored(t, signed.js)
 	if len(msgs) != 3 {
@@ -50,7 +50,7 @@ func TestStoredWebhookCarriesProvenanceAndDeliveryID(t *testing.T) {
 	}
 	for _, m := range msgs {
 		w := want[m.Header.Get(jetstream.MsgIDHeader)]
-		if got := [2]string{m.Header.Get(bjs.HeaderAuthenticated), m.Header.Get(bjs.HeaderDeliveryID)}; got != w {
+		if got := [2]string{m.Header.Get(contract.HeaderAuthenticated), m.Header.Get(contract.HeaderDeliveryID)}; got != w {
 			t.Errorf("%s: authenticated, delivery id %q, want %q", m.Header.Get(jetstream.MsgIDHeader), got, w)
 		}
 	}
@@ -90,7 +90,7 @@ func TestPressureFollowsTheStreamLimit(t *testing.T) {
 	t.Parallel()
 	n := natstest.RunServer(t)
 	_, js := natstest.Connect(t, n.ClientURL())
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "P", Subjects: []string{"p.>"}, MaxMsgs: 10,
 		Discard: jetstream.DiscardNew})
 	if err != nil {

@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"time"
 
-	bjs "github.com/evershield/bridge/jetstream"
-	"github.com/evershield/bridge/upstream"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/upstream"
 )
 
 // Outcome says what Deliver or TimeOut did.
@@ -81,7 +82,7 @@ type Deliverer struct {
 	// failpoint is DelivererConfig.Failpoint.
 	failpoint func(point Failpoint, id string)
 	// once publishes every result through its fence (claim, result, done).
-	once *bjs.OncePublisher
+	once *OncePublisher
 }
 
 // NewDeliverer returns a Deliverer; JS and Store are required.
@@ -96,7 +97,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 		cfg.Deadlines = DefaultDeadlines()
 	}
 	return &Deliverer{js: cfg.JS, store: cfg.Store, deadlines: cfg.Deadlines, log: cfg.Log, now: cfg.Now,
-		failpoint: cfg.Failpoint, once: bjs.NewOncePublisher(cfg.JS)}, nil
+		failpoint: cfg.Failpoint, once: NewOncePublisher(cfg.JS)}, nil
 }
 
 // Store is the JOBS store the deliverer writes.
@@ -151,7 +152,7 @@ func (d *Deliverer) Adopt(ctx context.Context, job upstream.Job) (bool, error) {
 type Verified struct {
 	// Job is the upstream's answer.
 	Job upstream.Job
-	// Source is bjs.SourceWebhook or bjs.SourcePoll; ReceivedAt is when the bridge learned the job finished.
+	// Source is contract.SourceWebhook or contract.SourcePoll; ReceivedAt is when the bridge learned the job finished.
 	Source     string
 	ReceivedAt time.Time
 	// Record and Rev are the job's record as the caller read it; Rev 0 means not read (Deliver reads or
@@ -165,7 +166,7 @@ type Verified struct {
 
 // Deliver publishes the upstream's verified, terminal answer for a job once: on results.<type> when the
 // job is pending, on results.late.<type> when the bridge timed it out before, and not at all when its
-// result was out already. source is bjs.SourceWebhook or bjs.SourcePoll; receivedAt is when the bridge
+// result was out already. source is contract.SourceWebhook or contract.SourcePoll; receivedAt is when the bridge
 // learned the job finished.
 func (d *Deliverer) Deliver(ctx context.Context, job upstream.Job, source string, receivedAt time.Time) (Outcome, error) {
 	return d.DeliverVerified(ctx, Verified{Job: job, Source: source, ReceivedAt: receivedAt})
@@ -226,11 +227,11 @@ func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) 
 		return StillPending, nil
 	}
 	base, typ := timeoutBase(rec, last)
-	body, err := resultBody(base, rec.Modality, timeoutOverrides, bjs.SourceTimeout, now, nil)
+	body, err := resultBody(base, rec.Modality, timeoutOverrides, contract.SourceTimeout, now, nil)
 	if err != nil {
 		return 0, fmt.Errorf("timeout result %s: %w", id, err)
 	}
-	_, published, err := d.publishPrimary(ctx, Verified{Source: bjs.SourceTimeout, Record: rec, Rev: rev}, typ, body)
+	_, published, err := d.publishPrimary(ctx, Verified{Source: contract.SourceTimeout, Record: rec, Rev: rev}, typ, body)
 	if err != nil {
 		return 0, err
 	}
@@ -245,7 +246,7 @@ func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) 
 // or, when the fence was there already, the one it names. It returns the record as stored afterwards.
 func (d *Deliverer) publishPrimary(ctx context.Context, v Verified, typ string, body []byte) (Record, bool, error) {
 	id := v.Record.JobID
-	subject := bjs.ResultSubject(typ)
+	subject := contract.ResultSubject(typ)
 	if d.failpoint != nil {
 		d.failpoint(BeforePublish, id)
 	}
@@ -265,7 +266,7 @@ func (d *Deliverer) publishPrimary(ctx context.Context, v Verified, typ string, 
 			v.Note(r)
 		}
 		r.State = StateDelivered
-		if winner == bjs.SourceTimeout {
+		if winner == contract.SourceTimeout {
 			r.State = StateTimedOut
 		}
 		r.Source, r.ResultSubject, r.ResultSeq, r.DeliveredAt = winner, subject, seq, &now
@@ -287,8 +288,8 @@ func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Recor
 	if err != nil {
 		return 0, fmt.Errorf("late result %s: %w", job.JobID, err)
 	}
-	seq, _, published, err := d.publishOnce(ctx, rec.JobID, true, bjs.LateResultSubject(resultType(job.Type, rec.Modality)),
-		rec.JobID+bjs.LateSuffix, source, body)
+	seq, _, published, err := d.publishOnce(ctx, rec.JobID, true, contract.LateResultSubject(resultType(job.Type, rec.Modality)),
+		rec.JobID+contract.LateSuffix, source, body)
 	if err != nil {
 		return 0, err
 	}
@@ -307,7 +308,7 @@ func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Recor
 	return PublishedLate, nil
 }
 
-// publishOnce publishes a result through its fence (see [bjs.OncePublisher]). When the fence names a
+// publishOnce publishes a result through its fence (see [OncePublisher]). When the fence names a
 // result already, that one is out: it returns its sequence and source, published false.
 func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subject, msgID, source string, body []byte) (
 	seq uint64, winner string, published bool, err error) {
@@ -317,12 +318,12 @@ func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subje
 	msg := nats.NewMsg(subject)
 	msg.Data = body
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
-	msg.Header.Set(bjs.HeaderBridgeSource, source)
-	seq, err = d.once.Publish(ctx, bjs.ResultFenceSubject(id, late), msg)
+	msg.Header.Set(contract.HeaderBridgeSource, source)
+	seq, err = d.once.Publish(ctx, contract.ResultFenceSubject(id, late), msg)
 	if err == nil {
 		return seq, source, true, nil
 	}
-	if out, ok := errors.AsType[*bjs.AlreadyPublishedError](err); ok {
+	if out, ok := errors.AsType[*AlreadyPublishedError](err); ok {
 		return out.Seq, out.Source, false, nil
 	}
 	return 0, "", false, fmt.Errorf("publish result %s: %w", msgID, err)

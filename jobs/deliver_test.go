@@ -12,8 +12,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 )
 
@@ -25,10 +26,10 @@ type world struct {
 
 func newWorld(t *testing.T, replicas int) world {
 	t.Helper()
-	return newWorldWith(t, replicas, bjs.ProvisionConfig{Replicas: replicas})
+	return newWorldWith(t, replicas, natsx.ProvisionConfig{Replicas: replicas})
 }
 
-func newWorldWith(t *testing.T, replicas int, pc bjs.ProvisionConfig) world {
+func newWorldWith(t *testing.T, replicas int, pc natsx.ProvisionConfig) world {
 	t.Helper()
 	var urls string
 	if replicas > 1 {
@@ -39,7 +40,7 @@ func newWorldWith(t *testing.T, replicas int, pc bjs.ProvisionConfig) world {
 	_, js := natstest.Connect(t, urls)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := bjs.Provision(ctx, js, pc)
+	res, err := natsx.Provision(ctx, js, pc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func (w world) overdueJob(t *testing.T, ctx context.Context, typ string) upstrea
 func (w world) msgsByID(t *testing.T, msgID string) []*jetstream.RawStreamMsg {
 	t.Helper()
 	var out []*jetstream.RawStreamMsg
-	for _, m := range natstest.StreamMsgs(t, w.js, bjs.StreamResults) {
+	for _, m := range natstest.StreamMsgs(t, w.js, contract.StreamResults) {
 		if m.Header.Get(jetstream.MsgIDHeader) == msgID {
 			out = append(out, m)
 		}
@@ -99,7 +100,7 @@ func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
 			errs := make(chan error, 2*n)
 			for _, j := range jobs {
 				wg.Go(func() {
-					if _, err := w.d.Deliver(ctx, j, bjs.SourceWebhook, time.Now()); err != nil {
+					if _, err := w.d.Deliver(ctx, j, contract.SourceWebhook, time.Now()); err != nil {
 						errs <- fmt.Errorf("deliver %s: %w", j.JobID, err)
 					}
 				})
@@ -121,11 +122,11 @@ func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
 					t.Fatal(err)
 				}
 				primary := w.msgsByID(t, j.JobID)
-				late := w.msgsByID(t, j.JobID+bjs.LateSuffix)
-				if len(primary) != 1 || primary[0].Subject != bjs.ResultSubject("prompt") {
+				late := w.msgsByID(t, j.JobID+contract.LateSuffix)
+				if len(primary) != 1 || primary[0].Subject != contract.ResultSubject("prompt") {
 					t.Fatalf("job %s: %d primary results, want 1 on results.prompt", j.JobID, len(primary))
 				}
-				src := primary[0].Header.Get(bjs.HeaderBridgeSource)
+				src := primary[0].Header.Get(contract.HeaderBridgeSource)
 				if rec.ResultSeq != primary[0].Sequence || rec.Source != src {
 					t.Fatalf("job %s: record seq %d source %s, stream seq %d source %s", j.JobID, rec.ResultSeq, rec.Source,
 						primary[0].Sequence, src)
@@ -133,12 +134,12 @@ func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
 				switch rec.State {
 				case StateDelivered:
 					delivered++
-					if src != bjs.SourceWebhook || len(late) != 0 {
+					if src != contract.SourceWebhook || len(late) != 0 {
 						t.Fatalf("job %s delivered: source %s, %d late results", j.JobID, src, len(late))
 					}
 				case StateTimedOut:
 					timedOut++
-					if src != bjs.SourceTimeout || len(late) != 1 || late[0].Subject != bjs.LateResultSubject("prompt") ||
+					if src != contract.SourceTimeout || len(late) != 1 || late[0].Subject != contract.LateResultSubject("prompt") ||
 						rec.LateSeq != late[0].Sequence || rec.LateDeliveredAt == nil {
 						t.Fatalf("job %s timed out: source %s, %d late results, record %+v", j.JobID, src, len(late), rec)
 					}
@@ -165,7 +166,7 @@ func TestTimedOutJobCompletingLaterPublishesLateOnce(t *testing.T) {
 	outcomes := make(chan Outcome, 8)
 	for range 8 {
 		wg.Go(func() {
-			out, err := w.d.Deliver(ctx, j, bjs.SourcePoll, time.Now())
+			out, err := w.d.Deliver(ctx, j, contract.SourcePoll, time.Now())
 			if err != nil {
 				t.Errorf("deliver: %v", err)
 			}
@@ -183,15 +184,15 @@ func TestTimedOutJobCompletingLaterPublishesLateOnce(t *testing.T) {
 	if late != 1 {
 		t.Fatalf("%d deliveries reported PublishedLate, want 1", late)
 	}
-	if out, err := w.d.Deliver(ctx, j, bjs.SourceWebhook, time.Now()); err != nil || out != AlreadyDelivered {
+	if out, err := w.d.Deliver(ctx, j, contract.SourceWebhook, time.Now()); err != nil || out != AlreadyDelivered {
 		t.Fatalf("deliver after late: %v %v, want already_delivered", out, err)
 	}
 	primary := w.msgsByID(t, j.JobID)
-	lateMsgs := w.msgsByID(t, j.JobID+bjs.LateSuffix)
-	if len(primary) != 1 || primary[0].Header.Get(bjs.HeaderBridgeSource) != bjs.SourceTimeout {
+	lateMsgs := w.msgsByID(t, j.JobID+contract.LateSuffix)
+	if len(primary) != 1 || primary[0].Header.Get(contract.HeaderBridgeSource) != contract.SourceTimeout {
 		t.Fatalf("%d primary results, want the one timeout result", len(primary))
 	}
-	if len(lateMsgs) != 1 || lateMsgs[0].Subject != bjs.LateResultSubject("image") {
+	if len(lateMsgs) != 1 || lateMsgs[0].Subject != contract.LateResultSubject("image") {
 		t.Fatalf("%d late results, want 1 on results.late.image", len(lateMsgs))
 	}
 	var body map[string]any

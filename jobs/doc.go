@@ -4,7 +4,7 @@
 //
 //   - every result is published with Nats-Msg-Id = job_id (a late one with job_id + ".late"), so racing
 //     publishers collapse inside the duplicate window;
-//   - every result goes through its fence, bridge.result.<job_id> (jetstream.OncePublisher: a claim, the
+//   - every result goes through its fence, bridge.result.<job_id> ([OncePublisher], once.go: a claim, the
 //     result stored only while the claim is the fence's last message, a done message naming it), so a
 //     second result is refused by the stream itself, after the window too and from a paused process;
 //   - the JOBS record is updated with compare-and-set only after the publish was acknowledged, and it

@@ -8,8 +8,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 )
 
 // window is the duplicate window of the fence tests: short, so a test can outlive it.
@@ -24,7 +25,7 @@ func outliveWindow(t0 time.Time) {
 }
 
 func fenceWorld(t *testing.T) world {
-	return newWorldWith(t, 1, bjs.ProvisionConfig{Replicas: 1, DuplicateWindow: window})
+	return newWorldWith(t, 1, natsx.ProvisionConfig{Replicas: 1, DuplicateWindow: window})
 }
 
 // TestResultOnceAfterWindowWhenRecordWriteLost pins issue 12 finding 1: a process publishes a result and
@@ -36,7 +37,7 @@ func TestResultOnceAfterWindowWhenRecordWriteLost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "prompt")
-	out, err := w.d.Deliver(ctx, job, bjs.SourceWebhook, time.Now())
+	out, err := w.d.Deliver(ctx, job, contract.SourceWebhook, time.Now())
 	if err != nil || out != Published {
 		t.Fatalf("first delivery: %v %v", out, err)
 	}
@@ -50,7 +51,7 @@ func TestResultOnceAfterWindowWhenRecordWriteLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	outliveWindow(published)
-	out, err = w.d.Deliver(ctx, job, bjs.SourcePoll, time.Now())
+	out, err = w.d.Deliver(ctx, job, contract.SourcePoll, time.Now())
 	if err != nil || out != AlreadyDelivered {
 		t.Fatalf("delivery after the window: %v %v, want already_delivered", out, err)
 	}
@@ -58,7 +59,7 @@ func TestResultOnceAfterWindowWhenRecordWriteLost(t *testing.T) {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
 	rec, _, _ := w.store.Get(ctx, job.JobID)
-	if rec.State != StateDelivered || rec.Source != bjs.SourceWebhook || rec.ResultSeq != first.ResultSeq {
+	if rec.State != StateDelivered || rec.Source != contract.SourceWebhook || rec.ResultSeq != first.ResultSeq {
 		t.Fatalf("record %s source %s seq %d, want delivered by webhook at seq %d", rec.State, rec.Source, rec.ResultSeq, first.ResultSeq)
 	}
 	// Nor does the deadline publish a timeout result for it.
@@ -75,7 +76,7 @@ func TestResultOnceAfterRecordExpired(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "image")
-	if out, err := w.d.Deliver(ctx, job, bjs.SourceWebhook, time.Now()); err != nil || out != Published {
+	if out, err := w.d.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil || out != Published {
 		t.Fatalf("first delivery: %v %v", out, err)
 	}
 	published := time.Now()
@@ -83,7 +84,7 @@ func TestResultOnceAfterRecordExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	outliveWindow(published)
-	if out, err := w.d.Deliver(ctx, job, bjs.SourceWebhook, time.Now()); err != nil || out != AlreadyDelivered {
+	if out, err := w.d.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil || out != AlreadyDelivered {
 		t.Fatalf("delivery of an expired job: %v %v, want already_delivered", out, err)
 	}
 	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
@@ -112,12 +113,12 @@ func TestPausedPublisherResumingAfterWindowPublishesNothing(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		out, err := sleeper.Deliver(ctx, job, bjs.SourceWebhook, time.Now())
+		out, err := sleeper.Deliver(ctx, job, contract.SourceWebhook, time.Now())
 		done <- result{out, err}
 	}()
 	natstest.RecvWithin(t, paused, 10*time.Second)
 
-	if out, err := w.d.Deliver(ctx, job, bjs.SourcePoll, time.Now()); err != nil || out != Published {
+	if out, err := w.d.Deliver(ctx, job, contract.SourcePoll, time.Now()); err != nil || out != Published {
 		t.Fatalf("delivery while the other is paused: %v %v", out, err)
 	}
 	published := time.Now()
@@ -131,7 +132,7 @@ func TestPausedPublisherResumingAfterWindowPublishesNothing(t *testing.T) {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
 	rec, _, _ := w.store.Get(ctx, job.JobID)
-	if rec.Source != bjs.SourcePoll {
+	if rec.Source != contract.SourcePoll {
 		t.Fatalf("record source %s, want poll (the one in the stream)", rec.Source)
 	}
 }
@@ -149,7 +150,7 @@ func TestDeliveredRecordIsATombstone(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.d.Deliver(ctx, job, bjs.SourceWebhook, time.Now()); err != nil {
+	if _, err := w.d.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	e, err := w.store.KV().Get(ctx, job.JobID)
@@ -175,32 +176,32 @@ func TestResultWithoutDoneFoundAfterWindow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "prompt")
-	fence := bjs.ResultFenceSubject(job.JobID, false)
+	fence := contract.ResultFenceSubject(job.JobID, false)
 	claim := nats.NewMsg(fence)
-	claim.Header.Set(bjs.HeaderFence, bjs.FenceClaim)
-	claim.Header.Set(bjs.HeaderBridgeSource, bjs.SourceWebhook)
+	claim.Header.Set(contract.HeaderFence, contract.FenceClaim)
+	claim.Header.Set(contract.HeaderBridgeSource, contract.SourceWebhook)
 	c, err := w.js.PublishMsg(ctx, claim, jetstream.WithExpectLastSequencePerSubject(0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := nats.NewMsg(bjs.ResultSubject("prompt"))
+	res := nats.NewMsg(contract.ResultSubject("prompt"))
 	res.Data = job.Raw
 	res.Header.Set(jetstream.MsgIDHeader, job.JobID)
-	res.Header.Set(bjs.HeaderBridgeSource, bjs.SourceWebhook)
+	res.Header.Set(contract.HeaderBridgeSource, contract.SourceWebhook)
 	r, err := w.js.PublishMsg(ctx, res, jetstream.WithExpectLastSequenceForSubject(c.Sequence, fence))
 	if err != nil {
 		t.Fatal(err)
 	}
 	outliveWindow(time.Now())
 
-	if out, err := w.d.Deliver(ctx, job, bjs.SourcePoll, time.Now()); err != nil || out != AlreadyDelivered {
+	if out, err := w.d.Deliver(ctx, job, contract.SourcePoll, time.Now()); err != nil || out != AlreadyDelivered {
 		t.Fatalf("delivery after the window: %v %v, want already_delivered", out, err)
 	}
 	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
 	rec, _, _ := w.store.Get(ctx, job.JobID)
-	if rec.State != StateDelivered || rec.ResultSeq != r.Sequence || rec.Source != bjs.SourceWebhook {
+	if rec.State != StateDelivered || rec.ResultSeq != r.Sequence || rec.Source != contract.SourceWebhook {
 		t.Fatalf("record %s seq %d source %s, want delivered at seq %d by webhook", rec.State, rec.ResultSeq, rec.Source, r.Sequence)
 	}
 }

@@ -1,4 +1,4 @@
-package jetstream
+package jobs
 
 import (
 	"context"
@@ -9,7 +9,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	natsjs "github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/natsx"
 )
 
 // ErrAlreadyPublished is matched (errors.Is) by the [*AlreadyPublishedError] that [OncePublisher.Publish]
@@ -43,8 +46,8 @@ const (
 	headerExpectedLastSubjSeq = "Nats-Expected-Last-Subject-Sequence"
 	// nats-server error codes of a refused expectation: the fence's last message is not the expected one
 	// (10071), or, on a clustered stream, another write on the fence is in flight (10164).
-	errCodeWrongLastSequence = natsjs.JSErrCodeStreamWrongLastSequence
-	errCodeWrongLastSeqR3    = natsjs.JSErrCodeStreamWrongLastSequenceConstant
+	errCodeWrongLastSequence = jetstream.JSErrCodeStreamWrongLastSequence
+	errCodeWrongLastSeqR3    = jetstream.JSErrCodeStreamWrongLastSequenceConstant
 )
 
 // OncePublisher stores a job's result once for ever, fenced by a subject of its own in the same stream
@@ -74,11 +77,11 @@ const (
 //
 // Safe for concurrent use.
 type OncePublisher struct {
-	js            natsjs.JetStream
+	js            jetstream.JetStream
 	takeoverAfter time.Duration
 
 	mu     sync.Mutex
-	stream natsjs.Stream // RESULTS, looked up once
+	stream jetstream.Stream // RESULTS, looked up once
 	scans  chan struct{} // long searches in flight (findResult)
 	// abandoned holds this publisher's claims whose publish failed (fence -> claim): when the job comes
 	// back (a retry), the claim is taken over at once instead of waited on. Guarded by mu.
@@ -92,7 +95,7 @@ type OncePublisher struct {
 }
 
 // NewOncePublisher returns a publisher into RESULTS through js.
-func NewOncePublisher(js natsjs.JetStream) *OncePublisher {
+func NewOncePublisher(js jetstream.JetStream) *OncePublisher {
 	return &OncePublisher{js: js, takeoverAfter: DefaultTakeoverAfter, scans: make(chan struct{}, 4),
 		scanByGet: defaultScanByGet}
 }
@@ -102,7 +105,7 @@ func NewOncePublisher(js natsjs.JetStream) *OncePublisher {
 // [*AlreadyPublishedError] with that result's sequence and source. Any other error leaves the outcome
 // unknown (as with a lost acknowledgement): a later call finds out and never stores a second result.
 func (p *OncePublisher) Publish(ctx context.Context, fenceSubject string, msg *nats.Msg) (uint64, error) {
-	source := msg.Header.Get(HeaderBridgeSource)
+	source := msg.Header.Get(contract.HeaderBridgeSource)
 	var expect uint64 // the fence's last sequence our claim expects: 0, or the claim we take over
 	for {
 		claim, err := p.claim(ctx, fenceSubject, expect, source)
@@ -131,7 +134,7 @@ func (p *OncePublisher) own(ctx context.Context, fence string, claim uint64, tak
 	if p.afterClaim != nil {
 		p.afterClaim(fence, claim)
 	}
-	msgID := msg.Header.Get(natsjs.MsgIDHeader)
+	msgID := msg.Header.Get(jetstream.MsgIDHeader)
 	if takeover {
 		seq, source, err := p.findResult(ctx, fence, msgID, claim)
 		if err != nil {
@@ -148,7 +151,7 @@ func (p *OncePublisher) own(ctx context.Context, fence string, claim uint64, tak
 		out.Header[k] = v
 	}
 	for wait := 5 * time.Millisecond; ; wait *= 2 {
-		ack, err := PublishMsg(ctx, p.js, out, natsjs.WithExpectLastSequenceForSubject(claim, fence))
+		ack, err := natsx.PublishMsg(ctx, p.js, out, jetstream.WithExpectLastSequenceForSubject(claim, fence))
 		switch {
 		case err == nil && ack.Duplicate:
 			// A result with this Nats-Msg-Id is in the duplicate window: that one is the result.
@@ -159,7 +162,7 @@ func (p *OncePublisher) own(ctx context.Context, fence string, claim uint64, tak
 			p.done(fence, claim, ack.Sequence, source)
 			return 0, &AlreadyPublishedError{Seq: ack.Sequence, Source: source}
 		case err == nil:
-			p.done(fence, claim, ack.Sequence, msg.Header.Get(HeaderBridgeSource))
+			p.done(fence, claim, ack.Sequence, msg.Header.Get(contract.HeaderBridgeSource))
 			return ack.Sequence, nil
 		case !isWrongLast(err):
 			return 0, fmt.Errorf("publish %s: %w", msg.Subject, err)
@@ -188,13 +191,13 @@ func (p *OncePublisher) done(fence string, claim, resultSeq uint64, source strin
 	if p.skipDone {
 		return
 	}
-	_, _ = p.js.PublishMsgAsync(fenceMsg(fence, claim, FenceDone, source, resultSeq))
+	_, _ = p.js.PublishMsgAsync(fenceMsg(fence, claim, contract.FenceDone, source, resultSeq))
 }
 
 // claim stores a claim on fence, expecting the fence's last sequence to be expect, and returns its
 // sequence.
 func (p *OncePublisher) claim(ctx context.Context, fence string, expect uint64, source string) (uint64, error) {
-	ack, err := p.js.PublishMsg(ctx, fenceMsg(fence, expect, FenceClaim, source, 0))
+	ack, err := p.js.PublishMsg(ctx, fenceMsg(fence, expect, contract.FenceClaim, source, 0))
 	if err != nil {
 		return 0, err
 	}
@@ -205,12 +208,12 @@ func (p *OncePublisher) claim(ctx context.Context, fence string, expect uint64, 
 // be expect.
 func fenceMsg(fence string, expect uint64, kind, source string, resultSeq uint64) *nats.Msg {
 	m := nats.NewMsg(fence)
-	m.Header.Set(HeaderFence, kind)
+	m.Header.Set(contract.HeaderFence, kind)
 	if source != "" {
-		m.Header.Set(HeaderBridgeSource, source)
+		m.Header.Set(contract.HeaderBridgeSource, source)
 	}
 	if resultSeq != 0 {
-		m.Header.Set(HeaderResultSeq, strconv.FormatUint(resultSeq, 10))
+		m.Header.Set(contract.HeaderResultSeq, strconv.FormatUint(resultSeq, 10))
 	}
 	m.Header.Set(headerExpectedLastSubjSeq, strconv.FormatUint(expect, 10))
 	return m
@@ -230,16 +233,16 @@ func (p *OncePublisher) await(ctx context.Context, fence string) (uint64, error)
 			// Empty: on a cluster a claim can be in flight (10164) and then be lost with a leader.
 			return 0, sleep(ctx, wait)
 		}
-		switch last.Header.Get(HeaderFence) {
-		case FenceDone:
-			seq, err := strconv.ParseUint(last.Header.Get(HeaderResultSeq), 10, 64)
+		switch last.Header.Get(contract.HeaderFence) {
+		case contract.FenceDone:
+			seq, err := strconv.ParseUint(last.Header.Get(contract.HeaderResultSeq), 10, 64)
 			if err != nil || seq == 0 {
 				return 0, fmt.Errorf("result fence %s: done message %d without a result sequence", fence, last.Sequence)
 			}
-			return 0, &AlreadyPublishedError{Seq: seq, Source: last.Header.Get(HeaderBridgeSource)}
+			return 0, &AlreadyPublishedError{Seq: seq, Source: last.Header.Get(contract.HeaderBridgeSource)}
 		case "":
 			// The earlier design: the fence and its result were one atomic batch.
-			return 0, &AlreadyPublishedError{Seq: last.Sequence + 1, Source: last.Header.Get(HeaderBridgeSource)}
+			return 0, &AlreadyPublishedError{Seq: last.Sequence + 1, Source: last.Header.Get(contract.HeaderBridgeSource)}
 		}
 		if last.Sequence != seen {
 			// A claim we have not waited on yet: its owner has until the claim is takeoverAfter old,
@@ -267,7 +270,7 @@ func (p *OncePublisher) findResult(ctx context.Context, fence, msgID string, upt
 	if err != nil {
 		return 0, "", err
 	}
-	first, err := s.GetMsg(ctx, 1, natsjs.WithGetMsgSubject(fence))
+	first, err := s.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(fence))
 	if err != nil {
 		return 0, "", fmt.Errorf("result fence %s: first message: %w", fence, err)
 	}
@@ -289,10 +292,10 @@ type resultScan struct {
 
 // scanByGets reads the results in [from, upto) one by one, for a short stretch (the usual takeover,
 // soon after the claim), looking for msgID.
-func scanByGets(ctx context.Context, s natsjs.Stream, r resultScan) (uint64, string, error) {
+func scanByGets(ctx context.Context, s jetstream.Stream, r resultScan) (uint64, string, error) {
 	for seq := r.from; seq < r.upto; seq++ {
-		m, err := s.GetMsg(ctx, seq, natsjs.WithGetMsgSubject(SubjectResults+">"))
-		if errors.Is(err, natsjs.ErrMsgNotFound) {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(contract.SubjectResults+">"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return 0, "", nil
 		}
 		if err != nil {
@@ -301,8 +304,8 @@ func scanByGets(ctx context.Context, s natsjs.Stream, r resultScan) (uint64, str
 		if m.Sequence >= r.upto {
 			return 0, "", nil
 		}
-		if m.Header.Get(natsjs.MsgIDHeader) == r.msgID {
-			return m.Sequence, m.Header.Get(HeaderBridgeSource), nil
+		if m.Header.Get(jetstream.MsgIDHeader) == r.msgID {
+			return m.Sequence, m.Header.Get(contract.HeaderBridgeSource), nil
 		}
 		seq = m.Sequence
 	}
@@ -312,7 +315,7 @@ func scanByGets(ctx context.Context, s natsjs.Stream, r resultScan) (uint64, str
 // scanByConsumer streams the headers of the results from "from" up to our claim at upto through a
 // consumer, looking for msgID. Few at a time: on a cluster each is created through the meta leader,
 // and a crash can leave many claims to take over at once.
-func (p *OncePublisher) scanByConsumer(ctx context.Context, s natsjs.Stream, r resultScan) (uint64, string, error) {
+func (p *OncePublisher) scanByConsumer(ctx context.Context, s jetstream.Stream, r resultScan) (uint64, string, error) {
 	select {
 	case p.scans <- struct{}{}:
 		defer func() { <-p.scans }()
@@ -323,11 +326,11 @@ func (p *OncePublisher) scanByConsumer(ctx context.Context, s natsjs.Stream, r r
 	// each block's subject tree, which holds a fence subject per job, for every message, and a scan of
 	// 10,000 results took seconds (BenchmarkFenceTakeover). The read ends at our claim's sequence, or
 	// when nothing more is stored.
-	cons, err := s.CreateConsumer(ctx, natsjs.ConsumerConfig{
-		FilterSubject:     SubjectResults + ">",
-		DeliverPolicy:     natsjs.DeliverByStartSequencePolicy,
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubject:     contract.SubjectResults + ">",
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       r.from,
-		AckPolicy:         natsjs.AckNonePolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
 		HeadersOnly:       true,
 		MemoryStorage:     true,
 		Replicas:          1,
@@ -346,7 +349,7 @@ func (p *OncePublisher) scanByConsumer(ctx context.Context, s natsjs.Stream, r r
 
 // scanConsumer reads cons, a headers-only consumer of every result from r.from, until our claim at r.upto
 // or the end of what is stored, looking for r.msgID.
-func scanConsumer(ctx context.Context, cons natsjs.Consumer, r resultScan) (uint64, string, error) {
+func scanConsumer(ctx context.Context, cons jetstream.Consumer, r resultScan) (uint64, string, error) {
 	// What the filter held from the start when the consumer was made: an empty fetch before that much
 	// was read is not the end of the results, and must not read as "no result of ours".
 	pending, read, unheard := cons.CachedInfo().NumPending, uint64(0), 0
@@ -363,11 +366,11 @@ func scanConsumer(ctx context.Context, cons natsjs.Consumer, r resultScan) (uint
 				if md.Sequence.Stream >= r.upto {
 					return 0, "", nil
 				}
-				if m.Headers().Get(natsjs.MsgIDHeader) == r.msgID {
-					return md.Sequence.Stream, m.Headers().Get(HeaderBridgeSource), nil
+				if m.Headers().Get(jetstream.MsgIDHeader) == r.msgID {
+					return md.Sequence.Stream, m.Headers().Get(contract.HeaderBridgeSource), nil
 				}
 			}
-			if berr := batch.Error(); !errors.Is(berr, natsjs.ErrNoMessages) {
+			if berr := batch.Error(); !errors.Is(berr, jetstream.ErrNoMessages) {
 				err = berr
 			}
 		}
@@ -399,17 +402,17 @@ func (p *OncePublisher) sourceOf(ctx context.Context, seq uint64) (string, error
 	if err != nil {
 		return "", fmt.Errorf("read result %d: %w", seq, err)
 	}
-	return m.Header.Get(HeaderBridgeSource), nil
+	return m.Header.Get(contract.HeaderBridgeSource), nil
 }
 
 // last reads the fence's last message, or nil when it has none.
-func (p *OncePublisher) last(ctx context.Context, fence string) (*natsjs.RawStreamMsg, error) {
+func (p *OncePublisher) last(ctx context.Context, fence string) (*jetstream.RawStreamMsg, error) {
 	s, err := p.results(ctx)
 	if err != nil {
 		return nil, err
 	}
 	m, err := s.GetLastMsgForSubject(ctx, fence)
-	if errors.Is(err, natsjs.ErrMsgNotFound) {
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}
 	if err != nil {
@@ -419,11 +422,11 @@ func (p *OncePublisher) last(ctx context.Context, fence string) (*natsjs.RawStre
 }
 
 // results returns the RESULTS stream handle (one lookup per publisher).
-func (p *OncePublisher) results(ctx context.Context) (natsjs.Stream, error) {
+func (p *OncePublisher) results(ctx context.Context) (jetstream.Stream, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stream == nil {
-		s, err := p.js.Stream(ctx, StreamResults)
+		s, err := p.js.Stream(ctx, contract.StreamResults)
 		if err != nil {
 			return nil, fmt.Errorf("results stream: %w", err)
 		}
@@ -458,7 +461,7 @@ const maxAbandoned = 10000
 
 // isWrongLast reports a refused Nats-Expected-Last-Subject-Sequence.
 func isWrongLast(err error) bool {
-	var apiErr *natsjs.APIError
+	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeWrongLastSequence || apiErr.ErrorCode == errCodeWrongLastSeqR3)
 }
 

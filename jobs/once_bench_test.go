@@ -1,4 +1,4 @@
-package jetstream_test
+package jobs_test
 
 import (
 	"cmp"
@@ -19,8 +19,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 )
 
 // The benchmarks of this file price the takeover of result fences after a mass crash: K publishers
@@ -30,9 +32,9 @@ import (
 // a result the dead owner may have stored (none here: the worst case, the whole stretch is read). The
 // baseline is the same K publishes on fresh fences. See docs/PERFORMANCE.md for the figures.
 //
-//	go test -run '^$' -bench FenceTakeover -benchtime 3x -count 3 ./jetstream/
-//	go test -run '^$' -bench 'FenceTakeover/single/K=4/M=10000/' -benchtime 1x -count 3 ./jetstream/ -fence.heavy
-//	go test -run '^$' -bench 'FenceTakeover/./K=64/M=(3000|10000)/takeover' -benchtime 1x ./jetstream/ -fence.heavy
+//	go test -run '^$' -bench FenceTakeover -benchtime 3x -count 3 ./jobs/
+//	go test -run '^$' -bench 'FenceTakeover/single/K=4/M=10000/' -benchtime 1x -count 3 ./jobs/ -fence.heavy
+//	go test -run '^$' -bench 'FenceTakeover/./K=64/M=(3000|10000)/takeover' -benchtime 1x ./jobs/ -fence.heavy
 
 // fenceHeavy opts in to the takeover cells with K·M² above 10⁸ (K=4 and K=64 with M=10,000, K=64 with
 // M=3,000), which take from seconds to minutes per iteration.
@@ -112,7 +114,7 @@ func benchFenceTakeover(b *testing.B, c fenceBenchCase) {
 	setupCtx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	// Production settings: file storage, the default 20 min duplicate window.
-	res, err := bjs.Provision(setupCtx, js, bjs.ProvisionConfig{Replicas: replicas})
+	res, err := natsx.Provision(setupCtx, js, natsx.ProvisionConfig{Replicas: replicas})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -143,7 +145,7 @@ func benchFenceTakeover(b *testing.B, c fenceBenchCase) {
 		}
 		// The restarted process: a new connection and a new publisher.
 		nc, js2 := natstest.Connect(b, urls)
-		pub := bjs.NewOncePublisher(js2)
+		pub := jobs.NewOncePublisher(js2)
 		pub.SetTakeoverAfter(benchTakeoverAfter)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 
@@ -160,8 +162,8 @@ func benchFenceTakeover(b *testing.B, c fenceBenchCase) {
 				// A failed publish leaves the outcome unknown; the verifier retries the delivery later
 				// (here after 100 ms), and the retry takes the failed claim over at once.
 				for try := 1; ; try++ {
-					seqs[i], errs[i] = pub.Publish(ctx, bjs.ResultFenceSubject(id, false), resultMsg(id, bjs.SourcePoll))
-					if out, ok := errors.AsType[*bjs.AlreadyPublishedError](errs[i]); ok && try > 1 {
+					seqs[i], errs[i] = pub.Publish(ctx, contract.ResultFenceSubject(id, false), resultMsg(id, contract.SourcePoll))
+					if out, ok := errors.AsType[*jobs.AlreadyPublishedError](errs[i]); ok && try > 1 {
 						seqs[i], errs[i] = out.Seq, nil // stored by the failed try after all
 					}
 					if errs[i] == nil || try == 3 || ctx.Err() != nil {
@@ -250,7 +252,7 @@ type probeResult struct {
 
 // probe publishes results of new jobs through pub, one every 250 ms, until stop, and returns their ids,
 // sequences and latencies.
-func probe(ctx context.Context, pub *bjs.OncePublisher, stop <-chan struct{}) probeResult {
+func probe(ctx context.Context, pub *jobs.OncePublisher, stop <-chan struct{}) probeResult {
 	var r probeResult
 	for {
 		select {
@@ -260,7 +262,7 @@ func probe(ctx context.Context, pub *bjs.OncePublisher, stop <-chan struct{}) pr
 		}
 		id := uuid.NewString()
 		t0 := time.Now()
-		seq, err := pub.Publish(ctx, bjs.ResultFenceSubject(id, false), resultMsg(id, bjs.SourceWebhook))
+		seq, err := pub.Publish(ctx, contract.ResultFenceSubject(id, false), resultMsg(id, contract.SourceWebhook))
 		if err != nil {
 			r.err = fmt.Errorf("job %s: %w", id, err)
 			return r
@@ -289,9 +291,9 @@ func crashAfterClaims(tb testing.TB, js jetstream.JetStream, ids []string) {
 	for _, id := range ids {
 		claimed.Add(1)
 		wg.Go(func() {
-			p := bjs.NewOncePublisher(js)
+			p := jobs.NewOncePublisher(js)
 			p.SetAfterClaim(func(string, uint64) { claimed.Done(); runtime.Goexit() })
-			_, err := p.Publish(ctx, bjs.ResultFenceSubject(id, false), resultMsg(id, bjs.SourceWebhook))
+			_, err := p.Publish(ctx, contract.ResultFenceSubject(id, false), resultMsg(id, contract.SourceWebhook))
 			tb.Errorf("job %s: the crashing publisher returned (%v) instead of stopping after its claim", id, err)
 			claimed.Done()
 		})
@@ -310,7 +312,7 @@ func publishTraffic(tb testing.TB, ctx context.Context, js jetstream.JetStream, 
 	if m == 0 {
 		return
 	}
-	pub := bjs.NewOncePublisher(js)
+	pub := jobs.NewOncePublisher(js)
 	jobs := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -319,7 +321,7 @@ func publishTraffic(tb testing.TB, ctx context.Context, js jetstream.JetStream, 
 		wg.Go(func() {
 			for range jobs {
 				id := uuid.NewString()
-				if _, err := pub.Publish(ctx, bjs.ResultFenceSubject(id, false), resultMsg(id, bjs.SourceWebhook)); err != nil {
+				if _, err := pub.Publish(ctx, contract.ResultFenceSubject(id, false), resultMsg(id, contract.SourceWebhook)); err != nil {
 					mu.Lock()
 					first = cmp.Or(first, err)
 					mu.Unlock()
@@ -375,7 +377,7 @@ func readResults(ctx context.Context, s jetstream.Stream, from uint64, ids []str
 		found[id] = nil
 	}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{bjs.SubjectResults + ">"},
+		FilterSubjects: []string{contract.SubjectResults + ">"},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
 		HeadersOnly:    true,
@@ -422,7 +424,7 @@ func verifyOnce(tb testing.TB, ctx context.Context, s jetstream.Stream, found ma
 		if got := found[id]; !slices.Equal(got, []uint64{seqs[i]}) {
 			tb.Fatalf("job %d: results at %v, want exactly one, at %d", i, got, seqs[i])
 		}
-		fence := bjs.ResultFenceSubject(id, false)
+		fence := contract.ResultFenceSubject(id, false)
 		var kinds []string
 		for seq := uint64(1); ; seq++ {
 			m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(fence))
@@ -432,8 +434,8 @@ func verifyOnce(tb testing.TB, ctx context.Context, s jetstream.Stream, found ma
 			if err != nil {
 				tb.Fatal(err)
 			}
-			k := m.Header.Get(bjs.HeaderFence)
-			if r := m.Header.Get(bjs.HeaderResultSeq); r != "" {
+			k := m.Header.Get(contract.HeaderFence)
+			if r := m.Header.Get(contract.HeaderResultSeq); r != "" {
 				k += ":" + r
 			}
 			kinds = append(kinds, k)
@@ -445,9 +447,9 @@ func verifyOnce(tb testing.TB, ctx context.Context, s jetstream.Stream, found ma
 		if takeover {
 			claims = 2
 		}
-		done := bjs.FenceDone + ":" + strconv.FormatUint(seqs[i], 10)
+		done := contract.FenceDone + ":" + strconv.FormatUint(seqs[i], 10)
 		if len(kinds) < claims+1 || kinds[len(kinds)-1] != done ||
-			slices.ContainsFunc(kinds[:len(kinds)-1], func(k string) bool { return k != bjs.FenceClaim }) {
+			slices.ContainsFunc(kinds[:len(kinds)-1], func(k string) bool { return k != contract.FenceClaim }) {
 			tb.Fatalf("job %d: fence %v, want %d or more claims and %s", i, kinds, claims, done)
 		}
 	}

@@ -1,4 +1,4 @@
-package jetstream_test
+package jobs_test
 
 import (
 	"errors"
@@ -12,8 +12,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 )
 
 // fenceWindow is the duplicate window of the fence tests: short, so that a test can outlive it and
@@ -39,7 +41,7 @@ func newFenceEnv(t *testing.T, replicas int) fenceEnv {
 		urls = natstest.RunServer(t).ClientURL()
 	}
 	_, js := natstest.Connect(t, urls)
-	res, err := bjs.Provision(testCtx(t), js, bjs.ProvisionConfig{Replicas: replicas, DuplicateWindow: fenceWindow})
+	res, err := natsx.Provision(natstest.Ctx(t), js, natsx.ProvisionConfig{Replicas: replicas, DuplicateWindow: fenceWindow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,10 +50,10 @@ func newFenceEnv(t *testing.T, replicas int) fenceEnv {
 
 // resultMsg is a result as the deliverer makes it: Nats-Msg-Id is the job's id whoever publishes.
 func resultMsg(id, source string) *nats.Msg {
-	m := nats.NewMsg(bjs.ResultSubject("prompt"))
+	m := nats.NewMsg(contract.ResultSubject("prompt"))
 	m.Data = []byte(id + " " + source)
 	m.Header.Set(jetstream.MsgIDHeader, id)
-	m.Header.Set(bjs.HeaderBridgeSource, source)
+	m.Header.Set(contract.HeaderBridgeSource, source)
 	return m
 }
 
@@ -59,7 +61,7 @@ func resultMsg(id, source string) *nats.Msg {
 func (e fenceEnv) resultsOf(t *testing.T, id string) []*jetstream.RawStreamMsg {
 	t.Helper()
 	var out []*jetstream.RawStreamMsg
-	for _, m := range natstest.StreamMsgs(t, e.js, bjs.StreamResults) {
+	for _, m := range natstest.StreamMsgs(t, e.js, contract.StreamResults) {
 		if m.Header.Get(jetstream.MsgIDHeader) == id {
 			out = append(out, m)
 		}
@@ -73,15 +75,15 @@ func (e fenceEnv) fenceMsgs(t *testing.T, fence string) []string {
 	t.Helper()
 	var out []string
 	for seq := uint64(1); ; seq++ {
-		m, err := e.results.GetMsg(testCtx(t), seq, jetstream.WithGetMsgSubject(fence))
+		m, err := e.results.GetMsg(natstest.Ctx(t), seq, jetstream.WithGetMsgSubject(fence))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := m.Header.Get(bjs.HeaderFence) + ":" + m.Header.Get(bjs.HeaderBridgeSource)
-		if r := m.Header.Get(bjs.HeaderResultSeq); r != "" {
+		s := m.Header.Get(contract.HeaderFence) + ":" + m.Header.Get(contract.HeaderBridgeSource)
+		if r := m.Header.Get(contract.HeaderResultSeq); r != "" {
 			s += ":" + r
 		}
 		out = append(out, s)
@@ -102,10 +104,10 @@ func outliveWindow(t0 time.Time) {
 // result's sequence.
 func (e fenceEnv) publishWithoutDone(t *testing.T, id string) (string, uint64) {
 	t.Helper()
-	fence := bjs.ResultFenceSubject(id, false)
-	first := bjs.NewOncePublisher(e.js)
+	fence := contract.ResultFenceSubject(id, false)
+	first := jobs.NewOncePublisher(e.js)
 	first.SetSkipDone(true)
-	seq, err := first.Publish(testCtx(t), fence, resultMsg(id, bjs.SourceWebhook))
+	seq, err := first.Publish(natstest.Ctx(t), fence, resultMsg(id, contract.SourceWebhook))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,8 +117,8 @@ func (e fenceEnv) publishWithoutDone(t *testing.T, id string) (string, uint64) {
 // alreadyAt asserts that err says the result is out at seq with source.
 func alreadyAt(t *testing.T, who string, err error, seq uint64, source string) {
 	t.Helper()
-	out, ok := errors.AsType[*bjs.AlreadyPublishedError](err)
-	if !ok || !errors.Is(err, bjs.ErrAlreadyPublished) {
+	out, ok := errors.AsType[*jobs.AlreadyPublishedError](err)
+	if !ok || !errors.Is(err, jobs.ErrAlreadyPublished) {
 		t.Fatalf("%s: %v, want already published at %d by %s", who, err, seq, source)
 	}
 	if out.Seq != seq || out.Source != source {
@@ -133,30 +135,30 @@ func TestOnceRacersAgree(t *testing.T) {
 		t.Run(topo.name, func(t *testing.T) {
 			t.Parallel()
 			e := newFenceEnv(t, topo.replicas)
-			ctx := testCtx(t)
-			sources := []string{bjs.SourceWebhook, bjs.SourcePoll, bjs.SourceTimeout}
-			pubs := make([]*bjs.OncePublisher, len(sources))
+			ctx := natstest.Ctx(t)
+			sources := []string{contract.SourceWebhook, contract.SourcePoll, contract.SourceTimeout}
+			pubs := make([]*jobs.OncePublisher, len(sources))
 			for i := range pubs {
-				pubs[i] = bjs.NewOncePublisher(e.js)
+				pubs[i] = jobs.NewOncePublisher(e.js)
 			}
-			const jobs = 60
+			const n = 60
 			type answer struct {
 				seq    uint64
 				source string
 				won    bool
 			}
-			ids := make([]string, jobs)
-			answers := make([][]answer, jobs)
+			ids := make([]string, n)
+			answers := make([][]answer, n)
 			start := make(chan struct{})
 			var wg sync.WaitGroup
-			for i := range jobs {
+			for i := range n {
 				ids[i] = uuid.NewString()
 				answers[i] = make([]answer, len(sources))
 				for k, source := range sources {
 					wg.Go(func() {
 						<-start
-						seq, err := pubs[k].Publish(ctx, bjs.ResultFenceSubject(ids[i], false), resultMsg(ids[i], source))
-						if out, ok := errors.AsType[*bjs.AlreadyPublishedError](err); ok {
+						seq, err := pubs[k].Publish(ctx, contract.ResultFenceSubject(ids[i], false), resultMsg(ids[i], source))
+						if out, ok := errors.AsType[*jobs.AlreadyPublishedError](err); ok {
 							answers[i][k] = answer{out.Seq, out.Source, false}
 							return
 						}
@@ -191,12 +193,12 @@ func TestOnceRacersAgree(t *testing.T) {
 				if len(res) != 1 {
 					t.Fatalf("job %d: %d results, want 1", i, len(res))
 				}
-				if res[0].Sequence != a.seq || res[0].Header.Get(bjs.HeaderBridgeSource) != a.source ||
+				if res[0].Sequence != a.seq || res[0].Header.Get(contract.HeaderBridgeSource) != a.source ||
 					string(res[0].Data) != id+" "+a.source {
 					t.Fatalf("job %d: stored seq %d source %q body %q; answered seq %d source %s", i, res[0].Sequence,
-						res[0].Header.Get(bjs.HeaderBridgeSource), res[0].Data, a.seq, a.source)
+						res[0].Header.Get(contract.HeaderBridgeSource), res[0].Data, a.seq, a.source)
 				}
-				fence := e.fenceMsgs(t, bjs.ResultFenceSubject(id, false))
+				fence := e.fenceMsgs(t, contract.ResultFenceSubject(id, false))
 				want := []string{"claim:" + a.source, "done:" + a.source + ":" + strconv.FormatUint(a.seq, 10)}
 				if fmt.Sprint(fence) != fmt.Sprint(want) {
 					t.Fatalf("job %d: fence %v, want %v", i, fence, want)
@@ -215,12 +217,12 @@ func TestOncePausedClaimantIsRefusedAfterTakeover(t *testing.T) {
 		t.Run(topo.name, func(t *testing.T) {
 			t.Parallel()
 			e := newFenceEnv(t, topo.replicas)
-			ctx := testCtx(t)
+			ctx := natstest.Ctx(t)
 			id := uuid.NewString()
-			fence := bjs.ResultFenceSubject(id, false)
+			fence := contract.ResultFenceSubject(id, false)
 
 			claimed, resume := make(chan struct{}), make(chan struct{})
-			sleeper := bjs.NewOncePublisher(e.js)
+			sleeper := jobs.NewOncePublisher(e.js)
 			sleeper.SetAfterClaim(func(string, uint64) { close(claimed); <-resume })
 			type result struct {
 				seq uint64
@@ -228,21 +230,21 @@ func TestOncePausedClaimantIsRefusedAfterTakeover(t *testing.T) {
 			}
 			done := make(chan result, 1)
 			go func() {
-				seq, err := sleeper.Publish(ctx, fence, resultMsg(id, bjs.SourceWebhook))
+				seq, err := sleeper.Publish(ctx, fence, resultMsg(id, contract.SourceWebhook))
 				done <- result{seq, err}
 			}()
 			natstest.RecvWithin(t, claimed, 10*time.Second)
 
-			other := bjs.NewOncePublisher(e.js)
+			other := jobs.NewOncePublisher(e.js)
 			other.SetTakeoverAfter(100 * time.Millisecond)
-			seq, err := other.Publish(ctx, fence, resultMsg(id, bjs.SourcePoll))
+			seq, err := other.Publish(ctx, fence, resultMsg(id, contract.SourcePoll))
 			if err != nil {
 				t.Fatalf("publish over a stopped claim: %v", err)
 			}
 			outliveWindow(time.Now())
 			close(resume)
 			r := natstest.RecvWithin(t, done, 20*time.Second)
-			alreadyAt(t, "resumed claimant", r.err, seq, bjs.SourcePoll)
+			alreadyAt(t, "resumed claimant", r.err, seq, contract.SourcePoll)
 
 			res := e.resultsOf(t, id)
 			if len(res) != 1 || res[0].Sequence != seq {
@@ -272,24 +274,24 @@ func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newFenceEnv(t, tc.replicas)
-			ctx := testCtx(t)
+			ctx := natstest.Ctx(t)
 			id := uuid.NewString()
 			fence, seq := e.publishWithoutDone(t, id)
 			// Other jobs' results come between, as in a busy stream.
-			busy := bjs.NewOncePublisher(e.js)
+			busy := jobs.NewOncePublisher(e.js)
 			for range 20 {
 				other := uuid.NewString()
-				if _, err := busy.Publish(ctx, bjs.ResultFenceSubject(other, false), resultMsg(other, bjs.SourceWebhook)); err != nil {
+				if _, err := busy.Publish(ctx, contract.ResultFenceSubject(other, false), resultMsg(other, contract.SourceWebhook)); err != nil {
 					t.Fatal(err)
 				}
 			}
 			outliveWindow(time.Now())
 
-			second := bjs.NewOncePublisher(e.js)
+			second := jobs.NewOncePublisher(e.js)
 			second.SetTakeoverAfter(100 * time.Millisecond)
 			second.SetScanByGet(tc.scanByGet)
-			_, err := second.Publish(ctx, fence, resultMsg(id, bjs.SourceTimeout))
-			alreadyAt(t, "publisher after the window", err, seq, bjs.SourceWebhook)
+			_, err := second.Publish(ctx, fence, resultMsg(id, contract.SourceTimeout))
+			alreadyAt(t, "publisher after the window", err, seq, contract.SourceWebhook)
 			if res := e.resultsOf(t, id); len(res) != 1 {
 				t.Fatalf("%d results, want 1", len(res))
 			}
@@ -302,8 +304,8 @@ func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 				return nil
 			})
 			// The next one reads the done message: no takeover, nothing written.
-			_, err = bjs.NewOncePublisher(e.js).Publish(ctx, fence, resultMsg(id, bjs.SourcePoll))
-			alreadyAt(t, "publisher after the done message", err, seq, bjs.SourceWebhook)
+			_, err = jobs.NewOncePublisher(e.js).Publish(ctx, fence, resultMsg(id, contract.SourcePoll))
+			alreadyAt(t, "publisher after the done message", err, seq, contract.SourceWebhook)
 			if got := e.fenceMsgs(t, fence); len(got) != len(want) {
 				t.Fatalf("fence %v after a reader, want %v", got, want)
 			}
@@ -320,28 +322,28 @@ func TestOnceChainedTakeoverFindsFirstResult(t *testing.T) {
 		t.Run(topo.name, func(t *testing.T) {
 			t.Parallel()
 			e := newFenceEnv(t, topo.replicas)
-			ctx := testCtx(t)
+			ctx := natstest.Ctx(t)
 			id := uuid.NewString()
 			fence, seq := e.publishWithoutDone(t, id)
 			outliveWindow(time.Now())
 
 			claimed, resume := make(chan struct{}), make(chan struct{})
-			second := bjs.NewOncePublisher(e.js)
+			second := jobs.NewOncePublisher(e.js)
 			second.SetTakeoverAfter(0)
 			second.SetAfterClaim(func(string, uint64) { close(claimed); <-resume })
 			done := make(chan error, 1)
 			go func() {
-				_, err := second.Publish(ctx, fence, resultMsg(id, bjs.SourcePoll))
+				_, err := second.Publish(ctx, fence, resultMsg(id, contract.SourcePoll))
 				done <- err
 			}()
 			natstest.RecvWithin(t, claimed, 10*time.Second)
 
-			third := bjs.NewOncePublisher(e.js)
+			third := jobs.NewOncePublisher(e.js)
 			third.SetTakeoverAfter(100 * time.Millisecond)
-			_, err := third.Publish(ctx, fence, resultMsg(id, bjs.SourceTimeout))
-			alreadyAt(t, "third publisher", err, seq, bjs.SourceWebhook)
+			_, err := third.Publish(ctx, fence, resultMsg(id, contract.SourceTimeout))
+			alreadyAt(t, "third publisher", err, seq, contract.SourceWebhook)
 			close(resume)
-			alreadyAt(t, "second publisher", natstest.RecvWithin(t, done, 20*time.Second), seq, bjs.SourceWebhook)
+			alreadyAt(t, "second publisher", natstest.RecvWithin(t, done, 20*time.Second), seq, contract.SourceWebhook)
 			if res := e.resultsOf(t, id); len(res) != 1 {
 				t.Fatalf("%d results, want 1", len(res))
 			}
@@ -354,21 +356,21 @@ func TestOnceChainedTakeoverFindsFirstResult(t *testing.T) {
 // the next message, and nothing is published.
 func TestOnceReadsFenceOfEarlierDesign(t *testing.T) {
 	e := newFenceEnv(t, 1)
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	id := uuid.NewString()
-	fence := bjs.ResultFenceSubject(id, false)
+	fence := contract.ResultFenceSubject(id, false)
 	old := nats.NewMsg(fence)
-	old.Header.Set(bjs.HeaderBridgeSource, bjs.SourcePoll)
+	old.Header.Set(contract.HeaderBridgeSource, contract.SourcePoll)
 	ack, err := e.js.PublishMsg(ctx, old)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.js.PublishMsg(ctx, resultMsg(id, bjs.SourcePoll)); err != nil {
+	if _, err := e.js.PublishMsg(ctx, resultMsg(id, contract.SourcePoll)); err != nil {
 		t.Fatal(err)
 	}
 	outliveWindow(time.Now())
-	_, err = bjs.NewOncePublisher(e.js).Publish(ctx, fence, resultMsg(id, bjs.SourceWebhook))
-	alreadyAt(t, "publisher", err, ack.Sequence+1, bjs.SourcePoll)
+	_, err = jobs.NewOncePublisher(e.js).Publish(ctx, fence, resultMsg(id, contract.SourceWebhook))
+	alreadyAt(t, "publisher", err, ack.Sequence+1, contract.SourcePoll)
 	if res := e.resultsOf(t, id); len(res) != 1 {
 		t.Fatalf("%d results, want 1", len(res))
 	}

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"time"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 )
 
 // State is where a job stands from the bridge's point of view.
@@ -75,10 +75,10 @@ type Deadlines struct {
 }
 
 // DefaultDeadlines are the upstream's recommended give-up times, the deadlines of the modalities of
-// both contracts ([bjs.ModalitiesFor]): 5 min, 15 min for video and audio.
+// both contracts ([contract.ModalitiesFor]): 5 min, 15 min for video and audio.
 func DefaultDeadlines() Deadlines {
 	d := Deadlines{ByModality: map[string]time.Duration{}, Default: 5 * time.Minute}
-	for _, m := range bjs.ModalitiesFor(bjs.ContractAuto) {
+	for _, m := range contract.ModalitiesFor(contract.ContractAuto) {
 		d.ByModality[m.Name] = m.Deadline
 	}
 	return d

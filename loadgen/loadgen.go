@@ -29,8 +29,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/promutil"
-	bjs "github.com/evershield/bridge/jetstream"
 )
 
 // ErrInvalidConfig is wrapped by every configuration error.
@@ -459,7 +459,7 @@ func (r *run) submit(ctx context.Context, i int) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	t0 := r.t0(i)
-	msg, err := r.cfg.NC.RequestWithContext(rctx, bjs.SubjectSubmit+r.cfg.Modality, body)
+	msg, err := r.cfg.NC.RequestWithContext(rctx, contract.SubjectSubmit+r.cfg.Modality, body)
 	d := time.Since(t0)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -536,15 +536,15 @@ func (r *run) observe(ctx context.Context) (func(), error) {
 	}
 	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(octx, bjs.StreamResults, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverNewPolicy, FilterSubjects: []string{bjs.SubjectResults + ">"},
+	cons, err := js.OrderedConsumer(octx, contract.StreamResults, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverNewPolicy, FilterSubjects: []string{contract.SubjectResults + ">"},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("follow %s: %w", bjs.StreamResults, err)
+		return nil, fmt.Errorf("follow %s: %w", contract.StreamResults, err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		id := m.Headers().Get(jetstream.MsgIDHeader)
-		if id == "" || strings.HasSuffix(id, bjs.LateSuffix) {
+		if id == "" || strings.HasSuffix(id, contract.LateSuffix) {
 			return
 		}
 		at := time.Now()
@@ -558,7 +558,7 @@ func (r *run) observe(ctx context.Context) (func(), error) {
 		r.mu.Unlock()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("follow %s: %w", bjs.StreamResults, err)
+		return nil, fmt.Errorf("follow %s: %w", contract.StreamResults, err)
 	}
 	return cc.Stop, nil
 }

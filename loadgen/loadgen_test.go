@@ -17,8 +17,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 )
 
 // fakeBridge answers webhooks like ingest does, publishes a result for each first webhook of a job (as
@@ -48,7 +49,7 @@ func (f *fakeBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.calls.Add(1)
-	msg := &nats.Msg{Subject: bjs.ResultSubject("prompt"), Data: []byte(`{"job_id":"` + body.JobID + `"}`),
+	msg := &nats.Msg{Subject: contract.ResultSubject("prompt"), Data: []byte(`{"job_id":"` + body.JobID + `"}`),
 		Header: nats.Header{jetstream.MsgIDHeader: {body.JobID}}}
 	if _, err := f.js.PublishMsg(r.Context(), msg); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -63,7 +64,7 @@ func newFake(t *testing.T) (*fakeBridge, *httptest.Server, *nats.Conn) {
 	nc, js := natstest.Connect(t, n.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{}); err != nil {
+	if _, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	f := &fakeBridge{js: js}

@@ -1,4 +1,4 @@
-package jetstream_test
+package natsx_test
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ import (
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/testcert"
 	"github.com/evershield/bridge/internal/testlog"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 )
 
 // operatorAuth puts the server in operator (JWT) mode with one JetStream-enabled account and returns a
@@ -82,12 +82,12 @@ func TestConnectToSecuredCluster(t *testing.T) {
 		o.TLS, o.TLSVerify, o.TLSTimeout = true, true, 5
 		creds = operatorAuth(t, o)
 	}))
-	full := bjs.ConnConfig{
+	full := natsx.ConnConfig{
 		URLs: n.ClientURL(), CredsFile: creds, TLSCertFile: certs.ClientCert, TLSKeyFile: certs.ClientKey,
 		TLSCAFile: certs.CA, ConnectWait: 5 * time.Second, Log: zerolog.New(zerolog.NewTestWriter(t)),
 	}
 	t.Run("creds and TLS", func(t *testing.T) {
-		nc, err := bjs.Connect(full)
+		nc, err := natsx.Connect(full)
 		if err != nil {
 			t.Fatalf("Connect: %v", err)
 		}
@@ -99,23 +99,23 @@ func TestConnectToSecuredCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := bjs.Provision(testCtx(t), js, bjs.ProvisionConfig{Replicas: 1}); err != nil {
+		if _, err := natsx.Provision(natstest.Ctx(t), js, natsx.ProvisionConfig{Replicas: 1}); err != nil {
 			t.Fatalf("Provision over creds and TLS: %v", err)
 		}
 	})
 	for _, tt := range []struct {
 		name string
-		mod  func(*bjs.ConnConfig)
+		mod  func(*natsx.ConnConfig)
 		want string
 	}{
-		{"no creds", func(c *bjs.ConnConfig) { c.CredsFile = "" }, "authorization violation"},
-		{"no CA", func(c *bjs.ConnConfig) { c.TLSCAFile = "" }, "certificate"},
-		{"no client certificate", func(c *bjs.ConnConfig) { c.TLSCertFile, c.TLSKeyFile = "", "" }, "tls"},
+		{"no creds", func(c *natsx.ConnConfig) { c.CredsFile = "" }, "authorization violation"},
+		{"no CA", func(c *natsx.ConnConfig) { c.TLSCAFile = "" }, "certificate"},
+		{"no client certificate", func(c *natsx.ConnConfig) { c.TLSCertFile, c.TLSKeyFile = "", "" }, "tls"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := full
 			tt.mod(&cfg)
-			nc, err := bjs.Connect(cfg)
+			nc, err := natsx.Connect(cfg)
 			if err == nil {
 				nc.Close()
 				t.Fatal("Connect succeeded, want an error")
@@ -138,7 +138,7 @@ func TestConnectUserPasswordRedacted(t *testing.T) {
 	logs := &testlog.Buffer{}
 	log := zerolog.New(logs).Level(zerolog.DebugLevel)
 
-	nc, err := bjs.Connect(bjs.ConnConfig{URLs: "nats://" + user + ":" + pass + "@" + hostport, ConnectWait: 5 * time.Second, Log: log})
+	nc, err := natsx.Connect(natsx.ConnConfig{URLs: "nats://" + user + ":" + pass + "@" + hostport, ConnectWait: 5 * time.Second, Log: log})
 	if err != nil {
 		t.Fatalf("Connect with user and password: %v", err)
 	}
@@ -149,7 +149,7 @@ func TestConnectUserPasswordRedacted(t *testing.T) {
 		"nats://token-" + pass + "@" + hostport,
 		"nats://127.0.0.1:1,nats://" + user + ":wrong-" + pass + "@" + hostport,
 	} {
-		_, err := bjs.Connect(bjs.ConnConfig{URLs: urls, ConnectWait: 3 * time.Second, Log: log})
+		_, err := natsx.Connect(natsx.ConnConfig{URLs: urls, ConnectWait: 3 * time.Second, Log: log})
 		if err == nil {
 			t.Fatalf("Connect %s succeeded", urls)
 		}
@@ -176,7 +176,7 @@ func TestRedact(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := bjs.Redact(tt.in); got != tt.want {
+			if got := natsx.Redact(tt.in); got != tt.want {
 				t.Fatalf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})

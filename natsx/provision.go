@@ -1,4 +1,4 @@
-package jetstream
+package natsx
 
 import (
 	"context"
@@ -7,7 +7,9 @@ import (
 	"slices"
 	"time"
 
-	natsjs "github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/contract"
 )
 
 // ProvisionConfig sizes the streams and buckets.
@@ -78,31 +80,31 @@ func (c *ProvisionConfig) Validate() error {
 
 // Resources are the provisioned streams and buckets.
 type Resources struct {
-	Webhooks, Results, DeadLetter natsjs.Stream
+	Webhooks, Results, DeadLetter jetstream.Stream
 	// Jobs is JOBS; wrap it in a jobs.Store.
-	Jobs natsjs.KeyValue
+	Jobs jetstream.KeyValue
 	// Leases is BRIDGE_LEASES, the role leases.
-	Leases natsjs.KeyValue
+	Leases jetstream.KeyValue
 	// Idempotency is BRIDGE_IDEMPOTENCY, the submit idempotency keys.
-	Idempotency natsjs.KeyValue
+	Idempotency jetstream.KeyValue
 	// Budget is BRIDGE_BUDGET, the account-wide upstream budget.
-	Budget natsjs.KeyValue
+	Budget jetstream.KeyValue
 }
 
 // StreamConfigs returns the configurations of WEBHOOKS, RESULTS and DEADLETTER.
-func StreamConfigs(cfg ProvisionConfig) []natsjs.StreamConfig {
+func StreamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 	cfg.setDefaults()
-	mk := func(name, desc string, dupes time.Duration, subjects ...string) natsjs.StreamConfig {
-		discard, maxBytes := natsjs.DiscardOld, int64(-1)
+	mk := func(name, desc string, dupes time.Duration, subjects ...string) jetstream.StreamConfig {
+		discard, maxBytes := jetstream.DiscardOld, int64(-1)
 		if cfg.MaxBytes > 0 {
-			discard, maxBytes = natsjs.DiscardNew, cfg.MaxBytes
+			discard, maxBytes = jetstream.DiscardNew, cfg.MaxBytes
 		}
-		return natsjs.StreamConfig{
+		return jetstream.StreamConfig{
 			Name:        name,
 			Description: desc,
 			Subjects:    subjects,
-			Retention:   natsjs.LimitsPolicy,
-			Storage:     natsjs.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
 			Replicas:    cfg.Replicas,
 			MaxAge:      cfg.Retention,
 			MaxBytes:    maxBytes,
@@ -111,28 +113,28 @@ func StreamConfigs(cfg ProvisionConfig) []natsjs.StreamConfig {
 			Duplicates:  dupes,
 		}
 	}
-	results := mk(StreamResults, "verified moderation results, one per job (each fenced by bridge.result.<job_id>)",
-		cfg.DuplicateWindow, SubjectResults+">", SubjectResultFence+">")
+	results := mk(contract.StreamResults, "verified moderation results, one per job (each fenced by bridge.result.<job_id>)",
+		cfg.DuplicateWindow, contract.SubjectResults+">", contract.SubjectResultFence+">")
 	// The fence no longer uses atomic batches (OncePublisher). Still allowed, so that existing streams
 	// need no update and processes of the earlier version keep working in a rolling upgrade.
 	results.AllowAtomicPublish = true
-	return []natsjs.StreamConfig{
-		mk(StreamWebhooks, "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow, SubjectWebhooks+">"),
+	return []jetstream.StreamConfig{
+		mk(contract.StreamWebhooks, "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow, contract.SubjectWebhooks+">"),
 		results,
-		mk(StreamDeadLetter, "webhooks that could not be verified", 2*time.Minute, SubjectDeadLetter+">"),
+		mk(contract.StreamDeadLetter, "webhooks that could not be verified", 2*time.Minute, contract.SubjectDeadLetter+">"),
 	}
 }
 
 // Provision creates or updates the streams and buckets so that they match cfg. It is idempotent and safe
 // to run from every bridge process at start-up. A setting that the server cannot change in place fails
 // with ErrIncompatible naming the stream and the setting.
-func Provision(ctx context.Context, js natsjs.JetStream, cfg ProvisionConfig) (Resources, error) {
+func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (Resources, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return Resources{}, fmt.Errorf("provision: %w", err)
 	}
 	var res Resources
-	streams := make([]natsjs.Stream, 0, 3)
+	streams := make([]jetstream.Stream, 0, 3)
 	for _, sc := range StreamConfigs(cfg) {
 		s, err := ensureStream(ctx, js, sc)
 		if err != nil {
@@ -143,14 +145,14 @@ func Provision(ctx context.Context, js natsjs.JetStream, cfg ProvisionConfig) (R
 	res.Webhooks, res.Results, res.DeadLetter = streams[0], streams[1], streams[2]
 
 	buckets := []struct {
-		kv  *natsjs.KeyValue
-		cfg natsjs.KeyValueConfig
+		kv  *jetstream.KeyValue
+		cfg jetstream.KeyValueConfig
 	}{
-		{&res.Jobs, bucketConfig(BucketJobs, "jobs the bridge tracks, keyed by job_id", cfg.JobsRetention, cfg.Replicas)},
-		{&res.Leases, bucketConfig(BucketLeases, "role leases, such as the active reconciler", cfg.LeaseTTL, cfg.Replicas)},
-		{&res.Idempotency, bucketConfig(BucketIdempotency, "submit idempotency keys: sha256(modality, key) to job_id",
+		{&res.Jobs, bucketConfig(contract.BucketJobs, "jobs the bridge tracks, keyed by job_id", cfg.JobsRetention, cfg.Replicas)},
+		{&res.Leases, bucketConfig(contract.BucketLeases, "role leases, such as the active reconciler", cfg.LeaseTTL, cfg.Replicas)},
+		{&res.Idempotency, bucketConfig(contract.BucketIdempotency, "submit idempotency keys: sha256(modality, key) to job_id",
 			cfg.IdempotencyTTL, cfg.Replicas)},
-		{&res.Budget, bucketConfig(BucketBudget, "the account-wide upstream budget: the shared token bucket and each process's usage",
+		{&res.Budget, bucketConfig(contract.BucketBudget, "the account-wide upstream budget: the shared token bucket and each process's usage",
 			0, cfg.Replicas)},
 	}
 	for _, b := range buckets {
@@ -165,13 +167,13 @@ func Provision(ctx context.Context, js natsjs.JetStream, cfg ProvisionConfig) (R
 
 // bucketConfig is the configuration of one of the bridge's buckets: one value per key, on disk, entries
 // expiring after ttl (zero: never).
-func bucketConfig(bucket, desc string, ttl time.Duration, replicas int) natsjs.KeyValueConfig {
-	return natsjs.KeyValueConfig{
+func bucketConfig(bucket, desc string, ttl time.Duration, replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: desc,
 		History:     1,
 		TTL:         ttl,
-		Storage:     natsjs.FileStorage,
+		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 	}
 }
@@ -180,26 +182,26 @@ func bucketConfig(bucket, desc string, ttl time.Duration, replicas int) natsjs.K
 // (at least 1) if it does not exist yet: it is made on first use rather than by [Provision], so that a
 // deployment that never replays has none, and an operator can replay on a deployment provisioned before
 // it existed.
-func EnsureReplayBucket(ctx context.Context, js natsjs.JetStream, replicas int) (natsjs.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, BucketReplay)
-	if errors.Is(err, natsjs.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, bucketConfig(BucketReplay, "bridge replay progress, keyed by replay name", 0, max(replicas, 1)))
-		if errors.Is(err, natsjs.ErrBucketExists) { // another replay created it first
-			kv, err = js.KeyValue(ctx, BucketReplay)
+func EnsureReplayBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, contract.BucketReplay)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, bucketConfig(contract.BucketReplay, "bridge replay progress, keyed by replay name", 0, max(replicas, 1)))
+		if errors.Is(err, jetstream.ErrBucketExists) { // another replay created it first
+			kv, err = js.KeyValue(ctx, contract.BucketReplay)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", BucketReplay, err)
+		return nil, fmt.Errorf("bucket %s: %w", contract.BucketReplay, err)
 	}
 	return kv, nil
 }
 
-func ensureStream(ctx context.Context, js natsjs.JetStream, want natsjs.StreamConfig) (natsjs.Stream, error) {
+func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) (jetstream.Stream, error) {
 	s, err := js.CreateStream(ctx, want)
 	if err == nil {
 		return s, nil
 	}
-	if !errors.Is(err, natsjs.ErrStreamNameAlreadyInUse) {
+	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return nil, fmt.Errorf("create stream %s: %w", want.Name, err)
 	}
 	cur, err := js.Stream(ctx, want.Name)
@@ -225,7 +227,7 @@ func ensureStream(ctx context.Context, js natsjs.JetStream, want natsjs.StreamCo
 }
 
 // immutableDiff names the first setting the server cannot change in place, or "".
-func immutableDiff(have, want natsjs.StreamConfig) string {
+func immutableDiff(have, want jetstream.StreamConfig) string {
 	switch {
 	case have.Storage != want.Storage:
 		return fmt.Sprintf("storage is %s, want %s (cannot change in place; move the data or delete the stream)", have.Storage, want.Storage)
@@ -249,12 +251,12 @@ func union(a, b []string) []string {
 // existing bucket: two processes starting together that both call CreateOrUpdateKeyValue (update, not
 // found, create) on a fresh R3 bucket were seen to get no answer from the cluster at all. A create racing
 // another is answered with ErrBucketExists.
-func ensureKV(ctx context.Context, js natsjs.JetStream, want natsjs.KeyValueConfig) (natsjs.KeyValue, error) {
+func ensureKV(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := js.CreateKeyValue(ctx, want)
 	if err == nil {
 		return kv, nil
 	}
-	if !errors.Is(err, natsjs.ErrBucketExists) {
+	if !errors.Is(err, jetstream.ErrBucketExists) {
 		return nil, fmt.Errorf("create bucket %s: %w", want.Bucket, err)
 	}
 	cur, err := js.KeyValue(ctx, want.Bucket)

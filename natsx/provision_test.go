@@ -1,35 +1,30 @@
-package jetstream_test
+package natsx_test
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-)
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/natsx"
+)
 
 func TestProvisionIsIdempotent(t *testing.T) {
 	t.Parallel()
 	n := natstest.RunServer(t)
 	_, js := natstest.Connect(t, n.ClientURL())
-	ctx := testCtx(t)
-	cfg := bjs.ProvisionConfig{DuplicateWindow: 30 * time.Minute, Retention: 48 * time.Hour}
-	if _, err := bjs.Provision(ctx, js, cfg); err != nil {
+	ctx := natstest.Ctx(t)
+	cfg := natsx.ProvisionConfig{DuplicateWindow: 30 * time.Minute, Retention: 48 * time.Hour}
+	if _, err := natsx.Provision(ctx, js, cfg); err != nil {
 		t.Fatalf("first provision: %v", err)
 	}
 	cfg.Retention = 72 * time.Hour
-	res, err := bjs.Provision(ctx, js, cfg)
+	res, err := natsx.Provision(ctx, js, cfg)
 	if err != nil {
 		t.Fatalf("second provision: %v", err)
 	}
@@ -46,7 +41,7 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	if info.Config.Duplicates != 30*time.Minute {
 		t.Errorf("WEBHOOKS duplicate window %v, want 30m", info.Config.Duplicates)
 	}
-	if res.Jobs.Bucket() != bjs.BucketJobs {
+	if res.Jobs.Bucket() != contract.BucketJobs {
 		t.Errorf("jobs bucket %q", res.Jobs.Bucket())
 	}
 }
@@ -57,8 +52,8 @@ func TestProvisionOwnsEveryBucket(t *testing.T) {
 	t.Parallel()
 	n := natstest.RunServer(t)
 	_, js := natstest.Connect(t, n.ClientURL())
-	ctx := testCtx(t)
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{IdempotencyTTL: time.Hour})
+	ctx := natstest.Ctx(t)
+	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{IdempotencyTTL: time.Hour})
 	if err != nil {
 		t.Fatalf("provision: %v", err)
 	}
@@ -68,10 +63,10 @@ func TestProvisionOwnsEveryBucket(t *testing.T) {
 		bucket string
 		ttl    time.Duration
 	}{
-		{"jobs", res.Jobs, bjs.BucketJobs, 0}, // never expires: delivered jobs keep their tombstone for ever
-		{"leases", res.Leases, bjs.BucketLeases, 10 * time.Second},
-		{"idempotency", res.Idempotency, bjs.BucketIdempotency, time.Hour},
-		{"budget", res.Budget, bjs.BucketBudget, 0},
+		{"jobs", res.Jobs, contract.BucketJobs, 0}, // never expires: delivered jobs keep their tombstone for ever
+		{"leases", res.Leases, contract.BucketLeases, 10 * time.Second},
+		{"idempotency", res.Idempotency, contract.BucketIdempotency, time.Hour},
+		{"budget", res.Budget, contract.BucketBudget, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,27 +77,27 @@ func TestProvisionOwnsEveryBucket(t *testing.T) {
 			if st.Bucket() != tt.bucket || st.TTL() != tt.ttl || st.History() != 1 {
 				t.Errorf("bucket %s ttl %v history %d, want %s ttl %v history 1", st.Bucket(), st.TTL(), st.History(), tt.bucket, tt.ttl)
 			}
-			si, err := js.Stream(ctx, bjs.KVStream(tt.bucket))
+			si, err := js.Stream(ctx, contract.KVStream(tt.bucket))
 			if err != nil {
-				t.Fatalf("stream %s: %v", bjs.KVStream(tt.bucket), err)
+				t.Fatalf("stream %s: %v", contract.KVStream(tt.bucket), err)
 			}
 			if cfg := si.CachedInfo().Config; cfg.Storage != jetstream.FileStorage || cfg.Replicas != 1 {
 				t.Errorf("stream %s storage %v replicas %d, want file, 1", cfg.Name, cfg.Storage, cfg.Replicas)
 			}
 		})
 	}
-	if _, err := js.KeyValue(ctx, bjs.BucketReplay); !errors.Is(err, jetstream.ErrBucketNotFound) {
+	if _, err := js.KeyValue(ctx, contract.BucketReplay); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Fatalf("replay bucket before the first replay: %v, want not found", err)
 	}
-	kv, err := bjs.EnsureReplayBucket(ctx, js, 1)
-	if err != nil || kv.Bucket() != bjs.BucketReplay {
+	kv, err := natsx.EnsureReplayBucket(ctx, js, 1)
+	if err != nil || kv.Bucket() != contract.BucketReplay {
 		t.Fatalf("EnsureReplayBucket: %v", err)
 	}
-	if _, err := bjs.EnsureReplayBucket(ctx, js, 1); err != nil {
+	if _, err := natsx.EnsureReplayBucket(ctx, js, 1); err != nil {
 		t.Fatalf("EnsureReplayBucket again: %v", err)
 	}
-	if b, ok := bjs.KVBucket(bjs.KVStream(bjs.BucketReplay)); !ok || b != bjs.BucketReplay {
-		t.Errorf("KVBucket(KVStream(%s)) = %q, %v", bjs.BucketReplay, b, ok)
+	if b, ok := contract.KVBucket(contract.KVStream(contract.BucketReplay)); !ok || b != contract.BucketReplay {
+		t.Errorf("KVBucket(KVStream(%s)) = %q, %v", contract.BucketReplay, b, ok)
 	}
 }
 
@@ -110,14 +105,14 @@ func TestProvisionRejectsIncompatibleStream(t *testing.T) {
 	t.Parallel()
 	n := natstest.RunServer(t)
 	_, js := natstest.Connect(t, n.ClientURL())
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: bjs.StreamResults, Subjects: []string{"results.>"}, Storage: jetstream.MemoryStorage,
+		Name: contract.StreamResults, Subjects: []string{"results.>"}, Storage: jetstream.MemoryStorage,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{})
-	if !errors.Is(err, bjs.ErrIncompatible) {
+	_, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
+	if !errors.Is(err, natsx.ErrIncompatible) {
 		t.Fatalf("err = %v, want ErrIncompatible", err)
 	}
 	if msg := err.Error(); !strings.Contains(msg, "RESULTS") || !strings.Contains(msg, "storage") || strings.Contains(msg, "\n") {
@@ -129,8 +124,8 @@ func TestProvisionClusterR3(t *testing.T) {
 	t.Parallel()
 	c := natstest.RunCluster(t, 3)
 	_, js := natstest.Connect(t, c.URLs())
-	ctx := testCtx(t)
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{Replicas: 3})
+	ctx := natstest.Ctx(t)
+	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{Replicas: 3})
 	if err != nil {
 		t.Fatalf("provision: %v", err)
 	}
@@ -141,32 +136,32 @@ func TestProvisionClusterR3(t *testing.T) {
 	if info.Config.Replicas != 3 {
 		t.Errorf("replicas %d, want 3", info.Config.Replicas)
 	}
-	if _, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{Replicas: 3}); err != nil {
+	if _, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{Replicas: 3}); err != nil {
 		t.Fatalf("re-provision: %v", err)
 	}
 }
 
 func TestRunEmbeddedServesJetStream(t *testing.T) {
 	t.Parallel()
-	s, err := bjs.RunEmbedded(bjs.ServerConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Log: zerolog.New(zerolog.NewTestWriter(t))})
+	s, err := natsx.RunEmbedded(natsx.ServerConfig{Listen: "127.0.0.1:0", StoreDir: t.TempDir(), Log: zerolog.New(zerolog.NewTestWriter(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	nc, err := bjs.Connect(bjs.ConnConfig{InProcess: s, Log: zerolog.Nop()})
+	nc, err := natsx.Connect(natsx.ConnConfig{InProcess: s, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	if _, err := bjs.Provision(testCtx(t), js, bjs.ProvisionConfig{}); err != nil {
+	if _, err := natsx.Provision(natstest.Ctx(t), js, natsx.ProvisionConfig{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestRunEmbeddedRejectsEmptyStore(t *testing.T) {
 	t.Parallel()
-	if _, err := bjs.RunEmbedded(bjs.ServerConfig{Listen: "127.0.0.1:0"}); err == nil {
+	if _, err := natsx.RunEmbedded(natsx.ServerConfig{Listen: "127.0.0.1:0"}); err == nil {
 		t.Fatal("want an error for an empty store dir")
 	}
 }

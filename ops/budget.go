@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/budget"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 )
 
 // BudgetStatus is the account-wide upstream budget as BRIDGE_BUDGET holds it: the shared bucket and each
@@ -34,7 +34,7 @@ type BudgetStatus struct {
 
 // budgetStatus reads BRIDGE_BUDGET. A deployment older than the shared budget has no bucket: nil.
 func budgetStatus(ctx context.Context, js jetstream.JetStream, owed int, now time.Time) (*BudgetStatus, error) {
-	kv, err := js.KeyValue(ctx, bjs.BucketBudget)
+	kv, err := js.KeyValue(ctx, contract.BucketBudget)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, nil
 	}
@@ -80,17 +80,17 @@ func budgetStatus(ctx context.Context, js jetstream.JetStream, owed int, now tim
 }
 
 // interruptedSubmissions counts the submission intents in BRIDGE_IDEMPOTENCY older than any submission
-// takes (bjs.IntentPrefix): submissions a stopped process left between the upstream's answer and the
+// takes (contract.IntentPrefix): submissions a stopped process left between the upstream's answer and the
 // JOBS write, whose jobs may exist upstream untracked.
 func interruptedSubmissions(ctx context.Context, js jetstream.JetStream, now time.Time) (int, error) {
-	kv, err := js.KeyValue(ctx, bjs.BucketIdempotency)
+	kv, err := js.KeyValue(ctx, contract.BucketIdempotency)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	lister, err := kv.ListKeysFiltered(ctx, bjs.IntentPrefix+">")
+	lister, err := kv.ListKeysFiltered(ctx, contract.IntentPrefix+">")
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return 0, nil
 	}

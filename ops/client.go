@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 )
 
 // SubmitReply is the submit service's answer.
@@ -26,10 +26,10 @@ func Submit(ctx context.Context, nc *nats.Conn, modality string, fields map[stri
 	if err != nil {
 		return SubmitReply{}, nil, err
 	}
-	m := nats.NewMsg(bjs.SubjectSubmit + modality)
+	m := nats.NewMsg(contract.SubjectSubmit + modality)
 	m.Data = body
 	if idempotencyKey != "" {
-		m.Header.Set(bjs.HeaderIdempotencyKey, idempotencyKey)
+		m.Header.Set(contract.HeaderIdempotencyKey, idempotencyKey)
 	}
 	raw, err := request(ctx, nc, m)
 	if err != nil {
@@ -46,7 +46,7 @@ func Submit(ctx context.Context, nc *nats.Conn, modality string, fields map[stri
 // unknown job is a [*ServiceError] with code 404.
 func JobStatus(ctx context.Context, nc *nats.Conn, jobID string) (json.RawMessage, error) {
 	body, _ := json.Marshal(map[string]string{"job_id": jobID})
-	m := nats.NewMsg(bjs.SubjectJobStatus)
+	m := nats.NewMsg(contract.SubjectJobStatus)
 	m.Data = body
 	return request(ctx, nc, m)
 }
@@ -70,7 +70,7 @@ func request(ctx context.Context, nc *nats.Conn, m *nats.Msg) (json.RawMessage, 
 		return nil, fmt.Errorf("request %s: %w", m.Subject, err)
 	}
 	if code := resp.Header.Get(micro.ErrorCodeHeader); code != "" {
-		ra, _ := strconv.Atoi(resp.Header.Get(bjs.HeaderRetryAfter))
+		ra, _ := strconv.Atoi(resp.Header.Get(contract.HeaderRetryAfter))
 		return json.RawMessage(resp.Data), &ServiceError{Code: code, Description: resp.Header.Get(micro.ErrorHeader), RetryAfter: ra}
 	}
 	return json.RawMessage(resp.Data), nil

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/jobs"
 )
 
@@ -79,20 +79,20 @@ type DeadLetterSummary struct {
 
 // SummarizeDeadLetters counts the dead letters by reason from the stream's subject counts.
 func SummarizeDeadLetters(ctx context.Context, js jetstream.JetStream) (DeadLetterSummary, error) {
-	s, err := js.Stream(ctx, bjs.StreamDeadLetter)
+	s, err := js.Stream(ctx, contract.StreamDeadLetter)
 	if err != nil {
-		return DeadLetterSummary{}, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
+		return DeadLetterSummary{}, fmt.Errorf("stream %s: %w", contract.StreamDeadLetter, err)
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(bjs.SubjectDeadLetter+">"))
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(contract.SubjectDeadLetter+">"))
 	if err != nil {
-		return DeadLetterSummary{}, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
+		return DeadLetterSummary{}, fmt.Errorf("stream %s: %w", contract.StreamDeadLetter, err)
 	}
 	sum := DeadLetterSummary{Total: info.State.Msgs, ByReason: map[string]uint64{}}
 	if info.State.Msgs > 0 {
 		sum.FirstTime, sum.LastTime = info.State.FirstTime, info.State.LastTime
 	}
 	for subj, n := range info.State.Subjects {
-		sum.ByReason[strings.TrimPrefix(subj, bjs.SubjectDeadLetter)] += n
+		sum.ByReason[strings.TrimPrefix(subj, contract.SubjectDeadLetter)] += n
 	}
 	return sum, nil
 }
@@ -102,9 +102,9 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 	if f.Limit <= 0 {
 		f.Limit = 1000
 	}
-	s, err := js.Stream(ctx, bjs.StreamDeadLetter)
+	s, err := js.Stream(ctx, contract.StreamDeadLetter)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
+		return nil, fmt.Errorf("stream %s: %w", contract.StreamDeadLetter, err)
 	}
 	var out []DeadLetter
 	if len(f.Seqs) > 0 {
@@ -141,12 +141,12 @@ func getDeadLetter(ctx context.Context, s jetstream.Stream, seq uint64) (DeadLet
 }
 
 func decodeDeadLetter(seq uint64, t time.Time, subject string, h nats.Header, data []byte) DeadLetter {
-	d := DeadLetter{Seq: seq, Time: t.UTC(), Subject: subject, Reason: h.Get(bjs.HeaderReason),
-		OriginalSubject: h.Get(bjs.HeaderOriginalSubject), Headers: h, Body: json.RawMessage(data)}
+	d := DeadLetter{Seq: seq, Time: t.UTC(), Subject: subject, Reason: h.Get(contract.HeaderReason),
+		OriginalSubject: h.Get(contract.HeaderOriginalSubject), Headers: h, Body: json.RawMessage(data)}
 	if d.Reason == "" {
-		d.Reason = strings.TrimPrefix(subject, bjs.SubjectDeadLetter)
+		d.Reason = strings.TrimPrefix(subject, contract.SubjectDeadLetter)
 	}
-	d.Attempts, _ = strconv.Atoi(h.Get(bjs.HeaderAttempts))
+	d.Attempts, _ = strconv.Atoi(h.Get(contract.HeaderAttempts))
 	d.JobID = jobIDOf(data, "")
 	if !json.Valid(data) {
 		d.Body, _ = json.Marshal(string(data)) // keep it printable as JSON
@@ -158,7 +158,7 @@ func decodeDeadLetter(seq uint64, t time.Time, subject string, h nats.Header, da
 func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, f DeadLetterFilter) ([]DeadLetter, error) {
 	info, err := s.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
+		return nil, fmt.Errorf("stream %s: %w", contract.StreamDeadLetter, err)
 	}
 	if info.State.Msgs == 0 || info.State.LastSeq < f.FromSeq {
 		return nil, nil
@@ -166,7 +166,7 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 	end := info.State.LastSeq
 	occ := jetstream.OrderedConsumerConfig{InactiveThreshold: time.Minute}
 	for _, r := range f.Reasons {
-		occ.FilterSubjects = append(occ.FilterSubjects, bjs.DeadLetterSubject(r))
+		occ.FilterSubjects = append(occ.FilterSubjects, contract.DeadLetterSubject(r))
 	}
 	switch {
 	case f.FromSeq > 0:
@@ -175,15 +175,15 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 		since := f.Since
 		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	cons, err := js.OrderedConsumer(ctx, bjs.StreamDeadLetter, occ)
+	cons, err := js.OrderedConsumer(ctx, contract.StreamDeadLetter, occ)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", bjs.StreamDeadLetter, err)
+		return nil, fmt.Errorf("read %s: %w", contract.StreamDeadLetter, err)
 	}
 	var out []DeadLetter
 	for len(out) < f.Limit {
 		batch, err := cons.FetchNoWait(256)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", bjs.StreamDeadLetter, err)
+			return nil, fmt.Errorf("read %s: %w", contract.StreamDeadLetter, err)
 		}
 		n, last := 0, false
 		for m := range batch.Messages() {
@@ -203,7 +203,7 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 			last = last || meta.NumPending == 0 || meta.Sequence.Stream == end
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("read %s: %w", bjs.StreamDeadLetter, err)
+			return nil, fmt.Errorf("read %s: %w", contract.StreamDeadLetter, err)
 		}
 		if last || n == 0 {
 			break
@@ -217,12 +217,12 @@ func addJobStates(ctx context.Context, js jetstream.JetStream, dls []DeadLetter)
 	if len(dls) == 0 {
 		return nil
 	}
-	kv, err := js.KeyValue(ctx, bjs.BucketJobs)
+	kv, err := js.KeyValue(ctx, contract.BucketJobs)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("bucket %s: %w", bjs.BucketJobs, err)
+		return fmt.Errorf("bucket %s: %w", contract.BucketJobs, err)
 	}
 	store := jobs.NewStore(kv)
 	for i := range dls {
@@ -313,8 +313,8 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 	log := cfg.Log.With().Str("component", "redrive").Logger()
 	var stream jetstream.Stream
 	if cfg.Delete && !cfg.DryRun {
-		if stream, err = cfg.JS.Stream(ctx, bjs.StreamDeadLetter); err != nil {
-			return nil, fmt.Errorf("stream %s: %w", bjs.StreamDeadLetter, err)
+		if stream, err = cfg.JS.Stream(ctx, contract.StreamDeadLetter); err != nil {
+			return nil, fmt.Errorf("stream %s: %w", contract.StreamDeadLetter, err)
 		}
 	}
 	pacer := newPacer(cfg.Rate)
@@ -328,8 +328,8 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 			it.Action, it.Why = ActionSkipped, "the job's result is out already (JOBS state "+d.JobState+")"
 		default:
 			it.Subject = d.OriginalSubject
-			if !strings.HasPrefix(it.Subject, bjs.SubjectWebhooks) {
-				it.Subject = bjs.WebhookSubject(nats.Header(d.Headers).Get(bjs.HeaderModality))
+			if !strings.HasPrefix(it.Subject, contract.SubjectWebhooks) {
+				it.Subject = contract.WebhookSubject(nats.Header(d.Headers).Get(contract.HeaderModality))
 			}
 			it.MsgID = fmt.Sprintf("%s.redrive.%d", d.JobID, d.Seq)
 			it.Action = ActionWould
@@ -340,13 +340,13 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 			}
 			m := nats.NewMsg(it.Subject)
 			m.Data = []byte(d.Body)
-			for _, h := range []string{bjs.HeaderReceivedAt, bjs.HeaderRemoteAddr, bjs.HeaderModality} {
+			for _, h := range []string{contract.HeaderReceivedAt, contract.HeaderRemoteAddr, contract.HeaderModality} {
 				if v := nats.Header(d.Headers).Get(h); v != "" {
 					m.Header.Set(h, v)
 				}
 			}
-			m.Header.Set(bjs.HeaderReplay, "redrive")
-			m.Header.Set(bjs.HeaderOriginalSeq, strconv.FormatUint(d.Seq, 10))
+			m.Header.Set(contract.HeaderReplay, "redrive")
+			m.Header.Set(contract.HeaderOriginalSeq, strconv.FormatUint(d.Seq, 10))
 			m.Header.Set(jetstream.MsgIDHeader, it.MsgID)
 			dup, err := publishJS(ctx, cfg.JS, m)
 			if err != nil {

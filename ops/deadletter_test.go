@@ -8,19 +8,19 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
 // lastSeq is the last sequence of stream.
 func (w *world) lastSeq(stream string) uint64 {
 	w.tb.Helper()
-	s, err := w.js.Stream(testCtx(w.tb, 5*time.Second), stream)
+	s, err := w.js.Stream(natstest.CtxWithin(w.tb, 5*time.Second), stream)
 	if err != nil {
 		w.tb.Fatal(err)
 	}
-	info, err := s.Info(testCtx(w.tb, 5*time.Second))
+	info, err := s.Info(natstest.CtxWithin(w.tb, 5*time.Second))
 	if err != nil {
 		w.tb.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func (w *world) lastSeq(stream string) uint64 {
 func (w *world) waitDeadLetters(reason string, want uint64) {
 	w.tb.Helper()
 	natstest.WaitFor(w.tb, 30*time.Second, func() error {
-		sum, err := SummarizeDeadLetters(testCtx(w.tb, 5*time.Second), w.js)
+		sum, err := SummarizeDeadLetters(natstest.CtxWithin(w.tb, 5*time.Second), w.js)
 		if err != nil {
 			return err
 		}
@@ -58,15 +58,15 @@ func TestRedriveOfNowVerifiableDeadLetterPublishesOnce(t *testing.T) {
 	w.sim.SetFault(simulator.EndpointJob, simulator.Fault{})
 	forged := uuid.NewString()
 	w.webhook("prompt", forged)
-	w.publish(bjs.WebhookSubject("prompt"), "junk-1", `{"job_id":"not-a-uuid"}`)
+	w.publish(contract.WebhookSubject("prompt"), "junk-1", `{"job_id":"not-a-uuid"}`)
 	w.waitDeadLetters("malformed", 1)
 	w.waitDeadLetters("not_found", 1)
-	w.verifierIdle(w.lastSeq(bjs.StreamWebhooks))
+	w.verifierIdle(w.lastSeq(contract.StreamWebhooks))
 	if n := len(w.resultsPerJob()); n != 0 {
 		t.Fatalf("%d results before the redrive", n)
 	}
 
-	ctx := testCtx(t, 30*time.Second)
+	ctx := natstest.CtxWithin(t, 30*time.Second)
 	all, err := ListDeadLetters(ctx, w.js, DeadLetterFilter{})
 	if err != nil || len(all) != 3 {
 		t.Fatalf("list: %v %v", all, err)
@@ -98,7 +98,7 @@ func TestRedriveOfNowVerifiableDeadLetterPublishesOnce(t *testing.T) {
 	if actions["malformed"] != ActionSkipped || actions["not_found"] != ActionWould || actions["attempts_exhausted"] != ActionWould {
 		t.Fatalf("dry run actions %v", actions)
 	}
-	webhooks := w.lastSeq(bjs.StreamWebhooks)
+	webhooks := w.lastSeq(contract.StreamWebhooks)
 
 	items, err = Redrive(ctx, RedriveConfig{JS: w.js, Log: w.log, Filter: DeadLetterFilter{Reasons: []string{"attempts_exhausted"}}})
 	if err != nil || len(items) != 1 || items[0].Action != ActionRedriven || items[0].MsgID != fmt.Sprintf("%s.redrive.%d", id, ex.Seq) ||
@@ -129,7 +129,7 @@ func TestRedriveOfNowVerifiableDeadLetterPublishesOnce(t *testing.T) {
 	if err != nil || len(items) != 1 || items[0].Action != ActionRedriven || !items[0].Deleted {
 		t.Fatalf("redrive forged: %+v %v", items, err)
 	}
-	w.verifierIdle(w.lastSeq(bjs.StreamWebhooks))
+	w.verifierIdle(w.lastSeq(contract.StreamWebhooks))
 	if got := w.resultsPerJob(); got[forged] != 0 || len(got) != 1 {
 		t.Fatalf("forged job published: %v", got)
 	}
@@ -144,8 +144,8 @@ func TestListDeadLettersFilters(t *testing.T) {
 	ids := []string{uuid.NewString(), uuid.NewString(), uuid.NewString()}
 	var seqs []uint64
 	for i, reason := range []string{"not_found", "attempts_exhausted", "not_found"} {
-		seqs = append(seqs, w.publish(bjs.DeadLetterSubject(reason), ids[i]+"."+reason, fmt.Sprintf(`{"job_id":%q}`, ids[i]),
-			bjs.HeaderReason, reason, bjs.HeaderAttempts, "3", bjs.HeaderOriginalSubject, "webhooks.prompt"))
+		seqs = append(seqs, w.publish(contract.DeadLetterSubject(reason), ids[i]+"."+reason, fmt.Sprintf(`{"job_id":%q}`, ids[i]),
+			contract.HeaderReason, reason, contract.HeaderAttempts, "3", contract.HeaderOriginalSubject, "webhooks.prompt"))
 	}
 	tests := []struct {
 		name string
@@ -162,7 +162,7 @@ func TestListDeadLettersFilters(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ListDeadLetters(testCtx(t, 10*time.Second), w.js, tt.f)
+			got, err := ListDeadLetters(natstest.CtxWithin(t, 10*time.Second), w.js, tt.f)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +176,7 @@ func TestListDeadLettersFilters(t *testing.T) {
 			equalSeqs(t, gs, tt.want)
 		})
 	}
-	sum, err := SummarizeDeadLetters(testCtx(t, 5*time.Second), w.js)
+	sum, err := SummarizeDeadLetters(natstest.CtxWithin(t, 5*time.Second), w.js)
 	if err != nil || sum.Total != 3 || sum.ByReason["not_found"] != 2 || sum.ByReason["attempts_exhausted"] != 1 {
 		t.Fatalf("summary %+v %v", sum, err)
 	}

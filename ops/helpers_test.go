@@ -12,10 +12,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 	"github.com/evershield/bridge/verify"
@@ -26,7 +27,7 @@ type world struct {
 	tb    testing.TB
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	res   bjs.Resources
+	res   natsx.Resources
 	store *jobs.Store
 	log   zerolog.Logger
 	sim   *simulator.Simulator
@@ -39,18 +40,12 @@ func newWorld(tb testing.TB) *world {
 	srv := natstest.RunServer(tb)
 	w.nc, w.js = natstest.Connect(tb, srv.ClientURL())
 	var err error
-	w.res, err = bjs.Provision(testCtx(tb, 30*time.Second), w.js, bjs.ProvisionConfig{})
+	w.res, err = natsx.Provision(natstest.CtxWithin(tb, 30*time.Second), w.js, natsx.ProvisionConfig{})
 	if err != nil {
 		tb.Fatalf("provision: %v", err)
 	}
 	w.store = jobs.NewStore(w.res.Jobs)
 	return w
-}
-
-func testCtx(tb testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	tb.Cleanup(cancel)
-	return ctx
 }
 
 // publish stores a message with the given Nats-Msg-Id and returns its sequence.
@@ -64,7 +59,7 @@ func (w *world) publish(subject, msgID string, data string, hdr ...string) uint6
 	for i := 0; i+1 < len(hdr); i += 2 {
 		m.Header.Set(hdr[i], hdr[i+1])
 	}
-	ack, err := w.js.PublishMsg(testCtx(w.tb, 10*time.Second), m)
+	ack, err := w.js.PublishMsg(natstest.CtxWithin(w.tb, 10*time.Second), m)
 	if err != nil {
 		w.tb.Fatalf("publish %s: %v", subject, err)
 	}
@@ -76,9 +71,9 @@ func (w *world) publish(subject, msgID string, data string, hdr ...string) uint6
 
 // webhook stores a raw webhook as ingest does.
 func (w *world) webhook(modality, jobID string) uint64 {
-	return w.publish(bjs.WebhookSubject(modality), jobID, fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, jobID),
-		bjs.HeaderReceivedAt, time.Now().UTC().Format(time.RFC3339Nano), bjs.HeaderModality, modality,
-		bjs.HeaderRemoteAddr, "203.0.113.7:4711")
+	return w.publish(contract.WebhookSubject(modality), jobID, fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, jobID),
+		contract.HeaderReceivedAt, time.Now().UTC().Format(time.RFC3339Nano), contract.HeaderModality, modality,
+		contract.HeaderRemoteAddr, "203.0.113.7:4711")
 }
 
 // streamMsgs reads every message of stream (optionally only those on subjects) in order.
@@ -135,7 +130,7 @@ func (w *world) verifierIdle(total uint64) {
 	natstest.WaitFor(w.tb, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := w.js.Consumer(ctx, bjs.StreamWebhooks, bjs.ConsumerVerify)
+		c, err := w.js.Consumer(ctx, contract.StreamWebhooks, contract.ConsumerVerify)
 		if err != nil {
 			return err
 		}
@@ -153,7 +148,7 @@ func (w *world) verifierIdle(total uint64) {
 // resultsPerJob counts primary results per job id (Nats-Msg-Id).
 func (w *world) resultsPerJob() map[string]int {
 	out := map[string]int{}
-	for _, m := range w.streamMsgs(bjs.StreamResults) {
+	for _, m := range w.streamMsgs(contract.StreamResults) {
 		out[m.Header.Get(jetstream.MsgIDHeader)]++
 	}
 	return out
@@ -167,7 +162,7 @@ func (w *world) submit(modality string) string {
 	if field != "prompt" {
 		val = "https://example.com/x.png"
 	}
-	sub, err := w.api.Submit(testCtx(w.tb, 10*time.Second), modality, map[string]string{field: val}, "")
+	sub, err := w.api.Submit(natstest.CtxWithin(w.tb, 10*time.Second), modality, map[string]string{field: val}, "")
 	if err != nil {
 		w.tb.Fatalf("submit: %v", err)
 	}

@@ -7,23 +7,25 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"golang.org/x/time/rate"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 )
 
 // Selection says which messages of a stream a replay takes. Every set criterion must hold.
 type Selection struct {
-	// Stream is bjs.StreamResults or bjs.StreamWebhooks.
+	// Stream is contract.StreamResults or contract.StreamWebhooks.
 	Stream string `json:"stream"`
 	// Subjects filter the stream (wildcards allowed); empty takes every subject.
 	Subjects []string `json:"subjects,omitempty"`
@@ -41,8 +43,8 @@ type Selection struct {
 // validate checks the selection.
 func (s Selection) validate() error {
 	switch {
-	case s.Stream != bjs.StreamResults && s.Stream != bjs.StreamWebhooks:
-		return fmt.Errorf("%w: stream %q: want %s or %s", ErrInvalid, s.Stream, bjs.StreamResults, bjs.StreamWebhooks)
+	case s.Stream != contract.StreamResults && s.Stream != contract.StreamWebhooks:
+		return fmt.Errorf("%w: stream %q: want %s or %s", ErrInvalid, s.Stream, contract.StreamResults, contract.StreamWebhooks)
 	case s.ToSeq > 0 && s.FromSeq > s.ToSeq:
 		return fmt.Errorf("%w: sequence range %d-%d is empty", ErrInvalid, s.FromSeq, s.ToSeq)
 	case !s.Since.IsZero() && !s.Until.IsZero() && s.Until.Before(s.Since):
@@ -86,7 +88,7 @@ type ReplayConfig struct {
 	// Now is the clock of the progress record; default time.Now.
 	Now func() time.Time
 
-	// Name is the replay's key in bjs.BucketReplay; a letter or digit followed by letters, digits, '-'
+	// Name is the replay's key in contract.BucketReplay; a letter or digit followed by letters, digits, '-'
 	// and '_'.
 	Name string
 	// Key is the identity of the request as the operator gave it (flags before relative times were
@@ -95,7 +97,7 @@ type ReplayConfig struct {
 	Key string
 	// Selection is what to replay. When a stored replay is resumed, the stored selection is used.
 	Selection Selection
-	// Prefix is put before each original subject; default bjs.SubjectReplayPrefix. Ignored with Reverify.
+	// Prefix is put before each original subject; default contract.SubjectReplayPrefix. Ignored with Reverify.
 	Prefix string
 	// Reverify (WEBHOOKS only) republishes each raw webhook on its own subject into WEBHOOKS, with
 	// Nats-Msg-Id <job_id>.reverify.<name>, so the running verifier checks it again. A job whose result
@@ -112,7 +114,7 @@ type ReplayConfig struct {
 	// Checkpoint is how many scanned messages pass between progress saves; default 100. Progress is also
 	// saved when the run stops for any reason.
 	Checkpoint int
-	// Replicas of bjs.BucketReplay when this call creates it; default 1.
+	// Replicas of contract.BucketReplay when this call creates it; default 1.
 	Replicas int
 	// Idle is how long to wait for the next message before asking the server whether any is left;
 	// default 2s.
@@ -126,7 +128,7 @@ func (c *ReplayConfig) setDefaults() {
 		c.Now = time.Now
 	}
 	if c.Prefix == "" {
-		c.Prefix = bjs.SubjectReplayPrefix
+		c.Prefix = contract.SubjectReplayPrefix
 	}
 	if !strings.HasSuffix(c.Prefix, ".") {
 		c.Prefix += "."
@@ -145,9 +147,9 @@ func (c *ReplayConfig) setDefaults() {
 			c.Selection.JobIDs[i] = canon
 		}
 	}
-	if c.Selection.Stream == bjs.StreamResults && len(c.Selection.Subjects) == 0 {
-		// Every result, not the fences that keep them single (bjs.SubjectResultFence).
-		c.Selection.Subjects = []string{bjs.SubjectResults + ">"}
+	if c.Selection.Stream == contract.StreamResults && len(c.Selection.Subjects) == 0 {
+		// Every result, not the fences that keep them single (contract.SubjectResultFence).
+		c.Selection.Subjects = []string{contract.SubjectResults + ">"}
 	}
 	if c.Key == "" {
 		c.Key = c.identity()
@@ -164,8 +166,8 @@ func (c *ReplayConfig) validate() error {
 	if err := c.Selection.validate(); err != nil {
 		return err
 	}
-	if c.Reverify && c.Selection.Stream != bjs.StreamWebhooks {
-		return fmt.Errorf("%w: re-verification replays %s, not %s", ErrInvalid, bjs.StreamWebhooks, c.Selection.Stream)
+	if c.Reverify && c.Selection.Stream != contract.StreamWebhooks {
+		return fmt.Errorf("%w: re-verification replays %s, not %s", ErrInvalid, contract.StreamWebhooks, c.Selection.Stream)
 	}
 	if strings.ContainsAny(c.Prefix, "*> \t\r\n") || strings.HasPrefix(c.Prefix, ".") || strings.Contains(c.Prefix, "..") {
 		return fmt.Errorf("%w: prefix %q: want subject tokens such as replay. or audit.replay.", ErrInvalid, c.Prefix)
@@ -247,7 +249,7 @@ type ReplayResult struct {
 	Elapsed time.Duration `json:"elapsed_ns"`
 }
 
-// replayState is the value of a replay in bjs.BucketReplay.
+// replayState is the value of a replay in contract.BucketReplay.
 type replayState struct {
 	Name           string    `json:"name"`
 	Key            string    `json:"key"`
@@ -320,7 +322,7 @@ func (r *replayer) begin() uint64 {
 		LastSeq: r.st.LastSeq, TotalPublished: r.st.TotalPublished}
 	r.res.Target = "prefix " + r.st.Prefix
 	if r.st.Reverify {
-		r.res.Target = "reverify into " + bjs.StreamWebhooks
+		r.res.Target = "reverify into " + contract.StreamWebhooks
 	}
 	if r.res.Resumed = r.st.LastSeq > 0; r.res.Resumed {
 		r.res.ResumedAfter = r.st.LastSeq
@@ -540,15 +542,15 @@ func (r *replayer) loadState(ctx context.Context, lastSeq uint64) error {
 	var kv jetstream.KeyValue
 	var err error
 	if cfg.DryRun { // a dry run creates nothing
-		kv, err = cfg.JS.KeyValue(ctx, bjs.BucketReplay)
+		kv, err = cfg.JS.KeyValue(ctx, contract.BucketReplay)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			r.st = fresh
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("bucket %s: %w", bjs.BucketReplay, err)
+			return fmt.Errorf("bucket %s: %w", contract.BucketReplay, err)
 		}
-	} else if kv, err = bjs.EnsureReplayBucket(ctx, cfg.JS, cfg.Replicas); err != nil {
+	} else if kv, err = natsx.EnsureReplayBucket(ctx, cfg.JS, cfg.Replicas); err != nil {
 		return err
 	}
 	r.kv = kv
@@ -642,18 +644,18 @@ func (r *replayer) publish(ctx context.Context, msg jetstream.Msg, seq uint64) (
 		out.Header[k] = slices.Clone(v)
 	}
 	origID := src.Get(jetstream.MsgIDHeader)
-	out.Header.Set(bjs.HeaderOriginalSubject, msg.Subject())
-	out.Header.Set(bjs.HeaderOriginalSeq, strconv.FormatUint(seq, 10))
+	out.Header.Set(contract.HeaderOriginalSubject, msg.Subject())
+	out.Header.Set(contract.HeaderOriginalSeq, strconv.FormatUint(seq, 10))
 	if origID != "" {
-		out.Header.Set(bjs.HeaderOriginalMsgID, origID)
+		out.Header.Set(contract.HeaderOriginalMsgID, origID)
 	}
-	out.Header.Set(bjs.HeaderReplay, r.cfg.Name)
+	out.Header.Set(contract.HeaderReplay, r.cfg.Name)
 
 	if r.st.Reverify {
 		// Back onto its own subject in WEBHOOKS, under an id the duplicate window has not seen: the
 		// verifier takes the job id from the body, and the JOBS record keeps the result single.
 		out.Subject = msg.Subject()
-		out.Header.Del(bjs.HeaderOriginalSubject)
+		out.Header.Del(contract.HeaderOriginalSubject)
 		id := jobIDOf(msg.Data(), origID)
 		if id == "" {
 			id = fmt.Sprintf("%s.%d", r.st.Selection.Stream, seq)
@@ -689,7 +691,7 @@ func (r *replayer) targetStream(ctx context.Context, subject string) (string, er
 	if err != nil {
 		return "", fmt.Errorf("which stream stores %s: %w", subject, err)
 	}
-	if s == bjs.StreamResults || s == bjs.StreamWebhooks || s == bjs.StreamDeadLetter {
+	if s == contract.StreamResults || s == contract.StreamWebhooks || s == contract.StreamDeadLetter {
 		return "", fmt.Errorf("%w: %s is stored by %s; choose a prefix outside webhooks., results. and deadletter.", ErrTargetIsBridgeStream, subject, s)
 	}
 	r.targets[subject] = s
@@ -735,7 +737,7 @@ func retryable(err error) bool {
 		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	if bjs.IsDuplicateInProcess(err) {
+	if natsx.IsDuplicateInProcess(err) {
 		return true // the same Nats-Msg-Id is being replicated
 	}
 	apiErr, ok := errors.AsType[*jetstream.APIError](err)

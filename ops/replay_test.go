@@ -12,7 +12,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -25,8 +26,8 @@ func seedResults(w *world, n int) (ids []string, seqs []uint64) {
 		if i%2 == 1 {
 			typ = "image"
 		}
-		seq := w.publish(bjs.ResultSubject(typ), id, fmt.Sprintf(`{"job_id":%q,"type":%q,"n":%d}`, id, typ, i),
-			bjs.HeaderBridgeSource, bjs.SourceWebhook)
+		seq := w.publish(contract.ResultSubject(typ), id, fmt.Sprintf(`{"job_id":%q,"type":%q,"n":%d}`, id, typ, i),
+			contract.HeaderBridgeSource, contract.SourceWebhook)
 		ids, seqs = append(ids, id), append(seqs, seq)
 	}
 	return ids, seqs
@@ -36,8 +37,8 @@ func seedResults(w *world, n int) (ids []string, seqs []uint64) {
 // replayed messages.
 func replayTarget(w *world) {
 	w.tb.Helper()
-	_, err := w.js.CreateStream(testCtx(w.tb, 10*time.Second), jetstream.StreamConfig{
-		Name: "REPLAYED", Subjects: []string{bjs.SubjectReplayPrefix + ">"}, Duplicates: 10 * time.Minute,
+	_, err := w.js.CreateStream(natstest.CtxWithin(w.tb, 10*time.Second), jetstream.StreamConfig{
+		Name: "REPLAYED", Subjects: []string{contract.SubjectReplayPrefix + ">"}, Duplicates: 10 * time.Minute,
 	})
 	if err != nil {
 		w.tb.Fatal(err)
@@ -49,9 +50,9 @@ func originalSeqs(t *testing.T, w *world) []uint64 {
 	t.Helper()
 	var out []uint64
 	for _, m := range w.streamMsgs("REPLAYED") {
-		seq, err := strconv.ParseUint(m.Header.Get(bjs.HeaderOriginalSeq), 10, 64)
+		seq, err := strconv.ParseUint(m.Header.Get(contract.HeaderOriginalSeq), 10, 64)
 		if err != nil {
-			t.Fatalf("replayed message without %s: %v", bjs.HeaderOriginalSeq, m.Header)
+			t.Fatalf("replayed message without %s: %v", contract.HeaderOriginalSeq, m.Header)
 		}
 		out = append(out, seq)
 	}
@@ -69,10 +70,10 @@ func TestReplayToPrefixGivesSelectionOnceInOrder(t *testing.T) {
 	w := newWorld(t)
 	replayTarget(w)
 	ids, seqs := seedResults(w, 30)
-	ctx := testCtx(t, 30*time.Second)
+	ctx := natstest.CtxWithin(t, 30*time.Second)
 
 	res, err := Replay(ctx, ReplayConfig{JS: w.js, Log: w.log, Name: "prompts",
-		Selection: Selection{Stream: bjs.StreamResults, Subjects: []string{"results.prompt"}, FromSeq: seqs[3], ToSeq: seqs[24]}})
+		Selection: Selection{Stream: contract.StreamResults, Subjects: []string{"results.prompt"}, FromSeq: seqs[3], ToSeq: seqs[24]}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,16 +89,16 @@ func TestReplayToPrefixGivesSelectionOnceInOrder(t *testing.T) {
 	}
 	// Subjects, bodies and headers as the originals, under the prefix.
 	for _, m := range w.streamMsgs("REPLAYED") {
-		seq, _ := strconv.ParseUint(m.Header.Get(bjs.HeaderOriginalSeq), 10, 64)
-		orig := w.streamMsgs(bjs.StreamResults)[seq-1]
+		seq, _ := strconv.ParseUint(m.Header.Get(contract.HeaderOriginalSeq), 10, 64)
+		orig := w.streamMsgs(contract.StreamResults)[seq-1]
 		if m.Subject != "replay."+orig.Subject || string(m.Data) != string(orig.Data) ||
-			m.Header.Get(bjs.HeaderOriginalSubject) != orig.Subject || m.Header.Get(bjs.HeaderBridgeSource) != bjs.SourceWebhook ||
-			m.Header.Get(bjs.HeaderOriginalMsgID) != orig.Header.Get(jetstream.MsgIDHeader) || m.Header.Get(bjs.HeaderReplay) != "prompts" {
+			m.Header.Get(contract.HeaderOriginalSubject) != orig.Subject || m.Header.Get(contract.HeaderBridgeSource) != contract.SourceWebhook ||
+			m.Header.Get(contract.HeaderOriginalMsgID) != orig.Header.Get(jetstream.MsgIDHeader) || m.Header.Get(contract.HeaderReplay) != "prompts" {
 			t.Errorf("replayed %s %v does not match original %s %v", m.Subject, m.Header, orig.Subject, orig.Header)
 		}
 	}
 	// RESULTS itself is untouched: live subscribers see nothing twice.
-	if got := len(w.streamMsgs(bjs.StreamResults)); got != len(ids) {
+	if got := len(w.streamMsgs(contract.StreamResults)); got != len(ids) {
 		t.Errorf("RESULTS has %d messages, want %d", got, len(ids))
 	}
 }
@@ -106,7 +107,7 @@ func TestReplaySelections(t *testing.T) {
 	w := newWorld(t)
 	replayTarget(w)
 	ids, seqs := seedResults(w, 12)
-	late := w.publish(bjs.LateResultSubject("prompt"), ids[2]+bjs.LateSuffix, `{"late":true}`)
+	late := w.publish(contract.LateResultSubject("prompt"), ids[2]+contract.LateSuffix, `{"late":true}`)
 	all := append(append([]uint64(nil), seqs...), late)
 
 	tests := []struct {
@@ -115,20 +116,20 @@ func TestReplaySelections(t *testing.T) {
 		want    []uint64
 		wantErr error
 	}{
-		{name: "everything", sel: Selection{Stream: bjs.StreamResults}, want: all},
-		{name: "job ids with late result", sel: Selection{Stream: bjs.StreamResults, JobIDs: []string{ids[2], ids[7]}},
+		{name: "everything", sel: Selection{Stream: contract.StreamResults}, want: all},
+		{name: "job ids with late result", sel: Selection{Stream: contract.StreamResults, JobIDs: []string{ids[2], ids[7]}},
 			want: []uint64{seqs[2], seqs[7], late}},
-		{name: "wildcard subject", sel: Selection{Stream: bjs.StreamResults, Subjects: []string{"results.late.>"}}, want: []uint64{late}},
-		{name: "time window excludes all", sel: Selection{Stream: bjs.StreamResults, Since: time.Now().Add(time.Hour)}, want: nil},
-		{name: "time window includes all", sel: Selection{Stream: bjs.StreamResults, Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour)}, want: all},
-		{name: "empty subject", sel: Selection{Stream: bjs.StreamResults, Subjects: []string{"results.video"}}, want: nil},
+		{name: "wildcard subject", sel: Selection{Stream: contract.StreamResults, Subjects: []string{"results.late.>"}}, want: []uint64{late}},
+		{name: "time window excludes all", sel: Selection{Stream: contract.StreamResults, Since: time.Now().Add(time.Hour)}, want: nil},
+		{name: "time window includes all", sel: Selection{Stream: contract.StreamResults, Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour)}, want: all},
+		{name: "empty subject", sel: Selection{Stream: contract.StreamResults, Subjects: []string{"results.video"}}, want: nil},
 		{name: "bad stream", sel: Selection{Stream: "JOBS"}, wantErr: ErrInvalid},
-		{name: "bad range", sel: Selection{Stream: bjs.StreamResults, FromSeq: 5, ToSeq: 2}, wantErr: ErrInvalid},
+		{name: "bad range", sel: Selection{Stream: contract.StreamResults, FromSeq: 5, ToSeq: 2}, wantErr: ErrInvalid},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			prefix := fmt.Sprintf("replay.t%d.", i)
-			res, err := Replay(testCtx(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: fmt.Sprintf("sel-%d", i),
+			res, err := Replay(natstest.CtxWithin(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: fmt.Sprintf("sel-%d", i),
 				Selection: tt.sel, Prefix: prefix, Idle: 200 * time.Millisecond})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
@@ -139,7 +140,7 @@ func TestReplaySelections(t *testing.T) {
 			var got []uint64
 			for _, m := range w.streamMsgs("REPLAYED") {
 				if len(m.Subject) > len(prefix) && m.Subject[:len(prefix)] == prefix {
-					seq, _ := strconv.ParseUint(m.Header.Get(bjs.HeaderOriginalSeq), 10, 64)
+					seq, _ := strconv.ParseUint(m.Header.Get(contract.HeaderOriginalSeq), 10, 64)
 					got = append(got, seq)
 				}
 			}
@@ -155,16 +156,16 @@ func TestReplayResumes(t *testing.T) {
 	w := newWorld(t)
 	replayTarget(w)
 	_, seqs := seedResults(w, 40)
-	base := ReplayConfig{JS: w.js, Log: w.log, Name: "resume", Selection: Selection{Stream: bjs.StreamResults}, Checkpoint: 7}
+	base := ReplayConfig{JS: w.js, Log: w.log, Name: "resume", Selection: Selection{Stream: contract.StreamResults}, Checkpoint: 7}
 
 	// A run capped at 5 messages, then one interrupted (ctx cancelled) after 10 more.
 	cfg := base
 	cfg.Max = 5
-	res, err := Replay(testCtx(t, 30*time.Second), cfg)
+	res, err := Replay(natstest.CtxWithin(t, 30*time.Second), cfg)
 	if err != nil || res.Done || res.Published != 5 {
 		t.Fatalf("first run: %+v, %v", res, err)
 	}
-	ctx, cancel := context.WithCancel(testCtx(t, 30*time.Second))
+	ctx, cancel := context.WithCancel(natstest.CtxWithin(t, 30*time.Second))
 	cfg = base
 	cfg.Progress = func(p ReplayProgress) {
 		if p.Published == 10 {
@@ -176,14 +177,14 @@ func TestReplayResumes(t *testing.T) {
 		t.Fatalf("interrupted run: %+v, %v", res, err)
 	}
 	// Messages published meanwhile are after the replay's end, fixed at its first start.
-	w.publish(bjs.ResultSubject("prompt"), uuid.NewString(), `{}`)
+	w.publish(contract.ResultSubject("prompt"), uuid.NewString(), `{}`)
 
 	// Simulate a crash after the last checkpoint: the stored progress is behind what was published.
-	e, err := w.js.KeyValue(testCtx(t, 5*time.Second), bjs.BucketReplay)
+	e, err := w.js.KeyValue(natstest.CtxWithin(t, 5*time.Second), contract.BucketReplay)
 	if err != nil {
 		t.Fatal(err)
 	}
-	entry, err := e.Get(testCtx(t, 5*time.Second), "resume")
+	entry, err := e.Get(natstest.CtxWithin(t, 5*time.Second), "resume")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,27 +197,27 @@ func TestReplayResumes(t *testing.T) {
 	}
 	st.LastSeq = seqs[11]
 	b, _ := json.Marshal(st)
-	if _, err := e.Put(testCtx(t, 5*time.Second), "resume", b); err != nil {
+	if _, err := e.Put(natstest.CtxWithin(t, 5*time.Second), "resume", b); err != nil {
 		t.Fatal(err)
 	}
 
-	res, err = Replay(testCtx(t, 30*time.Second), base)
+	res, err = Replay(natstest.CtxWithin(t, 30*time.Second), base)
 	if err != nil || !res.Done || res.Duplicates != 3 || res.LastSeq != seqs[39] || res.EndSeq != seqs[39] {
 		t.Fatalf("resumed run: %+v, %v", res, err)
 	}
 	equalSeqs(t, originalSeqs(t, w), seqs)
 
-	if _, err := Replay(testCtx(t, 10*time.Second), base); !errors.Is(err, ErrReplayDone) {
+	if _, err := Replay(natstest.CtxWithin(t, 10*time.Second), base); !errors.Is(err, ErrReplayDone) {
 		t.Fatalf("finished replay again: %v, want ErrReplayDone", err)
 	}
 	other := base
 	other.Selection.Subjects = []string{"results.image"}
-	if _, err := Replay(testCtx(t, 10*time.Second), other); !errors.Is(err, ErrReplayConflict) {
+	if _, err := Replay(natstest.CtxWithin(t, 10*time.Second), other); !errors.Is(err, ErrReplayConflict) {
 		t.Fatalf("same name, other selection: %v, want ErrReplayConflict", err)
 	}
 	again := base
 	again.Restart, again.Prefix = true, "replay.again."
-	if res, err := Replay(testCtx(t, 30*time.Second), again); err != nil || res.Published != 41 || res.Resumed {
+	if res, err := Replay(natstest.CtxWithin(t, 30*time.Second), again); err != nil || res.Published != 41 || res.Resumed {
 		t.Fatalf("restarted replay: %+v %v", res, err)
 	}
 }
@@ -232,20 +233,20 @@ func TestReplayCoreNATSTargetAndDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dry, err := Replay(testCtx(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "dry", DryRun: true,
-		Selection: Selection{Stream: bjs.StreamResults, Subjects: []string{"results.image"}}})
+	dry, err := Replay(natstest.CtxWithin(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "dry", DryRun: true,
+		Selection: Selection{Stream: contract.StreamResults, Subjects: []string{"results.image"}}})
 	if err != nil || dry.Published != 10 || !dry.Done {
 		t.Fatalf("dry run: %+v %v", dry, err)
 	}
-	if _, err := w.js.KeyValue(testCtx(t, 5*time.Second), bjs.BucketReplay); !errors.Is(err, jetstream.ErrBucketNotFound) {
+	if _, err := w.js.KeyValue(natstest.CtxWithin(t, 5*time.Second), contract.BucketReplay); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Errorf("dry run created the progress bucket: %v", err)
 	}
 	if n, _, _ := sub.Pending(); n != 0 {
 		t.Fatalf("dry run published %d messages", n)
 	}
 
-	res, err := Replay(testCtx(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "core", Rate: 500,
-		Selection: Selection{Stream: bjs.StreamResults, Subjects: []string{"results.image"}}})
+	res, err := Replay(natstest.CtxWithin(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "core", Rate: 500,
+		Selection: Selection{Stream: contract.StreamResults, Subjects: []string{"results.image"}}})
 	if err != nil || res.Published != 10 {
 		t.Fatalf("replay: %+v %v", res, err)
 	}
@@ -258,7 +259,7 @@ func TestReplayCoreNATSTargetAndDryRun(t *testing.T) {
 		if m.Subject != "replay.results.image" {
 			t.Errorf("subject %s", m.Subject)
 		}
-		seq, _ := strconv.ParseUint(m.Header.Get(bjs.HeaderOriginalSeq), 10, 64)
+		seq, _ := strconv.ParseUint(m.Header.Get(contract.HeaderOriginalSeq), 10, 64)
 		got = append(got, seq)
 	}
 	var want []uint64
@@ -274,16 +275,16 @@ func TestReplayCoreNATSTargetAndDryRun(t *testing.T) {
 func TestReplayRefusesBridgeStreamsAsTarget(t *testing.T) {
 	w := newWorld(t)
 	seedResults(w, 2)
-	_, err := Replay(testCtx(t, 10*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "loop", Prefix: "results.",
-		Selection: Selection{Stream: bjs.StreamResults}})
+	_, err := Replay(natstest.CtxWithin(t, 10*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "loop", Prefix: "results.",
+		Selection: Selection{Stream: contract.StreamResults}})
 	if !errors.Is(err, ErrTargetIsBridgeStream) {
 		t.Fatalf("err = %v, want ErrTargetIsBridgeStream", err)
 	}
-	if n := len(w.streamMsgs(bjs.StreamResults)); n != 2 {
+	if n := len(w.streamMsgs(contract.StreamResults)); n != 2 {
 		t.Fatalf("RESULTS has %d messages, want 2", n)
 	}
-	_, err = Replay(testCtx(t, 10*time.Second), ReplayConfig{JS: w.js, Name: "rv", Reverify: true,
-		Selection: Selection{Stream: bjs.StreamResults}})
+	_, err = Replay(natstest.CtxWithin(t, 10*time.Second), ReplayConfig{JS: w.js, Name: "rv", Reverify: true,
+		Selection: Selection{Stream: contract.StreamResults}})
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("reverify of RESULTS: %v, want ErrInvalid", err)
 	}
@@ -303,7 +304,7 @@ func TestReverifyDoesNotDoubleResults(t *testing.T) {
 		ids = append(ids, id)
 	}
 	// A second webhook of the first job under another Nats-Msg-Id (as a redrive stores it).
-	w.publish(bjs.WebhookSubject("prompt"), ids[0]+".redrive.1", fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, ids[0]))
+	w.publish(contract.WebhookSubject("prompt"), ids[0]+".redrive.1", fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, ids[0]))
 	w.verifierIdle(7)
 	before := w.resultsPerJob()
 	gets := w.sim.CallCount(simulator.EndpointJob)
@@ -311,8 +312,8 @@ func TestReverifyDoesNotDoubleResults(t *testing.T) {
 		t.Fatalf("results before re-verification: %v", before)
 	}
 
-	res, err := Replay(testCtx(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "reverify", Reverify: true,
-		Selection: Selection{Stream: bjs.StreamWebhooks}})
+	res, err := Replay(natstest.CtxWithin(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "reverify", Reverify: true,
+		Selection: Selection{Stream: contract.StreamWebhooks}})
 	if err != nil || res.Published != 7 || res.Duplicates != 1 {
 		t.Fatalf("reverify: %+v %v (the two webhooks of one job share one re-verification id)", res, err)
 	}
@@ -329,7 +330,7 @@ func TestReverifyDoesNotDoubleResults(t *testing.T) {
 	if got := w.sim.CallCount(simulator.EndpointJob); got != gets {
 		t.Errorf("re-verification asked the upstream %d more times", got-gets)
 	}
-	for _, m := range w.streamMsgs(bjs.StreamWebhooks)[7:] {
+	for _, m := range w.streamMsgs(contract.StreamWebhooks)[7:] {
 		if id := m.Header.Get(jetstream.MsgIDHeader); id[36:] != ".reverify.reverify" {
 			t.Errorf("re-verified webhook Nats-Msg-Id %q", id)
 		}

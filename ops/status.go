@@ -14,7 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/jobs"
 )
 
@@ -112,7 +112,7 @@ type AccountStatus struct {
 	APIErrors uint64 `json:"api_errors"`
 }
 
-// StreamStatus is one stream (KV buckets as their streams, [bjs.KVStream]) and its consumers.
+// StreamStatus is one stream (KV buckets as their streams, [contract.KVStream]) and its consumers.
 type StreamStatus struct {
 	Name     string `json:"name"`
 	Messages uint64 `json:"messages"`
@@ -257,13 +257,13 @@ func natsStatus(js jetstream.JetStream) NATSStatus {
 }
 
 // bridgeStreams are the streams the report always covers; a missing one is a problem.
-var bridgeStreams = []string{bjs.StreamWebhooks, bjs.StreamResults, bjs.StreamDeadLetter, bjs.KVStream(bjs.BucketJobs), bjs.KVStream(bjs.BucketLeases)}
+var bridgeStreams = []string{contract.StreamWebhooks, contract.StreamResults, contract.StreamDeadLetter, contract.KVStream(contract.BucketJobs), contract.KVStream(contract.BucketLeases)}
 
 func streamStatuses(ctx context.Context, js jetstream.JetStream, attn *attention) []StreamStatus {
 	names := slices.Clone(bridgeStreams)
 	lister := js.StreamNames(ctx)
 	for n := range lister.Name() {
-		if !slices.Contains(names, n) && strings.HasPrefix(n, bjs.KVStream(bjs.BucketPrefix)) {
+		if !slices.Contains(names, n) && strings.HasPrefix(n, contract.KVStream(contract.BucketPrefix)) {
 			names = append(names, n)
 		}
 	}
@@ -289,7 +289,7 @@ func streamStatuses(ctx context.Context, js jetstream.JetStream, attn *attention
 		ss.Messages, ss.Bytes = info.State.Msgs, info.State.Bytes
 		ss.FirstSeq, ss.LastSeq, ss.LastTime = info.State.FirstSeq, info.State.LastSeq, info.State.LastTime
 		ss.Replicas = info.Config.Replicas
-		if name == bjs.StreamResults {
+		if name == contract.StreamResults {
 			ss.Results = resultCount(ctx, s, attn)
 		}
 		ss.Healthy = true
@@ -310,7 +310,7 @@ func streamStatuses(ctx context.Context, js jetstream.JetStream, attn *attention
 				attn.add(1, "stream %s has no leader: publishes fail until one is elected", name)
 			}
 		}
-		if _, isKV := bjs.KVBucket(name); !isKV {
+		if _, isKV := contract.KVBucket(name); !isKV {
 			cl := s.ListConsumers(ctx)
 			for ci := range cl.Info() {
 				if ci.Config.Durable == "" {
@@ -371,7 +371,7 @@ func servers(streams []StreamStatus) []ServerStatus {
 // jobsStatus reads up to MaxJobs JOBS records.
 func jobsStatus(ctx context.Context, cfg StatusConfig, now time.Time, attn *attention) JobsStatus {
 	js := JobsStatus{ByState: map[string]int{}, Pending: []ModalityPending{}}
-	kv, err := cfg.JS.KeyValue(ctx, bjs.BucketJobs)
+	kv, err := cfg.JS.KeyValue(ctx, contract.BucketJobs)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrBucketNotFound) {
 			attn.add(1, "JOBS unreadable: %v", err)
@@ -461,12 +461,12 @@ func assess(rep *Report, cfg StatusConfig, attn *attention) {
 	}
 	for _, s := range rep.Streams {
 		for _, c := range s.Consumers {
-			if s.Name == bjs.StreamWebhooks && c.Pending+uint64(c.AckPending) > 100 {
+			if s.Name == contract.StreamWebhooks && c.Pending+uint64(c.AckPending) > 100 {
 				attn.add(2, "consumer %s/%s is behind: %d webhooks not yet delivered, %d waiting for acknowledgement or a retry", s.Name, c.Name, c.Pending, c.AckPending)
 			}
 		}
-		if s.Name == bjs.StreamWebhooks && s.Problem == "" && s.Messages > 0 && !slices.ContainsFunc(s.Consumers, func(c ConsumerStatus) bool { return c.Name == bjs.ConsumerVerify }) {
-			attn.add(1, "no %s consumer on %s: no verifier has run", bjs.ConsumerVerify, s.Name)
+		if s.Name == contract.StreamWebhooks && s.Problem == "" && s.Messages > 0 && !slices.ContainsFunc(s.Consumers, func(c ConsumerStatus) bool { return c.Name == contract.ConsumerVerify }) {
+			attn.add(1, "no %s consumer on %s: no verifier has run", contract.ConsumerVerify, s.Name)
 		}
 	}
 	if d := rep.DeadLetters; d.Total > 0 {
@@ -531,9 +531,9 @@ func (a *attention) list() []string {
 // resultCount counts the messages of RESULTS on results.>: one per result subject in the stream's
 // per-subject state (results.<type> and results.late.<type>, a handful), so it costs one request.
 func resultCount(ctx context.Context, s jetstream.Stream, attn *attention) *uint64 {
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(bjs.SubjectResults+">"))
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(contract.SubjectResults+">"))
 	if err != nil {
-		attn.add(3, "stream %s: count results: %v", bjs.StreamResults, err)
+		attn.add(3, "stream %s: count results: %v", contract.StreamResults, err)
 		return nil
 	}
 	var n uint64

@@ -16,7 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/evershield/bridge/budget"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/jobs"
 )
 
@@ -24,7 +25,7 @@ import (
 // at now, and returns the pending job ids: old prompt (near deadline), young prompt, overdue image.
 func knownState(t *testing.T, w *world, now time.Time) (nearPrompt, youngPrompt, overdueImage string) {
 	t.Helper()
-	ctx := testCtx(t, 10*time.Second)
+	ctx := natstest.CtxWithin(t, 10*time.Second)
 	rec := func(modality string, state jobs.State, age, deadlineIn time.Duration) string {
 		id := uuid.NewString()
 		r := jobs.Record{JobID: id, Modality: modality, State: state, Origin: jobs.OriginSubmit,
@@ -42,8 +43,8 @@ func knownState(t *testing.T, w *world, now time.Time) (nearPrompt, youngPrompt,
 	}
 	rec("chat", jobs.StateTimedOut, time.Hour, -time.Hour)
 
-	if _, err := w.js.CreateOrUpdateConsumer(ctx, bjs.StreamWebhooks, jetstream.ConsumerConfig{
-		Durable: bjs.ConsumerVerify, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: bjs.SubjectWebhooks + ">",
+	if _, err := w.js.CreateOrUpdateConsumer(ctx, contract.StreamWebhooks, jetstream.ConsumerConfig{
+		Durable: contract.ConsumerVerify, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: contract.SubjectWebhooks + ">",
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +53,8 @@ func knownState(t *testing.T, w *world, now time.Time) (nearPrompt, youngPrompt,
 	}
 	for i, reason := range []string{"not_found", "not_found", "attempts_exhausted"} {
 		id := uuid.NewString()
-		w.publish(bjs.DeadLetterSubject(reason), fmt.Sprintf("%s.%d", id, i), fmt.Sprintf(`{"job_id":%q}`, id),
-			bjs.HeaderReason, reason, bjs.HeaderAttempts, "1")
+		w.publish(contract.DeadLetterSubject(reason), fmt.Sprintf("%s.%d", id, i), fmt.Sprintf(`{"job_id":%q}`, id),
+			contract.HeaderReason, reason, contract.HeaderAttempts, "1")
 	}
 	// RESULTS: three results, each with the fence the deliverer writes beside it (not results).
 	for _, subject := range []string{"results.prompt", "results.prompt", "results.late.image"} {
@@ -103,7 +104,7 @@ func TestStatusReportsKnownState(t *testing.T) {
 	nearPrompt, _, overdueImage := knownState(t, w, now)
 	bridgeURL := fakeBridge(t, true)
 
-	rep, err := Status(testCtx(t, 20*time.Second), StatusConfig{JS: w.js, Now: func() time.Time { return now },
+	rep, err := Status(natstest.CtxWithin(t, 20*time.Second), StatusConfig{JS: w.js, Now: func() time.Time { return now },
 		MetricsURLs: []string{bridgeURL, "http://127.0.0.1:1/metrics"}, Sample: 10 * time.Millisecond, RPM: 60})
 	if err != nil {
 		t.Fatal(err)
@@ -132,9 +133,9 @@ func TestStatusReportsKnownState(t *testing.T) {
 	var webhooks, results StreamStatus
 	for _, s := range rep.Streams {
 		switch s.Name {
-		case bjs.StreamWebhooks:
+		case contract.StreamWebhooks:
 			webhooks = s
-		case bjs.StreamResults:
+		case contract.StreamResults:
 			results = s
 		}
 		if s.Problem != "" || !s.Healthy {
@@ -181,10 +182,10 @@ func TestStatusReportsKnownState(t *testing.T) {
 
 func TestStatusOnEmptyServer(t *testing.T) {
 	w := newWorld(t)
-	for _, b := range []string{bjs.StreamWebhooks, bjs.StreamDeadLetter} {
+	for _, b := range []string{contract.StreamWebhooks, contract.StreamDeadLetter} {
 		_ = w.js.DeleteStream(context.Background(), b)
 	}
-	rep, err := Status(testCtx(t, 10*time.Second), StatusConfig{JS: w.js})
+	rep, err := Status(natstest.CtxWithin(t, 10*time.Second), StatusConfig{JS: w.js})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +202,7 @@ func TestStatusOnEmptyServer(t *testing.T) {
 // the limit the processes write into BRIDGE_BUDGET, not the default 60.
 func TestStatusTakesTheLimitFromTheBudgetBucket(t *testing.T) {
 	w := newWorld(t)
-	ctx := testCtx(t, 20*time.Second)
+	ctx := natstest.CtxWithin(t, 20*time.Second)
 	st, _ := json.Marshal(budget.State{Level: 10, At: time.Now().UnixNano(), RPM: 600})
 	if _, err := w.res.Budget.Put(ctx, budget.KeyAccount, st); err != nil {
 		t.Fatal(err)

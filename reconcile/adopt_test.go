@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -30,7 +30,7 @@ func TestAdoptRecoversJobsSubmittedElsewhere(t *testing.T) {
 	bound := 2*testPoll + testGrace + time.Second // DESIGN's bound, plus a second for a loaded machine
 	for _, id := range ids {
 		got := e.resultsOf(id)
-		if len(got) != 1 || got[0].Source != bjs.SourcePoll {
+		if len(got) != 1 || got[0].Source != contract.SourcePoll {
 			t.Fatalf("job %s: %d results (%+v), want one by poll", id, len(got), got)
 		}
 		if rec := e.rec(id); rec.Origin != jobs.OriginAdopted || rec.State != jobs.StateDelivered {

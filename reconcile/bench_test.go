@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
-	"github.com/evershield/bridge/jobs"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 )
 
 var benchN = flag.Int("reconcile.n", 100_000, "pending JOBS records for BenchmarkIndex")
@@ -36,7 +38,7 @@ func buildIndexFixture(tb testing.TB, n int) *indexFixture {
 	defer cancel()
 	node := natstest.RunServer(tb)
 	_, js := natstest.Connect(tb, node.ClientURL())
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{})
+	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -50,7 +52,7 @@ func buildIndexFixture(tb testing.TB, n int) *indexFixture {
 		m := mods[i%len(mods)]
 		b, _ := json.Marshal(jobs.Record{JobID: id, Modality: m, State: jobs.StatePending, Origin: jobs.OriginSubmit,
 			SubmittedAt: now, Deadline: now.Add(time.Hour + time.Duration(i)*time.Millisecond)})
-		if _, err := js.PublishAsync("$KV."+bjs.BucketJobs+"."+id, b); err != nil {
+		if _, err := js.PublishAsync("$KV."+contract.BucketJobs+"."+id, b); err != nil {
 			tb.Fatalf("publish %d: %v", i, err)
 		}
 		if i%10_000 == 9_999 {

@@ -4,12 +4,13 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/evershield/bridge/internal/procname"
-	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/upstream"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/internal/procname"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/upstream"
 )
 
 // LeaseKey is the key of the reconciler's lease in the BRIDGE_LEASES bucket.
@@ -19,7 +20,7 @@ const LeaseKey = "reconcile"
 type Config struct {
 	// Jobs is the JOBS store whose bucket the index watches. Default: Deliverer.Store().
 	Jobs *jobs.Store
-	// Leases is the BRIDGE_LEASES bucket, as bjs.Provision makes it; its TTL is the lease lifetime.
+	// Leases is the BRIDGE_LEASES bucket, as natsx.Provision makes it; its TTL is the lease lifetime.
 	Leases jetstream.KeyValue
 	// Deliverer is the one publish path of results; the reconciler publishes nothing itself.
 	Deliverer *jobs.Deliverer

@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // fillResults makes RESULTS refuse every new publish, as a stream full under BRIDGE_STREAM_MAX_BYTES
@@ -20,7 +21,7 @@ import (
 // fails. The returned func restores the stream's limits.
 func (e *env) fillResults() (restore func()) {
 	e.t.Helper()
-	s, err := e.js.Stream(e.ctx, bjs.StreamResults)
+	s, err := e.js.Stream(e.ctx, contract.StreamResults)
 	if err != nil {
 		e.t.Fatalf("results stream: %v", err)
 	}
@@ -117,10 +118,10 @@ func TestDeadlineDeliveryFailingBacksOff(t *testing.T) {
 
 	restore()
 	e.waitResults(10*time.Second, 1, stuck, finished)
-	if got := e.resultsOf(stuck); len(got) != 1 || got[0].Source != bjs.SourceTimeout || got[0].ErrorCode != "BRIDGE_TIMEOUT" {
+	if got := e.resultsOf(stuck); len(got) != 1 || got[0].Source != contract.SourceTimeout || got[0].ErrorCode != "BRIDGE_TIMEOUT" {
 		t.Fatalf("stuck job: results %+v, want one timeout", got)
 	}
-	if got := e.resultsOf(finished); len(got) != 1 || got[0].Source != bjs.SourcePoll || got[0].Status != upstream.StatusCompleted {
+	if got := e.resultsOf(finished); len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Status != upstream.StatusCompleted {
 		t.Fatalf("finished job: results %+v, want its completed result by poll", got)
 	}
 	e.waitState(stuck, jobs.StateTimedOut)
@@ -153,7 +154,7 @@ func TestTransient404KeepsPolling(t *testing.T) {
 	e.sim.SetFault(simulator.EndpointJob, simulator.Fault{})
 	e.waitResults(10*time.Second, 1, id)
 	got := e.resultsOf(id)
-	if len(got) != 1 || got[0].Source != bjs.SourcePoll || got[0].Status != upstream.StatusCompleted {
+	if len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Status != upstream.StatusCompleted {
 		t.Fatalf("results %+v, want the completed result by poll", got)
 	}
 	if !got[0].Stored.Before(deadline) {
@@ -183,7 +184,7 @@ func TestLastCheckAfterRepeated404(t *testing.T) {
 	}
 	e.waitResults(10*time.Second, 1, id)
 	got := e.resultsOf(id)
-	if len(got) != 1 || got[0].Source != bjs.SourcePoll || got[0].Status != upstream.StatusCompleted {
+	if len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Status != upstream.StatusCompleted {
 		t.Fatalf("results %+v, want the completed result by the last check", got)
 	}
 	if got[0].Stored.Before(deadline) {

@@ -8,17 +8,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
-	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/upstream"
-	"github.com/evershield/bridge/upstream/simulator"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/simtest"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
+	"github.com/evershield/bridge/upstream"
+	"github.com/evershield/bridge/upstream/simulator"
 )
 
 const (
@@ -34,7 +36,7 @@ type env struct {
 	node  *natstest.Node // the node of a "single" topology
 	url   string
 	js    jetstream.JetStream
-	res   bjs.Resources
+	res   natsx.Resources
 	store *jobs.Store
 	deliv *jobs.Deliverer
 	sim   *simulator.Simulator
@@ -63,7 +65,7 @@ func newEnvOn(t *testing.T, topology string, sc simulator.Config) *env {
 		t.Fatalf("topology %q", topology)
 	}
 	_, js := natstest.Connect(t, url)
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{LeaseTTL: testTTL, Replicas: replicas})
+	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{LeaseTTL: testTTL, Replicas: replicas})
 	if err != nil {
 		t.Fatalf("provision: %v", err)
 	}
@@ -143,7 +145,7 @@ type result struct {
 func (e *env) results() []result {
 	e.t.Helper()
 	var out []result
-	for _, m := range natstest.StreamMsgs(e.t, e.js, bjs.StreamResults) {
+	for _, m := range natstest.StreamMsgs(e.t, e.js, contract.StreamResults) {
 		var body struct {
 			JobID     string    `json:"job_id"`
 			Status    string    `json:"status"`
@@ -153,7 +155,7 @@ func (e *env) results() []result {
 		if err := json.Unmarshal(m.Data, &body); err != nil {
 			e.t.Fatalf("result %d: %v", m.Sequence, err)
 		}
-		out = append(out, result{Seq: m.Sequence, Subject: m.Subject, Source: m.Header.Get(bjs.HeaderBridgeSource),
+		out = append(out, result{Seq: m.Sequence, Subject: m.Subject, Source: m.Header.Get(contract.HeaderBridgeSource),
 			MsgID: m.Header.Get(jetstream.MsgIDHeader), JobID: body.JobID, Status: body.Status,
 			ErrorCode: body.ErrorCode, Bridge: body.Bridge, Stored: m.Time})
 	}
@@ -201,11 +203,11 @@ type replica struct {
 func (e *env) start(name string, mod func(*Config)) *replica {
 	e.t.Helper()
 	nc, js := natstest.Connect(e.t, e.url)
-	jkv, err := js.KeyValue(e.ctx, bjs.BucketJobs)
+	jkv, err := js.KeyValue(e.ctx, contract.BucketJobs)
 	if err != nil {
 		e.t.Fatalf("jobs bucket: %v", err)
 	}
-	leases, err := js.KeyValue(e.ctx, bjs.BucketLeases)
+	leases, err := js.KeyValue(e.ctx, contract.BucketLeases)
 	if err != nil {
 		e.t.Fatalf("leases bucket: %v", err)
 	}

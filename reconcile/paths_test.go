@@ -6,12 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestInFlightListFailing covers a path nothing reached (issue 12): while GET /jobs fails, sweeps count
@@ -27,7 +29,7 @@ func TestInFlightListFailing(t *testing.T) {
 	failed := rp.r.m.sweeps.WithLabelValues("error")
 
 	e.waitResults(10*time.Second, 1, stuck)
-	if got := e.resultsOf(stuck); len(got) != 1 || got[0].Source != bjs.SourceTimeout {
+	if got := e.resultsOf(stuck); len(got) != 1 || got[0].Source != contract.SourceTimeout {
 		t.Fatalf("stuck job: %+v, want a timeout while the list fails", got)
 	}
 	natstest.WaitFor(t, 5*time.Second, func() error {
@@ -48,7 +50,7 @@ func TestInFlightListFailing(t *testing.T) {
 
 	e.sim.SetFault(simulator.EndpointJobs, simulator.Fault{})
 	e.waitResults(10*time.Second, 1, missed)
-	if got := e.resultsOf(missed); len(got) != 1 || got[0].Source != bjs.SourcePoll || got[0].Status != upstream.StatusCompleted {
+	if got := e.resultsOf(missed); len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Status != upstream.StatusCompleted {
 		t.Fatalf("missed job: %+v, want its result by poll", got)
 	}
 }
@@ -144,10 +146,10 @@ func TestJobsWatchSurvivesRestart(t *testing.T) {
 	missed := e.submit("after restart", time.Minute)
 	e.waitResults(5*time.Second, 1, missed)
 	e.waitResults(5*time.Second, 1, stuck)
-	if got := e.resultsOf(stuck); len(got) != 1 || got[0].Source != bjs.SourceTimeout {
+	if got := e.resultsOf(stuck); len(got) != 1 || got[0].Source != contract.SourceTimeout {
 		t.Fatalf("stuck job: %+v, want one timeout", got)
 	}
-	if got := e.resultsOf(missed); len(got) != 1 || got[0].Source != bjs.SourcePoll {
+	if got := e.resultsOf(missed); len(got) != 1 || got[0].Source != contract.SourcePoll {
 		t.Fatalf("job recorded after the restart: %+v, want one result by poll", got)
 	}
 	// A record that leaves pending leaves the index: deliver the held job as its webhook would.
@@ -158,7 +160,7 @@ func TestJobsWatchSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.deliv.Deliver(e.ctx, job, bjs.SourceWebhook, time.Now()); err != nil {
+	if _, err := e.deliv.Deliver(e.ctx, job, contract.SourceWebhook, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	natstest.WaitFor(t, 5*time.Second, func() error {
@@ -167,7 +169,7 @@ func TestJobsWatchSurvivesRestart(t *testing.T) {
 		}
 		return nil
 	})
-	if got := e.resultsOf(held); len(got) != 1 || got[0].Source != bjs.SourceWebhook {
+	if got := e.resultsOf(held); len(got) != 1 || got[0].Source != contract.SourceWebhook {
 		t.Fatalf("held job: %+v, want one result by its webhook", got)
 	}
 	e.waitState(stuck, jobs.StateTimedOut)
@@ -191,10 +193,10 @@ func TestJobsWatchReopensWhenBucketRecreated(t *testing.T) {
 		}
 		return nil
 	})
-	if err := e.js.DeleteKeyValue(e.ctx, bjs.BucketJobs); err != nil {
+	if err := e.js.DeleteKeyValue(e.ctx, contract.BucketJobs); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bjs.Provision(e.ctx, e.js, bjs.ProvisionConfig{LeaseTTL: testTTL, Replicas: 1}); err != nil {
+	if _, err := natsx.Provision(e.ctx, e.js, natsx.ProvisionConfig{LeaseTTL: testTTL, Replicas: 1}); err != nil {
 		t.Fatal(err)
 	}
 	fresh := e.submit("fresh", time.Minute)
@@ -207,7 +209,7 @@ func TestJobsWatchReopensWhenBucketRecreated(t *testing.T) {
 		return nil
 	})
 	e.waitResults(5*time.Second, 1, fresh)
-	if got := e.resultsOf(fresh); len(got) != 1 || got[0].Source != bjs.SourcePoll {
+	if got := e.resultsOf(fresh); len(got) != 1 || got[0].Source != contract.SourcePoll {
 		t.Fatalf("new job: %+v, want one result by poll", got)
 	}
 }

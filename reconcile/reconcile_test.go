@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -57,10 +58,10 @@ func TestMissedWebhookRecoveredByPolling(t *testing.T) {
 	e.waitResults(10*time.Second, 1, id)
 
 	got := e.resultsOf(id)
-	if len(got) != 1 || got[0].Source != bjs.SourcePoll || got[0].Subject != "results.prompt" || got[0].MsgID != id {
+	if len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Subject != "results.prompt" || got[0].MsgID != id {
 		t.Fatalf("results %+v, want one on results.prompt with source poll", got)
 	}
-	if rec := e.waitState(id, jobs.StateDelivered); rec.Source != bjs.SourcePoll {
+	if rec := e.waitState(id, jobs.StateDelivered); rec.Source != contract.SourcePoll {
 		t.Fatalf("record source %s, want poll", rec.Source)
 	}
 	// Let two more sweep ticks pass: the index is empty, so they cost nothing.
@@ -100,8 +101,8 @@ func TestTimeoutOnceAtDeadline(t *testing.T) {
 		t.Fatalf("%d results, want 1", len(got))
 	}
 	r := got[0]
-	if r.Subject != "results.prompt" || r.Source != bjs.SourceTimeout || r.Status != upstream.StatusFailed ||
-		r.ErrorCode != "BRIDGE_TIMEOUT" || r.Bridge.Source != bjs.SourceTimeout {
+	if r.Subject != "results.prompt" || r.Source != contract.SourceTimeout || r.Status != upstream.StatusFailed ||
+		r.ErrorCode != "BRIDGE_TIMEOUT" || r.Bridge.Source != contract.SourceTimeout {
 		t.Fatalf("result %+v, want a timeout result", r)
 	}
 	// DESIGN: a timeout within one poll interval plus a few seconds of its deadline. The deadline timer
@@ -111,7 +112,7 @@ func TestTimeoutOnceAtDeadline(t *testing.T) {
 		t.Fatalf("timeout published %v after the deadline, want within a poll interval plus 1s", late)
 	}
 	t.Logf("timeout published %v after the deadline (%v after submit)", r.Stored.Sub(deadline), r.Stored.Sub(start))
-	if rec := e.waitState(id, jobs.StateTimedOut); rec.Source != bjs.SourceTimeout {
+	if rec := e.waitState(id, jobs.StateTimedOut); rec.Source != contract.SourceTimeout {
 		t.Fatalf("record source %s, want timeout", rec.Source)
 	}
 	// More sweeps (the job stays on the late watch, in flight): still one result.
@@ -145,8 +146,8 @@ func TestLateCompletionPublishedOnceOnLate(t *testing.T) {
 	}
 	e.waitResults(10*time.Second, 2, id)
 	got := e.resultsOf(id)
-	if len(got) != 2 || got[1].Subject != "results.late.prompt" || got[1].Source != bjs.SourcePoll ||
-		got[1].MsgID != id+bjs.LateSuffix || got[1].Status != upstream.StatusCompleted {
+	if len(got) != 2 || got[1].Subject != "results.late.prompt" || got[1].Source != contract.SourcePoll ||
+		got[1].MsgID != id+contract.LateSuffix || got[1].Status != upstream.StatusCompleted {
 		t.Fatalf("results %+v, want the timeout then one late result", got)
 	}
 	// The late webhook, verified, through the same path: nothing new.
@@ -154,7 +155,7 @@ func TestLateCompletionPublishedOnceOnLate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := e.deliv.Deliver(e.ctx, job, bjs.SourceWebhook, time.Now())
+	out, err := e.deliv.Deliver(e.ctx, job, contract.SourceWebhook, time.Now())
 	if err != nil || out != jobs.AlreadyDelivered {
 		t.Fatalf("late webhook: %v %v, want already delivered", out, err)
 	}
@@ -216,12 +217,12 @@ func TestRestartRecoversPendingAndOverdue(t *testing.T) {
 		}
 	}
 	for _, id := range done {
-		if r := e.resultsOf(id)[0]; r.Source != bjs.SourcePoll || r.Status != upstream.StatusCompleted {
+		if r := e.resultsOf(id)[0]; r.Source != contract.SourcePoll || r.Status != upstream.StatusCompleted {
 			t.Fatalf("finished job %s: %+v, want its real result by poll", id, r)
 		}
 	}
 	for _, id := range append(append([]string(nil), stuck...), future...) {
-		if r := e.resultsOf(id)[0]; r.Source != bjs.SourceTimeout || r.ErrorCode != "BRIDGE_TIMEOUT" {
+		if r := e.resultsOf(id)[0]; r.Source != contract.SourceTimeout || r.ErrorCode != "BRIDGE_TIMEOUT" {
 			t.Fatalf("stuck job %s: %+v, want a timeout", id, r)
 		}
 	}
@@ -313,7 +314,7 @@ func testReplicasActLikeOne(t *testing.T, topology string) {
 	// The new leader still works: a dropped webhook is recovered.
 	id := e.submit("after failover", time.Minute)
 	e.waitResults(10*time.Second, 1, id)
-	if got := e.resultsOf(id); len(got) != 1 || got[0].Source != bjs.SourcePoll {
+	if got := e.resultsOf(id); len(got) != 1 || got[0].Source != contract.SourcePoll {
 		t.Fatalf("results %+v, want one by poll", got)
 	}
 }
@@ -392,7 +393,7 @@ func TestWebhookAndPollRaceGiveOneResult(t *testing.T) {
 		wg.Go(func() {
 			e.record(id, time.Now(), time.Minute)
 			time.Sleep(time.Duration(i%10) * 12 * time.Millisecond) // jitter, not synchronisation
-			if _, err := e.deliv.Deliver(e.ctx, jobsByID[id], bjs.SourceWebhook, time.Now()); err != nil {
+			if _, err := e.deliv.Deliver(e.ctx, jobsByID[id], contract.SourceWebhook, time.Now()); err != nil {
 				t.Errorf("deliver %s: %v", id, err)
 			}
 		})
@@ -435,7 +436,7 @@ func TestUnknownUpstreamLeftToDeadline(t *testing.T) {
 	})
 	e.waitResults(10*time.Second, 1, id)
 	r := e.resultsOf(id)[0]
-	if r.Source != bjs.SourceTimeout || r.Subject != "results.prompt" {
+	if r.Source != contract.SourceTimeout || r.Subject != "results.prompt" {
 		t.Fatalf("result %+v, want a timeout on results.prompt", r)
 	}
 	// Three 404s in sweeps, then the last check at the deadline (issue 12 finding 4: one 404 is not
@@ -526,7 +527,7 @@ func TestDeadlineCheckRetriesPassingErrors(t *testing.T) {
 	e.waitResults(10*time.Second, 1, id)
 
 	got := e.resultsOf(id)
-	if len(got) != 1 || got[0].Source != bjs.SourcePoll || got[0].Status != upstream.StatusCompleted {
+	if len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Status != upstream.StatusCompleted {
 		t.Fatalf("results %+v, want one completed result with source poll, not a timeout", got)
 	}
 	if v := metricValue(rp.r.m.timeouts); v != 0 {

@@ -7,11 +7,12 @@ import (
 	"sync"
 	"time"
 
-	bjs "github.com/evershield/bridge/jetstream"
-	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/upstream"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/upstream"
 )
 
 // Tuning that is not worth a Config field.
@@ -95,14 +96,14 @@ func (r *Reconciler) open(ctx context.Context) error {
 	r.jobsKV, r.leases, r.leaseTTL = r.cfg.Jobs.KV(), r.cfg.Leases, r.cfg.LeaseTTL
 	st, err := r.leases.Status(ctx)
 	if err != nil {
-		return fmt.Errorf("reconcile: bucket %s status: %w", bjs.BucketLeases, err)
+		return fmt.Errorf("reconcile: bucket %s status: %w", contract.BucketLeases, err)
 	}
 	switch ttl := st.TTL(); {
 	case r.leaseTTL == 0 && ttl > 0:
 		r.leaseTTL = ttl
 	case r.leaseTTL == 0:
 		r.leaseTTL = 10 * time.Second
-		r.log.Warn().Msg("lease bucket has no TTL: a crashed leader's lease never expires; set one (bjs.Provision does)")
+		r.log.Warn().Msg("lease bucket has no TTL: a crashed leader's lease never expires; set one (natsx.Provision does)")
 	case ttl != r.leaseTTL:
 		r.log.Warn().Dur("lease_ttl", r.leaseTTL).Dur("bucket_ttl", ttl).Msg("LeaseTTL differs from the lease bucket's TTL")
 	}
@@ -370,7 +371,7 @@ func (r *Reconciler) fetchMissed(ctx context.Context, t task) {
 		r.idx.fetched(t, r.cfg.Now(), true, false)
 		return
 	}
-	out, err := r.cfg.Deliverer.Deliver(ctx, job, bjs.SourcePoll, r.cfg.Now())
+	out, err := r.cfg.Deliverer.Deliver(ctx, job, contract.SourcePoll, r.cfg.Now())
 	r.idx.fetched(t, r.cfg.Now(), false, false)
 	if err != nil {
 		r.m.errors.WithLabelValues("deliver").Inc()
@@ -465,7 +466,7 @@ func (r *Reconciler) checkDeadline(ctx context.Context, t task) {
 		return
 	}
 	if terminal {
-		out, err := r.cfg.Deliverer.Deliver(ctx, *last, bjs.SourcePoll, r.cfg.Now())
+		out, err := r.cfg.Deliverer.Deliver(ctx, *last, contract.SourcePoll, r.cfg.Now())
 		switch {
 		case err == nil:
 			r.count(out)

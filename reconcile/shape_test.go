@@ -7,12 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
-	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/upstream/simulator"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/upstream/simulator"
 )
 
 // TestMissedWebhookWithinTwoPollsPlusGrace pins DESIGN's bound (issue 12: "the webhook grace multiplied
@@ -43,7 +44,7 @@ func TestMissedWebhookWithinTwoPollsPlusGrace(t *testing.T) {
 		r := e.resultsOf(id)[0]
 		took := r.Stored.Sub(info.CompletedAt)
 		t.Logf("job %d: published %v after it completed", i, took)
-		if r.Source != bjs.SourcePoll || took < 0 || took > 2*poll+grace {
+		if r.Source != contract.SourcePoll || took < 0 || took > 2*poll+grace {
 			t.Errorf("job %d: %s result %v after completion, want by poll within 2×%v + %v", i, r.Source, took, poll, grace)
 		}
 	}
@@ -91,7 +92,7 @@ func (e *env) waitRawResult(t *testing.T, id string) *jetstream.RawStreamMsg {
 	if len(got) != 1 {
 		t.Fatalf("%d results, want 1", len(got))
 	}
-	s, err := e.js.Stream(e.ctx, bjs.StreamResults)
+	s, err := e.js.Stream(e.ctx, contract.StreamResults)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,8 +110,8 @@ func checkTimeoutMsg(t *testing.T, m *jetstream.RawStreamMsg, subject, id, want 
 	if m.Subject != subject {
 		t.Errorf("subject %q, want %q", m.Subject, subject)
 	}
-	if h := m.Header.Get(bjs.HeaderBridgeSource); h != "timeout" {
-		t.Errorf("header %s %q, want timeout", bjs.HeaderBridgeSource, h)
+	if h := m.Header.Get(contract.HeaderBridgeSource); h != "timeout" {
+		t.Errorf("header %s %q, want timeout", contract.HeaderBridgeSource, h)
 	}
 	if h := m.Header.Get(nats.MsgIdHdr); h != id {
 		t.Errorf("header %s %q, want %q", nats.MsgIdHdr, h, id)

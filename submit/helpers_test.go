@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -30,7 +31,7 @@ func (e *env) startSubmitter(mods ...func(*Config)) *Service {
 	if err != nil {
 		e.TB.Fatalf("new submit service: %v", err)
 	}
-	if err := s.Start(roletest.Ctx(e.TB, 30*time.Second)); err != nil {
+	if err := s.Start(natstest.CtxWithin(e.TB, 30*time.Second)); err != nil {
 		e.TB.Fatalf("start submit service: %v", err)
 	}
 	e.TB.Cleanup(func() { _ = s.Stop() })

@@ -28,7 +28,7 @@ var (
 	errIdemUnknown = errors.New("the first submission with this Idempotency-Key got no answer from the upstream, so its job may exist; use a new key to submit again")
 )
 
-// idemEntry is the value of an idempotency key in [bjs.BucketIdempotency].
+// idemEntry is the value of an idempotency key in [contract.BucketIdempotency].
 type idemEntry struct {
 	State  string    `json:"state"`
 	JobID  string    `json:"job_id,omitempty"`

@@ -10,11 +10,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 )
 
 // IntentPrefix prefixes the intent keys in BRIDGE_IDEMPOTENCY: intent.<id>.
-const IntentPrefix = bjs.IntentPrefix
+const IntentPrefix = contract.IntentPrefix
 
 // Intent is the value of an intent key: a submission on its way to the upstream.
 type Intent struct {

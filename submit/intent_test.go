@@ -10,9 +10,9 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -23,7 +23,7 @@ import (
 // completes leaves no intent.
 func TestInterruptedSubmissionIsReported(t *testing.T) {
 	e := newEnv(t, roletest.Single, simulator.Config{})
-	ctx := roletest.Ctx(t, 30*time.Second)
+	ctx := natstest.CtxWithin(t, 30*time.Second)
 	long := time.Now().Add(-10 * time.Minute).UTC()
 	// What a process that stopped mid-submission leaves.
 	b, _ := json.Marshal(Intent{Modality: "prompt", At: long, KeyHash: idemKey("prompt", "order-7")})
@@ -42,14 +42,14 @@ func TestInterruptedSubmissionIsReported(t *testing.T) {
 		}
 		return nil
 	})
-	msg := e.Request(bjs.SubjectSubmit+"prompt", []byte(`{"prompt":"again"}`), map[string]string{HeaderIdempotencyKey: "order-7"})
+	msg := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"again"}`), map[string]string{HeaderIdempotencyKey: "order-7"})
 	if code, desc := msg.Header.Get(micro.ErrorCodeHeader), msg.Header.Get(micro.ErrorHeader); code != "409" ||
 		!strings.HasPrefix(desc, "IDEMPOTENCY_INTERRUPTED") {
 		t.Fatalf("retry with the interrupted key: %s %s, want 409 IDEMPOTENCY_INTERRUPTED", code, desc)
 	}
 
 	// A submission that completes leaves no intent behind.
-	ok := e.Request(bjs.SubjectSubmit+"prompt", []byte(`{"prompt":"fine"}`), nil)
+	ok := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"fine"}`), nil)
 	if code := ok.Header.Get(micro.ErrorCodeHeader); code != "" {
 		t.Fatalf("submission: %s %s", code, ok.Header.Get(micro.ErrorHeader))
 	}

@@ -10,8 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/text"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 )
 
@@ -60,8 +60,8 @@ func (s *Service) handleStatus(base context.Context, req micro.Request) {
 	if rec.ResultSeq != 0 || rec.LateSeq != 0 {
 		// One stream lookup for both reads.
 		var st jetstream.Stream
-		if st, err = s.cfg.JS.Stream(ctx, bjs.StreamResults); err != nil {
-			err = fmt.Errorf("stream %s: %w", bjs.StreamResults, err)
+		if st, err = s.cfg.JS.Stream(ctx, contract.StreamResults); err != nil {
+			err = fmt.Errorf("stream %s: %w", contract.StreamResults, err)
 		} else if reply.Result, err = readResult(ctx, st, rec.ResultSeq); err == nil {
 			reply.LateResult, err = readResult(ctx, st, rec.LateSeq)
 		}

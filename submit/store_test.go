@@ -13,8 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -58,7 +59,7 @@ func TestUpstreamAcceptsButJobsWriteFails(t *testing.T) {
 	hdr := map[string]string{HeaderIdempotencyKey: "order-store-1"}
 	body := []byte(`{"prompt": "hello"}`)
 
-	reply := e.Request(bjs.SubjectSubmit+"prompt", body, hdr)
+	reply := e.Request(contract.SubjectSubmit+"prompt", body, hdr)
 	var got Reply
 	if err := json.Unmarshal(reply.Data, &got); err != nil {
 		t.Fatalf("reply body %q: %v", reply.Data, err)
@@ -81,12 +82,12 @@ func TestUpstreamAcceptsButJobsWriteFails(t *testing.T) {
 	if n := kv.refused.Load(); n != 5 {
 		t.Fatalf("%d JOBS writes tried, want 5 (StoreAttempts)", n)
 	}
-	if _, _, err := e.Store.Get(roletest.Ctx(t, 5*time.Second), id); !errors.Is(err, jobs.ErrNotFound) {
+	if _, _, err := e.Store.Get(natstest.CtxWithin(t, 5*time.Second), id); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("record of %s: %v, want none", id, err)
 	}
 
 	kv.down.Store(false)
-	retry := e.Request(bjs.SubjectSubmit+"prompt", body, hdr)
+	retry := e.Request(contract.SubjectSubmit+"prompt", body, hdr)
 	if code := retry.Header.Get(micro.ErrorCodeHeader); code != "" {
 		t.Fatalf("retry: %s %s", code, retry.Header.Get(micro.ErrorHeader))
 	}

@@ -17,31 +17,31 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 )
 
 // HeaderIdempotencyKey is the submit request header that makes a submission idempotent.
-const HeaderIdempotencyKey = bjs.HeaderIdempotencyKey
+const HeaderIdempotencyKey = contract.HeaderIdempotencyKey
 
 // HeaderRetryAfter is the header of a BUSY refusal: seconds to wait before retrying.
-const HeaderRetryAfter = bjs.HeaderRetryAfter
+const HeaderRetryAfter = contract.HeaderRetryAfter
 
 // StatusUnknown is the submit reply status for a job the upstream may or may not have created (503
 // SUBMISSION_STATUS_UNKNOWN with a job_id). The bridge tracks it as pending: the reconciler polls it and
 // a result or a timeout result follows on RESULTS, as for any other job.
 const StatusUnknown = "unknown"
 
-// DefaultModalities maps each modality of the documented (v1) contract ([bjs.Modalities]) to its
+// DefaultModalities maps each modality of the documented (v1) contract ([contract.Modalities]) to its
 // required form field.
-func DefaultModalities() map[string]string { return ModalitiesFor(bjs.ContractV1) }
+func DefaultModalities() map[string]string { return ModalitiesFor(contract.ContractV1) }
 
-// ModalitiesFor maps each modality served under contract ([bjs.ModalitiesFor]: v1, v2 or auto) to its
+// ModalitiesFor maps each modality served under api ([contract.ModalitiesFor]: v1, v2 or auto) to its
 // required form field, as callers name it (the upstream client renames fields for v2).
-func ModalitiesFor(contract string) map[string]string {
+func ModalitiesFor(api string) map[string]string {
 	fields := map[string]string{}
-	for _, m := range bjs.ModalitiesFor(contract) {
+	for _, m := range contract.ModalitiesFor(api) {
 		fields[m.Name] = m.Field
 	}
 	return fields
@@ -53,7 +53,7 @@ type Config struct {
 	NC *nats.Conn
 	// JS reads results for jobs.status.
 	JS jetstream.JetStream
-	// Idempotency is the [bjs.BucketIdempotency] bucket, as [bjs.Provision] makes it; its TTL is how long
+	// Idempotency is the [contract.BucketIdempotency] bucket, as [natsx.Provision] makes it; its TTL is how long
 	// an idempotency key is remembered.
 	Idempotency jetstream.KeyValue
 	// API is the budgeted upstream client; the submitter calls Submit only.
@@ -226,8 +226,8 @@ type Reply struct {
 	Status string `json:"status"`
 }
 
-// Service is the submit role: the micro service [bjs.ServiceName] with one endpoint per modality on
-// moderate.<modality>, and the job-status endpoint on [bjs.SubjectJobStatus]. Several submitters share
+// Service is the submit role: the micro service [contract.ServiceName] with one endpoint per modality on
+// moderate.<modality>, and the job-status endpoint on [contract.SubjectJobStatus]. Several submitters share
 // the endpoints through micro's queue group.
 //
 // A submit request is a JSON object of string fields, the upstream's form fields for the modality. It is
@@ -235,7 +235,7 @@ type Reply struct {
 // http(s) with a public host; webhook_url is refused because the bridge sets it); a request that fails
 // is answered with code 400 and never reaches the upstream. Then:
 //
-//  1. With an Idempotency-Key header, the key is reserved in [bjs.BucketIdempotency] with a create (so of
+//  1. With an Idempotency-Key header, the key is reserved in [contract.BucketIdempotency] with a create (so of
 //     two concurrent identical requests only one reaches the upstream; the other waits for its job_id).
 //  2. The job is submitted at [upstream.ClassSubmit].
 //  3. The JOBS record (pending, origin submit, deadline) is written, retried StoreAttempts times.
@@ -294,7 +294,7 @@ func (s *Service) Start(ctx context.Context) error {
 	go s.watchIntents(s.baseCtx)
 
 	svc, err := micro.AddService(s.cfg.NC, micro.Config{
-		Name:        bjs.ServiceName,
+		Name:        contract.ServiceName,
 		Version:     s.cfg.Version,
 		Description: "moderation submissions and job status",
 		ErrorHandler: func(_ micro.Service, e *micro.NATSError) {
@@ -303,21 +303,21 @@ func (s *Service) Start(ctx context.Context) error {
 	})
 	if err != nil {
 		s.cancel()
-		return fmt.Errorf("add service %s: %w", bjs.ServiceName, err)
+		return fmt.Errorf("add service %s: %w", contract.ServiceName, err)
 	}
 	for modality, field := range s.cfg.Modalities {
 		h := s.async(modality, func(ctx context.Context, req micro.Request) { s.handleSubmit(ctx, req, modality, field) })
-		if err := svc.AddEndpoint(modality, h, micro.WithEndpointSubject(bjs.SubjectSubmit+modality),
+		if err := svc.AddEndpoint(modality, h, micro.WithEndpointSubject(contract.SubjectSubmit+modality),
 			micro.WithEndpointMetadata(map[string]string{"required_field": field})); err != nil {
 			_ = svc.Stop()
 			s.cancel()
-			return fmt.Errorf("add endpoint %s: %w", bjs.SubjectSubmit+modality, err)
+			return fmt.Errorf("add endpoint %s: %w", contract.SubjectSubmit+modality, err)
 		}
 	}
-	if err := svc.AddEndpoint(statusLabel, s.async(statusLabel, s.handleStatus), micro.WithEndpointSubject(bjs.SubjectJobStatus)); err != nil {
+	if err := svc.AddEndpoint(statusLabel, s.async(statusLabel, s.handleStatus), micro.WithEndpointSubject(contract.SubjectJobStatus)); err != nil {
 		_ = svc.Stop()
 		s.cancel()
-		return fmt.Errorf("add endpoint %s: %w", bjs.SubjectJobStatus, err)
+		return fmt.Errorf("add endpoint %s: %w", contract.SubjectJobStatus, err)
 	}
 	s.svc = svc
 	s.log.Info().Int("modalities", len(s.cfg.Modalities)).Bool("webhook_url", s.cfg.PublicURL != "").Msg("submit service started")
@@ -474,7 +474,7 @@ func (s *Service) reply(req micro.Request, label, outcome string, e *replyError,
 	}
 }
 
-// replyAccepted answers an accepted submission with r, saying in [bjs.HeaderUpstreamEndpoint] which
+// replyAccepted answers an accepted submission with r, saying in [contract.HeaderUpstreamEndpoint] which
 // upstream path took it (under v2, /moderate/text for moderate.prompt and moderate.chat).
 func (s *Service) replyAccepted(req micro.Request, label, outcome string, r Reply, endpoint string) {
 	s.metrics.requests.WithLabelValues(label, outcome).Inc()
@@ -484,7 +484,7 @@ func (s *Service) replyAccepted(req micro.Request, label, outcome string, r Repl
 	m := nats.NewMsg(req.Reply())
 	m.Data, _ = json.Marshal(r) // a struct of strings always encodes
 	if endpoint != "" {
-		m.Header.Set(bjs.HeaderUpstreamEndpoint, endpoint)
+		m.Header.Set(contract.HeaderUpstreamEndpoint, endpoint)
 	}
 	if err := s.cfg.NC.PublishMsg(m); err != nil {
 		s.log.Warn().Err(err).Str("modality", label).Msg("reply")

@@ -9,8 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/roletest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -54,7 +54,7 @@ func TestBadSubmitNeverReachesUpstream(t *testing.T) {
 	e.startSubmitter()
 	for _, tt := range badSubmits() {
 		t.Run(tt.name, func(t *testing.T) {
-			reply := e.Request(bjs.SubjectSubmit+tt.modality, []byte(tt.body), nil)
+			reply := e.Request(contract.SubjectSubmit+tt.modality, []byte(tt.body), nil)
 			if code := reply.Header.Get(micro.ErrorCodeHeader); code != "400" {
 				t.Fatalf("code %q (%s), want 400", code, reply.Header.Get(micro.ErrorHeader))
 			}
@@ -83,13 +83,13 @@ func TestSubmitUpstreamErrorsKeepTheirStatus(t *testing.T) {
 	e := newEnv(t, roletest.Single, simulator.Config{})
 	e.startSubmitter()
 	// The default key lacks moderate:chat: 403 FORBIDDEN passes through.
-	reply := e.Request(bjs.SubjectSubmit+"chat", []byte(`{"prompt": "hi"}`), nil)
+	reply := e.Request(contract.SubjectSubmit+"chat", []byte(`{"prompt": "hi"}`), nil)
 	if code, desc := reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader); code != "403" ||
 		!strings.HasPrefix(desc, "FORBIDDEN: ") {
 		t.Fatalf("chat without scope: %q %q, want 403 FORBIDDEN: ...", code, desc)
 	}
 	e.Sim.SetFault(simulator.EndpointSubmit, simulator.Fault{RateLimitRate: 1})
-	reply = e.Request(bjs.SubjectSubmit+"prompt", []byte(`{"prompt": "hi"}`), nil)
+	reply = e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt": "hi"}`), nil)
 	if code, desc := reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader); code != "429" ||
 		!strings.HasPrefix(desc, "RATE_LIMITED: ") {
 		t.Fatalf("rate limited: %q %q, want 429 RATE_LIMITED: ...", code, desc)
@@ -118,7 +118,7 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range replies {
 		wg.Go(func() {
-			m := e.Request(bjs.SubjectSubmit+"prompt", body, hdr)
+			m := e.Request(contract.SubjectSubmit+"prompt", body, hdr)
 			if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
 				t.Errorf("request %d: %s %s", i, code, m.Header.Get(micro.ErrorHeader))
 				return
@@ -140,7 +140,7 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 	}
 
 	// The same key on another modality, or another key, is another job.
-	other := e.Request(bjs.SubjectSubmit+"chat", body, hdr)
+	other := e.Request(contract.SubjectSubmit+"chat", body, hdr)
 	if other.Header.Get(micro.ErrorCodeHeader) != "403" { // chat lacks the scope: but it did reach the upstream
 		t.Fatalf("chat with the same key: %q", other.Header.Get(micro.ErrorHeader))
 	}
@@ -151,11 +151,11 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 	// A final upstream error releases the key: a retry with it submits.
 	hdr2 := map[string]string{HeaderIdempotencyKey: "order-5678"}
 	e.Sim.SetFault(simulator.EndpointSubmit, simulator.Fault{ErrorRate: 1, ErrorStatus: 500})
-	if m := e.Request(bjs.SubjectSubmit+"prompt", body, hdr2); m.Header.Get(micro.ErrorCodeHeader) != "500" {
+	if m := e.Request(contract.SubjectSubmit+"prompt", body, hdr2); m.Header.Get(micro.ErrorCodeHeader) != "500" {
 		t.Fatalf("want 500, got %q %q", m.Header.Get(micro.ErrorCodeHeader), m.Header.Get(micro.ErrorHeader))
 	}
 	e.Sim.SetFault(simulator.EndpointSubmit, simulator.Fault{})
-	m := e.Request(bjs.SubjectSubmit+"prompt", body, hdr2)
+	m := e.Request(contract.SubjectSubmit+"prompt", body, hdr2)
 	var r Reply
 	if err := json.Unmarshal(m.Data, &r); err != nil || r.JobID == "" || r.JobID == replies[0].JobID {
 		t.Fatalf("retry after a failed submission: %q %q", m.Data, m.Header.Get(micro.ErrorHeader))
@@ -170,11 +170,11 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 func TestStatusRequestsHaveTheirOwnMetric(t *testing.T) {
 	e := newEnv(t, roletest.Single, simulator.Config{})
 	e.startSubmitter()
-	reply := e.Request(bjs.SubjectJobStatus, []byte(`{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"}`), nil)
+	reply := e.Request(contract.SubjectJobStatus, []byte(`{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"}`), nil)
 	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "404" {
 		t.Fatalf("code %q, want 404", code)
 	}
-	e.Request(bjs.SubjectJobStatus, []byte(`{"job_id":"nope"}`), nil)
+	e.Request(contract.SubjectJobStatus, []byte(`{"job_id":"nope"}`), nil)
 	got := map[string]float64{}
 	mfs, err := e.Reg.Gather()
 	if err != nil {

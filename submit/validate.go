@@ -8,8 +8,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/text"
-	bjs "github.com/evershield/bridge/jetstream"
 )
 
 // fieldWebhookURL is the form field the bridge sets itself.
@@ -56,7 +56,7 @@ func (s *Service) validate(data []byte, field string) (map[string]string, *reply
 	if !utf8.ValidString(val) {
 		return nil, badField(field, "field %q must be valid UTF-8", field)
 	}
-	if bjs.MediaField(field) {
+	if contract.MediaField(field) {
 		if err := s.checkURL(field, val); err != nil {
 			return nil, err
 		}

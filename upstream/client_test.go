@@ -27,12 +27,6 @@ import (
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func asError(t *testing.T, err error) *upstream.Error {
 	t.Helper()
 	var ue *upstream.Error
@@ -53,7 +47,7 @@ func TestErrorClasses(t *testing.T) {
 		},
 		ProcessDelay: time.Hour,
 	})
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	c := simtest.Client(t, sim)
 	foreign, err := c.Submit(ctx, "prompt", map[string]string{"prompt": "hi"}, "")
 	if err != nil {
@@ -208,7 +202,7 @@ func TestSubmissionStatusUnknown(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{Faults: map[string]simulator.Fault{
 		simulator.EndpointSubmit: {StatusUnknownRate: 1},
 	}})
-	s, err := simtest.Client(t, sim).Submit(testCtx(t), "prompt", map[string]string{"prompt": "x"}, "")
+	s, err := simtest.Client(t, sim).Submit(natstest.Ctx(t), "prompt", map[string]string{"prompt": "x"}, "")
 	if !errors.Is(err, upstream.ErrStatusUnknown) || !errors.Is(err, upstream.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrStatusUnknown", err)
 	}
@@ -243,7 +237,7 @@ func TestUndocumentedAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 
 	_, err = c.GetJob(ctx, "proxy", upstream.ClassPoll)
 	if ue := asError(t, err); ue.Status != 502 || ue.Code != "" || !strings.Contains(ue.Message, "Bad Gateway") || !ue.Retryable() {
@@ -286,7 +280,7 @@ func TestSubmitFormCarriesExactlyTheFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	tests := []struct {
 		name     string
 		modality string
@@ -344,7 +338,7 @@ func TestNewerContract(t *testing.T) {
 		QueueDelay:   -1,
 		ProcessDelay: -1,
 	})
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	c := simtest.Client(t, sim)
 	s, err := c.Submit(ctx, "text", map[string]string{"text": "hello"}, "")
 	if err != nil {
@@ -384,7 +378,7 @@ func TestKeyNeverLogged(t *testing.T) {
 	const key, wrong = "sk_live_SECRET_abc123", "sk_live_WRONG_def456"
 	sim := simtest.Run(t, simulator.Config{Keys: []simulator.Key{{Token: key, Account: "a", Scopes: simulator.DefaultScopes}}})
 	var buf testlog.Buffer
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	var errs []error
 	for _, k := range []string{key, wrong} {
 		c := simtest.Client(t, sim, func(c *upstream.Config) {
@@ -455,7 +449,7 @@ func TestConfigValidate(t *testing.T) {
 // TestListAndInFlight checks filters and that InFlight pages past 100 jobs, also when jobs finish.
 func TestListAndInFlight(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{QueueDelay: -1, ProcessDelay: -1})
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	c := simtest.Client(t, sim)
 	sim.SetHoldNew(true)
 	var ids []string
@@ -514,7 +508,7 @@ func TestRateLimitPausesClient(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{ProcessDelay: time.Hour})
 	clk := upstream.NewFakeClock(time.Now())
 	c := simtest.Client(t, sim, simtest.WithBudget(600, 10), func(cfg *upstream.Config) { upstream.UseClock(cfg, clk) })
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	s, err := c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, "")
 	if err != nil {
 		t.Fatal(err)
@@ -555,7 +549,7 @@ func TestRateLimitPausesClient(t *testing.T) {
 func TestBudgetHoldsAgainstSimulator(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{ProcessDelay: time.Hour})
 	c := simtest.Client(t, sim, simtest.WithBudget(1200, 2))
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	s, err := c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, "")
 	if err != nil {
 		t.Fatal(err)
@@ -590,7 +584,7 @@ func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	c := simtest.Client(t, sim, func(cfg *upstream.Config) { cfg.Metrics = reg })
 	_ = simtest.Client(t, sim, func(cfg *upstream.Config) { cfg.Metrics = reg }) // a second client shares the series
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	c.GetJob(ctx, "missing", upstream.ClassVerify)
 	sim.SetFault(simulator.EndpointJob, simulator.Fault{RateLimitRate: 1})
 	c.GetJob(ctx, "missing", upstream.ClassVerify)
@@ -658,7 +652,7 @@ func TestWithBudgetWaitRecordsTheWait(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{ProcessDelay: time.Hour})
 	gl := &grantLimiter{entered: make(chan struct{}, 2), grant: make(chan struct{})}
 	c := simtest.Client(t, sim, func(cfg *upstream.Config) { cfg.Limiter = gl })
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	type result struct {
 		id  string
 		err error

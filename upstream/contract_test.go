@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -36,7 +37,7 @@ func TestContractAutoBillsNoProbe(t *testing.T) {
 			if got := c.Contract(); got != upstream.ContractAuto {
 				t.Fatalf("contract before any submission %q, want auto", got)
 			}
-			s, err := c.Submit(testCtx(t), tt.modality, tt.fields, "")
+			s, err := c.Submit(natstest.Ctx(t), tt.modality, tt.fields, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,7 +51,7 @@ func TestContractAutoBillsNoProbe(t *testing.T) {
 				t.Fatalf("jobs at the simulator %+v, want only %s: a probe was billed", jobs, s.JobID)
 			}
 			// Decided: the next submission is one call.
-			if _, err := c.Submit(testCtx(t), tt.modality, tt.fields, ""); err != nil {
+			if _, err := c.Submit(natstest.Ctx(t), tt.modality, tt.fields, ""); err != nil {
 				t.Fatal(err)
 			}
 			if n := sim.CallCount(simulator.EndpointSubmit); n != tt.wantCalls+1 {
@@ -75,7 +76,7 @@ func TestContractV2RoutesRetiredPaths(t *testing.T) {
 		{"video", "video_url", "https://cdn.example.com/a.mp4", "video", "/moderate/video"},
 		{"audio", "audio", "https://cdn.example.com/a.mp3", "audio", "/moderate/audio"},
 	} {
-		s, err := c.Submit(testCtx(t), tc.modality, map[string]string{tc.field: tc.value}, "")
+		s, err := c.Submit(natstest.Ctx(t), tc.modality, map[string]string{tc.field: tc.value}, "")
 		if err != nil {
 			t.Fatalf("%s: %v", tc.modality, err)
 		}
@@ -87,7 +88,7 @@ func TestContractV2RoutesRetiredPaths(t *testing.T) {
 	if n := sim.CallCount(simulator.EndpointSubmit); n != 6 {
 		t.Fatalf("%d submit calls, want 6 (no retired path tried)", n)
 	}
-	_, err := c.Submit(testCtx(t), "prompt", map[string]string{"prompt": "a", "text": "b"}, "")
+	_, err := c.Submit(natstest.Ctx(t), "prompt", map[string]string{"prompt": "a", "text": "b"}, "")
 	if !errors.Is(err, upstream.ErrInvalidArgument) {
 		t.Fatalf("prompt and text together: %v, want ErrInvalidArgument", err)
 	}
@@ -108,7 +109,7 @@ func TestContractV2MediaErrors(t *testing.T) {
 		{"https://cdn.example.com/index.html", 415, "UNSUPPORTED_MEDIA", upstream.ErrUnsupportedMedia},
 		{"https://media.invalid/a.png", 422, "MEDIA_UNREACHABLE", upstream.ErrMediaUnreachable},
 	} {
-		_, err := c.Submit(testCtx(t), "image", map[string]string{"image_url": tc.url}, "")
+		_, err := c.Submit(natstest.Ctx(t), "image", map[string]string{"image_url": tc.url}, "")
 		ue := asError(t, err)
 		if ue.Status != tc.status || ue.Code != tc.code || !errors.Is(err, tc.want) || ue.Retryable() {
 			t.Fatalf("%s: %v (status %d code %q retryable %v), want %d %s", tc.url, err, ue.Status, ue.Code, ue.Retryable(), tc.status, tc.code)
@@ -125,11 +126,11 @@ func TestHeaderObserverHearsEveryAnswer(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{RPM: 20, QueueDelay: -1, ProcessDelay: -1}, simtest.WithContract(simulator.ContractV2))
 	lim := &recordingLimiter{}
 	c := simtest.Client(t, sim, func(c *upstream.Config) { c.Contract = upstream.ContractV2; c.Limiter = lim })
-	s, err := c.Submit(testCtx(t), "prompt", map[string]string{"prompt": "hi"}, "")
+	s, err := c.Submit(natstest.Ctx(t), "prompt", map[string]string{"prompt": "hi"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.GetJob(testCtx(t), s.JobID, upstream.ClassPoll); err != nil {
+	if _, err := c.GetJob(natstest.Ctx(t), s.JobID, upstream.ClassPoll); err != nil {
 		t.Fatal(err)
 	}
 	got := lim.seen()

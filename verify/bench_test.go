@@ -12,8 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/roletest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -88,7 +88,7 @@ func BenchmarkVerify(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			st, err := e.JS.Stream(ctx, bjs.StreamResults)
+			st, err := e.JS.Stream(ctx, contract.StreamResults)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -138,7 +138,7 @@ func BenchmarkVerify(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if strings.HasPrefix(m.Subject, bjs.SubjectResultFence) {
+				if strings.HasPrefix(m.Subject, contract.SubjectResultFence) {
 					continue
 				}
 				var body struct {

@@ -11,10 +11,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -23,12 +24,12 @@ import (
 // would, unacknowledged, for decide.
 func (e *env) fetchWebhook(t *testing.T, body []byte) jetstream.Msg {
 	t.Helper()
-	ctx := roletest.Ctx(t, 10*time.Second)
-	ack, err := bjs.PublishMsg(ctx, e.JS, roletest.WebhookMsg("prompt", uuid.NewString(), body, time.Now(), "203.0.113.7:4711"))
+	ctx := natstest.CtxWithin(t, 10*time.Second)
+	ack, err := natsx.PublishMsg(ctx, e.JS, roletest.WebhookMsg("prompt", uuid.NewString(), body, time.Now(), "203.0.113.7:4711"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := e.JS.OrderedConsumer(ctx, bjs.StreamWebhooks, jetstream.OrderedConsumerConfig{
+	cons, err := e.JS.OrderedConsumer(ctx, contract.StreamWebhooks, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: ack.Sequence})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +49,7 @@ func TestDecideVerdicts(t *testing.T) {
 	completed := func(t *testing.T) string { return e.SubmitDirect("prompt", map[string]string{"prompt": "decide"}) }
 	record := func(t *testing.T, id string, st jobs.State) {
 		now := time.Now().UTC()
-		if _, err := e.Deliverer.Store().Create(roletest.Ctx(t, 5*time.Second), jobs.Record{JobID: id, Modality: "prompt",
+		if _, err := e.Deliverer.Store().Create(natstest.CtxWithin(t, 5*time.Second), jobs.Record{JobID: id, Modality: "prompt",
 			State: st, Origin: jobs.OriginSubmit, SubmittedAt: now, Deadline: now.Add(time.Hour), ResultSeq: 1}); err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +81,7 @@ func TestDecideVerdicts(t *testing.T) {
 		{name: "job not finished", webhook: func(t *testing.T) []byte {
 			e.Sim.SetHoldNew(true)
 			defer e.Sim.SetHoldNew(false)
-			sub, err := e.API.Submit(roletest.Ctx(t, 5*time.Second), "prompt", map[string]string{"prompt": "held"}, "")
+			sub, err := e.API.Submit(natstest.CtxWithin(t, 5*time.Second), "prompt", map[string]string{"prompt": "held"}, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +141,7 @@ func TestDecideVerdicts(t *testing.T) {
 				l = v.lanes()[1]
 			}
 			calls := e.Sim.CallCount(simulator.EndpointJob)
-			vd := v.decide(roletest.Ctx(t, 10*time.Second), v.newDelivery(stop, msg, l))
+			vd := v.decide(natstest.CtxWithin(t, 10*time.Second), v.newDelivery(stop, msg, l))
 			if vd.action != tt.wantAction || vd.outcome != tt.wantOut || vd.reason != tt.wantReason {
 				t.Fatalf("verdict %d %q %q (%v), want %d %q %q", vd.action, vd.outcome, vd.reason, vd.cause,
 					tt.wantAction, tt.wantOut, tt.wantReason)
@@ -206,15 +207,15 @@ func TestHappyPathRoundTrips(t *testing.T) {
 	}
 	id := e.SubmitDirect("prompt", map[string]string{"prompt": "round trips"})
 	now := time.Now().UTC()
-	if _, err := store.Create(roletest.Ctx(t, 5*time.Second), jobs.Record{JobID: id, Modality: "prompt",
+	if _, err := store.Create(natstest.CtxWithin(t, 5*time.Second), jobs.Record{JobID: id, Modality: "prompt",
 		State: jobs.StatePending, Origin: jobs.OriginSubmit, SubmittedAt: now, Deadline: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	msg := e.fetchWebhook(t, roletest.WebhookBody(id, false))
-	results := len(e.StreamMsgs(bjs.StreamResults, ""))
+	results := len(e.StreamMsgs(contract.StreamResults, ""))
 	kv.n = 0
 	v.process(context.Background(), context.Background(), msg, v.lanes()[0])
-	publishes := len(e.StreamMsgs(bjs.StreamResults, "")) - results
+	publishes := len(e.StreamMsgs(contract.StreamResults, "")) - results
 	if kv.n != 2 || publishes != 1 {
 		t.Fatalf("%d JOBS requests and %d publishes, want 2 (read, write) and 1", kv.n, publishes)
 	}
@@ -248,10 +249,10 @@ func TestUpperCaseIDIsTheSameJob(t *testing.T) {
 		t.Fatalf("outcomes published %v, already_delivered %v, retry %v; want 1, 1, 0",
 			outcome("published"), outcome("already_delivered"), outcome("retry"))
 	}
-	if n := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))[id]; n != 1 {
+	if n := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))[id]; n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
-	if _, _, err := e.Deliverer.Store().Get(roletest.Ctx(t, 5*time.Second), upper); !errors.Is(err, jobs.ErrNotFound) {
+	if _, _, err := e.Deliverer.Store().Get(natstest.CtxWithin(t, 5*time.Second), upper); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("a record under the upper-case id: %v", err)
 	}
 	if rec := e.Record(id); rec.State != jobs.StateDelivered {

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/roletest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -41,5 +41,5 @@ func (e *env) startVerifier(mods ...func(*Config)) (stop func()) {
 // waitLaneSettled waits until the slow lane has handled every unknown_job dead letter.
 func (e *env) waitLaneSettled(d time.Duration) {
 	e.TB.Helper()
-	e.WaitLaneSettled(bjs.DeadLetterSubject(ReasonUnknownJob), d)
+	e.WaitLaneSettled(contract.DeadLetterSubject(ReasonUnknownJob), d)
 }

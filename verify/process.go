@@ -14,9 +14,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/text"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 )
 
@@ -95,7 +96,7 @@ func (v *Verifier) newDelivery(stop context.Context, msg jetstream.Msg, l *lane)
 		d.attempt = int(min(meta.NumDelivered, 1<<30))
 		d.receivedAt = meta.Timestamp
 	}
-	if t, err := time.Parse(time.RFC3339Nano, msg.Headers().Get(bjs.HeaderReceivedAt)); err == nil {
+	if t, err := time.Parse(time.RFC3339Nano, msg.Headers().Get(contract.HeaderReceivedAt)); err == nil {
 		d.receivedAt = t
 	}
 	if d.receivedAt.IsZero() {
@@ -160,8 +161,8 @@ func (v *Verifier) decide(ctx context.Context, d delivery) verdict {
 		if vd, ok := v.admitUnknown(rctx, d); !ok {
 			return vd
 		}
-		if d.msg.Headers().Get(bjs.HeaderAuthenticated) != "" {
-			v.metrics.provenance.WithLabelValues(d.msg.Headers().Get(bjs.HeaderAuthenticated)).Inc()
+		if d.msg.Headers().Get(contract.HeaderAuthenticated) != "" {
+			v.metrics.provenance.WithLabelValues(d.msg.Headers().Get(contract.HeaderAuthenticated)).Inc()
 		}
 		if d.lane.slow {
 			// The wait for the budget is not the handler's work: HandlerTimeout starts again.
@@ -234,7 +235,7 @@ func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) 
 		d.log.Debug().Str("status", job.Status).Msg("job not terminal yet")
 		return verdict{action: actRetry, outcome: outcomeNotTerminal, cause: fmt.Errorf("job is %s", job.Status)}
 	}
-	out, err := v.cfg.Deliverer.DeliverVerified(ctx, jobs.Verified{Job: job, Source: bjs.SourceWebhook, ReceivedAt: d.receivedAt,
+	out, err := v.cfg.Deliverer.DeliverVerified(ctx, jobs.Verified{Job: job, Source: contract.SourceWebhook, ReceivedAt: d.receivedAt,
 		Record: rec, Rev: rev, Note: func(r *jobs.Record) { _, _ = note(r) }})
 	switch {
 	case err != nil:
@@ -347,10 +348,10 @@ func (v *Verifier) settle(workCtx context.Context, d delivery, vd verdict) {
 func (v *Verifier) logDeadLetter(d delivery, vd verdict) {
 	switch vd.reason {
 	case ReasonMalformed:
-		d.log.Warn().Err(vd.cause).Str("remote_addr", d.msg.Headers().Get(bjs.HeaderRemoteAddr)).Msg("malformed webhook dead-lettered")
+		d.log.Warn().Err(vd.cause).Str("remote_addr", d.msg.Headers().Get(contract.HeaderRemoteAddr)).Msg("malformed webhook dead-lettered")
 	case ReasonNotFound:
-		d.log.Warn().Str("remote_addr", d.msg.Headers().Get(bjs.HeaderRemoteAddr)).
-			Str("modality", d.msg.Headers().Get(bjs.HeaderModality)).
+		d.log.Warn().Str("remote_addr", d.msg.Headers().Get(contract.HeaderRemoteAddr)).
+			Str("modality", d.msg.Headers().Get(contract.HeaderModality)).
 			Msg("webhook for a job the upstream does not know (spoofed or foreign); dead-lettered, not published")
 	case ReasonUnknownJob:
 		if vd.outcome == outcomeUnknownShed {
@@ -383,20 +384,20 @@ func (v *Verifier) backoff(attempt int, retryAfter time.Duration) time.Duration 
 // letter), and dead-letters one from the slow lane, keeping the webhook's original subject.
 func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason, outcome string) {
 	msg, id, attempt := d.msg, d.id, d.attempt
-	dl := nats.NewMsg(bjs.DeadLetterSubject(reason))
+	dl := nats.NewMsg(contract.DeadLetterSubject(reason))
 	dl.Data = msg.Data()
-	for _, h := range []string{bjs.HeaderReceivedAt, bjs.HeaderRemoteAddr, bjs.HeaderModality, bjs.HeaderAuthenticated, bjs.HeaderDeliveryID} {
+	for _, h := range []string{contract.HeaderReceivedAt, contract.HeaderRemoteAddr, contract.HeaderModality, contract.HeaderAuthenticated, contract.HeaderDeliveryID} {
 		if val := msg.Headers().Get(h); val != "" {
 			dl.Header.Set(h, val)
 		}
 	}
-	dl.Header.Set(bjs.HeaderReason, reason)
-	dl.Header.Set(bjs.HeaderAttempts, strconv.Itoa(attempt))
-	orig := msg.Headers().Get(bjs.HeaderOriginalSubject)
+	dl.Header.Set(contract.HeaderReason, reason)
+	dl.Header.Set(contract.HeaderAttempts, strconv.Itoa(attempt))
+	orig := msg.Headers().Get(contract.HeaderOriginalSubject)
 	if orig == "" {
 		orig = msg.Subject()
 	}
-	dl.Header.Set(bjs.HeaderOriginalSubject, orig)
+	dl.Header.Set(contract.HeaderOriginalSubject, orig)
 	// The id names the message being dead-lettered (stream and sequence), so a redelivery of it collapses
 	// while a redriven copy (a new WEBHOOKS message) that fails again is stored again.
 	if meta, err := msg.Metadata(); err == nil {
@@ -409,7 +410,7 @@ func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason, outcome s
 	defer cancel()
 	var err error
 	for try := 0; try < 3; try++ {
-		if _, err = bjs.PublishMsg(pctx, v.cfg.JS, dl); err == nil {
+		if _, err = natsx.PublishMsg(pctx, v.cfg.JS, dl); err == nil {
 			break
 		}
 		select {

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/upstream"
 )
 
@@ -166,7 +166,7 @@ func (b *tokenBucket) eta() time.Duration {
 // frees the worker and spends no attempt) until a token is likely free. When it may not go on, it returns
 // the verdict.
 func (v *Verifier) admitUnknown(ctx context.Context, d delivery) (verdict, bool) {
-	if d.msg.Headers().Get(bjs.HeaderAuthenticated) != "" {
+	if d.msg.Headers().Get(contract.HeaderAuthenticated) != "" {
 		return verdict{}, true
 	}
 	if v.unknownBudget == nil {

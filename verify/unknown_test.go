@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/budget"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -42,14 +42,14 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 	// slow lane, whose next token is a minute away.
 	stop := e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownBurst = 1, 1 })
 	e.WaitSettled(20 * time.Second)
-	laned := len(e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(ReasonUnknownJob)))
+	laned := len(e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonUnknownJob)))
 	if laned == 0 {
 		t.Fatal("nothing moved to the slow lane")
 	}
 	stop()
 
-	ctx := roletest.Ctx(t, 10*time.Second)
-	c, err := e.JS.Consumer(ctx, bjs.StreamDeadLetter, bjs.ConsumerVerifyUnknown)
+	ctx := natstest.CtxWithin(t, 10*time.Second)
+	c, err := e.JS.Consumer(ctx, contract.StreamDeadLetter, contract.ConsumerVerifyUnknown)
 	if err != nil {
 		t.Fatalf("slow-lane consumer: %v", err)
 	}
@@ -64,11 +64,11 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 		info.NumPending+uint64(info.NumAckPending))
 
 	e.startVerifier() // a generous unknown-job budget
-	e.WaitResults(bjs.SubjectResults+">", len(foreign), 30*time.Second)
+	e.WaitResults(contract.SubjectResults+">", len(foreign), 30*time.Second)
 	e.waitLaneSettled(30 * time.Second)
 	e.WaitSettled(10 * time.Second)
 
-	ids := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, ""))
+	ids := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, ""))
 	if len(ids) != len(foreign) {
 		t.Fatalf("results for %d jobs, want %d", len(ids), len(foreign))
 	}
@@ -77,7 +77,7 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 			t.Fatalf("job %s has %d results (foreign %v)", id, n, foreign[id])
 		}
 	}
-	notFound := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(ReasonNotFound))
+	notFound := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonNotFound))
 	if len(notFound) != len(spoofed) {
 		t.Fatalf("%d not_found dead letters, want %d", len(notFound), len(spoofed))
 	}
@@ -95,9 +95,9 @@ func TestForeignJobVerifiedAtOnceWithoutFlood(t *testing.T) {
 	e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownBurst = 0, 0 }) // the defaults
 	id := e.SubmitDirect("prompt", map[string]string{"prompt": "hello"})
 	e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
-	e.WaitResults(bjs.SubjectResults+">", 1, 20*time.Second)
+	e.WaitResults(contract.SubjectResults+">", 1, 20*time.Second)
 	e.WaitSettled(10 * time.Second)
-	if n := len(e.StreamMsgs(bjs.StreamDeadLetter, "")); n != 0 {
+	if n := len(e.StreamMsgs(contract.StreamDeadLetter, "")); n != 0 {
 		t.Fatalf("%d dead letters, want 0", n)
 	}
 	if got := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", outcomeUnknownLaned); got != 0 {
@@ -116,20 +116,20 @@ func TestUnknownJobVerificationOff(t *testing.T) {
 	if n := e.Sim.CallCount(simulator.EndpointJob); n != 0 {
 		t.Fatalf("%d upstream GETs, want 0 with unknown-job verification off", n)
 	}
-	if got := e.StreamMsgs(bjs.StreamResults, ""); len(got) != 0 {
+	if got := e.StreamMsgs(contract.StreamResults, ""); len(got) != 0 {
 		t.Fatalf("%d results, want 0", len(got))
 	}
-	dl := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(ReasonUnknownJob))
+	dl := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonUnknownJob))
 	if len(dl) != 2 {
 		t.Fatalf("%d unknown_job dead letters, want 2", len(dl))
 	}
 	for _, m := range dl {
-		if m.Header.Get(bjs.HeaderReason) != ReasonUnknownJob {
+		if m.Header.Get(contract.HeaderReason) != ReasonUnknownJob {
 			t.Fatalf("dead letter headers %v", m.Header)
 		}
 	}
 	// No slow lane: the dead letters wait for an operator.
-	if _, err := e.JS.Consumer(roletest.Ctx(t, 5*time.Second), bjs.StreamDeadLetter, bjs.ConsumerVerifyUnknown); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if _, err := e.JS.Consumer(natstest.CtxWithin(t, 5*time.Second), contract.StreamDeadLetter, contract.ConsumerVerifyUnknown); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("slow-lane consumer: %v, want ErrConsumerNotFound with unknown-job verification off", err)
 	}
 }
@@ -158,11 +158,11 @@ func TestVerifierConfigUnknownBounds(t *testing.T) {
 	}
 	// The slow lane holds many parked webhooks (delayed naks) while it checks the account's list.
 	if c := v.cfg; c.UnknownRPM != DefaultUnknownRPM || c.UnknownBurst != 1 || c.UnknownConcurrency != 128 ||
-		c.UnknownMaxAckPending != 8192 || c.UnknownConsumer != bjs.ConsumerVerifyUnknown {
+		c.UnknownMaxAckPending != 8192 || c.UnknownConsumer != contract.ConsumerVerifyUnknown {
 		t.Fatalf("defaults %d/%d/%d/%d/%q", c.UnknownRPM, c.UnknownBurst, c.UnknownConcurrency, c.UnknownMaxAckPending, c.UnknownConsumer)
 	}
 	lc := v.UnknownConsumerConfig()
-	if lc.FilterSubject != bjs.DeadLetterSubject(ReasonUnknownJob) || lc.MaxAckPending != 8192 || lc.AckPolicy != jetstream.AckExplicitPolicy {
+	if lc.FilterSubject != contract.DeadLetterSubject(ReasonUnknownJob) || lc.MaxAckPending != 8192 || lc.AckPolicy != jetstream.AckExplicitPolicy {
 		t.Fatalf("slow-lane consumer config %+v", lc)
 	}
 }
@@ -174,14 +174,14 @@ func TestTokenBucketWaitersGoFirst(t *testing.T) {
 	if !b.take() {
 		t.Fatal("take from a full bucket failed")
 	}
-	if err := b.wait(roletest.Ctx(t, 5*time.Second), nil); err != nil {
+	if err := b.wait(natstest.CtxWithin(t, 5*time.Second), nil); err != nil {
 		t.Fatalf("wait with a token left: %v", err)
 	}
 	if b.take() {
 		t.Fatal("take from an empty bucket succeeded")
 	}
 
-	ctx, cancel := context.WithCancel(roletest.Ctx(t, 10*time.Second))
+	ctx, cancel := context.WithCancel(natstest.CtxWithin(t, 10*time.Second))
 	waiting := make(chan int, 4)
 	done := make(chan error, 1)
 	go func() { done <- b.wait(ctx, func(n int) { waiting <- n }) }()
@@ -228,7 +228,7 @@ func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
 	for i, id := range append(append([]string{}, real...), forged...) {
 		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, i%2 == 0))
 	}
-	e.WaitResults(bjs.SubjectResults+">", len(real), 60*time.Second)
+	e.WaitResults(contract.SubjectResults+">", len(real), 60*time.Second)
 	elapsed := time.Since(start)
 	pages := e.Sim.CallCount(simulator.EndpointJobs) - pages0
 	viaList := roletest.CounterValue(t, e.Reg, "bridge_verify_provenance_total", "via", "list")
@@ -239,7 +239,7 @@ func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
 	if pages > 3 {
 		t.Fatalf("%d list pages for %d ids in one window; a round settles every id on its page", pages, len(real)+len(forged))
 	}
-	ids := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))
+	ids := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 	for _, id := range forged {
 		if ids[id] > 0 {
 			t.Fatalf("forged id %s has a result", id)
@@ -271,7 +271,7 @@ func TestUnknownBudgetSharedByVerifiers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Start(roletest.Ctx(t, 10*time.Second)); err != nil {
+		if err := b.Start(natstest.CtxWithin(t, 10*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(b.Stop)

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 )
@@ -35,7 +35,7 @@ type Config struct {
 	// Now is the clock for recorded times and latencies; default time.Now.
 	Now func() time.Time
 
-	// Consumer is the durable name of the pull consumer on WEBHOOKS; default [bjs.ConsumerVerify].
+	// Consumer is the durable name of the pull consumer on WEBHOOKS; default [contract.ConsumerVerify].
 	Consumer string
 	// Concurrency bounds the webhooks verified at once by this process. 0 (the default) adapts it to
 	// the upstream: it starts at 64 and moves between 64 and min(1024, MaxAckPending/2), growing while
@@ -85,7 +85,7 @@ type Config struct {
 	// 20m.
 	ListLookback time.Duration
 	// UnknownConsumer is the durable name of the slow lane's pull consumer on DEADLETTER (filtered to
-	// deadletter.unknown_job); default [bjs.ConsumerVerifyUnknown].
+	// deadletter.unknown_job); default [contract.ConsumerVerifyUnknown].
 	UnknownConsumer string
 	// UnknownConcurrency bounds the slow-lane webhooks this process handles at once; they mostly wait for a
 	// list round, which serves them all together, so it is generous; default 128.
@@ -102,7 +102,7 @@ func (c *Config) setDefaults() {
 		c.Now = time.Now
 	}
 	if c.Consumer == "" {
-		c.Consumer = bjs.ConsumerVerify
+		c.Consumer = contract.ConsumerVerify
 	}
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = 32 * adaptiveInitial // room for the adaptive limit's ceiling, twice over
@@ -141,7 +141,7 @@ func (c *Config) setDefaults() {
 		c.ListLookback = 20 * time.Minute
 	}
 	if c.UnknownConsumer == "" {
-		c.UnknownConsumer = bjs.ConsumerVerifyUnknown
+		c.UnknownConsumer = contract.ConsumerVerifyUnknown
 	}
 	if c.UnknownConcurrency == 0 {
 		c.UnknownConcurrency = 128
@@ -190,8 +190,8 @@ func (c *Config) Validate() error {
 }
 
 // Verifier is the verify role. It takes every raw webhook from the durable pull consumer
-// [bjs.ConsumerVerify] on WEBHOOKS (and, for unknown jobs the budget could not take at once, from its
-// slow lane [bjs.ConsumerVerifyUnknown] on DEADLETTER, below), asks the upstream for the truth
+// [contract.ConsumerVerify] on WEBHOOKS (and, for unknown jobs the budget could not take at once, from its
+// slow lane [contract.ConsumerVerifyUnknown] on DEADLETTER, below), asks the upstream for the truth
 // (GET /job/{id}) and publishes that through [jobs.Deliverer.Deliver]. Several verifiers, in one process
 // or many, share both consumers.
 //
@@ -342,7 +342,7 @@ func New(cfg Config) (*Verifier, error) {
 // ConsumerConfig is the configuration the verifier creates or updates its durable consumer with.
 func (v *Verifier) ConsumerConfig() jetstream.ConsumerConfig {
 	return v.consumerConfig(v.cfg.Consumer, "bridge verifier: raw webhooks to verify against the upstream",
-		v.cfg.MaxAckPending, bjs.SubjectWebhooks+">")
+		v.cfg.MaxAckPending, contract.SubjectWebhooks+">")
 }
 
 // UnknownConsumerConfig is the configuration the verifier creates or updates the slow lane's durable
@@ -350,7 +350,7 @@ func (v *Verifier) ConsumerConfig() jetstream.ConsumerConfig {
 func (v *Verifier) UnknownConsumerConfig() jetstream.ConsumerConfig {
 	return v.consumerConfig(v.cfg.UnknownConsumer,
 		"bridge verifier slow lane: webhooks of unknown jobs waiting for the unknown-job budget",
-		v.cfg.UnknownMaxAckPending, bjs.DeadLetterSubject(ReasonUnknownJob))
+		v.cfg.UnknownMaxAckPending, contract.DeadLetterSubject(ReasonUnknownJob))
 }
 
 // consumerConfig is what both lanes' consumers share: explicit acks, no MaxDeliver (the verifier counts
@@ -370,7 +370,7 @@ func (v *Verifier) consumerConfig(durable, description string, maxAckPending int
 
 // lanes are the lanes this verifier runs: the slow one only when unknown ids are verified at all.
 func (v *Verifier) lanes() []*lane {
-	main := &lane{name: "main", stream: bjs.StreamWebhooks, config: v.ConsumerConfig()}
+	main := &lane{name: "main", stream: contract.StreamWebhooks, config: v.ConsumerConfig()}
 	if c := v.cfg.Concurrency; c > 0 {
 		main.limit, main.prefetch = fixedLimiter(c), c
 	} else {
@@ -379,7 +379,7 @@ func (v *Verifier) lanes() []*lane {
 	}
 	ls := []*lane{main}
 	if v.unknownBudget != nil {
-		ls = append(ls, &lane{name: "unknown", stream: bjs.StreamDeadLetter, config: v.UnknownConsumerConfig(),
+		ls = append(ls, &lane{name: "unknown", stream: contract.StreamDeadLetter, config: v.UnknownConsumerConfig(),
 			limit: fixedLimiter(v.cfg.UnknownConcurrency), prefetch: 1, slow: true})
 	}
 	return ls

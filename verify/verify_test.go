@@ -13,9 +13,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/roletest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -46,7 +46,7 @@ func TestDuplicateWebhookPublishesOnce(t *testing.T) {
 			}
 			wg.Wait()
 			e.WaitSettled(20 * time.Second)
-			counts := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))
+			counts := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 			for _, id := range ids {
 				if counts[id] != 1 {
 					t.Fatalf("job %s has %d results, want 1 (all: %v)", id, counts[id], counts)
@@ -72,7 +72,7 @@ func TestDuplicateWebhookPublishesOnce(t *testing.T) {
 			if n := e.Sim.CallCount(simulator.EndpointJob) - gets; n != 0 {
 				t.Fatalf("%d upstream GETs for copies of delivered jobs, want 0", n)
 			}
-			if got := len(e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">")); got != jobsN {
+			if got := len(e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">")); got != jobsN {
 				t.Fatalf("%d results, want %d", got, jobsN)
 			}
 		})
@@ -86,7 +86,7 @@ func TestForgedVerdictGetsUpstreamVerdict(t *testing.T) {
 	forged, _ := json.Marshal(map[string]any{"job_id": id, "status": "completed", "is_prohibited": true,
 		"reason": "forged", "categories": map[string]any{"custom": map[string]any{"evil": true}}})
 	e.PublishWebhook("prompt", id, forged)
-	msgs := e.WaitResults(bjs.SubjectResults+">", 1, 10*time.Second)
+	msgs := e.WaitResults(contract.SubjectResults+">", 1, 10*time.Second)
 	var got map[string]any
 	if err := json.Unmarshal(msgs[0].Data, &got); err != nil {
 		t.Fatal(err)
@@ -111,29 +111,29 @@ func TestSpoofedWebhookNeverPublished(t *testing.T) {
 	e.PublishWebhook("prompt", "junk-1", []byte(`{"job_id": 42}`))
 	e.WaitSettled(10 * time.Second)
 
-	if got := e.StreamMsgs(bjs.StreamResults, ""); len(got) != 0 {
+	if got := e.StreamMsgs(contract.StreamResults, ""); len(got) != 0 {
 		t.Fatalf("%d results for a spoofed webhook, want 0", len(got))
 	}
 	if n := e.Sim.CallCount(simulator.EndpointJob); n != 1 {
 		t.Fatalf("%d upstream GETs, want exactly 1 (none for the malformed one)", n)
 	}
-	dl := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(ReasonNotFound))
+	dl := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonNotFound))
 	if len(dl) != 1 {
 		t.Fatalf("%d not_found dead letters, want 1", len(dl))
 	}
 	h := dl[0].Header
-	if h.Get(bjs.HeaderReason) != ReasonNotFound || h.Get(bjs.HeaderAttempts) != "1" ||
-		h.Get(bjs.HeaderOriginalSubject) != "webhooks.image" || h.Get(bjs.HeaderRemoteAddr) != "203.0.113.7:4711" ||
+	if h.Get(contract.HeaderReason) != ReasonNotFound || h.Get(contract.HeaderAttempts) != "1" ||
+		h.Get(contract.HeaderOriginalSubject) != "webhooks.image" || h.Get(contract.HeaderRemoteAddr) != "203.0.113.7:4711" ||
 		!strings.HasPrefix(h.Get(jetstream.MsgIDHeader), spoofed+"."+ReasonNotFound+".") {
 		t.Fatalf("dead letter headers %v", h)
 	}
 	if string(dl[0].Data) != string(body) {
 		t.Fatalf("dead letter body %q", dl[0].Data)
 	}
-	if _, _, err := e.Store.Get(roletest.Ctx(t, 5*time.Second), spoofed); err == nil {
+	if _, _, err := e.Store.Get(natstest.CtxWithin(t, 5*time.Second), spoofed); err == nil {
 		t.Fatalf("a JOBS record was created for a spoofed job")
 	}
-	if got := e.StreamMsgs(bjs.StreamDeadLetter, bjs.DeadLetterSubject(ReasonMalformed)); len(got) != 1 {
+	if got := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonMalformed)); len(got) != 1 {
 		t.Fatalf("%d malformed dead letters, want 1", len(got))
 	}
 	if n := roletest.CounterValue(t, e.Reg, "bridge_deadletter_total", "reason", ReasonNotFound); n != 1 {
@@ -160,7 +160,7 @@ func TestRestartMidFlightLosesNothing(t *testing.T) {
 	stop := e.startVerifier(func(c *Config) {
 		c.Concurrency, c.ShutdownTimeout, c.AckWait = 4, time.Millisecond, 2*time.Second
 	})
-	e.WaitResults(bjs.SubjectResults+">", 4, 20*time.Second)
+	e.WaitResults(contract.SubjectResults+">", 4, 20*time.Second)
 	stop()
 
 	e.Node.Restart(t)
@@ -177,7 +177,7 @@ func TestRestartMidFlightLosesNothing(t *testing.T) {
 		e.WaitState(id, jobs.StateDelivered, 30*time.Second)
 	}
 	e.WaitSettled(20 * time.Second)
-	counts := roletest.ResultIDs(t, e.StreamMsgs(bjs.StreamResults, bjs.SubjectResults+">"))
+	counts := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 	if len(counts) != len(all) {
 		t.Fatalf("results for %d jobs, want %d", len(counts), len(all))
 	}
@@ -204,7 +204,7 @@ func natstestWaitPublish(t *testing.T, e *env, ids, more []string) {
 	deadline := time.Now().Add(20 * time.Second)
 	for len(pending) > 0 {
 		for msgID, id := range maps.Clone(pending) {
-			ctx := roletest.Ctx(t, 2*time.Second)
+			ctx := natstest.CtxWithin(t, 2*time.Second)
 			if _, err := e.JS.PublishMsg(ctx, roletest.WebhookMsg("prompt", msgID, roletest.WebhookBody(id, false), time.Now(), "198.51.100.1:1")); err == nil {
 				delete(pending, msgID)
 			}
@@ -230,12 +230,12 @@ func TestRefusedKeyPausesVerification(t *testing.T) {
 		}
 		return nil
 	})
-	if got := e.StreamMsgs(bjs.StreamDeadLetter, ""); len(got) != 0 {
+	if got := e.StreamMsgs(contract.StreamDeadLetter, ""); len(got) != 0 {
 		t.Fatalf("%d dead letters while the key was refused, want 0", len(got))
 	}
 	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{})
-	e.WaitResults(bjs.SubjectResults+">", 1, 10*time.Second)
-	if got := e.StreamMsgs(bjs.StreamDeadLetter, ""); len(got) != 0 {
+	e.WaitResults(contract.SubjectResults+">", 1, 10*time.Second)
+	if got := e.StreamMsgs(contract.StreamDeadLetter, ""); len(got) != 0 {
 		t.Fatalf("%d dead letters, want 0", len(got))
 	}
 }

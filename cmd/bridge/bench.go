@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/evershield/bridge/bridge"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/loadgen"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -324,7 +324,7 @@ func (b *benchFlags) prepare(ctx context.Context, nc *nats.Conn, stdout io.Write
 	}
 	b.cfg.Jobs = ids
 	fmt.Fprintf(stdout, "submitted %d jobs over %sprompt for the webhooks to carry in %.1fs (not measured)\n",
-		len(ids), bjs.SubjectSubmit, time.Since(start).Seconds())
+		len(ids), contract.SubjectSubmit, time.Since(start).Seconds())
 	return nil
 }
 

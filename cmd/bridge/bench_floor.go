@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 )
 
 // Names of the floor's own stream, so its messages never reach the verifier.
@@ -60,7 +60,7 @@ func serveFloor(ctx context.Context, nc *nats.Conn, addr string) (*floorServer, 
 	}
 	// The floor's stream is configured as WEBHOOKS is by default (file storage, a 20 min duplicate window,
 	// retention), so that the comparison measures the handlers, not two streams' settings.
-	sc := bjs.StreamConfigs(bjs.ProvisionConfig{})[0]
+	sc := natsx.StreamConfigs(natsx.ProvisionConfig{})[0]
 	sc.Name, sc.Subjects, sc.Description = floorStream, []string{floorSubject}, "bridge bench floor"
 	if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 		nc.Close()

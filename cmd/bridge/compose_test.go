@@ -21,9 +21,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/evershield/bridge/bridge"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -334,7 +334,7 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 	// Every result, counted per Nats-Msg-Id, by a consumer that survives the node loss.
 	var mu sync.Mutex
 	results := map[string]int{}
-	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bjs.SubjectResults + ">"}})
+	cons, err := js.OrderedConsumer(ctx, contract.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contract.SubjectResults + ">"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +355,7 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 		g.SetLimit(8)
 		for i := range n {
 			g.Go(func() error {
-				mods := bjs.Modalities()
+				mods := contract.Modalities()
 				m := mods[i%len(mods)]
 				modality := m.Name
 				fields := map[string]string{m.Field: fmt.Sprintf("https://example.com/%d", i)}
@@ -390,7 +390,7 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 
 	submit(20)
 	// Stop the node leading RESULTS: its streams elect new leaders, clients reconnect elsewhere.
-	info, err := js.Stream(ctx, bjs.StreamResults)
+	info, err := js.Stream(ctx, contract.StreamResults)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,9 @@ import (
 
 	crand "crypto/rand"
 	"encoding/base64"
+
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/promutil"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
 
@@ -156,8 +157,8 @@ func (r *demoRun) wait(ctx context.Context, start time.Time) {
 			return
 		case <-ticker.C:
 			fmt.Fprintf(r.stdout, "  %5.1fs  results %d/%d  (webhook %d, poll %d, timeout %d)\n",
-				time.Since(start).Seconds(), t.delivered(), len(r.submitted), t.bySource(bjs.SourceWebhook),
-				t.bySource(bjs.SourcePoll), t.bySource(bjs.SourceTimeout))
+				time.Since(start).Seconds(), t.delivered(), len(r.submitted), t.bySource(contract.SourceWebhook),
+				t.bySource(contract.SourcePoll), t.bySource(contract.SourceTimeout))
 		}
 	}
 }
@@ -183,9 +184,9 @@ func (r *demoRun) summary() (lost, doubled, mismatched int) {
 	row("duplicates collapsed", int(webhooks["duplicate"]), "Nats-Msg-Id = job_id")
 	row("forgeries rejected", int(deadLetters["not_found"]), fmt.Sprintf("of %d with unknown ids, kept in DEADLETTER", r.d.forged-r.forgeErrs))
 	row("forged verdicts", r.d.forgedVerdicts, "published with the upstream's verdict instead")
-	row("recovered by polling", t.bySource(bjs.SourcePoll), "webhook dropped or late")
+	row("recovered by polling", t.bySource(contract.SourcePoll), "webhook dropped or late")
 	st := sim.Stats()
-	row("timed out", t.bySource(bjs.SourceTimeout), fmt.Sprintf("BRIDGE_TIMEOUT after the deadline (%d never finished upstream)", st.Jobs["queued"]+st.Jobs["processing"]))
+	row("timed out", t.bySource(contract.SourceTimeout), fmt.Sprintf("BRIDGE_TIMEOUT after the deadline (%d never finished upstream)", st.Jobs["queued"]+st.Jobs["processing"]))
 	row("late results", t.lateCount(), "finished upstream after the bridge timed them out; once on results.late.<type>")
 	row("results delivered", t.delivered(), "one per job on results.<type>")
 	calls := upstreamCalls(st)
@@ -232,7 +233,7 @@ func waitForService(ctx context.Context, nc *nats.Conn, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
-		_, err := nc.RequestWithContext(rctx, "$SRV.PING."+bjs.ServiceName, nil)
+		_, err := nc.RequestWithContext(rctx, "$SRV.PING."+contract.ServiceName, nil)
 		cancel()
 		if err == nil {
 			return nil
@@ -246,7 +247,7 @@ func waitForService(ctx context.Context, nc *nats.Conn, d time.Duration) error {
 
 // demoSubmit submits d.jobs jobs over NATS request-reply and returns the accepted job ids.
 func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) ([]string, int, int) {
-	modalities := bjs.Modalities()
+	modalities := contract.Modalities()
 	var mu sync.Mutex
 	var ids []string
 	var refused, busy atomic.Int64
@@ -346,7 +347,7 @@ func (t *demoTally) follow(ctx context.Context, nc *nats.Conn) (stop func(), err
 	if err != nil {
 		return nil, err
 	}
-	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bjs.SubjectResults + ">"}})
+	cons, err := js.OrderedConsumer(ctx, contract.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contract.SubjectResults + ">"}})
 	if err != nil {
 		return nil, err
 	}
@@ -379,10 +380,10 @@ func (t *demoTally) add(m jetstream.Msg) {
 		IsProhibited *bool  `json:"is_prohibited"`
 	}
 	_ = json.Unmarshal(m.Data(), &r)
-	src := m.Headers().Get(bjs.HeaderBridgeSource)
+	src := m.Headers().Get(contract.HeaderBridgeSource)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if strings.HasPrefix(m.Subject(), bjs.SubjectLateResults) {
+	if strings.HasPrefix(m.Subject(), contract.SubjectLateResults) {
 		t.late[r.JobID]++
 		return
 	}
@@ -430,7 +431,7 @@ func (t *demoTally) check(ids []string, sim *simulator.Simulator) (lost, doubled
 		if t.late[id] > 1 {
 			doubled++
 		}
-		if len(rs) == 0 || rs[0].source == bjs.SourceTimeout {
+		if len(rs) == 0 || rs[0].source == contract.SourceTimeout {
 			continue
 		}
 		if j, ok := sim.Job(id); !ok || !sameVerdict(j.Prohibited, rs[0].prohibited) {

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/bridge"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 )
 
 // opsEnv is the part of the bridge's configuration the operator commands read: NATS only, so a
@@ -206,7 +206,7 @@ func opsConnect(ctx context.Context, envMap map[string]string, f natsFlags) (*na
 	nc, err := nats.Connect(c.URL, opts...)
 	if err != nil {
 		return nil, nil, opsConn{}, fmt.Errorf("connect to NATS at %s (from %s; set -s, %sNATS_URL or NATS_URL): %w",
-			bjs.Redact(c.URL), c.from, envPrefix, err)
+			natsx.Redact(c.URL), c.from, envPrefix, err)
 	}
 	var js jetstream.JetStream
 	if c.ctx.JetStreamDomain != "" {

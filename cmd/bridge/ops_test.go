@@ -16,10 +16,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/bridge"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -27,7 +28,7 @@ import (
 // opsWorld is a provisioned nats-server and the env an operator command would see.
 type opsWorld struct {
 	js  jetstream.JetStream
-	res bjs.Resources
+	res natsx.Resources
 	env map[string]string
 }
 
@@ -37,7 +38,7 @@ func newOpsWorld(t *testing.T) *opsWorld {
 	_, js := natstest.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{})
+	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestReplayCommandResumesAndCounts(t *testing.T) {
 	var prompts []uint64
 	for i := range 10 {
 		typ := []string{"prompt", "image"}[i%2]
-		seq := w.publish(t, bjs.ResultSubject(typ), uuid.NewString(), fmt.Sprintf(`{"n":%d}`, i))
+		seq := w.publish(t, contract.ResultSubject(typ), uuid.NewString(), fmt.Sprintf(`{"n":%d}`, i))
 		if typ == "prompt" {
 			prompts = append(prompts, seq)
 		}
@@ -152,10 +153,10 @@ func TestReplayCommandResumesAndCounts(t *testing.T) {
 func TestDeadletterCommands(t *testing.T) {
 	w := newOpsWorld(t)
 	id := uuid.NewString()
-	seq := w.publish(t, bjs.DeadLetterSubject("not_found"), id+".not_found", fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, id),
-		bjs.HeaderReason, "not_found", bjs.HeaderAttempts, "1", bjs.HeaderOriginalSubject, "webhooks.prompt")
-	w.publish(t, bjs.DeadLetterSubject("malformed"), "WEBHOOKS.9.malformed", `{"job_id":"x"}`,
-		bjs.HeaderReason, "malformed", bjs.HeaderAttempts, "1")
+	seq := w.publish(t, contract.DeadLetterSubject("not_found"), id+".not_found", fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, id),
+		contract.HeaderReason, "not_found", contract.HeaderAttempts, "1", contract.HeaderOriginalSubject, "webhooks.prompt")
+	w.publish(t, contract.DeadLetterSubject("malformed"), "WEBHOOKS.9.malformed", `{"job_id":"x"}`,
+		contract.HeaderReason, "malformed", contract.HeaderAttempts, "1")
 
 	out, _, err := runCmd(t, w.env, "deadletter", "list")
 	if err != nil || !strings.Contains(out, "2 dead letters: malformed 1, not_found 1") || !strings.Contains(out, id) {
@@ -213,7 +214,7 @@ func TestStatusJSONReportsKnownState(t *testing.T) {
 		}
 	}
 	for _, reason := range []string{"not_found", "unknown_job", "unknown_job"} {
-		w.publish(t, bjs.DeadLetterSubject(reason), uuid.NewString(), `{}`, bjs.HeaderReason, reason)
+		w.publish(t, contract.DeadLetterSubject(reason), uuid.NewString(), `{}`, contract.HeaderReason, reason)
 	}
 	out, errOut, err := runCmd(t, w.env, "status", "-json", "-metrics-url", "none", "-near", "2m")
 	if err != nil {

@@ -15,12 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/testlog"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testlog"
 )
 
 func freeAddr(t *testing.T) string {
@@ -100,11 +101,11 @@ func TestRunIngestOnlyEmbedded(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer rcancel()
-	s, err := js.Stream(rctx, bjs.StreamWebhooks)
+	s, err := js.Stream(rctx, contract.StreamWebhooks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.GetLastMsgForSubject(rctx, bjs.WebhookSubject("image"))
+	m, err := s.GetLastMsgForSubject(rctx, contract.WebhookSubject("image"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func checkDemoStore(t *testing.T, dir string) {
 	_, js := natstest.Connect(t, n.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, bjs.BucketJobs)
+	kv, err := js.KeyValue(ctx, contract.BucketJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +193,7 @@ func checkDemoStore(t *testing.T, dir string) {
 		t.Fatalf("%d jobs in JOBS, want most of the 60 submitted", len(states))
 	}
 	primary, late, sources := map[string][]string{}, map[string]int{}, map[string]int{}
-	for _, msg := range natstest.StreamMsgs(t, js, bjs.StreamResults) {
+	for _, msg := range natstest.StreamMsgs(t, js, contract.StreamResults) {
 		seq := msg.Sequence
 		var body struct {
 			JobID string `json:"job_id"`
@@ -200,8 +201,8 @@ func checkDemoStore(t *testing.T, dir string) {
 		if err := json.Unmarshal(msg.Data, &body); err != nil {
 			t.Fatalf("result %d: %v", seq, err)
 		}
-		src := msg.Header.Get(bjs.HeaderBridgeSource)
-		if strings.HasPrefix(msg.Subject, bjs.SubjectLateResults) {
+		src := msg.Header.Get(contract.HeaderBridgeSource)
+		if strings.HasPrefix(msg.Subject, contract.SubjectLateResults) {
 			late[body.JobID]++
 			continue
 		}

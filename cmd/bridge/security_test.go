@@ -28,11 +28,11 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/internal/testcert"
 	"github.com/evershield/bridge/internal/testlog"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/upstream/simulator"
 	"github.com/evershield/bridge/verify"
 )
@@ -231,12 +231,12 @@ func TestSecretsNeverInLogsOrErrors(t *testing.T) {
 
 	nc, js := natstest.Connect(t, natsURL)
 	natstest.WaitFor(t, 30*time.Second, func() error {
-		_, err := nc.Request("$SRV.PING."+bjs.ServiceName, nil, time.Second)
+		_, err := nc.Request("$SRV.PING."+contract.ServiceName, nil, time.Second)
 		return err
 	})
 	submit := func(prompt string) *nats.Msg {
 		t.Helper()
-		reply, err := nc.Request(bjs.SubjectSubmit+"prompt", []byte(`{"prompt":"`+prompt+`"}`), 20*time.Second)
+		reply, err := nc.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"`+prompt+`"}`), 20*time.Second)
 		if err != nil {
 			t.Fatalf("submit: %v", err)
 		}
@@ -257,15 +257,15 @@ func TestSecretsNeverInLogsOrErrors(t *testing.T) {
 	natstest.WaitFor(t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		s, err := js.Stream(ctx, bjs.StreamResults)
+		s, err := js.Stream(ctx, contract.StreamResults)
 		if err != nil {
 			return err
 		}
-		m, err := s.GetLastMsgForSubject(ctx, bjs.ResultSubject("prompt"))
+		m, err := s.GetLastMsgForSubject(ctx, contract.ResultSubject("prompt"))
 		if err != nil {
 			return err
 		}
-		if src := m.Header.Get(bjs.HeaderBridgeSource); src != bjs.SourceWebhook {
+		if src := m.Header.Get(contract.HeaderBridgeSource); src != contract.SourceWebhook {
 			return fmt.Errorf("result source %q, want webhook", src)
 		}
 		return nil

@@ -13,7 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ops"
 )
 
@@ -63,7 +63,7 @@ func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 		fields[k] = v
 	}
 	if len(pos) == 2 {
-		m, ok := bjs.LookupModality(modality)
+		m, ok := contract.LookupModality(modality)
 		if !ok {
 			return usageError{fmt.Errorf("bridge submit: no default field for modality %q; use -field name=value", modality)}
 		}

@@ -11,9 +11,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 )
 
@@ -32,7 +33,7 @@ func TestConsumeAcksRedeliversAndDedupes(t *testing.T) {
 	nc, js := natstest.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{})
+	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,15 +44,15 @@ func TestConsumeAcksRedeliversAndDedupes(t *testing.T) {
 	ids := []string{"11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222",
 		"33333333-3333-4333-8333-333333333333"}
 	for i, id := range ids {
-		if out, err := d.Deliver(ctx, completed(id, []string{"prompt", "image", "chat"}[i]), bjs.SourceWebhook, time.Now()); err != nil || out != jobs.Published {
+		if out, err := d.Deliver(ctx, completed(id, []string{"prompt", "image", "chat"}[i]), contract.SourceWebhook, time.Now()); err != nil || out != jobs.Published {
 			t.Fatalf("deliver %s: %v %v", id, out, err)
 		}
 	}
-	first := natstest.StreamMsgs(t, js, bjs.StreamResults)[0]
+	first := natstest.StreamMsgs(t, js, contract.StreamResults)[0]
 	dup := nats.NewMsg(first.Subject)
 	dup.Data = first.Data
 	dup.Header.Set("Nats-Msg-Id", ids[0]+".copy")
-	dup.Header.Set(bjs.HeaderBridgeSource, bjs.SourceWebhook)
+	dup.Header.Set(contract.HeaderBridgeSource, contract.SourceWebhook)
 	if _, err := js.PublishMsg(ctx, dup); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +80,7 @@ func TestConsumeAcksRedeliversAndDedupes(t *testing.T) {
 	if calls[ids[0]] != 1 || calls[ids[1]] != 2 || calls[ids[2]] != 1 {
 		t.Errorf("handler calls %v, want 1, 2 and 1", calls)
 	}
-	cons, err := js.Consumer(ctx, bjs.StreamResults, "test")
+	cons, err := js.Consumer(ctx, contract.StreamResults, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 )
 
@@ -20,7 +21,7 @@ func TestListenPrintsLateResults(t *testing.T) {
 	nc, js := natstest.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := bjs.Provision(ctx, js, bjs.ProvisionConfig{})
+	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +49,7 @@ func TestListenPrintsLateResults(t *testing.T) {
 	raw, _ := json.Marshal(map[string]any{"job_id": id, "type": "image", "status": "completed", "is_prohibited": true,
 		"categories": map[string]any{"nudity": true}, "created_at": past, "completed_at": time.Now().UTC()})
 	job := upstream.Job{JobID: id, Type: "image", Status: upstream.StatusCompleted, Raw: raw}
-	if o, err := d.Deliver(ctx, job, bjs.SourcePoll, time.Now()); err != nil || o != jobs.PublishedLate {
+	if o, err := d.Deliver(ctx, job, contract.SourcePoll, time.Now()); err != nil || o != jobs.PublishedLate {
 		t.Fatalf("deliver late: %v %v", o, err)
 	}
 	if err := natstest.RecvWithin(t, done, 10*time.Second); err != nil {

@@ -6,11 +6,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	bjs "github.com/evershield/bridge/jetstream"
 	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/evershield/bridge/contract"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -218,7 +219,7 @@ func freePort(tb testing.TB) int {
 }
 
 // StreamMsgs reads every message of stream by sequence, in order, skipping deleted ones and the result
-// fences of RESULTS (subjects under bjs.SubjectResultFence: bookkeeping that keeps each result single,
+// fences of RESULTS (subjects under contract.SubjectResultFence: bookkeeping that keeps each result single,
 // not messages a reader of results wants).
 func StreamMsgs(tb testing.TB, js jetstream.JetStream, stream string) []*jetstream.RawStreamMsg {
 	tb.Helper()
@@ -241,7 +242,7 @@ func StreamMsgs(tb testing.TB, js jetstream.JetStream, stream string) []*jetstre
 		if err != nil {
 			tb.Fatalf("natstest: stream %s seq %d: %v", stream, seq, err)
 		}
-		if strings.HasPrefix(m.Subject, bjs.SubjectResultFence) {
+		if strings.HasPrefix(m.Subject, contract.SubjectResultFence) {
 			continue
 		}
 		out = append(out, m)

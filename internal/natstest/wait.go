@@ -1,6 +1,7 @@
 package natstest
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -32,4 +33,17 @@ func RecvWithin[T any](tb testing.TB, ch <-chan T, d time.Duration) T {
 		var zero T
 		return zero
 	}
+}
+
+// Timeout bounds the context of a test that names no deadline of its own.
+const Timeout = 60 * time.Second
+
+// Ctx is a context that ends after [Timeout] or with the test.
+func Ctx(tb testing.TB) context.Context { return CtxWithin(tb, Timeout) }
+
+// CtxWithin is a context that ends after d or with the test.
+func CtxWithin(tb testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	tb.Cleanup(cancel)
+	return ctx
 }

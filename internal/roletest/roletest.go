@@ -23,10 +23,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -57,7 +58,7 @@ type Env struct {
 	NC        *nats.Conn
 	JS        jetstream.JetStream
 	Store     *jobs.Store
-	Res       bjs.Resources
+	Res       natsx.Resources
 	Deliverer *jobs.Deliverer
 	Sim       *simulator.Simulator
 	API       upstream.API
@@ -79,9 +80,9 @@ func New(tb testing.TB, topo Topology, simCfg simulator.Config) *Env {
 		urls = e.Node.ClientURL()
 	}
 	e.NC, e.JS = natstest.Connect(tb, urls)
-	ctx := Ctx(tb, 30*time.Second)
+	ctx := natstest.CtxWithin(tb, 30*time.Second)
 	var err error
-	e.Res, err = bjs.Provision(ctx, e.JS, bjs.ProvisionConfig{Replicas: topo.Replicas})
+	e.Res, err = natsx.Provision(ctx, e.JS, natsx.ProvisionConfig{Replicas: topo.Replicas})
 	if err != nil {
 		tb.Fatalf("provision: %v", err)
 	}
@@ -94,13 +95,6 @@ func New(tb testing.TB, topo Topology, simCfg simulator.Config) *Env {
 	e.API = simtest.Client(tb, e.Sim, func(c *upstream.Config) { c.Log = e.Log })
 	e.HookURL = e.StartHookReceiver()
 	return e
-}
-
-// Ctx is a context that ends after d or with the test.
-func Ctx(tb testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	tb.Cleanup(cancel)
-	return ctx
 }
 
 // StartHookReceiver serves POST /webhook/{modality}?token= like ingest: it publishes the body to
@@ -140,24 +134,24 @@ func (e *Env) StartHookReceiver() string {
 
 // WebhookMsg is the raw webhook message ingest publishes.
 func WebhookMsg(modality, msgID string, body []byte, receivedAt time.Time, remote string) *nats.Msg {
-	m := nats.NewMsg(bjs.WebhookSubject(modality))
+	m := nats.NewMsg(contract.WebhookSubject(modality))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
-	m.Header.Set(jetstream.ExpectedStreamHeader, bjs.StreamWebhooks)
-	m.Header.Set(bjs.HeaderReceivedAt, receivedAt.UTC().Format(time.RFC3339Nano))
-	m.Header.Set(bjs.HeaderRemoteAddr, remote)
+	m.Header.Set(jetstream.ExpectedStreamHeader, contract.StreamWebhooks)
+	m.Header.Set(contract.HeaderReceivedAt, receivedAt.UTC().Format(time.RFC3339Nano))
+	m.Header.Set(contract.HeaderRemoteAddr, remote)
 	if modality != "" {
-		m.Header.Set(bjs.HeaderModality, modality)
+		m.Header.Set(contract.HeaderModality, modality)
 	}
 	return m
 }
 
-// PublishWebhook stores a raw webhook as ingest would (bjs.PublishMsg, as ingest does, takes a clustered
+// PublishWebhook stores a raw webhook as ingest would (natsx.PublishMsg, as ingest does, takes a clustered
 // stream's "duplicate message id is in process" as the duplicate it is), with msgID as Nats-Msg-Id.
 func (e *Env) PublishWebhook(modality, msgID string, body []byte) {
 	e.TB.Helper()
-	ctx := Ctx(e.TB, 10*time.Second)
-	if _, err := bjs.PublishMsg(ctx, e.JS, WebhookMsg(modality, msgID, body, time.Now(), "203.0.113.7:4711")); err != nil {
+	ctx := natstest.CtxWithin(e.TB, 10*time.Second)
+	if _, err := natsx.PublishMsg(ctx, e.JS, WebhookMsg(modality, msgID, body, time.Now(), "203.0.113.7:4711")); err != nil {
 		e.TB.Fatalf("publish webhook %s: %v", msgID, err)
 	}
 }
@@ -187,7 +181,7 @@ type SubmitReply struct {
 func (e *Env) Submit(modality string, fields map[string]string) SubmitReply {
 	e.TB.Helper()
 	b, _ := json.Marshal(fields)
-	reply := e.Request(bjs.SubjectSubmit+modality, b, nil)
+	reply := e.Request(contract.SubjectSubmit+modality, b, nil)
 	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "" {
 		e.TB.Fatalf("submit %s: error %s %s", modality, code, reply.Header.Get(micro.ErrorHeader))
 	}
@@ -202,7 +196,7 @@ func (e *Env) Submit(modality string, fields map[string]string) SubmitReply {
 // elsewhere, and waits until the simulator finished it.
 func (e *Env) SubmitDirect(modality string, fields map[string]string) string {
 	e.TB.Helper()
-	sub, err := e.API.Submit(Ctx(e.TB, 10*time.Second), modality, fields, "")
+	sub, err := e.API.Submit(natstest.CtxWithin(e.TB, 10*time.Second), modality, fields, "")
 	if err != nil {
 		e.TB.Fatalf("submit direct: %v", err)
 	}
@@ -256,11 +250,11 @@ func (e *Env) WaitSettled(d time.Duration) {
 	natstest.WaitFor(e.TB, d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := e.JS.Consumer(ctx, bjs.StreamWebhooks, bjs.ConsumerVerify)
+		c, err := e.JS.Consumer(ctx, contract.StreamWebhooks, contract.ConsumerVerify)
 		if err != nil {
 			return err
 		}
-		st, err := e.JS.Stream(ctx, bjs.StreamWebhooks)
+		st, err := e.JS.Stream(ctx, contract.StreamWebhooks)
 		if err != nil {
 			return err
 		}
@@ -290,11 +284,11 @@ func (e *Env) WaitLaneSettled(laneSubject string, d time.Duration) {
 	natstest.WaitFor(e.TB, d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := e.JS.Consumer(ctx, bjs.StreamDeadLetter, bjs.ConsumerVerifyUnknown)
+		c, err := e.JS.Consumer(ctx, contract.StreamDeadLetter, contract.ConsumerVerifyUnknown)
 		if err != nil {
 			return err
 		}
-		st, err := e.JS.Stream(ctx, bjs.StreamDeadLetter)
+		st, err := e.JS.Stream(ctx, contract.StreamDeadLetter)
 		if err != nil {
 			return err
 		}
@@ -323,7 +317,7 @@ func (e *Env) WaitResults(filter string, n int, d time.Duration) []*jetstream.Ra
 	e.TB.Helper()
 	var msgs []*jetstream.RawStreamMsg
 	natstest.WaitFor(e.TB, d, func() error {
-		msgs = e.StreamMsgs(bjs.StreamResults, filter)
+		msgs = e.StreamMsgs(contract.StreamResults, filter)
 		if len(msgs) < n {
 			return fmt.Errorf("%d results on %s, want %d", len(msgs), filter, n)
 		}
@@ -335,7 +329,7 @@ func (e *Env) WaitResults(filter string, n int, d time.Duration) []*jetstream.Ra
 // Record reads a JOBS record, failing the test if it is missing.
 func (e *Env) Record(id string) jobs.Record {
 	e.TB.Helper()
-	rec, _, err := e.Store.Get(Ctx(e.TB, 5*time.Second), id)
+	rec, _, err := e.Store.Get(natstest.CtxWithin(e.TB, 5*time.Second), id)
 	if err != nil {
 		e.TB.Fatalf("record %s: %v", id, err)
 	}

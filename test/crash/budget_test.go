@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -23,10 +23,10 @@ const (
 	budgetBurst = budgetRPM / 12 // the default, five seconds' worth
 )
 
-func budgetRig(t *testing.T, contract string) *rig {
+func budgetRig(t *testing.T, api string) *rig {
 	sim := simulator.Config{Seed: 11, RPM: budgetRPM, Burst: budgetBurst, QueueDelay: 20 * time.Millisecond,
 		ProcessDelay: 300 * time.Millisecond, Log: zerolog.Nop()}
-	return newRig(t, rigConfig{contract: contract, sim: &sim, env: map[string]string{
+	return newRig(t, rigConfig{api: api, sim: &sim, env: map[string]string{
 		"BRIDGE_API_RPM": fmt.Sprint(budgetRPM), "BRIDGE_TIMEOUT_PROMPT": "6s",
 		"BRIDGE_POLL_INTERVAL": "500ms", "BRIDGE_WEBHOOK_GRACE": "200ms",
 		// 600/min leaves 60/min for unknown jobs: the default backlog of 10,000 needs more than 1h.
@@ -55,7 +55,7 @@ func (r *rig) offer(n int, period time.Duration) *submissions {
 		}
 		wg.Go(func() {
 			start := time.Now()
-			msg, err := r.nc.Request(bjs.SubjectSubmit+"prompt", []byte(`{"prompt":"budget scenario"}`), 5*time.Second)
+			msg, err := r.nc.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"budget scenario"}`), 5*time.Second)
 			took := time.Since(start)
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -127,8 +127,8 @@ func rateLimited(calls []simulator.Call) int {
 // Every request is answered within 2 s (accepted or BUSY), at least 20 are accepted, every accepted job
 // ends with exactly one verified result (none a timeout), and the upstream answers at most three 429s.
 func TestOverloadAnswersFastAndFinishesWhatItAccepts(t *testing.T) {
-	eachContract(t, false, func(t *testing.T, contract string) {
-		r := budgetRig(t, contract)
+	eachContract(t, false, func(t *testing.T, api string) {
+		r := budgetRig(t, api)
 		r.startBridge()
 		start := time.Now()
 		s := r.offer(120, 50*time.Millisecond)
@@ -145,7 +145,7 @@ func TestOverloadAnswersFastAndFinishesWhatItAccepts(t *testing.T) {
 		}
 		r.waitSettled(60 * time.Second)
 		v := r.checkExactlyOnce()
-		if n := v.bySource[bjs.SourceTimeout]; n > 0 {
+		if n := v.bySource[contract.SourceTimeout]; n > 0 {
 			t.Errorf("%d accepted jobs ended as timeouts; the budget must carry every accepted job's verification", n)
 		}
 		calls := upstreamCalls(r.sim)
@@ -165,7 +165,7 @@ func TestOverloadAnswersFastAndFinishesWhatItAccepts(t *testing.T) {
 // ten, a minute); every accepted job ends with exactly one verified result, none a timeout; and after a
 // kill the survivors take over the dead process's share.
 func TestAccountBudgetSharedByProcesses(t *testing.T) {
-	eachContract(t, false, func(t *testing.T, contract string) {
+	eachContract(t, false, func(t *testing.T, api string) {
 		for _, tc := range []struct {
 			name      string
 			processes int
@@ -174,13 +174,13 @@ func TestAccountBudgetSharedByProcesses(t *testing.T) {
 			{name: "two", processes: 2},
 			{name: "three, one killed", processes: 3, kill: true},
 		} {
-			t.Run(tc.name, func(t *testing.T) { sharedBudgetScenario(t, contract, tc.processes, tc.kill) })
+			t.Run(tc.name, func(t *testing.T) { sharedBudgetScenario(t, api, tc.processes, tc.kill) })
 		}
 	})
 }
 
-func sharedBudgetScenario(t *testing.T, contract string, processes int, kill bool) {
-	r := budgetRig(t, contract)
+func sharedBudgetScenario(t *testing.T, api string, processes int, kill bool) {
+	r := budgetRig(t, api)
 	r.startBridge()
 	var others []*child
 	for range processes - 1 {
@@ -218,7 +218,7 @@ func sharedBudgetScenario(t *testing.T, contract string, processes int, kill boo
 	}
 	r.waitSettled(60 * time.Second)
 	v := r.checkExactlyOnce()
-	if n := v.bySource[bjs.SourceTimeout]; n > 0 {
+	if n := v.bySource[contract.SourceTimeout]; n > 0 {
 		t.Errorf("%d accepted jobs ended as timeouts", n)
 	}
 	calls := upstreamCalls(r.sim)

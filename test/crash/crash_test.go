@@ -12,8 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -29,13 +29,13 @@ import (
 // 1 s poll intervals plus the 500 ms grace.)
 func TestNoLossAcrossBridgeKill(t *testing.T) {
 	for _, topo := range []struct {
-		name     string
-		nodes    int
-		contract string
+		name  string
+		nodes int
+		api   string
 	}{{"single", 1, ""}, {"cluster", 3, ""}, {"single-v2", 1, simulator.ContractV2}} {
 		t.Run(topo.name, func(t *testing.T) {
 			t.Parallel()
-			r := newRig(t, rigConfig{nodes: topo.nodes, contract: topo.contract})
+			r := newRig(t, rigConfig{nodes: topo.nodes, api: topo.api})
 			r.startBridge()
 			l := r.startLoad(25 * time.Millisecond)
 			r.waitResults(30, 60*time.Second)
@@ -61,13 +61,13 @@ func TestNoLossAcrossBridgeKill(t *testing.T) {
 // Bound: with one node down, results keep coming (20 more within 60 s: a leader election takes seconds);
 // once the load stops, every owed job has exactly one result and the bridge is idle within 90 s.
 func TestNoLossAcrossNATSNodeRestart(t *testing.T) {
-	eachContract(t, true, func(t *testing.T, contract string) {
-		r := newRig(t, rigConfig{contract: contract, nodes: 3})
+	eachContract(t, true, func(t *testing.T, api string) {
+		r := newRig(t, rigConfig{api: api, nodes: 3})
 		r.startBridge()
 		l := r.startLoad(25 * time.Millisecond)
 		r.waitResults(30, 60*time.Second)
 		for i := range pick(1, 3) {
-			victim := r.streamLeader(bjs.StreamWebhooks)
+			victim := r.streamLeader(contract.StreamWebhooks)
 			name := victim.Name()
 			victim.Stop()
 			r.waitOps(20, 30*time.Second)
@@ -119,9 +119,9 @@ func (r *rig) streamLeader(stream string) *natstest.Node {
 // maxPerJob below), and the in-flight list at most once per poll interval (1 s) plus two; within the
 // outage plus 45 s after it ends, every owed job has exactly one result and the bridge is idle.
 func TestUpstreamOutageBoundedAndRecovers(t *testing.T) {
-	eachContract(t, true, func(t *testing.T, contract string) {
+	eachContract(t, true, func(t *testing.T, api string) {
 		const rpm, burst = 3000, 250
-		r := newRig(t, rigConfig{contract: contract,
+		r := newRig(t, rigConfig{api: api,
 			sim: &simulator.Config{Seed: 11, QueueDelay: 20 * time.Millisecond, ProcessDelay: 2 * time.Second,
 				DropRate: 0.1, DuplicateRate: 0.2, Log: zerolog.Nop()},
 			env: map[string]string{"BRIDGE_API_RPM": fmt.Sprint(rpm), "BRIDGE_API_BURST": fmt.Sprint(burst)},
@@ -197,9 +197,9 @@ func TestUpstreamOutageBoundedAndRecovers(t *testing.T) {
 // answer (none fails); every owed job has exactly one result, and the bridge is idle, within 120 s of the
 // load stopping; at most 4 upstream reads per result.
 func TestUpstreamSlowNearTimeout(t *testing.T) {
-	eachContract(t, true, func(t *testing.T, contract string) {
+	eachContract(t, true, func(t *testing.T, api string) {
 		slow := simulator.Fault{Latency: 9500 * time.Millisecond}
-		r := newRig(t, rigConfig{contract: contract, sim: &simulator.Config{Seed: 13, QueueDelay: 20 * time.Millisecond,
+		r := newRig(t, rigConfig{api: api, sim: &simulator.Config{Seed: 13, QueueDelay: 20 * time.Millisecond,
 			ProcessDelay: 100 * time.Millisecond, DropRate: 0.1, DuplicateRate: 0.2, Log: zerolog.Nop(),
 			Faults: map[string]simulator.Fault{simulator.EndpointJob: slow, simulator.EndpointJobs: slow}}})
 		r.startBridge()
@@ -230,8 +230,8 @@ func TestUpstreamSlowNearTimeout(t *testing.T) {
 // exactly once; no JOBS record says delivered without its result in RESULTS (also while RESULTS is full);
 // within 60 s of the restart every submitted job has exactly one result and the bridge is idle.
 func TestStreamFullRefusesWithoutHalfWrites(t *testing.T) {
-	eachContract(t, true, func(t *testing.T, contract string) {
-		r := newRig(t, rigConfig{contract: contract,
+	eachContract(t, true, func(t *testing.T, api string) {
+		r := newRig(t, rigConfig{api: api,
 			sim: &simulator.Config{Seed: 17, QueueDelay: -1, ProcessDelay: 20 * time.Millisecond, DropRate: 1, Log: zerolog.Nop()},
 			env: map[string]string{"BRIDGE_STREAM_MAX_BYTES": "16KiB"},
 		})
@@ -261,7 +261,7 @@ func TestStreamFullRefusesWithoutHalfWrites(t *testing.T) {
 
 		// Nothing half-written: WEBHOOKS holds each accepted webhook once and no refused one.
 		stored := map[string]int{}
-		for _, m := range natstest.StreamMsgs(t, r.js, bjs.StreamWebhooks) {
+		for _, m := range natstest.StreamMsgs(t, r.js, contract.StreamWebhooks) {
 			stored[m.Header.Get(jetstream.MsgIDHeader)]++
 		}
 		for id := range accepted {
@@ -313,7 +313,7 @@ func (r *rig) checkDeliveredHaveResults(ctx context.Context) {
 	if err != nil {
 		r.t.Fatalf("read JOBS: %v", err)
 	}
-	s, err := r.js.Stream(ctx, bjs.StreamResults)
+	s, err := r.js.Stream(ctx, contract.StreamResults)
 	if err != nil {
 		r.t.Fatal(err)
 	}

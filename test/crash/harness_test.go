@@ -28,10 +28,10 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -157,7 +157,7 @@ func (c *child) start(nc *nats.Conn) {
 		if c.noService {
 			return nil
 		}
-		_, err = nc.Request("$SRV.PING."+bjs.ServiceName, nil, 500*time.Millisecond)
+		_, err = nc.Request("$SRV.PING."+contract.ServiceName, nil, 500*time.Millisecond)
 		return err
 	})
 }
@@ -225,7 +225,7 @@ type rigConfig struct {
 	env map[string]string
 	// contract is the simulator's contract, simulator.ContractV1 when empty. Under v2 the simulator signs
 	// its webhooks with a secret the child and the test's own webhooks share, and retries them.
-	contract string
+	api string
 }
 
 // rig is one scenario: NATS, the simulator, the bridge child, the test's own clients and the ledger.
@@ -248,7 +248,7 @@ type rig struct {
 // eachContract runs scenario once against a simulator of each upstream contract: v1, and v2 (signed
 // webhooks retried on failure, the bridge on BRIDGE_API_CONTRACT=auto). Parallel subtests unless the
 // scenario measures rates and needs the machine to itself.
-func eachContract(t *testing.T, parallel bool, scenario func(t *testing.T, contract string)) {
+func eachContract(t *testing.T, parallel bool, scenario func(t *testing.T, api string)) {
 	for _, c := range []string{simulator.ContractV1, simulator.ContractV2} {
 		t.Run(c, func(t *testing.T) {
 			if parallel {
@@ -275,7 +275,7 @@ func newRig(t *testing.T, rc rigConfig) *rig {
 	if rc.sim != nil {
 		simCfg = *rc.sim
 	}
-	if rc.contract == simulator.ContractV2 {
+	if rc.api == simulator.ContractV2 {
 		simCfg.Contract, simCfg.WebhookSecret, simCfg.WebhookRetryScale = simulator.ContractV2, v2Secret, 0.01
 		r.secret, _ = ingest.ParseSecret(v2Secret)
 		rc.env = maps.Clone(rc.env)
@@ -391,12 +391,12 @@ func (t *tally) follow(tb testing.TB, js jetstream.JetStream) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, bjs.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{bjs.SubjectResults + ">"}})
+	cons, err := js.OrderedConsumer(ctx, contract.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contract.SubjectResults + ">"}})
 	if err != nil {
 		tb.Fatalf("results consumer: %v", err)
 	}
 	t.cc, err = cons.Consume(func(m jetstream.Msg) {
-		if strings.HasPrefix(m.Subject(), bjs.SubjectLateResults) {
+		if strings.HasPrefix(m.Subject(), contract.SubjectLateResults) {
 			return
 		}
 		var r struct {
@@ -491,7 +491,7 @@ func (r *rig) op(i int) {
 // returns the job_id, or "" when the submission was not accepted.
 func (r *rig) submitViaBridge(modality, field, value string) string {
 	body, _ := json.Marshal(map[string]string{field: value})
-	msg, err := r.nc.Request(bjs.SubjectSubmit+modality, body, 15*time.Second)
+	msg, err := r.nc.Request(contract.SubjectSubmit+modality, body, 15*time.Second)
 	if err != nil || msg.Header.Get(micro.ErrorCodeHeader) != "" {
 		return ""
 	}
@@ -596,7 +596,7 @@ func (r *rig) waitSettled(bound time.Duration) {
 func (r *rig) idle() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cons, err := r.js.Consumer(ctx, bjs.StreamWebhooks, bjs.ConsumerVerify)
+	cons, err := r.js.Consumer(ctx, contract.StreamWebhooks, contract.ConsumerVerify)
 	if err != nil {
 		return err
 	}
@@ -628,7 +628,7 @@ func (r *rig) idle() error {
 
 // jobRecords reads every JOBS record.
 func (r *rig) jobRecords(ctx context.Context) (map[string]jobs.Record, error) {
-	kv, err := r.js.KeyValue(ctx, bjs.BucketJobs)
+	kv, err := r.js.KeyValue(ctx, contract.BucketJobs)
 	if err != nil {
 		return nil, err
 	}
@@ -667,7 +667,7 @@ func (r *rig) checkExactlyOnce() verdict {
 	r.t.Helper()
 	primary, late := map[string]int{}, map[string]int{}
 	v := verdict{bySource: map[string]int{}}
-	for _, m := range natstest.StreamMsgs(r.t, r.js, bjs.StreamResults) {
+	for _, m := range natstest.StreamMsgs(r.t, r.js, contract.StreamResults) {
 		var body struct {
 			JobID string `json:"job_id"`
 		}
@@ -675,14 +675,14 @@ func (r *rig) checkExactlyOnce() verdict {
 			r.t.Errorf("result on %s without a job_id: %.200s", m.Subject, m.Data)
 			continue
 		}
-		if strings.HasPrefix(m.Subject, bjs.SubjectLateResults) {
+		if strings.HasPrefix(m.Subject, contract.SubjectLateResults) {
 			late[body.JobID]++
 			v.late++
 			continue
 		}
 		primary[body.JobID]++
 		v.results++
-		v.bySource[m.Header.Get(bjs.HeaderBridgeSource)]++
+		v.bySource[m.Header.Get(contract.HeaderBridgeSource)]++
 	}
 	must := r.led.mustIDs()
 	v.owed = len(must)

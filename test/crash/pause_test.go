@@ -13,8 +13,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	bjs "github.com/evershield/bridge/jetstream"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -39,17 +39,17 @@ import (
 // and submit; B only the reconciler, started while A is stopped, so nothing else can deliver the job.
 // The simulator sends no webhook of its own: the test posts the one A verifies.
 //
-// Breaking the fence (no Nats-Expected-Last-Subject-Sequence on the claim in jetstream/fence.go) makes
+// Breaking the fence (no Nats-Expected-Last-Subject-Sequence on the claim in jobs/once.go) makes
 // the test fail with two results.
 func TestPausedProcessPublishesOnce(t *testing.T) {
-	eachContract(t, true, func(t *testing.T, contract string) {
+	eachContract(t, true, func(t *testing.T, api string) {
 		const window = 3 * time.Second
 		for _, tc := range []struct {
 			point  jobs.Failpoint
 			winner string // the source of the one result
-		}{{jobs.BeforePublish, bjs.SourcePoll}, {jobs.AfterPublish, bjs.SourceWebhook}} {
+		}{{jobs.BeforePublish, contract.SourcePoll}, {jobs.AfterPublish, contract.SourceWebhook}} {
 			t.Run(string(tc.point), func(t *testing.T) {
-				r := newRig(t, rigConfig{contract: contract,
+				r := newRig(t, rigConfig{api: api,
 					sim: &simulator.Config{Seed: 13, QueueDelay: 10 * time.Millisecond, ProcessDelay: 50 * time.Millisecond,
 						DropRate: 1, Log: zerolog.Nop()},
 					env: map[string]string{
@@ -152,7 +152,7 @@ func TestPausedProcessPublishesOnce(t *testing.T) {
 func (r *rig) verifyDrained() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cons, err := r.js.Consumer(ctx, bjs.StreamWebhooks, bjs.ConsumerVerify)
+	cons, err := r.js.Consumer(ctx, contract.StreamWebhooks, contract.ConsumerVerify)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -37,7 +38,7 @@ func TestWebhookSignedWhenSecretSet(t *testing.T) {
 			t.Cleanup(srv.Close)
 			sim := simtest.Run(t, simulator.Config{WebhookSecret: tt.secret})
 			c := simtest.Client(t, sim)
-			if _, err := c.Submit(testCtx(t), "prompt", map[string]string{"prompt": "hello"}, srv.URL+"/webhook/prompt"); err != nil {
+			if _, err := c.Submit(natstest.Ctx(t), "prompt", map[string]string{"prompt": "hello"}, srv.URL+"/webhook/prompt"); err != nil {
 				t.Fatal(err)
 			}
 			var h http.Header

@@ -1,7 +1,6 @@
 package simulator_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,16 +19,10 @@ import (
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
-func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // do sends a raw request with the given key ("" = none) and returns status, headers and decoded body.
 func do(t *testing.T, method, u, key, ctype, body string) (int, http.Header, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testCtx(t), method, u, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(natstest.Ctx(t), method, u, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +60,7 @@ func waitTerminal(t *testing.T, c *upstream.Client, id string) upstream.Job {
 	var j upstream.Job
 	natstest.WaitFor(t, 10*time.Second, func() error {
 		var err error
-		j, err = c.GetJob(testCtx(t), id, upstream.ClassPoll)
+		j, err = c.GetJob(natstest.Ctx(t), id, upstream.ClassPoll)
 		if err == nil && !j.Terminal() {
 			err = errors.New("status " + j.Status)
 		}
@@ -93,7 +86,7 @@ func TestLifecycleAndShapes(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{GrantChat: true})
 	rcv := simtest.NewReceiver(t)
 	c := simtest.Client(t, sim)
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	tests := []struct {
 		modality, field, value string
 		wantType               string
@@ -174,7 +167,7 @@ func TestPendingAndFailedShapes(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{})
 	rcv := simtest.NewReceiver(t)
 	c := simtest.Client(t, sim)
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	s, err := c.Submit(ctx, "prompt", map[string]string{"prompt": "sim:hold"}, rcv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +214,7 @@ func TestPendingAndFailedShapes(t *testing.T) {
 func TestHoldJob(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{ProcessDelay: time.Hour})
 	c := simtest.Client(t, sim)
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	held, _ := c.Submit(ctx, "prompt", map[string]string{"prompt": "a"}, "")
 	if err := sim.HoldJob(held.JobID); err != nil {
 		t.Fatal(err)
@@ -257,7 +250,7 @@ func TestWebhookExactlyOnce(t *testing.T) {
 			rcv := simtest.NewReceiver(t)
 			rcv.SetStatus(status)
 			c := simtest.Client(t, sim)
-			ctx := testCtx(t)
+			ctx := natstest.Ctx(t)
 			const n = 100
 			ids := map[string]bool{}
 			for range n {
@@ -308,7 +301,7 @@ func TestFaultRatesSeeded(t *testing.T) {
 		sim := simtest.Run(t, simulator.Config{Seed: 42, DropRate: 0.2, DuplicateRate: 0.1, QueueDelay: -1, ProcessDelay: -1})
 		rcv := simtest.NewReceiver(t)
 		c := simtest.Client(t, sim)
-		ctx := testCtx(t)
+		ctx := natstest.Ctx(t)
 		const n = 1000
 		ids := make([]string, n)
 		for i := range ids {
@@ -432,7 +425,7 @@ func TestRegisteredWebhook(t *testing.T) {
 		t.Fatalf("register: %d", status)
 	}
 	c := simtest.Client(t, sim)
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, "")
 	c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, own.URL+"/o")
 	natstest.WaitFor(t, 10*time.Second, func() error {
@@ -500,7 +493,7 @@ func TestLifecycleControls(t *testing.T) {
 func TestNeverFinish(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{NeverFinishRate: 1, QueueDelay: -1, ProcessDelay: -1})
 	c := simtest.Client(t, sim)
-	ctx := testCtx(t)
+	ctx := natstest.Ctx(t)
 	s, _ := c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, "")
 	j, err := c.GetJob(ctx, s.JobID, upstream.ClassPoll)
 	if err != nil || j.Status != upstream.StatusProcessing {

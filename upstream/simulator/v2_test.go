@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/ingesttest"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
-	bjs "github.com/evershield/bridge/jetstream"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -152,7 +153,7 @@ func TestV2JobAndWebhookShapes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.modality+"/"+tt.value, func(t *testing.T) {
-			s, err := c.Submit(testCtx(t), tt.modality, map[string]string{tt.field: tt.value}, rcv.URL+"/webhook/"+tt.modality)
+			s, err := c.Submit(natstest.Ctx(t), tt.modality, map[string]string{tt.field: tt.value}, rcv.URL+"/webhook/"+tt.modality)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -202,7 +203,7 @@ func TestV2JobAndWebhookShapes(t *testing.T) {
 func TestV2WebhookVerifiedByIngest(t *testing.T) {
 	node := natstest.RunServer(t)
 	_, js := natstest.Connect(t, node.ClientURL())
-	if _, err := bjs.Provision(testCtx(t), js, bjs.ProvisionConfig{}); err != nil {
+	if _, err := natsx.Provision(natstest.Ctx(t), js, natsx.ProvisionConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	sim := simtest.Run(t, simulator.Config{QueueDelay: -1, ProcessDelay: -1}, simtest.WithContract(simulator.ContractV2))
@@ -220,7 +221,7 @@ func TestV2WebhookVerifiedByIngest(t *testing.T) {
 			}
 			url := ingesttest.Serve(t, ingest.ServerConfig{Handler: h.Serve})
 			c := simtest.Client(t, sim)
-			s, err := c.Submit(testCtx(t), "text", map[string]string{"text": "hello"}, url+"/webhook/text")
+			s, err := c.Submit(natstest.Ctx(t), "text", map[string]string{"text": "hello"}, url+"/webhook/text")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -238,7 +239,7 @@ func TestV2WebhookVerifiedByIngest(t *testing.T) {
 				return
 			}
 			natstest.WaitFor(t, 10*time.Second, func() error { // stored in WEBHOOKS under its job id
-				for _, m := range natstest.StreamMsgs(t, js, bjs.StreamWebhooks) {
+				for _, m := range natstest.StreamMsgs(t, js, contract.StreamWebhooks) {
 					if m.Header.Get("Nats-Msg-Id") == s.JobID {
 						return nil
 					}
@@ -304,7 +305,7 @@ func TestV2WebhookRetried(t *testing.T) {
 			sim := simtest.Run(t, cfg, simtest.WithContract(simulator.ContractV2))
 			rcv := newFailingReceiver(t, tt.failures, tt.fail)
 			c := simtest.Client(t, sim)
-			s, err := c.Submit(testCtx(t), "text", map[string]string{"text": "hello"}, rcv.URL)
+			s, err := c.Submit(natstest.Ctx(t), "text", map[string]string{"text": "hello"}, rcv.URL)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -413,7 +414,7 @@ func TestV2RegisteredWebhook(t *testing.T) {
 		t.Fatalf("register: %d %v", status, body)
 	}
 	c := simtest.Client(t, sim)
-	s, err := c.Submit(testCtx(t), "text", map[string]string{"text": "hello"}, "")
+	s, err := c.Submit(natstest.Ctx(t), "text", map[string]string{"text": "hello"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +431,7 @@ func TestV2RegisteredWebhook(t *testing.T) {
 	if status, _, body := do(t, "DELETE", sim.URL()+"/webhook/register", simulator.DefaultKey, "", ""); status != 200 || body["url"] != "" {
 		t.Fatalf("delete: %d %v", status, body)
 	}
-	s2, err := c.Submit(testCtx(t), "text", map[string]string{"text": "again"}, "")
+	s2, err := c.Submit(natstest.Ctx(t), "text", map[string]string{"text": "again"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +467,7 @@ func TestStatusUnknownJobMayExist(t *testing.T) {
 				if status != 503 || body["error"] != "SUBMISSION_STATUS_UNKNOWN" || id == "" {
 					t.Fatalf("%d %v", status, body)
 				}
-				_, err := c.GetJob(testCtx(t), id, upstream.ClassPoll)
+				_, err := c.GetJob(natstest.Ctx(t), id, upstream.ClassPoll)
 				var ue *upstream.Error
 				switch {
 				case err == nil:

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/upstream"
 )
 
@@ -227,7 +228,7 @@ func (s State) Pause(p Params, now time.Time, hint time.Duration) (State, time.D
 	}
 	d := min(hint, maxPause)
 	if d <= 0 {
-		d = min(backoffBase<<min(s.Strikes, 10), backoffCap)
+		d = retry.Exp(s.Strikes+1, backoffBase, backoffCap)
 		d = time.Duration(float64(d) * (0.5 + rand.Float64()/2))
 	}
 	if !s.Paused(now) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/upstream"
 )
 
@@ -149,16 +150,17 @@ func (s *Shared) storeObservation(ctx context.Context, rl upstream.RateLimit, at
 // watch keeps the cache current with every process's writes, so a pause stored anywhere stops this
 // process within a message's latency, and leases start from the latest value.
 func (s *Shared) watch(ctx context.Context) {
-	for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	for ctx.Err() == nil {
 		w, err := s.cfg.KV.Watch(ctx, s.cfg.Key)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("watch shared budget; retrying")
 			}
-			sleep(ctx, backoff)
+			_ = backoff.Wait(ctx)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		backoff.Reset()
 		for e := range w.Updates() {
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue
@@ -222,15 +224,5 @@ func (s *Shared) report(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-	}
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

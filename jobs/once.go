@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/natsx"
 )
 
@@ -82,7 +83,7 @@ type OncePublisher struct {
 
 	mu     sync.Mutex
 	stream jetstream.Stream // RESULTS, looked up once
-	scans  chan struct{} // long searches in flight (findResult)
+	scans  chan struct{}    // long searches in flight (findResult)
 	// abandoned holds this publisher's claims whose publish failed (fence -> claim): when the job comes
 	// back (a retry), the claim is taken over at once instead of waited on. Guarded by mu.
 	abandoned map[string]uint64
@@ -176,7 +177,7 @@ func (p *OncePublisher) own(ctx context.Context, fence string, claim uint64, tak
 		if last == nil || last.Sequence != claim || wait > time.Second {
 			return 0, errTokenLost
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := retry.Sleep(ctx, wait); err != nil {
 			return 0, err
 		}
 	}
@@ -231,7 +232,7 @@ func (p *OncePublisher) await(ctx context.Context, fence string) (uint64, error)
 		}
 		if last == nil {
 			// Empty: on a cluster a claim can be in flight (10164) and then be lost with a leader.
-			return 0, sleep(ctx, wait)
+			return 0, retry.Sleep(ctx, wait)
 		}
 		switch last.Header.Get(contract.HeaderFence) {
 		case contract.FenceDone:
@@ -257,7 +258,7 @@ func (p *OncePublisher) await(ctx context.Context, fence string) (uint64, error)
 		if left <= 0 {
 			return seen, nil
 		}
-		if err := sleep(ctx, min(wait, left)); err != nil {
+		if err := retry.Sleep(ctx, min(wait, left)); err != nil {
 			return 0, err
 		}
 	}
@@ -379,7 +380,7 @@ func scanConsumer(ctx context.Context, cons jetstream.Consumer, r resultScan) (u
 		case errors.Is(err, nats.ErrNoResponders) && n == 0 && unheard < 10:
 			// On a cluster the new consumer's interest may not have reached our server yet.
 			unheard++
-			if err := sleep(ctx, time.Duration(unheard)*20*time.Millisecond); err != nil {
+			if err := retry.Sleep(ctx, time.Duration(unheard)*20*time.Millisecond); err != nil {
 				return 0, "", err
 			}
 		case err != nil:
@@ -463,13 +464,4 @@ const maxAbandoned = 10000
 func isWrongLast(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeWrongLastSequence || apiErr.ErrorCode == errCodeWrongLastSeqR3)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d):
-		return nil
-	}
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/internal/retry"
 )
 
 // Pending is the set of pending jobs of the whole account as JOBS holds them, kept current by a watch:
@@ -51,13 +53,14 @@ func (p *Pending) Ready() bool {
 
 // Run watches JOBS until ctx ends, reopening the watch (and rebuilding the set) when it breaks.
 func (p *Pending) Run(ctx context.Context) {
-	for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	for ctx.Err() == nil {
 		w, err := p.kv.WatchAll(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.log.Warn().Err(err).Msg("watch JOBS; retrying")
 			}
-			pause(ctx, backoff)
+			_ = backoff.Wait(ctx)
 			continue
 		}
 		fresh := map[string]struct{}{}
@@ -67,7 +70,7 @@ func (p *Pending) Run(ctx context.Context) {
 				p.mu.Lock()
 				p.ids, p.ready, initial = fresh, true, false
 				p.mu.Unlock()
-				backoff = 100 * time.Millisecond
+				backoff.Reset()
 				continue
 			}
 			pending := false
@@ -94,16 +97,7 @@ func (p *Pending) Run(ctx context.Context) {
 		_ = w.Stop()
 		if ctx.Err() == nil {
 			p.log.Warn().Msg("JOBS watch ended; reopening")
-			pause(ctx, backoff)
+			_ = backoff.Wait(ctx)
 		}
-	}
-}
-
-func pause(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
 	}
 }

@@ -8,8 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/evershield/bridge/jobs"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evershield/bridge/jobs"
 )
 
 // maxModalities caps the label values of the pending gauge; further modalities count as "other".

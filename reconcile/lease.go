@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/internal/retry"
 )
 
 // leaseLoop competes for the lease until ctx ends. A standby retries Create every LeaseTTL/4 (a
@@ -52,7 +54,7 @@ func (r *Reconciler) watchLease(ctx context.Context, freed chan<- struct{}) {
 			if ctx.Err() == nil {
 				r.log.Debug().Err(err).Msg("watch lease")
 			}
-			sleep(ctx, watchBackoff)
+			_ = retry.Sleep(ctx, watchBackoff)
 			continue
 		}
 		func() {
@@ -74,7 +76,7 @@ func (r *Reconciler) watchLease(ctx context.Context, freed chan<- struct{}) {
 				}
 			}
 		}()
-		sleep(ctx, watchBackoff)
+		_ = retry.Sleep(ctx, watchBackoff)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 )
@@ -120,7 +121,7 @@ func (r *Reconciler) watchJobs(ctx context.Context) {
 		if err != nil {
 			r.m.errors.WithLabelValues("watch").Inc()
 			r.log.Warn().Err(err).Msg("watch JOBS")
-			sleep(ctx, watchBackoff)
+			_ = retry.Sleep(ctx, watchBackoff)
 			continue
 		}
 		if !first {
@@ -132,7 +133,7 @@ func (r *Reconciler) watchJobs(ctx context.Context) {
 		_ = w.Stop()
 		if ctx.Err() == nil {
 			r.log.Warn().Msg("JOBS watch ended; reopening")
-			sleep(ctx, watchBackoff)
+			_ = retry.Sleep(ctx, watchBackoff)
 		}
 	}
 }
@@ -536,12 +537,13 @@ func (r *Reconciler) finalCheck(ctx context.Context, t task, log zerolog.Logger)
 	job, err := r.cfg.API.GetJob(cctx, t.id, upstream.ClassPoll)
 	// A passing upstream hiccup (5xx, 429, a timeout) must not turn a finished job into a timeout: ask
 	// again, backing off, for as long as the wait allows.
-	for backoff := 100 * time.Millisecond; retryable(err) && cctx.Err() == nil; backoff = min(2*backoff, time.Second) {
-		if ue, ok := errors.AsType[*upstream.Error](err); ok && ue.RetryAfter > backoff {
-			backoff = ue.RetryAfter
+	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: time.Second}
+	for retryable(err) && cctx.Err() == nil {
+		wait := backoff.Next()
+		if ue, ok := errors.AsType[*upstream.Error](err); ok && ue.RetryAfter > wait {
+			wait = ue.RetryAfter
 		}
-		sleep(cctx, backoff)
-		if cctx.Err() != nil {
+		if retry.Sleep(cctx, wait) != nil {
 			break
 		}
 		job, err = r.cfg.API.GetJob(cctx, t.id, upstream.ClassPoll)
@@ -565,14 +567,4 @@ func (r *Reconciler) finalCheck(ctx context.Context, t task, log zerolog.Logger)
 func retryable(err error) bool {
 	ue, ok := errors.AsType[*upstream.Error](err)
 	return ok && ue.Retryable()
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/evershield/bridge/internal/clock"
+	"github.com/evershield/bridge/internal/retry"
 )
 
 // Back-off tuning for 429 answers.
@@ -232,7 +233,7 @@ func (b *budget) rateLimited(hint time.Duration) time.Duration {
 	b.refill(now)
 	d := min(hint, maxPause)
 	if d <= 0 {
-		d = min(backoffBase<<min(b.strikes, 10), backoffCap)
+		d = retry.Exp(b.strikes+1, backoffBase, backoffCap)
 		d = time.Duration(float64(d) * (0.5 + rand.Float64()/2))
 	}
 	// Answers to calls already in flight when the first 429 came are no new evidence: only the first

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/internal/text"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/natsx"
@@ -81,7 +82,7 @@ func deadLetter(reason, outcome string, cause error) verdict {
 	return verdict{action: actDeadLetter, reason: reason, outcome: outcome, cause: cause}
 }
 
-func retry(what string, err error) verdict {
+func retryLater(what string, err error) verdict {
 	v := verdict{action: actRetry, outcome: outcomeRetry, cause: fmt.Errorf("%s: %w", what, err)}
 	if ue, ok := errors.AsType[*upstream.Error](err); ok {
 		v.retryAfter = ue.RetryAfter
@@ -122,7 +123,7 @@ func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *
 		unlock, err := v.jobLocks.Lock(lctx, d.id)
 		cancel()
 		if err != nil {
-			v.settle(workCtx, d, retry("wait for job lock", err))
+			v.settle(workCtx, d, retryLater("wait for job lock", err))
 			return callTime{}
 		}
 		defer unlock()
@@ -149,7 +150,7 @@ func (v *Verifier) decide(ctx context.Context, d delivery) verdict {
 	known := err == nil
 	switch {
 	case err != nil && !errors.Is(err, jobs.ErrNotFound):
-		return retry("read job record", err)
+		return retryLater("read job record", err)
 	case known && rec.ResultOut():
 		return ack(outcomeAlreadyDelivered)
 	case v.notFound.Has(d.id):
@@ -224,13 +225,13 @@ func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) 
 	v.metrics.authPaused.Set(0)
 	if rev == 0 {
 		if rec, rev, err = v.cfg.Deliverer.Ensure(ctx, job); err != nil {
-			return retry("create job record", err)
+			return retryLater("create job record", err)
 		}
 	}
 	note := attemptNote(&job, nil, d.receivedAt, now)
 	if !job.Terminal() {
 		if _, err := v.store.UpdateFrom(ctx, rec, rev, note); err != nil {
-			return retry("record attempt", err)
+			return retryLater("record attempt", err)
 		}
 		d.log.Debug().Str("status", job.Status).Msg("job not terminal yet")
 		return verdict{action: actRetry, outcome: outcomeNotTerminal, cause: fmt.Errorf("job is %s", job.Status)}
@@ -239,7 +240,7 @@ func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) 
 		Record: rec, Rev: rev, Note: func(r *jobs.Record) { _, _ = note(r) }})
 	switch {
 	case err != nil:
-		return retry("deliver", err)
+		return retryLater("deliver", err)
 	case out == jobs.Published:
 		return verdict{action: actAck, outcome: outcomePublished, published: true}
 	case out == jobs.PublishedLate:
@@ -268,7 +269,7 @@ func (v *Verifier) judgeFailure(d delivery, err error) verdict {
 	case isUpstream && !ue.Retryable():
 		return deadLetter(ReasonUpstreamPrefix+strconv.Itoa(ue.Status), outcomeRejected, err)
 	}
-	return retry("get job", err)
+	return retryLater("get job", err)
 }
 
 // attemptNote records a GET /job attempt in a record: the answer (job) or the failure (callErr).
@@ -368,12 +369,7 @@ func (v *Verifier) logDeadLetter(d delivery, vd verdict) {
 // backoff is the delay before attempt+1: full jitter over RetryBase*2^(attempt-1) capped at RetryMax,
 // at least RetryBase/4 (so an unlucky draw cannot spin) and at least retryAfter.
 func (v *Verifier) backoff(attempt int, retryAfter time.Duration) time.Duration {
-	ceil := v.cfg.RetryMax
-	if shift := attempt - 1; shift < 32 {
-		if c := v.cfg.RetryBase << shift; c > 0 && c < ceil {
-			ceil = c
-		}
-	}
+	ceil := retry.Exp(attempt, v.cfg.RetryBase, v.cfg.RetryMax)
 	d := max(time.Duration(rand.Int64N(int64(ceil)+1)), v.cfg.RetryBase/4)
 	return max(d, retryAfter)
 }

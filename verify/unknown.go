@@ -189,7 +189,7 @@ func (v *Verifier) admitUnknown(ctx context.Context, d delivery) (verdict, bool)
 	case err != nil && d.stop.Err() != nil:
 		return verdict{action: actGiveBack, outcome: outcomeShutdown}, false
 	case err != nil:
-		return retry("check the account's job list", err), false
+		return retryLater("check the account's job list", err), false
 	case found:
 		v.metrics.provenance.WithLabelValues("list").Inc()
 		return verdict{}, true

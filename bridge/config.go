@@ -29,7 +29,7 @@ var allRoles = [...]string{RoleIngest, RoleVerify, RoleReconcile, RoleSubmit}
 
 // Config is the whole process configuration. Its tags name the BRIDGE_* environment variables (env,
 // with [EnvPrefix]), their defaults (envDefault) and meaning (help); cmd/bridge parses the environment
-// into it, and the README's configuration table is checked against it by a test. A Config made in code
+// into it, and docs/CONFIG.md is generated from it ([WriteConfigTable]). A Config made in code
 // gets no defaults from the tags: parse one, or set every field.
 type Config struct {
 	NATSURL     string `env:"NATS_URL" help:"external NATS servers, comma-separated; empty starts an embedded nats-server with JetStream"`

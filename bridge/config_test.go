@@ -11,33 +11,33 @@ import (
 	"github.com/evershield/bridge/contract"
 )
 
-// TestReadmeConfigTableMatchesStruct keeps README.md's configuration table and Config in step: every
-// variable appears once, with its default.
-func TestReadmeConfigTableMatchesStruct(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+// TestConfigDocMatchesStruct reads docs/CONFIG.md's table back against Config's tags: every variable
+// appears once, with its default.
+func TestConfigDocMatchesStruct(t *testing.T) {
+	doc, err := os.ReadFile("../docs/CONFIG.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	row := regexp.MustCompile("(?m)^\\| `(BRIDGE_[A-Z0-9_]+)` \\| (.*) \\| (.*) \\|$")
-	inReadme := map[string]string{}
-	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
-		inReadme[m[1]] = strings.Trim(strings.TrimSpace(m[3]), "`")
+	inDoc := map[string]string{}
+	for _, m := range row.FindAllStringSubmatch(string(doc), -1) {
+		inDoc[m[1]] = strings.Trim(strings.TrimSpace(m[3]), "`")
 	}
 	typ := reflect.TypeFor[Config]()
 	for f := range typ.Fields() {
 		key := EnvPrefix + strings.Split(f.Tag.Get("env"), ",")[0]
-		def, ok := inReadme[key]
+		def, ok := inDoc[key]
 		if !ok {
-			t.Errorf("README.md has no row for %s", key)
+			t.Errorf("docs/CONFIG.md has no row for %s", key)
 			continue
 		}
-		delete(inReadme, key)
+		delete(inDoc, key)
 		if want := f.Tag.Get("envDefault"); want != "" && def != want {
-			t.Errorf("README.md default of %s is %q, struct says %q", key, def, want)
+			t.Errorf("docs/CONFIG.md default of %s is %q, struct says %q", key, def, want)
 		}
 	}
-	for k := range inReadme {
-		t.Errorf("README.md lists %s, which Config does not have", k)
+	for k := range inDoc {
+		t.Errorf("docs/CONFIG.md lists %s, which Config does not have", k)
 	}
 }
 

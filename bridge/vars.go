@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"fmt"
+	"io"
 	"reflect"
 	"strings"
 )
@@ -20,8 +22,8 @@ type Var struct {
 	Default string
 }
 
-// Vars returns the configuration variables in Config's field order. The README's configuration table
-// (bridge help config) and the errors that name a variable are made from it, so docs and parser share
+// Vars returns the configuration variables in Config's field order. The configuration table
+// ([WriteConfigTable]) and the errors that name a variable are made from it, so docs and parser share
 // one source.
 func Vars() []Var {
 	var vars []Var
@@ -30,4 +32,18 @@ func Vars() []Var {
 		vars = append(vars, Var{Field: f.Name, Name: EnvPrefix + name, Help: f.Tag.Get("help"), Default: f.Tag.Get("envDefault")})
 	}
 	return vars
+}
+
+// WriteConfigTable writes the Markdown table of every variable of [Vars], with its meaning and default:
+// what bridge help config prints and docs/CONFIG.md holds.
+func WriteConfigTable(w io.Writer) {
+	fmt.Fprintln(w, "| variable | meaning | default |")
+	fmt.Fprintln(w, "| --- | --- | --- |")
+	for _, v := range Vars() {
+		def := v.Default
+		if def != "" {
+			def = "`" + def + "`"
+		}
+		fmt.Fprintf(w, "| `%s` | %s | %s |\n", v.Name, v.Help, def)
+	}
 }

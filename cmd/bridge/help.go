@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+
+	"github.com/evershield/bridge/bridge"
 )
 
 var helpCommand = &command{
@@ -12,7 +14,7 @@ var helpCommand = &command{
 		fs := newFlagSet("bridge help", `bridge help [command [sub-command] | config]
 
 Without arguments, lists the commands. With a command, prints its usage, as bridge <command> -h does.
-bridge help config prints the table of BRIDGE_* variables (as in README.md).`, c)
+bridge help config prints the table of BRIDGE_* variables (as in docs/CONFIG.md).`, c)
 		pos, err := fs.parse(args)
 		if err != nil {
 			return err
@@ -24,7 +26,7 @@ bridge help config prints the table of BRIDGE_* variables (as in README.md).`, c
 			fmt.Fprint(c.stdout, usageFooter)
 			return nil
 		case len(pos) == 1 && pos[0] == "config":
-			writeConfigTable(c.stdout)
+			bridge.WriteConfigTable(c.stdout)
 			return nil
 		}
 		cmd := lookup(commands(), pos[0])

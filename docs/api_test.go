@@ -263,7 +263,8 @@ func TestDesignNamesTheContract(t *testing.T) {
 }
 
 // TestNoLinkLeavesTheRepo follows every relative Markdown link of README.md and docs/*.md: each must name
-// a file inside the repository, so that a fresh clone has no dead link.
+// a file inside the repository, and a #fragment a heading of the Markdown file it names, so that a fresh
+// clone has no dead link.
 func TestNoLinkLeavesTheRepo(t *testing.T) {
 	root := repoRoot(t)
 	files, _ := filepath.Glob(filepath.Join(root, "docs", "*.md"))
@@ -276,21 +277,50 @@ func TestNoLinkLeavesTheRepo(t *testing.T) {
 		}
 		for _, m := range link.FindAllSubmatch(b, -1) {
 			target := string(m[1])
-			if strings.Contains(target, "://") || strings.HasPrefix(target, "#") || strings.HasPrefix(target, "mailto:") {
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
 				continue
 			}
-			target, _, _ = strings.Cut(target, "#")
-			abs := filepath.Join(filepath.Dir(f), target)
+			target, fragment, _ := strings.Cut(target, "#")
+			abs := f
+			if target != "" {
+				abs = filepath.Join(filepath.Dir(f), target)
+			}
 			if rel, err := filepath.Rel(root, abs); err != nil || strings.HasPrefix(rel, "..") {
 				t.Errorf("%s links %s, outside the repository", filepath.Base(f), m[1])
 				continue
 			}
 			if _, err := os.Stat(abs); err != nil {
 				t.Errorf("%s links %s, which does not exist", filepath.Base(f), m[1])
+			} else if fragment != "" && strings.HasSuffix(abs, ".md") && !slices.Contains(headingAnchors(t, abs), fragment) {
+				t.Errorf("%s links %s, which names no heading of %s", filepath.Base(f), m[1], filepath.Base(abs))
 			}
 		}
 	}
 	if len(files) < 2 {
 		t.Fatalf("found only %v", files)
 	}
+}
+
+// headingAnchors are the anchors a forge gives the headings of a Markdown file: lower case, spaces as
+// hyphens, other punctuation dropped.
+func headingAnchors(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var anchors []string
+	for _, m := range regexp.MustCompile(`(?m)^#+ (.+)$`).FindAllStringSubmatch(string(b), -1) {
+		var a strings.Builder
+		for _, r := range strings.ToLower(strings.TrimSpace(m[1])) {
+			switch {
+			case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-', r == '_':
+				a.WriteRune(r)
+			case r == ' ':
+				a.WriteRune('-')
+			}
+		}
+		anchors = append(anchors, a.String())
+	}
+	return anchors
 }

@@ -10,6 +10,27 @@ import (
 	"testing"
 )
 
+// readmeMax is the README's budget: what the bridge is and why, the quick start, one picture and links.
+// Everything else belongs in docs/, where later features document themselves.
+const readmeMax = 12 * 1024
+
+// TestReadmeStaysShort keeps README.md within its budget, with the two quick-start commands as the
+// project guide gives them and the picture of the flow.
+func TestReadmeStaysShort(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > readmeMax {
+		t.Errorf("README.md is %d bytes, over its %d: move the detail to docs/ and link it", len(b), readmeMax)
+	}
+	for _, want := range []string{"```sh\ngo run ./cmd/bridge demo\n```", "```sh\ngo test -race ./...\n```", "```mermaid\n"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("README.md lacks %q", want)
+		}
+	}
+}
+
 // TestDesignPackageTableMatchesTree checks docs/DESIGN.md's package table against the module: every
 // directory holding Go files has a row, and every directory a row names holds Go files. Directories of
 // other modules (deploy/) are not this module's; a row's first cell may name several directories.

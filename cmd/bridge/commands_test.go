@@ -78,21 +78,22 @@ func TestEveryCommandHelpExitsZero(t *testing.T) {
 	}
 }
 
-// TestReadmeListsTheCommands keeps README's "Commands" block equal to the synopsis bridge help prints.
-func TestReadmeListsTheCommands(t *testing.T) {
-	b, err := os.ReadFile(repoFile("README.md"))
+// TestOperationsListsTheCommands keeps the "Commands" block of docs/OPERATIONS.md equal to the synopsis
+// bridge help prints.
+func TestOperationsListsTheCommands(t *testing.T) {
+	b, err := os.ReadFile(repoFile("docs/OPERATIONS.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, section, ok := strings.Cut(string(b), "\n## Commands\n")
 	if !ok {
-		t.Fatal("README.md has no ## Commands section")
+		t.Fatal("docs/OPERATIONS.md has no ## Commands section")
 	}
 	_, block, _ := strings.Cut(section, "```text\n")
 	block, _, _ = strings.Cut(block, "```")
 	var want bytes.Buffer
 	writeSynopsis(&want, "bridge", commands())
 	if block != want.String() {
-		t.Errorf("README's command list:\n%s\nwant (bridge help):\n%s", block, want.String())
+		t.Errorf("docs/OPERATIONS.md's command list:\n%s\nwant (bridge help):\n%s", block, want.String())
 	}
 }

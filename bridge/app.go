@@ -42,8 +42,9 @@ type App struct {
 	budget  *budget.Shared
 	// unknown is the account-wide unknown-job budget (BRIDGE_UNKNOWN_JOB_RPM) of the verify role.
 	unknown *budget.Shared
-	pending *jobs.Pending
-	http    *ingest.Server
+	// jobs is the process's one JOBS watcher, for the roles that need the pending jobs; nil without them.
+	jobs *jobs.Watcher
+	http *ingest.Server
 	// admin serves health and metrics when BRIDGE_ADMIN_ADDR is set; nil otherwise.
 	admin   *ingest.Server
 	handler *ingest.Handler
@@ -138,14 +139,14 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 			a.nats.close()
 		}
 	}()
-	if cfg.Has(RoleIngest) || cfg.Has(RoleSubmit) {
-		// Every pending job of the account, kept by a JOBS watch: submit's ledger of owed verifications,
-		// and ingest's in-memory test of whether a webhook's job is one the bridge tracks.
-		a.pending = jobs.NewPending(a.nats.res.Jobs, a.log)
+	if cfg.Has(RoleIngest) || cfg.Has(RoleSubmit) || cfg.Has(RoleReconcile) {
+		// The one JOBS watch: submit's ledger of owed verifications, ingest's in-memory test of whether a
+		// webhook's job is one the bridge tracks, and the feed of the reconciler's index.
+		a.jobs = jobs.NewWatcher(a.nats.res.Jobs, cfg.PollInterval, a.log)
 		a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "bridge_budget_owed_jobs",
 			Help: "Pending jobs of the account, each owing the upstream one verification; admission plans for them before it accepts a submission.",
-		}, func() float64 { return float64(a.pending.Count()) }))
+		}, func() float64 { return float64(a.jobs.Count()) }))
 	}
 	if err := a.listen(o); err != nil {
 		return nil, err
@@ -170,6 +171,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		if err := a.addRoles(o); err != nil {
 			return nil, err
 		}
+	}
+	if a.jobs != nil {
+		a.roles = append(a.roles, role{"jobs-watch", a.jobs.Run}) // after the roles that read it
 	}
 	// The admin listener is added last, so it stops last: /metrics and /readyz (503 by then) answer
 	// while the roles drain.
@@ -241,7 +245,7 @@ func (a *App) guards() (overloaded, unprovenFull func() bool, err error) {
 }
 
 // known reports whether a job is one the bridge tracks (a pending JOBS record).
-func (a *App) known(id string) bool { return a.pending != nil && a.pending.Has(id) }
+func (a *App) known(id string) bool { return a.jobs != nil && a.jobs.Has(id) }
 
 // listen builds the ingest handler (health and metrics too) and binds the HTTP listener.
 func (a *App) listen(o options) error {
@@ -344,7 +348,7 @@ func (a *App) addRoles(o options) error {
 	}
 	if cfg.Has(RoleReconcile) {
 		r, err := reconcile.New(reconcile.Config{
-			Jobs: store, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
+			Watcher: a.jobs, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
 			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Adopt: cfg.Adopt, Log: a.log, Metrics: a.reg,
 			Instance: o.reconcileInstance,
 		})
@@ -379,7 +383,7 @@ func (a *App) addSubmit(store *jobs.Store, deadlines jobs.Deadlines, version str
 	s, err := submit.New(submit.Config{
 		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
 		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,
-		Ledger: a.pending, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
+		Ledger: a.jobs, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
 		Modalities: submit.ModalitiesFor(a.cfg.APIContract),
 	})
 	if err != nil {
@@ -391,9 +395,9 @@ func (a *App) addSubmit(store *jobs.Store, deadlines jobs.Deadlines, version str
 
 // Run serves every role until ctx is cancelled or one fails, then shuts down in one fixed order, the
 // order the roles were added in: the HTTP listener first (readiness off, in-flight webhooks answered after
-// their ack), then the verifier's consumers, the submit service and the reconciler, each finishing its
-// in-flight work before the next is stopped; then the NATS connection drains, and last the embedded
-// server stops.
+// their ack), then the verifier's consumers, the submit service, the reconciler and the JOBS watcher,
+// each finishing its in-flight work before the next is stopped; then the NATS connection drains, and last
+// the embedded server stops.
 func (a *App) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	stops := make([]context.CancelFunc, len(a.roles))
@@ -418,11 +422,6 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	if a.pending != nil {
-		pctx, stopPending := context.WithCancel(context.WithoutCancel(ctx))
-		defer stopPending()
-		go a.pending.Run(pctx)
-	}
 	a.log.Info().Str("version", a.version).Strs("roles", a.cfg.Roles).Str("http", a.http.Addr().String()).Msg("bridge running")
 	err := g.Wait()
 	for _, b := range []*budget.Shared{a.unknown, a.budget} {

@@ -84,7 +84,7 @@ type Config struct {
 	// The application sets it only under v2, when WEBHOOKS is near its limit ([Pressure]); nil never
 	// refuses.
 	Overloaded func() bool
-	// Known reports whether a job id is one the bridge tracks (a pending JOBS record; jobs.Pending);
+	// Known reports whether a job id is one the bridge tracks (a pending JOBS record; jobs.Watcher);
 	// with UnprovenFull it bounds what webhooks without provenance may occupy.
 	Known func(id string) bool
 	// UnprovenFull, when set and true, refuses with 503 and Retry-After a webhook that has no provenance

@@ -1,6 +1,6 @@
-// Package jobs holds the JOBS record of every job the bridge tracks and the one path by which a result
-// reaches RESULTS. Both the verifier and the reconciler deliver through [Deliverer], so the rules that
-// keep results single live in one place:
+// Package jobs holds the JOBS record of every job the bridge tracks, the process's one watch of them
+// ([Watcher]) and the one path by which a result reaches RESULTS. Both the verifier and the reconciler
+// deliver through [Deliverer], so the rules that keep results single live in one place:
 //
 //   - every result is published with Nats-Msg-Id = job_id (a late one with job_id + ".late"), so racing
 //     publishers collapse inside the duplicate window;

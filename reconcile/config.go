@@ -16,10 +16,10 @@ import (
 // LeaseKey is the key of the reconciler's lease in the BRIDGE_LEASES bucket.
 const LeaseKey = "reconcile"
 
-// Config configures a [Reconciler]. Deliverer, Leases and API are required.
+// Config configures a [Reconciler]. Watcher, Deliverer, Leases and API are required.
 type Config struct {
-	// Jobs is the JOBS store whose bucket the index watches. Default: Deliverer.Store().
-	Jobs *jobs.Store
+	// Watcher is the process's JOBS watcher, which feeds the index; the caller runs it.
+	Watcher *jobs.Watcher
 	// Leases is the BRIDGE_LEASES bucket, as natsx.Provision makes it; its TTL is the lease lifetime.
 	Leases jetstream.KeyValue
 	// Deliverer is the one publish path of results; the reconciler publishes nothing itself.
@@ -87,9 +87,6 @@ func (c *Config) setDefaults() {
 	if c.FinalCheckWait == 0 {
 		c.FinalCheckWait = 5 * time.Second
 	}
-	if c.Jobs == nil && c.Deliverer != nil {
-		c.Jobs = c.Deliverer.Store()
-	}
 	if c.Instance == "" {
 		c.Instance = procname.New()
 	}
@@ -107,6 +104,8 @@ func (c *Config) setDefaults() {
 // Validate checks the configuration after defaults are applied; errors wrap [ErrInvalidConfig].
 func (c *Config) Validate() error {
 	switch {
+	case c.Watcher == nil:
+		return fmt.Errorf("%w: Watcher: required", ErrInvalidConfig)
 	case c.Deliverer == nil:
 		return fmt.Errorf("%w: Deliverer: required", ErrInvalidConfig)
 	case c.API == nil:

@@ -29,13 +29,10 @@
 //     so a late completion reaches results.late.<type> once even when its webhook was lost too. A late
 //     webhook reaches it through the verifier and the same Deliverer. The cost is one GET per late job
 //     that leaves the in-flight list, nothing while it stays in it.
-//   - Start-up: the JOBS watch replays the bucket, so every job left pending is in the index before the
-//     leader acts. Overdue deadlines fire at once, after the first sweep has marked what is in flight,
-//     with at most Workers checks at a time: their GETs are paced by the upstream budget instead of
-//     being fired in a burst.
-//   - The watch follows the bucket: every min(PollInterval, 5s) a probe compares it with the bucket's
-//     stream and reopens it (rebuilding the index) when the stream was recreated or has records the
-//     watch did not deliver since the probe before, e.g. after a NATS restart.
+//   - Start-up: the process's [jobs.Watcher] replays the bucket (again whenever its watch stops following
+//     the bucket), so every job left pending is in the index before the leader acts. Overdue deadlines
+//     fire at once, after the first sweep has marked what is in flight, with at most Workers checks at a
+//     time: their GETs are paced by the upstream budget instead of being fired in a burst.
 //   - Replicas: one lease key ("reconcile") in BRIDGE_LEASES, whose bucket TTL is LeaseTTL. Acquire is
 //     kv.Create (value = Instance), renewal every LeaseTTL/3 is kv.Update on the held revision; each
 //     renewal is a new message, so the bucket's TTL (a message age) restarts from it. A crashed holder's
@@ -47,8 +44,8 @@
 // # Why an in-process index
 //
 // The pending jobs are held in memory: a map by job_id and a min-heap by due time with one timer for the
-// earliest deadline, fed by a watch of JOBS (WatchAll: initial values, then updates; deletes, purges and
-// records that are no longer pending leave the index). Alternatives considered:
+// earliest deadline, fed by the process's [jobs.Watcher] (a replay of the bucket, then updates; deletes,
+// purges and records that are no longer pending leave the index). Alternatives considered:
 //
 //   - Per-key TTL in JOBS (KV LimitMarkerTTL, nats-server 2.11+): the expiry deletes the record, but the
 //     JOBS record is the long-term idempotency record that must outlive the deadline, and a timeout

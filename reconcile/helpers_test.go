@@ -216,7 +216,9 @@ func (e *env) start(name string, mod func(*Config)) *replica {
 		e.t.Fatalf("deliverer: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	cfg := Config{Leases: leases, Deliverer: d, API: e.api, PollInterval: testPoll, WebhookGrace: testGrace,
+	// The replica's own JOBS watcher, probed every poll interval as the bridge's is.
+	w := jobs.NewWatcher(jkv, testPoll, testLog(e.t))
+	cfg := Config{Watcher: w, Leases: leases, Deliverer: d, API: e.api, PollInterval: testPoll, WebhookGrace: testGrace,
 		Instance: name, Log: testLog(e.t), Metrics: reg}
 	if mod != nil {
 		mod(&cfg)
@@ -227,6 +229,7 @@ func (e *env) start(name string, mod func(*Config)) *replica {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	rp := &replica{r: r, nc: nc, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	go w.Run(ctx)
 	go func() { rp.done <- r.Run(ctx) }()
 	e.t.Cleanup(rp.stop)
 	return rp

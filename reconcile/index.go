@@ -100,17 +100,15 @@ type index struct {
 	pending int
 	late    int
 	gen     uint32
-	ready   bool
 
-	readyCh chan struct{} // closed once the initial values of the first watch are in
-	wake    chan struct{} // signalled when the earliest due time moved earlier
+	wake chan struct{} // signalled when the earliest due time moved earlier
 }
 
 func newIndex(lateWatch, poll time.Duration, m *metrics) *index {
 	return &index{
 		lateWatch: lateWatch, poll: poll, m: m,
 		byID: make(map[string]*entry), mods: make(map[string]*modality),
-		readyCh: make(chan struct{}), wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1),
 	}
 }
 
@@ -264,16 +262,6 @@ func (x *index) reset() {
 	x.byID = make(map[string]*entry) // a fresh map lets the old buckets go
 	x.heap = nil
 	x.pending, x.late = 0, 0
-}
-
-// setReady marks the initial values as loaded.
-func (x *index) setReady() {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if !x.ready {
-		x.ready = true
-		close(x.readyCh)
-	}
 }
 
 // counts returns the number of pending and late-watched jobs.

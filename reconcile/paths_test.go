@@ -121,12 +121,11 @@ func TestLeaseTakenOverStopsTheLoser(t *testing.T) {
 	})
 }
 
-// TestJobsWatchSurvivesRestart covers the JOBS watch across a NATS restart (issue 12): after the node
-// comes back, the index still holds the jobs recorded before (a stuck one times out at its deadline), and
-// takes jobs recorded after (a missed webhook is recovered) and records that leave pending. Without the
-// watch's probe, the job recorded after the restart reached the index only when nats.go recreated the
-// watch's consumer after two missed 5 s heartbeats: its result came about 20 s late and this test's
-// 5 s wait failed.
+// TestJobsWatchSurvivesRestart covers the index across a NATS restart (issue 12): after the node comes
+// back, the index still holds the jobs recorded before (a stuck one times out at its deadline), and takes
+// jobs recorded after (a missed webhook is recovered) and records that leave pending. The JOBS watcher's
+// probe is what keeps this within the 5 s wait (see jobs.TestWatcherFollowsAcrossRestart): without it
+// the job recorded after the restart was recovered about 20 s late.
 func TestJobsWatchSurvivesRestart(t *testing.T) {
 	e := newEnv(t, simulator.Config{DropRate: 1})
 	rp := e.start("r1", nil)
@@ -179,9 +178,8 @@ func TestJobsWatchSurvivesRestart(t *testing.T) {
 }
 
 // TestJobsWatchReopensWhenBucketRecreated covers the JOBS watch reopening (issue 12): when the bucket is
-// deleted and made again, the index is rebuilt from the new bucket. Before the probe, the watch's
-// consumer resumed past the new stream's sequences: the old job stayed in the index and the new one
-// never came.
+// deleted and made again, the index is rebuilt from the watcher's new replay. Before the probe (see
+// jobs.TestWatcherReopensWhenBucketRecreated), the old job stayed in the index and the new one never came.
 func TestJobsWatchReopensWhenBucketRecreated(t *testing.T) {
 	e := newEnv(t, simulator.Config{DropRate: 1})
 	rp := e.start("r1", nil)

@@ -28,6 +28,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no deliverer", func(c *Config) { c.Deliverer = nil }, ErrInvalidConfig},
 		{"no api", func(c *Config) { c.API = nil }, ErrInvalidConfig},
 		{"no leases", func(c *Config) { c.Leases = nil }, ErrInvalidConfig},
+		{"no watcher", func(c *Config) { c.Watcher = nil }, ErrInvalidConfig},
 		{"poll too short", func(c *Config) { c.PollInterval = time.Millisecond }, ErrInvalidConfig},
 		{"no grace", func(c *Config) { c.WebhookGrace = -1 }, nil},
 		{"workers", func(c *Config) { c.Workers = -1 }, ErrInvalidConfig},
@@ -36,7 +37,7 @@ func TestConfigValidate(t *testing.T) {
 	e := newEnv(t, simulator.Config{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{Leases: e.res.Leases, Deliverer: e.deliv, API: e.api}
+			cfg := Config{Watcher: jobs.NewWatcher(e.res.Jobs, 0, testLog(t)), Leases: e.res.Leases, Deliverer: e.deliv, API: e.api}
 			tt.mod(&cfg)
 			_, err := New(cfg)
 			if !errors.Is(err, tt.wantErr) {

@@ -27,10 +27,8 @@ const (
 	maxRetryDelay = 2 * time.Minute
 	// busyDelay is how soon a deadline check runs when a sweep GET holds the job.
 	busyDelay = 500 * time.Millisecond
-	// watchBackoff is the pause before the JOBS or lease watch is opened again after a failure.
+	// watchBackoff is the pause before the lease watch is opened again after a failure.
 	watchBackoff = time.Second
-	// maxWatchProbe bounds the period of the JOBS watch's probe (PollInterval if shorter).
-	maxWatchProbe = 5 * time.Second
 )
 
 // Reconciler recovers missed webhooks by polling the upstream and times out jobs past their deadline,
@@ -42,7 +40,6 @@ type Reconciler struct {
 	m   *metrics
 	idx *index
 
-	jobsKV   jetstream.KeyValue
 	leases   jetstream.KeyValue
 	leaseTTL time.Duration
 
@@ -67,13 +64,14 @@ func New(cfg Config) (*Reconciler, error) {
 		m:   m,
 		idx: newIndex(cfg.LateWatch, cfg.PollInterval, m),
 	}
+	cfg.Watcher.Subscribe(r.follow)
 	return r, nil
 }
 
 // Instance is the name this reconciler holds the lease under.
 func (r *Reconciler) Instance() string { return r.cfg.Instance }
 
-// Run watches JOBS, competes for the lease and, while it holds it, sweeps and times out jobs. It blocks
+// Run competes for the lease and, while it holds it, sweeps and times out jobs. It blocks
 // until ctx is cancelled, then stops acting, releases the lease if held (so a standby takes over at
 // once) and returns nil. It returns an error only when the buckets cannot be opened.
 func (r *Reconciler) Run(ctx context.Context) error {
@@ -85,16 +83,13 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() { r.watchJobs(ctx) })
 	r.leaseLoop(ctx)
-	wg.Wait()
 	return nil
 }
 
 // open reads the lease TTL from the lease bucket.
 func (r *Reconciler) open(ctx context.Context) error {
-	r.jobsKV, r.leases, r.leaseTTL = r.cfg.Jobs.KV(), r.cfg.Leases, r.cfg.LeaseTTL
+	r.leases, r.leaseTTL = r.cfg.Leases, r.cfg.LeaseTTL
 	st, err := r.leases.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("reconcile: bucket %s status: %w", contract.BucketLeases, err)
@@ -111,123 +106,25 @@ func (r *Reconciler) open(ctx context.Context) error {
 	return nil
 }
 
-// watchJobs feeds the index from a watch of every JOBS key: first the current values (then the index is
-// ready), then each update. A watch that ends while ctx is alive is opened again and replays the bucket
-// into an emptied index.
-func (r *Reconciler) watchJobs(ctx context.Context) {
-	first := true
-	for ctx.Err() == nil {
-		w, err := r.jobsKV.WatchAll(ctx)
-		if err != nil {
+// follow feeds the index from the process's JOBS watcher; a replay rebuilds it from empty.
+func (r *Reconciler) follow(u jobs.Update) {
+	switch u.Kind {
+	case jobs.UpdateReplay:
+		r.idx.reset()
+	case jobs.UpdateLost:
+		r.m.errors.WithLabelValues("watch").Inc()
+	case jobs.UpdateRecord:
+		if err := r.idx.apply(u.Key, u.Value, u.Deleted, r.cfg.Now()); err != nil {
 			r.m.errors.WithLabelValues("watch").Inc()
-			r.log.Warn().Err(err).Msg("watch JOBS")
-			_ = retry.Sleep(ctx, watchBackoff)
-			continue
-		}
-		if !first {
-			r.idx.reset()
-		}
-		first = false
-		start := time.Now()
-		r.consume(ctx, w, start)
-		_ = w.Stop()
-		if ctx.Err() == nil {
-			r.log.Warn().Msg("JOBS watch ended; reopening")
-			_ = retry.Sleep(ctx, watchBackoff)
+			r.log.Warn().Err(err).Str("job_id", u.Key).Msg("undecodable JOBS record ignored")
 		}
 	}
-}
-
-// consume applies the watch's entries to the index until ctx ends, the watch closes, or a probe finds
-// the watch no longer follows the bucket.
-//
-// Why the probe: the watch is an ordered consumer that nats.go recreates only after two missed 5 s
-// heartbeats, so after a NATS restart records written meanwhile reached the index 10 to 20 s late; and
-// when the bucket is deleted and made again, the recreated consumer resumes past the new stream's
-// sequences and never delivers them. Every min(PollInterval, 5s) the probe reads the bucket's stream
-// info (one request); the watch is reopened (the index rebuilt by the replay) when the stream was
-// recreated, is behind the watch, or had records the watch has not delivered since the probe before.
-func (r *Reconciler) consume(ctx context.Context, w jetstream.KeyWatcher, start time.Time) {
-	tick := time.NewTicker(min(r.cfg.PollInterval, maxWatchProbe))
-	defer tick.Stop()
-	var p watchProbe
-	ready := false
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-			if !ready {
-				continue // the replay is still under way; its end marker comes after every value
-			}
-			if why := r.probeWatch(ctx, &p); why != "" {
-				r.m.errors.WithLabelValues("watch").Inc()
-				r.log.Warn().Str("reason", why).Uint64("seen", p.seen).Uint64("stream_last", p.last).Msg("JOBS watch no longer follows the bucket")
-				return
-			}
-		case e, ok := <-w.Updates():
-			if !ok {
-				return
-			}
-			if e == nil {
-				ready = true
-				r.probeWatch(ctx, &p) // the stream's creation time, for the next probes
-				r.idx.setReady()
-				pn, l := r.idx.counts()
-				r.log.Info().Int("pending", pn).Int("late_watch", l).Dur("took", time.Since(start)).Msg("index built from JOBS")
-				continue
-			}
-			p.seen = max(p.seen, e.Revision())
-			deleted := e.Operation() == jetstream.KeyValueDelete || e.Operation() == jetstream.KeyValuePurge
-			if err := r.idx.apply(e.Key(), e.Value(), deleted, r.cfg.Now()); err != nil {
-				r.m.errors.WithLabelValues("watch").Inc()
-				r.log.Warn().Err(err).Str("job_id", e.Key()).Msg("undecodable JOBS record ignored")
-			}
-		}
-	}
-}
-
-// watchProbe is what the probes of one JOBS watch know.
-type watchProbe struct {
-	created  time.Time // the bucket stream's creation time at the first probe
-	seen     uint64    // the last revision the watch delivered
-	last     uint64    // the stream's last sequence at the last probe
-	seenThen uint64    // seen at the last probe
-}
-
-// probeWatch compares the watch with the bucket's stream and returns why the watch must be reopened,
-// or "" when it follows (or the stream cannot be read: the connection's own recovery covers that).
-func (r *Reconciler) probeWatch(ctx context.Context, p *watchProbe) string {
-	cctx, cancel := context.WithTimeout(ctx, maxWatchProbe)
-	defer cancel()
-	st, err := r.jobsKV.Status(cctx)
-	if err != nil {
-		return ""
-	}
-	bs, ok := st.(*jetstream.KeyValueBucketStatus)
-	if !ok {
-		return ""
-	}
-	info := bs.StreamInfo()
-	behind := p.last > p.seen && p.seen == p.seenThen // records known a probe ago, none delivered since
-	p.last, p.seenThen = info.State.LastSeq, p.seen
-	switch {
-	case p.created.IsZero():
-		p.created = info.Created
-	case !info.Created.Equal(p.created):
-		return "bucket recreated"
-	case p.last < p.seen:
-		return "bucket behind the watch"
-	case behind:
-		return "watch stalled"
-	}
-	return ""
 }
 
 // lead does the leader's work until ctx ends: the sweep loop and the deadline loop.
 func (r *Reconciler) lead(ctx context.Context) {
 	select {
-	case <-r.idx.readyCh:
+	case <-r.cfg.Watcher.Ready():
 	case <-ctx.Done():
 		return
 	}

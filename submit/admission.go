@@ -9,7 +9,7 @@ import (
 )
 
 // Ledger counts the accepted jobs that still owe the upstream a verification: every pending JOBS record
-// of the account, whoever submitted it (jobs.Pending).
+// of the account, whoever submitted it (jobs.Watcher).
 type Ledger interface {
 	Count() int
 }

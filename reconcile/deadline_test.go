@@ -99,9 +99,21 @@ func TestDeadlineDeliveryFailingBacksOff(t *testing.T) {
 	if v := metricValue(rp.r.m.deliverFailing); v != 2 {
 		t.Fatalf("deliver_failing %v, want 2", v)
 	}
+	completedAt := time.Now()
 	if err := e.sim.CompleteJob(finished, simulator.Outcome{Prohibited: true}); err != nil {
 		t.Fatal(err)
 	}
+	// A check of the finished job that began before CompleteJob would still publish its timeout once
+	// RESULTS takes writes again. A job's checks run one after another, so one GET that began after
+	// CompleteJob means that every earlier check is over: only then make room.
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		for _, c := range e.jobGETs(finished) {
+			if c.At.After(completedAt) {
+				return nil
+			}
+		}
+		return errors.New("no GET of the finished job since it completed")
+	})
 	calls := e.jobGETs(stuck)[:8]
 	if calls[0].At.Before(deadline) {
 		t.Fatalf("first GET at %v, before the deadline %v", calls[0].At, deadline)

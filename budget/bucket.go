@@ -200,9 +200,9 @@ func (s State) Capacity(p Params, now time.Time, d time.Duration) float64 {
 	return c
 }
 
-// Recovered restores the rate after n answers that were not 429s, an eighth of the full rate each, as
-// the process-local budget does: a 429 halves the rate and a run of successes brings it back, so a
-// passing 429 costs little while a real limit keeps it low.
+// Recovered restores the rate after n answers that were not 429s, an eighth of the full rate each: a
+// 429 halves the rate and a run of successes brings it back, so a passing 429 costs little while a real
+// limit keeps it low.
 func (s State) Recovered(now time.Time, n int) State {
 	if n <= 0 || s.Factor <= 0 || s.Factor >= 1 {
 		return s

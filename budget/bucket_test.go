@@ -127,6 +127,22 @@ func TestPauseStopsEveryLeaseAndSlowsTheRate(t *testing.T) {
 	}
 }
 
+// TestOwnBackoffCapped: without a header each fresh 429 doubles the own back-off, with jitter down to
+// half, and never past 30 s.
+func TestOwnBackoffCapped(t *testing.T) {
+	p := NewParams(60, 5)
+	s := State{At: t0.UnixNano()}
+	for i := range 12 {
+		s.PausedUntil = 0 // every 429 a fresh one
+		var d time.Duration
+		s, d = s.Pause(p, t0, 0)
+		lo := min(time.Second<<i, 30*time.Second) / 2
+		if d < lo || d > 30*time.Second {
+			t.Fatalf("strike %d: back-off %v, want in [%v, 30s]", i, d, lo)
+		}
+	}
+}
+
 // TestSkewedClockAddsOnce: a writer whose clock is ahead earns its lead once; a writer behind earns
 // nothing until it catches up.
 func TestSkewedClockAddsOnce(t *testing.T) {

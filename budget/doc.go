@@ -4,7 +4,9 @@
 // The upstream allows about 60 requests a minute per account, whatever the number of processes that use
 // the key. [Shared] is an [upstream.Limiter] that keeps that limit for all of them together: over any
 // window W their calls add up to at most Burst + RPM×W/1min (so RPM+Burst over a minute and RPM/6+Burst
-// over ten seconds), for any number of processes.
+// over ten seconds), for any number of processes. It is the bridge's only token bucket: the upstream
+// client holds none of its own, and the verifier's unknown-job budget is a Shared under its own key
+// (KeyUnknown). [Unlimited] is the budget of a client that needs none.
 //
 // # Design: one token bucket in a KV key, leased in small batches
 //
@@ -42,9 +44,9 @@
 //
 // A 429 seen by any process pauses the whole bucket (the upstream's Retry-After, else an own back-off
 // with jitter) and halves its rate; every process sees the pause through its watch and drops the tokens
-// it holds. The rate recovers with evidence, as the process-local budget's does: each answer that is not
-// a 429 restores an eighth of it (counted locally and carried on the process's next lease, so it costs no
-// write), and with time, doubling every RecoverEvery.
+// it holds. The rate recovers with evidence: each answer that is not a 429 restores an eighth of it
+// (counted locally and carried on the process's next lease, so it costs no write), and with time,
+// doubling every RecoverEvery.
 //
 // Times in the value are the writers' clocks, and the time of the level only ever moves forward, so a
 // process whose clock runs behind earns nothing until it catches up, and one whose clock runs ahead

@@ -44,7 +44,7 @@ type Config struct {
 	// Instance names this process in its usage report; unique among processes.
 	Instance string
 	// SubmitWait is the longest a submission waits for a token before it is refused as busy; default
-	// upstream.DefaultSubmitWait.
+	// DefaultSubmitWait.
 	SubmitWait time.Duration
 	// ReportEvery is the period of this process's usage report; default 2s.
 	ReportEvery time.Duration
@@ -61,7 +61,7 @@ func (c *Config) setDefaults() {
 		c.Key = KeyAccount
 	}
 	if c.SubmitWait == 0 {
-		c.SubmitWait = upstream.DefaultSubmitWait
+		c.SubmitWait = DefaultSubmitWait
 	}
 	if c.ReportEvery == 0 {
 		c.ReportEvery = 2 * time.Second
@@ -87,6 +87,9 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// DefaultSubmitWait is how long a submission may wait for a token before it is refused as busy.
+const DefaultSubmitWait = time.Second
 
 // AutoStartRPM is the rate of an auto budget until the upstream's first answer tells the account's
 // limit: low, so that plans below 60 a minute are never exceeded while it learns.

@@ -10,8 +10,10 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/roletest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
@@ -206,7 +208,8 @@ func TestRestartRecoversPendingAndOverdue(t *testing.T) {
 	})
 
 	// The new one has a budget of 10 requests a second, 3 at once.
-	api := simtest.Client(t, e.sim, simtest.WithBudget(600, 3))
+	b := roletest.StartBudget(t, budget.Config{KV: e.res.Budget, RPM: 600, Burst: 3})
+	api := simtest.Client(t, e.sim, func(c *upstream.Config) { c.Limiter = b })
 	r2 := e.start("r2", func(c *Config) { c.API = api })
 	all := append(append(append([]string(nil), done...), stuck...), future...)
 	e.waitResults(20*time.Second, 1, all...)

@@ -48,16 +48,10 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	lim := cfg.Limiter
-	if lim == nil {
-		b := newBudget(cfg.RPM, cfg.Burst, cfg.clock)
-		b.submitWait = cfg.SubmitWait
-		lim = b
-	}
 	c := &Client{
 		cfg:     cfg,
 		auth:    "Bearer " + cfg.APIKey,
-		limiter: lim,
+		limiter: cfg.Limiter,
 		m:       newMetrics(cfg.Metrics),
 		log:     cfg.Log.With().Str("component", "upstream").Logger(),
 	}
@@ -71,7 +65,7 @@ func New(cfg Config) (*Client, error) {
 }
 
 // Available is the number of requests the budget could spend right now without waiting: 0 during a
-// 429 pause, +Inf with [NoLimit].
+// 429 pause.
 func (c *Client) Available() float64 { return c.limiter.Available() }
 
 // Capacity is the number of requests the budget can spend over the next d at its current rate.

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/internal/testlog"
@@ -233,7 +234,7 @@ func TestUndocumentedAnswers(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	c, err := upstream.New(upstream.Config{BaseURL: srv.URL + "/api/v1", APIKey: "k", RPM: upstream.NoLimit})
+	c, err := upstream.New(upstream.Config{BaseURL: srv.URL + "/api/v1", APIKey: "k", Limiter: budget.Unlimited{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +277,7 @@ func TestSubmitFormCarriesExactlyTheFields(t *testing.T) {
 		io.WriteString(w, `{"job_id":"5f0c6e3a-0000-4000-8000-000000000001","status":"queued"}`)
 	}))
 	t.Cleanup(srv.Close)
-	c, err := upstream.New(upstream.Config{BaseURL: srv.URL + "/api/v1/", APIKey: "key123", RPM: upstream.NoLimit})
+	c, err := upstream.New(upstream.Config{BaseURL: srv.URL + "/api/v1/", APIKey: "key123", Limiter: budget.Unlimited{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,8 +427,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad scheme", upstream.Config{BaseURL: "ftp://x", APIKey: "k"}, "BaseURL"},
 		{"credentials in url", upstream.Config{BaseURL: "https://u:p@x", APIKey: "k"}, "BaseURL"},
 		{"no key", upstream.Config{BaseURL: "https://x/api/v1"}, "APIKey"},
-		{"bad rpm", upstream.Config{BaseURL: "https://x/api/v1", APIKey: "k", RPM: -5}, "RPM"},
 		{"bad timeout", upstream.Config{BaseURL: "https://x/api/v1", APIKey: "k", Timeout: -1}, "Timeout"},
+		{"no limiter", upstream.Config{BaseURL: "https://x/api/v1", APIKey: "k"}, "Limiter"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -436,13 +437,6 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("err = %v, want ErrInvalidConfig naming %s", err, tt.want)
 			}
 		})
-	}
-	c, err := upstream.New(upstream.Config{BaseURL: "https://x/api/v1", APIKey: "k"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := c.Available(); got != 5 {
-		t.Fatalf("default burst %v, want 5 (5 s of 60 RPM)", got)
 	}
 }
 
@@ -498,83 +492,6 @@ func TestListAndInFlight(t *testing.T) {
 	for _, f := range []upstream.ListFilter{{Limit: 101}, {Status: []string{"done"}}, {Type: "movie"}} {
 		if _, err := c.ListJobs(ctx, f); !errors.Is(err, upstream.ErrInvalidRequest) {
 			t.Fatalf("ListJobs(%+v) = %v, want ErrInvalidRequest", f, err)
-		}
-	}
-}
-
-// TestRateLimitPausesClient: a 429 with Retry-After pauses every call of the client for that long, on a
-// manual clock.
-func TestRateLimitPausesClient(t *testing.T) {
-	sim := simtest.Run(t, simulator.Config{ProcessDelay: time.Hour})
-	clk := upstream.NewFakeClock(time.Now())
-	c := simtest.Client(t, sim, simtest.WithBudget(600, 10), func(cfg *upstream.Config) { upstream.UseClock(cfg, clk) })
-	ctx := natstest.Ctx(t)
-	s, err := c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim.SetFault(simulator.EndpointJob, simulator.Fault{RateLimitRate: 1, RetryAfter: 7 * time.Second})
-	_, err = c.GetJob(ctx, s.JobID, upstream.ClassVerify)
-	if ue := asError(t, err); ue.Status != 429 || ue.RetryAfter != 7*time.Second {
-		t.Fatalf("got %v, RetryAfter %v; want 429 with 7s", err, ue.RetryAfter)
-	}
-	sim.SetFault(simulator.EndpointJob, simulator.Fault{})
-	if a := c.Available(); a != 0 {
-		t.Fatalf("Available during pause = %v", a)
-	}
-
-	done := make(chan error, 1)
-	go func() { _, err := c.GetJob(ctx, s.JobID, upstream.ClassVerify); done <- err }()
-	natstest.WaitFor(t, 10*time.Second, func() error {
-		if c.Queued() != 1 {
-			return errors.New("call not queued")
-		}
-		return nil
-	})
-	clk.Advance(6 * time.Second)
-	if c.Queued() != 1 || sim.CallCount(simulator.EndpointJob) != 1 {
-		t.Fatalf("call left the queue before Retry-After (queued %d, calls %d)", c.Queued(), sim.CallCount(simulator.EndpointJob))
-	}
-	clk.Advance(time.Second)
-	if err := <-done; err != nil {
-		t.Fatalf("call after pause: %v", err)
-	}
-	if n := sim.CallCount(simulator.EndpointJob); n != 2 {
-		t.Fatalf("%d job calls, want 2", n)
-	}
-}
-
-// TestBudgetHoldsAgainstSimulator runs contending calls at 1200 RPM (20/s) with burst 2 and checks the
-// simulator's record: no second holds more than rate + burst (+1 for timestamping skew).
-func TestBudgetHoldsAgainstSimulator(t *testing.T) {
-	sim := simtest.Run(t, simulator.Config{ProcessDelay: time.Hour})
-	c := simtest.Client(t, sim, simtest.WithBudget(1200, 2))
-	ctx := natstest.Ctx(t)
-	s, err := c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for i := range 30 {
-		wg.Go(func() {
-			if _, err := c.GetJob(ctx, s.JobID, upstream.Class(i%2)); err != nil { // verify and poll queue; a submission would be refused
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	calls := append(sim.Calls(simulator.EndpointSubmit), sim.Calls(simulator.EndpointJob)...)
-	slices.SortFunc(calls, func(a, b simulator.Call) int { return a.At.Compare(b.At) })
-	for i := range calls {
-		n := 0
-		for _, c := range calls[i:] {
-			if c.At.Sub(calls[i].At) >= time.Second {
-				break
-			}
-			n++
-		}
-		if n > 20+2+1 {
-			t.Fatalf("%d calls within one second from call %d", n, i)
 		}
 	}
 }

@@ -3,13 +3,11 @@
 //
 // Every upstream call of the process goes through one [Client]. The client guarantees:
 //
-//   - Budget: one token bucket at Config.RPM with Config.Burst, shared by every call. When tokens are
-//     scarce, waiting calls are served in strict class order ([ClassSubmit], then [ClassVerify], then
-//     [ClassPoll]) and FIFO within a class. A waiting call honours its ctx and leaves the queue when it
-//     is cancelled.
-//   - Back-off on 429: the whole client pauses for the Retry-After header (else x-ratelimit-reset, else an
-//     exponential back-off with jitter capped at 30 s), then resumes at half its rate and climbs back to
-//     the full rate over successive successes (additive increase, multiplicative decrease).
+//   - Budget: the client holds no budget of its own. Every call first waits, at its [Class], for the
+//     [Limiter] in Config.Limiter (the bridge's is budget.Shared, the account-wide token bucket), and a
+//     waiting call honours its ctx. The client tells the Limiter of every answer: a 429 with the wait the
+//     upstream asked for (Retry-After, else x-ratelimit-reset), which pauses every call of the budget,
+//     and any other answer as a success. Rates, class order and back-off are the Limiter's.
 //   - Single shot: a call is one HTTP request. Nothing is retried by the client; callers own their retry
 //     policy and use [Error.Retryable]. In particular a submission is never re-sent once it may have
 //     reached the upstream (Go's transport only replays a request when nothing of it was written).

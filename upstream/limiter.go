@@ -12,9 +12,9 @@ import (
 )
 
 // Limiter decides when an upstream call may be made. The [Client] asks it before every call and tells it
-// of every answer, so one Limiter is the whole request budget of the clients that share it: the
-// process-local token bucket by default, or the account-wide budget that all bridge processes share
-// through NATS (package budget). Implementations are safe for concurrent use.
+// of every answer, so one Limiter is the whole request budget of the clients that share it. Package
+// budget implements it: budget.Shared, the account-wide token bucket that all bridge processes share
+// through NATS, and budget.Unlimited. Implementations are safe for concurrent use.
 type Limiter interface {
 	// Wait blocks until a call of class may be made, or ctx ends (then it returns ctx's error). Accepted
 	// work goes first: a waiting verification before a waiting poll before a waiting submission. A
@@ -98,7 +98,3 @@ func (e *BusyError) Is(target error) bool { return target == ErrBusy }
 func (e *BusyError) RetryAfterSeconds() int {
 	return max(1, int(math.Ceil(e.RetryAfter.Seconds())))
 }
-
-// DefaultSubmitWait is how long a submission may wait for a request of the budget before it is refused
-// as busy.
-const DefaultSubmitWait = time.Second

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/upstream"
 )
@@ -64,7 +65,7 @@ func runWebhookRegister(ctx context.Context, c *cli, args []string) error {
 		fmt.Fprintf(c.stdout, "would register %s as the account's webhook URL (dry run: nothing registered)\n", shown)
 		return nil
 	}
-	api, err := upstream.New(upstream.Config{BaseURL: cfg.APIURL, APIKey: cfg.APIKey, RPM: upstream.NoLimit})
+	api, err := upstream.New(upstream.Config{BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Limiter: budget.Unlimited{}})
 	if err != nil {
 		return usageError{fmt.Errorf("bridge webhook register: %w", err)}
 	}

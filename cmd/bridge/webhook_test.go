@@ -9,7 +9,6 @@ import (
 
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
-	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -33,7 +32,7 @@ func TestWebhookRegisterEndToEnd(t *testing.T) {
 	if err != nil || !strings.Contains(out, "registered "+recv.URL+"/webhook?token=s3******") || strings.Contains(out, "s3cret-token") {
 		t.Fatalf("register: %v\n%s", err, out)
 	}
-	api := simtest.Client(t, sim, func(c *upstream.Config) { c.RPM = upstream.NoLimit })
+	api := simtest.Client(t, sim)
 	sub, err := api.Submit(context.Background(), "prompt", map[string]string{"prompt": "from elsewhere"}, "")
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -53,14 +54,14 @@ func Run(tb testing.TB, cfg simulator.Config, opts ...Option) *simulator.Simulat
 	return sim
 }
 
-// Client returns a client of sim with the default key, no budget (upstream.NoLimit) and logs to the
-// test; opts adjust the config before New (e.g. set RPM and Burst, Metrics, APIKey).
+// Client returns a client of sim with the default key, no budget (budget.Unlimited) and logs to the
+// test; opts adjust the config before New (e.g. set Limiter, Metrics, APIKey).
 func Client(tb testing.TB, sim *simulator.Simulator, opts ...func(*upstream.Config)) *upstream.Client {
 	tb.Helper()
 	cfg := upstream.Config{
 		BaseURL: sim.URL(),
 		APIKey:  simulator.DefaultKey,
-		RPM:     upstream.NoLimit,
+		Limiter: budget.Unlimited{},
 		Log:     zerolog.New(zerolog.NewTestWriter(tb)),
 	}
 	for _, o := range opts {
@@ -71,11 +72,6 @@ func Client(tb testing.TB, sim *simulator.Simulator, opts ...func(*upstream.Conf
 		tb.Fatalf("simtest: new client: %v", err)
 	}
 	return c
-}
-
-// WithBudget sets the client's budget.
-func WithBudget(rpm, burst int) func(*upstream.Config) {
-	return func(c *upstream.Config) { c.RPM, c.Burst = rpm, burst }
 }
 
 // Receiver is a webhook receiver on a loopback port that records every POST.

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"encoding/json"
 	"testing"
 	"time"
@@ -25,9 +26,12 @@ func (e *env) startVerifier(mods ...func(*verify.Config)) {
 	e.TB.Helper()
 	cfg := verify.Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer, Log: e.Log, Metrics: e.Reg, Concurrency: 16,
 		RetryBase: 20 * time.Millisecond, RetryMax: 500 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
-		UnknownRPM: 60000, UnknownBurst: 1000} // only a test about the unknown-job budget waits for it
+		UnknownRPM: 60000} // only a test about the unknown-job budget waits for it
 	for _, m := range mods {
 		m(&cfg)
+	}
+	if cfg.UnknownLimiter == nil && cfg.UnknownRPM != verify.UnknownOff {
+		cfg.UnknownLimiter = e.UnknownBudget(cmp.Or(cfg.UnknownRPM, verify.DefaultUnknownRPM), 0)
 	}
 	v, err := verify.New(cfg)
 	if err != nil {

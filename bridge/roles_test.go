@@ -217,7 +217,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 
 	start := time.Now()
 	e.startVerifier(func(c *verify.Config) {
-		c.UnknownRPM, c.UnknownBurst, c.UnknownConcurrency = unknownRPM, burst, 4
+		c.UnknownRPM, c.UnknownLimiter, c.UnknownConcurrency = unknownRPM, e.UnknownBudget(unknownRPM, burst), 4
 	})
 	bridgeIDs := make(map[string]bool, viaBridge)
 	for j := range viaBridge {
@@ -386,7 +386,9 @@ func TestRealAndForgedIDsMixed(t *testing.T) {
 		real = append(real, e.SubmitDirect("prompt", map[string]string{"prompt": "elsewhere " + strconv.Itoa(i)}))
 	}
 	forged := map[string]bool{}
-	e.startVerifier(func(c *verify.Config) { c.UnknownRPM, c.UnknownBurst = unknownRPM, burst })
+	e.startVerifier(func(c *verify.Config) {
+		c.UnknownRPM, c.UnknownLimiter = unknownRPM, e.UnknownBudget(unknownRPM, burst)
+	})
 	pages0 := e.Sim.CallCount(simulator.EndpointJobs)
 	start := time.Now()
 	for i := range forgedN {

@@ -46,6 +46,7 @@ func (e *env) fetchWebhook(t *testing.T, body []byte) jetstream.Msg {
 func TestDecideVerdicts(t *testing.T) {
 	e := newEnv(t, roletest.Single, simulator.Config{Seed: 3, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
 	body := roletest.WebhookBody
+	unlimited := e.UnknownBudget(60000, 0) // cases not about the unknown-job budget never wait for it
 	completed := func(t *testing.T) string { return e.SubmitDirect("prompt", map[string]string{"prompt": "decide"}) }
 	record := func(t *testing.T, id string, st jobs.State) {
 		now := time.Now().UTC()
@@ -106,16 +107,17 @@ func TestDecideVerdicts(t *testing.T) {
 		{name: "unknown job, verification off", cfg: func(c *Config) { c.UnknownRPM = UnknownOff },
 			webhook:    func(*testing.T) []byte { return body(uuid.NewString(), false) },
 			wantAction: actDeadLetter, wantOut: "unknown_shed", wantReason: "unknown_job"},
-		{name: "unknown job, budget busy on the main lane", cfg: func(c *Config) { c.UnknownRPM, c.UnknownBurst = 1, 1 },
+		{name: "unknown job, budget busy on the main lane", cfg: func(c *Config) { c.UnknownRPM, c.UnknownLimiter = 1, e.UnknownBudget(1, 1) },
 			webhook:    func(*testing.T) []byte { return body(uuid.NewString(), false) },
 			wantAction: actDeadLetter, wantOut: "unknown_laned", wantReason: "unknown_job"},
-		{name: "unknown job on the slow lane, stopping", cfg: func(c *Config) { c.UnknownRPM, c.UnknownBurst = 1, 1 },
+		{name: "unknown job on the slow lane, stopping", cfg: func(c *Config) { c.UnknownRPM, c.UnknownLimiter = 1, e.UnknownBudget(1, 1) },
 			slow: true, stopped: true, webhook: func(*testing.T) []byte { return body(uuid.NewString(), false) },
 			wantAction: actGiveBack, wantOut: "shutdown"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer, Log: e.Log, UnknownRPM: 60000, UnknownBurst: 1000}
+			cfg := Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer, Log: e.Log, UnknownRPM: 60000,
+				UnknownLimiter: unlimited}
 			if tt.cfg != nil {
 				tt.cfg(&cfg)
 			}
@@ -201,7 +203,7 @@ func TestHappyPathRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := New(Config{JS: e.JS, API: e.API, Deliverer: d, Log: e.Log})
+	v, err := New(Config{JS: e.JS, API: e.API, Deliverer: d, Log: e.Log, UnknownRPM: UnknownOff})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"cmp"
 	"testing"
 	"time"
 
@@ -26,10 +27,13 @@ func (e *env) startVerifier(mods ...func(*Config)) (stop func()) {
 		Concurrency: 16, RetryBase: 20 * time.Millisecond, RetryMax: 500 * time.Millisecond,
 		ShutdownTimeout: 5 * time.Second,
 		// Tests that are not about the unknown-job budget must not wait for it.
-		UnknownRPM: 60000, UnknownBurst: 1000,
+		UnknownRPM: 60000,
 	}
 	for _, m := range mods {
 		m(&cfg)
+	}
+	if cfg.UnknownLimiter == nil && cfg.UnknownRPM != UnknownOff {
+		cfg.UnknownLimiter = e.UnknownBudget(cmp.Or(cfg.UnknownRPM, DefaultUnknownRPM), 0)
 	}
 	v, err := New(cfg)
 	if err != nil {

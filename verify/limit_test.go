@@ -205,7 +205,8 @@ func TestConcurrencyAdaptsByDefault(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v, err := New(Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer, Concurrency: tt.concurrency, MaxAckPending: tt.maxAckPending})
+			v, err := New(Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer, Concurrency: tt.concurrency, MaxAckPending: tt.maxAckPending,
+				UnknownRPM: UnknownOff})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("New = %v, want %v", err, tt.wantErr)
 			}

@@ -21,7 +21,7 @@ import (
 // its size, on top of the GETs it is allowed.
 type listCheck struct {
 	api    upstream.API
-	budget unknownTokens
+	budget *unknownTokens
 	// lookback is how long before the oldest waiting webhook a job may have been created: the longest
 	// deadline plus a margin (a job's webhook comes when it finishes).
 	lookback time.Duration
@@ -44,7 +44,7 @@ type listAnswer struct {
 // maxListPages bounds one round: 50 pages are 5,000 finished jobs in the window.
 const maxListPages = 50
 
-func newListCheck(api upstream.API, budget unknownTokens, lookback time.Duration, pages prometheus.Counter) *listCheck {
+func newListCheck(api upstream.API, budget *unknownTokens, lookback time.Duration, pages prometheus.Counter) *listCheck {
 	return &listCheck{api: api, budget: budget, lookback: lookback, pages: pages,
 		missing: newRecentSet(65536, 10*time.Minute), waiting: map[string][]chan listAnswer{}}
 }
@@ -110,7 +110,7 @@ func (c *listCheck) round(serve map[string][]chan listAnswer, oldest time.Time) 
 		var err error
 		if page >= maxListPages {
 			err = errors.New("job list window longer than the round allows")
-		} else if err = c.budget.wait(ctx, nil); err == nil {
+		} else if err = c.budget.wait(ctx); err == nil {
 			var l upstream.JobList
 			if l, err = c.api.ListJobs(ctx, f); err == nil {
 				c.pages.Inc()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/evershield/bridge/contract"
@@ -22,140 +21,44 @@ const (
 	UnknownOff = -1
 )
 
-// tokenBucket is a token bucket on the monotonic clock with two ways to spend: take, which never waits
-// and fails while anyone is waiting, and wait, which reserves the next token in arrival order (the
-// balance may go negative: that is the queue). Over any window W at most burst + rate×W tokens are
-// spent either way. It is safe for concurrent use.
-type tokenBucket struct {
-	rate  float64 // tokens per second
-	burst float64
-
-	mu      sync.Mutex // mu guards tokens, last and waiting
-	tokens  float64
-	last    time.Time
-	waiting int
+// UnknownBudget is what the verifier asks of the unknown-job budget: budget.Shared under
+// budget.KeyUnknown, which every verifier process of the account shares. It is safe for concurrent use.
+type UnknownBudget interface {
+	// Wait blocks until a call of class may be made, or ctx ends (then it returns ctx's error).
+	Wait(ctx context.Context, class upstream.Class) error
+	// Available is the number of calls that could start now without waiting.
+	Available() float64
 }
 
-func newTokenBucket(perMinute, burst int) *tokenBucket {
-	return &tokenBucket{rate: float64(perMinute) / 60, burst: float64(burst), tokens: float64(burst), last: time.Now()}
-}
-
-// advanceLocked adds the tokens earned since the last call.
-func (b *tokenBucket) advanceLocked(now time.Time) {
-	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
-	b.last = now
-}
-
-// take spends a token if one is free now. A token reserved by a waiter is not free, so take fails while
-// the slow lane is queueing for the budget: the lane, which holds the older webhooks, goes first.
-func (b *tokenBucket) take() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.advanceLocked(time.Now())
-	if b.tokens >= 1 {
-		b.tokens--
-		return true
-	}
-	return false
-}
-
-// wait reserves a token and waits until it is due, or until ctx is done; then it gives the token back
-// and returns ctx's error. onWaiting, if set, is called (under the bucket's lock, so in order) with the
-// number of waiters when it changes.
-func (b *tokenBucket) wait(ctx context.Context, onWaiting func(int)) error {
-	b.mu.Lock()
-	b.advanceLocked(time.Now())
-	b.tokens--
-	if b.tokens >= 0 {
-		b.mu.Unlock()
-		return nil
-	}
-	d := time.Duration(-b.tokens / b.rate * float64(time.Second))
-	b.waiting++
-	if onWaiting != nil {
-		onWaiting(b.waiting)
-	}
-	b.mu.Unlock()
-
-	t := time.NewTimer(d)
-	defer t.Stop()
-	var err error
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-		err = ctx.Err()
-	}
-	b.mu.Lock()
-	if err != nil {
-		// The reservation is not used: give it back. Later reservations keep their (now pessimistic)
-		// due times, so the bound holds.
-		b.advanceLocked(time.Now())
-		b.tokens = min(b.burst, b.tokens+1)
-	}
-	b.waiting--
-	if onWaiting != nil {
-		onWaiting(b.waiting)
-	}
-	b.mu.Unlock()
-	return err
-}
-
-// unknownTokens is the unknown-job budget: the process-local [tokenBucket], or, with
-// Config.UnknownLimiter, the account-wide one every process shares (BRIDGE_BUDGET key unknown).
-type unknownTokens interface {
-	// take spends a token if one is free now.
-	take() bool
-	// wait waits in line for a token, or until ctx ends.
-	wait(ctx context.Context, onWaiting func(int)) error
-	// eta is about how long until a token is free.
-	eta() time.Duration
-	// perSecond is the budget's rate.
-	perSecond() float64
-}
-
-var _ unknownTokens = (*tokenBucket)(nil)
-
-// perSecond implements unknownTokens.
-func (b *tokenBucket) perSecond() float64 { return b.rate }
-
-// sharedTokens is the unknown-job budget of the whole account: a shared budget (budget.Shared) every
-// verifier process leases from, so N processes spend UnknownRPM between them, not N times it.
-type sharedTokens struct {
-	lim  upstream.Limiter
-	rate float64
+// unknownTokens is the unknown-job policy on top of the budget: take never waits, so it fails while the
+// slow lane (which holds the older webhooks) waits in line for the budget; wait waits in line; eta is
+// about how long until a token is free.
+type unknownTokens struct {
+	lim  UnknownBudget
+	rate float64 // tokens per second: UnknownRPM/60
 }
 
 // takeWait bounds take: a lease is one NATS round trip, granted at once when the bucket has a token.
 const takeWait = 50 * time.Millisecond
 
-func (t sharedTokens) take() bool {
+// take spends a token if one is free now.
+func (t *unknownTokens) take() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), takeWait)
 	defer cancel()
 	return t.lim.Wait(ctx, upstream.ClassVerify) == nil
 }
 
-func (t sharedTokens) wait(ctx context.Context, _ func(int)) error {
+// wait waits in line for a token, or until ctx ends.
+func (t *unknownTokens) wait(ctx context.Context) error {
 	return t.lim.Wait(ctx, upstream.ClassVerify)
 }
 
-func (t sharedTokens) eta() time.Duration {
+// eta is about how long until a token is free, for a caller that will not wait in line.
+func (t *unknownTokens) eta() time.Duration {
 	if avail := t.lim.Available(); avail < 1 {
 		return time.Duration((1 - avail) / t.rate * float64(time.Second))
 	}
 	return 0
-}
-
-func (t sharedTokens) perSecond() float64 { return t.rate }
-
-// eta is how long until a token is free, for a caller that will not wait in line.
-func (b *tokenBucket) eta() time.Duration {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.advanceLocked(time.Now())
-	if b.tokens >= 1 {
-		return 0
-	}
-	return time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
 }
 
 // admitUnknown decides whether the webhook of a job without a JOBS record may spend an upstream call
@@ -198,7 +101,7 @@ func (v *Verifier) admitUnknown(ctx context.Context, d delivery) (verdict, bool)
 	}
 	// Forged, or older than the list's window: wait for the unknown-job budget without holding a worker,
 	// spread over the time the budget needs for all the parked ones, so they do not all come back at once.
-	backlog := time.Duration(float64(v.parked.Add(1)) / v.unknownBudget.perSecond() * float64(time.Second))
+	backlog := time.Duration(float64(v.parked.Add(1)) / v.unknownBudget.rate * float64(time.Second))
 	wait := v.unknownBudget.eta() + time.Duration(rand.Int64N(int64(max(backlog, time.Second))))
 	return verdict{action: actRetry, outcome: outcomeUnknownWaiting, retryAfter: wait, cause: errUnknownBusy}, false
 }

@@ -40,7 +40,7 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 
 	// One call a minute, burst one: the first unknown id takes the token, every other one moves to the
 	// slow lane, whose next token is a minute away.
-	stop := e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownBurst = 1, 1 })
+	stop := e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownLimiter = 1, e.UnknownBudget(1, 1) })
 	e.WaitSettled(20 * time.Second)
 	laned := len(e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonUnknownJob)))
 	if laned == 0 {
@@ -92,7 +92,7 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 // a job submitted around the bridge spends a free token on the main lane and never waits in the slow lane.
 func TestForeignJobVerifiedAtOnceWithoutFlood(t *testing.T) {
 	e := newEnv(t, roletest.Single, simulator.Config{})
-	e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownBurst = 0, 0 }) // the defaults
+	e.startVerifier(func(c *Config) { c.UnknownRPM = 0 }) // the default
 	id := e.SubmitDirect("prompt", map[string]string{"prompt": "hello"})
 	e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
 	e.WaitResults(contract.SubjectResults+">", 1, 20*time.Second)
@@ -143,6 +143,7 @@ func TestVerifierConfigUnknownBounds(t *testing.T) {
 		{"negative rpm", func(c *Config) { c.UnknownRPM = -5 }},
 		{"negative concurrency", func(c *Config) { c.UnknownConcurrency = -1 }},
 		{"max ack pending under twice concurrency", func(c *Config) { c.UnknownConcurrency, c.UnknownMaxAckPending = 4, 7 }},
+		{"no budget", func(*Config) {}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer}
@@ -152,14 +153,14 @@ func TestVerifierConfigUnknownBounds(t *testing.T) {
 			}
 		})
 	}
-	v, err := New(Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer})
+	v, err := New(Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer, UnknownLimiter: e.UnknownBudget(DefaultUnknownRPM, 0)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The slow lane holds many parked webhooks (delayed naks) while it checks the account's list.
-	if c := v.cfg; c.UnknownRPM != DefaultUnknownRPM || c.UnknownBurst != 1 || c.UnknownConcurrency != 128 ||
+	if c := v.cfg; c.UnknownRPM != DefaultUnknownRPM || c.UnknownConcurrency != 128 ||
 		c.UnknownMaxAckPending != 8192 || c.UnknownConsumer != contract.ConsumerVerifyUnknown {
-		t.Fatalf("defaults %d/%d/%d/%d/%q", c.UnknownRPM, c.UnknownBurst, c.UnknownConcurrency, c.UnknownMaxAckPending, c.UnknownConsumer)
+		t.Fatalf("defaults %d/%d/%d/%q", c.UnknownRPM, c.UnknownConcurrency, c.UnknownMaxAckPending, c.UnknownConsumer)
 	}
 	lc := v.UnknownConsumerConfig()
 	if lc.FilterSubject != contract.DeadLetterSubject(ReasonUnknownJob) || lc.MaxAckPending != 8192 || lc.AckPolicy != jetstream.AckExplicitPolicy {
@@ -167,42 +168,34 @@ func TestVerifierConfigUnknownBounds(t *testing.T) {
 	}
 }
 
-// TestTokenBucketWaitersGoFirst: a token reserved by a waiter is not free for take, and a cancelled wait
-// gives its token back.
-func TestTokenBucketWaitersGoFirst(t *testing.T) {
-	b := newTokenBucket(1, 2) // one a minute: nothing is earned during the test worth speaking of
+// TestUnknownTokensNeverWaitToTake: the unknown-job policy on the budget takes a free token at once,
+// gives up on an empty budget within takeWait rather than waiting in line, tells about when the next token
+// comes, and a wait in line ends with its ctx.
+func TestUnknownTokensNeverWaitToTake(t *testing.T) {
+	e := newEnv(t, roletest.Single, simulator.Config{})
+	b := &unknownTokens{lim: e.UnknownBudget(1, 3), rate: 1.0 / 60} // one a minute, two at once
 	if !b.take() {
-		t.Fatal("take from a full bucket failed")
+		t.Fatal("take from a full budget failed")
 	}
-	if err := b.wait(natstest.CtxWithin(t, 5*time.Second), nil); err != nil {
+	if err := b.wait(natstest.CtxWithin(t, 5*time.Second)); err != nil {
 		t.Fatalf("wait with a token left: %v", err)
 	}
+	start := time.Now()
 	if b.take() {
-		t.Fatal("take from an empty bucket succeeded")
+		t.Fatal("take from an empty budget succeeded")
 	}
-
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("take on an empty budget took %v; it must not wait in line", took)
+	}
+	if eta := b.eta(); eta < 30*time.Second || eta > time.Minute {
+		t.Fatalf("eta %v on an empty budget of one a minute, want under a minute", eta)
+	}
 	ctx, cancel := context.WithCancel(natstest.CtxWithin(t, 10*time.Second))
-	waiting := make(chan int, 4)
 	done := make(chan error, 1)
-	go func() { done <- b.wait(ctx, func(n int) { waiting <- n }) }()
-	if n := natstest.RecvWithin(t, waiting, 5*time.Second); n != 1 {
-		t.Fatalf("%d waiters, want 1", n)
-	}
-	if b.take() {
-		t.Fatal("take succeeded while a waiter holds the next token")
-	}
+	go func() { done <- b.wait(ctx) }()
 	cancel()
 	if err := natstest.RecvWithin(t, done, 5*time.Second); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled wait = %v", err)
-	}
-	if n := natstest.RecvWithin(t, waiting, 5*time.Second); n != 0 {
-		t.Fatalf("%d waiters after the cancel, want 0", n)
-	}
-	b.mu.Lock()
-	tokens := b.tokens
-	b.mu.Unlock()
-	if tokens < 0 {
-		t.Fatalf("balance %v after the cancelled wait, want its token given back", tokens)
 	}
 }
 
@@ -222,7 +215,7 @@ func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
 		forged = append(forged, uuid.NewString())
 	}
 	const unknownRPM = 30 // a token every 2 s; a page or a forged GET each spends one
-	e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownBurst = unknownRPM, 1 })
+	e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownLimiter = unknownRPM, e.UnknownBudget(unknownRPM, 1) })
 	pages0, gets0 := e.Sim.CallCount(simulator.EndpointJobs), e.Sim.CallCount(simulator.EndpointJob)
 	start := time.Now()
 	for i, id := range append(append([]string{}, real...), forged...) {
@@ -275,7 +268,7 @@ func TestUnknownBudgetSharedByVerifiers(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(b.Stop)
-		e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownBurst, c.UnknownLimiter = unknownRPM, 5, b })
+		e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownLimiter = unknownRPM, b })
 	}
 	start := time.Now()
 	for range 60 {

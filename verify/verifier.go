@@ -66,20 +66,15 @@ type Config struct {
 	// cancelling them and giving their webhooks back (nak). Default 10s.
 	ShutdownTimeout time.Duration
 
-	// UnknownRPM is the budget, in upstream calls per minute for this process, for verifying webhooks whose
-	// job has no JOBS record (jobs submitted elsewhere, or forged ids); see [Verifier]. With several
-	// verifier processes the budgets add up: the upstream sees up to processes × UnknownRPM. 0 means
-	// DefaultUnknownRPM; [UnknownOff] never verifies them (dead letter unknown_job, no upstream call, no
-	// slow lane).
+	// UnknownRPM is the rate, in upstream calls per minute, of UnknownLimiter, the budget for verifying
+	// webhooks whose job has no JOBS record (jobs submitted elsewhere, or forged ids); see [Verifier].
+	// 0 means DefaultUnknownRPM; [UnknownOff] never verifies them (dead letter unknown_job, no upstream
+	// call, no slow lane).
 	UnknownRPM int
-	// UnknownBurst is how many such calls may be spent at once; default max(1, UnknownRPM/12), 5 seconds'
-	// worth.
-	UnknownBurst int
-	// UnknownLimiter, when set, is the unknown-job budget shared by every verifier process of the account
-	// (a budget.Shared of UnknownRPM under its own key), instead of a bucket of this process's: then N
-	// processes spend UnknownRPM between them. UnknownRPM still says the rate, and UnknownOff still turns
-	// unknown-job verification off.
-	UnknownLimiter upstream.Limiter
+	// UnknownLimiter is the unknown-job budget: a budget.Shared of UnknownRPM under its own key, which
+	// every verifier process of the account shares, so N processes spend UnknownRPM between them.
+	// Required unless UnknownRPM is UnknownOff.
+	UnknownLimiter UnknownBudget
 	// ListLookback is how long before a webhook its job may have been created, for finding it in the
 	// account's job list (the window a list round pages): the longest job deadline and a margin. Default
 	// 20m.
@@ -134,9 +129,6 @@ func (c *Config) setDefaults() {
 	if c.UnknownRPM == 0 {
 		c.UnknownRPM = DefaultUnknownRPM
 	}
-	if c.UnknownBurst == 0 && c.UnknownRPM > 0 {
-		c.UnknownBurst = max(1, c.UnknownRPM/12)
-	}
 	if c.ListLookback == 0 {
 		c.ListLookback = 20 * time.Minute
 	}
@@ -178,13 +170,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: ShutdownTimeout %v: must not be negative", ErrInvalidConfig, c.ShutdownTimeout)
 	case c.UnknownRPM < 1 && c.UnknownRPM != UnknownOff:
 		return fmt.Errorf("%w: UnknownRPM %d: must be positive or UnknownOff", ErrInvalidConfig, c.UnknownRPM)
-	case c.UnknownBurst < 0:
-		return fmt.Errorf("%w: UnknownBurst %d: must not be negative", ErrInvalidConfig, c.UnknownBurst)
 	case c.UnknownConcurrency < 1:
 		return fmt.Errorf("%w: UnknownConcurrency %d: must be at least 1", ErrInvalidConfig, c.UnknownConcurrency)
 	case c.UnknownMaxAckPending < 2*c.UnknownConcurrency:
 		return fmt.Errorf("%w: UnknownMaxAckPending %d: must be at least twice UnknownConcurrency (%d)",
 			ErrInvalidConfig, c.UnknownMaxAckPending, c.UnknownConcurrency)
+	case c.UnknownLimiter == nil && c.UnknownRPM != UnknownOff:
+		return fmt.Errorf("%w: UnknownLimiter: required unless UnknownRPM is UnknownOff", ErrInvalidConfig)
 	}
 	return nil
 }
@@ -239,13 +231,11 @@ func (c *Config) Validate() error {
 //   - a webhook whose id is in the account's job list (GET /jobs, the recent window of finished jobs,
 //     checked in rounds that settle every waiting id on each page: see listCheck) is verified at the
 //     full budget too;
-//   - any other spends the unknown-job budget, UnknownRPM calls per minute (default
-//     [DefaultUnknownRPM]; the bridge application defaults it to a tenth of BRIDGE_API_RPM) with a
-//     burst of UnknownBurst, before its GET; the list's pages spend it too. Over any window W this
-//     process makes at most UnknownBurst + UnknownRPM×W/1min upstream calls for ids without provenance,
-//     whatever the flood. With UnknownLimiter (as the bridge application runs it) the budget is the
-//     account's, shared by every verifier process through BRIDGE_BUDGET; without it the bucket is this
-//     process's, and N verifier processes spend up to N × UnknownRPM.
+//   - any other spends the unknown-job budget (UnknownLimiter: UnknownRPM calls per minute, default
+//     [DefaultUnknownRPM]; the bridge application defaults it to a tenth of BRIDGE_API_RPM) before its
+//     GET; the list's pages spend it too. The budget is the account's, shared by every verifier process
+//     through BRIDGE_BUDGET, so over any window W they make at most its burst + UnknownRPM×W/1min
+//     upstream calls for ids without provenance between them, whatever the flood.
 //
 // A job whose provenance is established gets a JOBS record when the upstream confirms it, so the
 // reconciler tracks it from then on. Such a webhook is never dropped, and never parked in the main
@@ -296,7 +286,7 @@ type Verifier struct {
 	// authPause pauses all verification after the upstream refused the key.
 	authPause pause
 	// unknownBudget is the budget of UnknownRPM; nil when it is UnknownOff.
-	unknownBudget unknownTokens
+	unknownBudget *unknownTokens
 }
 
 // lane is one of the verifier's two consumers; see [Verifier].
@@ -330,10 +320,7 @@ func New(cfg Config) (*Verifier, error) {
 		notFound: newRecentSet(4096, 10*time.Minute),
 	}
 	if cfg.UnknownRPM != UnknownOff {
-		v.unknownBudget = newTokenBucket(cfg.UnknownRPM, cfg.UnknownBurst)
-		if cfg.UnknownLimiter != nil {
-			v.unknownBudget = sharedTokens{lim: cfg.UnknownLimiter, rate: float64(cfg.UnknownRPM) / 60}
-		}
+		v.unknownBudget = &unknownTokens{lim: cfg.UnknownLimiter, rate: float64(cfg.UnknownRPM) / 60}
 		v.lists = newListCheck(cfg.API, v.unknownBudget, cfg.ListLookback, m.listPages)
 	}
 	return v, nil

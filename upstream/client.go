@@ -144,16 +144,15 @@ func (c *Client) submitAs(ctx context.Context, contract, modality string, fields
 	}
 
 	path := "/moderate/" + url.PathEscape(route.Modality)
-	ep := "POST /moderate/" + route.Modality
 	s := Submission{Endpoint: path}
-	err = c.do(ctx, ClassSubmit, ep, http.MethodPost, path, &body, mw.FormDataContentType(),
-		func(res []byte) error {
+	err = c.do(ctx, request{class: ClassSubmit, ep: "POST /moderate/" + route.Modality, method: http.MethodPost,
+		path: path, body: &body, ctype: mw.FormDataContentType(), decode: func(res []byte) error {
 			if err := json.Unmarshal(res, &s); err != nil || s.JobID == "" {
 				return fmt.Errorf("no job_id in %q", text.Truncate(string(res), 200))
 			}
 			s.JobID = strings.ToLower(s.JobID)
 			return nil
-		})
+		}})
 	if err != nil {
 		var ue *Error
 		if errors.As(err, &ue) && ue.Code == CodeStatusUnknown && ue.JobID != "" {
@@ -174,13 +173,14 @@ func (c *Client) GetJob(ctx context.Context, id string, class Class) (Job, error
 		return Job{}, fmt.Errorf("%w: empty job id", ErrInvalidArgument)
 	}
 	var j Job
-	err := c.do(ctx, class, "GET /job/{id}", http.MethodGet, "/job/"+url.PathEscape(id), nil, "", func(res []byte) error {
-		var err error
-		if j, err = decodeJob(res); err == nil && !strings.EqualFold(j.JobID, id) {
-			err = fmt.Errorf("job_id %q, want %q", j.JobID, id)
-		}
-		return err
-	})
+	err := c.do(ctx, request{class: class, ep: "GET /job/{id}", method: http.MethodGet, path: "/job/" + url.PathEscape(id),
+		decode: func(res []byte) error {
+			var err error
+			if j, err = decodeJob(res); err == nil && !strings.EqualFold(j.JobID, id) {
+				err = fmt.Errorf("job_id %q, want %q", j.JobID, id)
+			}
+			return err
+		}})
 	if err != nil {
 		var ue *Error
 		if errors.As(err, &ue) {
@@ -199,8 +199,8 @@ func (c *Client) RegisterWebhook(ctx context.Context, webhookURL string) error {
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, ClassPoll, "POST /webhook/register", http.MethodPost, "/webhook/register", bytes.NewReader(body),
-		"application/json", func([]byte) error { return nil })
+	return c.do(ctx, request{class: ClassPoll, ep: "POST /webhook/register", method: http.MethodPost,
+		path: "/webhook/register", body: bytes.NewReader(body), ctype: "application/json"})
 }
 
 // ListJobs fetches one page of GET /jobs at [ClassPoll]. Each job's Raw is the item as returned.
@@ -234,7 +234,7 @@ func (c *Client) ListJobs(ctx context.Context, f ListFilter) (JobList, error) {
 		path += "?" + q.Encode()
 	}
 	var l JobList
-	err := c.do(ctx, ClassPoll, "GET /jobs", http.MethodGet, path, nil, "", func(res []byte) error {
+	err := c.do(ctx, request{class: ClassPoll, ep: "GET /jobs", method: http.MethodGet, path: path, decode: func(res []byte) error {
 		var page struct {
 			Jobs   []json.RawMessage `json:"jobs"`
 			Total  int               `json:"total"`
@@ -253,7 +253,7 @@ func (c *Client) ListJobs(ctx context.Context, f ListFilter) (JobList, error) {
 			l.Jobs = append(l.Jobs, j)
 		}
 		return nil
-	})
+	}})
 	if err != nil {
 		return JobList{}, err
 	}
@@ -331,26 +331,37 @@ func WithBudgetWait(ctx context.Context, wait *time.Duration) context.Context {
 	return context.WithValue(ctx, budgetWaitKey{}, wait)
 }
 
-// do runs one budgeted call and hands the body of a 2xx answer to decode. Failures are *Error, except a
-// ctx that ends while waiting for budget.
-func (c *Client) do(ctx context.Context, class Class, ep, method, path string, body io.Reader, ctype string, decode func([]byte) error) error {
+// request is one upstream call: its budget class, the endpoint that labels its metrics and logs, the
+// HTTP request, and what decodes the body of a 2xx answer (nil: the body is not read for anything).
+type request struct {
+	class        Class
+	ep           string // e.g. "GET /job/{id}"
+	method, path string
+	body         io.Reader
+	ctype        string
+	decode       func([]byte) error
+}
+
+// do runs one budgeted call and hands the body of a 2xx answer to r.decode. Failures are *Error, except
+// a ctx that ends while waiting for budget.
+func (c *Client) do(ctx context.Context, r request) error {
 	waitStart := time.Now()
-	if err := c.limiter.Wait(ctx, class); err != nil {
+	if err := c.limiter.Wait(ctx, r.class); err != nil {
 		if errors.Is(err, ErrBusy) {
 			c.m.busy.Inc()
 			return err
 		}
-		return fmt.Errorf("upstream: %s: wait for budget: %w", ep, err)
+		return fmt.Errorf("upstream: %s: wait for budget: %w", r.ep, err)
 	}
 	waited := time.Since(waitStart)
-	c.m.wait.WithLabelValues(class.String()).Observe(waited.Seconds())
+	c.m.wait.WithLabelValues(r.class.String()).Observe(waited.Seconds())
 	if w, ok := ctx.Value(budgetWaitKey{}).(*time.Duration); ok {
 		*w = waited
 	}
 
 	start := time.Now()
 	c.inFlight.Add(1)
-	status, hdr, res, err := c.exchange(ctx, method, path, body, ctype)
+	status, hdr, res, err := c.exchange(ctx, r)
 	others := int(c.inFlight.Add(-1))
 	if obs, ok := c.limiter.(HeaderObserver); ok && err == nil {
 		if rl, ok := parseRateLimit(hdr, time.Now()); ok {
@@ -361,50 +372,52 @@ func (c *Client) do(ctx context.Context, class Class, ep, method, path string, b
 	var ue *Error
 	switch {
 	case err != nil:
-		ue = transportError(ctx, ep, err)
+		ue = transportError(ctx, r.ep, err)
 	case status == http.StatusTooManyRequests:
 		c.m.rateLimited.Inc()
-		ue = httpError(ep, status, hdr, res)
+		ue = httpError(r.ep, status, hdr, res)
 		ue.RetryAfter = c.limiter.RateLimited(retryHint(hdr, time.Now()))
-		c.log.Warn().Str("endpoint", ep).Dur("pause", ue.RetryAfter).Msg("upstream rate limit: pausing all calls")
+		c.log.Warn().Str("endpoint", r.ep).Dur("pause", ue.RetryAfter).Msg("upstream rate limit: pausing all calls")
 	case status < 200 || status > 299:
 		c.limiter.Succeeded() // any answer but 429 means the rate is acceptable
-		ue = httpError(ep, status, hdr, res)
+		ue = httpError(r.ep, status, hdr, res)
 	default:
 		c.limiter.Succeeded()
-		if err := decode(res); err != nil {
-			ue = &Error{Status: status, Code: CodeBadResponse, Endpoint: ep, Err: err}
+		if r.decode != nil {
+			if err := r.decode(res); err != nil {
+				ue = &Error{Status: status, Code: CodeBadResponse, Endpoint: r.ep, Err: err}
+			}
 		}
 	}
 	took := time.Since(start)
-	c.m.calls.WithLabelValues(ep, outcome(ue)).Inc()
-	c.m.latency.WithLabelValues(ep).Observe(took.Seconds())
+	c.m.calls.WithLabelValues(r.ep, outcome(ue)).Inc()
+	c.m.latency.WithLabelValues(r.ep).Observe(took.Seconds())
 	if ue == nil {
 		if e := c.log.Debug(); e.Enabled() {
-			e.Str("endpoint", ep).Int("status", status).Str("class", class.String()).Dur("took", took).Msg("upstream call")
+			e.Str("endpoint", r.ep).Int("status", status).Str("class", r.class.String()).Dur("took", took).Msg("upstream call")
 		}
 		return nil
 	}
 	ue.Message = strings.ReplaceAll(ue.Message, c.cfg.APIKey, "[redacted]")
 	if e := c.log.Debug(); e.Enabled() {
-		e.Str("endpoint", ep).Int("status", ue.Status).Str("code", ue.Code).Str("class", class.String()).
+		e.Str("endpoint", r.ep).Int("status", ue.Status).Str("code", ue.Code).Str("class", r.class.String()).
 			Dur("took", took).Msg("upstream call failed")
 	}
 	return ue
 }
 
 // exchange sends one request bounded by Config.Timeout and reads the answer.
-func (c *Client) exchange(ctx context.Context, method, path string, body io.Reader, ctype string) (int, http.Header, []byte, error) {
+func (c *Client) exchange(ctx context.Context, r request) (int, http.Header, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, c.cfg.BaseURL+path, body)
+	req, err := http.NewRequestWithContext(ctx, r.method, c.cfg.BaseURL+r.path, r.body)
 	if err != nil {
 		return 0, nil, nil, err
 	}
 	req.Header.Set("Authorization", c.auth)
 	req.Header.Set("Accept", "application/json")
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
+	if r.ctype != "" {
+		req.Header.Set("Content-Type", r.ctype)
 	}
 	resp, err := c.cfg.HTTP.Do(req)
 	if err != nil {

@@ -114,8 +114,8 @@ func (c *Client) probe(ctx context.Context) error {
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	_ = mw.Close()
-	err := c.do(ctx, ClassSubmit, "POST /moderate/prompt", http.MethodPost, "/moderate/prompt", &body,
-		mw.FormDataContentType(), func([]byte) error { return nil })
+	err := c.do(ctx, request{class: ClassSubmit, ep: "POST /moderate/prompt", method: http.MethodPost,
+		path: "/moderate/prompt", body: &body, ctype: mw.FormDataContentType()})
 	ue, ok := errors.AsType[*Error](err)
 	switch {
 	case err == nil:

@@ -145,7 +145,7 @@ func (c *Client) submitAs(ctx context.Context, contract, modality string, fields
 
 	path := "/moderate/" + url.PathEscape(route.Modality)
 	s := Submission{Endpoint: path}
-	err = c.do(ctx, request{class: ClassSubmit, ep: "POST /moderate/" + route.Modality, method: http.MethodPost,
+	_, err = c.do(ctx, request{class: ClassSubmit, ep: "POST /moderate/" + route.Modality, method: http.MethodPost,
 		path: path, body: &body, ctype: mw.FormDataContentType(), decode: func(res []byte) error {
 			if err := json.Unmarshal(res, &s); err != nil || s.JobID == "" {
 				return fmt.Errorf("no job_id in %q", text.Truncate(string(res), 200))
@@ -169,11 +169,25 @@ func (c *Client) submitAs(ctx context.Context, contract, modality string, fields
 // GetJob fetches GET /job/{id} at the given class. The job's Raw is the object as returned. A 404
 // (unknown job, or another account's) is an *Error matching [ErrNotFound].
 func (c *Client) GetJob(ctx context.Context, id string, class Class) (Job, error) {
+	f, err := c.FetchJob(ctx, id, class)
+	return f.Job, err
+}
+
+// Fetched is a job as GET /job/{id} returned it, and how long the call waited for the budget.
+type Fetched struct {
+	Job Job
+	// BudgetWait is how long the call waited for the Limiter before it went out; it is set whenever the
+	// call went out, also when it then failed.
+	BudgetWait time.Duration
+}
+
+// FetchJob is [Client.GetJob] that also tells how long the call waited for the budget.
+func (c *Client) FetchJob(ctx context.Context, id string, class Class) (Fetched, error) {
 	if id == "" {
-		return Job{}, fmt.Errorf("%w: empty job id", ErrInvalidArgument)
+		return Fetched{}, fmt.Errorf("%w: empty job id", ErrInvalidArgument)
 	}
 	var j Job
-	err := c.do(ctx, request{class: class, ep: "GET /job/{id}", method: http.MethodGet, path: "/job/" + url.PathEscape(id),
+	waited, err := c.do(ctx, request{class: class, ep: "GET /job/{id}", method: http.MethodGet, path: "/job/" + url.PathEscape(id),
 		decode: func(res []byte) error {
 			var err error
 			if j, err = decodeJob(res); err == nil && !strings.EqualFold(j.JobID, id) {
@@ -186,9 +200,9 @@ func (c *Client) GetJob(ctx context.Context, id string, class Class) (Job, error
 		if errors.As(err, &ue) {
 			ue.JobID = id
 		}
-		return Job{}, err
+		return Fetched{BudgetWait: waited}, err
 	}
-	return j, nil
+	return Fetched{Job: j, BudgetWait: waited}, nil
 }
 
 // RegisterWebhook sets the account-wide webhook URL with POST /webhook/register: every job submitted
@@ -199,8 +213,9 @@ func (c *Client) RegisterWebhook(ctx context.Context, webhookURL string) error {
 	if err != nil {
 		return err
 	}
-	return c.do(ctx, request{class: ClassPoll, ep: "POST /webhook/register", method: http.MethodPost,
+	_, err = c.do(ctx, request{class: ClassPoll, ep: "POST /webhook/register", method: http.MethodPost,
 		path: "/webhook/register", body: bytes.NewReader(body), ctype: "application/json"})
+	return err
 }
 
 // ListJobs fetches one page of GET /jobs at [ClassPoll]. Each job's Raw is the item as returned.
@@ -234,7 +249,7 @@ func (c *Client) ListJobs(ctx context.Context, f ListFilter) (JobList, error) {
 		path += "?" + q.Encode()
 	}
 	var l JobList
-	err := c.do(ctx, request{class: ClassPoll, ep: "GET /jobs", method: http.MethodGet, path: path, decode: func(res []byte) error {
+	_, err := c.do(ctx, request{class: ClassPoll, ep: "GET /jobs", method: http.MethodGet, path: path, decode: func(res []byte) error {
 		var page struct {
 			Jobs   []json.RawMessage `json:"jobs"`
 			Total  int               `json:"total"`
@@ -322,15 +337,6 @@ func (c *Client) InFlightJobs(ctx context.Context) (map[string]Job, error) {
 	return nil, fmt.Errorf("upstream: in-flight list longer than %d pages", maxPages)
 }
 
-// budgetWaitKey is the context key of [WithBudgetWait]'s *time.Duration.
-type budgetWaitKey struct{}
-
-// WithBudgetWait returns ctx carrying wait: a call made with it sets *wait to how long it waited for the
-// budget before it went out. The caller owns wait and reads it after the call returns.
-func WithBudgetWait(ctx context.Context, wait *time.Duration) context.Context {
-	return context.WithValue(ctx, budgetWaitKey{}, wait)
-}
-
 // request is one upstream call: its budget class, the endpoint that labels its metrics and logs, the
 // HTTP request, and what decodes the body of a 2xx answer (nil: the body is not read for anything).
 type request struct {
@@ -342,22 +348,19 @@ type request struct {
 	decode       func([]byte) error
 }
 
-// do runs one budgeted call and hands the body of a 2xx answer to r.decode. Failures are *Error, except
-// a ctx that ends while waiting for budget.
-func (c *Client) do(ctx context.Context, r request) error {
+// do runs one budgeted call and hands the body of a 2xx answer to r.decode. It returns how long the call
+// waited for the budget. Failures are *Error, except a ctx that ends while waiting for budget.
+func (c *Client) do(ctx context.Context, r request) (waited time.Duration, err error) {
 	waitStart := time.Now()
 	if err := c.limiter.Wait(ctx, r.class); err != nil {
 		if errors.Is(err, ErrBusy) {
 			c.m.busy.Inc()
-			return err
+			return 0, err
 		}
-		return fmt.Errorf("upstream: %s: wait for budget: %w", r.ep, err)
+		return 0, fmt.Errorf("upstream: %s: wait for budget: %w", r.ep, err)
 	}
-	waited := time.Since(waitStart)
+	waited = time.Since(waitStart)
 	c.m.wait.WithLabelValues(r.class.String()).Observe(waited.Seconds())
-	if w, ok := ctx.Value(budgetWaitKey{}).(*time.Duration); ok {
-		*w = waited
-	}
 
 	start := time.Now()
 	c.inFlight.Add(1)
@@ -396,14 +399,14 @@ func (c *Client) do(ctx context.Context, r request) error {
 		if e := c.log.Debug(); e.Enabled() {
 			e.Str("endpoint", r.ep).Int("status", status).Str("class", r.class.String()).Dur("took", took).Msg("upstream call")
 		}
-		return nil
+		return waited, nil
 	}
 	ue.Message = strings.ReplaceAll(ue.Message, c.cfg.APIKey, "[redacted]")
 	if e := c.log.Debug(); e.Enabled() {
 		e.Str("endpoint", r.ep).Int("status", ue.Status).Str("code", ue.Code).Str("class", r.class.String()).
 			Dur("took", took).Msg("upstream call failed")
 	}
-	return ue
+	return waited, ue
 }
 
 // exchange sends one request bounded by Config.Timeout and reads the answer.

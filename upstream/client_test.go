@@ -563,44 +563,41 @@ func (g *grantLimiter) Succeeded()                              {}
 func (g *grantLimiter) Available() float64                      { return 1 }
 func (g *grantLimiter) Capacity(time.Duration) float64          { return 1 }
 
-// TestWithBudgetWaitRecordsTheWait: a call made with WithBudgetWait reports at least as long a wait as the
-// limiter held it; a call without one works as before.
-func TestWithBudgetWaitRecordsTheWait(t *testing.T) {
+// TestFetchJobReportsTheWait: FetchJob reports at least as long a wait for the budget as the limiter held
+// the call, also when the call then fails.
+func TestFetchJobReportsTheWait(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{ProcessDelay: time.Hour})
 	gl := &grantLimiter{entered: make(chan struct{}, 2), grant: make(chan struct{})}
 	c := simtest.Client(t, sim, func(cfg *upstream.Config) { cfg.Limiter = gl })
 	ctx := natstest.Ctx(t)
-	type result struct {
-		id  string
-		err error
+	// granted makes call while the test grants the limiter's wait, and waits for it.
+	granted := func(call func()) {
+		done := make(chan struct{})
+		go func() { defer close(done); call() }()
+		natstest.RecvWithin(t, gl.entered, 10*time.Second)
+		gl.grant <- struct{}{}
+		natstest.RecvWithin(t, done, 10*time.Second)
 	}
-	submitted := make(chan result, 1)
-	go func() {
-		s, err := c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, "")
-		submitted <- result{s.JobID, err}
-	}()
-	natstest.RecvWithin(t, gl.entered, 10*time.Second)
-	gl.grant <- struct{}{}
-	s := natstest.RecvWithin(t, submitted, 10*time.Second)
-	if s.err != nil {
-		t.Fatal(s.err)
-	}
-
-	var wait time.Duration
-	fetched := make(chan error, 1)
-	go func() {
-		_, err := c.GetJob(upstream.WithBudgetWait(ctx, &wait), s.id, upstream.ClassVerify)
-		fetched <- err
-	}()
-	natstest.RecvWithin(t, gl.entered, 10*time.Second)
-	gl.grant <- struct{}{}
-	if err := natstest.RecvWithin(t, fetched, 10*time.Second); err != nil {
+	var s upstream.Submission
+	var err error
+	granted(func() { s, err = c.Submit(ctx, "prompt", map[string]string{"prompt": "x"}, "") })
+	if err != nil {
 		t.Fatal(err)
 	}
-	gl.mu.Lock()
-	held := gl.held[1]
-	gl.mu.Unlock()
-	if wait <= 0 || wait < held {
-		t.Fatalf("recorded budget wait %v, want at least the %v the limiter held the call", wait, held)
+	for i, tt := range []struct {
+		id      string
+		wantErr error
+	}{{s.JobID, nil}, {"missing", upstream.ErrNotFound}} {
+		var f upstream.Fetched
+		granted(func() { f, err = c.FetchJob(ctx, tt.id, upstream.ClassVerify) })
+		if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil && f.Job.JobID != tt.id) {
+			t.Fatalf("FetchJob(%s) = %+v, %v; want error %v", tt.id, f.Job, err, tt.wantErr)
+		}
+		gl.mu.Lock()
+		held := gl.held[i+1]
+		gl.mu.Unlock()
+		if f.BudgetWait <= 0 || f.BudgetWait < held {
+			t.Fatalf("FetchJob(%s): budget wait %v, want at least the %v the limiter held the call", tt.id, f.BudgetWait, held)
+		}
 	}
 }

@@ -114,7 +114,7 @@ func (c *Client) probe(ctx context.Context) error {
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	_ = mw.Close()
-	err := c.do(ctx, request{class: ClassSubmit, ep: "POST /moderate/prompt", method: http.MethodPost,
+	_, err := c.do(ctx, request{class: ClassSubmit, ep: "POST /moderate/prompt", method: http.MethodPost,
 		path: "/moderate/prompt", body: &body, ctype: mw.FormDataContentType()})
 	ue, ok := errors.AsType[*Error](err)
 	switch {

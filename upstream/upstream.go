@@ -104,6 +104,8 @@ type API interface {
 	Submit(ctx context.Context, modality string, fields map[string]string, webhookURL string) (Submission, error)
 	// GetJob fetches GET /job/{id} at the given class.
 	GetJob(ctx context.Context, id string, class Class) (Job, error)
+	// FetchJob is GetJob that also tells how long the call waited for the budget.
+	FetchJob(ctx context.Context, id string, class Class) (Fetched, error)
 	// ListJobs fetches one page of GET /jobs at ClassPoll.
 	ListJobs(ctx context.Context, f ListFilter) (JobList, error)
 	// InFlight pages through GET /jobs?status=queued,processing (100 per page) at ClassPoll and returns

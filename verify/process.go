@@ -207,10 +207,9 @@ var errNotFound = errors.New("the upstream does not know the job (404): spoofed 
 // the adaptive limit.
 func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) {
 	rec, rev := h.rec, h.rev
-	var wait time.Duration
 	start := time.Now()
-	job, err := v.cfg.API.GetJob(upstream.WithBudgetWait(ctx, &wait), d.id, upstream.ClassVerify)
-	call := callTime{latency: time.Since(start), budgetWait: wait}
+	fetched, err := v.cfg.API.FetchJob(ctx, d.id, upstream.ClassVerify)
+	job, call := fetched.Job, callTime{latency: time.Since(start), budgetWait: fetched.BudgetWait}
 	defer func() { vd.call = call }()
 	now := v.cfg.Now().UTC()
 	if err == nil && job.JobID != d.id {

@@ -348,7 +348,7 @@ func (a *App) addRoles(o options) error {
 	}
 	if cfg.Has(RoleReconcile) {
 		r, err := reconcile.New(reconcile.Config{
-			Watcher: a.jobs, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api,
+			Watcher: a.jobs, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api, Budget: a.budget,
 			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Adopt: cfg.Adopt, Log: a.log, Metrics: a.reg,
 			Instance: o.reconcileInstance,
 		})
@@ -383,7 +383,7 @@ func (a *App) addSubmit(store *jobs.Store, deadlines jobs.Deadlines, version str
 	s, err := submit.New(submit.Config{
 		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
 		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,
-		Ledger: a.jobs, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
+		Ledger: a.jobs, Budget: a.budget, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
 		Modalities: submit.ModalitiesFor(a.cfg.APIContract),
 	})
 	if err != nil {

@@ -348,7 +348,8 @@ func (s *Shared) Succeeded() {
 	s.mu.Unlock()
 }
 
-// Available implements [upstream.Limiter]: tokens held plus what the shared bucket could give now.
+// Available is the number of calls that could start now without waiting: the tokens this process holds
+// plus what the shared bucket could give now; only those held during a 429 pause.
 func (s *Shared) Available() float64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -360,7 +361,8 @@ func (s *Shared) Available() float64 {
 	return n + math.Floor(max(0, s.state.Refilled(s.p, now).Level))
 }
 
-// Capacity implements [upstream.Limiter].
+// Capacity is the number of calls the budget can grant over the next d at its current rate, counting
+// what it could grant now.
 func (s *Shared) Capacity(d time.Duration) float64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -23,8 +23,8 @@ func (Unlimited) RateLimited(hint time.Duration) time.Duration { return hint }
 // Succeeded implements [upstream.Limiter].
 func (Unlimited) Succeeded() {}
 
-// Available is +Inf.
+// Available is +Inf, as [Shared.Available] would be without a limit.
 func (Unlimited) Available() float64 { return math.Inf(1) }
 
-// Capacity is +Inf.
+// Capacity is +Inf, as [Shared.Capacity] would be without a limit.
 func (Unlimited) Capacity(time.Duration) float64 { return math.Inf(1) }

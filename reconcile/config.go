@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -16,7 +17,22 @@ import (
 // LeaseKey is the key of the reconciler's lease in the BRIDGE_LEASES bucket.
 const LeaseKey = "reconcile"
 
-// Config configures a [Reconciler]. Watcher, Deliverer, Leases and API are required.
+// API is the part of the upstream client (*upstream.Client) the reconciler calls, each at
+// [upstream.ClassPoll]; see the client's methods.
+type API interface {
+	InFlight(ctx context.Context) (map[string]struct{}, error)
+	InFlightJobs(ctx context.Context) (map[string]upstream.Job, error)
+	ListJobs(ctx context.Context, f upstream.ListFilter) (upstream.JobList, error)
+	GetJob(ctx context.Context, id string, class upstream.Class) (upstream.Job, error)
+}
+
+// Budget is what the reconciler asks of the upstream budget its API waits for (budget.Shared).
+type Budget interface {
+	// Available is the number of calls that could start now without waiting.
+	Available() float64
+}
+
+// Config configures a [Reconciler]. Watcher, Deliverer, Leases, API and Budget are required.
 type Config struct {
 	// Watcher is the process's JOBS watcher, which feeds the index; the caller runs it.
 	Watcher *jobs.Watcher
@@ -24,9 +40,11 @@ type Config struct {
 	Leases jetstream.KeyValue
 	// Deliverer is the one publish path of results; the reconciler publishes nothing itself.
 	Deliverer *jobs.Deliverer
-	// API is the budgeted upstream client. The reconciler calls only InFlight, GetJob (at
-	// upstream.ClassPoll) and Available.
-	API upstream.API
+	// API is the budgeted upstream client.
+	API API
+	// Budget is the budget API waits for: when it has no call free, missed jobs wait for the next
+	// sweep, and a job in flight at its deadline times out without a last check.
+	Budget Budget
 
 	// PollInterval is the period of the missed-webhook sweep. Default 30s.
 	PollInterval time.Duration
@@ -110,6 +128,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: Deliverer: required", ErrInvalidConfig)
 	case c.API == nil:
 		return fmt.Errorf("%w: API: required", ErrInvalidConfig)
+	case c.Budget == nil:
+		return fmt.Errorf("%w: Budget: required", ErrInvalidConfig)
 	case c.Leases == nil:
 		return fmt.Errorf("%w: Leases: required", ErrInvalidConfig)
 	case c.PollInterval < 10*time.Millisecond:

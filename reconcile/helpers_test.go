@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
@@ -218,7 +219,7 @@ func (e *env) start(name string, mod func(*Config)) *replica {
 	reg := prometheus.NewRegistry()
 	// The replica's own JOBS watcher, probed every poll interval as the bridge's is.
 	w := jobs.NewWatcher(jkv, testPoll, testLog(e.t))
-	cfg := Config{Watcher: w, Leases: leases, Deliverer: d, API: e.api, PollInterval: testPoll, WebhookGrace: testGrace,
+	cfg := Config{Watcher: w, Leases: leases, Deliverer: d, API: e.api, Budget: budget.Unlimited{}, PollInterval: testPoll, WebhookGrace: testGrace,
 		Instance: name, Log: testLog(e.t), Metrics: reg}
 	if mod != nil {
 		mod(&cfg)

@@ -29,6 +29,7 @@ func TestConfigValidate(t *testing.T) {
 		{"ok", func(*Config) {}, nil},
 		{"no deliverer", func(c *Config) { c.Deliverer = nil }, ErrInvalidConfig},
 		{"no api", func(c *Config) { c.API = nil }, ErrInvalidConfig},
+		{"no budget", func(c *Config) { c.Budget = nil }, ErrInvalidConfig},
 		{"no leases", func(c *Config) { c.Leases = nil }, ErrInvalidConfig},
 		{"no watcher", func(c *Config) { c.Watcher = nil }, ErrInvalidConfig},
 		{"poll too short", func(c *Config) { c.PollInterval = time.Millisecond }, ErrInvalidConfig},
@@ -39,7 +40,7 @@ func TestConfigValidate(t *testing.T) {
 	e := newEnv(t, simulator.Config{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{Watcher: jobs.NewWatcher(e.res.Jobs, 0, testLog(t)), Leases: e.res.Leases, Deliverer: e.deliv, API: e.api}
+			cfg := Config{Watcher: jobs.NewWatcher(e.res.Jobs, 0, testLog(t)), Leases: e.res.Leases, Deliverer: e.deliv, API: e.api, Budget: budget.Unlimited{}}
 			tt.mod(&cfg)
 			_, err := New(cfg)
 			if !errors.Is(err, tt.wantErr) {
@@ -210,7 +211,7 @@ func TestRestartRecoversPendingAndOverdue(t *testing.T) {
 	// The new one has a budget of 10 requests a second, 3 at once.
 	b := roletest.StartBudget(t, budget.Config{KV: e.res.Budget, RPM: 600, Burst: 3})
 	api := simtest.Client(t, e.sim, func(c *upstream.Config) { c.Limiter = b })
-	r2 := e.start("r2", func(c *Config) { c.API = api })
+	r2 := e.start("r2", func(c *Config) { c.API, c.Budget = api, b })
 	all := append(append(append([]string(nil), done...), stuck...), future...)
 	e.waitResults(20*time.Second, 1, all...)
 

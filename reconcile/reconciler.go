@@ -216,7 +216,7 @@ func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
 	var wg sync.WaitGroup
 	for i, t := range plan.tasks {
 		workers <- struct{}{} // a free worker first, so Available counts the calls still running
-		if ctx.Err() != nil || r.cfg.API.Available() < 1 {
+		if ctx.Err() != nil || r.cfg.Budget.Available() < 1 {
 			<-workers
 			r.idx.unbusy(plan.tasks[i:])
 			if ctx.Err() == nil {
@@ -422,7 +422,7 @@ func (r *Reconciler) finalCheck(ctx context.Context, t task, log zerolog.Logger)
 	// A job the sweeps gave up on after several 404s is still asked about here: the last check is what
 	// stands between a job the upstream found again and a timeout.
 	wait := r.cfg.FinalCheckWait
-	if r.cfg.API.Available() < 1 {
+	if r.cfg.Budget.Available() < 1 {
 		if t.flags&flagInFlight != 0 {
 			log.Debug().Msg("budget short and job in flight: timing out without a last check")
 			return nil, false

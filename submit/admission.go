@@ -31,12 +31,12 @@ func (s *Service) admit(modality string) *upstream.BusyError {
 	sweeps := int(math.Ceil(d.Seconds() / s.cfg.PollInterval.Seconds()))
 	pages := (owed + 1 + upstream.InFlightPage - 1) / upstream.InFlightPage
 	need := float64(owed+2) + float64(pages*sweeps)
-	capacity := s.cfg.API.Capacity(d)
+	capacity := s.cfg.Budget.Capacity(d)
 	if need <= capacity*s.cfg.AdmitShare {
 		return nil
 	}
 	// The budget refills at (Capacity(2d) - Capacity(d)) / d; the excess drains at that rate.
-	rate := (s.cfg.API.Capacity(2*d) - capacity) / d.Seconds()
+	rate := (s.cfg.Budget.Capacity(2*d) - capacity) / d.Seconds()
 	wait := time.Minute
 	if rate > 0 {
 		wait = time.Duration((need - capacity*s.cfg.AdmitShare) / rate * float64(time.Second))

@@ -47,7 +47,20 @@ func ModalitiesFor(api string) map[string]string {
 	return fields
 }
 
-// Config configures a [Service]. NC, JS, Idempotency, API and Store are required.
+// API is the part of the upstream client (*upstream.Client) the submitter calls; see
+// [upstream.Client.Submit].
+type API interface {
+	Submit(ctx context.Context, modality string, fields map[string]string, webhookURL string) (upstream.Submission, error)
+}
+
+// Budget is what admission asks of the upstream budget API waits for (budget.Shared).
+type Budget interface {
+	// Capacity is the number of calls the budget can grant over the next d, counting what it could
+	// grant now.
+	Capacity(d time.Duration) float64
+}
+
+// Config configures a [Service]. NC, JS, Idempotency, API and Store are required, and Budget with Ledger.
 type Config struct {
 	// NC is the connection the micro service listens on.
 	NC *nats.Conn
@@ -56,8 +69,8 @@ type Config struct {
 	// Idempotency is the [contract.BucketIdempotency] bucket, as [natsx.Provision] makes it; its TTL is how long
 	// an idempotency key is remembered.
 	Idempotency jetstream.KeyValue
-	// API is the budgeted upstream client; the submitter calls Submit only.
-	API upstream.API
+	// API is the budgeted upstream client.
+	API API
 	// Store is the JOBS store the submitter records accepted jobs in.
 	Store *jobs.Store
 	// Deadlines set each new job's deadline; default [jobs.DefaultDeadlines].
@@ -105,6 +118,8 @@ type Config struct {
 	// Ledger counts the verifications owed by accepted jobs, for admission; nil admits every request
 	// the budget itself does not refuse.
 	Ledger Ledger
+	// Budget is the budget API waits for, whose capacity admission plans on; required with Ledger.
+	Budget Budget
 	// PollInterval is the reconciler's sweep period, for the in-flight list pages admission counts as
 	// owed; default 30s.
 	PollInterval time.Duration
@@ -177,6 +192,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: API: required", ErrInvalidConfig)
 	case c.Store == nil:
 		return fmt.Errorf("%w: Store: required", ErrInvalidConfig)
+	case c.Ledger != nil && c.Budget == nil:
+		return fmt.Errorf("%w: Budget: required with Ledger", ErrInvalidConfig)
 	case len(c.Modalities) == 0:
 		return fmt.Errorf("%w: Modalities: at least one", ErrInvalidConfig)
 	case c.MaxRequestBytes < 1 || c.MaxTextChars < 1 || c.MaxURLChars < 1:

@@ -26,7 +26,9 @@ import (
 // maxBody bounds what the client reads of any answer; a page of 100 jobs is some tens of KiB.
 const maxBody = 8 << 20
 
-// Client is the budgeted upstream client; it implements [API]. It is safe for concurrent use.
+// Client is the budgeted upstream client. Every method is safe for concurrent use, waits for the budget
+// (honouring ctx), and returns *Error for any failure the upstream or the transport caused. Each role
+// declares the few of its calls it makes.
 type Client struct {
 	cfg Config
 	// decided is the contract in force: decidedV1, decidedV2, or undecided (auto, before the upstream
@@ -39,8 +41,6 @@ type Client struct {
 	m        *metrics
 	log      zerolog.Logger
 }
-
-var _ API = (*Client)(nil)
 
 // New returns a client for cfg, with defaults applied.
 func New(cfg Config) (*Client, error) {
@@ -63,13 +63,6 @@ func New(cfg Config) (*Client, error) {
 	}
 	return c, nil
 }
-
-// Available is the number of requests the budget could spend right now without waiting: 0 during a
-// 429 pause.
-func (c *Client) Available() float64 { return c.limiter.Available() }
-
-// Capacity is the number of requests the budget can spend over the next d at its current rate.
-func (c *Client) Capacity(d time.Duration) float64 { return c.limiter.Capacity(d) }
 
 // Submit posts fields as multipart/form-data to the upstream's endpoint for modality at [ClassSubmit],
 // plus webhook_url when webhookURL is non-empty (it then replaces a webhook_url in fields). The modality

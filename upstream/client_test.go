@@ -560,8 +560,6 @@ func (g *grantLimiter) Wait(ctx context.Context, _ upstream.Class) error {
 }
 func (g *grantLimiter) RateLimited(time.Duration) time.Duration { return 0 }
 func (g *grantLimiter) Succeeded()                              {}
-func (g *grantLimiter) Available() float64                      { return 1 }
-func (g *grantLimiter) Capacity(time.Duration) float64          { return 1 }
 
 // TestFetchJobReportsTheWait: FetchJob reports at least as long a wait for the budget as the limiter held
 // the call, also when the call then fails.

@@ -155,8 +155,6 @@ type recordingLimiter struct {
 func (l *recordingLimiter) Wait(context.Context, upstream.Class) error { return nil }
 func (l *recordingLimiter) RateLimited(time.Duration) time.Duration    { return 0 }
 func (l *recordingLimiter) Succeeded()                                 {}
-func (l *recordingLimiter) Available() float64                         { return 1 }
-func (l *recordingLimiter) Capacity(time.Duration) float64             { return 1 }
 func (l *recordingLimiter) ObserveLimit(rl upstream.RateLimit) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -26,11 +26,6 @@ type Limiter interface {
 	RateLimited(hint time.Duration) time.Duration
 	// Succeeded reports an answer that was not a 429.
 	Succeeded()
-	// Available is the number of calls that could start now without waiting; +Inf when unlimited.
-	Available() float64
-	// Capacity is the number of calls the budget can grant over the next d at its current rate,
-	// counting what it could grant now; +Inf when unlimited.
-	Capacity(d time.Duration) float64
 }
 
 // HeaderObserver is an optional interface of a [Limiter]: a Limiter that implements it is told the

@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"context"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -91,30 +90,5 @@ type JobList struct {
 	Offset int   `json:"offset"`
 }
 
-// InFlightPage is how many jobs one GET /jobs page of [API.InFlight] asks for.
+// InFlightPage is how many jobs one GET /jobs page of [Client.InFlight] asks for.
 const InFlightPage = 100
-
-// API is the budgeted upstream client every role uses. All methods are safe for concurrent use, block
-// while the budget is spent (honouring ctx), and return *Error for any failure the upstream or the
-// transport caused.
-type API interface {
-	// Submit posts fields as multipart/form-data to POST /moderate/{modality}, with webhook_url set when
-	// non-empty, at ClassSubmit. It is never retried once the request may have reached the upstream. When
-	// the budget has no request for it soon, it returns a *BusyError (ErrBusy) without calling.
-	Submit(ctx context.Context, modality string, fields map[string]string, webhookURL string) (Submission, error)
-	// GetJob fetches GET /job/{id} at the given class.
-	GetJob(ctx context.Context, id string, class Class) (Job, error)
-	// FetchJob is GetJob that also tells how long the call waited for the budget.
-	FetchJob(ctx context.Context, id string, class Class) (Fetched, error)
-	// ListJobs fetches one page of GET /jobs at ClassPoll.
-	ListJobs(ctx context.Context, f ListFilter) (JobList, error)
-	// InFlight pages through GET /jobs?status=queued,processing (100 per page) at ClassPoll and returns
-	// the ids of every job in flight.
-	InFlight(ctx context.Context) (map[string]struct{}, error)
-	// InFlightJobs is InFlight with each job's list item (type, created_at, status), keyed by id.
-	InFlightJobs(ctx context.Context) (map[string]Job, error)
-	// Available is the number of requests the budget could spend right now without waiting.
-	Available() float64
-	// Capacity is the number of requests the budget can spend over the next d at its current rate.
-	Capacity(d time.Duration) float64
-}

@@ -20,7 +20,7 @@ import (
 // unknown-job token, so a flood of forged ids costs at most the unknown-job budget in pages, whatever
 // its size, on top of the GETs it is allowed.
 type listCheck struct {
-	api    upstream.API
+	api    API
 	budget *unknownTokens
 	// lookback is how long before the oldest waiting webhook a job may have been created: the longest
 	// deadline plus a margin (a job's webhook comes when it finishes).
@@ -44,7 +44,7 @@ type listAnswer struct {
 // maxListPages bounds one round: 50 pages are 5,000 finished jobs in the window.
 const maxListPages = 50
 
-func newListCheck(api upstream.API, budget *unknownTokens, lookback time.Duration, pages prometheus.Counter) *listCheck {
+func newListCheck(api API, budget *unknownTokens, lookback time.Duration, pages prometheus.Counter) *listCheck {
 	return &listCheck{api: api, budget: budget, lookback: lookback, pages: pages,
 		missing: newRecentSet(65536, 10*time.Minute), waiting: map[string][]chan listAnswer{}}
 }

@@ -18,13 +18,21 @@ import (
 	"github.com/evershield/bridge/upstream"
 )
 
+// API is the part of the upstream client (*upstream.Client) the verifier calls: FetchJob at
+// [upstream.ClassVerify], and ListJobs to find jobs without a record in the account's list; see the
+// client's methods.
+type API interface {
+	FetchJob(ctx context.Context, id string, class upstream.Class) (upstream.Fetched, error)
+	ListJobs(ctx context.Context, f upstream.ListFilter) (upstream.JobList, error)
+}
+
 // Config configures a [Verifier]. JS, API and Deliverer are required; every other field has a
 // default.
 type Config struct {
 	// JS is the JetStream context of the consumer, the dead-letter publishes and the acknowledgements.
 	JS jetstream.JetStream
-	// API is the budgeted upstream client; the verifier calls GetJob at [upstream.ClassVerify] only.
-	API upstream.API
+	// API is the budgeted upstream client.
+	API API
 	// Deliverer is the one publish path for results; its Store is the JOBS store the verifier records
 	// attempts in.
 	Deliverer *jobs.Deliverer

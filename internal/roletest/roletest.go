@@ -61,7 +61,7 @@ type Env struct {
 	Res       natsx.Resources
 	Deliverer *jobs.Deliverer
 	Sim       *simulator.Simulator
-	API       upstream.API
+	API       *upstream.Client
 	// HookURL is the base URL of the webhook receiver: webhooks go to HookURL/webhook/<modality>?token=Token.
 	HookURL string
 	Reg     *prometheus.Registry

@@ -75,9 +75,9 @@ func New(cfg Config) (*Client, error) {
 //
 // On 503 SUBMISSION_STATUS_UNKNOWN carrying a job_id it returns both Submission{JobID, StatusUnknown:
 // true} and an *Error matching [ErrStatusUnknown]: the job may exist, so poll it before resubmitting.
-// When the budget has no request free for a submission soon (Config.SubmitWait), it returns a
-// *[BusyError] without calling the upstream. Any other failure returns a zero
-// Submission and an *Error (or a ctx error while waiting for budget).
+// When the Limiter refuses the submission (it has no request free for it soon), it returns the Limiter's
+// *[BusyError] without calling the upstream. Any other failure returns a zero Submission and an *Error
+// (or a ctx error while waiting for budget).
 func (c *Client) Submit(ctx context.Context, modality string, fields map[string]string, webhookURL string) (Submission, error) {
 	if modality == "" || strings.ContainsAny(modality, "/?#") {
 		return Submission{}, fmt.Errorf("%w: modality %q", ErrInvalidArgument, modality)

@@ -381,11 +381,7 @@ func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason, outcome s
 	msg, id, attempt := d.msg, d.id, d.attempt
 	dl := nats.NewMsg(contract.DeadLetterSubject(reason))
 	dl.Data = msg.Data()
-	for _, h := range []string{contract.HeaderReceivedAt, contract.HeaderRemoteAddr, contract.HeaderModality, contract.HeaderAuthenticated, contract.HeaderDeliveryID} {
-		if val := msg.Headers().Get(h); val != "" {
-			dl.Header.Set(h, val)
-		}
-	}
+	contract.CopyWebhookHeaders(dl.Header, msg.Headers())
 	dl.Header.Set(contract.HeaderReason, reason)
 	dl.Header.Set(contract.HeaderAttempts, strconv.Itoa(attempt))
 	orig := msg.Headers().Get(contract.HeaderOriginalSubject)

@@ -341,9 +341,6 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 			m := nats.NewMsg(it.Subject)
 			m.Data = []byte(d.Body)
 			contract.CopyWebhookHeaders(m.Header, d.Headers)
-			// As before: the redrive drops the webhook's provenance and delivery id.
-			m.Header.Del(contract.HeaderAuthenticated)
-			m.Header.Del(contract.HeaderDeliveryID)
 			m.Header.Set(contract.HeaderReplay, "redrive")
 			m.Header.Set(contract.HeaderOriginalSeq, strconv.FormatUint(d.Seq, 10))
 			m.Header.Set(jetstream.MsgIDHeader, it.MsgID)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
@@ -180,4 +181,48 @@ func TestListDeadLettersFilters(t *testing.T) {
 	if err != nil || sum.Total != 3 || sum.ByReason["not_found"] != 2 || sum.ByReason["attempts_exhausted"] != 1 {
 		t.Fatalf("summary %+v %v", sum, err)
 	}
+}
+
+// TestRedriveKeepsEveryWebhookHeader: a signed webhook keeps what ingest stored with it (its provenance
+// Bridge-Authenticated and its Bridge-Delivery-Id among them) through the verifier's dead letter, the
+// redrive back into WEBHOOKS, and the dead letter of the redriven copy. Without its provenance a redriven
+// webhook of a job the bridge has no record of would count as unproven and wait for the unknown-job budget.
+func TestRedriveKeepsEveryWebhookHeader(t *testing.T) {
+	w := newWorld(t)
+	w.withSimulator(simulator.Config{})
+	w.startVerifier(2)
+	id := uuid.NewString() // the upstream does not know it: one GET, then dead letter not_found
+	want := map[string]string{
+		"Bridge-Received-At": "2026-12-01T10:00:00Z", "Bridge-Remote-Addr": "203.0.113.7:4711", "Bridge-Modality": "prompt",
+		"Bridge-Authenticated": "signature", "Bridge-Delivery-Id": "wh_" + id,
+	}
+	var hdr []string
+	for k, v := range want {
+		hdr = append(hdr, k, v)
+	}
+	w.publish(contract.WebhookSubject("prompt"), id, fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, id), hdr...)
+	w.waitDeadLetters("not_found", 1)
+	keeps := func(what string, h nats.Header) {
+		t.Helper()
+		for k, v := range want {
+			if got := h.Get(k); got != v {
+				t.Fatalf("%s: %s %q, want %q (headers %v)", what, k, got, v, h)
+			}
+		}
+	}
+	keeps("dead letter", w.streamMsgs(contract.StreamDeadLetter)[0].Header)
+
+	ctx := natstest.CtxWithin(t, 30*time.Second)
+	items, err := Redrive(ctx, RedriveConfig{JS: w.js, Log: w.log, Filter: DeadLetterFilter{JobIDs: []string{id}}})
+	if err != nil || len(items) != 1 || items[0].Action != ActionRedriven {
+		t.Fatalf("redrive: %+v %v", items, err)
+	}
+	webhooks := w.streamMsgs(contract.StreamWebhooks)
+	redriven := webhooks[len(webhooks)-1]
+	keeps("redriven webhook", redriven.Header)
+	if redriven.Header.Get("Bridge-Replay") != "redrive" || redriven.Header.Get("Nats-Msg-Id") != items[0].MsgID {
+		t.Fatalf("redriven webhook headers %v", redriven.Header)
+	}
+	w.waitDeadLetters("not_found", 2)
+	keeps("dead letter of the redriven webhook", w.streamMsgs(contract.StreamDeadLetter)[1].Header)
 }

@@ -250,7 +250,7 @@ func (d *Deliverer) publishPrimary(ctx context.Context, v Verified, typ string, 
 	if d.failpoint != nil {
 		d.failpoint(BeforePublish, id)
 	}
-	seq, winner, published, err := d.publishOnce(ctx, id, false, subject, id, v.Source, body)
+	seq, winner, published, err := d.publishOnce(ctx, id, false, subject, contract.ResultMsgID(id, false), v.Source, body)
 	if err != nil {
 		return Record{}, false, err
 	}
@@ -289,7 +289,7 @@ func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Recor
 		return 0, fmt.Errorf("late result %s: %w", job.JobID, err)
 	}
 	seq, _, published, err := d.publishOnce(ctx, rec.JobID, true, contract.LateResultSubject(resultType(job.Type, rec.Modality)),
-		rec.JobID+contract.LateSuffix, source, body)
+		contract.ResultMsgID(rec.JobID, true), source, body)
 	if err != nil {
 		return 0, err
 	}

@@ -331,7 +331,7 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 			if !strings.HasPrefix(it.Subject, contract.SubjectWebhooks) {
 				it.Subject = contract.WebhookSubject(nats.Header(d.Headers).Get(contract.HeaderModality))
 			}
-			it.MsgID = fmt.Sprintf("%s.redrive.%d", d.JobID, d.Seq)
+			it.MsgID = contract.RedriveMsgID(d.JobID, d.Seq)
 			it.Action = ActionWould
 		}
 		if it.Action == ActionWould && !cfg.DryRun {
@@ -341,7 +341,7 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 			m := nats.NewMsg(it.Subject)
 			m.Data = []byte(d.Body)
 			contract.CopyWebhookHeaders(m.Header, d.Headers)
-			m.Header.Set(contract.HeaderReplay, "redrive")
+			m.Header.Set(contract.HeaderReplay, contract.ReplayRedrive)
 			m.Header.Set(contract.HeaderOriginalSeq, strconv.FormatUint(d.Seq, 10))
 			m.Header.Set(jetstream.MsgIDHeader, it.MsgID)
 			dup, err := publishJS(ctx, cfg.JS, m)

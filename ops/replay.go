@@ -660,7 +660,7 @@ func (r *replayer) publish(ctx context.Context, msg jetstream.Msg, seq uint64) (
 		if id == "" {
 			id = fmt.Sprintf("%s.%d", r.st.Selection.Stream, seq)
 		}
-		out.Header.Set(jetstream.MsgIDHeader, id+".reverify."+r.cfg.Name)
+		out.Header.Set(jetstream.MsgIDHeader, contract.ReverifyMsgID(id, r.cfg.Name))
 		return publishJS(ctx, r.cfg.JS, out)
 	}
 	out.Subject = r.st.Prefix + msg.Subject()
@@ -675,7 +675,7 @@ func (r *replayer) publish(ctx context.Context, msg jetstream.Msg, seq uint64) (
 		r.core = true
 		return false, nil
 	}
-	out.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%s:%d", r.cfg.Name, r.st.Selection.Stream, seq))
+	out.Header.Set(jetstream.MsgIDHeader, contract.ReplayMsgID(r.cfg.Name, r.st.Selection.Stream, seq))
 	return publishJS(ctx, r.cfg.JS, out)
 }
 

@@ -392,9 +392,9 @@ func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason, outcome s
 	// The id names the message being dead-lettered (stream and sequence), so a redelivery of it collapses
 	// while a redriven copy (a new WEBHOOKS message) that fails again is stored again.
 	if meta, err := msg.Metadata(); err == nil {
-		dl.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.%s.%s.%d", id, reason, meta.Stream, meta.Sequence.Stream))
+		dl.Header.Set(jetstream.MsgIDHeader, contract.DeadLetterMsgID(id, reason, meta.Stream, meta.Sequence.Stream))
 	} else if id != "" {
-		dl.Header.Set(jetstream.MsgIDHeader, id+"."+reason)
+		dl.Header.Set(jetstream.MsgIDHeader, contract.DeadLetterMsgID(id, reason, "", 0))
 	}
 
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*settleTimeout)

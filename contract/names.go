@@ -144,9 +144,11 @@ const (
 
 // Upstream contracts, the values of BRIDGE_API_CONTRACT.
 const (
-	// ContractV1 is the documented upstream contract: prompt, image, video, chat.
+	// ContractV1 is the documented ("evershield") contract: /moderate/prompt, image, video and chat, with
+	// the fields prompt, image_url and video_url.
 	ContractV1 = "v1"
-	// ContractV2 is the newer contract (upstream-api.md §10): text, image, video, audio; prompt and chat
+	// ContractV2 is the newer contract of the vendor's integration material (upstream-api.md §10):
+	// /moderate/text (field text), image (image), video (video) and audio (audio); prompt and chat
 	// retired upstream, served by the bridge on /moderate/text.
 	ContractV2 = "v2"
 	// ContractAuto decides between them at the first submission.

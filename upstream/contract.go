@@ -7,19 +7,17 @@ import (
 	"fmt"
 	"mime/multipart"
 	"net/http"
+
+	"github.com/evershield/bridge/contract"
 )
 
-// Contracts of the upstream, the values of Config.Contract.
+// Contracts of the upstream, the values of Config.Contract: [contract.ContractV1], [contract.ContractV2]
+// and [contract.ContractAuto], named here too for the client's callers. An auto client settles on v1 or
+// v2 from the upstream's answers to submissions, without billing a probe job (see [Client.Submit]).
 const (
-	// ContractV1 is the documented ("evershield") contract: /moderate/prompt, image, video and chat with
-	// the fields prompt, image_url and video_url.
-	ContractV1 = "v1"
-	// ContractV2 is the newer contract of the vendor's integration material (upstream-api.md §10):
-	// /moderate/text (field text), image (image), video (video) and audio (audio); prompt and chat retired.
-	ContractV2 = "v2"
-	// ContractAuto starts undecided and settles on v1 or v2 from the upstream's answers to submissions,
-	// without billing a probe job (see [Client.Submit]).
-	ContractAuto = "auto"
+	ContractV1   = contract.ContractV1
+	ContractV2   = contract.ContractV2
+	ContractAuto = contract.ContractAuto
 )
 
 // decided contract of a client, kept in an atomic.

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/contract"
 )
 
 // Endpoint names, for [Simulator.SetFault], [Simulator.Calls] and the stats.
@@ -42,14 +44,12 @@ var DefaultScopes = []string{ScopePrompt, ScopeImage, ScopeVideo, ScopeJobs, Sco
 // DefaultScopesV2 are the scopes of the default key of a v2 simulator.
 var DefaultScopesV2 = []string{ScopeText, ScopeImage, ScopeVideo, ScopeAudio, ScopeJobs, ScopeUsage}
 
-// Contracts of the upstream the simulator can speak (Config.Contract); see the package doc for which
-// behaviour belongs to which.
+// Contracts of the upstream the simulator can speak (Config.Contract): [contract.ContractV1], unsigned
+// webhooks sent once, and [contract.ContractV2], signed and retried webhooks and rate-limit headers on
+// every response; see the package doc for which behaviour belongs to which.
 const (
-	// ContractV1 is the documented ("evershield") contract: prompt/chat, unsigned webhooks sent once.
-	ContractV1 = "v1"
-	// ContractV2 is the newer contract of the vendor's integration material (upstream-api.md §10): text
-	// and audio, signed and retried webhooks, rate-limit headers on every response.
-	ContractV2 = "v2"
+	ContractV1 = contract.ContractV1
+	ContractV2 = contract.ContractV2
 )
 
 // DefaultWebhookRetrySchedule is the v2 wait before each retry of a webhook that was not answered 2xx

@@ -144,14 +144,14 @@ func TestDecideVerdicts(t *testing.T) {
 			}
 			calls := e.Sim.CallCount(simulator.EndpointJob)
 			vd := v.decide(natstest.CtxWithin(t, 10*time.Second), v.newDelivery(stop, msg, l))
-			if vd.action != tt.wantAction || vd.outcome != tt.wantOut || vd.reason != tt.wantReason {
+			if vd.action != tt.wantAction || vd.outcome.String() != tt.wantOut || vd.reason != tt.wantReason {
 				t.Fatalf("verdict %d %q %q (%v), want %d %q %q", vd.action, vd.outcome, vd.reason, vd.cause,
 					tt.wantAction, tt.wantOut, tt.wantReason)
 			}
 			if got := e.Sim.CallCount(simulator.EndpointJob) - calls; got != tt.wantCalls {
 				t.Fatalf("%d GET /job calls, want %d", got, tt.wantCalls)
 			}
-			if vd.outcome == "published" && !vd.published {
+			if vd.outcome == outcomePublished && !vd.published {
 				t.Fatal("a published result is not marked for the latency metric")
 			}
 			if tt.fault != nil {
@@ -259,5 +259,22 @@ func TestUpperCaseIDIsTheSameJob(t *testing.T) {
 	}
 	if rec := e.Record(id); rec.State != jobs.StateDelivered {
 		t.Fatalf("record %s, want delivered", rec.State)
+	}
+}
+
+// TestOutcomeLabels pins the labels of bridge_verify_outcomes_total: settling decides
+// from the typed outcome, and the label is only its name.
+func TestOutcomeLabels(t *testing.T) {
+	want := map[outcome]string{outcomePublished: "published", outcomeAlreadyDelivered: "already_delivered", outcomeLate: "late",
+		outcomeNotFound: "not_found", outcomeNotTerminal: "not_terminal", outcomeRetry: "retry", outcomeExhausted: "exhausted",
+		outcomeRejected: "rejected", outcomeMalformed: "malformed", outcomeShutdown: "shutdown", outcomeUnknownLaned: "unknown_laned",
+		outcomeUnknownShed: "unknown_shed", outcomeUnknownWaiting: "unknown_waiting", outcomeAuthPaused: "auth_paused"}
+	if len(want) != len(outcomeLabels)-1 {
+		t.Fatalf("%d outcomes, %d labels", len(want), len(outcomeLabels)-1)
+	}
+	for o, label := range want {
+		if o.String() != label {
+			t.Errorf("outcome %d: label %q, want %q", o, o.String(), label)
+		}
 	}
 }

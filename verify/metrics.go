@@ -6,29 +6,46 @@ import (
 	"github.com/evershield/bridge/internal/promutil"
 )
 
-// Verifier outcomes, the values of bridge_verify_outcomes_total{outcome}.
+// outcome is what became of a delivery. Settling decides from it; its label ([outcome.String]) is only
+// for bridge_verify_outcomes_total{outcome}.
+type outcome uint8
+
+// Verifier outcomes.
 const (
-	outcomePublished        = "published"
-	outcomeAlreadyDelivered = "already_delivered"
-	outcomeLate             = "late"
-	outcomeNotFound         = "not_found"
-	outcomeNotTerminal      = "not_terminal"
-	outcomeRetry            = "retry"
-	outcomeExhausted        = "exhausted"
-	outcomeRejected         = "rejected"
-	outcomeMalformed        = "malformed"
-	outcomeShutdown         = "shutdown"
+	outcomePublished outcome = iota + 1
+	outcomeAlreadyDelivered
+	outcomeLate
+	outcomeNotFound
+	outcomeNotTerminal
+	outcomeRetry
+	outcomeExhausted
+	outcomeRejected
+	outcomeMalformed
+	outcomeShutdown
 	// outcomeUnknownLaned: a webhook of a job without a JOBS record found no unknown-job token free and
 	// moved to the slow lane (deadletter.unknown_job), where it is verified later.
-	outcomeUnknownLaned = "unknown_laned"
+	outcomeUnknownLaned
 	// outcomeUnknownShed: unknown-job verification is off; the webhook was dead-lettered as unknown_job.
-	outcomeUnknownShed = "unknown_shed"
+	outcomeUnknownShed
 	// outcomeUnknownWaiting: a webhook of a job without a record or provenance was parked on the slow
 	// lane until the unknown-job budget is likely to have a call free.
-	outcomeUnknownWaiting = "unknown_waiting"
+	outcomeUnknownWaiting
 	// outcomeAuthPaused: the upstream refused the key (401, 402, 403); verification pauses for everyone.
-	outcomeAuthPaused = "auth_paused"
+	outcomeAuthPaused
 )
+
+// outcomeLabels are the values of bridge_verify_outcomes_total{outcome}.
+var outcomeLabels = [...]string{outcomePublished: "published", outcomeAlreadyDelivered: "already_delivered",
+	outcomeLate: "late", outcomeNotFound: "not_found", outcomeNotTerminal: "not_terminal", outcomeRetry: "retry",
+	outcomeExhausted: "exhausted", outcomeRejected: "rejected", outcomeMalformed: "malformed", outcomeShutdown: "shutdown",
+	outcomeUnknownLaned: "unknown_laned", outcomeUnknownShed: "unknown_shed", outcomeUnknownWaiting: "unknown_waiting",
+	outcomeAuthPaused: "auth_paused"}
+
+// String is the outcome's label.
+func (o outcome) String() string { return outcomeLabels[o] }
+
+// count counts a delivery's outcome.
+func (m *verifyMetrics) count(o outcome) { m.outcomes.WithLabelValues(o.String()).Inc() }
 
 // Dead-letter reasons, the value of the Bridge-Reason header and the last subject token.
 const (

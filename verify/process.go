@@ -59,7 +59,7 @@ const (
 // verdict is what decide found about a delivery; settle carries it out.
 type verdict struct {
 	action  action
-	outcome string // the bridge_verify_outcomes_total label
+	outcome outcome
 	reason  string // actDeadLetter: the dead-letter reason
 	// retryAfter is the least wait before the next attempt (actRetry), e.g. the upstream's Retry-After.
 	retryAfter time.Duration
@@ -76,10 +76,10 @@ type callTime struct {
 	latency, budgetWait time.Duration
 }
 
-func ack(outcome string) verdict { return verdict{action: actAck, outcome: outcome} }
+func ack(o outcome) verdict { return verdict{action: actAck, outcome: o} }
 
-func deadLetter(reason, outcome string, cause error) verdict {
-	return verdict{action: actDeadLetter, reason: reason, outcome: outcome, cause: cause}
+func deadLetter(reason string, o outcome, cause error) verdict {
+	return verdict{action: actDeadLetter, reason: reason, outcome: o, cause: cause}
 }
 
 func retryLater(what string, err error) verdict {
@@ -315,10 +315,10 @@ func (v *Verifier) settle(workCtx context.Context, d delivery, vd verdict) {
 		if err := d.msg.Ack(); err != nil {
 			d.log.Warn().Err(err).Msg("ack webhook; it will be redelivered and acked again")
 		}
-		v.metrics.outcomes.WithLabelValues(vd.outcome).Inc()
+		v.metrics.count(vd.outcome)
 	case actGiveBack:
 		_ = d.msg.Nak()
-		v.metrics.outcomes.WithLabelValues(outcomeShutdown).Inc()
+		v.metrics.count(outcomeShutdown)
 	case actDeadLetter:
 		v.logDeadLetter(d, vd)
 		v.deadLetter(ctx, d, vd.reason, vd.outcome)
@@ -340,7 +340,7 @@ func (v *Verifier) settle(workCtx context.Context, d delivery, vd verdict) {
 		if err := d.msg.NakWithDelay(delay); err != nil {
 			d.log.Warn().Err(err).Msg("nak webhook; redelivered after AckWait")
 		}
-		v.metrics.outcomes.WithLabelValues(vd.outcome).Inc()
+		v.metrics.count(vd.outcome)
 	}
 }
 
@@ -377,7 +377,7 @@ func (v *Verifier) backoff(attempt int, retryAfter time.Duration) time.Duration 
 // keeps failing the webhook is naked for a later attempt instead: it is never acked unstored. It also
 // moves a webhook to the slow lane (reason unknown_job, outcome unknown_laned: not counted as a dead
 // letter), and dead-letters one from the slow lane, keeping the webhook's original subject.
-func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason, outcome string) {
+func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason string, o outcome) {
 	msg, id, attempt := d.msg, d.id, d.attempt
 	dl := nats.NewMsg(contract.DeadLetterSubject(reason))
 	dl.Data = msg.Data()
@@ -414,13 +414,13 @@ func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason, outcome s
 		if nerr := msg.NakWithDelay(v.backoff(attempt, 0)); nerr != nil {
 			v.log.Warn().Err(nerr).Str("job_id", id).Msg("nak webhook")
 		}
-		v.metrics.outcomes.WithLabelValues(outcomeRetry).Inc()
+		v.metrics.count(outcomeRetry)
 		return
 	}
-	if outcome != outcomeUnknownLaned {
+	if o != outcomeUnknownLaned {
 		v.metrics.deadLetters.WithLabelValues(reason).Inc()
 	}
-	v.metrics.outcomes.WithLabelValues(outcome).Inc()
+	v.metrics.count(o)
 	// Wait for the server's confirmation: a redelivery of a dead-lettered webhook could cost an upstream
 	// call again.
 	if err := msg.DoubleAck(ctx); err != nil {

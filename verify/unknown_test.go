@@ -100,7 +100,7 @@ func TestForeignJobVerifiedAtOnceWithoutFlood(t *testing.T) {
 	if n := len(e.StreamMsgs(contract.StreamDeadLetter, "")); n != 0 {
 		t.Fatalf("%d dead letters, want 0", n)
 	}
-	if got := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", outcomeUnknownLaned); got != 0 {
+	if got := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "unknown_laned"); got != 0 {
 		t.Fatalf("unknown_laned = %v, want 0", got)
 	}
 }

@@ -577,7 +577,7 @@ func (v *Verifier) giveBack(it jetstream.MessagesContext) {
 			return
 		}
 		_ = msg.Nak()
-		v.metrics.outcomes.WithLabelValues(outcomeShutdown).Inc()
+		v.metrics.count(outcomeShutdown)
 	}
 }
 

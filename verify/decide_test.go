@@ -133,17 +133,17 @@ func TestDecideVerdicts(t *testing.T) {
 				e.Sim.SetFault(simulator.EndpointJob, *tt.fault)
 				defer e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{})
 			}
-			stop, cancel := context.WithCancel(context.Background())
-			if tt.stopped {
-				cancel()
-			}
-			defer cancel()
 			l := v.lanes()[0]
 			if tt.slow {
 				l = v.lanes()[1]
 			}
+			if tt.stopped {
+				stopping := make(chan struct{})
+				close(stopping)
+				l.stopping = stopping
+			}
 			calls := e.Sim.CallCount(simulator.EndpointJob)
-			vd := v.decide(natstest.CtxWithin(t, 10*time.Second), v.newDelivery(stop, msg, l))
+			vd := v.decide(natstest.CtxWithin(t, 10*time.Second), v.newDelivery(msg, l))
 			if vd.action != tt.wantAction || vd.outcome.String() != tt.wantOut || vd.reason != tt.wantReason {
 				t.Fatalf("verdict %d %q %q (%v), want %d %q %q", vd.action, vd.outcome, vd.reason, vd.cause,
 					tt.wantAction, tt.wantOut, tt.wantReason)
@@ -216,7 +216,7 @@ func TestHappyPathRoundTrips(t *testing.T) {
 	msg := e.fetchWebhook(t, roletest.WebhookBody(id, false))
 	results := len(e.StreamMsgs(contract.StreamResults, ""))
 	kv.n = 0
-	v.process(context.Background(), context.Background(), msg, v.lanes()[0])
+	v.process(context.Background(), msg, v.lanes()[0])
 	publishes := len(e.StreamMsgs(contract.StreamResults, "")) - results
 	if kv.n != 2 || publishes != 1 {
 		t.Fatalf("%d JOBS requests and %d publishes, want 2 (read, write) and 1", kv.n, publishes)

@@ -35,9 +35,7 @@ type delivery struct {
 	// attempt is the server's delivery count of the message (shared by every verifier, across restarts).
 	attempt    int
 	receivedAt time.Time
-	// stop ends when the verifier starts shutting down: it ends a slow-lane wait for the budget.
-	stop context.Context
-	log  zerolog.Logger
+	log        zerolog.Logger
 }
 
 // action is what settle does with a delivery.
@@ -91,8 +89,8 @@ func retryLater(what string, err error) verdict {
 }
 
 // newDelivery reads what the message says about itself.
-func (v *Verifier) newDelivery(stop context.Context, msg jetstream.Msg, l *lane) delivery {
-	d := delivery{msg: msg, lane: l, attempt: 1, stop: stop}
+func (v *Verifier) newDelivery(msg jetstream.Msg, l *lane) delivery {
+	d := delivery{msg: msg, lane: l, attempt: 1}
 	if meta, err := msg.Metadata(); err == nil {
 		d.attempt = int(min(meta.NumDelivered, 1<<30))
 		d.receivedAt = meta.Timestamp
@@ -114,22 +112,22 @@ func (v *Verifier) newDelivery(stop context.Context, msg jetstream.Msg, l *lane)
 
 // process decides the fate of one delivery from lane l, then settles it; both lanes share it (see
 // [Verifier]). Webhooks of the same job are handled one at a time in this process, so a burst of
-// duplicates waits here and then finds the result out, costing no upstream call. stop ends at the start
-// of a shutdown, workCtx only at a hard shutdown. It returns the verdict's upstream call time.
-func (v *Verifier) process(stop, workCtx context.Context, msg jetstream.Msg, l *lane) callTime {
-	d := v.newDelivery(stop, msg, l)
+// duplicates waits here and then finds the result out, costing no upstream call. ctx ends only at a hard
+// shutdown (the lane says when the shutdown starts). It returns the verdict's upstream call time.
+func (v *Verifier) process(ctx context.Context, msg jetstream.Msg, l *lane) callTime {
+	d := v.newDelivery(msg, l)
 	if d.id != "" {
-		lctx, cancel := context.WithTimeout(workCtx, v.cfg.HandlerTimeout)
+		lctx, cancel := context.WithTimeout(ctx, v.cfg.HandlerTimeout)
 		unlock, err := v.jobLocks.Lock(lctx, d.id)
 		cancel()
 		if err != nil {
-			v.settle(workCtx, d, retryLater("wait for job lock", err))
+			v.settle(ctx, d, retryLater("wait for job lock", err))
 			return callTime{}
 		}
 		defer unlock()
 	}
-	vd := v.decide(workCtx, d)
-	v.settle(workCtx, d, vd)
+	vd := v.decide(ctx, d)
+	v.settle(ctx, d, vd)
 	return vd.call
 }
 
@@ -298,13 +296,13 @@ func (v *Verifier) noteFailure(ctx context.Context, d delivery, h held, callErr 
 }
 
 // settle carries out a verdict: the one place that acks, naks or dead-letters a delivery. During a hard
-// shutdown (workCtx ended) a delivery that is not done is given back at once.
-func (v *Verifier) settle(workCtx context.Context, d delivery, vd verdict) {
-	if vd.action == actRetry && workCtx.Err() != nil {
+// shutdown (ctx ended) a delivery that is not done is given back at once.
+func (v *Verifier) settle(ctx context.Context, d delivery, vd verdict) {
+	if vd.action == actRetry && ctx.Err() != nil {
 		vd = verdict{action: actGiveBack, outcome: outcomeShutdown}
 	}
 	// The handler's ctx may be spent (HandlerTimeout): settling gets its own.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(workCtx), settleTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	switch vd.action {
 	case actAck:
@@ -321,12 +319,12 @@ func (v *Verifier) settle(workCtx context.Context, d delivery, vd verdict) {
 		v.metrics.count(outcomeShutdown)
 	case actDeadLetter:
 		v.logDeadLetter(d, vd)
-		v.deadLetter(ctx, d, vd.reason, vd.outcome)
+		v.deadLetter(sctx, d, vd.reason, vd.outcome)
 	case actRetry:
 		// A refused key is no failure of the webhook: waiting it out spends no attempt towards exhaustion.
 		if d.attempt >= v.cfg.MaxAttempts && vd.outcome != outcomeAuthPaused && vd.outcome != outcomeUnknownWaiting {
 			d.log.Warn().Err(vd.cause).Msg("verification attempts exhausted; webhook dead-lettered, job left to the reconciler")
-			v.deadLetter(ctx, d, ReasonAttemptsExhausted, outcomeExhausted)
+			v.deadLetter(sctx, d, ReasonAttemptsExhausted, outcomeExhausted)
 			return
 		}
 		// A long upstream outage retries every pending webhook many times: warn on the first attempt and

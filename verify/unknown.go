@@ -89,7 +89,7 @@ func (v *Verifier) admitUnknown(ctx context.Context, d delivery) (verdict, bool)
 	}
 	found, err := v.lists.found(ctx, d.id, d.receivedAt)
 	switch {
-	case err != nil && d.stop.Err() != nil:
+	case err != nil && d.lane.stopped():
 		return verdict{action: actGiveBack, outcome: outcomeShutdown}, false
 	case err != nil:
 		return retryLater("check the account's job list", err), false

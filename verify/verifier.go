@@ -308,6 +308,27 @@ type lane struct {
 	// slow marks the slow lane: an unknown job waits there for an unknown-job token, and its messages are
 	// fetched one at a time when a worker is free.
 	slow bool
+	// stopping is closed when the lane stops taking work: at shutdown, or when the other lane cannot run.
+	// Run sets it.
+	stopping <-chan struct{}
+}
+
+// stopped reports whether the lane has stopped taking work.
+func (l *lane) stopped() bool {
+	select {
+	case <-l.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// handlers runs the deliveries of one Run, each on a goroutine of its own, and counts them in wg. They
+// run on work, Run's context without its cancellation, which ends only at a hard stop, so an in-flight
+// publish is not cut short by the shutdown signal itself: the one context the Run loop owns.
+type handlers struct {
+	work context.Context
+	wg   sync.WaitGroup
 }
 
 // New checks cfg and registers the metrics. It does not touch NATS; Run does.
@@ -387,20 +408,20 @@ func (v *Verifier) lanes() []*lane {
 // shutdown, and an error only when a consumer cannot be set up because its stream (WEBHOOKS or
 // DEADLETTER) does not exist. Lost connections and a deleted consumer are retried.
 func (v *Verifier) Run(ctx context.Context) error {
-	// Handlers run on workCtx, which outlives ctx by up to ShutdownTimeout, so an in-flight publish
-	// is not cut short by the shutdown signal itself.
-	workCtx, hardStop := context.WithCancel(context.WithoutCancel(ctx))
+	// Handlers outlive ctx by up to ShutdownTimeout.
+	work, hardStop := context.WithCancel(context.WithoutCancel(ctx))
 	defer hardStop()
+	h := &handlers{work: work}
 	// stop ends both lanes: at shutdown, or when one of them cannot run.
 	stop, stopLanes := context.WithCancel(ctx)
 	defer stopLanes()
-	var wg sync.WaitGroup
 
 	lanes := v.lanes()
 	errs := make(chan error, len(lanes))
 	for _, l := range lanes {
+		l.stopping = stop.Done()
 		go func() {
-			err := v.runLane(stop, workCtx, l, &wg)
+			err := v.runLane(stop, l, h)
 			if err != nil {
 				stopLanes()
 			}
@@ -415,7 +436,7 @@ func (v *Verifier) Run(ctx context.Context) error {
 	}
 
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { h.wg.Wait(); close(done) }()
 	t := time.NewTimer(v.cfg.ShutdownTimeout)
 	defer t.Stop()
 	select {
@@ -430,8 +451,8 @@ func (v *Verifier) Run(ctx context.Context) error {
 }
 
 // runLane creates the lane's consumer and consumes it until ctx is cancelled (nil) or its stream does
-// not exist (the error). Handlers it starts are counted in wg.
-func (v *Verifier) runLane(ctx, workCtx context.Context, l *lane, wg *sync.WaitGroup) error {
+// not exist (the error). It starts its handlers through h.
+func (v *Verifier) runLane(ctx context.Context, l *lane, h *handlers) error {
 	log := v.log.With().Str("lane", l.name).Str("consumer", l.config.Durable).Logger()
 	for wait := time.Duration(0); ctx.Err() == nil; {
 		if wait > 0 {
@@ -463,7 +484,7 @@ func (v *Verifier) runLane(ctx, workCtx context.Context, l *lane, wg *sync.WaitG
 		if l.slow {
 			consume = v.consumeOneByOne
 		}
-		if err := consume(ctx, workCtx, cons, l, wg); err != nil && ctx.Err() == nil {
+		if err := consume(ctx, cons, l, h); err != nil && ctx.Err() == nil {
 			log.Warn().Err(err).Dur("retry_in", wait).Msg("verify consumer stopped; recreating")
 			continue
 		}
@@ -474,7 +495,7 @@ func (v *Verifier) runLane(ctx, workCtx context.Context, l *lane, wg *sync.WaitG
 
 // consume runs one message iterator until ctx is cancelled (then it returns nil after giving back what
 // was fetched but not started) or the iterator fails.
-func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer, l *lane, wg *sync.WaitGroup) error {
+func (v *Verifier) consume(ctx context.Context, cons jetstream.Consumer, l *lane, h *handlers) error {
 	// Prefetch no more than one batch (the fixed Concurrency, or the adaptive limit's start): other
 	// verifier processes get their share, and a fetched message never waits long for a worker.
 	it, err := cons.Messages(jetstream.PullMaxMessages(l.prefetch))
@@ -506,12 +527,7 @@ func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer
 			}
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.limit.release(v.handle(ctx, workCtx, msg, l))
-			v.metrics.limit.Set(float64(l.limit.Limit()))
-		}()
+		v.start(h, msg, l)
 	}
 }
 
@@ -519,7 +535,7 @@ func (v *Verifier) consume(ctx, workCtx context.Context, cons jetstream.Consumer
 // none ahead, because a slow-lane handler may wait long for its token and a prefetched message would sit
 // unstarted while its AckWait runs. It returns nil when ctx is cancelled, or an error when the consumer
 // is gone.
-func (v *Verifier) consumeOneByOne(ctx, workCtx context.Context, cons jetstream.Consumer, l *lane, wg *sync.WaitGroup) error {
+func (v *Verifier) consumeOneByOne(ctx context.Context, cons jetstream.Consumer, l *lane, h *handlers) error {
 	for pause := time.Duration(0); ; {
 		if l.limit.acquire(ctx) != nil {
 			return nil
@@ -559,12 +575,21 @@ func (v *Verifier) consumeOneByOne(ctx, workCtx context.Context, cons jetstream.
 			continue
 		}
 		pause = 0
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			l.limit.release(v.handle(ctx, workCtx, msg, l))
-		}()
+		v.start(h, msg, l)
 	}
+}
+
+// start handles msg from lane l on a goroutine of its own, and gives the lane's limit back what the
+// upstream call took.
+func (v *Verifier) start(h *handlers, msg jetstream.Msg, l *lane) {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		l.limit.release(v.handle(h.work, msg, l))
+		if !l.slow {
+			v.metrics.limit.Set(float64(l.limit.Limit()))
+		}
+	}()
 }
 
 // giveBack stops the iterator and naks the messages it had buffered, so they are redelivered now (to
@@ -583,9 +608,9 @@ func (v *Verifier) giveBack(it jetstream.MessagesContext) {
 
 // handle verifies one delivery from lane l and tells the server it is still at it every AckWait/3 (the
 // wait for upstream budget can be long), so the webhook is not redelivered to a second handler meanwhile.
-// stop ends when the verifier starts shutting down. It returns how long the upstream call took (0 when
-// none was made), for the lane's limit.
-func (v *Verifier) handle(stop, workCtx context.Context, msg jetstream.Msg, l *lane) callTime {
+// ctx ends only at a hard shutdown. It returns how long the upstream call took (0 when none was made),
+// for the lane's limit.
+func (v *Verifier) handle(ctx context.Context, msg jetstream.Msg, l *lane) callTime {
 	v.metrics.inFlight.Inc()
 	defer v.metrics.inFlight.Dec()
 	done := make(chan struct{})
@@ -602,5 +627,5 @@ func (v *Verifier) handle(stop, workCtx context.Context, msg jetstream.Msg, l *l
 			}
 		}
 	}()
-	return v.process(stop, workCtx, msg, l)
+	return v.process(ctx, msg, l)
 }

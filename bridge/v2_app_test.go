@@ -92,7 +92,7 @@ func TestV2SignedRetriedWebhooksCollapse(t *testing.T) {
 	ids := make([]string, 0, n)
 	for i := range n {
 		natstest.WaitFor(t, 10*time.Second, func() error { // the roles start concurrently
-			rep, _, err := ops.Submit(natstest.CtxWithin(t, 5*time.Second), nc, "prompt", map[string]string{"prompt": fmt.Sprint("retried ", i)}, "")
+			rep, _, err := ops.Submit(natstest.CtxWithin(t, 5*time.Second), nc, ops.SubmitRequest{Modality: "prompt", Fields: map[string]string{"prompt": fmt.Sprint("retried ", i)}})
 			if err == nil {
 				ids = append(ids, rep.JobID)
 			}

@@ -190,10 +190,10 @@ func (d *Deliverer) DeliverVerified(ctx context.Context, v Verified) (Outcome, e
 	case StateDelivered:
 		return AlreadyDelivered, nil
 	case StateTimedOut:
-		return d.deliverLate(ctx, job, rec, v.Source, v.ReceivedAt)
+		return d.deliverLate(ctx, v, rec)
 	}
 	now := d.now().UTC()
-	body, err := resultBody(job.Raw, rec.Modality, nil, v.Source, v.ReceivedAt, &now)
+	body, err := resultBody(job.Raw, rec.Modality, nil, Meta{Source: v.Source, ReceivedAt: v.ReceivedAt, VerifiedAt: &now})
 	if err != nil {
 		return 0, fmt.Errorf("result %s: %w", job.JobID, err)
 	}
@@ -203,7 +203,7 @@ func (d *Deliverer) DeliverVerified(ctx context.Context, v Verified) (Outcome, e
 	}
 	if rec.State == StateTimedOut {
 		// A timeout result won the race for results.<type>: this verified one is the late result.
-		return d.deliverLate(ctx, job, rec, v.Source, v.ReceivedAt)
+		return d.deliverLate(ctx, v, rec)
 	}
 	if published {
 		return Published, nil
@@ -227,7 +227,7 @@ func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) 
 		return StillPending, nil
 	}
 	base, typ := timeoutBase(rec, last)
-	body, err := resultBody(base, rec.Modality, timeoutOverrides, contract.SourceTimeout, now, nil)
+	body, err := resultBody(base, rec.Modality, timeoutOverrides, Meta{Source: contract.SourceTimeout, ReceivedAt: now})
 	if err != nil {
 		return 0, fmt.Errorf("timeout result %s: %w", id, err)
 	}
@@ -250,7 +250,7 @@ func (d *Deliverer) publishPrimary(ctx context.Context, v Verified, typ string, 
 	if d.failpoint != nil {
 		d.failpoint(BeforePublish, id)
 	}
-	seq, winner, published, err := d.publishOnce(ctx, id, false, subject, contract.ResultMsgID(id, false), v.Source, body)
+	seq, winner, published, err := d.publishOnce(ctx, result{jobID: id, subject: subject, source: v.Source, body: body})
 	if err != nil {
 		return Record{}, false, err
 	}
@@ -279,17 +279,18 @@ func (d *Deliverer) publishPrimary(ctx context.Context, v Verified, typ string, 
 	return rec, published, nil
 }
 
-func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Record, source string, receivedAt time.Time) (Outcome, error) {
+// deliverLate publishes v, the verified answer for the timed-out job of rec, as its late result once.
+func (d *Deliverer) deliverLate(ctx context.Context, v Verified, rec Record) (Outcome, error) {
 	if rec.LateDeliveredAt != nil {
 		return AlreadyDelivered, nil
 	}
 	now := d.now().UTC()
-	body, err := resultBody(job.Raw, rec.Modality, nil, source, receivedAt, &now)
+	body, err := resultBody(v.Job.Raw, rec.Modality, nil, Meta{Source: v.Source, ReceivedAt: v.ReceivedAt, VerifiedAt: &now})
 	if err != nil {
-		return 0, fmt.Errorf("late result %s: %w", job.JobID, err)
+		return 0, fmt.Errorf("late result %s: %w", v.Job.JobID, err)
 	}
-	seq, _, published, err := d.publishOnce(ctx, rec.JobID, true, contract.LateResultSubject(resultType(job.Type, rec.Modality)),
-		contract.ResultMsgID(rec.JobID, true), source, body)
+	seq, _, published, err := d.publishOnce(ctx, result{jobID: rec.JobID, late: true,
+		subject: contract.LateResultSubject(resultType(v.Job.Type, rec.Modality)), source: v.Source, body: body})
 	if err != nil {
 		return 0, err
 	}
@@ -308,20 +309,29 @@ func (d *Deliverer) deliverLate(ctx context.Context, job upstream.Job, rec Recor
 	return PublishedLate, nil
 }
 
-// publishOnce publishes a result through its fence (see [OncePublisher]). When the fence names a
-// result already, that one is out: it returns its sequence and source, published false.
-func (d *Deliverer) publishOnce(ctx context.Context, id string, late bool, subject, msgID, source string, body []byte) (
-	seq uint64, winner string, published bool, err error) {
+// result is a result to publish: the job's, or with late its late result, on subject, from source.
+type result struct {
+	jobID   string
+	late    bool
+	subject string
+	source  string
+	body    []byte
+}
+
+// publishOnce publishes r through its fence (see [OncePublisher]). When the fence names a result
+// already, that one is out: it returns its sequence and source, published false.
+func (d *Deliverer) publishOnce(ctx context.Context, r result) (seq uint64, winner string, published bool, err error) {
 	if d.beforePublish != nil {
-		d.beforePublish(id)
+		d.beforePublish(r.jobID)
 	}
-	msg := nats.NewMsg(subject)
-	msg.Data = body
+	msgID := contract.ResultMsgID(r.jobID, r.late)
+	msg := nats.NewMsg(r.subject)
+	msg.Data = r.body
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
-	msg.Header.Set(contract.HeaderBridgeSource, source)
-	seq, err = d.once.Publish(ctx, contract.ResultFenceSubject(id, late), msg)
+	msg.Header.Set(contract.HeaderBridgeSource, r.source)
+	seq, err = d.once.Publish(ctx, contract.ResultFenceSubject(r.jobID, r.late), msg)
 	if err == nil {
-		return seq, source, true, nil
+		return seq, r.source, true, nil
 	}
 	if out, ok := errors.AsType[*AlreadyPublishedError](err); ok {
 		return out.Seq, out.Source, false, nil

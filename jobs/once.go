@@ -111,7 +111,7 @@ func (p *OncePublisher) Publish(ctx context.Context, fenceSubject string, msg *n
 	for {
 		claim, err := p.claim(ctx, fenceSubject, expect, source)
 		if err == nil {
-			seq, err := p.own(ctx, fenceSubject, claim, expect != 0, msg)
+			seq, err := p.own(ctx, ownClaim{fence: fenceSubject, seq: claim, takeover: expect != 0}, msg)
 			if !errors.Is(err, errTokenLost) {
 				p.remember(fenceSubject, claim, err != nil && !errors.Is(err, ErrAlreadyPublished))
 				return seq, err
@@ -129,14 +129,22 @@ func (p *OncePublisher) Publish(ctx context.Context, fenceSubject string, msg *n
 // errTokenLost: our claim is no longer the fence's last message; nothing of ours was stored.
 var errTokenLost = errors.New("fence claim taken over")
 
-// own publishes msg under our claim, and then the done message. With takeover, it first looks for a
-// result an earlier claimant stored without writing done.
-func (p *OncePublisher) own(ctx context.Context, fence string, claim uint64, takeover bool, msg *nats.Msg) (uint64, error) {
+// ownClaim is our claim on a fence: its sequence, and whether it took over an earlier claim.
+type ownClaim struct {
+	fence    string
+	seq      uint64
+	takeover bool
+}
+
+// own publishes msg under our claim c, and then the done message. With c.takeover, it first looks for
+// a result an earlier claimant stored without writing done.
+func (p *OncePublisher) own(ctx context.Context, c ownClaim, msg *nats.Msg) (uint64, error) {
+	fence, claim := c.fence, c.seq
 	if p.afterClaim != nil {
 		p.afterClaim(fence, claim)
 	}
 	msgID := msg.Header.Get(jetstream.MsgIDHeader)
-	if takeover {
+	if c.takeover {
 		seq, source, err := p.findResult(ctx, fence, msgID, claim)
 		if err != nil {
 			return 0, err
@@ -192,13 +200,15 @@ func (p *OncePublisher) done(fence string, claim, resultSeq uint64, source strin
 	if p.skipDone {
 		return
 	}
-	_, _ = p.js.PublishMsgAsync(fenceMsg(fence, claim, contract.FenceDone, source, resultSeq))
+	m := fenceMsg(fence, claim, contract.FenceDone, source)
+	m.Header.Set(contract.HeaderResultSeq, strconv.FormatUint(resultSeq, 10))
+	_, _ = p.js.PublishMsgAsync(m)
 }
 
 // claim stores a claim on fence, expecting the fence's last sequence to be expect, and returns its
 // sequence.
 func (p *OncePublisher) claim(ctx context.Context, fence string, expect uint64, source string) (uint64, error) {
-	ack, err := p.js.PublishMsg(ctx, fenceMsg(fence, expect, contract.FenceClaim, source, 0))
+	ack, err := p.js.PublishMsg(ctx, fenceMsg(fence, expect, contract.FenceClaim, source))
 	if err != nil {
 		return 0, err
 	}
@@ -207,14 +217,11 @@ func (p *OncePublisher) claim(ctx context.Context, fence string, expect uint64, 
 
 // fenceMsg is an empty message on fence, of kind claim or done, expecting the fence's last sequence to
 // be expect.
-func fenceMsg(fence string, expect uint64, kind, source string, resultSeq uint64) *nats.Msg {
+func fenceMsg(fence string, expect uint64, kind, source string) *nats.Msg {
 	m := nats.NewMsg(fence)
 	m.Header.Set(contract.HeaderFence, kind)
 	if source != "" {
 		m.Header.Set(contract.HeaderBridgeSource, source)
-	}
-	if resultSeq != 0 {
-		m.Header.Set(contract.HeaderResultSeq, strconv.FormatUint(resultSeq, 10))
 	}
 	m.Header.Set(headerExpectedLastSubjSeq, strconv.FormatUint(expect, 10))
 	return m

@@ -29,10 +29,10 @@ var timeoutOverrides = map[string]json.RawMessage{
 	"completed_at":  json.RawMessage(`null`),
 }
 
-// resultBody is the upstream object base with overrides applied and the bridge block added; unknown
+// resultBody is the upstream object base with overrides applied and the bridge block m added; unknown
 // fields of base are kept. When base has no type (absent, null or ""), type is set to modality, the
 // modality the bridge recorded, and the bridge block says so in filled.
-func resultBody(base json.RawMessage, modality string, overrides map[string]json.RawMessage, source string, receivedAt time.Time, verifiedAt *time.Time) ([]byte, error) {
+func resultBody(base json.RawMessage, modality string, overrides map[string]json.RawMessage, m Meta) ([]byte, error) {
 	obj := map[string]json.RawMessage{}
 	if len(base) > 0 {
 		if err := json.Unmarshal(base, &obj); err != nil {
@@ -42,7 +42,7 @@ func resultBody(base json.RawMessage, modality string, overrides map[string]json
 	for k, v := range overrides {
 		obj[k] = v
 	}
-	m := Meta{Source: source, ReceivedAt: receivedAt.UTC(), VerifiedAt: verifiedAt}
+	m.ReceivedAt = m.ReceivedAt.UTC()
 	if t, ok := obj[FieldType]; modality != "" && (!ok || string(t) == "null" || string(t) == `""`) {
 		obj[FieldType], _ = json.Marshal(modality)
 		m.Filled = []string{FieldType}

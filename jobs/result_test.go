@@ -25,7 +25,7 @@ func TestResultBodyFillsTypeAndSaysSo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := resultBody(json.RawMessage(tt.base), tt.modality, nil, "webhook", now, &now)
+			b, err := resultBody(json.RawMessage(tt.base), tt.modality, nil, Meta{Source: "webhook", ReceivedAt: now, VerifiedAt: &now})
 			if err != nil {
 				t.Fatal(err)
 			}

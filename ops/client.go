@@ -19,17 +19,24 @@ type SubmitReply struct {
 	Status string `json:"status"`
 }
 
-// Submit sends one moderation request to moderate.<modality>: fields are the upstream's form fields
-// (prompt, image_url, ...). A refusal is a [*ServiceError].
-func Submit(ctx context.Context, nc *nats.Conn, modality string, fields map[string]string, idempotencyKey string) (SubmitReply, json.RawMessage, error) {
-	body, err := json.Marshal(fields)
+// SubmitRequest is one moderation request: Fields are the upstream's form fields (prompt, image_url,
+// ...) for moderate.<Modality>; with IdempotencyKey a retry returns the same job.
+type SubmitRequest struct {
+	Modality       string
+	Fields         map[string]string
+	IdempotencyKey string
+}
+
+// Submit sends r to moderate.<Modality>. A refusal is a [*ServiceError].
+func Submit(ctx context.Context, nc *nats.Conn, r SubmitRequest) (SubmitReply, json.RawMessage, error) {
+	body, err := json.Marshal(r.Fields)
 	if err != nil {
 		return SubmitReply{}, nil, err
 	}
-	m := nats.NewMsg(contract.SubjectSubmit + modality)
+	m := nats.NewMsg(contract.SubjectSubmit + r.Modality)
 	m.Data = body
-	if idempotencyKey != "" {
-		m.Header.Set(contract.HeaderIdempotencyKey, idempotencyKey)
+	if r.IdempotencyKey != "" {
+		m.Header.Set(contract.HeaderIdempotencyKey, r.IdempotencyKey)
 	}
 	raw, err := request(ctx, nc, m)
 	if err != nil {
@@ -37,7 +44,7 @@ func Submit(ctx context.Context, nc *nats.Conn, modality string, fields map[stri
 	}
 	var rep SubmitReply
 	if err := json.Unmarshal(raw, &rep); err != nil || rep.JobID == "" {
-		return SubmitReply{}, raw, fmt.Errorf("submit %s: unexpected reply %q", modality, raw)
+		return SubmitReply{}, raw, fmt.Errorf("submit %s: unexpected reply %q", r.Modality, raw)
 	}
 	return rep, raw, nil
 }

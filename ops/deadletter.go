@@ -137,19 +137,21 @@ func getDeadLetter(ctx context.Context, s jetstream.Stream, seq uint64) (DeadLet
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("dead letter %d: %w", seq, err)
 	}
-	return decodeDeadLetter(m.Sequence, m.Time, m.Subject, m.Header, m.Data), nil
+	return decodeDeadLetter(m), nil
 }
 
-func decodeDeadLetter(seq uint64, t time.Time, subject string, h nats.Header, data []byte) DeadLetter {
-	d := DeadLetter{Seq: seq, Time: t.UTC(), Subject: subject, Reason: h.Get(contract.HeaderReason),
-		OriginalSubject: h.Get(contract.HeaderOriginalSubject), Headers: h, Body: json.RawMessage(data)}
+// decodeDeadLetter reads a stored dead letter.
+func decodeDeadLetter(m *jetstream.RawStreamMsg) DeadLetter {
+	h := m.Header
+	d := DeadLetter{Seq: m.Sequence, Time: m.Time.UTC(), Subject: m.Subject, Reason: h.Get(contract.HeaderReason),
+		OriginalSubject: h.Get(contract.HeaderOriginalSubject), Headers: h, Body: json.RawMessage(m.Data)}
 	if d.Reason == "" {
-		d.Reason = strings.TrimPrefix(subject, contract.SubjectDeadLetter)
+		d.Reason = strings.TrimPrefix(m.Subject, contract.SubjectDeadLetter)
 	}
 	d.Attempts, _ = strconv.Atoi(h.Get(contract.HeaderAttempts))
-	d.JobID = jobIDOf(data, "")
-	if !json.Valid(data) {
-		d.Body, _ = json.Marshal(string(data)) // keep it printable as JSON
+	d.JobID = jobIDOf(m.Data, "")
+	if !json.Valid(m.Data) {
+		d.Body, _ = json.Marshal(string(m.Data)) // keep it printable as JSON
 	}
 	return d
 }
@@ -196,7 +198,8 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 				last = true
 				continue
 			}
-			d := decodeDeadLetter(meta.Sequence.Stream, meta.Timestamp, m.Subject(), m.Headers(), m.Data())
+			d := decodeDeadLetter(&jetstream.RawStreamMsg{Subject: m.Subject(), Sequence: meta.Sequence.Stream,
+				Header: m.Headers(), Data: m.Data(), Time: meta.Timestamp})
 			if f.match(d) && len(out) < f.Limit {
 				out = append(out, d)
 			}

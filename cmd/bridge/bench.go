@@ -339,7 +339,7 @@ func createJobs(ctx context.Context, nc *nats.Conn, n, conc int) ([]string, erro
 		g.Go(func() error {
 			sctx, cancel := context.WithTimeout(gctx, 30*time.Second)
 			defer cancel()
-			rep, _, err := ops.Submit(sctx, nc, "prompt", map[string]string{"prompt": "bridge bench"}, "")
+			rep, _, err := ops.Submit(sctx, nc, ops.SubmitRequest{Modality: "prompt", Fields: map[string]string{"prompt": "bridge bench"}})
 			if err != nil {
 				return fmt.Errorf("submit job %d: %w", i, err)
 			}

@@ -339,7 +339,7 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 				key := uuid.NewString() // a retry after a lost reply returns the first job
 				for {
 					rctx, rcancel := context.WithTimeout(gctx, 5*time.Second)
-					rep, _, err := ops.Submit(rctx, nc, modality, fields, key)
+					rep, _, err := ops.Submit(rctx, nc, ops.SubmitRequest{Modality: modality, Fields: fields, IdempotencyKey: key})
 					rcancel()
 					if err == nil {
 						subMu.Lock()

@@ -267,7 +267,7 @@ func demoSubmit(ctx context.Context, nc *nats.Conn, d demoFlags, t *demoTally) (
 			key := fmt.Sprintf("demo-%d", i)
 			for {
 				rctx, cancel := context.WithTimeout(gctx, 30*time.Second)
-				rep, _, err := ops.Submit(rctx, nc, m.Name, map[string]string{m.Field: value}, key)
+				rep, _, err := ops.Submit(rctx, nc, ops.SubmitRequest{Modality: m.Name, Fields: map[string]string{m.Field: value}, IdempotencyKey: key})
 				cancel()
 				if se, ok := errors.AsType[*ops.ServiceError](err); ok && se.Busy() {
 					busy.Add(1)

@@ -76,7 +76,7 @@ func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 		*key = uuid.NewString() // a retry after a lost reply must not submit twice
 	}
 	return withClient(ctx, c.env, nf, *timeout, func(ctx context.Context, nc *nats.Conn) error {
-		rep, raw, err := ops.Submit(ctx, nc, modality, fields, *key)
+		rep, raw, err := ops.Submit(ctx, nc, ops.SubmitRequest{Modality: modality, Fields: fields, IdempotencyKey: *key})
 		if se, ok := errors.AsType[*ops.ServiceError](err); ok && se.Busy() {
 			return fmt.Errorf("bridge submit %s: refused, the account's upstream budget is busy with accepted work; "+
 				"nothing was submitted. Retry in %ds (%s)", modality, max(1, se.RetryAfter), se.Description)

@@ -6,7 +6,7 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// TestMsgIDs pins the Nats-Msg-Id formats to DESIGN.md's Headers table.
+// TestMsgIDs pins the Nats-Msg-Id formats to DESIGN.md's Headers table, and the result fences to theirs.
 func TestMsgIDs(t *testing.T) {
 	const id = "0b7e2c4a-1d2f-4e5a-9b8c-7d6e5f4a3b2c"
 	tests := []struct{ name, got, want string }{
@@ -17,6 +17,8 @@ func TestMsgIDs(t *testing.T) {
 		{"redrive", RedriveMsgID(id, 7), id + ".redrive.7"},
 		{"reverify", ReverifyMsgID(id, "monday"), id + ".reverify.monday"},
 		{"replay", ReplayMsgID("monday", "RESULTS", 9), "monday:RESULTS:9"},
+		{"result fence", ResultFenceSubject(id, false), "bridge.result." + id},
+		{"late result fence", ResultFenceSubject(id, true), "bridge.result." + id + ".late"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

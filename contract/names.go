@@ -234,12 +234,10 @@ func ResultSubject(jobType string) string { return SubjectResults + token(jobTyp
 // LateResultSubject is the subject of a result that arrived after the job was timed out.
 func LateResultSubject(jobType string) string { return SubjectLateResults + token(jobType) }
 
-// ResultFenceSubject is the fence of a job's result; with late, of its late result.
+// ResultFenceSubject is the fence of a job's result; with late, of its late result: bridge.result. and
+// the result's Nats-Msg-Id.
 func ResultFenceSubject(jobID string, late bool) string {
-	if late {
-		return SubjectResultFence + token(jobID) + LateSuffix
-	}
-	return SubjectResultFence + token(jobID)
+	return SubjectResultFence + ResultMsgID(token(jobID), late)
 }
 
 // DeadLetterSubject is the subject of a dead letter with the given reason.

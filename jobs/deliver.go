@@ -110,14 +110,7 @@ func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, uint6
 	if err == nil || !errors.Is(err, ErrNotFound) {
 		return rec, rev, err
 	}
-	start := d.now().UTC()
-	if created := createdAt(job.Raw); !created.IsZero() && created.Before(start) {
-		start = created
-	}
-	rec = Record{
-		JobID: job.JobID, Modality: job.Type, State: StatePending, Origin: OriginWebhook,
-		SubmittedAt: start, Deadline: start.Add(d.deadlines.For(job.Type)),
-	}
+	rec = d.pendingRecord(job, OriginWebhook)
 	rev, err = d.store.Create(ctx, rec)
 	if errors.Is(err, ErrExists) {
 		// Someone else created it first: theirs is the record.
@@ -133,19 +126,22 @@ func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, uint6
 // with the deadline of its type counted from its created_at, so it is tracked like a job submitted
 // through the bridge. It reports whether it created the record (false: one existed).
 func (d *Deliverer) Adopt(ctx context.Context, job upstream.Job) (bool, error) {
-	start := d.now().UTC()
-	if created := createdAt(job.Raw); !created.IsZero() && created.Before(start) {
-		start = created
-	}
-	rec := Record{
-		JobID: job.JobID, Modality: job.Type, State: StatePending, Origin: OriginAdopted,
-		SubmittedAt: start, Deadline: start.Add(d.deadlines.For(job.Type)),
-	}
-	_, err := d.store.Create(ctx, rec)
+	_, err := d.store.Create(ctx, d.pendingRecord(job, OriginAdopted))
 	if errors.Is(err, ErrExists) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// pendingRecord is the new pending record of a job the bridge did not submit, with the deadline of its type
+// counted from its created_at (from now when that is missing or ahead).
+func (d *Deliverer) pendingRecord(job upstream.Job, origin string) Record {
+	start := d.now().UTC()
+	if created := createdAt(job.Raw); !created.IsZero() && created.Before(start) {
+		start = created
+	}
+	return Record{JobID: job.JobID, Modality: job.Type, State: StatePending, Origin: origin,
+		SubmittedAt: start, Deadline: start.Add(d.deadlines.For(job.Type))}
 }
 
 // Verified is a verified, terminal answer to deliver, and what the caller knows of the job already.

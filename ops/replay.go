@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/natsx"
 )
@@ -708,27 +709,21 @@ func (r *replayer) targetStream(ctx context.Context, subject string) (string, er
 // publishJS publishes with acknowledgement, retrying while a clustered stream elects a leader or the
 // same Nats-Msg-Id is still being replicated, and reports a duplicate acknowledgement.
 func publishJS(ctx context.Context, js jetstream.JetStream, m *nats.Msg) (bool, error) {
-	var err error
-	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
-		var ack *jetstream.PubAck
+	b := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
+	for {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		ack, err = js.PublishMsg(pctx, m)
+		ack, err := js.PublishMsg(pctx, m)
 		cancel()
-		if err == nil {
+		switch {
+		case err == nil:
 			return ack.Duplicate, nil
+		case !retryable(err):
+			return false, fmt.Errorf("publish %s: %w", m.Subject, err)
 		}
-		if !retryable(err) {
-			break
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return false, fmt.Errorf("publish %s: %w (last error: %v)", m.Subject, ctx.Err(), err)
-		case <-t.C:
+		if werr := b.Wait(ctx); werr != nil {
+			return false, fmt.Errorf("publish %s: %w (last error: %v)", m.Subject, werr, err)
 		}
 	}
-	return false, fmt.Errorf("publish %s: %w", m.Subject, err)
 }
 
 // retryable reports whether a JetStream publish may succeed when tried again.

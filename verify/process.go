@@ -387,8 +387,6 @@ func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason string, o 
 		orig = msg.Subject()
 	}
 	dl.Header.Set(contract.HeaderOriginalSubject, orig)
-	// The id names the message being dead-lettered (stream and sequence), so a redelivery of it collapses
-	// while a redriven copy (a new WEBHOOKS message) that fails again is stored again.
 	if meta, err := msg.Metadata(); err == nil {
 		dl.Header.Set(jetstream.MsgIDHeader, contract.DeadLetterMsgID(id, reason, meta.Stream, meta.Sequence.Stream))
 	} else if id != "" {
@@ -402,10 +400,7 @@ func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason string, o 
 		if _, err = natsx.PublishMsg(pctx, v.cfg.JS, dl); err == nil {
 			break
 		}
-		select {
-		case <-pctx.Done():
-		case <-time.After(time.Duration(try+1) * 200 * time.Millisecond):
-		}
+		_ = retry.Sleep(pctx, time.Duration(try+1)*200*time.Millisecond)
 	}
 	if err != nil {
 		v.log.Error().Err(err).Str("job_id", id).Str("reason", reason).Msg("publish dead letter; webhook will be redelivered")

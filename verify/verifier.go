@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 )
@@ -455,16 +456,8 @@ func (v *Verifier) Run(ctx context.Context) error {
 func (v *Verifier) runLane(ctx context.Context, l *lane, h *handlers) error {
 	log := v.log.With().Str("lane", l.name).Str("consumer", l.config.Durable).Logger()
 	for wait := time.Duration(0); ctx.Err() == nil; {
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-			if ctx.Err() != nil {
-				break
-			}
+		if wait > 0 && retry.Sleep(ctx, wait) != nil {
+			break
 		}
 		wait = min(max(2*wait, 100*time.Millisecond), 5*time.Second)
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -566,12 +559,7 @@ func (v *Verifier) consumeOneByOne(ctx context.Context, cons jetstream.Consumer,
 			// Connection trouble or a server restart: pause a little rather than spin on the error.
 			pause = min(max(2*pause, 100*time.Millisecond), 5*time.Second)
 			v.log.Debug().Err(err).Str("lane", l.name).Dur("retry_in", pause).Msg("verify consumer fetch")
-			t := time.NewTimer(pause)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
+			_ = retry.Sleep(ctx, pause)
 			continue
 		}
 		pause = 0

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
 
@@ -165,17 +164,18 @@ func (r *reservation) put(ctx context.Context, ent idemEntry, log zerolog.Logger
 
 // replayIdempotent answers a request whose key maps to a job already: the same reply as the first time.
 // It also writes the job's JOBS record if the first request could not.
-func (s *Service) replayIdempotent(ctx context.Context, req micro.Request, modality, key string, ent *idemEntry, log zerolog.Logger) {
-	log = log.With().Str("job_id", ent.JobID).Logger()
+func (s *Service) replayIdempotent(ctx context.Context, a answer, key string, ent *idemEntry) {
+	modality := a.label
+	log := s.log.With().Str("modality", modality).Str("job_id", ent.JobID).Logger()
 	if _, _, err := s.cfg.Store.Get(ctx, ent.JobID); err != nil {
 		if err := s.record(ctx, ent.JobID, modality, key); err != nil {
 			log.Error().Err(err).Msg("idempotent replay: job record still cannot be written")
 			data, _ := json.Marshal(Reply{JobID: ent.JobID, Status: ent.Status})
-			s.reply(req, modality, "store_error", &replyError{code: "500", data: data,
+			s.reply(a, "store_error", &replyError{code: "500", data: data,
 				desc: fmt.Sprintf("STORE_FAILED: job %s was accepted by the upstream but not recorded: %v", ent.JobID, err)})
 			return
 		}
 	}
 	log.Debug().Msg("idempotent replay")
-	s.reply(req, modality, "idempotent_replay", nil, Reply{JobID: ent.JobID, Status: ent.Status})
+	s.reply(a, "idempotent_replay", nil, Reply{JobID: ent.JobID, Status: ent.Status})
 }

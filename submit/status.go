@@ -37,23 +37,23 @@ func (s *Service) handleStatus(base context.Context, req micro.Request) {
 	defer cancel()
 	var r StatusRequest
 	if err := json.Unmarshal(req.Data(), &r); err != nil {
-		s.reply(req, statusLabel, "invalid", badRequest(`body must be {"job_id": "<uuid>"}`))
+		s.reply(answer{req, statusLabel}, "invalid", badRequest(`body must be {"job_id": "<uuid>"}`))
 		return
 	}
 	id, ok := jobs.CanonicalID(r.JobID)
 	if !ok {
-		s.reply(req, statusLabel, "invalid", badField("job_id", "job_id %q is not a UUID", text.Truncate(r.JobID, 64)))
+		s.reply(answer{req, statusLabel}, "invalid", badField("job_id", "job_id %q is not a UUID", text.Truncate(r.JobID, 64)))
 		return
 	}
 	r.JobID = id
 	rec, _, err := s.cfg.Store.Get(ctx, r.JobID)
 	if errors.Is(err, jobs.ErrNotFound) {
-		s.reply(req, statusLabel, "not_found", &replyError{code: "404", desc: "JOB_NOT_FOUND: the bridge has no job " + r.JobID})
+		s.reply(answer{req, statusLabel}, "not_found", &replyError{code: "404", desc: "JOB_NOT_FOUND: the bridge has no job " + r.JobID})
 		return
 	}
 	if err != nil {
 		s.log.Error().Err(err).Str("job_id", r.JobID).Msg("job status: read record")
-		s.reply(req, statusLabel, "error", &replyError{code: "503", desc: "UNAVAILABLE: job store: " + err.Error()})
+		s.reply(answer{req, statusLabel}, "error", &replyError{code: "503", desc: "UNAVAILABLE: job store: " + err.Error()})
 		return
 	}
 	reply := StatusReply{Job: rec}
@@ -68,10 +68,10 @@ func (s *Service) handleStatus(base context.Context, req micro.Request) {
 	}
 	if err != nil {
 		s.log.Error().Err(err).Str("job_id", r.JobID).Msg("job status: read result")
-		s.reply(req, statusLabel, "error", &replyError{code: "503", desc: "UNAVAILABLE: results stream: " + err.Error()})
+		s.reply(answer{req, statusLabel}, "error", &replyError{code: "503", desc: "UNAVAILABLE: results stream: " + err.Error()})
 		return
 	}
-	s.reply(req, statusLabel, "ok", nil, reply)
+	s.reply(answer{req, statusLabel}, "ok", nil, reply)
 }
 
 // readResult returns the RESULTS message at seq, or nil for seq 0 or a message retention removed.

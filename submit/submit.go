@@ -394,14 +394,14 @@ func (s *Service) async(label string, h func(context.Context, micro.Request)) mi
 		}
 		s.mu.Unlock()
 		if closing {
-			s.reply(req, label, "shutdown", errShuttingDown)
+			s.reply(answer{req, label}, "shutdown", errShuttingDown)
 			return
 		}
 		select {
 		case s.sem <- struct{}{}:
 		case <-s.baseCtx.Done():
 			s.wg.Done()
-			s.reply(req, label, "shutdown", errShuttingDown)
+			s.reply(answer{req, label}, "shutdown", errShuttingDown)
 			return
 		}
 		go func() {
@@ -460,11 +460,19 @@ func badField(field, format string, args ...any) *replyError {
 	return e
 }
 
-// reply answers req with v (JSON) or e, and counts the outcome. It publishes to the reply subject itself
+// answer is where a reply goes: the request, and the label (a modality, or jobs.status) its outcome is
+// counted under.
+type answer struct {
+	req   micro.Request
+	label string
+}
+
+// reply answers a.req with v (JSON) or e, and counts the outcome. It publishes to the reply subject itself
 // rather than through req.Respond/req.Error: those record the outcome in the request for micro's stats,
 // which micro reads as soon as the (asynchronous) handler returned, a data race. So micro's stats count
 // requests but not errors; bridge_submit_requests_total and bridge_submit_status_requests_total have the outcomes.
-func (s *Service) reply(req micro.Request, label, outcome string, e *replyError, v ...any) {
+func (s *Service) reply(a answer, outcome string, e *replyError, v ...any) {
+	req, label := a.req, a.label
 	s.metrics.count(label, outcome)
 	if req.Reply() == "" {
 		return
@@ -493,7 +501,8 @@ func (s *Service) reply(req micro.Request, label, outcome string, e *replyError,
 
 // replyAccepted answers an accepted submission with r, saying in [contract.HeaderUpstreamEndpoint] which
 // upstream path took it (under v2, /moderate/text for moderate.prompt and moderate.chat).
-func (s *Service) replyAccepted(req micro.Request, label, outcome string, r Reply, endpoint string) {
+func (s *Service) replyAccepted(a answer, outcome string, r Reply, endpoint string) {
+	req, label := a.req, a.label
 	s.metrics.requests.WithLabelValues(label, outcome).Inc()
 	if req.Reply() == "" {
 		return
@@ -570,7 +579,7 @@ func (s *Service) webhookURL(modality string) string {
 func (s *Service) handleSubmit(base context.Context, req micro.Request, modality, field string) {
 	fields, rerr := s.validate(req.Data(), field)
 	if rerr != nil {
-		s.reply(req, modality, "invalid", rerr)
+		s.reply(answer{req, modality}, "invalid", rerr)
 		return
 	}
 	ctx, cancel := context.WithTimeout(base, s.cfg.SubmitTimeout)
@@ -588,7 +597,7 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 	if be := s.admit(modality); be != nil {
 		res.release(ctx)
 		log.Debug().Str("reason", be.Reason).Msg("submission refused: busy")
-		s.reply(req, modality, "busy", busy(be))
+		s.reply(answer{req, modality}, "busy", busy(be))
 		return
 	}
 	// The intent ends when the job is recorded or the upstream's answer says there is none; after a
@@ -599,7 +608,7 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 		in.end(ctx)
 		res.release(ctx)
 		log.Debug().Str("reason", be.Reason).Msg("submission refused: busy")
-		s.reply(req, modality, "busy", busy(be))
+		s.reply(answer{req, modality}, "busy", busy(be))
 		return
 	}
 	err = s.scrub(err)
@@ -617,7 +626,7 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 				res.release(ctx)
 			}
 			log.Warn().Err(err).Msg("submission failed")
-			s.reply(req, modality, outcome, upstreamError(err))
+			s.reply(answer{req, modality}, outcome, upstreamError(err))
 			return
 		}
 		status = StatusUnknown
@@ -632,7 +641,7 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 	if err := s.record(ctx, sub.JobID, modality, key); err != nil {
 		log.Error().Err(err).Msg("upstream accepted the job but its JOBS record could not be written")
 		data, _ := json.Marshal(Reply{JobID: sub.JobID, Status: status})
-		s.reply(req, modality, "store_error", &replyError{code: "500", data: data,
+		s.reply(answer{req, modality}, "store_error", &replyError{code: "500", data: data,
 			desc: fmt.Sprintf("STORE_FAILED: job %s was accepted by the upstream but not recorded; retry with the same %s, "+
 				"or track the job_id yourself: %v", sub.JobID, HeaderIdempotencyKey, err)})
 		return
@@ -643,7 +652,7 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 		outcome = "status_unknown"
 	}
 	log.Debug().Str("status", status).Str("endpoint", sub.Endpoint).Msg("job submitted")
-	s.replyAccepted(req, modality, outcome, Reply{JobID: sub.JobID, Status: status}, sub.Endpoint)
+	s.replyAccepted(answer{req, modality}, outcome, Reply{JobID: sub.JobID, Status: status}, sub.Endpoint)
 }
 
 // reserveKey takes the request's Idempotency-Key, if any. done reports that the request was answered
@@ -653,16 +662,16 @@ func (s *Service) reserveKey(ctx context.Context, req micro.Request, modality, k
 		return nil, false
 	}
 	if len(key) > 256 {
-		s.reply(req, modality, "invalid", badRequest("%s: at most 256 bytes", HeaderIdempotencyKey))
+		s.reply(answer{req, modality}, "invalid", badRequest("%s: at most 256 bytes", HeaderIdempotencyKey))
 		return nil, true
 	}
 	res, existing, err := s.reserve(ctx, modality, key)
 	switch {
 	case err != nil:
-		s.reply(req, modality, "conflict", idemError(err))
+		s.reply(answer{req, modality}, "conflict", idemError(err))
 		return nil, true
 	case existing != nil:
-		s.replayIdempotent(ctx, req, modality, key, existing, s.log.With().Str("modality", modality).Logger())
+		s.replayIdempotent(ctx, answer{req, modality}, key, existing)
 		return nil, true
 	}
 	return res, false

@@ -93,7 +93,8 @@ func (c *Client) Submit(ctx context.Context, modality string, fields map[string]
 	if cur == decidedV2 {
 		contract = ContractV2
 	}
-	s, err := c.submitAs(ctx, contract, modality, fields, webhookURL)
+	sub := submission{modality: modality, fields: fields, webhookURL: webhookURL}
+	s, err := c.submitAs(ctx, contract, sub)
 	if c.cfg.Contract != ContractAuto || contract != ContractV1 || !retiredV1[modality] {
 		return s, err
 	}
@@ -102,7 +103,7 @@ func (c *Client) Submit(ctx context.Context, modality string, fields map[string]
 		// The path is retired: no job was created. This account is on the newer contract.
 		ue, _ := errors.AsType[*Error](err)
 		c.decide(decidedV2, fmt.Sprintf("/moderate/%s answered %d", modality, ue.Status))
-		return c.submitAs(ctx, ContractV2, modality, fields, webhookURL)
+		return c.submitAs(ctx, ContractV2, sub)
 	case err == nil || errors.Is(err, ErrStatusUnknown):
 		if cur == undecided {
 			c.decide(decidedV1, "/moderate/"+modality+" took a submission")
@@ -111,24 +112,31 @@ func (c *Client) Submit(ctx context.Context, modality string, fields map[string]
 	return s, err
 }
 
+// submission is what [Client.Submit] sends, before it is routed for a contract.
+type submission struct {
+	modality   string
+	fields     map[string]string
+	webhookURL string
+}
+
 // submitAs sends one submission routed for contract.
-func (c *Client) submitAs(ctx context.Context, contract, modality string, fields map[string]string, webhookURL string) (Submission, error) {
-	route, err := RouteFor(contract, modality, fields)
+func (c *Client) submitAs(ctx context.Context, contract string, sub submission) (Submission, error) {
+	route, err := RouteFor(contract, sub.modality, sub.fields)
 	if err != nil {
 		return Submission{}, err
 	}
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
 	for _, k := range slices.Sorted(maps.Keys(route.Fields)) {
-		if k == "webhook_url" && webhookURL != "" {
+		if k == "webhook_url" && sub.webhookURL != "" {
 			continue
 		}
 		if err := mw.WriteField(k, route.Fields[k]); err != nil {
 			return Submission{}, fmt.Errorf("upstream: encode form: %w", err)
 		}
 	}
-	if webhookURL != "" {
-		if err := mw.WriteField("webhook_url", webhookURL); err != nil {
+	if sub.webhookURL != "" {
+		if err := mw.WriteField("webhook_url", sub.webhookURL); err != nil {
 			return Submission{}, fmt.Errorf("upstream: encode form: %w", err)
 		}
 	}

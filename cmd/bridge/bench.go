@@ -248,7 +248,7 @@ func (b *benchFlags) runCompare(ctx context.Context, stdout io.Writer) error {
 		defer lbFloor.close()
 		floorURL = lbFloor.url
 	}
-	return compareRounds(ctx, b.cfg, strings.TrimRight(b.target, "/"), floorURL, b.rounds, stdout)
+	return b.compareRounds(ctx, floorURL, stdout)
 }
 
 // startInProcess starts the embedded nats-server, the simulator and a bridge, points the bench at them
@@ -269,7 +269,7 @@ func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop
 		simCfg.DropRate = 1
 		env["BRIDGE_WEBHOOK_GRACE"] = "1h"
 	}
-	lb, err := startLocal(ctx, "bridge-bench-", "bench", simCfg, env, b.keep)
+	lb, err := startLocal(ctx, localSpec{name: "bench", sim: simCfg, env: env, keep: b.keep})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/evershield/bridge/loadgen"
 )
@@ -30,7 +31,8 @@ func resultOf(rep *loadgen.Report) roundResult {
 // compareRounds drives the floor at floorURL and ingest at ingestURL with the same load in alternating
 // rounds (floor first in odd rounds, ingest first in even ones, so neither always runs on a warmer or
 // quieter box), prints each round, and then the median ingest/floor ratios with their range.
-func compareRounds(ctx context.Context, cfg loadgen.Config, ingestURL, floorURL string, rounds int, stdout io.Writer) error {
+func (b *benchFlags) compareRounds(ctx context.Context, floorURL string, stdout io.Writer) error {
+	cfg, ingestURL, rounds := b.cfg, strings.TrimRight(b.target, "/"), b.rounds
 	fmt.Fprintf(stdout, "alternating rounds: ingest %s vs floor %s, concurrency %d, each side up to %d requests or %v a round\n",
 		ingestURL, floorURL, cfg.Concurrency, cfg.Count, cfg.Duration)
 	fmt.Fprintln(stdout, "round  first   floor/s  ingest/s  ratio  floor p50/p99 ms  ingest p50/p99 ms  p99 ratio  errors f/i")

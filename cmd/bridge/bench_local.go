@@ -22,12 +22,23 @@ type localBridge struct {
 	keep    bool
 }
 
-// startLocal starts the simulator for simCfg and then every role, configured by env on top of the
+// localSpec is what [startLocal] starts: a bridge named name (its data directory bridge-<name>-*, its
+// reconciler's instance), the simulator for sim, and env on top of the in-process defaults.
+type localSpec struct {
+	name string
+	sim  simulator.Config
+	env  map[string]string
+	// keep keeps the data directory and its bridge.log after close.
+	keep bool
+}
+
+// startLocal starts the simulator for spec.sim and then every role, configured by spec.env on top of the
 // in-process defaults (a fresh data directory, loopback ports, the simulator as upstream). Logs go to
-// bridge.log in the data directory, which close removes unless keep is set.
-func startLocal(ctx context.Context, prefix, instance string, simCfg simulator.Config, env map[string]string, keep bool) (_ *localBridge, err error) {
-	l := &localBridge{keep: keep}
-	if l.dir, err = os.MkdirTemp("", prefix); err != nil {
+// bridge.log in the data directory, which close removes unless spec.keep is set.
+func startLocal(ctx context.Context, spec localSpec) (_ *localBridge, err error) {
+	l := &localBridge{keep: spec.keep}
+	simCfg := spec.sim
+	if l.dir, err = os.MkdirTemp("", "bridge-"+spec.name+"-"); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -51,13 +62,13 @@ func startLocal(ctx context.Context, prefix, instance string, simCfg simulator.C
 		"BRIDGE_DATA_DIR": filepath.Join(l.dir, "data"), "BRIDGE_NATS_LISTEN": "127.0.0.1:0", "BRIDGE_HTTP_ADDR": "127.0.0.1:0",
 		"BRIDGE_API_URL": l.sim.URL(), "BRIDGE_API_KEY": simulator.DefaultKey,
 	}
-	maps.Copy(vars, env)
+	maps.Copy(vars, spec.env)
 	cfg, err := parseConfig(vars)
 	if err != nil {
 		return nil, usageError{err}
 	}
 	appCtx, stop := context.WithCancel(ctx)
-	if l.app, err = bridge.New(appCtx, cfg, log, bridge.WithPublicURLFromListener(), bridge.WithReconcileInstance(instance)); err != nil {
+	if l.app, err = bridge.New(appCtx, cfg, log, bridge.WithPublicURLFromListener(), bridge.WithReconcileInstance(spec.name)); err != nil {
 		stop()
 		return nil, err
 	}

@@ -48,7 +48,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := demoContract(d.contract, &simCfg, env); err != nil {
 		return usageError{err}
 	}
-	lb, err := startLocal(ctx, "bridge-demo-", "demo", simCfg, env, d.keep)
+	lb, err := startLocal(ctx, localSpec{name: "demo", sim: simCfg, env: env, keep: d.keep})
 	if err != nil {
 		return err
 	}

@@ -41,7 +41,7 @@ func runJobClient(ctx context.Context, c *cli, args []string) error {
 	if *wait {
 		get = waitResult
 	}
-	return withClient(ctx, c.env, nf, *timeout, func(ctx context.Context, nc *nats.Conn) error {
+	return c.withClient(ctx, nf, *timeout, func(ctx context.Context, nc *nats.Conn) error {
 		raw, err := get(ctx, nc, pos[0])
 		if err != nil {
 			return fmt.Errorf("bridge job %s: %w", pos[0], err)

@@ -75,7 +75,7 @@ func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 	if *wait && *key == "" {
 		*key = uuid.NewString() // a retry after a lost reply must not submit twice
 	}
-	return withClient(ctx, c.env, nf, *timeout, func(ctx context.Context, nc *nats.Conn) error {
+	return c.withClient(ctx, nf, *timeout, func(ctx context.Context, nc *nats.Conn) error {
 		rep, raw, err := ops.Submit(ctx, nc, ops.SubmitRequest{Modality: modality, Fields: fields, IdempotencyKey: *key})
 		if se, ok := errors.AsType[*ops.ServiceError](err); ok && se.Busy() {
 			return fmt.Errorf("bridge submit %s: refused, the account's upstream budget is busy with accepted work; "+
@@ -94,8 +94,8 @@ func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 }
 
 // withClient runs f, the work of bridge submit or bridge job, with a connection and within timeout.
-func withClient(ctx context.Context, env map[string]string, nf natsFlags, timeout time.Duration, f func(context.Context, *nats.Conn) error) error {
-	nc, _, _, err := opsConnect(ctx, env, nf)
+func (c *cli) withClient(ctx context.Context, nf natsFlags, timeout time.Duration, f func(context.Context, *nats.Conn) error) error {
+	nc, _, _, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}

@@ -21,10 +21,10 @@ func TestJobRetentionForgetsOldFinishedJobs(t *testing.T) {
 	}
 	t.Cleanup(s.Close)
 
-	stuck := s.create(s.keys[DefaultKey], "prompt", false, "", "sim:hold")
+	stuck := s.create(s.keys[DefaultKey], newJob{typ: "prompt", marks: "sim:hold"})
 	var old []*job
 	for range evictEvery - 1 {
-		old = append(old, s.create(s.keys[DefaultKey], "prompt", false, "", ""))
+		old = append(old, s.create(s.keys[DefaultKey], newJob{typ: "prompt"}))
 	}
 	natstest.WaitFor(t, 10*time.Second, func() error {
 		s.mu.RLock()
@@ -40,7 +40,7 @@ func TestJobRetentionForgetsOldFinishedJobs(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	mu.Unlock()
 	for range evictEvery { // the last of these triggers an eviction
-		s.create(s.keys[DefaultKey], "prompt", false, "", "")
+		s.create(s.keys[DefaultKey], newJob{typ: "prompt"})
 	}
 
 	if _, ok := s.Job(old[0].id); ok {

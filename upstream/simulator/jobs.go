@@ -65,8 +65,16 @@ type Outcome struct {
 	Categories map[string]bool
 }
 
+// newJob is what a submission asks of a job: its type, whether it is media, the webhook URL and the
+// sim: marks of its text.
+type newJob struct {
+	typ         string
+	media       bool
+	hook, marks string
+}
+
 // create registers a new queued job and starts its clock.
-func (s *Simulator) create(key *Key, typ string, media bool, hook, marks string) *job {
+func (s *Simulator) create(key *Key, nj newJob) *job {
 	acct := key.Account
 	s.mu.Lock()
 	s.seq++
@@ -81,12 +89,12 @@ func (s *Simulator) create(key *Key, typ string, media bool, hook, marks string)
 		duplicate:   r.Float64() < c.DuplicateRate,
 		category:    builtins[r.IntN(len(builtins))],
 	}
-	p.prohibited = p.prohibited || strings.Contains(marks, "sim:reject")
-	p.fail = p.fail || strings.Contains(marks, "sim:fail")
+	p.prohibited = p.prohibited || strings.Contains(nj.marks, "sim:reject")
+	p.fail = p.fail || strings.Contains(nj.marks, "sim:fail")
 	j := &job{
-		id: newID(), account: acct, key: key, typ: typ, media: media, status: statusQueued,
-		created: s.cfg.Now().UTC(), webhookURL: hook, plan: p,
-		held: s.holdNew || strings.Contains(marks, "sim:hold"),
+		id: newID(), account: acct, key: key, typ: nj.typ, media: nj.media, status: statusQueued,
+		created: s.cfg.Now().UTC(), webhookURL: nj.hook, plan: p,
+		held: s.holdNew || strings.Contains(nj.marks, "sim:hold"),
 	}
 	s.jobs[j.id] = j
 	a := s.accounts[acct]
@@ -360,7 +368,7 @@ func (s *Simulator) post(d delivery, dup bool) bool {
 			rec.ID = "msg_" + d.j.id
 		}
 		if s.webhookKey != nil {
-			signWebhook(req.Header, s.webhookKey, rec.ID, s.cfg.Now(), d.body) // each attempt signed anew
+			signer(s.webhookKey).sign(req.Header, rec.ID, s.cfg.Now(), d.body) // each attempt signed anew
 		}
 		var resp *http.Response
 		if resp, err = s.cfg.HTTP.Do(req); err == nil {

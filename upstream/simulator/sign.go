@@ -24,8 +24,11 @@ func webhookKey(secret string) ([]byte, error) {
 	return key, nil
 }
 
-// signWebhook sets the Standard Webhooks headers of one webhook delivery.
-func signWebhook(h http.Header, key []byte, msgID string, at time.Time, body []byte) {
+// signer signs webhook deliveries with one Standard Webhooks key.
+type signer []byte
+
+// sign sets the Standard Webhooks headers of one webhook delivery.
+func (key signer) sign(h http.Header, msgID string, at time.Time, body []byte) {
 	ts := strconv.FormatInt(at.Unix(), 10)
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(msgID + "." + ts + "."))

@@ -412,13 +412,13 @@ func (s *Simulator) submit(w http.ResponseWriter, r *http.Request, req request) 
 	if s.roll(req.fault.StatusUnknownRate) {
 		id := newID() // the job_id it would have had
 		if !s.roll(req.fault.StatusUnknownLostRate) {
-			id = s.create(req.key, modality, media, hook, marks).id
+			id = s.create(req.key, newJob{typ: modality, media: media, hook: hook, marks: marks}).id
 		}
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "SUBMISSION_STATUS_UNKNOWN",
 			"message": "Submission status unknown; poll the job before resubmitting", "statusCode": 503, "job_id": id})
 		return
 	}
-	j := s.create(req.key, modality, media, hook, marks)
+	j := s.create(req.key, newJob{typ: modality, media: media, hook: hook, marks: marks})
 	writeJSON(w, http.StatusAccepted, map[string]string{"job_id": j.id, "status": "queued"})
 }
 

@@ -255,6 +255,10 @@ func TestDesignNamesTheContract(t *testing.T) {
 	for _, m := range contract.Modalities() {
 		names = append(names, contract.SubjectSubmit+m.Name)
 	}
+	for _, r := range contract.Owned() { // every resource the bridge owns, and each stream's subjects
+		names = append(names, r.Name)
+		names = append(names, r.Subjects...)
+	}
 	for _, n := range names {
 		if !bytes.Contains(b, []byte("`"+n+"`")) {
 			t.Errorf("DESIGN.md does not name `%s`", n)

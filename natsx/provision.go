@@ -114,15 +114,21 @@ func StreamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 		}
 	}
 	results := mk(contract.StreamResults, "verified moderation results, one per job (each fenced by bridge.result.<job_id>)",
-		cfg.DuplicateWindow, contract.SubjectResults+">", contract.SubjectResultFence+">")
+		cfg.DuplicateWindow, subjectsOf(contract.StreamResults)...)
 	// The fence no longer uses atomic batches (OncePublisher). Still allowed, so that existing streams
 	// need no update and processes of the earlier version keep working in a rolling upgrade.
 	results.AllowAtomicPublish = true
 	return []jetstream.StreamConfig{
-		mk(contract.StreamWebhooks, "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow, contract.SubjectWebhooks+">"),
+		mk(contract.StreamWebhooks, "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow, subjectsOf(contract.StreamWebhooks)...),
 		results,
-		mk(contract.StreamDeadLetter, "webhooks that could not be verified", 2*time.Minute, contract.SubjectDeadLetter+">"),
+		mk(contract.StreamDeadLetter, "webhooks that could not be verified", 2*time.Minute, subjectsOf(contract.StreamDeadLetter)...),
 	}
+}
+
+// subjectsOf are the subjects of the bridge's stream name, from [contract.Owned].
+func subjectsOf(name string) []string {
+	r, _ := contract.OwnedStream(name)
+	return r.Subjects
 }
 
 // Provision creates or updates the streams and buckets so that they match cfg. It is idempotent and safe

@@ -2,6 +2,8 @@ package natsx_test
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -163,5 +165,40 @@ func TestRunEmbeddedRejectsEmptyStore(t *testing.T) {
 	t.Parallel()
 	if _, err := natsx.RunEmbedded(natsx.ServerConfig{Listen: "127.0.0.1:0"}); err == nil {
 		t.Fatal("want an error for an empty store dir")
+	}
+}
+
+// TestProvisionMakesWhatTheContractOwns: the server holds, after Provision, exactly the streams and
+// buckets of DESIGN.md made at start-up (the replay bucket comes on first use), each stream with its
+// subjects, so that contract.Owned, which namespace and permission tests iterate, is the whole list.
+func TestProvisionMakesWhatTheContractOwns(t *testing.T) {
+	t.Parallel()
+	n := natstest.RunServer(t)
+	_, js := natstest.Connect(t, n.ClientURL())
+	ctx := natstest.Ctx(t)
+	if _, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{}); err != nil {
+		t.Fatalf("provision: %v", err)
+	}
+	want := map[string][]string{
+		"WEBHOOKS":              {"webhooks.>"},
+		"RESULTS":               {"results.>", "bridge.result.>"},
+		"DEADLETTER":            {"deadletter.>"},
+		"KV_JOBS":               {"$KV.JOBS.>"},
+		"KV_BRIDGE_LEASES":      {"$KV.BRIDGE_LEASES.>"},
+		"KV_BRIDGE_IDEMPOTENCY": {"$KV.BRIDGE_IDEMPOTENCY.>"},
+		"KV_BRIDGE_BUDGET":      {"$KV.BRIDGE_BUDGET.>"},
+	}
+	got := map[string][]string{}
+	for info := range js.ListStreams(ctx).Info() {
+		got[info.Config.Name] = info.Config.Subjects
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("streams after Provision:\n got %v\nwant %v", got, want)
+	}
+	if names := contract.StoreNames(false); len(names) != len(want) {
+		t.Errorf("contract.StoreNames(false) = %v, want the %d above", names, len(want))
+	}
+	if names := contract.StoreNames(true); !slices.Contains(names, "KV_BRIDGE_REPLAY") {
+		t.Errorf("contract.StoreNames(true) = %v, want KV_BRIDGE_REPLAY among them", names)
 	}
 }

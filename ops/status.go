@@ -256,14 +256,13 @@ func natsStatus(js jetstream.JetStream) NATSStatus {
 	return st
 }
 
-// bridgeStreams are the streams the report always covers; a missing one is a problem.
-var bridgeStreams = []string{contract.StreamWebhooks, contract.StreamResults, contract.StreamDeadLetter, contract.KVStream(contract.BucketJobs), contract.KVStream(contract.BucketLeases)}
-
+// streamStatuses reports the streams behind the bridge's streams and buckets: those made at start-up
+// always (a missing one is a problem), those made on first use when they exist.
 func streamStatuses(ctx context.Context, js jetstream.JetStream, attn *attention) []StreamStatus {
-	names := slices.Clone(bridgeStreams)
+	names, onDemand := contract.StoreNames(false), contract.StoreNames(true)
 	lister := js.StreamNames(ctx)
 	for n := range lister.Name() {
-		if !slices.Contains(names, n) && strings.HasPrefix(n, contract.KVStream(contract.BucketPrefix)) {
+		if !slices.Contains(names, n) && slices.Contains(onDemand, n) {
 			names = append(names, n)
 		}
 	}

@@ -109,7 +109,7 @@ func TestDecideVerdicts(t *testing.T) {
 			wantAction: actDeadLetter, wantOut: "unknown_shed", wantReason: "unknown_job"},
 		{name: "unknown job, budget busy on the main lane", cfg: func(c *Config) { c.UnknownRPM, c.UnknownLimiter = 1, e.UnknownBudget(1, 1) },
 			webhook:    func(*testing.T) []byte { return body(uuid.NewString(), false) },
-			wantAction: actDeadLetter, wantOut: "unknown_laned", wantReason: "unknown_job"},
+			wantAction: actLane, wantOut: "unknown_laned"},
 		{name: "unknown job on the slow lane, stopping", cfg: func(c *Config) { c.UnknownRPM, c.UnknownLimiter = 1, e.UnknownBudget(1, 1) },
 			slow: true, stopped: true, webhook: func(*testing.T) []byte { return body(uuid.NewString(), false) },
 			wantAction: actGiveBack, wantOut: "shutdown"},

@@ -47,9 +47,10 @@ const (
 	// actRetry: try again later: a delayed nak with backoff, or, after MaxAttempts, a dead letter
 	// attempts_exhausted.
 	actRetry
-	// actDeadLetter: store the webhook in DEADLETTER under reason, then ack. Also the move of an unknown
-	// job's webhook to the slow lane (reason unknown_job, outcome unknown_laned).
+	// actDeadLetter: store the webhook in DEADLETTER under reason, then ack.
 	actDeadLetter
+	// actLane: move an unknown job's webhook to the slow lane (outcome unknown_laned), then ack.
+	actLane
 	// actGiveBack: nak at once, for another verifier (or the next start): the verifier is stopping.
 	actGiveBack
 )
@@ -320,6 +321,9 @@ func (v *Verifier) settle(ctx context.Context, d delivery, vd verdict) {
 	case actDeadLetter:
 		v.logDeadLetter(d, vd)
 		v.deadLetter(sctx, d, vd.reason, vd.outcome)
+	case actLane:
+		d.log.Debug().Msg("unknown-job budget busy; webhook moved to the slow lane")
+		v.moveOut(sctx, d, laneMsg(d), vd.outcome)
 	case actRetry:
 		// A refused key is no failure of the webhook: waiting it out spends no attempt towards exhaustion.
 		if d.attempt >= v.cfg.MaxAttempts && vd.outcome != outcomeAuthPaused && vd.outcome != outcomeUnknownWaiting {
@@ -352,11 +356,7 @@ func (v *Verifier) logDeadLetter(d delivery, vd verdict) {
 			Str("modality", d.msg.Headers().Get(contract.HeaderModality)).
 			Msg("webhook for a job the upstream does not know (spoofed or foreign); dead-lettered, not published")
 	case ReasonUnknownJob:
-		if vd.outcome == outcomeUnknownShed {
-			d.log.Info().Msg("webhook for a job the bridge does not know; unknown-job verification is off: dead-lettered")
-		} else {
-			d.log.Debug().Msg("unknown-job budget busy; webhook moved to the slow lane")
-		}
+		d.log.Info().Msg("webhook for a job the bridge does not know; unknown-job verification is off: dead-lettered")
 	default:
 		d.log.Error().Err(vd.cause).Str("reason", vd.reason).
 			Msg("upstream refused verification; webhook dead-lettered, job left to the reconciler")
@@ -371,54 +371,75 @@ func (v *Verifier) backoff(attempt int, retryAfter time.Duration) time.Duration 
 	return max(d, retryAfter)
 }
 
-// deadLetter stores the raw webhook in DEADLETTER on deadletter.<reason> and acks it. If the publish
-// keeps failing the webhook is naked for a later attempt instead: it is never acked unstored. It also
-// moves a webhook to the slow lane (reason unknown_job, outcome unknown_laned: not counted as a dead
-// letter), and dead-letters one from the slow lane, keeping the webhook's original subject.
+// deadLetter stores the raw webhook in DEADLETTER on deadletter.<reason> and acks it (see moveOut); a
+// dead letter from the slow lane keeps the webhook's original subject.
 func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason string, o outcome) {
-	msg, id, attempt := d.msg, d.id, d.attempt
-	dl := nats.NewMsg(contract.DeadLetterSubject(reason))
-	dl.Data = msg.Data()
-	contract.CopyWebhookHeaders(dl.Header, msg.Headers())
+	dl := webhookCopy(d, contract.DeadLetterSubject(reason), reason)
 	dl.Header.Set(contract.HeaderReason, reason)
-	dl.Header.Set(contract.HeaderAttempts, strconv.Itoa(attempt))
+	if v.moveOut(ctx, d, dl, o) {
+		v.metrics.deadLetters.WithLabelValues(reason).Inc()
+	}
+}
+
+// laneMsg is the copy of d's webhook that waits in the slow lane; its Nats-Msg-Id has the format of a
+// dead letter's, with unknown_job for the reason.
+func laneMsg(d delivery) *nats.Msg {
+	m := webhookCopy(d, contract.DeadLetterSubject(ReasonUnknownJob), ReasonUnknownJob)
+	m.Header.Set(contract.HeaderReason, ReasonUnknownJob)
+	return m
+}
+
+// webhookCopy is the message that carries d's webhook to subject: the raw body, the webhook's headers,
+// Bridge-Attempts, Bridge-Original-Subject (the WEBHOOKS subject, kept from a slow-lane message) and a
+// Nats-Msg-Id that names the message copied ([contract.DeadLetterMsgID] with why), so a redelivery of it
+// collapses.
+func webhookCopy(d delivery, subject, why string) *nats.Msg {
+	msg := d.msg
+	out := nats.NewMsg(subject)
+	out.Data = msg.Data()
+	contract.CopyWebhookHeaders(out.Header, msg.Headers())
+	out.Header.Set(contract.HeaderAttempts, strconv.Itoa(d.attempt))
 	orig := msg.Headers().Get(contract.HeaderOriginalSubject)
 	if orig == "" {
 		orig = msg.Subject()
 	}
-	dl.Header.Set(contract.HeaderOriginalSubject, orig)
+	out.Header.Set(contract.HeaderOriginalSubject, orig)
 	if meta, err := msg.Metadata(); err == nil {
-		dl.Header.Set(jetstream.MsgIDHeader, contract.DeadLetterMsgID(id, reason, meta.Stream, meta.Sequence.Stream))
-	} else if id != "" {
-		dl.Header.Set(jetstream.MsgIDHeader, contract.DeadLetterMsgID(id, reason, "", 0))
+		out.Header.Set(jetstream.MsgIDHeader, contract.DeadLetterMsgID(d.id, why, meta.Stream, meta.Sequence.Stream))
+	} else if d.id != "" {
+		out.Header.Set(jetstream.MsgIDHeader, contract.DeadLetterMsgID(d.id, why, "", 0))
 	}
+	return out
+}
 
+// moveOut publishes out, d's webhook on its way to a dead letter or the slow lane, and then acks d. If the
+// publish keeps failing the webhook is naked for a later attempt instead: it is never acked unstored. It
+// reports whether out was stored.
+func (v *Verifier) moveOut(ctx context.Context, d delivery, out *nats.Msg, o outcome) bool {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*settleTimeout)
 	defer cancel()
 	var err error
 	for try := 0; try < 3; try++ {
-		if _, err = natsx.PublishMsg(pctx, v.cfg.JS, dl); err == nil {
+		if _, err = natsx.PublishMsg(pctx, v.cfg.JS, out); err == nil {
 			break
 		}
 		_ = retry.Sleep(pctx, time.Duration(try+1)*200*time.Millisecond)
 	}
 	if err != nil {
-		v.log.Error().Err(err).Str("job_id", id).Str("reason", reason).Msg("publish dead letter; webhook will be redelivered")
-		if nerr := msg.NakWithDelay(v.backoff(attempt, 0)); nerr != nil {
-			v.log.Warn().Err(nerr).Str("job_id", id).Msg("nak webhook")
+		d.log.Error().Err(err).Str("to", out.Subject).Msg("move webhook; it will be redelivered")
+		if nerr := d.msg.NakWithDelay(v.backoff(d.attempt, 0)); nerr != nil {
+			d.log.Warn().Err(nerr).Msg("nak webhook")
 		}
 		v.metrics.count(outcomeRetry)
-		return
-	}
-	if o != outcomeUnknownLaned {
-		v.metrics.deadLetters.WithLabelValues(reason).Inc()
+		return false
 	}
 	v.metrics.count(o)
-	// Wait for the server's confirmation: a redelivery of a dead-lettered webhook could cost an upstream
-	// call again.
-	if err := msg.DoubleAck(ctx); err != nil {
+	// Wait for the server's confirmation: a redelivery of a moved webhook could cost an upstream call
+	// again.
+	if err := d.msg.DoubleAck(ctx); err != nil {
 		d.log.Warn().Err(err).Msg("ack webhook; it will be redelivered and acked again")
 	}
+	return true
 }
 
 // parseJobID reads the top-level "job_id" of a webhook body (exact key, as ingest checks it) and requires

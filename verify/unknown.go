@@ -81,7 +81,7 @@ func (v *Verifier) admitUnknown(ctx context.Context, d delivery) (verdict, bool)
 		}
 		// No token free now: the webhook leaves the main consumer (no delayed nak holding a place in
 		// its MaxAckPending) and queues durably in the slow lane, which checks the account's list.
-		return deadLetter(ReasonUnknownJob, outcomeUnknownLaned, errUnknownBusy), false
+		return verdict{action: actLane, outcome: outcomeUnknownLaned, cause: errUnknownBusy}, false
 	}
 	returning := v.lists.missing.Has(d.id)
 	if returning && v.parked.Add(-1) < 0 {

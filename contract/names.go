@@ -31,6 +31,15 @@ const (
 	// SubjectDeadLetter prefixes dead-letter subjects: deadletter.<reason>.
 	SubjectDeadLetter = "deadletter."
 
+	// StreamSlowLane holds the webhooks waiting in the verifier's slow lane, each until the lane has
+	// handled it (work-queue retention): webhooks of jobs without a JOBS record and without provenance that
+	// the unknown-job budget could not take at once.
+	StreamSlowLane = "SLOWLANE"
+	// SubjectSlowLane prefixes the slow lanes' subjects: slowlane.<lane>.
+	SubjectSlowLane = "slowlane."
+	// SubjectUnknownLane is the slow lane of webhooks of unknown jobs.
+	SubjectUnknownLane = SubjectSlowLane + "unknown_job"
+
 	// BucketJobs is the KV bucket of jobs, keyed by job_id.
 	BucketJobs = "JOBS"
 	// BucketLeases is the KV bucket of role leases (the active reconciler).

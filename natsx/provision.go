@@ -16,9 +16,10 @@ import (
 type ProvisionConfig struct {
 	// Replicas of every stream and bucket: 1 on a single node, 3 (or 5) on a cluster.
 	Replicas int
-	// DuplicateWindow of WEBHOOKS and RESULTS; longer than the longest job deadline.
+	// DuplicateWindow of WEBHOOKS, RESULTS and SLOWLANE; longer than the longest job deadline.
 	DuplicateWindow time.Duration
-	// Retention is how long WEBHOOKS, RESULTS and DEADLETTER keep messages for replay.
+	// Retention is how long WEBHOOKS, RESULTS and DEADLETTER keep messages for replay, and how long a
+	// webhook may wait in SLOWLANE.
 	Retention time.Duration
 	// MaxMsgSize is the largest message a stream accepts.
 	MaxMsgSize int32
@@ -80,7 +81,7 @@ func (c *ProvisionConfig) Validate() error {
 
 // Resources are the provisioned streams and buckets.
 type Resources struct {
-	Webhooks, Results, DeadLetter jetstream.Stream
+	Webhooks, Results, DeadLetter, SlowLane jetstream.Stream
 	// Jobs is JOBS; wrap it in a jobs.Store.
 	Jobs jetstream.KeyValue
 	// Leases is BRIDGE_LEASES, the role leases.
@@ -91,7 +92,7 @@ type Resources struct {
 	Budget jetstream.KeyValue
 }
 
-// StreamConfigs returns the configurations of WEBHOOKS, RESULTS and DEADLETTER.
+// StreamConfigs returns the configurations of WEBHOOKS, RESULTS, DEADLETTER and SLOWLANE.
 func StreamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 	cfg.setDefaults()
 	mk := func(name, desc string, dupes time.Duration, subjects ...string) jetstream.StreamConfig {
@@ -118,10 +119,16 @@ func StreamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 	// The fence no longer uses atomic batches (OncePublisher). Still allowed, so that existing streams
 	// need no update and processes of the earlier version keep working in a rolling upgrade.
 	results.AllowAtomicPublish = true
+	// The slow lane holds a webhook only until the verifier has handled it, so its state is the work in
+	// flight; its Nats-Msg-Id (the message moved there) collapses a move retried after a crash.
+	lane := mk(contract.StreamSlowLane, "webhooks of unknown jobs waiting for the verifier's slow lane", cfg.DuplicateWindow,
+		subjectsOf(contract.StreamSlowLane)...)
+	lane.Retention = jetstream.WorkQueuePolicy
 	return []jetstream.StreamConfig{
 		mk(contract.StreamWebhooks, "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow, subjectsOf(contract.StreamWebhooks)...),
 		results,
 		mk(contract.StreamDeadLetter, "webhooks that could not be verified", 2*time.Minute, subjectsOf(contract.StreamDeadLetter)...),
+		lane,
 	}
 }
 
@@ -140,7 +147,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		return Resources{}, fmt.Errorf("provision: %w", err)
 	}
 	var res Resources
-	streams := make([]jetstream.Stream, 0, 3)
+	streams := make([]jetstream.Stream, 0, 4)
 	for _, sc := range StreamConfigs(cfg) {
 		s, err := ensureStream(ctx, js, sc)
 		if err != nil {
@@ -148,7 +155,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		}
 		streams = append(streams, s)
 	}
-	res.Webhooks, res.Results, res.DeadLetter = streams[0], streams[1], streams[2]
+	res.Webhooks, res.Results, res.DeadLetter, res.SlowLane = streams[0], streams[1], streams[2], streams[3]
 
 	buckets := []struct {
 		kv  *jetstream.KeyValue

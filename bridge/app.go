@@ -25,6 +25,7 @@ import (
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/procname"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/reconcile"
 	"github.com/evershield/bridge/submit"
 	"github.com/evershield/bridge/upstream"
@@ -218,17 +219,14 @@ func (a *App) guards() (overloaded, unprovenFull func() bool, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// SLOWLANE is a work queue: its messages are the webhooks still waiting in the lane.
 	unknown, err := ingest.NewPressure(ingest.PressureConfig{Log: a.log, HighWater: 1, What: "backlog of webhooks of unknown jobs",
 		Level: func(ctx context.Context) (float64, float64, error) {
-			c, err := a.nats.js.Consumer(ctx, contract.StreamDeadLetter, contract.ConsumerVerifyUnknown)
+			info, err := a.nats.res.SlowLane.Info(ctx)
 			if err != nil {
 				return 0, 0, err
 			}
-			info, err := c.Info(ctx)
-			if err != nil {
-				return 0, 0, err
-			}
-			return float64(info.NumPending) + float64(info.NumAckPending), float64(cfg.UnknownBacklogLimit()), nil
+			return float64(info.State.Msgs), float64(cfg.UnknownBacklogLimit()), nil
 		}})
 	if err != nil {
 		return nil, nil, err
@@ -339,7 +337,9 @@ func (a *App) addRoles(o options) error {
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
-		a.roles = append(a.roles, role{RoleVerify, v.Run})
+		a.roles = append(a.roles, role{RoleVerify, v.Run}, role{"slowlane-upgrade", func(ctx context.Context) error {
+			return natsx.MoveOldSlowLane(ctx, a.nats.js, a.log)
+		}})
 	}
 	if cfg.Has(RoleSubmit) {
 		if err := a.addSubmit(store, deadlines, o.version); err != nil {

@@ -78,9 +78,9 @@ type Config struct {
 	WebhookGrace  time.Duration `env:"WEBHOOK_GRACE" envDefault:"10s" help:"how long after a job leaves the in-flight list its webhook may still come before polling fetches it"`
 
 	MaxBody         ByteSize      `env:"MAX_BODY" envDefault:"64KiB" help:"largest webhook body accepted"`
-	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"20m" help:"JetStream duplicate window of WEBHOOKS and RESULTS; must exceed the longest job deadline"`
-	Retention       time.Duration `env:"RETENTION" envDefault:"168h" help:"how long WEBHOOKS, RESULTS and DEADLETTER keep messages (for replay)"`
-	StreamMaxBytes  ByteSize      `env:"STREAM_MAX_BYTES" help:"caps the size of each of WEBHOOKS, RESULTS and DEADLETTER; when full, new publishes are refused (ingest answers 503) instead of old messages being dropped; empty is unlimited"`
+	DuplicateWindow time.Duration `env:"DUPLICATE_WINDOW" envDefault:"20m" help:"JetStream duplicate window of WEBHOOKS, RESULTS and SLOWLANE; must exceed the longest job deadline"`
+	Retention       time.Duration `env:"RETENTION" envDefault:"168h" help:"how long WEBHOOKS, RESULTS and DEADLETTER keep messages (for replay), and the longest a webhook waits in SLOWLANE"`
+	StreamMaxBytes  ByteSize      `env:"STREAM_MAX_BYTES" help:"caps the size of each of WEBHOOKS, RESULTS, DEADLETTER and SLOWLANE; when full, new publishes are refused (ingest answers 503) instead of old messages being dropped; empty is unlimited"`
 	Roles           []string      `env:"ROLES" envSeparator:"," envDefault:"ingest,verify,reconcile,submit" help:"comma list of ingest, verify, reconcile, submit"`
 	Replicas        int           `env:"REPLICAS" envDefault:"1" help:"stream and KV replicas (3 on a cluster)"`
 
@@ -251,7 +251,7 @@ func (c *Config) validateUpstream(bad func(name, format string, a ...any)) {
 	if c.UnknownBacklog != nil && *c.UnknownBacklog < 0 {
 		bad("UNKNOWN_BACKLOG", "must not be negative; got %d", *c.UnknownBacklog)
 	}
-	// The slow lane must drain its whole backlog, one unknown-job call each at worst, before DEADLETTER's
+	// The slow lane must drain its whole backlog, one unknown-job call each at worst, before SLOWLANE's
 	// retention could age a waiting webhook out unverified.
 	if rpm := c.UnknownRPM(); rpm > 0 && c.UnknownBacklog != nil && *c.UnknownBacklog > 0 && c.Retention > 0 {
 		if drain := time.Duration(float64(*c.UnknownBacklog) / float64(rpm) * float64(time.Minute)); drain >= c.Retention/2 {

@@ -35,7 +35,7 @@ func newLagCollector(js jetstream.JetStream, log zerolog.Logger) *lagCollector {
 	labels := []string{"stream", "consumer"}
 	return &lagCollector{
 		js: js, log: log, timeout: lagTimeout,
-		consumers: [][2]string{{contract.StreamWebhooks, contract.ConsumerVerify}, {contract.StreamDeadLetter, contract.ConsumerVerifyUnknown}},
+		consumers: [][2]string{{contract.StreamWebhooks, contract.ConsumerVerify}, {contract.StreamSlowLane, contract.ConsumerVerifyUnknown}},
 		pending: prometheus.NewDesc("bridge_consumer_pending_messages",
 			"Messages of the stream the durable consumer has not yet delivered (its lag), as the server reports it at scrape time.", labels, nil),
 		ackPending: prometheus.NewDesc("bridge_consumer_ack_pending_messages",

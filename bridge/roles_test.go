@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
@@ -215,6 +216,11 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		}
 	}
 
+	// SLOWLANE keeps a webhook only while it waits: watch what moves there as it is published.
+	lane, err := e.NC.SubscribeSync("slowlane.>")
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	e.startVerifier(func(c *verify.Config) {
 		c.UnknownRPM, c.UnknownLimiter, c.UnknownConcurrency = unknownRPM, e.UnknownBudget(unknownRPM, burst), 4
@@ -226,7 +232,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 
 	e.WaitResults(contract.SubjectResults+">", direct+viaBridge, 90*time.Second)
 	e.WaitSettled(30 * time.Second)
-	e.WaitLaneSettled(contract.DeadLetterSubject(verify.ReasonUnknownJob), 90*time.Second)
+	e.WaitLaneSettled(contract.SubjectUnknownLane, 90*time.Second)
 	window := time.Since(start)
 
 	results := e.StreamMsgs(contract.StreamResults, "")
@@ -288,12 +294,21 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		t.Fatalf("%d attempts_exhausted dead letters, want 0", n)
 	}
 
-	laned := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(verify.ReasonUnknownJob))
+	if n := len(e.StreamMsgs(contract.StreamSlowLane, "")); n != 0 {
+		t.Fatalf("%d webhooks left in SLOWLANE after the lane settled, want 0", n)
+	}
+	var laned []*nats.Msg
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		for m, err := lane.NextMsg(10 * time.Millisecond); err == nil; m, err = lane.NextMsg(10 * time.Millisecond) {
+			laned = append(laned, m)
+		}
+		if got := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "unknown_laned"); int(got) != len(laned) {
+			return fmt.Errorf("unknown_laned outcomes %v, want %d (one per slow-lane message)", got, len(laned))
+		}
+		return nil
+	})
 	if len(laned) == 0 {
 		t.Fatal("nothing moved to the slow lane although the flood far exceeded the unknown-job burst")
-	}
-	if got := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "unknown_laned"); int(got) != len(laned) {
-		t.Fatalf("unknown_laned outcomes %v, want %d (one per slow-lane message)", got, len(laned))
 	}
 	if got := roletest.CounterValue(t, e.Reg, "bridge_deadletter_total", "reason", verify.ReasonUnknownJob); got != 0 {
 		t.Fatalf("bridge_deadletter_total{reason=unknown_job} = %v, want 0: the slow lane is not a dead end", got)
@@ -304,7 +319,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		if directIDs[id] {
 			lanedDirect++
 		}
-		if !strings.HasPrefix(m.Header.Get(jetstream.MsgIDHeader), id+"."+verify.ReasonUnknownJob+".") || m.Header.Get(contract.HeaderReason) != verify.ReasonUnknownJob ||
+		if m.Subject != "slowlane.unknown_job" || !strings.HasPrefix(m.Header.Get(jetstream.MsgIDHeader), id+".unknown_job.WEBHOOKS.") || m.Header.Get(contract.HeaderReason) != "" ||
 			!strings.HasPrefix(m.Header.Get(contract.HeaderOriginalSubject), contract.SubjectWebhooks) ||
 			m.Header.Get(contract.HeaderReceivedAt) == "" || m.Header.Get(contract.HeaderRemoteAddr) == "" || m.Header.Get(contract.HeaderAttempts) == "" {
 			t.Fatalf("slow-lane message headers %v", m.Header)

@@ -60,9 +60,9 @@ const (
 
 	// ConsumerVerify is the durable pull consumer of the verifier on StreamWebhooks.
 	ConsumerVerify = "verify"
-	// ConsumerVerifyUnknown is the durable pull consumer of the verifier's slow lane on StreamDeadLetter,
-	// filtered to the unknown_job dead letters: webhooks of jobs without a JOBS record that waited there
-	// for the unknown-job budget.
+	// ConsumerVerifyUnknown is the durable pull consumer of the verifier's slow lane on StreamSlowLane,
+	// filtered to SubjectUnknownLane. (Before SLOWLANE it was on StreamDeadLetter, filtered to
+	// deadletter.unknown_job: natsx.MoveOldSlowLane moves what still waits there.)
 	ConsumerVerifyUnknown = "verify-unknown"
 
 	// ServiceName is the micro service that accepts submissions.

@@ -203,6 +203,7 @@ func TestAsyncAPINamesTheContract(t *testing.T) {
 	for _, want := range []string{
 		contract.SubjectSubmit + "{modality}", contract.SubjectJobStatus, contract.SubjectResults + "{type}",
 		contract.SubjectLateResults + "{type}", contract.SubjectWebhooks + "{modality}", contract.SubjectDeadLetter + "{reason}",
+		contract.SubjectUnknownLane,
 	} {
 		if !slices.Contains(addresses, want) {
 			t.Errorf("asyncapi.yaml has no channel with address %s (has %v)", want, addresses)
@@ -241,12 +242,12 @@ func TestDesignNamesTheContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := append(bridgeHeaders(),
-		contract.StreamWebhooks, contract.StreamResults, contract.StreamDeadLetter,
+		contract.StreamWebhooks, contract.StreamResults, contract.StreamDeadLetter, contract.StreamSlowLane,
 		contract.BucketJobs, contract.BucketLeases, contract.BucketIdempotency, contract.BucketReplay, "BRIDGE_BUDGET",
 		contract.ConsumerVerify, contract.ConsumerVerifyUnknown, contract.ServiceName, contract.SubjectJobStatus,
 		contract.SubjectWebhooks+"<modality>", contract.SubjectWebhooks+contract.ModalityUnknown, contract.SubjectResults+"<type>",
 		contract.SubjectLateResults+"<type>", contract.SubjectDeadLetter+"<reason>", contract.SubjectSubmit+"<modality>",
-		contract.SubjectReplayPrefix, contract.DeadLetterSubject("unknown_job"), "<job_id>"+contract.LateSuffix,
+		contract.SubjectReplayPrefix, contract.SubjectUnknownLane, "<job_id>"+contract.LateSuffix,
 		contract.SourceWebhook, contract.SourcePoll, contract.SourceTimeout, "Nats-Msg-Id", micro.ErrorHeader, micro.ErrorCodeHeader,
 		"not_found", "attempts_exhausted", "malformed", "upstream_<status>", "unknown_job",
 		"INVALID_REQUEST", "JOB_NOT_FOUND", "BUSY", "Retry-After",

@@ -1,7 +1,7 @@
 // Package ops holds the operator commands behind bridge replay, bridge deadletter, bridge status, bridge
 // submit and bridge job: the logic lives here and cmd/bridge only parses flags and prints.
 //
-// Everything works on the contract's streams and buckets (WEBHOOKS, RESULTS, DEADLETTER, JOBS), so the
+// Everything works on the contract's streams and buckets (WEBHOOKS, RESULTS, DEADLETTER, SLOWLANE, JOBS), so the
 // standard nats CLI keeps working beside it. What each operation guarantees:
 //
 //   - [Replay] republishes a selection of RESULTS or WEBHOOKS (subjects, sequence range, time window, job

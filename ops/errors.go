@@ -15,7 +15,7 @@ var ErrReplayConflict = errors.New("replay name in use with another selection")
 var ErrReplayDone = errors.New("replay already complete")
 
 // ErrTargetIsBridgeStream is returned when a replay's target subjects would land in a bridge stream
-// (WEBHOOKS, RESULTS or DEADLETTER) and so double what downstream services consume.
+// (WEBHOOKS, RESULTS, DEADLETTER or SLOWLANE) and so double what downstream services consume.
 var ErrTargetIsBridgeStream = errors.New("replay target is stored by a bridge stream")
 
 // ErrNotFound is returned for an unknown dead letter or job.

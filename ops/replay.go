@@ -692,8 +692,8 @@ func (r *replayer) targetStream(ctx context.Context, subject string) (string, er
 	if err != nil {
 		return "", fmt.Errorf("which stream stores %s: %w", subject, err)
 	}
-	if s == contract.StreamResults || s == contract.StreamWebhooks || s == contract.StreamDeadLetter {
-		return "", fmt.Errorf("%w: %s is stored by %s; choose a prefix outside webhooks., results. and deadletter.", ErrTargetIsBridgeStream, subject, s)
+	if s == contract.StreamResults || s == contract.StreamWebhooks || s == contract.StreamDeadLetter || s == contract.StreamSlowLane {
+		return "", fmt.Errorf("%w: %s is stored by %s; choose a prefix outside webhooks., results., deadletter. and slowlane.", ErrTargetIsBridgeStream, subject, s)
 	}
 	r.targets[subject] = s
 	if len(r.targets) == 1 {

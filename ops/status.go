@@ -73,7 +73,10 @@ type Report struct {
 	Streams     []StreamStatus    `json:"streams"`
 	Jobs        JobsStatus        `json:"jobs"`
 	DeadLetters DeadLetterSummary `json:"dead_letters"`
-	Bridges     []BridgeStatus    `json:"bridges"`
+	// SlowLane counts the webhooks of unknown jobs waiting in the verifier's slow lane: SLOWLANE's
+	// messages, no dead letters; the lane verifies them by itself.
+	SlowLane uint64         `json:"slow_lane"`
+	Bridges  []BridgeStatus `json:"bridges"`
 	// Budget is the account-wide upstream budget; nil on a deployment without one.
 	Budget *BudgetStatus `json:"budget"`
 	// InterruptedSubmissions counts submissions a stopped process left between the upstream's answer and
@@ -217,6 +220,11 @@ func Status(ctx context.Context, cfg StatusConfig) (Report, error) {
 
 	var attn attention
 	rep.Streams = streamStatuses(ctx, cfg.JS, &attn)
+	for _, s := range rep.Streams {
+		if s.Name == contract.StreamSlowLane {
+			rep.SlowLane = s.Messages
+		}
+	}
 	rep.NATS.Servers = servers(rep.Streams)
 	rep.Jobs = jobsStatus(ctx, cfg, now, &attn)
 	if dl, err := SummarizeDeadLetters(ctx, cfg.JS); err == nil {

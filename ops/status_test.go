@@ -221,3 +221,30 @@ func TestStatusTakesTheLimitFromTheBudgetBucket(t *testing.T) {
 		t.Fatalf("with RPM 60: %v %+v", err, rep.Bridges)
 	}
 }
+
+// TestStatusShowsTheSlowLaneApart: webhooks waiting in the verifier's slow lane are counted as such, with
+// SLOWLANE among the streams, and are no dead letters.
+func TestStatusShowsTheSlowLaneApart(t *testing.T) {
+	w := newWorld(t)
+	for i := range 2 {
+		id := uuid.NewString()
+		w.publish("slowlane.unknown_job", fmt.Sprintf("%s.unknown_job.WEBHOOKS.%d", id, i+1), fmt.Sprintf(`{"job_id":%q}`, id))
+	}
+	w.publish("deadletter.not_found", "", `{}`, contract.HeaderReason, "not_found")
+	rep, err := Status(natstest.CtxWithin(t, 10*time.Second), StatusConfig{JS: w.js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.SlowLane != 2 || rep.DeadLetters.Total != 1 || rep.DeadLetters.ByReason["unknown_job"] != 0 {
+		t.Fatalf("slow lane %d, dead letters %+v: want 2 waiting and the one not_found dead letter", rep.SlowLane, rep.DeadLetters)
+	}
+	var lane *StreamStatus
+	for i := range rep.Streams {
+		if rep.Streams[i].Name == "SLOWLANE" {
+			lane = &rep.Streams[i]
+		}
+	}
+	if lane == nil || lane.Messages != 2 || !lane.Healthy {
+		t.Fatalf("SLOWLANE stream status %+v in %+v", lane, rep.Streams)
+	}
+}

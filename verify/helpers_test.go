@@ -42,8 +42,8 @@ func (e *env) startVerifier(mods ...func(*Config)) (stop func()) {
 	return roletest.Run(e.TB, "verifier", v.Run)
 }
 
-// waitLaneSettled waits until the slow lane has handled every unknown_job dead letter.
+// waitLaneSettled waits until the slow lane has handled every webhook moved there.
 func (e *env) waitLaneSettled(d time.Duration) {
 	e.TB.Helper()
-	e.WaitLaneSettled(contract.DeadLetterSubject(ReasonUnknownJob), d)
+	e.WaitLaneSettled(contract.SubjectUnknownLane, d)
 }

@@ -23,7 +23,7 @@ const (
 	outcomeMalformed
 	outcomeShutdown
 	// outcomeUnknownLaned: a webhook of a job without a JOBS record found no unknown-job token free and
-	// moved to the slow lane (deadletter.unknown_job), where it is verified later.
+	// moved to the slow lane (slowlane.unknown_job), where it is verified later.
 	outcomeUnknownLaned
 	// outcomeUnknownShed: unknown-job verification is off; the webhook was dead-lettered as unknown_job.
 	outcomeUnknownShed
@@ -54,11 +54,9 @@ const (
 	// ReasonAttemptsExhausted: MaxAttempts verifications failed or found the job unfinished. A job with a
 	// JOBS record stays pending there, and the reconciler finishes it by polling.
 	ReasonAttemptsExhausted = "attempts_exhausted"
-	// ReasonUnknownJob: the job has no JOBS record and the unknown-job budget had no token free when the
-	// webhook came. Its subject is also the verifier's slow lane (consumer verify-unknown), which
-	// drains it by itself at the unknown-job budget; a message stays in DEADLETTER (for inspection) after
-	// the lane has handled it. With the budget off (UnknownOff) no lane runs, and the raw webhook waits
-	// here, unverified, for an operator to redrive.
+	// ReasonUnknownJob: the job has no JOBS record and unknown-job verification is off (UnknownOff): the
+	// raw webhook waits here, unverified, for an operator to redrive. (With a budget such a webhook waits
+	// in the slow lane, SLOWLANE, instead: no dead letter.)
 	ReasonUnknownJob = "unknown_job"
 	// ReasonMalformed: the webhook body has no usable job_id.
 	ReasonMalformed = "malformed"

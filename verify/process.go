@@ -381,12 +381,10 @@ func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason string, o 
 	}
 }
 
-// laneMsg is the copy of d's webhook that waits in the slow lane; its Nats-Msg-Id has the format of a
-// dead letter's, with unknown_job for the reason.
+// laneMsg is the copy of d's webhook that waits in the slow lane, on slowlane.unknown_job in SLOWLANE; its
+// Nats-Msg-Id has the format of a dead letter's, with unknown_job for the reason.
 func laneMsg(d delivery) *nats.Msg {
-	m := webhookCopy(d, contract.DeadLetterSubject(ReasonUnknownJob), ReasonUnknownJob)
-	m.Header.Set(contract.HeaderReason, ReasonUnknownJob)
-	return m
+	return webhookCopy(d, contract.SubjectUnknownLane, ReasonUnknownJob)
 }
 
 // webhookCopy is the message that carries d's webhook to subject: the raw body, the webhook's headers,

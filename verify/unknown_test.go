@@ -20,7 +20,7 @@ import (
 )
 
 // TestUnknownLaneSurvivesRestart stops the verifier while the slow lane holds webhooks waiting for the
-// unknown-job budget: they stay in DEADLETTER, and the next verifier finishes them.
+// unknown-job budget: they stay in SLOWLANE, and the next verifier finishes them.
 func TestUnknownLaneSurvivesRestart(t *testing.T) {
 	e := newEnv(t, roletest.Single, simulator.Config{})
 	foreign := map[string]bool{}
@@ -42,14 +42,14 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 	// slow lane, whose next token is a minute away.
 	stop := e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownLimiter = 1, e.UnknownBudget(1, 1) })
 	e.WaitSettled(20 * time.Second)
-	laned := len(e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonUnknownJob)))
+	laned := len(e.StreamMsgs(contract.StreamSlowLane, "slowlane.unknown_job"))
 	if laned == 0 {
 		t.Fatal("nothing moved to the slow lane")
 	}
 	stop()
 
 	ctx := natstest.CtxWithin(t, 10*time.Second)
-	c, err := e.JS.Consumer(ctx, contract.StreamDeadLetter, contract.ConsumerVerifyUnknown)
+	c, err := e.JS.Consumer(ctx, "SLOWLANE", contract.ConsumerVerifyUnknown)
 	if err != nil {
 		t.Fatalf("slow-lane consumer: %v", err)
 	}
@@ -129,7 +129,10 @@ func TestUnknownJobVerificationOff(t *testing.T) {
 		}
 	}
 	// No slow lane: the dead letters wait for an operator.
-	if _, err := e.JS.Consumer(natstest.CtxWithin(t, 5*time.Second), contract.StreamDeadLetter, contract.ConsumerVerifyUnknown); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if n := len(e.StreamMsgs(contract.StreamSlowLane, "")); n != 0 {
+		t.Fatalf("%d webhooks in the slow lane, want 0 with unknown-job verification off", n)
+	}
+	if _, err := e.JS.Consumer(natstest.CtxWithin(t, 5*time.Second), contract.StreamSlowLane, contract.ConsumerVerifyUnknown); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("slow-lane consumer: %v, want ErrConsumerNotFound with unknown-job verification off", err)
 	}
 }
@@ -163,7 +166,7 @@ func TestVerifierConfigUnknownBounds(t *testing.T) {
 		t.Fatalf("defaults %d/%d/%d/%q", c.UnknownRPM, c.UnknownConcurrency, c.UnknownMaxAckPending, c.UnknownConsumer)
 	}
 	lc := v.UnknownConsumerConfig()
-	if lc.FilterSubject != contract.DeadLetterSubject(ReasonUnknownJob) || lc.MaxAckPending != 8192 || lc.AckPolicy != jetstream.AckExplicitPolicy {
+	if lc.FilterSubject != "slowlane.unknown_job" || lc.MaxAckPending != 8192 || lc.AckPolicy != jetstream.AckExplicitPolicy {
 		t.Fatalf("slow-lane consumer config %+v", lc)
 	}
 }

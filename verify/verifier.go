@@ -88,8 +88,8 @@ type Config struct {
 	// account's job list (the window a list round pages): the longest job deadline and a margin. Default
 	// 20m.
 	ListLookback time.Duration
-	// UnknownConsumer is the durable name of the slow lane's pull consumer on DEADLETTER (filtered to
-	// deadletter.unknown_job); default [contract.ConsumerVerifyUnknown].
+	// UnknownConsumer is the durable name of the slow lane's pull consumer on SLOWLANE (filtered to
+	// slowlane.unknown_job); default [contract.ConsumerVerifyUnknown].
 	UnknownConsumer string
 	// UnknownConcurrency bounds the slow-lane webhooks this process handles at once; they mostly wait for a
 	// list round, which serves them all together, so it is generous; default 128.
@@ -192,7 +192,7 @@ func (c *Config) Validate() error {
 
 // Verifier is the verify role. It takes every raw webhook from the durable pull consumer
 // [contract.ConsumerVerify] on WEBHOOKS (and, for unknown jobs the budget could not take at once, from its
-// slow lane [contract.ConsumerVerifyUnknown] on DEADLETTER, below), asks the upstream for the truth
+// slow lane [contract.ConsumerVerifyUnknown] on SLOWLANE, below), asks the upstream for the truth
 // (GET /job/{id}) and publishes that through [jobs.Deliverer.Deliver]. Several verifiers, in one process
 // or many, share both consumers.
 //
@@ -254,10 +254,10 @@ func (c *Config) Validate() error {
 //   - main lane (consumer Consumer on WEBHOOKS): an authenticated webhook goes on at once; another takes
 //     an unknown-job token if one is free now, so a job submitted elsewhere is verified as promptly as a
 //     known one while there is no flood. When none is free, the webhook moves to the slow lane: it is
-//     published, raw and with its ingest headers, Bridge-Original-Subject, Bridge-Reason unknown_job
-//     and Bridge-Attempts, to DEADLETTER on deadletter.unknown_job (the id names the message, so a
-//     redelivery collapses), and only then acked on WEBHOOKS.
-//   - slow lane (consumer UnknownConsumer on DEADLETTER, filtered to deadletter.unknown_job, at most
+//     published, raw and with its ingest headers, Bridge-Original-Subject and Bridge-Attempts, to
+//     SLOWLANE on slowlane.unknown_job (the id names the message, so a redelivery collapses), and only
+//     then acked on WEBHOOKS.
+//   - slow lane (consumer UnknownConsumer on SLOWLANE, filtered to slowlane.unknown_job, at most
 //     UnknownConcurrency at once per process and UnknownMaxAckPending in the consumer, fetched one at a
 //     time): a job that got a record meanwhile is a known job. Otherwise the webhook joins the next list
 //     round; found, it is verified at the full budget. Not found (forged, or older than the window), it
@@ -266,18 +266,16 @@ func (c *Config) Validate() error {
 //     attempt. Then as above: terminal: Deliver (source webhook), ack; 404: dead letter not_found; not
 //     terminal or retryable: NakWithDelay, up to MaxAttempts (then attempts_exhausted).
 //
-// The slow lane's messages stay in DEADLETTER after it acks them (limits retention, BRIDGE_RETENTION),
-// so `bridge deadletter list` shows them with reason unknown_job; the lane drains them by itself, and
-// each ends as a result, a not_found or attempts_exhausted dead letter, or an ack of a job whose result
-// was out. The lane's backlog is bounded only by DEADLETTER's limits: with a size cap a full stream
-// refuses the move and the webhook is naked on WEBHOOKS for later; without one, a backlog older than
-// BRIDGE_RETENTION (at the default budget, a flood of some 60,000 unknown ids per process and week)
-// would age out unverified.
+// SLOWLANE is a work queue: a webhook leaves it when the lane acks it, so the stream holds exactly the
+// webhooks still waiting, and none of them is a dead letter. Each ends as a result, a not_found or
+// attempts_exhausted dead letter, or an ack of a job whose result was out. The lane's backlog is bounded
+// only by SLOWLANE's limits: with a size cap a full stream refuses the move and the webhook is naked on
+// WEBHOOKS for later; without one, a backlog older than BRIDGE_RETENTION (at the default budget, a flood
+// of some 60,000 unknown ids per process and week) would age out unverified.
 //
 // UnknownRPM = [UnknownOff] never verifies unknown ids: each is dead-lettered as unknown_job without an
-// upstream call and the slow lane is not run, so they stay there for an operator to redrive; a later
-// start with a budget runs the lane, which then works through the unknown_job dead letters still
-// retained. Every dead letter keeps the raw webhook for an operator to replay.
+// upstream call and the slow lane is not run, so they stay in DEADLETTER for an operator to redrive.
+// Every dead letter keeps the raw webhook for an operator to replay.
 //
 // Within one process, webhooks of the same job are verified one at a time, so a burst of duplicates
 // costs one GET; across processes the JOBS record and Nats-Msg-Id keep the result single.
@@ -363,11 +361,11 @@ func (v *Verifier) ConsumerConfig() jetstream.ConsumerConfig {
 }
 
 // UnknownConsumerConfig is the configuration the verifier creates or updates the slow lane's durable
-// consumer with: the unknown_job dead letters, which stay in DEADLETTER once it acks them.
+// consumer on SLOWLANE with.
 func (v *Verifier) UnknownConsumerConfig() jetstream.ConsumerConfig {
 	return v.consumerConfig(v.cfg.UnknownConsumer,
 		"bridge verifier slow lane: webhooks of unknown jobs waiting for the unknown-job budget",
-		v.cfg.UnknownMaxAckPending, contract.DeadLetterSubject(ReasonUnknownJob))
+		v.cfg.UnknownMaxAckPending, contract.SubjectUnknownLane)
 }
 
 // consumerConfig is what both lanes' consumers share: explicit acks, no MaxDeliver (the verifier counts
@@ -396,7 +394,7 @@ func (v *Verifier) lanes() []*lane {
 	}
 	ls := []*lane{main}
 	if v.unknownBudget != nil {
-		ls = append(ls, &lane{name: "unknown", stream: contract.StreamDeadLetter, config: v.UnknownConsumerConfig(),
+		ls = append(ls, &lane{name: "unknown", stream: contract.StreamSlowLane, config: v.UnknownConsumerConfig(),
 			limit: fixedLimiter(v.cfg.UnknownConcurrency), prefetch: 1, slow: true})
 	}
 	return ls
@@ -407,7 +405,7 @@ func (v *Verifier) lanes() []*lane {
 // started and slow-lane webhooks still waiting for a token, then waits up to ShutdownTimeout for
 // in-flight handlers, after which it cancels them and they nak their webhooks. It returns nil on such a
 // shutdown, and an error only when a consumer cannot be set up because its stream (WEBHOOKS or
-// DEADLETTER) does not exist. Lost connections and a deleted consumer are retried.
+// SLOWLANE) does not exist. Lost connections and a deleted consumer are retried.
 func (v *Verifier) Run(ctx context.Context) error {
 	// Handlers outlive ctx by up to ShutdownTimeout.
 	work, hardStop := context.WithCancel(context.WithoutCancel(ctx))

@@ -245,7 +245,7 @@ func TestStatusJSONReportsKnownState(t *testing.T) {
 	}
 	out, _, err = runCmd(t, w.env, "status", "-metrics-url", "none")
 	if err != nil || !strings.Contains(out, "ATTENTION") || !strings.Contains(out, "1 pending jobs are past their deadline") ||
-		!strings.Contains(out, "DEAD LETTERS  3: not_found 1, unknown_job 2") {
+		!strings.Contains(out, "DEAD LETTERS  3: not_found 1, unknown_job 2") || !strings.Contains(out, "SLOW LANE  0 webhooks") {
 		t.Errorf("status: %v\n%s", err, out)
 	}
 }

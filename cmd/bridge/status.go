@@ -86,6 +86,7 @@ func printStatus(w io.Writer, rep ops.Report) {
 		fmt.Fprintf(w, " (newest %s ago)", ago(rep.At.Sub(d.LastTime)))
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintf(w, "SLOW LANE  %d webhooks of unknown jobs waiting for verification\n", rep.SlowLane)
 	printBridges(w, rep.Bridges)
 	fmt.Fprintln(w)
 	if len(rep.Attention) == 0 {

@@ -276,19 +276,18 @@ func (e *Env) WaitSettled(d time.Duration) {
 	})
 }
 
-// WaitLaneSettled waits until the verifier's slow lane has handled every message on laneSubject (the
-// unknown_job dead letters) in DEADLETTER: nothing pending or unacknowledged, and its ack floor at the
-// subject's last message.
+// WaitLaneSettled waits until the verifier's slow lane has handled every message on laneSubject in
+// SLOWLANE: nothing pending or unacknowledged, and its ack floor at the subject's last message.
 func (e *Env) WaitLaneSettled(laneSubject string, d time.Duration) {
 	e.TB.Helper()
 	natstest.WaitFor(e.TB, d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := e.JS.Consumer(ctx, contract.StreamDeadLetter, contract.ConsumerVerifyUnknown)
+		c, err := e.JS.Consumer(ctx, contract.StreamSlowLane, contract.ConsumerVerifyUnknown)
 		if err != nil {
 			return err
 		}
-		st, err := e.JS.Stream(ctx, contract.StreamDeadLetter)
+		st, err := e.JS.Stream(ctx, contract.StreamSlowLane)
 		if err != nil {
 			return err
 		}

@@ -183,6 +183,7 @@ func TestProvisionMakesWhatTheContractOwns(t *testing.T) {
 		"WEBHOOKS":              {"webhooks.>"},
 		"RESULTS":               {"results.>", "bridge.result.>"},
 		"DEADLETTER":            {"deadletter.>"},
+		"SLOWLANE":              {"slowlane.>"},
 		"KV_JOBS":               {"$KV.JOBS.>"},
 		"KV_BRIDGE_LEASES":      {"$KV.BRIDGE_LEASES.>"},
 		"KV_BRIDGE_IDEMPOTENCY": {"$KV.BRIDGE_IDEMPOTENCY.>"},

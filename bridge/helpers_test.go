@@ -7,18 +7,18 @@ import (
 	"time"
 
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/submit"
 	"github.com/evershield/bridge/upstream/simulator"
 	"github.com/evershield/bridge/verify"
 )
 
-// env is one test's world (see [roletest.Env]) with the two roles to start.
-type env struct{ *roletest.Env }
+// env is one test's world (see [testworld.World]) with the two roles to start.
+type env struct{ *testworld.World }
 
-func newEnv(tb testing.TB, topo roletest.Topology, simCfg simulator.Config) *env {
+func newEnv(tb testing.TB, topo testworld.Topology, simCfg simulator.Config) *env {
 	tb.Helper()
-	return &env{roletest.New(tb, topo, simCfg)}
+	return &env{testworld.New(tb, testworld.WithTopology(topo), testworld.WithSimulator(simCfg), testworld.WithHookReceiver())}
 }
 
 // startVerifier runs a verifier tuned for tests until the test ends.
@@ -37,14 +37,14 @@ func (e *env) startVerifier(mods ...func(*verify.Config)) {
 	if err != nil {
 		e.TB.Fatalf("new verifier: %v", err)
 	}
-	roletest.Run(e.TB, "verifier", v.Run)
+	testworld.Run(e.TB, "verifier", v.Run)
 }
 
 // startSubmitter starts a submit service whose webhooks come to the hook receiver.
 func (e *env) startSubmitter(mods ...func(*submit.Config)) {
 	e.TB.Helper()
 	cfg := submit.Config{NC: e.NC, JS: e.JS, Idempotency: e.Res.Idempotency, API: e.API, Store: e.Store,
-		Log: e.Log, Metrics: e.Reg, PublicURL: e.HookURL, Token: roletest.Token, IdempotencyWait: 10 * time.Second}
+		Log: e.Log, Metrics: e.Reg, PublicURL: e.HookURL, Token: testworld.Token, IdempotencyWait: 10 * time.Second}
 	for _, m := range mods {
 		m(&cfg)
 	}

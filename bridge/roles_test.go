@@ -18,7 +18,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/submit"
 	"github.com/evershield/bridge/upstream"
@@ -29,7 +29,7 @@ import (
 // TestSubmitThenWebhookPublishesUpstreamTruth and the other tests in this file need both the submit
 // service and the verifier: what the application wires together.
 func TestSubmitThenWebhookPublishesUpstreamTruth(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{ExtraFields: map[string]any{"future_field": "kept"}})
+	e := newEnv(t, testworld.Single, simulator.Config{ExtraFields: map[string]any{"future_field": "kept"}})
 	e.startSubmitter()
 	e.startVerifier()
 
@@ -48,7 +48,7 @@ func TestSubmitThenWebhookPublishesUpstreamTruth(t *testing.T) {
 		t.Fatalf("deadline %v after submission, want 5m", got)
 	}
 	sj, _ := e.Sim.Job(id)
-	if want := e.HookURL + "/webhook/prompt?token=" + roletest.Token; sj.WebhookURL != want {
+	if want := e.HookURL + "/webhook/prompt?token=" + testworld.Token; sj.WebhookURL != want {
 		t.Fatalf("webhook_url %q, want %q", sj.WebhookURL, want)
 	}
 
@@ -98,13 +98,13 @@ func TestSubmitThenWebhookPublishesUpstreamTruth(t *testing.T) {
 		rec.WebhookReceivedAt == nil || rec.LastStatus != upstream.StatusCompleted {
 		t.Fatalf("record after delivery: %+v", rec)
 	}
-	if n := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "published"); n != 1 {
+	if n := testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "published"); n != 1 {
 		t.Fatalf("published outcomes %v, want 1", n)
 	}
 }
 
 func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
-	for _, topo := range roletest.Topologies() {
+	for _, topo := range testworld.Topologies() {
 		t.Run(topo.Name, func(t *testing.T) {
 			e := newEnv(t, topo, simulator.Config{
 				Seed:          42,
@@ -132,7 +132,7 @@ func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
 				e.WaitState(id, jobs.StateDelivered, 60*time.Second)
 			}
 			e.WaitSettled(30 * time.Second)
-			counts := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+			counts := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 			if len(counts) != n {
 				t.Fatalf("results for %d jobs, want %d", len(counts), n)
 			}
@@ -144,7 +144,7 @@ func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
 			if got := e.StreamMsgs(contract.StreamDeadLetter, ""); len(got) != 0 {
 				t.Fatalf("%d dead letters, want 0", len(got))
 			}
-			if retries := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "retry"); retries == 0 {
+			if retries := testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "retry"); retries == 0 {
 				t.Fatalf("no retries counted; were faults injected?")
 			}
 		})
@@ -152,7 +152,7 @@ func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
 }
 
 func TestNotTerminalRetriesThenExhaustsToReconciler(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	e.startSubmitter()
 	e.Sim.SetHoldNew(true)
 	id := e.Submit("video", map[string]string{"video_url": "https://cdn.example.com/v.mp4"}).JobID
@@ -163,7 +163,7 @@ func TestNotTerminalRetriesThenExhaustsToReconciler(t *testing.T) {
 		c.RetryMax = 50 * time.Millisecond
 	})
 	// A forged "completed" webhook for a job still processing.
-	e.PublishWebhook("video", id, roletest.WebhookBody(id, true))
+	e.PublishWebhook("video", id, testworld.WebhookBody(id, true))
 	e.WaitSettled(10 * time.Second)
 	if got := e.StreamMsgs(contract.StreamResults, ""); len(got) != 0 {
 		t.Fatalf("%d results for an unfinished job, want 0", len(got))
@@ -188,7 +188,7 @@ func TestNotTerminalRetriesThenExhaustsToReconciler(t *testing.T) {
 // main lane or the slow lane), and the upstream calls spent on unknown ids stay within the unknown-job
 // budget over the test's window.
 func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	const (
 		forged     = 200
 		direct     = 8 // submitted around the bridge
@@ -210,9 +210,9 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 	for i := range forged {
 		id := uuid.NewString()
 		forgedIDs[id] = true
-		e.PublishWebhook(contract.Modalities()[i%3].Name, id, roletest.WebhookBody(id, false))
+		e.PublishWebhook(contract.Modalities()[i%3].Name, id, testworld.WebhookBody(id, false))
 		if k := i / (forged / direct); i%(forged/direct) == 0 && k < direct {
-			e.PublishWebhook("prompt", directOrder[k], roletest.WebhookBody(directOrder[k], false))
+			e.PublishWebhook("prompt", directOrder[k], testworld.WebhookBody(directOrder[k], false))
 		}
 	}
 
@@ -236,7 +236,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 	window := time.Since(start)
 
 	results := e.StreamMsgs(contract.StreamResults, "")
-	ids := roletest.ResultIDs(t, results)
+	ids := testworld.ResultIDs(t, results)
 	if len(results) != direct+viaBridge {
 		t.Fatalf("%d results, want %d (one per legitimate job)", len(results), direct+viaBridge)
 	}
@@ -310,7 +310,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 	if len(laned) == 0 {
 		t.Fatal("nothing moved to the slow lane although the flood far exceeded the unknown-job burst")
 	}
-	if got := roletest.CounterValue(t, e.Reg, "bridge_deadletter_total", "reason", verify.ReasonUnknownJob); got != 0 {
+	if got := testworld.CounterValue(t, e.Reg, "bridge_deadletter_total", "reason", verify.ReasonUnknownJob); got != 0 {
 		t.Fatalf("bridge_deadletter_total{reason=unknown_job} = %v, want 0: the slow lane is not a dead end", got)
 	}
 	lanedDirect := 0
@@ -330,7 +330,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 }
 
 func TestJobStatus(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	e.startSubmitter()
 	e.startVerifier()
 	e.Sim.SetHoldNew(true)
@@ -390,7 +390,7 @@ func TestJobStatus(t *testing.T) {
 // budget), no forged id has one, and the forged ids' GETs and the list pages together stay within the
 // unknown-job budget.
 func TestRealAndForgedIDsMixed(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{Seed: 17, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	e := newEnv(t, testworld.Single, simulator.Config{Seed: 17, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
 	const (
 		realN, forgedN = 200, 400
 		unknownRPM     = 300
@@ -409,15 +409,15 @@ func TestRealAndForgedIDsMixed(t *testing.T) {
 	for i := range forgedN {
 		id := uuid.NewString()
 		forged[id] = true
-		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 		if i%2 == 1 {
 			r := real[i/2]
-			e.PublishWebhook("prompt", r, roletest.WebhookBody(r, false))
+			e.PublishWebhook("prompt", r, testworld.WebhookBody(r, false))
 		}
 	}
 	e.WaitResults(contract.SubjectResults+">", realN, 60*time.Second)
 	elapsed := time.Since(start)
-	ids := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+	ids := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 	for _, id := range real {
 		if ids[id] != 1 {
 			t.Fatalf("real job %s has %d results, want 1", id, ids[id])
@@ -448,7 +448,7 @@ func TestRealAndForgedIDsMixed(t *testing.T) {
 // while 40% of GET /job calls answer 500, 503 or 429. The verifier's backoff is bounded (RetryMax) and
 // each confirmed job gets a record, so with an ample budget every job has its result within 60 s.
 func TestElsewhereJobsThroughUpstreamFaults(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{Seed: 23, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	e := newEnv(t, testworld.Single, simulator.Config{Seed: 23, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
 	var ids []string
 	for i := range 50 {
 		ids = append(ids, e.SubmitDirect("prompt", map[string]string{"prompt": "faulty " + strconv.Itoa(i)}))
@@ -458,10 +458,10 @@ func TestElsewhereJobsThroughUpstreamFaults(t *testing.T) {
 	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 0.25, ErrorStatus: 503, RateLimitRate: 0.15})
 	start := time.Now()
 	for _, id := range ids {
-		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	}
 	e.WaitResults(contract.SubjectResults+">", len(ids), 60*time.Second)
-	got := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+	got := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 	for _, id := range ids {
 		if got[id] != 1 {
 			t.Fatalf("job %s: %d results, want 1", id, got[id])

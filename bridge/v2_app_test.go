@@ -17,7 +17,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -111,10 +111,10 @@ func TestV2SignedRetriedWebhooksCollapse(t *testing.T) {
 		return nil
 	})
 
-	if dup := roletest.CounterValue(t, a.reg, "bridge_ingest_webhooks_total", "outcome", "duplicate"); dup < n {
+	if dup := testworld.CounterValue(t, a.reg, "bridge_ingest_webhooks_total", "outcome", "duplicate"); dup < n {
 		t.Fatalf("ingest saw %v duplicates, want at least %d (every webhook came twice)", dup, n)
 	}
-	results := roletest.ResultIDs(t, natstest.StreamMsgs(t, js, contract.StreamResults))
+	results := testworld.ResultIDs(t, natstest.StreamMsgs(t, js, contract.StreamResults))
 	hooks := natstest.StreamMsgs(t, js, contract.StreamWebhooks)
 	if len(results) != n || len(hooks) != n {
 		t.Fatalf("%d jobs with results and %d stored webhooks, want %d each", len(results), len(hooks), n)

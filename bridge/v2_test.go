@@ -9,8 +9,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/evershield/bridge/contract"
-	"github.com/evershield/bridge/internal/roletest"
-	"github.com/evershield/bridge/internal/simtest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/submit"
 	"github.com/evershield/bridge/upstream"
@@ -22,8 +21,8 @@ import (
 func newV2Env(t *testing.T, simCfg simulator.Config) *env {
 	t.Helper()
 	simCfg.Contract = simulator.ContractV2
-	e := newEnv(t, roletest.Single, simCfg)
-	e.API = simtest.Client(t, e.Sim, func(c *upstream.Config) { c.Contract = upstream.ContractAuto; c.Log = e.Log })
+	e := newEnv(t, testworld.Single, simCfg)
+	e.API = e.Client(func(c *upstream.Config) { c.Contract = upstream.ContractAuto })
 	e.startSubmitter(func(c *submit.Config) { c.Modalities = submit.ModalitiesFor(contract.ContractAuto) })
 	e.startVerifier()
 	return e
@@ -43,7 +42,7 @@ func TestV2RetiredPathsMapped(t *testing.T) {
 	if got := reply.Header.Get(contract.HeaderUpstreamEndpoint); got != "/moderate/text" {
 		t.Fatalf("%s %q, want /moderate/text", contract.HeaderUpstreamEndpoint, got)
 	}
-	var first roletest.SubmitReply
+	var first testworld.SubmitReply
 	if err := json.Unmarshal(reply.Data, &first); err != nil {
 		t.Fatal(err)
 	}

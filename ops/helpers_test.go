@@ -15,7 +15,7 @@ import (
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/natsx"
@@ -108,7 +108,7 @@ func (w *world) startVerifier(maxAttempts int) {
 		JS: w.js, API: w.api, Deliverer: d, Log: w.log, Concurrency: 8, MaxAttempts: maxAttempts,
 		RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
 		UnknownRPM:     60_000, // these tests verify jobs submitted around the bridge
-		UnknownLimiter: roletest.StartBudget(w.tb, budget.Config{KV: w.res.Budget, Key: budget.KeyUnknown, RPM: 60_000}),
+		UnknownLimiter: testworld.StartBudget(w.tb, budget.Config{KV: w.res.Budget, Key: budget.KeyUnknown, RPM: 60_000}),
 	})
 	if err != nil {
 		w.tb.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
@@ -209,7 +209,7 @@ func TestRestartRecoversPendingAndOverdue(t *testing.T) {
 	})
 
 	// The new one has a budget of 10 requests a second, 3 at once.
-	b := roletest.StartBudget(t, budget.Config{KV: e.res.Budget, RPM: 600, Burst: 3})
+	b := testworld.StartBudget(t, budget.Config{KV: e.res.Budget, RPM: 600, Burst: 3})
 	api := simtest.Client(t, e.sim, func(c *upstream.Config) { c.Limiter = b })
 	r2 := e.start("r2", func(c *Config) { c.API, c.Budget = api, b })
 	all := append(append(append([]string(nil), done...), stuck...), future...)

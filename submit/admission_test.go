@@ -10,7 +10,7 @@ import (
 
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -23,13 +23,13 @@ func (o *owed) Count() int { return int(o.n.Load()) }
 // runs (60 a minute) can carry the owed verifications before the job's deadline, and refused as BUSY
 // (429) without an upstream call once it cannot; admission without the budget is a config error.
 func TestAdmissionPlansOnTheBudget(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	ledger := &owed{}
 	if _, err := New(Config{NC: e.NC, JS: e.JS, Idempotency: e.Res.Idempotency, API: e.API, Store: e.Store,
 		Ledger: ledger}); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "Budget") {
 		t.Fatalf("New with a Ledger and no Budget = %v, want ErrInvalidConfig naming Budget", err)
 	}
-	b := roletest.StartBudget(t, budget.Config{KV: e.Res.Budget, RPM: 60})
+	b := testworld.StartBudget(t, budget.Config{KV: e.Res.Budget, RPM: 60})
 	e.startSubmitter(func(c *Config) { c.Ledger, c.Budget = ledger, b })
 	if r := e.Submit("prompt", map[string]string{"prompt": "admitted"}); r.JobID == "" {
 		t.Fatalf("reply %+v, want a job", r)

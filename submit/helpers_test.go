@@ -5,16 +5,16 @@ import (
 	"time"
 
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
-// env is one test's world (see [roletest.Env]) with a submit service to start.
-type env struct{ *roletest.Env }
+// env is one test's world (see [testworld.World]) with a submit service to start.
+type env struct{ *testworld.World }
 
-func newEnv(tb testing.TB, topo roletest.Topology, simCfg simulator.Config) *env {
+func newEnv(tb testing.TB, topo testworld.Topology, simCfg simulator.Config) *env {
 	tb.Helper()
-	return &env{roletest.New(tb, topo, simCfg)}
+	return &env{testworld.New(tb, testworld.WithTopology(topo), testworld.WithSimulator(simCfg), testworld.WithHookReceiver())}
 }
 
 // startSubmitter starts a submit service whose webhooks come to the hook receiver.
@@ -22,7 +22,7 @@ func (e *env) startSubmitter(mods ...func(*Config)) *Service {
 	e.TB.Helper()
 	cfg := Config{
 		NC: e.NC, JS: e.JS, Idempotency: e.Res.Idempotency, API: e.API, Store: e.Store, Log: e.Log, Metrics: e.Reg,
-		PublicURL: e.HookURL, Token: roletest.Token, IdempotencyWait: 10 * time.Second,
+		PublicURL: e.HookURL, Token: testworld.Token, IdempotencyWait: 10 * time.Second,
 	}
 	for _, m := range mods {
 		m(&cfg)

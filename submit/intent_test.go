@@ -12,7 +12,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -22,7 +22,7 @@ import (
 // the same key gets a clear IDEMPOTENCY_INTERRUPTED instead of waiting for the key's TTL. A submission that
 // completes leaves no intent.
 func TestInterruptedSubmissionIsReported(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	ctx := natstest.CtxWithin(t, 30*time.Second)
 	long := time.Now().Add(-10 * time.Minute).UTC()
 	// What a process that stopped mid-submission leaves.
@@ -37,7 +37,7 @@ func TestInterruptedSubmissionIsReported(t *testing.T) {
 	e.startSubmitter(func(c *Config) { c.IntentScan = 100 * time.Millisecond })
 
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		if v := roletest.GaugeValue(t, e.Reg, "bridge_submit_unresolved_intents"); v != 1 {
+		if v := testworld.GaugeValue(t, e.Reg, "bridge_submit_unresolved_intents"); v != 1 {
 			return fmt.Errorf("unresolved intents %v, want 1", v)
 		}
 		return nil

@@ -15,7 +15,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -52,7 +52,7 @@ func (kv *unavailableKV) Update(ctx context.Context, key string, value []byte, r
 // the job_id in the body (the caller can track the job); the record is tried StoreAttempts times; a
 // retry with the same idempotency key once JOBS is back records the job without a second submission.
 func TestUpstreamAcceptsButJobsWriteFails(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	kv := &unavailableKV{KeyValue: e.Res.Jobs}
 	kv.down.Store(true)
 	e.startSubmitter(func(c *Config) { c.Store = jobs.NewStore(kv) })

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/evershield/bridge/contract"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -50,7 +50,7 @@ func badSubmits() []badSubmit {
 }
 
 func TestBadSubmitNeverReachesUpstream(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	e.startSubmitter()
 	for _, tt := range badSubmits() {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,7 +80,7 @@ func TestBadSubmitNeverReachesUpstream(t *testing.T) {
 }
 
 func TestSubmitUpstreamErrorsKeepTheirStatus(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	e.startSubmitter()
 	// The default key lacks moderate:chat: 403 FORBIDDEN passes through.
 	reply := e.Request(contract.SubjectSubmit+"chat", []byte(`{"prompt": "hi"}`), nil)
@@ -106,7 +106,7 @@ func TestSubmitUpstreamErrorsKeepTheirStatus(t *testing.T) {
 }
 
 func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{
+	e := newEnv(t, testworld.Single, simulator.Config{
 		Faults: map[string]simulator.Fault{simulator.EndpointSubmit: {Latency: 100 * time.Millisecond}},
 	})
 	e.startSubmitter()
@@ -168,7 +168,7 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 // TestStatusRequestsHaveTheirOwnMetric: jobs.status requests are counted in
 // bridge_submit_status_requests_total, not as a modality "status" of bridge_submit_requests_total.
 func TestStatusRequestsHaveTheirOwnMetric(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	e.startSubmitter()
 	reply := e.Request(contract.SubjectJobStatus, []byte(`{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"}`), nil)
 	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "404" {

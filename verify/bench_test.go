@@ -13,7 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -42,7 +42,7 @@ func BenchmarkVerify(b *testing.B) {
 			name = fmt.Sprintf("paced=%v/concurrency=%s", bc.paced, conc)
 		}
 		b.Run(name, func(b *testing.B) {
-			e := newEnv(b, roletest.Single, simulator.Config{
+			e := newEnv(b, testworld.Single, simulator.Config{
 				QueueDelay: -1, ProcessDelay: -1, Log: zerolog.Nop(),
 				Faults: map[string]simulator.Fault{simulator.EndpointJob: {Latency: 50 * time.Millisecond}},
 			})
@@ -84,7 +84,7 @@ func BenchmarkVerify(b *testing.B) {
 				e.WaitSimStatus(id, "completed")
 			}
 			publish := func(id string) {
-				if _, err := e.JS.PublishMsgAsync(roletest.WebhookMsg("prompt", id, roletest.WebhookBody(id, false), time.Now(), "127.0.0.1:1")); err != nil {
+				if _, err := e.JS.PublishMsgAsync(testworld.WebhookMsg("prompt", id, testworld.WebhookBody(id, false), time.Now(), "127.0.0.1:1")); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
@@ -25,7 +25,7 @@ import (
 func (e *env) fetchWebhook(t *testing.T, body []byte) jetstream.Msg {
 	t.Helper()
 	ctx := natstest.CtxWithin(t, 10*time.Second)
-	ack, err := natsx.PublishMsg(ctx, e.JS, roletest.WebhookMsg("prompt", uuid.NewString(), body, time.Now(), "203.0.113.7:4711"))
+	ack, err := natsx.PublishMsg(ctx, e.JS, testworld.WebhookMsg("prompt", uuid.NewString(), body, time.Now(), "203.0.113.7:4711"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,8 +44,8 @@ func (e *env) fetchWebhook(t *testing.T, body []byte) jetstream.Msg {
 // TestDecideVerdicts is the table of every verdict decide gives, against a real server and simulator;
 // decide never acknowledges, so each case reads only the verdict and the upstream calls it cost.
 func TestDecideVerdicts(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{Seed: 3, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
-	body := roletest.WebhookBody
+	e := newEnv(t, testworld.Single, simulator.Config{Seed: 3, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	body := testworld.WebhookBody
 	unlimited := e.UnknownBudget(60000, 0) // cases not about the unknown-job budget never wait for it
 	completed := func(t *testing.T) string { return e.SubmitDirect("prompt", map[string]string{"prompt": "decide"}) }
 	record := func(t *testing.T, id string, st jobs.State) {
@@ -196,7 +196,7 @@ func (c *countingKV) Put(ctx context.Context, key string, value []byte) (uint64,
 // attempt; the ack is a plain one. Four synchronous JetStream request/replies (claim, result, read,
 // write), within the four the issue allows (eight before).
 func TestHappyPathRoundTrips(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{Seed: 5, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	e := newEnv(t, testworld.Single, simulator.Config{Seed: 5, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
 	kv := &countingKV{KeyValue: e.Deliverer.Store().KV()}
 	store := jobs.NewStore(kv)
 	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: e.JS, Store: store})
@@ -213,7 +213,7 @@ func TestHappyPathRoundTrips(t *testing.T) {
 		State: jobs.StatePending, Origin: jobs.OriginSubmit, SubmittedAt: now, Deadline: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	msg := e.fetchWebhook(t, roletest.WebhookBody(id, false))
+	msg := e.fetchWebhook(t, testworld.WebhookBody(id, false))
 	results := len(e.StreamMsgs(contract.StreamResults, ""))
 	kv.n = 0
 	v.process(context.Background(), msg, v.lanes()[0])
@@ -230,15 +230,15 @@ func TestHappyPathRoundTrips(t *testing.T) {
 // TestUpperCaseIDIsTheSameJob pins issue 12 finding 5: webhooks of one job with its id in upper and in
 // lower case are one job: one record, keyed in lower case, and one result.
 func TestUpperCaseIDIsTheSameJob(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{Seed: 9, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	e := newEnv(t, testworld.Single, simulator.Config{Seed: 9, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
 	stop := e.startVerifier()
 	defer stop()
 	id := e.SubmitDirect("prompt", map[string]string{"prompt": "case"})
 	upper := strings.ToUpper(id)
-	e.PublishWebhook("prompt", upper, roletest.WebhookBody(upper, false))
-	e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+	e.PublishWebhook("prompt", upper, testworld.WebhookBody(upper, false))
+	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	outcome := func(o string) float64 {
-		return roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", o)
+		return testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", o)
 	}
 	// Both webhooks settle: one publishes, the other finds the result out, with no retry in between.
 	natstest.WaitFor(t, 10*time.Second, func() error {
@@ -251,7 +251,7 @@ func TestUpperCaseIDIsTheSameJob(t *testing.T) {
 		t.Fatalf("outcomes published %v, already_delivered %v, retry %v; want 1, 1, 0",
 			outcome("published"), outcome("already_delivered"), outcome("retry"))
 	}
-	if n := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))[id]; n != 1 {
+	if n := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))[id]; n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
 	if _, _, err := e.Deliverer.Store().Get(natstest.CtxWithin(t, 5*time.Second), upper); !errors.Is(err, jobs.ErrNotFound) {

@@ -6,16 +6,16 @@ import (
 	"time"
 
 	"github.com/evershield/bridge/contract"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
-// env is one test's world (see [roletest.Env]) with a verifier to start.
-type env struct{ *roletest.Env }
+// env is one test's world (see [testworld.World]) with a verifier to start.
+type env struct{ *testworld.World }
 
-func newEnv(tb testing.TB, topo roletest.Topology, simCfg simulator.Config) *env {
+func newEnv(tb testing.TB, topo testworld.Topology, simCfg simulator.Config) *env {
 	tb.Helper()
-	return &env{roletest.New(tb, topo, simCfg)}
+	return &env{testworld.New(tb, testworld.WithTopology(topo), testworld.WithSimulator(simCfg))}
 }
 
 // startVerifier runs a verifier until the returned stop is called (or the test ends); stop waits for
@@ -39,7 +39,7 @@ func (e *env) startVerifier(mods ...func(*Config)) (stop func()) {
 	if err != nil {
 		e.TB.Fatalf("new verifier: %v", err)
 	}
-	return roletest.Run(e.TB, "verifier", v.Run)
+	return testworld.Run(e.TB, "verifier", v.Run)
 }
 
 // waitLaneSettled waits until the slow lane has handled every webhook moved there.

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/evershield/bridge/internal/clock"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -189,7 +189,7 @@ func TestLimiterHoldsWhenIdleOrWithoutSamples(t *testing.T) {
 // min(1024, MaxAckPending/2)) with MaxAckPending 2048; a positive Concurrency is fixed, and a negative
 // one is refused.
 func TestConcurrencyAdaptsByDefault(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	tests := []struct {
 		name                               string
 		concurrency, maxAckPending         int

@@ -15,14 +15,14 @@ import (
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
 // TestUnknownLaneSurvivesRestart stops the verifier while the slow lane holds webhooks waiting for the
 // unknown-job budget: they stay in SLOWLANE, and the next verifier finishes them.
 func TestUnknownLaneSurvivesRestart(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	foreign := map[string]bool{}
 	for j := range 3 {
 		foreign[e.SubmitDirect("prompt", map[string]string{"prompt": "elsewhere " + strconv.Itoa(j)})] = true
@@ -32,10 +32,10 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 		spoofed[uuid.NewString()] = true
 	}
 	for id := range foreign {
-		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	}
 	for id := range spoofed {
-		e.PublishWebhook("image", id, roletest.WebhookBody(id, true))
+		e.PublishWebhook("image", id, testworld.WebhookBody(id, true))
 	}
 
 	// One call a minute, burst one: the first unknown id takes the token, every other one moves to the
@@ -68,7 +68,7 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 	e.waitLaneSettled(30 * time.Second)
 	e.WaitSettled(10 * time.Second)
 
-	ids := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, ""))
+	ids := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, ""))
 	if len(ids) != len(foreign) {
 		t.Fatalf("results for %d jobs, want %d", len(ids), len(foreign))
 	}
@@ -91,27 +91,27 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 // TestForeignJobVerifiedAtOnceWithoutFlood: with the default unknown-job budget and no flood, a webhook of
 // a job submitted around the bridge spends a free token on the main lane and never waits in the slow lane.
 func TestForeignJobVerifiedAtOnceWithoutFlood(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	e.startVerifier(func(c *Config) { c.UnknownRPM = 0 }) // the default
 	id := e.SubmitDirect("prompt", map[string]string{"prompt": "hello"})
-	e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	e.WaitResults(contract.SubjectResults+">", 1, 20*time.Second)
 	e.WaitSettled(10 * time.Second)
 	if n := len(e.StreamMsgs(contract.StreamDeadLetter, "")); n != 0 {
 		t.Fatalf("%d dead letters, want 0", n)
 	}
-	if got := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "unknown_laned"); got != 0 {
+	if got := testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "unknown_laned"); got != 0 {
 		t.Fatalf("unknown_laned = %v, want 0", got)
 	}
 }
 
 func TestUnknownJobVerificationOff(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	e.startVerifier(func(c *Config) { c.UnknownRPM = UnknownOff })
 	foreign := e.SubmitDirect("prompt", map[string]string{"prompt": "submitted elsewhere"})
 	spoofed := uuid.NewString()
-	e.PublishWebhook("prompt", foreign, roletest.WebhookBody(foreign, false))
-	e.PublishWebhook("image", spoofed, roletest.WebhookBody(spoofed, true))
+	e.PublishWebhook("prompt", foreign, testworld.WebhookBody(foreign, false))
+	e.PublishWebhook("image", spoofed, testworld.WebhookBody(spoofed, true))
 	e.WaitSettled(20 * time.Second)
 	if n := e.Sim.CallCount(simulator.EndpointJob); n != 0 {
 		t.Fatalf("%d upstream GETs, want 0 with unknown-job verification off", n)
@@ -138,7 +138,7 @@ func TestUnknownJobVerificationOff(t *testing.T) {
 }
 
 func TestVerifierConfigUnknownBounds(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	for _, tt := range []struct {
 		name string
 		mod  func(*Config)
@@ -175,7 +175,7 @@ func TestVerifierConfigUnknownBounds(t *testing.T) {
 // gives up on an empty budget within takeWait rather than waiting in line, tells about when the next token
 // comes, and a wait in line ends with its ctx.
 func TestUnknownTokensNeverWaitToTake(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	b := &unknownTokens{lim: e.UnknownBudget(1, 3), rate: 1.0 / 60} // one a minute, two at once
 	if !b.take() {
 		t.Fatal("take from a full budget failed")
@@ -208,7 +208,7 @@ func TestUnknownTokensNeverWaitToTake(t *testing.T) {
 // the full budget, not one unknown-job token each. Forged ids in the same round are not found and stay
 // on the unknown-job budget: never a result, and their GETs and the list pages together within it.
 func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{Seed: 4, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	e := newEnv(t, testworld.Single, simulator.Config{Seed: 4, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
 	var real []string
 	for range 20 {
 		real = append(real, e.SubmitDirect("prompt", map[string]string{"prompt": "elsewhere"}))
@@ -222,12 +222,12 @@ func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
 	pages0, gets0 := e.Sim.CallCount(simulator.EndpointJobs), e.Sim.CallCount(simulator.EndpointJob)
 	start := time.Now()
 	for i, id := range append(append([]string{}, real...), forged...) {
-		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, i%2 == 0))
+		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, i%2 == 0))
 	}
 	e.WaitResults(contract.SubjectResults+">", len(real), 60*time.Second)
 	elapsed := time.Since(start)
 	pages := e.Sim.CallCount(simulator.EndpointJobs) - pages0
-	viaList := roletest.CounterValue(t, e.Reg, "bridge_verify_provenance_total", "via", "list")
+	viaList := testworld.CounterValue(t, e.Reg, "bridge_verify_provenance_total", "via", "list")
 	t.Logf("%d real results in %v; %d list pages; %v found in the list", len(real), elapsed, pages, viaList)
 	if viaList < float64(len(real)-1) {
 		t.Fatalf("%v of %d real jobs found in the list; want all but the one the unknown budget took at once", viaList, len(real))
@@ -235,7 +235,7 @@ func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
 	if pages > 3 {
 		t.Fatalf("%d list pages for %d ids in one window; a round settles every id on its page", pages, len(real)+len(forged))
 	}
-	ids := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+	ids := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 	for _, id := range forged {
 		if ids[id] > 0 {
 			t.Fatalf("forged id %s has a result", id)
@@ -259,7 +259,7 @@ func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
 // between them, so a forged flood costs at most BRIDGE_UNKNOWN_JOB_RPM a minute whatever the number of
 // processes, not that many times it.
 func TestUnknownBudgetSharedByVerifiers(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{Seed: 6})
+	e := newEnv(t, testworld.Single, simulator.Config{Seed: 6})
 	const unknownRPM = 60 // a call a second, burst 5
 	for i := range 2 {
 		b, err := budget.New(budget.Config{KV: e.Res.Budget, Key: budget.KeyUnknown, RPM: unknownRPM,
@@ -276,7 +276,7 @@ func TestUnknownBudgetSharedByVerifiers(t *testing.T) {
 	start := time.Now()
 	for range 60 {
 		id := uuid.NewString()
-		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	}
 	// Let the two processes spend what they can for a few seconds.
 	natstest.WaitFor(t, 20*time.Second, func() error {

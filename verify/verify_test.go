@@ -15,13 +15,13 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
 func TestDuplicateWebhookPublishesOnce(t *testing.T) {
-	for _, topo := range roletest.Topologies() {
+	for _, topo := range testworld.Topologies() {
 		t.Run(topo.Name, func(t *testing.T) {
 			e := newEnv(t, topo, simulator.Config{})
 			const jobsN, dupes = 4, 10
@@ -41,12 +41,12 @@ func TestDuplicateWebhookPublishesOnce(t *testing.T) {
 					if d%2 == 1 {
 						msgID = id + ".copy" + strconv.Itoa(d)
 					}
-					wg.Go(func() { e.PublishWebhook("prompt", msgID, roletest.WebhookBody(id, false)) })
+					wg.Go(func() { e.PublishWebhook("prompt", msgID, testworld.WebhookBody(id, false)) })
 				}
 			}
 			wg.Wait()
 			e.WaitSettled(20 * time.Second)
-			counts := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+			counts := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 			for _, id := range ids {
 				if counts[id] != 1 {
 					t.Fatalf("job %s has %d results, want 1 (all: %v)", id, counts[id], counts)
@@ -65,7 +65,7 @@ func TestDuplicateWebhookPublishesOnce(t *testing.T) {
 			gets = e.Sim.CallCount(simulator.EndpointJob)
 			for _, id := range ids {
 				for d := range dupes {
-					e.PublishWebhook("prompt", id+".late-copy"+strconv.Itoa(d), roletest.WebhookBody(id, true))
+					e.PublishWebhook("prompt", id+".late-copy"+strconv.Itoa(d), testworld.WebhookBody(id, true))
 				}
 			}
 			e.WaitSettled(20 * time.Second)
@@ -80,7 +80,7 @@ func TestDuplicateWebhookPublishesOnce(t *testing.T) {
 }
 
 func TestForgedVerdictGetsUpstreamVerdict(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	id := e.SubmitDirect("prompt", map[string]string{"prompt": "harmless"})
 	e.startVerifier()
 	forged, _ := json.Marshal(map[string]any{"job_id": id, "status": "completed", "is_prohibited": true,
@@ -103,10 +103,10 @@ func TestForgedVerdictGetsUpstreamVerdict(t *testing.T) {
 }
 
 func TestSpoofedWebhookNeverPublished(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	e.startVerifier()
 	spoofed := uuid.NewString()
-	body := roletest.WebhookBody(spoofed, true)
+	body := testworld.WebhookBody(spoofed, true)
 	e.PublishWebhook("image", spoofed, body)
 	e.PublishWebhook("prompt", "junk-1", []byte(`{"job_id": 42}`))
 	e.WaitSettled(10 * time.Second)
@@ -136,13 +136,13 @@ func TestSpoofedWebhookNeverPublished(t *testing.T) {
 	if got := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonMalformed)); len(got) != 1 {
 		t.Fatalf("%d malformed dead letters, want 1", len(got))
 	}
-	if n := roletest.CounterValue(t, e.Reg, "bridge_deadletter_total", "reason", ReasonNotFound); n != 1 {
+	if n := testworld.CounterValue(t, e.Reg, "bridge_deadletter_total", "reason", ReasonNotFound); n != 1 {
 		t.Fatalf("bridge_deadletter_total{reason=not_found} = %v, want 1", n)
 	}
 }
 
 func TestRestartMidFlightLosesNothing(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{
+	e := newEnv(t, testworld.Single, simulator.Config{
 		Faults: map[string]simulator.Fault{simulator.EndpointJob: {Latency: 100 * time.Millisecond}},
 	})
 	const n = 24
@@ -151,7 +151,7 @@ func TestRestartMidFlightLosesNothing(t *testing.T) {
 		ids[i] = e.SubmitDirect("prompt", map[string]string{"prompt": "job " + strconv.Itoa(i)})
 	}
 	for _, id := range ids {
-		e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	}
 	// A verifier that is stopped hard in the middle: handlers still waiting for the upstream are
 	// cancelled and give their webhooks back.
@@ -177,7 +177,7 @@ func TestRestartMidFlightLosesNothing(t *testing.T) {
 		e.WaitState(id, jobs.StateDelivered, 30*time.Second)
 	}
 	e.WaitSettled(20 * time.Second)
-	counts := roletest.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+	counts := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
 	if len(counts) != len(all) {
 		t.Fatalf("results for %d jobs, want %d", len(counts), len(all))
 	}
@@ -205,7 +205,7 @@ func natstestWaitPublish(t *testing.T, e *env, ids, more []string) {
 	for len(pending) > 0 {
 		for msgID, id := range maps.Clone(pending) {
 			ctx := natstest.CtxWithin(t, 2*time.Second)
-			if _, err := e.JS.PublishMsg(ctx, roletest.WebhookMsg("prompt", msgID, roletest.WebhookBody(id, false), time.Now(), "198.51.100.1:1")); err == nil {
+			if _, err := e.JS.PublishMsg(ctx, testworld.WebhookMsg("prompt", msgID, testworld.WebhookBody(id, false), time.Now(), "198.51.100.1:1")); err == nil {
 				delete(pending, msgID)
 			}
 		}
@@ -219,13 +219,13 @@ func natstestWaitPublish(t *testing.T, e *env, ids, more []string) {
 // for this one, so verification pauses, loudly and with a metric, and the webhook is kept, never
 // dead-lettered; once the account is fixed, the job gets its result.
 func TestRefusedKeyPausesVerification(t *testing.T) {
-	e := newEnv(t, roletest.Single, simulator.Config{})
+	e := newEnv(t, testworld.Single, simulator.Config{})
 	id := e.SubmitDirect("prompt", map[string]string{"prompt": "x"})
 	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 1, ErrorStatus: 403}) // the key lost its scope
 	e.startVerifier(func(c *Config) { c.AuthPause = 300 * time.Millisecond })
-	e.PublishWebhook("prompt", id, roletest.WebhookBody(id, false))
+	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		if roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "auth_paused") < 2 {
+		if testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "auth_paused") < 2 {
 			return errors.New("verification has not paused yet")
 		}
 		return nil

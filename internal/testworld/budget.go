@@ -1,6 +1,7 @@
-package roletest
+package testworld
 
 import (
+	"cmp"
 	"fmt"
 	"reflect"
 	"sync/atomic"
@@ -17,9 +18,7 @@ import (
 // Instance defaults to "test", and Log to the test's at warn level.
 func StartBudget(tb testing.TB, cfg budget.Config) *budget.Shared {
 	tb.Helper()
-	if cfg.Instance == "" {
-		cfg.Instance = "test"
-	}
+	cfg.Instance = cmp.Or(cfg.Instance, "test")
 	if reflect.ValueOf(cfg.Log).IsZero() {
 		cfg.Log = zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.WarnLevel)
 	}
@@ -39,7 +38,7 @@ var unknownBudgets atomic.Int64
 
 // UnknownBudget starts an unknown-job budget of rpm and burst (0: five seconds' worth) in BRIDGE_BUDGET,
 // under a key of its own, so that verifiers built with different budgets in one test do not share one.
-func (e *Env) UnknownBudget(rpm, burst int) *budget.Shared {
+func (e *World) UnknownBudget(rpm, burst int) *budget.Shared {
 	e.TB.Helper()
 	key := fmt.Sprintf("%s-%d", budget.KeyUnknown, unknownBudgets.Add(1))
 	return StartBudget(e.TB, budget.Config{KV: e.Res.Budget, Key: key, RPM: rpm, Burst: burst})

@@ -1,10 +1,11 @@
-// Package roletest is the test world of the roles (verify, submit) and of the application that wires
-// them: JetStream with the bridge's streams and buckets, the upstream simulator and a client of it, and
-// a webhook receiver that stores webhooks in WEBHOOKS exactly as ingest does. It imports no role, so
-// every role's tests can use it.
-package roletest
+// Package testworld is the one test world of the bridge: JetStream on a single node or a cluster with
+// the bridge's streams and buckets, the JOBS store and a deliverer, and what a test chooses besides (see
+// [Option]): the upstream simulator and a client of it, budgets, and a webhook receiver that stores
+// webhooks in WEBHOOKS exactly as ingest does. It imports no role, so every role's tests can use it.
+package testworld
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,57 +51,103 @@ var (
 // Topologies are Single and Cluster.
 func Topologies() []Topology { return []Topology{Single, Cluster} }
 
-// Env is one test's world: JetStream with the bridge's streams, the simulator, a client of it, and a
-// webhook receiver that stores webhooks in WEBHOOKS exactly as ingest does.
-type Env struct {
-	TB        testing.TB
-	Node      *natstest.Node // single topology only
-	NC        *nats.Conn
-	JS        jetstream.JetStream
-	Store     *jobs.Store
+// World is one test's world: JetStream with the bridge's streams and buckets, the JOBS store and a
+// deliverer, and the parts its options started.
+type World struct {
+	TB    testing.TB
+	Nodes natstest.Cluster // every node; one on Single
+	Node  *natstest.Node   // Single only
+	URLs  string           // every node's client URL, comma-joined
+	NC    *nats.Conn
+	JS    jetstream.JetStream
+	// Res, Store and Deliverer are zero [WithoutProvision].
 	Res       natsx.Resources
+	Store     *jobs.Store
 	Deliverer *jobs.Deliverer
-	Sim       *simulator.Simulator
-	API       *upstream.Client
-	// HookURL is the base URL of the webhook receiver: webhooks go to HookURL/webhook/<modality>?token=Token.
+	// Sim and API, a client of it without a budget, are nil without [WithSimulator] or [World.StartSimulator].
+	Sim *simulator.Simulator
+	API *upstream.Client
+	// HookURL is the base URL of the webhook receiver ([WithHookReceiver]): webhooks go to
+	// HookURL/webhook/<modality>?token=Token.
 	HookURL string
 	Reg     *prometheus.Registry
 	Log     zerolog.Logger
+	pc      natsx.ProvisionConfig
 }
 
-// New starts the world on topo, with a simulator configured by simCfg; everything stops when the test ends.
-func New(tb testing.TB, topo Topology, simCfg simulator.Config) *Env {
+// New starts the world opts choose, by default a single node with the bridge's streams and buckets, the
+// store and a deliverer; everything stops when the test ends.
+func New(tb testing.TB, opts ...Option) *World {
 	tb.Helper()
-	e := &Env{TB: tb, Reg: prometheus.NewRegistry(), Log: zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.InfoLevel)}
-	var urls string
-	if topo.Replicas > 1 {
-		urls = natstest.RunCluster(tb, topo.Replicas).URLs()
+	c := config{topo: Single, provision: &natsx.ProvisionConfig{}}
+	for _, o := range opts {
+		if err := o(&c); err != nil {
+			tb.Fatalf("testworld: %v", err)
+		}
+	}
+	e := &World{TB: tb, Reg: prometheus.NewRegistry(),
+		Log: zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.InfoLevel).With().Timestamp().Logger()}
+	if c.topo.Replicas > 1 {
+		e.Nodes = natstest.RunCluster(tb, c.topo.Replicas)
 	} else {
 		e.Node = natstest.RunServer(tb)
-		urls = e.Node.ClientURL()
+		e.Nodes = natstest.Cluster{e.Node}
 	}
-	e.NC, e.JS = natstest.Connect(tb, urls)
-	ctx := natstest.CtxWithin(tb, 30*time.Second)
-	var err error
-	e.Res, err = natsx.Provision(ctx, e.JS, natsx.ProvisionConfig{Replicas: topo.Replicas})
-	if err != nil {
-		tb.Fatalf("provision: %v", err)
+	e.URLs = e.Nodes.URLs()
+	e.NC, e.JS = natstest.Connect(tb, e.URLs)
+	if c.provision != nil {
+		e.pc = *c.provision
+		e.pc.Replicas = cmp.Or(e.pc.Replicas, c.topo.Replicas)
+		e.Provision()
+		e.Store = jobs.NewStore(e.Res.Jobs)
+		var err error
+		if e.Deliverer, err = jobs.NewDeliverer(jobs.DelivererConfig{JS: e.JS, Store: e.Store, Log: e.Log}); err != nil {
+			tb.Fatalf("testworld: deliverer: %v", err)
+		}
 	}
-	e.Store = jobs.NewStore(e.Res.Jobs)
-	e.Deliverer, err = jobs.NewDeliverer(jobs.DelivererConfig{JS: e.JS, Store: e.Store, Log: e.Log})
-	if err != nil {
-		tb.Fatalf("deliverer: %v", err)
+	if c.sim != nil {
+		e.StartSimulator(*c.sim, c.simOpts...)
 	}
-	e.Sim = simtest.Run(tb, simCfg)
-	e.API = simtest.Client(tb, e.Sim, func(c *upstream.Config) { c.Log = e.Log })
-	e.HookURL = e.StartHookReceiver()
+	if c.hooks {
+		e.HookURL = e.StartHookReceiver()
+	}
 	return e
+}
+
+// Provision provisions the bridge's streams and buckets as New did, and again after a test deleted one.
+func (e *World) Provision() {
+	e.TB.Helper()
+	res, err := natsx.Provision(natstest.CtxWithin(e.TB, 30*time.Second), e.JS, e.pc)
+	if err != nil {
+		e.TB.Fatalf("testworld: provision: %v", err)
+	}
+	e.Res = res
+}
+
+// Connect opens another connection to the world's servers, as another process of the bridge would.
+func (e *World) Connect(opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	e.TB.Helper()
+	return natstest.Connect(e.TB, e.URLs, opts...)
+}
+
+// StartSimulator starts the upstream simulator for cfg, adjusted by opts, and a client of it ([World.API]).
+func (e *World) StartSimulator(cfg simulator.Config, opts ...simtest.Option) {
+	e.TB.Helper()
+	e.Sim = simtest.Run(e.TB, cfg, opts...)
+	e.API = e.Client()
+}
+
+// Client is a new client of the simulator that logs to the world's log; mods adjust its config (e.g.
+// its Limiter or Contract).
+func (e *World) Client(mods ...func(*upstream.Config)) *upstream.Client {
+	e.TB.Helper()
+	return simtest.Client(e.TB, e.Sim, append([]func(*upstream.Config){func(c *upstream.Config) { c.Log = e.Log }}, mods...)...)
 }
 
 // StartHookReceiver serves POST /webhook/{modality}?token= like ingest: it publishes the body to
 // webhooks.<modality> with Nats-Msg-Id = job_id and the received-at and remote-address headers, and
 // answers 200 only after JetStream acknowledged.
-func (e *Env) StartHookReceiver() string {
+func (e *World) StartHookReceiver() string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("token") != Token {
 			http.Error(w, "bad token", http.StatusUnauthorized)
@@ -148,7 +195,7 @@ func WebhookMsg(modality, msgID string, body []byte, receivedAt time.Time, remot
 
 // PublishWebhook stores a raw webhook as ingest would (natsx.PublishMsg, as ingest does, takes a clustered
 // stream's "duplicate message id is in process" as the duplicate it is), with msgID as Nats-Msg-Id.
-func (e *Env) PublishWebhook(modality, msgID string, body []byte) {
+func (e *World) PublishWebhook(modality, msgID string, body []byte) {
 	e.TB.Helper()
 	ctx := natstest.CtxWithin(e.TB, 10*time.Second)
 	if _, err := natsx.PublishMsg(ctx, e.JS, WebhookMsg(modality, msgID, body, time.Now(), "203.0.113.7:4711")); err != nil {
@@ -157,7 +204,7 @@ func (e *Env) PublishWebhook(modality, msgID string, body []byte) {
 }
 
 // Request sends a request to the micro service and returns the reply, failing on transport errors.
-func (e *Env) Request(subject string, body []byte, hdr map[string]string) *nats.Msg {
+func (e *World) Request(subject string, body []byte, hdr map[string]string) *nats.Msg {
 	e.TB.Helper()
 	m := nats.NewMsg(subject)
 	m.Data = body
@@ -178,7 +225,7 @@ type SubmitReply struct {
 }
 
 // Submit submits through the submit service and returns the reply, failing on a micro error.
-func (e *Env) Submit(modality string, fields map[string]string) SubmitReply {
+func (e *World) Submit(modality string, fields map[string]string) SubmitReply {
 	e.TB.Helper()
 	b, _ := json.Marshal(fields)
 	reply := e.Request(contract.SubjectSubmit+modality, b, nil)
@@ -194,7 +241,7 @@ func (e *Env) Submit(modality string, fields map[string]string) SubmitReply {
 
 // SubmitDirect creates an upstream job without the bridge and without a webhook, as a job submitted
 // elsewhere, and waits until the simulator finished it.
-func (e *Env) SubmitDirect(modality string, fields map[string]string) string {
+func (e *World) SubmitDirect(modality string, fields map[string]string) string {
 	e.TB.Helper()
 	sub, err := e.API.Submit(natstest.CtxWithin(e.TB, 10*time.Second), modality, fields, "")
 	if err != nil {
@@ -205,7 +252,7 @@ func (e *Env) SubmitDirect(modality string, fields map[string]string) string {
 }
 
 // WaitSimStatus waits until the simulator reports job id in status.
-func (e *Env) WaitSimStatus(id, status string) {
+func (e *World) WaitSimStatus(id, status string) {
 	e.TB.Helper()
 	natstest.WaitFor(e.TB, 10*time.Second, func() error {
 		j, ok := e.Sim.Job(id)
@@ -226,7 +273,7 @@ func WebhookBody(id string, prohibited bool) []byte {
 }
 
 // StreamMsgs returns every message of stream whose subject matches filter ("" = all).
-func (e *Env) StreamMsgs(stream, filter string) []*jetstream.RawStreamMsg {
+func (e *World) StreamMsgs(stream, filter string) []*jetstream.RawStreamMsg {
 	e.TB.Helper()
 	var out []*jetstream.RawStreamMsg
 	for _, m := range natstest.StreamMsgs(e.TB, e.JS, stream) {
@@ -245,7 +292,7 @@ func subjectMatches(filter, subject string) bool {
 }
 
 // WaitSettled waits until the verify consumer has nothing pending or unacknowledged.
-func (e *Env) WaitSettled(d time.Duration) {
+func (e *World) WaitSettled(d time.Duration) {
 	e.TB.Helper()
 	natstest.WaitFor(e.TB, d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -278,7 +325,7 @@ func (e *Env) WaitSettled(d time.Duration) {
 
 // WaitLaneSettled waits until the verifier's slow lane has handled every message on laneSubject in
 // SLOWLANE: nothing pending or unacknowledged, and its ack floor at the subject's last message.
-func (e *Env) WaitLaneSettled(laneSubject string, d time.Duration) {
+func (e *World) WaitLaneSettled(laneSubject string, d time.Duration) {
 	e.TB.Helper()
 	natstest.WaitFor(e.TB, d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -312,7 +359,7 @@ func (e *Env) WaitLaneSettled(laneSubject string, d time.Duration) {
 }
 
 // WaitResults waits until RESULTS holds n messages matching filter and returns them.
-func (e *Env) WaitResults(filter string, n int, d time.Duration) []*jetstream.RawStreamMsg {
+func (e *World) WaitResults(filter string, n int, d time.Duration) []*jetstream.RawStreamMsg {
 	e.TB.Helper()
 	var msgs []*jetstream.RawStreamMsg
 	natstest.WaitFor(e.TB, d, func() error {
@@ -326,7 +373,7 @@ func (e *Env) WaitResults(filter string, n int, d time.Duration) []*jetstream.Ra
 }
 
 // Record reads a JOBS record, failing the test if it is missing.
-func (e *Env) Record(id string) jobs.Record {
+func (e *World) Record(id string) jobs.Record {
 	e.TB.Helper()
 	rec, _, err := e.Store.Get(natstest.CtxWithin(e.TB, 5*time.Second), id)
 	if err != nil {
@@ -336,7 +383,7 @@ func (e *Env) Record(id string) jobs.Record {
 }
 
 // WaitState waits until job id is in state st in JOBS and returns its record.
-func (e *Env) WaitState(id string, st jobs.State, d time.Duration) jobs.Record {
+func (e *World) WaitState(id string, st jobs.State, d time.Duration) jobs.Record {
 	e.TB.Helper()
 	var rec jobs.Record
 	natstest.WaitFor(e.TB, d, func() error {

@@ -1,0 +1,75 @@
+package testworld
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/evershield/bridge/internal/simtest"
+	"github.com/evershield/bridge/natsx"
+	"github.com/evershield/bridge/upstream/simulator"
+)
+
+// Option chooses a part of the [World] New starts: its topology, its provisioning, its simulator, and
+// what else to start. Each checks its own argument; New fails the test on an option's error.
+type Option func(*config) error
+
+type config struct {
+	topo      Topology
+	provision *natsx.ProvisionConfig // nil: none
+	sim       *simulator.Config      // nil: none
+	simOpts   []simtest.Option
+	hooks     bool
+}
+
+// WithTopology runs JetStream on topo instead of Single; the streams and buckets get its replicas.
+func WithTopology(topo Topology) Option {
+	return func(c *config) error {
+		if topo.Replicas < 1 {
+			return fmt.Errorf("WithTopology(%v): must have at least one replica", topo)
+		}
+		c.topo = topo
+		return nil
+	}
+}
+
+// WithProvision provisions the streams and buckets with pc instead of the defaults; a zero
+// pc.Replicas is the topology's.
+func WithProvision(pc natsx.ProvisionConfig) Option {
+	return func(c *config) error {
+		if pc.Replicas < 0 {
+			return fmt.Errorf("WithProvision: replicas %d: must not be negative", pc.Replicas)
+		}
+		c.provision = &pc
+		return nil
+	}
+}
+
+// WithoutProvision leaves the servers empty, for a bridge under test that provisions them itself: no
+// streams, buckets, store or deliverer.
+func WithoutProvision() Option {
+	return func(c *config) error {
+		c.provision = nil
+		return nil
+	}
+}
+
+// WithSimulator starts the upstream simulator for cfg, adjusted by opts, and a client of it.
+func WithSimulator(cfg simulator.Config, opts ...simtest.Option) Option {
+	return func(c *config) error {
+		for _, o := range opts {
+			if o == nil {
+				return errors.New("WithSimulator: nil simtest option")
+			}
+		}
+		c.sim, c.simOpts = &cfg, opts
+		return nil
+	}
+}
+
+// WithHookReceiver starts the webhook receiver ([World.StartHookReceiver]) at [World.HookURL].
+func WithHookReceiver() Option {
+	return func(c *config) error {
+		c.hooks = true
+		return nil
+	}
+}

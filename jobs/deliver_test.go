@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"context"
@@ -10,46 +10,27 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
+	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 )
 
-type world struct {
-	js    jetstream.JetStream
-	store *Store
-	d     *Deliverer
+// world is a test world (see [testworld.World]) with the helpers of this package's tests.
+type world struct{ *testworld.World }
+
+func newWorld(t *testing.T, opts ...testworld.Option) world {
+	t.Helper()
+	return world{testworld.New(t, opts...)}
 }
 
-func newWorld(t *testing.T, replicas int) world {
+// fenceWorld is a world whose duplicate window, fenceWindow, a test can outlive.
+func fenceWorld(t *testing.T, opts ...testworld.Option) world {
 	t.Helper()
-	return newWorldWith(t, replicas, natsx.ProvisionConfig{Replicas: replicas})
-}
-
-func newWorldWith(t *testing.T, replicas int, pc natsx.ProvisionConfig) world {
-	t.Helper()
-	var urls string
-	if replicas > 1 {
-		urls = natstest.RunCluster(t, replicas).URLs()
-	} else {
-		urls = natstest.RunServer(t).ClientURL()
-	}
-	_, js := natstest.Connect(t, urls)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	res, err := natsx.Provision(ctx, js, pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := NewStore(res.Jobs)
-	d, err := NewDeliverer(DelivererConfig{JS: js, Store: store, Log: zerolog.New(zerolog.NewTestWriter(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return world{js: js, store: store, d: d}
+	return newWorld(t, append(opts, testworld.WithProvision(natsx.ProvisionConfig{DuplicateWindow: fenceWindow}))...)
 }
 
 // overdueJob records a pending job whose deadline has passed and returns its terminal upstream answer.
@@ -57,7 +38,7 @@ func (w world) overdueJob(t *testing.T, ctx context.Context, typ string) upstrea
 	t.Helper()
 	id := uuid.NewString()
 	now := time.Now().UTC()
-	if _, err := w.store.Create(ctx, Record{JobID: id, Modality: typ, State: StatePending, Origin: OriginSubmit,
+	if _, err := w.Store.Create(ctx, jobs.Record{JobID: id, Modality: typ, State: jobs.StatePending, Origin: jobs.OriginSubmit,
 		SubmittedAt: now.Add(-10 * time.Minute), Deadline: now.Add(-time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +52,7 @@ func (w world) overdueJob(t *testing.T, ctx context.Context, typ string) upstrea
 func (w world) msgsByID(t *testing.T, msgID string) []*jetstream.RawStreamMsg {
 	t.Helper()
 	var out []*jetstream.RawStreamMsg
-	for _, m := range natstest.StreamMsgs(t, w.js, contract.StreamResults) {
+	for _, m := range natstest.StreamMsgs(t, w.JS, contract.StreamResults) {
 		if m.Header.Get(jetstream.MsgIDHeader) == msgID {
 			out = append(out, m)
 		}
@@ -83,29 +64,26 @@ func (w world) msgsByID(t *testing.T, msgID string) []*jetstream.RawStreamMsg {
 // overdue job, many times: each job gets exactly one message on results.<type>, and its record agrees
 // with it: delivered by the webhook, or timed out with the verified result once on results.late.<type>.
 func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
-	for _, topo := range []struct {
-		name     string
-		replicas int
-	}{{"single", 1}, {"cluster", 3}} {
-		t.Run(topo.name, func(t *testing.T) {
-			w := newWorld(t, topo.replicas)
+	for _, topo := range testworld.Topologies() {
+		t.Run(topo.Name, func(t *testing.T) {
+			w := newWorld(t, testworld.WithTopology(topo))
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			const n = 30
-			jobs := make([]upstream.Job, n)
-			for i := range jobs {
-				jobs[i] = w.overdueJob(t, ctx, "prompt")
+			batch := make([]upstream.Job, n)
+			for i := range batch {
+				batch[i] = w.overdueJob(t, ctx, "prompt")
 			}
 			var wg sync.WaitGroup
 			errs := make(chan error, 2*n)
-			for _, j := range jobs {
+			for _, j := range batch {
 				wg.Go(func() {
-					if _, err := w.d.Deliver(ctx, j, contract.SourceWebhook, time.Now()); err != nil {
+					if _, err := w.Deliverer.Deliver(ctx, j, contract.SourceWebhook, time.Now()); err != nil {
 						errs <- fmt.Errorf("deliver %s: %w", j.JobID, err)
 					}
 				})
 				wg.Go(func() {
-					if _, err := w.d.TimeOut(ctx, j.JobID, nil); err != nil {
+					if _, err := w.Deliverer.TimeOut(ctx, j.JobID, nil); err != nil {
 						errs <- fmt.Errorf("timeout %s: %w", j.JobID, err)
 					}
 				})
@@ -116,8 +94,8 @@ func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
 				t.Fatal(err)
 			}
 			var delivered, timedOut int
-			for _, j := range jobs {
-				rec, _, err := w.store.Get(ctx, j.JobID)
+			for _, j := range batch {
+				rec, _, err := w.Store.Get(ctx, j.JobID)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -132,12 +110,12 @@ func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
 						primary[0].Sequence, src)
 				}
 				switch rec.State {
-				case StateDelivered:
+				case jobs.StateDelivered:
 					delivered++
 					if src != contract.SourceWebhook || len(late) != 0 {
 						t.Fatalf("job %s delivered: source %s, %d late results", j.JobID, src, len(late))
 					}
-				case StateTimedOut:
+				case jobs.StateTimedOut:
 					timedOut++
 					if src != contract.SourceTimeout || len(late) != 1 || late[0].Subject != contract.LateResultSubject("prompt") ||
 						rec.LateSeq != late[0].Sequence || rec.LateDeliveredAt == nil {
@@ -155,18 +133,18 @@ func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
 // TestTimedOutJobCompletingLaterPublishesLateOnce: after a timeout result, the verified result goes to
 // results.late.<type> exactly once, however often and concurrently it is delivered.
 func TestTimedOutJobCompletingLaterPublishesLateOnce(t *testing.T) {
-	w := newWorld(t, 1)
+	w := newWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	j := w.overdueJob(t, ctx, "image")
-	if out, err := w.d.TimeOut(ctx, j.JobID, nil); err != nil || out != Published {
+	if out, err := w.Deliverer.TimeOut(ctx, j.JobID, nil); err != nil || out != jobs.Published {
 		t.Fatalf("timeout: %v %v", out, err)
 	}
 	var wg sync.WaitGroup
-	outcomes := make(chan Outcome, 8)
+	outcomes := make(chan jobs.Outcome, 8)
 	for range 8 {
 		wg.Go(func() {
-			out, err := w.d.Deliver(ctx, j, contract.SourcePoll, time.Now())
+			out, err := w.Deliverer.Deliver(ctx, j, contract.SourcePoll, time.Now())
 			if err != nil {
 				t.Errorf("deliver: %v", err)
 			}
@@ -177,14 +155,14 @@ func TestTimedOutJobCompletingLaterPublishesLateOnce(t *testing.T) {
 	close(outcomes)
 	late := 0
 	for o := range outcomes {
-		if o == PublishedLate {
+		if o == jobs.PublishedLate {
 			late++
 		}
 	}
 	if late != 1 {
 		t.Fatalf("%d deliveries reported PublishedLate, want 1", late)
 	}
-	if out, err := w.d.Deliver(ctx, j, contract.SourceWebhook, time.Now()); err != nil || out != AlreadyDelivered {
+	if out, err := w.Deliverer.Deliver(ctx, j, contract.SourceWebhook, time.Now()); err != nil || out != jobs.AlreadyDelivered {
 		t.Fatalf("deliver after late: %v %v, want already_delivered", out, err)
 	}
 	primary := w.msgsByID(t, j.JobID)

@@ -2,7 +2,7 @@ package jobs
 
 import "time"
 
-// Test hooks of OncePublisher, for the external tests of this package.
+// Test hooks of OncePublisher and Deliverer, for the external tests of this package.
 
 // SetTakeoverAfter sets how old a claim without done must be before p takes it over.
 func (p *OncePublisher) SetTakeoverAfter(d time.Duration) { p.takeoverAfter = d }
@@ -15,3 +15,6 @@ func (p *OncePublisher) SetSkipDone(skip bool) { p.skipDone = skip }
 
 // SetScanByGet sets up to how many stream messages a takeover reads one by one (more: by a consumer).
 func (p *OncePublisher) SetScanByGet(n uint64) { p.scanByGet = n }
+
+// SetBeforePublish makes d call f before every result publish (a place to pause a deliverer).
+func (d *Deliverer) SetBeforePublish(f func(id string)) { d.beforePublish = f }

@@ -1,4 +1,4 @@
-package jobs
+package jobs_test
 
 import (
 	"context"
@@ -10,23 +10,8 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/natsx"
+	"github.com/evershield/bridge/jobs"
 )
-
-// window is the duplicate window of the fence tests: short, so a test can outlive it.
-const window = time.Second
-
-// outliveWindow waits until the duplicate window of a publish made at t is over: Nats-Msg-Id no longer
-// stops a second copy, and only the fence does.
-func outliveWindow(t0 time.Time) {
-	if d := time.Until(t0.Add(window + 500*time.Millisecond)); d > 0 {
-		<-time.After(d)
-	}
-}
-
-func fenceWorld(t *testing.T) world {
-	return newWorldWith(t, 1, natsx.ProvisionConfig{Replicas: 1, DuplicateWindow: window})
-}
 
 // TestResultOnceAfterWindowWhenRecordWriteLost pins issue 12 finding 1: a process publishes a result and
 // crashes (or pauses) before it writes delivered to JOBS; the job comes back after the duplicate window.
@@ -37,33 +22,33 @@ func TestResultOnceAfterWindowWhenRecordWriteLost(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "prompt")
-	out, err := w.d.Deliver(ctx, job, contract.SourceWebhook, time.Now())
-	if err != nil || out != Published {
+	out, err := w.Deliverer.Deliver(ctx, job, contract.SourceWebhook, time.Now())
+	if err != nil || out != jobs.Published {
 		t.Fatalf("first delivery: %v %v", out, err)
 	}
-	first, _, _ := w.store.Get(ctx, job.JobID)
+	first, _, _ := w.Store.Get(ctx, job.JobID)
 	published := time.Now()
 	// The record write after the publish was lost.
-	if _, err := w.store.Update(ctx, job.JobID, func(r *Record) (bool, error) {
-		r.State, r.ResultSeq, r.Source, r.DeliveredAt = StatePending, 0, "", nil
+	if _, err := w.Store.Update(ctx, job.JobID, func(r *jobs.Record) (bool, error) {
+		r.State, r.ResultSeq, r.Source, r.DeliveredAt = jobs.StatePending, 0, "", nil
 		return true, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	outliveWindow(published)
-	out, err = w.d.Deliver(ctx, job, contract.SourcePoll, time.Now())
-	if err != nil || out != AlreadyDelivered {
+	out, err = w.Deliverer.Deliver(ctx, job, contract.SourcePoll, time.Now())
+	if err != nil || out != jobs.AlreadyDelivered {
 		t.Fatalf("delivery after the window: %v %v, want already_delivered", out, err)
 	}
 	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
-	rec, _, _ := w.store.Get(ctx, job.JobID)
-	if rec.State != StateDelivered || rec.Source != contract.SourceWebhook || rec.ResultSeq != first.ResultSeq {
+	rec, _, _ := w.Store.Get(ctx, job.JobID)
+	if rec.State != jobs.StateDelivered || rec.Source != contract.SourceWebhook || rec.ResultSeq != first.ResultSeq {
 		t.Fatalf("record %s source %s seq %d, want delivered by webhook at seq %d", rec.State, rec.Source, rec.ResultSeq, first.ResultSeq)
 	}
 	// Nor does the deadline publish a timeout result for it.
-	if out, err := w.d.TimeOut(ctx, job.JobID, nil); err != nil || out != AlreadyDelivered {
+	if out, err := w.Deliverer.TimeOut(ctx, job.JobID, nil); err != nil || out != jobs.AlreadyDelivered {
 		t.Fatalf("timeout after delivery: %v %v", out, err)
 	}
 }
@@ -76,15 +61,15 @@ func TestResultOnceAfterRecordExpired(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "image")
-	if out, err := w.d.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil || out != Published {
+	if out, err := w.Deliverer.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil || out != jobs.Published {
 		t.Fatalf("first delivery: %v %v", out, err)
 	}
 	published := time.Now()
-	if err := w.store.KV().Delete(ctx, job.JobID); err != nil {
+	if err := w.Store.KV().Delete(ctx, job.JobID); err != nil {
 		t.Fatal(err)
 	}
 	outliveWindow(published)
-	if out, err := w.d.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil || out != AlreadyDelivered {
+	if out, err := w.Deliverer.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil || out != jobs.AlreadyDelivered {
 		t.Fatalf("delivery of an expired job: %v %v, want already_delivered", out, err)
 	}
 	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
@@ -102,13 +87,13 @@ func TestPausedPublisherResumingAfterWindowPublishesNothing(t *testing.T) {
 	defer cancel()
 	job := w.overdueJob(t, ctx, "video")
 	paused, resume := make(chan struct{}), make(chan struct{})
-	sleeper, err := NewDeliverer(DelivererConfig{JS: w.js, Store: w.store})
+	sleeper, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: w.JS, Store: w.Store})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sleeper.beforePublish = func(string) { close(paused); <-resume }
+	sleeper.SetBeforePublish(func(string) { close(paused); <-resume })
 	type result struct {
-		out Outcome
+		out jobs.Outcome
 		err error
 	}
 	done := make(chan result, 1)
@@ -118,20 +103,20 @@ func TestPausedPublisherResumingAfterWindowPublishesNothing(t *testing.T) {
 	}()
 	natstest.RecvWithin(t, paused, 10*time.Second)
 
-	if out, err := w.d.Deliver(ctx, job, contract.SourcePoll, time.Now()); err != nil || out != Published {
+	if out, err := w.Deliverer.Deliver(ctx, job, contract.SourcePoll, time.Now()); err != nil || out != jobs.Published {
 		t.Fatalf("delivery while the other is paused: %v %v", out, err)
 	}
 	published := time.Now()
 	outliveWindow(published)
 	close(resume)
 	r := natstest.RecvWithin(t, done, 10*time.Second)
-	if r.err != nil || r.out != AlreadyDelivered {
+	if r.err != nil || r.out != jobs.AlreadyDelivered {
 		t.Fatalf("resumed deliverer: %v %v, want already_delivered", r.out, r.err)
 	}
 	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
-	rec, _, _ := w.store.Get(ctx, job.JobID)
+	rec, _, _ := w.Store.Get(ctx, job.JobID)
 	if rec.Source != contract.SourcePoll {
 		t.Fatalf("record source %s, want poll (the one in the stream)", rec.Source)
 	}
@@ -144,21 +129,21 @@ func TestDeliveredRecordIsATombstone(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "prompt")
-	if _, err := w.store.Update(ctx, job.JobID, func(r *Record) (bool, error) {
+	if _, err := w.Store.Update(ctx, job.JobID, func(r *jobs.Record) (bool, error) {
 		r.LastJob, r.LastError = job.Raw, "a passing 503"
 		return true, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.d.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil {
+	if _, err := w.Deliverer.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	e, err := w.store.KV().Get(ctx, job.JobID)
+	e, err := w.Store.KV().Get(ctx, job.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, _ := Decode(e.Value())
-	if len(rec.LastJob) != 0 || rec.LastError != "" || rec.ResultSeq == 0 || rec.State != StateDelivered {
+	rec, _ := jobs.Decode(e.Value())
+	if len(rec.LastJob) != 0 || rec.LastError != "" || rec.ResultSeq == 0 || rec.State != jobs.StateDelivered {
 		t.Fatalf("tombstone %s", e.Value())
 	}
 	t.Logf("tombstone of %d bytes: %s", len(e.Value()), e.Value())
@@ -180,7 +165,7 @@ func TestResultWithoutDoneFoundAfterWindow(t *testing.T) {
 	claim := nats.NewMsg(fence)
 	claim.Header.Set(contract.HeaderFence, contract.FenceClaim)
 	claim.Header.Set(contract.HeaderBridgeSource, contract.SourceWebhook)
-	c, err := w.js.PublishMsg(ctx, claim, jetstream.WithExpectLastSequencePerSubject(0))
+	c, err := w.JS.PublishMsg(ctx, claim, jetstream.WithExpectLastSequencePerSubject(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,20 +173,20 @@ func TestResultWithoutDoneFoundAfterWindow(t *testing.T) {
 	res.Data = job.Raw
 	res.Header.Set(jetstream.MsgIDHeader, job.JobID)
 	res.Header.Set(contract.HeaderBridgeSource, contract.SourceWebhook)
-	r, err := w.js.PublishMsg(ctx, res, jetstream.WithExpectLastSequenceForSubject(c.Sequence, fence))
+	r, err := w.JS.PublishMsg(ctx, res, jetstream.WithExpectLastSequenceForSubject(c.Sequence, fence))
 	if err != nil {
 		t.Fatal(err)
 	}
 	outliveWindow(time.Now())
 
-	if out, err := w.d.Deliver(ctx, job, contract.SourcePoll, time.Now()); err != nil || out != AlreadyDelivered {
+	if out, err := w.Deliverer.Deliver(ctx, job, contract.SourcePoll, time.Now()); err != nil || out != jobs.AlreadyDelivered {
 		t.Fatalf("delivery after the window: %v %v, want already_delivered", out, err)
 	}
 	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
-	rec, _, _ := w.store.Get(ctx, job.JobID)
-	if rec.State != StateDelivered || rec.ResultSeq != r.Sequence || rec.Source != contract.SourceWebhook {
+	rec, _, _ := w.Store.Get(ctx, job.JobID)
+	if rec.State != jobs.StateDelivered || rec.ResultSeq != r.Sequence || rec.Source != contract.SourceWebhook {
 		t.Fatalf("record %s seq %d source %s, want delivered at seq %d by webhook", rec.State, rec.ResultSeq, rec.Source, r.Sequence)
 	}
 }

@@ -20,9 +20,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/contract"
-	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/natsx"
 )
 
 // The benchmarks of this file price the takeover of result fences after a mass crash: K publishers
@@ -52,7 +51,7 @@ const benchTakeoverAfter = 250 * time.Millisecond
 const trafficWorkers = 16
 
 type fenceBenchCase struct {
-	topology string // single or cluster
+	topology testworld.Topology
 	k, m     int
 	crash    bool // false: the baseline, fresh fences
 }
@@ -62,7 +61,7 @@ func (c fenceBenchCase) name() string {
 	if !c.crash {
 		kind = "baseline"
 	}
-	return fmt.Sprintf("%s/K=%d/M=%d/%s", c.topology, c.k, c.m, kind)
+	return fmt.Sprintf("%s/K=%d/M=%d/%s", c.topology.Name, c.k, c.m, kind)
 }
 
 // BenchmarkFenceTakeover: see the top of the file. ns/op (and ms/all-K) is the wall time of all K
@@ -74,20 +73,20 @@ func (c fenceBenchCase) name() string {
 // the whole process (the embedded servers included) over the wall time of the K publishes.
 func BenchmarkFenceTakeover(b *testing.B) {
 	cases := []fenceBenchCase{
-		{"single", benchK, 0, false},
-		{"single", benchK, 0, true},
-		{"single", benchK, 1000, true},
-		{"single", benchK, 3000, true},
-		{"single", benchK, 10000, false},
-		{"single", benchK, 10000, true},
+		{testworld.Single, benchK, 0, false},
+		{testworld.Single, benchK, 0, true},
+		{testworld.Single, benchK, 1000, true},
+		{testworld.Single, benchK, 3000, true},
+		{testworld.Single, benchK, 10000, false},
+		{testworld.Single, benchK, 10000, true},
 		// One and four takeovers alone: the price of one search, and of one round of the publisher's
 		// four searches at a time.
-		{"single", 1, 10000, true},
-		{"single", 4, 10000, true},
-		{"cluster", benchK, 0, false},
-		{"cluster", benchK, 0, true},
-		{"cluster", benchK, 1000, true},
-		{"cluster", benchK, 10000, true},
+		{testworld.Single, 1, 10000, true},
+		{testworld.Single, 4, 10000, true},
+		{testworld.Cluster, benchK, 0, false},
+		{testworld.Cluster, benchK, 0, true},
+		{testworld.Cluster, benchK, 1000, true},
+		{testworld.Cluster, benchK, 10000, true},
 	}
 	for _, c := range cases {
 		b.Run(c.name(), func(b *testing.B) {
@@ -102,23 +101,11 @@ func BenchmarkFenceTakeover(b *testing.B) {
 }
 
 func benchFenceTakeover(b *testing.B, c fenceBenchCase) {
-	var urls string
-	replicas := 1
-	if c.topology == "cluster" {
-		replicas = 3
-		urls = natstest.RunCluster(b, replicas).URLs()
-	} else {
-		urls = natstest.RunServer(b).ClientURL()
-	}
-	_, js := natstest.Connect(b, urls)
+	// Production settings: file storage, the default 20 min duplicate window.
+	w := testworld.New(b, testworld.WithTopology(c.topology))
+	js, results := w.JS, w.Res.Results
 	setupCtx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	// Production settings: file storage, the default 20 min duplicate window.
-	res, err := natsx.Provision(setupCtx, js, natsx.ProvisionConfig{Replicas: replicas})
-	if err != nil {
-		b.Fatal(err)
-	}
-	results := res.Results
 
 	var sumMean, sumWall, sumCPU, maxLat time.Duration
 	var probeSum, probeMax time.Duration
@@ -144,7 +131,7 @@ func benchFenceTakeover(b *testing.B, c fenceBenchCase) {
 			}
 		}
 		// The restarted process: a new connection and a new publisher.
-		nc, js2 := natstest.Connect(b, urls)
+		nc, js2 := w.Connect()
 		pub := jobs.NewOncePublisher(js2)
 		pub.SetTakeoverAfter(benchTakeoverAfter)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)

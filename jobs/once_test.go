@@ -14,39 +14,13 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/natsx"
 )
 
 // fenceWindow is the duplicate window of the fence tests: short, so that a test can outlive it and
 // Nats-Msg-Id no longer hides a broken fence.
 const fenceWindow = time.Second
-
-var topologies = []struct {
-	name     string
-	replicas int
-}{{"single", 1}, {"cluster", 3}}
-
-type fenceEnv struct {
-	js      jetstream.JetStream
-	results jetstream.Stream
-}
-
-func newFenceEnv(t *testing.T, replicas int) fenceEnv {
-	t.Helper()
-	var urls string
-	if replicas > 1 {
-		urls = natstest.RunCluster(t, replicas).URLs()
-	} else {
-		urls = natstest.RunServer(t).ClientURL()
-	}
-	_, js := natstest.Connect(t, urls)
-	res, err := natsx.Provision(natstest.Ctx(t), js, natsx.ProvisionConfig{Replicas: replicas, DuplicateWindow: fenceWindow})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fenceEnv{js: js, results: res.Results}
-}
 
 // resultMsg is a result as the deliverer makes it: Nats-Msg-Id is the job's id whoever publishes.
 func resultMsg(id, source string) *nats.Msg {
@@ -57,25 +31,13 @@ func resultMsg(id, source string) *nats.Msg {
 	return m
 }
 
-// resultsOf returns the results (not fence messages) whose Nats-Msg-Id is id.
-func (e fenceEnv) resultsOf(t *testing.T, id string) []*jetstream.RawStreamMsg {
-	t.Helper()
-	var out []*jetstream.RawStreamMsg
-	for _, m := range natstest.StreamMsgs(t, e.js, contract.StreamResults) {
-		if m.Header.Get(jetstream.MsgIDHeader) == id {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // fenceMsgs returns the messages on a fence subject, in order, as "claim:<source>" or
 // "done:<source>:<result seq>".
-func (e fenceEnv) fenceMsgs(t *testing.T, fence string) []string {
+func (e world) fenceMsgs(t *testing.T, fence string) []string {
 	t.Helper()
 	var out []string
 	for seq := uint64(1); ; seq++ {
-		m, err := e.results.GetMsg(natstest.Ctx(t), seq, jetstream.WithGetMsgSubject(fence))
+		m, err := e.Res.Results.GetMsg(natstest.Ctx(t), seq, jetstream.WithGetMsgSubject(fence))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return out
 		}
@@ -102,10 +64,10 @@ func outliveWindow(t0 time.Time) {
 // publishWithoutDone publishes id's result (source webhook) as a publisher that stopped right after
 // it, before its done message: the fence ends with its bare claim. It returns the fence and the
 // result's sequence.
-func (e fenceEnv) publishWithoutDone(t *testing.T, id string) (string, uint64) {
+func (e world) publishWithoutDone(t *testing.T, id string) (string, uint64) {
 	t.Helper()
 	fence := contract.ResultFenceSubject(id, false)
-	first := jobs.NewOncePublisher(e.js)
+	first := jobs.NewOncePublisher(e.JS)
 	first.SetSkipDone(true)
 	seq, err := first.Publish(natstest.Ctx(t), fence, resultMsg(id, contract.SourceWebhook))
 	if err != nil {
@@ -131,15 +93,15 @@ func alreadyAt(t *testing.T, who string, err error, seq uint64, source string) {
 // result; one publisher is told it stored it, the others get ErrAlreadyPublished with the same sequence
 // and source; the stored body is the winner's; the fence ends with a done message naming the result.
 func TestOnceRacersAgree(t *testing.T) {
-	for _, topo := range topologies {
-		t.Run(topo.name, func(t *testing.T) {
+	for _, topo := range testworld.Topologies() {
+		t.Run(topo.Name, func(t *testing.T) {
 			t.Parallel()
-			e := newFenceEnv(t, topo.replicas)
+			e := fenceWorld(t, testworld.WithTopology(topo))
 			ctx := natstest.Ctx(t)
 			sources := []string{contract.SourceWebhook, contract.SourcePoll, contract.SourceTimeout}
 			pubs := make([]*jobs.OncePublisher, len(sources))
 			for i := range pubs {
-				pubs[i] = jobs.NewOncePublisher(e.js)
+				pubs[i] = jobs.NewOncePublisher(e.JS)
 			}
 			const n = 60
 			type answer struct {
@@ -189,7 +151,7 @@ func TestOnceRacersAgree(t *testing.T) {
 				if won != 1 {
 					t.Fatalf("job %d: %d publishers stored the result, want 1: %+v", i, won, answers[i])
 				}
-				res := e.resultsOf(t, id)
+				res := e.msgsByID(t, id)
 				if len(res) != 1 {
 					t.Fatalf("job %d: %d results, want 1", i, len(res))
 				}
@@ -213,16 +175,16 @@ func TestOnceRacersAgree(t *testing.T) {
 // own result, once. The first then resumes, after the duplicate window, so that Nats-Msg-Id no longer
 // collapses its publish: the fence alone refuses its result, and it learns the winner.
 func TestOncePausedClaimantIsRefusedAfterTakeover(t *testing.T) {
-	for _, topo := range topologies {
-		t.Run(topo.name, func(t *testing.T) {
+	for _, topo := range testworld.Topologies() {
+		t.Run(topo.Name, func(t *testing.T) {
 			t.Parallel()
-			e := newFenceEnv(t, topo.replicas)
+			e := fenceWorld(t, testworld.WithTopology(topo))
 			ctx := natstest.Ctx(t)
 			id := uuid.NewString()
 			fence := contract.ResultFenceSubject(id, false)
 
 			claimed, resume := make(chan struct{}), make(chan struct{})
-			sleeper := jobs.NewOncePublisher(e.js)
+			sleeper := jobs.NewOncePublisher(e.JS)
 			sleeper.SetAfterClaim(func(string, uint64) { close(claimed); <-resume })
 			type result struct {
 				seq uint64
@@ -235,7 +197,7 @@ func TestOncePausedClaimantIsRefusedAfterTakeover(t *testing.T) {
 			}()
 			natstest.RecvWithin(t, claimed, 10*time.Second)
 
-			other := jobs.NewOncePublisher(e.js)
+			other := jobs.NewOncePublisher(e.JS)
 			other.SetTakeoverAfter(100 * time.Millisecond)
 			seq, err := other.Publish(ctx, fence, resultMsg(id, contract.SourcePoll))
 			if err != nil {
@@ -246,7 +208,7 @@ func TestOncePausedClaimantIsRefusedAfterTakeover(t *testing.T) {
 			r := natstest.RecvWithin(t, done, 20*time.Second)
 			alreadyAt(t, "resumed claimant", r.err, seq, contract.SourcePoll)
 
-			res := e.resultsOf(t, id)
+			res := e.msgsByID(t, id)
 			if len(res) != 1 || res[0].Sequence != seq {
 				t.Fatalf("%d results, want 1 at seq %d", len(res), seq)
 			}
@@ -268,17 +230,18 @@ func TestOncePausedClaimantIsRefusedAfterTakeover(t *testing.T) {
 func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		replicas  int
+		topo      testworld.Topology
 		scanByGet uint64
-	}{{"single/get", 1, 256}, {"single/consumer", 1, 0}, {"cluster/get", 3, 256}, {"cluster/consumer", 3, 0}} {
+	}{{"single/get", testworld.Single, 256}, {"single/consumer", testworld.Single, 0}, {"cluster/get", testworld.Cluster, 256},
+		{"cluster/consumer", testworld.Cluster, 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := newFenceEnv(t, tc.replicas)
+			e := fenceWorld(t, testworld.WithTopology(tc.topo))
 			ctx := natstest.Ctx(t)
 			id := uuid.NewString()
 			fence, seq := e.publishWithoutDone(t, id)
 			// Other jobs' results come between, as in a busy stream.
-			busy := jobs.NewOncePublisher(e.js)
+			busy := jobs.NewOncePublisher(e.JS)
 			for range 20 {
 				other := uuid.NewString()
 				if _, err := busy.Publish(ctx, contract.ResultFenceSubject(other, false), resultMsg(other, contract.SourceWebhook)); err != nil {
@@ -287,12 +250,12 @@ func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 			}
 			outliveWindow(time.Now())
 
-			second := jobs.NewOncePublisher(e.js)
+			second := jobs.NewOncePublisher(e.JS)
 			second.SetTakeoverAfter(100 * time.Millisecond)
 			second.SetScanByGet(tc.scanByGet)
 			_, err := second.Publish(ctx, fence, resultMsg(id, contract.SourceTimeout))
 			alreadyAt(t, "publisher after the window", err, seq, contract.SourceWebhook)
-			if res := e.resultsOf(t, id); len(res) != 1 {
+			if res := e.msgsByID(t, id); len(res) != 1 {
 				t.Fatalf("%d results, want 1", len(res))
 			}
 			// The done message is not waited for by its writer.
@@ -304,7 +267,7 @@ func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 				return nil
 			})
 			// The next one reads the done message: no takeover, nothing written.
-			_, err = jobs.NewOncePublisher(e.js).Publish(ctx, fence, resultMsg(id, contract.SourcePoll))
+			_, err = jobs.NewOncePublisher(e.JS).Publish(ctx, fence, resultMsg(id, contract.SourcePoll))
 			alreadyAt(t, "publisher after the done message", err, seq, contract.SourceWebhook)
 			if got := e.fenceMsgs(t, fence); len(got) != len(want) {
 				t.Fatalf("fence %v after a reader, want %v", got, want)
@@ -318,17 +281,17 @@ func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 // claim over. The result it must find was stored under the first claim, before the second: the search
 // starts at the fence's first message, not at the claim being taken over.
 func TestOnceChainedTakeoverFindsFirstResult(t *testing.T) {
-	for _, topo := range topologies {
-		t.Run(topo.name, func(t *testing.T) {
+	for _, topo := range testworld.Topologies() {
+		t.Run(topo.Name, func(t *testing.T) {
 			t.Parallel()
-			e := newFenceEnv(t, topo.replicas)
+			e := fenceWorld(t, testworld.WithTopology(topo))
 			ctx := natstest.Ctx(t)
 			id := uuid.NewString()
 			fence, seq := e.publishWithoutDone(t, id)
 			outliveWindow(time.Now())
 
 			claimed, resume := make(chan struct{}), make(chan struct{})
-			second := jobs.NewOncePublisher(e.js)
+			second := jobs.NewOncePublisher(e.JS)
 			second.SetTakeoverAfter(0)
 			second.SetAfterClaim(func(string, uint64) { close(claimed); <-resume })
 			done := make(chan error, 1)
@@ -338,13 +301,13 @@ func TestOnceChainedTakeoverFindsFirstResult(t *testing.T) {
 			}()
 			natstest.RecvWithin(t, claimed, 10*time.Second)
 
-			third := jobs.NewOncePublisher(e.js)
+			third := jobs.NewOncePublisher(e.JS)
 			third.SetTakeoverAfter(100 * time.Millisecond)
 			_, err := third.Publish(ctx, fence, resultMsg(id, contract.SourceTimeout))
 			alreadyAt(t, "third publisher", err, seq, contract.SourceWebhook)
 			close(resume)
 			alreadyAt(t, "second publisher", natstest.RecvWithin(t, done, 20*time.Second), seq, contract.SourceWebhook)
-			if res := e.resultsOf(t, id); len(res) != 1 {
+			if res := e.msgsByID(t, id); len(res) != 1 {
 				t.Fatalf("%d results, want 1", len(res))
 			}
 		})
@@ -355,23 +318,23 @@ func TestOnceChainedTakeoverFindsFirstResult(t *testing.T) {
 // Bridge-Fence, its result stored right after it in one atomic batch) counts as done: the result is
 // the next message, and nothing is published.
 func TestOnceReadsFenceOfEarlierDesign(t *testing.T) {
-	e := newFenceEnv(t, 1)
+	e := fenceWorld(t)
 	ctx := natstest.Ctx(t)
 	id := uuid.NewString()
 	fence := contract.ResultFenceSubject(id, false)
 	old := nats.NewMsg(fence)
 	old.Header.Set(contract.HeaderBridgeSource, contract.SourcePoll)
-	ack, err := e.js.PublishMsg(ctx, old)
+	ack, err := e.JS.PublishMsg(ctx, old)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.js.PublishMsg(ctx, resultMsg(id, contract.SourcePoll)); err != nil {
+	if _, err := e.JS.PublishMsg(ctx, resultMsg(id, contract.SourcePoll)); err != nil {
 		t.Fatal(err)
 	}
 	outliveWindow(time.Now())
-	_, err = jobs.NewOncePublisher(e.js).Publish(ctx, fence, resultMsg(id, contract.SourceWebhook))
+	_, err = jobs.NewOncePublisher(e.JS).Publish(ctx, fence, resultMsg(id, contract.SourceWebhook))
 	alreadyAt(t, "publisher", err, ack.Sequence+1, contract.SourcePoll)
-	if res := e.resultsOf(t, id); len(res) != 1 {
+	if res := e.msgsByID(t, id); len(res) != 1 {
 		t.Fatalf("%d results, want 1", len(res))
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -20,7 +22,7 @@ func TestAdoptRecoversJobsSubmittedElsewhere(t *testing.T) {
 	var ids []string
 	for i := range 20 {
 		// Submitted around the bridge and without a webhook_url: no webhook ever comes.
-		sub, err := e.api.Submit(e.ctx, "prompt", map[string]string{"prompt": fmt.Sprint("elsewhere ", i)}, "")
+		sub, err := e.API.Submit(e.ctx, "prompt", map[string]string{"prompt": fmt.Sprint("elsewhere ", i)}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,15 +35,15 @@ func TestAdoptRecoversJobsSubmittedElsewhere(t *testing.T) {
 		if len(got) != 1 || got[0].Source != contract.SourcePoll {
 			t.Fatalf("job %s: %d results (%+v), want one by poll", id, len(got), got)
 		}
-		if rec := e.rec(id); rec.Origin != jobs.OriginAdopted || rec.State != jobs.StateDelivered {
+		if rec := e.Record(id); rec.Origin != jobs.OriginAdopted || rec.State != jobs.StateDelivered {
 			t.Fatalf("job %s: record origin %s state %s, want adopted and delivered", id, rec.Origin, rec.State)
 		}
-		info, _ := e.sim.Job(id)
+		info, _ := e.Sim.Job(id)
 		if late := got[0].Stored.Sub(info.CompletedAt); late > bound {
 			t.Fatalf("job %s published %v after it finished; the bound is %v", id, late, bound)
 		}
 	}
-	if n := metricValue(rp.r.m.adopted); n != float64(len(ids)) {
+	if n := testutil.ToFloat64(rp.r.m.adopted); n != float64(len(ids)) {
 		t.Fatalf("adopted %v, want %d", n, len(ids))
 	}
 }

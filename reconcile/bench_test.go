@@ -12,9 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/contract"
-	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/natsx"
 )
 
 var benchN = flag.Int("reconcile.n", 100_000, "pending JOBS records for BenchmarkIndex")
@@ -36,12 +35,8 @@ func buildIndexFixture(tb testing.TB, n int) *indexFixture {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	node := natstest.RunServer(tb)
-	_, js := natstest.Connect(tb, node.ClientURL())
-	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
-	if err != nil {
-		tb.Fatal(err)
-	}
+	world := testworld.New(tb)
+	js, res := world.JS, world.Res
 	f := &indexFixture{ids: make([]string, n)}
 	mods := []string{"prompt", "image", "video", "chat"}
 	now := time.Now().UTC()

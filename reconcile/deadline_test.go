@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
@@ -21,7 +22,7 @@ import (
 // fails. The returned func restores the stream's limits.
 func (e *env) fillResults() (restore func()) {
 	e.t.Helper()
-	s, err := e.js.Stream(e.ctx, contract.StreamResults)
+	s, err := e.JS.Stream(e.ctx, contract.StreamResults)
 	if err != nil {
 		e.t.Fatalf("results stream: %v", err)
 	}
@@ -32,7 +33,7 @@ func (e *env) fillResults() (restore func()) {
 	orig := info.Config
 	capped := orig
 	capped.MaxBytes, capped.Discard = int64(info.State.Bytes)+4096, jetstream.DiscardNew
-	if _, err := e.js.UpdateStream(e.ctx, capped); err != nil {
+	if _, err := e.JS.UpdateStream(e.ctx, capped); err != nil {
 		e.t.Fatalf("cap RESULTS: %v", err)
 	}
 	filler := []byte(`{"job_id":"filler","pad":"` + strings.Repeat("x", 400) + `"}`)
@@ -40,13 +41,13 @@ func (e *env) fillResults() (restore func()) {
 		if i > 100 {
 			e.t.Fatal("RESULTS still takes publishes after 100 fillers")
 		}
-		if _, err := e.js.Publish(e.ctx, "results.filler", filler); err != nil {
+		if _, err := e.JS.Publish(e.ctx, "results.filler", filler); err != nil {
 			break
 		}
 	}
 	return func() {
 		e.t.Helper()
-		if _, err := e.js.UpdateStream(e.ctx, orig); err != nil {
+		if _, err := e.JS.UpdateStream(e.ctx, orig); err != nil {
 			e.t.Fatalf("restore RESULTS: %v", err)
 		}
 	}
@@ -56,7 +57,7 @@ func (e *env) fillResults() (restore func()) {
 func (e *env) waitCompleted(id string) {
 	e.t.Helper()
 	natstest.WaitFor(e.t, 10*time.Second, func() error {
-		if j, ok := e.sim.Job(id); !ok || j.Status != upstream.StatusCompleted {
+		if j, ok := e.Sim.Job(id); !ok || j.Status != upstream.StatusCompleted {
 			return fmt.Errorf("job %s not completed upstream yet", id)
 		}
 		return nil
@@ -66,7 +67,7 @@ func (e *env) waitCompleted(id string) {
 // jobGETs returns the simulator's GET /job calls for id, oldest first.
 func (e *env) jobGETs(id string) []simulator.Call {
 	var out []simulator.Call
-	for _, c := range e.sim.Calls(simulator.EndpointJob) {
+	for _, c := range e.Sim.Calls(simulator.EndpointJob) {
 		if strings.HasSuffix(c.Path, "/"+id) {
 			out = append(out, c)
 		}
@@ -87,7 +88,7 @@ func TestDeadlineDeliveryFailingBacksOff(t *testing.T) {
 
 	stuck := e.submit("stuck sim:hold", 300*time.Millisecond)
 	finished := e.submit("finishes late sim:hold", 300*time.Millisecond)
-	deadline := e.rec(stuck).Deadline
+	deadline := e.Record(stuck).Deadline
 
 	// Eight last checks of the stuck job, each one GET: seven gaps of 100, 200, 400 and then 800 ms.
 	natstest.WaitFor(t, 20*time.Second, func() error {
@@ -96,11 +97,11 @@ func TestDeadlineDeliveryFailingBacksOff(t *testing.T) {
 		}
 		return nil
 	})
-	if v := metricValue(rp.r.m.deliverFailing); v != 2 {
+	if v := testutil.ToFloat64(rp.r.m.deliverFailing); v != 2 {
 		t.Fatalf("deliver_failing %v, want 2", v)
 	}
 	completedAt := time.Now()
-	if err := e.sim.CompleteJob(finished, simulator.Outcome{Prohibited: true}); err != nil {
+	if err := e.Sim.CompleteJob(finished, simulator.Outcome{Prohibited: true}); err != nil {
 		t.Fatal(err)
 	}
 	// A check of the finished job that began before CompleteJob would still publish its timeout once
@@ -136,10 +137,10 @@ func TestDeadlineDeliveryFailingBacksOff(t *testing.T) {
 	if got := e.resultsOf(finished); len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Status != upstream.StatusCompleted {
 		t.Fatalf("finished job: results %+v, want its completed result by poll", got)
 	}
-	e.waitState(stuck, jobs.StateTimedOut)
-	e.waitState(finished, jobs.StateDelivered)
+	e.WaitState(stuck, jobs.StateTimedOut, 5*time.Second)
+	e.WaitState(finished, jobs.StateDelivered, 5*time.Second)
 	natstest.WaitFor(t, 5*time.Second, func() error {
-		if v := metricValue(rp.r.m.deliverFailing); v != 0 {
+		if v := testutil.ToFloat64(rp.r.m.deliverFailing); v != 0 {
 			return fmt.Errorf("deliver_failing %v, want 0", v)
 		}
 		return nil
@@ -154,16 +155,16 @@ func TestTransient404KeepsPolling(t *testing.T) {
 	e := newEnv(t, simulator.Config{DropRate: 1})
 	id := e.submit("found again", 5*time.Second)
 	e.waitCompleted(id)
-	deadline := e.rec(id).Deadline
-	e.sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 1, ErrorStatus: 404})
+	deadline := e.Record(id).Deadline
+	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 1, ErrorStatus: 404})
 	rp := e.start("r1", nil)
 	natstest.WaitFor(t, 5*time.Second, func() error {
-		if metricValue(rp.r.m.notFound) < 1 {
+		if testutil.ToFloat64(rp.r.m.notFound) < 1 {
 			return errors.New("no 404 yet")
 		}
 		return nil
 	})
-	e.sim.SetFault(simulator.EndpointJob, simulator.Fault{})
+	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{})
 	e.waitResults(10*time.Second, 1, id)
 	got := e.resultsOf(id)
 	if len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Status != upstream.StatusCompleted {
@@ -181,16 +182,16 @@ func TestLastCheckAfterRepeated404(t *testing.T) {
 	e := newEnv(t, simulator.Config{DropRate: 1})
 	id := e.submit("lost for a while", 3*time.Second)
 	e.waitCompleted(id)
-	deadline := e.rec(id).Deadline
-	e.sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 1, ErrorStatus: 404})
+	deadline := e.Record(id).Deadline
+	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 1, ErrorStatus: 404})
 	rp := e.start("r1", nil)
 	natstest.WaitFor(t, 5*time.Second, func() error {
-		if n := metricValue(rp.r.m.notFound); n < 3 {
+		if n := testutil.ToFloat64(rp.r.m.notFound); n < 3 {
 			return fmt.Errorf("%v 404s", n)
 		}
 		return nil
 	})
-	e.sim.SetFault(simulator.EndpointJob, simulator.Fault{})
+	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{})
 	if now := time.Now(); !now.Before(deadline) {
 		t.Fatalf("three 404s took until %v, past the deadline %v", now, deadline)
 	}
@@ -211,7 +212,7 @@ func TestLastCheckAfterRepeated404(t *testing.T) {
 			t.Errorf("404 %d came %v after the one before, want at least a poll interval (%v)", i+1, gap, testPoll)
 		}
 	}
-	if v := metricValue(rp.r.m.timeouts); v != 0 {
+	if v := testutil.ToFloat64(rp.r.m.timeouts); v != 0 {
 		t.Fatalf("timeouts %v, want 0", v)
 	}
 }
@@ -226,19 +227,19 @@ func TestDeliverFailingIsTheLeadersAlone(t *testing.T) {
 	e.fillResults()
 	e.submit("stuck sim:hold", 300*time.Millisecond)
 	natstest.WaitFor(t, 20*time.Second, func() error {
-		if v := metricValue(rp.r.m.deliverFailing); v != 1 {
+		if v := testutil.ToFloat64(rp.r.m.deliverFailing); v != 1 {
 			return fmt.Errorf("deliver_failing %v, want 1", v)
 		}
 		return nil
 	})
-	if _, err := e.res.Leases.Put(e.ctx, LeaseKey, []byte("intruder")); err != nil {
+	if _, err := e.Res.Leases.Put(e.ctx, LeaseKey, []byte("intruder")); err != nil {
 		t.Fatal(err)
 	}
 	natstest.WaitFor(t, testTTL, func() error {
 		if rp.leader() {
 			return errors.New("r1 still leads")
 		}
-		if v := metricValue(rp.r.m.deliverFailing); v != 0 {
+		if v := testutil.ToFloat64(rp.r.m.deliverFailing); v != 0 {
 			return fmt.Errorf("deliver_failing %v after losing the lease, want 0", v)
 		}
 		return nil

@@ -11,13 +11,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/rs/zerolog"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/simtest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
@@ -30,66 +29,33 @@ const (
 	testTTL   = time.Second
 )
 
-// env is one embedded NATS node with the bridge's streams and buckets, and one simulator.
+// env is one test's world (see [testworld.World]) with reconcilers to start; ctx bounds the test.
 type env struct {
-	t     *testing.T
-	ctx   context.Context
-	node  *natstest.Node // the node of a "single" topology
-	url   string
-	js    jetstream.JetStream
-	res   natsx.Resources
-	store *jobs.Store
-	deliv *jobs.Deliverer
-	sim   *simulator.Simulator
-	api   *upstream.Client
+	*testworld.World
+	t   *testing.T
+	ctx context.Context
 }
 
 func newEnv(t *testing.T, sc simulator.Config) *env {
 	t.Helper()
-	return newEnvOn(t, "single", sc)
+	return newEnvOn(t, testworld.Single, sc)
 }
 
-// newEnvOn is newEnv on a topology: "single" (one node, R1) or "cluster" (three nodes, R3).
-func newEnvOn(t *testing.T, topology string, sc simulator.Config) *env {
+// newEnvOn is newEnv on a topology: Single (one node, R1) or Cluster (three nodes, R3).
+func newEnvOn(t *testing.T, topo testworld.Topology, sc simulator.Config) *env {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	t.Cleanup(cancel)
-	url, replicas := "", 1
-	var node *natstest.Node
-	switch topology {
-	case "single":
-		node = natstest.RunServer(t)
-		url = node.ClientURL()
-	case "cluster":
-		url, replicas = natstest.RunCluster(t, 3).URLs(), 3
-	default:
-		t.Fatalf("topology %q", topology)
-	}
-	_, js := natstest.Connect(t, url)
-	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{LeaseTTL: testTTL, Replicas: replicas})
-	if err != nil {
-		t.Fatalf("provision: %v", err)
-	}
-	store := jobs.NewStore(res.Jobs)
-	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: js, Store: store, Log: testLog(t)})
-	if err != nil {
-		t.Fatalf("deliverer: %v", err)
-	}
 	if sc.Seed == 0 {
 		sc.Seed = 1
 	}
-	sim := simtest.Run(t, sc)
-	return &env{t: t, ctx: ctx, node: node, url: url, js: js, res: res, store: store, deliv: d, sim: sim, api: simtest.Client(t, sim)}
-}
-
-func testLog(tb testing.TB) zerolog.Logger {
-	return zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	w := testworld.New(t, testworld.WithTopology(topo), testworld.WithProvision(natsx.ProvisionConfig{LeaseTTL: testTTL}),
+		testworld.WithSimulator(sc))
+	return &env{World: w, t: t, ctx: natstest.CtxWithin(t, 2*time.Minute)}
 }
 
 // submit submits a prompt job to the simulator and records it pending in JOBS with the given deadline.
 func (e *env) submit(text string, deadline time.Duration) string {
 	e.t.Helper()
-	sub, err := e.api.Submit(e.ctx, "prompt", map[string]string{"prompt": text}, "")
+	sub, err := e.API.Submit(e.ctx, "prompt", map[string]string{"prompt": text}, "")
 	if err != nil {
 		e.t.Fatalf("submit: %v", err)
 	}
@@ -99,27 +65,18 @@ func (e *env) submit(text string, deadline time.Duration) string {
 
 func (e *env) record(id string, submitted time.Time, deadline time.Duration) {
 	e.t.Helper()
-	_, err := e.store.Create(e.ctx, jobs.Record{JobID: id, Modality: "prompt", State: jobs.StatePending,
+	_, err := e.Store.Create(e.ctx, jobs.Record{JobID: id, Modality: "prompt", State: jobs.StatePending,
 		Origin: jobs.OriginSubmit, SubmittedAt: submitted.UTC(), Deadline: submitted.Add(deadline).UTC()})
 	if err != nil {
 		e.t.Fatalf("create record: %v", err)
 	}
 }
 
-func (e *env) rec(id string) jobs.Record {
-	e.t.Helper()
-	r, _, err := e.store.Get(e.ctx, id)
-	if err != nil {
-		e.t.Fatalf("get record: %v", err)
-	}
-	return r
-}
-
 // waitTerminal waits until the simulator reports the job terminal.
 func (e *env) waitTerminal(id string) {
 	e.t.Helper()
 	natstest.WaitFor(e.t, 10*time.Second, func() error {
-		j, err := e.api.GetJob(e.ctx, id, upstream.ClassVerify)
+		j, err := e.API.GetJob(e.ctx, id, upstream.ClassVerify)
 		if err != nil {
 			return err
 		}
@@ -146,7 +103,7 @@ type result struct {
 func (e *env) results() []result {
 	e.t.Helper()
 	var out []result
-	for _, m := range natstest.StreamMsgs(e.t, e.js, contract.StreamResults) {
+	for _, m := range natstest.StreamMsgs(e.t, e.JS, contract.StreamResults) {
 		var body struct {
 			JobID     string    `json:"job_id"`
 			Status    string    `json:"status"`
@@ -203,7 +160,7 @@ type replica struct {
 
 func (e *env) start(name string, mod func(*Config)) *replica {
 	e.t.Helper()
-	nc, js := natstest.Connect(e.t, e.url)
+	nc, js := e.Connect()
 	jkv, err := js.KeyValue(e.ctx, contract.BucketJobs)
 	if err != nil {
 		e.t.Fatalf("jobs bucket: %v", err)
@@ -212,15 +169,15 @@ func (e *env) start(name string, mod func(*Config)) *replica {
 	if err != nil {
 		e.t.Fatalf("leases bucket: %v", err)
 	}
-	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: js, Store: jobs.NewStore(jkv), Log: testLog(e.t)})
+	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: js, Store: jobs.NewStore(jkv), Log: e.Log})
 	if err != nil {
 		e.t.Fatalf("deliverer: %v", err)
 	}
 	reg := prometheus.NewRegistry()
 	// The replica's own JOBS watcher, probed every poll interval as the bridge's is.
-	w := jobs.NewWatcher(jkv, testPoll, testLog(e.t))
-	cfg := Config{Watcher: w, Leases: leases, Deliverer: d, API: e.api, Budget: budget.Unlimited{}, PollInterval: testPoll, WebhookGrace: testGrace,
-		Instance: name, Log: testLog(e.t), Metrics: reg}
+	w := jobs.NewWatcher(jkv, testPoll, e.Log)
+	cfg := Config{Watcher: w, Leases: leases, Deliverer: d, API: e.API, Budget: budget.Unlimited{}, PollInterval: testPoll, WebhookGrace: testGrace,
+		Instance: name, Log: e.Log, Metrics: reg}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -251,9 +208,9 @@ func (rp *replica) stop() {
 	})
 }
 
-func (rp *replica) leader() bool { return metricValue(rp.r.m.leader) == 1 }
+func (rp *replica) leader() bool { return testutil.ToFloat64(rp.r.m.leader) == 1 }
 
-func (rp *replica) sweeps() float64 { return metricValue(rp.r.m.sweeps.WithLabelValues("ok")) }
+func (rp *replica) sweeps() float64 { return testutil.ToFloat64(rp.r.m.sweeps.WithLabelValues("ok")) }
 
 func waitLeader(t *testing.T, timeout time.Duration, rps ...*replica) *replica {
 	t.Helper()
@@ -272,32 +229,4 @@ func waitLeader(t *testing.T, timeout time.Duration, rps ...*replica) *replica {
 		return nil
 	})
 	return got
-}
-
-// metricValue reads a counter or gauge (testutil would need a module this one does not require).
-func metricValue(m prometheus.Metric) float64 {
-	var d dto.Metric
-	if err := m.Write(&d); err != nil {
-		panic(err)
-	}
-	switch {
-	case d.Counter != nil:
-		return d.Counter.GetValue()
-	case d.Gauge != nil:
-		return d.Gauge.GetValue()
-	}
-	panic("not a counter or gauge")
-}
-
-// waitState waits until the job's record is in state (JOBS is written after the result's publish).
-func (e *env) waitState(id string, state jobs.State) jobs.Record {
-	e.t.Helper()
-	var rec jobs.Record
-	natstest.WaitFor(e.t, 5*time.Second, func() error {
-		if rec = e.rec(id); rec.State != state {
-			return fmt.Errorf("job %s %s, want %s", id, rec.State, state)
-		}
-		return nil
-	})
-	return rec
 }

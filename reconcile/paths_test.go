@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -21,7 +21,7 @@ import (
 // out, and the first list that answers again recovers the missed job by poll.
 func TestInFlightListFailing(t *testing.T) {
 	e := newEnv(t, simulator.Config{DropRate: 1})
-	e.sim.SetFault(simulator.EndpointJobs, simulator.Fault{ErrorRate: 1})
+	e.Sim.SetFault(simulator.EndpointJobs, simulator.Fault{ErrorRate: 1})
 	missed := e.submit("missed", time.Minute)
 	e.waitCompleted(missed)
 	stuck := e.submit("stuck sim:hold", 1500*time.Millisecond)
@@ -33,7 +33,7 @@ func TestInFlightListFailing(t *testing.T) {
 		t.Fatalf("stuck job: %+v, want a timeout while the list fails", got)
 	}
 	natstest.WaitFor(t, 5*time.Second, func() error {
-		if n := metricValue(failed); n < 3 {
+		if n := testutil.ToFloat64(failed); n < 3 {
 			return fmt.Errorf("%v failed sweeps", n)
 		}
 		return nil
@@ -44,11 +44,11 @@ func TestInFlightListFailing(t *testing.T) {
 	if n := len(e.jobGETs(missed)); n != 0 {
 		t.Fatalf("%d GETs of the missed job without an in-flight list, want 0", n)
 	}
-	if ok, errs := rp.sweeps(), metricValue(rp.r.m.errors.WithLabelValues("inflight")); ok != 0 || errs != metricValue(failed) {
-		t.Fatalf("sweeps ok %v, inflight errors %v, failed sweeps %v: want 0 ok, one error a failed sweep", ok, errs, metricValue(failed))
+	if ok, errs := rp.sweeps(), testutil.ToFloat64(rp.r.m.errors.WithLabelValues("inflight")); ok != 0 || errs != testutil.ToFloat64(failed) {
+		t.Fatalf("sweeps ok %v, inflight errors %v, failed sweeps %v: want 0 ok, one error a failed sweep", ok, errs, testutil.ToFloat64(failed))
 	}
 
-	e.sim.SetFault(simulator.EndpointJobs, simulator.Fault{})
+	e.Sim.SetFault(simulator.EndpointJobs, simulator.Fault{})
 	e.waitResults(10*time.Second, 1, missed)
 	if got := e.resultsOf(missed); len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Status != upstream.StatusCompleted {
 		t.Fatalf("missed job: %+v, want its result by poll", got)
@@ -67,7 +67,7 @@ func TestLeaseTakenOverStopsTheLoser(t *testing.T) {
 	before := []string{e.submit("before", time.Minute), e.submit("before stuck sim:hold", 2*time.Second)}
 	e.waitResults(10*time.Second, 1, before[0])
 
-	if _, err := e.res.Leases.Put(e.ctx, LeaseKey, []byte("intruder")); err != nil {
+	if _, err := e.Res.Leases.Put(e.ctx, LeaseKey, []byte("intruder")); err != nil {
 		t.Fatal(err)
 	}
 	taken := time.Now()
@@ -80,13 +80,13 @@ func TestLeaseTakenOverStopsTheLoser(t *testing.T) {
 	t.Logf("r1 stopped %v after the takeover", time.Since(taken))
 	// While the intruder's key lives nobody leads: r1's sweeps stop at once and r2 never starts.
 	sweeps1 := r1.sweeps()
-	jobsCalls := e.sim.CallCount(simulator.EndpointJobs)
+	jobsCalls := e.Sim.CallCount(simulator.EndpointJobs)
 	checks := 0
 	natstest.WaitFor(t, 3*testTTL, func() error {
 		// Read the acting replicas first, then the lease: what was read happened under the intruder's lease.
 		lead1, lead2 := r1.leader(), r2.leader()
-		s, c := r1.sweeps(), e.sim.CallCount(simulator.EndpointJobs)
-		if v, err := e.res.Leases.Get(e.ctx, LeaseKey); err == nil && string(v.Value()) == "intruder" {
+		s, c := r1.sweeps(), e.Sim.CallCount(simulator.EndpointJobs)
+		if v, err := e.Res.Leases.Get(e.ctx, LeaseKey); err == nil && string(v.Value()) == "intruder" {
 			checks++
 			if lead1 || lead2 {
 				t.Fatalf("a replica leads while the intruder holds the lease")
@@ -114,7 +114,7 @@ func TestLeaseTakenOverStopsTheLoser(t *testing.T) {
 		}
 	}
 	natstest.WaitFor(t, 5*time.Second, func() error {
-		if pages, sweeps := e.sim.CallCount(simulator.EndpointJobs), int(r1.sweeps()+r2.sweeps()); pages != sweeps {
+		if pages, sweeps := e.Sim.CallCount(simulator.EndpointJobs), int(r1.sweeps()+r2.sweeps()); pages != sweeps {
 			return fmt.Errorf("GET /jobs calls %d, sweeps %d: want one page per sweep of one leader", pages, sweeps)
 		}
 		return nil
@@ -139,7 +139,7 @@ func TestJobsWatchSurvivesRestart(t *testing.T) {
 		return nil
 	})
 
-	e.node.Restart(t)
+	e.Node.Restart(t)
 	waitLeader(t, 10*time.Second, rp)
 
 	missed := e.submit("after restart", time.Minute)
@@ -152,14 +152,14 @@ func TestJobsWatchSurvivesRestart(t *testing.T) {
 		t.Fatalf("job recorded after the restart: %+v, want one result by poll", got)
 	}
 	// A record that leaves pending leaves the index: deliver the held job as its webhook would.
-	if err := e.sim.CompleteJob(held, simulator.Outcome{}); err != nil {
+	if err := e.Sim.CompleteJob(held, simulator.Outcome{}); err != nil {
 		t.Fatal(err)
 	}
-	job, err := e.api.GetJob(e.ctx, held, upstream.ClassVerify)
+	job, err := e.API.GetJob(e.ctx, held, upstream.ClassVerify)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.deliv.Deliver(e.ctx, job, contract.SourceWebhook, time.Now()); err != nil {
+	if _, err := e.Deliverer.Deliver(e.ctx, job, contract.SourceWebhook, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	natstest.WaitFor(t, 5*time.Second, func() error {
@@ -171,8 +171,8 @@ func TestJobsWatchSurvivesRestart(t *testing.T) {
 	if got := e.resultsOf(held); len(got) != 1 || got[0].Source != contract.SourceWebhook {
 		t.Fatalf("held job: %+v, want one result by its webhook", got)
 	}
-	e.waitState(stuck, jobs.StateTimedOut)
-	if _, err := e.res.Jobs.Get(e.ctx, missed); errors.Is(err, jetstream.ErrKeyNotFound) {
+	e.WaitState(stuck, jobs.StateTimedOut, 5*time.Second)
+	if _, err := e.Res.Jobs.Get(e.ctx, missed); errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatal("record of the job submitted after the restart is missing")
 	}
 }
@@ -191,12 +191,10 @@ func TestJobsWatchReopensWhenBucketRecreated(t *testing.T) {
 		}
 		return nil
 	})
-	if err := e.js.DeleteKeyValue(e.ctx, contract.BucketJobs); err != nil {
+	if err := e.JS.DeleteKeyValue(e.ctx, contract.BucketJobs); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := natsx.Provision(e.ctx, e.js, natsx.ProvisionConfig{LeaseTTL: testTTL, Replicas: 1}); err != nil {
-		t.Fatal(err)
-	}
+	e.Provision()
 	fresh := e.submit("fresh", time.Minute)
 	natstest.WaitFor(t, 5*time.Second, func() error {
 		rp.r.idx.mu.Lock()

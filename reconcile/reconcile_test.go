@@ -9,12 +9,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/testworld"
-	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -40,7 +40,7 @@ func TestConfigValidate(t *testing.T) {
 	e := newEnv(t, simulator.Config{})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{Watcher: jobs.NewWatcher(e.res.Jobs, 0, testLog(t)), Leases: e.res.Leases, Deliverer: e.deliv, API: e.api, Budget: budget.Unlimited{}}
+			cfg := Config{Watcher: jobs.NewWatcher(e.Res.Jobs, 0, e.Log), Leases: e.Res.Leases, Deliverer: e.Deliverer, API: e.API, Budget: budget.Unlimited{}}
 			tt.mod(&cfg)
 			_, err := New(cfg)
 			if !errors.Is(err, tt.wantErr) {
@@ -56,7 +56,7 @@ func TestMissedWebhookRecoveredByPolling(t *testing.T) {
 	e := newEnv(t, simulator.Config{DropRate: 1})
 	id := e.submit("hello", time.Minute)
 	e.waitTerminal(id)
-	jobCalls := e.sim.CallCount(simulator.EndpointJob) // the test's own GETs
+	jobCalls := e.Sim.CallCount(simulator.EndpointJob) // the test's own GETs
 
 	rp := e.start("r1", nil)
 	e.waitResults(10*time.Second, 1, id)
@@ -65,26 +65,26 @@ func TestMissedWebhookRecoveredByPolling(t *testing.T) {
 	if len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Subject != "results.prompt" || got[0].MsgID != id {
 		t.Fatalf("results %+v, want one on results.prompt with source poll", got)
 	}
-	if rec := e.waitState(id, jobs.StateDelivered); rec.Source != contract.SourcePoll {
+	if rec := e.WaitState(id, jobs.StateDelivered, 5*time.Second); rec.Source != contract.SourcePoll {
 		t.Fatalf("record source %s, want poll", rec.Source)
 	}
 	// Let two more sweep ticks pass: the index is empty, so they cost nothing.
 	skipped := rp.r.m.sweeps.WithLabelValues("skipped")
-	base := metricValue(skipped)
+	base := testutil.ToFloat64(skipped)
 	natstest.WaitFor(t, 5*time.Second, func() error {
-		if n := metricValue(skipped); n < base+2 {
+		if n := testutil.ToFloat64(skipped); n < base+2 {
 			return fmt.Errorf("%v skipped sweeps", n-base)
 		}
 		return nil
 	})
-	if n := e.sim.CallCount(simulator.EndpointJob) - jobCalls; n != 1 {
+	if n := e.Sim.CallCount(simulator.EndpointJob) - jobCalls; n != 1 {
 		t.Fatalf("GET /job calls %d, want 1", n)
 	}
 	// One in-flight page per sweep that had something pending.
-	if pages, sweeps := e.sim.CallCount(simulator.EndpointJobs), int(rp.sweeps()); pages != sweeps || pages < 1 {
+	if pages, sweeps := e.Sim.CallCount(simulator.EndpointJobs), int(rp.sweeps()); pages != sweeps || pages < 1 {
 		t.Fatalf("GET /jobs calls %d, sweeps %d: want one page per sweep", pages, sweeps)
 	}
-	if n := metricValue(rp.r.m.recovered); n != 1 {
+	if n := testutil.ToFloat64(rp.r.m.recovered); n != 1 {
 		t.Fatalf("recovered metric %v, want 1", n)
 	}
 }
@@ -97,7 +97,7 @@ func TestTimeoutOnceAtDeadline(t *testing.T) {
 
 	start := time.Now()
 	id := e.submit("stuck sim:hold", 1500*time.Millisecond)
-	deadline := e.rec(id).Deadline
+	deadline := e.Record(id).Deadline
 	e.waitResults(10*time.Second, 1, id)
 
 	got := e.resultsOf(id)
@@ -116,7 +116,7 @@ func TestTimeoutOnceAtDeadline(t *testing.T) {
 		t.Fatalf("timeout published %v after the deadline, want within a poll interval plus 1s", late)
 	}
 	t.Logf("timeout published %v after the deadline (%v after submit)", r.Stored.Sub(deadline), r.Stored.Sub(start))
-	if rec := e.waitState(id, jobs.StateTimedOut); rec.Source != contract.SourceTimeout {
+	if rec := e.WaitState(id, jobs.StateTimedOut, 5*time.Second); rec.Source != contract.SourceTimeout {
 		t.Fatalf("record source %s, want timeout", rec.Source)
 	}
 	// More sweeps (the job stays on the late watch, in flight): still one result.
@@ -130,7 +130,7 @@ func TestTimeoutOnceAtDeadline(t *testing.T) {
 	if got := e.resultsOf(id); len(got) != 1 {
 		t.Fatalf("%d results after more sweeps, want 1", len(got))
 	}
-	if v := metricValue(rp.r.m.timeouts); v != 1 {
+	if v := testutil.ToFloat64(rp.r.m.timeouts); v != 1 {
 		t.Fatalf("timeouts metric %v, want 1", v)
 	}
 }
@@ -144,8 +144,8 @@ func TestLateCompletionPublishedOnceOnLate(t *testing.T) {
 	waitLeader(t, 5*time.Second, rp)
 	id := e.submit("slow sim:hold", time.Second)
 	e.waitResults(10*time.Second, 1, id)
-	e.waitState(id, jobs.StateTimedOut)
-	if err := e.sim.CompleteJob(id, simulator.Outcome{Prohibited: true}); err != nil {
+	e.WaitState(id, jobs.StateTimedOut, 5*time.Second)
+	if err := e.Sim.CompleteJob(id, simulator.Outcome{Prohibited: true}); err != nil {
 		t.Fatal(err)
 	}
 	e.waitResults(10*time.Second, 2, id)
@@ -155,18 +155,18 @@ func TestLateCompletionPublishedOnceOnLate(t *testing.T) {
 		t.Fatalf("results %+v, want the timeout then one late result", got)
 	}
 	// The late webhook, verified, through the same path: nothing new.
-	job, err := e.api.GetJob(e.ctx, id, upstream.ClassVerify)
+	job, err := e.API.GetJob(e.ctx, id, upstream.ClassVerify)
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := e.deliv.Deliver(e.ctx, job, contract.SourceWebhook, time.Now())
+	out, err := e.Deliverer.Deliver(e.ctx, job, contract.SourceWebhook, time.Now())
 	if err != nil || out != jobs.AlreadyDelivered {
 		t.Fatalf("late webhook: %v %v, want already delivered", out, err)
 	}
 	if got := e.resultsOf(id); len(got) != 2 {
 		t.Fatalf("%d results, want 2", len(got))
 	}
-	if v := metricValue(rp.r.m.lateRecovered); v != 1 {
+	if v := testutil.ToFloat64(rp.r.m.lateRecovered); v != 1 {
 		t.Fatalf("late recovered metric %v, want 1", v)
 	}
 	natstest.WaitFor(t, 5*time.Second, func() error {
@@ -202,15 +202,15 @@ func TestRestartRecoversPendingAndOverdue(t *testing.T) {
 	}
 	// Let the short deadlines pass while no reconciler runs.
 	natstest.WaitFor(t, 5*time.Second, func() error {
-		if d := e.rec(stuck[len(stuck)-1]).Deadline; time.Now().Before(d.Add(200 * time.Millisecond)) {
+		if d := e.Record(stuck[len(stuck)-1]).Deadline; time.Now().Before(d.Add(200 * time.Millisecond)) {
 			return errors.New("deadline ahead")
 		}
 		return nil
 	})
 
 	// The new one has a budget of 10 requests a second, 3 at once.
-	b := testworld.StartBudget(t, budget.Config{KV: e.res.Budget, RPM: 600, Burst: 3})
-	api := simtest.Client(t, e.sim, func(c *upstream.Config) { c.Limiter = b })
+	b := testworld.StartBudget(t, budget.Config{KV: e.Res.Budget, RPM: 600, Burst: 3})
+	api := e.Client(func(c *upstream.Config) { c.Limiter = b })
 	r2 := e.start("r2", func(c *Config) { c.API, c.Budget = api, b })
 	all := append(append(append([]string(nil), done...), stuck...), future...)
 	e.waitResults(20*time.Second, 1, all...)
@@ -232,12 +232,12 @@ func TestRestartRecoversPendingAndOverdue(t *testing.T) {
 		}
 	}
 	for _, id := range future {
-		r, rec := e.resultsOf(id)[0], e.rec(id)
+		r, rec := e.resultsOf(id)[0], e.Record(id)
 		if r.Stored.Before(rec.Deadline) {
 			t.Fatalf("job %s timed out %v before its deadline", id, rec.Deadline.Sub(r.Stored))
 		}
 	}
-	if n := metricValue(r2.r.m.recovered); n != float64(len(done)) {
+	if n := testutil.ToFloat64(r2.r.m.recovered); n != float64(len(done)) {
 		t.Fatalf("recovered %v, want %d", n, len(done))
 	}
 }
@@ -246,13 +246,13 @@ func TestRestartRecoversPendingAndOverdue(t *testing.T) {
 // a crashed leader (its connection gone, the lease no longer renewed) is replaced within about
 // LeaseTTL, and a cleanly stopped one at once.
 func TestReplicasActLikeOne(t *testing.T) {
-	for _, topology := range []string{"single", "cluster"} {
-		t.Run(topology, func(t *testing.T) { testReplicasActLikeOne(t, topology) })
+	for _, topo := range testworld.Topologies() {
+		t.Run(topo.Name, func(t *testing.T) { testReplicasActLikeOne(t, topo) })
 	}
 }
 
-func testReplicasActLikeOne(t *testing.T, topology string) {
-	e := newEnvOn(t, topology, simulator.Config{DropRate: 1})
+func testReplicasActLikeOne(t *testing.T, topo testworld.Topology) {
+	e := newEnvOn(t, topo, simulator.Config{DropRate: 1})
 	rps := []*replica{e.start("r1", nil), e.start("r2", nil), e.start("r3", nil)}
 	lead := waitLeader(t, 5*time.Second, rps...)
 
@@ -280,7 +280,7 @@ func testReplicasActLikeOne(t *testing.T, topology string) {
 		for _, rp := range rps {
 			sweeps += rp.sweeps()
 		}
-		if pages := e.sim.CallCount(simulator.EndpointJobs); float64(pages) != sweeps {
+		if pages := e.Sim.CallCount(simulator.EndpointJobs); float64(pages) != sweeps {
 			return fmt.Errorf("GET /jobs calls %d, sweeps %v: want the traffic of one reconciler", pages, sweeps)
 		}
 		return nil
@@ -331,7 +331,7 @@ func TestLeaseRenewalOutlivesTTL(t *testing.T) {
 	e := newEnv(t, simulator.Config{})
 	r1 := e.start("r1", nil)
 	waitLeader(t, 5*time.Second, r1)
-	first, err := e.res.Leases.Get(e.ctx, LeaseKey)
+	first, err := e.Res.Leases.Get(e.ctx, LeaseKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +343,7 @@ func TestLeaseRenewalOutlivesTTL(t *testing.T) {
 		}
 		return nil
 	})
-	cur, err := e.res.Leases.Get(e.ctx, LeaseKey)
+	cur, err := e.Res.Leases.Get(e.ctx, LeaseKey)
 	if err != nil {
 		t.Fatalf("lease after 3 TTLs: %v", err)
 	}
@@ -357,7 +357,7 @@ func TestLeaseRenewalOutlivesTTL(t *testing.T) {
 	r1.nc.Close()
 	lastRenewal := cur.Created()
 	natstest.WaitFor(t, 3*testTTL, func() error {
-		e, err := e.res.Leases.Get(e.ctx, LeaseKey)
+		e, err := e.Res.Leases.Get(e.ctx, LeaseKey)
 		if err == nil && string(e.Value()) == "r1" {
 			return errors.New("lease still r1's")
 		}
@@ -377,7 +377,7 @@ func TestWebhookAndPollRaceGiveOneResult(t *testing.T) {
 	var ids []string
 	jobsByID := map[string]upstream.Job{}
 	for range 20 {
-		sub, err := e.api.Submit(e.ctx, "prompt", map[string]string{"prompt": "race"}, "")
+		sub, err := e.API.Submit(e.ctx, "prompt", map[string]string{"prompt": "race"}, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -385,7 +385,7 @@ func TestWebhookAndPollRaceGiveOneResult(t *testing.T) {
 	}
 	for _, id := range ids {
 		e.waitTerminal(id)
-		j, err := e.api.GetJob(e.ctx, id, upstream.ClassVerify)
+		j, err := e.API.GetJob(e.ctx, id, upstream.ClassVerify)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -398,7 +398,7 @@ func TestWebhookAndPollRaceGiveOneResult(t *testing.T) {
 		wg.Go(func() {
 			e.record(id, time.Now(), time.Minute)
 			time.Sleep(time.Duration(i%10) * 12 * time.Millisecond) // jitter, not synchronisation
-			if _, err := e.deliv.Deliver(e.ctx, jobsByID[id], contract.SourceWebhook, time.Now()); err != nil {
+			if _, err := e.Deliverer.Deliver(e.ctx, jobsByID[id], contract.SourceWebhook, time.Now()); err != nil {
 				t.Errorf("deliver %s: %v", id, err)
 			}
 		})
@@ -418,7 +418,7 @@ func TestWebhookAndPollRaceGiveOneResult(t *testing.T) {
 			t.Fatalf("job %s: %d results, want 1", id, len(got))
 		}
 		winners[got[0].Source]++
-		if rec := e.waitState(id, jobs.StateDelivered); rec.Source != got[0].Source || rec.ResultSeq != got[0].Seq {
+		if rec := e.WaitState(id, jobs.StateDelivered, 5*time.Second); rec.Source != got[0].Source || rec.ResultSeq != got[0].Seq {
 			t.Fatalf("job %s: record %s/%s seq %d, result %s seq %d", id, rec.State, rec.Source, rec.ResultSeq, got[0].Source, got[0].Seq)
 		}
 	}
@@ -434,7 +434,7 @@ func TestUnknownUpstreamLeftToDeadline(t *testing.T) {
 	e.record(id, time.Now(), 2*time.Second)
 	rp := e.start("r1", nil)
 	natstest.WaitFor(t, 5*time.Second, func() error {
-		if metricValue(rp.r.m.notFound) < 1 {
+		if testutil.ToFloat64(rp.r.m.notFound) < 1 {
 			return errors.New("no 404 yet")
 		}
 		return nil
@@ -447,7 +447,7 @@ func TestUnknownUpstreamLeftToDeadline(t *testing.T) {
 	// Three 404s in sweeps, then the last check at the deadline (issue 12 finding 4: one 404 is not
 	// enough to stop asking).
 	calls := 0
-	for _, c := range e.sim.Calls(simulator.EndpointJob) {
+	for _, c := range e.Sim.Calls(simulator.EndpointJob) {
 		if strings.Contains(c.Path, id) {
 			calls++
 		}
@@ -455,7 +455,7 @@ func TestUnknownUpstreamLeftToDeadline(t *testing.T) {
 	if calls != 4 {
 		t.Fatalf("GET /job calls for the unknown job %d, want 4", calls)
 	}
-	if v := metricValue(rp.r.m.notFound); v != 4 {
+	if v := testutil.ToFloat64(rp.r.m.notFound); v != 4 {
 		t.Fatalf("not-found metric %v, want 4", v)
 	}
 }
@@ -474,14 +474,14 @@ func TestJobsIndexFollowsWatch(t *testing.T) {
 		}
 		return nil
 	})
-	if err := e.res.Jobs.Delete(e.ctx, "job-000"); err != nil {
+	if err := e.Res.Jobs.Delete(e.ctx, "job-000"); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.res.Jobs.Purge(e.ctx, "job-001"); err != nil {
+	if err := e.Res.Jobs.Purge(e.ctx, "job-001"); err != nil {
 		t.Fatal(err)
 	}
 	for i, st := range map[int]jobs.State{2: jobs.StateDelivered, 3: jobs.StateTimedOut} {
-		if _, err := e.store.Update(e.ctx, fmt.Sprintf("job-%03d", i), func(r *jobs.Record) (bool, error) {
+		if _, err := e.Store.Update(e.ctx, fmt.Sprintf("job-%03d", i), func(r *jobs.Record) (bool, error) {
 			r.State = st
 			return true, nil
 		}); err != nil {
@@ -493,12 +493,12 @@ func TestJobsIndexFollowsWatch(t *testing.T) {
 		if p != 46 || l != 1 {
 			return fmt.Errorf("%d pending, %d late, want 46, 1", p, l)
 		}
-		if g := metricValue(rp.r.m.pending.WithLabelValues("prompt")); g != 46 {
+		if g := testutil.ToFloat64(rp.r.m.pending.WithLabelValues("prompt")); g != 46 {
 			return fmt.Errorf("pending gauge %v", g)
 		}
 		return nil
 	})
-	if _, err := e.res.Jobs.Get(e.ctx, "job-000"); !errors.Is(err, jetstream.ErrKeyDeleted) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := e.Res.Jobs.Get(e.ctx, "job-000"); !errors.Is(err, jetstream.ErrKeyDeleted) && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("deleted key: %v", err)
 	}
 }
@@ -507,11 +507,11 @@ func TestJobsIndexFollowsWatch(t *testing.T) {
 // when its deadline comes, is delivered by the last check once the upstream answers again, not timed out.
 func TestDeadlineCheckRetriesPassingErrors(t *testing.T) {
 	e := newEnv(t, simulator.Config{DropRate: 1})
-	e.sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 1})
+	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{ErrorRate: 1})
 	id := e.submit("hello", 1500*time.Millisecond)
-	deadline := e.rec(id).Deadline
+	deadline := e.Record(id).Deadline
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		if j, ok := e.sim.Job(id); !ok || j.Status != upstream.StatusCompleted {
+		if j, ok := e.Sim.Job(id); !ok || j.Status != upstream.StatusCompleted {
 			return fmt.Errorf("job %s not completed upstream yet", id)
 		}
 		return nil
@@ -521,21 +521,21 @@ func TestDeadlineCheckRetriesPassingErrors(t *testing.T) {
 
 	// The first GET /job at or after the deadline fails: the last check has met the outage.
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		for _, c := range e.sim.Calls(simulator.EndpointJob) {
+		for _, c := range e.Sim.Calls(simulator.EndpointJob) {
 			if !c.At.Before(deadline) {
 				return nil
 			}
 		}
 		return errors.New("no GET /job at or after the deadline yet")
 	})
-	e.sim.SetFault(simulator.EndpointJob, simulator.Fault{})
+	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{})
 	e.waitResults(10*time.Second, 1, id)
 
 	got := e.resultsOf(id)
 	if len(got) != 1 || got[0].Source != contract.SourcePoll || got[0].Status != upstream.StatusCompleted {
 		t.Fatalf("results %+v, want one completed result with source poll, not a timeout", got)
 	}
-	if v := metricValue(rp.r.m.timeouts); v != 0 {
+	if v := testutil.ToFloat64(rp.r.m.timeouts); v != 0 {
 		t.Fatalf("timeouts metric %v, want 0", v)
 	}
 }

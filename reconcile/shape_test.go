@@ -36,11 +36,11 @@ func TestMissedWebhookWithinTwoPollsPlusGrace(t *testing.T) {
 	})
 	// Complete them at different points of the sweep cycle.
 	for i, id := range ids {
-		if err := e.sim.CompleteJob(id, simulator.Outcome{}); err != nil {
+		if err := e.Sim.CompleteJob(id, simulator.Outcome{}); err != nil {
 			t.Fatal(err)
 		}
 		e.waitResults(10*time.Second, 1, id)
-		info, _ := e.sim.Job(id)
+		info, _ := e.Sim.Job(id)
 		r := e.resultsOf(id)[0]
 		took := r.Stored.Sub(info.CompletedAt)
 		t.Logf("job %d: published %v after it completed", i, took)
@@ -61,7 +61,7 @@ func TestTimeoutResultShape(t *testing.T) {
 	t.Run("last answer", func(t *testing.T) {
 		start := time.Now()
 		id := e.submit("stuck sim:hold", 1500*time.Millisecond)
-		info, _ := e.sim.Job(id)
+		info, _ := e.Sim.Job(id)
 		msg := e.waitRawResult(t, id)
 		want := fmt.Sprintf(`{"job_id":%q,"type":"prompt","status":"failed","is_prohibited":null,`+
 			`"categories":{"custom":{}},"error_code":"BRIDGE_TIMEOUT","created_at":%q,"completed_at":null,`+
@@ -72,7 +72,7 @@ func TestTimeoutResultShape(t *testing.T) {
 		start := time.Now()
 		id := "00000000-0000-4000-8000-0000000000aa"
 		submitted := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-		if _, err := e.store.Create(e.ctx, jobs.Record{JobID: id, Modality: "image", State: jobs.StatePending,
+		if _, err := e.Store.Create(e.ctx, jobs.Record{JobID: id, Modality: "image", State: jobs.StatePending,
 			Origin: jobs.OriginSubmit, SubmittedAt: submitted, Deadline: time.Now().Add(time.Second).UTC()}); err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +92,7 @@ func (e *env) waitRawResult(t *testing.T, id string) *jetstream.RawStreamMsg {
 	if len(got) != 1 {
 		t.Fatalf("%d results, want 1", len(got))
 	}
-	s, err := e.js.Stream(e.ctx, contract.StreamResults)
+	s, err := e.JS.Stream(e.ctx, contract.StreamResults)
 	if err != nil {
 		t.Fatal(err)
 	}

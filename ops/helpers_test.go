@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,11 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/testworld"
-	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
@@ -24,8 +21,10 @@ import (
 	"github.com/evershield/bridge/verify"
 )
 
-// world is one test's JetStream with the bridge's streams, and optionally the simulator and a verifier.
+// world is one test's world (see [testworld.World]) under the short names of this package's tests,
+// with a simulator and a verifier to start.
 type world struct {
+	*testworld.World
 	tb    testing.TB
 	nc    *nats.Conn
 	js    jetstream.JetStream
@@ -38,16 +37,8 @@ type world struct {
 
 func newWorld(tb testing.TB) *world {
 	tb.Helper()
-	w := &world{tb: tb, log: zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.InfoLevel)}
-	srv := natstest.RunServer(tb)
-	w.nc, w.js = natstest.Connect(tb, srv.ClientURL())
-	var err error
-	w.res, err = natsx.Provision(natstest.CtxWithin(tb, 30*time.Second), w.js, natsx.ProvisionConfig{})
-	if err != nil {
-		tb.Fatalf("provision: %v", err)
-	}
-	w.store = jobs.NewStore(w.res.Jobs)
-	return w
+	w := testworld.New(tb)
+	return &world{World: w, tb: tb, nc: w.NC, js: w.JS, res: w.Res, store: w.Store, log: w.Log}
 }
 
 // publish stores a message with the given Nats-Msg-Id and returns its sequence.
@@ -93,38 +84,23 @@ func (w *world) streamMsgs(stream string, subjects ...string) []*jetstream.RawSt
 // withSimulator starts the simulator and a client of it.
 func (w *world) withSimulator(cfg simulator.Config) {
 	w.tb.Helper()
-	w.sim = simtest.Run(w.tb, cfg)
-	w.api = simtest.Client(w.tb, w.sim, func(c *upstream.Config) { c.Log = w.log })
+	w.StartSimulator(cfg)
+	w.sim, w.api = w.Sim, w.API
 }
 
 // startVerifier runs the real verifier until the test ends.
 func (w *world) startVerifier(maxAttempts int) {
 	w.tb.Helper()
-	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: w.js, Store: w.store, Log: w.log})
-	if err != nil {
-		w.tb.Fatal(err)
-	}
 	v, err := verify.New(verify.Config{
-		JS: w.js, API: w.api, Deliverer: d, Log: w.log, Concurrency: 8, MaxAttempts: maxAttempts,
+		JS: w.js, API: w.api, Deliverer: w.Deliverer, Log: w.log, Concurrency: 8, MaxAttempts: maxAttempts,
 		RetryBase: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond, ShutdownTimeout: 5 * time.Second,
 		UnknownRPM:     60_000, // these tests verify jobs submitted around the bridge
-		UnknownLimiter: testworld.StartBudget(w.tb, budget.Config{KV: w.res.Budget, Key: budget.KeyUnknown, RPM: 60_000}),
+		UnknownLimiter: w.UnknownBudget(60_000, 0),
 	})
 	if err != nil {
 		w.tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- v.Run(ctx) }()
-	var once sync.Once
-	w.tb.Cleanup(func() {
-		once.Do(func() {
-			cancel()
-			if err := natstest.RecvWithin(w.tb, done, 30*time.Second); err != nil {
-				w.tb.Errorf("verifier: %v", err)
-			}
-		})
-	})
+	testworld.Run(w.tb, "verifier", v.Run)
 }
 
 // verifierIdle waits until the verify consumer has nothing pending or unacknowledged.

@@ -20,8 +20,7 @@ import (
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/ingesttest"
-	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/natsx"
+	"github.com/evershield/bridge/internal/testworld"
 )
 
 // loadYAML parses a YAML document and re-encodes it as JSON values, as a JSON Schema validator takes them.
@@ -90,12 +89,8 @@ func TestOpenAPIAnswersOfTheRealHandler(t *testing.T) {
 	errSchema := schemaOf("/components/schemas/Error")
 	stored := schemaOf("/components/responses/stored/content/application~1json/schema")
 
-	srv := natstest.RunServer(t)
-	_, js := natstest.Connect(t, srv.ClientURL())
+	js := testworld.New(t).JS
 	ctx := t.Context()
-	if _, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{}); err != nil {
-		t.Fatal(err)
-	}
 	h, err := ingest.New(ingest.Config{Publisher: js, Token: "t0k", MaxBody: 1024})
 	if err != nil {
 		t.Fatal(err)

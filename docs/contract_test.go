@@ -13,15 +13,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/simtest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -65,10 +62,10 @@ func TestRealMessagesMatchSchemas(t *testing.T) {
 	sch := compileSchemas(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	js, store, d := deliveryWorld(ctx, t)
-	// An unknown field on every job object: the result must keep it, and the schema must allow it.
-	sim := simtest.Run(t, simulator.Config{ExtraFields: map[string]any{"model_version": "sim-7"}})
-	api := simtest.Client(t, sim)
+	// What a result goes through: the bridge's streams and buckets, the JOBS store and a deliverer. An
+	// unknown field on every job object: the result must keep it, and the schema must allow it.
+	w := testworld.New(t, testworld.WithSimulator(simulator.Config{ExtraFields: map[string]any{"model_version": "sim-7"}}))
+	js, store, d, sim, api := w.JS, w.Store, w.Deliverer, w.Sim, w.API
 
 	terminal := func(id string) upstream.Job {
 		t.Helper()
@@ -316,22 +313,4 @@ func repoRoot(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return root
-}
-
-// deliveryWorld is what a result goes through: an embedded server with the bridge's streams and
-// buckets, the JOBS store and a deliverer.
-func deliveryWorld(ctx context.Context, t *testing.T) (jetstream.JetStream, *jobs.Store, *jobs.Deliverer) {
-	t.Helper()
-	srv := natstest.RunServer(t)
-	_, js := natstest.Connect(t, srv.ClientURL())
-	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := jobs.NewStore(res.Jobs)
-	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: js, Store: store, Log: zerolog.New(zerolog.NewTestWriter(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js, store, d
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 )
@@ -22,7 +23,8 @@ func TestFilledTypeMatchesSchema(t *testing.T) {
 	sch := compileSchemas(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js, store, d := deliveryWorld(ctx, t)
+	w := testworld.New(t)
+	js, store, d := w.JS, w.Store, w.Deliverer
 	id := uuid.NewString()
 	now := time.Now().UTC()
 	if _, err := store.Create(ctx, jobs.Record{JobID: id, Modality: "audio", State: jobs.StatePending,

@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/upstream"
 )
 
@@ -29,31 +29,17 @@ func processes(t *testing.T, n, rpm, burst int) []*budget.Shared {
 // configuration, and KV and Instance are filled in here.
 func startProcesses(t *testing.T, n int, mk func(i int) budget.Config) []*budget.Shared {
 	t.Helper()
-	srv := natstest.RunServer(t)
-	_, js := natstest.Connect(t, srv.ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "BRIDGE_BUDGET", History: 1}); err != nil {
-		t.Fatal(err)
-	}
+	w := testworld.New(t)
 	var out []*budget.Shared
 	for i := range n {
-		_, pjs := natstest.Connect(t, srv.ClientURL())
-		kv, err := pjs.KeyValue(ctx, "BRIDGE_BUDGET")
+		_, pjs := w.Connect()
+		kv, err := pjs.KeyValue(natstest.CtxWithin(t, 10*time.Second), "BRIDGE_BUDGET")
 		if err != nil {
 			t.Fatal(err)
 		}
 		cfg := mk(i)
 		cfg.KV, cfg.Instance = kv, string(rune('a'+i))
-		b, err := budget.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := b.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Stop)
-		out = append(out, b)
+		out = append(out, testworld.StartBudget(t, cfg))
 	}
 	return out
 }

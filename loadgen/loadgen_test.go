@@ -18,8 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/contract"
-	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/natsx"
+	"github.com/evershield/bridge/internal/testworld"
 )
 
 // fakeBridge answers webhooks like ingest does, publishes a result for each first webhook of a job (as
@@ -60,17 +59,11 @@ func (f *fakeBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func newFake(t *testing.T) (*fakeBridge, *httptest.Server, *nats.Conn) {
 	t.Helper()
-	n := natstest.RunServer(t)
-	nc, js := natstest.Connect(t, n.ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{}); err != nil {
-		t.Fatal(err)
-	}
-	f := &fakeBridge{js: js}
+	w := testworld.New(t)
+	f := &fakeBridge{js: w.JS}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
-	return f, srv, nc
+	return f, srv, w.NC
 }
 
 func TestRunCountsLatencyResultsAndErrors(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 )
 
@@ -29,18 +29,10 @@ func completed(id, typ string) upstream.Job {
 // each job is handled once, the one whose handling fails is redelivered and handled on the second try,
 // and the durable consumer ends with nothing pending or unacknowledged.
 func TestConsumeAcksRedeliversAndDedupes(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc, js := natstest.Connect(t, srv.ClientURL())
+	w := testworld.New(t)
+	nc, js, d := w.NC, w.JS, w.Deliverer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: js, Store: jobs.NewStore(res.Jobs)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ids := []string{"11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222",
 		"33333333-3333-4333-8333-333333333333"}
 	for i, id := range ids {
@@ -60,7 +52,7 @@ func TestConsumeAcksRedeliversAndDedupes(t *testing.T) {
 	var mu sync.Mutex
 	calls := map[string]int{}
 	var handled []string
-	err = Consume(ctx, nc, Config{Durable: "test", N: 3, Handle: func(r Result) error {
+	err := Consume(ctx, nc, Config{Durable: "test", N: 3, Handle: func(r Result) error {
 		mu.Lock()
 		defer mu.Unlock()
 		calls[r.JobID]++

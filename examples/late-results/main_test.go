@@ -9,27 +9,18 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
-	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream"
 )
 
 // TestListenPrintsLateResults times a job out and then completes it through the bridge's real delivery
 // path: the listener sees the late result on results.late.image, and not the timeout result.
 func TestListenPrintsLateResults(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc, js := natstest.Connect(t, srv.ClientURL())
+	w := testworld.New(t)
+	nc, store, d := w.NC, w.Store, w.Deliverer
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := jobs.NewStore(res.Jobs)
-	d, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: js, Store: store})
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	var out bytes.Buffer
 	ready := make(chan struct{})

@@ -18,7 +18,7 @@ import (
 	"github.com/evershield/bridge/internal/ingesttest"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
-	"github.com/evershield/bridge/natsx"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/upstream"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -201,11 +201,7 @@ func TestV2JobAndWebhookShapes(t *testing.T) {
 // TestV2WebhookVerifiedByIngest: the bridge's own ingest handler, configured with the simulator's secret,
 // accepts the v2 webhooks into WEBHOOKS; with another secret it refuses them with 401.
 func TestV2WebhookVerifiedByIngest(t *testing.T) {
-	node := natstest.RunServer(t)
-	_, js := natstest.Connect(t, node.ClientURL())
-	if _, err := natsx.Provision(natstest.Ctx(t), js, natsx.ProvisionConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	js := testworld.New(t).JS
 	sim := simtest.Run(t, simulator.Config{QueueDelay: -1, ProcessDelay: -1}, simtest.WithContract(simulator.ContractV2))
 	for _, tt := range []struct {
 		name, secret string

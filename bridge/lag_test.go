@@ -14,8 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
-	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/natsx"
+	"github.com/evershield/bridge/internal/testworld"
 )
 
 // gatherLines renders the registry's samples as "name{l=v,...} value" lines, sorted.
@@ -46,13 +45,9 @@ func gatherLines(t *testing.T, g prometheus.Gatherer, prefix string) []string {
 // TestLagCollectorReportsConsumerBacklog stores three webhooks nobody consumes: the verify consumer's
 // lag is 3, verify-unknown (not made yet) is left out, and a server that is gone is counted as an error.
 func TestLagCollectorReportsConsumerBacklog(t *testing.T) {
-	srv := natstest.RunServer(t)
-	nc, js := natstest.Connect(t, srv.ClientURL(), nats.MaxReconnects(0))
+	nc, js := testworld.New(t).Connect(nats.MaxReconnects(0))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{}); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, contract.StreamWebhooks, jetstream.ConsumerConfig{
 		Durable: contract.ConsumerVerify, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)

@@ -17,8 +17,8 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/internal/simtest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
 )

@@ -23,7 +23,7 @@ import (
 	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/simtest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/ops"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -236,8 +236,10 @@ func TestDeployFilesNameDocumentedMetrics(t *testing.T) {
 // bridge are stopped, and requires exactly one result for every accepted job.
 func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 	compose := bridgeServices(t, readCompose(t))
-	cluster := natstest.RunCluster(t, 3)
-	sim := simtest.Run(t, simulator.Config{GrantChat: true, DropRate: 0.1, DuplicateRate: 0.1, Seed: 7})
+	// The bridges provision the cluster themselves.
+	w := testworld.New(t, testworld.WithTopology(testworld.Cluster), testworld.WithoutProvision(),
+		testworld.WithSimulator(simulator.Config{GrantChat: true, DropRate: 0.1, DuplicateRate: 0.1, Seed: 7}))
+	cluster, sim := w.Nodes, w.Sim
 
 	type proc struct {
 		name string
@@ -300,7 +302,7 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 		}
 	})
 
-	nc, js := natstest.Connect(t, cluster.URLs())
+	nc, js := w.NC, w.JS
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	natstest.WaitFor(t, 20*time.Second, func() error { return waitForService(ctx, nc, 2*time.Second) })

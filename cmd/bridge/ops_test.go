@@ -19,6 +19,7 @@ import (
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/ops"
@@ -34,15 +35,8 @@ type opsWorld struct {
 
 func newOpsWorld(t *testing.T) *opsWorld {
 	t.Helper()
-	srv := natstest.RunServer(t)
-	_, js := natstest.Connect(t, srv.ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &opsWorld{js: js, res: res, env: map[string]string{"BRIDGE_NATS_URL": srv.ClientURL()}}
+	w := testworld.New(t)
+	return &opsWorld{js: w.JS, res: w.Res, env: map[string]string{"BRIDGE_NATS_URL": w.URLs}}
 }
 
 func (w *opsWorld) publish(t *testing.T, subject, msgID, data string, hdr ...string) uint64 {

@@ -31,7 +31,7 @@ import (
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/simtest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream/simulator"
 )
@@ -262,12 +262,7 @@ func eachContract(t *testing.T, parallel bool, scenario func(t *testing.T, api s
 func newRig(t *testing.T, rc rigConfig) *rig {
 	t.Helper()
 	r := &rig{t: t, led: newLedger(), tally: newTally()}
-	if rc.nodes <= 1 {
-		rc.nodes = 1
-		r.cluster = natstest.Cluster{natstest.RunServer(t)}
-	} else {
-		r.cluster = natstest.RunCluster(t, rc.nodes)
-	}
+	rc.nodes = max(rc.nodes, 1)
 	simCfg := simulator.Config{
 		Seed: 7, QueueDelay: 20 * time.Millisecond, ProcessDelay: 100 * time.Millisecond,
 		DropRate: 0.1, DuplicateRate: 0.2, ProhibitedRate: 0.2, Log: zerolog.Nop(),
@@ -284,8 +279,10 @@ func newRig(t *testing.T, rc rigConfig) *rig {
 		}
 		rc.env["BRIDGE_WEBHOOK_SECRET"] = v2Secret
 	}
-	r.sim = simtest.Run(t, simCfg)
-	r.nc, r.js = natstest.Connect(t, r.cluster.URLs())
+	// The bridge child provisions the streams and buckets itself.
+	w := testworld.New(t, testworld.WithTopology(testworld.Topology{Name: "rig", Replicas: rc.nodes}), testworld.WithoutProvision(),
+		testworld.WithSimulator(simCfg))
+	r.cluster, r.sim, r.nc, r.js = w.Nodes, w.Sim, w.NC, w.JS
 	env := map[string]string{
 		"BRIDGE_NATS_URL": r.cluster.URLs(), "BRIDGE_REPLICAS": fmt.Sprint(rc.nodes),
 		"BRIDGE_API_URL": r.sim.URL(), "BRIDGE_API_KEY": simulator.DefaultKey, "BRIDGE_API_RPM": "60000",

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
@@ -106,7 +107,7 @@ func TestValidWebhookStoredUnchanged(t *testing.T) {
 			}
 		})
 	}
-	if got := counter(t, hs.reg, outcomeAccepted); got != float64(len(tests)) {
+	if got := outcomes(hs.h, outcomeAccepted); got != float64(len(tests)) {
 		t.Errorf("accepted counter %v, want %d", got, len(tests))
 	}
 }
@@ -175,7 +176,7 @@ func testDuplicateWebhookPublishesOnce(t *testing.T, urls string, replicas int) 
 	if len(msgs) != 1 || string(msgs[0].Data) != body {
 		t.Fatalf("stream has %d messages, want exactly one with the body", len(msgs))
 	}
-	if a, d := counter(t, hs.reg, outcomeAccepted), counter(t, hs.reg, outcomeDuplicate); a != 1 || d != copies-1 {
+	if a, d := outcomes(hs.h, outcomeAccepted), outcomes(hs.h, outcomeDuplicate); a != 1 || d != copies-1 {
 		t.Errorf("counters accepted=%v duplicate=%v, want 1 and %d", a, d, copies-1)
 	}
 }
@@ -300,7 +301,7 @@ func TestJunkRejectedAndNothingPublished(t *testing.T) {
 	}
 	// body_too_large is answered by the server before the handler runs (Handler.ServeError), and counted.
 	for _, code := range []string{"invalid_job_id", "body_too_large"} {
-		if got := counter(t, hs.reg, code); got == 0 {
+		if got := outcomes(hs.h, code); got == 0 {
 			t.Errorf("%s not counted", code)
 		}
 	}
@@ -448,7 +449,7 @@ func TestUnavailableAnswers503(t *testing.T) {
 		if len(ids) != 2 || ids[1] != after {
 			t.Fatalf("stream holds %v, want the first webhook and %s (not %s)", ids, after, down)
 		}
-		if got := counter(t, hs.reg, "unavailable"); got != 1 {
+		if got := outcomes(hs.h, "unavailable"); got != 1 {
 			t.Errorf("unavailable counter %v, want 1", got)
 		}
 	})
@@ -497,7 +498,7 @@ func TestBusyAtConcurrencyBound(t *testing.T) {
 	for range bound {
 		natstest.RecvWithin(t, gp.entered, 10*time.Second)
 	}
-	if got := gauge(t, hs.reg, "bridge_ingest_in_flight"); got != bound {
+	if got := testutil.ToFloat64(hs.h.metrics.inFlight); got != bound {
 		t.Errorf("in_flight %v, want %d", got, bound)
 	}
 	resp := hs.post(t, "/webhook/video", webhookBody(uuid.NewString()))
@@ -515,10 +516,10 @@ func TestBusyAtConcurrencyBound(t *testing.T) {
 	if msgs := stored(t, js); len(msgs) != bound {
 		t.Fatalf("stream has %d, want %d", len(msgs), bound)
 	}
-	if got := counter(t, hs.reg, "busy"); got != 1 {
+	if got := outcomes(hs.h, "busy"); got != 1 {
 		t.Errorf("busy counter %v", got)
 	}
-	if got := gauge(t, hs.reg, "bridge_ingest_in_flight"); got != 0 {
+	if got := testutil.ToFloat64(hs.h.metrics.inFlight); got != 0 {
 		t.Errorf("in_flight %v after all answered", got)
 	}
 	// Slots are released: the next webhook gets in.
@@ -553,7 +554,7 @@ func TestPublishSurvivesSenderHangup(t *testing.T) {
 	}
 	close(gp.gate)
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		if got := counter(t, hs.reg, outcomeAccepted); got != 1 {
+		if got := outcomes(hs.h, outcomeAccepted); got != 1 {
 			return fmt.Errorf("accepted counter %v", got)
 		}
 		return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
@@ -39,7 +40,6 @@ type harness struct {
 	url    string
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	reg    *prometheus.Registry
 	client *http.Client
 }
 
@@ -51,8 +51,7 @@ func newHarness(tb testing.TB, urls string, cfg Config) *harness {
 	if cfg.Publisher == nil {
 		cfg.Publisher = js
 	}
-	reg := prometheus.NewRegistry()
-	cfg.Metrics = reg
+	cfg.Metrics = prometheus.NewRegistry()
 	cfg.Log = zerolog.New(zerolog.NewTestWriter(tb))
 	if _, fuzz := tb.(*testing.F); fuzz {
 		cfg.Log = zerolog.Nop() // the handler outlives each fuzz input's *testing.T
@@ -64,7 +63,7 @@ func newHarness(tb testing.TB, urls string, cfg Config) *harness {
 	s := runListener(tb, ServerConfig{Handler: h.Serve, ErrorHandler: h.ServeError, Log: cfg.Log, MaxBody: cfg.MaxBody})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	tb.Cleanup(client.CloseIdleConnections)
-	return &harness{h: h, url: "http://" + s.Addr().String(), nc: nc, js: js, reg: reg, client: client}
+	return &harness{h: h, url: "http://" + s.Addr().String(), nc: nc, js: js, client: client}
 }
 
 // request is one HTTP request of a test; the zero Method is POST and the zero ContentType application/json.
@@ -135,43 +134,9 @@ func stored(tb testing.TB, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	return natstest.StreamMsgs(tb, js, contract.StreamWebhooks)
 }
 
-// counter is the value of bridge_ingest_webhooks_total{outcome}.
-func counter(tb testing.TB, reg prometheus.Gatherer, outcome string) float64 {
-	tb.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		tb.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "bridge_ingest_webhooks_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "outcome" && l.GetValue() == outcome {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	tb.Fatalf("no bridge_ingest_webhooks_total{outcome=%q}", outcome)
-	return 0
-}
-
-// gauge is the value of the named gauge.
-func gauge(tb testing.TB, reg prometheus.Gatherer, name string) float64 {
-	tb.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		tb.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	tb.Fatalf("no gauge %s", name)
-	return 0
+// outcomes is the value of h's bridge_ingest_webhooks_total{outcome}.
+func outcomes(h *Handler, outcome string) float64 {
+	return testutil.ToFloat64(h.metrics.outcomes[outcome])
 }
 
 // gatePublisher is the real JetStream publisher with a gate: PublishMsg reports on entered, then waits for

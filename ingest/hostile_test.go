@@ -26,7 +26,7 @@ type liveServer struct {
 	srv  *Server
 	base string
 	js   jetstream.JetStream
-	reg  *prometheus.Registry
+	h    *Handler
 }
 
 // startServer runs a Server built from scfg around a Handler built from hcfg (Publisher defaults to the
@@ -41,15 +41,14 @@ func startServer(t *testing.T, scfg ServerConfig, hcfg Config, pub func(jetstrea
 		hcfg.Publisher = pub(js)
 	}
 	hcfg.Log = zerolog.New(zerolog.NewTestWriter(t))
-	reg := prometheus.NewRegistry()
-	hcfg.Metrics = reg
+	hcfg.Metrics = prometheus.NewRegistry()
 	h, err := New(hcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	scfg.Handler, scfg.ErrorHandler, scfg.Log = h.Serve, h.ServeError, zerolog.New(zerolog.NewTestWriter(t))
 	s := runListener(t, scfg)
-	return &liveServer{srv: s, base: "http://" + s.Addr().String(), js: js, reg: reg}
+	return &liveServer{srv: s, base: "http://" + s.Addr().String(), js: js, h: h}
 }
 
 // runListener runs the real listener built from scfg on 127.0.0.1:0 until the test ends.
@@ -258,7 +257,7 @@ func TestOversizedHeadersAnswered431(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("status %d, want 431", resp.StatusCode)
 	}
-	if got := counter(t, ls.reg, "headers_too_large"); got != 1 {
+	if got := outcomes(ls.h, "headers_too_large"); got != 1 {
 		t.Errorf("headers_too_large counted %v times, want 1", got)
 	}
 	if msgs := stored(t, ls.js); len(msgs) != 0 {

@@ -153,7 +153,7 @@ func TestSignedWebhooks(t *testing.T) {
 	if msgs := stored(t, hs.js); len(msgs) != accepted {
 		t.Fatalf("%d messages stored, want the %d signed ones", len(msgs), accepted)
 	}
-	if got := counter(t, hs.reg, "invalid_signature"); got == 0 {
+	if got := outcomes(hs.h, "invalid_signature"); got == 0 {
 		t.Error("invalid_signature not counted")
 	}
 }

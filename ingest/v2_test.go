@@ -70,8 +70,8 @@ func TestOverloadedRefusesEarly(t *testing.T) {
 	if got.Status != http.StatusServiceUnavailable || got.Header.Get("Retry-After") != "1" {
 		t.Fatalf("overloaded: %d Retry-After %q, want 503 and 1", got.Status, got.Header.Get("Retry-After"))
 	}
-	if n := len(stored(t, hs.js)); n != 0 || counter(t, hs.reg, "overloaded") != 1 {
-		t.Fatalf("%d stored, overloaded counted %v; want 0 and 1", n, counter(t, hs.reg, "overloaded"))
+	if n := len(stored(t, hs.js)); n != 0 || outcomes(hs.h, "overloaded") != 1 {
+		t.Fatalf("%d stored, overloaded counted %v; want 0 and 1", n, outcomes(hs.h, "overloaded"))
 	}
 	overloaded.Store(false)
 	for range 2 { // the retry, and a duplicate of it

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
@@ -34,10 +35,10 @@ func TestInterruptedSubmissionIsReported(t *testing.T) {
 	if _, err := e.Res.Idempotency.Put(ctx, idemKey("prompt", "order-7"), r); err != nil {
 		t.Fatal(err)
 	}
-	e.startSubmitter(func(c *Config) { c.IntentScan = 100 * time.Millisecond })
+	s := e.startSubmitter(func(c *Config) { c.IntentScan = 100 * time.Millisecond })
 
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		if v := testworld.GaugeValue(t, e.Reg, "bridge_submit_unresolved_intents"); v != 1 {
+		if v := testutil.ToFloat64(s.metrics.unresolved); v != 1 {
 			return fmt.Errorf("unresolved intents %v, want 1", v)
 		}
 		return nil

@@ -416,7 +416,9 @@ func ResultIDs(tb testing.TB, msgs []*jetstream.RawStreamMsg) map[string]int {
 	return ids
 }
 
-// CounterValue reads one series of a counter vector from the registry.
+// CounterValue reads one series of a counter vector from the registry, 0 when there is none: for a test
+// that sees only the registry (the collectors are another package's). A test that holds the collector
+// reads it with testutil.ToFloat64.
 func CounterValue(tb testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
 	tb.Helper()
 	mfs, err := reg.Gather()
@@ -433,21 +435,6 @@ func CounterValue(tb testing.TB, reg *prometheus.Registry, name, label, value st
 					return m.GetCounter().GetValue()
 				}
 			}
-		}
-	}
-	return 0
-}
-
-// GaugeValue returns the value of an unlabelled gauge, 0 when it is not registered.
-func GaugeValue(tb testing.TB, reg *prometheus.Registry, name string) float64 {
-	tb.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		tb.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
 		}
 	}
 	return 0

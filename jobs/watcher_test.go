@@ -12,6 +12,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 )
 
@@ -25,7 +26,7 @@ type watched struct {
 	kinds map[jobs.UpdateKind]int
 }
 
-func startWatcher(t *testing.T, ctx context.Context, store *jobs.Store) *watched {
+func startWatcher(t *testing.T, store *jobs.Store) *watched {
 	t.Helper()
 	w := &watched{Watcher: jobs.NewWatcher(store.KV(), watchProbeEvery, zerolog.New(zerolog.NewTestWriter(t))),
 		kinds: map[jobs.UpdateKind]int{}}
@@ -34,13 +35,7 @@ func startWatcher(t *testing.T, ctx context.Context, store *jobs.Store) *watched
 		defer w.mu.Unlock()
 		w.kinds[u.Kind]++
 	})
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = w.Run(wctx)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	testworld.Run(t, "watcher", w.Run)
 	return w
 }
 
@@ -82,7 +77,7 @@ func TestWatcherKeepsTheAccountsPendingJobs(t *testing.T) {
 	if _, err := w.Store.Create(ctx, jobs.Record{JobID: watchedID(9), Modality: "prompt", State: jobs.StateDelivered}); err != nil {
 		t.Fatal(err)
 	}
-	jw := startWatcher(t, ctx, w.Store)
+	jw := startWatcher(t, w.Store)
 	jw.waitPending(t, 10*time.Second, watchedID(0), watchedID(1), watchedID(2))
 	if jw.Has(watchedID(9)) {
 		t.Fatal("a delivered job counts as pending")
@@ -114,7 +109,7 @@ func TestWatcherFollowsAcrossRestart(t *testing.T) {
 	if _, err := store.Create(ctx, jobs.Record{JobID: watchedID(1), Modality: "prompt", State: jobs.StatePending}); err != nil {
 		t.Fatal(err)
 	}
-	jw := startWatcher(t, ctx, store)
+	jw := startWatcher(t, store)
 	jw.waitPending(t, 10*time.Second, watchedID(1))
 
 	w.Node.Restart(t)
@@ -138,7 +133,7 @@ func TestWatcherReopensWhenBucketRecreated(t *testing.T) {
 	if _, err := w.Store.Create(ctx, jobs.Record{JobID: watchedID(1), Modality: "prompt", State: jobs.StatePending}); err != nil {
 		t.Fatal(err)
 	}
-	jw := startWatcher(t, ctx, w.Store)
+	jw := startWatcher(t, w.Store)
 	jw.waitPending(t, 10*time.Second, watchedID(1))
 
 	if err := w.JS.DeleteKeyValue(ctx, contract.BucketJobs); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -150,12 +149,11 @@ func (e *env) waitResults(timeout time.Duration, want int, ids ...string) {
 
 // replica is one running reconciler with its own NATS connection, as a separate process would have.
 type replica struct {
-	r      *Reconciler
-	nc     *nats.Conn
-	reg    *prometheus.Registry
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
+	r   *Reconciler
+	nc  *nats.Conn
+	reg *prometheus.Registry
+	// stop stops the reconciler and its watcher and waits for them; safe to call twice.
+	stop func()
 }
 
 func (e *env) start(name string, mod func(*Config)) *replica {
@@ -185,27 +183,9 @@ func (e *env) start(name string, mod func(*Config)) *replica {
 	if err != nil {
 		e.t.Fatalf("new reconciler: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	rp := &replica{r: r, nc: nc, reg: reg, cancel: cancel, done: make(chan error, 1)}
-	go w.Run(ctx)
-	go func() { rp.done <- r.Run(ctx) }()
-	e.t.Cleanup(rp.stop)
-	return rp
-}
-
-// stop cancels Run and waits for it; safe to call twice.
-func (rp *replica) stop() {
-	rp.once.Do(func() {
-		rp.cancel()
-		select {
-		case err := <-rp.done:
-			if err != nil {
-				panic(fmt.Sprintf("run: %v", err))
-			}
-		case <-time.After(10 * time.Second):
-			panic("reconciler did not stop within 10s")
-		}
-	})
+	stopWatcher := testworld.Run(e.t, "watcher", w.Run)
+	stopRun := testworld.Run(e.t, "reconciler "+name, r.Run)
+	return &replica{r: r, nc: nc, reg: reg, stop: func() { stopRun(); stopWatcher() }}
 }
 
 func (rp *replica) leader() bool { return testutil.ToFloat64(rp.r.m.leader) == 1 }

@@ -302,7 +302,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		for m, err := lane.NextMsg(10 * time.Millisecond); err == nil; m, err = lane.NextMsg(10 * time.Millisecond) {
 			laned = append(laned, m)
 		}
-		if got := roletest.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "unknown_laned"); int(got) != len(laned) {
+		if got := testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "unknown_laned"); int(got) != len(laned) {
 			return fmt.Errorf("unknown_laned outcomes %v, want %d (one per slow-lane message)", got, len(laned))
 		}
 		return nil

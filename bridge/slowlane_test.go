@@ -15,14 +15,14 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
-	"github.com/evershield/bridge/internal/roletest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
 // oldLaneMsg is a webhook as the verifier of the earlier layout moved it to its slow lane in DEADLETTER.
 func oldLaneMsg(id string, webhookSeq int) *nats.Msg {
 	m := nats.NewMsg("deadletter.unknown_job")
-	m.Data = roletest.WebhookBody(id, false)
+	m.Data = testworld.WebhookBody(id, false)
 	m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s.unknown_job.WEBHOOKS.%d", id, webhookSeq))
 	m.Header.Set(contract.HeaderReason, "unknown_job")
 	m.Header.Set(contract.HeaderAttempts, "1")
@@ -38,7 +38,7 @@ func oldLaneMsg(id string, webhookSeq int) *nats.Msg {
 // once (one GET, one result; the forged one a not_found dead letter), the handled one not again, and
 // the old lane is gone from DEADLETTER.
 func TestOldSlowLaneVerifiedOnceAfterUpgrade(t *testing.T) {
-	e := roletest.New(t, roletest.Single, simulator.Config{})
+	e := testworld.New(t, testworld.WithSimulator(simulator.Config{}), testworld.WithHookReceiver())
 	ctx := natstest.CtxWithin(t, 30*time.Second)
 	var foreign []string
 	for i := range 4 {
@@ -82,7 +82,7 @@ func TestOldSlowLaneVerifiedOnceAfterUpgrade(t *testing.T) {
 		}
 		return nil
 	})
-	ids := roletest.ResultIDs(t, results)
+	ids := testworld.ResultIDs(t, results)
 	if len(ids) != len(foreign)-1 || ids[foreign[0]] != 0 {
 		t.Fatalf("results %v: want one for each waiting foreign job, none for the handled %s", ids, foreign[0])
 	}

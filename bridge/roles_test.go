@@ -98,7 +98,7 @@ func TestSubmitThenWebhookPublishesUpstreamTruth(t *testing.T) {
 		rec.WebhookReceivedAt == nil || rec.LastStatus != upstream.StatusCompleted {
 		t.Fatalf("record after delivery: %+v", rec)
 	}
-	if n := testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "published"); n != 1 {
+	if n := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_outcomes_total", Label: "outcome", Value: "published"}); n != 1 {
 		t.Fatalf("published outcomes %v, want 1", n)
 	}
 }
@@ -144,7 +144,7 @@ func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
 			if got := e.StreamMsgs(contract.StreamDeadLetter, ""); len(got) != 0 {
 				t.Fatalf("%d dead letters, want 0", len(got))
 			}
-			if retries := testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "retry"); retries == 0 {
+			if retries := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_outcomes_total", Label: "outcome", Value: "retry"}); retries == 0 {
 				t.Fatalf("no retries counted; were faults injected?")
 			}
 		})
@@ -302,7 +302,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		for m, err := lane.NextMsg(10 * time.Millisecond); err == nil; m, err = lane.NextMsg(10 * time.Millisecond) {
 			laned = append(laned, m)
 		}
-		if got := testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "unknown_laned"); int(got) != len(laned) {
+		if got := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_outcomes_total", Label: "outcome", Value: "unknown_laned"}); int(got) != len(laned) {
 			return fmt.Errorf("unknown_laned outcomes %v, want %d (one per slow-lane message)", got, len(laned))
 		}
 		return nil
@@ -310,7 +310,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 	if len(laned) == 0 {
 		t.Fatal("nothing moved to the slow lane although the flood far exceeded the unknown-job burst")
 	}
-	if got := testworld.CounterValue(t, e.Reg, "bridge_deadletter_total", "reason", verify.ReasonUnknownJob); got != 0 {
+	if got := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_deadletter_total", Label: "reason", Value: verify.ReasonUnknownJob}); got != 0 {
 		t.Fatalf("bridge_deadletter_total{reason=unknown_job} = %v, want 0: the slow lane is not a dead end", got)
 	}
 	lanedDirect := 0

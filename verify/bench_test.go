@@ -84,7 +84,7 @@ func BenchmarkVerify(b *testing.B) {
 				e.WaitSimStatus(id, "completed")
 			}
 			publish := func(id string) {
-				if _, err := e.JS.PublishMsgAsync(testworld.WebhookMsg("prompt", id, testworld.WebhookBody(id, false), time.Now(), "127.0.0.1:1")); err != nil {
+				if _, err := e.JS.PublishMsgAsync(testworld.WebhookMsg("prompt", id, testworld.WebhookBody(id, false), "127.0.0.1:1")); err != nil {
 					b.Fatal(err)
 				}
 			}

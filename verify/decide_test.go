@@ -25,7 +25,7 @@ import (
 func (e *env) fetchWebhook(t *testing.T, body []byte) jetstream.Msg {
 	t.Helper()
 	ctx := natstest.CtxWithin(t, 10*time.Second)
-	ack, err := natsx.PublishMsg(ctx, e.JS, testworld.WebhookMsg("prompt", uuid.NewString(), body, time.Now(), "203.0.113.7:4711"))
+	ack, err := natsx.PublishMsg(ctx, e.JS, testworld.WebhookMsg("prompt", uuid.NewString(), body, "203.0.113.7:4711"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +238,7 @@ func TestUpperCaseIDIsTheSameJob(t *testing.T) {
 	e.PublishWebhook("prompt", upper, testworld.WebhookBody(upper, false))
 	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	outcome := func(o string) float64 {
-		return testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", o)
+		return testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_outcomes_total", Label: "outcome", Value: o})
 	}
 	// Both webhooks settle: one publishes, the other finds the result out, with no retry in between.
 	natstest.WaitFor(t, 10*time.Second, func() error {

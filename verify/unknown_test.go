@@ -100,7 +100,7 @@ func TestForeignJobVerifiedAtOnceWithoutFlood(t *testing.T) {
 	if n := len(e.StreamMsgs(contract.StreamDeadLetter, "")); n != 0 {
 		t.Fatalf("%d dead letters, want 0", n)
 	}
-	if got := testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "unknown_laned"); got != 0 {
+	if got := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_outcomes_total", Label: "outcome", Value: "unknown_laned"}); got != 0 {
 		t.Fatalf("unknown_laned = %v, want 0", got)
 	}
 }
@@ -227,7 +227,7 @@ func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
 	e.WaitResults(contract.SubjectResults+">", len(real), 60*time.Second)
 	elapsed := time.Since(start)
 	pages := e.Sim.CallCount(simulator.EndpointJobs) - pages0
-	viaList := testworld.CounterValue(t, e.Reg, "bridge_verify_provenance_total", "via", "list")
+	viaList := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_provenance_total", Label: "via", Value: "list"})
 	t.Logf("%d real results in %v; %d list pages; %v found in the list", len(real), elapsed, pages, viaList)
 	if viaList < float64(len(real)-1) {
 		t.Fatalf("%v of %d real jobs found in the list; want all but the one the unknown budget took at once", viaList, len(real))

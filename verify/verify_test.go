@@ -136,7 +136,7 @@ func TestSpoofedWebhookNeverPublished(t *testing.T) {
 	if got := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonMalformed)); len(got) != 1 {
 		t.Fatalf("%d malformed dead letters, want 1", len(got))
 	}
-	if n := testworld.CounterValue(t, e.Reg, "bridge_deadletter_total", "reason", ReasonNotFound); n != 1 {
+	if n := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_deadletter_total", Label: "reason", Value: ReasonNotFound}); n != 1 {
 		t.Fatalf("bridge_deadletter_total{reason=not_found} = %v, want 1", n)
 	}
 }
@@ -205,7 +205,7 @@ func natstestWaitPublish(t *testing.T, e *env, ids, more []string) {
 	for len(pending) > 0 {
 		for msgID, id := range maps.Clone(pending) {
 			ctx := natstest.CtxWithin(t, 2*time.Second)
-			if _, err := e.JS.PublishMsg(ctx, testworld.WebhookMsg("prompt", msgID, testworld.WebhookBody(id, false), time.Now(), "198.51.100.1:1")); err == nil {
+			if _, err := e.JS.PublishMsg(ctx, testworld.WebhookMsg("prompt", msgID, testworld.WebhookBody(id, false), "198.51.100.1:1")); err == nil {
 				delete(pending, msgID)
 			}
 		}
@@ -225,7 +225,7 @@ func TestRefusedKeyPausesVerification(t *testing.T) {
 	e.startVerifier(func(c *Config) { c.AuthPause = 300 * time.Millisecond })
 	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		if testworld.CounterValue(t, e.Reg, "bridge_verify_outcomes_total", "outcome", "auth_paused") < 2 {
+		if testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_outcomes_total", Label: "outcome", Value: "auth_paused"}) < 2 {
 			return errors.New("verification has not paused yet")
 		}
 		return nil

@@ -169,7 +169,7 @@ func (e *World) StartHookReceiver() string {
 		modality := strings.TrimPrefix(r.URL.Path, "/webhook/")
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := e.JS.PublishMsg(ctx, WebhookMsg(modality, id, body, time.Now(), r.RemoteAddr)); err != nil {
+		if _, err := e.JS.PublishMsg(ctx, WebhookMsg(modality, id, body, r.RemoteAddr)); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -179,13 +179,13 @@ func (e *World) StartHookReceiver() string {
 	return srv.URL
 }
 
-// WebhookMsg is the raw webhook message ingest publishes.
-func WebhookMsg(modality, msgID string, body []byte, receivedAt time.Time, remote string) *nats.Msg {
+// WebhookMsg is the raw webhook message ingest publishes, received now from remote.
+func WebhookMsg(modality, msgID string, body []byte, remote string) *nats.Msg {
 	m := nats.NewMsg(contract.WebhookSubject(modality))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
 	m.Header.Set(jetstream.ExpectedStreamHeader, contract.StreamWebhooks)
-	m.Header.Set(contract.HeaderReceivedAt, receivedAt.UTC().Format(time.RFC3339Nano))
+	m.Header.Set(contract.HeaderReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
 	m.Header.Set(contract.HeaderRemoteAddr, remote)
 	if modality != "" {
 		m.Header.Set(contract.HeaderModality, modality)
@@ -198,7 +198,7 @@ func WebhookMsg(modality, msgID string, body []byte, receivedAt time.Time, remot
 func (e *World) PublishWebhook(modality, msgID string, body []byte) {
 	e.TB.Helper()
 	ctx := natstest.CtxWithin(e.TB, 10*time.Second)
-	if _, err := natsx.PublishMsg(ctx, e.JS, WebhookMsg(modality, msgID, body, time.Now(), "203.0.113.7:4711")); err != nil {
+	if _, err := natsx.PublishMsg(ctx, e.JS, WebhookMsg(modality, msgID, body, "203.0.113.7:4711")); err != nil {
 		e.TB.Fatalf("publish webhook %s: %v", msgID, err)
 	}
 }
@@ -416,10 +416,14 @@ func ResultIDs(tb testing.TB, msgs []*jetstream.RawStreamMsg) map[string]int {
 	return ids
 }
 
+// Series names one series of a metric vector by one of its labels.
+type Series struct{ Name, Label, Value string }
+
 // CounterValue reads one series of a counter vector from the registry, 0 when there is none: for a test
 // that sees only the registry (the collectors are another package's). A test that holds the collector
 // reads it with testutil.ToFloat64.
-func CounterValue(tb testing.TB, reg *prometheus.Registry, name, label, value string) float64 {
+func CounterValue(tb testing.TB, reg *prometheus.Registry, s Series) float64 {
+	name, label, value := s.Name, s.Label, s.Value
 	tb.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {

@@ -119,9 +119,6 @@ func (n *Node) WaitHealthy(tb testing.TB) {
 	})
 }
 
-// StoreDir is the node's JetStream store directory.
-func (n *Node) StoreDir() string { return n.opts.StoreDir }
-
 // RunCluster starts size JetStream nodes in one cluster and waits until the meta leader sees all peers and
 // a client can reach JetStream.
 func RunCluster(tb testing.TB, size int, opts ...Option) Cluster {
@@ -179,16 +176,6 @@ func (c Cluster) URLs() string {
 		urls = append(urls, fmt.Sprintf("nats://%s:%d", n.opts.Host, n.opts.Port))
 	}
 	return strings.Join(urls, ",")
-}
-
-// Leader is the node that is the JetStream meta leader, or nil.
-func (c Cluster) Leader() *Node {
-	for _, n := range c {
-		if n.Server != nil && n.Running() && n.JetStreamIsLeader() {
-			return n
-		}
-	}
-	return nil
 }
 
 // Connect opens a client that reconnects forever, closed at test cleanup.

@@ -81,8 +81,6 @@ type Receiver struct {
 	got []Received
 	// status answered; 0 means 200.
 	status int
-	// stall holds every answer until the sender gives up.
-	stall bool
 }
 
 // Received is one request a Receiver got.
@@ -102,12 +100,8 @@ func NewReceiver(tb testing.TB) *Receiver {
 		r.mu.Lock()
 		r.got = append(r.got, Received{Path: req.URL.RequestURI(), ContentType: req.Header.Get("Content-Type"),
 			Header: req.Header.Clone(), Body: body})
-		st, stall := r.status, r.stall
+		st := r.status
 		r.mu.Unlock()
-		if stall { // a receiver that never answers in time: the sender's timeout ends the request
-			<-req.Context().Done()
-			return
-		}
 		if st == 0 {
 			st = http.StatusOK
 		}
@@ -123,14 +117,6 @@ func (r *Receiver) SetStatus(code int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.status = code
-}
-
-// SetStall makes the receiver record each request and then not answer until the sender gives up (its
-// timeout), or answer normally again.
-func (r *Receiver) SetStall(on bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.stall = on
 }
 
 // Received returns a copy of everything received so far.

@@ -66,7 +66,7 @@ type Simulator struct {
 	closed     atomic.Bool
 	srvMu      sync.Mutex // srvMu guards srv and url
 	srv        *http.Server
-	url, addr  string
+	url        string
 }
 
 type account struct {
@@ -152,9 +152,6 @@ func New(cfg Config) (*Simulator, error) {
 // Seed is the seed in use (the configured one, or the random one picked for Seed 0).
 func (s *Simulator) Seed() uint64 { return s.seed }
 
-// Handler serves the simulated API.
-func (s *Simulator) Handler() http.Handler { return s.handler }
-
 // Start listens on addr (e.g. "127.0.0.1:0") synchronously and serves in the background.
 func (s *Simulator) Start(addr string) error {
 	s.srvMu.Lock()
@@ -170,8 +167,7 @@ func (s *Simulator) Start(addr string) error {
 		return err
 	}
 	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
-	s.addr = ln.Addr().String()
-	s.url = "http://" + s.addr + "/api/v1"
+	s.url = "http://" + ln.Addr().String() + "/api/v1"
 	go s.srv.Serve(ln) //nolint:errcheck // returns ErrServerClosed on Close
 	s.log.Info().Str("url", s.url).Msg("simulator listening")
 	return nil
@@ -182,13 +178,6 @@ func (s *Simulator) URL() string {
 	s.srvMu.Lock()
 	defer s.srvMu.Unlock()
 	return s.url
-}
-
-// Addr is the listen address, empty before Start.
-func (s *Simulator) Addr() string {
-	s.srvMu.Lock()
-	defer s.srvMu.Unlock()
-	return s.addr
 }
 
 // Close stops the server, the job timers and the webhook workers (pending webhooks are discarded). It

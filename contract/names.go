@@ -55,6 +55,9 @@ const (
 	IntentPrefix = "intent."
 	// BucketBudget is the account-wide upstream budget: the shared token bucket and each process's usage.
 	BucketBudget = "BRIDGE_BUDGET"
+	// BucketHistory keeps the ids of delivered jobs for ever, compacted into sorted blocks (package
+	// history): "was this job delivered?" for a job without a hot JOBS record, in a bounded number of reads.
+	BucketHistory = "BRIDGE_HISTORY"
 	// BucketPrefix starts the name of every bucket of the bridge's own (all but JOBS).
 	BucketPrefix = "BRIDGE_"
 

@@ -39,6 +39,7 @@ func Owned() []Resource {
 		{Kind: KindBucket, Name: BucketLeases},
 		{Kind: KindBucket, Name: BucketIdempotency},
 		{Kind: KindBucket, Name: BucketBudget},
+		{Kind: KindBucket, Name: BucketHistory},
 		{Kind: KindBucket, Name: BucketReplay, OnDemand: true},
 		{Kind: KindConsumer, Name: ConsumerVerify, Stream: StreamWebhooks},
 		{Kind: KindConsumer, Name: ConsumerVerifyUnknown, Stream: StreamSlowLane},

@@ -90,6 +90,8 @@ type Resources struct {
 	Idempotency jetstream.KeyValue
 	// Budget is BRIDGE_BUDGET, the account-wide upstream budget.
 	Budget jetstream.KeyValue
+	// History is BRIDGE_HISTORY, the delivered jobs' ids; wrap it in a history.Store.
+	History jetstream.KeyValue
 }
 
 // StreamConfigs returns the configurations of WEBHOOKS, RESULTS, DEADLETTER and SLOWLANE.
@@ -175,7 +177,57 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		}
 		*b.kv = kv
 	}
+	history, err := ensureHistory(ctx, js, cfg.Replicas)
+	if err != nil {
+		return Resources{}, err
+	}
+	res.History = history
 	return res, nil
+}
+
+// historyConfig is the stream of BRIDGE_HISTORY: a KV bucket (one value per key, no TTL, file storage)
+// made as a stream, because a bucket made by nats.go always allows direct gets, which any replica
+// answers, a lagging follower included. With direct gets off every read of the bucket is the stream
+// leader's, so a lookup right after an add, or a split's child read after its marker, is never stale.
+func historyConfig(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              contract.KVStream(contract.BucketHistory),
+		Description:       "ids of delivered jobs, in sorted blocks keyed by id prefix",
+		Subjects:          []string{"$KV." + contract.BucketHistory + ".>"},
+		Retention:         jetstream.LimitsPolicy,
+		MaxMsgsPerSubject: 1,
+		MaxMsgs:           -1,
+		MaxBytes:          -1,
+		MaxMsgSize:        -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          max(replicas, 1),
+		Discard:           jetstream.DiscardNew,
+		Duplicates:        2 * time.Minute,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		AllowDirect:       false,
+	}
+}
+
+// ensureHistory creates BRIDGE_HISTORY, or updates an existing one to [historyConfig] (turning direct
+// gets off on a bucket made otherwise), and opens it as a bucket.
+func ensureHistory(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	want := historyConfig(replicas)
+	_, err := js.CreateStream(ctx, want)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		if _, err = js.UpdateStream(ctx, want); err != nil {
+			return nil, fmt.Errorf("%w: bucket %s: update: %v", ErrIncompatible, contract.BucketHistory, err)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", contract.BucketHistory, err)
+	}
+	kv, err := js.KeyValue(ctx, contract.BucketHistory)
+	if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", contract.BucketHistory, err)
+	}
+	return kv, nil
 }
 
 // bucketConfig is the configuration of one of the bridge's buckets: one value per key, on disk, entries

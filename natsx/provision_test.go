@@ -69,6 +69,7 @@ func TestProvisionOwnsEveryBucket(t *testing.T) {
 		{"leases", res.Leases, contract.BucketLeases, 10 * time.Second},
 		{"idempotency", res.Idempotency, contract.BucketIdempotency, time.Hour},
 		{"budget", res.Budget, contract.BucketBudget, 0},
+		{"history", res.History, contract.BucketHistory, 0}, // never expires: the delivered jobs' ids
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,6 +101,32 @@ func TestProvisionOwnsEveryBucket(t *testing.T) {
 	}
 	if b, ok := contract.KVBucket(contract.KVStream(contract.BucketReplay)); !ok || b != contract.BucketReplay {
 		t.Errorf("KVBucket(KVStream(%s)) = %q, %v", contract.BucketReplay, b, ok)
+	}
+}
+
+// TestProvisionHistoryReadsFromTheLeader: BRIDGE_HISTORY allows no direct gets, which any replica would
+// answer however far behind, so that every read of a history block is the stream leader's; also when the
+// bucket was made before as an ordinary KV bucket (direct gets on).
+func TestProvisionHistoryReadsFromTheLeader(t *testing.T) {
+	t.Parallel()
+	n := natstest.RunServer(t)
+	_, js := natstest.Connect(t, n.ClientURL())
+	ctx := natstest.Ctx(t)
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "BRIDGE_HISTORY", History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // over the ordinary bucket, then over its own
+		if _, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{}); err != nil {
+			t.Fatalf("provision: %v", err)
+		}
+		s, err := js.Stream(ctx, "KV_BRIDGE_HISTORY")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg := s.CachedInfo().Config; cfg.AllowDirect || cfg.MaxMsgsPerSubject != 1 || cfg.MaxAge != 0 || cfg.Storage != jetstream.FileStorage {
+			t.Errorf("KV_BRIDGE_HISTORY direct %v history %d max age %v storage %v, want no direct gets, 1, 0, file",
+				cfg.AllowDirect, cfg.MaxMsgsPerSubject, cfg.MaxAge, cfg.Storage)
+		}
 	}
 }
 
@@ -137,6 +164,9 @@ func TestProvisionClusterR3(t *testing.T) {
 	}
 	if info.Config.Replicas != 3 {
 		t.Errorf("replicas %d, want 3", info.Config.Replicas)
+	}
+	if st, err := res.History.Status(ctx); err != nil || st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas != 3 {
+		t.Errorf("history bucket status %v, %v: want 3 replicas", st, err)
 	}
 	if _, err := natsx.Provision(ctx, js, natsx.ProvisionConfig{Replicas: 3}); err != nil {
 		t.Fatalf("re-provision: %v", err)
@@ -188,6 +218,7 @@ func TestProvisionMakesWhatTheContractOwns(t *testing.T) {
 		"KV_BRIDGE_LEASES":      {"$KV.BRIDGE_LEASES.>"},
 		"KV_BRIDGE_IDEMPOTENCY": {"$KV.BRIDGE_IDEMPOTENCY.>"},
 		"KV_BRIDGE_BUDGET":      {"$KV.BRIDGE_BUDGET.>"},
+		"KV_BRIDGE_HISTORY":     {"$KV.BRIDGE_HISTORY.>"},
 	}
 	got := map[string][]string{}
 	for info := range js.ListStreams(ctx).Info() {

@@ -106,7 +106,8 @@ func TestProvisionOwnsEveryBucket(t *testing.T) {
 
 // TestProvisionHistoryReadsFromTheLeader: BRIDGE_HISTORY allows no direct gets, which any replica would
 // answer however far behind, so that every read of a history block is the stream leader's; also when the
-// bucket was made before as an ordinary KV bucket (direct gets on).
+// bucket was made before as an ordinary KV bucket (direct gets on). Its duplicate window is the
+// shortest, so that a restart does not reread the blocks written in the last two minutes.
 func TestProvisionHistoryReadsFromTheLeader(t *testing.T) {
 	t.Parallel()
 	n := natstest.RunServer(t)
@@ -123,9 +124,10 @@ func TestProvisionHistoryReadsFromTheLeader(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg := s.CachedInfo().Config; cfg.AllowDirect || cfg.MaxMsgsPerSubject != 1 || cfg.MaxAge != 0 || cfg.Storage != jetstream.FileStorage {
-			t.Errorf("KV_BRIDGE_HISTORY direct %v history %d max age %v storage %v, want no direct gets, 1, 0, file",
-				cfg.AllowDirect, cfg.MaxMsgsPerSubject, cfg.MaxAge, cfg.Storage)
+		if cfg := s.CachedInfo().Config; cfg.AllowDirect || cfg.MaxMsgsPerSubject != 1 || cfg.MaxAge != 0 || cfg.Storage != jetstream.FileStorage ||
+			cfg.Duplicates != 100*time.Millisecond {
+			t.Errorf("KV_BRIDGE_HISTORY direct %v history %d max age %v storage %v duplicates %v, want no direct gets, 1, 0, file, 100ms",
+				cfg.AllowDirect, cfg.MaxMsgsPerSubject, cfg.MaxAge, cfg.Storage, cfg.Duplicates)
 		}
 	}
 }

@@ -28,8 +28,9 @@
 //     and lookups read it alone; the children it wrote are unreachable subsets, which the next split of
 //     that leaf merges into again. Only the ids of the interrupted Add may be missing, and that Add did
 //     not return nil: its caller adds them again.
-//   - Size. About 16 bytes a job on disk plus one small message header a block, and one subject a
-//     block (a few hundred jobs each at the least) in the server's memory.
+//   - Size. About 16 bytes a job in the stream (State.Bytes) plus one message header a block, and one
+//     subject a block (a few hundred jobs each at the least) in the server's memory. The files on disk
+//     may hold up to about twice that, replaced versions of leaves waiting for the file store to compact.
 //
 // The bucket is made by natsx.Provision, without direct gets: a direct get is answered by any replica,
 // however far behind, and could miss a block written a moment before (a split's children); every read

@@ -186,9 +186,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 }
 
 // historyConfig is the stream of BRIDGE_HISTORY: a KV bucket (one value per key, no TTL, file storage)
-// made as a stream, with the shortest duplicate window, because a bucket made by nats.go always allows direct gets, which any replica
+// made as a stream, because a bucket made by nats.go always allows direct gets, which any replica
 // answers, a lagging follower included. With direct gets off every read of the bucket is the stream
 // leader's, so a lookup right after an add, or a split's child read after its marker, is never stale.
+// Its duplicate window is the shortest the server takes (below).
 func historyConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              contract.KVStream(contract.BucketHistory),

@@ -1,9 +1,9 @@
 package budget
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evershield/bridge/internal/promutil"
 )
 
 // metrics are the budget's collectors, prefixed bridge_budget_ and labelled with the budget's key.
@@ -40,17 +40,8 @@ func newMetrics(reg prometheus.Registerer, key string) (*metrics, error) {
 	for _, c := range []string{"verify", "poll", "submit"} {
 		m.waiting.WithLabelValues(c)
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.leases, m.tokens, m.waiting, m.level} {
-		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				continue
-			}
-			return nil, err
-		}
-	}
-	return m, nil
+	r := promutil.NewRegistrar(reg)
+	m.leases, m.tokens = promutil.Add(r, m.leases), promutil.Add(r, m.tokens)
+	m.waiting, m.level = promutil.Add(r, m.waiting), promutil.Add(r, m.level)
+	return m, r.Err()
 }

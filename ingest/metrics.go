@@ -1,9 +1,9 @@
 package ingest
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evershield/bridge/internal/promutil"
 )
 
 // Outcomes of a webhook besides the error codes of [errorClasses].
@@ -49,15 +49,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			outcomes = append(outcomes, c.code)
 		}
 	}
+	r := promutil.NewRegistrar(reg)
+	webhooks, m.publish, m.inFlight = promutil.Add(r, webhooks), promutil.Add(r, m.publish), promutil.Add(r, m.inFlight)
 	for _, o := range outcomes {
 		m.outcomes[o] = webhooks.WithLabelValues(o)
 	}
-	for _, c := range []prometheus.Collector{webhooks, m.publish, m.inFlight} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register ingest metrics: %w", err)
-		}
-	}
-	return m, nil
+	return m, r.Err()
 }
 
 // count adds one webhook with the given outcome.

@@ -1,9 +1,9 @@
 package reconcile
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evershield/bridge/internal/promutil"
 )
 
 // metrics are the bridge_reconcile_* collectors.
@@ -66,14 +66,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{"ok", "skipped", "error"} {
 		m.sweeps.WithLabelValues(r)
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.pending, m.oldest, m.lateWatched, m.sweeps, m.sweepDuration, m.calls,
-		m.recovered, m.adopted, m.lateRecovered, m.timeouts, m.notFound, m.leader, m.errors, m.deliverFailing} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register metrics: %w", err)
-		}
-	}
-	return m, nil
+	r := promutil.NewRegistrar(reg)
+	m.pending, m.oldest, m.lateWatched = promutil.Add(r, m.pending), promutil.Add(r, m.oldest), promutil.Add(r, m.lateWatched)
+	m.sweeps, m.sweepDuration, m.calls = promutil.Add(r, m.sweeps), promutil.Add(r, m.sweepDuration), promutil.Add(r, m.calls)
+	m.recovered, m.adopted, m.lateRecovered = promutil.Add(r, m.recovered), promutil.Add(r, m.adopted), promutil.Add(r, m.lateRecovered)
+	m.timeouts, m.notFound, m.leader = promutil.Add(r, m.timeouts), promutil.Add(r, m.notFound), promutil.Add(r, m.leader)
+	m.errors, m.deliverFailing = promutil.Add(r, m.errors), promutil.Add(r, m.deliverFailing)
+	return m, r.Err()
 }

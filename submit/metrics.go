@@ -30,17 +30,11 @@ func newSubmitMetrics(reg prometheus.Registerer) (*submitMetrics, error) {
 			Help: "Submissions interrupted between the upstream's answer and the JOBS write (a process stopped): their jobs may exist upstream and nowhere in the bridge. BRIDGE_ADOPT=true recovers them.",
 		}),
 	}
-	var err error
-	if m.unresolved, err = promutil.Register(reg, m.unresolved); err != nil {
-		return nil, err
-	}
-	if m.requests, err = promutil.Register(reg, m.requests); err != nil {
-		return nil, err
-	}
-	if m.statusRequests, err = promutil.Register(reg, m.statusRequests); err != nil {
-		return nil, err
-	}
-	return m, nil
+	r := promutil.NewRegistrar(reg)
+	m.unresolved = promutil.Add(r, m.unresolved)
+	m.requests = promutil.Add(r, m.requests)
+	m.statusRequests = promutil.Add(r, m.statusRequests)
+	return m, r.Err()
 }
 
 // count counts one answered request of the endpoint label: a modality, or statusLabel for jobs.status.

@@ -48,11 +48,15 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("upstream metrics: %w", err)
+	}
 	c := &Client{
 		cfg:     cfg,
 		auth:    "Bearer " + cfg.APIKey,
 		limiter: cfg.Limiter,
-		m:       newMetrics(cfg.Metrics),
+		m:       m,
 		log:     cfg.Log.With().Str("component", "upstream").Logger(),
 	}
 	switch cfg.Contract {

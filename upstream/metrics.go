@@ -1,9 +1,9 @@
 package upstream
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/evershield/bridge/internal/promutil"
 )
 
 // metrics are the client's collectors, all prefixed bridge_upstream_.
@@ -15,7 +15,7 @@ type metrics struct {
 	busy        prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_upstream_calls_total",
@@ -40,29 +40,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Submissions the budget refused before any call (BUSY): the account's requests were owed to accepted work.",
 		}),
 	}
-	if reg != nil {
-		m.calls = register(reg, m.calls)
-		m.latency = register(reg, m.latency)
-		m.wait = register(reg, m.wait)
-		m.rateLimited = register(reg, m.rateLimited)
-		m.busy = register(reg, m.busy)
-	}
-	return m
-}
-
-// register registers c, or reuses the collector already registered under its name (several clients
-// on one registry share their series).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		// A clash with a foreign collector of the same name: keep ours unregistered.
-	}
-	return c
+	r := promutil.NewRegistrar(reg)
+	m.calls, m.latency, m.wait = promutil.Add(r, m.calls), promutil.Add(r, m.latency), promutil.Add(r, m.wait)
+	m.rateLimited, m.busy = promutil.Add(r, m.rateLimited), promutil.Add(r, m.busy)
+	return m, r.Err()
 }
 
 // knownCodes are the error codes used as outcome labels as they are; others become 4xx/5xx.

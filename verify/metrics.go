@@ -123,40 +123,22 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 			Help: "Webhooks of jobs without a JOBS record that this process's slow lane holds waiting for the unknown-job budget.",
 		}),
 	}
-	var err error
-	if m.outcomes, err = promutil.Register(reg, m.outcomes); err != nil {
-		return nil, err
-	}
-	if m.deadLetters, err = promutil.Register(reg, m.deadLetters); err != nil {
-		return nil, err
-	}
+	r := promutil.NewRegistrar(reg)
+	m.outcomes = promutil.Add(r, m.outcomes)
+	m.deadLetters = promutil.Add(r, m.deadLetters)
 	// Known reasons start at zero, so increase() sees the first dead letter of each.
 	for _, r := range []string{ReasonNotFound, ReasonAttemptsExhausted, ReasonUnknownJob, ReasonMalformed} {
 		m.deadLetters.WithLabelValues(r)
 	}
-	if m.latency, err = promutil.Register(reg, m.latency); err != nil {
-		return nil, err
-	}
-	if m.inFlight, err = promutil.Register(reg, m.inFlight); err != nil {
-		return nil, err
-	}
-	if m.limit, err = promutil.Register(reg, m.limit); err != nil {
-		return nil, err
-	}
-	if m.unknownWaiting, err = promutil.Register(reg, m.unknownWaiting); err != nil {
-		return nil, err
-	}
-	if m.authPaused, err = promutil.Register(reg, m.authPaused); err != nil {
-		return nil, err
-	}
-	if m.provenance, err = promutil.Register(reg, m.provenance); err != nil {
-		return nil, err
-	}
+	m.latency = promutil.Add(r, m.latency)
+	m.inFlight = promutil.Add(r, m.inFlight)
+	m.limit = promutil.Add(r, m.limit)
+	m.unknownWaiting = promutil.Add(r, m.unknownWaiting)
+	m.authPaused = promutil.Add(r, m.authPaused)
+	m.provenance = promutil.Add(r, m.provenance)
 	for _, via := range []string{"signature", "token", "list"} {
 		m.provenance.WithLabelValues(via)
 	}
-	if m.listPages, err = promutil.Register(reg, m.listPages); err != nil {
-		return nil, err
-	}
-	return m, nil
+	m.listPages = promutil.Add(r, m.listPages)
+	return m, r.Err()
 }

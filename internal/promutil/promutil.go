@@ -23,3 +23,28 @@ func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error)
 	}
 	return c, err
 }
+
+// Registrar registers one component's collectors with a registry by the rule of [Register], keeping the
+// first error, so that the component registers each collector in one line and checks [Registrar.Err]
+// once. It is not safe for concurrent use.
+type Registrar struct {
+	reg prometheus.Registerer
+	err error
+}
+
+// NewRegistrar returns a Registrar for reg; a nil reg registers nothing.
+func NewRegistrar(reg prometheus.Registerer) *Registrar { return &Registrar{reg: reg} }
+
+// Add registers c by the rule of [Register] and returns the collector to count in: c, or the one
+// registered before under its name. After an error it registers nothing more.
+func Add[C prometheus.Collector](r *Registrar, c C) C {
+	if r.err != nil {
+		return c
+	}
+	got, err := Register(r.reg, c)
+	r.err = err
+	return got
+}
+
+// Err is the first error met registering, or nil.
+func (r *Registrar) Err() error { return r.err }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -68,9 +69,26 @@ type DelivererConfig struct {
 	// it is called with the job's id at each [Failpoint] of the primary result's publish path, and may
 	// block there. Nil in production: the cost is a nil check.
 	Failpoint func(point Failpoint, id string)
+	// History is the history of delivered jobs (a *history.Store), whose records and fences were
+	// compacted away; nil: no history, and a job without a JOBS record is a new one. See [Deliverer].
+	History History
+}
+
+// History answers whether a job's id is in the history of delivered jobs. *history.Store satisfies it.
+type History interface {
+	// Lookup reports whether jobID is in the history. On an error the answer is unknown.
+	Lookup(ctx context.Context, jobID string) (bool, error)
 }
 
 // Deliverer publishes results through the one path that keeps them single. Safe for concurrent use.
+//
+// With a [History], a job is out when its JOBS record says so or, having no record, when its id is in
+// the history: the compactor adds an id to the history before it deletes the record and purges the
+// fence, so reading the record first and the history second never misses a delivered job. A job in
+// the history is AlreadyDelivered, and nothing is published for it. Every claim on a fence is followed
+// by a history lookup before the result: a deliverer that read a pending record, paused while the job
+// was delivered elsewhere and compacted, and then claimed the emptied fence, finds the id and stores
+// nothing (one paused after its claim is refused by the fence, whose purge moved it).
 type Deliverer struct {
 	js        jetstream.JetStream
 	store     *Store
@@ -83,6 +101,8 @@ type Deliverer struct {
 	failpoint func(point Failpoint, id string)
 	// once publishes every result through its fence (claim, result, done).
 	once *OncePublisher
+	// history is DelivererConfig.History, or nil.
+	history History
 }
 
 // NewDeliverer returns a Deliverer; JS and Store are required.
@@ -96,19 +116,49 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 	if cfg.Deadlines.ByModality == nil {
 		cfg.Deadlines = DefaultDeadlines()
 	}
-	return &Deliverer{js: cfg.JS, store: cfg.Store, deadlines: cfg.Deadlines, log: cfg.Log, now: cfg.Now,
-		failpoint: cfg.Failpoint, once: NewOncePublisher(cfg.JS)}, nil
+	d := &Deliverer{js: cfg.JS, store: cfg.Store, deadlines: cfg.Deadlines, log: cfg.Log, now: cfg.Now,
+		failpoint: cfg.Failpoint, once: NewOncePublisher(cfg.JS), history: cfg.History}
+	if d.history != nil {
+		d.once.WithCheck(d.checkClaim)
+	}
+	return d, nil
+}
+
+// InHistory reports whether jobID is in the history of delivered jobs (false without a History). Call
+// it only for a job whose JOBS record was found missing, after that read: see [Deliverer].
+func (d *Deliverer) InHistory(ctx context.Context, jobID string) (bool, error) {
+	if d.history == nil {
+		return false, nil
+	}
+	return d.history.Lookup(ctx, jobID)
+}
+
+// checkClaim is the OncePublisher's [ClaimCheck]: once a claim holds the fence, a job in the history is
+// out (its fence was purged by the compaction), and its result must not be stored.
+func (d *Deliverer) checkClaim(ctx context.Context, fence string) error {
+	id := strings.TrimSuffix(strings.TrimPrefix(fence, contract.SubjectResultFence), contract.LateSuffix)
+	out, err := d.history.Lookup(ctx, id)
+	switch {
+	case err != nil:
+		return err
+	case out:
+		return ErrInHistory
+	}
+	return nil
 }
 
 // Store is the JOBS store the deliverer writes.
 func (d *Deliverer) Store() *Store { return d.store }
 
 // Ensure returns the record of job and its revision, creating one (origin webhook) when the job was
-// submitted elsewhere.
+// submitted elsewhere. A job without a record whose id is in the history gets none: ErrInHistory.
 func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, uint64, error) {
 	rec, rev, err := d.store.Get(ctx, job.JobID)
 	if err == nil || !errors.Is(err, ErrNotFound) {
 		return rec, rev, err
+	}
+	if err := d.notInHistory(ctx, job.JobID); err != nil {
+		return Record{}, 0, err
 	}
 	rec = d.pendingRecord(job, OriginWebhook)
 	rev, err = d.store.Create(ctx, rec)
@@ -124,13 +174,44 @@ func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, uint6
 
 // Adopt gives a job of the account that the bridge has no record of a pending record (origin adopted),
 // with the deadline of its type counted from its created_at, so it is tracked like a job submitted
-// through the bridge. It reports whether it created the record (false: one existed).
+// through the bridge. It reports whether it created the record (false: one existed, or the id is in the
+// history).
 func (d *Deliverer) Adopt(ctx context.Context, job upstream.Job) (bool, error) {
+	if d.history != nil {
+		// The record first, then the history (see [Deliverer]).
+		if _, _, err := d.store.Get(ctx, job.JobID); !errors.Is(err, ErrNotFound) {
+			return false, err
+		}
+		if err := d.notInHistory(ctx, job.JobID); err != nil {
+			return false, ignoreInHistory(err)
+		}
+	}
 	_, err := d.store.Create(ctx, d.pendingRecord(job, OriginAdopted))
 	if errors.Is(err, ErrExists) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// notInHistory returns ErrInHistory when jobID is in the history, nil when it is not (or there is
+// none). The caller read the job's record missing first.
+func (d *Deliverer) notInHistory(ctx context.Context, jobID string) error {
+	out, err := d.InHistory(ctx, jobID)
+	switch {
+	case err != nil:
+		return err
+	case out:
+		return ErrInHistory
+	}
+	return nil
+}
+
+// ignoreInHistory is err, or nil when it is ErrInHistory.
+func ignoreInHistory(err error) error {
+	if errors.Is(err, ErrInHistory) {
+		return nil
+	}
+	return err
 }
 
 // pendingRecord is the new pending record of a job the bridge did not submit, with the deadline of its type
@@ -178,7 +259,7 @@ func (d *Deliverer) DeliverVerified(ctx context.Context, v Verified) (Outcome, e
 	if v.Rev == 0 {
 		var err error
 		if v.Record, v.Rev, err = d.Ensure(ctx, job); err != nil {
-			return 0, err
+			return alreadyIfInHistory(err)
 		}
 	}
 	rec := v.Record
@@ -195,7 +276,7 @@ func (d *Deliverer) DeliverVerified(ctx context.Context, v Verified) (Outcome, e
 	}
 	rec, published, err := d.publishPrimary(ctx, v, resultType(job.Type, rec.Modality), body)
 	if err != nil {
-		return 0, err
+		return alreadyIfInHistory(err)
 	}
 	if rec.State == StateTimedOut {
 		// A timeout result won the race for results.<type>: this verified one is the late result.
@@ -229,7 +310,7 @@ func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) 
 	}
 	_, published, err := d.publishPrimary(ctx, Verified{Source: contract.SourceTimeout, Record: rec, Rev: rev}, typ, body)
 	if err != nil {
-		return 0, err
+		return alreadyIfInHistory(err)
 	}
 	if published {
 		return Published, nil
@@ -288,7 +369,7 @@ func (d *Deliverer) deliverLate(ctx context.Context, v Verified, rec Record) (Ou
 	seq, _, published, err := d.publishOnce(ctx, result{jobID: rec.JobID, late: true,
 		subject: contract.LateResultSubject(resultType(v.Job.Type, rec.Modality)), source: v.Source, body: body})
 	if err != nil {
-		return 0, err
+		return alreadyIfInHistory(err)
 	}
 	if _, err := d.store.Update(ctx, rec.JobID, func(r *Record) (bool, error) {
 		if r.LateDeliveredAt != nil {
@@ -332,7 +413,18 @@ func (d *Deliverer) publishOnce(ctx context.Context, r result) (seq uint64, winn
 	if out, ok := errors.AsType[*AlreadyPublishedError](err); ok {
 		return out.Seq, out.Source, false, nil
 	}
+	if errors.Is(err, ErrInHistory) {
+		return 0, "", false, err
+	}
 	return 0, "", false, fmt.Errorf("publish result %s: %w", msgID, err)
+}
+
+// alreadyIfInHistory turns ErrInHistory into AlreadyDelivered; any other error stays one.
+func alreadyIfInHistory(err error) (Outcome, error) {
+	if errors.Is(err, ErrInHistory) {
+		return AlreadyDelivered, nil
+	}
+	return 0, err
 }
 
 // resultType is the <type> of a result's subject: the record's modality, which is the submit endpoint

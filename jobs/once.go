@@ -89,6 +89,9 @@ type OncePublisher struct {
 	abandoned map[string]uint64
 	scanByGet uint64 // defaultScanByGet
 
+	// check is the [ClaimCheck] of WithCheck, or nil.
+	check ClaimCheck
+
 	// Test hooks (export_test.go): afterClaim runs between the claim and the result; skipDone leaves
 	// the done message out, as a publisher that stopped right after its result would.
 	afterClaim func(fence string, claim uint64)
@@ -99,6 +102,18 @@ type OncePublisher struct {
 func NewOncePublisher(js jetstream.JetStream) *OncePublisher {
 	return &OncePublisher{js: js, takeoverAfter: DefaultTakeoverAfter, scans: make(chan struct{}, 4),
 		scanByGet: defaultScanByGet}
+}
+
+// ClaimCheck is asked, after each claim on fence is stored and before the result, whether the result
+// may still be stored: an error abandons the publish, stores nothing, and is what Publish returns. It
+// sees the fence's state as it is once the claim holds it (a claim on a fence emptied by a purge, say).
+type ClaimCheck func(ctx context.Context, fence string) error
+
+// WithCheck makes p run check after every claim it stores (see [ClaimCheck]) and returns p. Call it
+// before p's first Publish.
+func (p *OncePublisher) WithCheck(check ClaimCheck) *OncePublisher {
+	p.check = check
+	return p
 }
 
 // Publish stores msg (which carries Nats-Msg-Id and Bridge-Source) into RESULTS once for ever under
@@ -142,6 +157,11 @@ func (p *OncePublisher) own(ctx context.Context, c ownClaim, msg *nats.Msg) (uin
 	fence, claim := c.fence, c.seq
 	if p.afterClaim != nil {
 		p.afterClaim(fence, claim)
+	}
+	if p.check != nil {
+		if err := p.check(ctx, fence); err != nil {
+			return 0, err
+		}
 	}
 	msgID := msg.Header.Get(jetstream.MsgIDHeader)
 	if c.takeover {

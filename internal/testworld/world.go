@@ -25,6 +25,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/jobs"
@@ -60,9 +61,10 @@ type World struct {
 	URLs  string           // every node's client URL, comma-joined
 	NC    *nats.Conn
 	JS    jetstream.JetStream
-	// Res, Store and Deliverer are zero [WithoutProvision].
+	// Res, Store, History and Deliverer (which reads History) are zero [WithoutProvision].
 	Res       natsx.Resources
 	Store     *jobs.Store
+	History   *history.Store
 	Deliverer *jobs.Deliverer
 	// Sim and API, a client of it without a budget, are nil without [WithSimulator] or [World.StartSimulator].
 	Sim *simulator.Simulator
@@ -101,7 +103,10 @@ func New(tb testing.TB, opts ...Option) *World {
 		e.Provision()
 		e.Store = jobs.NewStore(e.Res.Jobs)
 		var err error
-		if e.Deliverer, err = jobs.NewDeliverer(jobs.DelivererConfig{JS: e.JS, Store: e.Store, Log: e.Log}); err != nil {
+		if e.History, err = history.New(history.Config{KV: e.Res.History}); err != nil {
+			tb.Fatalf("testworld: history: %v", err)
+		}
+		if e.Deliverer, err = jobs.NewDeliverer(jobs.DelivererConfig{JS: e.JS, Store: e.Store, Log: e.Log, History: e.History}); err != nil {
 			tb.Fatalf("testworld: deliverer: %v", err)
 		}
 	}

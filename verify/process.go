@@ -156,8 +156,15 @@ func (v *Verifier) decide(ctx context.Context, d delivery) verdict {
 		// This webhook got its one GET already, and the answer was 404.
 		return deadLetter(ReasonNotFound, outcomeNotFound, errNotFound)
 	case !known:
-		// A job the bridge has no record of may be legitimate (submitted elsewhere) or forged; either way
-		// it spends the small unknown-job budget, not the verify budget of known jobs.
+		// A job without a record may be one delivered and compacted into the history (read after the
+		// record, never before: see jobs.Deliverer): a duplicate, with no upstream call.
+		if out, err := v.cfg.Deliverer.InHistory(rctx, d.id); err != nil {
+			return retryLater("look up the history", err)
+		} else if out {
+			return ack(outcomeAlreadyDelivered)
+		}
+		// Else it may be legitimate (submitted elsewhere) or forged; either way it spends the small
+		// unknown-job budget, not the verify budget of known jobs.
 		if vd, ok := v.admitUnknown(rctx, d); !ok {
 			return vd
 		}
@@ -222,7 +229,9 @@ func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) 
 	}
 	v.metrics.authPaused.Set(0)
 	if rev == 0 {
-		if rec, rev, err = v.cfg.Deliverer.Ensure(ctx, job); err != nil {
+		if rec, rev, err = v.cfg.Deliverer.Ensure(ctx, job); errors.Is(err, jobs.ErrInHistory) {
+			return ack(outcomeAlreadyDelivered) // delivered and compacted since decide looked
+		} else if err != nil {
 			return retryLater("create job record", err)
 		}
 	}

@@ -201,8 +201,10 @@ func (c *Config) Validate() error {
 //   - no usable job_id in the body: dead letter (malformed), ack. No upstream call.
 //   - the job's JOBS record says its result is out (delivered, or timed out with the late result out):
 //     ack. No upstream call, so duplicate floods cost nothing but a KV read.
-//   - no JOBS record: the unknown-job budget decides first (below); a webhook it cannot take now moves
-//     to the slow lane without an upstream call.
+//   - no JOBS record, and the job's id in the history of delivered jobs ([jobs.Deliverer.InHistory], read
+//     after the record): a job delivered and compacted, ack as already delivered. No upstream call.
+//   - no JOBS record otherwise: the unknown-job budget decides first (below); a webhook it cannot take
+//     now moves to the slow lane without an upstream call.
 //   - GET /job/{id} at [upstream.ClassVerify]; the attempt is recorded in the job's JOBS record, which is
 //     created through [jobs.Deliverer.Ensure] for a job the upstream confirms but the bridge did not
 //     submit (never for a 404).

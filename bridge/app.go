@@ -22,6 +22,7 @@ import (
 
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/procname"
 	"github.com/evershield/bridge/jobs"
@@ -322,8 +323,12 @@ func (a *App) addRoles(o options) error {
 	cfg := a.cfg
 	store := jobs.NewStore(a.nats.res.Jobs)
 	deadlines := cfg.deadlines()
+	hist, err := history.New(history.Config{KV: a.nats.res.History})
+	if err != nil {
+		return err
+	}
 	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: a.log,
-		Failpoint: o.failpoint})
+		Failpoint: o.failpoint, History: hist})
 	if err != nil {
 		return err
 	}

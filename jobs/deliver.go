@@ -88,7 +88,7 @@ type History interface {
 // the history is AlreadyDelivered, and nothing is published for it. Every claim on a fence is followed
 // by a history lookup before the result: a deliverer that read a pending record, paused while the job
 // was delivered elsewhere and compacted, and then claimed the emptied fence, finds the id and stores
-// nothing (one paused after its claim is refused by the fence, whose purge moved it).
+// nothing (one paused after its claim is refused by the fence, which the purge emptied).
 type Deliverer struct {
 	js        jetstream.JetStream
 	store     *Store
@@ -136,15 +136,7 @@ func (d *Deliverer) InHistory(ctx context.Context, jobID string) (bool, error) {
 // checkClaim is the OncePublisher's [ClaimCheck]: once a claim holds the fence, a job in the history is
 // out (its fence was purged by the compaction), and its result must not be stored.
 func (d *Deliverer) checkClaim(ctx context.Context, fence string) error {
-	id := strings.TrimSuffix(strings.TrimPrefix(fence, contract.SubjectResultFence), contract.LateSuffix)
-	out, err := d.history.Lookup(ctx, id)
-	switch {
-	case err != nil:
-		return err
-	case out:
-		return ErrInHistory
-	}
-	return nil
+	return d.notInHistory(ctx, strings.TrimSuffix(strings.TrimPrefix(fence, contract.SubjectResultFence), contract.LateSuffix))
 }
 
 // Store is the JOBS store the deliverer writes.

@@ -82,11 +82,11 @@ func TestPausedDelivererAfterCompactionPublishesNothing(t *testing.T) {
 	w.Compact(job.JobID)
 	close(resume)
 	r := natstest.RecvWithin(t, done, 10*time.Second)
-	if r.err != nil || r.out != jobs.AlreadyDelivered {
-		t.Fatalf("resumed deliverer: %v %v, want already_delivered", r.out, r.err)
-	}
 	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
+	}
+	if r.err != nil || r.out != jobs.AlreadyDelivered {
+		t.Fatalf("resumed deliverer: %v %v, want already_delivered", r.out, r.err)
 	}
 	if _, _, err := w.Store.Get(ctx, job.JobID); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("record of a compacted job: %v, want ErrNotFound", err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 )
 
@@ -15,7 +16,13 @@ import (
 // record and fence gone) comes back after the duplicate window as a webhook, a poll and an adoption:
 // nothing is published, and no hot record comes back for it.
 func TestCompactedJobNeverPublishedAgain(t *testing.T) {
-	w := fenceWorld(t)
+	for _, topo := range testworld.Topologies() {
+		t.Run(topo.Name, func(t *testing.T) { testCompactedJobNeverPublishedAgain(t, topo) })
+	}
+}
+
+func testCompactedJobNeverPublishedAgain(t *testing.T, topo testworld.Topology) {
+	w := fenceWorld(t, testworld.WithTopology(topo))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "prompt")
@@ -53,7 +60,13 @@ func TestCompactedJobNeverPublishedAgain(t *testing.T) {
 // compacted, which emptied its fence. When the paused one resumes, its claim on the empty fence is
 // stored, and only the history lookup after the claim stops its result.
 func TestPausedDelivererAfterCompactionPublishesNothing(t *testing.T) {
-	w := fenceWorld(t)
+	for _, topo := range testworld.Topologies() {
+		t.Run(topo.Name, func(t *testing.T) { testPausedDelivererAfterCompaction(t, topo) })
+	}
+}
+
+func testPausedDelivererAfterCompaction(t *testing.T, topo testworld.Topology) {
+	w := fenceWorld(t, testworld.WithTopology(topo))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "video")

@@ -11,6 +11,7 @@ import (
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/upstream"
 )
 
 // TestResultOnceAfterWindowWhenRecordWriteLost pins issue 12 finding 1: a process publishes a result and
@@ -86,30 +87,7 @@ func TestPausedPublisherResumingAfterWindowPublishesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "video")
-	paused, resume := make(chan struct{}), make(chan struct{})
-	sleeper, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: w.JS, Store: w.Store})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sleeper.SetBeforePublish(func(string) { close(paused); <-resume })
-	type result struct {
-		out jobs.Outcome
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		out, err := sleeper.Deliver(ctx, job, contract.SourceWebhook, time.Now())
-		done <- result{out, err}
-	}()
-	natstest.RecvWithin(t, paused, 10*time.Second)
-
-	if out, err := w.Deliverer.Deliver(ctx, job, contract.SourcePoll, time.Now()); err != nil || out != jobs.Published {
-		t.Fatalf("delivery while the other is paused: %v %v", out, err)
-	}
-	published := time.Now()
-	outliveWindow(published)
-	close(resume)
-	r := natstest.RecvWithin(t, done, 10*time.Second)
+	r := w.pausedRace(t, jobs.DelivererConfig{JS: w.JS, Store: w.Store}, job, nil)
 	if r.err != nil || r.out != jobs.AlreadyDelivered {
 		t.Fatalf("resumed deliverer: %v %v, want already_delivered", r.out, r.err)
 	}
@@ -189,4 +167,40 @@ func TestResultWithoutDoneFoundAfterWindow(t *testing.T) {
 	if rec.State != jobs.StateDelivered || rec.ResultSeq != r.Sequence || rec.Source != contract.SourceWebhook {
 		t.Fatalf("record %s seq %d source %s, want delivered at seq %d by webhook", rec.State, rec.ResultSeq, rec.Source, r.Sequence)
 	}
+}
+
+// delivered is what a Deliver call returned.
+type delivered struct {
+	out jobs.Outcome
+	err error
+}
+
+// pausedRace starts a delivery of job (by webhook) through a deliverer of cfg that pauses just before
+// its publish; meanwhile w's own deliverer delivers the job by poll, the duplicate window passes and
+// between runs (a compaction, say; nil: nothing). It then resumes the paused delivery and returns what
+// that got.
+func (w world) pausedRace(t *testing.T, cfg jobs.DelivererConfig, job upstream.Job, between func()) delivered {
+	t.Helper()
+	ctx := natstest.CtxWithin(t, 30*time.Second)
+	sleeper, err := jobs.NewDeliverer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused, resume := make(chan struct{}), make(chan struct{})
+	sleeper.SetBeforePublish(func(string) { close(paused); <-resume })
+	done := make(chan delivered, 1)
+	go func() {
+		out, err := sleeper.Deliver(ctx, job, contract.SourceWebhook, time.Now())
+		done <- delivered{out, err}
+	}()
+	natstest.RecvWithin(t, paused, 10*time.Second)
+	if out, err := w.Deliverer.Deliver(ctx, job, contract.SourcePoll, time.Now()); err != nil || out != jobs.Published {
+		t.Fatalf("delivery while the other is paused: %v %v", out, err)
+	}
+	outliveWindow(time.Now())
+	if between != nil {
+		between()
+	}
+	close(resume)
+	return natstest.RecvWithin(t, done, 10*time.Second)
 }

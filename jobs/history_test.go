@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/evershield/bridge/contract"
-	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 )
@@ -70,31 +69,8 @@ func testPausedDelivererAfterCompaction(t *testing.T, topo testworld.Topology) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "video")
-	sleeper, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: w.JS, Store: w.Store, History: w.History})
-	if err != nil {
-		t.Fatal(err)
-	}
-	paused, resume := make(chan struct{}), make(chan struct{})
-	sleeper.SetBeforePublish(func(string) { close(paused); <-resume })
-	type result struct {
-		out jobs.Outcome
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		out, err := sleeper.Deliver(ctx, job, contract.SourceWebhook, time.Now())
-		done <- result{out, err}
-	}()
-	natstest.RecvWithin(t, paused, 10*time.Second)
-
-	if out, err := w.Deliverer.Deliver(ctx, job, contract.SourcePoll, time.Now()); err != nil || out != jobs.Published {
-		t.Fatalf("delivery while the other is paused: %v %v", out, err)
-	}
-	published := time.Now()
-	outliveWindow(published)
-	w.Compact(job.JobID)
-	close(resume)
-	r := natstest.RecvWithin(t, done, 10*time.Second)
+	r := w.pausedRace(t, jobs.DelivererConfig{JS: w.JS, Store: w.Store, History: w.History}, job,
+		func() { w.Compact(job.JobID) })
 	if n := len(w.msgsByID(t, job.JobID)); n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}

@@ -19,3 +19,7 @@ var ErrNotTerminal = errors.New("job not terminal")
 // its record and fence were compacted away. It matches [ErrAlreadyPublished]; Deliver reports it as
 // AlreadyDelivered.
 var ErrInHistory = fmt.Errorf("%w: the job is in the history of delivered jobs", ErrAlreadyPublished)
+
+// ErrInvalidConfig is returned by [NewCompactor] for a configuration it cannot work with; the message
+// names the field.
+var ErrInvalidConfig = errors.New("invalid jobs config")

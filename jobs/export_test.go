@@ -18,3 +18,7 @@ func (p *OncePublisher) SetScanByGet(n uint64) { p.scanByGet = n }
 
 // SetBeforePublish makes d call f before every result publish (a place to pause a deliverer).
 func (d *Deliverer) SetBeforePublish(f func(id string)) { d.beforePublish = f }
+
+// SetAfterAdd makes c call f after a round's ids are in the history and before anything is removed;
+// an error stops the round there, as a crash would.
+func (c *Compactor) SetAfterAdd(f func() error) { c.afterAdd = f }

@@ -30,12 +30,13 @@ const (
 )
 
 // Update is one step of the JOBS watch, as a [Watcher] feeds it to its subscribers. A record is a put
-// (Key, Value) or, Deleted, a delete or purge of Key.
+// (Key, Value) or, Deleted, a delete or purge of Key; Revision is its stream sequence.
 type Update struct {
-	Kind    UpdateKind
-	Key     string
-	Value   []byte
-	Deleted bool
+	Kind     UpdateKind
+	Key      string
+	Value    []byte
+	Deleted  bool
+	Revision uint64
 }
 
 // Watcher is the process's one watch of JOBS. It keeps the set of pending jobs of the whole account (the
@@ -139,7 +140,8 @@ func (w *Watcher) follow(ctx context.Context, kw jetstream.KeyWatcher, backoff *
 				w.log.Info().Int("pending", w.Count()).Dur("took", time.Since(start)).Msg("JOBS replayed")
 			default:
 				p.seen = max(p.seen, e.Revision())
-				w.feed(Update{Kind: UpdateRecord, Key: e.Key(), Value: e.Value(), Deleted: e.Operation() != jetstream.KeyValuePut})
+				w.feed(Update{Kind: UpdateRecord, Key: e.Key(), Value: e.Value(),
+					Deleted: e.Operation() != jetstream.KeyValuePut, Revision: e.Revision()})
 			}
 		}
 	}

@@ -84,6 +84,8 @@ type Resources struct {
 	Webhooks, Results, DeadLetter, SlowLane jetstream.Stream
 	// Jobs is JOBS; wrap it in a jobs.Store.
 	Jobs jetstream.KeyValue
+	// JobsStream is the stream under JOBS, whose key subjects the compactor purges (jobs.Compactor).
+	JobsStream jetstream.Stream
 	// Leases is BRIDGE_LEASES, the role leases.
 	Leases jetstream.KeyValue
 	// Idempotency is BRIDGE_IDEMPOTENCY, the submit idempotency keys.
@@ -177,6 +179,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		}
 		*b.kv = kv
 	}
+	jobsStream, err := js.Stream(ctx, contract.KVStream(contract.BucketJobs))
+	if err != nil {
+		return Resources{}, fmt.Errorf("stream %s: %w", contract.KVStream(contract.BucketJobs), err)
+	}
+	res.JobsStream = jobsStream
 	history, err := ensureHistory(ctx, js, cfg.Replicas)
 	if err != nil {
 		return Resources{}, err

@@ -1,0 +1,278 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/promutil"
+)
+
+// DefaultCompactBatch is the most jobs one compaction round moves into the history by default.
+const DefaultCompactBatch = 1000
+
+// Archive is where compacted jobs go: the history of delivered jobs. *history.Store satisfies it.
+type Archive interface {
+	// Add records every id of jobIDs as delivered; when it returns nil, every later lookup finds them.
+	Add(ctx context.Context, jobIDs []string) error
+}
+
+// CompactorConfig configures a [Compactor]. Watcher, Jobs, Results and Archive are required.
+type CompactorConfig struct {
+	// Watcher is the process's JOBS watcher: the compactor learns the delivered jobs from it.
+	Watcher *Watcher
+	// Jobs is the stream under the JOBS bucket (KV_JOBS), whose key subjects the compactor purges.
+	Jobs jetstream.Stream
+	// Results is RESULTS, whose fence subjects the compactor purges.
+	Results jetstream.Stream
+	// Archive is the history the compacted ids go to first.
+	Archive Archive
+	// Window is the duplicate window (BRIDGE_DUPLICATE_WINDOW): a job delivered within it stays hot.
+	Window time.Duration
+	// Batch is the most jobs a round moves. Default [DefaultCompactBatch].
+	Batch int
+	// Log receives the compactor's events, tagged component=compact.
+	Log zerolog.Logger
+	// Metrics registers the bridge_compact_* collectors; nil registers nothing.
+	Metrics prometheus.Registerer
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Compactor moves delivered jobs from the hot state (a JOBS key and the result fences bridge.result.<id>
+// and .late, one subject each) into the history, once their delivery is older than the duplicate window
+// and a margin. It keeps, from the JOBS watch, the delivered records and their delivery times: about the
+// duplicate window's worth of deliveries. Only one process should run rounds at a time (the reconciler's
+// lease holder), though two at once lose and double nothing. See docs/DESIGN.md, History.
+type Compactor struct {
+	cfg    CompactorConfig
+	log    zerolog.Logger
+	m      compactMetrics
+	margin time.Duration
+
+	mu   sync.Mutex // mu guards done
+	done map[string]delivered
+	// afterAdd, when set (tests), is called after the ids of a round are in the history and before
+	// anything is removed; an error stops the round there, as a crash would.
+	afterAdd func() error
+}
+
+// delivered is a delivered record as the watch last fed it: its revision and when its result went out.
+type delivered struct {
+	rev uint64
+	at  time.Time
+}
+
+type compactMetrics struct {
+	jobs   prometheus.Counter
+	rounds *prometheus.CounterVec
+}
+
+// NewCompactor checks cfg and subscribes the compactor to cfg.Watcher; call it before the watcher runs.
+func NewCompactor(cfg CompactorConfig) (*Compactor, error) {
+	if cfg.Batch == 0 {
+		cfg.Batch = DefaultCompactBatch
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	switch {
+	case cfg.Watcher == nil || cfg.Jobs == nil || cfg.Results == nil || cfg.Archive == nil:
+		return nil, fmt.Errorf("%w: compactor: Watcher, Jobs, Results and Archive are required", ErrInvalidConfig)
+	case cfg.Window <= 0:
+		return nil, fmt.Errorf("%w: compactor: Window %v: must be positive", ErrInvalidConfig, cfg.Window)
+	case cfg.Batch < 1:
+		return nil, fmt.Errorf("%w: compactor: Batch %d: must be positive", ErrInvalidConfig, cfg.Batch)
+	}
+	m, err := newCompactMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("compactor: %w", err)
+	}
+	// The margin covers the clocks of the replicas that stamped the delivery times against this one.
+	c := &Compactor{cfg: cfg, m: m, margin: min(cfg.Window/10, time.Minute), done: map[string]delivered{},
+		log: cfg.Log.With().Str("component", "compact").Logger()}
+	cfg.Watcher.Subscribe(c.follow)
+	return c, nil
+}
+
+func newCompactMetrics(reg prometheus.Registerer) (compactMetrics, error) {
+	const ns, sub = "bridge", "compact"
+	m := compactMetrics{
+		jobs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "jobs_total",
+			Help: "Delivered jobs moved from JOBS and their result fences into the history."}),
+		rounds: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rounds_total",
+			Help: "Compaction rounds by result: ok (something compacted), idle (nothing due), error."}, []string{"result"}),
+	}
+	for _, r := range []string{"ok", "idle", "error"} {
+		m.rounds.WithLabelValues(r)
+	}
+	r := promutil.NewRegistrar(reg)
+	m.jobs, m.rounds = promutil.Add(r, m.jobs), promutil.Add(r, m.rounds)
+	return m, r.Err()
+}
+
+// follow keeps the delivered records from the watch; a replay starts from empty.
+func (c *Compactor) follow(u Update) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch u.Kind {
+	case UpdateReplay:
+		clear(c.done)
+	case UpdateRecord:
+		delete(c.done, u.Key)
+		if u.Deleted {
+			return
+		}
+		rec, err := Decode(u.Value)
+		if err != nil || !rec.ResultOut() {
+			return
+		}
+		at := rec.DeliveredAt
+		if rec.LateDeliveredAt != nil {
+			at = rec.LateDeliveredAt
+		}
+		if at != nil {
+			c.done[u.Key] = delivered{rev: u.Revision, at: *at}
+		}
+	}
+}
+
+// Held is the number of delivered jobs the compactor holds, due or not.
+func (c *Compactor) Held() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.done)
+}
+
+// dueJob is one job of a round: its id and the revision of the delivered record read.
+type dueJob struct {
+	id  string
+	rev uint64
+}
+
+// due returns up to Batch jobs delivered longer ago than the window and the margin, oldest first.
+func (c *Compactor) due(now time.Time) []dueJob {
+	cut := now.Add(-c.cfg.Window - c.margin)
+	c.mu.Lock()
+	var out []dueJob
+	var at []time.Time
+	for id, d := range c.done {
+		if d.at.Before(cut) {
+			out, at = append(out, dueJob{id, d.rev}), append(at, d.at)
+		}
+	}
+	c.mu.Unlock()
+	sort.Sort(byAt{out, at})
+	return out[:min(len(out), c.cfg.Batch)]
+}
+
+type byAt struct {
+	jobs []dueJob
+	at   []time.Time
+}
+
+func (b byAt) Len() int           { return len(b.jobs) }
+func (b byAt) Less(i, j int) bool { return b.at[i].Before(b.at[j]) }
+func (b byAt) Swap(i, j int) {
+	b.jobs[i], b.jobs[j] = b.jobs[j], b.jobs[i]
+	b.at[i], b.at[j] = b.at[j], b.at[i]
+}
+
+// Round compacts up to Batch due jobs and returns how many it compacted. First every id goes into the
+// history; then, job by job, its JOBS key is purged up to the revision read (a newer write survives)
+// and its fences are purged. Stopped at any point, nothing is lost (the ids are in the history before
+// anything is removed) and the next round redoes what is left (every step can be done twice).
+func (c *Compactor) Round(ctx context.Context) (int, error) {
+	due := c.due(c.cfg.Now())
+	if len(due) == 0 {
+		c.m.rounds.WithLabelValues("idle").Inc()
+		return 0, nil
+	}
+	n, err := c.compact(ctx, due)
+	c.m.jobs.Add(float64(n))
+	if err != nil {
+		c.m.rounds.WithLabelValues("error").Inc()
+		return n, err
+	}
+	c.m.rounds.WithLabelValues("ok").Inc()
+	return n, nil
+}
+
+func (c *Compactor) compact(ctx context.Context, due []dueJob) (int, error) {
+	ids := make([]string, len(due))
+	for i, d := range due {
+		ids[i] = d.id
+	}
+	if err := c.cfg.Archive.Add(ctx, ids); err != nil {
+		return 0, fmt.Errorf("compact: %w", err)
+	}
+	if c.afterAdd != nil {
+		if err := c.afterAdd(); err != nil {
+			return 0, fmt.Errorf("compact: %w", err)
+		}
+	}
+	for i, d := range due {
+		if err := c.remove(ctx, d); err != nil {
+			return i, err
+		}
+		c.forget(d)
+	}
+	return len(due), nil
+}
+
+// remove purges the job's JOBS key up to the revision read, and then its fences. The KV key is purged
+// from the bucket's stream, not deleted: a KV delete or purge leaves a marker that keeps the subject.
+// The purge keeps every message after rev, so a record written since it was read stays (it was never
+// to be compacted as read), and there is no race between a check and the removal.
+func (c *Compactor) remove(ctx context.Context, d dueJob) error {
+	key := "$KV." + contract.BucketJobs + "." + d.id
+	if err := c.cfg.Jobs.Purge(ctx, jetstream.WithPurgeSubject(key), jetstream.WithPurgeSequence(d.rev+1)); err != nil {
+		return fmt.Errorf("compact %s: purge record: %w", d.id, err)
+	}
+	for _, late := range []bool{false, true} {
+		if err := c.cfg.Results.Purge(ctx, jetstream.WithPurgeSubject(contract.ResultFenceSubject(d.id, late))); err != nil {
+			return fmt.Errorf("compact %s: purge fence: %w", d.id, err)
+		}
+	}
+	return nil
+}
+
+// forget drops a compacted job, unless the watch fed a newer revision of it meanwhile.
+func (c *Compactor) forget(d dueJob) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done[d.id].rev == d.rev {
+		delete(c.done, d.id)
+	}
+}
+
+// Run runs a round every period until ctx ends; a round that compacted a full batch is followed by the
+// next at once. Errors are logged and counted, and the next round retries.
+func (c *Compactor) Run(ctx context.Context, period time.Duration) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		n, err := c.Round(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			c.log.Warn().Err(err).Int("compacted", n).Msg("compaction round failed; the next round redoes it")
+		case n > 0:
+			c.log.Info().Int("compacted", n).Msg("delivered jobs moved into the history")
+		}
+		if n == c.cfg.Batch && err == nil {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}

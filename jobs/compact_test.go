@@ -1,0 +1,196 @@
+package jobs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/testworld"
+	"github.com/evershield/bridge/jobs"
+)
+
+// compactWorld is a fence world with the process's JOBS watcher running and a compactor on it (whose
+// rounds the test runs itself).
+func compactWorld(t *testing.T, opts ...testworld.Option) (world, *jobs.Compactor) {
+	t.Helper()
+	w := fenceWorld(t, opts...)
+	watcher := jobs.NewWatcher(w.Res.Jobs, time.Second, w.Log)
+	c, err := jobs.NewCompactor(jobs.CompactorConfig{Watcher: watcher, Jobs: w.Res.JobsStream, Results: w.Res.Results,
+		Archive: w.History, Window: fenceWindow, Log: w.Log, Metrics: w.Reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testworld.Run(t, "jobs watch", watcher.Run)
+	return w, c
+}
+
+// deliverJobs delivers n new jobs (source webhook) and returns their ids.
+func (w world) deliverJobs(t *testing.T, ctx context.Context, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		job := w.overdueJob(t, ctx, "prompt")
+		if out, err := w.Deliverer.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil || out != jobs.Published {
+			t.Fatalf("delivery: %v %v", out, err)
+		}
+		ids[i] = job.JobID
+	}
+	return ids
+}
+
+// hotSubjects returns the subjects of JOBS, and the fence subjects of RESULTS.
+func (w world) hotSubjects(t *testing.T, ctx context.Context) (keys, fences int) {
+	t.Helper()
+	ji, err := w.Res.JobsStream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri, err := w.Res.Results.Info(ctx, jetstream.WithSubjectFilter("bridge.result.>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(ji.State.NumSubjects), len(ri.State.Subjects)
+}
+
+// wantHot fails unless JOBS has keys subjects and RESULTS fences fence subjects.
+func (w world) wantHot(t *testing.T, ctx context.Context, keys, fences int) {
+	t.Helper()
+	if k, f := w.hotSubjects(t, ctx); k != keys || f != fences {
+		t.Fatalf("hot subjects: %d JOBS keys and %d fences, want %d and %d", k, f, keys, fences)
+	}
+}
+
+// wantInHistory fails unless each of ids is (in) or is not in the history.
+func (w world) wantInHistory(t *testing.T, ctx context.Context, in bool, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		if got, err := w.History.Lookup(ctx, id); err != nil || got != in {
+			t.Fatalf("history lookup %s: %v %v, want %v", id, got, err, in)
+		}
+	}
+}
+
+// waitHeld waits until the compactor holds n delivered jobs from the watch.
+func waitHeld(t *testing.T, c *jobs.Compactor, n int) {
+	t.Helper()
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if got := c.Held(); got != n {
+			return fmt.Errorf("compactor holds %d delivered jobs, want %d", got, n)
+		}
+		return nil
+	})
+}
+
+func round(t *testing.T, ctx context.Context, c *jobs.Compactor, want int) {
+	t.Helper()
+	if n, err := c.Round(ctx); err != nil || n != want {
+		t.Fatalf("round: compacted %d, %v; want %d, nil", n, err, want)
+	}
+}
+
+// TestCompactorMovesOldDeliveredJobsToHistory: jobs delivered longer ago than the duplicate window lose
+// their JOBS key and fence subjects and are in the history, and a webhook or poll of them publishes
+// nothing; pending jobs and jobs delivered within the window keep their hot state.
+func TestCompactorMovesOldDeliveredJobsToHistory(t *testing.T) {
+	w, c := compactWorld(t)
+	ctx := natstest.CtxWithin(t, 60*time.Second)
+	old := w.deliverJobs(t, ctx, 5)
+	published := time.Now()
+	pending := []string{w.overdueJob(t, ctx, "prompt").JobID, w.overdueJob(t, ctx, "image").JobID}
+	waitHeld(t, c, 5)
+	round(t, ctx, c, 0) // all within the window
+	w.wantHot(t, ctx, 7, 5)
+
+	outliveWindow(published)
+	fresh := w.deliverJobs(t, ctx, 1)
+	waitHeld(t, c, 6)
+	round(t, ctx, c, 5)
+	w.wantHot(t, ctx, 3, 1) // the pending jobs and the fresh one
+	w.wantInHistory(t, ctx, true, old...)
+	w.wantInHistory(t, ctx, false, append(pending, fresh...)...)
+	for _, id := range pending {
+		if rec := w.Record(id); rec.State != jobs.StatePending {
+			t.Fatalf("pending job %s is %s after compaction", id, rec.State)
+		}
+	}
+	if rec := w.Record(fresh[0]); rec.State != jobs.StateDelivered {
+		t.Fatalf("fresh job is %s after compaction, want delivered", rec.State)
+	}
+
+	for _, id := range old {
+		job := w.overdueJob(t, ctx, "prompt") // only for its shape: the same job again under id
+		job.JobID = id
+		for _, source := range []string{contract.SourceWebhook, contract.SourcePoll} {
+			if out, err := w.Deliverer.Deliver(ctx, job, source, time.Now()); err != nil || out != jobs.AlreadyDelivered {
+				t.Fatalf("%s delivery of compacted job %s: %v %v, want already_delivered", source, id, out, err)
+			}
+		}
+		if n := len(w.msgsByID(t, id)); n != 1 {
+			t.Fatalf("%d results for compacted job %s, want 1", n, id)
+		}
+		if _, _, err := w.Store.Get(ctx, id); !errors.Is(err, jobs.ErrNotFound) {
+			t.Fatalf("record of compacted job %s: %v, want ErrNotFound", id, err)
+		}
+	}
+	w.wantHot(t, ctx, 8, 1) // 3 as before, and the 5 jobs made for their shape, pending
+	round(t, ctx, c, 0)
+}
+
+// TestCompactorCrashAfterHistoryLosesNothing: a round stopped after its ids are in the history and before
+// any removal leaves every job either hot or in the history; the next round compacts each once.
+func TestCompactorCrashAfterHistoryLosesNothing(t *testing.T) {
+	w, c := compactWorld(t)
+	ctx := natstest.CtxWithin(t, 60*time.Second)
+	ids := w.deliverJobs(t, ctx, 4)
+	outliveWindow(time.Now())
+	waitHeld(t, c, 4)
+	crash := errors.New("crash")
+	c.SetAfterAdd(func() error { return crash })
+	if n, err := c.Round(ctx); !errors.Is(err, crash) || n != 0 {
+		t.Fatalf("crashed round: %d, %v; want 0, crash", n, err)
+	}
+	w.wantInHistory(t, ctx, true, ids...)
+	w.wantHot(t, ctx, 4, 4)
+
+	c.SetAfterAdd(nil)
+	round(t, ctx, c, 4)
+	w.wantHot(t, ctx, 0, 0)
+	w.wantInHistory(t, ctx, true, ids...)
+	round(t, ctx, c, 0)
+	if got := testworld.CounterValue(t, w.Reg, testworld.Series{Name: "bridge_compact_rounds_total", Label: "result", Value: "error"}); got != 1 {
+		t.Fatalf("error rounds %v, want 1", got)
+	}
+	for _, id := range ids {
+		if n := len(w.msgsByID(t, id)); n != 1 {
+			t.Fatalf("%d results for job %s, want 1", n, id)
+		}
+	}
+}
+
+// TestCompactorKeepsARecordWrittenSinceRead: a record written after the compactor read it (between the
+// history add and the removal) is not removed: the purge stops at the revision read.
+func TestCompactorKeepsARecordWrittenSinceRead(t *testing.T) {
+	w, c := compactWorld(t)
+	ctx := natstest.CtxWithin(t, 60*time.Second)
+	ids := w.deliverJobs(t, ctx, 1)
+	outliveWindow(time.Now())
+	waitHeld(t, c, 1)
+	c.SetAfterAdd(func() error {
+		_, err := w.Store.Update(ctx, ids[0], func(r *jobs.Record) (bool, error) {
+			r.LastError = "written after the compactor read the record"
+			return true, nil
+		})
+		return err
+	})
+	round(t, ctx, c, 1)
+	if rec := w.Record(ids[0]); rec.LastError == "" {
+		t.Fatalf("record written since read lost its write: %+v", rec)
+	}
+	w.wantHot(t, ctx, 1, 0)
+}

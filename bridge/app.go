@@ -352,16 +352,28 @@ func (a *App) addRoles(o options) error {
 		}
 	}
 	if cfg.Has(RoleReconcile) {
-		r, err := reconcile.New(reconcile.Config{
-			Watcher: a.jobs, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api, Budget: a.budget,
-			PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Adopt: cfg.Adopt, Log: a.log, Metrics: a.reg,
-			Instance: o.reconcileInstance,
-		})
-		if err != nil {
-			return fmt.Errorf("reconcile: %w", err)
-		}
-		a.roles = append(a.roles, role{RoleReconcile, r.Run})
+		return a.addReconcile(deliverer, hist, o.reconcileInstance)
 	}
+	return nil
+}
+
+// addReconcile adds the reconcile role, which also compacts delivered jobs into hist while it leads.
+func (a *App) addReconcile(deliverer *jobs.Deliverer, hist *history.Store, instance string) error {
+	cfg := a.cfg
+	compactor, err := jobs.NewCompactor(jobs.CompactorConfig{Watcher: a.jobs, Jobs: a.nats.res.JobsStream,
+		Results: a.nats.res.Results, Archive: hist, Window: cfg.DuplicateWindow, Log: a.log, Metrics: a.reg})
+	if err != nil {
+		return err
+	}
+	r, err := reconcile.New(reconcile.Config{
+		Watcher: a.jobs, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api, Budget: a.budget,
+		PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Adopt: cfg.Adopt, Log: a.log, Metrics: a.reg,
+		Instance: instance, Compactor: compactor,
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+	a.roles = append(a.roles, role{RoleReconcile, r.Run})
 	return nil
 }
 

@@ -42,6 +42,9 @@ type Config struct {
 	Deliverer *jobs.Deliverer
 	// API is the budgeted upstream client.
 	API API
+	// Compactor, when set, moves delivered jobs into the history while this replica holds the lease, a
+	// round every PollInterval; the caller made it on the same Watcher.
+	Compactor *jobs.Compactor
 	// Budget is the budget API waits for: when it has no call free, missed jobs wait for the next
 	// sweep, and a job in flight at its deadline times out without a last check.
 	Budget Budget

@@ -121,7 +121,7 @@ func (r *Reconciler) follow(u jobs.Update) {
 	}
 }
 
-// lead does the leader's work until ctx ends: the sweep loop and the deadline loop.
+// lead does the leader's work until ctx ends: the sweep loop, the deadline loop and the compaction.
 func (r *Reconciler) lead(ctx context.Context) {
 	select {
 	case <-r.cfg.Watcher.Ready():
@@ -131,6 +131,9 @@ func (r *Reconciler) lead(ctx context.Context) {
 	firstSweep := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { r.deadlineLoop(ctx, firstSweep) })
+	if r.cfg.Compactor != nil {
+		wg.Go(func() { r.cfg.Compactor.Run(ctx, r.cfg.PollInterval) })
+	}
 	r.sweepLoop(ctx, firstSweep)
 	wg.Wait()
 	// The failed deliveries were this leader's; the next one counts its own.

@@ -1,14 +1,19 @@
 package bridge
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -38,5 +43,53 @@ func TestReverifiedCompactedJobPublishesNothing(t *testing.T) {
 	}
 	if n := len(e.StreamMsgs(contract.StreamDeadLetter, "")); n != 0 {
 		t.Fatalf("%d dead letters, want 0", n)
+	}
+}
+
+// TestAppCompactsDeliveredJobs runs the App's verify and reconcile roles with a duplicate window of 1 s:
+// a job delivered by its webhook loses its JOBS key and fence once the window has passed (the reconcile
+// lease holder's compactor), its id is in the history, and its webhook re-posted after that gives no
+// second result.
+func TestAppCompactsDeliveredJobs(t *testing.T) {
+	e := testworld.New(t, testworld.WithSimulator(simulator.Config{}),
+		testworld.WithProvision(natsx.ProvisionConfig{DuplicateWindow: time.Second, Retention: time.Hour}))
+	cfg := testConfig(t)
+	cfg.NATSURL, cfg.APIURL, cfg.Roles = e.Node.ClientURL(), e.Sim.URL(), []string{RoleVerify, RoleReconcile}
+	cfg.TimeoutPrompt, cfg.TimeoutImage, cfg.TimeoutVideo, cfg.TimeoutChat = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+	cfg.DuplicateWindow, cfg.PollInterval = time.Second, 200*time.Millisecond
+	startApp(t, cfg, zerolog.New(zerolog.NewTestWriter(t)))
+	id := e.SubmitDirect("prompt", map[string]string{"prompt": "hello"})
+	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
+	e.WaitState(id, jobs.StateDelivered, 20*time.Second)
+	e.WaitSettled(20 * time.Second)
+	ctx := natstest.CtxWithin(t, time.Minute)
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		ji, err := e.Res.JobsStream.Info(ctx)
+		if err != nil {
+			return err
+		}
+		ri, err := e.Res.Results.Info(ctx, jetstream.WithSubjectFilter("bridge.result.>"))
+		if err != nil {
+			return err
+		}
+		if ji.State.NumSubjects != 0 || len(ri.State.Subjects) != 0 {
+			return fmt.Errorf("%d JOBS keys and %d fences, want none", ji.State.NumSubjects, len(ri.State.Subjects))
+		}
+		return nil
+	})
+	if in, err := e.History.Lookup(ctx, id); err != nil || !in {
+		t.Fatalf("history lookup: %v %v, want true", in, err)
+	}
+
+	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
+	e.WaitSettled(20 * time.Second)
+	if n := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))[id]; n != 1 {
+		t.Fatalf("%d results for the job, want 1", n)
+	}
+	if n := len(e.StreamMsgs(contract.StreamWebhooks, "")); n != 2 {
+		t.Fatalf("%d webhooks stored, want 2 (the re-posted one outside the duplicate window)", n)
+	}
+	if _, _, err := e.Store.Get(ctx, id); !errors.Is(err, jobs.ErrNotFound) {
+		t.Fatalf("record after the re-posted webhook: %v, want ErrNotFound (no hot record again)", err)
 	}
 }

@@ -98,7 +98,13 @@ func round(t *testing.T, ctx context.Context, c *jobs.Compactor, want int) {
 // their JOBS key and fence subjects and are in the history, and a webhook or poll of them publishes
 // nothing; pending jobs and jobs delivered within the window keep their hot state.
 func TestCompactorMovesOldDeliveredJobsToHistory(t *testing.T) {
-	w, c := compactWorld(t)
+	for _, topo := range testworld.Topologies() {
+		t.Run(topo.Name, func(t *testing.T) { testCompactorMovesOldDeliveredJobsToHistory(t, topo) })
+	}
+}
+
+func testCompactorMovesOldDeliveredJobsToHistory(t *testing.T, topo testworld.Topology) {
+	w, c := compactWorld(t, testworld.WithTopology(topo))
 	ctx := natstest.CtxWithin(t, 60*time.Second)
 	old := w.deliverJobs(t, ctx, 5)
 	published := time.Now()

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/contract"
@@ -199,4 +200,37 @@ func TestCompactorKeepsARecordWrittenSinceRead(t *testing.T) {
 		t.Fatalf("record written since read lost its write: %+v", rec)
 	}
 	w.wantHot(t, ctx, 1, 0)
+}
+
+// TestCompactorTakesOldTombstonesInBatches: delivered records of the layout before the compactor (kept
+// for days) are compacted when a compactor first runs on them, a bounded batch a round.
+func TestCompactorTakesOldTombstonesInBatches(t *testing.T) {
+	w := fenceWorld(t)
+	ctx := natstest.CtxWithin(t, 60*time.Second)
+	watcher := jobs.NewWatcher(w.Res.Jobs, time.Second, w.Log)
+	c, err := jobs.NewCompactor(jobs.CompactorConfig{Watcher: watcher, Jobs: w.Res.JobsStream, Results: w.Res.Results,
+		Archive: w.History, Window: fenceWindow, Batch: 3, Log: w.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 7 {
+		at := time.Now().Add(-48*time.Hour + time.Duration(i)*time.Minute).UTC()
+		rec := jobs.Record{JobID: uuid.NewString(), Modality: "prompt", State: jobs.StateDelivered, Origin: jobs.OriginSubmit,
+			SubmittedAt: at.Add(-time.Minute), Deadline: at.Add(4 * time.Minute), DeliveredAt: &at, Source: contract.SourceWebhook}
+		if _, err := w.Store.Create(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, rec.JobID)
+	}
+	testworld.Run(t, "jobs watch", watcher.Run)
+	waitHeld(t, c, 7)
+	round(t, ctx, c, 3)
+	w.wantInHistory(t, ctx, true, ids[:3]...) // oldest first
+	w.wantInHistory(t, ctx, false, ids[3:]...)
+	round(t, ctx, c, 3)
+	round(t, ctx, c, 1)
+	round(t, ctx, c, 0)
+	w.wantHot(t, ctx, 0, 0)
+	w.wantInHistory(t, ctx, true, ids...)
 }

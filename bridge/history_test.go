@@ -48,8 +48,8 @@ func TestReverifiedCompactedJobPublishesNothing(t *testing.T) {
 
 // TestAppCompactsDeliveredJobs runs the App's verify and reconcile roles with a duplicate window of 1 s:
 // a job delivered by its webhook loses its JOBS key and fence once the window has passed (the reconcile
-// lease holder's compactor), its id is in the history, and its webhook re-posted after that gives no
-// second result.
+// lease holder's compactor, WithCompaction), its id is in the history, and its webhook re-posted after
+// that gives no second result. Without WithCompaction the key and fence stay.
 func TestAppCompactsDeliveredJobs(t *testing.T) {
 	e := testworld.New(t, testworld.WithSimulator(simulator.Config{}),
 		testworld.WithProvision(natsx.ProvisionConfig{DuplicateWindow: time.Second, Retention: time.Hour}))
@@ -57,7 +57,7 @@ func TestAppCompactsDeliveredJobs(t *testing.T) {
 	cfg.NATSURL, cfg.APIURL, cfg.Roles = e.Node.ClientURL(), e.Sim.URL(), []string{RoleVerify, RoleReconcile}
 	cfg.TimeoutPrompt, cfg.TimeoutImage, cfg.TimeoutVideo, cfg.TimeoutChat = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
 	cfg.DuplicateWindow, cfg.PollInterval = time.Second, 200*time.Millisecond
-	startApp(t, cfg, zerolog.New(zerolog.NewTestWriter(t)))
+	startApp(t, cfg, zerolog.New(zerolog.NewTestWriter(t)), WithCompaction())
 	id := e.SubmitDirect("prompt", map[string]string{"prompt": "hello"})
 	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	e.WaitState(id, jobs.StateDelivered, 20*time.Second)

@@ -261,6 +261,10 @@ const kvStreamPrefix = "KV_"
 // KVStream is the name of the stream that holds the KV bucket called bucket.
 func KVStream(bucket string) string { return kvStreamPrefix + bucket }
 
+// KVSubject is the subject of key in the KV bucket called bucket, in the bucket's stream: $KV.<bucket>.<key>
+// (a key of ">" is every key's).
+func KVSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
+
 // KVBucket returns the bucket that the stream called stream holds, and whether it holds one.
 func KVBucket(stream string) (string, bool) { return strings.CutPrefix(stream, kvStreamPrefix) }
 

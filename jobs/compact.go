@@ -3,7 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -155,6 +155,7 @@ func (c *Compactor) Held() int {
 type dueJob struct {
 	id  string
 	rev uint64
+	at  time.Time
 }
 
 // due returns up to Batch jobs delivered longer ago than the window and the margin, oldest first.
@@ -162,27 +163,14 @@ func (c *Compactor) due(now time.Time) []dueJob {
 	cut := now.Add(-c.cfg.Window - c.margin)
 	c.mu.Lock()
 	var out []dueJob
-	var at []time.Time
 	for id, d := range c.done {
 		if d.at.Before(cut) {
-			out, at = append(out, dueJob{id, d.rev}), append(at, d.at)
+			out = append(out, dueJob{id, d.rev, d.at})
 		}
 	}
 	c.mu.Unlock()
-	sort.Sort(byAt{out, at})
+	slices.SortFunc(out, func(a, b dueJob) int { return a.at.Compare(b.at) })
 	return out[:min(len(out), c.cfg.Batch)]
-}
-
-type byAt struct {
-	jobs []dueJob
-	at   []time.Time
-}
-
-func (b byAt) Len() int           { return len(b.jobs) }
-func (b byAt) Less(i, j int) bool { return b.at[i].Before(b.at[j]) }
-func (b byAt) Swap(i, j int) {
-	b.jobs[i], b.jobs[j] = b.jobs[j], b.jobs[i]
-	b.at[i], b.at[j] = b.at[j], b.at[i]
 }
 
 // Round compacts up to Batch due jobs and returns how many it compacted. First every id goes into the
@@ -218,8 +206,9 @@ func (c *Compactor) compact(ctx context.Context, due []dueJob) (int, error) {
 			return 0, fmt.Errorf("compact: %w", err)
 		}
 	}
+	hot := HotState{Jobs: c.cfg.Jobs, Results: c.cfg.Results}
 	for i, d := range due {
-		if err := c.remove(ctx, d); err != nil {
+		if err := hot.Remove(ctx, d.id, d.rev); err != nil {
 			return i, err
 		}
 		c.forget(d)
@@ -227,18 +216,24 @@ func (c *Compactor) compact(ctx context.Context, due []dueJob) (int, error) {
 	return len(due), nil
 }
 
-// remove purges the job's JOBS key up to the revision read, and then its fences. The KV key is purged
-// from the bucket's stream, not deleted: a KV delete or purge leaves a marker that keeps the subject.
-// The purge keeps every message after rev, so a record written since it was read stays (it was never
-// to be compacted as read), and there is no race between a check and the removal.
-func (c *Compactor) remove(ctx context.Context, d dueJob) error {
-	key := "$KV." + contract.BucketJobs + "." + d.id
-	if err := c.cfg.Jobs.Purge(ctx, jetstream.WithPurgeSubject(key), jetstream.WithPurgeSequence(d.rev+1)); err != nil {
-		return fmt.Errorf("compact %s: purge record: %w", d.id, err)
+// HotState is where a job's per-job subjects live: its JOBS key in the bucket's stream (KV_JOBS) and its
+// result fences in RESULTS.
+type HotState struct {
+	Jobs, Results jetstream.Stream
+}
+
+// Remove purges job id's JOBS key up to its revision rev, and then its fences: the compactor's removal,
+// once the id is in the history. The KV key is purged from the bucket's stream, not deleted: a KV delete
+// or purge leaves a marker that keeps the subject. The purge keeps every message after rev, so a record
+// written since it was read stays, and there is no race between a check and the removal.
+func (h HotState) Remove(ctx context.Context, id string, rev uint64) error {
+	key := contract.KVSubject(contract.BucketJobs, id)
+	if err := h.Jobs.Purge(ctx, jetstream.WithPurgeSubject(key), jetstream.WithPurgeSequence(rev+1)); err != nil {
+		return fmt.Errorf("compact %s: purge record: %w", id, err)
 	}
 	for _, late := range []bool{false, true} {
-		if err := c.cfg.Results.Purge(ctx, jetstream.WithPurgeSubject(contract.ResultFenceSubject(d.id, late))); err != nil {
-			return fmt.Errorf("compact %s: purge fence: %w", d.id, err)
+		if err := h.Results.Purge(ctx, jetstream.WithPurgeSubject(contract.ResultFenceSubject(id, late))); err != nil {
+			return fmt.Errorf("compact %s: purge fence: %w", id, err)
 		}
 	}
 	return nil

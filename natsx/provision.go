@@ -201,7 +201,7 @@ func historyConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              contract.KVStream(contract.BucketHistory),
 		Description:       "ids of delivered jobs, in sorted blocks keyed by id prefix",
-		Subjects:          []string{"$KV." + contract.BucketHistory + ".>"},
+		Subjects:          []string{contract.KVSubject(contract.BucketHistory, ">")},
 		Retention:         jetstream.LimitsPolicy,
 		MaxMsgsPerSubject: 1,
 		MaxMsgs:           -1,

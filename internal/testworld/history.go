@@ -3,33 +3,27 @@ package testworld
 import (
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/jobs"
 )
 
-// Compact moves the delivered jobs ids out of the hot state into the history, the way the compactor does
-// and in its order (docs/DESIGN.md, History): each id into the history first, then its JOBS record
-// deleted and its result fences (bridge.result.<id> and its .late) purged from RESULTS.
+// Compact moves the delivered jobs ids out of the hot state into the history by the compactor's own
+// steps and in its order (docs/DESIGN.md, History): the ids into the history first, then each job's
+// JOBS key and result fences removed by jobs.HotState.Remove.
 func (e *World) Compact(ids ...string) {
 	e.TB.Helper()
 	ctx := natstest.CtxWithin(e.TB, 30*time.Second)
 	if err := e.History.Add(ctx, ids); err != nil {
 		e.TB.Fatalf("testworld: compact: %v", err)
 	}
-	results, err := e.JS.Stream(ctx, contract.StreamResults)
-	if err != nil {
-		e.TB.Fatalf("testworld: compact: %v", err)
-	}
+	hot := jobs.HotState{Jobs: e.Res.JobsStream, Results: e.Res.Results}
 	for _, id := range ids {
-		if err := e.Store.KV().Delete(ctx, id); err != nil {
-			e.TB.Fatalf("testworld: compact %s: delete record: %v", id, err)
+		_, rev, err := e.Store.Get(ctx, id)
+		if err != nil {
+			e.TB.Fatalf("testworld: compact %s: read record: %v", id, err)
 		}
-		for _, late := range []bool{false, true} {
-			if err := results.Purge(ctx, jetstream.WithPurgeSubject(contract.ResultFenceSubject(id, late))); err != nil {
-				e.TB.Fatalf("testworld: compact %s: purge fence: %v", id, err)
-			}
+		if err := hot.Remove(ctx, id, rev); err != nil {
+			e.TB.Fatalf("testworld: %v", err)
 		}
 	}
 }

@@ -94,6 +94,9 @@ type Resources struct {
 	Budget jetstream.KeyValue
 	// History is BRIDGE_HISTORY, the delivered jobs' ids; wrap it in a history.Store.
 	History jetstream.KeyValue
+	// Layout is the layout of the state at start-up (contract.LayoutOf JOBS): [contract.Layout] on a store
+	// this release created or upgraded, [contract.LayoutTombstones] on one an earlier release created.
+	Layout int
 }
 
 // StreamConfigs returns the configurations of WEBHOOKS, RESULTS, DEADLETTER and SLOWLANE.
@@ -150,7 +153,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	if err := cfg.Validate(); err != nil {
 		return Resources{}, fmt.Errorf("provision: %w", err)
 	}
+	if err := checkServer(ctx, js); err != nil {
+		return Resources{}, err
+	}
 	var res Resources
+	var err error
 	streams := make([]jetstream.Stream, 0, 4)
 	for _, sc := range StreamConfigs(cfg) {
 		s, err := ensureStream(ctx, js, sc)
@@ -161,11 +168,14 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	}
 	res.Webhooks, res.Results, res.DeadLetter, res.SlowLane = streams[0], streams[1], streams[2], streams[3]
 
+	jobsWant := bucketConfig(contract.BucketJobs, "jobs the bridge tracks, keyed by job_id", cfg.JobsRetention, cfg.Replicas)
+	if res.Jobs, res.Layout, err = ensureJobs(ctx, js, jobsWant); err != nil {
+		return Resources{}, err
+	}
 	buckets := []struct {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
 	}{
-		{&res.Jobs, bucketConfig(contract.BucketJobs, "jobs the bridge tracks, keyed by job_id", cfg.JobsRetention, cfg.Replicas)},
 		{&res.Leases, bucketConfig(contract.BucketLeases, "role leases, such as the active reconciler", cfg.LeaseTTL, cfg.Replicas)},
 		{&res.Idempotency, bucketConfig(contract.BucketIdempotency, "submit idempotency keys: sha256(modality, key) to job_id",
 			cfg.IdempotencyTTL, cfg.Replicas)},

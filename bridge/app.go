@@ -69,8 +69,6 @@ type options struct {
 	version string
 	// failpoint is the deliverer's test-only failpoint (see [WithDeliveryFailpoint]).
 	failpoint func(jobs.Failpoint, string)
-	// compact runs the compactor under the reconciler's lease (see [WithCompaction]).
-	compact bool
 }
 
 // Option is an optional knob of [New].
@@ -102,17 +100,6 @@ func WithReconcileInstance(name string) Option {
 func WithDeliveryFailpoint(f func(point jobs.Failpoint, id string)) Option {
 	return func(o *options) error {
 		o.failpoint = f
-		return nil
-	}
-}
-
-// WithCompaction makes the reconcile role's lease holder move delivered jobs older than the duplicate
-// window out of JOBS and RESULTS' fences into the history (jobs.Compactor). It is off by default until a
-// rolling upgrade and a rollback are safe with it: a process of an earlier release reads no history, so
-// it would take a re-posted webhook of a compacted job for a new one and publish it again.
-func WithCompaction() Option {
-	return func(o *options) error {
-		o.compact = true
 		return nil
 	}
 }
@@ -370,18 +357,15 @@ func (a *App) addRoles(o options) error {
 	return nil
 }
 
-// addReconcile adds the reconcile role, which, with [WithCompaction], also compacts delivered jobs into
-// hist while it leads.
+// addReconcile adds the reconcile role, which also compacts delivered jobs into hist while it leads, once
+// JOBS is at the layout that compacts (contract.LayoutHistory).
 func (a *App) addReconcile(deliverer *jobs.Deliverer, hist *history.Store, o options) error {
 	cfg := a.cfg
-	var compactor *jobs.Compactor
-	if o.compact {
-		var err error
-		compactor, err = jobs.NewCompactor(jobs.CompactorConfig{Watcher: a.jobs, Jobs: a.nats.res.JobsStream,
-			Results: a.nats.res.Results, Archive: hist, Window: cfg.DuplicateWindow, Log: a.log, Metrics: a.reg})
-		if err != nil {
-			return err
-		}
+	compactor, err := jobs.NewCompactor(jobs.CompactorConfig{Watcher: a.jobs, Jobs: a.nats.res.JobsStream,
+		Results: a.nats.res.Results, Archive: hist, Window: cfg.DuplicateWindow, LateWatch: reconcile.DefaultLateWatch,
+		Log: a.log, Metrics: a.reg})
+	if err != nil {
+		return err
 	}
 	r, err := reconcile.New(reconcile.Config{
 		Watcher: a.jobs, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api, Budget: a.budget,

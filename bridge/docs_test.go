@@ -97,7 +97,7 @@ dashboard and the alerts: [OPERATIONS.md](OPERATIONS.md#monitoring).
 // has a child and shows its type), and lists every bridge_ family of its registry, sorted by name.
 func TestMetricsDoc(t *testing.T) {
 	cfg := testConfig(t)
-	a := startApp(t, cfg, zerolog.Nop(), WithPublicURLFromListener(), WithCompaction()) // every metric, the compactor's too
+	a := startApp(t, cfg, zerolog.Nop(), WithPublicURLFromListener())
 	reg, ok := a.Metrics().(*prometheus.Registry)
 	if !ok {
 		t.Fatalf("App.Metrics is a %T, not a registry", a.Metrics())

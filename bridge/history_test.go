@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
@@ -46,37 +47,17 @@ func TestReverifiedCompactedJobPublishesNothing(t *testing.T) {
 	}
 }
 
-// TestAppCompactsDeliveredJobs runs the App's verify and reconcile roles with a duplicate window of 1 s:
-// a job delivered by its webhook loses its JOBS key and fence once the window has passed (the reconcile
-// lease holder's compactor, WithCompaction), its id is in the history, and its webhook re-posted after
-// that gives no second result. Without WithCompaction the key and fence stay.
+// TestAppCompactsDeliveredJobs runs the App's verify and reconcile roles with a duplicate window of 1 s
+// on a fresh store (layout 2): a job delivered by its webhook loses its JOBS key and fence once the window
+// has passed (the reconcile lease holder's compactor), its id is in the history, and its webhook
+// re-posted after that gives no second result.
 func TestAppCompactsDeliveredJobs(t *testing.T) {
 	e := testworld.New(t, testworld.WithSimulator(simulator.Config{}),
 		testworld.WithProvision(natsx.ProvisionConfig{DuplicateWindow: time.Second, Retention: time.Hour}))
-	cfg := testConfig(t)
-	cfg.NATSURL, cfg.APIURL, cfg.Roles = e.Node.ClientURL(), e.Sim.URL(), []string{RoleVerify, RoleReconcile}
-	cfg.TimeoutPrompt, cfg.TimeoutImage, cfg.TimeoutVideo, cfg.TimeoutChat = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
-	cfg.DuplicateWindow, cfg.PollInterval = time.Second, 200*time.Millisecond
-	startApp(t, cfg, zerolog.New(zerolog.NewTestWriter(t)), WithCompaction())
-	id := e.SubmitDirect("prompt", map[string]string{"prompt": "hello"})
-	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
-	e.WaitState(id, jobs.StateDelivered, 20*time.Second)
-	e.WaitSettled(20 * time.Second)
+	startCompactingApp(t, e)
+	id := deliverOne(t, e)
+	waitNoHotState(t, e)
 	ctx := natstest.CtxWithin(t, time.Minute)
-	natstest.WaitFor(t, 20*time.Second, func() error {
-		ji, err := e.Res.JobsStream.Info(ctx)
-		if err != nil {
-			return err
-		}
-		ri, err := e.Res.Results.Info(ctx, jetstream.WithSubjectFilter("bridge.result.>"))
-		if err != nil {
-			return err
-		}
-		if ji.State.NumSubjects != 0 || len(ri.State.Subjects) != 0 {
-			return fmt.Errorf("%d JOBS keys and %d fences, want none", ji.State.NumSubjects, len(ri.State.Subjects))
-		}
-		return nil
-	})
 	if in, err := e.History.Lookup(ctx, id); err != nil || !in {
 		t.Fatalf("history lookup: %v %v, want true", in, err)
 	}
@@ -92,4 +73,76 @@ func TestAppCompactsDeliveredJobs(t *testing.T) {
 	if _, _, err := e.Store.Get(ctx, id); !errors.Is(err, jobs.ErrNotFound) {
 		t.Fatalf("record after the re-posted webhook: %v, want ErrNotFound (no hot record again)", err)
 	}
+}
+
+// TestAppHoldsCompactionOnTheEarlierLayout: on a store the earlier release made (JOBS at layout 1), the
+// App keeps delivered jobs' tombstones and fences, for a process of that release may run beside it, and
+// counts its rounds as held; after natsx.UpgradeLayout (bridge upgrade finalize) the running leader
+// compacts them without a restart.
+func TestAppHoldsCompactionOnTheEarlierLayout(t *testing.T) {
+	e := testworld.New(t, testworld.WithSimulator(simulator.Config{}), testworld.WithEarlierLayout(),
+		testworld.WithProvision(natsx.ProvisionConfig{DuplicateWindow: time.Second, Retention: time.Hour}))
+	a := startCompactingApp(t, e)
+	reg := a.Metrics().(*prometheus.Registry)
+	id := deliverOne(t, e)
+	held := testworld.Series{Name: "bridge_compact_rounds_total", Label: "result", Value: "held"}
+	at := time.Now()
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if n := testworld.CounterValue(t, reg, held); n < 3 || time.Since(at) < 2*time.Second {
+			return fmt.Errorf("%v held rounds", n)
+		}
+		return nil
+	})
+	ctx := natstest.CtxWithin(t, time.Minute)
+	if rec, _, err := e.Store.Get(ctx, id); err != nil || rec.State != jobs.StateDelivered {
+		t.Fatalf("record on the earlier layout, its window passed: %v %v, want the delivered tombstone", rec.State, err)
+	}
+	if in, err := e.History.Lookup(ctx, id); err != nil || in {
+		t.Fatalf("history lookup on the earlier layout: %v %v, want false", in, err)
+	}
+	if from, err := natsx.UpgradeLayout(ctx, e.JS); err != nil || from != 1 {
+		t.Fatalf("upgrade: from %d %v, want from 1", from, err)
+	}
+	waitNoHotState(t, e)
+	if in, err := e.History.Lookup(ctx, id); err != nil || !in {
+		t.Fatalf("history lookup after the upgrade: %v %v, want true", in, err)
+	}
+}
+
+// startCompactingApp starts the verify and reconcile roles on e with short deadlines, a duplicate window
+// of 1 s and polls every 200 ms, so that a delivered job is due for compaction within about 2 s.
+func startCompactingApp(t *testing.T, e *testworld.World) *App {
+	cfg := testConfig(t)
+	cfg.NATSURL, cfg.APIURL, cfg.Roles = e.Node.ClientURL(), e.Sim.URL(), []string{RoleVerify, RoleReconcile}
+	cfg.TimeoutPrompt, cfg.TimeoutImage, cfg.TimeoutVideo, cfg.TimeoutChat = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+	cfg.DuplicateWindow, cfg.PollInterval = time.Second, 200*time.Millisecond
+	return startApp(t, cfg, zerolog.New(zerolog.NewTestWriter(t)))
+}
+
+// deliverOne submits a prompt job, posts its webhook and waits until its result is out.
+func deliverOne(t *testing.T, e *testworld.World) string {
+	id := e.SubmitDirect("prompt", map[string]string{"prompt": "hello"})
+	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
+	e.WaitState(id, jobs.StateDelivered, 20*time.Second)
+	e.WaitSettled(20 * time.Second)
+	return id
+}
+
+// waitNoHotState waits until JOBS has no key and RESULTS no fence.
+func waitNoHotState(t *testing.T, e *testworld.World) {
+	ctx := natstest.CtxWithin(t, time.Minute)
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		ji, err := e.Res.JobsStream.Info(ctx)
+		if err != nil {
+			return err
+		}
+		ri, err := e.Res.Results.Info(ctx, jetstream.WithSubjectFilter(contract.SubjectResultFence+">"))
+		if err != nil {
+			return err
+		}
+		if ji.State.NumSubjects != 0 || len(ri.State.Subjects) != 0 {
+			return fmt.Errorf("%d JOBS keys and %d fences, want none", ji.State.NumSubjects, len(ri.State.Subjects))
+		}
+		return nil
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/promutil"
+	"github.com/evershield/bridge/natsx"
 )
 
 // DefaultCompactBatch is the most jobs one compaction round moves into the history by default.
@@ -36,6 +38,9 @@ type CompactorConfig struct {
 	Archive Archive
 	// Window is the duplicate window (BRIDGE_DUPLICATE_WINDOW): a job delivered within it stays hot.
 	Window time.Duration
+	// LateWatch is how long a timed-out job is watched for a late result after its timeout (the
+	// reconciler's LateWatch): it stays hot that long and then the window, unless its late result comes.
+	LateWatch time.Duration
 	// Batch is the most jobs a round moves. Default [DefaultCompactBatch].
 	Batch int
 	// Log receives the compactor's events, tagged component=compact.
@@ -56,6 +61,11 @@ type Compactor struct {
 	log    zerolog.Logger
 	m      compactMetrics
 	margin time.Duration
+
+	// open is set once JOBS is at contract.LayoutHistory: before that, rounds are held (see Round).
+	open atomic.Bool
+	// held is set once the held layout was logged.
+	held atomic.Bool
 
 	mu   sync.Mutex // mu guards done
 	done map[string]delivered
@@ -86,8 +96,8 @@ func NewCompactor(cfg CompactorConfig) (*Compactor, error) {
 	switch {
 	case cfg.Watcher == nil || cfg.Jobs == nil || cfg.Results == nil || cfg.Archive == nil:
 		return nil, fmt.Errorf("%w: compactor: Watcher, Jobs, Results and Archive are required", ErrInvalidConfig)
-	case cfg.Window <= 0:
-		return nil, fmt.Errorf("%w: compactor: Window %v: must be positive", ErrInvalidConfig, cfg.Window)
+	case cfg.Window <= 0 || cfg.LateWatch < 0:
+		return nil, fmt.Errorf("%w: compactor: Window %v, LateWatch %v: must be positive", ErrInvalidConfig, cfg.Window, cfg.LateWatch)
 	case cfg.Batch < 1:
 		return nil, fmt.Errorf("%w: compactor: Batch %d: must be positive", ErrInvalidConfig, cfg.Batch)
 	}
@@ -108,9 +118,10 @@ func newCompactMetrics(reg prometheus.Registerer) (compactMetrics, error) {
 		jobs: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "jobs_total",
 			Help: "Delivered jobs moved from JOBS and their result fences into the history."}),
 		rounds: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "rounds_total",
-			Help: "Compaction rounds by result: ok (something compacted), idle (nothing due), error."}, []string{"result"}),
+			Help: "Compaction rounds by result: ok (something compacted), idle (nothing due), held (JOBS at the earlier layout, until bridge upgrade finalize), error."},
+			[]string{"result"}),
 	}
-	for _, r := range []string{"ok", "idle", "error"} {
+	for _, r := range []string{"ok", "idle", "held", "error"} {
 		m.rounds.WithLabelValues(r)
 	}
 	r := promutil.NewRegistrar(reg)
@@ -131,17 +142,29 @@ func (c *Compactor) follow(u Update) {
 			return
 		}
 		rec, err := Decode(u.Value)
-		if err != nil || !rec.ResultOut() {
+		if err != nil {
 			return
 		}
-		at := rec.DeliveredAt
-		if rec.LateDeliveredAt != nil {
-			at = rec.LateDeliveredAt
-		}
-		if at != nil {
-			c.done[u.Key] = delivered{rev: u.Revision, at: *at}
+		if at, ok := c.hotUntil(rec); ok {
+			c.done[u.Key] = delivered{rev: u.Revision, at: at}
 		}
 	}
+}
+
+// hotUntil is when a record whose result is out stops needing its own subjects, less the duplicate window
+// and margin: its delivery (of the late result, for a timed-out job that got one); for a timed-out job
+// still without one, the end of its late watch. A late webhook after that is answered from the history as
+// delivered, and its late result is not published. ok is false for a job still pending.
+func (c *Compactor) hotUntil(rec Record) (at time.Time, ok bool) {
+	switch {
+	case rec.LateDeliveredAt != nil:
+		return *rec.LateDeliveredAt, rec.ResultOut()
+	case rec.State == StateTimedOut && rec.DeliveredAt != nil:
+		return rec.DeliveredAt.Add(c.cfg.LateWatch), true
+	case rec.ResultOut() && rec.DeliveredAt != nil:
+		return *rec.DeliveredAt, true
+	}
+	return time.Time{}, false
 }
 
 // Held is the number of delivered jobs the compactor holds, due or not.
@@ -149,6 +172,27 @@ func (c *Compactor) Held() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.done)
+}
+
+// layoutOpen reports whether JOBS is at the layout that compacts, reading it until it is (one stream info a
+// round); a layout is never lowered, so once open it stays so.
+func (c *Compactor) layoutOpen(ctx context.Context) (bool, error) {
+	if c.open.Load() {
+		return true, nil
+	}
+	layout, err := natsx.JobsLayout(ctx, c.cfg.Jobs)
+	if err != nil {
+		return false, fmt.Errorf("compact: layout: %w", err)
+	}
+	if layout < contract.LayoutHistory {
+		if c.held.CompareAndSwap(false, true) {
+			c.log.Warn().Int("layout", layout).Msg("JOBS is at the earlier layout: delivered jobs stay in JOBS as tombstones until 'bridge upgrade finalize' (docs/OPERATIONS.md, Upgrade)")
+		}
+		return false, nil
+	}
+	c.open.Store(true)
+	c.log.Info().Int("layout", layout).Msg("compaction on: delivered jobs move into the history once their duplicate window has passed")
+	return true, nil
 }
 
 // dueJob is one job of a round: its id and the revision of the delivered record read.
@@ -177,7 +221,18 @@ func (c *Compactor) due(now time.Time) []dueJob {
 // history; then, job by job, its JOBS key is purged up to the revision read (a newer write survives)
 // and its fences are purged. Stopped at any point, nothing is lost (the ids are in the history before
 // anything is removed) and the next round redoes what is left (every step can be done twice).
+//
+// Until JOBS is at [contract.LayoutHistory] (after bridge upgrade finalize, on a store of the earlier
+// release) a round is held: it compacts nothing, for a process of the earlier release reads no history.
 func (c *Compactor) Round(ctx context.Context) (int, error) {
+	if open, err := c.layoutOpen(ctx); err != nil || !open {
+		result := "held"
+		if err != nil {
+			result = "error"
+		}
+		c.m.rounds.WithLabelValues(result).Inc()
+		return 0, err
+	}
 	due := c.due(c.cfg.Now())
 	if len(due) == 0 {
 		c.m.rounds.WithLabelValues("idle").Inc()

@@ -32,6 +32,9 @@ type Budget interface {
 	Available() float64
 }
 
+// DefaultLateWatch is how long after its deadline a timed-out job is polled for a late completion by default.
+const DefaultLateWatch = time.Hour
+
 // Config configures a [Reconciler]. Watcher, Deliverer, Leases, API and Budget are required.
 type Config struct {
 	// Watcher is the process's JOBS watcher, which feeds the index; the caller runs it.
@@ -100,7 +103,7 @@ func (c *Config) setDefaults() {
 		c.WebhookGrace = 0
 	}
 	if c.LateWatch == 0 {
-		c.LateWatch = time.Hour
+		c.LateWatch = DefaultLateWatch
 	}
 	if c.Workers == 0 {
 		c.Workers = 4

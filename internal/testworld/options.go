@@ -19,6 +19,7 @@ type config struct {
 	sim       *simulator.Config      // nil: none
 	simOpts   []simtest.Option
 	hooks     bool
+	earlier   bool // JOBS made as the earlier release made it, before provisioning
 }
 
 // WithTopology runs JetStream on topo instead of Single; the streams and buckets get its replicas.
@@ -70,6 +71,15 @@ func WithSimulator(cfg simulator.Config, opts ...simtest.Option) Option {
 func WithHookReceiver() Option {
 	return func(c *config) error {
 		c.hooks = true
+		return nil
+	}
+}
+
+// WithEarlierLayout makes JOBS as the releases before the history made it ([EarlierJobs]: layout 1,
+// tombstones kept for ever) before the world provisions, as on a store being upgraded.
+func WithEarlierLayout() Option {
+	return func(c *config) error {
+		c.earlier = true
 		return nil
 	}
 }

@@ -100,6 +100,9 @@ func New(tb testing.TB, opts ...Option) *World {
 	if c.provision != nil {
 		e.pc = *c.provision
 		e.pc.Replicas = cmp.Or(e.pc.Replicas, c.topo.Replicas)
+		if c.earlier {
+			e.createEarlierJobs()
+		}
 		e.Provision()
 		e.Store = jobs.NewStore(e.Res.Jobs)
 		var err error
@@ -117,6 +120,19 @@ func New(tb testing.TB, opts ...Option) *World {
 		e.HookURL = e.StartHookReceiver()
 	}
 	return e
+}
+
+// EarlierJobs is JOBS as the releases before the history made it, and updated it at each of their starts.
+func EarlierJobs(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: contract.BucketJobs, Description: "jobs the bridge tracks, keyed by job_id",
+		History: 1, Storage: jetstream.FileStorage, Replicas: replicas}
+}
+
+func (e *World) createEarlierJobs() {
+	e.TB.Helper()
+	if _, err := e.JS.CreateKeyValue(natstest.CtxWithin(e.TB, 30*time.Second), EarlierJobs(e.pc.Replicas)); err != nil {
+		e.TB.Fatalf("testworld: JOBS of the earlier layout: %v", err)
+	}
 }
 
 // Provision provisions the bridge's streams and buckets as New did, and again after a test deleted one.

@@ -285,7 +285,7 @@ func (c *Config) validateDurations(bad func(name, format string, a ...any)) {
 		bad("DUPLICATE_WINDOW", "%v must be longer than the longest job deadline (%v)", c.DuplicateWindow, longest)
 	}
 	if c.Retention < c.DuplicateWindow {
-		bad("RETENTION", "%v must not be shorter than BRIDGE_DUPLICATE_WINDOW (%v)", c.Retention, c.DuplicateWindow)
+		bad("RETENTION", "%v is too short: the least it accepts is BRIDGE_DUPLICATE_WINDOW, %v (a result must stay replayable as long as it is deduplicated)", c.Retention, c.DuplicateWindow)
 	}
 }
 

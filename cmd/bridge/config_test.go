@@ -42,6 +42,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"api key missing", map[string]string{"BRIDGE_API_KEY": ""}, `BRIDGE_API_KEY: required with BRIDGE_API_URL`},
 		{"bad api url", map[string]string{"BRIDGE_API_URL": "ftp://x"}, `BRIDGE_API_URL: want an http or https URL`},
 		{"window too short", map[string]string{"BRIDGE_DUPLICATE_WINDOW": "10m"}, `BRIDGE_DUPLICATE_WINDOW: 10m0s must be longer than the longest job deadline`},
+		// Short retentions are accepted (a whole job life in a trial), down to the duplicate window.
+		{"retention too short", map[string]string{"BRIDGE_RETENTION": "15m"}, `BRIDGE_RETENTION: 15m0s is too short: the least it accepts is BRIDGE_DUPLICATE_WINDOW, 20m0s`},
 		{"replicas", map[string]string{"BRIDGE_REPLICAS": "7"}, `BRIDGE_REPLICAS: must be 1 to 5`},
 		{"log format", map[string]string{"BRIDGE_LOG_FORMAT": "xml"}, `BRIDGE_LOG_FORMAT: want json or console`},
 		{"tls pair", map[string]string{"BRIDGE_TLS_CERT_FILE": "c.pem"}, `BRIDGE_TLS_CERT_FILE: BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE go together`},

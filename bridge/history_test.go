@@ -58,7 +58,7 @@ func TestAppCompactsDeliveredJobs(t *testing.T) {
 	id := deliverOne(t, e)
 	waitNoHotState(t, e)
 	ctx := natstest.CtxWithin(t, time.Minute)
-	if in, err := e.History.Lookup(ctx, id); err != nil || !in {
+	if in, err := e.History.Delivered(ctx, id); err != nil || !in {
 		t.Fatalf("history lookup: %v %v, want true", in, err)
 	}
 
@@ -97,14 +97,14 @@ func TestAppHoldsCompactionOnTheEarlierLayout(t *testing.T) {
 	if rec, _, err := e.Store.Get(ctx, id); err != nil || rec.State != jobs.StateDelivered {
 		t.Fatalf("record on the earlier layout, its window passed: %v %v, want the delivered tombstone", rec.State, err)
 	}
-	if in, err := e.History.Lookup(ctx, id); err != nil || in {
+	if in, err := e.History.Delivered(ctx, id); err != nil || in {
 		t.Fatalf("history lookup on the earlier layout: %v %v, want false", in, err)
 	}
 	if from, err := natsx.UpgradeLayout(ctx, e.JS); err != nil || from != 1 {
 		t.Fatalf("upgrade: from %d %v, want from 1", from, err)
 	}
 	waitNoHotState(t, e)
-	if in, err := e.History.Lookup(ctx, id); err != nil || !in {
+	if in, err := e.History.Delivered(ctx, id); err != nil || !in {
 		t.Fatalf("history lookup after the upgrade: %v %v, want true", in, err)
 	}
 }

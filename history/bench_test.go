@@ -93,9 +93,9 @@ var added = layout{
 		if err != nil {
 			return err
 		}
-		batch := make([]string, 0, 1000)
+		batch := make([]history.Entry, 0, 1000)
 		for i := range n {
-			if batch = append(batch, idAt(n, int(uint64(i)*0x9e3779b1%uint64(n)))); len(batch) == cap(batch) || i == n-1 {
+			if batch = append(batch, entryAt(n, int(uint64(i)*0x9e3779b1%uint64(n)))); len(batch) == cap(batch) || i == n-1 {
 				if err := s.Add(ctx, batch); err != nil {
 					return err
 				}
@@ -109,7 +109,7 @@ var added = layout{
 
 func openBlocks(tb testing.TB, res natsx.Resources) (lookupFunc, func() (uint64, uint64)) {
 	s := newStore(tb, res.History, 0)
-	return s.Lookup, s.Reads
+	return s.Delivered, s.Reads
 }
 
 // tombstone is a delivered job's JOBS record as today's layout keeps it, about 330 bytes.
@@ -214,15 +214,22 @@ func provision(tb testing.TB, url string) (jetstream.JetStream, natsx.Resources)
 	return js, res
 }
 
-// ascendingIDs are the n ids idAt(n, 0..n-1), in ascending order, made one at a time.
-func ascendingIDs(n int) iter.Seq[string] {
-	return func(yield func(string) bool) {
+// ascendingIDs are the entries of the n ids idAt(n, 0..n-1), in ascending order, made one at a time.
+func ascendingIDs(n int) iter.Seq[history.Entry] {
+	return func(yield func(history.Entry) bool) {
 		for i := range n {
-			if !yield(idAt(n, i)) {
+			if !yield(entryAt(n, i)) {
 				return
 			}
 		}
 	}
+}
+
+// entryAt is the entry of idAt(n, i), delivered at a time and a result sequence of its own, as the
+// tombstones of the other layout say.
+func entryAt(n, i int) history.Entry {
+	return history.Entry{JobID: idAt(n, i), DeliveredAt: time.Date(2026, 12, 1, 10, 0, 2, 0, time.UTC).Add(time.Duration(i) * time.Second),
+		ResultSeq: uint64(i + 1)}
 }
 
 // idAt is the i-th of n ids spread evenly at random over the id space (one in each n-th of it), so

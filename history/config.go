@@ -6,11 +6,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// DefaultMaxBlockIDs is the most ids a leaf holds by default: a block of 64 KiB.
-const DefaultMaxBlockIDs = 4096
+// DefaultMaxBlockIDs is the most entries a leaf holds by default: a block of 64 KiB.
+const DefaultMaxBlockIDs = 2048
 
-// maxMaxBlockIDs keeps a block (16 bytes an id, plus one) within NATS's default 1 MiB message size.
-const maxMaxBlockIDs = 32768
+// maxMaxBlockIDs keeps a block (32 bytes an entry, plus one) within NATS's default 1 MiB message size.
+const maxMaxBlockIDs = 16384
 
 // Config configures a [Store].
 type Config struct {

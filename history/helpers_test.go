@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,7 +59,7 @@ func lookupAll(tb testing.TB, s *history.Store, ids []string, want bool) {
 	tb.Helper()
 	ctx := natstest.Ctx(tb)
 	for _, id := range ids {
-		got, err := s.Lookup(ctx, id)
+		_, got, err := s.Lookup(ctx, id)
 		if err != nil || got != want {
 			tb.Fatalf("Lookup(%s) = %v, %v; want %v", id, got, err, want)
 		}
@@ -82,4 +83,13 @@ func census(tb testing.TB, s *history.Store, ids uint64) history.Census {
 		tb.Fatalf("census %+v with %d blocks stored; want %d ids, every block reachable", c, st.Blocks, ids)
 	}
 	return c
+}
+
+// entries are the history entries of ids: each delivered at a time and a result sequence of its own.
+func entries(ids []string) []history.Entry {
+	out := make([]history.Entry, len(ids))
+	for i, id := range ids {
+		out[i] = history.Entry{JobID: id, DeliveredAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).Add(time.Duration(i) * time.Millisecond), ResultSeq: uint64(i + 1)}
+	}
+	return out
 }

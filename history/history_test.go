@@ -1,9 +1,14 @@
 package history_test
 
 import (
+	"bytes"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/internal/natstest"
@@ -40,12 +45,12 @@ func TestAddThenLookup(t *testing.T) {
 	n := natstest.RunServer(t)
 	s := newStore(t, bucket(t, n.ClientURL(), 1), 0)
 	ctx := natstest.Ctx(t)
-	if err := s.Add(ctx, []string{
+	if err := s.Add(ctx, entries([]string{
 		"7b0c6f3e-2a41-4c55-9d1e-0f6a3b2c1d00",
 		"7B0C6F3E-2A41-4C55-9D1E-0F6A3B2C1D01",
 		"00000000-0000-4000-8000-000000000000",
 		"ffffffff-ffff-4fff-bfff-ffffffffffff",
-	}); err != nil {
+	})); err != nil {
 		t.Fatal(err)
 	}
 	lookupAll(t, s, []string{
@@ -60,10 +65,10 @@ func TestAddThenLookup(t *testing.T) {
 
 	for _, bad := range []string{"", "job-1", "7b0c6f3e2a414c559d1e0f6a3b2c1d00", "{7b0c6f3e-2a41-4c55-9d1e-0f6a3b2c1d00}",
 		"urn:uuid:7b0c6f3e-2a41-4c55-9d1e-0f6a3b2c1d00", "7b0c6f3e-2a41-4c55-9d1e-0f6a3b2c1dzz"} {
-		if _, err := s.Lookup(ctx, bad); !errors.Is(err, history.ErrInvalidID) {
+		if _, _, err := s.Lookup(ctx, bad); !errors.Is(err, history.ErrInvalidID) {
 			t.Errorf("Lookup(%q): %v, want ErrInvalidID", bad, err)
 		}
-		if err := s.Add(ctx, []string{"11111111-1111-4111-8111-111111111111", bad}); !errors.Is(err, history.ErrInvalidID) {
+		if err := s.Add(ctx, entries([]string{"11111111-1111-4111-8111-111111111111", bad})); !errors.Is(err, history.ErrInvalidID) {
 			t.Errorf("Add(%q): %v, want ErrInvalidID", bad, err)
 		}
 	}
@@ -78,7 +83,7 @@ func TestAddTwiceWritesNothing(t *testing.T) {
 	s := newStore(t, bucket(t, n.ClientURL(), 1), 8)
 	ctx := natstest.Ctx(t)
 	ids := randomIDs(1, 100)
-	if err := s.Add(ctx, ids); err != nil {
+	if err := s.Add(ctx, entries(ids)); err != nil {
 		t.Fatal(err)
 	}
 	before := census(t, s, 100)
@@ -86,7 +91,7 @@ func TestAddTwiceWritesNothing(t *testing.T) {
 	s.SetBeforeWrite(func(string, bool) error { writes++; return nil })
 	again := append(slices.Clone(ids[50:]), ids...)
 	slices.Reverse(again)
-	if err := s.Add(ctx, again); err != nil {
+	if err := s.Add(ctx, entries(again)); err != nil {
 		t.Fatal(err)
 	}
 	if writes != 0 {
@@ -105,7 +110,14 @@ func TestCorruptBlocksAreRefused(t *testing.T) {
 	n := natstest.RunServer(t)
 	ctx := natstest.Ctx(t)
 	const id = "20000000-0000-4000-8000-000000000002"
-	leaf := func(ids ...byte) []byte { // a leaf of ids whose first byte is each of ids, the rest zero
+	leaf := func(ids ...byte) []byte { // a leaf of entries whose id's first byte is each of ids, the rest zero
+		v := []byte{3}
+		for _, b := range ids {
+			v = append(v, append([]byte{b}, make([]byte, 31)...)...)
+		}
+		return v
+	}
+	idsLeaf := func(ids ...byte) []byte { // the same as a leaf of ids alone, as the first history wrote them
 		v := []byte{1}
 		for _, b := range ids {
 			v = append(v, append([]byte{b}, make([]byte, 15)...)...)
@@ -118,8 +130,10 @@ func TestCorruptBlocksAreRefused(t *testing.T) {
 		walkOnly bool // found by a walk only: a lookup or add of id never reads the bad leaf's ids
 	}{
 		{"empty value", map[string][]byte{"b": {}}, false},
-		{"unknown kind", map[string][]byte{"b": {3}}, false},
-		{"leaf cut short", map[string][]byte{"b": leaf(0x10)[:9]}, false},
+		{"unknown kind", map[string][]byte{"b": {4}}, false},
+		{"leaf cut short", map[string][]byte{"b": leaf(0x10)[:17]}, false},
+		{"leaf of ids cut short", map[string][]byte{"b": idsLeaf(0x10)[:9]}, false},
+		{"leaf of ids out of order", map[string][]byte{"b": idsLeaf(0x30, 0x10)}, false},
 		{"leaf out of order", map[string][]byte{"b": leaf(0x30, 0x10)}, false},
 		{"leaf repeating an id", map[string][]byte{"b": leaf(0x10, 0x10)}, false},
 		{"leaf of another prefix", map[string][]byte{"b": {2}, "b.2": leaf(0x10)}, true},
@@ -137,10 +151,10 @@ func TestCorruptBlocksAreRefused(t *testing.T) {
 				t.Errorf("Census: %v, want ErrCorrupt", err)
 			}
 			if !tt.walkOnly {
-				if _, err := s.Lookup(ctx, id); !errors.Is(err, history.ErrCorrupt) {
+				if _, _, err := s.Lookup(ctx, id); !errors.Is(err, history.ErrCorrupt) {
 					t.Errorf("Lookup: %v, want ErrCorrupt", err)
 				}
-				if err := s.Add(ctx, []string{id}); !errors.Is(err, history.ErrCorrupt) {
+				if err := s.Add(ctx, entries([]string{id})); !errors.Is(err, history.ErrCorrupt) {
 					t.Errorf("Add: %v, want ErrCorrupt", err)
 				}
 			}
@@ -150,6 +164,49 @@ func TestCorruptBlocksAreRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEntriesKeepTheirDelivery: a lookup returns the delivery time (to the millisecond) and result
+// sequence added with an id, across a split; a second add of an id keeps the first entry; a leaf of ids
+// alone, as the first history wrote them, is read (delivery unknown) and rewritten with entries.
+func TestEntriesKeepTheirDelivery(t *testing.T) {
+	t.Parallel()
+	n := natstest.RunServer(t)
+	ctx := natstest.Ctx(t)
+	kv := bucket(t, n.ClientURL(), 1)
+	const old = "10000000-0000-4000-8000-000000000001"
+	u := uuid.MustParse(old)
+	v := append([]byte{1}, u[:]...)
+	if _, err := kv.Put(ctx, "b", v); err != nil {
+		t.Fatal(err)
+	}
+	s := newStore(t, kv, 2)
+	at := time.Date(2026, 12, 6, 9, 30, 15, 123_456_789, time.UTC)
+	add := []history.Entry{
+		{JobID: "20000000-0000-4000-8000-000000000002", DeliveredAt: at, ResultSeq: 42},
+		{JobID: "30000000-0000-4000-8000-000000000003", DeliveredAt: at.Add(time.Hour), ResultSeq: 43},
+		{JobID: old, DeliveredAt: at, ResultSeq: 7}, // already there: keeps its entry
+	}
+	if err := s.Add(ctx, add); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Add(ctx, []history.Entry{{JobID: "20000000-0000-4000-8000-000000000002", DeliveredAt: at.Add(time.Minute), ResultSeq: 99}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []history.Entry{
+		{JobID: "20000000-0000-4000-8000-000000000002", DeliveredAt: time.Date(2026, 12, 6, 9, 30, 15, 123_000_000, time.UTC), ResultSeq: 42},
+		{JobID: "30000000-0000-4000-8000-000000000003", DeliveredAt: time.Date(2026, 12, 6, 10, 30, 15, 123_000_000, time.UTC), ResultSeq: 43},
+		{JobID: old},
+	} {
+		got, ok, err := s.Lookup(ctx, strings.ToUpper(want.JobID))
+		if err != nil || !ok || got != want {
+			t.Errorf("Lookup(%s) = %+v, %v, %v; want %+v", want.JobID, got, ok, err, want)
+		}
+	}
+	census(t, s, 3)
+	if e, err := kv.Get(ctx, "b"); err != nil || !bytes.Equal(e.Value(), []byte{2}) {
+		t.Fatalf("root after three entries with leaves of two: %v %v, want a split marker", e, err)
 	}
 }
 
@@ -168,20 +225,20 @@ func TestSplitsAcrossLevels(t *testing.T) {
 		"12300000-0000-4000-8000-000000000004",
 	}
 	for _, batch := range [][]string{ids[:1], ids[1:2], ids[2:]} { // the root a leaf of 1, of 2, then split
-		if err := s.Add(ctx, batch); err != nil {
+		if err := s.Add(ctx, entries(batch)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want := map[string]int{ // key: value length (1: a split marker; 17: a leaf of one id)
+	want := map[string]int{ // key: value length (1: a split marker; 33: a leaf of one entry)
 		"b": 1, "b.a": 1, "b.ab": 1, "b.abc": 1,
-		"b.abc0": 17, "b.abc1": 17, "b.abc2": 17, "b.1": 17,
+		"b.abc0": 33, "b.abc1": 33, "b.abc2": 33, "b.1": 33,
 	}
 	for k, size := range want {
 		e, err := kv.Get(ctx, k)
 		if err != nil {
 			t.Fatalf("block %s: %v", k, err)
 		}
-		if v := e.Value(); len(v) != size || (size == 1) != (v[0] == 2) || (size == 17) != (v[0] == 1) {
+		if v := e.Value(); len(v) != size || (size == 1) != (v[0] == 2) || (size == 33) != (v[0] == 3) {
 			t.Errorf("block %s = % x, want %d bytes", k, v, size)
 		}
 	}
@@ -205,7 +262,7 @@ func TestSplitRacingAnAddLosesNothing(t *testing.T) {
 	a := newStore(t, bucket(t, n.ClientURL(), 1), 2)
 	b := newStore(t, bucket(t, n.ClientURL(), 1), 2)
 	ctx := natstest.Ctx(t)
-	if err := a.Add(ctx, []string{"10000000-0000-4000-8000-000000000001"}); err != nil {
+	if err := a.Add(ctx, entries([]string{"10000000-0000-4000-8000-000000000001"})); err != nil {
 		t.Fatal(err)
 	}
 	raced := false
@@ -214,9 +271,9 @@ func TestSplitRacingAnAddLosesNothing(t *testing.T) {
 			return nil
 		}
 		raced = true // a has written the children, and the root is still the leaf of one id: b adds
-		return b.Add(ctx, []string{"40000000-0000-4000-8000-000000000004"})
+		return b.Add(ctx, entries([]string{"40000000-0000-4000-8000-000000000004"}))
 	})
-	if err := a.Add(ctx, []string{"20000000-0000-4000-8000-000000000002", "30000000-0000-4000-8000-000000000003"}); err != nil {
+	if err := a.Add(ctx, entries([]string{"20000000-0000-4000-8000-000000000002", "30000000-0000-4000-8000-000000000003"})); err != nil {
 		t.Fatal(err)
 	}
 	if !raced {
@@ -242,7 +299,7 @@ func TestConcurrentWritersLoseNothing(t *testing.T) {
 		go func() {
 			ctx := natstest.Ctx(t)
 			for batch := range slices.Chunk(set, 40) {
-				if err := s.Add(ctx, batch); err != nil {
+				if err := s.Add(ctx, entries(batch)); err != nil {
 					errs <- err
 					return
 				}
@@ -295,7 +352,7 @@ func TestCrashMidSplit(t *testing.T) {
 			kv := bucket(t, n.ClientURL(), 1)
 			s := newStore(t, kv, 4)
 			ctx := natstest.Ctx(t)
-			if err := s.Add(ctx, held); err != nil {
+			if err := s.Add(ctx, entries(held)); err != nil {
 				t.Fatal(err)
 			}
 			writes := 0
@@ -305,10 +362,10 @@ func TestCrashMidSplit(t *testing.T) {
 				}
 				return nil
 			})
-			if err := s.Add(ctx, []string{interrupted}); !errors.Is(err, errCrash) {
+			if err := s.Add(ctx, entries([]string{interrupted})); !errors.Is(err, errCrash) {
 				t.Fatalf("add stopped mid-split: %v, want the failpoint's error", err)
 			}
-			if e, err := kv.Get(ctx, "b"); err != nil || len(e.Value()) != 1+4*16 || e.Value()[0] != 1 {
+			if e, err := kv.Get(ctx, "b"); err != nil || len(e.Value()) != 1+4*32 || e.Value()[0] != 3 {
 				t.Fatalf("root after the stop: %v, want the leaf of 4 ids", err)
 			}
 			lookupAll(t, s, held, true)
@@ -317,7 +374,7 @@ func TestCrashMidSplit(t *testing.T) {
 			}
 
 			after := newStore(t, bucket(t, n.ClientURL(), 1), 4) // another process, after the crash
-			if err := after.Add(ctx, tt.retry); err != nil {
+			if err := after.Add(ctx, entries(tt.retry)); err != nil {
 				t.Fatal(err)
 			}
 			lookupAll(t, after, tt.wantSeen, true)
@@ -333,7 +390,7 @@ func TestHistorySurvivesRestart(t *testing.T) {
 	t.Parallel()
 	n := natstest.RunServer(t)
 	ids := randomIDs(4, 1000)
-	if err := newStore(t, bucket(t, n.ClientURL(), 1), 64).Add(natstest.Ctx(t), ids); err != nil {
+	if err := newStore(t, bucket(t, n.ClientURL(), 1), 64).Add(natstest.Ctx(t), entries(ids)); err != nil {
 		t.Fatal(err)
 	}
 	n.Restart(t)
@@ -353,7 +410,7 @@ func TestBytesAndSubjectsPerID(t *testing.T) {
 	const count = 100_000
 	ids := randomIDs(6, count)
 	for batch := range slices.Chunk(ids, 25_000) {
-		if err := s.Add(ctx, batch); err != nil {
+		if err := s.Add(ctx, entries(batch)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -380,7 +437,7 @@ func TestClusterR3(t *testing.T) {
 	ctx := natstest.Ctx(t)
 	ids := randomIDs(7, 600)
 	for i, batch := range slices.Collect(slices.Chunk(ids, 100)) {
-		if err := writer.Add(ctx, batch); err != nil {
+		if err := writer.Add(ctx, entries(batch)); err != nil {
 			t.Fatalf("batch %d: %v", i, err)
 		}
 		lookupAll(t, reader, batch, true)
@@ -400,16 +457,16 @@ func TestBuild(t *testing.T) {
 	ctx := natstest.Ctx(t)
 	ids := randomIDs(8, 1000)
 	sorted := slices.Sorted(slices.Values(ids[:700]))
-	if err := s.Build(ctx, slices.Values(sorted)); err != nil {
+	if err := s.Build(ctx, slices.Values(entries(sorted))); err != nil {
 		t.Fatal(err)
 	}
 	census(t, s, 700)
-	if err := s.Build(ctx, slices.Values(ids)); err != nil {
+	if err := s.Build(ctx, slices.Values(entries(ids))); err != nil {
 		t.Fatal(err)
 	}
 	census(t, s, 1000)
 	lookupAll(t, s, ids, true)
-	if err := s.Build(ctx, slices.Values([]string{"not-an-id"})); !errors.Is(err, history.ErrInvalidID) {
+	if err := s.Build(ctx, slices.Values(entries([]string{"not-an-id"}))); !errors.Is(err, history.ErrInvalidID) {
 		t.Errorf("Build of a malformed id: %v, want ErrInvalidID", err)
 	}
 }

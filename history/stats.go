@@ -73,12 +73,12 @@ func (s *Store) census(ctx context.Context, prefix string, c *Census) error {
 		}
 		return nil
 	}
-	for _, x := range b.ids {
-		if !hasPrefix(x, prefix) {
+	for _, e := range b.entries {
+		if !hasPrefix(e.id, prefix) {
 			return fmt.Errorf("%w: block %s holds an id of another prefix", ErrCorrupt, key(prefix))
 		}
 	}
 	c.Leaves++
-	c.IDs += uint64(len(b.ids))
+	c.IDs += uint64(len(b.entries))
 	return nil
 }

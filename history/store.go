@@ -29,38 +29,49 @@ func New(cfg Config) (*Store, error) {
 	return &Store{kv: cfg.KV, max: cfg.MaxBlockIDs}, nil
 }
 
-// Lookup reports whether the job jobID was added. It reads the root block and follows split markers
-// down to the leaf that would hold the id: one read a level (the package documentation gives the
-// cost). It returns ErrInvalidID for a malformed id and ErrCorrupt for a block it cannot read; on any
-// error the answer is unknown, never "not delivered".
-func (s *Store) Lookup(ctx context.Context, jobID string) (bool, error) {
+// Lookup returns the entry of the job jobID and whether it was added. It reads the root block and
+// follows split markers down to the leaf that would hold the id: one read a level (the package
+// documentation gives the cost). It returns ErrInvalidID for a malformed id and ErrCorrupt for a block
+// it cannot read; on any error the answer is unknown, never "not delivered".
+func (s *Store) Lookup(ctx context.Context, jobID string) (Entry, bool, error) {
 	x, err := parseID(jobID)
 	if err != nil {
-		return false, err
+		return Entry{}, false, err
 	}
 	prefix := ""
 	for {
 		b, err := s.read(ctx, prefix)
 		switch {
 		case err != nil:
-			return false, fmt.Errorf("history lookup %s: %w", jobID, err)
+			return Entry{}, false, fmt.Errorf("history lookup %s: %w", jobID, err)
 		case b.rev == 0:
-			return false, nil
+			return Entry{}, false, nil
 		case !b.split:
-			return contains(b.ids, x), nil
+			e, ok := find(b.entries, x)
+			if !ok {
+				return Entry{}, false, nil
+			}
+			return e.export(), true, nil
 		case len(prefix) == maxDepth:
-			return false, fmt.Errorf("history lookup %s: %w", jobID, errDeepSplit(prefix))
+			return Entry{}, false, fmt.Errorf("history lookup %s: %w", jobID, errDeepSplit(prefix))
 		}
 		prefix = child(prefix, x)
 	}
 }
 
-// Add records every id of jobIDs (36-character UUIDs, in any case and order, repeats allowed) as
+// Delivered reports whether the job jobID was added: [Store.Lookup] without the entry.
+func (s *Store) Delivered(ctx context.Context, jobID string) (bool, error) {
+	_, ok, err := s.Lookup(ctx, jobID)
+	return ok, err
+}
+
+// Add records every entry (job ids of 36 characters, in any case and order, repeats allowed) as
 // delivered. When it returns nil, every later Lookup of them, in any process, finds them. When it
-// returns an error, some may be recorded and some not: call it again, as adding an id twice is
-// harmless. A malformed id fails the whole call with ErrInvalidID before anything is written.
-func (s *Store) Add(ctx context.Context, jobIDs []string) error {
-	ids, err := parseIDs(jobIDs)
+// returns an error, some may be recorded and some not: call it again, as adding an entry twice is
+// harmless; an id already there keeps the entry it has. A malformed id fails the whole call with
+// ErrInvalidID before anything is written.
+func (s *Store) Add(ctx context.Context, entries []Entry) error {
+	ids, err := parseEntries(entries)
 	if err != nil || len(ids) == 0 {
 		return err
 	}
@@ -73,7 +84,7 @@ func (s *Store) Add(ctx context.Context, jobIDs []string) error {
 // insert merges ids (ascending, all starting with prefix) into the block of prefix, with
 // compare-and-set, and reads again and redoes the merge on the newer version when another writer
 // wrote first. A leaf that would pass s.max ids is split.
-func (s *Store) insert(ctx context.Context, prefix string, ids []id) error {
+func (s *Store) insert(ctx context.Context, prefix string, ids []entry) error {
 	for {
 		b, err := s.read(ctx, prefix)
 		if err != nil {
@@ -82,7 +93,7 @@ func (s *Store) insert(ctx context.Context, prefix string, ids []id) error {
 		if b.split {
 			return s.route(ctx, prefix, ids)
 		}
-		merged, added := union(b.ids, ids)
+		merged, added := union(b.entries, ids)
 		if added == 0 {
 			return nil // all there already: nothing to write
 		}
@@ -104,7 +115,7 @@ func (s *Store) insert(ctx context.Context, prefix string, ids []id) error {
 // the leaf, the new ones included, goes into the children (merged with what they hold, so that a split
 // interrupted earlier and redone now loses and doubles nothing); only then is the marker written, with
 // compare-and-set on rev. Until that write the leaf holds every id it held, and lookups read it alone.
-func (s *Store) split(ctx context.Context, prefix string, ids []id, rev uint64) error {
+func (s *Store) split(ctx context.Context, prefix string, ids []entry, rev uint64) error {
 	if err := s.route(ctx, prefix, ids); err != nil {
 		return err
 	}
@@ -112,14 +123,14 @@ func (s *Store) split(ctx context.Context, prefix string, ids []id, rev uint64) 
 }
 
 // route inserts ids (ascending, all starting with prefix) into the children of prefix.
-func (s *Store) route(ctx context.Context, prefix string, ids []id) error {
+func (s *Store) route(ctx context.Context, prefix string, ids []entry) error {
 	if len(prefix) == maxDepth {
 		return errDeepSplit(prefix)
 	}
 	for start := 0; start < len(ids); {
-		c := child(prefix, ids[start])
+		c := child(prefix, ids[start].id)
 		end := start + 1
-		for end < len(ids) && child(prefix, ids[end]) == c {
+		for end < len(ids) && child(prefix, ids[end].id) == c {
 			end++
 		}
 		if err := s.insert(ctx, c, ids[start:end]); err != nil {
@@ -142,11 +153,11 @@ func (s *Store) read(ctx context.Context, prefix string) (block, error) {
 	}
 	s.reads.Add(1)
 	s.readBytes.Add(uint64(len(e.Value())))
-	split, ids, err := decode(e.Value())
+	split, entries, err := decode(e.Value())
 	if err != nil {
 		return block{}, fmt.Errorf("history block %s: %w", key(prefix), err)
 	}
-	return block{rev: e.Revision(), split: split, ids: ids}, nil
+	return block{rev: e.Revision(), split: split, entries: entries}, nil
 }
 
 // write stores v as the block of prefix if it is still at rev (0: absent), or returns errConflict.

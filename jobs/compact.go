@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/internal/promutil"
 	"github.com/evershield/bridge/natsx"
 )
@@ -22,8 +23,8 @@ const DefaultCompactBatch = 1000
 
 // Archive is where compacted jobs go: the history of delivered jobs. *history.Store satisfies it.
 type Archive interface {
-	// Add records every id of jobIDs as delivered; when it returns nil, every later lookup finds them.
-	Add(ctx context.Context, jobIDs []string) error
+	// Add records every entry as delivered; when it returns nil, every later lookup finds them.
+	Add(ctx context.Context, entries []history.Entry) error
 }
 
 // CompactorConfig configures a [Compactor]. Watcher, Jobs, Results and Archive are required.
@@ -74,10 +75,12 @@ type Compactor struct {
 	afterAdd func() error
 }
 
-// delivered is a delivered record as the watch last fed it: its revision and when its result went out.
+// delivered is a delivered record as the watch last fed it: its revision, when it may leave the hot
+// state (less the window) and what the history keeps of it.
 type delivered struct {
-	rev uint64
-	at  time.Time
+	rev   uint64
+	at    time.Time
+	entry history.Entry
 }
 
 type compactMetrics struct {
@@ -146,7 +149,7 @@ func (c *Compactor) follow(u Update) {
 			return
 		}
 		if at, ok := c.hotUntil(rec); ok {
-			c.done[u.Key] = delivered{rev: u.Revision, at: at}
+			c.done[u.Key] = delivered{rev: u.Revision, at: at, entry: rec.HistoryEntry()}
 		}
 	}
 }
@@ -195,11 +198,12 @@ func (c *Compactor) layoutOpen(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// dueJob is one job of a round: its id and the revision of the delivered record read.
+// dueJob is one job of a round: its id, the revision of the delivered record read and its entry.
 type dueJob struct {
 	id  string
 	rev uint64
 	at  time.Time
+	e   history.Entry
 }
 
 // due returns up to Batch jobs delivered longer ago than the window and the margin, oldest first.
@@ -209,7 +213,7 @@ func (c *Compactor) due(now time.Time) []dueJob {
 	var out []dueJob
 	for id, d := range c.done {
 		if d.at.Before(cut) {
-			out = append(out, dueJob{id, d.rev, d.at})
+			out = append(out, dueJob{id, d.rev, d.at, d.entry})
 		}
 	}
 	c.mu.Unlock()
@@ -249,11 +253,11 @@ func (c *Compactor) Round(ctx context.Context) (int, error) {
 }
 
 func (c *Compactor) compact(ctx context.Context, due []dueJob) (int, error) {
-	ids := make([]string, len(due))
+	entries := make([]history.Entry, len(due))
 	for i, d := range due {
-		ids[i] = d.id
+		entries[i] = d.e
 	}
-	if err := c.cfg.Archive.Add(ctx, ids); err != nil {
+	if err := c.cfg.Archive.Add(ctx, entries); err != nil {
 		return 0, fmt.Errorf("compact: %w", err)
 	}
 	if c.afterAdd != nil {

@@ -71,7 +71,7 @@ func (w world) wantHot(t *testing.T, ctx context.Context, keys, fences int) {
 func (w world) wantInHistory(t *testing.T, ctx context.Context, in bool, ids ...string) {
 	t.Helper()
 	for _, id := range ids {
-		if got, err := w.History.Lookup(ctx, id); err != nil || got != in {
+		if got, err := w.History.Delivered(ctx, id); err != nil || got != in {
 			t.Fatalf("history lookup %s: %v %v, want %v", id, got, err, in)
 		}
 	}
@@ -111,6 +111,10 @@ func testCompactorMovesOldDeliveredJobsToHistory(t *testing.T, topo testworld.To
 	published := time.Now()
 	pending := []string{w.overdueJob(t, ctx, "prompt").JobID, w.overdueJob(t, ctx, "image").JobID}
 	waitHeld(t, c, 5)
+	records := map[string]jobs.Record{}
+	for _, id := range old {
+		records[id] = w.Record(id)
+	}
 	round(t, ctx, c, 0) // all within the window
 	w.wantHot(t, ctx, 7, 5)
 
@@ -121,6 +125,12 @@ func testCompactorMovesOldDeliveredJobsToHistory(t *testing.T, topo testworld.To
 	w.wantHot(t, ctx, 3, 1) // the pending jobs and the fresh one
 	w.wantInHistory(t, ctx, true, old...)
 	w.wantInHistory(t, ctx, false, append(pending, fresh...)...)
+	for id, rec := range records { // the history keeps when and where each result went out
+		e, _, err := w.History.Lookup(ctx, id)
+		if err != nil || rec.ResultSeq == 0 || e.ResultSeq != rec.ResultSeq || !e.DeliveredAt.Equal(rec.DeliveredAt.Truncate(time.Millisecond)) {
+			t.Fatalf("history entry of %s: %+v, %v; want delivered at %v, result seq %d", id, e, err, rec.DeliveredAt, rec.ResultSeq)
+		}
+	}
 	for _, id := range pending {
 		if rec := w.Record(id); rec.State != jobs.StatePending {
 			t.Fatalf("pending job %s is %s after compaction", id, rec.State)

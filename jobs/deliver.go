@@ -76,8 +76,8 @@ type DelivererConfig struct {
 
 // History answers whether a job's id is in the history of delivered jobs. *history.Store satisfies it.
 type History interface {
-	// Lookup reports whether jobID is in the history. On an error the answer is unknown.
-	Lookup(ctx context.Context, jobID string) (bool, error)
+	// Delivered reports whether jobID is in the history. On an error the answer is unknown.
+	Delivered(ctx context.Context, jobID string) (bool, error)
 }
 
 // Deliverer publishes results through the one path that keeps them single. Safe for concurrent use.
@@ -130,7 +130,7 @@ func (d *Deliverer) InHistory(ctx context.Context, jobID string) (bool, error) {
 	if d.history == nil {
 		return false, nil
 	}
-	return d.history.Lookup(ctx, jobID)
+	return d.history.Delivered(ctx, jobID)
 }
 
 // checkClaim is the OncePublisher's [ClaimCheck]: once a claim holds the fence, a job in the history is

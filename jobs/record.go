@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/history"
 )
 
 // State is where a job stands from the bridge's point of view.
@@ -100,4 +101,15 @@ func (d Deadlines) For(modality string) time.Duration {
 // result comes from a fresh answer), and the record is kept for ever, so every byte counts.
 func (r *Record) compact() {
 	r.LastJob, r.LastError = nil, ""
+}
+
+// HistoryEntry is what the history keeps of r once it is compacted: its id, when its result went out
+// and the RESULTS sequence of that result (for a timed-out job, the timeout result's; its late result,
+// if any, is found by time in RESULTS).
+func (r Record) HistoryEntry() history.Entry {
+	e := history.Entry{JobID: r.JobID, ResultSeq: r.ResultSeq}
+	if r.DeliveredAt != nil {
+		e.DeliveredAt = *r.DeliveredAt
+	}
+	return e
 }

@@ -63,7 +63,7 @@ func TestOnlyTheLeaderCompacts(t *testing.T) {
 		return nil
 	})
 	for _, id := range ids {
-		if in, err := e.History.Lookup(e.ctx, id); err != nil || !in {
+		if in, err := e.History.Delivered(e.ctx, id); err != nil || !in {
 			t.Fatalf("history lookup %s: %v %v, want true", id, in, err)
 		}
 		if got := e.resultsOf(id); len(got) != 1 {

@@ -3,6 +3,7 @@ package testworld
 import (
 	"time"
 
+	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/jobs"
 )
@@ -13,16 +14,21 @@ import (
 func (e *World) Compact(ids ...string) {
 	e.TB.Helper()
 	ctx := natstest.CtxWithin(e.TB, 30*time.Second)
-	if err := e.History.Add(ctx, ids); err != nil {
-		e.TB.Fatalf("testworld: compact: %v", err)
-	}
-	hot := jobs.HotState{Jobs: e.Res.JobsStream, Results: e.Res.Results}
-	for _, id := range ids {
-		_, rev, err := e.Store.Get(ctx, id)
+	revs := make([]uint64, len(ids))
+	entries := make([]history.Entry, len(ids))
+	for i, id := range ids {
+		rec, rev, err := e.Store.Get(ctx, id)
 		if err != nil {
 			e.TB.Fatalf("testworld: compact %s: read record: %v", id, err)
 		}
-		if err := hot.Remove(ctx, id, rev); err != nil {
+		revs[i], entries[i] = rev, rec.HistoryEntry()
+	}
+	if err := e.History.Add(ctx, entries); err != nil {
+		e.TB.Fatalf("testworld: compact: %v", err)
+	}
+	hot := jobs.HotState{Jobs: e.Res.JobsStream, Results: e.Res.Results}
+	for i, id := range ids {
+		if err := hot.Remove(ctx, id, revs[i]); err != nil {
 			e.TB.Fatalf("testworld: %v", err)
 		}
 	}

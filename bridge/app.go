@@ -347,7 +347,7 @@ func (a *App) addRoles(o options) error {
 		}})
 	}
 	if cfg.Has(RoleSubmit) {
-		if err := a.addSubmit(store, deadlines, o.version); err != nil {
+		if err := a.addSubmit(store, hist, deadlines, o.version); err != nil {
 			return err
 		}
 	}
@@ -398,9 +398,9 @@ func (a *App) startUnknownBudget(vcfg *verify.Config, instance string) error {
 }
 
 // addSubmit builds the submit service and the ledger of owed verifications it admits by.
-func (a *App) addSubmit(store *jobs.Store, deadlines jobs.Deadlines, version string) error {
+func (a *App) addSubmit(store *jobs.Store, hist *history.Store, deadlines jobs.Deadlines, version string) error {
 	s, err := submit.New(submit.Config{
-		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store,
+		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store, History: hist,
 		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,
 		Ledger: a.jobs, Budget: a.budget, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
 		Modalities: submit.ModalitiesFor(a.cfg.APIContract),

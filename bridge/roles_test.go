@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -381,6 +382,50 @@ func TestJobStatus(t *testing.T) {
 		if _, code := status(bad); code != "400" {
 			t.Fatalf("bad request %s: code %q, want 400", bad, code)
 		}
+	}
+}
+
+// TestJobStatusAndReplayOfACompactedJob: once a delivered job is compacted into the history, jobs.status
+// answers with its history entry (job null, when and at which RESULTS sequence its result went out) and
+// the result while retained; a retried submission with the job's idempotency key gets the same reply
+// and writes no JOBS record again (a pending one would be verified and timed out anew).
+func TestJobStatusAndReplayOfACompactedJob(t *testing.T) {
+	e := newEnv(t, testworld.Single, simulator.Config{})
+	e.startSubmitter(func(c *submit.Config) { c.History = e.History })
+	e.startVerifier()
+	hdr := map[string]string{contract.HeaderIdempotencyKey: "order-17"}
+	first := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"hello"}`), hdr)
+	var sub testworld.SubmitReply
+	if err := json.Unmarshal(first.Data, &sub); err != nil || sub.JobID == "" {
+		t.Fatalf("submit: %s %v", first.Data, err)
+	}
+	e.WaitState(sub.JobID, jobs.StateDelivered, 15*time.Second)
+	rec := e.Record(sub.JobID)
+	e.Compact(sub.JobID)
+
+	m := e.Request(contract.SubjectJobStatus, []byte(`{"job_id":"`+sub.JobID+`"}`), nil)
+	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
+		t.Fatalf("status of a compacted job: error %s %s", code, m.Header.Get(micro.ErrorHeader))
+	}
+	if !strings.HasPrefix(string(m.Data), `{"job":null,"history":{"job_id":"`+sub.JobID+`","delivered_at":"`) {
+		t.Fatalf("status of a compacted job: %s", m.Data)
+	}
+	var r submit.StatusReply
+	if err := json.Unmarshal(m.Data, &r); err != nil || r.Job != nil || r.History == nil ||
+		r.History.ResultSeq != rec.ResultSeq || !r.History.DeliveredAt.Equal(rec.DeliveredAt.Truncate(time.Millisecond)) {
+		t.Fatalf("status of a compacted job: %s (record had result_seq %d, delivered_at %v)", m.Data, rec.ResultSeq, rec.DeliveredAt)
+	}
+	msgs := e.StreamMsgs(contract.StreamResults, contract.ResultSubject("prompt"))
+	if len(msgs) != 1 || msgs[0].Sequence != rec.ResultSeq || string(msgs[0].Data) != string(r.Result) {
+		t.Fatalf("status result of a compacted job differs from RESULTS: %s", r.Result)
+	}
+
+	again := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"hello"}`), hdr)
+	if string(again.Data) != string(first.Data) {
+		t.Fatalf("retried submission: %s, want the first reply %s", again.Data, first.Data)
+	}
+	if _, _, err := e.Store.Get(natstest.CtxWithin(t, 5*time.Second), sub.JobID); !errors.Is(err, jobs.ErrNotFound) {
+		t.Fatalf("record after the retried submission of a compacted job: %v, want none", err)
 	}
 }
 

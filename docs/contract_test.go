@@ -279,6 +279,10 @@ func TestSubmitReplyAndErrorSchemas(t *testing.T) {
 		{"status unknown", sch.submitReply, `{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f","status":"unknown"}`, true},
 		{"no job_id", sch.submitReply, `{"status":"queued"}`, false},
 		{"job_id not a UUID", sch.submitReply, `{"job_id":"42","status":"queued"}`, false},
+		// A job compacted into the history (issue 22): no record, the history's entry.
+		{"compacted job", sch.status, `{"job":null,"history":{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f","delivered_at":"2026-12-06T09:30:15.123Z","result_seq":42},"result":null}`, true},
+		{"compacted job, delivery unknown", sch.status, `{"job":null,"history":{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"},"result":null}`, true},
+		{"history with a stray field", sch.status, `{"job":null,"history":{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f","state":"delivered"},"result":null}`, false},
 		{"bad request", sch.errorBody, `{"code":"INVALID_REQUEST","message":"prompt: required","field":"prompt"}`, true},
 		{"busy", sch.errorBody, `{"code":"BUSY","message":"the upstream budget cannot carry this job now"}`, true},
 		{"no code", sch.errorBody, `{"message":"x"}`, false},

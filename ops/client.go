@@ -58,12 +58,18 @@ func JobStatus(ctx context.Context, nc *nats.Conn, jobID string) (json.RawMessag
 	return request(ctx, nc, m)
 }
 
-// HasResult reports whether a jobs.status reply carries a result.
+// HasResult reports whether a jobs.status reply says the job's result is out: it carries the result, or
+// the job is in the history.
 func HasResult(reply json.RawMessage) bool {
 	var v struct {
-		Result json.RawMessage `json:"result"`
+		Result  json.RawMessage `json:"result"`
+		History json.RawMessage `json:"history"`
 	}
-	return json.Unmarshal(reply, &v) == nil && len(v.Result) > 0 && string(v.Result) != "null"
+	if json.Unmarshal(reply, &v) != nil {
+		return false
+	}
+	out := func(m json.RawMessage) bool { return len(m) > 0 && string(m) != "null" }
+	return out(v.Result) || out(v.History) // a compacted job's result went out, though retention may have removed it
 }
 
 func request(ctx context.Context, nc *nats.Conn, m *nats.Msg) (json.RawMessage, error) {

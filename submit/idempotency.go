@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/jobs"
 )
 
 // Idempotency entry states.
@@ -162,12 +164,25 @@ func (r *reservation) put(ctx context.Context, ent idemEntry, log zerolog.Logger
 	}
 }
 
+// compacted reports whether a job whose record read failed with err was delivered and compacted into the
+// history: its record must not be written again (as pending, it would be verified and timed out anew).
+func (s *Service) compacted(ctx context.Context, id string, err error, log zerolog.Logger) bool {
+	if !errors.Is(err, jobs.ErrNotFound) || s.cfg.History == nil {
+		return false
+	}
+	in, err := s.cfg.History.Delivered(ctx, id)
+	if err != nil {
+		log.Warn().Err(err).Msg("idempotent replay: history lookup failed; writing the job record")
+	}
+	return in
+}
+
 // replayIdempotent answers a request whose key maps to a job already: the same reply as the first time.
 // It also writes the job's JOBS record if the first request could not.
 func (s *Service) replayIdempotent(ctx context.Context, a answer, key string, ent *idemEntry) {
 	modality := a.label
 	log := s.log.With().Str("modality", modality).Str("job_id", ent.JobID).Logger()
-	if _, _, err := s.cfg.Store.Get(ctx, ent.JobID); err != nil {
+	if _, _, err := s.cfg.Store.Get(ctx, ent.JobID); err != nil && !s.compacted(ctx, ent.JobID, err, log) {
 		if err := s.record(ctx, ent.JobID, modality, key); err != nil {
 			log.Error().Err(err).Msg("idempotent replay: job record still cannot be written")
 			data, _ := json.Marshal(Reply{JobID: ent.JobID, Status: ent.Status})

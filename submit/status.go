@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/internal/text"
 	"github.com/evershield/bridge/jobs"
 )
@@ -22,9 +23,11 @@ type StatusRequest struct {
 
 // StatusReply is the answer to a jobs.status request: the JOBS record, the result message as published
 // on RESULTS (null while none, or once retention removed it) and, for a timed-out job the upstream
-// finished later, the late result.
+// finished later, the late result. For a job compacted into the history, Job is null and History says
+// when its result went out and at which RESULTS sequence.
 type StatusReply struct {
-	Job        jobs.Record     `json:"job"`
+	Job        *jobs.Record    `json:"job"`
+	History    *history.Entry  `json:"history,omitempty"`
 	Result     json.RawMessage `json:"result"`
 	LateResult json.RawMessage `json:"late_result,omitempty"`
 }
@@ -46,7 +49,7 @@ func (s *Service) handleStatus(base context.Context, req micro.Request) {
 		return
 	}
 	r.JobID = id
-	rec, _, err := s.cfg.Store.Get(ctx, r.JobID)
+	reply, err := s.statusOf(ctx, r.JobID)
 	if errors.Is(err, jobs.ErrNotFound) {
 		s.reply(answer{req, statusLabel}, "not_found", &replyError{code: "404", desc: "JOB_NOT_FOUND: the bridge has no job " + r.JobID})
 		return
@@ -56,14 +59,14 @@ func (s *Service) handleStatus(base context.Context, req micro.Request) {
 		s.reply(answer{req, statusLabel}, "error", &replyError{code: "503", desc: "UNAVAILABLE: job store: " + err.Error()})
 		return
 	}
-	reply := StatusReply{Job: rec}
-	if rec.ResultSeq != 0 || rec.LateSeq != 0 {
+	seq, lateSeq := reply.resultSeqs()
+	if seq != 0 || lateSeq != 0 {
 		// One stream lookup for both reads.
 		var st jetstream.Stream
 		if st, err = s.cfg.JS.Stream(ctx, contract.StreamResults); err != nil {
 			err = fmt.Errorf("stream %s: %w", contract.StreamResults, err)
-		} else if reply.Result, err = readResult(ctx, st, rec.ResultSeq); err == nil {
-			reply.LateResult, err = readResult(ctx, st, rec.LateSeq)
+		} else if reply.Result, err = readResult(ctx, st, seq); err == nil {
+			reply.LateResult, err = readResult(ctx, st, lateSeq)
 		}
 	}
 	if err != nil {
@@ -72,6 +75,34 @@ func (s *Service) handleStatus(base context.Context, req micro.Request) {
 		return
 	}
 	s.reply(answer{req, statusLabel}, "ok", nil, reply)
+}
+
+// statusOf is the job's record, or its history entry once compacted (hot first, then history), or
+// jobs.ErrNotFound.
+func (s *Service) statusOf(ctx context.Context, id string) (StatusReply, error) {
+	rec, _, err := s.cfg.Store.Get(ctx, id)
+	if err == nil {
+		return StatusReply{Job: &rec}, nil
+	}
+	if !errors.Is(err, jobs.ErrNotFound) || s.cfg.History == nil {
+		return StatusReply{}, err
+	}
+	e, ok, err := s.cfg.History.Lookup(ctx, id)
+	switch {
+	case err != nil:
+		return StatusReply{}, err
+	case !ok:
+		return StatusReply{}, jobs.ErrNotFound
+	}
+	return StatusReply{History: &e}, nil
+}
+
+// resultSeqs are the RESULTS sequences of the reply's result and late result, 0 for none.
+func (r StatusReply) resultSeqs() (seq, late uint64) {
+	if r.Job != nil {
+		return r.Job.ResultSeq, r.Job.LateSeq
+	}
+	return r.History.ResultSeq, 0
 }
 
 // readResult returns the RESULTS message at seq, or nil for seq 0 or a message retention removed.

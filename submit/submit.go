@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 )
@@ -73,6 +74,9 @@ type Config struct {
 	API API
 	// Store is the JOBS store the submitter records accepted jobs in.
 	Store *jobs.Store
+	// History is the history of delivered jobs: jobs.status answers for a compacted job from it, and an
+	// idempotent replay of a compacted job's submission does not record the job again. Nil: neither.
+	History *history.Store
 	// Deadlines set each new job's deadline; default [jobs.DefaultDeadlines].
 	Deadlines jobs.Deadlines
 	// Log receives the submitter's events, tagged component=submit.

@@ -6,8 +6,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// DefaultMaxBlockIDs is the most entries a leaf holds by default: a block of 64 KiB.
-const DefaultMaxBlockIDs = 2048
+// DefaultMaxBlockIDs is the most entries a leaf holds by default: a block of 128 KiB. Bigger leaves
+// mean fewer blocks, each one subject in the server's memory; a lookup reads one leaf.
+const DefaultMaxBlockIDs = 4096
 
 // maxMaxBlockIDs keeps a block (32 bytes an entry, plus one) within NATS's default 1 MiB message size.
 const maxMaxBlockIDs = 16384

@@ -376,6 +376,7 @@ func (a *App) addReconcile(deliverer *jobs.Deliverer, hist *history.Store, o opt
 		return fmt.Errorf("reconcile: %w", err)
 	}
 	a.roles = append(a.roles, role{RoleReconcile, r.Run})
+	a.reg.MustRegister(newStateCollector(a.nats.res.JobsStream, hist, a.log))
 	return nil
 }
 

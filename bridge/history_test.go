@@ -1,17 +1,24 @@
 package bridge
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
+	"github.com/evershield/bridge/internal/promutil"
 	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/natsx"
@@ -54,12 +61,18 @@ func TestReverifiedCompactedJobPublishesNothing(t *testing.T) {
 func TestAppCompactsDeliveredJobs(t *testing.T) {
 	e := testworld.New(t, testworld.WithSimulator(simulator.Config{}),
 		testworld.WithProvision(natsx.ProvisionConfig{DuplicateWindow: time.Second, Retention: time.Hour}))
-	startCompactingApp(t, e)
+	a := startCompactingApp(t, e)
 	id := deliverOne(t, e)
 	waitNoHotState(t, e)
 	ctx := natstest.CtxWithin(t, time.Minute)
 	if in, err := e.History.Delivered(ctx, id); err != nil || !in {
 		t.Fatalf("history lookup: %v %v, want true", in, err)
+	}
+	// The metrics show the state from the server: no hot record, one block of one 32-byte entry.
+	fams := gather(t, a.Metrics().(*prometheus.Registry))
+	if hot, blocks, bytes := promutil.Sum(fams, "bridge_jobs_hot_records"), promutil.Sum(fams, "bridge_history_blocks"),
+		promutil.Sum(fams, "bridge_history_bytes"); fams["bridge_jobs_hot_records"] == nil || hot != 0 || blocks != 1 || bytes < 33 {
+		t.Fatalf("metrics: %v hot records, %v history blocks of %v bytes; want 0, 1 and at least 33", hot, blocks, bytes)
 	}
 
 	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
@@ -130,8 +143,13 @@ func deliverOne(t *testing.T, e *testworld.World) string {
 
 // waitNoHotState waits until JOBS has no key and RESULTS no fence.
 func waitNoHotState(t *testing.T, e *testworld.World) {
-	ctx := natstest.CtxWithin(t, time.Minute)
-	natstest.WaitFor(t, 20*time.Second, func() error {
+	waitNoHotStateWithin(t, e, 20*time.Second)
+}
+
+// waitNoHotStateWithin waits up to d until JOBS has no key and RESULTS no fence.
+func waitNoHotStateWithin(t *testing.T, e *testworld.World, d time.Duration) {
+	ctx := natstest.CtxWithin(t, d+time.Minute)
+	natstest.WaitFor(t, d, func() error {
 		ji, err := e.Res.JobsStream.Info(ctx)
 		if err != nil {
 			return err
@@ -145,4 +163,127 @@ func waitNoHotState(t *testing.T, e *testworld.World) {
 		}
 		return nil
 	})
+}
+
+// gather is reg's metric families by name.
+func gather(t *testing.T, reg *prometheus.Registry) map[string]*dto.MetricFamily {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*dto.MetricFamily{}
+	for _, mf := range mfs {
+		out[mf.GetName()] = mf
+	}
+	return out
+}
+
+var stateJobs = flag.Int("state.jobs", defaultStateJobs, "TestStateFollowsTheWorkInFlight: delivered jobs written before the bridge starts (default 30,000; 5,000 under -race)")
+
+// TestStateFollowsTheWorkInFlight is issue 22's "done when", on the embedded default's layout: N delivered
+// jobs (30,000, or 5,000 under -race; -state.jobs to change) are written as the bridge leaves them, each a JOBS record delivered
+// an hour ago, a result fence and a result in RESULTS, and a webhook in WEBHOOKS. The App's reconcile role
+// compacts them; then, within BRIDGE_RETENTION (30 s here: the results and webhooks are all still
+// there), the server keeps at most 0.01 subjects a delivered job across all the bridge's streams and
+// buckets, and, once the retention has passed, at most 40 bytes a job, while every job is in the history.
+// Subjects and bytes are the sums of State.NumSubjects and State.Bytes.
+func TestStateFollowsTheWorkInFlight(t *testing.T) {
+	const retention = 30 * time.Second
+	n := *stateJobs
+	e := testworld.New(t, testworld.WithSimulator(simulator.Config{}),
+		testworld.WithProvision(natsx.ProvisionConfig{DuplicateWindow: time.Second, Retention: retention}))
+	ctx := natstest.CtxWithin(t, 5*time.Minute)
+	written := time.Now()
+	ids := writeDelivered(t, ctx, e, n)
+
+	cfg := testConfig(t)
+	cfg.NATSURL, cfg.APIURL, cfg.Roles = e.Node.ClientURL(), e.Sim.URL(), []string{RoleReconcile}
+	cfg.DuplicateWindow, cfg.Retention, cfg.PollInterval = time.Second, retention, 200*time.Millisecond
+	cfg.TimeoutPrompt, cfg.TimeoutImage, cfg.TimeoutVideo, cfg.TimeoutChat = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
+	start := time.Now()
+	startApp(t, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	waitNoHotStateWithin(t, e, 30*time.Second+time.Duration(n)*4*time.Millisecond) // 9.9 s for 30,000 measured, without -race
+	compacted := time.Since(start)
+	subjects, _ := accountState(t, ctx, e)
+	if time.Since(written) >= retention {
+		t.Fatalf("compaction took %v, past the retention of %v: the subjects were not counted within it", compacted, retention)
+	}
+	t.Logf("%d delivered jobs compacted in %v; %d subjects (%.5f a job)", n, compacted.Round(time.Millisecond), subjects, float64(subjects)/float64(n))
+	if float64(subjects) > 0.01*float64(n) {
+		t.Errorf("%d subjects for %d delivered jobs, want at most 0.01 a job", subjects, n)
+	}
+
+	natstest.WaitFor(t, retention+time.Minute, func() error {
+		if _, bytes := accountState(t, ctx, e); float64(bytes) > 40*float64(n) {
+			return fmt.Errorf("%d bytes for %d delivered jobs (%.1f a job), want at most 40 a job", bytes, n, float64(bytes)/float64(n))
+		}
+		return nil
+	})
+	_, bytes := accountState(t, ctx, e)
+	t.Logf("after the retention: %d bytes (%.1f a job)", bytes, float64(bytes)/float64(n))
+	for i, id := range ids {
+		if i%97 != 0 { // a sample: a lookup is a few block reads
+			continue
+		}
+		if in, err := e.History.Delivered(ctx, id); err != nil || !in {
+			t.Fatalf("history lookup of delivered job %s: %v %v, want true", id, in, err)
+		}
+	}
+	if c, err := e.History.Census(ctx); err != nil || c.IDs != uint64(n) {
+		t.Fatalf("history census: %+v %v, want %d ids", c, err, n)
+	}
+}
+
+// writeDelivered writes n delivered jobs as the bridge leaves them: a JOBS record delivered an hour ago,
+// its primary fence and result in RESULTS, and its webhook in WEBHOOKS. It returns their ids.
+func writeDelivered(t *testing.T, ctx context.Context, e *testworld.World, n int) []string {
+	t.Helper()
+	at := time.Now().Add(-time.Hour).UTC()
+	ids := make([]string, n)
+	for i := range ids {
+		id := uuid.NewString()
+		ids[i] = id
+		rec := jobs.Record{JobID: id, Modality: "prompt", State: jobs.StateDelivered, Origin: jobs.OriginSubmit,
+			SubmittedAt: at.Add(-time.Second), Deadline: at.Add(time.Minute), Attempts: 1, Source: contract.SourceWebhook,
+			ResultSubject: contract.ResultSubject("prompt"), ResultSeq: uint64(2*i + 2), DeliveredAt: &at, LastStatus: "completed"}
+		v, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := testworld.WebhookBody(id, false)
+		for _, m := range []*nats.Msg{
+			{Subject: contract.KVSubject(contract.BucketJobs, id), Data: v},
+			{Subject: contract.ResultFenceSubject(id, false), Data: []byte(`{}`)},
+			{Subject: contract.ResultSubject("prompt"), Data: body, Header: nats.Header{jetstream.MsgIDHeader: {id}}},
+			{Subject: contract.WebhookSubject("prompt"), Data: body, Header: nats.Header{jetstream.MsgIDHeader: {id}}},
+		} {
+			if _, err := e.JS.PublishMsgAsync(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i%2_000 == 1_999 || i == n-1 {
+			select {
+			case <-e.JS.PublishAsyncComplete():
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			}
+		}
+	}
+	return ids
+}
+
+// accountState sums State.NumSubjects and State.Bytes over every stream of the account: the bridge's
+// streams, and the streams under its KV buckets.
+func accountState(t *testing.T, ctx context.Context, e *testworld.World) (subjects, bytes uint64) {
+	t.Helper()
+	l := e.JS.ListStreams(ctx)
+	for info := range l.Info() {
+		subjects += info.State.NumSubjects
+		bytes += info.State.Bytes
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return subjects, bytes
 }

@@ -28,13 +28,14 @@ type lagCollector struct {
 	errors     prometheus.Counter
 }
 
-// lagTimeout bounds the consumer-info requests of one scrape, so a NATS in trouble cannot stall /metrics.
-const lagTimeout = 2 * time.Second
+// scrapeTimeout bounds the server requests of one scrape (consumer info, stream state), so a NATS in
+// trouble cannot stall /metrics.
+const scrapeTimeout = 2 * time.Second
 
 func newLagCollector(js jetstream.JetStream, log zerolog.Logger) *lagCollector {
 	labels := []string{"stream", "consumer"}
 	return &lagCollector{
-		js: js, log: log, timeout: lagTimeout,
+		js: js, log: log, timeout: scrapeTimeout,
 		consumers: [][2]string{{contract.StreamWebhooks, contract.ConsumerVerify}, {contract.StreamSlowLane, contract.ConsumerVerifyUnknown}},
 		pending: prometheus.NewDesc("bridge_consumer_pending_messages",
 			"Messages of the stream the durable consumer has not yet delivered (its lag), as the server reports it at scrape time.", labels, nil),

@@ -134,7 +134,8 @@ func StreamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		mk(contract.StreamWebhooks, "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow, subjectsOf(contract.StreamWebhooks)...),
 		results,
-		mk(contract.StreamDeadLetter, "webhooks that could not be verified", 2*time.Minute, subjectsOf(contract.StreamDeadLetter)...),
+		// 2 minutes, or the retention when shorter (a trial's): a stream's window cannot pass its MaxAge.
+		mk(contract.StreamDeadLetter, "webhooks that could not be verified", min(2*time.Minute, cfg.Retention), subjectsOf(contract.StreamDeadLetter)...),
 		lane,
 	}
 }

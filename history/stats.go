@@ -11,12 +11,12 @@ import (
 // whatever the length of the history.
 type Stats struct {
 	// Blocks is the number of blocks stored, leaves and split markers (one message each).
-	Blocks uint64
+	Blocks uint64 `json:"blocks"`
 	// Bytes is what the bucket's stream keeps (State.Bytes): the blocks with their per-message overhead.
-	Bytes uint64
+	Bytes uint64 `json:"bytes"`
 	// Subjects is the number of subjects the server indexes for the bucket (State.NumSubjects), each one
 	// entry in its memory: one a block.
-	Subjects uint64
+	Subjects uint64 `json:"subjects"`
 }
 
 // Stats reads [Stats] from the bucket's stream state.

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/jobs"
 )
 
@@ -170,6 +171,11 @@ type JobsStatus struct {
 	NearDeadline int        `json:"near_deadline"`
 	Overdue      int        `json:"overdue"`
 	NearJobs     []JobBrief `json:"near_jobs,omitempty"`
+	// Layout is the layout JOBS is at (bridge upgrade status); 0 when unknown.
+	Layout int `json:"layout"`
+	// History is what the server keeps of the jobs compacted out of JOBS, from its stream state; nil
+	// when it could not be read.
+	History *history.Stats `json:"history,omitempty"`
 }
 
 // ModalityPending is the pending jobs of one modality.
@@ -387,7 +393,11 @@ func jobsStatus(ctx context.Context, cfg StatusConfig, now time.Time, attn *atte
 	}
 	if st, err := kv.Status(ctx); err == nil {
 		js.Records = st.Values()
+		if kvs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+			js.Layout = contract.LayoutOf(kvs.StreamInfo().Config.Metadata)
+		}
 	}
+	js.History = historyStats(ctx, cfg.JS, attn)
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		attn.add(1, "JOBS unreadable: %v", err)
@@ -452,6 +462,26 @@ loop:
 	slices.SortFunc(near, func(a, b JobBrief) int { return cmp.Compare(a.DeadlineIn, b.DeadlineIn) })
 	js.NearJobs = near[:min(len(near), cfg.NearList)]
 	return js
+}
+
+// historyStats reads the history's state: one request, whatever its length.
+func historyStats(ctx context.Context, js jetstream.JetStream, attn *attention) *history.Stats {
+	kv, err := js.KeyValue(ctx, contract.BucketHistory)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	var st history.Stats
+	if err == nil {
+		var s *history.Store
+		if s, err = history.New(history.Config{KV: kv}); err == nil {
+			st, err = s.Stats(ctx)
+		}
+	}
+	if err != nil {
+		attn.add(2, "history unreadable: %v", err)
+		return nil
+	}
+	return &st
 }
 
 // assess turns the report into findings.

@@ -13,7 +13,7 @@ import (
 )
 
 var jobCommand = &command{
-	name: "job", args: "<id>", summary: "a job's JOBS record and result, over jobs.status", run: runJobClient,
+	name: "job", args: "<id>", summary: "a job's JOBS record (or history entry) and result, over jobs.status", run: runJobClient,
 }
 
 const jobSynopsis = `bridge job <job_id> [-wait] [-timeout D]

@@ -17,6 +17,7 @@ import (
 
 	"github.com/evershield/bridge/bridge"
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/internal/testworld"
@@ -210,6 +211,13 @@ func TestStatusJSONReportsKnownState(t *testing.T) {
 	for _, reason := range []string{"not_found", "unknown_job", "unknown_job"} {
 		w.publish(t, contract.DeadLetterSubject(reason), uuid.NewString(), `{}`, contract.HeaderReason, reason)
 	}
+	hist, err := history.New(history.Config{KV: w.res.History})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hist.Add(ctx, []history.Entry{{JobID: uuid.NewString()}, {JobID: uuid.NewString()}}); err != nil {
+		t.Fatal(err)
+	}
 	out, errOut, err := runCmd(t, w.env, "status", "-json", "-metrics-url", "none", "-near", "2m")
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, errOut)
@@ -223,6 +231,9 @@ func TestStatusJSONReportsKnownState(t *testing.T) {
 		j.NearDeadline != 2 || j.Overdue != 1 || j.OldestPending < 1200 || j.OldestPending > 1260 || len(j.Pending) != 2 ||
 		j.Pending[0].Modality != "prompt" || j.Pending[0].Count != 2 || j.Pending[1].Modality != "video" {
 		t.Errorf("jobs %+v", j)
+	}
+	if j.Layout != 2 || j.History == nil || j.History.Blocks != 1 || j.History.Bytes < 1+2*32 {
+		t.Errorf("jobs layout %d, history %+v; want layout 2 and one block of two 32-byte entries", j.Layout, j.History)
 	}
 	if rep.DeadLetters.Total != 3 || rep.DeadLetters.ByReason["unknown_job"] != 2 {
 		t.Errorf("dead letters %+v", rep.DeadLetters)
@@ -239,7 +250,8 @@ func TestStatusJSONReportsKnownState(t *testing.T) {
 	}
 	out, _, err = runCmd(t, w.env, "status", "-metrics-url", "none")
 	if err != nil || !strings.Contains(out, "ATTENTION") || !strings.Contains(out, "1 pending jobs are past their deadline") ||
-		!strings.Contains(out, "DEAD LETTERS  3: not_found 1, unknown_job 2") || !strings.Contains(out, "SLOW LANE  0 webhooks") {
+		!strings.Contains(out, "DEAD LETTERS  3: not_found 1, unknown_job 2") || !strings.Contains(out, "SLOW LANE  0 webhooks") ||
+		!strings.Contains(out, "HISTORY  1 blocks") {
 		t.Errorf("status: %v\n%s", err, out)
 	}
 }

@@ -194,6 +194,9 @@ func printJobs(w io.Writer, j ops.JobsStatus) {
 		states = append(states, fmt.Sprintf("%s %d", k, j.ByState[k]))
 	}
 	fmt.Fprintf(w, ": %s\n", strings.Join(states, ", "))
+	if h := j.History; h != nil {
+		fmt.Fprintf(w, "HISTORY  %d blocks, %s: delivered jobs compacted out of JOBS (layout %d)\n", h.Blocks, bytesHuman(h.Bytes), j.Layout)
+	}
 	if len(j.Pending) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "PENDING\tJOBS\tOLDEST\tOLDEST_JOB")

@@ -391,12 +391,7 @@ func jobsStatus(ctx context.Context, cfg StatusConfig, now time.Time, attn *atte
 		}
 		return js
 	}
-	if st, err := kv.Status(ctx); err == nil {
-		js.Records = st.Values()
-		if kvs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
-			js.Layout = contract.LayoutOf(kvs.StreamInfo().Config.Metadata)
-		}
-	}
+	js.Records, js.Layout = jobsState(ctx, kv)
 	js.History = historyStats(ctx, cfg.JS, attn)
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
@@ -462,6 +457,18 @@ loop:
 	slices.SortFunc(near, func(a, b JobBrief) int { return cmp.Compare(a.DeadlineIn, b.DeadlineIn) })
 	js.NearJobs = near[:min(len(near), cfg.NearList)]
 	return js
+}
+
+// jobsState reads the record count and layout of JOBS from its stream state; zeros when unreadable.
+func jobsState(ctx context.Context, kv jetstream.KeyValue) (records uint64, layout int) {
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return 0, 0
+	}
+	if kvs, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		layout = contract.LayoutOf(kvs.StreamInfo().Config.Metadata)
+	}
+	return st.Values(), layout
 }
 
 // historyStats reads the history's state: one request, whatever its length.

@@ -37,16 +37,23 @@ type upgradeReport struct {
 	Compact bool `json:"compaction"`
 }
 
+// upgradeMode is one of the bridge upgrade sub-commands.
+type upgradeMode struct {
+	name, usage string
+	finalize    bool
+}
+
 func runUpgradeStatus(ctx context.Context, c *cli, args []string) error {
-	return runUpgrade(ctx, c, args, "bridge upgrade status", upgradeStatusUsage, false)
+	return runUpgrade(ctx, c, args, upgradeMode{"bridge upgrade status", upgradeStatusUsage, false})
 }
 
 func runUpgradeFinalize(ctx context.Context, c *cli, args []string) error {
-	return runUpgrade(ctx, c, args, "bridge upgrade finalize", upgradeFinalizeUsage, true)
+	return runUpgrade(ctx, c, args, upgradeMode{"bridge upgrade finalize", upgradeFinalizeUsage, true})
 }
 
-func runUpgrade(ctx context.Context, c *cli, args []string, name, usage string, finalize bool) error {
-	fs := newFlagSet(name, usage, c)
+func runUpgrade(ctx context.Context, c *cli, args []string, mode upgradeMode) error {
+	finalize := mode.finalize
+	fs := newFlagSet(mode.name, mode.usage, c)
 	var nf natsFlags
 	nf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON")

@@ -471,24 +471,29 @@ func jobsState(ctx context.Context, kv jetstream.KeyValue) (records uint64, layo
 	return st.Values(), layout
 }
 
-// historyStats reads the history's state: one request, whatever its length.
+// historyStats reads the history's state: one request, whatever its length; nil without a history.
 func historyStats(ctx context.Context, js jetstream.JetStream, attn *attention) *history.Stats {
-	kv, err := js.KeyValue(ctx, contract.BucketHistory)
+	st, err := readHistoryStats(ctx, js)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil
-	}
-	var st history.Stats
-	if err == nil {
-		var s *history.Store
-		if s, err = history.New(history.Config{KV: kv}); err == nil {
-			st, err = s.Stats(ctx)
-		}
 	}
 	if err != nil {
 		attn.add(2, "history unreadable: %v", err)
 		return nil
 	}
 	return &st
+}
+
+func readHistoryStats(ctx context.Context, js jetstream.JetStream) (history.Stats, error) {
+	kv, err := js.KeyValue(ctx, contract.BucketHistory)
+	if err != nil {
+		return history.Stats{}, err
+	}
+	s, err := history.New(history.Config{KV: kv})
+	if err != nil {
+		return history.Stats{}, err
+	}
+	return s.Stats(ctx)
 }
 
 // assess turns the report into findings.

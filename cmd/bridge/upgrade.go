@@ -52,7 +52,6 @@ func runUpgradeFinalize(ctx context.Context, c *cli, args []string) error {
 }
 
 func runUpgrade(ctx context.Context, c *cli, args []string, mode upgradeMode) error {
-	finalize := mode.finalize
 	fs := newFlagSet(mode.name, mode.usage, c)
 	var nf natsFlags
 	nf.register(fs)
@@ -66,7 +65,7 @@ func runUpgrade(ctx context.Context, c *cli, args []string, mode upgradeMode) er
 	}
 	defer nc.Close()
 	rep := upgradeReport{Release: contract.Layout}
-	if finalize {
+	if mode.finalize {
 		if rep.From, err = natsx.UpgradeLayout(ctx, js); err != nil {
 			return err
 		}
@@ -83,9 +82,9 @@ func runUpgrade(ctx context.Context, c *cli, args []string, mode upgradeMode) er
 		return writeJSON(c.stdout, rep)
 	}
 	switch {
-	case finalize && rep.From == rep.Layout:
+	case mode.finalize && rep.From == rep.Layout:
 		fmt.Fprintf(c.stdout, "JOBS is at layout %d already: nothing to do\n", rep.Layout)
-	case finalize:
+	case mode.finalize:
 		fmt.Fprintf(c.stdout, "JOBS moved from layout %d to %d: delivered jobs are compacted into the history from the compactor's next round; processes of an earlier release no longer start\n", rep.From, rep.Layout)
 	case rep.Compact:
 		fmt.Fprintf(c.stdout, "JOBS is at layout %d (this release: %d): delivered jobs are compacted into the history\n", rep.Layout, rep.Release)

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,15 +8,15 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"runtime"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
-	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/evershield/bridge/budget"
@@ -191,8 +190,9 @@ func (a *App) listenAdmin() error {
 		return nil
 	}
 	var err error
-	// A CPU profile or trace runs in the handler, which no server timeout bounds.
-	sc := ingest.ServerConfig{Addr: a.cfg.AdminAddr, Handler: adminOnly(a.handler.Serve, a.cfg.Pprof), Log: a.log}
+	// A CPU profile or trace runs in the handler: the write timeout leaves room for the longest.
+	sc := ingest.ServerConfig{Addr: a.cfg.AdminAddr, Handler: adminOnly(a.handler, a.cfg.Pprof), Log: a.log,
+		WriteTimeout: (maxProfileSeconds + 5) * time.Second}
 	a.admin, err = ingest.Listen(sc)
 	if err != nil {
 		return fmt.Errorf("%sADMIN_ADDR: %w", EnvPrefix, err)
@@ -265,7 +265,7 @@ func (a *App) listen(o options) error {
 	if cfg.Has(RoleVerify) {
 		a.reg.MustRegister(newLagCollector(a.nats.js, a.log))
 	}
-	h := a.handler.Serve
+	var h http.Handler = a.handler
 	if !cfg.Has(RoleIngest) {
 		h = withoutWebhooks(h)
 	}
@@ -273,7 +273,7 @@ func (a *App) listen(o options) error {
 		h = webhooksOnly(h)
 	}
 	a.http, err = ingest.Listen(ingest.ServerConfig{
-		Addr: cfg.HTTPAddr, Handler: h, ErrorHandler: a.handler.ServeError, Log: a.log, MaxBody: int64(cfg.MaxBody),
+		Addr: cfg.HTTPAddr, Handler: h, Log: a.log, MaxBody: int64(cfg.MaxBody),
 		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile, OnShutdown: a.handler.SetShuttingDown,
 	})
 	if errors.Is(err, ingest.ErrTLSKeyPair) {
@@ -485,28 +485,33 @@ func (a *App) Server() *server.Server { return a.nats.srv }
 // Metrics gathers the process's metrics, as GET /metrics serves them.
 func (a *App) Metrics() prometheus.Gatherer { return a.reg }
 
+// isWebhookPath reports whether p is a path of the webhook endpoint.
+func isWebhookPath(p string) bool {
+	return p == ingest.PathWebhook || strings.HasPrefix(p, ingest.PathWebhook+"/")
+}
+
 // withoutWebhooks serves health and metrics but not webhooks, for processes without the ingest role.
-func withoutWebhooks(h fasthttp.RequestHandler) fasthttp.RequestHandler {
-	return func(ctx *fasthttp.RequestCtx) {
-		if bytes.HasPrefix(ctx.Path(), []byte(ingest.PathWebhook)) {
-			ctx.SetStatusCode(http.StatusNotFound)
-			ctx.SetContentType("application/json")
-			ctx.SetBodyString(`{"error":"not_found","message":"this process does not run the ingest role"}` + "\n")
+func withoutWebhooks(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWebhookPath(r.URL.Path) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"error":"not_found","message":"this process does not run the ingest role"}` + "\n"))
 			return
 		}
-		h(ctx)
-	}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // webhooksOnly serves webhooks only: with BRIDGE_ADMIN_ADDR, health and metrics stay off the public port.
-func webhooksOnly(h fasthttp.RequestHandler) fasthttp.RequestHandler {
-	return func(ctx *fasthttp.RequestCtx) {
-		if p := ctx.Path(); string(p) != ingest.PathWebhook && !bytes.HasPrefix(p, []byte(ingest.PathWebhook+"/")) {
-			ctx.NotFound()
+func webhooksOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !isWebhookPath(r.URL.Path) {
+			http.NotFound(w, r)
 			return
 		}
-		h(ctx)
-	}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // maxProfileSeconds bounds a CPU profile or trace (?seconds=N), which runs in the admin listener's handler.
@@ -514,29 +519,28 @@ const maxProfileSeconds = 300
 
 // adminOnly serves health and metrics only, for the BRIDGE_ADMIN_ADDR listener, and with withPprof the
 // net/http/pprof profiles under /debug/pprof/.
-func adminOnly(h fasthttp.RequestHandler, withPprof bool) fasthttp.RequestHandler {
-	var profiles fasthttp.RequestHandler
+func adminOnly(h http.Handler, withPprof bool) http.Handler {
+	mux := http.NewServeMux()
+	for _, p := range []string{ingest.PathHealthz, ingest.PathReadyz, ingest.PathMetrics} {
+		mux.Handle(p, h)
+	}
 	if withPprof {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.Handle("/debug/pprof/", boundProfileSeconds(http.HandlerFunc(pprof.Index)))
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.Handle("/debug/pprof/profile", boundProfileSeconds(http.HandlerFunc(pprof.Profile)))
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		profiles = fasthttpadaptor.NewFastHTTPHandler(mux)
+		mux.Handle("/debug/pprof/trace", boundProfileSeconds(http.HandlerFunc(pprof.Trace)))
 	}
-	return func(ctx *fasthttp.RequestCtx) {
-		switch p := string(ctx.Path()); {
-		case p == ingest.PathHealthz, p == ingest.PathReadyz, p == ingest.PathMetrics:
-			h(ctx)
-		case profiles != nil && strings.HasPrefix(p, "/debug/pprof/"):
-			if sec, err := ctx.QueryArgs().GetUint("seconds"); err == nil && sec > maxProfileSeconds {
-				ctx.Error(fmt.Sprintf("seconds: %d is over %d\n", sec, maxProfileSeconds), http.StatusBadRequest)
-				return
-			}
-			profiles(ctx)
-		default:
-			ctx.NotFound()
+	return mux
+}
+
+// boundProfileSeconds refuses a profile or trace longer than maxProfileSeconds.
+func boundProfileSeconds(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sec, err := strconv.ParseUint(r.URL.Query().Get("seconds"), 10, 64); err == nil && sec > maxProfileSeconds {
+			http.Error(w, fmt.Sprintf("seconds: %d is over %d", sec, maxProfileSeconds), http.StatusBadRequest)
+			return
 		}
-	}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -95,7 +95,7 @@ func TestOpenAPIAnswersOfTheRealHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := ingesttest.Serve(t, ingest.ServerConfig{Handler: h.Serve, ErrorHandler: h.ServeError, MaxBody: 1024})
+	base := ingesttest.Serve(t, ingest.ServerConfig{Handler: h, MaxBody: 1024})
 	const id = "7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"
 	tests := []struct {
 		name, method, target, ctype, body string

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
-	"github.com/valyala/fasthttp"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
@@ -65,7 +64,7 @@ func BenchmarkIngest(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := runListener(b, ServerConfig{Handler: h.Serve, Log: zerolog.Nop()})
+	s := runListener(b, ServerConfig{Handler: h, Log: zerolog.Nop()})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	runIngestBench(b, client, "http://"+s.Addr().String()+"/webhook/prompt")
 }
@@ -83,22 +82,13 @@ func BenchmarkIngestFloor(b *testing.B) {
 }
 
 // BenchmarkIngestFloorListen is the floor's work (read, publish, answer) behind ingest's listener ([Listen]:
-// fasthttp, its timeouts and connection bound): against BenchmarkIngestFloor it prices the listener,
+// its timeouts and connection bound): against BenchmarkIngestFloor it prices the listener,
 // against BenchmarkIngest the handler.
 func BenchmarkIngestFloorListen(b *testing.B) {
 	n := natstest.RunServer(b)
 	_, js := natstest.Connect(b, n.ClientURL())
 	createWebhooks(b, js, 1)
-	subject := contract.WebhookSubject("prompt")
-	floor := func(ctx *fasthttp.RequestCtx) {
-		pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		msg := &nats.Msg{Subject: subject, Data: ctx.PostBody(), Header: nats.Header{jetstream.MsgIDHeader: {string(ctx.Request.Header.Peek("X-Job-Id"))}}}
-		if _, err := js.PublishMsg(pctx, msg); err != nil {
-			ctx.Error(err.Error(), fasthttp.StatusServiceUnavailable)
-		}
-	}
-	s := runListener(b, ServerConfig{Handler: floor, Log: zerolog.Nop()})
+	s := runListener(b, ServerConfig{Handler: floorHandler(js), Log: zerolog.Nop()})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
 	runIngestBench(b, client, "http://"+s.Addr().String()+"/")
 }

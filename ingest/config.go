@@ -17,6 +17,8 @@ import (
 const (
 	// DefaultMaxBody is the largest webhook body accepted unless Config.MaxBody says otherwise.
 	DefaultMaxBody = 64 << 10
+	// DefaultMaxHeaderBytes bounds the request line and headers unless Config.MaxHeaderBytes says otherwise.
+	DefaultMaxHeaderBytes = 16 << 10
 	// DefaultPublishTimeout bounds the wait for the JetStream acknowledgement.
 	DefaultPublishTimeout = 5 * time.Second
 	// MaxPublishTimeout is the largest PublishTimeout allowed: the answer must reach the upstream well inside
@@ -50,9 +52,13 @@ type Config struct {
 	// Gatherer is served on GET /metrics; nil uses Metrics when it is also a Gatherer (a *prometheus.Registry),
 	// else /metrics answers 404.
 	Gatherer prometheus.Gatherer
-	// MaxBody is the largest body accepted, in bytes; 0 means DefaultMaxBody. Give the [Server] the same
-	// bound (ServerConfig.MaxBody), which refuses a larger body before reading it.
+	// MaxBody is the largest body accepted, in bytes; 0 means DefaultMaxBody. A body declared larger is
+	// refused 413 unread; one that turns out larger is cut off at the bound. Give the [Server] the same
+	// bound (ServerConfig.MaxBody), from which it bounds its connections.
 	MaxBody int64
+	// MaxHeaderBytes bounds the request line and headers of a webhook: larger ones are answered 431. 0 means
+	// DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
 	// Token, when set, must be given as ?token= on every webhook (constant-time check). It is never logged.
 	Token string
 	// Secret, when set, makes every webhook carry a valid Standard Webhooks signature (headers webhook-id,
@@ -101,6 +107,9 @@ func (c *Config) setDefaults() {
 	if c.MaxBody == 0 {
 		c.MaxBody = DefaultMaxBody
 	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
 	if c.PublishTimeout == 0 {
 		c.PublishTimeout = DefaultPublishTimeout
 	}
@@ -144,6 +153,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: Publisher: required", ErrInvalidConfig)
 	case c.MaxBody < 0:
 		return fmt.Errorf("%w: MaxBody: %d is negative", ErrInvalidConfig, c.MaxBody)
+	case c.MaxHeaderBytes < 0:
+		return fmt.Errorf("%w: MaxHeaderBytes: %d is negative", ErrInvalidConfig, c.MaxHeaderBytes)
 	case c.PublishTimeout < 0:
 		return fmt.Errorf("%w: PublishTimeout: %v is negative", ErrInvalidConfig, c.PublishTimeout)
 	case c.PublishTimeout > MaxPublishTimeout:

@@ -10,9 +10,9 @@
 // in memory, and the reconciler recovers such a job by polling the upstream.
 //
 // A publish is never cancelled because the sender hung up: it completes or times out (Config.PublishTimeout)
-// on its own and is counted by its real outcome. The server reads a request whole, body included, within
-// ReadTimeout (4 s) of its first byte before the handler runs, so an answer is written within ReadTimeout +
-// PublishTimeout (at most 9 s) of the request's first byte, inside the upstream's 10 s.
+// on its own and is counted by its real outcome. [Server] bounds reading a request whole, body included, by
+// ReadTimeout (4 s) from its first byte, and the body is read before the publish, so an answer is written
+// within ReadTimeout + PublishTimeout (at most 9 s) of the request's first byte, inside the upstream's 10 s.
 //
 // Signatures: with Config.Secret set (the newer upstream contract signs with Standard Webhooks), every
 // webhook needs webhook-id, webhook-timestamp (unix seconds, within Config.SignatureTolerance, default 5 min,
@@ -20,11 +20,11 @@
 // constant time; anything else is 401 and nothing is published. Without a secret the headers are ignored.
 // A signature proves the sender, not the verdict: the verifier still asks the upstream.
 //
-// Hostile clients: [Server] bounds the whole request (ReadTimeout, 408 beyond), header size (MaxHeaderBytes,
-// 431 beyond), body size (MaxBody, 413 beyond, unread when declared), idle keep-alive connections
-// (IdleTimeout) and the number of open connections (MaxConns: past it the connection that has waited longest
-// without a request in the handler is closed, never one being served). [Handler] bounds the webhooks in
-// flight (MaxInFlight, 503 beyond).
+// Hostile clients: [Server] bounds the whole request (ReadTimeout, the connection closed beyond), header size
+// (MaxHeaderBytes) and idle keep-alive connections (IdleTimeout), and the number of open connections
+// (MaxConns: past it the connection that has waited longest without a whole request in the handler is
+// closed, never one being answered). [Handler] bounds header size (431 beyond), body size (MaxBody, 413
+// beyond, unread when declared) and the webhooks in flight (MaxInFlight, 503 beyond).
 //
 // job_id is checked, not rewritten: it must be a JSON string holding a UUID in the canonical 8-4-4-4-12 form
 // (either letter case; braces, urn:uuid: and unhyphenated forms are rejected), and it is used as given for
@@ -32,7 +32,8 @@
 // sends and a 415 would lose every webhook; a Content-Type that is present must be application/json or
 // application/*+json.
 //
-// [Handler] serves the webhook, health, readiness and metrics endpoints; [Server] runs it with the timeouts the
-// upstream's 10 s client timeout calls for. Both are built on fasthttp rather than net/http: its lower cost
-// per request is what puts ingest at or above a bare net/http receiver (docs/PERFORMANCE.md).
+// [Handler] is an http.Handler that serves the webhook, health, readiness and metrics endpoints, and
+// [Handler.Webhook] the webhook endpoint alone, to mount in an application's own mux; [Server] runs a
+// handler with the timeouts the upstream's 10 s client timeout calls for, and a shutdown that keeps serving
+// through a delay so that a rolling restart refuses nothing.
 package ingest

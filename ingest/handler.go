@@ -1,18 +1,20 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"mime"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,8 +22,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
-	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/text"
@@ -40,21 +40,20 @@ const (
 	PathMetrics = "/metrics"
 )
 
-// Handler is the ingest role's request handler. [Handler.Serve] serves
+// Handler is the ingest role's request handler, an http.Handler. It serves
 //
 //	POST /webhook and POST /webhook/{modality}   store the webhook in JetStream, then answer
 //	GET  /healthz                                 200 while the process is alive
 //	GET  /readyz                                  200 while Config.Ready is true and shutdown has not started
 //	GET  /metrics                                 Prometheus metrics of Config.Gatherer
 //
-// It is safe for concurrent use.
+// [Handler.Webhook] is the webhook endpoint alone, to mount in another mux. It is safe for concurrent use.
 type Handler struct {
 	cfg     Config
 	log     zerolog.Logger
 	metrics *metrics
-	// modalities maps each path modality to itself, so a look-up by the path's bytes yields a string
-	// without allocating one.
-	modalities map[string]string
+	// modalities is the set of path modalities.
+	modalities map[string]bool
 	// tokenSum is the SHA-256 of Config.Token, compared in constant time with that of ?token=.
 	tokenSum [sha256.Size]byte
 	// secret is the HMAC key parsed from Config.Secret; nil when webhooks are not signed.
@@ -63,7 +62,7 @@ type Handler struct {
 	subjects   map[string]string
 	slots      chan struct{}
 	retryAfter string
-	metricsH   fasthttp.RequestHandler
+	metricsH   http.Handler
 	// shuttingDown is set by SetShuttingDown; readiness is false from then on.
 	shuttingDown atomic.Bool
 }
@@ -82,21 +81,21 @@ func New(cfg Config) (*Handler, error) {
 		cfg:        cfg,
 		log:        cfg.Log.With().Str("component", "ingest").Logger(),
 		metrics:    m,
-		modalities: make(map[string]string, len(cfg.Modalities)),
+		modalities: make(map[string]bool, len(cfg.Modalities)),
 		subjects:   map[string]string{"": contract.WebhookSubject("")},
 		tokenSum:   sha256.Sum256([]byte(cfg.Token)),
 		slots:      make(chan struct{}, cfg.MaxInFlight),
 		retryAfter: strconv.Itoa(int(math.Ceil(cfg.RetryAfter.Seconds()))),
 	}
 	for _, mod := range cfg.Modalities {
-		h.modalities[mod] = mod
+		h.modalities[mod] = true
 		h.subjects[mod] = contract.WebhookSubject(mod)
 	}
 	if cfg.Secret != "" {
 		h.secret, _ = ParseSecret(cfg.Secret) // checked by Validate
 	}
 	if cfg.Gatherer != nil {
-		h.metricsH = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
+		h.metricsH = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
 	}
 	return h, nil
 }
@@ -108,70 +107,69 @@ func (h *Handler) SetShuttingDown() { h.shuttingDown.Store(true) }
 // Ready reports what /readyz answers: Config.Ready is true and shutdown has not started.
 func (h *Handler) Ready() bool { return !h.shuttingDown.Load() && h.cfg.Ready() }
 
-// Serve routes the request; it is a fasthttp.RequestHandler.
-func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
-	switch p := ctx.Path(); {
-	case string(p) == PathWebhook:
-		h.serveWebhook(ctx, nil)
-	case bytes.HasPrefix(p, webhookPrefix):
-		h.serveWebhook(ctx, p[len(webhookPrefix):])
-	case string(p) == PathHealthz:
-		if !allowGet(ctx) {
-			return
+// ServeHTTP routes the request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch p := r.URL.Path; {
+	case p == PathWebhook:
+		h.serveWebhook(w, r, "", false)
+	case strings.HasPrefix(p, webhookPrefix):
+		h.serveWebhook(w, r, p[len(webhookPrefix):], true)
+	case p == PathHealthz:
+		if allowGet(w, r) {
+			writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 		}
-		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
-	case string(p) == PathReadyz:
-		if !allowGet(ctx) {
+	case p == PathReadyz:
+		if !allowGet(w, r) {
 			return
 		}
 		if !h.Ready() {
-			h.writeError(ctx, ErrNotReady)
+			h.writeError(w, ErrNotReady)
 			return
 		}
-		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
-	case string(p) == PathMetrics && h.metricsH != nil:
-		if !allowGet(ctx) {
-			return
+		writeJSON(w, http.StatusOK, []byte(`{"status":"ready"}`))
+	case p == PathMetrics && h.metricsH != nil:
+		if allowGet(w, r) {
+			h.metricsH.ServeHTTP(w, r)
 		}
-		h.metricsH(ctx)
 	default:
-		h.writeError(ctx, fmt.Errorf("%w: %s", ErrNotFound, text.Truncate(string(p), 64)))
+		h.writeError(w, fmt.Errorf("%w: %s", ErrNotFound, text.Truncate(p, 64)))
 	}
 }
 
+// Webhook is the webhook endpoint alone, to mount under any pattern of another http.ServeMux: with a
+// {modality} wildcard in the pattern (e.g. "/hooks/moderation/{modality}") the modality is taken from it,
+// as from POST /webhook/{modality}; without one the webhook has none, as at POST /webhook. The server it
+// is mounted in should bound reading a request (ReadTimeout 4 s, as [Server] does), so that an answer
+// reaches the upstream inside its 10 s.
+func (h *Handler) Webhook() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mod := r.PathValue(pathValueModality)
+		h.serveWebhook(w, r, mod, mod != "")
+	})
+}
+
+// pathValueModality is the wildcard of a mount pattern that names the modality ([Handler.Webhook]).
+const pathValueModality = "modality"
+
 // webhookPrefix begins the path of POST /webhook/{modality}.
-var webhookPrefix = []byte(PathWebhook + "/")
+const webhookPrefix = PathWebhook + "/"
 
 // allowGet answers 405 to anything but GET and HEAD.
-func allowGet(ctx *fasthttp.RequestCtx) bool {
-	if ctx.IsGet() || ctx.IsHead() {
+func allowGet(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		return true
 	}
-	ctx.Response.Header.Set("Allow", "GET, HEAD")
-	writeErrorBody(ctx, fmt.Errorf("%w: %s (use GET)", ErrMethod, text.Truncate(string(ctx.Method()), 16)))
+	w.Header().Set("Allow", "GET, HEAD")
+	writeErrorBody(w, fmt.Errorf("%w: %s (use GET)", ErrMethod, text.Truncate(r.Method, 16)))
 	return false
 }
 
-// serveWebhook handles one webhook: pathModality is the {modality} path segment, nil for POST /webhook.
-func (h *Handler) serveWebhook(ctx *fasthttp.RequestCtx, pathModality []byte) {
+// serveWebhook handles one webhook: pathModality is the {modality} path segment, named whether there was one.
+func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, pathModality string, named bool) {
 	receivedAt := h.cfg.Now().UTC()
-	modality, id, ack, err := h.ingest(ctx, pathModality, receivedAt)
+	modality, id, ack, err := h.ingest(w, r, webhookPath{pathModality, named}, receivedAt)
 	if err != nil {
-		status, code, _ := errorStatus(err)
-		h.metrics.count(code)
-		var ev *zerolog.Event
-		switch {
-		case code == codeInternal:
-			ev = h.log.Error()
-		case status >= 500:
-			ev = h.log.Warn()
-		default:
-			ev = h.log.Info()
-		}
-		// The request URI is never logged: it may carry ?token=.
-		ev.Str("job_id", id).Str("modality", text.Truncate(string(pathModality), 64)).Int("status", status).
-			Str("remote_addr", ctx.RemoteAddr().String()).Err(err).Msg("webhook rejected")
-		h.writeError(ctx, err)
+		h.reject(w, r, id, err)
 		return
 	}
 	outcome := outcomeAccepted
@@ -181,28 +179,59 @@ func (h *Handler) serveWebhook(ctx *fasthttp.RequestCtx, pathModality []byte) {
 	h.metrics.count(outcome)
 	if ev := h.log.Debug(); ev.Enabled() {
 		ev.Str("job_id", id).Str("modality", modality).Str("subject", h.subjects[modality]).
-			Int("status", fasthttp.StatusOK).Uint64("seq", ack.Sequence).Bool("duplicate", ack.Duplicate).Msg("webhook stored")
+			Int("status", http.StatusOK).Uint64("seq", ack.Sequence).Bool("duplicate", ack.Duplicate).Msg("webhook stored")
 	}
-	// id is a validated UUID (hex and hyphens), so it needs no JSON escaping. The body is appended to the
-	// response's own pooled buffer.
-	ctx.SetStatusCode(fasthttp.StatusOK)
-	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
-	ctx.Response.AppendBodyString(`{"job_id":"`)
-	ctx.Response.AppendBodyString(id)
-	ctx.Response.AppendBodyString(`","duplicate":`)
-	if ack.Duplicate {
-		ctx.Response.AppendBodyString("true}\n")
-	} else {
-		ctx.Response.AppendBodyString("false}\n")
+	// id is a validated UUID (hex and hyphens), so it needs no JSON escaping.
+	b := make([]byte, 0, 80)
+	b = append(b, `{"job_id":"`...)
+	b = append(b, id...)
+	b = append(b, `","duplicate":`...)
+	b = strconv.AppendBool(b, ack.Duplicate)
+	b = append(b, "}\n"...)
+	w.Header().Set("Content-Type", contentTypeJSON)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// reject counts, logs and answers a webhook refused with err.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, id string, err error) {
+	status, code, _ := errorStatus(err)
+	h.metrics.count(code)
+	var ev *zerolog.Event
+	switch {
+	case code == codeInternal:
+		ev = h.log.Error()
+	case status >= 500:
+		ev = h.log.Warn()
+	default:
+		ev = h.log.Info()
 	}
+	// The request URI is never logged: its query may carry ?token=.
+	ev.Str("job_id", id).Str("path", text.Truncate(r.URL.Path, 64)).Int("status", status).
+		Str("remote_addr", r.RemoteAddr).Err(err).Msg("webhook rejected")
+	if status == http.StatusRequestEntityTooLarge || status == http.StatusRequestTimeout {
+		w.Header().Set("Connection", "close") // the rest of the body is not worth reading
+	}
+	h.writeError(w, err)
+}
+
+// webhookPath is what the path says of a webhook: the {modality} segment, and whether there was one.
+type webhookPath struct {
+	modality string
+	named    bool
 }
 
 // ingest runs the webhook rules in order, cheapest first, and publishes. It returns the path's modality
 // once it is known to be one, and the job_id once known.
-func (h *Handler) ingest(ctx *fasthttp.RequestCtx, pathModality []byte, receivedAt time.Time) (modality, id string, _ *jetstream.PubAck, _ error) {
-	modality, signed, err := h.admit(ctx, pathModality, receivedAt)
+func (h *Handler) ingest(w http.ResponseWriter, r *http.Request, path webhookPath, receivedAt time.Time) (modality, id string, _ *jetstream.PubAck, _ error) {
+	modality, signed, err := h.admit(w, r, path, receivedAt)
 	if err != nil {
 		return "", "", nil, err
+	}
+	body, err := readBody(w, r, h.cfg.MaxBody)
+	defer putBody(body)
+	if err != nil {
+		return modality, "", nil, err
 	}
 	// The slot bounds the goroutines waiting for acks. It is never waited for: a full house answers 503
 	// at once.
@@ -217,13 +246,12 @@ func (h *Handler) ingest(ctx *fasthttp.RequestCtx, pathModality []byte, received
 		<-h.slots
 	}()
 
-	body := ctx.PostBody()
-	id, err = h.checkWebhook(body, signed)
+	id, err = h.checkWebhook(*body, signed)
 	if err != nil {
 		return modality, "", nil, err
 	}
-	msg := h.message(ctx, modality, id, receivedAt)
-	msg.Data = body
+	msg := h.message(r, modality, id, receivedAt)
+	msg.Data = *body
 	ack, err := h.store(msg)
 	if err != nil {
 		return modality, id, nil, fmt.Errorf("%w: store webhook %s: %w", ErrUnavailable, id, err)
@@ -231,37 +259,40 @@ func (h *Handler) ingest(ctx *fasthttp.RequestCtx, pathModality []byte, received
 	return modality, id, ack, nil
 }
 
-// admit makes the checks that need no body: route, method, token, signature headers, media type, size,
+// admit makes the checks that need no body: route, method, token, signature headers, media type, sizes,
 // NATS and the stream's room. It returns the path's modality, and the signature headers to verify the
 // body with.
-func (h *Handler) admit(ctx *fasthttp.RequestCtx, pathModality []byte, receivedAt time.Time) (string, signedHeaders, error) {
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, path webhookPath, receivedAt time.Time) (string, signedHeaders, error) {
 	var signed signedHeaders
-	modality, ok := h.modalities[string(pathModality)]
-	if pathModality != nil && !ok {
-		return "", signed, fmt.Errorf("%w %q: use one of %s", ErrUnknownModality, text.Truncate(string(pathModality), 64),
+	if path.named && !h.modalities[path.modality] {
+		return "", signed, fmt.Errorf("%w %q: use one of %s", ErrUnknownModality, text.Truncate(path.modality, 64),
 			strings.Join(h.cfg.Modalities, ", "))
 	}
-	if !ctx.IsPost() {
-		ctx.Response.Header.Set("Allow", fasthttp.MethodPost)
-		return modality, signed, fmt.Errorf("%w: %s (use POST)", ErrMethod, text.Truncate(string(ctx.Method()), 16))
+	modality := path.modality
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return modality, signed, fmt.Errorf("%w: %s (use POST)", ErrMethod, text.Truncate(r.Method, 16))
+	}
+	if n := headerBytes(r); n > h.cfg.MaxHeaderBytes {
+		return modality, signed, fmt.Errorf("%w: %d bytes is over %d", ErrHeadersTooLarge, n, h.cfg.MaxHeaderBytes)
 	}
 	if h.cfg.Token != "" {
-		got := sha256.Sum256(ctx.QueryArgs().Peek("token"))
+		got := sha256.Sum256([]byte(r.URL.Query().Get("token")))
 		if subtle.ConstantTimeCompare(got[:], h.tokenSum[:]) != 1 {
 			return modality, signed, ErrUnauthorized
 		}
 	}
 	if h.secret != nil {
 		var err error
-		if signed, err = checkSignatureHeaders(&ctx.Request.Header, receivedAt, h.cfg.SignatureTolerance); err != nil {
+		if signed, err = checkSignatureHeaders(r.Header, receivedAt, h.cfg.SignatureTolerance); err != nil {
 			return modality, signed, err
 		}
 	}
-	if err := checkMediaType(ctx.Request.Header.ContentType()); err != nil {
+	if err := checkMediaType(r.Header.Get("Content-Type")); err != nil {
 		return modality, signed, err
 	}
-	if n := len(ctx.PostBody()); int64(n) > h.cfg.MaxBody {
-		return modality, signed, fmt.Errorf("%w: %d bytes is over %d", ErrTooLarge, n, h.cfg.MaxBody)
+	if r.ContentLength > h.cfg.MaxBody {
+		return modality, signed, fmt.Errorf("%w: %d bytes is over %d", ErrTooLarge, r.ContentLength, h.cfg.MaxBody)
 	}
 	if !h.cfg.Ready() {
 		return modality, signed, fmt.Errorf("%w: NATS not connected", ErrUnavailable)
@@ -270,6 +301,71 @@ func (h *Handler) admit(ctx *fasthttp.RequestCtx, pathModality []byte, receivedA
 		return modality, signed, ErrOverloaded
 	}
 	return modality, signed, nil
+}
+
+// headerBytes is the size of the request line and headers as sent, near enough: what MaxHeaderBytes bounds.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4 + len("Host: \r\n") + len(r.Host)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// bodies holds webhook bodies once read, so that reading one allocates nothing in the steady state.
+var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// maxPooledBody is the largest buffer kept in bodies.
+const maxPooledBody = 64 << 10
+
+// readBody reads the request body whole, at most maxBody bytes, into a buffer from the pool; hand it back
+// with putBody once published.
+func readBody(w http.ResponseWriter, r *http.Request, maxBody int64) (*[]byte, error) {
+	bp := bodies.Get().(*[]byte)
+	b := (*bp)[:0]
+	if r.ContentLength > int64(cap(b)) {
+		b = make([]byte, 0, r.ContentLength) // at most maxBody: admit checked it
+	}
+	body := http.MaxBytesReader(w, r.Body, maxBody)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			*bp = b
+			return bp, nil
+		}
+		if err != nil {
+			*bp = b
+			return bp, bodyError(err, maxBody)
+		}
+	}
+}
+
+// putBody hands a buffer of readBody back to the pool.
+func putBody(bp *[]byte) {
+	if cap(*bp) <= maxPooledBody {
+		*bp = (*bp)[:0]
+		bodies.Put(bp)
+	}
+}
+
+// bodyError is the error table's error for a body that could not be read: over maxBody, not received in
+// time, or anything else unreadable.
+func bodyError(err error, maxBody int64) error {
+	var netErr net.Error
+	switch {
+	case errors.As(err, new(*http.MaxBytesError)):
+		return fmt.Errorf("%w: over %d bytes", ErrTooLarge, maxBody)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return ErrReadTimeout
+	default:
+		return fmt.Errorf("%w: %w", ErrReadBody, err)
+	}
 }
 
 // checkWebhook checks the body: the signature, the job id, and, for a webhook nothing vouches for, room in
@@ -313,7 +409,7 @@ const maxHeaders = 7
 
 // message is the webhook's message without its data: subject and headers. The header values share one
 // backing array, so the headers cost one allocation besides the map.
-func (h *Handler) message(ctx *fasthttp.RequestCtx, modality, id string, receivedAt time.Time) *nats.Msg {
+func (h *Handler) message(r *http.Request, modality, id string, receivedAt time.Time) *nats.Msg {
 	vals := make([]string, 0, maxHeaders)
 	hdr := make(nats.Header, maxHeaders)
 	set := func(k, v string) {
@@ -323,11 +419,11 @@ func (h *Handler) message(ctx *fasthttp.RequestCtx, modality, id string, receive
 	set(jetstream.MsgIDHeader, id)
 	set(jetstream.ExpectedStreamHeader, contract.StreamWebhooks)
 	set(contract.HeaderReceivedAt, receivedAt.Format(time.RFC3339Nano))
-	set(contract.HeaderRemoteAddr, ctx.RemoteAddr().String())
+	set(contract.HeaderRemoteAddr, r.RemoteAddr)
 	if modality != "" {
 		set(contract.HeaderModality, modality)
 	}
-	if d := deliveryID(&ctx.Request.Header); d != "" {
+	if d := deliveryID(r.Header); d != "" {
 		set(contract.HeaderDeliveryID, d)
 	}
 	switch {
@@ -344,29 +440,28 @@ const maxDeliveryID = 128
 
 // deliveryID is the upstream's id of this delivery, for tracing: X-Omnifence-Delivery-Id (v2), else the
 // Standard Webhooks webhook-id; "" when neither is there. It is kept only when printable ASCII.
-func deliveryID(h *fasthttp.RequestHeader) string {
-	d := h.Peek(contract.UpstreamHeaderDeliveryID)
-	if len(d) == 0 {
-		d = h.Peek(HeaderWebhookID)
+func deliveryID(h http.Header) string {
+	d := h.Get(contract.UpstreamHeaderDeliveryID)
+	if d == "" {
+		d = h.Get(HeaderWebhookID)
 	}
 	if len(d) > maxDeliveryID {
 		return ""
 	}
-	for _, c := range d {
-		if c < 0x21 || c > 0x7e {
+	for i := range len(d) {
+		if c := d[i]; c < 0x21 || c > 0x7e {
 			return ""
 		}
 	}
-	return string(d)
+	return d
 }
 
 // checkMediaType accepts no Content-Type (the upstream does not document its headers), application/json and
 // application/*+json, with any parameters.
-func checkMediaType(b []byte) error {
-	if len(b) == 0 || string(b) == "application/json" {
+func checkMediaType(ct string) error {
+	if ct == "" || ct == "application/json" {
 		return nil
 	}
-	ct := string(b)
 	mt, _, err := mime.ParseMediaType(ct)
 	if err == nil && (mt == "application/json" || strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")) {
 		return nil
@@ -375,11 +470,11 @@ func checkMediaType(b []byte) error {
 }
 
 // writeError answers err through the error table, adding Retry-After to a 503.
-func (h *Handler) writeError(ctx *fasthttp.RequestCtx, err error) {
+func (h *Handler) writeError(w http.ResponseWriter, err error) {
 	if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrBusy) || errors.Is(err, ErrOverloaded) || errors.Is(err, ErrUnprovenFull) {
-		ctx.Response.Header.Set("Retry-After", h.retryAfter)
+		w.Header().Set("Retry-After", h.retryAfter)
 	}
-	writeErrorBody(ctx, err)
+	writeErrorBody(w, err)
 }
 
 // errorBody is the JSON answer to a rejected request.
@@ -388,47 +483,18 @@ type errorBody struct {
 	Message string `json:"message"`
 }
 
-func writeErrorBody(ctx *fasthttp.RequestCtx, err error) {
+func writeErrorBody(w http.ResponseWriter, err error) {
 	status, code, msg := errorStatus(err)
 	b, _ := json.Marshal(errorBody{Error: code, Message: msg})
-	writeJSON(ctx, status, b)
+	writeJSON(w, status, b)
 }
 
 // contentTypeJSON is the Content-Type of every answer.
-var contentTypeJSON = []byte("application/json")
+const contentTypeJSON = "application/json"
 
 // writeJSON answers status with body, a JSON value, and a newline.
-func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {
-	ctx.SetStatusCode(status)
-	ctx.Response.Header.SetContentTypeBytes(contentTypeJSON)
-	ctx.Response.ResetBody()
-	ctx.Response.AppendBody(body)
-	ctx.Response.AppendBodyString("\n")
-}
-
-// ServeError answers a request the server could not read, and counts it under its error code, as
-// [Handler.Serve] counts webhooks; it is a ServerConfig.ErrorHandler.
-func (h *Handler) ServeError(ctx *fasthttp.RequestCtx, err error) {
-	err = requestError(err, h.cfg.MaxBody)
-	_, code, _ := errorStatus(err)
-	h.metrics.count(code)
-	h.log.Info().Str("remote_addr", ctx.RemoteAddr().String()).Err(err).Msg("request not read")
-	writeErrorBody(ctx, err)
-}
-
-// requestError is the error table's error for what the server met reading a request: headers over the
-// bound, a body over maxBody, a read that timed out, or anything else unreadable.
-func requestError(err error, maxBody int64) error {
-	var small *fasthttp.ErrSmallBuffer
-	var netErr net.Error
-	switch {
-	case errors.As(err, &small):
-		return ErrHeadersTooLarge
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		return fmt.Errorf("%w: over %d bytes", ErrTooLarge, maxBody)
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return ErrReadTimeout
-	default:
-		return fmt.Errorf("%w: %w", ErrReadBody, err)
-	}
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", contentTypeJSON)
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
 }

@@ -299,7 +299,7 @@ func TestJunkRejectedAndNothingPublished(t *testing.T) {
 	if msgs := stored(t, hs.js); len(msgs) != 0 {
 		t.Fatalf("junk published %d messages", len(msgs))
 	}
-	// body_too_large is answered by the server before the handler runs (Handler.ServeError), and counted.
+	// body_too_large is answered before the body is read when declared, and counted.
 	for _, code := range []string{"invalid_job_id", "body_too_large"} {
 		if got := outcomes(hs.h, code); got == 0 {
 			t.Errorf("%s not counted", code)
@@ -529,8 +529,8 @@ func TestBusyAtConcurrencyBound(t *testing.T) {
 }
 
 // TestPublishSurvivesSenderHangup: a webhook whose sender hung up while its publish waited is still
-// stored and counted by its real outcome. (fasthttp never tells a handler of a hang-up, so nothing can
-// cancel the publish; the test keeps the outcome from depending on the sender.)
+// stored and counted by its real outcome: the publish does not take the request's context, which net/http
+// cancels when the sender hangs up.
 func TestPublishSurvivesSenderHangup(t *testing.T) {
 	t.Parallel()
 	n := natstest.RunServer(t)

@@ -60,7 +60,7 @@ func newHarness(tb testing.TB, urls string, cfg Config) *harness {
 	if err != nil {
 		tb.Fatalf("new handler: %v", err)
 	}
-	s := runListener(tb, ServerConfig{Handler: h.Serve, ErrorHandler: h.ServeError, Log: cfg.Log, MaxBody: cfg.MaxBody})
+	s := runListener(tb, ServerConfig{Handler: h, Log: cfg.Log, MaxBody: cfg.MaxBody})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	tb.Cleanup(client.CloseIdleConnections)
 	return &harness{h: h, url: "http://" + s.Addr().String(), nc: nc, js: js, client: client}

@@ -46,7 +46,7 @@ func startServer(t *testing.T, scfg ServerConfig, hcfg Config, pub func(jetstrea
 	if err != nil {
 		t.Fatal(err)
 	}
-	scfg.Handler, scfg.ErrorHandler, scfg.Log = h.Serve, h.ServeError, zerolog.New(zerolog.NewTestWriter(t))
+	scfg.Handler, scfg.Log = h, zerolog.New(zerolog.NewTestWriter(t))
 	s := runListener(t, scfg)
 	return &liveServer{srv: s, base: "http://" + s.Addr().String(), js: js, h: h}
 }
@@ -172,7 +172,7 @@ func idleConns(t *testing.T) int {
 
 func TestThousandsOfIdleConnectionsDoNotBlockWebhooks(t *testing.T) {
 	t.Parallel()
-	ls := startServer(t, ServerConfig{ReadTimeout: time.Minute, IdleTimeout: time.Minute}, Config{}, nil)
+	ls := startServer(t, ServerConfig{ReadTimeout: time.Minute, IdleTimeout: time.Minute, MaxConns: 4096}, Config{}, nil)
 	n := idleConns(t)
 	for i := range n {
 		c := ls.dial(t)
@@ -245,20 +245,28 @@ func TestConnectionBoundEvictsIdleNotInFlight(t *testing.T) {
 func TestOversizedHeadersAnswered431(t *testing.T) {
 	t.Parallel()
 	ls := startServer(t, ServerConfig{}, Config{}, nil)
-	req, _ := http.NewRequestWithContext(natstest.Ctx(t), http.MethodPost, ls.base+"/webhook/prompt",
-		strings.NewReader(webhookBody(uuid.NewString())))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Padding", strings.Repeat("a", 4*DefaultMaxHeaderBytes))
-	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
-	if err != nil {
-		t.Fatal(err)
+	post := func(padding int) int {
+		req, _ := http.NewRequestWithContext(natstest.Ctx(t), http.MethodPost, ls.base+"/webhook/prompt",
+			strings.NewReader(webhookBody(uuid.NewString())))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Padding", strings.Repeat("a", padding))
+		resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-		t.Fatalf("status %d, want 431", resp.StatusCode)
+	// Over the handler's bound: its JSON answer, counted.
+	if st := post(DefaultMaxHeaderBytes + 1024); st != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("headers 1 KiB over the bound: status %d, want 431", st)
 	}
 	if got := outcomes(ls.h, "headers_too_large"); got != 1 {
 		t.Errorf("headers_too_large counted %v times, want 1", got)
+	}
+	// Far over it: net/http answers before any handler runs.
+	if st := post(4 * DefaultMaxHeaderBytes); st != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("headers 4 times the bound: status %d, want 431", st)
 	}
 	if msgs := stored(t, ls.js); len(msgs) != 0 {
 		t.Fatalf("%d messages stored, want 0", len(msgs))

@@ -5,12 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
+	"net/http"
 	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/valyala/fasthttp"
 )
 
 // Defaults of [ServerConfig]. An answer is written within ReadTimeout + Config.PublishTimeout of a request's
@@ -20,19 +21,19 @@ const (
 	// DefaultReadTimeout bounds reading one request, from its first byte to the end of its body (on a new
 	// connection, from the connection's opening).
 	DefaultReadTimeout = 4 * time.Second
-	// DefaultWriteTimeout bounds writing an answer, once the handler has returned.
+	// DefaultWriteTimeout bounds writing an answer, once the handler has answered.
 	DefaultWriteTimeout = time.Second
 	// DefaultIdleTimeout closes idle keep-alive connections.
 	DefaultIdleTimeout = 60 * time.Second
-	// DefaultMaxHeaderBytes bounds the request line and headers.
-	DefaultMaxHeaderBytes = 16 << 10
 	// DefaultMaxConns bounds the open connections, unless MaxBody calls for fewer (see MaxConns).
-	DefaultMaxConns = 4096
+	DefaultMaxConns = 1024
 	// MinDefaultMaxConns is the fewest connections the default bound allows, however large MaxBody is.
-	MinDefaultMaxConns = 256
+	MinDefaultMaxConns = 64
 	// BodyMemory is what the default connection bound keeps the bodies being read within: MaxConns
-	// defaults to BodyMemory / MaxBody, between MinDefaultMaxConns and DefaultMaxConns.
-	BodyMemory = 256 << 20
+	// defaults to BodyMemory / MaxBody, between MinDefaultMaxConns and DefaultMaxConns. With net/http's own
+	// buffers and a goroutine per connection (about 20 KiB), the worst case of 1,024 connections each
+	// holding a 64 KiB body is about 84 MiB, inside a 256 MiB pod.
+	BodyMemory = 64 << 20
 	// DefaultShutdownTimeout leaves room for in-flight webhooks to get their ack (at most PublishTimeout).
 	DefaultShutdownTimeout = 10 * time.Second
 )
@@ -41,12 +42,8 @@ const (
 type ServerConfig struct {
 	// Addr is the TCP address to listen on, e.g. ":8080" or "127.0.0.1:0"; empty means ":8080".
 	Addr string
-	// Handler serves the requests, normally [Handler.Serve]. Required.
-	Handler fasthttp.RequestHandler
-	// ErrorHandler answers a request the server could not read (headers too large, body too large, a
-	// read timeout, a malformed request), normally [Handler.ServeError]; nil answers from the same error
-	// table without counting. The connection is closed after the answer.
-	ErrorHandler func(ctx *fasthttp.RequestCtx, err error)
+	// Handler serves the requests, normally a [Handler]. Required.
+	Handler http.Handler
 	// Log receives the server's own errors (TLS handshakes, unreadable requests); it is tagged
 	// component=ingest.http.
 	Log zerolog.Logger
@@ -54,26 +51,31 @@ type ServerConfig struct {
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
-	// MaxHeaderBytes bounds the request line and headers; 0 means DefaultMaxHeaderBytes. Larger headers
-	// are answered 431.
+	// MaxHeaderBytes bounds the request line and headers; 0 means DefaultMaxHeaderBytes. The [Handler]
+	// answers headers over its own bound 431 (JSON, counted); net/http answers headers over twice this
+	// bound 431 (plain text) before any handler runs.
 	MaxHeaderBytes int
-	// MaxBody bounds a request body, which is read whole before the handler runs; 0 means DefaultMaxBody. A
-	// larger one is answered 413 without being read (or as soon as a chunked one passes the bound). So the
-	// bodies held in memory are at most MaxConns × MaxBody.
+	// MaxBody is the body bound the connection bound is derived from; 0 means DefaultMaxBody. Give the
+	// [Handler] the same (Config.MaxBody), which enforces it.
 	MaxBody int64
 	// MaxConns bounds the open connections. A connection past it is still accepted, and the connection that
-	// has waited longest without a request in the handler (idle keep-alive, silent, or still sending its
-	// request) is closed instead, so idle or slow clients can neither crowd out a real webhook nor exhaust
-	// file descriptors. 0 means BodyMemory / MaxBody, between MinDefaultMaxConns and DefaultMaxConns
-	// (4096 at the default MaxBody); negative means no bound.
+	// has waited longest without a whole request in the handler (idle keep-alive, silent, or still sending
+	// its request) is closed instead, so idle or slow clients can neither crowd out a real webhook nor
+	// exhaust file descriptors. 0 means BodyMemory / MaxBody, between MinDefaultMaxConns and
+	// DefaultMaxConns (1,024 at the default MaxBody); negative means no bound.
 	MaxConns int
-	// ShutdownTimeout bounds how long Run waits for in-flight requests after ctx is done; 0 means
-	// DefaultShutdownTimeout.
+	// ShutdownDelay is how long Run keeps serving after its ctx is done, with readiness already off
+	// (OnShutdown), so that a load balancer stops sending before the listener closes; answers given
+	// meanwhile close their connection. 0 closes the listener at once.
+	ShutdownDelay time.Duration
+	// ShutdownTimeout bounds how long Run waits for in-flight requests once the listener is closed; 0
+	// means DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
-	// TLSCertFile and TLSKeyFile, when both set, make the server speak HTTPS with that PEM key pair.
+	// TLSCertFile and TLSKeyFile, when both set, make the server speak HTTPS (and HTTP/2) with that PEM
+	// key pair.
 	TLSCertFile string
 	TLSKeyFile  string
-	// OnShutdown, when set, is called once when Run begins shutting down, before the listener closes; wire
+	// OnShutdown, when set, is called once when Run begins shutting down, before the shutdown delay; wire
 	// it to [Handler.SetShuttingDown] so /readyz fails first.
 	OnShutdown func()
 }
@@ -119,7 +121,7 @@ func (c *ServerConfig) Validate() error {
 		d    time.Duration
 	}{
 		{"ReadTimeout", c.ReadTimeout}, {"WriteTimeout", c.WriteTimeout}, {"IdleTimeout", c.IdleTimeout},
-		{"ShutdownTimeout", c.ShutdownTimeout},
+		{"ShutdownDelay", c.ShutdownDelay}, {"ShutdownTimeout", c.ShutdownTimeout},
 	} {
 		if f.d < 0 {
 			return fmt.Errorf("%w: %s: %v is negative", ErrInvalidConfig, f.name, f.d)
@@ -128,17 +130,18 @@ func (c *ServerConfig) Validate() error {
 	return nil
 }
 
-// Server is the HTTP listener of the ingest role, built on fasthttp: a webhook costs less CPU than under
-// net/http (see docs/PERFORMANCE.md), which is what lets ingest run at the bare floor. [Listen] binds it;
-// [Server.Run] serves until its ctx is done.
+// Server is the HTTP listener of the ingest role: a net/http server with the timeouts the upstream's 10 s
+// client timeout calls for, a bound on connections that evicts rather than refuses, and a shutdown that
+// keeps serving through a delay. [Listen] binds it; [Server.Run] serves until its ctx is done.
 type Server struct {
 	cfg ServerConfig
 	l   net.Listener
-	srv *fasthttp.Server
+	srv *http.Server
 	log zerolog.Logger
-	// conns tracks the open connections, bounding them by MaxConns, and cuts them off after a shutdown
-	// that ran out of time.
+	// conns tracks the open connections and bounds them by MaxConns.
 	conns *connLimiter
+	// draining is set when shutdown begins: answers from then on close their connection.
+	draining atomic.Bool
 	// ran is set by the first Run; a Server runs once.
 	ran atomic.Bool
 }
@@ -150,49 +153,62 @@ func Listen(cfg ServerConfig) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	lg := cfg.Log.With().Str("component", "ingest.http").Logger()
-	conns := newConnLimiter(cfg.MaxConns)
-	onError := cfg.ErrorHandler
-	if onError == nil {
-		onError = func(ctx *fasthttp.RequestCtx, err error) { writeErrorBody(ctx, requestError(err, cfg.MaxBody)) }
-	}
-	srv := &fasthttp.Server{
-		Handler:      conns.wrap(cfg.Handler),
-		ErrorHandler: onError,
-		ConnState:    conns.connState,
-		Logger:       serverLogger{lg},
-		// The read buffer bounds the request line and headers: past it the request is answered 431.
-		ReadBufferSize:     cfg.MaxHeaderBytes,
-		ReadTimeout:        cfg.ReadTimeout,
-		WriteTimeout:       cfg.WriteTimeout,
-		IdleTimeout:        cfg.IdleTimeout,
-		MaxRequestBodySize: int(cfg.MaxBody),
-		// Connections are bounded by conns, which evicts rather than refuses.
-		Concurrency:                  fasthttp.DefaultConcurrency,
-		NoDefaultServerHeader:        true,
-		DisablePreParseMultipartForm: true,
-		CloseOnShutdown:              true,
-		SecureErrorLogMessage:        true,
+	s := &Server{cfg: cfg, log: cfg.Log.With().Str("component", "ingest.http").Logger(), conns: newConnLimiter(cfg.MaxConns)}
+	s.srv = &http.Server{
+		Handler:           s.conns.wrap(s.closeWhileDraining(cfg.Handler)),
+		ReadHeaderTimeout: cfg.ReadTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		// net/http counts WriteTimeout from the end of the request's headers: it covers the body, the
+		// publish and the write.
+		WriteTimeout:   cfg.ReadTimeout + MaxPublishTimeout + cfg.WriteTimeout,
+		IdleTimeout:    cfg.IdleTimeout,
+		MaxHeaderBytes: 2 * cfg.MaxHeaderBytes,
+		ConnState:      s.conns.connState,
+		ConnContext:    s.conns.connContext,
+		// net/http's messages are about connections that clients broke (a TLS handshake, a malformed
+		// request), not about the bridge.
+		ErrorLog: log.New(infoWriter{s.log}, "", 0),
 	}
 	if cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("%w %s, %s: %w", ErrTLSKeyPair, cfg.TLSCertFile, cfg.TLSKeyFile, err)
 		}
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	l, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
-	return &Server{cfg: cfg, l: l, srv: srv, log: lg, conns: conns}, nil
+	s.l = l
+	return s, nil
 }
 
-// serverLogger hands fasthttp's messages to zerolog at info level: they are about connections that
-// clients broke (a TLS handshake, a malformed request), not about the bridge.
-type serverLogger struct{ log zerolog.Logger }
+// closeWhileDraining makes every answer given after shutdown began close its connection, so that clients
+// open new ones (to another replica, once the load balancer has stopped sending here).
+func (s *Server) closeWhileDraining(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.draining.Load() {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
+}
 
-func (l serverLogger) Printf(format string, args ...any) { l.log.Info().Msgf(format, args...) }
+// infoWriter hands net/http's log lines to zerolog at info level.
+type infoWriter struct{ log zerolog.Logger }
+
+func (w infoWriter) Write(p []byte) (int, error) {
+	w.log.Info().Msg(string(trimNewline(p)))
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	if n := len(p); n > 0 && p[n-1] == '\n' {
+		return p[:n-1]
+	}
+	return p
+}
 
 // Evicted is the number of connections closed so far to stay within MaxConns.
 func (s *Server) Evicted() uint64 { return s.conns.evicted.Load() }
@@ -200,20 +216,23 @@ func (s *Server) Evicted() uint64 { return s.conns.evicted.Load() }
 // Addr is the address the server is bound to (with the real port when Addr asked for port 0).
 func (s *Server) Addr() net.Addr { return s.l.Addr() }
 
-// Run serves until ctx is done, then calls OnShutdown, stops accepting connections and waits up to
-// ShutdownTimeout for in-flight requests to finish. It returns nil after a clean shutdown, an error when
-// serving failed or in-flight requests outlived ShutdownTimeout (they are then cut off). A Server runs once.
+// Run serves until ctx is done, then calls OnShutdown, keeps serving for ShutdownDelay, stops accepting
+// connections and waits up to ShutdownTimeout for in-flight requests to finish. It returns nil after a
+// clean shutdown, an error when serving failed or in-flight requests outlived ShutdownTimeout (they are
+// then cut off). A Server runs once.
 func (s *Server) Run(ctx context.Context) error {
 	if !s.ran.CompareAndSwap(false, true) {
 		return ErrServerRunning
 	}
 	useTLS := s.srv.TLSConfig != nil
-	ln := s.l
-	if useTLS {
-		ln = tls.NewListener(s.l, s.srv.TLSConfig)
-	}
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(ln) }()
+	go func() {
+		if useTLS {
+			errc <- s.srv.ServeTLS(s.l, "", "")
+			return
+		}
+		errc <- s.srv.Serve(s.l)
+	}()
 	s.log.Info().Str("addr", s.Addr().String()).Bool("tls", useTLS).Msg("listening")
 	select {
 	case err := <-errc:
@@ -223,14 +242,25 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.OnShutdown != nil {
 		s.cfg.OnShutdown()
 	}
+	s.draining.Store(true)
+	if d := s.cfg.ShutdownDelay; d > 0 {
+		s.log.Info().Dur("delay", d).Msg("shutting down: serving on through the shutdown delay")
+		t := time.NewTimer(d)
+		select {
+		case err := <-errc:
+			t.Stop()
+			return fmt.Errorf("serve %s: %w", s.Addr(), err)
+		case <-t.C:
+		}
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
-	err := s.srv.ShutdownWithContext(sctx)
-	if serr := <-errc; serr != nil && !errors.Is(serr, net.ErrClosed) {
+	err := s.srv.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		s.log.Error().Err(serr).Msg("serve ended")
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		s.conns.closeAll()
+	if err != nil {
+		_ = s.srv.Close()
 		return fmt.Errorf("shut down %s: %w", s.Addr(), err)
 	}
 	s.log.Info().Msg("stopped")
@@ -241,7 +271,7 @@ func (s *Server) Run(ctx context.Context) error {
 // idempotent.
 func (s *Server) Close() error {
 	err := s.l.Close()
-	s.conns.closeAll()
+	_ = s.srv.Close()
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return err
 	}

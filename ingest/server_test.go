@@ -12,7 +12,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
-	"github.com/valyala/fasthttp"
 
 	"github.com/evershield/bridge/internal/natstest"
 )
@@ -30,7 +29,7 @@ func TestServerFinishesInFlightOnShutdown(t *testing.T) {
 	shutdown := make(chan struct{})
 	s, err := Listen(ServerConfig{
 		Addr:       "127.0.0.1:0",
-		Handler:    h.Serve,
+		Handler:    h,
 		Log:        zerolog.New(zerolog.NewTestWriter(t)),
 		OnShutdown: func() { h.SetShuttingDown(); close(shutdown) },
 	})
@@ -38,7 +37,7 @@ func TestServerFinishesInFlightOnShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	if _, err := Listen(ServerConfig{Addr: s.Addr().String(), Handler: h.Serve}); err == nil {
+	if _, err := Listen(ServerConfig{Addr: s.Addr().String(), Handler: h}); err == nil {
 		t.Fatal("second Listen on the same address succeeded, want a start-up error")
 	}
 
@@ -96,7 +95,7 @@ func TestServerFinishesInFlightOnShutdown(t *testing.T) {
 }
 
 func TestServerConfigValidate(t *testing.T) {
-	h := func(*fasthttp.RequestCtx) {}
+	h := http.NotFoundHandler()
 	tests := []struct {
 		name string
 		cfg  ServerConfig
@@ -118,19 +117,19 @@ func TestServerConfigValidate(t *testing.T) {
 	}
 }
 
-// TestMaxConnsDefaultBoundsBodyMemory: the default connection bound keeps the bodies being read (read whole
-// before the handler) within 256 MiB, and never below 256 connections.
+// TestMaxConnsDefaultBoundsBodyMemory: the default connection bound keeps the bodies being read within
+// 64 MiB, between 64 and 1,024 connections.
 func TestMaxConnsDefaultBoundsBodyMemory(t *testing.T) {
 	for _, tt := range []struct {
 		maxBody int64
 		want    int
 	}{
-		{0, 4096}, // DefaultMaxBody, 64 KiB
-		{64 << 10, 4096},
-		{128 << 10, 2048},
-		{1 << 20, 256},
-		{8 << 20, 256},
-		{1 << 10, 4096},
+		{0, 1024}, // DefaultMaxBody, 64 KiB
+		{64 << 10, 1024},
+		{128 << 10, 512},
+		{1 << 20, 64},
+		{8 << 20, 64},
+		{1 << 10, 1024},
 	} {
 		c := ServerConfig{MaxBody: tt.maxBody}
 		c.setDefaults()

@@ -6,11 +6,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/valyala/fasthttp"
 )
 
 // Standard Webhooks (https://www.standardwebhooks.com) headers, with which the newer upstream contract signs
@@ -73,9 +72,9 @@ type signedHeaders struct {
 }
 
 // checkSignatureHeaders requires the three headers and a webhook-timestamp within tol of now.
-func checkSignatureHeaders(h *fasthttp.RequestHeader, now time.Time, tol time.Duration) (signedHeaders, error) {
-	sh := signedHeaders{id: string(h.Peek(HeaderWebhookID)), timestamp: string(h.Peek(HeaderWebhookTimestamp))}
-	sig := string(h.Peek(HeaderWebhookSignature))
+func checkSignatureHeaders(h http.Header, now time.Time, tol time.Duration) (signedHeaders, error) {
+	sh := signedHeaders{id: h.Get(HeaderWebhookID), timestamp: h.Get(HeaderWebhookTimestamp)}
+	sig := h.Get(HeaderWebhookSignature)
 	if sh.id == "" || sh.timestamp == "" || sig == "" {
 		return sh, fmt.Errorf("%w: %s, %s and %s headers are required", ErrSignature,
 			HeaderWebhookID, HeaderWebhookTimestamp, HeaderWebhookSignature)

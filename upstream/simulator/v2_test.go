@@ -215,7 +215,7 @@ func TestV2WebhookVerifiedByIngest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			url := ingesttest.Serve(t, ingest.ServerConfig{Handler: h.Serve})
+			url := ingesttest.Serve(t, ingest.ServerConfig{Handler: h})
 			c := simtest.Client(t, sim)
 			s, err := c.Submit(natstest.Ctx(t), "text", map[string]string{"text": "hello"}, url+"/webhook/text")
 			if err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/internal/procname"
+	"github.com/evershield/bridge/internal/serving"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/reconcile"
@@ -56,6 +57,8 @@ type App struct {
 type role struct {
 	name string
 	run  func(context.Context) error
+	// serving is closed once the role serves; nil when it has nothing to wait for.
+	serving <-chan struct{}
 }
 
 // options are the knobs that only in-process callers (demo, bench, tests) use.
@@ -174,7 +177,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		}
 	}
 	if a.jobs != nil {
-		a.roles = append(a.roles, role{"jobs-watch", a.jobs.Run}) // after the roles that read it
+		a.roles = append(a.roles, role{"jobs-watch", a.jobs.Run, a.jobs.Ready()}) // after the roles that read it
 	}
 	// The admin listener is added last, so it stops last: /metrics and /readyz (503 by then) answer
 	// while the roles drain.
@@ -197,7 +200,7 @@ func (a *App) listenAdmin() error {
 	if err != nil {
 		return fmt.Errorf("%sADMIN_ADDR: %w", EnvPrefix, err)
 	}
-	a.roles = append(a.roles, role{"admin", a.admin.Run})
+	a.roles = append(a.roles, role{"admin", a.admin.Run, a.admin.Serving()})
 	return nil
 }
 
@@ -234,10 +237,10 @@ func (a *App) guards() (overloaded, unprovenFull func() bool, err error) {
 	}
 	if cfg.Has(RoleIngest) {
 		if cfg.APIContract != contract.ContractV1 {
-			a.roles = append(a.roles, role{"webhook-pressure", webhooks.Run})
+			a.roles = append(a.roles, role{"webhook-pressure", webhooks.Run, nil})
 		}
 		if cfg.WebhookToken == "" && cfg.WebhookSecret == "" && cfg.UnknownBacklogLimit() > 0 {
-			a.roles = append(a.roles, role{"unknown-backlog", unknown.Run})
+			a.roles = append(a.roles, role{"unknown-backlog", unknown.Run, nil})
 		}
 	}
 	return func() bool { return a.contractV2() && webhooks.High() }, unknown.High, nil
@@ -255,7 +258,7 @@ func (a *App) listen(o options) error {
 	}
 	a.handler, err = ingest.New(ingest.Config{
 		Publisher: a.nats.js, Log: a.log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
-		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready,
+		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready, Serving: a.serving,
 		Overloaded: overloaded, UnprovenFull: unprovenFull, Known: a.known,
 	})
 	if err != nil {
@@ -275,6 +278,7 @@ func (a *App) listen(o options) error {
 	a.http, err = ingest.Listen(ingest.ServerConfig{
 		Addr: cfg.HTTPAddr, Handler: h, Log: a.log, MaxBody: int64(cfg.MaxBody),
 		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile, OnShutdown: a.handler.SetShuttingDown,
+		ShutdownDelay: cfg.ShutdownDelay,
 	})
 	if errors.Is(err, ingest.ErrTLSKeyPair) {
 		return fmt.Errorf("%sTLS_CERT_FILE, %sTLS_KEY_FILE: %w", EnvPrefix, EnvPrefix, err)
@@ -282,7 +286,7 @@ func (a *App) listen(o options) error {
 	if err != nil {
 		return fmt.Errorf("%sHTTP_ADDR: %w", EnvPrefix, err)
 	}
-	a.roles = append(a.roles, role{"http", a.http.Run})
+	a.roles = append(a.roles, role{"http", a.http.Run, a.http.Serving()})
 	if o.publicFromListener && cfg.PublicURL == "" {
 		scheme := "http"
 		if cfg.TLSCertFile != "" {
@@ -342,9 +346,9 @@ func (a *App) addRoles(o options) error {
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
-		a.roles = append(a.roles, role{RoleVerify, v.Run}, role{"slowlane-upgrade", func(ctx context.Context) error {
+		a.roles = append(a.roles, role{RoleVerify, v.Run, v.Serving()}, role{"slowlane-upgrade", func(ctx context.Context) error {
 			return natsx.MoveOldSlowLane(ctx, a.nats.js, a.log)
-		}})
+		}, nil})
 	}
 	if cfg.Has(RoleSubmit) {
 		if err := a.addSubmit(store, hist, deadlines, o.version); err != nil {
@@ -375,7 +379,7 @@ func (a *App) addReconcile(deliverer *jobs.Deliverer, hist *history.Store, o opt
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
 	}
-	a.roles = append(a.roles, role{RoleReconcile, r.Run})
+	a.roles = append(a.roles, role{RoleReconcile, r.Run, nil})
 	a.reg.MustRegister(newStateCollector(a.nats.res.JobsStream, hist, a.log))
 	return nil
 }
@@ -409,7 +413,7 @@ func (a *App) addSubmit(store *jobs.Store, hist *history.Store, deadlines jobs.D
 	if err != nil {
 		return fmt.Errorf("submit: %w", err)
 	}
-	a.roles = append(a.roles, role{RoleSubmit, s.Run})
+	a.roles = append(a.roles, role{RoleSubmit, s.Run, s.Serving()})
 	return nil
 }
 
@@ -456,6 +460,16 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.log.Info().Msg("bridge stopped")
 	return nil
+}
+
+// serving reports whether every role of the process serves: its listeners accept, its consumers exist,
+// its service's subscriptions are known to the server and the JOBS watch has replayed.
+func (a *App) serving() bool {
+	chans := make([]<-chan struct{}, 0, len(a.roles))
+	for _, r := range a.roles {
+		chans = append(chans, r.serving)
+	}
+	return serving.All(chans...)
 }
 
 // contractV2 reports whether the upstream speaks v2: configured so, or decided by this process's client

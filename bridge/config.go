@@ -24,6 +24,10 @@ const (
 	RoleSubmit    = "submit"
 )
 
+// MaxShutdownDelay is the longest BRIDGE_SHUTDOWN_DELAY: load balancers take seconds, not minutes, to stop
+// routing to a terminating process.
+const MaxShutdownDelay = time.Minute
+
 // allRoles are the roles in BRIDGE_ROLES' default order.
 var allRoles = [...]string{RoleIngest, RoleVerify, RoleReconcile, RoleSubmit}
 
@@ -46,6 +50,8 @@ type Config struct {
 	Pprof       bool   `env:"PPROF" help:"serve Go's runtime profiles (net/http/pprof) under /debug/pprof/ on BRIDGE_ADMIN_ADDR, which it requires so that they stay off the webhook port; a CPU profile may last up to 5 minutes"`
 	TLSCertFile string `env:"TLS_CERT_FILE" help:"certificate for HTTPS on the webhook listener"`
 	TLSKeyFile  string `env:"TLS_KEY_FILE" help:"key for HTTPS on the webhook listener"`
+	// ShutdownDelay keeps the listener serving after SIGTERM, readiness already off.
+	ShutdownDelay time.Duration `env:"SHUTDOWN_DELAY" envDefault:"0s" help:"on SIGTERM, /readyz answers 503 at once and the webhook listener keeps serving this long (answers close their connections) before it closes and the roles drain, so a load balancer that still routes here for a few seconds loses no webhook; Kubernetes: 5s, with terminationGracePeriodSeconds covering it plus about 25s of drain; at most 1m"`
 
 	APIURL string `env:"API_URL" help:"upstream base URL including /api/v1; required by the verify, reconcile and submit roles"`
 	APIKey string `env:"API_KEY" help:"upstream bearer key (never logged); required with BRIDGE_API_URL"`
@@ -280,6 +286,9 @@ func (c *Config) validateDurations(bad func(name, format string, a ...any)) {
 	}
 	if c.WebhookGrace < 0 {
 		bad("WEBHOOK_GRACE", "must not be negative; got %v", c.WebhookGrace)
+	}
+	if c.ShutdownDelay < 0 || c.ShutdownDelay > MaxShutdownDelay {
+		bad("SHUTDOWN_DELAY", "must be between 0s and %v; got %v", MaxShutdownDelay, c.ShutdownDelay)
 	}
 	if longest := c.longestDeadline(); c.DuplicateWindow <= longest {
 		bad("DUPLICATE_WINDOW", "%v must be longer than the longest job deadline (%v)", c.DuplicateWindow, longest)

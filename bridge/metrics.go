@@ -15,7 +15,7 @@ import (
 func registerReadiness(reg prometheus.Registerer, h *ingest.Handler) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "bridge_ready",
-		Help: "1 while /readyz answers 200: NATS and JetStream usable and no shutdown started.",
+		Help: "1 while /readyz answers 200: NATS and JetStream usable, every role of the process serving, and no shutdown started.",
 	}, func() float64 {
 		if h.Ready() {
 			return 1

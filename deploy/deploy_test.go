@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
@@ -96,6 +97,7 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Errorf("BRIDGE_REPLICAS = %q, want 3", got)
 	}
 	known := configVariables(t)
+	known["GOMEMLIMIT"] = true // the Go runtime's own, set from the container's memory limit
 	for k := range cm.Data {
 		if !known[k] {
 			t.Errorf("config map sets %s, which docs/CONFIG.md does not list", k)
@@ -121,6 +123,19 @@ func TestKubernetesManifests(t *testing.T) {
 				env[e.Name] = e
 				if !known[e.Name] {
 					t.Errorf("sets %s, which docs/CONFIG.md does not list", e.Name)
+				}
+			}
+			if lim := c.Resources.Limits.Memory(); lim.IsZero() || env["GOMEMLIMIT"].Value == "" {
+				t.Errorf("memory limit %v, GOMEMLIMIT %q: want both, so the runtime collects before the kernel kills",
+					lim, env["GOMEMLIMIT"].Value)
+			}
+			if d.Name == "bridge-ingest" {
+				delay, err := time.ParseDuration(env["BRIDGE_SHUTDOWN_DELAY"].Value)
+				grace := d.Spec.Template.Spec.TerminationGracePeriodSeconds
+				// The listener's drain (10 s) and the NATS drain (10 s) follow the delay.
+				if err != nil || delay < 5*time.Second || grace == nil || time.Duration(*grace)*time.Second < delay+25*time.Second {
+					t.Errorf("BRIDGE_SHUTDOWN_DELAY %q, terminationGracePeriodSeconds %v: want a delay of at least 5s and a grace covering it plus 25s",
+						env["BRIDGE_SHUTDOWN_DELAY"].Value, grace)
 				}
 			}
 			if got := env["BRIDGE_ROLES"].Value; got != wantRoles[d.Name] {

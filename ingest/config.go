@@ -85,6 +85,9 @@ type Config struct {
 	// Ready reports whether NATS is usable. When nil and Publisher has a Conn() *nats.Conn method (as
 	// jetstream.JetStream does), it is that connection's IsConnected; otherwise it is always true.
 	Ready func() bool
+	// Serving, when set, must also be true for /readyz to answer 200: the application's other parts
+	// (consumers, services, watchers) serve. Webhooks do not wait for it, only for Ready.
+	Serving func() bool
 	// Overloaded, when set and true, refuses every webhook with 503 and Retry-After before its body is
 	// checked, instead of storing it: backpressure for an upstream that retries webhooks (the v2 contract).
 	// The application sets it only under v2, when WEBHOOKS is near its limit ([Pressure]); nil never

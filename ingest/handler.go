@@ -44,7 +44,7 @@ const (
 //
 //	POST /webhook and POST /webhook/{modality}   store the webhook in JetStream, then answer
 //	GET  /healthz                                 200 while the process is alive
-//	GET  /readyz                                  200 while Config.Ready is true and shutdown has not started
+//	GET  /readyz                                  200 while Config.Ready and Serving are true and shutdown has not started
 //	GET  /metrics                                 Prometheus metrics of Config.Gatherer
 //
 // [Handler.Webhook] is the webhook endpoint alone, to mount in another mux. It is safe for concurrent use.
@@ -104,8 +104,11 @@ func New(cfg Config) (*Handler, error) {
 // in-flight ones finish. Webhooks that still arrive are handled normally. It is idempotent.
 func (h *Handler) SetShuttingDown() { h.shuttingDown.Store(true) }
 
-// Ready reports what /readyz answers: Config.Ready is true and shutdown has not started.
-func (h *Handler) Ready() bool { return !h.shuttingDown.Load() && h.cfg.Ready() }
+// Ready reports what /readyz answers: Config.Ready and Config.Serving are true and shutdown has not
+// started.
+func (h *Handler) Ready() bool {
+	return !h.shuttingDown.Load() && h.cfg.Ready() && (h.cfg.Serving == nil || h.cfg.Serving())
+}
 
 // ServeHTTP routes the request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

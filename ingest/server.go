@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/internal/serving"
 )
 
 // Defaults of [ServerConfig]. An answer is written within ReadTimeout + Config.PublishTimeout of a request's
@@ -144,7 +146,12 @@ type Server struct {
 	draining atomic.Bool
 	// ran is set by the first Run; a Server runs once.
 	ran atomic.Bool
+	// serving is set once Run serves.
+	serving serving.Signal
 }
+
+// Serving is closed once Run serves the listener.
+func (s *Server) Serving() <-chan struct{} { return s.serving.Done() }
 
 // Listen checks cfg, loads the TLS key pair if any and binds the address synchronously, so a port clash or
 // a bad certificate is a start-up error. Serving starts with [Server.Run].
@@ -233,6 +240,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		errc <- s.srv.Serve(s.l)
 	}()
+	s.serving.Set() // connections queue on the bound listener until Serve accepts them
 	s.log.Info().Str("addr", s.Addr().String()).Bool("tls", useTLS).Msg("listening")
 	select {
 	case err := <-errc:

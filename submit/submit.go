@@ -19,6 +19,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/history"
+	"github.com/evershield/bridge/internal/serving"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 )
@@ -283,6 +284,8 @@ type Service struct {
 	baseCtx context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	// serving is set once the endpoints' subscriptions are known to the server.
+	serving serving.Signal
 }
 
 // New checks cfg and registers the metrics. It does not touch NATS; Start does.
@@ -341,9 +344,45 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("add endpoint %s: %w", contract.SubjectJobStatus, err)
 	}
 	s.svc = svc
+	// The subscriptions are sent asynchronously: a flush makes the server know them before the service
+	// counts as serving, so a request sent the instant the process is ready finds a responder.
+	fctx, cancel := context.WithTimeout(ctx, flushTimeout)
+	defer cancel()
+	if err := s.cfg.NC.FlushWithContext(fctx); err != nil {
+		s.log.Warn().Err(err).Msg("flush after adding the service; serving counts from the next successful flush")
+		go s.flushThenServe(s.baseCtx)
+	} else {
+		s.serving.Set()
+	}
 	s.log.Info().Int("modalities", len(s.cfg.Modalities)).Bool("webhook_url", s.cfg.PublicURL != "").Msg("submit service started")
 	return nil
 }
+
+// flushTimeout bounds a flush of the service's subscriptions.
+const flushTimeout = 5 * time.Second
+
+// flushThenServe retries the flush until it succeeds (then the service serves) or ctx ends.
+func (s *Service) flushThenServe(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fctx, cancel := context.WithTimeout(ctx, flushTimeout)
+		err := s.cfg.NC.FlushWithContext(fctx)
+		cancel()
+		if err == nil {
+			s.serving.Set()
+			return
+		}
+	}
+}
+
+// Serving is closed once the service's subscriptions are known to the NATS server it is connected to.
+func (s *Service) Serving() <-chan struct{} { return s.serving.Done() }
 
 // Stop stops taking requests (micro Stop drains the subscriptions), waits up to ShutdownTimeout for
 // in-flight ones, then cancels them. It is idempotent.

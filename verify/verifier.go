@@ -15,6 +15,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/retry"
+	"github.com/evershield/bridge/internal/serving"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 )
@@ -296,7 +297,13 @@ type Verifier struct {
 	authPause pause
 	// unknownBudget is the budget of UnknownRPM; nil when it is UnknownOff.
 	unknownBudget *unknownTokens
+	// serving is set once every lane's consumer exists.
+	serving serving.Signal
 }
+
+// Serving is closed once the consumers of every lane exist, so that webhooks stored from then on are
+// delivered to this verifier.
+func (v *Verifier) Serving() <-chan struct{} { return v.serving.Done() }
 
 // lane is one of the verifier's two consumers; see [Verifier].
 type lane struct {
@@ -312,6 +319,8 @@ type lane struct {
 	// stopping is closed when the lane stops taking work: at shutdown, or when the other lane cannot run.
 	// Run sets it.
 	stopping <-chan struct{}
+	// created is called each time the lane's consumer has been created; Run sets it.
+	created func()
 }
 
 // stopped reports whether the lane has stopped taking work.
@@ -419,8 +428,15 @@ func (v *Verifier) Run(ctx context.Context) error {
 
 	lanes := v.lanes()
 	errs := make(chan error, len(lanes))
+	var uncreated atomic.Int32
+	uncreated.Store(int32(len(lanes)))
 	for _, l := range lanes {
 		l.stopping = stop.Done()
+		l.created = sync.OnceFunc(func() {
+			if uncreated.Add(-1) == 0 {
+				v.serving.Set()
+			}
+		})
 		go func() {
 			err := v.runLane(stop, l, h)
 			if err != nil {
@@ -472,6 +488,7 @@ func (v *Verifier) runLane(ctx context.Context, l *lane, h *handlers) error {
 			}
 			continue
 		}
+		l.created()
 		log.Info().Int("concurrency", l.limit.Limit()).Bool("adaptive", l.limit.min != l.limit.max).Msg("verifier consuming")
 		consume := v.consume
 		if l.slow {

@@ -35,20 +35,31 @@ import (
 // replayed for re-verification (ops.Replay, as `bridge replay -reverify`): no upstream GET, no new JOBS
 // record, and RESULTS holds exactly one result per job.
 //
+// Both points on a single node, and compact-after-remove on a 3-node cluster (R3), where every history
+// read is the stream leader's.
+//
 // Bound: the failpoint is reached within 30 s of the results; after the restart everything is compacted
 // within 60 s (the killed process's lease expires after 10 s).
 func TestCompactionCrashLosesAndDoublesNothing(t *testing.T) {
-	for _, point := range []jobs.Failpoint{jobs.CompactAfterHistory, jobs.CompactAfterRemove} {
-		t.Run(string(point), func(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		point jobs.Failpoint
+		nodes int
+	}{
+		{"single/" + string(jobs.CompactAfterHistory), jobs.CompactAfterHistory, 1},
+		{"single/" + string(jobs.CompactAfterRemove), jobs.CompactAfterRemove, 1},
+		{"cluster/" + string(jobs.CompactAfterRemove), jobs.CompactAfterRemove, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			testCompactionCrash(t, point)
+			testCompactionCrash(t, tc.point, tc.nodes)
 		})
 	}
 }
 
-func testCompactionCrash(t *testing.T, point jobs.Failpoint) {
+func testCompactionCrash(t *testing.T, point jobs.Failpoint, nodes int) {
 	const n = 8
-	r := newRig(t, rigConfig{
+	r := newRig(t, rigConfig{nodes: nodes,
 		sim: &simulator.Config{Seed: 23, QueueDelay: 10 * time.Millisecond, ProcessDelay: 50 * time.Millisecond,
 			DuplicateRate: 0.3, Log: zerolog.Nop()},
 		env: map[string]string{
@@ -124,7 +135,7 @@ func testCompactionCrash(t *testing.T, point jobs.Failpoint) {
 		}
 	}
 	res, err := ops.Replay(ctx, ops.ReplayConfig{JS: r.js, Log: zerolog.New(zerolog.NewTestWriter(t)), Name: "after-crash",
-		Reverify: true, Selection: ops.Selection{Stream: contract.StreamWebhooks}})
+		Reverify: true, Replicas: nodes, Selection: ops.Selection{Stream: contract.StreamWebhooks}})
 	// Every stored webhook is republished; those of one job share one re-verification id, so the
 	// duplicate window keeps one a job (more if the replay outlasts it: no matter, none is a result).
 	if err != nil || !res.Done || res.Published-res.Duplicates < n {

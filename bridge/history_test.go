@@ -122,13 +122,18 @@ func TestAppHoldsCompactionOnTheEarlierLayout(t *testing.T) {
 	}
 }
 
-// startCompactingApp starts the verify and reconcile roles on e with short deadlines, a duplicate window
-// of 1 s and polls every 200 ms, so that a delivered job is due for compaction within about 2 s.
-func startCompactingApp(t *testing.T, e *testworld.World) *App {
+// startCompactingApp starts the verify and reconcile roles on e (every node of its topology, at its
+// replicas) with short deadlines, a duplicate window of 1 s and polls every 200 ms, so that a delivered
+// job is due for compaction within about 2 s; mods adjust the configuration before it starts.
+func startCompactingApp(t *testing.T, e *testworld.World, mods ...func(*Config)) *App {
 	cfg := testConfig(t)
-	cfg.NATSURL, cfg.APIURL, cfg.Roles = e.Node.ClientURL(), e.Sim.URL(), []string{RoleVerify, RoleReconcile}
+	cfg.NATSURL, cfg.APIURL, cfg.Roles = e.URLs, e.Sim.URL(), []string{RoleVerify, RoleReconcile}
+	cfg.Replicas = len(e.Nodes)
 	cfg.TimeoutPrompt, cfg.TimeoutImage, cfg.TimeoutVideo, cfg.TimeoutChat = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
 	cfg.DuplicateWindow, cfg.PollInterval = time.Second, 200*time.Millisecond
+	for _, m := range mods {
+		m(&cfg)
+	}
 	return startApp(t, cfg, zerolog.New(zerolog.NewTestWriter(t)))
 }
 
@@ -148,6 +153,12 @@ func waitNoHotState(t *testing.T, e *testworld.World) {
 
 // waitNoHotStateWithin waits up to d until JOBS has no key and RESULTS no fence.
 func waitNoHotStateWithin(t *testing.T, e *testworld.World, d time.Duration) {
+	waitHotState(t, e, 0, 0, d)
+}
+
+// waitHotState waits up to d until JOBS has keys keys and RESULTS fences fence subjects.
+func waitHotState(t *testing.T, e *testworld.World, keys, fences int, d time.Duration) {
+	t.Helper()
 	ctx := natstest.CtxWithin(t, d+time.Minute)
 	natstest.WaitFor(t, d, func() error {
 		ji, err := e.Res.JobsStream.Info(ctx)
@@ -158,8 +169,8 @@ func waitNoHotStateWithin(t *testing.T, e *testworld.World, d time.Duration) {
 		if err != nil {
 			return err
 		}
-		if ji.State.NumSubjects != 0 || len(ri.State.Subjects) != 0 {
-			return fmt.Errorf("%d JOBS keys and %d fences, want none", ji.State.NumSubjects, len(ri.State.Subjects))
+		if ji.State.NumSubjects != uint64(keys) || len(ri.State.Subjects) != fences {
+			return fmt.Errorf("%d JOBS keys and %d fences, want %d and %d", ji.State.NumSubjects, len(ri.State.Subjects), keys, fences)
 		}
 		return nil
 	})

@@ -21,6 +21,17 @@ import (
 // DefaultCompactBatch is the most jobs one compaction round moves into the history by default.
 const DefaultCompactBatch = 1000
 
+// Failpoints of a compaction round ([CompactorConfig.Failpoint]): the points where a crash leaves a round
+// half done.
+const (
+	// CompactAfterHistory: the ids of the round are in the history, and nothing of them is removed yet.
+	// The id passed is the round's first (oldest) job.
+	CompactAfterHistory Failpoint = "compact-after-history"
+	// CompactAfterRemove: one job of the round has lost its JOBS key and fences, and the round has more
+	// jobs to remove. The id passed is the job just removed. A round of one job does not reach it.
+	CompactAfterRemove Failpoint = "compact-after-remove"
+)
+
 // Archive is where compacted jobs go: the history of delivered jobs. *history.Store satisfies it.
 type Archive interface {
 	// Add records every entry as delivered; when it returns nil, every later lookup finds them.
@@ -50,6 +61,10 @@ type CompactorConfig struct {
 	Metrics prometheus.Registerer
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Failpoint is for tests only (the crash suite, through the binary's BRIDGE_TEST_FAILPOINT): when set,
+	// it is called at each compaction [Failpoint] (CompactAfterHistory, CompactAfterRemove) of every round,
+	// and may block there; a deployment never sets it.
+	Failpoint func(point Failpoint, id string)
 }
 
 // Compactor moves delivered jobs from the hot state (a JOBS key and the result fences bridge.result.<id>
@@ -265,14 +280,35 @@ func (c *Compactor) compact(ctx context.Context, due []dueJob) (int, error) {
 			return 0, fmt.Errorf("compact: %w", err)
 		}
 	}
+	c.failpoint(CompactAfterHistory, due[0].id)
 	hot := HotState{Jobs: c.cfg.Jobs, Results: c.cfg.Results}
 	for i, d := range due {
 		if err := hot.Remove(ctx, d.id, d.rev); err != nil {
 			return i, err
 		}
 		c.forget(d)
+		if i < len(due)-1 {
+			c.failpoint(CompactAfterRemove, d.id)
+		}
 	}
 	return len(due), nil
+}
+
+// failpoint calls the configured test failpoint, if any.
+func (c *Compactor) failpoint(p Failpoint, id string) {
+	if c.cfg.Failpoint != nil {
+		c.cfg.Failpoint(p, id)
+	}
+}
+
+// ArmFailpoint sets f as the compactor's test failpoint ([CompactorConfig.Failpoint]) when its
+// configuration set none; call it before the first round. The reconciler arms its compactor with its
+// deliverer's failpoint ([Deliverer.Failpoint]), so that the process's one test failpoint reaches the
+// compaction too.
+func (c *Compactor) ArmFailpoint(f func(point Failpoint, id string)) {
+	if c.cfg.Failpoint == nil {
+		c.cfg.Failpoint = f
+	}
 }
 
 // HotState is where a job's per-job subjects live: its JOBS key in the bucket's stream (KV_JOBS) and its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -243,4 +244,40 @@ func TestCompactorTakesOldTombstonesInBatches(t *testing.T) {
 	round(t, ctx, c, 0)
 	w.wantHot(t, ctx, 0, 0)
 	w.wantInHistory(t, ctx, true, ids...)
+}
+
+// TestCompactorFailpoints: a round of three jobs reaches CompactAfterHistory once, with its first job,
+// when every id is in the history and every job still hot, and CompactAfterRemove after each removal but
+// the last, with one more job gone each time.
+func TestCompactorFailpoints(t *testing.T) {
+	w := fenceWorld(t)
+	ctx := natstest.CtxWithin(t, 60*time.Second)
+	ids := w.deliverJobs(t, ctx, 3)
+	outliveWindow(time.Now())
+	var got []string
+	watcher := jobs.NewWatcher(w.Res.Jobs, time.Second, w.Log)
+	c, err := jobs.NewCompactor(jobs.CompactorConfig{Watcher: watcher, Jobs: w.Res.JobsStream, Results: w.Res.Results,
+		Archive: w.History, Window: fenceWindow, Log: w.Log,
+		Failpoint: func(p jobs.Failpoint, id string) {
+			keys, fences := w.hotSubjects(t, ctx)
+			got = append(got, fmt.Sprintf("%s %d/%d", p, keys, fences))
+			w.wantInHistory(t, ctx, true, ids...)
+			if p == jobs.CompactAfterRemove {
+				if _, _, err := w.Store.Get(ctx, id); !errors.Is(err, jobs.ErrNotFound) {
+					t.Errorf("%s %s: record %v, want ErrNotFound", p, id, err)
+				}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ArmFailpoint(func(jobs.Failpoint, string) { t.Error("ArmFailpoint replaced the configured failpoint") })
+	testworld.Run(t, "jobs watch", watcher.Run)
+	waitHeld(t, c, 3)
+	round(t, ctx, c, 3)
+	want := []string{"compact-after-history 3/3", "compact-after-remove 2/2", "compact-after-remove 1/1"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("failpoints reached %q, want %q", got, want)
+	}
+	w.wantHot(t, ctx, 0, 0)
 }

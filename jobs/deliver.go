@@ -45,9 +45,15 @@ func (o Outcome) String() string {
 	return "unknown"
 }
 
-// Failpoint names a point of a result's publish path where a test may stop a deliverer
-// ([DelivererConfig.Failpoint]): the two points where a paused or crashed process is dangerous.
+// Failpoint names a point where a test may stop a process: the two points of a result's publish path
+// where a paused or crashed deliverer is dangerous ([DelivererConfig.Failpoint]), and the two of a
+// compaction round where a crashed compactor leaves it half done ([CompactorConfig.Failpoint]).
 type Failpoint string
+
+// Failpoints are every [Failpoint], in the order a job meets them.
+func Failpoints() []Failpoint {
+	return []Failpoint{BeforePublish, AfterPublish, CompactAfterHistory, CompactAfterRemove}
+}
 
 // Failpoints of the primary result's publish path (results.<type>, the verified or the timeout result).
 const (
@@ -141,6 +147,9 @@ func (d *Deliverer) checkClaim(ctx context.Context, fence string) error {
 
 // Store is the JOBS store the deliverer writes.
 func (d *Deliverer) Store() *Store { return d.store }
+
+// Failpoint is the deliverer's test failpoint (DelivererConfig.Failpoint), nil when none.
+func (d *Deliverer) Failpoint() func(point Failpoint, id string) { return d.failpoint }
 
 // Ensure returns the record of job and its revision, creating one (origin webhook) when the job was
 // submitted elsewhere. A job without a record whose id is in the history gets none: ErrInHistory.

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -14,11 +15,12 @@ import (
 )
 
 // envTestFailpoint is read by bridge run only, for the crash suite (test/crash), and is not part of the
-// configuration: "<point>:<file>", point before-publish or after-publish (see [jobs.Failpoint]). The
-// first time the process reaches the point it writes the job's id to file, logs "test failpoint
+// configuration: "<point>:<file>", point before-publish or after-publish (a result's publish path), or
+// compact-after-history or compact-after-remove (a compaction round); see [jobs.Failpoints]. The first
+// time the process reaches the point it writes the job's id to file, logs "test failpoint
 // reached", and blocks until the file is removed: the test then stops it there (SIGSTOP) for as long as
-// it likes, removes the file and continues it (SIGCONT). Never set it in a deployment: a process that
-// reaches the point waits for ever.
+// it likes, removes the file and continues it (SIGCONT), or kills it there (SIGKILL). Never set it in a
+// deployment: a process that reaches the point waits for ever.
 const envTestFailpoint = "BRIDGE_TEST_FAILPOINT"
 
 // testFailpoint returns the option that installs BRIDGE_TEST_FAILPOINT, or none when it is unset.
@@ -28,8 +30,9 @@ func testFailpoint(env map[string]string, log zerolog.Logger) ([]bridge.Option, 
 		return nil, nil
 	}
 	point, file, ok := strings.Cut(v, ":")
-	if !ok || file == "" || (jobs.Failpoint(point) != jobs.BeforePublish && jobs.Failpoint(point) != jobs.AfterPublish) {
-		return nil, fmt.Errorf("%s: want before-publish:<file> or after-publish:<file>; got %q", envTestFailpoint, v)
+	if !ok || file == "" || !slices.Contains(jobs.Failpoints(), jobs.Failpoint(point)) {
+		return nil, fmt.Errorf("%s: want before-publish:<file> or after-publish:<file>, or compact-after-history:<file> or compact-after-remove:<file>; got %q",
+			envTestFailpoint, v)
 	}
 	log.Warn().Str("failpoint", point).Str("file", file).Msg("test failpoint armed: this process will block at it once")
 	var fired atomic.Bool

@@ -19,4 +19,9 @@
 // exactly there. The variable is read by `bridge run` only and is not part of the configuration; a
 // deployment must never set it. Its pauses outlast the duplicate window: those sleeps are the fault
 // being injected, not waits for a condition.
+//
+// The compaction case (TestCompactionCrashLosesAndDoublesNothing) uses the compactor's failpoints,
+// BRIDGE_TEST_FAILPOINT=<compact-after-history|compact-after-remove>:<file>: the process blocks in the
+// middle of a compaction round and the test SIGKILLs it there, restarts it, and checks that every job is
+// in the history, and that re-posted and replayed webhooks of the compacted jobs give no second result.
 package crash

@@ -98,7 +98,8 @@ func WithReconcileInstance(name string) Option {
 }
 
 // WithDeliveryFailpoint is for tests only (the crash suite, through the binary's BRIDGE_TEST_FAILPOINT):
-// f is called, and may block, at each [jobs.Failpoint] of a result's publish path in this process.
+// f is called, and may block, at each [jobs.Failpoint] of this process: a result's publish path and a
+// compaction round.
 func WithDeliveryFailpoint(f func(point jobs.Failpoint, id string)) Option {
 	return func(o *options) error {
 		o.failpoint = f
@@ -367,7 +368,7 @@ func (a *App) addReconcile(deliverer *jobs.Deliverer, hist *history.Store, o opt
 	cfg := a.cfg
 	compactor, err := jobs.NewCompactor(jobs.CompactorConfig{Watcher: a.jobs, Jobs: a.nats.res.JobsStream,
 		Results: a.nats.res.Results, Archive: hist, Window: cfg.DuplicateWindow, LateWatch: reconcile.DefaultLateWatch,
-		Log: a.log, Metrics: a.reg})
+		Log: a.log, Metrics: a.reg, Failpoint: o.failpoint})
 	if err != nil {
 		return err
 	}

@@ -301,16 +301,6 @@ func (c *Compactor) failpoint(p Failpoint, id string) {
 	}
 }
 
-// ArmFailpoint sets f as the compactor's test failpoint ([CompactorConfig.Failpoint]) when its
-// configuration set none; call it before the first round. The reconciler arms its compactor with its
-// deliverer's failpoint ([Deliverer.Failpoint]), so that the process's one test failpoint reaches the
-// compaction too.
-func (c *Compactor) ArmFailpoint(f func(point Failpoint, id string)) {
-	if c.cfg.Failpoint == nil {
-		c.cfg.Failpoint = f
-	}
-}
-
 // HotState is where a job's per-job subjects live: its JOBS key in the bucket's stream (KV_JOBS) and its
 // result fences in RESULTS.
 type HotState struct {

@@ -65,11 +65,6 @@ func New(cfg Config) (*Reconciler, error) {
 		idx: newIndex(cfg.LateWatch, cfg.PollInterval, m),
 	}
 	cfg.Watcher.Subscribe(r.follow)
-	if cfg.Compactor != nil {
-		// The process's test failpoint (the crash suite's; none in a deployment) reaches the compaction
-		// this reconciler runs as well as its deliveries.
-		cfg.Compactor.ArmFailpoint(cfg.Deliverer.Failpoint())
-	}
 	return r, nil
 }
 

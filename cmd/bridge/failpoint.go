@@ -31,8 +31,11 @@ func testFailpoint(env map[string]string, log zerolog.Logger) ([]bridge.Option, 
 	}
 	point, file, ok := strings.Cut(v, ":")
 	if !ok || file == "" || !slices.Contains(jobs.Failpoints(), jobs.Failpoint(point)) {
-		return nil, fmt.Errorf("%s: want before-publish:<file> or after-publish:<file>, or compact-after-history:<file> or compact-after-remove:<file>; got %q",
-			envTestFailpoint, v)
+		names := make([]string, 0, len(jobs.Failpoints()))
+		for _, p := range jobs.Failpoints() {
+			names = append(names, string(p))
+		}
+		return nil, fmt.Errorf("%s: want <point>:<file>, the point one of %s; got %q", envTestFailpoint, strings.Join(names, ", "), v)
 	}
 	log.Warn().Str("failpoint", point).Str("file", file).Msg("test failpoint armed: this process will block at it once")
 	var fired atomic.Bool

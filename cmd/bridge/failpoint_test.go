@@ -17,9 +17,11 @@ func TestTestFailpointParse(t *testing.T) {
 		{"unset", "", 0, ""},
 		{"before publish", "before-publish:/tmp/f", 1, ""},
 		{"after publish", "after-publish:/tmp/f", 1, ""},
-		{"no file", "before-publish:", 0, "BRIDGE_TEST_FAILPOINT: want before-publish:<file> or after-publish:<file>"},
-		{"no colon", "after-publish", 0, "BRIDGE_TEST_FAILPOINT: want before-publish:<file> or after-publish:<file>"},
-		{"unknown point", "mid-publish:/tmp/f", 0, "BRIDGE_TEST_FAILPOINT: want before-publish:<file> or after-publish:<file>"},
+		{"after history", "compact-after-history:/tmp/f", 1, ""},
+		{"after remove", "compact-after-remove:/tmp/f", 1, ""},
+		{"no file", "before-publish:", 0, "BRIDGE_TEST_FAILPOINT: want <point>:<file>, the point one of before-publish, after-publish, compact-after-history, compact-after-remove;"},
+		{"no colon", "after-publish", 0, "BRIDGE_TEST_FAILPOINT: want <point>:<file>, the point one of before-publish, after-publish, compact-after-history, compact-after-remove;"},
+		{"unknown point", "mid-publish:/tmp/f", 0, "BRIDGE_TEST_FAILPOINT: want <point>:<file>, the point one of before-publish, after-publish, compact-after-history, compact-after-remove;"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -148,7 +148,6 @@ func (d *Deliverer) checkClaim(ctx context.Context, fence string) error {
 // Store is the JOBS store the deliverer writes.
 func (d *Deliverer) Store() *Store { return d.store }
 
-
 // Ensure returns the record of job and its revision, creating one (origin webhook) when the job was
 // submitted elsewhere. A job without a record whose id is in the history gets none: ErrInHistory.
 func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, uint64, error) {

@@ -215,7 +215,7 @@ func (a *App) guards() (overloaded, unprovenFull func() bool, err error) {
 	cfg := a.cfg
 	webhooks, err := ingest.NewPressure(ingest.PressureConfig{Log: a.log,
 		Info: func(ctx context.Context) (*jetstream.StreamInfo, error) {
-			st, err := a.nats.js.Stream(ctx, contract.StreamWebhooks)
+			st, err := a.nats.js.Stream(ctx, cfg.Names().StreamWebhooks)
 			if err != nil {
 				return nil, err
 			}
@@ -257,7 +257,7 @@ func (a *App) listen(o options) error {
 	if err != nil {
 		return err
 	}
-	a.handler, err = ingest.New(ingest.Config{
+	a.handler, err = ingest.New(ingest.Config{Names: cfg.Names(),
 		Publisher: a.nats.js, Log: a.log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
 		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready, Serving: a.serving,
 		Overloaded: overloaded, UnprovenFull: unprovenFull, Known: a.known,
@@ -267,7 +267,7 @@ func (a *App) listen(o options) error {
 	}
 	registerReadiness(a.reg, a.handler)
 	if cfg.Has(RoleVerify) {
-		a.reg.MustRegister(newLagCollector(a.nats.js, a.log))
+		a.reg.MustRegister(newLagCollector(a.nats.js, cfg.Names(), a.log))
 	}
 	var h http.Handler = a.handler
 	if !cfg.Has(RoleIngest) {
@@ -303,7 +303,7 @@ func (a *App) listen(o options) error {
 func (a *App) startUpstream(ctx context.Context, instance string) error {
 	cfg := a.cfg
 	var err error
-	a.budget, err = budget.New(budget.Config{
+	a.budget, err = budget.New(budget.Config{Account: cfg.Account(),
 		KV: a.nats.res.Budget, RPM: int(cfg.APIRPM), Auto: cfg.APIRPM == RPMAuto, Burst: cfg.APIBurst,
 		Instance: instance, Log: a.log, Metrics: a.reg,
 	})
@@ -332,13 +332,13 @@ func (a *App) addRoles(o options) error {
 	if err != nil {
 		return err
 	}
-	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{JS: a.nats.js, Store: store, Deadlines: deadlines, Log: a.log,
+	deliverer, err := jobs.NewDeliverer(jobs.DelivererConfig{Names: cfg.Names(), JS: a.nats.js, Store: store, Deadlines: deadlines, Log: a.log,
 		Failpoint: o.failpoint, History: hist})
 	if err != nil {
 		return err
 	}
 	if cfg.Has(RoleVerify) {
-		vcfg := verify.Config{JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: a.log, Metrics: a.reg,
+		vcfg := verify.Config{Names: cfg.Names(), JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: a.log, Metrics: a.reg,
 			UnknownRPM: cfg.UnknownRPM()}
 		if err := a.startUnknownBudget(&vcfg, o.reconcileInstance); err != nil {
 			return err
@@ -347,9 +347,12 @@ func (a *App) addRoles(o options) error {
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
-		a.roles = append(a.roles, role{RoleVerify, v.Run, v.Serving()}, role{"slowlane-upgrade", func(ctx context.Context) error {
-			return natsx.MoveOldSlowLane(ctx, a.nats.js, a.log)
-		}, nil})
+		a.roles = append(a.roles, role{RoleVerify, v.Run, v.Serving()})
+		if cfg.Namespace == "" { // only a bridge without a namespace had the earlier slow lane
+			a.roles = append(a.roles, role{"slowlane-upgrade", func(ctx context.Context) error {
+				return natsx.MoveOldSlowLane(ctx, a.nats.js, a.log)
+			}, nil})
+		}
 	}
 	if cfg.Has(RoleSubmit) {
 		if err := a.addSubmit(store, hist, deadlines, o.version); err != nil {
@@ -366,7 +369,7 @@ func (a *App) addRoles(o options) error {
 // JOBS is at the layout that compacts (contract.LayoutHistory).
 func (a *App) addReconcile(deliverer *jobs.Deliverer, hist *history.Store, o options) error {
 	cfg := a.cfg
-	compactor, err := jobs.NewCompactor(jobs.CompactorConfig{Watcher: a.jobs, Jobs: a.nats.res.JobsStream,
+	compactor, err := jobs.NewCompactor(jobs.CompactorConfig{Names: cfg.Names(), Watcher: a.jobs, Jobs: a.nats.res.JobsStream,
 		Results: a.nats.res.Results, Archive: hist, Window: cfg.DuplicateWindow, LateWatch: reconcile.DefaultLateWatch,
 		Log: a.log, Metrics: a.reg, Failpoint: o.failpoint})
 	if err != nil {
@@ -391,7 +394,7 @@ func (a *App) startUnknownBudget(vcfg *verify.Config, instance string) error {
 	if vcfg.UnknownRPM < 1 {
 		return nil
 	}
-	b, err := budget.New(budget.Config{KV: a.nats.res.Budget, Key: budget.KeyUnknown, RPM: vcfg.UnknownRPM,
+	b, err := budget.New(budget.Config{KV: a.nats.res.Budget, Account: a.cfg.Account(), Key: budget.KeyUnknown, RPM: vcfg.UnknownRPM,
 		Instance: instance, Log: a.log, Metrics: a.reg})
 	if err != nil {
 		return fmt.Errorf("unknown-job budget: %w", err)
@@ -405,7 +408,7 @@ func (a *App) startUnknownBudget(vcfg *verify.Config, instance string) error {
 
 // addSubmit builds the submit service and the ledger of owed verifications it admits by.
 func (a *App) addSubmit(store *jobs.Store, hist *history.Store, deadlines jobs.Deadlines, version string) error {
-	s, err := submit.New(submit.Config{
+	s, err := submit.New(submit.Config{Names: a.cfg.Names(),
 		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store, History: hist,
 		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,
 		Ledger: a.jobs, Budget: a.budget, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),

@@ -92,7 +92,7 @@ func TestVersionInLogMetricAndService(t *testing.T) {
 	nc, _ := natstest.Connect(t, a.cfg.NATSURL)
 	var info micro.Info
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		m, err := nc.Request("$SRV.INFO."+contract.ServiceName, nil, time.Second)
+		m, err := nc.Request("$SRV.INFO."+contract.Default.ServiceName, nil, time.Second)
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ingest"
 	"github.com/evershield/bridge/jobs"
@@ -28,6 +29,25 @@ const (
 // routing to a terminating process.
 const MaxShutdownDelay = time.Minute
 
+// Names are the names of everything the bridge owns, in its namespace (BRIDGE_NAMESPACE); Validate
+// checked it.
+func (c *Config) Names() contract.Names {
+	n, err := contract.NamesFor(c.Namespace)
+	if err != nil {
+		return contract.Default
+	}
+	return n
+}
+
+// Account names the upstream account in the shared budget: BRIDGE_BUDGET_ACCOUNT, else a hash of the API
+// key ([budget.AccountOf]).
+func (c *Config) Account() string {
+	if c.BudgetAccount != "" {
+		return c.BudgetAccount
+	}
+	return budget.AccountOf(c.APIKey)
+}
+
 // allRoles are the roles in BRIDGE_ROLES' default order.
 var allRoles = [...]string{RoleIngest, RoleVerify, RoleReconcile, RoleSubmit}
 
@@ -36,6 +56,8 @@ var allRoles = [...]string{RoleIngest, RoleVerify, RoleReconcile, RoleSubmit}
 // into it, and docs/CONFIG.md is generated from it ([WriteConfigTable]). A Config made in code
 // gets no defaults from the tags: parse one, or set every field.
 type Config struct {
+	Namespace string `env:"NAMESPACE" help:"prefixes everything the bridge owns, so that several bridges share one NATS account: subjects ns.webhooks.>, ns.results.>, ns.moderate.>, ...; streams, buckets and consumers NS_WEBHOOKS, NS_JOBS, ...; the service ns_moderation. a-z, 0-9 and _, at most 32; empty keeps DESIGN.md's names. The upstream budget is shared by every namespace on one upstream account"`
+
 	NATSURL     string `env:"NATS_URL" help:"external NATS servers, comma-separated; empty starts an embedded nats-server with JetStream"`
 	NATSCreds   string `env:"NATS_CREDS" help:"NATS credentials file for an external cluster"`
 	NATSTLSCert string `env:"NATS_TLS_CERT" help:"client certificate for NATS TLS"`
@@ -57,10 +79,11 @@ type Config struct {
 	APIKey string `env:"API_KEY" help:"upstream bearer key (never logged); required with BRIDGE_API_URL"`
 	// APIKeyFile holds the content of the file BRIDGE_API_KEY_FILE names (caarlos0/env's file option);
 	// [Config.Validate] moves it, trimmed, into APIKey.
-	APIKeyFile  string `env:"API_KEY_FILE,file" help:"a file holding BRIDGE_API_KEY (a Docker or Kubernetes secret), instead of the variable; surrounding whitespace is trimmed"`
-	APIContract string `env:"API_CONTRACT" envDefault:"auto" help:"the upstream's contract: v1 (documented: /moderate/prompt, image_url, ...), v2 (newer: /moderate/text, image, audio, signed and retried webhooks) or auto (decide at the first submission: a 404 or 410 on /moderate/prompt or /moderate/chat creates no job, so switch to v2 and resend there; no job is billed to find out)"`
-	APIRPM      RPM    `env:"API_RPM" envDefault:"60" help:"the upstream account's request limit per minute, shared by every bridge process on the same NATS (they coordinate through the BRIDGE_BUDGET bucket); give every process the same value; auto learns it from the upstream's x-ratelimit-limit and paces by x-ratelimit-remaining and -reset, starting at 10 until the first answer"`
-	APIBurst    int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
+	APIKeyFile    string `env:"API_KEY_FILE,file" help:"a file holding BRIDGE_API_KEY (a Docker or Kubernetes secret), instead of the variable; surrounding whitespace is trimmed"`
+	APIContract   string `env:"API_CONTRACT" envDefault:"auto" help:"the upstream's contract: v1 (documented: /moderate/prompt, image_url, ...), v2 (newer: /moderate/text, image, audio, signed and retried webhooks) or auto (decide at the first submission: a 404 or 410 on /moderate/prompt or /moderate/chat creates no job, so switch to v2 and resend there; no job is billed to find out)"`
+	APIRPM        RPM    `env:"API_RPM" envDefault:"60" help:"the upstream account's request limit per minute, shared by every bridge process on the same NATS (they coordinate through the BRIDGE_BUDGET bucket); give every process the same value; auto learns it from the upstream's x-ratelimit-limit and paces by x-ratelimit-remaining and -reset, starting at 10 until the first answer"`
+	BudgetAccount string `env:"BUDGET_ACCOUNT" help:"names the upstream account in the shared budget bucket BRIDGE_BUDGET, whose keys are <account>.account and <account>.proc.<process>: every bridge process (of any namespace) with the same account shares one budget; default a hash of BRIDGE_API_KEY (its SHA-256's first 16 hex digits), so bridges that use one API key share it and others do not. A-Z, a-z, 0-9, _ and -, at most 64"`
+	APIBurst      int    `env:"API_BURST" help:"requests the account-wide budget may spend at once; default 5 s worth of BRIDGE_API_RPM"`
 	// UnknownJobRPM is nil when unset: the default depends on APIRPM.
 	UnknownJobRPM *int `env:"UNKNOWN_JOB_RPM" help:"the unknown-job budget: upstream calls per minute, for the whole account, for webhooks of jobs without a record and without provenance, list pages included; 0 never verifies them; default a tenth of BRIDGE_API_RPM, at least 1 (docs/DESIGN.md, Unknown jobs)"`
 	// UnknownBacklog is nil when unset: the default depends on the unknown-job budget and the retention.
@@ -188,6 +211,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("%s%s: %s", EnvPrefix, name, fmt.Sprintf(format, a...)))
 	}
 	c.secretsFromFiles(bad)
+	if _, err := contract.NamesFor(c.Namespace); err != nil {
+		bad("NAMESPACE", "%v", err)
+	}
 	for i, r := range c.Roles {
 		c.Roles[i] = strings.TrimSpace(r)
 		if !slices.Contains(allRoles[:], c.Roles[i]) {
@@ -232,6 +258,9 @@ func (c *Config) validateUpstream(bad func(name, format string, a ...any)) {
 		if c.APIKey == "" && c.APIURL != "" {
 			bad("API_KEY", "required with BRIDGE_API_URL")
 		}
+	}
+	if a := c.BudgetAccount; a != "" && (len(a) > 64 || strings.Trim(a, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != "") {
+		bad("BUDGET_ACCOUNT", "want 1 to 64 of A-Z, a-z, 0-9, _ and -; got %q", a)
 	}
 	if c.PublicURL != "" {
 		if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

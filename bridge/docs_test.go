@@ -154,7 +154,7 @@ func driveOneJob(t *testing.T, natsURL string) {
 	nc, _ := natstest.Connect(t, natsURL)
 	var reply []byte
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		m, err := nc.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"is this fine?"}`), 5*time.Second)
+		m, err := nc.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{"prompt":"is this fine?"}`), 5*time.Second)
 		if err != nil {
 			return err
 		}
@@ -164,7 +164,7 @@ func driveOneJob(t *testing.T, natsURL string) {
 	if !bytes.Contains(reply, []byte(`"job_id"`)) {
 		t.Fatalf("submit reply %s", reply)
 	}
-	if _, err := nc.Request(contract.SubjectJobStatus, []byte(`{"job_id":"`+uuid.NewString()+`"}`), 5*time.Second); err != nil {
+	if _, err := nc.Request(contract.Default.SubjectJobStatus, []byte(`{"job_id":"`+uuid.NewString()+`"}`), 5*time.Second); err != nil {
 		t.Fatalf("jobs.status: %v", err)
 	}
 }

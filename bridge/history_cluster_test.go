@@ -29,7 +29,7 @@ func compactingWorld(t *testing.T, topo testworld.Topology, mods ...func(*Config
 // wantOneResultEach fails unless RESULTS holds exactly one result for each of ids and none for another job.
 func wantOneResultEach(t *testing.T, e *testworld.World, ids ...string) {
 	t.Helper()
-	got := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+	got := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))
 	for _, id := range ids {
 		if got[id] != 1 {
 			t.Errorf("%d results for job %s, want 1", got[id], id)
@@ -72,7 +72,7 @@ func TestRepostedWebhookOfCompactedJobPublishesNothing(t *testing.T) {
 				e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 			}
 			e.WaitSettled(20 * time.Second)
-			if n := len(e.StreamMsgs(contract.StreamWebhooks, "")); n != 4 {
+			if n := len(e.StreamMsgs(contract.Default.StreamWebhooks, "")); n != 4 {
 				t.Fatalf("%d webhooks stored, want 4 (the re-posted ones outside the duplicate window)", n)
 			}
 			if n := e.Sim.CallCount(simulator.EndpointJob) - gets; n != 0 {
@@ -80,7 +80,7 @@ func TestRepostedWebhookOfCompactedJobPublishesNothing(t *testing.T) {
 			}
 			wantOneResultEach(t, e, ids...)
 			wantCompacted(t, e, ids...) // no hot record again
-			if n := len(e.StreamMsgs(contract.StreamDeadLetter, "")); n != 0 {
+			if n := len(e.StreamMsgs(contract.Default.StreamDeadLetter, "")); n != 0 {
 				t.Errorf("%d dead letters, want 0", n)
 			}
 		})
@@ -102,12 +102,12 @@ func TestReplayOfCompactedJobsPublishesNothing(t *testing.T) {
 			gets := e.Sim.CallCount(simulator.EndpointJob)
 			res, err := ops.Replay(natstest.CtxWithin(t, 30*time.Second), ops.ReplayConfig{JS: e.JS,
 				Log: zerolog.New(zerolog.NewTestWriter(t)), Name: "old-webhooks", Reverify: true, Replicas: topo.Replicas,
-				Selection: ops.Selection{Stream: contract.StreamWebhooks}})
+				Selection: ops.Selection{Stream: contract.Default.StreamWebhooks}})
 			if err != nil || !res.Done || res.Published != 2 || res.Duplicates != 0 {
 				t.Fatalf("replay: %+v %v; want done, 2 published, 0 duplicates", res, err)
 			}
 			e.WaitSettled(20 * time.Second)
-			if n := len(e.StreamMsgs(contract.StreamWebhooks, "")); n != 4 {
+			if n := len(e.StreamMsgs(contract.Default.StreamWebhooks, "")); n != 4 {
 				t.Fatalf("%d webhooks stored, want 4 (2 delivered, 2 re-verification copies)", n)
 			}
 			if n := e.Sim.CallCount(simulator.EndpointJob) - gets; n != 0 {
@@ -115,7 +115,7 @@ func TestReplayOfCompactedJobsPublishesNothing(t *testing.T) {
 			}
 			wantOneResultEach(t, e, ids...)
 			wantCompacted(t, e, ids...)
-			if n := len(e.StreamMsgs(contract.StreamDeadLetter, "")); n != 0 {
+			if n := len(e.StreamMsgs(contract.Default.StreamDeadLetter, "")); n != 0 {
 				t.Errorf("%d dead letters, want 0", n)
 			}
 		})

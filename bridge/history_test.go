@@ -46,10 +46,10 @@ func TestReverifiedCompactedJobPublishesNothing(t *testing.T) {
 	if n := e.Sim.CallCount(simulator.EndpointJob) - gets; n != 0 {
 		t.Fatalf("%d upstream GETs for the re-verified webhook of a compacted job, want 0", n)
 	}
-	if n := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))[id]; n != 1 {
+	if n := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))[id]; n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
-	if n := len(e.StreamMsgs(contract.StreamDeadLetter, "")); n != 0 {
+	if n := len(e.StreamMsgs(contract.Default.StreamDeadLetter, "")); n != 0 {
 		t.Fatalf("%d dead letters, want 0", n)
 	}
 }
@@ -77,10 +77,10 @@ func TestAppCompactsDeliveredJobs(t *testing.T) {
 
 	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	e.WaitSettled(20 * time.Second)
-	if n := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))[id]; n != 1 {
+	if n := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))[id]; n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
-	if n := len(e.StreamMsgs(contract.StreamWebhooks, "")); n != 2 {
+	if n := len(e.StreamMsgs(contract.Default.StreamWebhooks, "")); n != 2 {
 		t.Fatalf("%d webhooks stored, want 2 (the re-posted one outside the duplicate window)", n)
 	}
 	if _, _, err := e.Store.Get(ctx, id); !errors.Is(err, jobs.ErrNotFound) {
@@ -113,7 +113,7 @@ func TestAppHoldsCompactionOnTheEarlierLayout(t *testing.T) {
 	if in, err := e.History.Delivered(ctx, id); err != nil || in {
 		t.Fatalf("history lookup on the earlier layout: %v %v, want false", in, err)
 	}
-	if from, err := natsx.UpgradeLayout(ctx, e.JS); err != nil || from != 1 {
+	if from, err := natsx.UpgradeLayout(ctx, e.JS, contract.Default); err != nil || from != 1 {
 		t.Fatalf("upgrade: from %d %v, want from 1", from, err)
 	}
 	waitNoHotState(t, e)
@@ -165,7 +165,7 @@ func waitHotState(t *testing.T, e *testworld.World, keys, fences int, d time.Dur
 		if err != nil {
 			return err
 		}
-		ri, err := e.Res.Results.Info(ctx, jetstream.WithSubjectFilter(contract.SubjectResultFence+">"))
+		ri, err := e.Res.Results.Info(ctx, jetstream.WithSubjectFilter(contract.Default.SubjectResultFence+">"))
 		if err != nil {
 			return err
 		}
@@ -257,17 +257,17 @@ func writeDelivered(t *testing.T, ctx context.Context, e *testworld.World, n int
 		ids[i] = id
 		rec := jobs.Record{JobID: id, Modality: "prompt", State: jobs.StateDelivered, Origin: jobs.OriginSubmit,
 			SubmittedAt: at.Add(-time.Second), Deadline: at.Add(time.Minute), Attempts: 1, Source: contract.SourceWebhook,
-			ResultSubject: contract.ResultSubject("prompt"), ResultSeq: uint64(2*i + 2), DeliveredAt: &at, LastStatus: "completed"}
+			ResultSubject: contract.Default.ResultSubject("prompt"), ResultSeq: uint64(2*i + 2), DeliveredAt: &at, LastStatus: "completed"}
 		v, err := json.Marshal(rec)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body := testworld.WebhookBody(id, false)
 		for _, m := range []*nats.Msg{
-			{Subject: contract.KVSubject(contract.BucketJobs, id), Data: v},
-			{Subject: contract.ResultFenceSubject(id, false), Data: []byte(`{}`)},
-			{Subject: contract.ResultSubject("prompt"), Data: body, Header: nats.Header{jetstream.MsgIDHeader: {id}}},
-			{Subject: contract.WebhookSubject("prompt"), Data: body, Header: nats.Header{jetstream.MsgIDHeader: {id}}},
+			{Subject: contract.KVSubject(contract.Default.BucketJobs, id), Data: v},
+			{Subject: contract.Default.ResultFenceSubject(id, false), Data: []byte(`{}`)},
+			{Subject: contract.Default.ResultSubject("prompt"), Data: body, Header: nats.Header{jetstream.MsgIDHeader: {id}}},
+			{Subject: contract.Default.WebhookSubject("prompt"), Data: body, Header: nats.Header{jetstream.MsgIDHeader: {id}}},
 		} {
 			if _, err := e.JS.PublishMsgAsync(m); err != nil {
 				t.Fatal(err)

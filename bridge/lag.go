@@ -32,11 +32,11 @@ type lagCollector struct {
 // trouble cannot stall /metrics.
 const scrapeTimeout = 2 * time.Second
 
-func newLagCollector(js jetstream.JetStream, log zerolog.Logger) *lagCollector {
+func newLagCollector(js jetstream.JetStream, names contract.Names, log zerolog.Logger) *lagCollector {
 	labels := []string{"stream", "consumer"}
 	return &lagCollector{
 		js: js, log: log, timeout: scrapeTimeout,
-		consumers: [][2]string{{contract.StreamWebhooks, contract.ConsumerVerify}, {contract.StreamSlowLane, contract.ConsumerVerifyUnknown}},
+		consumers: [][2]string{{names.StreamWebhooks, names.ConsumerVerify}, {names.StreamSlowLane, names.ConsumerVerifyUnknown}},
 		pending: prometheus.NewDesc("bridge_consumer_pending_messages",
 			"Messages of the stream the durable consumer has not yet delivered (its lag), as the server reports it at scrape time.", labels, nil),
 		ackPending: prometheus.NewDesc("bridge_consumer_ack_pending_messages",

@@ -48,17 +48,17 @@ func TestLagCollectorReportsConsumerBacklog(t *testing.T) {
 	nc, js := testworld.New(t).Connect(nats.MaxReconnects(0))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := js.CreateOrUpdateConsumer(ctx, contract.StreamWebhooks, jetstream.ConsumerConfig{
-		Durable: contract.ConsumerVerify, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+	if _, err := js.CreateOrUpdateConsumer(ctx, contract.Default.StreamWebhooks, jetstream.ConsumerConfig{
+		Durable: contract.Default.ConsumerVerify, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		if _, err := js.Publish(ctx, contract.WebhookSubject("prompt"), fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+		if _, err := js.Publish(ctx, contract.Default.WebhookSubject("prompt"), fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newLagCollector(js, zerolog.Nop()))
+	reg.MustRegister(newLagCollector(js, contract.Default, zerolog.Nop()))
 	got := strings.Join(gatherLines(t, reg, "bridge_consumer_"), "\n")
 	want := strings.Join([]string{
 		"bridge_consumer_ack_pending_messages{consumer=verify,stream=WEBHOOKS} 0",

@@ -58,7 +58,7 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	n.res, err = natsx.Provision(pctx, n.js, natsx.ProvisionConfig{
+	n.res, err = natsx.Provision(pctx, n.js, natsx.ProvisionConfig{Names: cfg.Names(),
 		Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow, Retention: cfg.Retention,
 		MaxMsgSize: int32(max(int64(cfg.MaxBody)+16<<10, 1<<20)), MaxBytes: int64(cfg.StreamMaxBytes),
 	})

@@ -56,14 +56,14 @@ func TestSubmitThenWebhookPublishesUpstreamTruth(t *testing.T) {
 	if err := e.Sim.CompleteJob(id, simulator.Outcome{Prohibited: true, Reason: "unsafe"}); err != nil {
 		t.Fatal(err)
 	}
-	e.WaitResults(contract.SubjectResults+">", 1, 15*time.Second)
+	e.WaitResults(contract.Default.SubjectResults+">", 1, 15*time.Second)
 	e.WaitSettled(10 * time.Second)
-	msgs := e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">")
+	msgs := e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">")
 	if len(msgs) != 1 {
 		t.Fatalf("%d results, want 1", len(msgs))
 	}
 	m := msgs[0]
-	if m.Subject != contract.ResultSubject("prompt") {
+	if m.Subject != contract.Default.ResultSubject("prompt") {
 		t.Fatalf("subject %s, want results.prompt", m.Subject)
 	}
 	if got := m.Header.Get(contract.HeaderBridgeSource); got != contract.SourceWebhook {
@@ -133,7 +133,7 @@ func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
 				e.WaitState(id, jobs.StateDelivered, 60*time.Second)
 			}
 			e.WaitSettled(30 * time.Second)
-			counts := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+			counts := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))
 			if len(counts) != n {
 				t.Fatalf("results for %d jobs, want %d", len(counts), n)
 			}
@@ -142,7 +142,7 @@ func TestUpstreamFaultsStillOneResultPerJob(t *testing.T) {
 					t.Fatalf("job %s has %d results, want 1", id, counts[id])
 				}
 			}
-			if got := e.StreamMsgs(contract.StreamDeadLetter, ""); len(got) != 0 {
+			if got := e.StreamMsgs(contract.Default.StreamDeadLetter, ""); len(got) != 0 {
 				t.Fatalf("%d dead letters, want 0", len(got))
 			}
 			if retries := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_outcomes_total", Label: "outcome", Value: "retry"}); retries == 0 {
@@ -166,10 +166,10 @@ func TestNotTerminalRetriesThenExhaustsToReconciler(t *testing.T) {
 	// A forged "completed" webhook for a job still processing.
 	e.PublishWebhook("video", id, testworld.WebhookBody(id, true))
 	e.WaitSettled(10 * time.Second)
-	if got := e.StreamMsgs(contract.StreamResults, ""); len(got) != 0 {
+	if got := e.StreamMsgs(contract.Default.StreamResults, ""); len(got) != 0 {
 		t.Fatalf("%d results for an unfinished job, want 0", len(got))
 	}
-	dl := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(verify.ReasonAttemptsExhausted))
+	dl := e.StreamMsgs(contract.Default.StreamDeadLetter, contract.Default.DeadLetterSubject(verify.ReasonAttemptsExhausted))
 	if len(dl) != 1 || dl[0].Header.Get(contract.HeaderAttempts) != "3" {
 		t.Fatalf("dead letters %v, want one attempts_exhausted after 3 attempts", dl)
 	}
@@ -231,12 +231,12 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		bridgeIDs[e.Submit("prompt", map[string]string{"prompt": "via bridge " + strconv.Itoa(j)}).JobID] = true
 	}
 
-	e.WaitResults(contract.SubjectResults+">", direct+viaBridge, 90*time.Second)
+	e.WaitResults(contract.Default.SubjectResults+">", direct+viaBridge, 90*time.Second)
 	e.WaitSettled(30 * time.Second)
-	e.WaitLaneSettled(contract.SubjectUnknownLane, 90*time.Second)
+	e.WaitLaneSettled(contract.Default.SubjectUnknownLane, 90*time.Second)
 	window := time.Since(start)
 
-	results := e.StreamMsgs(contract.StreamResults, "")
+	results := e.StreamMsgs(contract.Default.StreamResults, "")
 	ids := testworld.ResultIDs(t, results)
 	if len(results) != direct+viaBridge {
 		t.Fatalf("%d results, want %d (one per legitimate job)", len(results), direct+viaBridge)
@@ -279,7 +279,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		t.Fatalf("%d GETs for %d forged ids, want exactly one each", forgedGets, forged)
 	}
 
-	notFound := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(verify.ReasonNotFound))
+	notFound := e.StreamMsgs(contract.Default.StreamDeadLetter, contract.Default.DeadLetterSubject(verify.ReasonNotFound))
 	if len(notFound) != forged {
 		t.Fatalf("%d not_found dead letters, want one per forged webhook (%d)", len(notFound), forged)
 	}
@@ -287,15 +287,15 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 		if id, _ := jobIDOf(m.Data); !forgedIDs[id] {
 			t.Fatalf("not_found dead letter for %q, which is not forged", id)
 		}
-		if orig := m.Header.Get(contract.HeaderOriginalSubject); !strings.HasPrefix(orig, contract.SubjectWebhooks) {
+		if orig := m.Header.Get(contract.HeaderOriginalSubject); !strings.HasPrefix(orig, contract.Default.SubjectWebhooks) {
 			t.Fatalf("not_found dead letter has original subject %q, want the webhook's", orig)
 		}
 	}
-	if n := len(e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(verify.ReasonAttemptsExhausted))); n != 0 {
+	if n := len(e.StreamMsgs(contract.Default.StreamDeadLetter, contract.Default.DeadLetterSubject(verify.ReasonAttemptsExhausted))); n != 0 {
 		t.Fatalf("%d attempts_exhausted dead letters, want 0", n)
 	}
 
-	if n := len(e.StreamMsgs(contract.StreamSlowLane, "")); n != 0 {
+	if n := len(e.StreamMsgs(contract.Default.StreamSlowLane, "")); n != 0 {
 		t.Fatalf("%d webhooks left in SLOWLANE after the lane settled, want 0", n)
 	}
 	var laned []*nats.Msg
@@ -321,7 +321,7 @@ func TestUnknownJobsDeliveredUnderForgedFlood(t *testing.T) {
 			lanedDirect++
 		}
 		if m.Subject != "slowlane.unknown_job" || !strings.HasPrefix(m.Header.Get(jetstream.MsgIDHeader), id+".unknown_job.WEBHOOKS.") || m.Header.Get(contract.HeaderReason) != "" ||
-			!strings.HasPrefix(m.Header.Get(contract.HeaderOriginalSubject), contract.SubjectWebhooks) ||
+			!strings.HasPrefix(m.Header.Get(contract.HeaderOriginalSubject), contract.Default.SubjectWebhooks) ||
 			m.Header.Get(contract.HeaderReceivedAt) == "" || m.Header.Get(contract.HeaderRemoteAddr) == "" || m.Header.Get(contract.HeaderAttempts) == "" {
 			t.Fatalf("slow-lane message headers %v", m.Header)
 		}
@@ -339,7 +339,7 @@ func TestJobStatus(t *testing.T) {
 
 	status := func(body string) (submit.StatusReply, string) {
 		t.Helper()
-		m := e.Request(contract.SubjectJobStatus, []byte(body), nil)
+		m := e.Request(contract.Default.SubjectJobStatus, []byte(body), nil)
 		if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
 			return submit.StatusReply{}, code
 		}
@@ -370,7 +370,7 @@ func TestJobStatus(t *testing.T) {
 		res["bridge"] == nil {
 		t.Fatalf("result %s", r.Result)
 	}
-	msgs := e.StreamMsgs(contract.StreamResults, contract.ResultSubject("image"))
+	msgs := e.StreamMsgs(contract.Default.StreamResults, contract.Default.ResultSubject("image"))
 	if len(msgs) != 1 || string(msgs[0].Data) != string(r.Result) {
 		t.Fatalf("status result differs from RESULTS")
 	}
@@ -394,7 +394,7 @@ func TestJobStatusAndReplayOfACompactedJob(t *testing.T) {
 	e.startSubmitter(func(c *submit.Config) { c.History = e.History })
 	e.startVerifier()
 	hdr := map[string]string{contract.HeaderIdempotencyKey: "order-17"}
-	first := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"hello"}`), hdr)
+	first := e.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{"prompt":"hello"}`), hdr)
 	var sub testworld.SubmitReply
 	if err := json.Unmarshal(first.Data, &sub); err != nil || sub.JobID == "" {
 		t.Fatalf("submit: %s %v", first.Data, err)
@@ -403,7 +403,7 @@ func TestJobStatusAndReplayOfACompactedJob(t *testing.T) {
 	rec := e.Record(sub.JobID)
 	e.Compact(sub.JobID)
 
-	m := e.Request(contract.SubjectJobStatus, []byte(`{"job_id":"`+sub.JobID+`"}`), nil)
+	m := e.Request(contract.Default.SubjectJobStatus, []byte(`{"job_id":"`+sub.JobID+`"}`), nil)
 	if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
 		t.Fatalf("status of a compacted job: error %s %s", code, m.Header.Get(micro.ErrorHeader))
 	}
@@ -415,12 +415,12 @@ func TestJobStatusAndReplayOfACompactedJob(t *testing.T) {
 		r.History.ResultSeq != rec.ResultSeq || !r.History.DeliveredAt.Equal(rec.DeliveredAt.Truncate(time.Millisecond)) {
 		t.Fatalf("status of a compacted job: %s (record had result_seq %d, delivered_at %v)", m.Data, rec.ResultSeq, rec.DeliveredAt)
 	}
-	msgs := e.StreamMsgs(contract.StreamResults, contract.ResultSubject("prompt"))
+	msgs := e.StreamMsgs(contract.Default.StreamResults, contract.Default.ResultSubject("prompt"))
 	if len(msgs) != 1 || msgs[0].Sequence != rec.ResultSeq || string(msgs[0].Data) != string(r.Result) {
 		t.Fatalf("status result of a compacted job differs from RESULTS: %s", r.Result)
 	}
 
-	again := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"hello"}`), hdr)
+	again := e.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{"prompt":"hello"}`), hdr)
 	if string(again.Data) != string(first.Data) {
 		t.Fatalf("retried submission: %s, want the first reply %s", again.Data, first.Data)
 	}
@@ -460,9 +460,9 @@ func TestRealAndForgedIDsMixed(t *testing.T) {
 			e.PublishWebhook("prompt", r, testworld.WebhookBody(r, false))
 		}
 	}
-	e.WaitResults(contract.SubjectResults+">", realN, 60*time.Second)
+	e.WaitResults(contract.Default.SubjectResults+">", realN, 60*time.Second)
 	elapsed := time.Since(start)
-	ids := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+	ids := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))
 	for _, id := range real {
 		if ids[id] != 1 {
 			t.Fatalf("real job %s has %d results, want 1", id, ids[id])
@@ -505,8 +505,8 @@ func TestElsewhereJobsThroughUpstreamFaults(t *testing.T) {
 	for _, id := range ids {
 		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
 	}
-	e.WaitResults(contract.SubjectResults+">", len(ids), 60*time.Second)
-	got := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+	e.WaitResults(contract.Default.SubjectResults+">", len(ids), 60*time.Second)
+	got := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))
 	for _, id := range ids {
 		if got[id] != 1 {
 			t.Fatalf("job %s: %d results, want 1", id, got[id])

@@ -106,7 +106,7 @@ func TestSIGTERMUnderLoadLosesNoWebhook(t *testing.T) {
 	stored := storedWebhookIDs(t, cfg.NATSURL)
 	for _, id := range accepted {
 		if !stored[id] {
-			t.Fatalf("webhook %s answered 200 but not in %s", id, contract.StreamWebhooks)
+			t.Fatalf("webhook %s answered 200 but not in %s", id, contract.Default.StreamWebhooks)
 		}
 	}
 	t.Logf("%d webhooks accepted across SIGTERM and the %v delay, all stored", len(accepted), delay)
@@ -150,7 +150,7 @@ func storedWebhookIDs(tb testing.TB, url string) map[string]bool {
 	tb.Helper()
 	_, js := natstest.Connect(tb, url)
 	ctx := natstest.Ctx(tb)
-	s, err := js.Stream(ctx, contract.StreamWebhooks)
+	s, err := js.Stream(ctx, contract.Default.StreamWebhooks)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -166,14 +166,14 @@ func storedWebhookIDs(tb testing.TB, url string) map[string]bool {
 	for read := uint64(0); read < info.State.Msgs; {
 		batch, err := c.Fetch(int(min(1000, info.State.Msgs-read)), jetstream.FetchMaxWait(10*time.Second))
 		if err != nil {
-			tb.Fatalf("read %s: %v", contract.StreamWebhooks, err)
+			tb.Fatalf("read %s: %v", contract.Default.StreamWebhooks, err)
 		}
 		for msg := range batch.Messages() {
 			ids[msg.Headers().Get(nats.MsgIdHdr)] = true
 			read++
 		}
 		if err := batch.Error(); err != nil {
-			tb.Fatalf("read %s: %v", contract.StreamWebhooks, err)
+			tb.Fatalf("read %s: %v", contract.Default.StreamWebhooks, err)
 		}
 	}
 	return ids
@@ -207,7 +207,7 @@ func TestReadyMeansEveryRoleServes(t *testing.T) {
 				t.Fatalf("start %d: /readyz not 200 within 30s", i)
 			}
 		}
-		_, err = nc.Request(contract.SubjectSubmit+"prompt", []byte(`{}`), 5*time.Second)
+		_, err = nc.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{}`), 5*time.Second)
 		cancel()
 		if rerr := natstest.RecvWithin(t, runErr, 60*time.Second); rerr != nil {
 			t.Fatalf("start %d: Run: %v", i, rerr)

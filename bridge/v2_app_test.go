@@ -105,7 +105,7 @@ func TestV2SignedRetriedWebhooksCollapse(t *testing.T) {
 		if st.Retries < n || st.Delivered < n {
 			return fmt.Errorf("webhooks: %d retries, %d delivered; want at least %d each", st.Retries, st.Delivered, n)
 		}
-		if got := len(natstest.StreamMsgs(t, js, contract.StreamResults)); got < n {
+		if got := len(natstest.StreamMsgs(t, js, contract.Default.StreamResults)); got < n {
 			return fmt.Errorf("%d results, want %d", got, n)
 		}
 		return nil
@@ -114,8 +114,8 @@ func TestV2SignedRetriedWebhooksCollapse(t *testing.T) {
 	if dup := testworld.CounterValue(t, a.reg, testworld.Series{Name: "bridge_ingest_webhooks_total", Label: "outcome", Value: "duplicate"}); dup < n {
 		t.Fatalf("ingest saw %v duplicates, want at least %d (every webhook came twice)", dup, n)
 	}
-	results := testworld.ResultIDs(t, natstest.StreamMsgs(t, js, contract.StreamResults))
-	hooks := natstest.StreamMsgs(t, js, contract.StreamWebhooks)
+	results := testworld.ResultIDs(t, natstest.StreamMsgs(t, js, contract.Default.StreamResults))
+	hooks := natstest.StreamMsgs(t, js, contract.Default.StreamWebhooks)
 	if len(results) != n || len(hooks) != n {
 		t.Fatalf("%d jobs with results and %d stored webhooks, want %d each", len(results), len(hooks), n)
 	}

@@ -35,7 +35,7 @@ func newV2Env(t *testing.T, simCfg simulator.Config) *env {
 func TestV2RetiredPathsMapped(t *testing.T) {
 	e := newV2Env(t, simulator.Config{})
 
-	reply := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"a cat on a mat"}`), nil)
+	reply := e.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{"prompt":"a cat on a mat"}`), nil)
 	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "" {
 		t.Fatalf("moderate.prompt: %s %s", code, reply.Header.Get(micro.ErrorHeader))
 	}
@@ -54,9 +54,9 @@ func TestV2RetiredPathsMapped(t *testing.T) {
 		t.Fatalf("%d submit calls after the second submission, want 3", n)
 	}
 
-	e.WaitResults(contract.SubjectResults+">", 2, 20*time.Second)
-	want := map[string]string{first.JobID: contract.ResultSubject("prompt"), chat: contract.ResultSubject("chat")}
-	for _, m := range e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">") {
+	e.WaitResults(contract.Default.SubjectResults+">", 2, 20*time.Second)
+	want := map[string]string{first.JobID: contract.Default.ResultSubject("prompt"), chat: contract.Default.ResultSubject("chat")}
+	for _, m := range e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">") {
 		var body struct {
 			JobID  string         `json:"job_id"`
 			Type   string         `json:"type"`
@@ -85,7 +85,7 @@ func TestV2MediaErrorsReachCaller(t *testing.T) {
 		{"https://media.invalid/a.png", "422", "MEDIA_UNREACHABLE"},
 	} {
 		b, _ := json.Marshal(map[string]string{"image_url": tc.url})
-		reply := e.Request(contract.SubjectSubmit+"image", b, nil)
+		reply := e.Request(contract.Default.SubjectSubmit+"image", b, nil)
 		var body struct{ Code, Message string }
 		_ = json.Unmarshal(reply.Data, &body)
 		if reply.Header.Get(micro.ErrorCodeHeader) != tc.code || body.Code != tc.name || body.Message == "" {
@@ -97,7 +97,7 @@ func TestV2MediaErrorsReachCaller(t *testing.T) {
 		t.Fatalf("%d jobs at the upstream, want 0", n)
 	}
 	// A field the modality does not take is refused by the bridge, naming it.
-	reply := e.Request(contract.SubjectSubmit+"image", []byte(`{"image":"https://cdn.example.com/a.png"}`), nil)
+	reply := e.Request(contract.Default.SubjectSubmit+"image", []byte(`{"image":"https://cdn.example.com/a.png"}`), nil)
 	if reply.Header.Get(micro.ErrorCodeHeader) != "400" || !json.Valid(reply.Data) ||
 		!strings.Contains(reply.Header.Get(micro.ErrorHeader), `"image"`) {
 		t.Fatalf("field image on moderate.image: %s %q", reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader))
@@ -118,7 +118,7 @@ func TestV2StatusUnknownTrackedAsPending(t *testing.T) {
 		t.Fatalf("record %+v, want pending text", rec)
 	}
 	rec := e.WaitState(r.JobID, jobs.StateDelivered, 20*time.Second)
-	if rec.ResultSubject != contract.ResultSubject("text") {
+	if rec.ResultSubject != contract.Default.ResultSubject("text") {
 		t.Fatalf("result on %s, want results.text", rec.ResultSubject)
 	}
 }

@@ -20,29 +20,29 @@ const kvTimeout = 5 * time.Second
 func (s *Shared) load(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	e, err := s.cfg.KV.Get(ctx, s.cfg.Key)
+	e, err := s.cfg.KV.Get(ctx, s.cfg.stateKey())
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		s.mu.Lock()
 		st := State{Level: s.p.Capacity, At: s.clk.Now().UnixNano()}
 		s.stamp(&st)
 		s.mu.Unlock()
 		b, _ := json.Marshal(st)
-		rev, cerr := s.cfg.KV.Create(ctx, s.cfg.Key, b)
+		rev, cerr := s.cfg.KV.Create(ctx, s.cfg.stateKey(), b)
 		if cerr == nil {
 			s.cache(st, rev)
 			return nil
 		}
 		if !errors.Is(cerr, jetstream.ErrKeyExists) {
-			return fmt.Errorf("budget %s: create: %w", s.cfg.Key, cerr)
+			return fmt.Errorf("budget %s: create: %w", s.cfg.stateKey(), cerr)
 		}
-		e, err = s.cfg.KV.Get(ctx, s.cfg.Key)
+		e, err = s.cfg.KV.Get(ctx, s.cfg.stateKey())
 	}
 	if err != nil {
-		return fmt.Errorf("budget %s: read: %w", s.cfg.Key, err)
+		return fmt.Errorf("budget %s: read: %w", s.cfg.stateKey(), err)
 	}
 	var st State
 	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return fmt.Errorf("budget %s: decode: %w", s.cfg.Key, err)
+		return fmt.Errorf("budget %s: decode: %w", s.cfg.stateKey(), err)
 	}
 	s.cache(st, e.Revision())
 	return nil
@@ -85,7 +85,7 @@ func (s *Shared) store(ctx context.Context, next State, rev uint64) (uint64, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
-	return s.cfg.KV.Update(ctx, s.cfg.Key, b, rev)
+	return s.cfg.KV.Update(ctx, s.cfg.stateKey(), b, rev)
 }
 
 // storePause writes a 429 pause into the shared bucket, re-reading and retrying on conflicts.
@@ -152,7 +152,7 @@ func (s *Shared) storeObservation(ctx context.Context, rl upstream.RateLimit, at
 func (s *Shared) watch(ctx context.Context) {
 	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for ctx.Err() == nil {
-		w, err := s.cfg.KV.Watch(ctx, s.cfg.Key)
+		w, err := s.cfg.KV.Watch(ctx, s.cfg.stateKey())
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("watch shared budget; retrying")
@@ -177,6 +177,9 @@ func (s *Shared) watch(ctx context.Context) {
 
 // Usage is one process's report in BRIDGE_BUDGET (key proc.<instance>), for bridge status.
 type Usage struct {
+	// Account is the upstream account of the budget (Config.Account), empty for keys of releases before
+	// namespaces.
+	Account string `json:"account,omitempty"`
 	Instance string `json:"instance"`
 	Budget   string `json:"budget"`
 	RPM      int    `json:"rpm"`
@@ -191,16 +194,13 @@ type Usage struct {
 // report writes this process's usage every ReportEvery while it changes (and at least every ten
 // periods, so a live process is never mistaken for a dead one).
 func (s *Shared) report(ctx context.Context) {
-	key := ProcPrefix + s.cfg.Instance
-	if s.cfg.Key != KeyAccount {
-		key += "." + s.cfg.Key
-	}
+	key := s.cfg.procKey()
 	var last Usage
 	t := time.NewTicker(s.cfg.ReportEvery)
 	defer t.Stop()
 	for quiet := 0; ; quiet++ {
 		s.mu.Lock()
-		u := Usage{Instance: s.cfg.Instance, Budget: s.cfg.Key, RPM: s.p.RPM, Leased: s.leased, Refused: s.refused,
+		u := Usage{Instance: s.cfg.Instance, Account: s.cfg.Account, Budget: s.cfg.Key, RPM: s.p.RPM, Leased: s.leased, Refused: s.refused,
 			Waiting: map[string]int{}}
 		for c := range s.queues {
 			if n := s.queues[c].Len(); n > 0 {

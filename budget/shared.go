@@ -3,6 +3,8 @@ package budget
 import (
 	"container/list"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -33,6 +35,11 @@ type Config struct {
 	KV jetstream.KeyValue
 	// Key is the budget's key in KV; default KeyAccount.
 	Key string
+	// Account is the upstream account the budget is of ([AccountOf] its API key): every key is then
+	// under it (<account>.account, <account>.proc.<instance>), so bridges of several namespaces on one
+	// NATS account share the budget of one upstream account, and those of two upstream accounts do not.
+	// Empty keeps the keys of releases before namespaces (account, proc.<instance>).
+	Account string
 	// RPM is the limit per minute shared by every process, and Burst how many calls may go at once
 	// (default five seconds' worth). Every process must be given the same.
 	RPM   int
@@ -54,6 +61,34 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Clock is the time source; default the wall clock. Tests use a manual one.
 	Clock clock.Clock
+}
+
+// AccountOf names the upstream account of apiKey in BRIDGE_BUDGET's keys: the first 16 hex digits of the
+// key's SHA-256, which identify the account without revealing the key.
+func AccountOf(apiKey string) string {
+	sum := sha256.Sum256([]byte(apiKey))
+	return hex.EncodeToString(sum[:8])
+}
+
+// StateKey is the key of the budget key of account in BRIDGE_BUDGET ("" is the key of releases before
+// namespaces).
+func StateKey(account, key string) string {
+	if account == "" {
+		return key
+	}
+	return account + "." + key
+}
+
+// stateKey is the budget's own key in KV.
+func (c *Config) stateKey() string { return StateKey(c.Account, c.Key) }
+
+// procKey is the key of this process's usage report of the budget.
+func (c *Config) procKey() string {
+	k := ProcPrefix + c.Instance
+	if c.Key != KeyAccount {
+		k += "." + c.Key
+	}
+	return StateKey(c.Account, k)
 }
 
 func (c *Config) setDefaults() {
@@ -274,7 +309,7 @@ func (s *Shared) Stop() {
 	s.wg.Wait()
 	ctx, done := context.WithTimeout(context.Background(), 2*time.Second)
 	defer done()
-	_ = s.cfg.KV.Delete(ctx, ProcPrefix+s.cfg.Instance)
+	_ = s.cfg.KV.Delete(ctx, s.cfg.procKey())
 }
 
 // Wait implements [upstream.Limiter].

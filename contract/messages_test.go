@@ -17,8 +17,8 @@ func TestMsgIDs(t *testing.T) {
 		{"redrive", RedriveMsgID(id, 7), id + ".redrive.7"},
 		{"reverify", ReverifyMsgID(id, "monday"), id + ".reverify.monday"},
 		{"replay", ReplayMsgID("monday", "RESULTS", 9), "monday:RESULTS:9"},
-		{"result fence", ResultFenceSubject(id, false), "bridge.result." + id},
-		{"late result fence", ResultFenceSubject(id, true), "bridge.result." + id + ".late"},
+		{"result fence", Default.ResultFenceSubject(id, false), "bridge.result." + id},
+		{"late result fence", Default.ResultFenceSubject(id, true), "bridge.result." + id + ".late"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

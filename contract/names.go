@@ -1,87 +1,189 @@
 package contract
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 )
 
-// Contract names from DESIGN.md. Role code uses these and never spells a subject, stream or bucket itself.
+// The contract's names from DESIGN.md, as a bridge without a namespace spells them. Role code takes them
+// from its [Names] (Default, or that of BRIDGE_NAMESPACE) and never spells a subject, stream or bucket
+// itself; these constants are what Names is built from.
 const (
+	baseStreamWebhooks        = "WEBHOOKS"
+	baseSubjectWebhooks       = "webhooks."
+	baseStreamResults         = "RESULTS"
+	baseSubjectResults        = "results."
+	baseSubjectLateResults    = "results.late."
+	baseSubjectResultFence    = "bridge.result."
+	baseStreamDeadLetter      = "DEADLETTER"
+	baseSubjectDeadLetter     = "deadletter."
+	baseStreamSlowLane        = "SLOWLANE"
+	baseSubjectSlowLane       = "slowlane."
+	baseUnknownLane           = "unknown_job"
+	baseBucketJobs            = "JOBS"
+	baseBucketLeases          = "BRIDGE_LEASES"
+	baseBucketIdempotency     = "BRIDGE_IDEMPOTENCY"
+	baseBucketReplay          = "BRIDGE_REPLAY"
+	baseBucketHistory         = "BRIDGE_HISTORY"
+	baseConsumerVerify        = "verify"
+	baseConsumerVerifyUnknown = "verify-unknown"
+	baseServiceName           = "moderation"
+	baseSubjectSubmit         = "moderate."
+	baseSubjectJobStatus      = "jobs.status"
+	baseSubjectReplayPrefix   = "replay."
+)
+
+// Names shared by every bridge on a NATS account, whatever its namespace.
+const (
+	// BucketBudget is the account-wide upstream budget: the shared token bucket and each process's usage,
+	// under keys of the upstream account (a hash of the API key by default), so that bridges of two
+	// namespaces that use one upstream account share one budget. It is never namespaced.
+	BucketBudget = "BRIDGE_BUDGET"
+	// IntentPrefix prefixes the submission intents in the idempotency bucket (intent.<id>): a submission
+	// on its way to the upstream, removed once its job is recorded or the upstream said there is none.
+	IntentPrefix = "intent."
+	// ModalityUnknown is the webhook subject token when the request path names no modality.
+	ModalityUnknown = "unknown"
+	// LateSuffix is appended to the job_id to form the Nats-Msg-Id of a late result.
+	LateSuffix = ".late"
+)
+
+// MaxNamespaceLen bounds a namespace, so that every name it prefixes stays short.
+const MaxNamespaceLen = 32
+
+// ErrNamespace means a namespace is not [a-z0-9_]{1,MaxNamespaceLen}.
+var ErrNamespace = errors.New("namespace must be 1 to 32 of a-z, 0-9 and _")
+
+// Names are every subject, stream, KV bucket, consumer and service name a bridge owns, in one namespace
+// ([NamesFor]). With the namespace ns, subjects are prefixed "ns." and streams, buckets and consumers
+// "NS_" (ns in upper case); the service is "ns_moderation". Without one (Default) they are DESIGN.md's
+// names. The budget bucket ([BucketBudget]) is shared by every namespace. Names are values: compare them
+// with ==.
+type Names struct {
+	// Namespace is the namespace, "" for none.
+	Namespace string
+
 	// StreamWebhooks holds every raw webhook the ingest role accepted.
-	StreamWebhooks = "WEBHOOKS"
+	StreamWebhooks string
 	// SubjectWebhooks prefixes raw webhook subjects: webhooks.<modality>.
-	SubjectWebhooks = "webhooks."
+	SubjectWebhooks string
 
 	// StreamResults holds one verified result per job.
-	StreamResults = "RESULTS"
+	StreamResults string
 	// SubjectResults prefixes result subjects: results.<type>.
-	SubjectResults = "results."
+	SubjectResults string
 	// SubjectLateResults prefixes results of jobs the upstream completed after the bridge timed them out.
-	SubjectLateResults = "results.late."
+	SubjectLateResults string
 	// SubjectResultFence prefixes the result fences in RESULTS: bridge.result.<job_id> (and
 	// bridge.result.<job_id>.late). Before its result, a publisher claims the fence (an empty message,
 	// stored only while the subject is empty, or expecting the stale claim it takes over); the result is
 	// stored only while the fence's last message is that claim; a done message then names the result.
 	// It keeps a job's result single for as long as RESULTS keeps it, after the duplicate window too (see
 	// OncePublisher). Consumers of results filter on results.>.
-	SubjectResultFence = "bridge.result."
+	SubjectResultFence string
 
 	// StreamDeadLetter keeps webhooks that could not be verified, with the reason in headers.
-	StreamDeadLetter = "DEADLETTER"
+	StreamDeadLetter string
 	// SubjectDeadLetter prefixes dead-letter subjects: deadletter.<reason>.
-	SubjectDeadLetter = "deadletter."
+	SubjectDeadLetter string
 
 	// StreamSlowLane holds the webhooks waiting in the verifier's slow lane, each until the lane has
-	// handled it (work-queue retention): webhooks of jobs without a JOBS record and without provenance that
-	// the unknown-job budget could not take at once.
-	StreamSlowLane = "SLOWLANE"
+	// handled it (work-queue retention): webhooks of jobs without a JOBS record and without provenance
+	// that the unknown-job budget could not take at once.
+	StreamSlowLane string
 	// SubjectSlowLane prefixes the slow lanes' subjects: slowlane.<lane>.
-	SubjectSlowLane = "slowlane."
+	SubjectSlowLane string
 	// SubjectUnknownLane is the slow lane of webhooks of unknown jobs.
-	SubjectUnknownLane = SubjectSlowLane + "unknown_job"
+	SubjectUnknownLane string
 
 	// BucketJobs is the KV bucket of jobs, keyed by job_id.
-	BucketJobs = "JOBS"
+	BucketJobs string
 	// BucketLeases is the KV bucket of role leases (the active reconciler).
-	BucketLeases = "BRIDGE_LEASES"
+	BucketLeases string
 	// BucketIdempotency maps submit idempotency keys to job_ids. It is separate from JOBS so that
 	// everything watching JOBS sees job records only.
-	BucketIdempotency = "BRIDGE_IDEMPOTENCY"
+	BucketIdempotency string
 	// BucketReplay is the KV bucket of replay progress, keyed by replay name; bridge replay creates it
-	// on first use ([EnsureReplayBucket]).
-	BucketReplay = "BRIDGE_REPLAY"
-	// IntentPrefix prefixes the submission intents in BRIDGE_IDEMPOTENCY (intent.<id>): a submission on
-	// its way to the upstream, removed once its job is recorded or the upstream said there is none.
-	IntentPrefix = "intent."
-	// BucketBudget is the account-wide upstream budget: the shared token bucket and each process's usage.
-	BucketBudget = "BRIDGE_BUDGET"
+	// on first use.
+	BucketReplay string
 	// BucketHistory keeps the ids of delivered jobs for ever, compacted into sorted blocks (package
-	// history): "was this job delivered?" for a job without a hot JOBS record, in a bounded number of reads.
-	BucketHistory = "BRIDGE_HISTORY"
-	// BucketPrefix starts the name of every bucket of the bridge's own (all but JOBS).
-	BucketPrefix = "BRIDGE_"
+	// history): "was this job delivered?" for a job without a hot JOBS record, in a bounded number of
+	// reads.
+	BucketHistory string
 
 	// ConsumerVerify is the durable pull consumer of the verifier on StreamWebhooks.
-	ConsumerVerify = "verify"
+	ConsumerVerify string
 	// ConsumerVerifyUnknown is the durable pull consumer of the verifier's slow lane on StreamSlowLane,
 	// filtered to SubjectUnknownLane. (Before SLOWLANE it was on StreamDeadLetter, filtered to
 	// deadletter.unknown_job: natsx.MoveOldSlowLane moves what still waits there.)
-	ConsumerVerifyUnknown = "verify-unknown"
+	ConsumerVerifyUnknown string
 
 	// ServiceName is the micro service that accepts submissions.
-	ServiceName = "moderation"
+	ServiceName string
 	// SubjectSubmit prefixes submit endpoints: moderate.<modality>.
-	SubjectSubmit = "moderate."
+	SubjectSubmit string
 	// SubjectJobStatus answers {"job_id": "..."} with the JOBS record and the result.
-	SubjectJobStatus = "jobs.status"
+	SubjectJobStatus string
 	// SubjectReplayPrefix is the default prefix of replayed messages.
-	SubjectReplayPrefix = "replay."
+	SubjectReplayPrefix string
+}
 
-	// ModalityUnknown is the webhook subject token when the request path names no modality.
-	ModalityUnknown = "unknown"
-	// LateSuffix is appended to the job_id to form the Nats-Msg-Id of a late result.
-	LateSuffix = ".late"
-)
+// Default are the names of a bridge without a namespace: DESIGN.md's.
+var Default = mustNames("")
+
+// NamesFor returns the names of namespace ns ("" for none), or ErrNamespace.
+func NamesFor(ns string) (Names, error) {
+	if ns != "" && (len(ns) > MaxNamespaceLen || strings.Trim(ns, "abcdefghijklmnopqrstuvwxyz0123456789_") != "") {
+		return Names{}, fmt.Errorf("%w; got %q", ErrNamespace, ns)
+	}
+	subj, res, svc := "", "", ""
+	if ns != "" {
+		subj, res, svc = ns+".", strings.ToUpper(ns)+"_", ns+"_"
+	}
+	return Names{
+		Namespace:             ns,
+		StreamWebhooks:        res + baseStreamWebhooks,
+		SubjectWebhooks:       subj + baseSubjectWebhooks,
+		StreamResults:         res + baseStreamResults,
+		SubjectResults:        subj + baseSubjectResults,
+		SubjectLateResults:    subj + baseSubjectLateResults,
+		SubjectResultFence:    subj + baseSubjectResultFence,
+		StreamDeadLetter:      res + baseStreamDeadLetter,
+		SubjectDeadLetter:     subj + baseSubjectDeadLetter,
+		StreamSlowLane:        res + baseStreamSlowLane,
+		SubjectSlowLane:       subj + baseSubjectSlowLane,
+		SubjectUnknownLane:    subj + baseSubjectSlowLane + baseUnknownLane,
+		BucketJobs:            res + baseBucketJobs,
+		BucketLeases:          res + baseBucketLeases,
+		BucketIdempotency:     res + baseBucketIdempotency,
+		BucketReplay:          res + baseBucketReplay,
+		BucketHistory:         res + baseBucketHistory,
+		ConsumerVerify:        res + baseConsumerVerify,
+		ConsumerVerifyUnknown: res + baseConsumerVerifyUnknown,
+		ServiceName:           svc + baseServiceName,
+		SubjectSubmit:         subj + baseSubjectSubmit,
+		SubjectJobStatus:      subj + baseSubjectJobStatus,
+		SubjectReplayPrefix:   subj + baseSubjectReplayPrefix,
+	}, nil
+}
+
+func mustNames(ns string) Names {
+	n, err := NamesFor(ns)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// OrDefault is n, or Default when n is the zero Names (a Config that set none).
+func (n Names) OrDefault() Names {
+	if n == (Names{}) {
+		return Default
+	}
+	return n
+}
 
 // Headers set by the bridge. Nats-Msg-Id comes from nats.go (jetstream.MsgIDHeader).
 const (
@@ -233,27 +335,27 @@ func MediaField(field string) bool {
 }
 
 // WebhookSubject is the subject a raw webhook for modality is published on.
-func WebhookSubject(modality string) string {
+func (n Names) WebhookSubject(modality string) string {
 	if modality == "" {
 		modality = ModalityUnknown
 	}
-	return SubjectWebhooks + modality
+	return n.SubjectWebhooks + modality
 }
 
 // ResultSubject is the subject of a verified result of the given upstream job type.
-func ResultSubject(jobType string) string { return SubjectResults + token(jobType) }
+func (n Names) ResultSubject(jobType string) string { return n.SubjectResults + token(jobType) }
 
 // LateResultSubject is the subject of a result that arrived after the job was timed out.
-func LateResultSubject(jobType string) string { return SubjectLateResults + token(jobType) }
+func (n Names) LateResultSubject(jobType string) string { return n.SubjectLateResults + token(jobType) }
 
 // ResultFenceSubject is the fence of a job's result; with late, of its late result: bridge.result. and
 // the result's Nats-Msg-Id.
-func ResultFenceSubject(jobID string, late bool) string {
-	return SubjectResultFence + ResultMsgID(token(jobID), late)
+func (n Names) ResultFenceSubject(jobID string, late bool) string {
+	return n.SubjectResultFence + ResultMsgID(token(jobID), late)
 }
 
 // DeadLetterSubject is the subject of a dead letter with the given reason.
-func DeadLetterSubject(reason string) string { return SubjectDeadLetter + token(reason) }
+func (n Names) DeadLetterSubject(reason string) string { return n.SubjectDeadLetter + token(reason) }
 
 // kvStreamPrefix starts the name of the stream that holds a KV bucket.
 const kvStreamPrefix = "KV_"

@@ -1,5 +1,7 @@
 package contract
 
+import "strings"
+
 // Kind is the sort of a NATS resource the bridge owns.
 type Kind string
 
@@ -26,32 +28,45 @@ type Resource struct {
 	OnDemand bool
 }
 
-// Owned lists every stream, bucket, consumer, service and request subject the bridge owns, in one place:
-// provisioning takes the streams' subjects from it, bridge status the streams and buckets it checks, and
-// the tests of the contract, of namespaces and of permissions iterate it. A new resource is added here.
-func Owned() []Resource {
+// Owned lists every stream, bucket, consumer, service and request subject the bridge of these names owns,
+// in one place: provisioning takes the streams' subjects from it, bridge status the streams and buckets it
+// checks, and the tests of the contract, of namespaces and of permissions iterate it. A new resource is
+// added here. The budget bucket is listed in every namespace: they share it.
+func (n Names) Owned() []Resource {
 	return []Resource{
-		{Kind: KindStream, Name: StreamWebhooks, Subjects: []string{SubjectWebhooks + ">"}},
-		{Kind: KindStream, Name: StreamResults, Subjects: []string{SubjectResults + ">", SubjectResultFence + ">"}},
-		{Kind: KindStream, Name: StreamDeadLetter, Subjects: []string{SubjectDeadLetter + ">"}},
-		{Kind: KindStream, Name: StreamSlowLane, Subjects: []string{SubjectSlowLane + ">"}},
-		{Kind: KindBucket, Name: BucketJobs},
-		{Kind: KindBucket, Name: BucketLeases},
-		{Kind: KindBucket, Name: BucketIdempotency},
+		{Kind: KindStream, Name: n.StreamWebhooks, Subjects: []string{n.SubjectWebhooks + ">"}},
+		{Kind: KindStream, Name: n.StreamResults, Subjects: []string{n.SubjectResults + ">", n.SubjectResultFence + ">"}},
+		{Kind: KindStream, Name: n.StreamDeadLetter, Subjects: []string{n.SubjectDeadLetter + ">"}},
+		{Kind: KindStream, Name: n.StreamSlowLane, Subjects: []string{n.SubjectSlowLane + ">"}},
+		{Kind: KindBucket, Name: n.BucketJobs},
+		{Kind: KindBucket, Name: n.BucketLeases},
+		{Kind: KindBucket, Name: n.BucketIdempotency},
 		{Kind: KindBucket, Name: BucketBudget},
-		{Kind: KindBucket, Name: BucketHistory},
-		{Kind: KindBucket, Name: BucketReplay, OnDemand: true},
-		{Kind: KindConsumer, Name: ConsumerVerify, Stream: StreamWebhooks},
-		{Kind: KindConsumer, Name: ConsumerVerifyUnknown, Stream: StreamSlowLane},
-		{Kind: KindService, Name: ServiceName},
-		{Kind: KindSubject, Name: SubjectSubmit + ">"},
-		{Kind: KindSubject, Name: SubjectJobStatus},
+		{Kind: KindBucket, Name: n.BucketHistory},
+		{Kind: KindBucket, Name: n.BucketReplay, OnDemand: true},
+		{Kind: KindConsumer, Name: n.ConsumerVerify, Stream: n.StreamWebhooks},
+		{Kind: KindConsumer, Name: n.ConsumerVerifyUnknown, Stream: n.StreamSlowLane},
+		{Kind: KindService, Name: n.ServiceName},
+		{Kind: KindSubject, Name: n.SubjectSubmit + ">"},
+		{Kind: KindSubject, Name: n.SubjectJobStatus},
 	}
 }
 
-// OwnedStream returns the stream named name from [Owned].
-func OwnedStream(name string) (Resource, bool) {
-	for _, r := range Owned() {
+// IsBridgeStream reports whether a stream called name is one of the four streams of a bridge of any
+// namespace (WEBHOOKS, RESULTS, DEADLETTER, SLOWLANE, or NS_ and one of them), which nothing but a bridge
+// may write.
+func IsBridgeStream(name string) bool {
+	for _, base := range []string{baseStreamWebhooks, baseStreamResults, baseStreamDeadLetter, baseStreamSlowLane} {
+		if name == base || strings.HasSuffix(name, "_"+base) {
+			return true
+		}
+	}
+	return false
+}
+
+// OwnedStream returns the stream named name from [Names.Owned].
+func (n Names) OwnedStream(name string) (Resource, bool) {
+	for _, r := range n.Owned() {
 		if r.Kind == KindStream && r.Name == name {
 			return r, true
 		}
@@ -61,9 +76,9 @@ func OwnedStream(name string) (Resource, bool) {
 
 // StoreNames are the JetStream stream names behind the bridge's streams and buckets (a bucket's is
 // KV_<bucket>), those made at start-up first; with onDemand, also those made on first use.
-func StoreNames(onDemand bool) []string {
+func (n Names) StoreNames(onDemand bool) []string {
 	var out []string
-	for _, r := range Owned() {
+	for _, r := range n.Owned() {
 		if r.OnDemand && !onDemand {
 			continue
 		}

@@ -196,9 +196,9 @@ func TestAsyncAPINamesTheContract(t *testing.T) {
 		}
 	}
 	for _, want := range []string{
-		contract.SubjectSubmit + "{modality}", contract.SubjectJobStatus, contract.SubjectResults + "{type}",
-		contract.SubjectLateResults + "{type}", contract.SubjectWebhooks + "{modality}", contract.SubjectDeadLetter + "{reason}",
-		contract.SubjectUnknownLane,
+		contract.Default.SubjectSubmit + "{modality}", contract.Default.SubjectJobStatus, contract.Default.SubjectResults + "{type}",
+		contract.Default.SubjectLateResults + "{type}", contract.Default.SubjectWebhooks + "{modality}", contract.Default.SubjectDeadLetter + "{reason}",
+		contract.Default.SubjectUnknownLane,
 	} {
 		if !slices.Contains(addresses, want) {
 			t.Errorf("asyncapi.yaml has no channel with address %s (has %v)", want, addresses)
@@ -237,21 +237,21 @@ func TestDesignNamesTheContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	names := append(bridgeHeaders(),
-		contract.StreamWebhooks, contract.StreamResults, contract.StreamDeadLetter, contract.StreamSlowLane,
-		contract.BucketJobs, contract.BucketLeases, contract.BucketIdempotency, contract.BucketReplay, "BRIDGE_BUDGET",
-		contract.ConsumerVerify, contract.ConsumerVerifyUnknown, contract.ServiceName, contract.SubjectJobStatus,
-		contract.SubjectWebhooks+"<modality>", contract.SubjectWebhooks+contract.ModalityUnknown, contract.SubjectResults+"<type>",
-		contract.SubjectLateResults+"<type>", contract.SubjectDeadLetter+"<reason>", contract.SubjectSubmit+"<modality>",
-		contract.SubjectReplayPrefix, contract.SubjectUnknownLane, "<job_id>"+contract.LateSuffix,
+		contract.Default.StreamWebhooks, contract.Default.StreamResults, contract.Default.StreamDeadLetter, contract.Default.StreamSlowLane,
+		contract.Default.BucketJobs, contract.Default.BucketLeases, contract.Default.BucketIdempotency, contract.Default.BucketReplay, "BRIDGE_BUDGET",
+		contract.Default.ConsumerVerify, contract.Default.ConsumerVerifyUnknown, contract.Default.ServiceName, contract.Default.SubjectJobStatus,
+		contract.Default.SubjectWebhooks+"<modality>", contract.Default.SubjectWebhooks+contract.ModalityUnknown, contract.Default.SubjectResults+"<type>",
+		contract.Default.SubjectLateResults+"<type>", contract.Default.SubjectDeadLetter+"<reason>", contract.Default.SubjectSubmit+"<modality>",
+		contract.Default.SubjectReplayPrefix, contract.Default.SubjectUnknownLane, "<job_id>"+contract.LateSuffix,
 		contract.SourceWebhook, contract.SourcePoll, contract.SourceTimeout, "Nats-Msg-Id", micro.ErrorHeader, micro.ErrorCodeHeader,
 		"not_found", "attempts_exhausted", "malformed", "upstream_<status>", "unknown_job",
 		"INVALID_REQUEST", "JOB_NOT_FOUND", "BUSY", "Retry-After",
 		"ingest/", "verify/", "submit/", "reconcile/", "upstream/", "contract/", "natsx/", "jobs/", "bridge/", "cmd/bridge",
 	)
 	for _, m := range contract.Modalities() {
-		names = append(names, contract.SubjectSubmit+m.Name)
+		names = append(names, contract.Default.SubjectSubmit+m.Name)
 	}
-	for _, r := range contract.Owned() { // every resource the bridge owns, and each stream's subjects
+	for _, r := range contract.Default.Owned() { // every resource the bridge owns, and each stream's subjects
 		names = append(names, r.Name)
 		names = append(names, r.Subjects...)
 	}

@@ -148,7 +148,7 @@ func TestRealMessagesMatchSchemas(t *testing.T) {
 	}
 
 	// Every RESULTS message, in order, with its subject and source.
-	msgs := natstest.StreamMsgs(t, js, contract.StreamResults)
+	msgs := natstest.StreamMsgs(t, js, contract.Default.StreamResults)
 	want := []struct{ subject, msgID, source string }{
 		{"results.prompt", sub.JobID, "webhook"},
 		{"results.image", late.JobID, "timeout"},

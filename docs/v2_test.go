@@ -38,8 +38,8 @@ func TestFilledTypeMatchesSchema(t *testing.T) {
 	if out, err := d.Deliver(ctx, job, contract.SourceWebhook, now); err != nil || out != jobs.Published {
 		t.Fatalf("deliver: %v, %v", out, err)
 	}
-	msgs := natstest.StreamMsgs(t, js, contract.StreamResults)
-	if len(msgs) != 1 || msgs[0].Subject != contract.ResultSubject("audio") {
+	msgs := natstest.StreamMsgs(t, js, contract.Default.StreamResults)
+	if len(msgs) != 1 || msgs[0].Subject != contract.Default.ResultSubject("audio") {
 		t.Fatalf("%d results, want one on results.audio", len(msgs))
 	}
 	if err := validate(t, sch.result, msgs[0].Data); err != nil {

@@ -69,7 +69,7 @@ type layout struct {
 
 var blocks = layout{
 	name:   "blocks",
-	stream: contract.KVStream(contract.BucketHistory),
+	stream: contract.KVStream(contract.Default.BucketHistory),
 	sizes:  []int{0, 100_000, 1_000_000},
 	heavy:  []int{10_000_000},
 	build: func(ctx context.Context, _ jetstream.JetStream, res natsx.Resources, n int) error {
@@ -86,7 +86,7 @@ var blocks = layout{
 // every leaf is rewritten many times (1M would rewrite each a thousand times: not measured).
 var added = layout{
 	name:   "blocks-added",
-	stream: contract.KVStream(contract.BucketHistory),
+	stream: contract.KVStream(contract.Default.BucketHistory),
 	sizes:  []int{100_000},
 	build: func(ctx context.Context, _ jetstream.JetStream, res natsx.Resources, n int) error {
 		s, err := history.New(history.Config{KV: res.History})
@@ -120,12 +120,12 @@ const tombstone = `{"job_id":"%s","modality":"prompt","state":"delivered","origi
 
 var tombstones = layout{
 	name:   "tombstones",
-	stream: contract.KVStream(contract.BucketJobs),
+	stream: contract.KVStream(contract.Default.BucketJobs),
 	sizes:  []int{0, 100_000, 1_000_000}, // 10M would take GBs of memory
 	build: func(ctx context.Context, js jetstream.JetStream, _ natsx.Resources, n int) error {
 		for i := range n {
 			id := idAt(n, i)
-			if _, err := js.PublishAsync("$KV."+contract.BucketJobs+"."+id, fmt.Appendf(nil, tombstone, id)); err != nil {
+			if _, err := js.PublishAsync("$KV."+contract.Default.BucketJobs+"."+id, fmt.Appendf(nil, tombstone, id)); err != nil {
 				return err
 			}
 			if i%10_000 == 9_999 {

@@ -96,7 +96,7 @@ func BenchmarkIngestFloorListen(b *testing.B) {
 // floorHandler is the floor: read the body, publish it with the X-Job-Id header as Nats-Msg-Id, answer
 // 200 after the ack.
 func floorHandler(js jetstream.JetStream) http.Handler {
-	subject := contract.WebhookSubject("prompt")
+	subject := contract.Default.WebhookSubject("prompt")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
 		if err != nil {

@@ -60,12 +60,12 @@ func TestNoAckedWebhookLostAcrossNodeFailure(t *testing.T) {
 		var leader *natstest.Node
 		natstest.WaitFor(t, 30*time.Second, func() error {
 			for _, n := range c {
-				if n.Running() && n.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, contract.StreamWebhooks) {
+				if n.Running() && n.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, contract.Default.StreamWebhooks) {
 					leader = n
 					return nil
 				}
 			}
-			return fmt.Errorf("no leader of stream %s", contract.StreamWebhooks)
+			return fmt.Errorf("no leader of stream %s", contract.Default.StreamWebhooks)
 		})
 		return leader
 	}
@@ -134,14 +134,14 @@ func TestNoAckedWebhookLostAcrossNodeFailure(t *testing.T) {
 				return err
 			}
 			for _, sd := range acc.Streams {
-				if sd.Name == contract.StreamWebhooks {
+				if sd.Name == contract.Default.StreamWebhooks {
 					if sd.State.Msgs != uint64(len(ids)) {
 						return fmt.Errorf("node %s holds %d messages, want %d", n.Name(), sd.State.Msgs, len(ids))
 					}
 					return nil
 				}
 			}
-			return fmt.Errorf("node %s has no stream %s", n.Name(), contract.StreamWebhooks)
+			return fmt.Errorf("node %s has no stream %s", n.Name(), contract.Default.StreamWebhooks)
 		})
 	}
 }

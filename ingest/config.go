@@ -45,6 +45,9 @@ func DefaultModalities() []string {
 type Config struct {
 	// Publisher stores webhooks in JetStream (a jetstream.JetStream will do). Required.
 	Publisher jetstream.Publisher
+	// Names are the bridge's names (its namespace's): WEBHOOKS and its subjects. The zero Names means
+	// contract.Default.
+	Names contract.Names
 	// Log receives the handler's events; it is tagged component=ingest.
 	Log zerolog.Logger
 	// Metrics registers the bridge_ingest_* collectors; nil uses a private registry.
@@ -107,6 +110,7 @@ type Config struct {
 
 // setDefaults fills in the zero fields.
 func (c *Config) setDefaults() {
+	c.Names = c.Names.OrDefault()
 	if c.MaxBody == 0 {
 		c.MaxBody = DefaultMaxBody
 	}

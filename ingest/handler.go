@@ -82,14 +82,14 @@ func New(cfg Config) (*Handler, error) {
 		log:        cfg.Log.With().Str("component", "ingest").Logger(),
 		metrics:    m,
 		modalities: make(map[string]bool, len(cfg.Modalities)),
-		subjects:   map[string]string{"": contract.WebhookSubject("")},
+		subjects:   map[string]string{"": cfg.Names.WebhookSubject("")},
 		tokenSum:   sha256.Sum256([]byte(cfg.Token)),
 		slots:      make(chan struct{}, cfg.MaxInFlight),
 		retryAfter: strconv.Itoa(int(math.Ceil(cfg.RetryAfter.Seconds()))),
 	}
 	for _, mod := range cfg.Modalities {
 		h.modalities[mod] = true
-		h.subjects[mod] = contract.WebhookSubject(mod)
+		h.subjects[mod] = cfg.Names.WebhookSubject(mod)
 	}
 	if cfg.Secret != "" {
 		h.secret, _ = ParseSecret(cfg.Secret) // checked by Validate
@@ -420,7 +420,7 @@ func (h *Handler) message(r *http.Request, modality, id string, receivedAt time.
 		hdr[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	set(jetstream.MsgIDHeader, id)
-	set(jetstream.ExpectedStreamHeader, contract.StreamWebhooks)
+	set(jetstream.ExpectedStreamHeader, h.cfg.Names.StreamWebhooks)
 	set(contract.HeaderReceivedAt, receivedAt.Format(time.RFC3339Nano))
 	set(contract.HeaderRemoteAddr, r.RemoteAddr)
 	if modality != "" {

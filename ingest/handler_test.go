@@ -356,7 +356,7 @@ func FuzzWebhook(f *testing.F) {
 	n := natstest.RunServer(f)
 	hs := newHarness(f, n.ClientURL(), Config{MaxBody: testMaxBody})
 	createWebhooks(f, hs.js, 1)
-	s, err := hs.js.Stream(natstest.Ctx(f), contract.StreamWebhooks)
+	s, err := hs.js.Stream(natstest.Ctx(f), contract.Default.StreamWebhooks)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -466,7 +466,7 @@ func TestUnavailableAnswers503(t *testing.T) {
 		t.Parallel()
 		n := natstest.RunServer(t)
 		hs := newHarness(t, n.ClientURL(), Config{})
-		if _, err := hs.js.CreateStream(natstest.Ctx(t), jetstream.StreamConfig{Name: "OTHER", Subjects: []string{contract.SubjectWebhooks + ">"}}); err != nil {
+		if _, err := hs.js.CreateStream(natstest.Ctx(t), jetstream.StreamConfig{Name: "OTHER", Subjects: []string{contract.Default.SubjectWebhooks + ">"}}); err != nil {
 			t.Fatal(err)
 		}
 		resp := hs.post(t, "/webhook/prompt", webhookBody(uuid.NewString()))

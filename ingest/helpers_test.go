@@ -22,14 +22,14 @@ import (
 func createWebhooks(tb testing.TB, js jetstream.JetStream, replicas int) jetstream.Stream {
 	tb.Helper()
 	s, err := js.CreateStream(natstest.Ctx(tb), jetstream.StreamConfig{
-		Name:       contract.StreamWebhooks,
-		Subjects:   []string{contract.SubjectWebhooks + ">"},
+		Name:       contract.Default.StreamWebhooks,
+		Subjects:   []string{contract.Default.SubjectWebhooks + ">"},
 		Duplicates: 20 * time.Minute,
 		Storage:    jetstream.FileStorage,
 		Replicas:   replicas,
 	})
 	if err != nil {
-		tb.Fatalf("create stream %s: %v", contract.StreamWebhooks, err)
+		tb.Fatalf("create stream %s: %v", contract.Default.StreamWebhooks, err)
 	}
 	return s
 }
@@ -131,7 +131,7 @@ func (hs *harness) post(tb testing.TB, path, body string) response {
 // stored is every message in WEBHOOKS, read by sequence.
 func stored(tb testing.TB, js jetstream.JetStream) []*jetstream.RawStreamMsg {
 	tb.Helper()
-	return natstest.StreamMsgs(tb, js, contract.StreamWebhooks)
+	return natstest.StreamMsgs(tb, js, contract.Default.StreamWebhooks)
 }
 
 // outcomes is the value of h's bridge_ingest_webhooks_total{outcome}.

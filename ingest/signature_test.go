@@ -222,7 +222,7 @@ func FuzzWebhookSignature(f *testing.F) {
 	n := natstest.RunServer(f)
 	hs := newHarness(f, n.ClientURL(), Config{Secret: testSecret, MaxBody: testMaxBody})
 	createWebhooks(f, hs.js, 1)
-	s, err := hs.js.Stream(natstest.Ctx(f), contract.StreamWebhooks)
+	s, err := hs.js.Stream(natstest.Ctx(f), contract.Default.StreamWebhooks)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -61,6 +61,9 @@ type CompactorConfig struct {
 	Metrics prometheus.Registerer
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Names are the bridge's names (its namespace's), for the fence subjects; the zero Names means
+	// contract.Default.
+	Names contract.Names
 	// Failpoint is for tests only (the crash suite, through the binary's BRIDGE_TEST_FAILPOINT): when set,
 	// it is called at each compaction [Failpoint] (CompactAfterHistory, CompactAfterRemove) of every round,
 	// and may block there; a deployment never sets it.
@@ -111,6 +114,7 @@ func NewCompactor(cfg CompactorConfig) (*Compactor, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Names = cfg.Names.OrDefault()
 	switch {
 	case cfg.Watcher == nil || cfg.Jobs == nil || cfg.Results == nil || cfg.Archive == nil:
 		return nil, fmt.Errorf("%w: compactor: Watcher, Jobs, Results and Archive are required", ErrInvalidConfig)
@@ -281,7 +285,7 @@ func (c *Compactor) compact(ctx context.Context, due []dueJob) (int, error) {
 		}
 	}
 	c.failpoint(CompactAfterHistory, due[0].id)
-	hot := HotState{Jobs: c.cfg.Jobs, Results: c.cfg.Results}
+	hot := HotState{Jobs: c.cfg.Jobs, Results: c.cfg.Results, Names: c.cfg.Names}
 	for i, d := range due {
 		if err := hot.Remove(ctx, d.id, d.rev); err != nil {
 			return i, err
@@ -305,6 +309,8 @@ func (c *Compactor) failpoint(p Failpoint, id string) {
 // result fences in RESULTS.
 type HotState struct {
 	Jobs, Results jetstream.Stream
+	// Names are the bridge's names, for the fence subjects; the zero Names means contract.Default.
+	Names contract.Names
 }
 
 // Remove purges job id's JOBS key up to its revision rev, and then its fences: the compactor's removal,
@@ -312,12 +318,13 @@ type HotState struct {
 // or purge leaves a marker that keeps the subject. The purge keeps every message after rev, so a record
 // written since it was read stays, and there is no race between a check and the removal.
 func (h HotState) Remove(ctx context.Context, id string, rev uint64) error {
-	key := contract.KVSubject(contract.BucketJobs, id)
+	names := h.Names.OrDefault()
+	key := contract.KVSubject(names.BucketJobs, id)
 	if err := h.Jobs.Purge(ctx, jetstream.WithPurgeSubject(key), jetstream.WithPurgeSequence(rev+1)); err != nil {
 		return fmt.Errorf("compact %s: purge record: %w", id, err)
 	}
 	for _, late := range []bool{false, true} {
-		if err := h.Results.Purge(ctx, jetstream.WithPurgeSubject(contract.ResultFenceSubject(id, late))); err != nil {
+		if err := h.Results.Purge(ctx, jetstream.WithPurgeSubject(names.ResultFenceSubject(id, late))); err != nil {
 			return fmt.Errorf("compact %s: purge fence: %w", id, err)
 		}
 	}

@@ -78,6 +78,9 @@ type DelivererConfig struct {
 	// History is the history of delivered jobs (a *history.Store), whose records and fences were
 	// compacted away; nil: no history, and a job without a JOBS record is a new one. See [Deliverer].
 	History History
+	// Names are the bridge's names (its namespace's): result subjects, RESULTS and its fences. The zero
+	// Names means contract.Default.
+	Names contract.Names
 }
 
 // History answers whether a job's id is in the history of delivered jobs. *history.Store satisfies it.
@@ -109,6 +112,7 @@ type Deliverer struct {
 	once *OncePublisher
 	// history is DelivererConfig.History, or nil.
 	history History
+	names   contract.Names
 }
 
 // NewDeliverer returns a Deliverer; JS and Store are required.
@@ -123,7 +127,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 		cfg.Deadlines = DefaultDeadlines()
 	}
 	d := &Deliverer{js: cfg.JS, store: cfg.Store, deadlines: cfg.Deadlines, log: cfg.Log, now: cfg.Now,
-		failpoint: cfg.Failpoint, once: NewOncePublisher(cfg.JS), history: cfg.History}
+		failpoint: cfg.Failpoint, once: NewOncePublisher(cfg.JS, cfg.Names), history: cfg.History, names: cfg.Names.OrDefault()}
 	if d.history != nil {
 		d.once.WithCheck(d.checkClaim)
 	}
@@ -142,7 +146,7 @@ func (d *Deliverer) InHistory(ctx context.Context, jobID string) (bool, error) {
 // checkClaim is the OncePublisher's [ClaimCheck]: once a claim holds the fence, a job in the history is
 // out (its fence was purged by the compaction), and its result must not be stored.
 func (d *Deliverer) checkClaim(ctx context.Context, fence string) error {
-	return d.notInHistory(ctx, strings.TrimSuffix(strings.TrimPrefix(fence, contract.SubjectResultFence), contract.LateSuffix))
+	return d.notInHistory(ctx, strings.TrimSuffix(strings.TrimPrefix(fence, d.names.SubjectResultFence), contract.LateSuffix))
 }
 
 // Store is the JOBS store the deliverer writes.
@@ -321,7 +325,7 @@ func (d *Deliverer) TimeOut(ctx context.Context, id string, last *upstream.Job) 
 // or, when the fence was there already, the one it names. It returns the record as stored afterwards.
 func (d *Deliverer) publishPrimary(ctx context.Context, v Verified, typ string, body []byte) (Record, bool, error) {
 	id := v.Record.JobID
-	subject := contract.ResultSubject(typ)
+	subject := d.names.ResultSubject(typ)
 	if d.failpoint != nil {
 		d.failpoint(BeforePublish, id)
 	}
@@ -365,7 +369,7 @@ func (d *Deliverer) deliverLate(ctx context.Context, v Verified, rec Record) (Ou
 		return 0, fmt.Errorf("late result %s: %w", v.Job.JobID, err)
 	}
 	seq, _, published, err := d.publishOnce(ctx, result{jobID: rec.JobID, late: true,
-		subject: contract.LateResultSubject(resultType(v.Job.Type, rec.Modality)), source: v.Source, body: body})
+		subject: d.names.LateResultSubject(resultType(v.Job.Type, rec.Modality)), source: v.Source, body: body})
 	if err != nil {
 		return alreadyIfInHistory(err)
 	}
@@ -404,7 +408,7 @@ func (d *Deliverer) publishOnce(ctx context.Context, r result) (seq uint64, winn
 	msg.Data = r.body
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set(contract.HeaderBridgeSource, r.source)
-	seq, err = d.once.Publish(ctx, contract.ResultFenceSubject(r.jobID, r.late), msg)
+	seq, err = d.once.Publish(ctx, d.names.ResultFenceSubject(r.jobID, r.late), msg)
 	if err == nil {
 		return seq, r.source, true, nil
 	}

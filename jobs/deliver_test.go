@@ -52,7 +52,7 @@ func (w world) overdueJob(t *testing.T, ctx context.Context, typ string) upstrea
 func (w world) msgsByID(t *testing.T, msgID string) []*jetstream.RawStreamMsg {
 	t.Helper()
 	var out []*jetstream.RawStreamMsg
-	for _, m := range natstest.StreamMsgs(t, w.JS, contract.StreamResults) {
+	for _, m := range natstest.StreamMsgs(t, w.JS, contract.Default.StreamResults) {
 		if m.Header.Get(jetstream.MsgIDHeader) == msgID {
 			out = append(out, m)
 		}
@@ -101,7 +101,7 @@ func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
 				}
 				primary := w.msgsByID(t, j.JobID)
 				late := w.msgsByID(t, j.JobID+contract.LateSuffix)
-				if len(primary) != 1 || primary[0].Subject != contract.ResultSubject("prompt") {
+				if len(primary) != 1 || primary[0].Subject != contract.Default.ResultSubject("prompt") {
 					t.Fatalf("job %s: %d primary results, want 1 on results.prompt", j.JobID, len(primary))
 				}
 				src := primary[0].Header.Get(contract.HeaderBridgeSource)
@@ -117,7 +117,7 @@ func TestWebhookAndTimeoutRaceOneResult(t *testing.T) {
 					}
 				case jobs.StateTimedOut:
 					timedOut++
-					if src != contract.SourceTimeout || len(late) != 1 || late[0].Subject != contract.LateResultSubject("prompt") ||
+					if src != contract.SourceTimeout || len(late) != 1 || late[0].Subject != contract.Default.LateResultSubject("prompt") ||
 						rec.LateSeq != late[0].Sequence || rec.LateDeliveredAt == nil {
 						t.Fatalf("job %s timed out: source %s, %d late results, record %+v", j.JobID, src, len(late), rec)
 					}
@@ -170,7 +170,7 @@ func TestTimedOutJobCompletingLaterPublishesLateOnce(t *testing.T) {
 	if len(primary) != 1 || primary[0].Header.Get(contract.HeaderBridgeSource) != contract.SourceTimeout {
 		t.Fatalf("%d primary results, want the one timeout result", len(primary))
 	}
-	if len(lateMsgs) != 1 || lateMsgs[0].Subject != contract.LateResultSubject("image") {
+	if len(lateMsgs) != 1 || lateMsgs[0].Subject != contract.Default.LateResultSubject("image") {
 		t.Fatalf("%d late results, want 1 on results.late.image", len(lateMsgs))
 	}
 	var body map[string]any

@@ -139,7 +139,7 @@ func TestResultWithoutDoneFoundAfterWindow(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	job := w.overdueJob(t, ctx, "prompt")
-	fence := contract.ResultFenceSubject(job.JobID, false)
+	fence := contract.Default.ResultFenceSubject(job.JobID, false)
 	claim := nats.NewMsg(fence)
 	claim.Header.Set(contract.HeaderFence, contract.FenceClaim)
 	claim.Header.Set(contract.HeaderBridgeSource, contract.SourceWebhook)
@@ -147,7 +147,7 @@ func TestResultWithoutDoneFoundAfterWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := nats.NewMsg(contract.ResultSubject("prompt"))
+	res := nats.NewMsg(contract.Default.ResultSubject("prompt"))
 	res.Data = job.Raw
 	res.Header.Set(jetstream.MsgIDHeader, job.JobID)
 	res.Header.Set(contract.HeaderBridgeSource, contract.SourceWebhook)

@@ -79,6 +79,7 @@ const (
 // Safe for concurrent use.
 type OncePublisher struct {
 	js            jetstream.JetStream
+	names         contract.Names
 	takeoverAfter time.Duration
 
 	mu     sync.Mutex
@@ -98,9 +99,10 @@ type OncePublisher struct {
 	skipDone   bool
 }
 
-// NewOncePublisher returns a publisher into RESULTS through js.
-func NewOncePublisher(js jetstream.JetStream) *OncePublisher {
-	return &OncePublisher{js: js, takeoverAfter: DefaultTakeoverAfter, scans: make(chan struct{}, 4),
+// NewOncePublisher returns a publisher into the RESULTS of names (the zero Names: contract.Default's)
+// through js.
+func NewOncePublisher(js jetstream.JetStream, names contract.Names) *OncePublisher {
+	return &OncePublisher{js: js, names: names.OrDefault(), takeoverAfter: DefaultTakeoverAfter, scans: make(chan struct{}, 4),
 		scanByGet: defaultScanByGet}
 }
 
@@ -306,9 +308,9 @@ func (p *OncePublisher) findResult(ctx context.Context, fence, msgID string, upt
 		return 0, "", nil
 	}
 	if upto-first.Sequence <= p.scanByGet {
-		return scanByGets(ctx, s, resultScan{fence, msgID, first.Sequence + 1, upto})
+		return scanByGets(ctx, s, resultScan{fence, msgID, first.Sequence + 1, upto, p.names.SubjectResults + ">"})
 	}
-	return p.scanByConsumer(ctx, s, resultScan{fence, msgID, first.Sequence + 1, upto})
+	return p.scanByConsumer(ctx, s, resultScan{fence, msgID, first.Sequence + 1, upto, p.names.SubjectResults + ">"})
 }
 
 // resultScan is a search of RESULTS for the result with Nats-Msg-Id msgID among the messages from
@@ -316,13 +318,15 @@ func (p *OncePublisher) findResult(ctx context.Context, fence, msgID string, upt
 type resultScan struct {
 	fence, msgID string
 	from, upto   uint64
+	// results is the filter of the result subjects (results.>).
+	results string
 }
 
 // scanByGets reads the results in [from, upto) one by one, for a short stretch (the usual takeover,
 // soon after the claim), looking for msgID.
 func scanByGets(ctx context.Context, s jetstream.Stream, r resultScan) (uint64, string, error) {
 	for seq := r.from; seq < r.upto; seq++ {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(contract.SubjectResults+">"))
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(r.results))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return 0, "", nil
 		}
@@ -355,7 +359,7 @@ func (p *OncePublisher) scanByConsumer(ctx context.Context, s jetstream.Stream, 
 	// 10,000 results took seconds (BenchmarkFenceTakeover). The read ends at our claim's sequence, or
 	// when nothing more is stored.
 	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubject:     contract.SubjectResults + ">",
+		FilterSubject:     r.results,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       r.from,
 		AckPolicy:         jetstream.AckNonePolicy,
@@ -454,7 +458,7 @@ func (p *OncePublisher) results(ctx context.Context) (jetstream.Stream, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stream == nil {
-		s, err := p.js.Stream(ctx, contract.StreamResults)
+		s, err := p.js.Stream(ctx, p.names.StreamResults)
 		if err != nil {
 			return nil, fmt.Errorf("results stream: %w", err)
 		}

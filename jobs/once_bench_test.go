@@ -132,7 +132,7 @@ func benchFenceTakeover(b *testing.B, c fenceBenchCase) {
 		}
 		// The restarted process: a new connection and a new publisher.
 		nc, js2 := w.Connect()
-		pub := jobs.NewOncePublisher(js2)
+		pub := jobs.NewOncePublisher(js2, contract.Default)
 		pub.SetTakeoverAfter(benchTakeoverAfter)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 
@@ -149,7 +149,7 @@ func benchFenceTakeover(b *testing.B, c fenceBenchCase) {
 				// A failed publish leaves the outcome unknown; the verifier retries the delivery later
 				// (here after 100 ms), and the retry takes the failed claim over at once.
 				for try := 1; ; try++ {
-					seqs[i], errs[i] = pub.Publish(ctx, contract.ResultFenceSubject(id, false), resultMsg(id, contract.SourcePoll))
+					seqs[i], errs[i] = pub.Publish(ctx, contract.Default.ResultFenceSubject(id, false), resultMsg(id, contract.SourcePoll))
 					if out, ok := errors.AsType[*jobs.AlreadyPublishedError](errs[i]); ok && try > 1 {
 						seqs[i], errs[i] = out.Seq, nil // stored by the failed try after all
 					}
@@ -249,7 +249,7 @@ func probe(ctx context.Context, pub *jobs.OncePublisher, stop <-chan struct{}) p
 		}
 		id := uuid.NewString()
 		t0 := time.Now()
-		seq, err := pub.Publish(ctx, contract.ResultFenceSubject(id, false), resultMsg(id, contract.SourceWebhook))
+		seq, err := pub.Publish(ctx, contract.Default.ResultFenceSubject(id, false), resultMsg(id, contract.SourceWebhook))
 		if err != nil {
 			r.err = fmt.Errorf("job %s: %w", id, err)
 			return r
@@ -278,9 +278,9 @@ func crashAfterClaims(tb testing.TB, js jetstream.JetStream, ids []string) {
 	for _, id := range ids {
 		claimed.Add(1)
 		wg.Go(func() {
-			p := jobs.NewOncePublisher(js)
+			p := jobs.NewOncePublisher(js, contract.Default)
 			p.SetAfterClaim(func(string, uint64) { claimed.Done(); runtime.Goexit() })
-			_, err := p.Publish(ctx, contract.ResultFenceSubject(id, false), resultMsg(id, contract.SourceWebhook))
+			_, err := p.Publish(ctx, contract.Default.ResultFenceSubject(id, false), resultMsg(id, contract.SourceWebhook))
 			tb.Errorf("job %s: the crashing publisher returned (%v) instead of stopping after its claim", id, err)
 			claimed.Done()
 		})
@@ -299,7 +299,7 @@ func publishTraffic(tb testing.TB, ctx context.Context, js jetstream.JetStream, 
 	if m == 0 {
 		return
 	}
-	pub := jobs.NewOncePublisher(js)
+	pub := jobs.NewOncePublisher(js, contract.Default)
 	jobs := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -308,7 +308,7 @@ func publishTraffic(tb testing.TB, ctx context.Context, js jetstream.JetStream, 
 		wg.Go(func() {
 			for range jobs {
 				id := uuid.NewString()
-				if _, err := pub.Publish(ctx, contract.ResultFenceSubject(id, false), resultMsg(id, contract.SourceWebhook)); err != nil {
+				if _, err := pub.Publish(ctx, contract.Default.ResultFenceSubject(id, false), resultMsg(id, contract.SourceWebhook)); err != nil {
 					mu.Lock()
 					first = cmp.Or(first, err)
 					mu.Unlock()
@@ -364,7 +364,7 @@ func readResults(ctx context.Context, s jetstream.Stream, from uint64, ids []str
 		found[id] = nil
 	}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{contract.SubjectResults + ">"},
+		FilterSubjects: []string{contract.Default.SubjectResults + ">"},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    from,
 		HeadersOnly:    true,
@@ -411,7 +411,7 @@ func verifyOnce(tb testing.TB, ctx context.Context, s jetstream.Stream, found ma
 		if got := found[id]; !slices.Equal(got, []uint64{seqs[i]}) {
 			tb.Fatalf("job %d: results at %v, want exactly one, at %d", i, got, seqs[i])
 		}
-		fence := contract.ResultFenceSubject(id, false)
+		fence := contract.Default.ResultFenceSubject(id, false)
 		var kinds []string
 		for seq := uint64(1); ; seq++ {
 			m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(fence))

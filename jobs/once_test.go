@@ -24,7 +24,7 @@ const fenceWindow = time.Second
 
 // resultMsg is a result as the deliverer makes it: Nats-Msg-Id is the job's id whoever publishes.
 func resultMsg(id, source string) *nats.Msg {
-	m := nats.NewMsg(contract.ResultSubject("prompt"))
+	m := nats.NewMsg(contract.Default.ResultSubject("prompt"))
 	m.Data = []byte(id + " " + source)
 	m.Header.Set(jetstream.MsgIDHeader, id)
 	m.Header.Set(contract.HeaderBridgeSource, source)
@@ -66,8 +66,8 @@ func outliveWindow(t0 time.Time) {
 // result's sequence.
 func (e world) publishWithoutDone(t *testing.T, id string) (string, uint64) {
 	t.Helper()
-	fence := contract.ResultFenceSubject(id, false)
-	first := jobs.NewOncePublisher(e.JS)
+	fence := contract.Default.ResultFenceSubject(id, false)
+	first := jobs.NewOncePublisher(e.JS, contract.Default)
 	first.SetSkipDone(true)
 	seq, err := first.Publish(natstest.Ctx(t), fence, resultMsg(id, contract.SourceWebhook))
 	if err != nil {
@@ -101,7 +101,7 @@ func TestOnceRacersAgree(t *testing.T) {
 			sources := []string{contract.SourceWebhook, contract.SourcePoll, contract.SourceTimeout}
 			pubs := make([]*jobs.OncePublisher, len(sources))
 			for i := range pubs {
-				pubs[i] = jobs.NewOncePublisher(e.JS)
+				pubs[i] = jobs.NewOncePublisher(e.JS, contract.Default)
 			}
 			const n = 60
 			type answer struct {
@@ -119,7 +119,7 @@ func TestOnceRacersAgree(t *testing.T) {
 				for k, source := range sources {
 					wg.Go(func() {
 						<-start
-						seq, err := pubs[k].Publish(ctx, contract.ResultFenceSubject(ids[i], false), resultMsg(ids[i], source))
+						seq, err := pubs[k].Publish(ctx, contract.Default.ResultFenceSubject(ids[i], false), resultMsg(ids[i], source))
 						if out, ok := errors.AsType[*jobs.AlreadyPublishedError](err); ok {
 							answers[i][k] = answer{out.Seq, out.Source, false}
 							return
@@ -160,7 +160,7 @@ func TestOnceRacersAgree(t *testing.T) {
 					t.Fatalf("job %d: stored seq %d source %q body %q; answered seq %d source %s", i, res[0].Sequence,
 						res[0].Header.Get(contract.HeaderBridgeSource), res[0].Data, a.seq, a.source)
 				}
-				fence := e.fenceMsgs(t, contract.ResultFenceSubject(id, false))
+				fence := e.fenceMsgs(t, contract.Default.ResultFenceSubject(id, false))
 				want := []string{"claim:" + a.source, "done:" + a.source + ":" + strconv.FormatUint(a.seq, 10)}
 				if fmt.Sprint(fence) != fmt.Sprint(want) {
 					t.Fatalf("job %d: fence %v, want %v", i, fence, want)
@@ -181,10 +181,10 @@ func TestOncePausedClaimantIsRefusedAfterTakeover(t *testing.T) {
 			e := fenceWorld(t, testworld.WithTopology(topo))
 			ctx := natstest.Ctx(t)
 			id := uuid.NewString()
-			fence := contract.ResultFenceSubject(id, false)
+			fence := contract.Default.ResultFenceSubject(id, false)
 
 			claimed, resume := make(chan struct{}), make(chan struct{})
-			sleeper := jobs.NewOncePublisher(e.JS)
+			sleeper := jobs.NewOncePublisher(e.JS, contract.Default)
 			sleeper.SetAfterClaim(func(string, uint64) { close(claimed); <-resume })
 			type result struct {
 				seq uint64
@@ -197,7 +197,7 @@ func TestOncePausedClaimantIsRefusedAfterTakeover(t *testing.T) {
 			}()
 			natstest.RecvWithin(t, claimed, 10*time.Second)
 
-			other := jobs.NewOncePublisher(e.JS)
+			other := jobs.NewOncePublisher(e.JS, contract.Default)
 			other.SetTakeoverAfter(100 * time.Millisecond)
 			seq, err := other.Publish(ctx, fence, resultMsg(id, contract.SourcePoll))
 			if err != nil {
@@ -241,16 +241,16 @@ func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 			id := uuid.NewString()
 			fence, seq := e.publishWithoutDone(t, id)
 			// Other jobs' results come between, as in a busy stream.
-			busy := jobs.NewOncePublisher(e.JS)
+			busy := jobs.NewOncePublisher(e.JS, contract.Default)
 			for range 20 {
 				other := uuid.NewString()
-				if _, err := busy.Publish(ctx, contract.ResultFenceSubject(other, false), resultMsg(other, contract.SourceWebhook)); err != nil {
+				if _, err := busy.Publish(ctx, contract.Default.ResultFenceSubject(other, false), resultMsg(other, contract.SourceWebhook)); err != nil {
 					t.Fatal(err)
 				}
 			}
 			outliveWindow(time.Now())
 
-			second := jobs.NewOncePublisher(e.JS)
+			second := jobs.NewOncePublisher(e.JS, contract.Default)
 			second.SetTakeoverAfter(100 * time.Millisecond)
 			second.SetScanByGet(tc.scanByGet)
 			_, err := second.Publish(ctx, fence, resultMsg(id, contract.SourceTimeout))
@@ -267,7 +267,7 @@ func TestOnceResultWithoutDoneFoundAfterWindow(t *testing.T) {
 				return nil
 			})
 			// The next one reads the done message: no takeover, nothing written.
-			_, err = jobs.NewOncePublisher(e.JS).Publish(ctx, fence, resultMsg(id, contract.SourcePoll))
+			_, err = jobs.NewOncePublisher(e.JS, contract.Default).Publish(ctx, fence, resultMsg(id, contract.SourcePoll))
 			alreadyAt(t, "publisher after the done message", err, seq, contract.SourceWebhook)
 			if got := e.fenceMsgs(t, fence); len(got) != len(want) {
 				t.Fatalf("fence %v after a reader, want %v", got, want)
@@ -291,7 +291,7 @@ func TestOnceChainedTakeoverFindsFirstResult(t *testing.T) {
 			outliveWindow(time.Now())
 
 			claimed, resume := make(chan struct{}), make(chan struct{})
-			second := jobs.NewOncePublisher(e.JS)
+			second := jobs.NewOncePublisher(e.JS, contract.Default)
 			second.SetTakeoverAfter(0)
 			second.SetAfterClaim(func(string, uint64) { close(claimed); <-resume })
 			done := make(chan error, 1)
@@ -301,7 +301,7 @@ func TestOnceChainedTakeoverFindsFirstResult(t *testing.T) {
 			}()
 			natstest.RecvWithin(t, claimed, 10*time.Second)
 
-			third := jobs.NewOncePublisher(e.JS)
+			third := jobs.NewOncePublisher(e.JS, contract.Default)
 			third.SetTakeoverAfter(100 * time.Millisecond)
 			_, err := third.Publish(ctx, fence, resultMsg(id, contract.SourceTimeout))
 			alreadyAt(t, "third publisher", err, seq, contract.SourceWebhook)
@@ -321,7 +321,7 @@ func TestOnceReadsFenceOfEarlierDesign(t *testing.T) {
 	e := fenceWorld(t)
 	ctx := natstest.Ctx(t)
 	id := uuid.NewString()
-	fence := contract.ResultFenceSubject(id, false)
+	fence := contract.Default.ResultFenceSubject(id, false)
 	old := nats.NewMsg(fence)
 	old.Header.Set(contract.HeaderBridgeSource, contract.SourcePoll)
 	ack, err := e.JS.PublishMsg(ctx, old)
@@ -332,7 +332,7 @@ func TestOnceReadsFenceOfEarlierDesign(t *testing.T) {
 		t.Fatal(err)
 	}
 	outliveWindow(time.Now())
-	_, err = jobs.NewOncePublisher(e.JS).Publish(ctx, fence, resultMsg(id, contract.SourceWebhook))
+	_, err = jobs.NewOncePublisher(e.JS, contract.Default).Publish(ctx, fence, resultMsg(id, contract.SourceWebhook))
 	alreadyAt(t, "publisher", err, ack.Sequence+1, contract.SourcePoll)
 	if res := e.msgsByID(t, id); len(res) != 1 {
 		t.Fatalf("%d results, want 1", len(res))

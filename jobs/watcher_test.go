@@ -136,7 +136,7 @@ func TestWatcherReopensWhenBucketRecreated(t *testing.T) {
 	jw := startWatcher(t, w.Store)
 	jw.waitPending(t, 10*time.Second, watchedID(1))
 
-	if err := w.JS.DeleteKeyValue(ctx, contract.BucketJobs); err != nil {
+	if err := w.JS.DeleteKeyValue(ctx, contract.Default.BucketJobs); err != nil {
 		t.Fatal(err)
 	}
 	w.Provision()

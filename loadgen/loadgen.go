@@ -38,6 +38,8 @@ var ErrInvalidConfig = errors.New("loadgen: invalid config")
 
 // Config is one run. Target is required, and NC with Submit; every bound has a default.
 type Config struct {
+	// Names are the bridge's names (its namespace's); the zero Names means contract.Default.
+	Names contract.Names
 	// Target is the base URL of the bridge's HTTP listener (webhooks and /metrics). It must be a
 	// loopback address.
 	Target string
@@ -75,6 +77,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	c.Names = c.Names.OrDefault()
 	if c.Concurrency == 0 {
 		c.Concurrency = 16
 	}
@@ -459,7 +462,7 @@ func (r *run) submit(ctx context.Context, i int) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	t0 := r.t0(i)
-	msg, err := r.cfg.NC.RequestWithContext(rctx, contract.SubjectSubmit+r.cfg.Modality, body)
+	msg, err := r.cfg.NC.RequestWithContext(rctx, r.cfg.Names.SubjectSubmit+r.cfg.Modality, body)
 	d := time.Since(t0)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
@@ -536,11 +539,12 @@ func (r *run) observe(ctx context.Context) (func(), error) {
 	}
 	octx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(octx, contract.StreamResults, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverNewPolicy, FilterSubjects: []string{contract.SubjectResults + ">"},
+	names := r.cfg.Names
+	cons, err := js.OrderedConsumer(octx, names.StreamResults, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverNewPolicy, FilterSubjects: []string{names.SubjectResults + ">"},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("follow %s: %w", contract.StreamResults, err)
+		return nil, fmt.Errorf("follow %s: %w", names.StreamResults, err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
 		id := m.Headers().Get(jetstream.MsgIDHeader)
@@ -558,7 +562,7 @@ func (r *run) observe(ctx context.Context) (func(), error) {
 		r.mu.Unlock()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("follow %s: %w", contract.StreamResults, err)
+		return nil, fmt.Errorf("follow %s: %w", names.StreamResults, err)
 	}
 	return cc.Stop, nil
 }

@@ -48,7 +48,7 @@ func (f *fakeBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.calls.Add(1)
-	msg := &nats.Msg{Subject: contract.ResultSubject("prompt"), Data: []byte(`{"job_id":"` + body.JobID + `"}`),
+	msg := &nats.Msg{Subject: contract.Default.ResultSubject("prompt"), Data: []byte(`{"job_id":"` + body.JobID + `"}`),
 		Header: nats.Header{jetstream.MsgIDHeader: {body.JobID}}}
 	if _, err := f.js.PublishMsg(r.Context(), msg); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)

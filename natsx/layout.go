@@ -44,11 +44,11 @@ func ensureJobs(ctx context.Context, js jetstream.JetStream, want jetstream.KeyV
 	if !errors.Is(err, jetstream.ErrBucketExists) {
 		return nil, 0, fmt.Errorf("create bucket %s: %w", want.Bucket, err)
 	}
-	cfg, err := jobsConfig(ctx, js)
+	cfg, err := jobsConfig(ctx, js, want.Bucket)
 	if err != nil {
 		return nil, 0, err
 	}
-	layout, err := knownLayout(cfg.Metadata)
+	layout, err := knownLayout(want.Bucket, cfg.Metadata)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -59,9 +59,9 @@ func ensureJobs(ctx context.Context, js jetstream.JetStream, want jetstream.KeyV
 	return kv, layout, nil
 }
 
-// jobsConfig reads the configuration of JOBS's stream.
-func jobsConfig(ctx context.Context, js jetstream.JetStream) (jetstream.StreamConfig, error) {
-	name := contract.KVStream(contract.BucketJobs)
+// jobsConfig reads the configuration of the stream of the JOBS bucket called bucket.
+func jobsConfig(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.StreamConfig, error) {
+	name := contract.KVStream(bucket)
 	s, err := js.Stream(ctx, name)
 	if err != nil {
 		return jetstream.StreamConfig{}, fmt.Errorf("stream %s: %w", name, err)
@@ -69,12 +69,13 @@ func jobsConfig(ctx context.Context, js jetstream.JetStream) (jetstream.StreamCo
 	return s.CachedInfo().Config, nil
 }
 
-// knownLayout is the layout of JOBS's metadata, or an error naming it when this release does not know it.
-func knownLayout(metadata map[string]string) (int, error) {
+// knownLayout is the layout of JOBS's metadata, or an error naming bucket when this release does not know
+// it.
+func knownLayout(bucket string, metadata map[string]string) (int, error) {
 	layout := contract.LayoutOf(metadata)
 	if layout < 1 || layout > contract.Layout {
 		return 0, fmt.Errorf("%w: bucket %s is at layout %q (metadata %s), newer than this release knows (%d): run the release that upgraded it, or a newer one",
-			ErrIncompatible, contract.BucketJobs, metadata[contract.LayoutKey], contract.LayoutKey, contract.Layout)
+			ErrIncompatible, bucket, metadata[contract.LayoutKey], contract.LayoutKey, contract.Layout)
 	}
 	return layout, nil
 }
@@ -95,13 +96,14 @@ func checkServer(ctx context.Context, js jetstream.JetStream) error {
 // UpgradeLayout moves the state to [contract.Layout] and returns the layout it was at. From then on the
 // compactor moves delivered jobs into the history, and processes of an earlier release no longer start
 // (their update of JOBS is refused). Run it once no process of an earlier release runs: one that still
-// runs would take a re-posted webhook of a compacted job for a new one. Idempotent.
-func UpgradeLayout(ctx context.Context, js jetstream.JetStream) (int, error) {
-	cfg, err := jobsConfig(ctx, js)
+// runs would take a re-posted webhook of a compacted job for a new one. Idempotent. names are the
+// bridge's (its namespace's).
+func UpgradeLayout(ctx context.Context, js jetstream.JetStream, names contract.Names) (int, error) {
+	cfg, err := jobsConfig(ctx, js, names.BucketJobs)
 	if err != nil {
 		return 0, err
 	}
-	from, err := knownLayout(cfg.Metadata)
+	from, err := knownLayout(names.BucketJobs, cfg.Metadata)
 	if err != nil || from == contract.Layout {
 		return from, err
 	}
@@ -111,16 +113,18 @@ func UpgradeLayout(ctx context.Context, js jetstream.JetStream) (int, error) {
 	}
 	cfg.Metadata = contract.LayoutMetadata(cfg.Metadata, contract.Layout)
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return from, fmt.Errorf("upgrade %s to layout %d: %w", contract.BucketJobs, contract.Layout, err)
+		return from, fmt.Errorf("upgrade %s to layout %d: %w", names.BucketJobs, contract.Layout, err)
 	}
 	return from, nil
 }
 
-// JobsLayout reads the layout JOBS is at now, for a running process to learn of an [UpgradeLayout].
+// JobsLayout reads the layout JOBS is at now, for a running process to learn of an [UpgradeLayout]; jobs
+// is the bucket's stream.
 func JobsLayout(ctx context.Context, jobs jetstream.Stream) (int, error) {
 	info, err := jobs.Info(ctx)
 	if err != nil {
 		return 0, err
 	}
-	return knownLayout(info.Config.Metadata)
+	bucket, _ := contract.KVBucket(info.Config.Name)
+	return knownLayout(bucket, info.Config.Metadata)
 }

@@ -70,7 +70,7 @@ func TestLayoutOfAnEarlierStore(t *testing.T) {
 		t.Fatalf("the earlier release's update of JOBS at layout 1: %v", err)
 	}
 	for i, want := range []int{1, 2} {
-		from, err := natsx.UpgradeLayout(ctx, js)
+		from, err := natsx.UpgradeLayout(ctx, js, contract.Default)
 		if err != nil || from != want {
 			t.Fatalf("upgrade %d: from %d %v, want from %d", i+1, from, err, want)
 		}
@@ -107,7 +107,7 @@ func TestLayoutNewerThanThisRelease(t *testing.T) {
 	if !errors.Is(err, natsx.ErrIncompatible) || !strings.Contains(err.Error(), `bucket JOBS is at layout "3"`) || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("provision on layout 3: %v, want one line naming JOBS at layout 3", err)
 	}
-	if _, err := natsx.UpgradeLayout(ctx, js); !errors.Is(err, natsx.ErrIncompatible) {
+	if _, err := natsx.UpgradeLayout(ctx, js, contract.Default); !errors.Is(err, natsx.ErrIncompatible) {
 		t.Fatalf("upgrade from layout 3: %v, want ErrIncompatible", err)
 	}
 	if contract.LayoutOf(map[string]string{"bridge.layout": "x"}) != 0 || contract.LayoutOf(nil) != 1 {

@@ -12,8 +12,10 @@ import (
 	"github.com/evershield/bridge/contract"
 )
 
-// ProvisionConfig sizes the streams and buckets.
+// ProvisionConfig names and sizes the streams and buckets.
 type ProvisionConfig struct {
+	// Names are the bridge's names (its namespace's); the zero Names means contract.Default.
+	Names contract.Names
 	// Replicas of every stream and bucket: 1 on a single node, 3 (or 5) on a cluster.
 	Replicas int
 	// DuplicateWindow of WEBHOOKS, RESULTS and SLOWLANE; longer than the longest job deadline.
@@ -38,6 +40,7 @@ type ProvisionConfig struct {
 }
 
 func (c *ProvisionConfig) setDefaults() {
+	c.Names = c.Names.OrDefault()
 	if c.Replicas == 0 {
 		c.Replicas = 1
 	}
@@ -121,28 +124,29 @@ func StreamConfigs(cfg ProvisionConfig) []jetstream.StreamConfig {
 			Duplicates:  dupes,
 		}
 	}
-	results := mk(contract.StreamResults, "verified moderation results, one per job (each fenced by bridge.result.<job_id>)",
-		cfg.DuplicateWindow, subjectsOf(contract.StreamResults)...)
+	n := cfg.Names
+	results := mk(n.StreamResults, "verified moderation results, one per job (each fenced by "+n.SubjectResultFence+"<job_id>)",
+		cfg.DuplicateWindow, subjectsOf(n, n.StreamResults)...)
 	// The fence no longer uses atomic batches (OncePublisher). Still allowed, so that existing streams
 	// need no update and processes of the earlier version keep working in a rolling upgrade.
 	results.AllowAtomicPublish = true
 	// The slow lane holds a webhook only until the verifier has handled it, so its state is the work in
 	// flight; its Nats-Msg-Id (the message moved there) collapses a move retried after a crash.
-	lane := mk(contract.StreamSlowLane, "webhooks of unknown jobs waiting for the verifier's slow lane", cfg.DuplicateWindow,
-		subjectsOf(contract.StreamSlowLane)...)
+	lane := mk(n.StreamSlowLane, "webhooks of unknown jobs waiting for the verifier's slow lane", cfg.DuplicateWindow,
+		subjectsOf(n, n.StreamSlowLane)...)
 	lane.Retention = jetstream.WorkQueuePolicy
 	return []jetstream.StreamConfig{
-		mk(contract.StreamWebhooks, "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow, subjectsOf(contract.StreamWebhooks)...),
+		mk(n.StreamWebhooks, "raw upstream webhooks, deduplicated by job_id", cfg.DuplicateWindow, subjectsOf(n, n.StreamWebhooks)...),
 		results,
 		// 2 minutes, or the retention when shorter (a trial's): a stream's window cannot pass its MaxAge.
-		mk(contract.StreamDeadLetter, "webhooks that could not be verified", min(2*time.Minute, cfg.Retention), subjectsOf(contract.StreamDeadLetter)...),
+		mk(n.StreamDeadLetter, "webhooks that could not be verified", min(2*time.Minute, cfg.Retention), subjectsOf(n, n.StreamDeadLetter)...),
 		lane,
 	}
 }
 
-// subjectsOf are the subjects of the bridge's stream name, from [contract.Owned].
-func subjectsOf(name string) []string {
-	r, _ := contract.OwnedStream(name)
+// subjectsOf are the subjects of the bridge's stream name, from [contract.Names.Owned].
+func subjectsOf(n contract.Names, name string) []string {
+	r, _ := n.OwnedStream(name)
 	return r.Subjects
 }
 
@@ -169,7 +173,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	}
 	res.Webhooks, res.Results, res.DeadLetter, res.SlowLane = streams[0], streams[1], streams[2], streams[3]
 
-	jobsWant := bucketConfig(contract.BucketJobs, "jobs the bridge tracks, keyed by job_id", cfg.JobsRetention, cfg.Replicas)
+	n := cfg.Names
+	jobsWant := bucketConfig(n.BucketJobs, "jobs the bridge tracks, keyed by job_id", cfg.JobsRetention, cfg.Replicas)
 	if res.Jobs, res.Layout, err = ensureJobs(ctx, js, jobsWant); err != nil {
 		return Resources{}, err
 	}
@@ -177,8 +182,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
 	}{
-		{&res.Leases, bucketConfig(contract.BucketLeases, "role leases, such as the active reconciler", cfg.LeaseTTL, cfg.Replicas)},
-		{&res.Idempotency, bucketConfig(contract.BucketIdempotency, "submit idempotency keys: sha256(modality, key) to job_id",
+		{&res.Leases, bucketConfig(n.BucketLeases, "role leases, such as the active reconciler", cfg.LeaseTTL, cfg.Replicas)},
+		{&res.Idempotency, bucketConfig(n.BucketIdempotency, "submit idempotency keys: sha256(modality, key) to job_id",
 			cfg.IdempotencyTTL, cfg.Replicas)},
 		{&res.Budget, bucketConfig(contract.BucketBudget, "the account-wide upstream budget: the shared token bucket and each process's usage",
 			0, cfg.Replicas)},
@@ -190,12 +195,12 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		}
 		*b.kv = kv
 	}
-	jobsStream, err := js.Stream(ctx, contract.KVStream(contract.BucketJobs))
+	jobsStream, err := js.Stream(ctx, contract.KVStream(n.BucketJobs))
 	if err != nil {
-		return Resources{}, fmt.Errorf("stream %s: %w", contract.KVStream(contract.BucketJobs), err)
+		return Resources{}, fmt.Errorf("stream %s: %w", contract.KVStream(n.BucketJobs), err)
 	}
 	res.JobsStream = jobsStream
-	history, err := ensureHistory(ctx, js, cfg.Replicas)
+	history, err := ensureHistory(ctx, js, n.BucketHistory, cfg.Replicas)
 	if err != nil {
 		return Resources{}, err
 	}
@@ -208,11 +213,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 // answers, a lagging follower included. With direct gets off every read of the bucket is the stream
 // leader's, so a lookup right after an add, or a split's child read after its marker, is never stale.
 // Its duplicate window is the shortest the server takes (below).
-func historyConfig(replicas int) jetstream.StreamConfig {
+func historyConfig(bucket string, replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
-		Name:              contract.KVStream(contract.BucketHistory),
+		Name:              contract.KVStream(bucket),
 		Description:       "ids of delivered jobs, in sorted blocks keyed by id prefix",
-		Subjects:          []string{contract.KVSubject(contract.BucketHistory, ">")},
+		Subjects:          []string{contract.KVSubject(bucket, ">")},
 		Retention:         jetstream.LimitsPolicy,
 		MaxMsgsPerSubject: 1,
 		MaxMsgs:           -1,
@@ -233,22 +238,22 @@ func historyConfig(replicas int) jetstream.StreamConfig {
 	}
 }
 
-// ensureHistory creates BRIDGE_HISTORY, or updates an existing one to [historyConfig] (turning direct
-// gets off on a bucket made otherwise), and opens it as a bucket.
-func ensureHistory(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	want := historyConfig(replicas)
+// ensureHistory creates the history bucket (BRIDGE_HISTORY), or updates an existing one to
+// [historyConfig] (turning direct gets off on a bucket made otherwise), and opens it as a bucket.
+func ensureHistory(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
+	want := historyConfig(bucket, replicas)
 	_, err := js.CreateStream(ctx, want)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		if _, err = js.UpdateStream(ctx, want); err != nil {
-			return nil, fmt.Errorf("%w: bucket %s: update: %v", ErrIncompatible, contract.BucketHistory, err)
+			return nil, fmt.Errorf("%w: bucket %s: update: %v", ErrIncompatible, bucket, err)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create bucket %s: %w", contract.BucketHistory, err)
+		return nil, fmt.Errorf("create bucket %s: %w", bucket, err)
 	}
-	kv, err := js.KeyValue(ctx, contract.BucketHistory)
+	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", contract.BucketHistory, err)
+		return nil, fmt.Errorf("bucket %s: %w", bucket, err)
 	}
 	return kv, nil
 }
@@ -270,16 +275,17 @@ func bucketConfig(bucket, desc string, ttl time.Duration, replicas int) jetstrea
 // (at least 1) if it does not exist yet: it is made on first use rather than by [Provision], so that a
 // deployment that never replays has none, and an operator can replay on a deployment provisioned before
 // it existed.
-func EnsureReplayBucket(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, contract.BucketReplay)
+func EnsureReplayBucket(ctx context.Context, js jetstream.JetStream, names contract.Names, replicas int) (jetstream.KeyValue, error) {
+	bucket := names.OrDefault().BucketReplay
+	kv, err := js.KeyValue(ctx, bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, bucketConfig(contract.BucketReplay, "bridge replay progress, keyed by replay name", 0, max(replicas, 1)))
+		kv, err = js.CreateKeyValue(ctx, bucketConfig(bucket, "bridge replay progress, keyed by replay name", 0, max(replicas, 1)))
 		if errors.Is(err, jetstream.ErrBucketExists) { // another replay created it first
-			kv, err = js.KeyValue(ctx, contract.BucketReplay)
+			kv, err = js.KeyValue(ctx, bucket)
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", contract.BucketReplay, err)
+		return nil, fmt.Errorf("bucket %s: %w", bucket, err)
 	}
 	return kv, nil
 }

@@ -43,7 +43,7 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	if info.Config.Duplicates != 30*time.Minute {
 		t.Errorf("WEBHOOKS duplicate window %v, want 30m", info.Config.Duplicates)
 	}
-	if res.Jobs.Bucket() != contract.BucketJobs {
+	if res.Jobs.Bucket() != contract.Default.BucketJobs {
 		t.Errorf("jobs bucket %q", res.Jobs.Bucket())
 	}
 }
@@ -65,11 +65,11 @@ func TestProvisionOwnsEveryBucket(t *testing.T) {
 		bucket string
 		ttl    time.Duration
 	}{
-		{"jobs", res.Jobs, contract.BucketJobs, 0}, // never expires: delivered jobs keep their tombstone for ever
-		{"leases", res.Leases, contract.BucketLeases, 10 * time.Second},
-		{"idempotency", res.Idempotency, contract.BucketIdempotency, time.Hour},
+		{"jobs", res.Jobs, contract.Default.BucketJobs, 0}, // never expires: delivered jobs keep their tombstone for ever
+		{"leases", res.Leases, contract.Default.BucketLeases, 10 * time.Second},
+		{"idempotency", res.Idempotency, contract.Default.BucketIdempotency, time.Hour},
 		{"budget", res.Budget, contract.BucketBudget, 0},
-		{"history", res.History, contract.BucketHistory, 0}, // never expires: the delivered jobs' ids
+		{"history", res.History, contract.Default.BucketHistory, 0}, // never expires: the delivered jobs' ids
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -89,18 +89,18 @@ func TestProvisionOwnsEveryBucket(t *testing.T) {
 			}
 		})
 	}
-	if _, err := js.KeyValue(ctx, contract.BucketReplay); !errors.Is(err, jetstream.ErrBucketNotFound) {
+	if _, err := js.KeyValue(ctx, contract.Default.BucketReplay); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Fatalf("replay bucket before the first replay: %v, want not found", err)
 	}
-	kv, err := natsx.EnsureReplayBucket(ctx, js, 1)
-	if err != nil || kv.Bucket() != contract.BucketReplay {
+	kv, err := natsx.EnsureReplayBucket(ctx, js, contract.Default, 1)
+	if err != nil || kv.Bucket() != contract.Default.BucketReplay {
 		t.Fatalf("EnsureReplayBucket: %v", err)
 	}
-	if _, err := natsx.EnsureReplayBucket(ctx, js, 1); err != nil {
+	if _, err := natsx.EnsureReplayBucket(ctx, js, contract.Default, 1); err != nil {
 		t.Fatalf("EnsureReplayBucket again: %v", err)
 	}
-	if b, ok := contract.KVBucket(contract.KVStream(contract.BucketReplay)); !ok || b != contract.BucketReplay {
-		t.Errorf("KVBucket(KVStream(%s)) = %q, %v", contract.BucketReplay, b, ok)
+	if b, ok := contract.KVBucket(contract.KVStream(contract.Default.BucketReplay)); !ok || b != contract.Default.BucketReplay {
+		t.Errorf("KVBucket(KVStream(%s)) = %q, %v", contract.Default.BucketReplay, b, ok)
 	}
 }
 
@@ -138,7 +138,7 @@ func TestProvisionRejectsIncompatibleStream(t *testing.T) {
 	_, js := natstest.Connect(t, n.ClientURL())
 	ctx := natstest.Ctx(t)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: contract.StreamResults, Subjects: []string{"results.>"}, Storage: jetstream.MemoryStorage,
+		Name: contract.Default.StreamResults, Subjects: []string{"results.>"}, Storage: jetstream.MemoryStorage,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestRunEmbeddedRejectsEmptyStore(t *testing.T) {
 
 // TestProvisionMakesWhatTheContractOwns: the server holds, after Provision, exactly the streams and
 // buckets of DESIGN.md made at start-up (the replay bucket comes on first use), each stream with its
-// subjects, so that contract.Owned, which namespace and permission tests iterate, is the whole list.
+// subjects, so that contract.Default.Owned, which namespace and permission tests iterate, is the whole list.
 func TestProvisionMakesWhatTheContractOwns(t *testing.T) {
 	t.Parallel()
 	n := natstest.RunServer(t)
@@ -229,10 +229,10 @@ func TestProvisionMakesWhatTheContractOwns(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("streams after Provision:\n got %v\nwant %v", got, want)
 	}
-	if names := contract.StoreNames(false); len(names) != len(want) {
-		t.Errorf("contract.StoreNames(false) = %v, want the %d above", names, len(want))
+	if names := contract.Default.StoreNames(false); len(names) != len(want) {
+		t.Errorf("contract.Default.StoreNames(false) = %v, want the %d above", names, len(want))
 	}
-	if names := contract.StoreNames(true); !slices.Contains(names, "KV_BRIDGE_REPLAY") {
-		t.Errorf("contract.StoreNames(true) = %v, want KV_BRIDGE_REPLAY among them", names)
+	if names := contract.Default.StoreNames(true); !slices.Contains(names, "KV_BRIDGE_REPLAY") {
+		t.Errorf("contract.Default.StoreNames(true) = %v, want KV_BRIDGE_REPLAY among them", names)
 	}
 }

@@ -22,6 +22,9 @@ type BudgetStatus struct {
 	// Level is the requests in the bucket now; PausedFor the rest of a 429 pause, seconds.
 	Level     float64 `json:"level"`
 	PausedFor float64 `json:"paused_for_seconds,omitempty"`
+	// Account is the upstream account whose budget this is (BRIDGE_BUDGET_ACCOUNT, or a hash of the API
+	// key); empty for a budget of a release before namespaces.
+	Account string `json:"account,omitempty"`
 	// RateFactor is the share of RPM in force after 429s (1 = full rate).
 	RateFactor float64 `json:"rate_factor"`
 	// Leased counts every request leased since the bucket was created.
@@ -32,7 +35,9 @@ type BudgetStatus struct {
 	Processes []budget.Usage `json:"processes"`
 }
 
-// budgetStatus reads BRIDGE_BUDGET. A deployment older than the shared budget has no bucket: nil.
+// budgetStatus reads BRIDGE_BUDGET: the budget of the upstream account that was used last (its state
+// key written most recently), and the processes that report on it. A deployment older than the shared
+// budget has no bucket: nil.
 func budgetStatus(ctx context.Context, js jetstream.JetStream, owed int, now time.Time) (*BudgetStatus, error) {
 	kv, err := js.KeyValue(ctx, contract.BucketBudget)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
@@ -42,12 +47,21 @@ func budgetStatus(ctx context.Context, js jetstream.JetStream, owed int, now tim
 		return nil, err
 	}
 	bs := &BudgetStatus{Owed: owed, RateFactor: 1, Processes: []budget.Usage{}}
-	if e, err := kv.Get(ctx, budget.KeyAccount); err == nil {
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	account, e := latestAccount(ctx, kv, keys)
+	if e != nil {
 		var st budget.State
 		if json.Unmarshal(e.Value(), &st) == nil {
 			p := budget.NewParams(max(1, st.RPM), 0)
 			cur := st.Refilled(p, now)
-			bs.RPM, bs.Level, bs.Leased = st.RPM, cur.Level, st.Leased
+			bs.Account, bs.RPM, bs.Level, bs.Leased = account, st.RPM, cur.Level, st.Leased
 			if cur.Paused(now) {
 				bs.PausedFor = time.Duration(cur.PausedUntil - now.UnixNano()).Seconds()
 			}
@@ -55,15 +69,10 @@ func budgetStatus(ctx context.Context, js jetstream.JetStream, owed int, now tim
 				bs.RateFactor = st.Factor // as of the last 429; it doubles back every budget.RecoverEvery
 			}
 		}
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, err
 	}
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return bs, nil
-	}
-	for k := range lister.Keys() {
-		if !strings.HasPrefix(k, budget.ProcPrefix) {
+	procs := budget.StateKey(account, budget.ProcPrefix)
+	for _, k := range keys {
+		if !strings.HasPrefix(k, procs) {
 			continue
 		}
 		e, err := kv.Get(ctx, k)
@@ -77,4 +86,29 @@ func budgetStatus(ctx context.Context, js jetstream.JetStream, owed int, now tim
 	}
 	slices.SortFunc(bs.Processes, func(a, b budget.Usage) int { return strings.Compare(a.Instance, b.Instance) })
 	return bs, nil
+}
+
+// latestAccount finds, among the bucket's keys, the account budgets (account, or <account>.account) and
+// returns the one written most recently, with its entry; nil when there is none.
+func latestAccount(ctx context.Context, kv jetstream.KeyValue, keys []string) (string, jetstream.KeyValueEntry) {
+	var account string
+	var latest jetstream.KeyValueEntry
+	for _, k := range keys {
+		acct, ok := "", k == budget.KeyAccount
+		if !ok {
+			acct, ok = strings.CutSuffix(k, "."+budget.KeyAccount)
+			ok = ok && !strings.Contains(acct, ".")
+		}
+		if !ok {
+			continue
+		}
+		e, err := kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		if latest == nil || e.Created().After(latest.Created()) {
+			account, latest = acct, e
+		}
+	}
+	return account, latest
 }

@@ -25,6 +25,8 @@ type SubmitRequest struct {
 	Modality       string
 	Fields         map[string]string
 	IdempotencyKey string
+	// Names are the bridge's names (its namespace's); the zero Names means contract.Default.
+	Names contract.Names
 }
 
 // Submit sends r to moderate.<Modality>. A refusal is a [*ServiceError].
@@ -33,7 +35,7 @@ func Submit(ctx context.Context, nc *nats.Conn, r SubmitRequest) (SubmitReply, j
 	if err != nil {
 		return SubmitReply{}, nil, err
 	}
-	m := nats.NewMsg(contract.SubjectSubmit + r.Modality)
+	m := nats.NewMsg(r.Names.OrDefault().SubjectSubmit + r.Modality)
 	m.Data = body
 	if r.IdempotencyKey != "" {
 		m.Header.Set(contract.HeaderIdempotencyKey, r.IdempotencyKey)
@@ -49,11 +51,11 @@ func Submit(ctx context.Context, nc *nats.Conn, r SubmitRequest) (SubmitReply, j
 	return rep, raw, nil
 }
 
-// JobStatus asks jobs.status for a job and returns the reply as sent: {"job": ..., "result": ...}. An
+// JobStatus asks jobs.status (of the bridge of names) for a job and returns the reply as sent: {"job": ..., "result": ...}. An
 // unknown job is a [*ServiceError] with code 404.
-func JobStatus(ctx context.Context, nc *nats.Conn, jobID string) (json.RawMessage, error) {
+func JobStatus(ctx context.Context, nc *nats.Conn, names contract.Names, jobID string) (json.RawMessage, error) {
 	body, _ := json.Marshal(map[string]string{"job_id": jobID})
-	m := nats.NewMsg(contract.SubjectJobStatus)
+	m := nats.NewMsg(names.OrDefault().SubjectJobStatus)
 	m.Data = body
 	return request(ctx, nc, m)
 }

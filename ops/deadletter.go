@@ -42,6 +42,9 @@ type DeadLetter struct {
 
 // DeadLetterFilter selects dead letters; every set criterion must hold.
 type DeadLetterFilter struct {
+	// Names are the bridge's names (its namespace's): DEADLETTER, its subjects and JOBS. The zero Names
+	// means contract.Default.
+	Names contract.Names
 	// Seqs are exact sequences; with Seqs set the other criteria still apply.
 	Seqs []uint64
 	// Reasons keep dead letters with one of these reasons (the last subject token).
@@ -77,22 +80,24 @@ type DeadLetterSummary struct {
 	LastTime  time.Time `json:"last_time,omitzero"`
 }
 
-// SummarizeDeadLetters counts the dead letters by reason from the stream's subject counts.
-func SummarizeDeadLetters(ctx context.Context, js jetstream.JetStream) (DeadLetterSummary, error) {
-	s, err := js.Stream(ctx, contract.StreamDeadLetter)
+// SummarizeDeadLetters counts the dead letters of the bridge of names by reason from the stream's subject
+// counts.
+func SummarizeDeadLetters(ctx context.Context, js jetstream.JetStream, names contract.Names) (DeadLetterSummary, error) {
+	n := names.OrDefault()
+	s, err := js.Stream(ctx, n.StreamDeadLetter)
 	if err != nil {
-		return DeadLetterSummary{}, fmt.Errorf("stream %s: %w", contract.StreamDeadLetter, err)
+		return DeadLetterSummary{}, fmt.Errorf("stream %s: %w", n.StreamDeadLetter, err)
 	}
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(contract.SubjectDeadLetter+">"))
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(n.SubjectDeadLetter+">"))
 	if err != nil {
-		return DeadLetterSummary{}, fmt.Errorf("stream %s: %w", contract.StreamDeadLetter, err)
+		return DeadLetterSummary{}, fmt.Errorf("stream %s: %w", n.StreamDeadLetter, err)
 	}
 	sum := DeadLetterSummary{Total: info.State.Msgs, ByReason: map[string]uint64{}}
 	if info.State.Msgs > 0 {
 		sum.FirstTime, sum.LastTime = info.State.FirstTime, info.State.LastTime
 	}
-	for subj, n := range info.State.Subjects {
-		sum.ByReason[strings.TrimPrefix(subj, contract.SubjectDeadLetter)] += n
+	for subj, count := range info.State.Subjects {
+		sum.ByReason[strings.TrimPrefix(subj, n.SubjectDeadLetter)] += count
 	}
 	return sum, nil
 }
@@ -102,14 +107,15 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 	if f.Limit <= 0 {
 		f.Limit = 1000
 	}
-	s, err := js.Stream(ctx, contract.StreamDeadLetter)
+	f.Names = f.Names.OrDefault()
+	s, err := js.Stream(ctx, f.Names.StreamDeadLetter)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", contract.StreamDeadLetter, err)
+		return nil, fmt.Errorf("stream %s: %w", f.Names.StreamDeadLetter, err)
 	}
 	var out []DeadLetter
 	if len(f.Seqs) > 0 {
 		for _, seq := range f.Seqs {
-			d, err := getDeadLetter(ctx, s, seq)
+			d, err := getDeadLetter(ctx, s, f.Names, seq)
 			if err != nil {
 				return nil, err
 			}
@@ -123,13 +129,13 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f DeadLetterFi
 	} else if out, err = scanDeadLetters(ctx, js, s, f); err != nil {
 		return nil, err
 	}
-	if err := addJobStates(ctx, js, out); err != nil {
+	if err := addJobStates(ctx, js, f.Names.BucketJobs, out); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func getDeadLetter(ctx context.Context, s jetstream.Stream, seq uint64) (DeadLetter, error) {
+func getDeadLetter(ctx context.Context, s jetstream.Stream, names contract.Names, seq uint64) (DeadLetter, error) {
 	m, err := s.GetMsg(ctx, seq)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return DeadLetter{}, fmt.Errorf("%w: no dead letter at seq %d", ErrNotFound, seq)
@@ -137,16 +143,16 @@ func getDeadLetter(ctx context.Context, s jetstream.Stream, seq uint64) (DeadLet
 	if err != nil {
 		return DeadLetter{}, fmt.Errorf("dead letter %d: %w", seq, err)
 	}
-	return decodeDeadLetter(m), nil
+	return decodeDeadLetter(names, m), nil
 }
 
-// decodeDeadLetter reads a stored dead letter.
-func decodeDeadLetter(m *jetstream.RawStreamMsg) DeadLetter {
+// decodeDeadLetter reads a stored dead letter of the bridge of names.
+func decodeDeadLetter(names contract.Names, m *jetstream.RawStreamMsg) DeadLetter {
 	h := m.Header
 	d := DeadLetter{Seq: m.Sequence, Time: m.Time.UTC(), Subject: m.Subject, Reason: h.Get(contract.HeaderReason),
 		OriginalSubject: h.Get(contract.HeaderOriginalSubject), Headers: h, Body: json.RawMessage(m.Data)}
 	if d.Reason == "" {
-		d.Reason = strings.TrimPrefix(m.Subject, contract.SubjectDeadLetter)
+		d.Reason = strings.TrimPrefix(m.Subject, names.SubjectDeadLetter)
 	}
 	d.Attempts, _ = strconv.Atoi(h.Get(contract.HeaderAttempts))
 	d.JobID = jobIDOf(m.Data, "")
@@ -160,7 +166,7 @@ func decodeDeadLetter(m *jetstream.RawStreamMsg) DeadLetter {
 func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, f DeadLetterFilter) ([]DeadLetter, error) {
 	info, err := s.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", contract.StreamDeadLetter, err)
+		return nil, fmt.Errorf("stream %s: %w", f.Names.StreamDeadLetter, err)
 	}
 	if info.State.Msgs == 0 || info.State.LastSeq < f.FromSeq {
 		return nil, nil
@@ -168,7 +174,7 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 	end := info.State.LastSeq
 	occ := jetstream.OrderedConsumerConfig{InactiveThreshold: time.Minute}
 	for _, r := range f.Reasons {
-		occ.FilterSubjects = append(occ.FilterSubjects, contract.DeadLetterSubject(r))
+		occ.FilterSubjects = append(occ.FilterSubjects, f.Names.DeadLetterSubject(r))
 	}
 	switch {
 	case f.FromSeq > 0:
@@ -177,15 +183,15 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 		since := f.Since
 		occ.DeliverPolicy, occ.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	cons, err := js.OrderedConsumer(ctx, contract.StreamDeadLetter, occ)
+	cons, err := js.OrderedConsumer(ctx, f.Names.StreamDeadLetter, occ)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", contract.StreamDeadLetter, err)
+		return nil, fmt.Errorf("read %s: %w", f.Names.StreamDeadLetter, err)
 	}
 	var out []DeadLetter
 	for len(out) < f.Limit {
 		batch, err := cons.FetchNoWait(256)
 		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", contract.StreamDeadLetter, err)
+			return nil, fmt.Errorf("read %s: %w", f.Names.StreamDeadLetter, err)
 		}
 		n, last := 0, false
 		for m := range batch.Messages() {
@@ -198,7 +204,7 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 				last = true
 				continue
 			}
-			d := decodeDeadLetter(&jetstream.RawStreamMsg{Subject: m.Subject(), Sequence: meta.Sequence.Stream,
+			d := decodeDeadLetter(f.Names, &jetstream.RawStreamMsg{Subject: m.Subject(), Sequence: meta.Sequence.Stream,
 				Header: m.Headers(), Data: m.Data(), Time: meta.Timestamp})
 			if f.match(d) && len(out) < f.Limit {
 				out = append(out, d)
@@ -206,7 +212,7 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 			last = last || meta.NumPending == 0 || meta.Sequence.Stream == end
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("read %s: %w", contract.StreamDeadLetter, err)
+			return nil, fmt.Errorf("read %s: %w", f.Names.StreamDeadLetter, err)
 		}
 		if last || n == 0 {
 			break
@@ -215,17 +221,17 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 	return out, nil
 }
 
-// addJobStates fills JobState from JOBS.
-func addJobStates(ctx context.Context, js jetstream.JetStream, dls []DeadLetter) error {
+// addJobStates fills JobState from the JOBS bucket called bucket.
+func addJobStates(ctx context.Context, js jetstream.JetStream, bucket string, dls []DeadLetter) error {
 	if len(dls) == 0 {
 		return nil
 	}
-	kv, err := js.KeyValue(ctx, contract.BucketJobs)
+	kv, err := js.KeyValue(ctx, bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("bucket %s: %w", contract.BucketJobs, err)
+		return fmt.Errorf("bucket %s: %w", bucket, err)
 	}
 	store := jobs.NewStore(kv)
 	for i := range dls {
@@ -309,6 +315,8 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 	if cfg.JS == nil {
 		return nil, fmt.Errorf("%w: redrive: JS required", ErrInvalid)
 	}
+	cfg.Filter.Names = cfg.Filter.Names.OrDefault()
+	n := cfg.Filter.Names
 	dls, err := ListDeadLetters(ctx, cfg.JS, cfg.Filter)
 	if err != nil {
 		return nil, err
@@ -316,8 +324,8 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 	log := cfg.Log.With().Str("component", "redrive").Logger()
 	var stream jetstream.Stream
 	if cfg.Delete && !cfg.DryRun {
-		if stream, err = cfg.JS.Stream(ctx, contract.StreamDeadLetter); err != nil {
-			return nil, fmt.Errorf("stream %s: %w", contract.StreamDeadLetter, err)
+		if stream, err = cfg.JS.Stream(ctx, n.StreamDeadLetter); err != nil {
+			return nil, fmt.Errorf("stream %s: %w", n.StreamDeadLetter, err)
 		}
 	}
 	pacer := newPacer(cfg.Rate)
@@ -331,8 +339,8 @@ func Redrive(ctx context.Context, cfg RedriveConfig) ([]RedriveItem, error) {
 			it.Action, it.Why = ActionSkipped, "the job's result is out already (JOBS state "+d.JobState+")"
 		default:
 			it.Subject = d.OriginalSubject
-			if !strings.HasPrefix(it.Subject, contract.SubjectWebhooks) {
-				it.Subject = contract.WebhookSubject(nats.Header(d.Headers).Get(contract.HeaderModality))
+			if !strings.HasPrefix(it.Subject, n.SubjectWebhooks) {
+				it.Subject = n.WebhookSubject(nats.Header(d.Headers).Get(contract.HeaderModality))
 			}
 			it.MsgID = contract.RedriveMsgID(d.JobID, d.Seq)
 			it.Action = ActionWould

@@ -32,7 +32,7 @@ func (w *world) lastSeq(stream string) uint64 {
 func (w *world) waitDeadLetters(reason string, want uint64) {
 	w.tb.Helper()
 	natstest.WaitFor(w.tb, 30*time.Second, func() error {
-		sum, err := SummarizeDeadLetters(natstest.CtxWithin(w.tb, 5*time.Second), w.js)
+		sum, err := SummarizeDeadLetters(natstest.CtxWithin(w.tb, 5*time.Second), w.js, contract.Default)
 		if err != nil {
 			return err
 		}
@@ -59,10 +59,10 @@ func TestRedriveOfNowVerifiableDeadLetterPublishesOnce(t *testing.T) {
 	w.sim.SetFault(simulator.EndpointJob, simulator.Fault{})
 	forged := uuid.NewString()
 	w.webhook("prompt", forged)
-	w.publish(contract.WebhookSubject("prompt"), "junk-1", `{"job_id":"not-a-uuid"}`)
+	w.publish(contract.Default.WebhookSubject("prompt"), "junk-1", `{"job_id":"not-a-uuid"}`)
 	w.waitDeadLetters("malformed", 1)
 	w.waitDeadLetters("not_found", 1)
-	w.verifierIdle(w.lastSeq(contract.StreamWebhooks))
+	w.verifierIdle(w.lastSeq(contract.Default.StreamWebhooks))
 	if n := len(w.resultsPerJob()); n != 0 {
 		t.Fatalf("%d results before the redrive", n)
 	}
@@ -99,7 +99,7 @@ func TestRedriveOfNowVerifiableDeadLetterPublishesOnce(t *testing.T) {
 	if actions["malformed"] != ActionSkipped || actions["not_found"] != ActionWould || actions["attempts_exhausted"] != ActionWould {
 		t.Fatalf("dry run actions %v", actions)
 	}
-	webhooks := w.lastSeq(contract.StreamWebhooks)
+	webhooks := w.lastSeq(contract.Default.StreamWebhooks)
 
 	items, err = Redrive(ctx, RedriveConfig{JS: w.js, Log: w.log, Filter: DeadLetterFilter{Reasons: []string{"attempts_exhausted"}}})
 	if err != nil || len(items) != 1 || items[0].Action != ActionRedriven || items[0].MsgID != fmt.Sprintf("%s.redrive.%d", id, ex.Seq) ||
@@ -130,7 +130,7 @@ func TestRedriveOfNowVerifiableDeadLetterPublishesOnce(t *testing.T) {
 	if err != nil || len(items) != 1 || items[0].Action != ActionRedriven || !items[0].Deleted {
 		t.Fatalf("redrive forged: %+v %v", items, err)
 	}
-	w.verifierIdle(w.lastSeq(contract.StreamWebhooks))
+	w.verifierIdle(w.lastSeq(contract.Default.StreamWebhooks))
 	if got := w.resultsPerJob(); got[forged] != 0 || len(got) != 1 {
 		t.Fatalf("forged job published: %v", got)
 	}
@@ -145,7 +145,7 @@ func TestListDeadLettersFilters(t *testing.T) {
 	ids := []string{uuid.NewString(), uuid.NewString(), uuid.NewString()}
 	var seqs []uint64
 	for i, reason := range []string{"not_found", "attempts_exhausted", "not_found"} {
-		seqs = append(seqs, w.publish(contract.DeadLetterSubject(reason), ids[i]+"."+reason, fmt.Sprintf(`{"job_id":%q}`, ids[i]),
+		seqs = append(seqs, w.publish(contract.Default.DeadLetterSubject(reason), ids[i]+"."+reason, fmt.Sprintf(`{"job_id":%q}`, ids[i]),
 			contract.HeaderReason, reason, contract.HeaderAttempts, "3", contract.HeaderOriginalSubject, "webhooks.prompt"))
 	}
 	tests := []struct {
@@ -177,7 +177,7 @@ func TestListDeadLettersFilters(t *testing.T) {
 			equalSeqs(t, gs, tt.want)
 		})
 	}
-	sum, err := SummarizeDeadLetters(natstest.CtxWithin(t, 5*time.Second), w.js)
+	sum, err := SummarizeDeadLetters(natstest.CtxWithin(t, 5*time.Second), w.js, contract.Default)
 	if err != nil || sum.Total != 3 || sum.ByReason["not_found"] != 2 || sum.ByReason["attempts_exhausted"] != 1 {
 		t.Fatalf("summary %+v %v", sum, err)
 	}
@@ -200,7 +200,7 @@ func TestRedriveKeepsEveryWebhookHeader(t *testing.T) {
 	for k, v := range want {
 		hdr = append(hdr, k, v)
 	}
-	w.publish(contract.WebhookSubject("prompt"), id, fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, id), hdr...)
+	w.publish(contract.Default.WebhookSubject("prompt"), id, fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, id), hdr...)
 	w.waitDeadLetters("not_found", 1)
 	keeps := func(what string, h nats.Header) {
 		t.Helper()
@@ -210,19 +210,19 @@ func TestRedriveKeepsEveryWebhookHeader(t *testing.T) {
 			}
 		}
 	}
-	keeps("dead letter", w.streamMsgs(contract.StreamDeadLetter)[0].Header)
+	keeps("dead letter", w.streamMsgs(contract.Default.StreamDeadLetter)[0].Header)
 
 	ctx := natstest.CtxWithin(t, 30*time.Second)
 	items, err := Redrive(ctx, RedriveConfig{JS: w.js, Log: w.log, Filter: DeadLetterFilter{JobIDs: []string{id}}})
 	if err != nil || len(items) != 1 || items[0].Action != ActionRedriven {
 		t.Fatalf("redrive: %+v %v", items, err)
 	}
-	webhooks := w.streamMsgs(contract.StreamWebhooks)
+	webhooks := w.streamMsgs(contract.Default.StreamWebhooks)
 	redriven := webhooks[len(webhooks)-1]
 	keeps("redriven webhook", redriven.Header)
 	if redriven.Header.Get("Bridge-Replay") != "redrive" || redriven.Header.Get("Nats-Msg-Id") != items[0].MsgID {
 		t.Fatalf("redriven webhook headers %v", redriven.Header)
 	}
 	w.waitDeadLetters("not_found", 2)
-	keeps("dead letter of the redriven webhook", w.streamMsgs(contract.StreamDeadLetter)[1].Header)
+	keeps("dead letter of the redriven webhook", w.streamMsgs(contract.Default.StreamDeadLetter)[1].Header)
 }

@@ -64,7 +64,7 @@ func (w *world) publish(subject, msgID string, data string, hdr ...string) uint6
 
 // webhook stores a raw webhook as ingest does.
 func (w *world) webhook(modality, jobID string) uint64 {
-	return w.publish(contract.WebhookSubject(modality), jobID, fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, jobID),
+	return w.publish(contract.Default.WebhookSubject(modality), jobID, fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, jobID),
 		contract.HeaderReceivedAt, time.Now().UTC().Format(time.RFC3339Nano), contract.HeaderModality, modality,
 		contract.HeaderRemoteAddr, "203.0.113.7:4711")
 }
@@ -109,7 +109,7 @@ func (w *world) verifierIdle(total uint64) {
 	natstest.WaitFor(w.tb, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := w.js.Consumer(ctx, contract.StreamWebhooks, contract.ConsumerVerify)
+		c, err := w.js.Consumer(ctx, contract.Default.StreamWebhooks, contract.Default.ConsumerVerify)
 		if err != nil {
 			return err
 		}
@@ -127,7 +127,7 @@ func (w *world) verifierIdle(total uint64) {
 // resultsPerJob counts primary results per job id (Nats-Msg-Id).
 func (w *world) resultsPerJob() map[string]int {
 	out := map[string]int{}
-	for _, m := range w.streamMsgs(contract.StreamResults) {
+	for _, m := range w.streamMsgs(contract.Default.StreamResults) {
 		out[m.Header.Get(jetstream.MsgIDHeader)]++
 	}
 	return out

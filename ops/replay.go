@@ -26,7 +26,7 @@ import (
 
 // Selection says which messages of a stream a replay takes. Every set criterion must hold.
 type Selection struct {
-	// Stream is contract.StreamResults or contract.StreamWebhooks.
+	// Stream is the bridge's RESULTS or WEBHOOKS (with a namespace, NS_RESULTS or NS_WEBHOOKS).
 	Stream string `json:"stream"`
 	// Subjects filter the stream (wildcards allowed); empty takes every subject.
 	Subjects []string `json:"subjects,omitempty"`
@@ -41,11 +41,11 @@ type Selection struct {
 	JobIDs []string `json:"job_ids,omitempty"`
 }
 
-// validate checks the selection.
-func (s Selection) validate() error {
+// validate checks the selection of the bridge of names.
+func (s Selection) validate(names contract.Names) error {
 	switch {
-	case s.Stream != contract.StreamResults && s.Stream != contract.StreamWebhooks:
-		return fmt.Errorf("%w: stream %q: want %s or %s", ErrInvalid, s.Stream, contract.StreamResults, contract.StreamWebhooks)
+	case s.Stream != names.StreamResults && s.Stream != names.StreamWebhooks:
+		return fmt.Errorf("%w: stream %q: want %s or %s", ErrInvalid, s.Stream, names.StreamResults, names.StreamWebhooks)
 	case s.ToSeq > 0 && s.FromSeq > s.ToSeq:
 		return fmt.Errorf("%w: sequence range %d-%d is empty", ErrInvalid, s.FromSeq, s.ToSeq)
 	case !s.Since.IsZero() && !s.Until.IsZero() && s.Until.Before(s.Since):
@@ -88,8 +88,10 @@ type ReplayConfig struct {
 	Log zerolog.Logger
 	// Now is the clock of the progress record; default time.Now.
 	Now func() time.Time
+	// Names are the bridge's names (its namespace's); the zero Names means contract.Default.
+	Names contract.Names
 
-	// Name is the replay's key in contract.BucketReplay; a letter or digit followed by letters, digits, '-'
+	// Name is the replay's key in the replay bucket (BRIDGE_REPLAY); a letter or digit followed by letters, digits, '-'
 	// and '_'.
 	Name string
 	// Key is the identity of the request as the operator gave it (flags before relative times were
@@ -98,7 +100,7 @@ type ReplayConfig struct {
 	Key string
 	// Selection is what to replay. When a stored replay is resumed, the stored selection is used.
 	Selection Selection
-	// Prefix is put before each original subject; default contract.SubjectReplayPrefix. Ignored with Reverify.
+	// Prefix is put before each original subject; default Names.SubjectReplayPrefix. Ignored with Reverify.
 	Prefix string
 	// Reverify (WEBHOOKS only) republishes each raw webhook on its own subject into WEBHOOKS, with
 	// Nats-Msg-Id <job_id>.reverify.<name>, so the running verifier checks it again. A job whose result
@@ -115,7 +117,7 @@ type ReplayConfig struct {
 	// Checkpoint is how many scanned messages pass between progress saves; default 100. Progress is also
 	// saved when the run stops for any reason.
 	Checkpoint int
-	// Replicas of contract.BucketReplay when this call creates it; default 1.
+	// Replicas of the replay bucket when this call creates it; default 1.
 	Replicas int
 	// Idle is how long to wait for the next message before asking the server whether any is left;
 	// default 2s.
@@ -128,8 +130,9 @@ func (c *ReplayConfig) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	c.Names = c.Names.OrDefault()
 	if c.Prefix == "" {
-		c.Prefix = contract.SubjectReplayPrefix
+		c.Prefix = c.Names.SubjectReplayPrefix
 	}
 	if !strings.HasSuffix(c.Prefix, ".") {
 		c.Prefix += "."
@@ -148,9 +151,9 @@ func (c *ReplayConfig) setDefaults() {
 			c.Selection.JobIDs[i] = canon
 		}
 	}
-	if c.Selection.Stream == contract.StreamResults && len(c.Selection.Subjects) == 0 {
-		// Every result, not the fences that keep them single (contract.SubjectResultFence).
-		c.Selection.Subjects = []string{contract.SubjectResults + ">"}
+	if c.Selection.Stream == c.Names.StreamResults && len(c.Selection.Subjects) == 0 {
+		// Every result, not the fences that keep them single (Names.SubjectResultFence).
+		c.Selection.Subjects = []string{c.Names.SubjectResults + ">"}
 	}
 	if c.Key == "" {
 		c.Key = c.identity()
@@ -164,11 +167,11 @@ func (c *ReplayConfig) validate() error {
 	if !validName(c.Name) {
 		return fmt.Errorf("%w: replay name %q: want a letter or digit, then letters, digits, '-' or '_' (at most 64)", ErrInvalid, c.Name)
 	}
-	if err := c.Selection.validate(); err != nil {
+	if err := c.Selection.validate(c.Names); err != nil {
 		return err
 	}
-	if c.Reverify && c.Selection.Stream != contract.StreamWebhooks {
-		return fmt.Errorf("%w: re-verification replays %s, not %s", ErrInvalid, contract.StreamWebhooks, c.Selection.Stream)
+	if c.Reverify && c.Selection.Stream != c.Names.StreamWebhooks {
+		return fmt.Errorf("%w: re-verification replays %s, not %s", ErrInvalid, c.Names.StreamWebhooks, c.Selection.Stream)
 	}
 	if strings.ContainsAny(c.Prefix, "*> \t\r\n") || strings.HasPrefix(c.Prefix, ".") || strings.Contains(c.Prefix, "..") {
 		return fmt.Errorf("%w: prefix %q: want subject tokens such as replay. or audit.replay.", ErrInvalid, c.Prefix)
@@ -323,7 +326,7 @@ func (r *replayer) begin() uint64 {
 		LastSeq: r.st.LastSeq, TotalPublished: r.st.TotalPublished}
 	r.res.Target = "prefix " + r.st.Prefix
 	if r.st.Reverify {
-		r.res.Target = "reverify into " + contract.StreamWebhooks
+		r.res.Target = "reverify into " + r.cfg.Names.StreamWebhooks
 	}
 	if r.res.Resumed = r.st.LastSeq > 0; r.res.Resumed {
 		r.res.ResumedAfter = r.st.LastSeq
@@ -543,15 +546,15 @@ func (r *replayer) loadState(ctx context.Context, lastSeq uint64) error {
 	var kv jetstream.KeyValue
 	var err error
 	if cfg.DryRun { // a dry run creates nothing
-		kv, err = cfg.JS.KeyValue(ctx, contract.BucketReplay)
+		kv, err = cfg.JS.KeyValue(ctx, cfg.Names.BucketReplay)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {
 			r.st = fresh
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("bucket %s: %w", contract.BucketReplay, err)
+			return fmt.Errorf("bucket %s: %w", cfg.Names.BucketReplay, err)
 		}
-	} else if kv, err = natsx.EnsureReplayBucket(ctx, cfg.JS, cfg.Replicas); err != nil {
+	} else if kv, err = natsx.EnsureReplayBucket(ctx, cfg.JS, cfg.Names, cfg.Replicas); err != nil {
 		return err
 	}
 	r.kv = kv
@@ -692,7 +695,7 @@ func (r *replayer) targetStream(ctx context.Context, subject string) (string, er
 	if err != nil {
 		return "", fmt.Errorf("which stream stores %s: %w", subject, err)
 	}
-	if s == contract.StreamResults || s == contract.StreamWebhooks || s == contract.StreamDeadLetter || s == contract.StreamSlowLane {
+	if contract.IsBridgeStream(s) {
 		return "", fmt.Errorf("%w: %s is stored by %s; choose a prefix outside webhooks., results., deadletter. and slowlane.", ErrTargetIsBridgeStream, subject, s)
 	}
 	r.targets[subject] = s

@@ -26,7 +26,7 @@ func seedResults(w *world, n int) (ids []string, seqs []uint64) {
 		if i%2 == 1 {
 			typ = "image"
 		}
-		seq := w.publish(contract.ResultSubject(typ), id, fmt.Sprintf(`{"job_id":%q,"type":%q,"n":%d}`, id, typ, i),
+		seq := w.publish(contract.Default.ResultSubject(typ), id, fmt.Sprintf(`{"job_id":%q,"type":%q,"n":%d}`, id, typ, i),
 			contract.HeaderBridgeSource, contract.SourceWebhook)
 		ids, seqs = append(ids, id), append(seqs, seq)
 	}
@@ -38,7 +38,7 @@ func seedResults(w *world, n int) (ids []string, seqs []uint64) {
 func replayTarget(w *world) {
 	w.tb.Helper()
 	_, err := w.js.CreateStream(natstest.CtxWithin(w.tb, 10*time.Second), jetstream.StreamConfig{
-		Name: "REPLAYED", Subjects: []string{contract.SubjectReplayPrefix + ">"}, Duplicates: 10 * time.Minute,
+		Name: "REPLAYED", Subjects: []string{contract.Default.SubjectReplayPrefix + ">"}, Duplicates: 10 * time.Minute,
 	})
 	if err != nil {
 		w.tb.Fatal(err)
@@ -73,7 +73,7 @@ func TestReplayToPrefixGivesSelectionOnceInOrder(t *testing.T) {
 	ctx := natstest.CtxWithin(t, 30*time.Second)
 
 	res, err := Replay(ctx, ReplayConfig{JS: w.js, Log: w.log, Name: "prompts",
-		Selection: Selection{Stream: contract.StreamResults, Subjects: []string{"results.prompt"}, FromSeq: seqs[3], ToSeq: seqs[24]}})
+		Selection: Selection{Stream: contract.Default.StreamResults, Subjects: []string{"results.prompt"}, FromSeq: seqs[3], ToSeq: seqs[24]}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestReplayToPrefixGivesSelectionOnceInOrder(t *testing.T) {
 	// Subjects, bodies and headers as the originals, under the prefix.
 	for _, m := range w.streamMsgs("REPLAYED") {
 		seq, _ := strconv.ParseUint(m.Header.Get(contract.HeaderOriginalSeq), 10, 64)
-		orig := w.streamMsgs(contract.StreamResults)[seq-1]
+		orig := w.streamMsgs(contract.Default.StreamResults)[seq-1]
 		if m.Subject != "replay."+orig.Subject || string(m.Data) != string(orig.Data) ||
 			m.Header.Get(contract.HeaderOriginalSubject) != orig.Subject || m.Header.Get(contract.HeaderBridgeSource) != contract.SourceWebhook ||
 			m.Header.Get(contract.HeaderOriginalMsgID) != orig.Header.Get(jetstream.MsgIDHeader) || m.Header.Get(contract.HeaderReplay) != "prompts" {
@@ -98,7 +98,7 @@ func TestReplayToPrefixGivesSelectionOnceInOrder(t *testing.T) {
 		}
 	}
 	// RESULTS itself is untouched: live subscribers see nothing twice.
-	if got := len(w.streamMsgs(contract.StreamResults)); got != len(ids) {
+	if got := len(w.streamMsgs(contract.Default.StreamResults)); got != len(ids) {
 		t.Errorf("RESULTS has %d messages, want %d", got, len(ids))
 	}
 }
@@ -107,7 +107,7 @@ func TestReplaySelections(t *testing.T) {
 	w := newWorld(t)
 	replayTarget(w)
 	ids, seqs := seedResults(w, 12)
-	late := w.publish(contract.LateResultSubject("prompt"), ids[2]+contract.LateSuffix, `{"late":true}`)
+	late := w.publish(contract.Default.LateResultSubject("prompt"), ids[2]+contract.LateSuffix, `{"late":true}`)
 	all := append(append([]uint64(nil), seqs...), late)
 
 	tests := []struct {
@@ -116,15 +116,15 @@ func TestReplaySelections(t *testing.T) {
 		want    []uint64
 		wantErr error
 	}{
-		{name: "everything", sel: Selection{Stream: contract.StreamResults}, want: all},
-		{name: "job ids with late result", sel: Selection{Stream: contract.StreamResults, JobIDs: []string{ids[2], ids[7]}},
+		{name: "everything", sel: Selection{Stream: contract.Default.StreamResults}, want: all},
+		{name: "job ids with late result", sel: Selection{Stream: contract.Default.StreamResults, JobIDs: []string{ids[2], ids[7]}},
 			want: []uint64{seqs[2], seqs[7], late}},
-		{name: "wildcard subject", sel: Selection{Stream: contract.StreamResults, Subjects: []string{"results.late.>"}}, want: []uint64{late}},
-		{name: "time window excludes all", sel: Selection{Stream: contract.StreamResults, Since: time.Now().Add(time.Hour)}, want: nil},
-		{name: "time window includes all", sel: Selection{Stream: contract.StreamResults, Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour)}, want: all},
-		{name: "empty subject", sel: Selection{Stream: contract.StreamResults, Subjects: []string{"results.video"}}, want: nil},
+		{name: "wildcard subject", sel: Selection{Stream: contract.Default.StreamResults, Subjects: []string{"results.late.>"}}, want: []uint64{late}},
+		{name: "time window excludes all", sel: Selection{Stream: contract.Default.StreamResults, Since: time.Now().Add(time.Hour)}, want: nil},
+		{name: "time window includes all", sel: Selection{Stream: contract.Default.StreamResults, Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Hour)}, want: all},
+		{name: "empty subject", sel: Selection{Stream: contract.Default.StreamResults, Subjects: []string{"results.video"}}, want: nil},
 		{name: "bad stream", sel: Selection{Stream: "JOBS"}, wantErr: ErrInvalid},
-		{name: "bad range", sel: Selection{Stream: contract.StreamResults, FromSeq: 5, ToSeq: 2}, wantErr: ErrInvalid},
+		{name: "bad range", sel: Selection{Stream: contract.Default.StreamResults, FromSeq: 5, ToSeq: 2}, wantErr: ErrInvalid},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -156,7 +156,7 @@ func TestReplayResumes(t *testing.T) {
 	w := newWorld(t)
 	replayTarget(w)
 	_, seqs := seedResults(w, 40)
-	base := ReplayConfig{JS: w.js, Log: w.log, Name: "resume", Selection: Selection{Stream: contract.StreamResults}, Checkpoint: 7}
+	base := ReplayConfig{JS: w.js, Log: w.log, Name: "resume", Selection: Selection{Stream: contract.Default.StreamResults}, Checkpoint: 7}
 
 	// A run capped at 5 messages, then one interrupted (ctx cancelled) after 10 more.
 	cfg := base
@@ -177,10 +177,10 @@ func TestReplayResumes(t *testing.T) {
 		t.Fatalf("interrupted run: %+v, %v", res, err)
 	}
 	// Messages published meanwhile are after the replay's end, fixed at its first start.
-	w.publish(contract.ResultSubject("prompt"), uuid.NewString(), `{}`)
+	w.publish(contract.Default.ResultSubject("prompt"), uuid.NewString(), `{}`)
 
 	// Simulate a crash after the last checkpoint: the stored progress is behind what was published.
-	e, err := w.js.KeyValue(natstest.CtxWithin(t, 5*time.Second), contract.BucketReplay)
+	e, err := w.js.KeyValue(natstest.CtxWithin(t, 5*time.Second), contract.Default.BucketReplay)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,11 +234,11 @@ func TestReplayCoreNATSTargetAndDryRun(t *testing.T) {
 	}
 
 	dry, err := Replay(natstest.CtxWithin(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "dry", DryRun: true,
-		Selection: Selection{Stream: contract.StreamResults, Subjects: []string{"results.image"}}})
+		Selection: Selection{Stream: contract.Default.StreamResults, Subjects: []string{"results.image"}}})
 	if err != nil || dry.Published != 10 || !dry.Done {
 		t.Fatalf("dry run: %+v %v", dry, err)
 	}
-	if _, err := w.js.KeyValue(natstest.CtxWithin(t, 5*time.Second), contract.BucketReplay); !errors.Is(err, jetstream.ErrBucketNotFound) {
+	if _, err := w.js.KeyValue(natstest.CtxWithin(t, 5*time.Second), contract.Default.BucketReplay); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Errorf("dry run created the progress bucket: %v", err)
 	}
 	if n, _, _ := sub.Pending(); n != 0 {
@@ -246,7 +246,7 @@ func TestReplayCoreNATSTargetAndDryRun(t *testing.T) {
 	}
 
 	res, err := Replay(natstest.CtxWithin(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "core", Rate: 500,
-		Selection: Selection{Stream: contract.StreamResults, Subjects: []string{"results.image"}}})
+		Selection: Selection{Stream: contract.Default.StreamResults, Subjects: []string{"results.image"}}})
 	if err != nil || res.Published != 10 {
 		t.Fatalf("replay: %+v %v", res, err)
 	}
@@ -276,15 +276,15 @@ func TestReplayRefusesBridgeStreamsAsTarget(t *testing.T) {
 	w := newWorld(t)
 	seedResults(w, 2)
 	_, err := Replay(natstest.CtxWithin(t, 10*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "loop", Prefix: "results.",
-		Selection: Selection{Stream: contract.StreamResults}})
+		Selection: Selection{Stream: contract.Default.StreamResults}})
 	if !errors.Is(err, ErrTargetIsBridgeStream) {
 		t.Fatalf("err = %v, want ErrTargetIsBridgeStream", err)
 	}
-	if n := len(w.streamMsgs(contract.StreamResults)); n != 2 {
+	if n := len(w.streamMsgs(contract.Default.StreamResults)); n != 2 {
 		t.Fatalf("RESULTS has %d messages, want 2", n)
 	}
 	_, err = Replay(natstest.CtxWithin(t, 10*time.Second), ReplayConfig{JS: w.js, Name: "rv", Reverify: true,
-		Selection: Selection{Stream: contract.StreamResults}})
+		Selection: Selection{Stream: contract.Default.StreamResults}})
 	if !errors.Is(err, ErrInvalid) {
 		t.Fatalf("reverify of RESULTS: %v, want ErrInvalid", err)
 	}
@@ -304,7 +304,7 @@ func TestReverifyDoesNotDoubleResults(t *testing.T) {
 		ids = append(ids, id)
 	}
 	// A second webhook of the first job under another Nats-Msg-Id (as a redrive stores it).
-	w.publish(contract.WebhookSubject("prompt"), ids[0]+".redrive.1", fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, ids[0]))
+	w.publish(contract.Default.WebhookSubject("prompt"), ids[0]+".redrive.1", fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, ids[0]))
 	w.verifierIdle(7)
 	before := w.resultsPerJob()
 	gets := w.sim.CallCount(simulator.EndpointJob)
@@ -313,7 +313,7 @@ func TestReverifyDoesNotDoubleResults(t *testing.T) {
 	}
 
 	res, err := Replay(natstest.CtxWithin(t, 30*time.Second), ReplayConfig{JS: w.js, Log: w.log, Name: "reverify", Reverify: true,
-		Selection: Selection{Stream: contract.StreamWebhooks}})
+		Selection: Selection{Stream: contract.Default.StreamWebhooks}})
 	if err != nil || res.Published != 7 || res.Duplicates != 1 {
 		t.Fatalf("reverify: %+v %v (the two webhooks of one job share one re-verification id)", res, err)
 	}
@@ -330,7 +330,7 @@ func TestReverifyDoesNotDoubleResults(t *testing.T) {
 	if got := w.sim.CallCount(simulator.EndpointJob); got != gets {
 		t.Errorf("re-verification asked the upstream %d more times", got-gets)
 	}
-	for _, m := range w.streamMsgs(contract.StreamWebhooks)[7:] {
+	for _, m := range w.streamMsgs(contract.Default.StreamWebhooks)[7:] {
 		if id := m.Header.Get(jetstream.MsgIDHeader); id[36:] != ".reverify.reverify" {
 			t.Errorf("re-verified webhook Nats-Msg-Id %q", id)
 		}

@@ -25,6 +25,8 @@ const minBudgetSample = 10 * time.Second
 // StatusConfig configures [Status]. JS is required.
 type StatusConfig struct {
 	JS jetstream.JetStream
+	// Names are the bridge's names (its namespace's); the zero Names means contract.Default.
+	Names contract.Names
 	// MetricsURLs are /metrics endpoints of running bridges; each one's /readyz is asked too. Empty
 	// skips the bridge section.
 	MetricsURLs []string
@@ -47,6 +49,7 @@ type StatusConfig struct {
 }
 
 func (c *StatusConfig) setDefaults() {
+	c.Names = c.Names.OrDefault()
 	if c.HTTP == nil {
 		c.HTTP = &http.Client{Timeout: 3 * time.Second}
 	}
@@ -225,15 +228,15 @@ func Status(ctx context.Context, cfg StatusConfig) (Report, error) {
 		Consumers: acct.Consumers, APITotal: acct.API.Total, APIErrors: acct.API.Errors}
 
 	var attn attention
-	rep.Streams = streamStatuses(ctx, cfg.JS, &attn)
+	rep.Streams = streamStatuses(ctx, cfg.JS, cfg.Names, &attn)
 	for _, s := range rep.Streams {
-		if s.Name == contract.StreamSlowLane {
+		if s.Name == cfg.Names.StreamSlowLane {
 			rep.SlowLane = s.Messages
 		}
 	}
 	rep.NATS.Servers = servers(rep.Streams)
 	rep.Jobs = jobsStatus(ctx, cfg, now, &attn)
-	if dl, err := SummarizeDeadLetters(ctx, cfg.JS); err == nil {
+	if dl, err := SummarizeDeadLetters(ctx, cfg.JS, cfg.Names); err == nil {
 		rep.DeadLetters = dl
 	} else {
 		rep.DeadLetters.ByReason = map[string]uint64{}
@@ -272,8 +275,8 @@ func natsStatus(js jetstream.JetStream) NATSStatus {
 
 // streamStatuses reports the streams behind the bridge's streams and buckets: those made at start-up
 // always (a missing one is a problem), those made on first use when they exist.
-func streamStatuses(ctx context.Context, js jetstream.JetStream, attn *attention) []StreamStatus {
-	names, onDemand := contract.StoreNames(false), contract.StoreNames(true)
+func streamStatuses(ctx context.Context, js jetstream.JetStream, bridge contract.Names, attn *attention) []StreamStatus {
+	names, onDemand := bridge.StoreNames(false), bridge.StoreNames(true)
 	lister := js.StreamNames(ctx)
 	for n := range lister.Name() {
 		if !slices.Contains(names, n) && slices.Contains(onDemand, n) {
@@ -302,8 +305,8 @@ func streamStatuses(ctx context.Context, js jetstream.JetStream, attn *attention
 		ss.Messages, ss.Bytes = info.State.Msgs, info.State.Bytes
 		ss.FirstSeq, ss.LastSeq, ss.LastTime = info.State.FirstSeq, info.State.LastSeq, info.State.LastTime
 		ss.Replicas = info.Config.Replicas
-		if name == contract.StreamResults {
-			ss.Results = resultCount(ctx, s, attn)
+		if name == bridge.StreamResults {
+			ss.Results = resultCount(ctx, s, bridge, attn)
 		}
 		ss.Healthy = true
 		if c := info.Cluster; c != nil {
@@ -384,7 +387,7 @@ func servers(streams []StreamStatus) []ServerStatus {
 // jobsStatus reads up to MaxJobs JOBS records.
 func jobsStatus(ctx context.Context, cfg StatusConfig, now time.Time, attn *attention) JobsStatus {
 	js := JobsStatus{ByState: map[string]int{}, Pending: []ModalityPending{}}
-	kv, err := cfg.JS.KeyValue(ctx, contract.BucketJobs)
+	kv, err := cfg.JS.KeyValue(ctx, cfg.Names.BucketJobs)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrBucketNotFound) {
 			attn.add(1, "JOBS unreadable: %v", err)
@@ -392,7 +395,7 @@ func jobsStatus(ctx context.Context, cfg StatusConfig, now time.Time, attn *atte
 		return js
 	}
 	js.Records, js.Layout = jobsState(ctx, kv)
-	js.History = historyStats(ctx, cfg.JS, attn)
+	js.History = historyStats(ctx, cfg, attn)
 	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		attn.add(1, "JOBS unreadable: %v", err)
@@ -472,8 +475,8 @@ func jobsState(ctx context.Context, kv jetstream.KeyValue) (records uint64, layo
 }
 
 // historyStats reads the history's state: one request, whatever its length; nil without a history.
-func historyStats(ctx context.Context, js jetstream.JetStream, attn *attention) *history.Stats {
-	st, err := readHistoryStats(ctx, js)
+func historyStats(ctx context.Context, cfg StatusConfig, attn *attention) *history.Stats {
+	st, err := readHistoryStats(ctx, cfg.JS, cfg.Names.BucketHistory)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil
 	}
@@ -484,8 +487,8 @@ func historyStats(ctx context.Context, js jetstream.JetStream, attn *attention) 
 	return &st
 }
 
-func readHistoryStats(ctx context.Context, js jetstream.JetStream) (history.Stats, error) {
-	kv, err := js.KeyValue(ctx, contract.BucketHistory)
+func readHistoryStats(ctx context.Context, js jetstream.JetStream, bucket string) (history.Stats, error) {
+	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
 		return history.Stats{}, err
 	}
@@ -510,12 +513,12 @@ func assess(rep *Report, cfg StatusConfig, attn *attention) {
 	}
 	for _, s := range rep.Streams {
 		for _, c := range s.Consumers {
-			if s.Name == contract.StreamWebhooks && c.Pending+uint64(c.AckPending) > 100 {
+			if s.Name == cfg.Names.StreamWebhooks && c.Pending+uint64(c.AckPending) > 100 {
 				attn.add(2, "consumer %s/%s is behind: %d webhooks not yet delivered, %d waiting for acknowledgement or a retry", s.Name, c.Name, c.Pending, c.AckPending)
 			}
 		}
-		if s.Name == contract.StreamWebhooks && s.Problem == "" && s.Messages > 0 && !slices.ContainsFunc(s.Consumers, func(c ConsumerStatus) bool { return c.Name == contract.ConsumerVerify }) {
-			attn.add(1, "no %s consumer on %s: no verifier has run", contract.ConsumerVerify, s.Name)
+		if s.Name == cfg.Names.StreamWebhooks && s.Problem == "" && s.Messages > 0 && !slices.ContainsFunc(s.Consumers, func(c ConsumerStatus) bool { return c.Name == cfg.Names.ConsumerVerify }) {
+			attn.add(1, "no %s consumer on %s: no verifier has run", cfg.Names.ConsumerVerify, s.Name)
 		}
 	}
 	if d := rep.DeadLetters; d.Total > 0 {
@@ -579,10 +582,10 @@ func (a *attention) list() []string {
 
 // resultCount counts the messages of RESULTS on results.>: one per result subject in the stream's
 // per-subject state (results.<type> and results.late.<type>, a handful), so it costs one request.
-func resultCount(ctx context.Context, s jetstream.Stream, attn *attention) *uint64 {
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(contract.SubjectResults+">"))
+func resultCount(ctx context.Context, s jetstream.Stream, names contract.Names, attn *attention) *uint64 {
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(names.SubjectResults+">"))
 	if err != nil {
-		attn.add(3, "stream %s: count results: %v", contract.StreamResults, err)
+		attn.add(3, "stream %s: count results: %v", names.StreamResults, err)
 		return nil
 	}
 	var n uint64

@@ -43,8 +43,8 @@ func knownState(t *testing.T, w *world, now time.Time) (nearPrompt, youngPrompt,
 	}
 	rec("chat", jobs.StateTimedOut, time.Hour, -time.Hour)
 
-	if _, err := w.js.CreateOrUpdateConsumer(ctx, contract.StreamWebhooks, jetstream.ConsumerConfig{
-		Durable: contract.ConsumerVerify, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: contract.SubjectWebhooks + ">",
+	if _, err := w.js.CreateOrUpdateConsumer(ctx, contract.Default.StreamWebhooks, jetstream.ConsumerConfig{
+		Durable: contract.Default.ConsumerVerify, AckPolicy: jetstream.AckExplicitPolicy, FilterSubject: contract.Default.SubjectWebhooks + ">",
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func knownState(t *testing.T, w *world, now time.Time) (nearPrompt, youngPrompt,
 	}
 	for i, reason := range []string{"not_found", "not_found", "attempts_exhausted"} {
 		id := uuid.NewString()
-		w.publish(contract.DeadLetterSubject(reason), fmt.Sprintf("%s.%d", id, i), fmt.Sprintf(`{"job_id":%q}`, id),
+		w.publish(contract.Default.DeadLetterSubject(reason), fmt.Sprintf("%s.%d", id, i), fmt.Sprintf(`{"job_id":%q}`, id),
 			contract.HeaderReason, reason, contract.HeaderAttempts, "1")
 	}
 	// RESULTS: three results, each with the fence the deliverer writes beside it (not results).
@@ -133,9 +133,9 @@ func TestStatusReportsKnownState(t *testing.T) {
 	var webhooks, results StreamStatus
 	for _, s := range rep.Streams {
 		switch s.Name {
-		case contract.StreamWebhooks:
+		case contract.Default.StreamWebhooks:
 			webhooks = s
-		case contract.StreamResults:
+		case contract.Default.StreamResults:
 			results = s
 		}
 		if s.Problem != "" || !s.Healthy {
@@ -182,7 +182,7 @@ func TestStatusReportsKnownState(t *testing.T) {
 
 func TestStatusOnEmptyServer(t *testing.T) {
 	w := newWorld(t)
-	for _, b := range []string{contract.StreamWebhooks, contract.StreamDeadLetter} {
+	for _, b := range []string{contract.Default.StreamWebhooks, contract.Default.StreamDeadLetter} {
 		_ = w.js.DeleteStream(context.Background(), b)
 	}
 	rep, err := Status(natstest.CtxWithin(t, 10*time.Second), StatusConfig{JS: w.js})

@@ -47,7 +47,7 @@ func buildIndexFixture(tb testing.TB, n int) *indexFixture {
 		m := mods[i%len(mods)]
 		b, _ := json.Marshal(jobs.Record{JobID: id, Modality: m, State: jobs.StatePending, Origin: jobs.OriginSubmit,
 			SubmittedAt: now, Deadline: now.Add(time.Hour + time.Duration(i)*time.Millisecond)})
-		if _, err := js.PublishAsync("$KV."+contract.BucketJobs+"."+id, b); err != nil {
+		if _, err := js.PublishAsync("$KV."+contract.Default.BucketJobs+"."+id, b); err != nil {
 			tb.Fatalf("publish %d: %v", i, err)
 		}
 		if i%10_000 == 9_999 {

@@ -22,7 +22,7 @@ import (
 // fails. The returned func restores the stream's limits.
 func (e *env) fillResults() (restore func()) {
 	e.t.Helper()
-	s, err := e.JS.Stream(e.ctx, contract.StreamResults)
+	s, err := e.JS.Stream(e.ctx, contract.Default.StreamResults)
 	if err != nil {
 		e.t.Fatalf("results stream: %v", err)
 	}

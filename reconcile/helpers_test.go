@@ -102,7 +102,7 @@ type result struct {
 func (e *env) results() []result {
 	e.t.Helper()
 	var out []result
-	for _, m := range natstest.StreamMsgs(e.t, e.JS, contract.StreamResults) {
+	for _, m := range natstest.StreamMsgs(e.t, e.JS, contract.Default.StreamResults) {
 		var body struct {
 			JobID     string    `json:"job_id"`
 			Status    string    `json:"status"`
@@ -159,11 +159,11 @@ type replica struct {
 func (e *env) start(name string, mod func(*Config)) *replica {
 	e.t.Helper()
 	nc, js := e.Connect()
-	jkv, err := js.KeyValue(e.ctx, contract.BucketJobs)
+	jkv, err := js.KeyValue(e.ctx, contract.Default.BucketJobs)
 	if err != nil {
 		e.t.Fatalf("jobs bucket: %v", err)
 	}
-	leases, err := js.KeyValue(e.ctx, contract.BucketLeases)
+	leases, err := js.KeyValue(e.ctx, contract.Default.BucketLeases)
 	if err != nil {
 		e.t.Fatalf("leases bucket: %v", err)
 	}

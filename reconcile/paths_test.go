@@ -191,7 +191,7 @@ func TestJobsWatchReopensWhenBucketRecreated(t *testing.T) {
 		}
 		return nil
 	})
-	if err := e.JS.DeleteKeyValue(e.ctx, contract.BucketJobs); err != nil {
+	if err := e.JS.DeleteKeyValue(e.ctx, contract.Default.BucketJobs); err != nil {
 		t.Fatal(err)
 	}
 	e.Provision()

@@ -92,7 +92,7 @@ func (r *Reconciler) open(ctx context.Context) error {
 	r.leases, r.leaseTTL = r.cfg.Leases, r.cfg.LeaseTTL
 	st, err := r.leases.Status(ctx)
 	if err != nil {
-		return fmt.Errorf("reconcile: bucket %s status: %w", contract.BucketLeases, err)
+		return fmt.Errorf("reconcile: bucket %s status: %w", r.leases.Bucket(), err)
 	}
 	switch ttl := st.TTL(); {
 	case r.leaseTTL == 0 && ttl > 0:

@@ -92,7 +92,7 @@ func (e *env) waitRawResult(t *testing.T, id string) *jetstream.RawStreamMsg {
 	if len(got) != 1 {
 		t.Fatalf("%d results, want 1", len(got))
 	}
-	s, err := e.JS.Stream(e.ctx, contract.StreamResults)
+	s, err := e.JS.Stream(e.ctx, contract.Default.StreamResults)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func TestAdmissionPlansOnTheBudget(t *testing.T) {
 		t.Fatalf("reply %+v, want a job", r)
 	}
 	ledger.n.Store(100_000) // far more than 60 a minute carries before any deadline
-	reply := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt": "refused"}`), nil)
+	reply := e.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{"prompt": "refused"}`), nil)
 	if code, desc := reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader); code != "429" ||
 		!strings.HasPrefix(desc, "BUSY: ") {
 		t.Fatalf("over budget: %q %q, want 429 BUSY: ...", code, desc)

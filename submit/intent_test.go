@@ -43,14 +43,14 @@ func TestInterruptedSubmissionIsReported(t *testing.T) {
 		}
 		return nil
 	})
-	msg := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"again"}`), map[string]string{HeaderIdempotencyKey: "order-7"})
+	msg := e.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{"prompt":"again"}`), map[string]string{HeaderIdempotencyKey: "order-7"})
 	if code, desc := msg.Header.Get(micro.ErrorCodeHeader), msg.Header.Get(micro.ErrorHeader); code != "409" ||
 		!strings.HasPrefix(desc, "IDEMPOTENCY_INTERRUPTED") {
 		t.Fatalf("retry with the interrupted key: %s %s, want 409 IDEMPOTENCY_INTERRUPTED", code, desc)
 	}
 
 	// A submission that completes leaves no intent behind.
-	ok := e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"fine"}`), nil)
+	ok := e.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{"prompt":"fine"}`), nil)
 	if code := ok.Header.Get(micro.ErrorCodeHeader); code != "" {
 		t.Fatalf("submission: %s %s", code, ok.Header.Get(micro.ErrorHeader))
 	}

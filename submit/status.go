@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/internal/text"
 	"github.com/evershield/bridge/jobs"
@@ -63,8 +62,8 @@ func (s *Service) handleStatus(base context.Context, req micro.Request) {
 	if seq != 0 || lateSeq != 0 {
 		// One stream lookup for both reads.
 		var st jetstream.Stream
-		if st, err = s.cfg.JS.Stream(ctx, contract.StreamResults); err != nil {
-			err = fmt.Errorf("stream %s: %w", contract.StreamResults, err)
+		if st, err = s.cfg.JS.Stream(ctx, s.cfg.Names.StreamResults); err != nil {
+			err = fmt.Errorf("stream %s: %w", s.cfg.Names.StreamResults, err)
 		} else if reply.Result, err = readResult(ctx, st, seq); err == nil {
 			reply.LateResult, err = readResult(ctx, st, lateSeq)
 		}

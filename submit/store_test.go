@@ -59,7 +59,7 @@ func TestUpstreamAcceptsButJobsWriteFails(t *testing.T) {
 	hdr := map[string]string{HeaderIdempotencyKey: "order-store-1"}
 	body := []byte(`{"prompt": "hello"}`)
 
-	reply := e.Request(contract.SubjectSubmit+"prompt", body, hdr)
+	reply := e.Request(contract.Default.SubjectSubmit+"prompt", body, hdr)
 	var got Reply
 	if err := json.Unmarshal(reply.Data, &got); err != nil {
 		t.Fatalf("reply body %q: %v", reply.Data, err)
@@ -87,7 +87,7 @@ func TestUpstreamAcceptsButJobsWriteFails(t *testing.T) {
 	}
 
 	kv.down.Store(false)
-	retry := e.Request(contract.SubjectSubmit+"prompt", body, hdr)
+	retry := e.Request(contract.Default.SubjectSubmit+"prompt", body, hdr)
 	if code := retry.Header.Get(micro.ErrorCodeHeader); code != "" {
 		t.Fatalf("retry: %s %s", code, retry.Header.Get(micro.ErrorHeader))
 	}

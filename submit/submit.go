@@ -66,6 +66,9 @@ type Budget interface {
 type Config struct {
 	// NC is the connection the micro service listens on.
 	NC *nats.Conn
+	// Names are the bridge's names (its namespace's): the service, its subjects and RESULTS. The zero
+	// Names means contract.Default.
+	Names contract.Names
 	// JS reads results for jobs.status.
 	JS jetstream.JetStream
 	// Idempotency is the [contract.BucketIdempotency] bucket, as [natsx.Provision] makes it; its TTL is how long
@@ -136,6 +139,7 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
+	c.Names = c.Names.OrDefault()
 	if c.Deadlines.ByModality == nil {
 		c.Deadlines = jobs.DefaultDeadlines()
 	}
@@ -248,8 +252,8 @@ type Reply struct {
 	Status string `json:"status"`
 }
 
-// Service is the submit role: the micro service [contract.ServiceName] with one endpoint per modality on
-// moderate.<modality>, and the job-status endpoint on [contract.SubjectJobStatus]. Several submitters share
+// Service is the submit role: the micro service [s.cfg.Names.ServiceName] with one endpoint per modality on
+// moderate.<modality>, and the job-status endpoint on [s.cfg.Names.SubjectJobStatus]. Several submitters share
 // the endpoints through micro's queue group.
 //
 // A submit request is a JSON object of string fields, the upstream's form fields for the modality. It is
@@ -318,7 +322,7 @@ func (s *Service) Start(ctx context.Context) error {
 	go s.watchIntents(s.baseCtx)
 
 	svc, err := micro.AddService(s.cfg.NC, micro.Config{
-		Name:        contract.ServiceName,
+		Name:        s.cfg.Names.ServiceName,
 		Version:     s.cfg.Version,
 		Description: "moderation submissions and job status",
 		ErrorHandler: func(_ micro.Service, e *micro.NATSError) {
@@ -327,21 +331,21 @@ func (s *Service) Start(ctx context.Context) error {
 	})
 	if err != nil {
 		s.cancel()
-		return fmt.Errorf("add service %s: %w", contract.ServiceName, err)
+		return fmt.Errorf("add service %s: %w", s.cfg.Names.ServiceName, err)
 	}
 	for modality, field := range s.cfg.Modalities {
 		h := s.async(modality, func(ctx context.Context, req micro.Request) { s.handleSubmit(ctx, req, modality, field) })
-		if err := svc.AddEndpoint(modality, h, micro.WithEndpointSubject(contract.SubjectSubmit+modality),
+		if err := svc.AddEndpoint(modality, h, micro.WithEndpointSubject(s.cfg.Names.SubjectSubmit+modality),
 			micro.WithEndpointMetadata(map[string]string{"required_field": field})); err != nil {
 			_ = svc.Stop()
 			s.cancel()
-			return fmt.Errorf("add endpoint %s: %w", contract.SubjectSubmit+modality, err)
+			return fmt.Errorf("add endpoint %s: %w", s.cfg.Names.SubjectSubmit+modality, err)
 		}
 	}
-	if err := svc.AddEndpoint(statusLabel, s.async(statusLabel, s.handleStatus), micro.WithEndpointSubject(contract.SubjectJobStatus)); err != nil {
+	if err := svc.AddEndpoint(statusLabel, s.async(statusLabel, s.handleStatus), micro.WithEndpointSubject(s.cfg.Names.SubjectJobStatus)); err != nil {
 		_ = svc.Stop()
 		s.cancel()
-		return fmt.Errorf("add endpoint %s: %w", contract.SubjectJobStatus, err)
+		return fmt.Errorf("add endpoint %s: %w", s.cfg.Names.SubjectJobStatus, err)
 	}
 	s.svc = svc
 	// The subscriptions are sent asynchronously: a flush makes the server know them before the service

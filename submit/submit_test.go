@@ -55,7 +55,7 @@ func TestBadSubmitNeverReachesUpstream(t *testing.T) {
 	e.startSubmitter()
 	for _, tt := range badSubmits() {
 		t.Run(tt.name, func(t *testing.T) {
-			reply := e.Request(contract.SubjectSubmit+tt.modality, []byte(tt.body), nil)
+			reply := e.Request(contract.Default.SubjectSubmit+tt.modality, []byte(tt.body), nil)
 			if code := reply.Header.Get(micro.ErrorCodeHeader); code != "400" {
 				t.Fatalf("code %q (%s), want 400", code, reply.Header.Get(micro.ErrorHeader))
 			}
@@ -84,13 +84,13 @@ func TestSubmitUpstreamErrorsKeepTheirStatus(t *testing.T) {
 	e := newEnv(t, testworld.Single, simulator.Config{})
 	e.startSubmitter()
 	// The default key lacks moderate:chat: 403 FORBIDDEN passes through.
-	reply := e.Request(contract.SubjectSubmit+"chat", []byte(`{"prompt": "hi"}`), nil)
+	reply := e.Request(contract.Default.SubjectSubmit+"chat", []byte(`{"prompt": "hi"}`), nil)
 	if code, desc := reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader); code != "403" ||
 		!strings.HasPrefix(desc, "FORBIDDEN: ") {
 		t.Fatalf("chat without scope: %q %q, want 403 FORBIDDEN: ...", code, desc)
 	}
 	e.Sim.SetFault(simulator.EndpointSubmit, simulator.Fault{RateLimitRate: 1})
-	reply = e.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt": "hi"}`), nil)
+	reply = e.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{"prompt": "hi"}`), nil)
 	if code, desc := reply.Header.Get(micro.ErrorCodeHeader), reply.Header.Get(micro.ErrorHeader); code != "429" ||
 		!strings.HasPrefix(desc, "RATE_LIMITED: ") {
 		t.Fatalf("rate limited: %q %q, want 429 RATE_LIMITED: ...", code, desc)
@@ -119,7 +119,7 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range replies {
 		wg.Go(func() {
-			m := e.Request(contract.SubjectSubmit+"prompt", body, hdr)
+			m := e.Request(contract.Default.SubjectSubmit+"prompt", body, hdr)
 			if code := m.Header.Get(micro.ErrorCodeHeader); code != "" {
 				t.Errorf("request %d: %s %s", i, code, m.Header.Get(micro.ErrorHeader))
 				return
@@ -141,7 +141,7 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 	}
 
 	// The same key on another modality, or another key, is another job.
-	other := e.Request(contract.SubjectSubmit+"chat", body, hdr)
+	other := e.Request(contract.Default.SubjectSubmit+"chat", body, hdr)
 	if other.Header.Get(micro.ErrorCodeHeader) != "403" { // chat lacks the scope: but it did reach the upstream
 		t.Fatalf("chat with the same key: %q", other.Header.Get(micro.ErrorHeader))
 	}
@@ -152,11 +152,11 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 	// A final upstream error releases the key: a retry with it submits.
 	hdr2 := map[string]string{HeaderIdempotencyKey: "order-5678"}
 	e.Sim.SetFault(simulator.EndpointSubmit, simulator.Fault{ErrorRate: 1, ErrorStatus: 500})
-	if m := e.Request(contract.SubjectSubmit+"prompt", body, hdr2); m.Header.Get(micro.ErrorCodeHeader) != "500" {
+	if m := e.Request(contract.Default.SubjectSubmit+"prompt", body, hdr2); m.Header.Get(micro.ErrorCodeHeader) != "500" {
 		t.Fatalf("want 500, got %q %q", m.Header.Get(micro.ErrorCodeHeader), m.Header.Get(micro.ErrorHeader))
 	}
 	e.Sim.SetFault(simulator.EndpointSubmit, simulator.Fault{})
-	m := e.Request(contract.SubjectSubmit+"prompt", body, hdr2)
+	m := e.Request(contract.Default.SubjectSubmit+"prompt", body, hdr2)
 	var r Reply
 	if err := json.Unmarshal(m.Data, &r); err != nil || r.JobID == "" || r.JobID == replies[0].JobID {
 		t.Fatalf("retry after a failed submission: %q %q", m.Data, m.Header.Get(micro.ErrorHeader))
@@ -171,11 +171,11 @@ func TestIdempotencyKeyPreventsSecondJob(t *testing.T) {
 func TestStatusRequestsHaveTheirOwnMetric(t *testing.T) {
 	e := newEnv(t, testworld.Single, simulator.Config{})
 	s := e.startSubmitter()
-	reply := e.Request(contract.SubjectJobStatus, []byte(`{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"}`), nil)
+	reply := e.Request(contract.Default.SubjectJobStatus, []byte(`{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"}`), nil)
 	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "404" {
 		t.Fatalf("code %q, want 404", code)
 	}
-	e.Request(contract.SubjectJobStatus, []byte(`{"job_id":"nope"}`), nil)
+	e.Request(contract.Default.SubjectJobStatus, []byte(`{"job_id":"nope"}`), nil)
 	for _, outcome := range []string{"not_found", "invalid"} {
 		if v := testutil.ToFloat64(s.metrics.statusRequests.WithLabelValues(outcome)); v != 1 {
 			t.Errorf("bridge_submit_status_requests_total{outcome=%q} = %v, want 1", outcome, v)

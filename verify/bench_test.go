@@ -88,7 +88,7 @@ func BenchmarkVerify(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			st, err := e.JS.Stream(ctx, contract.StreamResults)
+			st, err := e.JS.Stream(ctx, contract.Default.StreamResults)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -138,7 +138,7 @@ func BenchmarkVerify(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if strings.HasPrefix(m.Subject, contract.SubjectResultFence) {
+				if strings.HasPrefix(m.Subject, contract.Default.SubjectResultFence) {
 					continue
 				}
 				var body struct {

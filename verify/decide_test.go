@@ -29,7 +29,7 @@ func (e *env) fetchWebhook(t *testing.T, body []byte) jetstream.Msg {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := e.JS.OrderedConsumer(ctx, contract.StreamWebhooks, jetstream.OrderedConsumerConfig{
+	cons, err := e.JS.OrderedConsumer(ctx, contract.Default.StreamWebhooks, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: ack.Sequence})
 	if err != nil {
 		t.Fatal(err)
@@ -214,10 +214,10 @@ func TestHappyPathRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg := e.fetchWebhook(t, testworld.WebhookBody(id, false))
-	results := len(e.StreamMsgs(contract.StreamResults, ""))
+	results := len(e.StreamMsgs(contract.Default.StreamResults, ""))
 	kv.n = 0
 	v.process(context.Background(), msg, v.lanes()[0])
-	publishes := len(e.StreamMsgs(contract.StreamResults, "")) - results
+	publishes := len(e.StreamMsgs(contract.Default.StreamResults, "")) - results
 	if kv.n != 2 || publishes != 1 {
 		t.Fatalf("%d JOBS requests and %d publishes, want 2 (read, write) and 1", kv.n, publishes)
 	}
@@ -251,7 +251,7 @@ func TestUpperCaseIDIsTheSameJob(t *testing.T) {
 		t.Fatalf("outcomes published %v, already_delivered %v, retry %v; want 1, 1, 0",
 			outcome("published"), outcome("already_delivered"), outcome("retry"))
 	}
-	if n := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))[id]; n != 1 {
+	if n := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))[id]; n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
 	if _, _, err := e.Deliverer.Store().Get(natstest.CtxWithin(t, 5*time.Second), upper); !errors.Is(err, jobs.ErrNotFound) {

@@ -45,5 +45,5 @@ func (e *env) startVerifier(mods ...func(*Config)) (stop func()) {
 // waitLaneSettled waits until the slow lane has handled every webhook moved there.
 func (e *env) waitLaneSettled(d time.Duration) {
 	e.TB.Helper()
-	e.WaitLaneSettled(contract.SubjectUnknownLane, d)
+	e.WaitLaneSettled(contract.Default.SubjectUnknownLane, d)
 }

@@ -35,13 +35,13 @@ func TestWebhookOfCompactedJobIsADuplicate(t *testing.T) {
 	if n := e.Sim.CallCount(simulator.EndpointJob) - gets; n != 0 {
 		t.Fatalf("%d upstream GETs for webhooks of a compacted job, want 0", n)
 	}
-	if n := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))[id]; n != 1 {
+	if n := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))[id]; n != 1 {
 		t.Fatalf("%d results for the job, want 1", n)
 	}
-	if n := len(e.StreamMsgs(contract.StreamDeadLetter, "")); n != 0 {
+	if n := len(e.StreamMsgs(contract.Default.StreamDeadLetter, "")); n != 0 {
 		t.Fatalf("%d dead letters, want 0", n)
 	}
-	if n := len(e.StreamMsgs(contract.StreamSlowLane, "")); n != 0 {
+	if n := len(e.StreamMsgs(contract.Default.StreamSlowLane, "")); n != 0 {
 		t.Fatalf("%d webhooks in the slow lane, want 0", n)
 	}
 	if got := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_outcomes_total",

@@ -332,7 +332,7 @@ func (v *Verifier) settle(ctx context.Context, d delivery, vd verdict) {
 		v.deadLetter(sctx, d, vd.reason, vd.outcome)
 	case actLane:
 		d.log.Debug().Msg("unknown-job budget busy; webhook moved to the slow lane")
-		v.moveOut(sctx, d, laneMsg(d), vd.outcome)
+		v.moveOut(sctx, d, v.laneMsg(d), vd.outcome)
 	case actRetry:
 		// A refused key is no failure of the webhook: waiting it out spends no attempt towards exhaustion.
 		if d.attempt >= v.cfg.MaxAttempts && vd.outcome != outcomeAuthPaused && vd.outcome != outcomeUnknownWaiting {
@@ -383,7 +383,7 @@ func (v *Verifier) backoff(attempt int, retryAfter time.Duration) time.Duration 
 // deadLetter stores the raw webhook in DEADLETTER on deadletter.<reason> and acks it (see moveOut); a
 // dead letter from the slow lane keeps the webhook's original subject.
 func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason string, o outcome) {
-	dl := webhookCopy(d, contract.DeadLetterSubject(reason), reason)
+	dl := webhookCopy(d, v.cfg.Names.DeadLetterSubject(reason), reason)
 	dl.Header.Set(contract.HeaderReason, reason)
 	if v.moveOut(ctx, d, dl, o) {
 		v.metrics.deadLetters.WithLabelValues(reason).Inc()
@@ -392,8 +392,8 @@ func (v *Verifier) deadLetter(ctx context.Context, d delivery, reason string, o 
 
 // laneMsg is the copy of d's webhook that waits in the slow lane, on slowlane.unknown_job in SLOWLANE; its
 // Nats-Msg-Id has the format of a dead letter's, with unknown_job for the reason.
-func laneMsg(d delivery) *nats.Msg {
-	return webhookCopy(d, contract.SubjectUnknownLane, ReasonUnknownJob)
+func (v *Verifier) laneMsg(d delivery) *nats.Msg {
+	return webhookCopy(d, v.cfg.Names.SubjectUnknownLane, ReasonUnknownJob)
 }
 
 // webhookCopy is the message that carries d's webhook to subject: the raw body, the webhook's headers,

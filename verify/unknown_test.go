@@ -42,14 +42,14 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 	// slow lane, whose next token is a minute away.
 	stop := e.startVerifier(func(c *Config) { c.UnknownRPM, c.UnknownLimiter = 1, e.UnknownBudget(1, 1) })
 	e.WaitSettled(20 * time.Second)
-	laned := len(e.StreamMsgs(contract.StreamSlowLane, "slowlane.unknown_job"))
+	laned := len(e.StreamMsgs(contract.Default.StreamSlowLane, "slowlane.unknown_job"))
 	if laned == 0 {
 		t.Fatal("nothing moved to the slow lane")
 	}
 	stop()
 
 	ctx := natstest.CtxWithin(t, 10*time.Second)
-	c, err := e.JS.Consumer(ctx, "SLOWLANE", contract.ConsumerVerifyUnknown)
+	c, err := e.JS.Consumer(ctx, "SLOWLANE", contract.Default.ConsumerVerifyUnknown)
 	if err != nil {
 		t.Fatalf("slow-lane consumer: %v", err)
 	}
@@ -64,11 +64,11 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 		info.NumPending+uint64(info.NumAckPending))
 
 	e.startVerifier() // a generous unknown-job budget
-	e.WaitResults(contract.SubjectResults+">", len(foreign), 30*time.Second)
+	e.WaitResults(contract.Default.SubjectResults+">", len(foreign), 30*time.Second)
 	e.waitLaneSettled(30 * time.Second)
 	e.WaitSettled(10 * time.Second)
 
-	ids := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, ""))
+	ids := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, ""))
 	if len(ids) != len(foreign) {
 		t.Fatalf("results for %d jobs, want %d", len(ids), len(foreign))
 	}
@@ -77,7 +77,7 @@ func TestUnknownLaneSurvivesRestart(t *testing.T) {
 			t.Fatalf("job %s has %d results (foreign %v)", id, n, foreign[id])
 		}
 	}
-	notFound := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonNotFound))
+	notFound := e.StreamMsgs(contract.Default.StreamDeadLetter, contract.Default.DeadLetterSubject(ReasonNotFound))
 	if len(notFound) != len(spoofed) {
 		t.Fatalf("%d not_found dead letters, want %d", len(notFound), len(spoofed))
 	}
@@ -95,9 +95,9 @@ func TestForeignJobVerifiedAtOnceWithoutFlood(t *testing.T) {
 	e.startVerifier(func(c *Config) { c.UnknownRPM = 0 }) // the default
 	id := e.SubmitDirect("prompt", map[string]string{"prompt": "hello"})
 	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
-	e.WaitResults(contract.SubjectResults+">", 1, 20*time.Second)
+	e.WaitResults(contract.Default.SubjectResults+">", 1, 20*time.Second)
 	e.WaitSettled(10 * time.Second)
-	if n := len(e.StreamMsgs(contract.StreamDeadLetter, "")); n != 0 {
+	if n := len(e.StreamMsgs(contract.Default.StreamDeadLetter, "")); n != 0 {
 		t.Fatalf("%d dead letters, want 0", n)
 	}
 	if got := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_outcomes_total", Label: "outcome", Value: "unknown_laned"}); got != 0 {
@@ -116,10 +116,10 @@ func TestUnknownJobVerificationOff(t *testing.T) {
 	if n := e.Sim.CallCount(simulator.EndpointJob); n != 0 {
 		t.Fatalf("%d upstream GETs, want 0 with unknown-job verification off", n)
 	}
-	if got := e.StreamMsgs(contract.StreamResults, ""); len(got) != 0 {
+	if got := e.StreamMsgs(contract.Default.StreamResults, ""); len(got) != 0 {
 		t.Fatalf("%d results, want 0", len(got))
 	}
-	dl := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonUnknownJob))
+	dl := e.StreamMsgs(contract.Default.StreamDeadLetter, contract.Default.DeadLetterSubject(ReasonUnknownJob))
 	if len(dl) != 2 {
 		t.Fatalf("%d unknown_job dead letters, want 2", len(dl))
 	}
@@ -129,10 +129,10 @@ func TestUnknownJobVerificationOff(t *testing.T) {
 		}
 	}
 	// No slow lane: the dead letters wait for an operator.
-	if n := len(e.StreamMsgs(contract.StreamSlowLane, "")); n != 0 {
+	if n := len(e.StreamMsgs(contract.Default.StreamSlowLane, "")); n != 0 {
 		t.Fatalf("%d webhooks in the slow lane, want 0 with unknown-job verification off", n)
 	}
-	if _, err := e.JS.Consumer(natstest.CtxWithin(t, 5*time.Second), contract.StreamSlowLane, contract.ConsumerVerifyUnknown); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if _, err := e.JS.Consumer(natstest.CtxWithin(t, 5*time.Second), contract.Default.StreamSlowLane, contract.Default.ConsumerVerifyUnknown); !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		t.Fatalf("slow-lane consumer: %v, want ErrConsumerNotFound with unknown-job verification off", err)
 	}
 }
@@ -162,7 +162,7 @@ func TestVerifierConfigUnknownBounds(t *testing.T) {
 	}
 	// The slow lane holds many parked webhooks (delayed naks) while it checks the account's list.
 	if c := v.cfg; c.UnknownRPM != DefaultUnknownRPM || c.UnknownConcurrency != 128 ||
-		c.UnknownMaxAckPending != 8192 || c.UnknownConsumer != contract.ConsumerVerifyUnknown {
+		c.UnknownMaxAckPending != 8192 || c.UnknownConsumer != contract.Default.ConsumerVerifyUnknown {
 		t.Fatalf("defaults %d/%d/%d/%q", c.UnknownRPM, c.UnknownConcurrency, c.UnknownMaxAckPending, c.UnknownConsumer)
 	}
 	lc := v.UnknownConsumerConfig()
@@ -224,7 +224,7 @@ func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
 	for i, id := range append(append([]string{}, real...), forged...) {
 		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, i%2 == 0))
 	}
-	e.WaitResults(contract.SubjectResults+">", len(real), 60*time.Second)
+	e.WaitResults(contract.Default.SubjectResults+">", len(real), 60*time.Second)
 	elapsed := time.Since(start)
 	pages := e.Sim.CallCount(simulator.EndpointJobs) - pages0
 	viaList := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_verify_provenance_total", Label: "via", Value: "list"})
@@ -235,7 +235,7 @@ func TestListCheckSettlesABatchAtFullBudget(t *testing.T) {
 	if pages > 3 {
 		t.Fatalf("%d list pages for %d ids in one window; a round settles every id on its page", pages, len(real)+len(forged))
 	}
-	ids := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+	ids := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))
 	for _, id := range forged {
 		if ids[id] > 0 {
 			t.Fatalf("forged id %s has a result", id)

@@ -44,8 +44,11 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Now is the clock for recorded times and latencies; default time.Now.
 	Now func() time.Time
+	// Names are the bridge's names (its namespace's): its streams, subjects and consumers. The zero Names
+	// means contract.Default.
+	Names contract.Names
 
-	// Consumer is the durable name of the pull consumer on WEBHOOKS; default [contract.ConsumerVerify].
+	// Consumer is the durable name of the pull consumer on WEBHOOKS; default Names.ConsumerVerify.
 	Consumer string
 	// Concurrency bounds the webhooks verified at once by this process. 0 (the default) adapts it to
 	// the upstream: it starts at 64 and moves between 64 and min(1024, MaxAckPending/2), growing while
@@ -90,7 +93,7 @@ type Config struct {
 	// 20m.
 	ListLookback time.Duration
 	// UnknownConsumer is the durable name of the slow lane's pull consumer on SLOWLANE (filtered to
-	// slowlane.unknown_job); default [contract.ConsumerVerifyUnknown].
+	// slowlane.unknown_job); default Names.ConsumerVerifyUnknown.
 	UnknownConsumer string
 	// UnknownConcurrency bounds the slow-lane webhooks this process handles at once; they mostly wait for a
 	// list round, which serves them all together, so it is generous; default 128.
@@ -106,8 +109,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	c.Names = c.Names.OrDefault()
 	if c.Consumer == "" {
-		c.Consumer = contract.ConsumerVerify
+		c.Consumer = c.Names.ConsumerVerify
 	}
 	if c.MaxAckPending == 0 {
 		c.MaxAckPending = 32 * adaptiveInitial // room for the adaptive limit's ceiling, twice over
@@ -143,7 +147,7 @@ func (c *Config) setDefaults() {
 		c.ListLookback = 20 * time.Minute
 	}
 	if c.UnknownConsumer == "" {
-		c.UnknownConsumer = contract.ConsumerVerifyUnknown
+		c.UnknownConsumer = c.Names.ConsumerVerifyUnknown
 	}
 	if c.UnknownConcurrency == 0 {
 		c.UnknownConcurrency = 128
@@ -192,8 +196,8 @@ func (c *Config) Validate() error {
 }
 
 // Verifier is the verify role. It takes every raw webhook from the durable pull consumer
-// [contract.ConsumerVerify] on WEBHOOKS (and, for unknown jobs the budget could not take at once, from its
-// slow lane [contract.ConsumerVerifyUnknown] on SLOWLANE, below), asks the upstream for the truth
+// verify on WEBHOOKS (and, for unknown jobs the budget could not take at once, from its slow lane
+// verify-unknown on SLOWLANE, below: the consumers of Config.Names), asks the upstream for the truth
 // (GET /job/{id}) and publishes that through [jobs.Deliverer.Deliver]. Several verifiers, in one process
 // or many, share both consumers.
 //
@@ -368,7 +372,7 @@ func New(cfg Config) (*Verifier, error) {
 // ConsumerConfig is the configuration the verifier creates or updates its durable consumer with.
 func (v *Verifier) ConsumerConfig() jetstream.ConsumerConfig {
 	return v.consumerConfig(v.cfg.Consumer, "bridge verifier: raw webhooks to verify against the upstream",
-		v.cfg.MaxAckPending, contract.SubjectWebhooks+">")
+		v.cfg.MaxAckPending, v.cfg.Names.SubjectWebhooks+">")
 }
 
 // UnknownConsumerConfig is the configuration the verifier creates or updates the slow lane's durable
@@ -376,7 +380,7 @@ func (v *Verifier) ConsumerConfig() jetstream.ConsumerConfig {
 func (v *Verifier) UnknownConsumerConfig() jetstream.ConsumerConfig {
 	return v.consumerConfig(v.cfg.UnknownConsumer,
 		"bridge verifier slow lane: webhooks of unknown jobs waiting for the unknown-job budget",
-		v.cfg.UnknownMaxAckPending, contract.SubjectUnknownLane)
+		v.cfg.UnknownMaxAckPending, v.cfg.Names.SubjectUnknownLane)
 }
 
 // consumerConfig is what both lanes' consumers share: explicit acks, no MaxDeliver (the verifier counts
@@ -396,7 +400,7 @@ func (v *Verifier) consumerConfig(durable, description string, maxAckPending int
 
 // lanes are the lanes this verifier runs: the slow one only when unknown ids are verified at all.
 func (v *Verifier) lanes() []*lane {
-	main := &lane{name: "main", stream: contract.StreamWebhooks, config: v.ConsumerConfig()}
+	main := &lane{name: "main", stream: v.cfg.Names.StreamWebhooks, config: v.ConsumerConfig()}
 	if c := v.cfg.Concurrency; c > 0 {
 		main.limit, main.prefetch = fixedLimiter(c), c
 	} else {
@@ -405,7 +409,7 @@ func (v *Verifier) lanes() []*lane {
 	}
 	ls := []*lane{main}
 	if v.unknownBudget != nil {
-		ls = append(ls, &lane{name: "unknown", stream: contract.StreamSlowLane, config: v.UnknownConsumerConfig(),
+		ls = append(ls, &lane{name: "unknown", stream: v.cfg.Names.StreamSlowLane, config: v.UnknownConsumerConfig(),
 			limit: fixedLimiter(v.cfg.UnknownConcurrency), prefetch: 1, slow: true})
 	}
 	return ls

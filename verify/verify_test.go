@@ -46,7 +46,7 @@ func TestDuplicateWebhookPublishesOnce(t *testing.T) {
 			}
 			wg.Wait()
 			e.WaitSettled(20 * time.Second)
-			counts := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+			counts := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))
 			for _, id := range ids {
 				if counts[id] != 1 {
 					t.Fatalf("job %s has %d results, want 1 (all: %v)", id, counts[id], counts)
@@ -72,7 +72,7 @@ func TestDuplicateWebhookPublishesOnce(t *testing.T) {
 			if n := e.Sim.CallCount(simulator.EndpointJob) - gets; n != 0 {
 				t.Fatalf("%d upstream GETs for copies of delivered jobs, want 0", n)
 			}
-			if got := len(e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">")); got != jobsN {
+			if got := len(e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">")); got != jobsN {
 				t.Fatalf("%d results, want %d", got, jobsN)
 			}
 		})
@@ -86,7 +86,7 @@ func TestForgedVerdictGetsUpstreamVerdict(t *testing.T) {
 	forged, _ := json.Marshal(map[string]any{"job_id": id, "status": "completed", "is_prohibited": true,
 		"reason": "forged", "categories": map[string]any{"custom": map[string]any{"evil": true}}})
 	e.PublishWebhook("prompt", id, forged)
-	msgs := e.WaitResults(contract.SubjectResults+">", 1, 10*time.Second)
+	msgs := e.WaitResults(contract.Default.SubjectResults+">", 1, 10*time.Second)
 	var got map[string]any
 	if err := json.Unmarshal(msgs[0].Data, &got); err != nil {
 		t.Fatal(err)
@@ -111,13 +111,13 @@ func TestSpoofedWebhookNeverPublished(t *testing.T) {
 	e.PublishWebhook("prompt", "junk-1", []byte(`{"job_id": 42}`))
 	e.WaitSettled(10 * time.Second)
 
-	if got := e.StreamMsgs(contract.StreamResults, ""); len(got) != 0 {
+	if got := e.StreamMsgs(contract.Default.StreamResults, ""); len(got) != 0 {
 		t.Fatalf("%d results for a spoofed webhook, want 0", len(got))
 	}
 	if n := e.Sim.CallCount(simulator.EndpointJob); n != 1 {
 		t.Fatalf("%d upstream GETs, want exactly 1 (none for the malformed one)", n)
 	}
-	dl := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonNotFound))
+	dl := e.StreamMsgs(contract.Default.StreamDeadLetter, contract.Default.DeadLetterSubject(ReasonNotFound))
 	if len(dl) != 1 {
 		t.Fatalf("%d not_found dead letters, want 1", len(dl))
 	}
@@ -133,7 +133,7 @@ func TestSpoofedWebhookNeverPublished(t *testing.T) {
 	if _, _, err := e.Store.Get(natstest.CtxWithin(t, 5*time.Second), spoofed); err == nil {
 		t.Fatalf("a JOBS record was created for a spoofed job")
 	}
-	if got := e.StreamMsgs(contract.StreamDeadLetter, contract.DeadLetterSubject(ReasonMalformed)); len(got) != 1 {
+	if got := e.StreamMsgs(contract.Default.StreamDeadLetter, contract.Default.DeadLetterSubject(ReasonMalformed)); len(got) != 1 {
 		t.Fatalf("%d malformed dead letters, want 1", len(got))
 	}
 	if n := testworld.CounterValue(t, e.Reg, testworld.Series{Name: "bridge_deadletter_total", Label: "reason", Value: ReasonNotFound}); n != 1 {
@@ -160,7 +160,7 @@ func TestRestartMidFlightLosesNothing(t *testing.T) {
 	stop := e.startVerifier(func(c *Config) {
 		c.Concurrency, c.ShutdownTimeout, c.AckWait = 4, time.Millisecond, 2*time.Second
 	})
-	e.WaitResults(contract.SubjectResults+">", 4, 20*time.Second)
+	e.WaitResults(contract.Default.SubjectResults+">", 4, 20*time.Second)
 	stop()
 
 	e.Node.Restart(t)
@@ -177,7 +177,7 @@ func TestRestartMidFlightLosesNothing(t *testing.T) {
 		e.WaitState(id, jobs.StateDelivered, 30*time.Second)
 	}
 	e.WaitSettled(20 * time.Second)
-	counts := testworld.ResultIDs(t, e.StreamMsgs(contract.StreamResults, contract.SubjectResults+">"))
+	counts := testworld.ResultIDs(t, e.StreamMsgs(contract.Default.StreamResults, contract.Default.SubjectResults+">"))
 	if len(counts) != len(all) {
 		t.Fatalf("results for %d jobs, want %d", len(counts), len(all))
 	}
@@ -230,12 +230,12 @@ func TestRefusedKeyPausesVerification(t *testing.T) {
 		}
 		return nil
 	})
-	if got := e.StreamMsgs(contract.StreamDeadLetter, ""); len(got) != 0 {
+	if got := e.StreamMsgs(contract.Default.StreamDeadLetter, ""); len(got) != 0 {
 		t.Fatalf("%d dead letters while the key was refused, want 0", len(got))
 	}
 	e.Sim.SetFault(simulator.EndpointJob, simulator.Fault{})
-	e.WaitResults(contract.SubjectResults+">", 1, 10*time.Second)
-	if got := e.StreamMsgs(contract.StreamDeadLetter, ""); len(got) != 0 {
+	e.WaitResults(contract.Default.SubjectResults+">", 1, 10*time.Second)
+	if got := e.StreamMsgs(contract.Default.StreamDeadLetter, ""); len(got) != 0 {
 		t.Fatalf("%d dead letters, want 0", len(got))
 	}
 }

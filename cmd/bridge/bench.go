@@ -324,7 +324,7 @@ func (b *benchFlags) prepare(ctx context.Context, nc *nats.Conn, stdout io.Write
 	}
 	b.cfg.Jobs = ids
 	fmt.Fprintf(stdout, "submitted %d jobs over %sprompt for the webhooks to carry in %.1fs (not measured)\n",
-		len(ids), contract.SubjectSubmit, time.Since(start).Seconds())
+		len(ids), contract.Default.SubjectSubmit, time.Since(start).Seconds())
 	return nil
 }
 

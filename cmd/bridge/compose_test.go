@@ -310,7 +310,7 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 	// Every result, counted per Nats-Msg-Id, by a consumer that survives the node loss.
 	var mu sync.Mutex
 	results := map[string]int{}
-	cons, err := js.OrderedConsumer(ctx, contract.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contract.SubjectResults + ">"}})
+	cons, err := js.OrderedConsumer(ctx, contract.Default.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contract.Default.SubjectResults + ">"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestComposeTopologySurvivesNodeAndBridgeLoss(t *testing.T) {
 
 	submit(20)
 	// Stop the node leading RESULTS: its streams elect new leaders, clients reconnect elsewhere.
-	info, err := js.Stream(ctx, contract.StreamResults)
+	info, err := js.Stream(ctx, contract.Default.StreamResults)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,11 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"replicas", map[string]string{"BRIDGE_REPLICAS": "7"}, `BRIDGE_REPLICAS: must be 1 to 5`},
 		{"log format", map[string]string{"BRIDGE_LOG_FORMAT": "xml"}, `BRIDGE_LOG_FORMAT: want json or console`},
 		{"tls pair", map[string]string{"BRIDGE_TLS_CERT_FILE": "c.pem"}, `BRIDGE_TLS_CERT_FILE: BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE go together`},
+		{"namespace upper case", map[string]string{"BRIDGE_NAMESPACE": "Prod"}, `BRIDGE_NAMESPACE: namespace must be 1 to 32 of a-z, 0-9 and _; got "Prod"`},
+		{"namespace dot", map[string]string{"BRIDGE_NAMESPACE": "prod.eu"}, `BRIDGE_NAMESPACE: namespace must be 1 to 32 of a-z, 0-9 and _; got "prod.eu"`},
+		{"namespace too long", map[string]string{"BRIDGE_NAMESPACE": strings.Repeat("a", 33)}, `BRIDGE_NAMESPACE: namespace must be 1 to 32`},
+		{"budget account", map[string]string{"BRIDGE_BUDGET_ACCOUNT": "a.b"}, `BRIDGE_BUDGET_ACCOUNT: want 1 to 64 of A-Z, a-z, 0-9, _ and -; got "a.b"`},
+		{"shutdown delay", map[string]string{"BRIDGE_SHUTDOWN_DELAY": "2m"}, `BRIDGE_SHUTDOWN_DELAY: must be between 0s and 1m0s; got 2m0s`},
 		// The slow lane must drain before retention could age a waiting webhook out (issue 11): 10,000 at
 		// 6/min take about 27h47m, more than half of a 24h retention.
 		{"unknown backlog outlives retention", map[string]string{"BRIDGE_RETENTION": "24h", "BRIDGE_UNKNOWN_BACKLOG": "10000"},

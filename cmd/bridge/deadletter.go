@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ops"
 )
 
@@ -56,8 +57,8 @@ func (d *dlFilterFlags) register(fs *flagSet) {
 	d.limit = fs.Int("limit", 1000, "at most this many dead letters")
 }
 
-func (d *dlFilterFlags) filter(seqs []uint64) ops.DeadLetterFilter {
-	return ops.DeadLetterFilter{Seqs: seqs, Reasons: d.reasons, JobIDs: d.jobIDs, Since: d.since.t, FromSeq: *d.fromSeq, Limit: *d.limit}
+func (d *dlFilterFlags) filter(names contract.Names, seqs []uint64) ops.DeadLetterFilter {
+	return ops.DeadLetterFilter{Names: names, Seqs: seqs, Reasons: d.reasons, JobIDs: d.jobIDs, Since: d.since.t, FromSeq: *d.fromSeq, Limit: *d.limit}
 }
 
 // selects reports whether any selection was given besides sequences.
@@ -76,16 +77,16 @@ func runDeadletterList(ctx context.Context, c *cli, args []string) error {
 	if err := fs.noArgs(args); err != nil {
 		return err
 	}
-	nc, js, _, err := opsConnect(ctx, c.env, nf)
+	nc, js, conn, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	sum, err := ops.SummarizeDeadLetters(ctx, js)
+	sum, err := ops.SummarizeDeadLetters(ctx, js, conn.names)
 	if err != nil {
 		return err
 	}
-	dls, err := ops.ListDeadLetters(ctx, js, sel.filter(nil))
+	dls, err := ops.ListDeadLetters(ctx, js, sel.filter(conn.names, nil))
 	if err != nil {
 		return opsError(err)
 	}
@@ -125,12 +126,12 @@ func runDeadletterShow(ctx context.Context, c *cli, args []string) error {
 	if len(seqs) == 0 {
 		return fs.fail(fmt.Errorf("bridge deadletter show: give one or more sequences (see bridge deadletter list)"))
 	}
-	nc, js, _, err := opsConnect(ctx, c.env, nf)
+	nc, js, conn, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	dls, err := ops.ListDeadLetters(ctx, js, ops.DeadLetterFilter{Seqs: seqs})
+	dls, err := ops.ListDeadLetters(ctx, js, ops.DeadLetterFilter{Names: conn.names, Seqs: seqs})
 	if err != nil {
 		return opsError(err)
 	}
@@ -193,7 +194,7 @@ func runDeadletterRedrive(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	items, err := ops.Redrive(ctx, ops.RedriveConfig{JS: js, Log: log, Filter: sel.filter(seqs), DryRun: *dryRun, Force: *force, Delete: *del, Rate: *rate})
+	items, err := ops.Redrive(ctx, ops.RedriveConfig{JS: js, Log: log, Filter: sel.filter(cfg.names, seqs), DryRun: *dryRun, Force: *force, Delete: *del, Rate: *rate})
 	if *asJSON {
 		if jerr := writeJSON(c.stdout, nonNil(items)); jerr != nil {
 			return jerr

@@ -233,7 +233,7 @@ func waitForService(ctx context.Context, nc *nats.Conn, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
-		_, err := nc.RequestWithContext(rctx, "$SRV.PING."+contract.ServiceName, nil)
+		_, err := nc.RequestWithContext(rctx, "$SRV.PING."+contract.Default.ServiceName, nil)
 		cancel()
 		if err == nil {
 			return nil
@@ -347,7 +347,7 @@ func (t *demoTally) follow(ctx context.Context, nc *nats.Conn) (stop func(), err
 	if err != nil {
 		return nil, err
 	}
-	cons, err := js.OrderedConsumer(ctx, contract.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contract.SubjectResults + ">"}})
+	cons, err := js.OrderedConsumer(ctx, contract.Default.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contract.Default.SubjectResults + ">"}})
 	if err != nil {
 		return nil, err
 	}
@@ -383,7 +383,7 @@ func (t *demoTally) add(m jetstream.Msg) {
 	src := m.Headers().Get(contract.HeaderBridgeSource)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if strings.HasPrefix(m.Subject(), contract.SubjectLateResults) {
+	if strings.HasPrefix(m.Subject(), contract.Default.SubjectLateResults) {
 		t.late[r.JobID]++
 		return
 	}

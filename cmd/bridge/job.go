@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/ops"
 )
 
@@ -41,8 +42,8 @@ func runJobClient(ctx context.Context, c *cli, args []string) error {
 	if *wait {
 		get = waitResult
 	}
-	return c.withClient(ctx, nf, *timeout, func(ctx context.Context, nc *nats.Conn) error {
-		raw, err := get(ctx, nc, pos[0])
+	return c.withClient(ctx, nf, *timeout, func(ctx context.Context, nc *nats.Conn, names contract.Names) error {
+		raw, err := get(ctx, nc, names, pos[0])
 		if err != nil {
 			return fmt.Errorf("bridge job %s: %w", pos[0], err)
 		}

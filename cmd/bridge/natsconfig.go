@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/bridge"
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/natsx"
 )
 
@@ -21,6 +22,8 @@ import (
 // variable they do not use (a bad BRIDGE_TIMEOUT_VIDEO, say) cannot stop them. Field names are those of
 // bridge.Config, so errors name the variable the same way.
 type opsEnv struct {
+	// Namespace is the bridge's (BRIDGE_NAMESPACE): the names the command reads and writes.
+	Namespace   string `env:"NAMESPACE"`
 	NATSURL     string `env:"NATS_URL"`
 	NATSCreds   string `env:"NATS_CREDS"`
 	NATSTLSCert string `env:"NATS_TLS_CERT"`
@@ -41,7 +44,7 @@ type opsEnv struct {
 
 // natsFlags are the connection flags every operator command takes, named as the nats CLI names them.
 type natsFlags struct {
-	server, creds, context string
+	server, creds, context, namespace string
 }
 
 func (f *natsFlags) register(fs *flagSet) {
@@ -50,6 +53,7 @@ func (f *natsFlags) register(fs *flagSet) {
 	fs.StringVar(&f.server, "server", "", serverHelp)
 	fs.StringVar(&f.creds, "creds", "", "NATS credentials file (default BRIDGE_NATS_CREDS, NATS_CREDS, the context's)")
 	fs.StringVar(&f.context, "context", "", "nats CLI context to use (default NATS_CONTEXT, else the one selected with nats context select)")
+	fs.StringVar(&f.namespace, "namespace", "", "the bridge's namespace (default BRIDGE_NAMESPACE; empty: none)")
 }
 
 // natsContext is a nats CLI context, as the nats CLI stores it in <config>/nats/context/<name>.json.
@@ -74,6 +78,8 @@ type opsConn struct {
 	ctx       natsContext
 	// contextName is the nats context used, "" when none.
 	contextName string
+	// names are the bridge's, in its namespace (-namespace, else BRIDGE_NAMESPACE).
+	names contract.Names
 }
 
 // resolveOpsConn applies the precedence flag > BRIDGE_NATS_* > NATS_URL/NATS_CREDS > nats context >
@@ -87,6 +93,12 @@ func resolveOpsConn(envMap map[string]string, f natsFlags) (opsConn, error) {
 		return opsConn{}, fmt.Errorf("%sREPLICAS: must be 1 to 5; got %d", envPrefix, e.Replicas)
 	}
 	c := opsConn{opsEnv: e}
+	if f.namespace != "" {
+		c.Namespace = f.namespace
+	}
+	if c.names, err = contract.NamesFor(c.Namespace); err != nil {
+		return opsConn{}, fmt.Errorf("%sNAMESPACE: %w", envPrefix, err)
+	}
 	name := first(f.context, envMap["NATS_CONTEXT"])
 	c.ctx, c.contextName, err = loadNATSContext(envMap, name)
 	if err != nil {

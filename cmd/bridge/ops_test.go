@@ -113,7 +113,7 @@ func TestReplayCommandResumesAndCounts(t *testing.T) {
 	var prompts []uint64
 	for i := range 10 {
 		typ := []string{"prompt", "image"}[i%2]
-		seq := w.publish(t, contract.ResultSubject(typ), uuid.NewString(), fmt.Sprintf(`{"n":%d}`, i))
+		seq := w.publish(t, contract.Default.ResultSubject(typ), uuid.NewString(), fmt.Sprintf(`{"n":%d}`, i))
 		if typ == "prompt" {
 			prompts = append(prompts, seq)
 		}
@@ -148,9 +148,9 @@ func TestReplayCommandResumesAndCounts(t *testing.T) {
 func TestDeadletterCommands(t *testing.T) {
 	w := newOpsWorld(t)
 	id := uuid.NewString()
-	seq := w.publish(t, contract.DeadLetterSubject("not_found"), id+".not_found", fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, id),
+	seq := w.publish(t, contract.Default.DeadLetterSubject("not_found"), id+".not_found", fmt.Sprintf(`{"job_id":%q,"status":"completed"}`, id),
 		contract.HeaderReason, "not_found", contract.HeaderAttempts, "1", contract.HeaderOriginalSubject, "webhooks.prompt")
-	w.publish(t, contract.DeadLetterSubject("malformed"), "WEBHOOKS.9.malformed", `{"job_id":"x"}`,
+	w.publish(t, contract.Default.DeadLetterSubject("malformed"), "WEBHOOKS.9.malformed", `{"job_id":"x"}`,
 		contract.HeaderReason, "malformed", contract.HeaderAttempts, "1")
 
 	out, _, err := runCmd(t, w.env, "deadletter", "list")
@@ -209,7 +209,7 @@ func TestStatusJSONReportsKnownState(t *testing.T) {
 		}
 	}
 	for _, reason := range []string{"not_found", "unknown_job", "unknown_job"} {
-		w.publish(t, contract.DeadLetterSubject(reason), uuid.NewString(), `{}`, contract.HeaderReason, reason)
+		w.publish(t, contract.Default.DeadLetterSubject(reason), uuid.NewString(), `{}`, contract.HeaderReason, reason)
 	}
 	hist, err := history.New(history.Config{KV: w.res.History})
 	if err != nil {

@@ -33,14 +33,14 @@ func runReplay(ctx context.Context, c *cli, args []string) error {
 	now := time.Now
 	var subjects, jobIDs listFlag
 	since, until := timeFlag{now: now}, timeFlag{now: now}
-	stream := fs.String("stream", contract.StreamResults, "stream to replay: RESULTS or WEBHOOKS")
+	stream := fs.String("stream", contract.Default.StreamResults, "stream to replay: RESULTS or WEBHOOKS (in the bridge's namespace)")
 	fs.Var(&subjects, "subject", "subject filter, e.g. results.prompt or results.late.> (repeatable, comma list)")
 	fromSeq := fs.Uint64("from-seq", 0, "first stream sequence (inclusive)")
 	toSeq := fs.Uint64("to-seq", 0, "last stream sequence (inclusive); default the stream's last at the first start")
 	fs.Var(&since, "since", "only messages stored at or after: RFC 3339 time or a duration ago (90m)")
 	fs.Var(&until, "until", "only messages stored at or before: RFC 3339 time or a duration ago")
 	fs.Var(&jobIDs, "job", "only messages of these job ids (repeatable, comma list)")
-	prefix := fs.String("prefix", contract.SubjectReplayPrefix, "target subject prefix put before the original subject")
+	prefix := fs.String("prefix", "", "target subject prefix put before the original subject (default replay., in the bridge's namespace)")
 	reverify := fs.Bool("reverify", false, "WEBHOOKS only: put the webhooks back into WEBHOOKS for the verifier")
 	name := fs.String("name", "", "replay name, the key of its progress; default derived from the flags")
 	restart := fs.Bool("restart", false, "forget stored progress of -name and start over")
@@ -56,8 +56,8 @@ func runReplay(ctx context.Context, c *cli, args []string) error {
 		return fs.fail(fmt.Errorf("bridge replay: unexpected argument %q", pos[0]))
 	}
 	*stream = strings.ToUpper(*stream)
-	if *reverify && *stream != contract.StreamWebhooks {
-		return usageError{fmt.Errorf("bridge replay: -reverify replays %s; add -stream %s", contract.StreamWebhooks, contract.StreamWebhooks)}
+	if *reverify && *stream != contract.Default.StreamWebhooks {
+		return usageError{fmt.Errorf("bridge replay: -reverify replays %s; add -stream %s", contract.Default.StreamWebhooks, contract.Default.StreamWebhooks)}
 	}
 	// The request as typed (times unresolved) identifies the replay, so a command run again resumes.
 	key := strings.Join([]string{*stream, subjects.String(), fmt.Sprint(*fromSeq), fmt.Sprint(*toSeq), since.raw, until.raw,
@@ -76,8 +76,13 @@ func runReplay(ctx context.Context, c *cli, args []string) error {
 		return usageError{err}
 	}
 	progress := newProgressPrinter(c.stderr)
+	if *stream == contract.Default.StreamWebhooks {
+		*stream = cfg.names.StreamWebhooks
+	} else if *stream == contract.Default.StreamResults {
+		*stream = cfg.names.StreamResults
+	}
 	res, err := ops.Replay(ctx, ops.ReplayConfig{
-		JS: js, Log: log, Name: *name, Key: key, Prefix: *prefix, Reverify: *reverify, DryRun: *dryRun,
+		JS: js, Log: log, Names: cfg.names, Name: *name, Key: key, Prefix: *prefix, Reverify: *reverify, DryRun: *dryRun,
 		Rate: *rate, Max: *maxN, Restart: *restart, Replicas: cfg.Replicas, Progress: progress.update,
 		Selection: ops.Selection{Stream: *stream, Subjects: subjects, FromSeq: *fromSeq, ToSeq: *toSeq,
 			Since: since.t, Until: until.t, JobIDs: jobIDs},

@@ -101,11 +101,11 @@ func TestRunIngestOnlyEmbedded(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer rcancel()
-	s, err := js.Stream(rctx, contract.StreamWebhooks)
+	s, err := js.Stream(rctx, contract.Default.StreamWebhooks)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := s.GetLastMsgForSubject(rctx, contract.WebhookSubject("image"))
+	m, err := s.GetLastMsgForSubject(rctx, contract.Default.WebhookSubject("image"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func checkDemoStore(t *testing.T, dir string) {
 	_, js := natstest.Connect(t, n.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, contract.BucketJobs)
+	kv, err := js.KeyValue(ctx, contract.Default.BucketJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func checkDemoStore(t *testing.T, dir string) {
 		t.Fatalf("%d jobs in JOBS, want most of the 60 submitted", len(states))
 	}
 	primary, late, sources := map[string][]string{}, map[string]int{}, map[string]int{}
-	for _, msg := range natstest.StreamMsgs(t, js, contract.StreamResults) {
+	for _, msg := range natstest.StreamMsgs(t, js, contract.Default.StreamResults) {
 		seq := msg.Sequence
 		var body struct {
 			JobID string `json:"job_id"`
@@ -202,7 +202,7 @@ func checkDemoStore(t *testing.T, dir string) {
 			t.Fatalf("result %d: %v", seq, err)
 		}
 		src := msg.Header.Get(contract.HeaderBridgeSource)
-		if strings.HasPrefix(msg.Subject, contract.SubjectLateResults) {
+		if strings.HasPrefix(msg.Subject, contract.Default.SubjectLateResults) {
 			late[body.JobID]++
 			continue
 		}

@@ -231,12 +231,12 @@ func TestSecretsNeverInLogsOrErrors(t *testing.T) {
 
 	nc, js := natstest.Connect(t, natsURL)
 	natstest.WaitFor(t, 30*time.Second, func() error {
-		_, err := nc.Request("$SRV.PING."+contract.ServiceName, nil, time.Second)
+		_, err := nc.Request("$SRV.PING."+contract.Default.ServiceName, nil, time.Second)
 		return err
 	})
 	submit := func(prompt string) *nats.Msg {
 		t.Helper()
-		reply, err := nc.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"`+prompt+`"}`), 20*time.Second)
+		reply, err := nc.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{"prompt":"`+prompt+`"}`), 20*time.Second)
 		if err != nil {
 			t.Fatalf("submit: %v", err)
 		}
@@ -257,11 +257,11 @@ func TestSecretsNeverInLogsOrErrors(t *testing.T) {
 	natstest.WaitFor(t, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		s, err := js.Stream(ctx, contract.StreamResults)
+		s, err := js.Stream(ctx, contract.Default.StreamResults)
 		if err != nil {
 			return err
 		}
-		m, err := s.GetLastMsgForSubject(ctx, contract.ResultSubject("prompt"))
+		m, err := s.GetLastMsgForSubject(ctx, contract.Default.ResultSubject("prompt"))
 		if err != nil {
 			return err
 		}

@@ -62,7 +62,7 @@ func runStatus(ctx context.Context, c *cli, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second+*sample)
 	defer cancel()
-	rep, err := ops.Status(ctx, ops.StatusConfig{JS: js, MetricsURLs: urls, Sample: *sample, RPM: rpm,
+	rep, err := ops.Status(ctx, ops.StatusConfig{JS: js, Names: cfg.names, MetricsURLs: urls, Sample: *sample, RPM: rpm,
 		MaxJobs: *maxJobs, Near: *near, NearList: *nearList})
 	if err != nil {
 		return err

@@ -75,8 +75,8 @@ func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 	if *wait && *key == "" {
 		*key = uuid.NewString() // a retry after a lost reply must not submit twice
 	}
-	return c.withClient(ctx, nf, *timeout, func(ctx context.Context, nc *nats.Conn) error {
-		rep, raw, err := ops.Submit(ctx, nc, ops.SubmitRequest{Modality: modality, Fields: fields, IdempotencyKey: *key})
+	return c.withClient(ctx, nf, *timeout, func(ctx context.Context, nc *nats.Conn, names contract.Names) error {
+		rep, raw, err := ops.Submit(ctx, nc, ops.SubmitRequest{Modality: modality, Fields: fields, IdempotencyKey: *key, Names: names})
 		if se, ok := errors.AsType[*ops.ServiceError](err); ok && se.Busy() {
 			return fmt.Errorf("bridge submit %s: refused, the account's upstream budget is busy with accepted work; "+
 				"nothing was submitted. Retry in %ds (%s)", modality, max(1, se.RetryAfter), se.Description)
@@ -85,7 +85,7 @@ func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 			return fmt.Errorf("bridge submit %s: %w", modality, err)
 		}
 		if *wait {
-			if raw, err = waitResult(ctx, nc, rep.JobID); err != nil {
+			if raw, err = waitResult(ctx, nc, names, rep.JobID); err != nil {
 				return fmt.Errorf("bridge submit: job %s: %w", rep.JobID, err)
 			}
 		}
@@ -94,23 +94,23 @@ func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 }
 
 // withClient runs f, the work of bridge submit or bridge job, with a connection and within timeout.
-func (c *cli) withClient(ctx context.Context, nf natsFlags, timeout time.Duration, f func(context.Context, *nats.Conn) error) error {
-	nc, _, _, err := opsConnect(ctx, c.env, nf)
+func (c *cli) withClient(ctx context.Context, nf natsFlags, timeout time.Duration, f func(context.Context, *nats.Conn, contract.Names) error) error {
+	nc, _, conn, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return f(ctx, nc)
+	return f(ctx, nc, conn.names)
 }
 
 // waitResult polls jobs.status until the job has a result or ctx ends.
-func waitResult(ctx context.Context, nc *nats.Conn, id string) (json.RawMessage, error) {
+func waitResult(ctx context.Context, nc *nats.Conn, names contract.Names, id string) (json.RawMessage, error) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
-		raw, err := ops.JobStatus(ctx, nc, id)
+		raw, err := ops.JobStatus(ctx, nc, names, id)
 		if err == nil && ops.HasResult(raw) {
 			return raw, nil
 		}

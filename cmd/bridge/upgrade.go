@@ -59,20 +59,20 @@ func runUpgrade(ctx context.Context, c *cli, args []string, mode upgradeMode) er
 	if err := fs.noArgs(args); err != nil {
 		return err
 	}
-	nc, js, _, err := opsConnect(ctx, c.env, nf)
+	nc, js, conn, err := opsConnect(ctx, c.env, nf)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	rep := upgradeReport{Release: contract.Layout}
 	if mode.finalize {
-		if rep.From, err = natsx.UpgradeLayout(ctx, js); err != nil {
+		if rep.From, err = natsx.UpgradeLayout(ctx, js, conn.names); err != nil {
 			return err
 		}
 	}
-	stream, err := js.Stream(ctx, contract.KVStream(contract.BucketJobs))
+	stream, err := js.Stream(ctx, contract.KVStream(conn.names.BucketJobs))
 	if err != nil {
-		return fmt.Errorf("bucket %s: %w (start the bridge once to provision it)", contract.BucketJobs, err)
+		return fmt.Errorf("bucket %s: %w (start the bridge once to provision it)", conn.names.BucketJobs, err)
 	}
 	if rep.Layout, err = natsx.JobsLayout(ctx, stream); err != nil {
 		return err

@@ -40,7 +40,7 @@ func TestConsumeAcksRedeliversAndDedupes(t *testing.T) {
 			t.Fatalf("deliver %s: %v %v", id, out, err)
 		}
 	}
-	first := natstest.StreamMsgs(t, js, contract.StreamResults)[0]
+	first := natstest.StreamMsgs(t, js, contract.Default.StreamResults)[0]
 	dup := nats.NewMsg(first.Subject)
 	dup.Data = first.Data
 	dup.Header.Set("Nats-Msg-Id", ids[0]+".copy")
@@ -72,7 +72,7 @@ func TestConsumeAcksRedeliversAndDedupes(t *testing.T) {
 	if calls[ids[0]] != 1 || calls[ids[1]] != 2 || calls[ids[2]] != 1 {
 		t.Errorf("handler calls %v, want 1, 2 and 1", calls)
 	}
-	cons, err := js.Consumer(ctx, contract.StreamResults, "test")
+	cons, err := js.Consumer(ctx, contract.Default.StreamResults, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -206,7 +206,7 @@ func freePort(tb testing.TB) int {
 }
 
 // StreamMsgs reads every message of stream by sequence, in order, skipping deleted ones and the result
-// fences of RESULTS (subjects under contract.SubjectResultFence: bookkeeping that keeps each result single,
+// fences of RESULTS (subjects under contract.Default.SubjectResultFence: bookkeeping that keeps each result single,
 // not messages a reader of results wants).
 func StreamMsgs(tb testing.TB, js jetstream.JetStream, stream string) []*jetstream.RawStreamMsg {
 	tb.Helper()
@@ -229,7 +229,7 @@ func StreamMsgs(tb testing.TB, js jetstream.JetStream, stream string) []*jetstre
 		if err != nil {
 			tb.Fatalf("natstest: stream %s seq %d: %v", stream, seq, err)
 		}
-		if strings.HasPrefix(m.Subject, contract.SubjectResultFence) {
+		if strings.HasPrefix(m.Subject, contract.Default.SubjectResultFence) {
 			continue
 		}
 		out = append(out, m)

@@ -124,7 +124,7 @@ func New(tb testing.TB, opts ...Option) *World {
 
 // EarlierJobs is JOBS as the releases before the history made it, and updated it at each of their starts.
 func EarlierJobs(replicas int) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{Bucket: contract.BucketJobs, Description: "jobs the bridge tracks, keyed by job_id",
+	return jetstream.KeyValueConfig{Bucket: contract.Default.BucketJobs, Description: "jobs the bridge tracks, keyed by job_id",
 		History: 1, Storage: jetstream.FileStorage, Replicas: replicas}
 }
 
@@ -202,10 +202,10 @@ func (e *World) StartHookReceiver() string {
 
 // WebhookMsg is the raw webhook message ingest publishes, received now from remote.
 func WebhookMsg(modality, msgID string, body []byte, remote string) *nats.Msg {
-	m := nats.NewMsg(contract.WebhookSubject(modality))
+	m := nats.NewMsg(contract.Default.WebhookSubject(modality))
 	m.Data = body
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
-	m.Header.Set(jetstream.ExpectedStreamHeader, contract.StreamWebhooks)
+	m.Header.Set(jetstream.ExpectedStreamHeader, contract.Default.StreamWebhooks)
 	m.Header.Set(contract.HeaderReceivedAt, time.Now().UTC().Format(time.RFC3339Nano))
 	m.Header.Set(contract.HeaderRemoteAddr, remote)
 	if modality != "" {
@@ -249,7 +249,7 @@ type SubmitReply struct {
 func (e *World) Submit(modality string, fields map[string]string) SubmitReply {
 	e.TB.Helper()
 	b, _ := json.Marshal(fields)
-	reply := e.Request(contract.SubjectSubmit+modality, b, nil)
+	reply := e.Request(contract.Default.SubjectSubmit+modality, b, nil)
 	if code := reply.Header.Get(micro.ErrorCodeHeader); code != "" {
 		e.TB.Fatalf("submit %s: error %s %s", modality, code, reply.Header.Get(micro.ErrorHeader))
 	}
@@ -318,11 +318,11 @@ func (e *World) WaitSettled(d time.Duration) {
 	natstest.WaitFor(e.TB, d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := e.JS.Consumer(ctx, contract.StreamWebhooks, contract.ConsumerVerify)
+		c, err := e.JS.Consumer(ctx, contract.Default.StreamWebhooks, contract.Default.ConsumerVerify)
 		if err != nil {
 			return err
 		}
-		st, err := e.JS.Stream(ctx, contract.StreamWebhooks)
+		st, err := e.JS.Stream(ctx, contract.Default.StreamWebhooks)
 		if err != nil {
 			return err
 		}
@@ -351,11 +351,11 @@ func (e *World) WaitLaneSettled(laneSubject string, d time.Duration) {
 	natstest.WaitFor(e.TB, d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := e.JS.Consumer(ctx, contract.StreamSlowLane, contract.ConsumerVerifyUnknown)
+		c, err := e.JS.Consumer(ctx, contract.Default.StreamSlowLane, contract.Default.ConsumerVerifyUnknown)
 		if err != nil {
 			return err
 		}
-		st, err := e.JS.Stream(ctx, contract.StreamSlowLane)
+		st, err := e.JS.Stream(ctx, contract.Default.StreamSlowLane)
 		if err != nil {
 			return err
 		}
@@ -384,7 +384,7 @@ func (e *World) WaitResults(filter string, n int, d time.Duration) []*jetstream.
 	e.TB.Helper()
 	var msgs []*jetstream.RawStreamMsg
 	natstest.WaitFor(e.TB, d, func() error {
-		msgs = e.StreamMsgs(contract.StreamResults, filter)
+		msgs = e.StreamMsgs(contract.Default.StreamResults, filter)
 		if len(msgs) < n {
 			return fmt.Errorf("%d results on %s, want %d", len(msgs), filter, n)
 		}

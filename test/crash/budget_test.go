@@ -55,7 +55,7 @@ func (r *rig) offer(n int, period time.Duration) *submissions {
 		}
 		wg.Go(func() {
 			start := time.Now()
-			msg, err := r.nc.Request(contract.SubjectSubmit+"prompt", []byte(`{"prompt":"budget scenario"}`), 5*time.Second)
+			msg, err := r.nc.Request(contract.Default.SubjectSubmit+"prompt", []byte(`{"prompt":"budget scenario"}`), 5*time.Second)
 			took := time.Since(start)
 			s.mu.Lock()
 			defer s.mu.Unlock()

@@ -135,7 +135,7 @@ func testCompactionCrash(t *testing.T, point jobs.Failpoint, nodes int) {
 		}
 	}
 	res, err := ops.Replay(ctx, ops.ReplayConfig{JS: r.js, Log: zerolog.New(zerolog.NewTestWriter(t)), Name: "after-crash",
-		Reverify: true, Replicas: nodes, Selection: ops.Selection{Stream: contract.StreamWebhooks}})
+		Reverify: true, Replicas: nodes, Selection: ops.Selection{Stream: contract.Default.StreamWebhooks}})
 	// Every stored webhook is republished; those of one job share one re-verification id, so the
 	// duplicate window keeps one a job (more if the replay outlasts it: no matter, none is a result).
 	if err != nil || !res.Done || res.Published-res.Duplicates < n {
@@ -157,7 +157,7 @@ func testCompactionCrash(t *testing.T, point jobs.Failpoint, nodes int) {
 // openHistory opens the history store of the bridge's BRIDGE_HISTORY bucket.
 func openHistory(t *testing.T, ctx context.Context, r *rig) *history.Store {
 	t.Helper()
-	kv, err := r.js.KeyValue(ctx, contract.BucketHistory)
+	kv, err := r.js.KeyValue(ctx, contract.Default.BucketHistory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func historyHas(t *testing.T, ctx context.Context, s *history.Store, ids []strin
 // hotJobs reports which of ids have a JOBS record.
 func (r *rig) hotJobs(t *testing.T, ctx context.Context, ids []string) map[string]bool {
 	t.Helper()
-	kv, err := r.js.KeyValue(ctx, contract.BucketJobs)
+	kv, err := r.js.KeyValue(ctx, contract.Default.BucketJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func (r *rig) waitNoHotState(t *testing.T, d time.Duration) {
 	natstest.WaitFor(t, d, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		js, err := r.js.Stream(ctx, contract.KVStream(contract.BucketJobs))
+		js, err := r.js.Stream(ctx, contract.KVStream(contract.Default.BucketJobs))
 		if err != nil {
 			return err
 		}
@@ -216,11 +216,11 @@ func (r *rig) waitNoHotState(t *testing.T, d time.Duration) {
 		if err != nil {
 			return err
 		}
-		rs, err := r.js.Stream(ctx, contract.StreamResults)
+		rs, err := r.js.Stream(ctx, contract.Default.StreamResults)
 		if err != nil {
 			return err
 		}
-		ri, err := rs.Info(ctx, jetstream.WithSubjectFilter(contract.SubjectResultFence+">"))
+		ri, err := rs.Info(ctx, jetstream.WithSubjectFilter(contract.Default.SubjectResultFence+">"))
 		if err != nil {
 			return err
 		}

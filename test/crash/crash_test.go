@@ -67,7 +67,7 @@ func TestNoLossAcrossNATSNodeRestart(t *testing.T) {
 		l := r.startLoad(25 * time.Millisecond)
 		r.waitResults(30, 60*time.Second)
 		for i := range pick(1, 3) {
-			victim := r.streamLeader(contract.StreamWebhooks)
+			victim := r.streamLeader(contract.Default.StreamWebhooks)
 			name := victim.Name()
 			victim.Stop()
 			r.waitOps(20, 30*time.Second)
@@ -261,7 +261,7 @@ func TestStreamFullRefusesWithoutHalfWrites(t *testing.T) {
 
 		// Nothing half-written: WEBHOOKS holds each accepted webhook once and no refused one.
 		stored := map[string]int{}
-		for _, m := range natstest.StreamMsgs(t, r.js, contract.StreamWebhooks) {
+		for _, m := range natstest.StreamMsgs(t, r.js, contract.Default.StreamWebhooks) {
 			stored[m.Header.Get(jetstream.MsgIDHeader)]++
 		}
 		for id := range accepted {
@@ -313,7 +313,7 @@ func (r *rig) checkDeliveredHaveResults(ctx context.Context) {
 	if err != nil {
 		r.t.Fatalf("read JOBS: %v", err)
 	}
-	s, err := r.js.Stream(ctx, contract.StreamResults)
+	s, err := r.js.Stream(ctx, contract.Default.StreamResults)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -157,7 +157,7 @@ func (c *child) start(nc *nats.Conn) {
 		if c.noService {
 			return nil
 		}
-		_, err = nc.Request("$SRV.PING."+contract.ServiceName, nil, 500*time.Millisecond)
+		_, err = nc.Request("$SRV.PING."+contract.Default.ServiceName, nil, 500*time.Millisecond)
 		return err
 	})
 }
@@ -388,12 +388,12 @@ func (t *tally) follow(tb testing.TB, js jetstream.JetStream) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, contract.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contract.SubjectResults + ">"}})
+	cons, err := js.OrderedConsumer(ctx, contract.Default.StreamResults, jetstream.OrderedConsumerConfig{FilterSubjects: []string{contract.Default.SubjectResults + ">"}})
 	if err != nil {
 		tb.Fatalf("results consumer: %v", err)
 	}
 	t.cc, err = cons.Consume(func(m jetstream.Msg) {
-		if strings.HasPrefix(m.Subject(), contract.SubjectLateResults) {
+		if strings.HasPrefix(m.Subject(), contract.Default.SubjectLateResults) {
 			return
 		}
 		var r struct {
@@ -488,7 +488,7 @@ func (r *rig) op(i int) {
 // returns the job_id, or "" when the submission was not accepted.
 func (r *rig) submitViaBridge(modality, field, value string) string {
 	body, _ := json.Marshal(map[string]string{field: value})
-	msg, err := r.nc.Request(contract.SubjectSubmit+modality, body, 15*time.Second)
+	msg, err := r.nc.Request(contract.Default.SubjectSubmit+modality, body, 15*time.Second)
 	if err != nil || msg.Header.Get(micro.ErrorCodeHeader) != "" {
 		return ""
 	}
@@ -593,7 +593,7 @@ func (r *rig) waitSettled(bound time.Duration) {
 func (r *rig) idle() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cons, err := r.js.Consumer(ctx, contract.StreamWebhooks, contract.ConsumerVerify)
+	cons, err := r.js.Consumer(ctx, contract.Default.StreamWebhooks, contract.Default.ConsumerVerify)
 	if err != nil {
 		return err
 	}
@@ -625,7 +625,7 @@ func (r *rig) idle() error {
 
 // jobRecords reads every JOBS record.
 func (r *rig) jobRecords(ctx context.Context) (map[string]jobs.Record, error) {
-	kv, err := r.js.KeyValue(ctx, contract.BucketJobs)
+	kv, err := r.js.KeyValue(ctx, contract.Default.BucketJobs)
 	if err != nil {
 		return nil, err
 	}
@@ -664,7 +664,7 @@ func (r *rig) checkExactlyOnce() verdict {
 	r.t.Helper()
 	primary, late := map[string]int{}, map[string]int{}
 	v := verdict{bySource: map[string]int{}}
-	for _, m := range natstest.StreamMsgs(r.t, r.js, contract.StreamResults) {
+	for _, m := range natstest.StreamMsgs(r.t, r.js, contract.Default.StreamResults) {
 		var body struct {
 			JobID string `json:"job_id"`
 		}
@@ -672,7 +672,7 @@ func (r *rig) checkExactlyOnce() verdict {
 			r.t.Errorf("result on %s without a job_id: %.200s", m.Subject, m.Data)
 			continue
 		}
-		if strings.HasPrefix(m.Subject, contract.SubjectLateResults) {
+		if strings.HasPrefix(m.Subject, contract.Default.SubjectLateResults) {
 			late[body.JobID]++
 			v.late++
 			continue

@@ -152,7 +152,7 @@ func TestPausedProcessPublishesOnce(t *testing.T) {
 func (r *rig) verifyDrained() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cons, err := r.js.Consumer(ctx, contract.StreamWebhooks, contract.ConsumerVerify)
+	cons, err := r.js.Consumer(ctx, contract.Default.StreamWebhooks, contract.Default.ConsumerVerify)
 	if err != nil {
 		return err
 	}

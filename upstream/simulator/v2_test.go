@@ -235,7 +235,7 @@ func TestV2WebhookVerifiedByIngest(t *testing.T) {
 				return
 			}
 			natstest.WaitFor(t, 10*time.Second, func() error { // stored in WEBHOOKS under its job id
-				for _, m := range natstest.StreamMsgs(t, js, contract.StreamWebhooks) {
+				for _, m := range natstest.StreamMsgs(t, js, contract.Default.StreamWebhooks) {
 					if m.Header.Get("Nats-Msg-Id") == s.JobID {
 						return nil
 					}

@@ -179,7 +179,7 @@ func (s *Shared) watch(ctx context.Context) {
 type Usage struct {
 	// Account is the upstream account of the budget (Config.Account), empty for keys of releases before
 	// namespaces.
-	Account string `json:"account,omitempty"`
+	Account  string `json:"account,omitempty"`
 	Instance string `json:"instance"`
 	Budget   string `json:"budget"`
 	RPM      int    `json:"rpm"`

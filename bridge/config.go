@@ -63,6 +63,8 @@ type Config struct {
 	NATSTLSCert string `env:"NATS_TLS_CERT" help:"client certificate for NATS TLS"`
 	NATSTLSKey  string `env:"NATS_TLS_KEY" help:"client key for NATS TLS"`
 	NATSTLSCA   string `env:"NATS_TLS_CA" help:"CA bundle to verify the NATS servers"`
+	JSDomain    string `env:"JS_DOMAIN" help:"the JetStream domain the bridge's streams and buckets live in (leaf-node and hub deployments); with the embedded server, also that server's domain"`
+	Provision   bool   `env:"PROVISION" envDefault:"true" help:"create or update the streams and buckets at start-up; false: only check that each exists with a configuration the bridge can work with, and stop with one line naming what is missing or different (operators who own stream configuration run bridge provision, or create them as docs/DESIGN.md says)"`
 	NATSListen  string `env:"NATS_LISTEN" envDefault:"127.0.0.1:4222" help:"client address of the embedded nats-server, for downstream services and the nats CLI"`
 	DataDir     string `env:"DATA_DIR" envDefault:"./data" help:"embedded JetStream store"`
 	NATSSync    Sync   `env:"NATS_SYNC" help:"embedded JetStream disk sync: a duration, or always to sync every write (about 1/6 of the throughput); empty keeps the server default (2m)"`

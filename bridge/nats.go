@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -38,7 +39,7 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 			return nil, fmt.Errorf("%sDATA_DIR: %w", EnvPrefix, err)
 		}
 		n.srv, err = natsx.RunEmbedded(natsx.ServerConfig{
-			Listen: cfg.NATSListen, StoreDir: dir, SyncInterval: cfg.NATSSync.Interval,
+			Listen: cfg.NATSListen, StoreDir: dir, SyncInterval: cfg.NATSSync.Interval, Domain: cfg.JSDomain,
 			SyncAlways: cfg.NATSSync.Always, Log: log,
 		})
 		if err != nil {
@@ -52,21 +53,37 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 		n.shutdownServer()
 		return nil, err
 	}
-	if n.js, err = jetstream.New(n.nc); err != nil {
+	if n.js, err = natsx.NewJetStream(n.nc, cfg.JSDomain); err != nil {
 		n.close()
 		return nil, err
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	n.res, err = natsx.Provision(pctx, n.js, natsx.ProvisionConfig{Names: cfg.Names(),
-		Replicas: cfg.Replicas, DuplicateWindow: cfg.DuplicateWindow, Retention: cfg.Retention,
-		MaxMsgSize: int32(max(int64(cfg.MaxBody)+16<<10, 1<<20)), MaxBytes: int64(cfg.StreamMaxBytes),
-	})
-	if err != nil {
+	if n.res, err = cfg.provision(pctx, n.js); err != nil {
 		n.close()
 		return nil, err
 	}
 	return n, nil
+}
+
+// ProvisionConfig is what the streams and buckets are made with, from the configuration.
+func (c *Config) ProvisionConfig() natsx.ProvisionConfig {
+	return natsx.ProvisionConfig{Names: c.Names(),
+		Replicas: c.Replicas, DuplicateWindow: c.DuplicateWindow, Retention: c.Retention,
+		MaxMsgSize: int32(max(int64(c.MaxBody)+16<<10, 1<<20)), MaxBytes: int64(c.StreamMaxBytes),
+	}
+}
+
+// provision creates or updates the streams and buckets, or with BRIDGE_PROVISION=false checks them.
+func (c *Config) provision(ctx context.Context, js jetstream.JetStream) (natsx.Resources, error) {
+	if c.Provision {
+		return natsx.Provision(ctx, js, c.ProvisionConfig())
+	}
+	res, err := natsx.Check(ctx, js, c.ProvisionConfig())
+	if errors.Is(err, natsx.ErrNotProvisioned) {
+		return res, fmt.Errorf("%sPROVISION=false: %w (run bridge provision, or create it as docs/DESIGN.md says)", EnvPrefix, err)
+	}
+	return res, err
 }
 
 // ready reports whether NATS and JetStream are usable.

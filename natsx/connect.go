@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
 
@@ -178,4 +179,13 @@ func Redact(urls string) string {
 		}
 	}
 	return strings.Join(parts, ",")
+}
+
+// NewJetStream is the JetStream context of nc in domain (the JetStream domain of a leaf-node or hub
+// deployment); empty domain: the account's own.
+func NewJetStream(nc *nats.Conn, domain string) (jetstream.JetStream, error) {
+	if domain == "" {
+		return jetstream.New(nc)
+	}
+	return jetstream.NewWithDomain(nc, domain)
 }

@@ -174,20 +174,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	res.Webhooks, res.Results, res.DeadLetter, res.SlowLane = streams[0], streams[1], streams[2], streams[3]
 
 	n := cfg.Names
-	jobsWant := bucketConfig(n.BucketJobs, "jobs the bridge tracks, keyed by job_id", cfg.JobsRetention, cfg.Replicas)
-	if res.Jobs, res.Layout, err = ensureJobs(ctx, js, jobsWant); err != nil {
+	if res.Jobs, res.Layout, err = ensureJobs(ctx, js, jobsConfigFor(cfg)); err != nil {
 		return Resources{}, err
 	}
-	buckets := []struct {
-		kv  *jetstream.KeyValue
-		cfg jetstream.KeyValueConfig
-	}{
-		{&res.Leases, bucketConfig(n.BucketLeases, "role leases, such as the active reconciler", cfg.LeaseTTL, cfg.Replicas)},
-		{&res.Idempotency, bucketConfig(n.BucketIdempotency, "submit idempotency keys: sha256(modality, key) to job_id",
-			cfg.IdempotencyTTL, cfg.Replicas)},
-		{&res.Budget, bucketConfig(contract.BucketBudget, "the account-wide upstream budget: the shared token bucket and each process's usage",
-			0, cfg.Replicas)},
-	}
+	buckets := bucketsOf(cfg, &res)
 	for _, b := range buckets {
 		kv, err := ensureKV(ctx, js, b.cfg)
 		if err != nil {
@@ -206,6 +196,29 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	}
 	res.History = history
 	return res, nil
+}
+
+// jobsConfigFor is the configuration of JOBS.
+func jobsConfigFor(cfg ProvisionConfig) jetstream.KeyValueConfig {
+	return bucketConfig(cfg.Names.BucketJobs, "jobs the bridge tracks, keyed by job_id", cfg.JobsRetention, cfg.Replicas)
+}
+
+// bucketOf is one of the bridge's buckets besides JOBS and the history, and where its handle goes.
+type bucketOf struct {
+	kv  *jetstream.KeyValue
+	cfg jetstream.KeyValueConfig
+}
+
+// bucketsOf are the leases, idempotency and budget buckets of cfg, their handles going into res.
+func bucketsOf(cfg ProvisionConfig, res *Resources) []bucketOf {
+	n := cfg.Names
+	return []bucketOf{
+		{&res.Leases, bucketConfig(n.BucketLeases, "role leases, such as the active reconciler", cfg.LeaseTTL, cfg.Replicas)},
+		{&res.Idempotency, bucketConfig(n.BucketIdempotency, "submit idempotency keys: sha256(modality, key) to job_id",
+			cfg.IdempotencyTTL, cfg.Replicas)},
+		{&res.Budget, bucketConfig(contract.BucketBudget, "the account-wide upstream budget: the shared token bucket and each process's usage",
+			0, cfg.Replicas)},
+	}
 }
 
 // historyConfig is the stream of BRIDGE_HISTORY: a KV bucket (one value per key, no TTL, file storage)

@@ -22,6 +22,8 @@ type ServerConfig struct {
 	SyncInterval time.Duration
 	// SyncAlways syncs every write: survives power loss at about 1/6 of the throughput.
 	SyncAlways bool
+	// Domain is the server's JetStream domain (leaf-node and hub deployments); empty for none.
+	Domain string
 	// Log receives the server's log lines.
 	Log zerolog.Logger
 	// ReadyTimeout bounds the wait for the server to accept connections; default 10s.
@@ -63,14 +65,15 @@ func RunEmbedded(cfg ServerConfig) (*server.Server, error) {
 	}
 	host, port, _ := splitHostPort(cfg.Listen)
 	opts := &server.Options{
-		ServerName:   cfg.Name,
-		Host:         host,
-		Port:         port,
-		NoSigs:       true,
-		JetStream:    true,
-		StoreDir:     cfg.StoreDir,
-		SyncInterval: cfg.SyncInterval,
-		SyncAlways:   cfg.SyncAlways,
+		ServerName:      cfg.Name,
+		Host:            host,
+		Port:            port,
+		NoSigs:          true,
+		JetStream:       true,
+		JetStreamDomain: cfg.Domain,
+		StoreDir:        cfg.StoreDir,
+		SyncInterval:    cfg.SyncInterval,
+		SyncAlways:      cfg.SyncAlways,
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -40,7 +40,7 @@ var commandTable []*command
 func init() {
 	commandTable = []*command{
 		runCommand, demoCommand, simulateCommand, benchCommand,
-		statusCommand, replayCommand, deadletterCommand, upgradeCommand, submitCommand, jobCommand,
+		statusCommand, replayCommand, deadletterCommand, upgradeCommand, provisionCommand, submitCommand, jobCommand,
 		webhookCommand, healthcheckCommand, versionCommand, helpCommand,
 	}
 }

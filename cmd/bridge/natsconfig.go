@@ -23,7 +23,9 @@ import (
 // bridge.Config, so errors name the variable the same way.
 type opsEnv struct {
 	// Namespace is the bridge's (BRIDGE_NAMESPACE): the names the command reads and writes.
-	Namespace   string `env:"NAMESPACE"`
+	Namespace string `env:"NAMESPACE"`
+	// JSDomain is the bridge's JetStream domain (BRIDGE_JS_DOMAIN), ahead of the nats context's.
+	JSDomain    string `env:"JS_DOMAIN"`
 	NATSURL     string `env:"NATS_URL"`
 	NATSCreds   string `env:"NATS_CREDS"`
 	NATSTLSCert string `env:"NATS_TLS_CERT"`
@@ -220,12 +222,7 @@ func opsConnect(ctx context.Context, envMap map[string]string, f natsFlags) (*na
 		return nil, nil, opsConn{}, fmt.Errorf("connect to NATS at %s (from %s; set -s, %sNATS_URL or NATS_URL): %w",
 			natsx.Redact(c.URL), c.from, envPrefix, err)
 	}
-	var js jetstream.JetStream
-	if c.ctx.JetStreamDomain != "" {
-		js, err = jetstream.NewWithDomain(nc, c.ctx.JetStreamDomain)
-	} else {
-		js, err = jetstream.New(nc)
-	}
+	js, err := natsx.NewJetStream(nc, first(c.JSDomain, c.ctx.JetStreamDomain))
 	if err != nil {
 		nc.Close()
 		return nil, nil, opsConn{}, err

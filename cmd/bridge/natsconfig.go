@@ -58,7 +58,10 @@ func (f *natsFlags) register(fs *flagSet) {
 	fs.StringVar(&f.namespace, "namespace", "", "the bridge's namespace (default BRIDGE_NAMESPACE; empty: none)")
 }
 
-// natsContext is a nats CLI context, as the nats CLI stores it in <config>/nats/context/<name>.json.
+// natsContext is a nats CLI context, as the nats CLI stores it in <config>/nats/context/<name>.json: the
+// fields the operator commands use. It is read here rather than with github.com/nats-io/jsm.go/natscontext:
+// that package imports jsm.go's whole management API, its schema registry and expr-lang/expr (three new
+// modules, about 16 MB of binary for a program that only reads one JSON file), for the same ten fields.
 type natsContext struct {
 	URL             string `json:"url"`
 	Creds           string `json:"creds"`

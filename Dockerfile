@@ -29,7 +29,8 @@ COPY --from=build /out/bridge /usr/local/bin/bridge
 COPY --from=build --chown=65532:65532 /out/data /data
 ENV BRIDGE_DATA_DIR=/data
 USER 65532:65532
-# 8080: webhooks, /healthz, /readyz, /metrics. 4222: the embedded nats-server (set BRIDGE_NATS_LISTEN=0.0.0.0:4222 to reach it).
+# 8080: webhooks, /healthz, /readyz, /metrics. 4222: the embedded nats-server (to reach it, set
+# BRIDGE_NATS_LISTEN=0.0.0.0:4222 and give it users with BRIDGE_NATS_CONFIG: docs/SECURITY.md).
 EXPOSE 8080 4222
 VOLUME ["/data"]
 # Healthy while /readyz answers 200 (NATS and JetStream usable). distroless has no shell or curl, so the

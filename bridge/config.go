@@ -58,16 +58,18 @@ var allRoles = [...]string{RoleIngest, RoleVerify, RoleReconcile, RoleSubmit}
 type Config struct {
 	Namespace string `env:"NAMESPACE" help:"prefixes everything the bridge owns, so that several bridges share one NATS account: subjects ns.webhooks.>, ns.results.>, ns.moderate.>, ...; streams, buckets and consumers NS_WEBHOOKS, NS_JOBS, ...; the service ns_moderation. a-z, 0-9 and _, at most 32; empty keeps DESIGN.md's names. The upstream budget is shared by every namespace on one upstream account"`
 
-	NATSURL     string `env:"NATS_URL" help:"external NATS servers, comma-separated; empty starts an embedded nats-server with JetStream"`
-	NATSCreds   string `env:"NATS_CREDS" help:"NATS credentials file for an external cluster"`
-	NATSTLSCert string `env:"NATS_TLS_CERT" help:"client certificate for NATS TLS"`
-	NATSTLSKey  string `env:"NATS_TLS_KEY" help:"client key for NATS TLS"`
-	NATSTLSCA   string `env:"NATS_TLS_CA" help:"CA bundle to verify the NATS servers"`
-	JSDomain    string `env:"JS_DOMAIN" help:"the JetStream domain the bridge's streams and buckets live in (leaf-node and hub deployments); with the embedded server, also that server's domain"`
-	Provision   bool   `env:"PROVISION" envDefault:"true" help:"create or update the streams and buckets at start-up; false: only check that each exists with a configuration the bridge can work with, and stop with one line naming what is missing or different (operators who own stream configuration run bridge provision, or create them as docs/DESIGN.md says)"`
-	NATSListen  string `env:"NATS_LISTEN" envDefault:"127.0.0.1:4222" help:"client address of the embedded nats-server, for downstream services and the nats CLI"`
-	DataDir     string `env:"DATA_DIR" envDefault:"./data" help:"embedded JetStream store"`
-	NATSSync    Sync   `env:"NATS_SYNC" help:"embedded JetStream disk sync: a duration, or always to sync every write (about 1/6 of the throughput); empty keeps the server default (2m)"`
+	NATSURL     string       `env:"NATS_URL" help:"external NATS servers, comma-separated; empty starts an embedded nats-server with JetStream"`
+	NATSCreds   string       `env:"NATS_CREDS" help:"NATS credentials file for an external cluster"`
+	NATSTLSCert string       `env:"NATS_TLS_CERT" help:"client certificate for NATS TLS"`
+	NATSTLSKey  string       `env:"NATS_TLS_KEY" help:"client key for NATS TLS"`
+	NATSTLSCA   string       `env:"NATS_TLS_CA" help:"CA bundle to verify the NATS servers"`
+	JSDomain    string       `env:"JS_DOMAIN" help:"the JetStream domain the bridge's streams and buckets live in (leaf-node and hub deployments); with the embedded server, also that server's domain"`
+	Provision   Provisioning `env:"PROVISION" envDefault:"true" help:"create or update the streams and buckets at start-up; false: only check that each exists with a configuration the bridge can work with, and stop with one line naming what is missing or different (operators who own stream configuration run bridge provision, or create them as docs/DESIGN.md says)"`
+	NATSConfig  string       `env:"NATS_CONFIG" help:"a nats-server configuration file for the embedded server: its users, nkeys, accounts, TLS and limits (the listener, JetStream and store stay the bridge's). Needed to listen beyond loopback: anonymous clients are then refused, and passwords need TLS. On loopback without it, clients without credentials get the downstream role (docs/SECURITY.md)"`
+	NATSAccount string       `env:"NATS_ACCOUNT" help:"with a BRIDGE_NATS_CONFIG that defines accounts: the account of the bridge's streams, its own user, the ops user and anonymous clients"`
+	NATSListen  string       `env:"NATS_LISTEN" envDefault:"127.0.0.1:4222" help:"client address of the embedded nats-server, for downstream services and the nats CLI"`
+	DataDir     string       `env:"DATA_DIR" envDefault:"./data" help:"embedded JetStream store"`
+	NATSSync    Sync         `env:"NATS_SYNC" help:"embedded JetStream disk sync: a duration, or always to sync every write (about 1/6 of the throughput); empty keeps the server default (2m)"`
 
 	HTTPAddr    string `env:"HTTP_ADDR" envDefault:":8080" help:"webhook listener; also health and metrics unless BRIDGE_ADMIN_ADDR is set"`
 	AdminAddr   string `env:"ADMIN_ADDR" help:"when set, a second listener (plain HTTP) for /metrics, /healthz and /readyz, which BRIDGE_HTTP_ADDR then no longer serves: it serves webhooks only"`
@@ -147,6 +149,26 @@ func (r RPM) String() string {
 	}
 	return strconv.Itoa(int(r))
 }
+
+// Provisioning is BRIDGE_PROVISION: whether start-up creates or updates the streams and buckets (true,
+// and the zero value, so that a Config made in code provisions) or only checks them ([CheckOnly]).
+type Provisioning struct{ checkOnly bool }
+
+// CheckOnly is BRIDGE_PROVISION=false: start-up checks the streams and buckets and changes nothing.
+var CheckOnly = Provisioning{checkOnly: true}
+
+// UnmarshalText parses a boolean: true provisions, false only checks.
+func (p *Provisioning) UnmarshalText(b []byte) error {
+	v, err := strconv.ParseBool(string(b))
+	if err != nil {
+		return fmt.Errorf("want true or false; got %q", b)
+	}
+	p.checkOnly = !v
+	return nil
+}
+
+// CheckOnly reports whether start-up only checks the streams and buckets.
+func (p Provisioning) CheckOnly() bool { return p.checkOnly }
 
 // Sync is BRIDGE_NATS_SYNC: a duration, or "always".
 type Sync struct {

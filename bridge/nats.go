@@ -34,19 +34,11 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 		Log: log, Closed: n.closed,
 	}
 	if cfg.NATSURL == "" {
-		dir, err := filepath.Abs(cfg.DataDir)
-		if err != nil {
-			return nil, fmt.Errorf("%sDATA_DIR: %w", EnvPrefix, err)
-		}
-		n.srv, err = natsx.RunEmbedded(natsx.ServerConfig{
-			Listen: cfg.NATSListen, StoreDir: dir, SyncInterval: cfg.NATSSync.Interval, Domain: cfg.JSDomain,
-			SyncAlways: cfg.NATSSync.Always, Log: log,
-		})
-		if err != nil {
+		var err error
+		if n.srv, conn.Identity, err = startEmbedded(cfg, log); err != nil {
 			return nil, err
 		}
 		conn.InProcess = n.srv
-		log.Info().Str("listen", n.srv.ClientURL()).Str("store", dir).Msg("embedded nats-server ready")
 	}
 	var err error
 	if n.nc, err = natsx.Connect(conn); err != nil {
@@ -66,6 +58,33 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 	return n, nil
 }
 
+// startEmbedded starts the embedded server with its authorization, and returns it with the bridge's own
+// user, made afresh for this start.
+func startEmbedded(cfg Config, log zerolog.Logger) (*server.Server, *natsx.Identity, error) {
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%sDATA_DIR: %w", EnvPrefix, err)
+	}
+	identity, err := natsx.NewIdentity()
+	if err != nil {
+		return nil, nil, err
+	}
+	auth := &natsx.AuthConfig{ConfigFile: cfg.NATSConfig, Account: cfg.NATSAccount, Names: cfg.Names(),
+		OpsSeed: filepath.Join(dir, natsx.OpsSeedFile), Bridge: identity}
+	srv, err := natsx.RunEmbedded(natsx.ServerConfig{Auth: auth,
+		Listen: cfg.NATSListen, StoreDir: dir, SyncInterval: cfg.NATSSync.Interval, Domain: cfg.JSDomain,
+		SyncAlways: cfg.NATSSync.Always, Log: log,
+	})
+	if errors.Is(err, natsx.ErrUnprotected) {
+		return nil, nil, fmt.Errorf("%sNATS_LISTEN: %w", EnvPrefix, err)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	log.Info().Str("listen", srv.ClientURL()).Str("store", dir).Msg("embedded nats-server ready")
+	return srv, identity, nil
+}
+
 // ProvisionConfig is what the streams and buckets are made with, from the configuration.
 func (c *Config) ProvisionConfig() natsx.ProvisionConfig {
 	return natsx.ProvisionConfig{Names: c.Names(),
@@ -76,7 +95,7 @@ func (c *Config) ProvisionConfig() natsx.ProvisionConfig {
 
 // provision creates or updates the streams and buckets, or with BRIDGE_PROVISION=false checks them.
 func (c *Config) provision(ctx context.Context, js jetstream.JetStream) (natsx.Resources, error) {
-	if c.Provision {
+	if !c.Provision.CheckOnly() {
 		return natsx.Provision(ctx, js, c.ProvisionConfig())
 	}
 	res, err := natsx.Check(ctx, js, c.ProvisionConfig())

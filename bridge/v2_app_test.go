@@ -87,7 +87,7 @@ func TestV2SignedRetriedWebhooksCollapse(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-done })
 	proxy.target = "http://" + a.Addr().String()
 
-	nc, js := natstest.Connect(t, a.Server().ClientURL())
+	nc, js := natstest.Connect(t, a.Server().ClientURL(), opsUser(t, cfg)) // the test reads WEBHOOKS
 	const n = 12
 	ids := make([]string, 0, n)
 	for i := range n {

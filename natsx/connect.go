@@ -27,6 +27,8 @@ type ConnConfig struct {
 	Name string
 	// CredsFile is a NATS credentials file (user JWT and nkey seed).
 	CredsFile string
+	// Identity, when set, authenticates with this nkey (the bridge's own user on its embedded server).
+	Identity *Identity
 	// TLSCertFile and TLSKeyFile are the client certificate; TLSCAFile the roots to trust.
 	TLSCertFile, TLSKeyFile, TLSCAFile string
 	// Log receives one line per disconnect, reconnect and async error.
@@ -113,6 +115,9 @@ func connOptions(cfg ConnConfig, lastDialErr *atomic.Pointer[error]) ([]nats.Opt
 				close(cfg.Closed)
 			}
 		}),
+	}
+	if cfg.Identity != nil {
+		opts = append(opts, cfg.Identity.option())
 	}
 	if cfg.InProcess != nil {
 		opts = append(opts, nats.InProcessServer(cfg.InProcess))

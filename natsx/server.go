@@ -22,6 +22,8 @@ type ServerConfig struct {
 	SyncInterval time.Duration
 	// SyncAlways syncs every write: survives power loss at about 1/6 of the throughput.
 	SyncAlways bool
+	// Auth, when set, makes the server authenticate ([AuthConfig]); nil: no authentication (tests).
+	Auth *AuthConfig
 	// Domain is the server's JetStream domain (leaf-node and hub deployments); empty for none.
 	Domain string
 	// Log receives the server's log lines.
@@ -63,17 +65,9 @@ func RunEmbedded(cfg ServerConfig) (*server.Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	host, port, _ := splitHostPort(cfg.Listen)
-	opts := &server.Options{
-		ServerName:      cfg.Name,
-		Host:            host,
-		Port:            port,
-		NoSigs:          true,
-		JetStream:       true,
-		JetStreamDomain: cfg.Domain,
-		StoreDir:        cfg.StoreDir,
-		SyncInterval:    cfg.SyncInterval,
-		SyncAlways:      cfg.SyncAlways,
+	opts, err := serverOptions(cfg)
+	if err != nil {
+		return nil, err
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -87,6 +81,29 @@ func RunEmbedded(cfg ServerConfig) (*server.Server, error) {
 			ErrNotReady, cfg.Listen, cfg.StoreDir, cfg.ReadyTimeout)
 	}
 	return s, nil
+}
+
+// serverOptions are the embedded server's options: the operator's configuration file, if any, with the
+// bridge's listener, JetStream store and authorization on top.
+func serverOptions(cfg ServerConfig) (*server.Options, error) {
+	opts := &server.Options{}
+	if cfg.Auth != nil && cfg.Auth.ConfigFile != "" {
+		fopts, err := server.ProcessConfigFile(cfg.Auth.ConfigFile)
+		if err != nil {
+			return nil, fmt.Errorf("BRIDGE_NATS_CONFIG: %w", err)
+		}
+		opts = fopts
+	}
+	host, port, _ := splitHostPort(cfg.Listen)
+	opts.ServerName, opts.Host, opts.Port, opts.NoSigs = cfg.Name, host, port, true
+	opts.JetStream, opts.JetStreamDomain, opts.StoreDir = true, cfg.Domain, cfg.StoreDir
+	opts.SyncInterval, opts.SyncAlways = cfg.SyncInterval, cfg.SyncAlways
+	if cfg.Auth != nil {
+		if err := applyAuth(opts, cfg.Auth, cfg.Listen); err != nil {
+			return nil, err
+		}
+	}
+	return opts, nil
 }
 
 func splitHostPort(addr string) (string, int, error) {

@@ -67,8 +67,10 @@ type benchFlags struct {
 	floorServe  string
 	floorTarget string
 	rounds      int
-	// embedded is the in-process bridge's server, once started.
+	// embedded is the in-process bridge's server, once started, and natsUser the ops user the bench
+	// connects to it as (its floor creates a stream of its own).
 	embedded *server.Server
+	natsUser nats.Option
 }
 
 func (b *benchFlags) register(fs *flagSet) {
@@ -169,7 +171,11 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	}
 	b.cfg.Target = strings.TrimRight(b.target, "/")
 	if b.natsURL != "" {
-		nc, err := nats.Connect(b.natsURL, nats.Name("bridge-bench"))
+		opts := []nats.Option{nats.Name("bridge-bench")}
+		if b.natsUser != nil {
+			opts = append(opts, b.natsUser)
+		}
+		nc, err := nats.Connect(b.natsURL, opts...)
 		if err != nil {
 			return fmt.Errorf("connect %s: %w", b.natsURL, err)
 		}
@@ -241,7 +247,7 @@ func (b *benchFlags) runCompare(ctx context.Context, stdout io.Writer) error {
 			return err
 		}
 		defer stop()
-		lbFloor, err := startFloor(ctx, b.embedded)
+		lbFloor, err := startFloor(ctx, b.embedded, b.natsUser)
 		if err != nil {
 			return err
 		}
@@ -274,6 +280,10 @@ func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop
 		return nil, nil, err
 	}
 	b.target, b.natsURL, b.embedded = lb.app.PublicURL(), lb.app.Server().ClientURL(), lb.app.Server()
+	if b.natsUser, err = lb.opsUser(); err != nil {
+		lb.close()
+		return nil, nil, err
+	}
 	if b.floor {
 		if floorRep, err = b.measureFloor(ctx, lb, stdout); err != nil {
 			lb.close()
@@ -287,7 +297,11 @@ func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop
 
 // measureFloor drives a bare net/http + nats.go handler on the same server the same way.
 func (b *benchFlags) measureFloor(ctx context.Context, lb *localBridge, stdout io.Writer) (*loadgen.Report, error) {
-	f, err := startFloor(ctx, lb.app.Server())
+	user, err := lb.opsUser()
+	if err != nil {
+		return nil, err
+	}
+	f, err := startFloor(ctx, lb.app.Server(), user)
 	if err != nil {
 		return nil, err
 	}

@@ -33,9 +33,9 @@ type floorServer struct {
 	nc  *nats.Conn
 }
 
-// startFloor starts a floor on the embedded server ns, on a loopback port.
-func startFloor(ctx context.Context, ns *server.Server) (*floorServer, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("bench-floor"))
+// startFloor starts a floor on the embedded server ns, connected as user, on a loopback port.
+func startFloor(ctx context.Context, ns *server.Server, user nats.Option) (*floorServer, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(ns), nats.Name("bench-floor"), user)
 	if err != nil {
 		return nil, err
 	}

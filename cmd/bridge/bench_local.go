@@ -6,7 +6,10 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/evershield/bridge/bridge"
+	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -30,6 +33,12 @@ type localSpec struct {
 	env  map[string]string
 	// keep keeps the data directory and its bridge.log after close.
 	keep bool
+}
+
+// opsUser is the ops user of the in-process bridge's embedded server, for the tools that look into or
+// add to its store (the bench's floor stream).
+func (l *localBridge) opsUser() (nats.Option, error) {
+	return natsx.OpsIdentity(filepath.Join(l.dir, "data", natsx.OpsSeedFile))
 }
 
 // startLocal starts the simulator for spec.sim and then every role, configured by spec.env on top of the

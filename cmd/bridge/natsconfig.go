@@ -32,6 +32,8 @@ type opsEnv struct {
 	NATSTLSKey  string `env:"NATS_TLS_KEY"`
 	NATSTLSCA   string `env:"NATS_TLS_CA"`
 	NATSListen  string `env:"NATS_LISTEN" envDefault:"127.0.0.1:4222"`
+	// DataDir is where a bridge on this machine keeps its embedded store, and the ops user's nkey seed.
+	DataDir string `env:"DATA_DIR" envDefault:"./data"`
 	// HTTPAddr is where bridge status finds this machine's bridge's /metrics by default.
 	HTTPAddr string `env:"HTTP_ADDR" envDefault:":8080"`
 	// AdminAddr, when set, serves /metrics instead of HTTPAddr.
@@ -195,6 +197,9 @@ func (c opsConn) options() ([]nats.Option, error) {
 		}
 		opts = append(opts, o)
 	}
+	if o := c.embeddedOps(); o != nil {
+		opts = append(opts, o)
+	}
 	if c.ctx.User != "" {
 		opts = append(opts, nats.UserInfo(c.ctx.User, c.ctx.Password))
 	}
@@ -208,6 +213,19 @@ func (c opsConn) options() ([]nats.Option, error) {
 		opts = append(opts, nats.RootCAs(c.NATSTLSCA))
 	}
 	return opts, nil
+}
+
+// embeddedOps is the ops user of a bridge's embedded server on this machine (its seed in BRIDGE_DATA_DIR),
+// when the command connects there (BRIDGE_NATS_LISTEN) with no credentials of its own; nil otherwise.
+func (c opsConn) embeddedOps() nats.Option {
+	if c.from != envPrefix+"NATS_LISTEN" || c.NATSCreds != "" || c.ctx.NKey != "" || c.ctx.User != "" || c.ctx.Token != "" {
+		return nil
+	}
+	o, err := natsx.OpsIdentity(filepath.Join(c.DataDir, natsx.OpsSeedFile))
+	if err != nil {
+		return nil // no bridge here, or another user's: connect as anyone would
+	}
+	return o
 }
 
 // opsConnect connects for an operator command; unlike the bridge it fails fast when NATS is down.

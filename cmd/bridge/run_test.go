@@ -22,6 +22,7 @@ import (
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/testlog"
+	"github.com/evershield/bridge/natsx"
 )
 
 func freeAddr(t *testing.T) string {
@@ -93,7 +94,12 @@ func TestRunIngestOnlyEmbedded(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("webhook status %d", resp.StatusCode)
 	}
-	nc, err := nats.Connect("nats://" + natsAddr)
+	// The operator's user (its seed kept in the data directory) may read WEBHOOKS; anonymous clients may not.
+	ops, err := natsx.OpsIdentity(filepath.Join(env["BRIDGE_DATA_DIR"], natsx.OpsSeedFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect("nats://"+natsAddr, ops)
 	if err != nil {
 		t.Fatal(err)
 	}

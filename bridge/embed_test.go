@@ -128,13 +128,28 @@ func TestWithConnLeavesTheConnectionOpen(t *testing.T) {
 
 // TestWithRegistererRegistersInTheCallersRegistry runs a bridge on a registry that already holds the Go
 // and process collectors: the bridge's metrics appear in it, Metrics gathers it, and once Run returns
-// they are gone again, so a second bridge can register on it.
+// they are gone again, so a second bridge can register on it. A registry that already holds one of the
+// bridge's names stops New with an error, and keeps nothing of the bridge.
 func TestWithRegistererRegistersInTheCallersRegistry(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg := embedConfig(t)
 	srv := natstest.RunServer(t)
 	cfg.NATSURL = srv.ClientURL()
+
+	clash := prometheus.NewRegistry()
+	clash.MustRegister(prometheus.NewGauge(prometheus.GaugeOpts{Name: "bridge_ready", Help: "The caller's own."}))
+	_, err := New(natstest.CtxWithin(t, 30*time.Second), cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+		WithReconcileInstance("t"), WithRegisterer(clash))
+	const want = `metrics: a previously registered descriptor with the same fully-qualified name as Desc{fqName: "bridge_ready"`
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("New on a registry holding bridge_ready: %v, want an error starting %s", err, want)
+	}
+	for name := range families(t, clash) {
+		if name != "bridge_ready" {
+			t.Errorf("New failed, but left %s in the caller's registry", name)
+		}
+	}
 
 	for run := 1; run <= 2; run++ {
 		a, stop := runApp(t, cfg, WithRegisterer(reg), WithVersion("v1.2.3"))
@@ -236,7 +251,7 @@ func TestWithoutListenerServesThroughTheCallersServer(t *testing.T) {
 	mux.Handle("POST /hooks/{modality}", a.WebhookHandler())
 	mux.Handle("/bridge/", http.StripPrefix("/bridge", a.Handler()))
 	web := httptest.NewServer(mux)
-	defer web.Close()
+	t.Cleanup(web.Close) // after the deferred release below: Close waits for the request it holds
 
 	waitReady(t, web.URL+"/bridge")
 	const id1, id2, id3 = "7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f", "8c1d4a6f-9e3b-4d2c-8f5a-3b7e9d1c2f4a", "9d2e5b7a-0f4c-4e3d-9a6b-4c8f0e2d3a5b"
@@ -275,6 +290,7 @@ func TestWithoutListenerServesThroughTheCallersServer(t *testing.T) {
 	}
 	select {
 	case err := <-done:
+		returned = true
 		t.Fatalf("Run returned (%v) while a request was in flight in the handlers", err)
 	default:
 	}

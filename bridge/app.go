@@ -124,7 +124,8 @@ func WithVersion(v string) Option {
 
 // New starts NATS (embedded or external), provisions the streams and buckets, binds the HTTP listener
 // and builds every configured role, from a validated cfg ([Config.Validate]). Nothing serves until
-// [App.Run], which also releases everything when it returns.
+// [App.Run], which also releases everything when it returns. [WithConn], [WithRegisterer] and
+// [WithoutListener] put the caller's connection, registry and HTTP server in place of the bridge's own.
 func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_ *App, err error) {
 	var o options
 	for _, opt := range opts {
@@ -441,8 +442,8 @@ func (a *App) addSubmit(store *jobs.Store, hist *history.Store, deadlines jobs.D
 // Run serves every role until ctx is cancelled or one fails, then shuts down in one fixed order, the
 // order the roles were added in: the HTTP listener first (readiness off, in-flight webhooks answered after
 // their ack), then the verifier's consumers, the submit service, the reconciler and the JOBS watcher,
-// each finishing its in-flight work before the next is stopped; then the NATS connection drains, and last
-// the embedded server stops.
+// each finishing its in-flight work before the next is stopped; then the NATS connection drains (a caller's,
+// [WithConn], is only flushed), and last the embedded server stops.
 func (a *App) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	stops := make([]context.CancelFunc, len(a.roles))

@@ -311,3 +311,17 @@ func TestWithoutListenerServesThroughTheCallersServer(t *testing.T) {
 		t.Errorf("webhook after Run, the bridge's NATS closed: %d, want 503", code)
 	}
 }
+
+// TestWebhooksRefusedWithoutTheIngestRole: in a process without the ingest role, both handlers a caller
+// mounts answer a webhook 404, as the listener does.
+func TestWebhooksRefusedWithoutTheIngestRole(t *testing.T) {
+	a := &App{cfg: Config{Roles: []string{RoleVerify, RoleSubmit}}}
+	const want = `{"error":"not_found","message":"this process does not run the ingest role"}` + "\n"
+	for name, h := range map[string]http.Handler{"WebhookHandler": a.WebhookHandler(), "Handler": a.Handler()} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/webhook/prompt", strings.NewReader(`{}`)))
+		if rec.Code != http.StatusNotFound || rec.Body.String() != want {
+			t.Errorf("%s: %d %q, want 404 %q", name, rec.Code, rec.Body.String(), want)
+		}
+	}
+}

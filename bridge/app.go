@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -38,7 +38,7 @@ type App struct {
 	cfg     Config
 	version string
 	log     zerolog.Logger
-	reg     *prometheus.Registry
+	reg     *registry
 	nats    *natsSide
 	api     *upstream.Client
 	budget  *budget.Shared
@@ -50,6 +50,8 @@ type App struct {
 	// admin serves health and metrics when BRIDGE_ADMIN_ADDR is set; nil otherwise.
 	admin   *ingest.Server
 	handler *ingest.Handler
+	// mounted counts the requests in the handlers the caller mounts (App.Handler, App.WebhookHandler).
+	mounted mounted
 	// roles run in one group; the first to fail stops all.
 	roles []role
 }
@@ -71,6 +73,10 @@ type options struct {
 	version string
 	// failpoint is the deliverer's test-only failpoint (see [WithDeliveryFailpoint]).
 	failpoint func(jobs.Failpoint, string)
+	// conn, registerer and noListener are what an embedding program brings (see embed.go).
+	conn       *nats.Conn
+	registerer prometheus.Registerer
+	noListener bool
 }
 
 // Option is an optional knob of [New].
@@ -118,7 +124,8 @@ func WithVersion(v string) Option {
 
 // New starts NATS (embedded or external), provisions the streams and buckets, binds the HTTP listener
 // and builds every configured role, from a validated cfg ([Config.Validate]). Nothing serves until
-// [App.Run], which also releases everything when it returns.
+// [App.Run], which also releases everything when it returns. [WithConn], [WithRegisterer] and
+// [WithoutListener] put the caller's connection, registry and HTTP server in place of the bridge's own.
 func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_ *App, err error) {
 	var o options
 	for _, opt := range opts {
@@ -132,11 +139,15 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 	if o.reconcileInstance == "" {
 		o.reconcileInstance = procname.New()
 	}
-	a := &App{cfg: cfg, log: log, reg: prometheus.NewRegistry(), version: o.version}
-	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a := &App{cfg: cfg, log: log, reg: newRegistry(o.registerer), version: o.version}
+	defer func() {
+		if err != nil {
+			a.reg.release()
+		}
+	}()
 	registerBuildInfo(a.reg, o.version)
 	log.Info().Str("version", o.version).Str("go_version", runtime.Version()).Strs("roles", cfg.Roles).Msg("bridge starting")
-	if a.nats, err = startNATS(ctx, cfg, log); err != nil {
+	if a.nats, err = startNATS(ctx, cfg, log, o.conn); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -157,7 +168,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 		return nil, err
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && a.http != nil {
 			_ = a.http.Close()
 		}
 	}()
@@ -179,6 +190,9 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 	}
 	if a.jobs != nil {
 		a.roles = append(a.roles, role{"jobs-watch", a.jobs.Run, a.jobs.Ready()}) // after the roles that read it
+	}
+	if err := a.reg.Err(); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	// The admin listener is added last, so it stops last: /metrics and /readyz (503 by then) answer
 	// while the roles drain.
@@ -258,7 +272,7 @@ func (a *App) listen(o options) error {
 		return err
 	}
 	a.handler, err = ingest.New(ingest.Config{Names: cfg.Names(),
-		Publisher: a.nats.js, Log: a.log, Metrics: a.reg, Gatherer: a.reg, MaxBody: int64(cfg.MaxBody),
+		Publisher: a.nats.js, Log: a.log, Metrics: a.reg, Gatherer: a.reg.gatherer, MaxBody: int64(cfg.MaxBody),
 		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready, Serving: a.serving,
 		Overloaded: overloaded, UnprovenFull: unprovenFull, Known: a.known,
 	})
@@ -269,10 +283,14 @@ func (a *App) listen(o options) error {
 	if cfg.Has(RoleVerify) {
 		a.reg.MustRegister(newLagCollector(a.nats.js, cfg.Names(), a.log))
 	}
-	var h http.Handler = a.handler
-	if !cfg.Has(RoleIngest) {
-		h = withoutWebhooks(h)
+	if o.noListener {
+		if o.publicFromListener {
+			return errors.New("WithPublicURLFromListener: no listener (WithoutListener)")
+		}
+		a.roles = append(a.roles, a.handlerRole())
+		return nil
 	}
+	h := a.routes()
 	if cfg.AdminAddr != "" {
 		h = webhooksOnly(h)
 	}
@@ -424,8 +442,8 @@ func (a *App) addSubmit(store *jobs.Store, hist *history.Store, deadlines jobs.D
 // Run serves every role until ctx is cancelled or one fails, then shuts down in one fixed order, the
 // order the roles were added in: the HTTP listener first (readiness off, in-flight webhooks answered after
 // their ack), then the verifier's consumers, the submit service, the reconciler and the JOBS watcher,
-// each finishing its in-flight work before the next is stopped; then the NATS connection drains, and last
-// the embedded server stops.
+// each finishing its in-flight work before the next is stopped; then the NATS connection drains (a caller's,
+// [WithConn], is only flushed), and last the embedded server stops.
 func (a *App) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	stops := make([]context.CancelFunc, len(a.roles))
@@ -450,7 +468,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	a.log.Info().Str("version", a.version).Strs("roles", a.cfg.Roles).Str("http", a.http.Addr().String()).Msg("bridge running")
+	a.log.Info().Str("version", a.version).Strs("roles", a.cfg.Roles).Stringer("http", a.Addr()).Msg("bridge running")
 	err := g.Wait()
 	for _, b := range []*budget.Shared{a.unknown, a.budget} {
 		if b != nil {
@@ -458,6 +476,7 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}
 	a.nats.close()
+	a.reg.release()
 	if err != nil {
 		a.log.Error().Err(err).Msg("bridge stopped")
 		return err
@@ -482,8 +501,14 @@ func (a *App) contractV2() bool {
 	return a.cfg.APIContract == contract.ContractV2 || a.api != nil && a.api.Contract() == upstream.ContractV2
 }
 
-// Addr is the bound address of the webhook listener (health and metrics too without BRIDGE_ADMIN_ADDR).
-func (a *App) Addr() net.Addr { return a.http.Addr() }
+// Addr is the bound address of the webhook listener (health and metrics too without BRIDGE_ADMIN_ADDR);
+// nil under [WithoutListener].
+func (a *App) Addr() net.Addr {
+	if a.http == nil {
+		return nil
+	}
+	return a.http.Addr()
+}
 
 // AdminAddr is the bound address of the health and metrics listener of BRIDGE_ADMIN_ADDR; nil without one.
 func (a *App) AdminAddr() net.Addr {
@@ -500,8 +525,9 @@ func (a *App) PublicURL() string { return a.cfg.PublicURL }
 // Server is the embedded nats-server, or nil when the bridge uses an external NATS.
 func (a *App) Server() *server.Server { return a.nats.srv }
 
-// Metrics gathers the process's metrics, as GET /metrics serves them.
-func (a *App) Metrics() prometheus.Gatherer { return a.reg }
+// Metrics gathers the process's metrics, as GET /metrics serves them: the bridge's own registry, or under
+// [WithRegisterer] the caller's registerer when it is also a Gatherer, else nil.
+func (a *App) Metrics() prometheus.Gatherer { return a.reg.gatherer }
 
 // isWebhookPath reports whether p is a path of the webhook endpoint.
 func isWebhookPath(p string) bool {
@@ -512,9 +538,7 @@ func isWebhookPath(p string) bool {
 func withoutWebhooks(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isWebhookPath(r.URL.Path) {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusNotFound)
-			_, _ = w.Write([]byte(`{"error":"not_found","message":"this process does not run the ingest role"}` + "\n"))
+			notIngest(w, r)
 			return
 		}
 		h.ServeHTTP(w, r)

@@ -52,9 +52,9 @@ func (c *Config) Account() string {
 var allRoles = [...]string{RoleIngest, RoleVerify, RoleReconcile, RoleSubmit}
 
 // Config is the whole process configuration. Its tags name the BRIDGE_* environment variables (env,
-// with [EnvPrefix]), their defaults (envDefault) and meaning (help); cmd/bridge parses the environment
+// with [EnvPrefix]), their defaults (envDefault) and meaning (help); [ConfigFromEnv] parses an environment
 // into it, and docs/CONFIG.md is generated from it ([WriteConfigTable]). A Config made in code
-// gets no defaults from the tags: parse one, or set every field.
+// gets no defaults from the tags: start from [DefaultConfig], or set every field.
 type Config struct {
 	Namespace string `env:"NAMESPACE" help:"prefixes everything the bridge owns, so that several bridges share one NATS account: subjects ns.webhooks.>, ns.results.>, ns.moderate.>, ...; streams, buckets and consumers NS_WEBHOOKS, NS_JOBS, ...; the service ns_moderation. a-z, 0-9 and _, at most 32; empty keeps DESIGN.md's names. The upstream budget is shared by every namespace on one upstream account"`
 

@@ -23,11 +23,17 @@ type natsSide struct {
 	res    natsx.Resources
 	closed chan struct{}
 	log    zerolog.Logger
+	// borrowed is set when the connection is the caller's ([WithConn]): close leaves it open.
+	borrowed bool
 }
 
-// startNATS starts the embedded server when BRIDGE_NATS_URL is empty, connects, and provisions.
-func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, error) {
+// startNATS starts the embedded server when BRIDGE_NATS_URL is empty, connects, and provisions; with a
+// caller's connection (borrowed, from [WithConn]) it only provisions, on that connection.
+func startNATS(ctx context.Context, cfg Config, log zerolog.Logger, borrowed *nats.Conn) (*natsSide, error) {
 	n := &natsSide{closed: make(chan struct{}), log: log}
+	if borrowed != nil {
+		return n.borrow(ctx, cfg, borrowed)
+	}
 	conn := natsx.ConnConfig{
 		URLs: cfg.NATSURL, Name: "bridge", CredsFile: cfg.NATSCreds,
 		TLSCertFile: cfg.NATSTLSCert, TLSKeyFile: cfg.NATSTLSKey, TLSCAFile: cfg.NATSTLSCA,
@@ -45,13 +51,7 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger) (*natsSide, 
 		n.shutdownServer()
 		return nil, err
 	}
-	if n.js, err = natsx.NewJetStream(n.nc, cfg.JSDomain); err != nil {
-		n.close()
-		return nil, err
-	}
-	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if n.res, err = cfg.provision(pctx, n.js); err != nil {
+	if err := n.prepare(ctx, cfg); err != nil {
 		n.close()
 		return nil, err
 	}
@@ -85,6 +85,19 @@ func startEmbedded(cfg Config, log zerolog.Logger) (*server.Server, *natsx.Ident
 	return srv, identity, nil
 }
 
+// prepare makes the JetStream context on n.nc (in BRIDGE_JS_DOMAIN), and provisions the streams and
+// buckets or, with BRIDGE_PROVISION=false, checks them.
+func (n *natsSide) prepare(ctx context.Context, cfg Config) error {
+	var err error
+	if n.js, err = natsx.NewJetStream(n.nc, cfg.JSDomain); err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	n.res, err = cfg.provision(pctx, n.js)
+	return err
+}
+
 // ProvisionConfig is what the streams and buckets are made with, from the configuration.
 func (c *Config) ProvisionConfig() natsx.ProvisionConfig {
 	return natsx.ProvisionConfig{Names: c.Names(),
@@ -110,8 +123,13 @@ func (n *natsSide) ready() bool {
 	return n.nc.IsConnected() && (n.srv == nil || n.srv.JetStreamEnabled())
 }
 
-// close drains the connection (waiting for it to close) and then stops the embedded server.
+// close drains the connection (waiting for it to close) and then stops the embedded server; a borrowed
+// connection is only flushed.
 func (n *natsSide) close() {
+	if n.borrowed {
+		n.flush()
+		return
+	}
 	if err := n.nc.Drain(); err == nil {
 		select {
 		case <-n.closed:

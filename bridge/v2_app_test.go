@@ -111,7 +111,7 @@ func TestV2SignedRetriedWebhooksCollapse(t *testing.T) {
 		return nil
 	})
 
-	if dup := testworld.CounterValue(t, a.reg, testworld.Series{Name: "bridge_ingest_webhooks_total", Label: "outcome", Value: "duplicate"}); dup < n {
+	if dup := testworld.CounterValue(t, a.Metrics(), testworld.Series{Name: "bridge_ingest_webhooks_total", Label: "outcome", Value: "duplicate"}); dup < n {
 		t.Fatalf("ingest saw %v duplicates, want at least %d (every webhook came twice)", dup, n)
 	}
 	results := testworld.ResultIDs(t, natstest.StreamMsgs(t, js, contract.Default.StreamResults))

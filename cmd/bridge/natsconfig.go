@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -92,9 +91,9 @@ type opsConn struct {
 // resolveOpsConn applies the precedence flag > BRIDGE_NATS_* > NATS_URL/NATS_CREDS > nats context >
 // default (the embedded server of a bridge on this machine at BRIDGE_NATS_LISTEN), field by field.
 func resolveOpsConn(envMap map[string]string, f natsFlags) (opsConn, error) {
-	e, err := env.ParseAsWithOptions[opsEnv](env.Options{Prefix: bridge.EnvPrefix, Environment: envMap})
+	e, err := bridge.ParseEnv[opsEnv](envMap)
 	if err != nil {
-		return opsConn{}, envErrors(err)
+		return opsConn{}, err
 	}
 	if e.Replicas < 1 || e.Replicas > 5 {
 		return opsConn{}, fmt.Errorf("%sREPLICAS: must be 1 to 5; got %d", envPrefix, e.Replicas)

@@ -443,7 +443,7 @@ type Series struct{ Name, Label, Value string }
 // CounterValue reads one series of a counter vector from the registry, 0 when there is none: for a test
 // that sees only the registry (the collectors are another package's). A test that holds the collector
 // reads it with testutil.ToFloat64.
-func CounterValue(tb testing.TB, reg *prometheus.Registry, s Series) float64 {
+func CounterValue(tb testing.TB, reg prometheus.Gatherer, s Series) float64 {
 	name, label, value := s.Name, s.Label, s.Value
 	tb.Helper()
 	mfs, err := reg.Gather()

@@ -113,33 +113,7 @@ func testSideBySide(t *testing.T, oldBin string) {
 	r.waitSettled(30 * time.Second)
 	r.checkBothDelivered(t, both, old, r.child)
 
-	// Past the duplicate window and its margin, with two more rounds of the leader: had it compacted,
-	// it would have by now.
-	due := time.Now().Add(window + time.Second)
-	natstest.WaitFor(t, 30*time.Second, func() error {
-		if time.Now().Before(due) {
-			return errors.New("duplicate window not passed yet")
-		}
-		return nil
-	})
-	now, err := scrapeCompaction(r.child)
-	if err != nil {
-		t.Fatal(err)
-	}
-	after := waitRounds(t, r.child, now.rounds+2)
-	if after.held != after.rounds || after.jobs != 0 {
-		t.Errorf("beside the earlier release: %v of %v compaction rounds held, %v jobs compacted; want every round held, none compacted",
-			after.held, after.rounds, after.jobs)
-	}
-	if hot := r.hotJobs(t, ctx, ids); len(hot) != len(ids) {
-		t.Errorf("%d of %d delivered jobs kept their JOBS tombstone on layout 1, want all", len(hot), len(ids))
-	}
-	hist := openHistory(t, ctx, r)
-	for id, in := range historyHas(t, ctx, hist, ids) {
-		if in {
-			t.Errorf("job %s is in the history on layout 1: compacted beside the earlier release", id)
-		}
-	}
+	r.checkHeld(t, ctx, ids, window)
 	for _, id := range ids {
 		for _, c := range []*child{old, r.child} {
 			if code := r.postWebhookTo(c, id); code != 200 {
@@ -154,7 +128,7 @@ func testSideBySide(t *testing.T, oldBin string) {
 		t.Fatalf("bridge upgrade finalize: %q, want it moved from layout 1 to 2", out)
 	}
 	r.waitNoHotState(t, 60*time.Second)
-	for id, in := range historyHas(t, ctx, hist, ids) {
+	for id, in := range historyHas(t, ctx, openHistory(t, ctx, r), ids) {
 		if !in {
 			t.Errorf("lost: job %s is neither hot nor in the history after finalize", id)
 		}
@@ -174,6 +148,37 @@ func testSideBySide(t *testing.T, oldBin string) {
 	v := r.checkExactlyOnce()
 	if v.owed != len(ids) || v.results != len(ids) || v.late != 0 {
 		t.Errorf("owed %d, results %d, late %d; want %d, %d, 0", v.owed, v.results, v.late, len(ids), len(ids))
+	}
+}
+
+// checkHeld waits until the duplicate window of ids (and its margin) has passed and the leader, r.child,
+// has run two more compaction rounds, and checks that it held every round: every job of ids keeps its JOBS
+// tombstone and none is in the history.
+func (r *rig) checkHeld(t *testing.T, ctx context.Context, ids []string, window time.Duration) {
+	t.Helper()
+	due := time.Now().Add(window + time.Second)
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		if time.Now().Before(due) {
+			return errors.New("duplicate window not passed yet")
+		}
+		return nil
+	})
+	now, err := scrapeCompaction(r.child)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := waitRounds(t, r.child, now.rounds+2) // had it compacted, it would have by now
+	if after.held != after.rounds || after.jobs != 0 {
+		t.Errorf("beside the earlier release: %v of %v compaction rounds held, %v jobs compacted; want every round held, none compacted",
+			after.held, after.rounds, after.jobs)
+	}
+	if hot := r.hotJobs(t, ctx, ids); len(hot) != len(ids) {
+		t.Errorf("%d of %d delivered jobs kept their JOBS tombstone on layout 1, want all", len(hot), len(ids))
+	}
+	for id, in := range historyHas(t, ctx, openHistory(t, ctx, r), ids) {
+		if in {
+			t.Errorf("job %s is in the history on layout 1: compacted beside the earlier release", id)
+		}
 	}
 }
 

@@ -24,4 +24,8 @@
 // BRIDGE_TEST_FAILPOINT=<compact-after-history|compact-after-remove>:<file>: the process blocks in the
 // middle of a compaction round and the test SIGKILLs it there, restarts it, and checks that every job is
 // in the history, and that re-posted and replayed webhooks of the compacted jobs give no second result.
+//
+// The upgrade case (TestOldAndNewSideBySide) runs an earlier release beside this one: it builds that
+// release's cmd/bridge from the repository's git history (git archive of a fixed revision, into a
+// temporary directory), and skips, saying so, when the repository lacks that history (a shallow clone).
 package crash

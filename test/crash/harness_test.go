@@ -2,6 +2,7 @@ package crash_test
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -74,7 +75,9 @@ func pick[T any](ci, long T) T {
 
 // child is one bridge process, restartable on the same HTTP address.
 type child struct {
-	tb     testing.TB
+	tb testing.TB
+	// bin is the binary to run; empty: the one TestMain built.
+	bin    string
 	env    []string
 	addr   string
 	dir    string
@@ -125,7 +128,7 @@ func (c *child) start(nc *nats.Conn) {
 		c.tb.Fatal(err)
 	}
 	c.logs = append(c.logs, logPath)
-	cmd := exec.Command(bin, "run")
+	cmd := exec.Command(cmp.Or(c.bin, bin), "run")
 	cmd.Env = c.env
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {

@@ -274,6 +274,7 @@ func (a *App) listen(o options) error {
 	a.handler, err = ingest.New(ingest.Config{Names: cfg.Names(),
 		Publisher: a.nats.js, Log: a.log, Metrics: a.reg, Gatherer: a.reg.gatherer, MaxBody: int64(cfg.MaxBody),
 		Token: cfg.WebhookToken, Secret: cfg.WebhookSecret, Ready: a.nats.ready, Serving: a.serving,
+		PreviousToken: cfg.WebhookTokenPrevious, PreviousSecret: cfg.WebhookSecretPrevious,
 		Overloaded: overloaded, UnprovenFull: unprovenFull, Known: a.known,
 	})
 	if err != nil {

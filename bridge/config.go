@@ -100,6 +100,12 @@ type Config struct {
 	// WebhookTokenFile and WebhookSecretFile hold the content of their files, as APIKeyFile does.
 	WebhookTokenFile  string `env:"WEBHOOK_TOKEN_FILE,file" help:"a file holding BRIDGE_WEBHOOK_TOKEN, instead of the variable"`
 	WebhookSecretFile string `env:"WEBHOOK_SECRET_FILE,file" help:"a file holding BRIDGE_WEBHOOK_SECRET, instead of the variable"`
+	// WebhookTokenPrevious and WebhookSecretPrevious are the old values during a rotation, accepted as well
+	// as the current ones (docs/OPERATIONS.md, Rotating secrets); their *File fields are as APIKeyFile.
+	WebhookTokenPrevious      string `env:"WEBHOOK_TOKEN_PREVIOUS" help:"during a rotation, the old BRIDGE_WEBHOOK_TOKEN: ?token= may be either (constant-time check), since jobs submitted before carry the old one in their webhook_url for their whole life; submissions use BRIDGE_WEBHOOK_TOKEN; needs it; drop it once the longest job deadline plus BRIDGE_WEBHOOK_GRACE (v2: plus the upstream's retries, about 5 h) has passed (docs/OPERATIONS.md, Rotating secrets); never logged"`
+	WebhookSecretPrevious     string `env:"WEBHOOK_SECRET_PREVIOUS" help:"during a rotation, the old BRIDGE_WEBHOOK_SECRET: a webhook is valid when one of its v1 signatures matches either (retries of webhooks signed before the upstream switched carry the old one); needs BRIDGE_WEBHOOK_SECRET; drop it once the upstream's retries after its switch are over; never logged"`
+	WebhookTokenPreviousFile  string `env:"WEBHOOK_TOKEN_PREVIOUS_FILE,file" help:"a file holding BRIDGE_WEBHOOK_TOKEN_PREVIOUS, instead of the variable"`
+	WebhookSecretPreviousFile string `env:"WEBHOOK_SECRET_PREVIOUS_FILE,file" help:"a file holding BRIDGE_WEBHOOK_SECRET_PREVIOUS, instead of the variable"`
 
 	TimeoutPrompt time.Duration `env:"TIMEOUT_PROMPT" envDefault:"5m" help:"deadline of prompt jobs"`
 	TimeoutImage  time.Duration `env:"TIMEOUT_IMAGE" envDefault:"5m" help:"deadline of image jobs"`
@@ -251,6 +257,10 @@ func (c *Config) Validate() error {
 	if _, err := ingest.ParseSecret(c.WebhookSecret); err != nil {
 		bad("WEBHOOK_SECRET", "%v", err)
 	}
+	if _, err := ingest.ParseSecret(c.WebhookSecretPrevious); err != nil {
+		bad("WEBHOOK_SECRET_PREVIOUS", "%v", err)
+	}
+	c.validateRotation(bad)
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		bad("TLS_CERT_FILE", "BRIDGE_TLS_CERT_FILE and BRIDGE_TLS_KEY_FILE go together")
 	}
@@ -351,6 +361,20 @@ func (c *Config) validateDurations(bad func(name, format string, a ...any)) {
 	}
 }
 
+// validateRotation refuses a previous webhook token or secret without a current one: the old value would
+// be let in and the new one not, a rotation half done.
+func (c *Config) validateRotation(bad func(name, format string, a ...any)) {
+	for _, r := range [...]struct{ name, current, previous string }{
+		{"WEBHOOK_TOKEN", c.WebhookToken, c.WebhookTokenPrevious},
+		{"WEBHOOK_SECRET", c.WebhookSecret, c.WebhookSecretPrevious},
+	} {
+		if r.previous != "" && r.current == "" {
+			bad(r.name+"_PREVIOUS", "set without %s%s: a rotation puts the new value in %s%s and keeps the old one here",
+				EnvPrefix, r.name, EnvPrefix, r.name)
+		}
+	}
+}
+
 // secretsFromFiles moves the content of each BRIDGE_*_FILE secret, trimmed, into its variable's field.
 // Giving both the variable and its file is an error: which one wins would be a guess.
 func (c *Config) secretsFromFiles(bad func(name, format string, a ...any)) {
@@ -361,6 +385,8 @@ func (c *Config) secretsFromFiles(bad func(name, format string, a ...any)) {
 		{"API_KEY", &c.APIKey, &c.APIKeyFile},
 		{"WEBHOOK_TOKEN", &c.WebhookToken, &c.WebhookTokenFile},
 		{"WEBHOOK_SECRET", &c.WebhookSecret, &c.WebhookSecretFile},
+		{"WEBHOOK_TOKEN_PREVIOUS", &c.WebhookTokenPrevious, &c.WebhookTokenPreviousFile},
+		{"WEBHOOK_SECRET_PREVIOUS", &c.WebhookSecretPrevious, &c.WebhookSecretPreviousFile},
 	} {
 		if *s.file == "" {
 			continue

@@ -64,12 +64,20 @@ type Config struct {
 	MaxHeaderBytes int
 	// Token, when set, must be given as ?token= on every webhook (constant-time check). It is never logged.
 	Token string
+	// PreviousToken, when set, is accepted as ?token= as well as Token, during a rotation: jobs submitted
+	// before it carry the old token in their webhook URL for their whole life. Both are compared in
+	// constant time, always both. It requires Token, and is never logged.
+	PreviousToken string
 	// Secret, when set, makes every webhook carry a valid Standard Webhooks signature (headers webhook-id,
 	// webhook-timestamp, webhook-signature: HMAC-SHA256 of "id.timestamp.body"), as the newer upstream
 	// contract sends; a missing or wrong one is answered 401 and nothing is published. "whsec_<base64>" is
 	// the base64-decoded key, any other value the key itself. It is never logged. Empty: signatures are
 	// ignored (the documented upstream does not sign).
 	Secret string
+	// PreviousSecret, when set, is accepted as well as Secret, during a rotation: a webhook is valid when one
+	// of its v1 signatures matches either (the upstream signs with the new secret, but retries of webhooks
+	// signed before may carry the old one). Same forms as Secret; it requires Secret, and is never logged.
+	PreviousSecret string
 	// SignatureTolerance is how far webhook-timestamp may be from Now, either way; 0 means
 	// DefaultSignatureTolerance.
 	SignatureTolerance time.Duration
@@ -175,6 +183,17 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ParseSecret(c.Secret); err != nil {
 		return fmt.Errorf("%w: Secret: %v", ErrInvalidConfig, err)
+	}
+	if _, err := ParseSecret(c.PreviousSecret); err != nil {
+		return fmt.Errorf("%w: PreviousSecret: %v", ErrInvalidConfig, err)
+	}
+	// A previous value alone would let the old secret in while the new one is refused: a half-done
+	// rotation, not a configuration.
+	if c.PreviousToken != "" && c.Token == "" {
+		return fmt.Errorf("%w: PreviousToken: set without Token", ErrInvalidConfig)
+	}
+	if c.PreviousSecret != "" && c.Secret == "" {
+		return fmt.Errorf("%w: PreviousSecret: set without Secret", ErrInvalidConfig)
 	}
 	for _, m := range c.Modalities {
 		if m == "" || m == contract.ModalityUnknown || strings.ContainsAny(m, ".*>/ \t\r\n") {

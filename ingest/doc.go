@@ -20,6 +20,10 @@
 // constant time; anything else is 401 and nothing is published. Without a secret the headers are ignored.
 // A signature proves the sender, not the verdict: the verifier still asks the upstream.
 //
+// Rotation: Config.PreviousToken and Config.PreviousSecret are accepted as well as the current ones, so that
+// webhooks of jobs submitted before a rotation (their URL carries the old token; retries may be signed with
+// the old secret) still get in until they are done.
+//
 // Hostile clients: [Server] bounds the whole request (ReadTimeout, the connection closed beyond), header size
 // (MaxHeaderBytes) and idle keep-alive connections (IdleTimeout), and the number of open connections
 // (MaxConns: past it the connection that has waited longest without a whole request in the handler is

@@ -56,8 +56,13 @@ type Handler struct {
 	modalities map[string]bool
 	// tokenSum is the SHA-256 of Config.Token, compared in constant time with that of ?token=.
 	tokenSum [sha256.Size]byte
+	// prevTokenSum is the SHA-256 of Config.PreviousToken, compared as tokenSum is when hasPrevToken.
+	prevTokenSum [sha256.Size]byte
+	hasPrevToken bool
 	// secret is the HMAC key parsed from Config.Secret; nil when webhooks are not signed.
 	secret []byte
+	// prevSecret is the HMAC key parsed from Config.PreviousSecret; nil outside a rotation.
+	prevSecret []byte
 	// subjects maps each modality ("" included) to its WEBHOOKS subject, built once.
 	subjects   map[string]string
 	slots      chan struct{}
@@ -93,6 +98,12 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Secret != "" {
 		h.secret, _ = ParseSecret(cfg.Secret) // checked by Validate
+	}
+	if cfg.PreviousToken != "" {
+		h.prevTokenSum, h.hasPrevToken = sha256.Sum256([]byte(cfg.PreviousToken)), true
+	}
+	if cfg.PreviousSecret != "" {
+		h.prevSecret, _ = ParseSecret(cfg.PreviousSecret) // checked by Validate
 	}
 	if cfg.Gatherer != nil {
 		h.metricsH = promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})
@@ -279,11 +290,8 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, path webhookPath
 	if n := headerBytes(r); n > h.cfg.MaxHeaderBytes {
 		return modality, signed, fmt.Errorf("%w: %d bytes is over %d", ErrHeadersTooLarge, n, h.cfg.MaxHeaderBytes)
 	}
-	if h.cfg.Token != "" {
-		got := sha256.Sum256([]byte(r.URL.Query().Get("token")))
-		if subtle.ConstantTimeCompare(got[:], h.tokenSum[:]) != 1 {
-			return modality, signed, ErrUnauthorized
-		}
+	if h.cfg.Token != "" && !h.tokenOK(r.URL.Query().Get("token")) {
+		return modality, signed, ErrUnauthorized
 	}
 	if h.secret != nil {
 		var err error
@@ -304,6 +312,17 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, path webhookPath
 		return modality, signed, ErrOverloaded
 	}
 	return modality, signed, nil
+}
+
+// tokenOK reports whether token is Config.Token or, during a rotation, Config.PreviousToken. Both are
+// compared, in constant time, whichever matches: the time taken tells neither which one nor how much of it.
+func (h *Handler) tokenOK(token string) bool {
+	got := sha256.Sum256([]byte(token))
+	ok := subtle.ConstantTimeCompare(got[:], h.tokenSum[:])
+	if h.hasPrevToken {
+		ok |= subtle.ConstantTimeCompare(got[:], h.prevTokenSum[:])
+	}
+	return ok == 1
 }
 
 // headerBytes is the size of the request line and headers as sent, near enough: what MaxHeaderBytes bounds.
@@ -375,7 +394,7 @@ func bodyError(err error, maxBody int64) error {
 // the slow lane. It returns the job id.
 func (h *Handler) checkWebhook(body []byte, signed signedHeaders) (string, error) {
 	if h.secret != nil {
-		if err := signed.verify(h.secret, body); err != nil {
+		if err := signed.verify(body, h.secret, h.prevSecret); err != nil {
 			return "", err
 		}
 	}

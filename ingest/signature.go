@@ -3,6 +3,7 @@ package ingest
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -94,18 +95,32 @@ func checkSignatureHeaders(h http.Header, now time.Time, tol time.Duration) (sig
 	return sh, nil
 }
 
-// verify reports whether one of the v1 signatures is the HMAC of body under key, comparing in constant time.
-func (sh signedHeaders) verify(key, body []byte) error {
+// verify reports whether one of the v1 signatures is the HMAC of body under key or, during a rotation,
+// under previous (nil outside one). Every signature is compared with each key's HMAC in constant time and
+// without stopping at a match, so the time taken tells no key from the other.
+func (sh signedHeaders) verify(body, key, previous []byte) error {
 	want := mac(key, sh.id, sh.timestamp, body)
+	var wantPrev []byte // the second HMAC is paid for during a rotation only
+	if previous != nil {
+		wantPrev = mac(previous, sh.id, sh.timestamp, body)
+	}
+	match := 0
 	for _, s := range sh.signatures {
 		version, b64, ok := strings.Cut(s, ",")
 		if !ok || version != "v1" {
 			continue
 		}
 		got, err := base64.StdEncoding.DecodeString(b64)
-		if err == nil && hmac.Equal(got, want) {
-			return nil
+		if err != nil {
+			continue
+		}
+		match |= subtle.ConstantTimeCompare(got, want)
+		if previous != nil {
+			match |= subtle.ConstantTimeCompare(got, wantPrev)
 		}
 	}
-	return fmt.Errorf("%w: no valid v1 signature", ErrSignature)
+	if match != 1 {
+		return fmt.Errorf("%w: no valid v1 signature", ErrSignature)
+	}
+	return nil
 }

@@ -54,6 +54,13 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"shutdown delay", map[string]string{"BRIDGE_SHUTDOWN_DELAY": "2m"}, `BRIDGE_SHUTDOWN_DELAY: must be between 0s and 1m0s; got 2m0s`},
 		// The slow lane must drain before retention could age a waiting webhook out (issue 11): 10,000 at
 		// 6/min take about 27h47m, more than half of a 24h retention.
+		// A rotation keeps the old value as _PREVIOUS next to the new one, never alone.
+		{"previous token alone", map[string]string{"BRIDGE_WEBHOOK_TOKEN_PREVIOUS": "old-token"},
+			`BRIDGE_WEBHOOK_TOKEN_PREVIOUS: set without BRIDGE_WEBHOOK_TOKEN: a rotation puts the new value in BRIDGE_WEBHOOK_TOKEN and keeps the old one here`},
+		{"previous secret alone", map[string]string{"BRIDGE_WEBHOOK_SECRET_PREVIOUS": "whsec_b2xkLXNlY3JldA=="},
+			`BRIDGE_WEBHOOK_SECRET_PREVIOUS: set without BRIDGE_WEBHOOK_SECRET: a rotation puts the new value in BRIDGE_WEBHOOK_SECRET and keeps the old one here`},
+		{"previous secret not base64", map[string]string{"BRIDGE_WEBHOOK_SECRET": "whsec_bmV3LXNlY3JldA==", "BRIDGE_WEBHOOK_SECRET_PREVIOUS": "whsec_%%%old%%%"},
+			`BRIDGE_WEBHOOK_SECRET_PREVIOUS: a whsec_ secret must be followed by standard base64`},
 		{"unknown backlog outlives retention", map[string]string{"BRIDGE_RETENTION": "24h", "BRIDGE_UNKNOWN_BACKLOG": "10000"},
 			`BRIDGE_UNKNOWN_BACKLOG: 10000 webhooks at 6/min take 27h47m0s to verify`},
 	}
@@ -134,6 +141,36 @@ func TestSecretsFromFiles(t *testing.T) {
 				t.Fatalf("err = %v, want it to start with %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRotationSecretsFromFiles reads the previous webhook token and secret from their _FILE variables as
+// the current ones are read, and refuses a variable and its file together.
+func TestRotationSecretsFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	env := map[string]string{
+		"BRIDGE_ROLES": "ingest", "BRIDGE_WEBHOOK_TOKEN": "new-token", "BRIDGE_WEBHOOK_SECRET": "whsec_bmV3LXNlY3JldA==",
+		"BRIDGE_WEBHOOK_TOKEN_PREVIOUS_FILE":  write("token", "old-token\n"),
+		"BRIDGE_WEBHOOK_SECRET_PREVIOUS_FILE": write("secret", " whsec_b2xkLXNlY3JldA==\n"),
+	}
+	cfg, err := parseConfig(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.WebhookTokenPrevious != "old-token" || cfg.WebhookSecretPrevious != "whsec_b2xkLXNlY3JldA==" {
+		t.Errorf("previous %q %q, want old-token whsec_b2xkLXNlY3JldA==", cfg.WebhookTokenPrevious, cfg.WebhookSecretPrevious)
+	}
+	env["BRIDGE_WEBHOOK_TOKEN_PREVIOUS"] = "old-token"
+	const want = "BRIDGE_WEBHOOK_TOKEN_PREVIOUS_FILE: set BRIDGE_WEBHOOK_TOKEN_PREVIOUS or BRIDGE_WEBHOOK_TOKEN_PREVIOUS_FILE, not both"
+	if _, err := parseConfig(env); err == nil || err.Error() != want {
+		t.Fatalf("err = %v, want %q", err, want)
 	}
 }
 

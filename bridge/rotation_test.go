@@ -19,7 +19,7 @@ import (
 // stored during a rotation, and one with neither is refused and not stored.
 func TestRotationWebhookSecretsReachIngest(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.Roles, cfg.Provision = []string{RoleIngest}, true
+	cfg.Roles = []string{RoleIngest}
 	cfg.WebhookToken, cfg.WebhookTokenPrevious = "new-token-2f9c", "old-token-7a1e"
 	cfg.WebhookSecret, cfg.WebhookSecretPrevious = "new-signing-secret", "old-signing-secret"
 	a := startApp(t, cfg, zerolog.New(zerolog.NewTestWriter(t)))

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/evershield/bridge/access"
 	"github.com/evershield/bridge/contract"
@@ -146,15 +147,27 @@ func applyAuth(opts *server.Options, cfg *AuthConfig, listen string) error {
 	opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: ops.Public(), Account: acct,
 		Permissions: serverPermissions(access.For(access.Ops, cfg.Names))})
 	if loopbackListen(opts.Host) && opts.NoAuthUser == "" {
-		password := make([]byte, 24)
-		if _, err := rand.Read(password); err != nil {
+		password, err := unusablePassword()
+		if err != nil {
 			return err
 		}
-		opts.Users = append(opts.Users, &server.User{Username: string(access.Downstream), Password: hex.EncodeToString(password),
+		opts.Users = append(opts.Users, &server.User{Username: string(access.Downstream), Password: password,
 			Account: acct, Permissions: serverPermissions(access.For(access.Downstream, cfg.Names))})
 		opts.NoAuthUser = string(access.Downstream)
 	}
 	return nil
+}
+
+// unusablePassword is the bcrypt hash of a random password nobody learns: the anonymous user's, which
+// clients reach only without credentials (no_auth_user). Hashed, so the server does not warn of a
+// plaintext password; the lowest cost, since nobody is meant to log in with it.
+func unusablePassword() (string, error) {
+	password := make([]byte, 24)
+	if _, err := rand.Read(password); err != nil {
+		return "", err
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(password)), bcrypt.MinCost)
+	return string(hash), err
 }
 
 // accountOf finds the account named name among those the configuration defines; nil (the global

@@ -144,14 +144,14 @@ func applyAuth(opts *server.Options, cfg *AuthConfig, listen string) error {
 		return fmt.Errorf("ops user: %w", err)
 	}
 	opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: ops.Public(), Account: acct,
-		Permissions: serverPermissions(access.For(access.Ops, cfg.Names))})
+		Permissions: ServerPermissions(access.For(access.Ops, cfg.Names))})
 	if loopbackListen(opts.Host) && opts.NoAuthUser == "" {
 		password := make([]byte, 24)
 		if _, err := rand.Read(password); err != nil {
 			return err
 		}
 		opts.Users = append(opts.Users, &server.User{Username: string(access.Downstream), Password: hex.EncodeToString(password),
-			Account: acct, Permissions: serverPermissions(access.For(access.Downstream, cfg.Names))})
+			Account: acct, Permissions: ServerPermissions(access.For(access.Downstream, cfg.Names))})
 		opts.NoAuthUser = string(access.Downstream)
 	}
 	return nil
@@ -174,8 +174,10 @@ func accountOf(opts *server.Options, name string) (*server.Account, error) {
 	return nil, fmt.Errorf("BRIDGE_NATS_ACCOUNT: %q is not one of the accounts BRIDGE_NATS_CONFIG defines (name the bridge's)", name)
 }
 
-// serverPermissions turns p into the server's form.
-func serverPermissions(p access.Permissions) *server.Permissions {
+// ServerPermissions turns p into the server's form: for the users of a nats-server configured in Go (the
+// embedded one, a test cluster). A user with Responses may answer each request it receives once, within a
+// minute.
+func ServerPermissions(p access.Permissions) *server.Permissions {
 	sp := &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: p.PublishAllow, Deny: p.PublishDeny},
 		Subscribe: &server.SubjectPermission{Allow: p.SubscribeAllow, Deny: p.SubscribeDeny},

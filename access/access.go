@@ -1,6 +1,7 @@
 // Package access says who may publish and subscribe to what on the bridge's NATS: the permissions of the
-// clients that are not the bridge (downstream services, the operator's commands), generated from the one
-// list of the bridge's names (contract.Names), so that a namespace applies to them as to everything else.
+// clients that are not the bridge (downstream services, the operator's commands), of each of the bridge's
+// own processes (one user per role, on a cluster) and of whoever provisions, generated from the one list
+// of the bridge's names (contract.Names), so that a namespace applies to them as to everything else.
 // Only the bridge writes results, the webhooks it keeps and its jobs; docs/SECURITY.md is generated from
 // here.
 package access
@@ -24,7 +25,7 @@ type Permissions struct {
 // Role is a kind of client with its own permissions.
 type Role string
 
-// Roles of [For].
+// Roles of [For]. The bridge's process roles are spelled as BRIDGE_ROLES spells them.
 const (
 	// Downstream reads results, submits jobs and asks about them: what a service using the bridge needs.
 	Downstream Role = "downstream"
@@ -32,10 +33,24 @@ const (
 	// It reads everything the bridge keeps and puts webhooks back for verification, but cannot write a
 	// result, a job or the history, nor delete or purge what the bridge keeps.
 	Ops Role = "ops"
+	// Ingest stores the upstream's webhooks in WEBHOOKS and follows JOBS.
+	Ingest Role = "ingest"
+	// Verify consumes WEBHOOKS and the slow lane, checks each webhook with the upstream and writes the
+	// result, the dead letters and the slow lane.
+	Verify Role = "verify"
+	// Submit serves the moderation service (moderate.>, jobs.status) and writes JOBS and the idempotency
+	// keys.
+	Submit Role = "submit"
+	// Reconcile polls the pending jobs while it holds the lease, writes their results, and compacts
+	// delivered jobs into the history.
+	Reconcile Role = "reconcile"
+	// Provision creates and updates the streams and buckets: bridge provision, run by an administrator.
+	// The process roles assume it ran (BRIDGE_PROVISION=false), and only check what it made.
+	Provision Role = "provision"
 )
 
 // Roles are the roles, in the order docs/SECURITY.md lists them.
-func Roles() []Role { return []Role{Downstream, Ops} }
+func Roles() []Role { return []Role{Downstream, Ops, Ingest, Verify, Submit, Reconcile, Provision} }
 
 // inbox is where replies come: nats.go's default inbox prefix.
 const inbox = "_INBOX.>"
@@ -48,20 +63,53 @@ func For(role Role, names contract.Names) Permissions {
 		return downstream(n)
 	case Ops:
 		return ops(n)
+	case Ingest, Verify, Submit, Reconcile:
+		return process(role, n)
+	case Provision:
+		return provision(n)
 	}
 	return Permissions{}
+}
+
+// ForRoles returns the permissions of a process with every one of roles (BRIDGE_ROLES): the union of
+// theirs, each subject once. Deny lists are joined too and win over every role's allows; the bridge's
+// process roles have none.
+func ForRoles(roles []Role, names contract.Names) Permissions {
+	var p Permissions
+	for _, r := range roles {
+		q := For(r, names)
+		p.PublishAllow = appendNew(p.PublishAllow, q.PublishAllow)
+		p.PublishDeny = appendNew(p.PublishDeny, q.PublishDeny)
+		p.SubscribeAllow = appendNew(p.SubscribeAllow, q.SubscribeAllow)
+		p.SubscribeDeny = appendNew(p.SubscribeDeny, q.SubscribeDeny)
+		p.Responses = p.Responses || q.Responses
+	}
+	return p
+}
+
+// appendNew appends to list each of more that it lacks.
+func appendNew(list, more []string) []string {
+	for _, s := range more {
+		if !slices.Contains(list, s) {
+			list = append(list, s)
+		}
+	}
+	return list
 }
 
 // js is the JetStream API subject of op on the stream (or stream and consumer) rest.
 func js(op, rest string) string { return "$JS.API." + op + "." + rest }
 
 // inDomains adds, to each JetStream API subject of subjects, the same in any JetStream domain
-// ($JS.<domain>.API...), which a client of a leaf node or hub names (BRIDGE_JS_DOMAIN).
+// ($JS.<domain>.API...), which a client of a leaf node or hub names (BRIDGE_JS_DOMAIN); and to each KV
+// subject the one nats.go writes a bucket through in a domain ($JS.<domain>.API.$KV...).
 func inDomains(subjects []string) []string {
 	out := slices.Clip(subjects)
 	for _, s := range subjects {
 		if rest, ok := strings.CutPrefix(s, "$JS.API."); ok {
 			out = append(out, "$JS.*.API."+rest)
+		} else if strings.HasPrefix(s, "$KV.") {
+			out = append(out, "$JS.*.API."+s)
 		}
 	}
 	return out

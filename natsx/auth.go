@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/evershield/bridge/access"
 	"github.com/evershield/bridge/contract"
@@ -145,29 +144,28 @@ func applyAuth(opts *server.Options, cfg *AuthConfig, listen string) error {
 		return fmt.Errorf("ops user: %w", err)
 	}
 	opts.Nkeys = append(opts.Nkeys, &server.NkeyUser{Nkey: ops.Public(), Account: acct,
-		Permissions: serverPermissions(access.For(access.Ops, cfg.Names))})
+		Permissions: ServerPermissions(access.For(access.Ops, cfg.Names))})
 	if loopbackListen(opts.Host) && opts.NoAuthUser == "" {
 		password, err := unusablePassword()
 		if err != nil {
 			return err
 		}
 		opts.Users = append(opts.Users, &server.User{Username: string(access.Downstream), Password: password,
-			Account: acct, Permissions: serverPermissions(access.For(access.Downstream, cfg.Names))})
+			Account: acct, Permissions: ServerPermissions(access.For(access.Downstream, cfg.Names))})
 		opts.NoAuthUser = string(access.Downstream)
 	}
 	return nil
 }
 
-// unusablePassword is the bcrypt hash of a random password nobody learns: the anonymous user's, which
-// clients reach only without credentials (no_auth_user). Hashed, so the server does not warn of a
-// plaintext password; the lowest cost, since nobody is meant to log in with it.
+// unusablePassword is a random password nobody learns: the anonymous user's, which clients reach only
+// without credentials (no_auth_user). It cannot be a bcrypt hash, which would spare the server's warning
+// of a plaintext password at start: the server signs anonymous clients in with the password as it has it.
 func unusablePassword() (string, error) {
 	password := make([]byte, 24)
 	if _, err := rand.Read(password); err != nil {
 		return "", err
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(password)), bcrypt.MinCost)
-	return string(hash), err
+	return hex.EncodeToString(password), nil
 }
 
 // accountOf finds the account named name among those the configuration defines; nil (the global
@@ -187,8 +185,10 @@ func accountOf(opts *server.Options, name string) (*server.Account, error) {
 	return nil, fmt.Errorf("BRIDGE_NATS_ACCOUNT: %q is not one of the accounts BRIDGE_NATS_CONFIG defines (name the bridge's)", name)
 }
 
-// serverPermissions turns p into the server's form.
-func serverPermissions(p access.Permissions) *server.Permissions {
+// ServerPermissions turns p into the server's form: for the users of a nats-server configured in Go (the
+// embedded one, a test cluster). A user with Responses may answer each request it receives once, within a
+// minute.
+func ServerPermissions(p access.Permissions) *server.Permissions {
 	sp := &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: p.PublishAllow, Deny: p.PublishDeny},
 		Subscribe: &server.SubjectPermission{Allow: p.SubscribeAllow, Deny: p.SubscribeDeny},

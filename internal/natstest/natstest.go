@@ -41,6 +41,24 @@ func WithOptions(fn func(*server.Options)) Option {
 	}
 }
 
+// WithUsers gives the node (every node of a cluster) these users, each with its permissions: a node with
+// users refuses anonymous clients. The fixture itself (the cluster's readiness check) connects as the
+// first, which must be allowed $JS.API.INFO. Each node gets its own copies.
+func WithUsers(users ...*server.User) Option {
+	return func(o *server.Options) error {
+		if len(users) == 0 {
+			return fmt.Errorf("natstest: WithUsers: no user")
+		}
+		for _, u := range users {
+			if u == nil || u.Username == "" {
+				return fmt.Errorf("natstest: WithUsers: a user without a name")
+			}
+		}
+		o.Users = (&server.Options{Users: users}).Clone().Users // deep copies
+		return nil
+	}
+}
+
 func defaultOptions(tb testing.TB, name string) *server.Options {
 	return &server.Options{
 		ServerName: name,
@@ -159,7 +177,11 @@ func (c Cluster) WaitReady(tb testing.TB) {
 		}
 		return fmt.Errorf("no meta leader with %d peers", len(c))
 	})
-	nc, js := Connect(tb, c.URLs())
+	var auth []nats.Option
+	if users := c[0].opts.Users; len(users) > 0 {
+		auth = append(auth, nats.UserInfo(users[0].Username, users[0].Password))
+	}
+	nc, js := Connect(tb, c.URLs(), auth...)
 	defer nc.Close()
 	WaitFor(tb, 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats-server/v2/server"
+
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream/simulator"
@@ -20,6 +22,7 @@ type config struct {
 	simOpts   []simtest.Option
 	hooks     bool
 	earlier   bool // JOBS made as the earlier release made it, before provisioning
+	users     []*server.User
 }
 
 // WithTopology runs JetStream on topo instead of Single; the streams and buckets get its replicas.
@@ -80,6 +83,18 @@ func WithHookReceiver() Option {
 func WithEarlierLayout() Option {
 	return func(c *config) error {
 		c.earlier = true
+		return nil
+	}
+}
+
+// WithUsers gives every node these users (natstest.WithUsers), so that anonymous clients are refused;
+// the world connects, and provisions, as the first: an administrator.
+func WithUsers(users ...*server.User) Option {
+	return func(c *config) error {
+		if len(users) == 0 || users[0] == nil {
+			return errors.New("WithUsers: no administrator")
+		}
+		c.users = users
 		return nil
 	}
 }

@@ -89,14 +89,20 @@ func New(tb testing.TB, opts ...Option) *World {
 	}
 	e := &World{TB: tb, Reg: prometheus.NewRegistry(),
 		Log: zerolog.New(zerolog.NewTestWriter(tb)).Level(zerolog.InfoLevel).With().Timestamp().Logger()}
+	var nodeOpts []natstest.Option
+	var auth []nats.Option
+	if len(c.users) > 0 {
+		nodeOpts = append(nodeOpts, natstest.WithUsers(c.users...))
+		auth = append(auth, nats.UserInfo(c.users[0].Username, c.users[0].Password))
+	}
 	if c.topo.Replicas > 1 {
-		e.Nodes = natstest.RunCluster(tb, c.topo.Replicas)
+		e.Nodes = natstest.RunCluster(tb, c.topo.Replicas, nodeOpts...)
 	} else {
-		e.Node = natstest.RunServer(tb)
+		e.Node = natstest.RunServer(tb, nodeOpts...)
 		e.Nodes = natstest.Cluster{e.Node}
 	}
 	e.URLs = e.Nodes.URLs()
-	e.NC, e.JS = natstest.Connect(tb, e.URLs)
+	e.NC, e.JS = natstest.Connect(tb, e.URLs, auth...)
 	if c.provision != nil {
 		e.pc = *c.provision
 		e.pc.Replicas = cmp.Or(e.pc.Replicas, c.topo.Replicas)

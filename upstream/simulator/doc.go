@@ -82,5 +82,6 @@
 //   - 503 SUBMISSION_STATUS_UNKNOWN (Fault.StatusUnknownRate, both contracts) carries job_id; the job
 //     exists unless Fault.StatusUnknownLostRate's seeded coin says it was lost (then GET answers 404).
 //   - Markers in any form field make a job deterministic: "sim:reject" (prohibited), "sim:fail"
-//     (failed) and "sim:hold" (stays processing until [Simulator.CompleteJob] or [Simulator.ReleaseJob]).
+//     (failed), "sim:hold" (stays processing until [Simulator.CompleteJob] or [Simulator.ReleaseJob]) and
+//     "sim:drop" (its webhook is never sent, as with DropRate).
 package simulator

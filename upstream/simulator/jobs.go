@@ -91,6 +91,7 @@ func (s *Simulator) create(key *Key, nj newJob) *job {
 	}
 	p.prohibited = p.prohibited || strings.Contains(nj.marks, "sim:reject")
 	p.fail = p.fail || strings.Contains(nj.marks, "sim:fail")
+	p.drop = p.drop || strings.Contains(nj.marks, "sim:drop")
 	j := &job{
 		id: newID(), account: acct, key: key, typ: nj.typ, media: nj.media, status: statusQueued,
 		created: s.cfg.Now().UTC(), webhookURL: nj.hook, plan: p,

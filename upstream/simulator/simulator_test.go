@@ -504,3 +504,27 @@ func TestNeverFinish(t *testing.T) {
 	}
 	waitTerminal(t, c, s.JobID)
 }
+
+// TestDropMarkerLosesTheWebhook: a job marked sim:drop completes, but its webhook is never sent; it is
+// recorded as dropped.
+func TestDropMarkerLosesTheWebhook(t *testing.T) {
+	sim := simtest.Run(t, simulator.Config{})
+	rcv := simtest.NewReceiver(t)
+	c := simtest.Client(t, sim)
+	s, err := c.Submit(natstest.Ctx(t), "prompt", map[string]string{"prompt": "sim:drop hello"}, rcv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := waitTerminal(t, c, s.JobID); j.Status != upstream.StatusCompleted {
+		t.Fatalf("job %s", j.Raw)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if w := sim.Webhooks(s.JobID); len(w) != 1 || w[0].Outcome != simulator.WebhookDropped {
+			return fmt.Errorf("webhooks %+v, want one dropped", w)
+		}
+		return nil
+	})
+	if rcv.Len() != 0 {
+		t.Fatalf("%d webhooks received, want 0", rcv.Len())
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,6 +27,7 @@ type manifests struct {
 	pdbs        []policyv1.PodDisruptionBudget
 	configMaps  []corev1.ConfigMap
 	secrets     []corev1.Secret
+	jobs        []batchv1.Job
 	files       []string
 }
 
@@ -69,6 +71,9 @@ func decodeManifests(t *testing.T) manifests {
 			case "v1 Secret":
 				m.secrets = append(m.secrets, corev1.Secret{})
 				into = &m.secrets[len(m.secrets)-1]
+			case "batch/v1 Job":
+				m.jobs = append(m.jobs, batchv1.Job{})
+				into = &m.jobs[len(m.jobs)-1]
 			default:
 				t.Fatalf("%s document %d: unexpected %s %s", f, i, tm.APIVersion, tm.Kind)
 			}
@@ -90,14 +95,22 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Fatalf("%d config maps and %d secrets, want 1 and 1", len(m.configMaps), len(m.secrets))
 	}
 	cm, secret := m.configMaps[0], m.secrets[0]
-	if got := cm.Data["BRIDGE_NATS_URL"]; got != "nats://nats:4222" {
-		t.Errorf("BRIDGE_NATS_URL = %q, want the NATS chart's service nats://nats:4222", got)
+	if got := cm.Data["BRIDGE_PROVISION"]; got != "false" {
+		t.Errorf("BRIDGE_PROVISION = %q, want false: the processes' users may not create streams; the Job does", got)
+	}
+	users := helmUsers(t)
+	for _, j := range m.jobs {
+		checkNATSUser(t, j.Name, j.Spec.Template.Spec.Containers[0], users)
+	}
+	if len(m.jobs) != 1 || m.jobs[0].Spec.Template.Spec.Containers[0].Args[0] != "provision" {
+		t.Errorf("%d jobs, want the one that runs bridge provision", len(m.jobs))
 	}
 	if got := cm.Data["BRIDGE_REPLICAS"]; got != "3" {
 		t.Errorf("BRIDGE_REPLICAS = %q, want 3", got)
 	}
 	known := configVariables(t)
-	known["GOMEMLIMIT"] = true // the Go runtime's own, set from the container's memory limit
+	known["GOMEMLIMIT"] = true    // the Go runtime's own, set from the container's memory limit
+	known["NATS_PASSWORD"] = true // the Secret's password, which BRIDGE_NATS_URL expands
 	for k := range cm.Data {
 		if !known[k] {
 			t.Errorf("config map sets %s, which docs/CONFIG.md does not list", k)
@@ -138,6 +151,7 @@ func TestKubernetesManifests(t *testing.T) {
 						env["BRIDGE_SHUTDOWN_DELAY"].Value, grace)
 				}
 			}
+			checkNATSUser(t, d.Name, c, users)
 			if got := env["BRIDGE_ROLES"].Value; got != wantRoles[d.Name] {
 				t.Errorf("BRIDGE_ROLES = %q, want %q", got, wantRoles[d.Name])
 			}
@@ -247,4 +261,71 @@ func configVariables(t *testing.T) map[string]bool {
 		t.Fatalf("found only %d variables in docs/CONFIG.md", len(vars))
 	}
 	return vars
+}
+
+// helmUsers reads the users of deploy/helm/nats-values.yaml: each user's name and the Secret key of its
+// password.
+func helmUsers(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("helm/nats-values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Config struct {
+			Merge struct {
+				Authorization struct {
+					Users []struct {
+						User     string `yaml:"user"`
+						Password string `yaml:"password"`
+					} `yaml:"users"`
+				} `yaml:"authorization"`
+			} `yaml:"merge"`
+		} `yaml:"config"`
+		Container struct {
+			Env map[string]struct {
+				ValueFrom struct {
+					SecretKeyRef struct {
+						Name string `yaml:"name"`
+						Key  string `yaml:"key"`
+					} `yaml:"secretKeyRef"`
+				} `yaml:"valueFrom"`
+			} `yaml:"env"`
+		} `yaml:"container"`
+	}
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		t.Fatalf("helm/nats-values.yaml: %v", err)
+	}
+	users := map[string]string{}
+	for _, u := range v.Config.Merge.Authorization.Users {
+		name := strings.TrimSuffix(strings.TrimPrefix(u.Password, "<< $"), " >>")
+		ref := v.Container.Env[name].ValueFrom.SecretKeyRef
+		if ref.Name != "bridge-nats-users" || ref.Key == "" {
+			t.Errorf("user %s: password %q is not read from Secret bridge-nats-users", u.User, u.Password)
+		}
+		users[u.User] = ref.Key
+	}
+	return users
+}
+
+// checkNATSUser checks that c connects as a user of the NATS chart's values, with that user's password
+// from the Secret, and never in clear in the manifest.
+func checkNATSUser(t *testing.T, what string, c corev1.Container, users map[string]string) {
+	t.Helper()
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+	}
+	url := env["BRIDGE_NATS_URL"].Value
+	user, ok := strings.CutPrefix(url, "nats://")
+	user, _, _ = strings.Cut(user, ":")
+	key, known := users[user]
+	if !ok || !known || url != "nats://"+user+":$(NATS_PASSWORD)@nats:4222" {
+		t.Errorf("%s: BRIDGE_NATS_URL %q, want nats://<a user of helm/nats-values.yaml>:$(NATS_PASSWORD)@nats:4222", what, url)
+		return
+	}
+	ref := env["NATS_PASSWORD"].ValueFrom
+	if ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != "bridge-nats-users" || ref.SecretKeyRef.Key != key {
+		t.Errorf("%s: NATS_PASSWORD %+v, want Secret bridge-nats-users key %s (user %s)", what, ref, key, user)
+	}
 }

@@ -171,3 +171,24 @@ func autoProcesses(t *testing.T, n int, clk clock.Clock) []*budget.Shared {
 		return budget.Config{Auto: true, Clock: clk, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)}
 	})
 }
+
+// TestAutoPlansAtTheDocumentedLimitUntilLearned: under BRIDGE_API_RPM=auto, before any answer has told the
+// account's limit, admission plans with the documented 60 a minute, not the cautious AutoStartRPM the calls
+// go at meanwhile, so that an idle bridge accepts its first submission; once learned, the learned limit.
+func TestAutoPlansAtTheDocumentedLimitUntilLearned(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	b := startProcesses(t, 1, func(int) budget.Config {
+		return budget.Config{Auto: true, Clock: clk, Log: zerolog.Nop()}
+	})[0]
+	// Five minutes at 60 a minute: about 300 calls (AutoStartRPM would plan about 50).
+	if got := b.Capacity(5 * time.Minute); got < 295 || got > 310 {
+		t.Fatalf("capacity over 5 min before the limit is learned = %.1f, want about 300 (60/min)", got)
+	}
+	b.ObserveLimit(upstream.RateLimit{Limit: 20, Remaining: -1})
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if got := b.Capacity(5 * time.Minute); got > 110 {
+			return fmt.Errorf("capacity over 5 min after learning 20/min = %.1f, want about 100", got)
+		}
+		return nil
+	})
+}

@@ -123,6 +123,11 @@ func (s *Shared) storeObservation(ctx context.Context, rl upstream.RateLimit, at
 				Msg("upstream limit learned from x-ratelimit-limit (BRIDGE_API_RPM=auto)")
 			s.p = NewParams(next.RPM, s.cfg.Burst)
 			next.Level = min(next.Level, s.p.Capacity)
+			if !s.learned && rl.Remaining >= 0 {
+				// The bucket was filled at AutoStartRPM; the upstream's own count of what is left in its
+				// window says what may go now (the resend of a submission switching contract, say).
+				next.Level = max(next.Level, min(s.p.Capacity, float64(max(0, rl.Remaining-rl.InFlight))))
+			}
 		}
 		if changed {
 			s.learned = true

@@ -126,6 +126,10 @@ func (c *Config) Validate() error {
 // DefaultSubmitWait is how long a submission may wait for a token before it is refused as busy.
 const DefaultSubmitWait = time.Second
 
+// DocumentedRPM is the account limit the upstream documents (about 60 requests a minute): what admission
+// plans with under Auto until the account's own limit is learned.
+const DocumentedRPM = 60
+
 // AutoStartRPM is the rate of an auto budget until the upstream's first answer tells the account's
 // limit: low, so that plans below 60 a minute are never exceeded while it learns.
 const AutoStartRPM = 10
@@ -397,7 +401,9 @@ func (s *Shared) Available() float64 {
 }
 
 // Capacity is the number of calls the budget can grant over the next d at its current rate, counting
-// what it could grant now.
+// what it could grant now. Under Auto, until the account's limit is learned, it is planned at
+// DocumentedRPM rather than at the cautious AutoStartRPM the calls go at meanwhile: an idle bridge accepts
+// its first submission, whose answer teaches it the real limit.
 func (s *Shared) Capacity(d time.Duration) float64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -406,7 +412,11 @@ func (s *Shared) Capacity(d time.Duration) float64 {
 	if now.Before(s.pausedTill) && now.UnixNano() >= st.PausedUntil {
 		st.PausedUntil = s.pausedTill.UnixNano()
 	}
-	return float64(s.held(now, poolAccepted)+s.held(now, poolAny)) + st.Capacity(s.p, now, d)
+	p := s.p
+	if s.cfg.Auto && !s.learned {
+		p = NewParams(DocumentedRPM, s.cfg.Burst)
+	}
+	return float64(s.held(now, poolAccepted)+s.held(now, poolAny)) + st.Capacity(p, now, d)
 }
 
 // Snapshot is the shared bucket as this process last saw it, refilled to now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -178,23 +179,77 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 	}
 }
 
-// imageBinary is where the Dockerfile puts the binary.
+// imageBinary is where the images put the bridge's binary.
 const imageBinary = "/usr/local/bin/bridge"
 
-// TestImageHealthcheck checks the Dockerfile's HEALTHCHECK: exec form (distroless has no shell), the
+// TestImageHealthcheck checks the bridge image's HEALTHCHECK: exec form (the image has no shell), the
 // binary the image has, and a command bridge has.
 func TestImageHealthcheck(t *testing.T) {
-	b, err := os.ReadFile(repoFile("Dockerfile"))
+	b, err := os.ReadFile(repoFile("deploy/docker/Dockerfile.bridge"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	df := string(b)
-	if !strings.Contains(df, "COPY --from=build /out/bridge "+imageBinary+"\n") || !strings.Contains(df, `ENTRYPOINT ["`+imageBinary+`"]`) {
-		t.Fatalf("Dockerfile does not install the binary at %s", imageBinary)
+	if !strings.Contains(df, "\nCOPY bridge "+imageBinary+"\n") || !strings.Contains(df, `ENTRYPOINT ["`+imageBinary+`"]`) {
+		t.Fatalf("Dockerfile.bridge does not install the binary at %s", imageBinary)
 	}
 	m := regexp.MustCompile(`(?m)^HEALTHCHECK .* CMD \["([^"]+)", "([^"]+)"\]$`).FindStringSubmatch(df)
 	if m == nil || m[1] != imageBinary || lookup(commands(), m[2]) != healthcheckCommand {
-		t.Fatalf("Dockerfile HEALTHCHECK %q, want CMD [%q, \"healthcheck\"]", m, imageBinary)
+		t.Fatalf("Dockerfile.bridge HEALTHCHECK %q, want CMD [%q, \"healthcheck\"]", m, imageBinary)
+	}
+}
+
+// TestDockerfilesNeedNoRegistry checks every Dockerfile of the repository against an engine with no
+// registry and the legacy builder only (issue 26): every FROM is scratch or a stage of the same file,
+// and nothing needs BuildKit (a syntax directive, RUN --mount, the BuildKit platform arguments).
+func TestDockerfilesNeedNoRegistry(t *testing.T) {
+	var files []string
+	err := filepath.WalkDir(repoFile("."), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != repoFile(".") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasPrefix(d.Name(), "Dockerfile") {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 2 {
+		t.Fatalf("found Dockerfiles %q, want at least the bridge's and nats-server's", files)
+	}
+	from := regexp.MustCompile(`(?i)^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?\s*$`)
+	buildkit := regexp.MustCompile(`(?i)^#\s*syntax\s*=|--mount=|\$\{?(BUILDPLATFORM|TARGETPLATFORM|TARGETOS|TARGETARCH)\b`)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stages := map[string]bool{}
+		for i, line := range strings.Split(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if buildkit.MatchString(line) {
+				t.Errorf("%s:%d: %q needs BuildKit; the legacy builder must do", f, i+1, line)
+			}
+			if !strings.HasPrefix(strings.ToUpper(line), "FROM") {
+				continue
+			}
+			m := from.FindStringSubmatch(line)
+			if m == nil {
+				t.Errorf("%s:%d: cannot read %q", f, i+1, line)
+				continue
+			}
+			if m[1] != "scratch" && !stages[strings.ToLower(m[1])] {
+				t.Errorf("%s:%d: FROM %s must be pulled from a registry; want scratch or a stage of this file", f, i+1, m[1])
+			}
+			if m[2] != "" {
+				stages[strings.ToLower(m[2])] = true
+			}
+		}
 	}
 }
 

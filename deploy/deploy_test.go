@@ -193,7 +193,7 @@ func TestKubernetesManifests(t *testing.T) {
 			sc := c.SecurityContext
 			if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
 				d.Spec.Template.Spec.SecurityContext == nil || !*d.Spec.Template.Spec.SecurityContext.RunAsNonRoot {
-				t.Error("want a non-root pod with a read-only root filesystem (the image is distroless nonroot)")
+				t.Error("want a non-root pod with a read-only root filesystem (the image is FROM scratch and runs as uid 65532)")
 			}
 			pdbs := 0
 			for _, p := range m.pdbs {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/cli"
@@ -59,19 +60,29 @@ func TestDashboardQueriesParse(t *testing.T) {
 }
 
 // TestComposeFileLoads loads docker-compose.yml with compose-go, the Compose specification's reference
-// loader (what `docker compose config` runs): schema, interpolation, anchors and merges.
+// loader (what `docker compose config` runs): schema, interpolation, anchors and merges. The default
+// profile is the cluster, the bridges and the simulator; Prometheus and Grafana come with "monitoring".
 func TestComposeFileLoads(t *testing.T) {
-	opts, err := cli.NewProjectOptions([]string{"../docker-compose.yml"}, cli.WithName("bridge"))
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		profiles []string
+		want     []string
+	}{
+		{nil, []string{"bridge-1", "bridge-2", "nats-1", "nats-2", "nats-3", "simulator"}},
+		{[]string{"monitoring"}, []string{"bridge-1", "bridge-2", "grafana", "nats-1", "nats-2", "nats-3", "prometheus", "simulator"}},
 	}
-	p, err := opts.LoadProject(context.Background())
-	if err != nil {
-		t.Fatalf("docker-compose.yml: %v", err)
-	}
-	for _, name := range []string{"nats-1", "nats-2", "nats-3", "simulator", "bridge-1", "bridge-2", "prometheus", "grafana"} {
-		if _, err := p.GetService(name); err != nil {
-			t.Errorf("docker-compose.yml: %v", err)
+	for _, tt := range tests {
+		opts, err := cli.NewProjectOptions([]string{"../docker-compose.yml"}, cli.WithName("bridge"), cli.WithProfiles(tt.profiles))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := opts.LoadProject(context.Background())
+		if err != nil {
+			t.Fatalf("docker-compose.yml: %v", err)
+		}
+		got := p.ServiceNames()
+		slices.Sort(got)
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("docker-compose.yml with profiles %q runs %q, want %q", tt.profiles, got, tt.want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -36,6 +37,7 @@ type composeFile struct {
 	Services map[string]struct {
 		Image       string   `yaml:"image"`
 		Build       any      `yaml:"build"`
+		Profiles    []string `yaml:"profiles"`
 		Command     []string `yaml:"command"`
 		Environment any      `yaml:"environment"`
 		Ports       []string `yaml:"ports"`
@@ -139,8 +141,8 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 		for _, u := range urls {
 			host := strings.Split(strings.TrimPrefix(u, "nats://"), ":")[0]
 			s, ok := c.Services[host]
-			if !ok || !strings.HasPrefix(s.Image, "nats:") || !slices.Contains(s.Command, "--js") {
-				t.Errorf("service %s: NATS URL %s is not a JetStream node of the official nats image", name, u)
+			if !ok || s.Image != natsImage || !slices.Contains(s.Command, "--js") {
+				t.Errorf("service %s: NATS URL %s is not a JetStream node of image %s", name, u, natsImage)
 			}
 		}
 		// The upstream is the simulator service running the same image.
@@ -165,6 +167,33 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 			t.Errorf("service %s: healthcheck %q, want [CMD %s healthcheck]", name, hc, imageBinary)
 		}
 	}
+	// The NATS nodes are healthy by the bridge's binary in their image, asking the monitoring port.
+	for name, s := range c.Services {
+		if s.Image != natsImage {
+			continue
+		}
+		hc := s.Healthcheck.Test
+		if len(hc) < 3 || hc[0] != "CMD" || hc[1] != imageBinary || lookup(commands(), hc[2]) != healthcheckCommand ||
+			!slices.Contains(hc, "127.0.0.1:8222") || !slices.Contains(s.Command, "--http_port=8222") {
+			t.Errorf("service %s: healthcheck %q with command %q, want bridge healthcheck of its --http_port=8222", name, hc, s.Command)
+		}
+	}
+	// The default profile needs no registry: it runs only the images scripts/images.sh builds, and
+	// publishes ports on loopback only.
+	built := builtImages(t)
+	for name, s := range c.Services {
+		if len(s.Profiles) > 0 {
+			continue
+		}
+		if !slices.Contains(built, s.Image) || s.Build != nil {
+			t.Errorf("service %s (default profile) runs image %q (build %v), want one of %q built by scripts/images.sh", name, s.Image, s.Build, built)
+		}
+		for _, p := range s.Ports {
+			if !strings.HasPrefix(p, "127.0.0.1:") {
+				t.Errorf("service %s publishes %q, want 127.0.0.1 only", name, p)
+			}
+		}
+	}
 	// Prometheus scrapes every bridge service.
 	prom, err := os.ReadFile(repoFile("deploy/prometheus/prometheus.yml"))
 	if err != nil {
@@ -178,23 +207,104 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 	}
 }
 
-// imageBinary is where the Dockerfile puts the binary.
+// imageBinary is where the images put the bridge's binary.
 const imageBinary = "/usr/local/bin/bridge"
 
-// TestImageHealthcheck checks the Dockerfile's HEALTHCHECK: exec form (distroless has no shell), the
+// natsImage is the nats-server image scripts/images.sh builds and the compose file runs.
+const natsImage = "evershield/nats:local"
+
+// builtImages are the images scripts/images.sh builds with its default tag: evershield/NAME:local for
+// each deploy/docker/Dockerfile.NAME it builds.
+func builtImages(t *testing.T) []string {
+	t.Helper()
+	script, err := os.ReadFile(repoFile("scripts/images.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(script), "tag=${TAG:-local}") || !strings.Contains(string(script), `"evershield/$1:$tag"`) {
+		t.Fatal("scripts/images.sh no longer tags evershield/NAME:local by default")
+	}
+	var out []string
+	for _, m := range regexp.MustCompile(`(?m)^build ([a-z]+)$`).FindAllStringSubmatch(string(script), -1) {
+		if _, err := os.Stat(repoFile("deploy/docker/Dockerfile." + m[1])); err != nil {
+			t.Errorf("scripts/images.sh builds %s: %v", m[1], err)
+		}
+		out = append(out, "evershield/"+m[1]+":local")
+	}
+	if !slices.Contains(out, "evershield/bridge:local") || !slices.Contains(out, natsImage) {
+		t.Fatalf("scripts/images.sh builds %q, want the bridge and %s", out, natsImage)
+	}
+	return out
+}
+
+// TestImageHealthcheck checks the bridge image's HEALTHCHECK: exec form (the image has no shell), the
 // binary the image has, and a command bridge has.
 func TestImageHealthcheck(t *testing.T) {
-	b, err := os.ReadFile(repoFile("Dockerfile"))
+	b, err := os.ReadFile(repoFile("deploy/docker/Dockerfile.bridge"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	df := string(b)
-	if !strings.Contains(df, "COPY --from=build /out/bridge "+imageBinary+"\n") || !strings.Contains(df, `ENTRYPOINT ["`+imageBinary+`"]`) {
-		t.Fatalf("Dockerfile does not install the binary at %s", imageBinary)
+	if !strings.Contains(df, "\nCOPY bridge "+imageBinary+"\n") || !strings.Contains(df, `ENTRYPOINT ["`+imageBinary+`"]`) {
+		t.Fatalf("Dockerfile.bridge does not install the binary at %s", imageBinary)
 	}
 	m := regexp.MustCompile(`(?m)^HEALTHCHECK .* CMD \["([^"]+)", "([^"]+)"\]$`).FindStringSubmatch(df)
 	if m == nil || m[1] != imageBinary || lookup(commands(), m[2]) != healthcheckCommand {
-		t.Fatalf("Dockerfile HEALTHCHECK %q, want CMD [%q, \"healthcheck\"]", m, imageBinary)
+		t.Fatalf("Dockerfile.bridge HEALTHCHECK %q, want CMD [%q, \"healthcheck\"]", m, imageBinary)
+	}
+}
+
+// TestDockerfilesNeedNoRegistry checks every Dockerfile of the repository against an engine with no
+// registry and the legacy builder only (issue 26): every FROM is scratch or a stage of the same file,
+// and nothing needs BuildKit (a syntax directive, RUN --mount, the BuildKit platform arguments).
+func TestDockerfilesNeedNoRegistry(t *testing.T) {
+	var files []string
+	err := filepath.WalkDir(repoFile("."), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != repoFile(".") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasPrefix(d.Name(), "Dockerfile") {
+			files = append(files, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 2 {
+		t.Fatalf("found Dockerfiles %q, want at least the bridge's and nats-server's", files)
+	}
+	from := regexp.MustCompile(`(?i)^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?\s*$`)
+	buildkit := regexp.MustCompile(`(?i)^#\s*syntax\s*=|--mount=|\$\{?(BUILDPLATFORM|TARGETPLATFORM|TARGETOS|TARGETARCH)\b`)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stages := map[string]bool{}
+		for i, line := range strings.Split(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if buildkit.MatchString(line) {
+				t.Errorf("%s:%d: %q needs BuildKit; the legacy builder must do", f, i+1, line)
+			}
+			if !strings.HasPrefix(strings.ToUpper(line), "FROM") {
+				continue
+			}
+			m := from.FindStringSubmatch(line)
+			if m == nil {
+				t.Errorf("%s:%d: cannot read %q", f, i+1, line)
+				continue
+			}
+			if m[1] != "scratch" && !stages[strings.ToLower(m[1])] {
+				t.Errorf("%s:%d: FROM %s must be pulled from a registry; want scratch or a stage of this file", f, i+1, m[1])
+			}
+			if m[2] != "" {
+				stages[strings.ToLower(m[2])] = true
+			}
+		}
 	}
 }
 

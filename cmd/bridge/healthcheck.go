@@ -17,7 +17,7 @@ var healthcheckCommand = &command{
 const healthcheckUsage = `bridge healthcheck [-addr ADDR] [-path /readyz] [-timeout D]
 
 Asks a bridge on this machine for GET http://<addr>/readyz and exits 0 when it answers 200, 1 otherwise:
-a HEALTHCHECK for the distroless image, which has no shell or curl. The address defaults to
+a HEALTHCHECK for the image, which has no shell or curl. The address defaults to
 BRIDGE_ADMIN_ADDR when set, else BRIDGE_HTTP_ADDR (":8080" dials 127.0.0.1:8080). With
 BRIDGE_TLS_CERT_FILE set on the bridge, the listener speaks HTTPS: give -addr https://host:port
 (the certificate is not verified: the check is of this machine's own process).`

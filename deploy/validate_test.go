@@ -71,7 +71,9 @@ func TestComposeFileLoads(t *testing.T) {
 		{[]string{"monitoring"}, []string{"bridge-1", "bridge-2", "grafana", "nats-1", "nats-2", "nats-3", "prometheus", "simulator"}},
 	}
 	for _, tt := range tests {
-		opts, err := cli.NewProjectOptions([]string{"../docker-compose.yml"}, cli.WithName("bridge"), cli.WithProfiles(tt.profiles))
+		// The NATS passwords come from .env, which scripts/images.sh writes; here, stand-ins.
+		env := cli.WithEnv([]string{"NATS_BRIDGE_PASSWORD=b", "NATS_OPS_PASSWORD=o", "NATS_DOWNSTREAM_PASSWORD=d"})
+		opts, err := cli.NewProjectOptions([]string{"../docker-compose.yml"}, cli.WithName("bridge"), cli.WithProfiles(tt.profiles), env)
 		if err != nil {
 			t.Fatal(err)
 		}

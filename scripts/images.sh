@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the images docker-compose.yml runs, from this repository and the Go module proxy alone:
+# Builds the images docker-compose.yml runs, from this repository and the Go module proxy alone, and the
+# .env of their NATS passwords when there is none:
 #   evershield/bridge:$TAG   the bridge: every role, the operator commands, the simulator
 #   evershield/nats:$TAG     nats-server at the version in go.mod, for the compose cluster
 # The binaries are compiled here (static: CGO_ENABLED=0) and copied into FROM scratch images
@@ -71,3 +72,16 @@ build() {
 }
 build bridge
 build nats
+
+# docker-compose.yml's NATS users take their passwords from .env: random ones, made once, never in an image.
+if [ ! -e .env ]; then
+  rand() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
+  umask 077
+  {
+    echo "# The compose cluster's NATS passwords (deploy/docker/nats-users.conf), made by scripts/images.sh."
+    echo "NATS_BRIDGE_PASSWORD=$(rand)"
+    echo "NATS_OPS_PASSWORD=$(rand)"
+    echo "NATS_DOWNSTREAM_PASSWORD=$(rand)"
+  } >.env
+  echo "wrote .env: the compose cluster's NATS passwords"
+fi

@@ -139,10 +139,14 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 			t.Errorf("service %s: BRIDGE_NATS_URL %q, want the 3 cluster nodes", name, cfg.NATSURL)
 		}
 		for _, u := range urls {
-			host := strings.Split(strings.TrimPrefix(u, "nats://"), ":")[0]
-			s, ok := c.Services[host]
-			if !ok || s.Image != natsImage || !slices.Contains(s.Command, "--js") {
-				t.Errorf("service %s: NATS URL %s is not a JetStream node of image %s", name, u, natsImage)
+			// Each URL signs in as the bridges' user, its password from .env (deploy/docker/nats-users.conf).
+			hostPort, ok := strings.CutPrefix(u, "nats://bridge:${NATS_BRIDGE_PASSWORD}@")
+			host := strings.Split(hostPort, ":")[0]
+			s, node := c.Services[host]
+			if !ok || !node || s.Image != natsImage || !slices.Contains(s.Command, "--js") ||
+				!slices.Contains(s.Command, "--config=/etc/nats/users.conf") {
+				t.Errorf("service %s: NATS URL %s is not the bridge user at a JetStream node of image %s with the users' configuration",
+					name, u, natsImage)
 			}
 		}
 		// The upstream is the simulator service running the same image.

@@ -60,7 +60,8 @@ else
 fi
 
 echo "compiling bridge $version and nats-server (linux/$arch)"
-gobuild bridge -ldflags "-s -w -X main.version=$version" ./cmd/bridge
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+gobuild bridge -ldflags "-s -w -X main.version=$version -X main.commit=$commit" ./cmd/bridge
 gobuild nats-server -ldflags "-s -w" github.com/nats-io/nats-server/v2
 
 # build NAME: deploy/docker/Dockerfile.NAME, FROM $base, tagged evershield/NAME:$tag.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -12,8 +13,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = ""
+// version and commit are set at build time with -ldflags "-X main.version=... -X main.commit=..."
+// (scripts/images.sh does); without them they come from the module's build information.
+var version, commit = "", ""
 
 // usageError is a command-line or configuration error: exit code 2.
 type usageError struct{ err error }
@@ -42,7 +44,36 @@ func environ() map[string]string {
 	return m
 }
 
-func versionString() string { return "bridge " + buildVersion() }
+// versionString is what bridge version prints: the version, the commit and the Go toolchain, one a line.
+func versionString() string {
+	return fmt.Sprintf("bridge %s\ncommit %s\n%s %s/%s", buildVersion(), buildCommit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// buildCommit is the commit this binary was built from: set at build time, else the VCS revision Go
+// recorded (with "-dirty" for a modified tree), else "unknown" (go install of a module, say).
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
+	rev, dirty := "", false
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+	}
+	switch {
+	case rev == "":
+		return "unknown"
+	case dirty:
+		return rev + "-dirty"
+	}
+	return rev
+}
 
 // buildVersion is the version set at build time, else the module's version and VCS revision.
 func buildVersion() string {

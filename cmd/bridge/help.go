@@ -41,7 +41,7 @@ bridge help config prints the table of BRIDGE_* variables (as in docs/CONFIG.md)
 var versionCommand = &command{
 	name: "version", aliases: []string{"-v", "--version"}, summary: "print the version",
 	run: func(_ context.Context, c *cli, args []string) error {
-		if err := newFlagSet("bridge version", "bridge version\n\nPrints the version of this build.", c).noArgs(args); err != nil {
+		if err := newFlagSet("bridge version", "bridge version\n\nPrints the version, the commit and the Go toolchain of this build, one a line.", c).noArgs(args); err != nil {
 			return err
 		}
 		fmt.Fprintln(c.stdout, versionString())

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -55,8 +56,11 @@ func TestUnknownCommand(t *testing.T) {
 
 func TestVersionAndHelp(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"version"}, nil, &out, &out); err != nil || !strings.HasPrefix(out.String(), "bridge ") {
-		t.Fatalf("version: %v %q", err, out.String())
+	err := run(context.Background(), []string{"version"}, nil, &out, &out)
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if err != nil || len(lines) != 3 || !strings.HasPrefix(lines[0], "bridge ") || !strings.HasPrefix(lines[1], "commit ") ||
+		lines[2] != runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH {
+		t.Fatalf("version: %v %q, want the version, the commit and the Go toolchain, one a line", err, out.String())
 	}
 	out.Reset()
 	if err := run(context.Background(), []string{"--help"}, nil, &out, &out); err != nil || !strings.Contains(out.String(), "bridge demo") {

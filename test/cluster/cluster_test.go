@@ -142,8 +142,9 @@ func (w *world) nodeLoss(t *testing.T) {
 }
 
 // cut is how long a partition lasts: the 30 s, scaled down; still longer than the reconcile
-// lease's TTL (10 s), so the other bridge takes the lease over.
-const cut = 12 * time.Second
+// lease's TTL (10 s), so the other bridge takes the lease over, and than the bridge's NATS client needs
+// to find a silent connection dead (two pings of natsx.PingInterval unanswered, 10 to 15 s).
+const cut = 20 * time.Second
 
 // partition disconnects bridge-2 from the compose network (from NATS, and from the simulator's
 // webhooks) mid-load, then reconnects it under its service name.
@@ -156,6 +157,18 @@ func (w *world) partition(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
+	reconnected := false
+	reconnect := func() {
+		if reconnected {
+			return
+		}
+		reconnected = true
+		if _, err := docker(30*time.Second, "network", "connect", "--alias", svc, net, id); err != nil {
+			t.Error(err) // not Fatal: this may run in a deferred call while the test is failing
+		}
+	}
+	// A failed check must not leave the bridge cut for the scenarios after this one.
+	defer reconnect()
 	// The cut bridge cannot reach NATS: its /readyz, asked inside the container (its published port is
 	// cut too), must say so within the partition.
 	notReady := waitFor(t, cut, svc+" /readyz not 200 while cut", func() error {
@@ -168,9 +181,7 @@ func (w *world) partition(t *testing.T) {
 	w.waitAccepted(t, t.Name(), 3, time.Minute)
 	// The partition itself lasts cut: this timer is the fault being injected, not a wait for a condition.
 	time.Sleep(time.Until(start.Add(cut)))
-	if _, err := docker(30*time.Second, "network", "connect", "--alias", svc, net, id); err != nil {
-		t.Fatal(err)
-	}
+	reconnect()
 	t.Logf("%s cut from %s for %s", svc, net, time.Since(start).Round(100*time.Millisecond))
 	w.waitBack(t, svc, time.Now())
 	waitFor(t, time.Minute, "both submit services answer", func() error { return services(w.nc, 2) })

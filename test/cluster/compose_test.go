@@ -89,8 +89,13 @@ func up(t *testing.T) *project {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, _ := p.compose(2*time.Minute, "logs", "--no-color", "--tail", "60")
-			t.Logf("--- docker-compose logs ---\n%s", out)
+			// Every container's log, kept after the teardown for the post-mortem.
+			out, _ := p.compose(2*time.Minute, "logs", "--no-color", "--timestamps")
+			path := filepath.Join(os.TempDir(), p.name+".log")
+			if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+				t.Logf("write logs: %v", err)
+			}
+			t.Logf("the containers' logs are in %s", path)
 		}
 		start := time.Now()
 		if out, err := p.compose(3*time.Minute, "down", "-v", "--remove-orphans", "--timeout", "5"); err != nil {

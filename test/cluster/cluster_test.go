@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -141,15 +142,34 @@ func (w *world) nodeLoss(t *testing.T) {
 	w.settle(t, t.Name(), settleBound)
 }
 
-// cut is how long a partition lasts: the 30 s, scaled down; still longer than the reconcile
-// lease's TTL (10 s), so the other bridge takes the lease over, and than the bridge's NATS client needs
-// to find a silent connection dead (two pings of natsx.PingInterval unanswered, 10 to 15 s).
-const cut = 20 * time.Second
+// defaultCut is how long a partition lasts: the 30 s, scaled down; still longer than the
+// reconcile lease's TTL (10 s), so the other bridge takes the lease over, and than the bridge's NATS
+// client needs to find a silent connection dead (two pings of natsx.PingInterval unanswered, 10 to 15 s).
+const defaultCut = 20 * time.Second
+
+// cutEnv sets another partition length, e.g. BRIDGE_CLUSTER_CUT=30s for the issue's, or longer than the
+// NATS server's own dead-connection detection (about 4 min).
+const cutEnv = "BRIDGE_CLUSTER_CUT"
+
+// cutLength is the partition's length: defaultCut, or cutEnv's.
+func cutLength(t *testing.T) time.Duration {
+	t.Helper()
+	v := os.Getenv(cutEnv)
+	if v == "" {
+		return defaultCut
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < defaultCut {
+		t.Fatalf("%s=%q: want a duration of at least %v", cutEnv, v, defaultCut)
+	}
+	return d
+}
 
 // partition disconnects bridge-2 from the compose network (from NATS, and from the simulator's
 // webhooks) mid-load, then reconnects it under its service name.
 func (w *world) partition(t *testing.T) {
 	const svc = "bridge-2"
+	cut := cutLength(t)
 	l := w.startLoad(t.Name(), period)
 	w.waitAccepted(t, t.Name(), 3, time.Minute)
 	net, id := w.p.network(svc), w.p.mustID(svc)

@@ -61,6 +61,7 @@ func TestClusterUnderFaults(t *testing.T) {
 
 	t.Run("steady", func(t *testing.T) {
 		l := w.startLoad(t.Name(), period)
+		defer l.halt() // a failed check stops the load too
 		w.waitAccepted(t, t.Name(), 8, time.Minute)
 		l.halt()
 		w.report(t)
@@ -131,6 +132,7 @@ func (w *world) waitBack(t *testing.T, svc string, since time.Time) {
 // nodeLoss kills the RESULTS stream's leader node mid-load, and then a bridge.
 func (w *world) nodeLoss(t *testing.T) {
 	l := w.startLoad(t.Name(), period)
+	defer l.halt() // a failed check stops the load too
 	w.waitAccepted(t, t.Name(), 3, time.Minute)
 	w.kill(t, w.resultsLeader(t), 5)
 	t.Logf("RESULTS leader now %s", w.resultsLeader(t))
@@ -171,6 +173,7 @@ func (w *world) partition(t *testing.T) {
 	const svc = "bridge-2"
 	cut := cutLength(t)
 	l := w.startLoad(t.Name(), period)
+	defer l.halt() // a failed check stops the load too
 	w.waitAccepted(t, t.Name(), 3, time.Minute)
 	net, id := w.p.network(svc), w.p.mustID(svc)
 	if _, err := docker(30*time.Second, "network", "disconnect", net, id); err != nil {
@@ -215,6 +218,7 @@ func (w *world) partition(t *testing.T) {
 // BRIDGE_SHUTDOWN_DELAY, then start), waiting for each to be back before the next.
 func (w *world) rollingRestart(t *testing.T) {
 	l := w.startLoad(t.Name(), period)
+	defer l.halt() // a failed check stops the load too
 	w.waitAccepted(t, t.Name(), 2, time.Minute)
 	for _, svc := range []string{"nats-1", "nats-2", "nats-3", "bridge-1", "bridge-2"} {
 		start := time.Now()

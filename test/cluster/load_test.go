@@ -169,6 +169,7 @@ func (tl *tally) count(id string) (int, []string) {
 type load struct {
 	stop chan struct{}
 	done chan struct{}
+	once sync.Once
 }
 
 func (w *world) startLoad(scenario string, period time.Duration) *load {
@@ -201,9 +202,9 @@ func (w *world) startLoad(scenario string, period time.Duration) *load {
 	return l
 }
 
-// halt stops the load and waits for the submissions in flight.
+// halt stops the load and waits for the submissions in flight; it may be called again.
 func (l *load) halt() {
-	close(l.stop)
+	l.once.Do(func() { close(l.stop) })
 	<-l.done
 }
 

@@ -32,6 +32,13 @@ func writeComposeUsers(w *bytes.Buffer) {
 # The users of docker-compose.yml's NATS cluster: the bridges, the operator and downstream services, each with
 # only what it needs; anonymous clients are refused. Passwords come from the servers' environment, which
 # docker-compose fills from .env (scripts/images.sh makes one with random passwords).
+
+# A client that stops answering (a bridge cut from the network) is found dead after 2 unanswered pings
+# 5 s apart, not nats-server's default 2 min: until then the server keeps its subscriptions, and requests
+# to moderate.* that the queue group hands to it are lost (test/cluster, partition).
+ping_interval: "5s"
+ping_max: 2
+
 authorization {
   users = [
 `)

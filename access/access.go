@@ -142,10 +142,6 @@ func downstream(n contract.Names) Permissions {
 	}
 }
 
-// bridgeStreams are the streams behind everything the bridge keeps (KV buckets as their streams), but
-// the replay bucket, which the operator's replays write.
-func bridgeStreams(n contract.Names) []string { return n.StoreNames(false) }
-
 func ops(n contract.Names) Permissions {
 	var deny []string
 	// Only the bridge writes results, their fences, jobs, the history, idempotency keys, leases and
@@ -157,7 +153,7 @@ func ops(n contract.Names) Permissions {
 	for _, b := range []string{n.BucketJobs, n.BucketHistory, n.BucketIdempotency, n.BucketLeases, contract.BucketBudget} {
 		deny = append(deny, contract.KVSubject(b, ">"))
 	}
-	for _, s := range bridgeStreams(n) {
+	for _, s := range n.StoreNames(false) { // every stream the bridge keeps, buckets too, but the replay bucket
 		deny = append(deny, js("STREAM.DELETE", s), js("STREAM.PURGE", s))
 		if s != contract.KVStream(n.BucketJobs) { // bridge upgrade finalize moves JOBS's layout
 			deny = append(deny, js("STREAM.UPDATE", s))

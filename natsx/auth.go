@@ -1,6 +1,7 @@
 package natsx
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -57,22 +58,15 @@ const OpsSeedFile = "ops.nk"
 
 // loadOrCreateSeed reads the nkey user seed in path, or makes one and writes it there (0600).
 func loadOrCreateSeed(path string) (*Identity, error) {
-	seed, err := os.ReadFile(path)
-	if err == nil {
-		kp, err := nkeys.FromSeed(trimSpace(seed))
-		if err != nil {
-			return nil, fmt.Errorf("nkey seed %s: %w", path, err)
-		}
-		return identityOf(kp)
-	}
+	id, err := readSeed(path)
 	if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return id, err
 	}
 	kp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, err
 	}
-	seed, err = kp.Seed()
+	seed, err := kp.Seed()
 	if err != nil {
 		return nil, err
 	}
@@ -85,11 +79,17 @@ func loadOrCreateSeed(path string) (*Identity, error) {
 	return identityOf(kp)
 }
 
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
+// readSeed reads the nkey user seed in path.
+func readSeed(path string) (*Identity, error) {
+	seed, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
-	return b
+	kp, err := nkeys.FromSeed(bytes.TrimSpace(seed))
+	if err != nil {
+		return nil, fmt.Errorf("nkey seed %s: %w", path, err)
+	}
+	return identityOf(kp)
 }
 
 // AuthConfig is the embedded server's authorization.
@@ -202,15 +202,7 @@ func ServerPermissions(p access.Permissions) *server.Permissions {
 // OpsIdentity reads the ops user's nkey seed file, for the operator's commands; an error when it is
 // missing or unreadable.
 func OpsIdentity(path string) (nats.Option, error) {
-	seed, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	kp, err := nkeys.FromSeed(trimSpace(seed))
-	if err != nil {
-		return nil, fmt.Errorf("nkey seed %s: %w", path, err)
-	}
-	id, err := identityOf(kp)
+	id, err := readSeed(path)
 	if err != nil {
 		return nil, err
 	}

@@ -23,25 +23,11 @@ var ErrNotProvisioned = errors.New("not provisioned")
 // window and message size cfg asks for, one value per key, and the layout of JOBS. The first problem is
 // returned as ErrNotProvisioned, naming the stream or bucket and the setting.
 func Check(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (Resources, error) {
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return Resources{}, fmt.Errorf("check: %w", err)
-	}
-	if err := checkServer(ctx, js); err != nil {
+	res, err := openStreams(ctx, js, &cfg, "check", checkStream)
+	if err != nil {
 		return Resources{}, err
 	}
-	var res Resources
-	streams := make([]jetstream.Stream, 0, 4)
-	for _, want := range StreamConfigs(cfg) {
-		s, err := checkStream(ctx, js, want)
-		if err != nil {
-			return Resources{}, err
-		}
-		streams = append(streams, s)
-	}
-	res.Webhooks, res.Results, res.DeadLetter, res.SlowLane = streams[0], streams[1], streams[2], streams[3]
 	n := cfg.Names
-	var err error
 	if res.Jobs, res.JobsStream, res.Layout, err = checkJobs(ctx, js, jobsConfigFor(cfg)); err != nil {
 		return Resources{}, err
 	}

@@ -154,24 +154,10 @@ func subjectsOf(n contract.Names, name string) []string {
 // to run from every bridge process at start-up. A setting that the server cannot change in place fails
 // with ErrIncompatible naming the stream and the setting.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (Resources, error) {
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return Resources{}, fmt.Errorf("provision: %w", err)
-	}
-	if err := checkServer(ctx, js); err != nil {
+	res, err := openStreams(ctx, js, &cfg, "provision", ensureStream)
+	if err != nil {
 		return Resources{}, err
 	}
-	var res Resources
-	var err error
-	streams := make([]jetstream.Stream, 0, 4)
-	for _, sc := range StreamConfigs(cfg) {
-		s, err := ensureStream(ctx, js, sc)
-		if err != nil {
-			return Resources{}, err
-		}
-		streams = append(streams, s)
-	}
-	res.Webhooks, res.Results, res.DeadLetter, res.SlowLane = streams[0], streams[1], streams[2], streams[3]
 
 	n := cfg.Names
 	if res.Jobs, res.Layout, err = ensureJobs(ctx, js, jobsConfigFor(cfg)); err != nil {
@@ -219,6 +205,30 @@ func bucketsOf(cfg ProvisionConfig, res *Resources) []bucketOf {
 		{&res.Budget, bucketConfig(contract.BucketBudget, "the account-wide upstream budget: the shared token bucket and each process's usage",
 			0, cfg.Replicas)},
 	}
+}
+
+// openStreams is what Provision and Check (what) begin with: cfg's defaults and validation, the server's
+// version, then each of the four streams through open (create or update, or check), into a Resources.
+func openStreams(ctx context.Context, js jetstream.JetStream, cfg *ProvisionConfig, what string,
+	open func(context.Context, jetstream.JetStream, jetstream.StreamConfig) (jetstream.Stream, error)) (Resources, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Resources{}, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := checkServer(ctx, js); err != nil {
+		return Resources{}, err
+	}
+	streams := make([]jetstream.Stream, 0, 4)
+	for _, sc := range StreamConfigs(*cfg) {
+		s, err := open(ctx, js, sc)
+		if err != nil {
+			return Resources{}, err
+		}
+		streams = append(streams, s)
+	}
+	var res Resources
+	res.Webhooks, res.Results, res.DeadLetter, res.SlowLane = streams[0], streams[1], streams[2], streams[3]
+	return res, nil
 }
 
 // historyConfig is the stream of BRIDGE_HISTORY: a KV bucket (one value per key, no TTL, file storage)

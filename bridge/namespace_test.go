@@ -92,7 +92,7 @@ func TestTwoNamespacesShareNATSAndTheBudget(t *testing.T) {
 		}
 	}
 
-	calls := upstreamCallsOf(sim)
+	calls := simtest.Calls(sim)
 	limited := 0
 	for _, c := range calls {
 		if c.Status == 429 {
@@ -100,7 +100,7 @@ func TestTwoNamespacesShareNATSAndTheBudget(t *testing.T) {
 		}
 	}
 	// The account allows its burst and then ten a second: at most 70 calls in any 2 s.
-	busiest := mostCallsIn(calls, 2*time.Second)
+	busiest := simtest.MostInWindow(calls, 2*time.Second)
 	t.Logf("accepted %d + %d; %d upstream calls, at most %d in 2 s, %d answered 429", len(accepted[0]), len(accepted[1]),
 		len(calls), busiest, limited)
 	if busiest > nsBurst+2*nsRPM/60+5 || limited > 3 {
@@ -200,28 +200,4 @@ func consumerNames(tb testing.TB, js jetstream.JetStream, stream string) []strin
 	}
 	slices.Sort(out)
 	return out
-}
-
-// upstreamCallsOf are the simulator's answered API calls (health checks aside).
-func upstreamCallsOf(sim *simulator.Simulator) []simulator.Call {
-	var out []simulator.Call
-	for _, ep := range []string{simulator.EndpointSubmit, simulator.EndpointJob, simulator.EndpointJobs,
-		simulator.EndpointRegister, simulator.EndpointOther} {
-		out = append(out, sim.Calls(ep)...)
-	}
-	return out
-}
-
-// mostCallsIn is the largest number of calls in any window w.
-func mostCallsIn(calls []simulator.Call, w time.Duration) int {
-	slices.SortFunc(calls, func(a, b simulator.Call) int { return a.At.Compare(b.At) })
-	most := 0
-	for i := range calls {
-		j := i
-		for j < len(calls) && calls[j].At.Sub(calls[i].At) < w {
-			j++
-		}
-		most = max(most, j-i)
-	}
-	return most
 }

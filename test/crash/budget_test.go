@@ -3,7 +3,6 @@ package crash_test
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -88,30 +88,6 @@ func (r *rig) offer(n int, period time.Duration) *submissions {
 	return s
 }
 
-// upstreamCalls are the simulator's answered API calls (health checks aside), oldest first.
-func upstreamCalls(sim *simulator.Simulator) []simulator.Call {
-	var out []simulator.Call
-	for _, ep := range []string{simulator.EndpointSubmit, simulator.EndpointJob, simulator.EndpointJobs,
-		simulator.EndpointRegister, simulator.EndpointOther} {
-		out = append(out, sim.Calls(ep)...)
-	}
-	slices.SortFunc(out, func(a, b simulator.Call) int { return a.At.Compare(b.At) })
-	return out
-}
-
-// mostInWindow is the largest number of calls in any window w.
-func mostInWindow(calls []simulator.Call, w time.Duration) int {
-	most := 0
-	for i := range calls {
-		j := i
-		for j < len(calls) && calls[j].At.Sub(calls[i].At) < w {
-			j++
-		}
-		most = max(most, j-i)
-	}
-	return most
-}
-
 func rateLimited(calls []simulator.Call) int {
 	n := 0
 	for _, c := range calls {
@@ -148,7 +124,7 @@ func TestOverloadAnswersFastAndFinishesWhatItAccepts(t *testing.T) {
 		if n := v.bySource[contract.SourceTimeout]; n > 0 {
 			t.Errorf("%d accepted jobs ended as timeouts; the budget must carry every accepted job's verification", n)
 		}
-		calls := upstreamCalls(r.sim)
+		calls := simtest.Calls(r.sim)
 		if n := rateLimited(calls); n > 3 {
 			t.Errorf("%d upstream 429s; want at most 3 with the bridge the account's only caller", n)
 		}
@@ -221,8 +197,8 @@ func sharedBudgetScenario(t *testing.T, api string, processes int, kill bool) {
 	if n := v.bySource[contract.SourceTimeout]; n > 0 {
 		t.Errorf("%d accepted jobs ended as timeouts", n)
 	}
-	calls := upstreamCalls(r.sim)
-	tenS, oneS, minute := mostInWindow(calls, 10*time.Second), mostInWindow(calls, time.Second), mostInWindow(calls, time.Minute)
+	calls := simtest.Calls(r.sim)
+	tenS, oneS, minute := simtest.MostInWindow(calls, 10*time.Second), simtest.MostInWindow(calls, time.Second), simtest.MostInWindow(calls, time.Minute)
 	t.Logf("figures: %d upstream calls for %d results (%.2f per result); most in 1s %d, in 10s %d, in 60s %d; %d 429s",
 		len(calls), v.results, float64(len(calls))/float64(max(1, v.results)), oneS, tenS, minute, rateLimited(calls))
 	if limit := budgetRPM/6 + budgetBurst; tenS > limit {

@@ -23,7 +23,11 @@ var ErrNotProvisioned = errors.New("not provisioned")
 // window and message size cfg asks for, one value per key, and the layout of JOBS. The first problem is
 // returned as ErrNotProvisioned, naming the stream or bucket and the setting.
 func Check(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (Resources, error) {
-	res, err := openStreams(ctx, js, &cfg, "check", checkStream)
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Resources{}, fmt.Errorf("check: %w", err)
+	}
+	res, err := openStreams(ctx, js, cfg, checkStream)
 	if err != nil {
 		return Resources{}, err
 	}

@@ -154,7 +154,11 @@ func subjectsOf(n contract.Names, name string) []string {
 // to run from every bridge process at start-up. A setting that the server cannot change in place fails
 // with ErrIncompatible naming the stream and the setting.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (Resources, error) {
-	res, err := openStreams(ctx, js, &cfg, "provision", ensureStream)
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Resources{}, fmt.Errorf("provision: %w", err)
+	}
+	res, err := openStreams(ctx, js, cfg, ensureStream)
 	if err != nil {
 		return Resources{}, err
 	}
@@ -207,19 +211,15 @@ func bucketsOf(cfg ProvisionConfig, res *Resources) []bucketOf {
 	}
 }
 
-// openStreams is what Provision and Check (what) begin with: cfg's defaults and validation, the server's
-// version, then each of the four streams through open (create or update, or check), into a Resources.
-func openStreams(ctx context.Context, js jetstream.JetStream, cfg *ProvisionConfig, what string,
+// openStreams is what Provision and Check begin with, once cfg is validated: the server's version, then
+// each of the four streams through open (create or update, or check), into a Resources.
+func openStreams(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig,
 	open func(context.Context, jetstream.JetStream, jetstream.StreamConfig) (jetstream.Stream, error)) (Resources, error) {
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return Resources{}, fmt.Errorf("%s: %w", what, err)
-	}
 	if err := checkServer(ctx, js); err != nil {
 		return Resources{}, err
 	}
 	streams := make([]jetstream.Stream, 0, 4)
-	for _, sc := range StreamConfigs(*cfg) {
+	for _, sc := range StreamConfigs(cfg) {
 		s, err := open(ctx, js, sc)
 		if err != nil {
 			return Resources{}, err

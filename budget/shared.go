@@ -688,7 +688,7 @@ func (s *Shared) arm(now time.Time, d time.Duration) {
 		s.timer.Stop()
 	}
 	s.wakeAt = at
-	s.timer = s.clk.AfterFunc(d, s.poke)
+	s.timer = s.clk.At(at, s.poke)
 }
 
 // after pokes the loop after d, outside mu.

@@ -10,8 +10,10 @@ import (
 // Clock tells the time and runs functions later.
 type Clock interface {
 	Now() time.Time
-	// AfterFunc runs f once, on its own goroutine, when d has passed.
-	AfterFunc(d time.Duration, f func()) Timer
+	// At runs f once, on its own goroutine, when the clock reaches t (at once if it has). An instant
+	// rather than a duration: a timer armed from a time read a moment earlier cannot be lost to the clock
+	// moving in between.
+	At(t time.Time, f func()) Timer
 }
 
 // Timer is a pending AfterFunc.
@@ -31,8 +33,8 @@ func (c Real) Now() time.Time {
 	return time.Now()
 }
 
-// AfterFunc is time.AfterFunc.
-func (Real) AfterFunc(d time.Duration, f func()) Timer { return time.AfterFunc(d, f) }
+// At is time.AfterFunc until t.
+func (c Real) At(t time.Time, f func()) Timer { return time.AfterFunc(t.Sub(c.Now()), f) }
 
 // Fake is a manual clock: time moves only with Advance, which runs the timers that fall due in order,
 // each at its own instant. It is safe for concurrent use.
@@ -59,11 +61,17 @@ func (c *Fake) Now() time.Time {
 	return c.now
 }
 
-// AfterFunc runs f when the clock is advanced to now+d or past it.
-func (c *Fake) AfterFunc(d time.Duration, f func()) Timer {
+// At runs f when the clock is advanced to t or past it, or at once (on its own goroutine) when it
+// stands there already.
+func (c *Fake) At(at time.Time, f func()) Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
+	t := &fakeTimer{c: c, at: at, f: f}
+	if !at.After(c.now) {
+		t.done = true
+		go f()
+		return t
+	}
 	c.timers = append(c.timers, t)
 	return t
 }
@@ -126,7 +134,7 @@ func (c Scaled) Now() time.Time {
 	return c.Start.Add(time.Duration(float64(time.Since(c.Start)) * c.Factor))
 }
 
-// AfterFunc runs f after d of scaled time.
-func (c Scaled) AfterFunc(d time.Duration, f func()) Timer {
-	return time.AfterFunc(time.Duration(float64(d)/c.Factor), f)
+// At runs f when the scaled clock reaches t.
+func (c Scaled) At(t time.Time, f func()) Timer {
+	return time.AfterFunc(time.Duration(float64(t.Sub(c.Now()))/c.Factor), f)
 }

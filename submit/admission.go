@@ -20,7 +20,8 @@ const DefaultAdmitShare = 0.8
 
 // admit decides whether the account's budget can carry one more job of modality: its own POST now and
 // its verification before its deadline, on top of every verification already owed (one GET per pending
-// job) and the in-flight list pages the reconciler spends on them until then. It returns a *BusyError
+// job, or what batches cost: Config.VerifyCost) and the in-flight list pages the reconciler spends on
+// them until then. It returns a *BusyError
 // when it cannot. Without a Ledger every submission is admitted here (the budget may still refuse it).
 func (s *Service) admit(modality string) *upstream.BusyError {
 	if s.cfg.Ledger == nil {
@@ -30,7 +31,11 @@ func (s *Service) admit(modality string) *upstream.BusyError {
 	owed := s.cfg.Ledger.Count()
 	sweeps := int(math.Ceil(d.Seconds() / s.cfg.PollInterval.Seconds()))
 	pages := (owed + 1 + upstream.InFlightPage - 1) / upstream.InFlightPage
-	need := float64(owed+2) + float64(pages*sweeps)
+	verify := float64(owed + 1)
+	if s.cfg.VerifyCost != nil {
+		verify = s.cfg.VerifyCost(owed + 1)
+	}
+	need := 1 + verify + float64(pages*sweeps)
 	capacity := s.cfg.Budget.Capacity(d)
 	if need <= capacity*s.cfg.AdmitShare {
 		return nil

@@ -136,6 +136,9 @@ type Config struct {
 	// AdmitShare is the share of the budget's capacity up to a new job's deadline that owed work may
 	// plan on; default DefaultAdmitShare.
 	AdmitShare float64
+	// VerifyCost is what verifying owed jobs will cost the budget, for admission: batch.Cost while the
+	// verifier batches (see package batch); nil counts one GET /job per job.
+	VerifyCost func(owed int) float64
 }
 
 func (c *Config) setDefaults() {

@@ -254,6 +254,8 @@ const (
 	SourceWebhook = "webhook"
 	SourcePoll    = "poll"
 	SourceTimeout = "timeout"
+	// SourceExport: the result was verified from a row of GET /jobs/export (a batch), not GET /job.
+	SourceExport = "export"
 )
 
 // Upstream contracts, the values of BRIDGE_API_CONTRACT.

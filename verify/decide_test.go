@@ -268,7 +268,7 @@ func TestOutcomeLabels(t *testing.T) {
 	want := map[outcome]string{outcomePublished: "published", outcomeAlreadyDelivered: "already_delivered", outcomeLate: "late",
 		outcomeNotFound: "not_found", outcomeNotTerminal: "not_terminal", outcomeRetry: "retry", outcomeExhausted: "exhausted",
 		outcomeRejected: "rejected", outcomeMalformed: "malformed", outcomeShutdown: "shutdown", outcomeUnknownLaned: "unknown_laned",
-		outcomeUnknownShed: "unknown_shed", outcomeUnknownWaiting: "unknown_waiting", outcomeAuthPaused: "auth_paused"}
+		outcomeUnknownShed: "unknown_shed", outcomeUnknownWaiting: "unknown_waiting", outcomeAuthPaused: "auth_paused", outcomeAbsent: "absent"}
 	if len(want) != len(outcomeLabels)-1 {
 		t.Fatalf("%d outcomes, %d labels", len(want), len(outcomeLabels)-1)
 	}

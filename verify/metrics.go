@@ -32,6 +32,9 @@ const (
 	outcomeUnknownWaiting
 	// outcomeAuthPaused: the upstream refused the key (401, 402, 403); verification pauses for everyone.
 	outcomeAuthPaused
+	// outcomeAbsent: a webhook of a job without a record or provenance whose id an export window that
+	// covers it does not hold: decided without a GET of its own, and dead-lettered as not_found.
+	outcomeAbsent
 )
 
 // outcomeLabels are the values of bridge_verify_outcomes_total{outcome}.
@@ -39,7 +42,7 @@ var outcomeLabels = [...]string{outcomePublished: "published", outcomeAlreadyDel
 	outcomeLate: "late", outcomeNotFound: "not_found", outcomeNotTerminal: "not_terminal", outcomeRetry: "retry",
 	outcomeExhausted: "exhausted", outcomeRejected: "rejected", outcomeMalformed: "malformed", outcomeShutdown: "shutdown",
 	outcomeUnknownLaned: "unknown_laned", outcomeUnknownShed: "unknown_shed", outcomeUnknownWaiting: "unknown_waiting",
-	outcomeAuthPaused: "auth_paused"}
+	outcomeAuthPaused: "auth_paused", outcomeAbsent: "absent"}
 
 // String is the outcome's label.
 func (o outcome) String() string { return outcomeLabels[o] }
@@ -79,6 +82,8 @@ type verifyMetrics struct {
 	provenance *prometheus.CounterVec
 	// listPages counts GET /jobs pages spent finding such jobs in the account's list.
 	listPages prometheus.Counter
+	// exportCalls counts GET /jobs/export calls spent verifying in batches, by lane.
+	exportCalls *prometheus.CounterVec
 	// authPaused is 1 while verification is paused because the upstream refused the key.
 	authPaused prometheus.Gauge
 }
@@ -114,6 +119,10 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 			Name: "bridge_verify_list_pages_total",
 			Help: "GET /jobs pages the verifier spent, from the unknown-job budget, finding jobs without a record in the account's list.",
 		}),
+		exportCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bridge_verify_export_calls_total",
+			Help: "GET /jobs/export calls the verifier spent settling jobs in batches, by lane: main (jobs with a record, when calls are scarce) or unknown (the slow lane, from the unknown-job budget).",
+		}, []string{"lane"}),
 		authPaused: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bridge_verify_auth_paused",
 			Help: "1 while verification is paused because the upstream refused the API key (401, 402 or 403): nothing is dead-lettered, every webhook waits.",
@@ -140,5 +149,9 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		m.provenance.WithLabelValues(via)
 	}
 	m.listPages = promutil.Add(r, m.listPages)
+	m.exportCalls = promutil.Add(r, m.exportCalls)
+	for _, l := range []string{"main", "unknown"} {
+		m.exportCalls.WithLabelValues(l)
+	}
 	return m, r.Err()
 }

@@ -36,6 +36,8 @@ type delivery struct {
 	attempt    int
 	receivedAt time.Time
 	log        zerolog.Logger
+	// exported is the job's row of an export round the slow lane found it in; nil otherwise.
+	exported *upstream.Job
 }
 
 // action is what settle does with a delivery.
@@ -165,7 +167,7 @@ func (v *Verifier) decide(ctx context.Context, d delivery) verdict {
 		}
 		// Else it may be legitimate (submitted elsewhere) or forged; either way it spends the small
 		// unknown-job budget, not the verify budget of known jobs.
-		if vd, ok := v.admitUnknown(rctx, d); !ok {
+		if vd, ok := v.admitUnknown(rctx, &d); !ok {
 			return vd
 		}
 		if d.msg.Headers().Get(contract.HeaderAuthenticated) != "" {
@@ -213,10 +215,9 @@ var errNotFound = errors.New("the upstream does not know the job (404): spoofed 
 // the adaptive limit.
 func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) {
 	rec, rev := h.rec, h.rev
-	start := time.Now()
-	fetched, err := v.cfg.API.FetchJob(ctx, d.id, upstream.ClassVerify)
-	job, call := fetched.Job, callTime{latency: time.Since(start), budgetWait: fetched.BudgetWait}
-	defer func() { vd.call = call }()
+	t, err := v.truthOf(ctx, d, h)
+	job := t.job
+	defer func() { vd.call = t.call }()
 	now := v.cfg.Now().UTC()
 	if err == nil && job.JobID != d.id {
 		err = fmt.Errorf("upstream answered job %q for %q", job.JobID, d.id)
@@ -243,7 +244,7 @@ func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) 
 		d.log.Debug().Str("status", job.Status).Msg("job not terminal yet")
 		return verdict{action: actRetry, outcome: outcomeNotTerminal, cause: fmt.Errorf("job is %s", job.Status)}
 	}
-	out, err := v.cfg.Deliverer.DeliverVerified(ctx, jobs.Verified{Job: job, Source: contract.SourceWebhook, ReceivedAt: d.receivedAt,
+	out, err := v.cfg.Deliverer.DeliverVerified(ctx, jobs.Verified{Job: job, Source: t.source, ReceivedAt: d.receivedAt,
 		Record: rec, Rev: rev, Note: func(r *jobs.Record) { _, _ = note(r) }})
 	switch {
 	case err != nil:

@@ -68,7 +68,7 @@ func (t *unknownTokens) eta() time.Duration {
 // else on the main lane it moves to the slow lane, and on the slow lane it is parked (a delayed nak that
 // frees the worker and spends no attempt) until a token is likely free. When it may not go on, it returns
 // the verdict.
-func (v *Verifier) admitUnknown(ctx context.Context, d delivery) (verdict, bool) {
+func (v *Verifier) admitUnknown(ctx context.Context, d *delivery) (verdict, bool) {
 	if d.msg.Headers().Get(contract.HeaderAuthenticated) != "" {
 		return verdict{}, true
 	}
@@ -82,6 +82,9 @@ func (v *Verifier) admitUnknown(ctx context.Context, d delivery) (verdict, bool)
 		// No token free now: the webhook leaves the main consumer (no delayed nak holding a place in
 		// its MaxAckPending) and queues durably in the slow lane, which checks the account's list.
 		return verdict{action: actLane, outcome: outcomeUnknownLaned, cause: errUnknownBusy}, false
+	}
+	if vd, decided, ok := v.exported(ctx, d); ok {
+		return vd, !decided
 	}
 	returning := v.lists.missing.Has(d.id)
 	if returning && v.parked.Add(-1) < 0 {

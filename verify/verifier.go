@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/batch"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/internal/serving"
@@ -22,7 +23,7 @@ import (
 
 // API is the part of the upstream client (*upstream.Client) the verifier calls: FetchJob at
 // [upstream.ClassVerify], and ListJobs to find jobs without a record in the account's list; see the
-// client's methods.
+// client's methods. Batches call [batch.Source] (Config.Export).
 type API interface {
 	FetchJob(ctx context.Context, id string, class upstream.Class) (upstream.Fetched, error)
 	ListJobs(ctx context.Context, f upstream.ListFilter) (upstream.JobList, error)
@@ -103,6 +104,19 @@ type Config struct {
 	// it; default 64*UnknownConcurrency, at least 2*UnknownConcurrency. Ingest's BRIDGE_UNKNOWN_BACKLOG
 	// keeps the backlog below it.
 	UnknownMaxAckPending int
+
+	// Export, when set, settles jobs in batches from GET /jobs/export (package batch): jobs with a record
+	// while calls are scarce (batch.Scarce on Capacity), and the slow lane's jobs always, in rounds of the
+	// unknown-job budget. Batches run only while Fidelity says the export is faithful. nil verifies every
+	// job with GET /job and finds unknown jobs in the account's list.
+	Export batch.Source
+	// Capacity is the budget's capacity over a duration (budget.Shared.Capacity); required with Export.
+	Capacity func(time.Duration) float64
+	// Fidelity says when batches are faithful (no custom categories); required with Export.
+	Fidelity *batch.Fidelity
+	// BatchMin and BatchMaxWait shape a round (batch.Config.Min, MaxWait); defaults 8 and 5s.
+	BatchMin     int
+	BatchMaxWait time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -191,6 +205,8 @@ func (c *Config) Validate() error {
 			ErrInvalidConfig, c.UnknownMaxAckPending, c.UnknownConcurrency)
 	case c.UnknownLimiter == nil && c.UnknownRPM != UnknownOff:
 		return fmt.Errorf("%w: UnknownLimiter: required unless UnknownRPM is UnknownOff", ErrInvalidConfig)
+	case c.Export != nil && (c.Capacity == nil || c.Fidelity == nil):
+		return fmt.Errorf("%w: Capacity and Fidelity: required with Export", ErrInvalidConfig)
 	}
 	return nil
 }
@@ -303,6 +319,11 @@ type Verifier struct {
 	unknownBudget *unknownTokens
 	// serving is set once every lane's consumer exists.
 	serving serving.Signal
+	// batches and unknownBatches settle jobs from the export (Config.Export): those with a record when
+	// calls are scarce, and the slow lane's in rounds of the unknown-job budget; nil without Export.
+	batches, unknownBatches *batch.Batcher
+	// owed counts the verifications this process is about to make or waiting for, for batch.Scarce.
+	owed atomic.Int64
 }
 
 // Serving is closed once the consumers of every lane exist, so that webhooks stored from then on are
@@ -365,6 +386,11 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.UnknownRPM != UnknownOff {
 		v.unknownBudget = &unknownTokens{lim: cfg.UnknownLimiter, rate: float64(cfg.UnknownRPM) / 60}
 		v.lists = newListCheck(cfg.API, v.unknownBudget, cfg.ListLookback, m.listPages)
+	}
+	if cfg.Export != nil {
+		if err := v.newBatchers(); err != nil {
+			return nil, err
+		}
 	}
 	return v, nil
 }

@@ -1,0 +1,85 @@
+package batch
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// CheckEvery is how often [Fidelity] asks the upstream whether the account has custom categories.
+const CheckEvery = 10 * time.Minute
+
+// Fidelity says whether an export row is as faithful as GET /job: only while the account has no custom
+// categories, which the CSV lacks. Its reading of GET /me/moderation-config (whose documented answer does
+// not say where custom categories appear): catalogue keys beyond the built-in ones are custom categories.
+// It checks at start and every CheckEvery; a GET /job that shows a non-empty custom object turns batches
+// off at once, until the next check. Until the first check answers, batches are off. It is safe for
+// concurrent use.
+type Fidelity struct {
+	// Check reports whether the account has custom categories (upstream.Client.ModerationConfig, then
+	// Custom()).
+	Check func(ctx context.Context) (bool, error)
+	Log   zerolog.Logger
+
+	mu       sync.Mutex
+	faithful bool
+	checked  bool
+}
+
+// Faithful reports whether batches may run now.
+func (f *Fidelity) Faithful() bool {
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.faithful
+}
+
+// SawCustom turns batches off until the next check: a GET /job showed custom categories.
+func (f *Fidelity) SawCustom() {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.faithful {
+		f.Log.Info().Msg("a job carries custom categories, which the export lacks: batch verification off until the next check")
+	}
+	f.faithful = false
+}
+
+// Run checks at once and every CheckEvery until ctx ends; a failed check keeps what the last one found
+// and is tried again in a minute.
+func (f *Fidelity) Run(ctx context.Context) {
+	for {
+		wait := CheckEvery
+		custom, err := f.Check(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		f.mu.Lock()
+		switch {
+		case err != nil:
+			wait = time.Minute
+			f.Log.Warn().Err(err).Msg("check the account's custom categories (GET /me/moderation-config); retrying in a minute")
+		case custom && (f.faithful || !f.checked):
+			f.Log.Info().Msg("the account has custom categories, which the export lacks: every job is verified with GET /job")
+		case !custom && !f.faithful:
+			f.Log.Info().Msg("the account has no custom categories: jobs are verified in batches (GET /jobs/export) when calls are scarce")
+		}
+		if err == nil {
+			f.faithful, f.checked = !custom, true
+		}
+		f.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,110 @@
+package verify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/evershield/bridge/batch"
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/upstream"
+)
+
+// newBatchers makes the batchers of Config.Export: one for jobs with a record, one for the slow lane,
+// whose rounds each wait for an unknown-job token.
+func (v *Verifier) newBatchers() error {
+	var err error
+	v.batches, err = batch.New(batch.Config{Source: v.cfg.Export, Min: v.cfg.BatchMin, MaxWait: v.cfg.BatchMaxWait,
+		Calls: v.metrics.exportCalls.WithLabelValues("main").Inc})
+	if err != nil || v.unknownBudget == nil {
+		return err
+	}
+	v.unknownBatches, err = batch.New(batch.Config{Source: v.cfg.Export, Min: v.cfg.BatchMin,
+		MaxWait: v.cfg.BatchMaxWait, Gate: v.unknownBudget.wait,
+		Calls: v.metrics.exportCalls.WithLabelValues("unknown").Inc})
+	return err
+}
+
+// truth is the upstream's answer about a job and how it was obtained.
+type truth struct {
+	job    upstream.Job
+	source string
+	call   callTime
+}
+
+// truthOf asks the upstream about d's job the cheapest faithful way (the one policy, package batch): an
+// export row the slow lane found already; a batch while calls are scarce; else GET /job. A failed job is
+// always fetched with GET /job (the export has no error_code), and so is a job with a record the export
+// did not show.
+func (v *Verifier) truthOf(ctx context.Context, d delivery, h held) (truth, error) {
+	v.owed.Add(1)
+	defer v.owed.Add(-1)
+	if d.exported != nil && d.exported.Status != upstream.StatusFailed {
+		return truth{job: *d.exported, source: contract.SourceExport}, nil
+	}
+	if d.exported == nil && v.batches != nil && v.cfg.Fidelity.Faithful() &&
+		batch.Scarce(int(v.owed.Load()), v.cfg.Capacity) {
+		a, err := v.batches.Lookup(ctx, d.id, v.window(d, h))
+		switch {
+		case err != nil:
+			return truth{}, err
+		case a.Found && a.Job.Status != upstream.StatusFailed:
+			return truth{job: a.Job, source: contract.SourceExport}, nil
+		}
+	}
+	start := time.Now()
+	fetched, err := v.cfg.API.FetchJob(ctx, d.id, upstream.ClassVerify)
+	if err == nil && hasCustom(fetched.Job.Raw) {
+		v.cfg.Fidelity.SawCustom()
+	}
+	return truth{job: fetched.Job, source: contract.SourceWebhook,
+		call: callTime{latency: time.Since(start), budgetWait: fetched.BudgetWait}}, err
+}
+
+// window is the created_at window of d's job (see package batch): its submission time for a job the
+// bridge submitted, else when its first webhook came.
+func (v *Verifier) window(d delivery, h held) batch.Window {
+	if h.rev != 0 && !h.rec.SubmittedAt.IsZero() {
+		return batch.OwnWindow(h.rec.SubmittedAt)
+	}
+	at := d.receivedAt
+	if h.rev != 0 && h.rec.WebhookReceivedAt != nil && h.rec.WebhookReceivedAt.Before(at) {
+		at = *h.rec.WebhookReceivedAt
+	}
+	return batch.ReceivedWindow(at, v.cfg.ListLookback)
+}
+
+// exported looks up, for the slow lane, a job without a record or provenance in a round of the export:
+// found, its row is d's truth (no GET); absent from the window that covers it, it is decided: not found,
+// without a call of its own, and without remembering the id as not found, so a real webhook or a poll of
+// the same id later is still verified. ok is false when the export cannot be used now.
+func (v *Verifier) exported(ctx context.Context, d *delivery) (vd verdict, decided, ok bool) {
+	if v.unknownBatches == nil || !v.cfg.Fidelity.Faithful() {
+		return verdict{}, false, false
+	}
+	a, err := v.unknownBatches.Lookup(ctx, d.id, batch.ReceivedWindow(d.receivedAt, v.cfg.ListLookback))
+	switch {
+	case err != nil && d.lane.stopped():
+		return verdict{action: actGiveBack, outcome: outcomeShutdown}, true, true
+	case err != nil:
+		return retryLater("settle from the export", err), true, true
+	case !a.Found:
+		return deadLetter(ReasonNotFound, outcomeAbsent, errAbsent), true, true
+	}
+	v.metrics.provenance.WithLabelValues("export").Inc()
+	d.exported = &a.Job
+	return verdict{}, false, true
+}
+
+var errAbsent = errors.New("the job is not in the account's export over the window its webhook implies: spoofed or another account's")
+
+// hasCustom reports whether a GET /job answer shows custom categories, which the export lacks.
+func hasCustom(raw json.RawMessage) bool {
+	var j struct {
+		Categories struct {
+			Custom map[string]json.RawMessage `json:"custom"`
+		} `json:"categories"`
+	}
+	return json.Unmarshal(raw, &j) == nil && len(j.Categories.Custom) > 0
+}

@@ -8,8 +8,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/evershield/bridge/upstream"
 )
 
 // Job statuses.
@@ -26,8 +29,9 @@ const (
 	DefaultReason    = "Content violates the moderation policy"
 )
 
-// builtins are the built-in categories of media jobs, all enabled in the simulator.
-var builtins = []string{"ai_adult_general", "nsfw", "underage"}
+// builtins are the built-in categories of media jobs, all enabled in the simulator: upstream's, sorted,
+// because a plan draws its flagged category by index and the n-th job of a seed must keep its fate.
+var builtins = slices.Sorted(slices.Values(upstream.BuiltinCategories))
 
 // plan is a job's fate, drawn when it is created.
 type plan struct {

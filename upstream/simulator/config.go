@@ -18,9 +18,12 @@ const (
 	EndpointSubmit   = "submit"   // POST /api/v1/moderate/{modality}
 	EndpointJob      = "job"      // GET /api/v1/job/{id}
 	EndpointJobs     = "jobs"     // GET /api/v1/jobs
+	EndpointExport   = "export"   // GET /api/v1/jobs/export
 	EndpointRegister = "register" // POST /api/v1/webhook/register (and DELETE in v2)
 	EndpointHealth   = "health"   // GET /health
 	EndpointOther    = "other"    // anything else (404)
+	// EndpointModerationConfig is GET /api/v1/me/moderation-config.
+	EndpointModerationConfig = "moderation_config"
 	// EndpointAll as a SetFault endpoint applies to every API endpoint without a fault of its own.
 	EndpointAll = "*"
 )

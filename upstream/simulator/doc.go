@@ -7,12 +7,12 @@
 // # Both contracts
 //
 // POST /api/v1/moderate/{modality} (multipart and urlencoded forms), GET /api/v1/job/{id}, GET
-// /api/v1/jobs, POST /api/v1/webhook/register and GET /health, plus the unauthenticated inspection
-// endpoint GET /_sim/stats (calls per endpoint, jobs by status, webhook attempts, retries and give-ups,
-// the contract). Keys carry scopes, jobs belong to the key's account, errors are
-// {"error","message","statusCode"}. Jobs move queued → processing → completed|failed on timers. The
-// faults (Fault per endpoint: latency, 5xx, 429, SUBMISSION_STATUS_UNKNOWN; per job: drop, duplicate,
-// never finish, fail, reject), the markers, the test controls (HoldJob, CompleteJob, …) and the
+// /api/v1/jobs, GET /api/v1/jobs/export, POST /api/v1/webhook/register and GET /health, plus the
+// unauthenticated inspection endpoint GET /_sim/stats (calls per endpoint, jobs by status, webhook
+// attempts, retries and give-ups, the contract). Keys carry scopes, jobs belong to the key's account,
+// errors are {"error","message","statusCode"}. Jobs move queued → processing → completed|failed on
+// timers. The faults (Fault per endpoint: latency, 5xx, 429, SUBMISSION_STATUS_UNKNOWN; per job: drop,
+// duplicate, never finish, fail, reject), the markers, the test controls (HoldJob, CompleteJob, …) and the
 // inspection API are the same in both. Faults are seeded (math/rand/v2 PCG): per-job decisions use a
 // generator derived from the seed and the job's sequence number, so the n-th job of a run behaves the
 // same whatever the goroutine timing. Webhooks go out from a bounded worker pool, so slow receivers never
@@ -63,6 +63,15 @@
 //     v2's DELETE answers 200 {"url":""}.
 //   - GET /jobs: limit defaults to 20; a limit outside 1..100, a bad status, type, decision, from, to or
 //     offset is 400 INVALID_REQUEST. Items are full job objects.
+//   - GET /jobs/export (scope job:read, one request of the rate limit however many rows) streams text/csv;
+//     charset=utf-8: a UTF-8 BOM, the header row of upstream.ExportColumns, then one row per job of the
+//     account with from <= created_at < to, newest first as in GET /jobs, flushed every 256 rows. The jobs
+//     are chosen when the request comes; a row shows its job as it is when the row is written. from and
+//     to are required RFC 3339 date-times (a date alone is refused), to after from, at most 366 days
+//     apart; anything else is 400 INVALID_REQUEST. prompt is the submitted text as judged (trimmed),
+//     empty for media jobs (audio included); reason, is_prohibited and completed_at are as in GET /job,
+//     empty where that has null or nothing; a category column is empty where the job's categories
+//     lack the category (text jobs, and media jobs without a decision). There is no error_code column.
 //   - Health and stats are not counted against the rate limit. Rate-limit headers need a limit (RPM > 0),
 //     and an answer to an unknown key (401) has no account to report, so carries none.
 //   - v2 retired endpoints answer 410 Gone, not 404: the path is known and gone. The bridge treats either

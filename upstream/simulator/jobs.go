@@ -42,8 +42,9 @@ type plan struct {
 // job is one simulated job; its fields are guarded by Simulator.mu.
 type job struct {
 	id, account, typ string
-	key              *Key // that submitted it
-	media            bool // image or video: has built-in categories
+	prompt           string // the submitted text; empty for media jobs
+	key              *Key   // that submitted it
+	media            bool   // image or video: has built-in categories
 	status           string
 	created          time.Time
 	completed        time.Time
@@ -69,12 +70,13 @@ type Outcome struct {
 	Categories map[string]bool
 }
 
-// newJob is what a submission asks of a job: its type, whether it is media, the webhook URL and the
-// sim: marks of its text.
+// newJob is what a submission asks of a job: its type, whether it is media, the webhook URL, the sim:
+// marks of its text, and the text itself (prompt; empty for media).
 type newJob struct {
 	typ         string
 	media       bool
 	hook, marks string
+	prompt      string
 }
 
 // create registers a new queued job and starts its clock.
@@ -97,7 +99,7 @@ func (s *Simulator) create(key *Key, nj newJob) *job {
 	p.fail = p.fail || strings.Contains(nj.marks, "sim:fail")
 	p.drop = p.drop || strings.Contains(nj.marks, "sim:drop")
 	j := &job{
-		id: newID(), account: acct, key: key, typ: nj.typ, media: nj.media, status: statusQueued,
+		id: newID(), account: acct, key: key, typ: nj.typ, prompt: nj.prompt, media: nj.media, status: statusQueued,
 		created: s.cfg.Now().UTC(), webhookURL: nj.hook, plan: p,
 		held: s.holdNew || strings.Contains(nj.marks, "sim:hold"),
 	}

@@ -123,7 +123,8 @@ func New(cfg Config) (*Simulator, error) {
 	for ep, f := range cfg.Faults {
 		s.faults[ep] = f
 	}
-	for _, ep := range []string{EndpointSubmit, EndpointJob, EndpointJobs, EndpointRegister, EndpointHealth, EndpointOther} {
+	for _, ep := range []string{EndpointSubmit, EndpointJob, EndpointJobs, EndpointExport, EndpointModerationConfig,
+		EndpointRegister, EndpointHealth, EndpointOther} {
 		s.calls[ep] = &callLog{max: cfg.MaxCalls}
 	}
 
@@ -131,6 +132,7 @@ func New(cfg Config) (*Simulator, error) {
 	mux.HandleFunc("POST /api/v1/moderate/{modality}", s.api(EndpointSubmit, s.submit))
 	mux.HandleFunc("GET /api/v1/job/{id}", s.api(EndpointJob, s.getJob))
 	mux.HandleFunc("GET /api/v1/jobs", s.api(EndpointJobs, s.listJobs))
+	mux.HandleFunc("GET /api/v1/jobs/export", s.api(EndpointExport, s.exportJobs))
 	mux.HandleFunc("POST /api/v1/webhook/register", s.api(EndpointRegister, s.register))
 	if s.v2() {
 		mux.HandleFunc("DELETE /api/v1/webhook/register", s.api(EndpointRegister, s.unregister))
@@ -244,6 +246,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets an http.ResponseController reach the connection's writer (to flush a streamed answer).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // request is what the middleware hands a handler.
 type request struct {
@@ -398,16 +403,20 @@ func (s *Simulator) submit(w http.ResponseWriter, r *http.Request, req request) 
 			return
 		}
 	}
+	nj := newJob{typ: modality, media: media, hook: hook, marks: marks}
+	if !strings.HasSuffix(field, "_url") && !(s.v2() && isMediaFieldV2(field)) {
+		nj.prompt = value // the text judged: the export's prompt column
+	}
 	if s.roll(req.fault.StatusUnknownRate) {
 		id := newID() // the job_id it would have had
 		if !s.roll(req.fault.StatusUnknownLostRate) {
-			id = s.create(req.key, newJob{typ: modality, media: media, hook: hook, marks: marks}).id
+			id = s.create(req.key, nj).id
 		}
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "SUBMISSION_STATUS_UNKNOWN",
 			"message": "Submission status unknown; poll the job before resubmitting", "statusCode": 503, "job_id": id})
 		return
 	}
-	j := s.create(req.key, newJob{typ: modality, media: media, hook: hook, marks: marks})
+	j := s.create(req.key, nj)
 	writeJSON(w, http.StatusAccepted, map[string]string{"job_id": j.id, "status": "queued"})
 }
 

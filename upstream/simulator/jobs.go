@@ -36,7 +36,8 @@ var builtins = slices.Sorted(slices.Values(upstream.BuiltinCategories))
 // plan is a job's fate, drawn when it is created.
 type plan struct {
 	neverFinish, fail, prohibited, drop, duplicate bool
-	category                                       string // the built-in flagged on a prohibited media job
+	category                                       string   // the built-in flagged on a prohibited media job
+	custom                                         []string // custom categories marked true (MarkerCustom)
 }
 
 // job is one simulated job; its fields are guarded by Simulator.mu.
@@ -52,6 +53,7 @@ type job struct {
 	reason           string
 	errorCode        string
 	categories       map[string]bool // built-ins of a completed media job
+	custom           map[string]bool // custom categories of a completed job; nil when none was set
 	webhookURL       string
 	plan             plan
 	held             bool
@@ -68,6 +70,9 @@ type Outcome struct {
 	Reason     string
 	// Categories overrides built-in categories of a media job (others are false).
 	Categories map[string]bool
+	// Custom sets custom categories (those set by [Simulator.SetCustomCategories]; others are false, and
+	// slugs not set are ignored). A true one rejects the job.
+	Custom map[string]bool
 }
 
 // newJob is what a submission asks of a job: its type, whether it is media, the webhook URL, the sim:
@@ -98,6 +103,7 @@ func (s *Simulator) create(key *Key, nj newJob) *job {
 	p.prohibited = p.prohibited || strings.Contains(nj.marks, "sim:reject")
 	p.fail = p.fail || strings.Contains(nj.marks, "sim:fail")
 	p.drop = p.drop || strings.Contains(nj.marks, "sim:drop")
+	p.custom = markedCustom(nj.marks)
 	j := &job{
 		id: newID(), account: acct, key: key, typ: nj.typ, prompt: nj.prompt, media: nj.media, status: statusQueued,
 		created: s.cfg.Now().UTC(), webhookURL: nj.hook, plan: p,
@@ -181,27 +187,9 @@ func (s *Simulator) finish(j *job, o *Outcome) error {
 		return nil
 	}
 	if o == nil {
-		o = &Outcome{Failed: j.plan.fail, Prohibited: j.plan.prohibited}
-		if j.plan.prohibited && j.media {
-			o.Categories = map[string]bool{j.plan.category: true}
-		}
+		o = j.plan.outcome(j.media)
 	}
-	j.held = false
-	j.completed = s.cfg.Now().UTC()
-	if o.Failed {
-		j.status, j.errorCode = statusFailed, cmp.Or(o.ErrorCode, DefaultErrorCode)
-	} else {
-		j.status, j.prohibited = statusCompleted, o.Prohibited
-		if j.media {
-			j.categories = make(map[string]bool, len(builtins))
-			for _, c := range builtins {
-				j.categories[c] = o.Categories[c]
-				j.prohibited = j.prohibited || o.Categories[c]
-			}
-		} else if j.prohibited {
-			j.reason = cmp.Or(o.Reason, DefaultReason)
-		}
-	}
+	s.settle(j, o)
 	target := j.webhookURL
 	if target == "" {
 		target = s.accounts[j.account].webhook
@@ -233,10 +221,54 @@ func (s *Simulator) finish(j *job, o *Outcome) error {
 	return nil
 }
 
+// outcome is the Outcome a job's plan calls for.
+func (p plan) outcome(media bool) *Outcome {
+	o := &Outcome{Failed: p.fail, Prohibited: p.prohibited}
+	if p.prohibited && media {
+		o.Categories = map[string]bool{p.category: true}
+	}
+	if len(p.custom) > 0 {
+		o.Custom = make(map[string]bool, len(p.custom))
+		for _, slug := range p.custom {
+			o.Custom[slug] = true
+		}
+	}
+	return o
+}
+
+// settle ends the job now with o: failed, or completed with its decision, categories (built-in on media
+// jobs, custom on every job while custom categories are set) and reason. Any true category rejects it.
+// Called with mu held.
+func (s *Simulator) settle(j *job, o *Outcome) {
+	j.held = false
+	j.completed = s.cfg.Now().UTC()
+	if o.Failed {
+		j.status, j.errorCode = statusFailed, cmp.Or(o.ErrorCode, DefaultErrorCode)
+		return
+	}
+	j.status, j.prohibited = statusCompleted, o.Prohibited
+	j.custom = s.customOf(o)
+	for _, v := range j.custom {
+		j.prohibited = j.prohibited || v
+	}
+	if j.media {
+		j.categories = make(map[string]bool, len(builtins))
+		for _, c := range builtins {
+			j.categories[c] = o.Categories[c]
+			j.prohibited = j.prohibited || o.Categories[c]
+		}
+	} else if j.prohibited {
+		j.reason = cmp.Or(o.Reason, DefaultReason)
+	}
+}
+
 // categories returns the job's categories object: custom always, built-ins on completed media jobs.
 func (j *job) categoriesJSON() map[string]any {
 	c := make(map[string]any, 4)
 	c["custom"] = struct{}{}
+	if len(j.custom) > 0 {
+		c["custom"] = j.custom
+	}
 	for k, v := range j.categories {
 		c[k] = v
 	}

@@ -38,11 +38,12 @@ type Simulator struct {
 	// webhookKey signs webhooks (Config.WebhookSecret); nil sends them unsigned.
 	webhookKey []byte
 
-	mu       sync.RWMutex // mu guards jobs, accounts and every job's fields
+	mu       sync.RWMutex // mu guards jobs, accounts, every job's fields, holdNew and custom
 	jobs     map[string]*job
 	accounts map[string]*account
 	seq      uint64
 	holdNew  bool
+	custom   []string // the custom categories' slugs
 
 	faultMu sync.RWMutex // faultMu guards faults and paymentRequired
 	faults  map[string]Fault
@@ -93,6 +94,7 @@ func New(cfg Config) (*Simulator, error) {
 		payment:  cfg.PaymentRequired,
 		calls:    make(map[string]*callLog),
 		whq:      make(chan delivery, cfg.WebhookQueue),
+		custom:   slices.Clone(cfg.CustomCategories),
 	}
 	if len(cfg.ExtraFields) > 0 {
 		b, err := json.Marshal(cfg.ExtraFields)
@@ -133,6 +135,7 @@ func New(cfg Config) (*Simulator, error) {
 	mux.HandleFunc("GET /api/v1/job/{id}", s.api(EndpointJob, s.getJob))
 	mux.HandleFunc("GET /api/v1/jobs", s.api(EndpointJobs, s.listJobs))
 	mux.HandleFunc("GET /api/v1/jobs/export", s.api(EndpointExport, s.exportJobs))
+	mux.HandleFunc("GET /api/v1/me/moderation-config", s.api(EndpointModerationConfig, s.moderationConfig))
 	mux.HandleFunc("POST /api/v1/webhook/register", s.api(EndpointRegister, s.register))
 	if s.v2() {
 		mux.HandleFunc("DELETE /api/v1/webhook/register", s.api(EndpointRegister, s.unregister))

@@ -47,7 +47,8 @@ const (
 var BuiltinCategories = []string{"ai_adult_general", "underage", "nsfw"}
 
 // Job is the upstream's GET /job/{id} object. Raw holds the object exactly as returned, unknown fields
-// included; the typed fields are decoded from it for the bridge's own decisions.
+// included (or, for [Client.ExportJobs], as built from an export row); the typed fields are decoded from
+// it for the bridge's own decisions.
 type Job struct {
 	JobID        string          `json:"job_id"`
 	Type         string          `json:"type"`

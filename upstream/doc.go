@@ -39,6 +39,9 @@
 //     [ExportColumns]: other columns are contract drift, an error. The BOM is skipped when present. Each
 //     row becomes the [Job] GET /job/{id} would have returned for the fields the row carries, its Raw
 //     built from them (categories.custom empty, no error_code); the prompt column is never kept.
+//   - [Client.ModerationConfig]: catalogue keys beyond ai_adult_general, underage, nsfw are the account's
+//     custom categories ([ModerationConfig.Custom]); the documented response does not say where custom
+//     categories appear, this is our reading.
 //   - [Client.InFlight] pages by created_at windows (to=) rather than by bare offsets, so jobs finishing
 //     while it pages do not shift unseen jobs past it; it falls back to offsets when created_at is
 //     missing.

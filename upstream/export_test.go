@@ -336,7 +336,7 @@ func TestExportJobsTimeout(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	c, err := upstream.New(upstream.Config{BaseURL: srv.URL + "/api/v1", APIKey: "k", Limiter: budget.Unlimited{},
-		Timeout: 100 * time.Millisecond})
+		Timeout: 250 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +344,7 @@ func TestExportJobsTimeout(t *testing.T) {
 	n := 0
 	err = c.ExportJobs(ctx, time.Now().Add(-time.Hour), time.Now(), func(upstream.Job) error {
 		n++
-		time.Sleep(300 * time.Millisecond) // a slow consumer, three times Timeout
+		time.Sleep(750 * time.Millisecond) // a slow consumer, three times Timeout
 		if n == 1 {
 			next <- struct{}{}
 		}
@@ -354,7 +354,7 @@ func TestExportJobsTimeout(t *testing.T) {
 		t.Fatalf("slow each: %d jobs, %v; want 2 and no error", n, err)
 	}
 	got, err := exportAll(ctx, c, time.Now().Add(-time.Hour), time.Now()) // nobody lets the upstream go on
-	if !errors.Is(err, upstream.ErrTimeout) || !strings.Contains(err.Error(), "sent nothing for 100ms") || len(got) != 1 {
+	if !errors.Is(err, upstream.ErrTimeout) || !strings.Contains(err.Error(), "sent nothing for 250ms") || len(got) != 1 {
 		t.Fatalf("stalled upstream: %d jobs, %v; want one job, then the client's own timeout", len(got), err)
 	}
 }

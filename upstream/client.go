@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -343,18 +344,40 @@ func (c *Client) InFlightJobs(ctx context.Context) (map[string]Job, error) {
 }
 
 // request is one upstream call: its budget class, the endpoint that labels its metrics and logs, the
-// HTTP request, and what decodes the body of a 2xx answer (nil: the body is not read for anything).
+// HTTP request, and what reads the body of a 2xx answer: decode the whole body (nil: it is not read for
+// anything), or stream it as it arrives.
 type request struct {
 	class        Class
 	ep           string // e.g. "GET /job/{id}"
 	method, path string
 	body         io.Reader
 	ctype        string
+	accept       string // the Accept header; empty means application/json
 	decode       func([]byte) error
+	// stream, when set, reads the body of a 2xx answer as it arrives, instead of decode. Config.Timeout
+	// then bounds the wait for the headers and each read of the body, not the whole call. What it returns
+	// ends the call: a *stopped hands back its cause as it is, any other error is a BAD_RESPONSE.
+	stream func(io.Reader) error
 }
 
-// do runs one budgeted call and hands the body of a 2xx answer to r.decode. It returns how long the call
-// waited for the budget. Failures are *Error, except a ctx that ends while waiting for budget.
+// answer is what one exchange got: the status and headers, and the body read whole, or what
+// request.stream returned of it.
+type answer struct {
+	status   int
+	hdr      http.Header
+	body     []byte
+	streamed error
+}
+
+// stopped is the error with which the caller of a stream (not the upstream) ended it.
+type stopped struct{ err error }
+
+func (s *stopped) Error() string { return s.err.Error() }
+func (s *stopped) Unwrap() error { return s.err }
+
+// do runs one budgeted call and hands the body of a 2xx answer to r.decode or r.stream. It returns how
+// long the call waited for the budget. Failures are *Error, except a ctx that ends while waiting for
+// budget, and the error with which a stream's caller stopped it (returned as it is).
 func (c *Client) do(ctx context.Context, r request) (waited time.Duration, err error) {
 	waitStart := time.Now()
 	if err := c.limiter.Wait(ctx, r.class); err != nil {
@@ -368,43 +391,17 @@ func (c *Client) do(ctx context.Context, r request) (waited time.Duration, err e
 	c.m.wait.WithLabelValues(r.class.String()).Observe(waited.Seconds())
 
 	start := time.Now()
-	c.inFlight.Add(1)
-	status, hdr, res, err := c.exchange(ctx, r)
-	others := int(c.inFlight.Add(-1))
-	if obs, ok := c.limiter.(HeaderObserver); ok && err == nil {
-		if rl, ok := parseRateLimit(hdr, time.Now()); ok {
-			rl.InFlight = others
-			obs.ObserveLimit(rl)
-		}
-	}
-	var ue *Error
-	switch {
-	case err != nil:
-		ue = transportError(ctx, r.ep, err)
-	case status == http.StatusTooManyRequests:
-		c.m.rateLimited.Inc()
-		ue = httpError(r.ep, status, hdr, res)
-		ue.RetryAfter = c.limiter.RateLimited(retryHint(hdr, time.Now()))
-		c.log.Warn().Str("endpoint", r.ep).Dur("pause", ue.RetryAfter).Msg("upstream rate limit: pausing all calls")
-	case status < 200 || status > 299:
-		c.limiter.Succeeded() // any answer but 429 means the rate is acceptable
-		ue = httpError(r.ep, status, hdr, res)
-	default:
-		c.limiter.Succeeded()
-		if r.decode != nil {
-			if err := r.decode(res); err != nil {
-				ue = &Error{Status: status, Code: CodeBadResponse, Endpoint: r.ep, Err: err}
-			}
-		}
-	}
+	a, err := c.exchange(ctx, r)
+	ue, stop := c.judge(ctx, r, a, err)
 	took := time.Since(start)
 	c.m.calls.WithLabelValues(r.ep, outcome(ue)).Inc()
 	c.m.latency.WithLabelValues(r.ep).Observe(took.Seconds())
 	if ue == nil {
 		if e := c.log.Debug(); e.Enabled() {
-			e.Str("endpoint", r.ep).Int("status", status).Str("class", r.class.String()).Dur("took", took).Msg("upstream call")
+			e.Str("endpoint", r.ep).Int("status", a.status).Str("class", r.class.String()).Dur("took", took).
+				Bool("stopped", stop != nil).Msg("upstream call")
 		}
-		return waited, nil
+		return waited, stop
 	}
 	ue.Message = strings.ReplaceAll(ue.Message, c.cfg.APIKey, "[redacted]")
 	if e := c.log.Debug(); e.Enabled() {
@@ -414,29 +411,147 @@ func (c *Client) do(ctx context.Context, r request) (waited time.Duration, err e
 	return waited, ue
 }
 
-// exchange sends one request bounded by Config.Timeout and reads the answer.
-func (c *Client) exchange(ctx context.Context, r request) (int, http.Header, []byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+// judge turns one exchange into the call's *Error (nil for a 2xx answer that decoded) and tells the
+// Limiter of the answer. A stream that its caller stopped is no failure of the call: the caller's error
+// comes back as stop.
+func (c *Client) judge(ctx context.Context, r request, a answer, err error) (ue *Error, stop error) {
+	switch {
+	case err != nil:
+		return transportError(ctx, r.ep, err), nil
+	case a.status == http.StatusTooManyRequests:
+		c.m.rateLimited.Inc()
+		ue = httpError(r.ep, a.status, a.hdr, a.body)
+		ue.RetryAfter = c.limiter.RateLimited(retryHint(a.hdr, time.Now()))
+		c.log.Warn().Str("endpoint", r.ep).Dur("pause", ue.RetryAfter).Msg("upstream rate limit: pausing all calls")
+		return ue, nil
+	}
+	c.limiter.Succeeded() // any answer but 429 means the rate is acceptable
+	var st *stopped
+	switch {
+	case a.status < 200 || a.status > 299:
+		return httpError(r.ep, a.status, a.hdr, a.body), nil
+	case errors.As(a.streamed, &st):
+		return nil, st.err
+	case a.streamed != nil:
+		return &Error{Status: a.status, Code: CodeBadResponse, Endpoint: r.ep, Err: a.streamed}, nil
+	case r.decode != nil:
+		if err := r.decode(a.body); err != nil {
+			return &Error{Status: a.status, Code: CodeBadResponse, Endpoint: r.ep, Err: err}, nil
+		}
+	}
+	return nil, nil
+}
+
+// exchange sends one request and reads its answer. Config.Timeout bounds the exchange; for a stream, it
+// bounds the wait for the headers and each read of the body instead (see idleTimer). The rate-limit
+// headers are reported as soon as the answer comes.
+func (c *Client) exchange(ctx context.Context, r request) (answer, error) {
+	var cancel context.CancelFunc
+	var idle *idleTimer
+	if r.stream != nil {
+		ctx, cancel = context.WithCancel(ctx)
+		idle = startIdle(c.cfg.Timeout, cancel)
+		defer idle.t.Stop()
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+	}
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, r.method, c.cfg.BaseURL+r.path, r.body)
 	if err != nil {
-		return 0, nil, nil, err
+		return answer{}, err
 	}
 	req.Header.Set("Authorization", c.auth)
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", cmp.Or(r.accept, "application/json"))
 	if r.ctype != "" {
 		req.Header.Set("Content-Type", r.ctype)
 	}
+	c.inFlight.Add(1)
 	resp, err := c.cfg.HTTP.Do(req)
+	others := int(c.inFlight.Add(-1))
+	if idle != nil {
+		idle.t.Stop() // each read of the body arms it again
+	}
 	if err != nil {
-		return 0, nil, nil, err
+		return answer{}, idle.cause(err)
 	}
 	defer resp.Body.Close()
-	res, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return 0, nil, nil, err
+	c.observe(resp.Header, others)
+	a := answer{status: resp.StatusCode, hdr: resp.Header}
+	if idle == nil {
+		a.body, err = io.ReadAll(io.LimitReader(resp.Body, maxBody))
+		return a, err
 	}
-	return resp.StatusCode, resp.Header, res, nil
+	body := &idleBody{r: resp.Body, idle: idle}
+	if a.status < 200 || a.status > 299 {
+		a.body, _ = io.ReadAll(io.LimitReader(body, maxBody))
+		return a, body.err
+	}
+	a.streamed = r.stream(body)
+	if _, ok := a.streamed.(*stopped); ok {
+		return a, nil // the caller's stop wins over a failure of a read ahead
+	}
+	return a, body.err
+}
+
+// observe tells a Limiter that is a [HeaderObserver] the rate-limit headers of an answer; others is how
+// many other calls of the client were in flight.
+func (c *Client) observe(hdr http.Header, others int) {
+	obs, ok := c.limiter.(HeaderObserver)
+	if !ok {
+		return
+	}
+	if rl, ok := parseRateLimit(hdr, time.Now()); ok {
+		rl.InFlight = others
+		obs.ObserveLimit(rl)
+	}
+}
+
+// idleTimer ends a streamed exchange whose upstream keeps it waiting longer than d: for the answer's
+// headers, or for any one read of its body. The time the caller spends between reads is its own.
+type idleTimer struct {
+	d     time.Duration
+	t     *time.Timer
+	fired atomic.Bool
+}
+
+// startIdle arms an idleTimer that calls cancel when it fires.
+func startIdle(d time.Duration, cancel context.CancelFunc) *idleTimer {
+	it := &idleTimer{d: d}
+	it.t = time.AfterFunc(d, func() {
+		it.fired.Store(true)
+		cancel()
+	})
+	return it
+}
+
+// cause is err, or a timeout when the timer (non-nil) ended the exchange.
+func (it *idleTimer) cause(err error) error {
+	if err == nil || it == nil || !it.fired.Load() {
+		return err
+	}
+	return fmt.Errorf("%w: the upstream sent nothing for %v", context.DeadlineExceeded, it.d)
+}
+
+// idleBody is the body of a streamed answer, each read bounded by its idleTimer. err keeps the first
+// failed read (io.EOF aside): a failure of the transport, not of what the body says.
+type idleBody struct {
+	r    io.Reader
+	idle *idleTimer
+	err  error
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	b.idle.t.Reset(b.idle.d)
+	n, err := b.r.Read(p)
+	b.idle.t.Stop()
+	if err != nil && err != io.EOF {
+		b.err = b.idle.cause(err)
+		return n, b.err
+	}
+	return n, err
 }
 
 // transportError classifies a failed exchange. ctx is the caller's: its own deadline counts as a

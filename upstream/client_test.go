@@ -429,6 +429,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no key", upstream.Config{BaseURL: "https://x/api/v1"}, "APIKey"},
 		{"bad timeout", upstream.Config{BaseURL: "https://x/api/v1", APIKey: "k", Timeout: -1}, "Timeout"},
 		{"no limiter", upstream.Config{BaseURL: "https://x/api/v1", APIKey: "k"}, "Limiter"},
+		{"bad export bound", upstream.Config{BaseURL: "https://x/api/v1", APIKey: "k", MaxExportBytes: -1}, "MaxExportBytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

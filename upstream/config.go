@@ -33,6 +33,9 @@ type Config struct {
 	Log zerolog.Logger
 	// Metrics registers the bridge_upstream_* collectors; nil registers nothing.
 	Metrics prometheus.Registerer
+	// MaxExportBytes bounds the body of one export ([Client.ExportJobs]); a longer one fails it. Default
+	// [DefaultMaxExportBytes].
+	MaxExportBytes int64
 }
 
 func (c *Config) setDefaults() {
@@ -41,6 +44,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
+	}
+	if c.MaxExportBytes == 0 {
+		c.MaxExportBytes = DefaultMaxExportBytes
 	}
 	if c.HTTP == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
@@ -74,6 +80,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: Contract %q: must be %s, %s or %s", ErrInvalidConfig, c.Contract, ContractV1, ContractV2, ContractAuto)
 	case c.Timeout < 0:
 		return fmt.Errorf("%w: Timeout %v: must not be negative", ErrInvalidConfig, c.Timeout)
+	case c.MaxExportBytes < 0:
+		return fmt.Errorf("%w: MaxExportBytes %d: must not be negative", ErrInvalidConfig, c.MaxExportBytes)
 	case c.Limiter == nil:
 		return fmt.Errorf("%w: Limiter: required", ErrInvalidConfig)
 	}

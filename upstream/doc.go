@@ -13,7 +13,8 @@
 //     reached the upstream (Go's transport only replays a request when nothing of it was written).
 //   - Secrecy: the API key travels only in the Authorization header; it is never logged and never part
 //     of an error string.
-//   - Fidelity: [Job.Raw] is the JSON object exactly as the upstream sent it, unknown fields included.
+//   - Fidelity: [Job.Raw] is the JSON object exactly as the upstream sent it, unknown fields included
+//     (a job of [Client.ExportJobs] excepted: the export sends CSV, from which Raw is built).
 //     Modalities are not checked against a list, so the newer contract's /moderate/text and
 //     /moderate/audio pass through.
 //   - Contract: Config.Contract is v1 (submissions go as given), v2 (prompt and chat go to
@@ -33,6 +34,14 @@
 //     error is not Retryable and matches [ErrStatusUnknown].
 //   - Rate-limit headers: Retry-After is read as seconds or an HTTP date; x-ratelimit-reset as seconds
 //     to wait, or as a Unix time when it is larger than 10^9.
+//   - [Client.ExportJobs] reads GET /jobs/export as a stream (encoding/csv, row by row), within
+//     Config.MaxExportBytes in all and [MaxExportRow] a row, and checks the header against
+//     [ExportColumns]: other columns are contract drift, an error. The BOM is skipped when present. Each
+//     row becomes the [Job] GET /job/{id} would have returned for the fields the row carries, its Raw
+//     built from them (categories.custom empty, no error_code); the prompt column is never kept.
+//   - [Client.ModerationConfig]: catalogue keys beyond ai_adult_general, underage, nsfw are the account's
+//     custom categories ([ModerationConfig.Custom]); the documented response does not say where custom
+//     categories appear, this is our reading.
 //   - [Client.InFlight] pages by created_at windows (to=) rather than by bare offsets, so jobs finishing
 //     while it pages do not shift unseen jobs past it; it falls back to offsets when created_at is
 //     missing.

@@ -44,6 +44,10 @@ var (
 	ErrMediaUnreachable = errors.New("upstream: media unreachable")
 	// ErrBadResponse matches a 2xx answer whose body is not what the contract promises.
 	ErrBadResponse = errors.New("upstream: bad response")
+	// ErrAnswerTooLarge matches a 2xx answer over the client's bounds: an export over
+	// Config.MaxExportBytes or with a row over [MaxExportRow]. It also matches ErrBadResponse, and is not
+	// Retryable: the same window would come back as large or larger; ask for a smaller one.
+	ErrAnswerTooLarge = errors.New("upstream: answer too large")
 )
 
 // Codes the client itself puts in [Error.Code] when the upstream gave no answer or a useless one.
@@ -144,12 +148,13 @@ func (e *Error) Is(target error) bool {
 
 // Retryable reports whether a later identical call may succeed: 408, 429, 5xx (except
 // SUBMISSION_STATUS_UNKNOWN, whose job may exist and must be polled instead), timeouts, cancellations,
-// connection failures and undecodable 2xx answers. 400, 401, 402, 403 and 404 are final.
+// connection failures and undecodable 2xx answers (except those over the client's bounds,
+// [ErrAnswerTooLarge]). 400, 401, 402, 403 and 404 are final.
 //
 // For a Submit, a retryable transport error also means the submission's fate is unknown.
 func (e *Error) Retryable() bool {
 	switch {
-	case e.Code == CodeStatusUnknown:
+	case e.Code == CodeStatusUnknown, errors.Is(e.Err, ErrAnswerTooLarge):
 		return false
 	case e.Status == 0, e.Status == 408, e.Status == 429, e.Status >= 500:
 		return true

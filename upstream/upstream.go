@@ -40,8 +40,15 @@ const (
 	StatusFailed     = "failed"
 )
 
+// BuiltinCategories are the upstream's built-in moderation categories, in the order of the export's
+// category columns (upstream-api.md §2.7, §4): keys of a job's categories object (each only when enabled
+// for the account) and of the moderation config. Any other key of the catalogue is a custom category
+// ([ModerationConfig.Custom]).
+var BuiltinCategories = []string{"ai_adult_general", "underage", "nsfw"}
+
 // Job is the upstream's GET /job/{id} object. Raw holds the object exactly as returned, unknown fields
-// included; the typed fields are decoded from it for the bridge's own decisions.
+// included (or, for [Client.ExportJobs], as built from an export row); the typed fields are decoded from
+// it for the bridge's own decisions.
 type Job struct {
 	JobID        string          `json:"job_id"`
 	Type         string          `json:"type"`

@@ -11,7 +11,7 @@ import (
 func Calls(sim *simulator.Simulator) []simulator.Call {
 	var out []simulator.Call
 	for _, ep := range []string{simulator.EndpointSubmit, simulator.EndpointJob, simulator.EndpointJobs,
-		simulator.EndpointRegister, simulator.EndpointOther} {
+		simulator.EndpointExport, simulator.EndpointModerationConfig, simulator.EndpointRegister, simulator.EndpointOther} {
 		out = append(out, sim.Calls(ep)...)
 	}
 	slices.SortFunc(out, func(a, b simulator.Call) int { return a.At.Compare(b.At) })

@@ -18,9 +18,12 @@ const (
 	EndpointSubmit   = "submit"   // POST /api/v1/moderate/{modality}
 	EndpointJob      = "job"      // GET /api/v1/job/{id}
 	EndpointJobs     = "jobs"     // GET /api/v1/jobs
+	EndpointExport   = "export"   // GET /api/v1/jobs/export
 	EndpointRegister = "register" // POST /api/v1/webhook/register (and DELETE in v2)
 	EndpointHealth   = "health"   // GET /health
 	EndpointOther    = "other"    // anything else (404)
+	// EndpointModerationConfig is GET /api/v1/me/moderation-config.
+	EndpointModerationConfig = "moderation_config"
 	// EndpointAll as a SetFault endpoint applies to every API endpoint without a fault of its own.
 	EndpointAll = "*"
 )
@@ -124,6 +127,10 @@ type Config struct {
 	// v2 text→text, image→image, video→video, audio→audio (prompt and chat are retired there and may
 	// not be listed). In v1, adding "text"→"text" models only that part of the newer contract.
 	Modalities map[string]string
+	// CustomCategories are the slugs of the custom categories every account starts with (see
+	// [Simulator.SetCustomCategories]): 1 to 64 of a-z, 0-9, _ and -, none twice, none a built-in
+	// category, custom or text.
+	CustomCategories []string
 	// ExtraFields are added to every job object (GET /job, GET /jobs), to model unknown fields.
 	ExtraFields map[string]any
 
@@ -279,6 +286,9 @@ func (c *Config) Validate() error {
 		if m == "" || field == "" || strings.Contains(m, "/") {
 			return fmt.Errorf("%w: Modalities[%q]=%q: modality and field must be non-empty", ErrInvalidConfig, m, field)
 		}
+	}
+	if err := checkSlugs(c.CustomCategories); err != nil {
+		return fmt.Errorf("%w: CustomCategories: %v", ErrInvalidConfig, err)
 	}
 	if _, err := webhookKey(c.WebhookSecret); err != nil {
 		return fmt.Errorf("%w: WebhookSecret: %v", ErrInvalidConfig, err)

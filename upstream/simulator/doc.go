@@ -7,9 +7,10 @@
 // # Both contracts
 //
 // POST /api/v1/moderate/{modality} (multipart and urlencoded forms), GET /api/v1/job/{id}, GET
-// /api/v1/jobs, POST /api/v1/webhook/register and GET /health, plus the unauthenticated inspection
-// endpoint GET /_sim/stats (calls per endpoint, jobs by status, webhook attempts, retries and give-ups,
-// the contract). Keys carry scopes, jobs belong to the key's account, errors are
+// /api/v1/jobs, GET /api/v1/jobs/export, GET /api/v1/me/moderation-config, POST
+// /api/v1/webhook/register and GET /health, plus the unauthenticated inspection endpoint GET
+// /_sim/stats (calls per endpoint, jobs by status, webhook attempts, retries and give-ups, the
+// contract). Keys carry scopes, jobs belong to the key's account, errors are
 // {"error","message","statusCode"}. Jobs move queued → processing → completed|failed on timers. The
 // faults (Fault per endpoint: latency, 5xx, 429, SUBMISSION_STATUS_UNKNOWN; per job: drop, duplicate,
 // never finish, fail, reject), the markers, the test controls (HoldJob, CompleteJob, …) and the
@@ -63,6 +64,26 @@
 //     v2's DELETE answers 200 {"url":""}.
 //   - GET /jobs: limit defaults to 20; a limit outside 1..100, a bad status, type, decision, from, to or
 //     offset is 400 INVALID_REQUEST. Items are full job objects.
+//   - GET /jobs/export (scope job:read, one request of the rate limit however many rows) streams text/csv;
+//     charset=utf-8: a UTF-8 BOM, the header row of upstream.ExportColumns, then one row per job of the
+//     account with from <= created_at < to, newest first as in GET /jobs, flushed every 256 rows. The jobs
+//     are chosen when the request comes; a row shows its job as it is when the row is written. from and
+//     to are required RFC 3339 date-times (a date alone is refused), to after from, at most 366 days
+//     apart; anything else is 400 INVALID_REQUEST. prompt is the submitted text as judged (trimmed),
+//     empty for media jobs (audio included); reason, is_prohibited and completed_at are as in GET /job,
+//     empty where that has null or nothing; a category column is empty where the job's categories
+//     lack the category (text jobs, and media jobs without a decision). There is no error_code column.
+//   - GET /me/moderation-config (scope job:read, one request of the rate limit) enables every built-in
+//     category and text, and lists in its catalogue ({label, description, icon} each) the built-in
+//     categories and the custom ones. Our reading, which the documented response does not state:
+//     catalogue keys beyond ai_adult_general, underage, nsfw are the account's custom categories.
+//   - Custom categories (Config.CustomCategories, [Simulator.SetCustomCategories]; the same for every
+//     account) are decided at completion: every job that completes while they are set carries each slug
+//     in categories.custom (GET /job of both contracts, the v1 webhook; the v2 webhook has no
+//     categories). A slug is true when a form field of the submission carried MarkerCustom and the slug
+//     ("sim:custom:brand_logos"), or [Outcome].Custom says so; otherwise false. A true custom category
+//     rejects the job, text jobs included (with a reason), as the upstream's decision rule does for
+//     media. Jobs completed before a slug was set, and failed jobs, keep what they had ({} at most).
 //   - Health and stats are not counted against the rate limit. Rate-limit headers need a limit (RPM > 0),
 //     and an answer to an unknown key (401) has no account to report, so carries none.
 //   - v2 retired endpoints answer 410 Gone, not 404: the path is known and gone. The bridge treats either
@@ -82,6 +103,7 @@
 //   - 503 SUBMISSION_STATUS_UNKNOWN (Fault.StatusUnknownRate, both contracts) carries job_id; the job
 //     exists unless Fault.StatusUnknownLostRate's seeded coin says it was lost (then GET answers 404).
 //   - Markers in any form field make a job deterministic: "sim:reject" (prohibited), "sim:fail"
-//     (failed), "sim:hold" (stays processing until [Simulator.CompleteJob] or [Simulator.ReleaseJob]) and
-//     "sim:drop" (its webhook is never sent, as with DropRate).
+//     (failed), "sim:hold" (stays processing until [Simulator.CompleteJob] or [Simulator.ReleaseJob]),
+//     "sim:drop" (its webhook is never sent, as with DropRate) and "sim:custom:<slug>" (that custom
+//     category true, see above).
 package simulator

@@ -8,8 +8,11 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/evershield/bridge/upstream"
 )
 
 // Job statuses.
@@ -26,20 +29,23 @@ const (
 	DefaultReason    = "Content violates the moderation policy"
 )
 
-// builtins are the built-in categories of media jobs, all enabled in the simulator.
-var builtins = []string{"ai_adult_general", "nsfw", "underage"}
+// builtins are the built-in categories of media jobs, all enabled in the simulator: upstream's, sorted,
+// because a plan draws its flagged category by index and the n-th job of a seed must keep its fate.
+var builtins = slices.Sorted(slices.Values(upstream.BuiltinCategories))
 
 // plan is a job's fate, drawn when it is created.
 type plan struct {
 	neverFinish, fail, prohibited, drop, duplicate bool
-	category                                       string // the built-in flagged on a prohibited media job
+	category                                       string   // the built-in flagged on a prohibited media job
+	custom                                         []string // custom categories marked true (MarkerCustom)
 }
 
 // job is one simulated job; its fields are guarded by Simulator.mu.
 type job struct {
 	id, account, typ string
-	key              *Key // that submitted it
-	media            bool // image or video: has built-in categories
+	prompt           string // the submitted text; empty for media jobs
+	key              *Key   // that submitted it
+	media            bool   // image or video: has built-in categories
 	status           string
 	created          time.Time
 	completed        time.Time
@@ -47,6 +53,7 @@ type job struct {
 	reason           string
 	errorCode        string
 	categories       map[string]bool // built-ins of a completed media job
+	custom           map[string]bool // custom categories of a completed job; nil when none was set
 	webhookURL       string
 	plan             plan
 	held             bool
@@ -63,14 +70,18 @@ type Outcome struct {
 	Reason     string
 	// Categories overrides built-in categories of a media job (others are false).
 	Categories map[string]bool
+	// Custom sets custom categories (those set by [Simulator.SetCustomCategories]; others are false, and
+	// slugs not set are ignored). A true one rejects the job.
+	Custom map[string]bool
 }
 
-// newJob is what a submission asks of a job: its type, whether it is media, the webhook URL and the
-// sim: marks of its text.
+// newJob is what a submission asks of a job: its type, whether it is media, the webhook URL, the sim:
+// marks of its text, and the text itself (prompt; empty for media).
 type newJob struct {
 	typ         string
 	media       bool
 	hook, marks string
+	prompt      string
 }
 
 // create registers a new queued job and starts its clock.
@@ -92,8 +103,9 @@ func (s *Simulator) create(key *Key, nj newJob) *job {
 	p.prohibited = p.prohibited || strings.Contains(nj.marks, "sim:reject")
 	p.fail = p.fail || strings.Contains(nj.marks, "sim:fail")
 	p.drop = p.drop || strings.Contains(nj.marks, "sim:drop")
+	p.custom = markedCustom(nj.marks)
 	j := &job{
-		id: newID(), account: acct, key: key, typ: nj.typ, media: nj.media, status: statusQueued,
+		id: newID(), account: acct, key: key, typ: nj.typ, prompt: nj.prompt, media: nj.media, status: statusQueued,
 		created: s.cfg.Now().UTC(), webhookURL: nj.hook, plan: p,
 		held: s.holdNew || strings.Contains(nj.marks, "sim:hold"),
 	}
@@ -175,27 +187,9 @@ func (s *Simulator) finish(j *job, o *Outcome) error {
 		return nil
 	}
 	if o == nil {
-		o = &Outcome{Failed: j.plan.fail, Prohibited: j.plan.prohibited}
-		if j.plan.prohibited && j.media {
-			o.Categories = map[string]bool{j.plan.category: true}
-		}
+		o = j.plan.outcome(j.media)
 	}
-	j.held = false
-	j.completed = s.cfg.Now().UTC()
-	if o.Failed {
-		j.status, j.errorCode = statusFailed, cmp.Or(o.ErrorCode, DefaultErrorCode)
-	} else {
-		j.status, j.prohibited = statusCompleted, o.Prohibited
-		if j.media {
-			j.categories = make(map[string]bool, len(builtins))
-			for _, c := range builtins {
-				j.categories[c] = o.Categories[c]
-				j.prohibited = j.prohibited || o.Categories[c]
-			}
-		} else if j.prohibited {
-			j.reason = cmp.Or(o.Reason, DefaultReason)
-		}
-	}
+	s.settle(j, o)
 	target := j.webhookURL
 	if target == "" {
 		target = s.accounts[j.account].webhook
@@ -227,10 +221,54 @@ func (s *Simulator) finish(j *job, o *Outcome) error {
 	return nil
 }
 
+// outcome is the Outcome a job's plan calls for.
+func (p plan) outcome(media bool) *Outcome {
+	o := &Outcome{Failed: p.fail, Prohibited: p.prohibited}
+	if p.prohibited && media {
+		o.Categories = map[string]bool{p.category: true}
+	}
+	if len(p.custom) > 0 {
+		o.Custom = make(map[string]bool, len(p.custom))
+		for _, slug := range p.custom {
+			o.Custom[slug] = true
+		}
+	}
+	return o
+}
+
+// settle ends the job now with o: failed, or completed with its decision, categories (built-in on media
+// jobs, custom on every job while custom categories are set) and reason. Any true category rejects it.
+// Called with mu held.
+func (s *Simulator) settle(j *job, o *Outcome) {
+	j.held = false
+	j.completed = s.cfg.Now().UTC()
+	if o.Failed {
+		j.status, j.errorCode = statusFailed, cmp.Or(o.ErrorCode, DefaultErrorCode)
+		return
+	}
+	j.status, j.prohibited = statusCompleted, o.Prohibited
+	j.custom = s.customOf(o)
+	for _, v := range j.custom {
+		j.prohibited = j.prohibited || v
+	}
+	if j.media {
+		j.categories = make(map[string]bool, len(builtins))
+		for _, c := range builtins {
+			j.categories[c] = o.Categories[c]
+			j.prohibited = j.prohibited || o.Categories[c]
+		}
+	} else if j.prohibited {
+		j.reason = cmp.Or(o.Reason, DefaultReason)
+	}
+}
+
 // categories returns the job's categories object: custom always, built-ins on completed media jobs.
 func (j *job) categoriesJSON() map[string]any {
 	c := make(map[string]any, 4)
 	c["custom"] = struct{}{}
+	if len(j.custom) > 0 {
+		c["custom"] = j.custom
+	}
 	for k, v := range j.categories {
 		c[k] = v
 	}

@@ -38,11 +38,12 @@ type Simulator struct {
 	// webhookKey signs webhooks (Config.WebhookSecret); nil sends them unsigned.
 	webhookKey []byte
 
-	mu       sync.RWMutex // mu guards jobs, accounts and every job's fields
+	mu       sync.RWMutex // mu guards jobs, accounts, every job's fields, holdNew and custom
 	jobs     map[string]*job
 	accounts map[string]*account
 	seq      uint64
 	holdNew  bool
+	custom   []string // the custom categories' slugs
 
 	faultMu sync.RWMutex // faultMu guards faults and paymentRequired
 	faults  map[string]Fault
@@ -93,6 +94,7 @@ func New(cfg Config) (*Simulator, error) {
 		payment:  cfg.PaymentRequired,
 		calls:    make(map[string]*callLog),
 		whq:      make(chan delivery, cfg.WebhookQueue),
+		custom:   slices.Clone(cfg.CustomCategories),
 	}
 	if len(cfg.ExtraFields) > 0 {
 		b, err := json.Marshal(cfg.ExtraFields)
@@ -123,7 +125,8 @@ func New(cfg Config) (*Simulator, error) {
 	for ep, f := range cfg.Faults {
 		s.faults[ep] = f
 	}
-	for _, ep := range []string{EndpointSubmit, EndpointJob, EndpointJobs, EndpointRegister, EndpointHealth, EndpointOther} {
+	for _, ep := range []string{EndpointSubmit, EndpointJob, EndpointJobs, EndpointExport, EndpointModerationConfig,
+		EndpointRegister, EndpointHealth, EndpointOther} {
 		s.calls[ep] = &callLog{max: cfg.MaxCalls}
 	}
 
@@ -131,6 +134,8 @@ func New(cfg Config) (*Simulator, error) {
 	mux.HandleFunc("POST /api/v1/moderate/{modality}", s.api(EndpointSubmit, s.submit))
 	mux.HandleFunc("GET /api/v1/job/{id}", s.api(EndpointJob, s.getJob))
 	mux.HandleFunc("GET /api/v1/jobs", s.api(EndpointJobs, s.listJobs))
+	mux.HandleFunc("GET /api/v1/jobs/export", s.api(EndpointExport, s.exportJobs))
+	mux.HandleFunc("GET /api/v1/me/moderation-config", s.api(EndpointModerationConfig, s.moderationConfig))
 	mux.HandleFunc("POST /api/v1/webhook/register", s.api(EndpointRegister, s.register))
 	if s.v2() {
 		mux.HandleFunc("DELETE /api/v1/webhook/register", s.api(EndpointRegister, s.unregister))
@@ -244,6 +249,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets an http.ResponseController reach the connection's writer (to flush a streamed answer).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // request is what the middleware hands a handler.
 type request struct {
@@ -398,16 +406,20 @@ func (s *Simulator) submit(w http.ResponseWriter, r *http.Request, req request) 
 			return
 		}
 	}
+	nj := newJob{typ: modality, media: media, hook: hook, marks: marks}
+	if !strings.HasSuffix(field, "_url") && !(s.v2() && isMediaFieldV2(field)) {
+		nj.prompt = value // the text judged: the export's prompt column
+	}
 	if s.roll(req.fault.StatusUnknownRate) {
 		id := newID() // the job_id it would have had
 		if !s.roll(req.fault.StatusUnknownLostRate) {
-			id = s.create(req.key, newJob{typ: modality, media: media, hook: hook, marks: marks}).id
+			id = s.create(req.key, nj).id
 		}
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": "SUBMISSION_STATUS_UNKNOWN",
 			"message": "Submission status unknown; poll the job before resubmitting", "statusCode": 503, "job_id": id})
 		return
 	}
-	j := s.create(req.key, newJob{typ: modality, media: media, hook: hook, marks: marks})
+	j := s.create(req.key, nj)
 	writeJSON(w, http.StatusAccepted, map[string]string{"job_id": j.id, "status": "queued"})
 }
 

@@ -91,7 +91,8 @@ type Config struct {
 	Source Source
 	// Min is how many jobs a round waits for before it starts; default 8.
 	Min int
-	// MaxWait is the longest a job waits for its round to start, however few wait; default 5s.
+	// MaxWait is the longest a job waits for its round to start, however few wait; default 10s: under
+	// overload a submission or so a second finishes, and a round then settles about eight of them.
 	MaxWait time.Duration
 	// Gate, when set, is waited on before each round's call (the unknown-job budget's token).
 	Gate func(ctx context.Context) error
@@ -142,7 +143,7 @@ func New(cfg Config) (*Batcher, error) {
 		cfg.Min = 8
 	}
 	if cfg.MaxWait <= 0 {
-		cfg.MaxWait = 5 * time.Second
+		cfg.MaxWait = 10 * time.Second
 	}
 	if cfg.MaxSpan <= 0 {
 		cfg.MaxSpan = time.Hour

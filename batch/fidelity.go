@@ -26,6 +26,14 @@ type Fidelity struct {
 	mu       sync.Mutex
 	faithful bool
 	checked  bool
+	once     sync.Once
+	first    chan struct{} // closed at the first answer
+}
+
+// Checked is closed once the first check has answered.
+func (f *Fidelity) Checked() <-chan struct{} {
+	f.once.Do(func() { f.first = make(chan struct{}) })
+	return f.first
 }
 
 // Faithful reports whether batches may run now.
@@ -70,10 +78,15 @@ func (f *Fidelity) Run(ctx context.Context) {
 		case !custom && !f.faithful:
 			f.Log.Info().Msg("the account has no custom categories: jobs are verified in batches (GET /jobs/export) when calls are scarce")
 		}
+		first := err == nil && !f.checked
 		if err == nil {
 			f.faithful, f.checked = !custom, true
 		}
 		f.mu.Unlock()
+		if first {
+			f.Checked()
+			close(f.first)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

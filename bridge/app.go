@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/evershield/bridge/batch"
 	"github.com/evershield/bridge/budget"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/history"
@@ -54,6 +55,8 @@ type App struct {
 	mounted mounted
 	// roles run in one group; the first to fail stops all.
 	roles []role
+	// fidelity says when export rows are faithful (no custom categories); nil until a role needs it.
+	fidelity *batch.Fidelity
 }
 
 type role struct {
@@ -358,7 +361,7 @@ func (a *App) addRoles(o options) error {
 	}
 	if cfg.Has(RoleVerify) {
 		vcfg := verify.Config{Names: cfg.Names(), JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: a.log, Metrics: a.reg,
-			UnknownRPM: cfg.UnknownRPM()}
+			UnknownRPM: cfg.UnknownRPM(), Export: a.api, Budget: a.budget, Fidelity: a.batchFidelity()}
 		if err := a.startUnknownBudget(&vcfg, o.reconcileInstance); err != nil {
 			return err
 		}
@@ -384,6 +387,35 @@ func (a *App) addRoles(o options) error {
 	return nil
 }
 
+// batchFidelity is the process's one check of whether export rows are faithful (package batch), run as a
+// role of its own from the first role that needs it.
+func (a *App) batchFidelity() *batch.Fidelity {
+	if a.fidelity == nil {
+		a.fidelity = &batch.Fidelity{Log: a.log.With().Str("component", "batch").Logger(),
+			Check: func(ctx context.Context) (bool, error) {
+				mc, err := a.api.ModerationConfig(ctx)
+				return len(mc.Custom()) > 0, err
+			}}
+		a.roles = append(a.roles, role{"batch-fidelity", func(ctx context.Context) error {
+			a.fidelity.Run(ctx)
+			return nil
+		}, nil})
+	}
+	return a.fidelity
+}
+
+// verifyCost is what admission counts for the verification of owed jobs: in batches while the export is
+// faithful (batch.Cost), else a GET /job each.
+func (a *App) verifyCost() func(int) float64 {
+	f := a.batchFidelity()
+	return func(owed int) float64 {
+		if f.Faithful() {
+			return batch.Cost(owed, verify.DefaultBatchMin)
+		}
+		return float64(owed)
+	}
+}
+
 // addReconcile adds the reconcile role, which also compacts delivered jobs into hist while it leads, once
 // JOBS is at the layout that compacts (contract.LayoutHistory).
 func (a *App) addReconcile(deliverer *jobs.Deliverer, hist *history.Store, o options) error {
@@ -398,6 +430,7 @@ func (a *App) addReconcile(deliverer *jobs.Deliverer, hist *history.Store, o opt
 		Watcher: a.jobs, Leases: a.nats.res.Leases, Deliverer: deliverer, API: a.api, Budget: a.budget,
 		PollInterval: cfg.PollInterval, WebhookGrace: cfg.WebhookGrace, Adopt: cfg.Adopt, Log: a.log, Metrics: a.reg,
 		Instance: o.reconcileInstance, Compactor: compactor,
+		PollOnly: cfg.PublicURL == "", Export: a.api, Fidelity: a.batchFidelity(), RPM: func() int { return a.budget.Params().RPM },
 	})
 	if err != nil {
 		return fmt.Errorf("reconcile: %w", err)
@@ -431,6 +464,7 @@ func (a *App) addSubmit(store *jobs.Store, hist *history.Store, deadlines jobs.D
 		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store, History: hist,
 		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,
 		Ledger: a.jobs, Budget: a.budget, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
+		VerifyCost: a.verifyCost(),
 		Modalities: submit.ModalitiesFor(a.cfg.APIContract),
 	})
 	if err != nil {

@@ -697,3 +697,10 @@ func (s *Shared) after(_ context.Context, d time.Duration) {
 	defer s.mu.Unlock()
 	s.arm(s.clk.Now(), d)
 }
+
+// Queued is the number of this process's calls waiting for the budget, of every class.
+func (s *Shared) Queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waiting
+}

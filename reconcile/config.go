@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/batch"
 	"github.com/evershield/bridge/internal/procname"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
@@ -71,6 +72,17 @@ type Config struct {
 	// FinalCheckWait bounds how long the last GET /job/{id} at a deadline may wait for budget when the
 	// job was in flight at the last sweep; past it the job times out on what JOBS recorded. Default 5s.
 	FinalCheckWait time.Duration
+
+	// PollOnly says submissions carry no webhook URL (BRIDGE_PUBLIC_URL empty): with Export, and while
+	// Fidelity says the export is faithful, each sweep is one GET /jobs/export over the window of the
+	// pending jobs instead of the in-flight list and a GET per missed job, at an interval that adapts to
+	// the jobs in flight and to RPM (see exportEvery).
+	PollOnly bool
+	// Export is the upstream's export (*upstream.Client); Fidelity says when its rows are faithful; RPM is
+	// the budget's current rate (budget.Shared.Params().RPM). All three are required with PollOnly.
+	Export   batch.Source
+	Fidelity *batch.Fidelity
+	RPM      func() int
 
 	// Instance names this process in the lease; it must be unique among replicas. Default
 	// <hostname>-<random>.
@@ -146,6 +158,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: FinalCheckWait %v: must not be negative", ErrInvalidConfig, c.FinalCheckWait)
 	case c.LeaseTTL < 0 || (c.LeaseTTL > 0 && c.LeaseTTL < 300*time.Millisecond):
 		return fmt.Errorf("%w: LeaseTTL %v: must be at least 300ms", ErrInvalidConfig, c.LeaseTTL)
+	case c.PollOnly && c.Export != nil && (c.Fidelity == nil || c.RPM == nil):
+		return fmt.Errorf("%w: Fidelity and RPM: required with PollOnly and Export", ErrInvalidConfig)
 	case len(c.Instance) > 256:
 		return fmt.Errorf("%w: Instance: longer than 256 bytes", ErrInvalidConfig)
 	}

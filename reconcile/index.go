@@ -102,13 +102,16 @@ type index struct {
 	gen     uint32
 
 	wake chan struct{} // signalled when the earliest due time moved earlier
+	// added is signalled when a job becomes pending (the poll-only loop waits on it while nothing is).
+	added chan struct{}
 }
 
 func newIndex(lateWatch, poll time.Duration, m *metrics) *index {
 	return &index{
 		lateWatch: lateWatch, poll: poll, m: m,
 		byID: make(map[string]*entry), mods: make(map[string]*modality),
-		wake: make(chan struct{}, 1),
+		wake:  make(chan struct{}, 1),
+		added: make(chan struct{}, 1),
 	}
 }
 
@@ -174,6 +177,10 @@ func (x *index) putPendingLocked(key string, v recordView) {
 	x.pending++
 	e.mod.gauge.Inc()
 	x.pushLocked(e)
+	select {
+	case x.added <- struct{}{}:
+	default:
+	}
 }
 
 func (x *index) putLateLocked(key string, v recordView) {
@@ -269,6 +276,19 @@ func (x *index) counts() (pending, late int) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.pending, x.late
+}
+
+// oldestSubmitted is the earliest submission time of the jobs in the index, and how many there are.
+func (x *index) oldestSubmitted() (time.Time, int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var oldest int64
+	for _, e := range x.byID {
+		if oldest == 0 || (e.submitted != 0 && e.submitted < oldest) {
+			oldest = e.submitted
+		}
+	}
+	return time.Unix(0, oldest), len(x.byID)
 }
 
 // nextDue is the earliest due time in the heap.

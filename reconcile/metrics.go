@@ -55,12 +55,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "is_leader",
 			Help: "1 while this process holds the reconcile lease."}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "errors_total",
-			Help: "Errors by operation: inflight, get_job, deliver, timeout, watch, lease."}, []string{"op"}),
+			Help: "Errors by operation: inflight, export, get_job, deliver, timeout, watch, lease."}, []string{"op"}),
 		deliverFailing: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "deliver_failing",
 			Help: "Pending jobs past their deadline whose result could not be published at the last check; retried with backoff."}),
 	}
 	// Known label values start at zero, so increase() and rate() see the first error.
-	for _, op := range []string{"inflight", "get_job", "deliver", "timeout", "watch", "lease"} {
+	for _, op := range []string{"inflight", "export", "get_job", "deliver", "timeout", "watch", "lease"} {
 		m.errors.WithLabelValues(op)
 	}
 	for _, r := range []string{"ok", "skipped", "error"} {

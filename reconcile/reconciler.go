@@ -149,9 +149,22 @@ func (r *Reconciler) sweepLoop(ctx context.Context, firstSweep chan struct{}) {
 	check.Stop()
 	defer check.Stop()
 
-	next := r.sweep(ctx, true)
+	r.awaitFidelity(ctx)
+	var next time.Time
+	if !r.pollOnly() {
+		next = r.sweep(ctx, true)
+	}
 	close(firstSweep)
 	for {
+		if r.pollOnly() {
+			// Poll-only: the export replaces the list sweep for as long as it is faithful.
+			check.Stop()
+			r.exportLoop(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			next = r.sweep(ctx, true)
+		}
 		if !next.IsZero() {
 			check.Reset(max(next.Sub(r.cfg.Now()), 0))
 		}
@@ -164,6 +177,21 @@ func (r *Reconciler) sweepLoop(ctx context.Context, firstSweep chan struct{}) {
 		case <-check.C:
 			next = r.sweep(ctx, false)
 		}
+	}
+}
+
+// awaitFidelity waits, in poll-only mode, for the first check of whether the export is faithful (at most
+// a poll interval), so the first sweep is the right kind.
+func (r *Reconciler) awaitFidelity(ctx context.Context) {
+	if !r.cfg.PollOnly || r.cfg.Export == nil {
+		return
+	}
+	t := time.NewTimer(r.cfg.PollInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	case <-r.cfg.Fidelity.Checked():
 	}
 }
 

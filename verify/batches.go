@@ -11,16 +11,20 @@ import (
 	"github.com/evershield/bridge/upstream"
 )
 
+// DefaultBatchMin is how many jobs a round of the export waits for (batch.Config.Min): at most one call
+// for eight results, and so the cost admission counts (batch.Cost).
+const DefaultBatchMin = 8
+
 // newBatchers makes the batchers of Config.Export: one for jobs with a record, one for the slow lane,
 // whose rounds each wait for an unknown-job token.
 func (v *Verifier) newBatchers() error {
 	var err error
-	v.batches, err = batch.New(batch.Config{Source: v.cfg.Export, Min: v.cfg.BatchMin, MaxWait: v.cfg.BatchMaxWait,
+	v.batches, err = batch.New(batch.Config{Source: v.cfg.Export, Min: v.batchMin(), MaxWait: v.cfg.BatchMaxWait,
 		Calls: v.metrics.exportCalls.WithLabelValues("main").Inc})
 	if err != nil || v.unknownBudget == nil {
 		return err
 	}
-	v.unknownBatches, err = batch.New(batch.Config{Source: v.cfg.Export, Min: v.cfg.BatchMin,
+	v.unknownBatches, err = batch.New(batch.Config{Source: v.cfg.Export, Min: v.batchMin(),
 		MaxWait: v.cfg.BatchMaxWait, Gate: v.unknownBudget.wait,
 		Calls: v.metrics.exportCalls.WithLabelValues("unknown").Inc})
 	return err
@@ -34,9 +38,12 @@ type truth struct {
 }
 
 // truthOf asks the upstream about d's job the cheapest faithful way (the one policy, package batch): an
-// export row the slow lane found already; a batch while calls are scarce; else GET /job. A failed job is
-// always fetched with GET /job (the export has no error_code), and so is a job with a record the export
-// did not show.
+// export row the slow lane found already; a batch while calls are scarce (the verifications in flight
+// and every call waiting for the budget, submissions included, exceed what it grants in 2 s); else GET
+// /job. A failed job is
+// always fetched with GET /job (the export has no error_code), and so is a job with a record, or with
+// provenance, that the export did not show. A job without either that the export did not show is
+// errAbsent.
 func (v *Verifier) truthOf(ctx context.Context, d delivery, h held) (truth, error) {
 	v.owed.Add(1)
 	defer v.owed.Add(-1)
@@ -44,13 +51,15 @@ func (v *Verifier) truthOf(ctx context.Context, d delivery, h held) (truth, erro
 		return truth{job: *d.exported, source: contract.SourceExport}, nil
 	}
 	if d.exported == nil && v.batches != nil && v.cfg.Fidelity.Faithful() &&
-		batch.Scarce(int(v.owed.Load()), v.cfg.Capacity) {
+		batch.Scarce(int(v.owed.Load())+v.cfg.Budget.Queued(), v.cfg.Budget.Capacity) {
 		a, err := v.batches.Lookup(ctx, d.id, v.window(d, h))
 		switch {
 		case err != nil:
 			return truth{}, err
 		case a.Found && a.Job.Status != upstream.StatusFailed:
 			return truth{job: a.Job, source: contract.SourceExport}, nil
+		case !a.Found && h.rev == 0 && d.msg.Headers().Get(contract.HeaderAuthenticated) == "":
+			return truth{}, errAbsent
 		}
 	}
 	start := time.Now()
@@ -107,4 +116,11 @@ func hasCustom(raw json.RawMessage) bool {
 		} `json:"categories"`
 	}
 	return json.Unmarshal(raw, &j) == nil && len(j.Categories.Custom) > 0
+}
+
+func (v *Verifier) batchMin() int {
+	if v.cfg.BatchMin > 0 {
+		return v.cfg.BatchMin
+	}
+	return DefaultBatchMin
 }

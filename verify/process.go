@@ -222,6 +222,9 @@ func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) 
 	if err == nil && job.JobID != d.id {
 		err = fmt.Errorf("upstream answered job %q for %q", job.JobID, d.id)
 	}
+	if errors.Is(err, errAbsent) {
+		return deadLetter(ReasonNotFound, outcomeAbsent, err)
+	}
 	if err != nil {
 		if rev != 0 {
 			v.noteFailure(ctx, d, h, err)

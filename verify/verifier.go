@@ -29,6 +29,13 @@ type API interface {
 	ListJobs(ctx context.Context, f upstream.ListFilter) (upstream.JobList, error)
 }
 
+// Budget is what the scarcity rule asks of the upstream budget (budget.Shared): what it can grant over
+// a duration, and how many calls of this process wait for it.
+type Budget interface {
+	Capacity(d time.Duration) float64
+	Queued() int
+}
+
 // Config configures a [Verifier]. JS, API and Deliverer are required; every other field has a
 // default.
 type Config struct {
@@ -106,15 +113,16 @@ type Config struct {
 	UnknownMaxAckPending int
 
 	// Export, when set, settles jobs in batches from GET /jobs/export (package batch): jobs with a record
-	// while calls are scarce (batch.Scarce on Capacity), and the slow lane's jobs always, in rounds of the
+	// while calls are scarce (batch.Scarce on Budget), and the slow lane's jobs always, in rounds of the
 	// unknown-job budget. Batches run only while Fidelity says the export is faithful. nil verifies every
 	// job with GET /job and finds unknown jobs in the account's list.
 	Export batch.Source
-	// Capacity is the budget's capacity over a duration (budget.Shared.Capacity); required with Export.
-	Capacity func(time.Duration) float64
+	// Budget is the upstream budget the API waits for, whose scarcity decides batches; required with
+	// Export.
+	Budget Budget
 	// Fidelity says when batches are faithful (no custom categories); required with Export.
 	Fidelity *batch.Fidelity
-	// BatchMin and BatchMaxWait shape a round (batch.Config.Min, MaxWait); defaults 8 and 5s.
+	// BatchMin and BatchMaxWait shape a round (batch.Config.Min, MaxWait); defaults DefaultBatchMin and 10s.
 	BatchMin     int
 	BatchMaxWait time.Duration
 }
@@ -205,8 +213,8 @@ func (c *Config) Validate() error {
 			ErrInvalidConfig, c.UnknownMaxAckPending, c.UnknownConcurrency)
 	case c.UnknownLimiter == nil && c.UnknownRPM != UnknownOff:
 		return fmt.Errorf("%w: UnknownLimiter: required unless UnknownRPM is UnknownOff", ErrInvalidConfig)
-	case c.Export != nil && (c.Capacity == nil || c.Fidelity == nil):
-		return fmt.Errorf("%w: Capacity and Fidelity: required with Export", ErrInvalidConfig)
+	case c.Export != nil && (c.Budget == nil || c.Fidelity == nil):
+		return fmt.Errorf("%w: Budget and Fidelity: required with Export", ErrInvalidConfig)
 	}
 	return nil
 }

@@ -94,7 +94,7 @@ type Config struct {
 	UnknownBacklog *int `env:"UNKNOWN_BACKLOG" help:"without BRIDGE_WEBHOOK_TOKEN or BRIDGE_WEBHOOK_SECRET, webhooks of untracked jobs are refused (503) while this many wait in the slow lane; it must drain at BRIDGE_UNKNOWN_JOB_RPM within half of BRIDGE_RETENTION; 0 never refuses; default 10000, or less when the budget could not drain that (docs/DESIGN.md, Unknown jobs)"`
 	Adopt          bool `env:"ADOPT" envDefault:"false" help:"every job of the account is the bridge's business: the reconciler adopts the account's jobs that have no record and tracks them like its own; keep it off when other integrations share the account (docs/DESIGN.md, Unknown jobs)"`
 
-	PublicURL     string `env:"PUBLIC_URL" help:"base URL the upstream can reach this bridge at; submissions set webhook_url to <it>/webhook/<modality>"`
+	PublicURL     string `env:"PUBLIC_URL" help:"base URL the upstream can reach this bridge at; submissions set webhook_url to <it>/webhook/<modality>. Empty is poll-only: no webhooks, and the reconciler learns results from the export; every process of a deployment must agree"`
 	WebhookToken  string `env:"WEBHOOK_TOKEN" help:"when set, webhooks must carry it as ?token= (constant-time check)"`
 	WebhookSecret string `env:"WEBHOOK_SECRET" help:"when set, webhooks must carry a valid Standard Webhooks signature (webhook-id, webhook-timestamp within 5 min, webhook-signature), as the newer upstream contract signs them, else 401; whsec_<base64> or the raw secret; never logged"`
 	// WebhookTokenFile and WebhookSecretFile hold the content of their files, as APIKeyFile does.

@@ -130,8 +130,8 @@ func TestReplayOfCompactedJobsPublishesNothing(t *testing.T) {
 func TestJobPendingAcrossCompactionDeliveredOnce(t *testing.T) {
 	for _, topo := range testworld.Topologies() {
 		t.Run(topo.Name, func(t *testing.T) {
-			// No early poll: the pending job waits for its webhook.
-			e := compactingWorld(t, topo, func(c *Config) { c.WebhookGrace = time.Hour })
+			// No early poll: the pending job waits for its webhook (not poll-only, and a long grace).
+			e := compactingWorld(t, topo, func(c *Config) { c.WebhookGrace, c.PublicURL = time.Hour, "https://bridge.example.com" })
 			ctx := natstest.CtxWithin(t, time.Minute)
 			pending := e.SubmitDirect("prompt", map[string]string{"prompt": "pending across a compaction"})
 			now := time.Now().UTC()

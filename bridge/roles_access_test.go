@@ -152,8 +152,9 @@ func TestRolesRunUnderLeastPrivilegeOnCluster(t *testing.T) {
 	e := rolesWorld(t)
 	ingest := startRoleProcess(t, e, access.Ingest, nil, WithPublicURLFromListener())
 	ingestURL := ingest.PublicURL()
-	procs := []*App{ingest, startRoleProcess(t, e, access.Verify, nil), startRoleProcess(t, e, access.Reconcile, nil),
-		startRoleProcess(t, e, access.Submit, func(c *Config) { c.PublicURL = ingestURL })}
+	withURL := func(c *Config) { c.PublicURL = ingestURL } // every process of a deployment agrees on it
+	procs := []*App{ingest, startRoleProcess(t, e, access.Verify, withURL), startRoleProcess(t, e, access.Reconcile, withURL),
+		startRoleProcess(t, e, access.Submit, withURL)}
 
 	results, err := e.NC.SubscribeSync(contract.Default.SubjectResults + ">")
 	if err != nil {

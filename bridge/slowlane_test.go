@@ -35,8 +35,8 @@ func oldLaneMsg(id string, webhookSeq int) *nats.Msg {
 // lane was deadletter.unknown_job in DEADLETTER (consumer verify-unknown there), holding webhooks of jobs
 // submitted elsewhere and a forged one: one the old lane handled, one in its flight, one whose move to
 // SLOWLANE a crash interrupted, the rest not yet delivered. Every waiting webhook is verified exactly
-// once (one GET, one result; the forged one a not_found dead letter), the handled one not again, and
-// the old lane is gone from DEADLETTER.
+// once (one result, from a GET or an export round, never two GETs; the forged one a not_found dead
+// letter), the handled one not again, and the old lane is gone from DEADLETTER.
 func TestOldSlowLaneVerifiedOnceAfterUpgrade(t *testing.T) {
 	e := testworld.New(t, testworld.WithSimulator(simulator.Config{}), testworld.WithHookReceiver())
 	ctx := natstest.CtxWithin(t, 30*time.Second)
@@ -91,8 +91,8 @@ func TestOldSlowLaneVerifiedOnceAfterUpgrade(t *testing.T) {
 		gets[c.Path[strings.LastIndexByte(c.Path, '/')+1:]]++
 	}
 	for _, id := range append(foreign[1:], forged) {
-		if gets[id] != 1 || id != forged && ids[id] != 1 {
-			t.Fatalf("job %s: %d GETs and %d results, want one each (forged: no result)", id, gets[id], ids[id])
+		if gets[id] > 1 || id != forged && ids[id] != 1 {
+			t.Fatalf("job %s: %d GETs and %d results, want at most one GET and one result (forged: no result)", id, gets[id], ids[id])
 		}
 	}
 	if gets[foreign[0]] != 0 {

@@ -1,6 +1,6 @@
 module github.com/evershield/bridge
 
-go 1.26.0
+go 1.27.3
 
 require (
 	github.com/caarlos0/env/v11 v11.4.2

@@ -1,6 +1,6 @@
 module github.com/evershield/bridge/deploy
 
-go 1.26.7
+go 1.27.3
 
 require (
 	github.com/compose-spec/compose-go/v2 v2.16.2

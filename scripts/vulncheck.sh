@@ -14,6 +14,9 @@
 # deploy/cmd/vulndb. Exit status: govulncheck's, 3 when a vulnerable symbol is reachable from the code,
 # 0 when none is (a vulnerable module that is required but not called is listed, and does not fail).
 set -euo pipefail
+# The Go toolchain go.mod names, fetched from the module proxy by the go command (issue 27). govulncheck
+# takes the standard library's version from it.
+export GOTOOLCHAIN=go1.27.3
 cd "$(dirname "$0")/.."
 root=$PWD
 

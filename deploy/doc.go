@@ -1,8 +1,13 @@
 // Package deploy holds deployment files: Prometheus alert rules and Grafana dashboard, and Kubernetes
-// manifests. It has no code; its tests check every deployment file with its ecosystem's own parser: the
-// manifests decoded into the Kubernetes API types, docker-compose.yml loaded by compose-go, the alert
-// rules by Prometheus's rule parser (with their runbook links), the dashboard's queries as PromQL.
+// manifests. It has none of the bridge's code; its tests check every deployment file with its
+// ecosystem's own parser: the manifests decoded into the Kubernetes API types, docker-compose.yml loaded
+// by compose-go, the alert rules by Prometheus's rule parser (with their runbook links), the
+// dashboard's queries as PromQL.
 //
-// It is a module of its own so that those parsers' dependencies stay out of the bridge's go.mod; run
-// its tests with (cd deploy && go test ./...).
+// It also holds the supply-chain tools (issue 27): govulncheck, pinned by go.mod's tool line, and
+// cmd/vulndb, which turns the golang.org/x/vulndb module into the database govulncheck reads, so that
+// scripts/vulncheck.sh scans the bridge offline.
+//
+// It is a module of its own so that those parsers' and tools' dependencies stay out of the bridge's
+// go.mod; run its tests with (cd deploy && go test ./...).
 package deploy

@@ -15,7 +15,7 @@ import (
 const readmeMax = 12 * 1024
 
 // TestReadmeStaysShort keeps README.md within its budget, with the two quick-start commands as the
-// project guide gives them and the picture of the flow.
+// project guide gives them, under the Go toolchain go.mod names (issue 27), and the picture of the flow.
 func TestReadmeStaysShort(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
 	if err != nil {
@@ -24,11 +24,51 @@ func TestReadmeStaysShort(t *testing.T) {
 	if len(b) > readmeMax {
 		t.Errorf("README.md is %d bytes, over its %d: move the detail to docs/ and link it", len(b), readmeMax)
 	}
-	for _, want := range []string{"```sh\ngo run ./cmd/bridge demo\n```", "```sh\ngo test -race ./...\n```", "```mermaid\n"} {
+	tc := "GOTOOLCHAIN=" + toolchain(t, "go.mod")
+	for _, want := range []string{"```sh\nexport " + tc + "\ngo run ./cmd/bridge demo\n```",
+		"```sh\n" + tc + " go test -race ./...\n```", "```mermaid\n"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("README.md lacks %q", want)
 		}
 	}
+}
+
+// TestScriptsExportTheToolchain: a machine starts on its own Go and ignores go.mod's wish unless
+// GOTOOLCHAIN says otherwise, so CI and every script export the toolchain go.mod's go line names (issue
+// 27), and the deploy module, whose govulncheck reads the bridge's code, names the same.
+func TestScriptsExportTheToolchain(t *testing.T) {
+	want := toolchain(t, "go.mod")
+	if got := toolchain(t, "deploy/go.mod"); got != want {
+		t.Errorf("deploy/go.mod names %s, go.mod %s", got, want)
+	}
+	scripts, err := filepath.Glob(filepath.Join(repoRoot(t), "scripts", "*.sh"))
+	if err != nil || len(scripts) == 0 {
+		t.Fatalf("no scripts: %v", err)
+	}
+	for _, file := range append(scripts, filepath.Join(repoRoot(t), ".ci", "run")) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "\nexport GOTOOLCHAIN="+want+"\n") {
+			t.Errorf("%s does not export GOTOOLCHAIN=%s", file, want)
+		}
+	}
+}
+
+// toolchain is the toolchain the go line of the go.mod at path (from the repository's root) names: go1.27.3
+// for "go 1.27.3".
+func toolchain(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), filepath.FromSlash(path)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^go (1\.\d+\.\d+)$`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("%s has no go line naming a release (go 1.N.P)", path)
+	}
+	return "go" + string(m[1])
 }
 
 // TestDesignPackageTableMatchesTree checks docs/DESIGN.md's package table against the module: every

@@ -15,6 +15,8 @@
 # Without Go on this machine, the binaries are compiled in a golang image (GO_IMAGE, default
 # golang:<go.mod's version>), which must be pulled. The images are for the Docker engine's architecture.
 set -euo pipefail
+# The Go toolchain go.mod names, fetched from the module proxy by the go command (issue 27).
+export GOTOOLCHAIN=go1.27.3
 cd "$(dirname "$0")/.."
 
 tag=${TAG:-local}
@@ -54,7 +56,7 @@ else
   gobuild() {
     local out=$1; shift
     docker run --rm -u "$(id -u):$(id -g)" -v "$PWD:/src:ro" -v "$ctx:/out" -w /src \
-      -e HOME=/tmp -e CGO_ENABLED=0 -e GOOS=linux -e GOARCH="$arch" \
+      -e HOME=/tmp -e CGO_ENABLED=0 -e GOOS=linux -e GOARCH="$arch" -e GOTOOLCHAIN="$GOTOOLCHAIN" \
       "$goimage" go build -buildvcs=false -trimpath -o "/out/$out" "$@"
   }
 fi

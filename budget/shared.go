@@ -185,9 +185,10 @@ type Shared struct {
 	learned    bool // auto: s.p runs at a limit the upstream told
 	timer      clock.Timer
 	wakeAt     time.Time
-	leased     uint64 // tokens this process leased
-	refused    uint64 // submissions refused as busy
-	successes  int    // answers that were not 429s since the last write, to restore the rate with it
+	leased     uint64    // tokens this process leased
+	refused    uint64    // submissions refused as busy
+	refusedAt  time.Time // when the last one was
+	successes  int       // answers that were not 429s since the last write, to restore the rate with it
 	stopped    bool
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
@@ -663,6 +664,7 @@ func (s *Shared) refuseLate(now time.Time, wait time.Duration) {
 		due := wait + time.Duration(float64(ahead)/rate*float64(time.Second))
 		if now.Add(due).After(w.deadline) {
 			s.refused++
+			s.refusedAt = now
 			s.settle(w, &upstream.BusyError{
 				RetryAfter: max(due, time.Second),
 				Reason: fmt.Sprintf("the account's upstream requests (%d/min) are owed to accepted work for the next %v",
@@ -696,6 +698,23 @@ func (s *Shared) after(_ context.Context, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.arm(s.clk.Now(), d)
+}
+
+// Refused notes a submission turned away by admission (submit), which plans on this budget: like one
+// the budget refused itself, it says demand exceeds what the budget grants.
+func (s *Shared) Refused() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refused++
+	s.refusedAt = s.clk.Now()
+}
+
+// RefusedWithin reports whether this process refused a submission as busy within the last d: demand
+// exceeds what the budget grants, so every call should serve as many results as it can.
+func (s *Shared) RefusedWithin(d time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.refusedAt.IsZero() && s.clk.Now().Sub(s.refusedAt) < d
 }
 
 // Queued is the number of this process's calls waiting for the budget, of every class.

@@ -78,8 +78,9 @@ type Config struct {
 	// pending jobs instead of the in-flight list and a GET per missed job, at an interval that adapts to
 	// the jobs in flight and to RPM (see exportEvery).
 	PollOnly bool
-	// Export is the upstream's export (*upstream.Client); Fidelity says when its rows are faithful; RPM is
-	// the budget's current rate (budget.Shared.Params().RPM). All three are required with PollOnly.
+	// Export is the upstream's export (*upstream.Client): poll-only polls it, and a sweep settles several
+	// missed jobs with one call of it. Fidelity says when its rows are faithful (required with Export);
+	// RPM is the budget's current rate (budget.Shared.Params().RPM), required with PollOnly.
 	Export   batch.Source
 	Fidelity *batch.Fidelity
 	RPM      func() int
@@ -158,8 +159,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: FinalCheckWait %v: must not be negative", ErrInvalidConfig, c.FinalCheckWait)
 	case c.LeaseTTL < 0 || (c.LeaseTTL > 0 && c.LeaseTTL < 300*time.Millisecond):
 		return fmt.Errorf("%w: LeaseTTL %v: must be at least 300ms", ErrInvalidConfig, c.LeaseTTL)
-	case c.PollOnly && c.Export != nil && (c.Fidelity == nil || c.RPM == nil):
-		return fmt.Errorf("%w: Fidelity and RPM: required with PollOnly and Export", ErrInvalidConfig)
+	case c.Export != nil && c.Fidelity == nil:
+		return fmt.Errorf("%w: Fidelity: required with Export", ErrInvalidConfig)
+	case c.PollOnly && c.Export != nil && c.RPM == nil:
+		return fmt.Errorf("%w: RPM: required with PollOnly and Export", ErrInvalidConfig)
 	case len(c.Instance) > 256:
 		return fmt.Errorf("%w: Instance: longer than 256 bytes", ErrInvalidConfig)
 	}

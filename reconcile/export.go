@@ -129,3 +129,58 @@ func (r *Reconciler) deliverExported(ctx context.Context, j upstream.Job) {
 	}
 	r.count(out)
 }
+
+// exportMissed settles the missed jobs of a sweep with one export call over their submission times, and
+// returns those it leaves to a GET /job each: failed ones (the export has no error_code), those it did not
+// show, and all of them when the call fails.
+func (r *Reconciler) exportMissed(ctx context.Context, tasks []task) []task {
+	from, to := time.Unix(0, tasks[0].e.submitted), time.Unix(0, tasks[0].e.submitted)
+	for _, t := range tasks[1:] {
+		at := time.Unix(0, t.e.submitted)
+		if at.Before(from) {
+			from = at
+		}
+		if at.After(to) {
+			to = at
+		}
+	}
+	want := make(map[string]bool, len(tasks))
+	for _, t := range tasks {
+		want[t.id] = true
+	}
+	found := map[string]upstream.Job{}
+	if limit := to.Add(-exportSpan); from.Before(limit) {
+		from = limit // older ones are fetched one by one
+	}
+	err := r.cfg.Export.ExportJobs(ctx, from.Add(-batch.Skew), to.Add(batch.Skew), func(j upstream.Job) error {
+		if want[j.JobID] {
+			found[j.JobID] = j
+		}
+		return nil
+	})
+	if err != nil {
+		r.m.errors.WithLabelValues("export").Inc()
+		r.log.Warn().Err(err).Msg("export of missed jobs failed; fetching them one by one")
+		return tasks
+	}
+	var left []task
+	for _, t := range tasks {
+		j, ok := found[t.id]
+		switch {
+		case !ok || j.Status == upstream.StatusFailed:
+			left = append(left, t)
+		case !j.Terminal():
+			r.idx.fetched(t, r.cfg.Now(), true, false)
+		default:
+			out, err := r.cfg.Deliverer.Deliver(ctx, j, contract.SourceExport, r.cfg.Now())
+			r.idx.fetched(t, r.cfg.Now(), false, false)
+			if err != nil {
+				r.m.errors.WithLabelValues("deliver").Inc()
+				r.log.Warn().Err(err).Str("job_id", t.id).Msg("deliver exported result; next sweep retries")
+				continue
+			}
+			r.count(out)
+		}
+	}
+	return left
+}

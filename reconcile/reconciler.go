@@ -240,29 +240,15 @@ func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
 		r.m.oldest.Set(age)
 	}
 
-	// Missed jobs are fetched by up to Workers at once: one at a time, a slow upstream (seconds per call)
-	// would let a backlog of missed jobs outgrow the sweeps.
-	done := 0
-	workers := make(chan struct{}, r.cfg.Workers)
-	var wg sync.WaitGroup
-	for i, t := range plan.tasks {
-		workers <- struct{}{} // a free worker first, so Available counts the calls still running
-		if ctx.Err() != nil || r.cfg.Budget.Available() < 1 {
-			<-workers
-			r.idx.unbusy(plan.tasks[i:])
-			if ctx.Err() == nil {
-				r.log.Info().Int("left", len(plan.tasks)-i).Msg("upstream budget short: leaving missed jobs to the next sweep")
-			}
-			break
-		}
+	// Several missed jobs are settled by one export call when its rows are faithful; what it leaves (failed
+	// jobs, jobs it did not show) is fetched one by one.
+	tasks := plan.tasks
+	if len(tasks) >= 2 && r.cfg.Export != nil && r.cfg.Fidelity.Faithful() {
 		calls++
-		done++
-		wg.Go(func() {
-			defer func() { <-workers }()
-			r.fetchMissed(ctx, t)
-		})
+		tasks = r.exportMissed(ctx, tasks)
 	}
-	wg.Wait()
+	done := r.fetchAll(ctx, tasks)
+	calls += done
 	if full {
 		r.m.sweeps.WithLabelValues("ok").Inc()
 	}
@@ -278,6 +264,33 @@ func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, plan.nextCheck)
+}
+
+// fetchAll fetches missed jobs, by up to Workers at once: one at a time, a slow upstream (seconds per
+// call) would let a backlog of missed jobs outgrow the sweeps. It stops when the budget has no call free,
+// leaving the rest to the next sweep, and returns how many it fetched.
+func (r *Reconciler) fetchAll(ctx context.Context, tasks []task) int {
+	done := 0
+	workers := make(chan struct{}, r.cfg.Workers)
+	var wg sync.WaitGroup
+	for i, t := range tasks {
+		workers <- struct{}{} // a free worker first, so Available counts the calls still running
+		if ctx.Err() != nil || r.cfg.Budget.Available() < 1 {
+			<-workers
+			r.idx.unbusy(tasks[i:])
+			if ctx.Err() == nil {
+				r.log.Info().Int("left", len(tasks)-i).Msg("upstream budget short: leaving missed jobs to the next sweep")
+			}
+			break
+		}
+		done++
+		wg.Go(func() {
+			defer func() { <-workers }()
+			r.fetchMissed(ctx, t)
+		})
+	}
+	wg.Wait()
+	return done
 }
 
 // fetchMissed fetches one job found missing and delivers it when terminal.

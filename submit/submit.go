@@ -60,6 +60,8 @@ type Budget interface {
 	// Capacity is the number of calls the budget can grant over the next d, counting what it could
 	// grant now.
 	Capacity(d time.Duration) float64
+	// Refused notes a submission admission turned away: demand exceeds what the budget grants.
+	Refused()
 }
 
 // Config configures a [Service]. NC, JS, Idempotency, API and Store are required, and Budget with Ledger.
@@ -645,6 +647,7 @@ func (s *Service) handleSubmit(base context.Context, req micro.Request, modality
 	// Finish before you start: refuse fast what the budget cannot carry to its result. A refused
 	// Idempotency-Key is released, so a retry with it submits afresh.
 	if be := s.admit(modality); be != nil {
+		s.cfg.Budget.Refused()
 		res.release(ctx)
 		log.Debug().Str("reason", be.Reason).Msg("submission refused: busy")
 		s.reply(answer{req, modality}, "busy", busy(be))

@@ -12,8 +12,8 @@ import (
 )
 
 // DefaultBatchMin is how many jobs a round of the export waits for (batch.Config.Min): at most one call
-// for eight results, and so the cost admission counts (batch.Cost).
-const DefaultBatchMin = 8
+// for ten results, and so the cost admission counts (batch.Cost).
+const DefaultBatchMin = 10
 
 // newBatchers makes the batchers of Config.Export: one for jobs with a record, one for the slow lane,
 // whose rounds each wait for an unknown-job token.
@@ -38,9 +38,7 @@ type truth struct {
 }
 
 // truthOf asks the upstream about d's job the cheapest faithful way (the one policy, package batch): an
-// export row the slow lane found already; a batch while calls are scarce (the verifications in flight
-// and every call waiting for the budget, submissions included, exceed what it grants in 2 s); else GET
-// /job. A failed job is
+// export row the slow lane found already; a batch while calls are scarce (see scarce); else GET /job. A failed job is
 // always fetched with GET /job (the export has no error_code), and so is a job with a record, or with
 // provenance, that the export did not show. A job without either that the export did not show is
 // errAbsent.
@@ -50,8 +48,7 @@ func (v *Verifier) truthOf(ctx context.Context, d delivery, h held) (truth, erro
 	if d.exported != nil && d.exported.Status != upstream.StatusFailed {
 		return truth{job: *d.exported, source: contract.SourceExport}, nil
 	}
-	if d.exported == nil && v.batches != nil && v.cfg.Fidelity.Faithful() &&
-		batch.Scarce(int(v.owed.Load())+v.cfg.Budget.Queued(), v.cfg.Budget.Capacity) {
+	if d.exported == nil && v.batches != nil && v.cfg.Fidelity.Faithful() && v.scarce() {
 		a, err := v.batches.Lookup(ctx, d.id, v.window(d, h))
 		switch {
 		case err != nil:
@@ -69,6 +66,14 @@ func (v *Verifier) truthOf(ctx context.Context, d delivery, h held) (truth, erro
 	}
 	return truth{job: fetched.Job, source: contract.SourceWebhook,
 		call: callTime{latency: time.Since(start), budgetWait: fetched.BudgetWait}}, err
+}
+
+// scarce is the policy's test (package batch): the verifications in flight and every call waiting for
+// the budget exceed what it grants within batch.ScarceWithin, or the budget turned a submission away
+// within batch.Overloaded.
+func (v *Verifier) scarce() bool {
+	return batch.Scarce(int(v.owed.Load())+v.cfg.Budget.Queued(), v.cfg.Budget.Capacity) ||
+		v.cfg.Budget.RefusedWithin(batch.Overloaded)
 }
 
 // window is the created_at window of d's job (see package batch): its submission time for a job the

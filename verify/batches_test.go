@@ -28,6 +28,8 @@ func (s *scarcity) Capacity(time.Duration) float64 { return float64(s.capacity.L
 
 func (s *scarcity) Queued() int { return 0 }
 
+func (s *scarcity) RefusedWithin(time.Duration) bool { return false }
+
 // fidelity runs the real check of the account's custom categories (GET /me/moderation-config) and waits
 // for its first answer.
 func (e *env) fidelity(ctx context.Context) *batch.Fidelity {

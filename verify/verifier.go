@@ -30,10 +30,11 @@ type API interface {
 }
 
 // Budget is what the scarcity rule asks of the upstream budget (budget.Shared): what it can grant over
-// a duration, and how many calls of this process wait for it.
+// a duration, how many calls of this process wait for it, and whether it refused a submission lately.
 type Budget interface {
 	Capacity(d time.Duration) float64
 	Queued() int
+	RefusedWithin(d time.Duration) bool
 }
 
 // Config configures a [Verifier]. JS, API and Deliverer are required; every other field has a
@@ -122,7 +123,7 @@ type Config struct {
 	Budget Budget
 	// Fidelity says when batches are faithful (no custom categories); required with Export.
 	Fidelity *batch.Fidelity
-	// BatchMin and BatchMaxWait shape a round (batch.Config.Min, MaxWait); defaults DefaultBatchMin and 10s.
+	// BatchMin and BatchMaxWait shape a round (batch.Config.Min, MaxWait); defaults DefaultBatchMin and 15s.
 	BatchMin     int
 	BatchMaxWait time.Duration
 }

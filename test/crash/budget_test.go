@@ -3,6 +3,7 @@ package crash_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -227,4 +228,39 @@ func sharedBudgetScenario(t *testing.T, api string, processes int, kill bool) {
 	if min := budgetRPM / 60 * 3 / 2; after < min {
 		t.Errorf("%d calls in the 3s after the kill; the survivors should use the whole budget (%d would be half)", after, min)
 	}
+}
+
+// TestOverloadAtTheRealBudget is the overload at its real size, for the figures (set
+// BRIDGE_BUDGET_FIGURES=1; about 2 minutes a contract): a 60/min account, 2 submissions a second for 60 s,
+// each caller waiting at most 5 s, the bridge's defaults otherwise (30 s sweeps, 10 s grace). Every
+// accepted job ends with exactly one verified result, none a timeout, and the account's calls yield at
+// least 0.85 results each, submissions and verifications included.
+func TestOverloadAtTheRealBudget(t *testing.T) {
+	if os.Getenv("BRIDGE_BUDGET_FIGURES") == "" {
+		t.Skip("BRIDGE_BUDGET_FIGURES=1 runs the one-minute overload at the real budget")
+	}
+	eachContract(t, false, func(t *testing.T, api string) {
+		sim := simulator.Config{Seed: 11, RPM: 60, QueueDelay: 500 * time.Millisecond, ProcessDelay: 2 * time.Second,
+			Log: zerolog.Nop()}
+		r := newRig(t, rigConfig{api: api, sim: &sim, env: map[string]string{"BRIDGE_API_RPM": "60",
+			"BRIDGE_POLL_INTERVAL": "30s", "BRIDGE_WEBHOOK_GRACE": "10s"}})
+		r.startBridge()
+		start := time.Now()
+		s := r.offer(120, 500*time.Millisecond)
+		t.Logf("120 requests: %d accepted, %d BUSY, %d no reply, %d other (%s); slowest answer %v",
+			s.accepted, s.busy, s.noReply, s.other, s.otherErr, s.slowest)
+		r.waitSettled(5 * time.Minute)
+		v := r.checkExactlyOnce()
+		if n := v.bySource[contract.SourceTimeout]; n > 0 {
+			t.Errorf("%d accepted jobs ended as timeouts", n)
+		}
+		calls := simtest.Calls(r.sim)
+		perCall := float64(v.results) / float64(max(1, len(calls)))
+		t.Logf("figures: %d upstream calls for %d results (%.2f results a call, by source %v); %.1f results/min; %d 429s; in %v",
+			len(calls), v.results, perCall, v.bySource, float64(v.results)/time.Since(start).Minutes(), rateLimited(calls),
+			time.Since(start).Round(time.Second))
+		if perCall < 0.85 {
+			t.Errorf("%.2f results a call, want at least 0.85", perCall)
+		}
+	})
 }

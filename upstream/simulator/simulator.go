@@ -37,6 +37,8 @@ type Simulator struct {
 	extra   []byte // Config.ExtraFields as a JSON object
 	// webhookKey signs webhooks (Config.WebhookSecret); nil sends them unsigned.
 	webhookKey []byte
+	// unmetered lifts the rate limit (SetMetered).
+	unmetered atomic.Bool
 
 	mu       sync.RWMutex // mu guards jobs, accounts, every job's fields, holdNew and custom
 	jobs     map[string]*job
@@ -212,6 +214,10 @@ func (s *Simulator) SetFault(endpoint string, f Fault) {
 	s.faults[endpoint] = f
 }
 
+// SetMetered turns the rate limit off (false) and on again: a test seeds jobs "submitted elsewhere"
+// without spending the account's requests of the window it then measures. Calls are logged either way.
+func (s *Simulator) SetMetered(on bool) { s.unmetered.Store(!on) }
+
 // SetPaymentRequired switches 402 PAYMENT_REQUIRED for submissions on or off.
 func (s *Simulator) SetPaymentRequired(on bool) {
 	s.faultMu.Lock()
@@ -325,6 +331,7 @@ func (s *Simulator) api(ep string, h func(http.ResponseWriter, *http.Request, re
 func (s *Simulator) allow(w http.ResponseWriter, a *account) bool {
 	now := s.cfg.Now()
 	switch {
+	case s.unmetered.Load():
 	case s.v2() && s.cfg.RPM > 0:
 		st := a.window.take(now, s.cfg.RPM, false)
 		setLimitHeaders(w.Header(), st)

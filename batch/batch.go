@@ -49,6 +49,9 @@ const ScarceWithin = 2 * time.Second
 // exceeds supply, and every call should serve as many results as it can.
 const Overloaded = 10 * time.Second
 
+// DefaultMaxWait is the longest a job waits for its round by default (Config.MaxWait).
+const DefaultMaxWait = 20 * time.Second
+
 // Window is a created_at range, from inclusive, to exclusive, as the export takes it.
 type Window struct{ From, To time.Time }
 
@@ -93,11 +96,11 @@ type Source interface {
 // Config configures a [Batcher]. Source is required.
 type Config struct {
 	Source Source
-	// Min is how many jobs a round waits for before it starts; default 10.
+	// Min is how many jobs a round waits for before it starts; default 15.
 	Min int
-	// MaxWait is the longest a job waits for its round to start, however few wait; default 15s: under
+	// MaxWait is the longest a job waits for its round to start, however few wait; default 20s: under
 	// overload at 60 calls a minute about a submission a second finishes, and a round then settles some
-	// ten of them, so that the account's calls yield 0.85 results or more.
+	// fifteen of them, so that the account's calls yield 0.85 results or more.
 	MaxWait time.Duration
 	// Gate, when set, is waited on before each round's call (the unknown-job budget's token).
 	Gate func(ctx context.Context) error
@@ -145,10 +148,10 @@ func New(cfg Config) (*Batcher, error) {
 		return nil, errors.New("batch: Source is required")
 	}
 	if cfg.Min <= 0 {
-		cfg.Min = 10
+		cfg.Min = 15
 	}
 	if cfg.MaxWait <= 0 {
-		cfg.MaxWait = 15 * time.Second
+		cfg.MaxWait = DefaultMaxWait
 	}
 	if cfg.MaxSpan <= 0 {
 		cfg.MaxSpan = time.Hour

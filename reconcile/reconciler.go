@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/batch"
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/jobs"
@@ -180,6 +181,16 @@ func (r *Reconciler) sweepLoop(ctx context.Context, firstSweep chan struct{}) {
 	}
 }
 
+// grace is how long a job may be missing from the in-flight list before a sweep fetches it: WebhookGrace,
+// but while calls are short and batches run, at least a round's longest wait and 5 s more, so that a
+// webhook waiting for its round (batch.DefaultMaxWait) is not fetched again.
+func (r *Reconciler) grace() time.Duration {
+	if r.cfg.Export != nil && r.cfg.Fidelity.Faithful() && r.cfg.Budget.Available() < exportIdle {
+		return max(r.cfg.WebhookGrace, batch.DefaultMaxWait+5*time.Second)
+	}
+	return r.cfg.WebhookGrace
+}
+
 // awaitFidelity waits, in poll-only mode, for the first check of whether the export is faithful (at most
 // a poll interval), so the first sweep is the right kind.
 func (r *Reconciler) awaitFidelity(ctx context.Context) {
@@ -231,7 +242,7 @@ func (r *Reconciler) sweep(ctx context.Context, full bool) time.Time {
 		calls = max(1, (len(inflight)+upstream.InFlightPage-1)/upstream.InFlightPage)
 	}
 	now := r.cfg.Now()
-	plan := r.idx.mark(inflight, gen, now, r.cfg.WebhookGrace)
+	plan := r.idx.mark(inflight, gen, now, r.grace())
 	if full {
 		age := 0.0
 		if plan.oldest > 0 {

@@ -12,8 +12,8 @@ import (
 )
 
 // DefaultBatchMin is how many jobs a round of the export waits for (batch.Config.Min): at most one call
-// for ten results, and so the cost admission counts (batch.Cost).
-const DefaultBatchMin = 10
+// for fifteen results, and so the cost admission counts (batch.Cost).
+const DefaultBatchMin = 15
 
 // newBatchers makes the batchers of Config.Export: one for jobs with a record, one for the slow lane,
 // whose rounds each wait for an unknown-job token.

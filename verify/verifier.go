@@ -123,7 +123,7 @@ type Config struct {
 	Budget Budget
 	// Fidelity says when batches are faithful (no custom categories); required with Export.
 	Fidelity *batch.Fidelity
-	// BatchMin and BatchMaxWait shape a round (batch.Config.Min, MaxWait); defaults DefaultBatchMin and 15s.
+	// BatchMin and BatchMaxWait shape a round (batch.Config.Min, MaxWait); defaults DefaultBatchMin and 20s.
 	BatchMin     int
 	BatchMaxWait time.Duration
 }

@@ -51,8 +51,10 @@ func (v *Verifier) truthOf(ctx context.Context, d delivery, h held) (truth, erro
 	if d.exported == nil && v.batches != nil && v.cfg.Fidelity.Faithful() && v.scarce() {
 		a, err := v.batches.Lookup(ctx, d.id, v.window(d, h))
 		switch {
-		case err != nil:
+		case err != nil && ctx.Err() != nil:
 			return truth{}, err
+		case err != nil:
+			v.cfg.Fidelity.Failed(err) // GET /job below, and for every job until the next check
 		case a.Found && a.Job.Status != upstream.StatusFailed:
 			return truth{job: a.Job, source: contract.SourceExport}, nil
 		case !a.Found && h.rev == 0 && d.msg.Headers().Get(contract.HeaderAuthenticated) == "":
@@ -101,8 +103,11 @@ func (v *Verifier) exported(ctx context.Context, d *delivery) (vd verdict, decid
 	switch {
 	case err != nil && d.lane.stopped():
 		return verdict{action: actGiveBack, outcome: outcomeShutdown}, true, true
-	case err != nil:
+	case err != nil && ctx.Err() != nil:
 		return retryLater("settle from the export", err), true, true
+	case err != nil:
+		v.cfg.Fidelity.Failed(err) // the account's list and GETs, until the next check
+		return verdict{}, false, false
 	case !a.Found:
 		return deadLetter(ReasonNotFound, outcomeAbsent, errAbsent), true, true
 	}

@@ -267,3 +267,36 @@ func TestCustomCategoriesTurnBatchesOff(t *testing.T) {
 		})
 	}
 }
+
+// TestExportFailureFallsBackToGET: when the export fails (here a 404, as from an upstream that does not
+// serve it), batches turn off and every webhook is verified with GET /job instead: nothing waits on a
+// broken export, and none is dead-lettered for it.
+func TestExportFailureFallsBackToGET(t *testing.T) {
+	e := newEnv(t, testworld.Single, simulator.Config{Seed: 13, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	ctx := natstest.Ctx(t)
+	f := e.fidelity(ctx)
+	e.Sim.SetFault(simulator.EndpointExport, simulator.Fault{ErrorRate: 1, ErrorStatus: 404})
+	s := &scarcity{} // always scarce
+	e.startVerifier(e.batched(s, f))
+	var ids []string
+	for i := range 3 {
+		id := e.SubmitDirect("prompt", map[string]string{"prompt": "broken export " + strconv.Itoa(i)})
+		e.pendingRecord(id, time.Now())
+		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
+		ids = append(ids, id)
+	}
+	e.WaitResults(contract.Default.SubjectResults+">", len(ids), 30*time.Second)
+	e.WaitSettled(10 * time.Second)
+	got := sources(t, e)
+	for _, id := range ids {
+		if got[id] != contract.SourceWebhook {
+			t.Errorf("job %s: source %q, want webhook (GET /job)", id, got[id])
+		}
+	}
+	if dead := e.StreamMsgs(contract.Default.StreamDeadLetter, ""); len(dead) != 0 {
+		t.Errorf("%d dead letters, want none", len(dead))
+	}
+	if f.Faithful() {
+		t.Error("batches still on after the export failed")
+	}
+}

@@ -5,7 +5,7 @@
 #   scripts/release.sh v0.9.0
 #
 # dist/ then holds:
-#   bridge-v0.9.0-<os>-<arch>             static binaries (CGO_ENABLED=0, -trimpath) for linux/amd64,
+#   bridge-v0.9.0-<os>-<arch>             binaries without cgo (CGO_ENABLED=0, -trimpath; static on Linux) for linux/amd64,
 #                                         linux/arm64 and darwin/arm64; `bridge version` prints v0.9.0 and the commit
 #   bridge-0.9.0.tgz                      the Helm chart, version and appVersion 0.9.0 (deploy/cmd/chart: Helm's
 #                                         own packages, linted first)

@@ -1,8 +1,11 @@
-// Package deploy holds deployment files: Prometheus alert rules and Grafana dashboard, and Kubernetes
-// manifests. It has none of the bridge's code; its tests check every deployment file with its
-// ecosystem's own parser: the manifests decoded into the Kubernetes API types, docker-compose.yml loaded
-// by compose-go, the alert rules by Prometheus's rule parser (with their runbook links), the
-// dashboard's queries as PromQL.
+// Package deploy holds deployment files: Prometheus alert rules and Grafana dashboard, Kubernetes
+// manifests and the Helm chart. It has none of the bridge's code; its tests check every deployment file
+// with its ecosystem's own parser: the manifests decoded into the Kubernetes API types, the chart rendered
+// and linted by Helm's own packages (helm.sh/helm/v4) and its objects decoded likewise (the ServiceMonitor
+// into the Prometheus Operator's type), docker-compose.yml loaded by compose-go, the alert rules by
+// Prometheus's rule parser (with their runbook links), the dashboard's queries as PromQL. It also
+// validates the contract documents, docs/asyncapi.yaml and docs/openapi.yaml, against their
+// meta-schemas (AsyncAPI 3.0.0 in testdata, OpenAPI 3.1 from libopenapi), offline.
 //
 // It also holds the supply-chain tools (issue 27): govulncheck, pinned by go.mod's tool line, and
 // cmd/vulndb, which turns the golang.org/x/vulndb module into the database govulncheck reads, so that

@@ -7,7 +7,7 @@
 # (deploy/docker/Dockerfile.*), so nothing is pulled and Docker's legacy builder suffices.
 #
 #   scripts/images.sh                 evershield/bridge:local and evershield/nats:local
-#   TAG=1.4.0 scripts/images.sh       another tag (deploy/kubernetes names evershield/bridge:latest)
+#   TAG=0.9.0 scripts/images.sh       another tag (deploy/kubernetes and the Helm chart pin the chart's appVersion)
 #   BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot scripts/images.sh
 #                                     a stock base instead of scratch (it must be pulled)
 #   VERSION=1.4.0                     what bridge version prints (default: git describe)

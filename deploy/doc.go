@@ -1,7 +1,8 @@
 // Package deploy holds deployment files: Prometheus alert rules and Grafana dashboard, Kubernetes
 // manifests and the Helm chart. It has none of the bridge's code; its tests check every deployment file
-// with its ecosystem's own parser: the manifests decoded into the Kubernetes API types, the chart rendered
-// and linted by Helm's own packages (helm.sh/helm/v4) and its objects decoded likewise (the ServiceMonitor
+// with its ecosystem's own parser: the manifests decoded into the Kubernetes API types, the chart (with
+// -tags helm, as Helm is heavy to compile) rendered and linted by Helm's own packages (helm.sh/helm/v4) and
+// its objects decoded likewise (the ServiceMonitor
 // into the Prometheus Operator's type), docker-compose.yml loaded by compose-go, the alert rules by
 // Prometheus's rule parser (with their runbook links), the dashboard's queries as PromQL. It also
 // validates the contract documents, docs/asyncapi.yaml and docs/openapi.yaml, against their

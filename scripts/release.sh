@@ -70,7 +70,7 @@ for p in $platforms; do
 done
 
 echo "release: the Helm chart $semver"
-(cd deploy && go run ./cmd/chart -version "$semver" -out "$dist" helm/bridge)
+(cd deploy && go run -tags helm ./cmd/chart -version "$semver" -out "$dist" helm/bridge)
 
 if [ "$images" = 1 ]; then
   # One image build: the script the compose cluster uses, with the release's tag and version.

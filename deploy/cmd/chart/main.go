@@ -1,3 +1,5 @@
+//go:build helm
+
 // Command chart packages the bridge's Helm chart for a release with Helm's own packages (helm.sh/helm/v4),
 // as `helm lint` and `helm package --version V --app-version V` would: it loads the chart directory, sets
 // the chart's version and appVersion, lints it (any warning or error stops it) and writes

@@ -10,7 +10,9 @@
 //
 // It also holds the supply-chain tools (issue 27): govulncheck, pinned by go.mod's tool line, and
 // cmd/vulndb, which turns the golang.org/x/vulndb module into the database govulncheck reads, so that
-// scripts/vulncheck.sh scans the bridge offline.
+// scripts/vulncheck.sh scans the bridge offline. And cmd/lb, the webhook load balancer docker-compose.yml
+// runs in front of its bridges (scripts/images.sh builds it into a FROM scratch image), since no
+// load-balancer image can be pulled where there is no registry.
 //
 // It is a module of its own so that those parsers' and tools' dependencies stay out of the bridge's
 // go.mod; run its tests with (cd deploy && go test ./...).

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/evershield/bridge/internal/retry"
 )
 
 // CheckEvery is how often [Fidelity] asks the upstream whether the account has custom categories.
@@ -76,7 +78,7 @@ func (f *Fidelity) Failed(err error) {
 // Run checks at once and every CheckEvery until ctx ends; a failed check keeps what the last one found
 // and is tried again after a minute, doubling up to CheckEvery.
 func (f *Fidelity) Run(ctx context.Context) {
-	retry := time.Minute
+	backoff := time.Minute
 	for {
 		wait := CheckEvery
 		custom, err := f.Check(ctx)
@@ -86,7 +88,7 @@ func (f *Fidelity) Run(ctx context.Context) {
 		f.mu.Lock()
 		switch {
 		case err != nil:
-			wait, retry = retry, min(2*retry, CheckEvery)
+			wait, backoff = backoff, min(2*backoff, CheckEvery)
 			f.Log.Warn().Err(err).Dur("retry_in", wait).Msg("check the account's custom categories (GET /me/moderation-config)")
 		case custom && (f.faithful || !f.checked):
 			f.Log.Info().Msg("the account has custom categories, which the export lacks: every job is verified with GET /job")
@@ -95,19 +97,15 @@ func (f *Fidelity) Run(ctx context.Context) {
 		}
 		first := err == nil && !f.checked
 		if err == nil {
-			f.faithful, f.checked, retry = !custom, true, time.Minute
+			f.faithful, f.checked, backoff = !custom, true, time.Minute
 		}
 		f.mu.Unlock()
 		if first {
 			f.Checked()
 			close(f.first)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, wait) != nil {
 			return
-		case <-t.C:
 		}
 	}
 }

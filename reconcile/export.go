@@ -6,6 +6,7 @@ import (
 
 	"github.com/evershield/bridge/batch"
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/upstream"
 )
 
@@ -53,12 +54,8 @@ func (r *Reconciler) exportLoop(ctx context.Context) {
 			}
 			wait = exportEvery(1, r.cfg.RPM(), true, r.cfg.PollInterval)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, wait) != nil {
 			return
-		case <-t.C:
 		}
 	}
 }

@@ -28,6 +28,7 @@ package batch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"sort"
@@ -112,6 +113,10 @@ type Config struct {
 	// Calls counts the export calls, when set.
 	Calls func()
 }
+
+// ErrNoRound: the round's Gate did not open (its budget had no call in time); the export itself was not
+// asked, so this says nothing of whether it works.
+var ErrNoRound = errors.New("batch: no call for the round")
 
 // Answer is what a round found about one job: the export's row (Found), or its absence from a window that
 // covers the job.
@@ -227,7 +232,7 @@ func (b *Batcher) round() {
 	defer cancel()
 	if b.cfg.Gate != nil {
 		if err := b.cfg.Gate(ctx); err != nil {
-			b.answerAll(b.take(), result{err: err})
+			b.answerAll(b.take(), result{err: fmt.Errorf("%w: %w", ErrNoRound, err)})
 			return
 		}
 	}

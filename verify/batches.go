@@ -109,7 +109,7 @@ func (v *Verifier) exported(ctx context.Context, d *delivery) (vd verdict, decid
 	switch {
 	case err != nil && d.lane.stopped():
 		return verdict{action: actGiveBack, outcome: outcomeShutdown}, true, true
-	case err != nil && ctx.Err() != nil:
+	case err != nil && (ctx.Err() != nil || errors.Is(err, batch.ErrNoRound)):
 		return retryLater("settle from the export", err), true, true
 	case err != nil:
 		v.cfg.Fidelity.Failed(err) // the account's list and GETs, until the next check

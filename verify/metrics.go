@@ -113,7 +113,7 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 		}),
 		provenance: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bridge_verify_provenance_total",
-			Help: "Webhooks of jobs without a JOBS record verified at the full budget, by how their provenance was established: signature, token or list (found in the account's job list).",
+			Help: "Webhooks of jobs without a JOBS record verified at the full budget, by how their provenance was established: signature, token, list (found in the account's job list) or export (found in an export round).",
 		}, []string{"via"}),
 		listPages: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "bridge_verify_list_pages_total",
@@ -145,7 +145,7 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 	m.unknownWaiting = promutil.Add(r, m.unknownWaiting)
 	m.authPaused = promutil.Add(r, m.authPaused)
 	m.provenance = promutil.Add(r, m.provenance)
-	for _, via := range []string{"signature", "token", "list"} {
+	for _, via := range []string{"signature", "token", "list", "export"} {
 		m.provenance.WithLabelValues(via)
 	}
 	m.listPages = promutil.Add(r, m.listPages)

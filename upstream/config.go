@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a [Client].
@@ -36,6 +37,10 @@ type Config struct {
 	// MaxExportBytes bounds the body of one export ([Client.ExportJobs]); a longer one fails it. Default
 	// [DefaultMaxExportBytes].
 	MaxExportBytes int64
+	// TracerProvider, when set, traces every exchange: a client span (otelhttp) of the span in the call's
+	// ctx, named by the endpoint, e.g. "GET /job/{id}", and the W3C traceparent sent to the upstream. nil
+	// traces nothing and costs nothing.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -53,6 +58,9 @@ func (c *Config) setDefaults() {
 		t.MaxIdleConns = 256
 		t.MaxIdleConnsPerHost = 64
 		c.HTTP = &http.Client{Transport: t}
+	}
+	if c.TracerProvider != nil {
+		c.HTTP = traced(c.HTTP, c.TracerProvider)
 	}
 	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
 }

@@ -25,16 +25,26 @@ const (
 	attrOutcome = "bridge.outcome"
 )
 
-// startSpan starts the verification span of d, whose job's record h holds (rev 0: none): a child of the
-// webhook's trace context (its traceparent header, which ingest took from the webhook's request), else
-// of the record's (a job submitted with one, whose webhook carries none), else a root. With a no-op
-// TracerProvider the span is the parent's context itself, so the result still carries it.
+// startSpan starts the verification span of d, whose job's record h holds (rev 0: none). Its parent is
+// the job's trace: the record's trace context (a job submitted with one) is the job's, and the webhook's
+// (its traceparent header: the sender's, or the server span ingest made for it) is the parent only when
+// it is of the same trace (an upstream that passed the submission's trace on) or the record has none;
+// a webhook of another trace is a link. Without either the span is a root. With a no-op TracerProvider
+// the span is the parent's context itself, so the result still carries it.
 func (v *Verifier) startSpan(ctx context.Context, d delivery, h held) (context.Context, trace.Span) {
 	parent := contract.TraceFromHeader(ctx, d.msg.Headers())
-	if !trace.SpanContextFromContext(parent).IsValid() && h.rev != 0 {
-		parent = h.rec.Trace().Context(ctx)
+	var opts []trace.SpanStartOption
+	if h.rev != 0 {
+		rctx := h.rec.Trace().Context(ctx)
+		rec, hook := trace.SpanContextFromContext(rctx), trace.SpanContextFromContext(parent)
+		if rec.IsValid() && (!hook.IsValid() || hook.TraceID() != rec.TraceID()) {
+			parent = rctx
+			if hook.IsValid() {
+				opts = append(opts, trace.WithLinks(trace.Link{SpanContext: hook}))
+			}
+		}
 	}
-	ctx, span := v.tracer.Start(parent, SpanName, trace.WithSpanKind(trace.SpanKindConsumer))
+	ctx, span := v.tracer.Start(parent, SpanName, append(opts, trace.WithSpanKind(trace.SpanKindConsumer))...)
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String(attrJobID, d.id), attribute.String(attrLane, d.lane.name),
 			attribute.Int(attrAttempt, d.attempt), attribute.String("messaging.destination.name", d.msg.Subject()))

@@ -31,27 +31,37 @@ func TestVerificationSpanContinuesTheTrace(t *testing.T) {
 		c.TracerProvider = tp
 		c.API = e.Client(func(u *upstream.Config) { u.TracerProvider = tp })
 	})
+	const (
+		hookTrace, hookSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+		recTrace, recSpan   = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+		sameTraceSpan       = "1111111111111111"
+	)
 	tests := []struct {
-		name         string
-		inWebhook    bool // the traceparent comes with the webhook; else with the job's record
-		traceID      string
-		parentSpanID string
+		name                  string
+		webhook, record       string // traceparents
+		traceID, parentSpanID string
+		link                  string // the span id the verification links to, if any
 	}{
-		{"from the webhook", true, "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"},
-		{"from the record", false, "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"},
+		{"from the webhook", "00-" + hookTrace + "-" + hookSpan + "-01", "", hookTrace, hookSpan, ""},
+		{"from the record", "", "00-" + recTrace + "-" + recSpan + "-01", recTrace, recSpan, ""},
+		{"the webhook's in the record's trace", "00-" + recTrace + "-" + sameTraceSpan + "-01", "00-" + recTrace + "-" + recSpan + "-01",
+			recTrace, sameTraceSpan, ""},
+		{"the record's, the webhook's of another trace linked", "00-" + hookTrace + "-" + hookSpan + "-01", "00-" + recTrace + "-" + recSpan + "-01",
+			recTrace, recSpan, hookSpan},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			parent := "00-" + tt.traceID + "-" + tt.parentSpanID + "-01"
+			rec.Reset()
 			id := e.SubmitDirect("prompt", map[string]string{"prompt": "hello"})
 			msg := testworld.WebhookMsg("prompt", id, testworld.WebhookBody(id, false), "203.0.113.7:4711")
 			msg.Header.Set(contract.HeaderAuthenticated, contract.AuthenticatedToken)
-			if tt.inWebhook {
-				msg.Header.Set(contract.HeaderTraceParent, parent)
-			} else {
+			if tt.webhook != "" {
+				msg.Header.Set(contract.HeaderTraceParent, tt.webhook)
+			}
+			if tt.record != "" {
 				now := time.Now().UTC()
 				if _, err := e.Store.Create(natstest.Ctx(t), jobs.Record{JobID: id, Modality: "prompt", State: jobs.StatePending,
-					Origin: jobs.OriginSubmit, SubmittedAt: now, Deadline: now.Add(5 * time.Minute), TraceParent: parent}); err != nil {
+					Origin: jobs.OriginSubmit, SubmittedAt: now, Deadline: now.Add(5 * time.Minute), TraceParent: tt.record}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -63,6 +73,10 @@ func TestVerificationSpanContinuesTheTrace(t *testing.T) {
 			verifySpan, call := spansOf(t, rec, tt.traceID)
 			if verifySpan.Parent().SpanID().String() != tt.parentSpanID || !verifySpan.Parent().IsRemote() {
 				t.Errorf("verification span's parent %v, want the remote span %s", verifySpan.Parent(), tt.parentSpanID)
+			}
+			if links := verifySpan.Links(); tt.link == "" && len(links) != 0 ||
+				tt.link != "" && (len(links) != 1 || links[0].SpanContext.SpanID().String() != tt.link) {
+				t.Errorf("verification span's links %v, want %q", links, tt.link)
 			}
 			if call.Parent().SpanID() != verifySpan.SpanContext().SpanID() {
 				t.Errorf("GET /job/{id}'s parent %v, want the verification span %v", call.Parent().SpanID(), verifySpan.SpanContext().SpanID())

@@ -153,9 +153,10 @@ func (v *Verifier) decide(ctx context.Context, d delivery) (vd verdict) {
 	rec, rev, err := v.store.Get(rctx, d.id)
 	known := err == nil
 	if err == nil || errors.Is(err, jobs.ErrNotFound) {
-		var span trace.Span
-		ctx, span = v.startSpan(ctx, d, held{rec, rev})
-		rctx = trace.ContextWithSpan(rctx, span)
+		sctx, span := v.startSpan(ctx, d, held{rec, rev})
+		if sctx != ctx {
+			ctx, rctx = sctx, trace.ContextWithSpan(rctx, span)
+		}
 		defer func() { endSpan(span, vd) }()
 	}
 	switch {

@@ -33,6 +33,9 @@ const (
 // the span is the parent's context itself, so the result still carries it.
 func (v *Verifier) startSpan(ctx context.Context, d delivery, h held) (context.Context, trace.Span) {
 	parent := contract.TraceFromHeader(ctx, d.msg.Headers())
+	if v.untraced && parent == ctx && h.rec.TraceParent == "" {
+		return ctx, trace.SpanFromContext(ctx) // no span, no trace: nothing to carry, nothing allocated
+	}
 	var opts []trace.SpanStartOption
 	if h.rev != 0 {
 		rctx := h.rec.Trace().Context(ctx)

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/propagation"
@@ -125,4 +126,35 @@ func spansOf(t *testing.T, rec *tracetest.SpanRecorder, traceID string) (verifyS
 		return nil
 	})
 	return verifySpan, call
+}
+
+// TestNoTraceCostsNothing: without a TracerProvider, a delivery whose webhook and record carry no trace
+// context gets no span, and allocates nothing for it.
+func TestNoTraceCostsNothing(t *testing.T) {
+	e := newEnv(t, testworld.Single, simulator.Config{})
+	id := uuid.NewString()
+	e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
+	c, err := e.JS.OrderedConsumer(natstest.Ctx(t), contract.Default.StreamWebhooks, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := New(Config{JS: e.JS, API: e.API, Deliverer: e.Deliverer, UnknownRPM: UnknownOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := delivery{msg: m, lane: &lane{name: "main"}, id: id}
+	ctx := natstest.Ctx(t)
+	if n := testing.AllocsPerRun(100, func() {
+		sctx, span := v.startSpan(ctx, d, held{})
+		if sctx != ctx {
+			t.Fatal("a span without a trace or a provider")
+		}
+		endSpan(span, verdict{})
+	}); n != 0 {
+		t.Errorf("untraced verification: %v allocations, want 0", n)
+	}
 }

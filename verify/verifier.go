@@ -344,8 +344,9 @@ type Verifier struct {
 	batches, unknownBatches *batch.Batcher
 	// owed counts the verifications this process is about to make or waiting for, for batch.Scarce.
 	owed atomic.Int64
-	// tracer makes the verification spans (Config.TracerProvider).
-	tracer trace.Tracer
+	// tracer makes the verification spans (Config.TracerProvider); untraced says it is a no-op's.
+	tracer   trace.Tracer
+	untraced bool
 }
 
 // Serving is closed once the consumers of every lane exist, so that webhooks stored from then on are
@@ -406,6 +407,7 @@ func New(cfg Config) (*Verifier, error) {
 		notFound: newRecentSet(4096, 10*time.Minute),
 		tracer:   cfg.TracerProvider.Tracer(tracerName),
 	}
+	_, v.untraced = cfg.TracerProvider.(noop.TracerProvider)
 	if cfg.UnknownRPM != UnknownOff {
 		v.unknownBudget = &unknownTokens{lim: cfg.UnknownLimiter, rate: float64(cfg.UnknownRPM) / 60}
 		v.lists = newListCheck(cfg.API, v.unknownBudget, cfg.ListLookback, m.listPages)

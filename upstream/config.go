@@ -37,9 +37,10 @@ type Config struct {
 	// MaxExportBytes bounds the body of one export ([Client.ExportJobs]); a longer one fails it. Default
 	// [DefaultMaxExportBytes].
 	MaxExportBytes int64
-	// TracerProvider, when set, traces every exchange: a client span (otelhttp) of the span in the call's
-	// ctx, named by the endpoint, e.g. "GET /job/{id}", and the W3C traceparent sent to the upstream. nil
-	// traces nothing and costs nothing.
+	// TracerProvider, when set, traces every exchange made inside a span (in the call's ctx): a client
+	// span (otelhttp), its child, named by the endpoint, e.g. "GET /job/{id}", and the W3C traceparent
+	// sent to the upstream. Exchanges outside any span are not traced. nil traces nothing and costs
+	// nothing.
 	TracerProvider trace.TracerProvider
 }
 

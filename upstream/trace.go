@@ -11,10 +11,12 @@ import (
 	"github.com/evershield/bridge/contract"
 )
 
-// traced is hc with its transport wrapped in otelhttp's, for Config.TracerProvider: each exchange is a
-// client span of the caller's span (a verification, a submission), named by its endpoint ("GET
-// /job/{id}"), and carries the W3C traceparent to the upstream. No metrics are made (the bridge's are
-// Prometheus'), and the span records the URL, never the Authorization header. hc itself is not changed.
+// traced is hc with its transport wrapped in otelhttp's, for Config.TracerProvider: each exchange made
+// inside a span (a verification, a submission) is a client span, its child, named by its endpoint ("GET
+// /job/{id}"), and carries the W3C traceparent to the upstream. An exchange outside any span (the
+// reconciler's sweeps, a batch's export, the budget's and the fidelity check's calls) is not traced:
+// each would be a trace of one span. No metrics are made (the bridge's are Prometheus'), and the span
+// records the URL, never the Authorization header. hc itself is not changed.
 func traced(hc *http.Client, tp trace.TracerProvider) *http.Client {
 	base := hc.Transport
 	if base == nil {
@@ -22,9 +24,13 @@ func traced(hc *http.Client, tp trace.TracerProvider) *http.Client {
 	}
 	c := *hc
 	c.Transport = otelhttp.NewTransport(base, otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(contract.TraceContext),
-		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()), otelhttp.WithSpanNameFormatter(spanName))
+		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()), otelhttp.WithSpanNameFormatter(spanName),
+		otelhttp.WithFilter(inSpan))
 	return &c
 }
+
+// inSpan reports whether r is made inside a span: only such an exchange is traced.
+func inSpan(r *http.Request) bool { return trace.SpanContextFromContext(r.Context()).IsValid() }
 
 // endpointKey is the context key of the endpoint an exchange is for ([request].ep), which names its span.
 type endpointKey struct{}

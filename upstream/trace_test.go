@@ -18,8 +18,8 @@ import (
 )
 
 // TestCallsAreChildSpans: with a TracerProvider, GET /job/{id} is a client span named by its endpoint,
-// the child of the caller's span, and the upstream receives that client span as its traceparent; without
-// one, no traceparent is sent.
+// the child of the caller's span, and the upstream receives that client span as its traceparent; outside
+// a span, or without a provider, there is no span and no traceparent is sent.
 func TestCallsAreChildSpans(t *testing.T) {
 	var mu sync.Mutex
 	var sent []string // the traceparent of each request
@@ -71,9 +71,16 @@ func TestCallsAreChildSpans(t *testing.T) {
 	if _, err := plain.GetJob(ctx, "j2", upstream.ClassVerify); err != nil {
 		t.Fatal(err)
 	}
+	spans := len(rec.Ended())
+	if _, err := traced.GetJob(natstest.Ctx(t), "j3", upstream.ClassPoll); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(rec.Ended()); n != spans {
+		t.Errorf("a call outside any span made %d spans", n-spans)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if len(sent) != 2 || sent[0] != want || sent[1] != "" {
+	if len(sent) != 3 || sent[0] != want || sent[1] != "" || sent[2] != "" {
 		t.Errorf("traceparents sent %q, want %q then none", sent, want)
 	}
 }

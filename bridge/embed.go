@@ -50,9 +50,10 @@ func WithRegisterer(reg prometheus.Registerer) Option {
 
 // WithTracerProvider makes the bridge trace with tp, the caller's (for the binary, [Tracing.Option] of
 // the OTEL_* variables): a server span of each webhook (otelhttp, the child of the request's W3C
-// traceparent), its verification span, the client span of each upstream call, a span of each
-// submission. The bridge never shuts tp down. Without it the bridge makes no span, and the trace
-// context that webhooks and submissions bring still travels to their results (docs/DESIGN.md, Headers).
+// traceparent), its verification span, a span of each submission, and the client span of each upstream
+// call made in either. The bridge never shuts tp down. Without it the bridge makes no span, and the
+// trace context that webhooks and submissions bring still travels to their results (docs/DESIGN.md,
+// Trace context).
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(o *options) error {
 		if tp == nil {

@@ -59,9 +59,24 @@ func (f *Fidelity) SawCustom() {
 	f.faithful = false
 }
 
+// Failed turns batches off until the next check: an export call failed (the upstream may not serve it,
+// or answers what the client does not read), so callers fall back to GET /job meanwhile.
+func (f *Fidelity) Failed(err error) {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.faithful {
+		f.Log.Warn().Err(err).Msg("export failed: batch verification off until the next check; jobs are verified with GET /job")
+	}
+	f.faithful = false
+}
+
 // Run checks at once and every CheckEvery until ctx ends; a failed check keeps what the last one found
-// and is tried again in a minute.
+// and is tried again after a minute, doubling up to CheckEvery.
 func (f *Fidelity) Run(ctx context.Context) {
+	retry := time.Minute
 	for {
 		wait := CheckEvery
 		custom, err := f.Check(ctx)
@@ -71,8 +86,8 @@ func (f *Fidelity) Run(ctx context.Context) {
 		f.mu.Lock()
 		switch {
 		case err != nil:
-			wait = time.Minute
-			f.Log.Warn().Err(err).Msg("check the account's custom categories (GET /me/moderation-config); retrying in a minute")
+			wait, retry = retry, min(2*retry, CheckEvery)
+			f.Log.Warn().Err(err).Dur("retry_in", wait).Msg("check the account's custom categories (GET /me/moderation-config)")
 		case custom && (f.faithful || !f.checked):
 			f.Log.Info().Msg("the account has custom categories, which the export lacks: every job is verified with GET /job")
 		case !custom && !f.faithful:
@@ -80,7 +95,7 @@ func (f *Fidelity) Run(ctx context.Context) {
 		}
 		first := err == nil && !f.checked
 		if err == nil {
-			f.faithful, f.checked = !custom, true
+			f.faithful, f.checked, retry = !custom, true, time.Minute
 		}
 		f.mu.Unlock()
 		if first {

@@ -1,7 +1,9 @@
 package deploy_test
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"go.yaml.in/yaml/v3"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -17,18 +20,20 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	k8syaml "sigs.k8s.io/yaml"
 )
 
-// manifests are the decoded objects of deploy/kubernetes, by kind.
+// manifests are the decoded objects of deploy/kubernetes, or of the chart's rendered templates, by kind.
 type manifests struct {
-	deployments []appsv1.Deployment
-	services    []corev1.Service
-	pdbs        []policyv1.PodDisruptionBudget
-	configMaps  []corev1.ConfigMap
-	secrets     []corev1.Secret
-	jobs        []batchv1.Job
-	files       []string
+	deployments     []appsv1.Deployment
+	services        []corev1.Service
+	pdbs            []policyv1.PodDisruptionBudget
+	configMaps      []corev1.ConfigMap
+	secrets         []corev1.Secret
+	jobs            []batchv1.Job
+	serviceMonitors []monitoringv1.ServiceMonitor
+	files           []string
 }
 
 // decodeManifests strictly decodes every document of every YAML file in deploy/kubernetes (except the
@@ -49,181 +54,83 @@ func decodeManifests(t *testing.T) manifests {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, doc := range bytes.Split(b, []byte("\n---\n")) {
-			var tm metav1.TypeMeta
-			if err := k8syaml.Unmarshal(doc, &tm); err != nil {
-				t.Fatalf("%s document %d: %v", f, i, err)
-			}
-			var into any
-			switch tm.APIVersion + " " + tm.Kind {
-			case "apps/v1 Deployment":
-				m.deployments = append(m.deployments, appsv1.Deployment{})
-				into = &m.deployments[len(m.deployments)-1]
-			case "v1 Service":
-				m.services = append(m.services, corev1.Service{})
-				into = &m.services[len(m.services)-1]
-			case "policy/v1 PodDisruptionBudget":
-				m.pdbs = append(m.pdbs, policyv1.PodDisruptionBudget{})
-				into = &m.pdbs[len(m.pdbs)-1]
-			case "v1 ConfigMap":
-				m.configMaps = append(m.configMaps, corev1.ConfigMap{})
-				into = &m.configMaps[len(m.configMaps)-1]
-			case "v1 Secret":
-				m.secrets = append(m.secrets, corev1.Secret{})
-				into = &m.secrets[len(m.secrets)-1]
-			case "batch/v1 Job":
-				m.jobs = append(m.jobs, batchv1.Job{})
-				into = &m.jobs[len(m.jobs)-1]
-			default:
-				t.Fatalf("%s document %d: unexpected %s %s", f, i, tm.APIVersion, tm.Kind)
-			}
-			if err := k8syaml.UnmarshalStrict(doc, into); err != nil {
-				t.Fatalf("%s document %d (%s): %v", f, i, tm.Kind, err)
-			}
-		}
+		m.add(t, f, b)
 	}
 	return m
 }
 
+// add strictly decodes every document of b (from the file what) into its Kubernetes API type, skipping
+// documents with nothing but comments. An unknown kind or field fails.
+func (m *manifests) add(t *testing.T, what string, b []byte) {
+	t.Helper()
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(b)))
+	for i := 0; ; i++ {
+		doc, err := r.Read()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatalf("%s document %d: %v", what, i, err)
+		}
+		var tm metav1.TypeMeta
+		if err := k8syaml.Unmarshal(doc, &tm); err != nil {
+			t.Fatalf("%s document %d: %v", what, i, err)
+		}
+		var into any
+		switch tm.APIVersion + " " + tm.Kind {
+		case " ":
+			var v any
+			if err := k8syaml.Unmarshal(doc, &v); err != nil || v != nil {
+				t.Fatalf("%s document %d: no apiVersion and kind: %s", what, i, doc)
+			}
+			continue
+		case "apps/v1 Deployment":
+			into = grow(&m.deployments)
+		case "v1 Service":
+			into = grow(&m.services)
+		case "policy/v1 PodDisruptionBudget":
+			into = grow(&m.pdbs)
+		case "v1 ConfigMap":
+			into = grow(&m.configMaps)
+		case "v1 Secret":
+			into = grow(&m.secrets)
+		case "batch/v1 Job":
+			into = grow(&m.jobs)
+		case "monitoring.coreos.com/v1 ServiceMonitor":
+			into = grow(&m.serviceMonitors)
+		default:
+			t.Fatalf("%s document %d: unexpected %s %s", what, i, tm.APIVersion, tm.Kind)
+		}
+		if err := k8syaml.UnmarshalStrict(doc, into); err != nil {
+			t.Fatalf("%s document %d (%s): %v", what, i, tm.Kind, err)
+		}
+	}
+}
+
+// grow appends a zero object to *s and returns a pointer to it.
+func grow[T any](s *[]T) *T {
+	*s = append(*s, *new(T))
+	return &(*s)[len(*s)-1]
+}
+
+// secretRef is the Secret of the bridge's own secrets that the Deployments read, and its keys.
+type secretRef struct {
+	name string
+	keys map[string]string
+}
+
+// wantRoles are the role groups of deploy/kubernetes, and of the chart rendered as release "bridge": each
+// Deployment's name and its BRIDGE_ROLES.
+var wantRoles = map[string]string{"bridge-ingest": "ingest", "bridge-workers": "verify,reconcile,submit"}
+
 func TestKubernetesManifests(t *testing.T) {
 	m := decodeManifests(t)
-	wantRoles := map[string]string{"bridge-ingest": "ingest", "bridge-workers": "verify,reconcile,submit"}
-	if len(m.deployments) != len(wantRoles) {
-		t.Fatalf("%d deployments, want %d", len(m.deployments), len(wantRoles))
+	if len(m.secrets) != 1 {
+		t.Fatalf("%d secrets, want 1", len(m.secrets))
 	}
-	if len(m.configMaps) != 1 || len(m.secrets) != 1 {
-		t.Fatalf("%d config maps and %d secrets, want 1 and 1", len(m.configMaps), len(m.secrets))
-	}
-	cm, secret := m.configMaps[0], m.secrets[0]
-	if got := cm.Data["BRIDGE_PROVISION"]; got != "false" {
-		t.Errorf("BRIDGE_PROVISION = %q, want false: the processes' users may not create streams; the Job does", got)
-	}
-	users := helmUsers(t)
-	for _, j := range m.jobs {
-		checkNATSUser(t, j.Name, j.Spec.Template.Spec.Containers[0], users)
-	}
-	if len(m.jobs) != 1 || m.jobs[0].Spec.Template.Spec.Containers[0].Args[0] != "provision" {
-		t.Errorf("%d jobs, want the one that runs bridge provision", len(m.jobs))
-	}
-	if got := cm.Data["BRIDGE_REPLICAS"]; got != "3" {
-		t.Errorf("BRIDGE_REPLICAS = %q, want 3", got)
-	}
-	known := configVariables(t)
-	known["GOMEMLIMIT"] = true    // the Go runtime's own, set from the container's memory limit
-	known["NATS_PASSWORD"] = true // the Secret's password, which BRIDGE_NATS_URL expands
-	for k := range cm.Data {
-		if !known[k] {
-			t.Errorf("config map sets %s, which docs/CONFIG.md does not list", k)
-		}
-	}
-
-	for _, d := range m.deployments {
-		t.Run(d.Name, func(t *testing.T) {
-			sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-			if err != nil {
-				t.Fatal(err)
-			}
-			podLabels := labels.Set(d.Spec.Template.Labels)
-			if !sel.Matches(podLabels) {
-				t.Errorf("selector %s does not match the pod labels %v", sel, podLabels)
-			}
-			if len(d.Spec.Template.Spec.Containers) != 1 {
-				t.Fatalf("%d containers, want 1", len(d.Spec.Template.Spec.Containers))
-			}
-			c := d.Spec.Template.Spec.Containers[0]
-			env := map[string]corev1.EnvVar{}
-			for _, e := range c.Env {
-				env[e.Name] = e
-				if !known[e.Name] {
-					t.Errorf("sets %s, which docs/CONFIG.md does not list", e.Name)
-				}
-			}
-			if lim := c.Resources.Limits.Memory(); lim.IsZero() || env["GOMEMLIMIT"].Value == "" {
-				t.Errorf("memory limit %v, GOMEMLIMIT %q: want both, so the runtime collects before the kernel kills",
-					lim, env["GOMEMLIMIT"].Value)
-			}
-			if d.Name == "bridge-ingest" {
-				delay, err := time.ParseDuration(env["BRIDGE_SHUTDOWN_DELAY"].Value)
-				grace := d.Spec.Template.Spec.TerminationGracePeriodSeconds
-				// The listener's drain (10 s) and the NATS drain (10 s) follow the delay.
-				if err != nil || delay < 5*time.Second || grace == nil || time.Duration(*grace)*time.Second < delay+25*time.Second {
-					t.Errorf("BRIDGE_SHUTDOWN_DELAY %q, terminationGracePeriodSeconds %v: want a delay of at least 5s and a grace covering it plus 25s",
-						env["BRIDGE_SHUTDOWN_DELAY"].Value, grace)
-				}
-			}
-			checkNATSUser(t, d.Name, c, users)
-			if got := env["BRIDGE_ROLES"].Value; got != wantRoles[d.Name] {
-				t.Errorf("BRIDGE_ROLES = %q, want %q", got, wantRoles[d.Name])
-			}
-			for _, name := range []string{"BRIDGE_API_KEY", "BRIDGE_WEBHOOK_TOKEN", "BRIDGE_WEBHOOK_SECRET"} {
-				e, ok := env[name]
-				if !ok {
-					continue
-				}
-				ref := e.ValueFrom
-				if e.Value != "" || ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != secret.Name {
-					t.Errorf("%s is not read from Secret %s", name, secret.Name)
-					continue
-				}
-				if _, ok := secret.StringData[ref.SecretKeyRef.Key]; !ok {
-					t.Errorf("%s reads key %q, which Secret %s does not have", name, ref.SecretKeyRef.Key, secret.Name)
-				}
-			}
-			if _, ok := env["BRIDGE_WEBHOOK_TOKEN"]; !ok {
-				t.Error("BRIDGE_WEBHOOK_TOKEN not set: ingest checks it and submit puts it in webhook_url")
-			}
-			if strings.Contains(wantRoles[d.Name], "submit") {
-				if _, ok := env["BRIDGE_API_KEY"]; !ok {
-					t.Error("BRIDGE_API_KEY not set for roles that call the upstream")
-				}
-			}
-			if len(c.EnvFrom) != 1 || c.EnvFrom[0].ConfigMapRef == nil || c.EnvFrom[0].ConfigMapRef.Name != cm.Name {
-				t.Errorf("envFrom %+v, want config map %s", c.EnvFrom, cm.Name)
-			}
-			probe := func(what string, p *corev1.Probe, path string) {
-				if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path || p.HTTPGet.Port.String() != "http" {
-					t.Errorf("%s probe %+v, want GET %s on port http", what, p, path)
-				}
-			}
-			probe("liveness", c.LivenessProbe, "/healthz")
-			probe("readiness", c.ReadinessProbe, "/readyz")
-			if len(c.Ports) != 1 || c.Ports[0].Name != "http" || c.Ports[0].ContainerPort != 8080 {
-				t.Errorf("ports %+v, want http 8080", c.Ports)
-			}
-			sc := c.SecurityContext
-			if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
-				d.Spec.Template.Spec.SecurityContext == nil || !*d.Spec.Template.Spec.SecurityContext.RunAsNonRoot {
-				t.Error("want a non-root pod with a read-only root filesystem (the image is FROM scratch and runs as uid 65532)")
-			}
-			pdbs := 0
-			for _, p := range m.pdbs {
-				ps, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
-				if err == nil && ps.Matches(podLabels) {
-					pdbs++
-					if p.Spec.MinAvailable == nil && p.Spec.MaxUnavailable == nil {
-						t.Errorf("PodDisruptionBudget %s has no minAvailable or maxUnavailable", p.Name)
-					}
-				}
-			}
-			if pdbs != 1 {
-				t.Errorf("%d PodDisruptionBudgets select its pods, want 1", pdbs)
-			}
-		})
-	}
-
-	// The ingest Service: port 8080 to the named port of the ingest pods only.
+	checkBridge(t, m, secretRef{name: m.secrets[0].Name, keys: m.secrets[0].StringData})
 	if len(m.services) != 1 {
-		t.Fatalf("%d services, want 1", len(m.services))
-	}
-	svc := m.services[0]
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8080 || svc.Spec.Ports[0].TargetPort.String() != "http" {
-		t.Errorf("service ports %+v, want 8080 to http", svc.Spec.Ports)
-	}
-	for _, d := range m.deployments {
-		selected := labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels))
-		if selected != (d.Name == "bridge-ingest") {
-			t.Errorf("service %s selects %s: %v", svc.Name, d.Name, selected)
-		}
+		t.Errorf("%d services, want 1", len(m.services))
 	}
 
 	// The kustomization applies every manifest but the example Secret.
@@ -241,6 +148,178 @@ func TestKubernetesManifests(t *testing.T) {
 		want := f != "kustomization.yaml" && f != "secret.example.yaml"
 		if slices.Contains(k.Resources, f) != want {
 			t.Errorf("kustomization.yaml resources %v: %s listed = %v, want %v", k.Resources, f, !want, want)
+		}
+	}
+}
+
+// checkBridge checks what deploy/kubernetes and the chart have in common: the config map, the provision
+// Job, each Deployment of wantRoles (environment, secrets, NATS user, probes, limits, shutdown, security,
+// a PodDisruptionBudget) and the ingest Service.
+func checkBridge(t *testing.T, m manifests, secret secretRef) {
+	t.Helper()
+	if len(m.deployments) != len(wantRoles) {
+		t.Fatalf("%d deployments, want %d", len(m.deployments), len(wantRoles))
+	}
+	if len(m.configMaps) != 1 {
+		t.Fatalf("%d config maps, want 1", len(m.configMaps))
+	}
+	cm := m.configMaps[0]
+	if got := cm.Data["BRIDGE_PROVISION"]; got != "false" {
+		t.Errorf("BRIDGE_PROVISION = %q, want false: the processes' users may not create streams; the Job does", got)
+	}
+	users := helmUsers(t)
+	for _, j := range m.jobs {
+		checkNATSUser(t, j.Name, j.Spec.Template.Spec.Containers[0], users)
+	}
+	if len(m.jobs) != 1 || m.jobs[0].Spec.Template.Spec.Containers[0].Args[0] != "provision" {
+		t.Errorf("%d jobs, want the one that runs bridge provision", len(m.jobs))
+	}
+	if got := cm.Data["BRIDGE_REPLICAS"]; got != "3" {
+		t.Errorf("BRIDGE_REPLICAS = %q, want 3", got)
+	}
+	known := knownVariables(t)
+	for k := range cm.Data {
+		if !known[k] {
+			t.Errorf("config map sets %s, which docs/CONFIG.md does not list", k)
+		}
+	}
+	for _, d := range m.deployments {
+		t.Run(d.Name, func(t *testing.T) { checkDeployment(t, m, d, secret) })
+	}
+	checkIngestService(t, m)
+}
+
+// knownVariables are the variables a manifest may set: docs/CONFIG.md's, and two of others.
+func knownVariables(t *testing.T) map[string]bool {
+	t.Helper()
+	known := configVariables(t)
+	known["GOMEMLIMIT"] = true    // the Go runtime's own, set from the container's memory limit
+	known["NATS_PASSWORD"] = true // the Secret's password, which BRIDGE_NATS_URL expands
+	return known
+}
+
+// checkDeployment checks one Deployment of wantRoles: see checkBridge.
+func checkDeployment(t *testing.T, m manifests, d appsv1.Deployment, secret secretRef) {
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	podLabels := labels.Set(d.Spec.Template.Labels)
+	if !sel.Matches(podLabels) {
+		t.Errorf("selector %s does not match the pod labels %v", sel, podLabels)
+	}
+	if len(d.Spec.Template.Spec.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(d.Spec.Template.Spec.Containers))
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	known := knownVariables(t)
+	env := map[string]corev1.EnvVar{}
+	for _, e := range c.Env {
+		env[e.Name] = e
+		if !known[e.Name] {
+			t.Errorf("sets %s, which docs/CONFIG.md does not list", e.Name)
+		}
+	}
+	if lim := c.Resources.Limits.Memory(); lim.IsZero() || env["GOMEMLIMIT"].Value == "" {
+		t.Errorf("memory limit %v, GOMEMLIMIT %q: want both, so the runtime collects before the kernel kills",
+			lim, env["GOMEMLIMIT"].Value)
+	}
+	if d.Name == "bridge-ingest" {
+		delay, err := time.ParseDuration(env["BRIDGE_SHUTDOWN_DELAY"].Value)
+		grace := d.Spec.Template.Spec.TerminationGracePeriodSeconds
+		// The listener's drain (10 s) and the NATS drain (10 s) follow the delay.
+		if err != nil || delay < 5*time.Second || grace == nil || time.Duration(*grace)*time.Second < delay+25*time.Second {
+			t.Errorf("BRIDGE_SHUTDOWN_DELAY %q, terminationGracePeriodSeconds %v: want a delay of at least 5s and a grace covering it plus 25s",
+				env["BRIDGE_SHUTDOWN_DELAY"].Value, grace)
+		}
+	}
+	checkNATSUser(t, d.Name, c, helmUsers(t))
+	if got := env["BRIDGE_ROLES"].Value; got != wantRoles[d.Name] {
+		t.Errorf("BRIDGE_ROLES = %q, want %q", got, wantRoles[d.Name])
+	}
+	checkSecretEnv(t, env, secret)
+	if _, ok := env["BRIDGE_WEBHOOK_TOKEN"]; !ok {
+		t.Error("BRIDGE_WEBHOOK_TOKEN not set: ingest checks it and submit puts it in webhook_url")
+	}
+	if strings.Contains(wantRoles[d.Name], "submit") {
+		if _, ok := env["BRIDGE_API_KEY"]; !ok {
+			t.Error("BRIDGE_API_KEY not set for roles that call the upstream")
+		}
+	}
+	cm := m.configMaps[0]
+	if len(c.EnvFrom) != 1 || c.EnvFrom[0].ConfigMapRef == nil || c.EnvFrom[0].ConfigMapRef.Name != cm.Name {
+		t.Errorf("envFrom %+v, want config map %s", c.EnvFrom, cm.Name)
+	}
+	checkContainer(t, c)
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		d.Spec.Template.Spec.SecurityContext == nil || !*d.Spec.Template.Spec.SecurityContext.RunAsNonRoot {
+		t.Error("want a non-root pod with a read-only root filesystem (the image is FROM scratch and runs as uid 65532)")
+	}
+	pdbs := 0
+	for _, p := range m.pdbs {
+		ps, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
+		if err == nil && ps.Matches(podLabels) {
+			pdbs++
+			if p.Spec.MinAvailable == nil && p.Spec.MaxUnavailable == nil {
+				t.Errorf("PodDisruptionBudget %s has no minAvailable or maxUnavailable", p.Name)
+			}
+		}
+	}
+	if pdbs != 1 {
+		t.Errorf("%d PodDisruptionBudgets select its pods, want 1", pdbs)
+	}
+}
+
+// checkSecretEnv checks that the bridge's secrets are read from the Secret, by keys it has.
+func checkSecretEnv(t *testing.T, env map[string]corev1.EnvVar, secret secretRef) {
+	t.Helper()
+	for _, name := range []string{"BRIDGE_API_KEY", "BRIDGE_WEBHOOK_TOKEN", "BRIDGE_WEBHOOK_SECRET"} {
+		e, ok := env[name]
+		if !ok {
+			continue
+		}
+		ref := e.ValueFrom
+		if e.Value != "" || ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != secret.name {
+			t.Errorf("%s is not read from Secret %s", name, secret.name)
+			continue
+		}
+		if _, ok := secret.keys[ref.SecretKeyRef.Key]; !ok {
+			t.Errorf("%s reads key %q, which Secret %s does not have", name, ref.SecretKeyRef.Key, secret.name)
+		}
+	}
+}
+
+// checkContainer checks the probes and the port of a bridge container.
+func checkContainer(t *testing.T, c corev1.Container) {
+	t.Helper()
+	probe := func(what string, p *corev1.Probe, path string) {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != path || p.HTTPGet.Port.String() != "http" {
+			t.Errorf("%s probe %+v, want GET %s on port http", what, p, path)
+		}
+	}
+	probe("liveness", c.LivenessProbe, "/healthz")
+	probe("readiness", c.ReadinessProbe, "/readyz")
+	if len(c.Ports) != 1 || c.Ports[0].Name != "http" || c.Ports[0].ContainerPort != 8080 {
+		t.Errorf("ports %+v, want http 8080", c.Ports)
+	}
+}
+
+// checkIngestService checks the Service bridge-ingest: port 8080 to the named port of the ingest pods only.
+func checkIngestService(t *testing.T, m manifests) {
+	t.Helper()
+	i := slices.IndexFunc(m.services, func(s corev1.Service) bool { return s.Name == "bridge-ingest" })
+	if i < 0 {
+		t.Fatal("no Service bridge-ingest")
+	}
+	svc := m.services[i]
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8080 || svc.Spec.Ports[0].TargetPort.String() != "http" {
+		t.Errorf("service ports %+v, want 8080 to http", svc.Spec.Ports)
+	}
+	for _, d := range m.deployments {
+		selected := labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(d.Spec.Template.Labels))
+		if selected != (d.Name == "bridge-ingest") {
+			t.Errorf("service %s selects %s: %v", svc.Name, d.Name, selected)
 		}
 	}
 }

@@ -61,14 +61,15 @@ func TestDashboardQueriesParse(t *testing.T) {
 
 // TestComposeFileLoads loads docker-compose.yml with compose-go, the Compose specification's reference
 // loader (what `docker compose config` runs): schema, interpolation, anchors and merges. The default
-// profile is the cluster, the bridges and the simulator; Prometheus and Grafana come with "monitoring".
+// profile is the cluster, the bridges, the webhook load balancer and the simulator; Prometheus and
+// Grafana come with "monitoring".
 func TestComposeFileLoads(t *testing.T) {
 	tests := []struct {
 		profiles []string
 		want     []string
 	}{
-		{nil, []string{"bridge-1", "bridge-2", "nats-1", "nats-2", "nats-3", "simulator"}},
-		{[]string{"monitoring"}, []string{"bridge-1", "bridge-2", "grafana", "nats-1", "nats-2", "nats-3", "prometheus", "simulator"}},
+		{nil, []string{"bridge-1", "bridge-2", "lb", "nats-1", "nats-2", "nats-3", "simulator"}},
+		{[]string{"monitoring"}, []string{"bridge-1", "bridge-2", "grafana", "lb", "nats-1", "nats-2", "nats-3", "prometheus", "simulator"}},
 	}
 	for _, tt := range tests {
 		// The NATS passwords come from .env, which scripts/images.sh writes; here, stand-ins.

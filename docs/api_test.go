@@ -72,6 +72,17 @@ func TestOpenAPIAnswersOfTheRealHandler(t *testing.T) {
 		}
 	}
 
+	// The token is the security scheme's query parameter: requests below carry it under the name the
+	// document gives, and the webhook operations require that scheme (or nothing, when no token is set).
+	tokenParam := webhookTokenParam(t, doc)
+	for _, p := range []string{ingest.PathWebhook, ingest.PathWebhook + "/{modality}"} {
+		if !slices.ContainsFunc(securityOf(dig(paths[p], "post", "security")), func(names []string) bool {
+			return slices.Equal(names, []string{"webhookToken"})
+		}) {
+			t.Errorf("openapi.yaml: POST %s does not require the security scheme webhookToken", p)
+		}
+	}
+
 	// OpenAPI 3.1 schemas are JSON Schema 2020-12: compile them out of the document itself.
 	c := jsonschema.NewCompiler()
 	c.AssertFormat()
@@ -121,7 +132,8 @@ func TestOpenAPIAnswersOfTheRealHandler(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequestWithContext(ctx, tt.method, base+tt.target, strings.NewReader(tt.body))
+			target := strings.Replace(tt.target, "?token=", "?"+tokenParam+"=", 1)
+			req, _ := http.NewRequestWithContext(ctx, tt.method, base+target, strings.NewReader(tt.body))
 			if tt.ctype != "" {
 				req.Header.Set("Content-Type", tt.ctype)
 			}
@@ -163,6 +175,34 @@ func TestOpenAPIAnswersOfTheRealHandler(t *testing.T) {
 			}
 		})
 	}
+}
+
+// webhookTokenParam is the query parameter of the security scheme webhookToken, which must be an apiKey
+// in the query.
+func webhookTokenParam(t *testing.T, doc map[string]any) string {
+	t.Helper()
+	scheme := dig(doc, "components", "securitySchemes", "webhookToken")
+	name, _ := dig(scheme, "name").(string)
+	if dig(scheme, "type") != "apiKey" || dig(scheme, "in") != "query" || name == "" {
+		t.Fatalf("openapi.yaml: components.securitySchemes.webhookToken = %v, want an apiKey in the query", scheme)
+	}
+	return name
+}
+
+// securityOf lists the scheme names of each security requirement of an operation's security.
+func securityOf(v any) [][]string {
+	reqs, _ := v.([]any)
+	var out [][]string
+	for _, r := range reqs {
+		m, _ := r.(map[string]any)
+		names := make([]string, 0, len(m))
+		for k := range m {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		out = append(out, names)
+	}
+	return out
 }
 
 // recorded is an answer read whole.
@@ -216,6 +256,32 @@ func TestAsyncAPINamesTheContract(t *testing.T) {
 	for _, m := range regexp.MustCompile(`\$ref: "(\./[^"#]+)"`).FindAllSubmatch(raw, -1) {
 		if _, err := os.Stat(string(m[1])); err != nil {
 			t.Errorf("asyncapi.yaml refers to %s: %v", m[1], err)
+		}
+	}
+
+	// A payload that refers to a schema file names its format: the files are JSON Schema 2020-12, and
+	// without schemaFormat a reader takes them for AsyncAPI schemas (a draft-07 superset).
+	for name, msg := range dig(doc, "components", "messages").(map[string]any) {
+		ref, _ := dig(msg, "payload", "schema", "$ref").(string)
+		if ref == "" {
+			if r, _ := dig(msg, "payload", "$ref").(string); strings.HasPrefix(r, "./") {
+				t.Errorf("asyncapi.yaml message %s: payload refers to %s without a schemaFormat", name, r)
+			}
+			continue
+		}
+		var file struct {
+			Schema string `json:"$schema"`
+		}
+		readJSON(t, ref, &file)
+		const format = "application/schema+json;version=draft-2020-12"
+		if got := dig(msg, "payload", "schemaFormat"); got != format || file.Schema != "https://json-schema.org/draft/2020-12/schema" {
+			t.Errorf("asyncapi.yaml message %s: schemaFormat %v for %s (whose $schema is %s), want %s", name, got, ref, file.Schema, format)
+		}
+	}
+	// The submit service's endpoints are in the micro service's queue group: one process answers a request.
+	for _, op := range []string{"submit", "jobStatus"} {
+		if got := dig(doc, "operations", op, "bindings", "nats", "queue"); got != micro.DefaultQueueGroup {
+			t.Errorf("asyncapi.yaml operation %s: NATS binding queue %v, want %q (the micro service's)", op, got, micro.DefaultQueueGroup)
 		}
 	}
 }

@@ -96,7 +96,8 @@ func (r *Reconciler) exportSweep(ctx context.Context) time.Duration {
 		if ctx.Err() == nil {
 			r.m.sweeps.WithLabelValues("error").Inc()
 			r.m.errors.WithLabelValues("export").Inc()
-			r.log.Warn().Err(err).Msg("export poll failed; the next poll retries")
+			// The in-flight list and GETs take over until the next check says the export is usable.
+			r.cfg.Fidelity.Failed(err)
 		}
 		return every
 	}
@@ -160,7 +161,9 @@ func (r *Reconciler) exportMissed(ctx context.Context, tasks []task) []task {
 	})
 	if err != nil {
 		r.m.errors.WithLabelValues("export").Inc()
-		r.log.Warn().Err(err).Msg("export of missed jobs failed; fetching them one by one")
+		if ctx.Err() == nil {
+			r.cfg.Fidelity.Failed(err)
+		}
 		return tasks
 	}
 	var left []task

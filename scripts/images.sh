@@ -3,11 +3,12 @@
 # .env of their NATS passwords when there is none:
 #   evershield/bridge:$TAG   the bridge: every role, the operator commands, the simulator
 #   evershield/nats:$TAG     nats-server at the version in go.mod, for the compose cluster
+#   evershield/lb:$TAG       the compose file's webhook load balancer (deploy/cmd/lb)
 # The binaries are compiled here (static: CGO_ENABLED=0) and copied into FROM scratch images
 # (deploy/docker/Dockerfile.*), so nothing is pulled and Docker's legacy builder suffices.
 #
 #   scripts/images.sh                 evershield/bridge:local and evershield/nats:local
-#   TAG=1.4.0 scripts/images.sh       another tag (deploy/kubernetes names evershield/bridge:latest)
+#   TAG=0.9.0 scripts/images.sh       another tag (deploy/kubernetes and the Helm chart pin the chart's appVersion)
 #   BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot scripts/images.sh
 #                                     a stock base instead of scratch (it must be pulled)
 #   VERSION=1.4.0                     what bridge version prints (default: git describe)
@@ -44,27 +45,28 @@ nonroot:x:65532:
 EOF
 chmod 0644 "$ctx/rootfs/etc/passwd" "$ctx/rootfs/etc/group"
 
-# gobuild OUT ARGS... compiles a static linux binary into the context.
+# gobuild DIR OUT ARGS... compiles a static linux binary of the module in DIR into the context.
 if command -v go >/dev/null 2>&1; then
   gobuild() {
-    local out=$1; shift
-    CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -buildvcs=false -trimpath -o "$ctx/$out" "$@"
+    local dir=$1 out=$2; shift 2
+    CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -C "$dir" -buildvcs=false -trimpath -o "$ctx/$out" "$@"
   }
 else
   goimage=${GO_IMAGE:-golang:$(sed -nE 's/^go ([0-9]+\.[0-9]+).*/\1/p' go.mod)}
   echo "go not found: compiling in $goimage"
   gobuild() {
-    local out=$1; shift
+    local dir=$1 out=$2; shift 2
     docker run --rm -u "$(id -u):$(id -g)" -v "$PWD:/src:ro" -v "$ctx:/out" -w /src \
       -e HOME=/tmp -e CGO_ENABLED=0 -e GOOS=linux -e GOARCH="$arch" -e GOTOOLCHAIN="$GOTOOLCHAIN" \
-      "$goimage" go build -buildvcs=false -trimpath -o "/out/$out" "$@"
+      "$goimage" go build -C "$dir" -buildvcs=false -trimpath -o "/out/$out" "$@"
   }
 fi
 
-echo "compiling bridge $version and nats-server (linux/$arch)"
+echo "compiling bridge $version, nats-server and lb (linux/$arch)"
 commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-gobuild bridge -ldflags "-s -w -X main.version=$version -X main.commit=$commit" ./cmd/bridge
-gobuild nats-server -ldflags "-s -w" github.com/nats-io/nats-server/v2
+gobuild . bridge -ldflags "-s -w -X main.version=$version -X main.commit=$commit" ./cmd/bridge
+gobuild . nats-server -ldflags "-s -w" github.com/nats-io/nats-server/v2
+gobuild deploy lb -ldflags "-s -w" ./cmd/lb
 
 # build NAME: deploy/docker/Dockerfile.NAME, FROM $base, tagged evershield/NAME:$tag.
 build() {
@@ -75,6 +77,7 @@ build() {
 }
 build bridge
 build nats
+build lb
 
 # docker-compose.yml's NATS users take their passwords from .env: random ones, made once, never in an image.
 if [ ! -e .env ]; then

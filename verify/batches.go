@@ -49,10 +49,16 @@ func (v *Verifier) truthOf(ctx context.Context, d delivery, h held) (truth, erro
 		return truth{job: *d.exported, source: contract.SourceExport}, nil
 	}
 	if d.exported == nil && v.batches != nil && v.cfg.Fidelity.Faithful() && v.scarce() {
-		a, err := v.batches.Lookup(ctx, d.id, v.window(d, h))
+		lctx, cancel := d.lane.untilStopping(ctx)
+		a, err := v.batches.Lookup(lctx, d.id, v.window(d, h))
+		cancel()
 		switch {
-		case err != nil:
+		case err != nil && d.lane.stopped():
+			return truth{}, errStopping
+		case err != nil && ctx.Err() != nil:
 			return truth{}, err
+		case err != nil:
+			v.cfg.Fidelity.Failed(err) // GET /job below, and for every job until the next check
 		case a.Found && a.Job.Status != upstream.StatusFailed:
 			return truth{job: a.Job, source: contract.SourceExport}, nil
 		case !a.Found && h.rev == 0 && d.msg.Headers().Get(contract.HeaderAuthenticated) == "":
@@ -97,12 +103,17 @@ func (v *Verifier) exported(ctx context.Context, d *delivery) (vd verdict, decid
 	if v.unknownBatches == nil || !v.cfg.Fidelity.Faithful() {
 		return verdict{}, false, false
 	}
-	a, err := v.unknownBatches.Lookup(ctx, d.id, batch.ReceivedWindow(d.receivedAt, v.cfg.ListLookback))
+	lctx, cancel := d.lane.untilStopping(ctx)
+	a, err := v.unknownBatches.Lookup(lctx, d.id, batch.ReceivedWindow(d.receivedAt, v.cfg.ListLookback))
+	cancel()
 	switch {
 	case err != nil && d.lane.stopped():
 		return verdict{action: actGiveBack, outcome: outcomeShutdown}, true, true
-	case err != nil:
+	case err != nil && ctx.Err() != nil:
 		return retryLater("settle from the export", err), true, true
+	case err != nil:
+		v.cfg.Fidelity.Failed(err) // the account's list and GETs, until the next check
+		return verdict{}, false, false
 	case !a.Found:
 		return deadLetter(ReasonNotFound, outcomeAbsent, errAbsent), true, true
 	}
@@ -110,6 +121,10 @@ func (v *Verifier) exported(ctx context.Context, d *delivery) (vd verdict, decid
 	d.exported = &a.Job
 	return verdict{}, false, true
 }
+
+// errStopping: the lane stopped while the delivery waited for its round; it is given back at once, for
+// another verifier or the next start, rather than holding the shutdown for up to a round's wait.
+var errStopping = errors.New("the verifier is stopping")
 
 var errAbsent = errors.New("the job is not in the account's export over the window its webhook implies: spoofed or another account's")
 

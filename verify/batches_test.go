@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -266,4 +267,76 @@ func TestCustomCategoriesTurnBatchesOff(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExportFailureFallsBackToGET: when the export fails (here a 404, as from an upstream that does not
+// serve it), batches turn off and every webhook is verified with GET /job instead: nothing waits on a
+// broken export, and none is dead-lettered for it.
+func TestExportFailureFallsBackToGET(t *testing.T) {
+	e := newEnv(t, testworld.Single, simulator.Config{Seed: 13, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	ctx := natstest.Ctx(t)
+	f := e.fidelity(ctx)
+	e.Sim.SetFault(simulator.EndpointExport, simulator.Fault{ErrorRate: 1, ErrorStatus: 404})
+	s := &scarcity{} // always scarce
+	e.startVerifier(e.batched(s, f))
+	var ids []string
+	for i := range 3 {
+		id := e.SubmitDirect("prompt", map[string]string{"prompt": "broken export " + strconv.Itoa(i)})
+		e.pendingRecord(id, time.Now())
+		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
+		ids = append(ids, id)
+	}
+	e.WaitResults(contract.Default.SubjectResults+">", len(ids), 30*time.Second)
+	e.WaitSettled(10 * time.Second)
+	got := sources(t, e)
+	for _, id := range ids {
+		if got[id] != contract.SourceWebhook {
+			t.Errorf("job %s: source %q, want webhook (GET /job)", id, got[id])
+		}
+	}
+	if dead := e.StreamMsgs(contract.Default.StreamDeadLetter, ""); len(dead) != 0 {
+		t.Errorf("%d dead letters, want none", len(dead))
+	}
+	if f.Faithful() {
+		t.Error("batches still on after the export failed")
+	}
+}
+
+// TestShutdownGivesBackWebhooksWaitingForTheirRound: a webhook waiting for its round holds no work in
+// progress, so a shutdown gives it back at once (for the next verifier) instead of waiting for the round
+// or for the shutdown timeout; the next verifier verifies it.
+func TestShutdownGivesBackWebhooksWaitingForTheirRound(t *testing.T) {
+	e := newEnv(t, testworld.Single, simulator.Config{Seed: 17, QueueDelay: time.Millisecond, ProcessDelay: time.Millisecond})
+	ctx := natstest.Ctx(t)
+	s := &scarcity{} // always scarce
+	stop := e.startVerifier(e.batched(s, e.fidelity(ctx)), func(c *Config) {
+		c.BatchMin, c.BatchMaxWait, c.ShutdownTimeout = 1000, time.Hour, time.Hour // a round never starts
+	})
+	var ids []string
+	for i := range 3 {
+		id := e.SubmitDirect("prompt", map[string]string{"prompt": "waiting " + strconv.Itoa(i)})
+		e.pendingRecord(id, time.Now())
+		e.PublishWebhook("prompt", id, testworld.WebhookBody(id, false))
+		ids = append(ids, id)
+	}
+	cons, err := e.JS.Consumer(ctx, contract.Default.StreamWebhooks, contract.Default.ConsumerVerify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		info, err := cons.Info(ctx)
+		if err != nil || info.NumAckPending != len(ids) {
+			return fmt.Errorf("%v in the verifier's hands, want %d (%v)", info, len(ids), err)
+		}
+		return nil
+	})
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	natstest.RecvWithin(t, stopped, 20*time.Second) // not the hour of the round or of the shutdown timeout
+	if n := e.Sim.CallCount(simulator.EndpointExport); n != 0 {
+		t.Fatalf("%d export calls, want none: no round started", n)
+	}
+	s.capacity.Store(1000) // the next verifier is not short of calls
+	e.startVerifier(e.batched(s, e.fidelity(ctx)))
+	e.WaitResults(contract.Default.SubjectResults+">", len(ids), 20*time.Second)
 }

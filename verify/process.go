@@ -235,8 +235,11 @@ func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) 
 	if err == nil && job.JobID != d.id {
 		err = fmt.Errorf("upstream answered job %q for %q", job.JobID, d.id)
 	}
-	if errors.Is(err, errAbsent) {
+	switch {
+	case errors.Is(err, errAbsent):
 		return deadLetter(ReasonNotFound, outcomeAbsent, err)
+	case errors.Is(err, errStopping):
+		return verdict{action: actGiveBack, outcome: outcomeShutdown}
 	}
 	if err != nil {
 		if rev != 0 {

@@ -371,6 +371,22 @@ type lane struct {
 	created func()
 }
 
+// untilStopping is ctx, also cancelled when the lane stops taking work: for waits that hold no work
+// in progress (a batch round), which the shutdown should not wait for.
+func (l *lane) untilStopping(ctx context.Context) (context.Context, context.CancelFunc) {
+	lctx, cancel := context.WithCancel(ctx)
+	if l.stopping != nil {
+		go func() {
+			select {
+			case <-l.stopping:
+				cancel()
+			case <-lctx.Done():
+			}
+		}()
+	}
+	return lctx, cancel
+}
+
 // stopped reports whether the lane has stopped taking work.
 func (l *lane) stopped() bool {
 	select {

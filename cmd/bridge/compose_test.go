@@ -45,7 +45,42 @@ type composeFile struct {
 			Test    []string `yaml:"test"`
 			Disable bool     `yaml:"disable"`
 		} `yaml:"healthcheck"`
+		// Networks is a list of names or a map of name to its options.
+		Networks any `yaml:"networks"`
 	} `yaml:"services"`
+	Networks map[string]any `yaml:"networks"`
+}
+
+// serviceNetwork is a service's options on one network.
+type serviceNetwork struct {
+	Aliases  []string `yaml:"aliases"`
+	Priority int      `yaml:"priority"`
+}
+
+// networksOf returns the networks a service joins, in list or map form; none means compose's default.
+func networksOf(t *testing.T, c composeFile, name string) map[string]serviceNetwork {
+	t.Helper()
+	out := map[string]serviceNetwork{}
+	switch n := c.Services[name].Networks.(type) {
+	case nil:
+		out["default"] = serviceNetwork{}
+	case []any:
+		for _, v := range n {
+			out[fmt.Sprint(v)] = serviceNetwork{}
+		}
+	case map[string]any:
+		for k, v := range n {
+			var sn serviceNetwork
+			b, _ := yaml.Marshal(v)
+			if err := yaml.Unmarshal(b, &sn); err != nil {
+				t.Fatalf("service %s: network %s: %v", name, k, err)
+			}
+			out[k] = sn
+		}
+	default:
+		t.Fatalf("service %s: networks is a %T", name, n)
+	}
+	return out
 }
 
 func readCompose(t *testing.T) composeFile {
@@ -209,6 +244,83 @@ func TestComposeFileMatchesConfig(t *testing.T) {
 			t.Errorf("deploy/prometheus/prometheus.yml does not scrape %s:%s", name, port)
 		}
 	}
+}
+
+// TestComposeNetworks checks the compose file's two networks (issue 26): front carries the upstream's
+// traffic (the simulator, the webhook load balancer, the bridges' HTTP side), back carries NATS; the
+// simulator cannot reach NATS, NATS is not on front, and every bridge is on both, front first, so that
+// its published port stays up while it is cut from back. Prometheus, on front, reaches the bridges.
+func TestComposeNetworks(t *testing.T) {
+	c := readCompose(t)
+	for _, n := range []string{"front", "back"} {
+		if _, ok := c.Networks[n]; !ok {
+			t.Errorf("docker-compose.yml declares no network %s", n)
+		}
+	}
+	on := func(name string) (front, back bool) {
+		nets := networksOf(t, c, name)
+		_, front = nets["front"]
+		_, back = nets["back"]
+		if len(nets) != btoi(front)+btoi(back) {
+			t.Errorf("service %s joins networks %v, want front or back only", name, slices.Sorted(maps.Keys(nets)))
+		}
+		return front, back
+	}
+	bridges := bridgeServices(t, c)
+	for name, s := range c.Services {
+		front, back := on(name)
+		_, isBridge := bridges[name]
+		switch {
+		case s.Image == natsImage && (front || !back):
+			t.Errorf("NATS node %s: on front %v, on back %v; want back only", name, front, back)
+		case isBridge && (!front || !back):
+			t.Errorf("bridge %s: on front %v, on back %v; want both", name, front, back)
+		case isBridge:
+			nets := networksOf(t, c, name)
+			if nets["front"].Priority <= nets["back"].Priority {
+				t.Errorf("bridge %s joins back before front (priority %d, %d): its published port would be on back",
+					name, nets["front"].Priority, nets["back"].Priority)
+			}
+		case (name == "simulator" || name == "prometheus") && (!front || back):
+			t.Errorf("service %s: on front %v, on back %v; want front only", name, front, back)
+		}
+	}
+}
+
+// TestComposeOneWebhookAddress checks that the bridges share one BRIDGE_PUBLIC_URL, the webhook load
+// balancer's, which is on front only and forwards to every bridge's HTTP port.
+func TestComposeOneWebhookAddress(t *testing.T) {
+	c := readCompose(t)
+	bridges := bridgeServices(t, c)
+	urls := map[string]bool{}
+	for _, env := range bridges {
+		urls[env[envPrefix+"PUBLIC_URL"]] = true
+	}
+	if len(urls) != 1 {
+		t.Fatalf("the bridges' BRIDGE_PUBLIC_URL are %q, want one address for all", slices.Sorted(maps.Keys(urls)))
+	}
+	public := slices.Collect(maps.Keys(urls))[0]
+	host, _, _ := strings.Cut(strings.TrimPrefix(public, "http://"), ":")
+	lb, ok := c.Services[host]
+	if !ok || lb.Image != "evershield/lb:local" {
+		t.Fatalf("BRIDGE_PUBLIC_URL %q names service %q, want the load balancer of image evershield/lb:local", public, host)
+	}
+	if nets := networksOf(t, c, host); len(nets) != 1 || !slices.Contains(slices.Collect(maps.Keys(nets)), "front") {
+		t.Errorf("service %s joins %v, want front only", host, slices.Sorted(maps.Keys(nets)))
+	}
+	for name, env := range bridges {
+		backend := "http://" + name + env[envPrefix+"HTTP_ADDR"]
+		if i := slices.Index(lb.Command, backend); i < 1 || lb.Command[i-1] != "-backend" {
+			t.Errorf("service %s (command %q) does not forward to %s", host, lb.Command, backend)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // imageBinary is where the images put the bridge's binary.

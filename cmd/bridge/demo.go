@@ -156,9 +156,9 @@ func (r *demoRun) wait(ctx context.Context, start time.Time) {
 		case <-limit:
 			return
 		case <-ticker.C:
-			fmt.Fprintf(r.stdout, "  %5.1fs  results %d/%d  (webhook %d, poll %d, timeout %d)\n",
+			fmt.Fprintf(r.stdout, "  %5.1fs  results %d/%d  (webhook %d, export %d, poll %d, timeout %d)\n",
 				time.Since(start).Seconds(), t.delivered(), len(r.submitted), t.bySource(contract.SourceWebhook),
-				t.bySource(contract.SourcePoll), t.bySource(contract.SourceTimeout))
+				t.bySource(contract.SourceExport), t.bySource(contract.SourcePoll), t.bySource(contract.SourceTimeout))
 		}
 	}
 }
@@ -184,6 +184,7 @@ func (r *demoRun) summary() (lost, doubled, mismatched int) {
 	row("duplicates collapsed", int(webhooks["duplicate"]), "Nats-Msg-Id = job_id")
 	row("forgeries rejected", int(deadLetters["not_found"]), fmt.Sprintf("of %d with unknown ids, kept in DEADLETTER", r.d.forged-r.forgeErrs))
 	row("forged verdicts", r.d.forgedVerdicts, "published with the upstream's verdict instead")
+	row("verified in batches", t.bySource(contract.SourceExport), "one GET /jobs/export a round, while calls were scarce")
 	row("recovered by polling", t.bySource(contract.SourcePoll), "webhook dropped or late")
 	st := sim.Stats()
 	row("timed out", t.bySource(contract.SourceTimeout), fmt.Sprintf("BRIDGE_TIMEOUT after the deadline (%d never finished upstream)", st.Jobs["queued"]+st.Jobs["processing"]))

@@ -29,7 +29,7 @@ func TestImagesBuildAndRun(t *testing.T) {
 	defer cancel()
 	tag := fmt.Sprintf("test-%d", os.Getpid())
 	version := "imagetest-" + tag
-	images := []string{"evershield/bridge:" + tag, "evershield/nats:" + tag}
+	images := []string{"evershield/bridge:" + tag, "evershield/nats:" + tag, "evershield/lb:" + tag}
 	t.Cleanup(func() {
 		// Only the tags go; the layers stay cached for the next build.
 		out, err := exec.Command("docker", append([]string{"rmi"}, images...)...).CombinedOutput()
@@ -85,5 +85,11 @@ func TestImagesBuildAndRun(t *testing.T) {
 		if cfg.User != "65532:65532" || len(hc) < 3 || !slices.Equal(hc[:3], []string{"CMD", imageBinary, "healthcheck"}) {
 			t.Errorf("%s: user %q, healthcheck %q; want 65532:65532 and [CMD %s healthcheck ...]", tt.image, cfg.User, hc, imageBinary)
 		}
+	}
+	// The webhook load balancer: its -check of an address where nothing listens fails, as its health
+	// check must when it does not serve.
+	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", images[2], "-check", "http://127.0.0.1:1/_lb").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "connection refused") {
+		t.Errorf("docker run %s -check of a closed port: %v %q, want a refused connection", images[2], err, out)
 	}
 }

@@ -225,7 +225,7 @@ func checkDemoStore(t *testing.T, dir string) {
 			t.Errorf("job %s (%s): %d results on results.<type>, want 1", id, st, len(got))
 			continue
 		}
-		if want := map[string]string{"delivered": "webhook|poll", "timed_out": "timeout"}[st]; !strings.Contains(want, got[0]) || got[0] == "" {
+		if want := map[string]string{"delivered": "webhook|poll|export", "timed_out": "timeout"}[st]; !strings.Contains(want, got[0]) || got[0] == "" {
 			t.Errorf("job %s: record %s, result source %s", id, st, got[0])
 		}
 		if late[id] > 1 {

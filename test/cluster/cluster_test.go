@@ -58,27 +58,36 @@ func TestClusterUnderFaults(t *testing.T) {
 	w.nc, w.js = connect(t, p, env["NATS_DOWNSTREAM_PASSWORD"])
 	waitFor(t, time.Minute, "both submit services answer", func() error { return services(w.nc, 2) })
 	w.tally = follow(t, w.js)
+	calls := w.startMeter(t)
+	w.waitLB(t, "bridge-1", true, time.Minute)
+	w.waitLB(t, "bridge-2", true, time.Minute)
 
-	t.Run("steady", func(t *testing.T) {
-		l := w.startLoad(t.Name(), period)
-		defer l.halt() // a failed check stops the load too
-		w.waitAccepted(t, t.Name(), 8, time.Minute)
-		l.halt()
-		w.report(t)
-		w.settle(t, t.Name(), settleBound)
-	})
+	t.Run("networks", func(t *testing.T) { w.networks(t) })
+	t.Run("steady", func(t *testing.T) { w.steady(t) })
+	t.Run("bridge-stop", func(t *testing.T) { w.bridgeStop(t) })
 	t.Run("node-loss", func(t *testing.T) { w.nodeLoss(t) })
 	t.Run("partition", func(t *testing.T) { w.partition(t) })
 	t.Run("rolling-restart", func(t *testing.T) { w.rollingRestart(t) })
 	// Late doubles of earlier scenarios would show here.
 	t.Run("all", func(t *testing.T) { w.settle(t, "", settleBound) })
+	t.Run("budget", func(t *testing.T) { w.budget(t, calls) })
 	t.Logf("suite (images, up, scenarios) in %s; late results %d", time.Since(suiteStart).Round(time.Second), w.tally.late.Load())
 }
 
-// report logs how the scenario's submissions were answered.
-func (w *world) report(t *testing.T) {
-	t.Helper()
-	t.Logf("%s submissions: %v", t.Name(), w.led.answersOf(t.Name()))
+// steady runs the load with every container up: the webhooks, through lb, reach both bridges.
+func (w *world) steady(t *testing.T) {
+	m := w.mark(t)
+	l := w.startLoad(t.Name(), period)
+	defer l.halt() // a failed check stops the load too
+	w.waitAccepted(t, t.Name(), 8, time.Minute)
+	l.halt()
+	w.settle(t, t.Name(), settleBound)
+	_, lb := w.report(t, m)
+	for _, b := range lb.Backends {
+		if b.Answered == 0 {
+			t.Errorf("lb sent no webhook to %s: the one address does not spread", b.URL)
+		}
+	}
 }
 
 // resultsLeader is the NATS node leading the RESULTS stream.
@@ -131,6 +140,7 @@ func (w *world) waitBack(t *testing.T, svc string, since time.Time) {
 
 // nodeLoss kills the RESULTS stream's leader node mid-load, and then a bridge.
 func (w *world) nodeLoss(t *testing.T) {
+	m := w.mark(t)
 	l := w.startLoad(t.Name(), period)
 	defer l.halt() // a failed check stops the load too
 	w.waitAccepted(t, t.Name(), 3, time.Minute)
@@ -140,8 +150,8 @@ func (w *world) nodeLoss(t *testing.T) {
 	w.kill(t, "bridge-2", 3)
 	w.waitAccepted(t, t.Name(), 2, time.Minute)
 	l.halt()
-	w.report(t)
 	w.settle(t, t.Name(), settleBound)
+	w.report(t, m)
 }
 
 // defaultCut is how long a partition lasts: the 30 s, scaled down; still longer than the
@@ -167,15 +177,16 @@ func cutLength(t *testing.T) time.Duration {
 	return d
 }
 
-// partition disconnects bridge-2 from the compose network (from NATS, and from the simulator's
-// webhooks) mid-load, then reconnects it under its service name.
+// partition disconnects bridge-2 from the back network (from NATS; its webhook side, on front, stays)
+// mid-load, then reconnects it under its service name.
 func (w *world) partition(t *testing.T) {
 	const svc = "bridge-2"
 	cut := cutLength(t)
+	m := w.mark(t)
 	l := w.startLoad(t.Name(), period)
 	defer l.halt() // a failed check stops the load too
 	w.waitAccepted(t, t.Name(), 3, time.Minute)
-	net, id := w.p.network(svc), w.p.mustID(svc)
+	net, id := w.p.network(svc, "back"), w.p.mustID(svc)
 	if _, err := docker(30*time.Second, "network", "disconnect", net, id); err != nil {
 		t.Fatal(err)
 	}
@@ -192,15 +203,17 @@ func (w *world) partition(t *testing.T) {
 	}
 	// A failed check must not leave the bridge cut for the scenarios after this one.
 	defer reconnect()
-	// The cut bridge cannot reach NATS: its /readyz, asked inside the container (its published port is
-	// cut too), must say so within the partition.
+	// The cut bridge cannot reach NATS: its /readyz must say so within the partition, and lb must then
+	// leave it out.
 	notReady := waitFor(t, cut, svc+" /readyz not 200 while cut", func() error {
 		if err := w.p.readyInside(svc); err == nil {
 			return fmt.Errorf("%s still ready", svc)
 		}
 		return nil
 	})
-	t.Logf("%s not ready %s after the cut", svc, notReady.Round(100*time.Millisecond))
+	left := w.waitLB(t, svc, false, 10*time.Second)
+	t.Logf("%s not ready %s after the cut; lb left it out %s later", svc, notReady.Round(100*time.Millisecond),
+		left.Round(100*time.Millisecond))
 	w.waitAccepted(t, t.Name(), 3, time.Minute)
 	// The partition itself lasts cut: this timer is the fault being injected, not a wait for a condition.
 	time.Sleep(time.Until(start.Add(cut)))
@@ -208,15 +221,17 @@ func (w *world) partition(t *testing.T) {
 	t.Logf("%s cut from %s for %s", svc, net, time.Since(start).Round(100*time.Millisecond))
 	w.waitBack(t, svc, time.Now())
 	waitFor(t, time.Minute, "both submit services answer", func() error { return services(w.nc, 2) })
+	w.waitLB(t, svc, true, time.Minute)
 	w.waitAccepted(t, t.Name(), 2, time.Minute)
 	l.halt()
-	w.report(t)
 	w.settle(t, t.Name(), settleBound)
+	w.report(t, m)
 }
 
 // rollingRestart restarts every container in turn (docker stop, SIGTERM with the bridges'
 // BRIDGE_SHUTDOWN_DELAY, then start), waiting for each to be back before the next.
 func (w *world) rollingRestart(t *testing.T) {
+	m := w.mark(t)
 	l := w.startLoad(t.Name(), period)
 	defer l.halt() // a failed check stops the load too
 	w.waitAccepted(t, t.Name(), 2, time.Minute)
@@ -233,6 +248,6 @@ func (w *world) rollingRestart(t *testing.T) {
 		w.waitAccepted(t, t.Name(), 1, time.Minute)
 	}
 	l.halt()
-	w.report(t)
 	w.settle(t, t.Name(), settleBound)
+	w.report(t, m)
 }

@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -23,7 +24,12 @@ const clusterTestEnv = "BRIDGE_CLUSTER_TEST"
 var repoRoot = filepath.Join("..", "..")
 
 // publishedPorts are docker-compose.yml's port variables; set to empty, the engine picks each port.
-var publishedPorts = []string{"NATS_PORT", "NATS_MONITOR_PORT", "NATS_2_PORT", "NATS_3_PORT", "BRIDGE_1_PORT", "BRIDGE_2_PORT", "SIMULATOR_PORT"}
+var publishedPorts = []string{"NATS_PORT", "NATS_MONITOR_PORT", "NATS_2_PORT", "NATS_3_PORT", "BRIDGE_1_PORT", "BRIDGE_2_PORT",
+	"LB_PORT", "SIMULATOR_PORT"}
+
+// composeScript runs docker compose (v2) or docker-compose (1.29), whichever is installed: the one helper
+// the suite and the documentation use.
+var composeScript = filepath.Join("scripts", "compose.sh")
 
 // requireEngine skips the test unless the suite is asked for and a Docker engine answers.
 func requireEngine(t *testing.T) string {
@@ -40,11 +46,9 @@ func requireEngine(t *testing.T) string {
 	return mode
 }
 
-// project is one compose project of docker-compose.yml, driven through the docker-compose tool (1.29)
-// or docker compose (v2), whichever is present.
+// project is one compose project of docker-compose.yml, driven through scripts/compose.sh.
 type project struct {
 	t    *testing.T
-	tool []string
 	name string
 	env  []string
 	// mu guards ids.
@@ -52,17 +56,18 @@ type project struct {
 	ids map[string]string
 }
 
-// composeTool is docker-compose when present, else the docker compose plugin.
-func composeTool(t *testing.T) []string {
+// composeVersion is the first line of the version of the compose tool scripts/compose.sh runs; the test
+// fails when there is none.
+func composeVersion(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("docker-compose"); err == nil {
-		return []string{"docker-compose"}
+	cmd := exec.Command("bash", composeScript, "version")
+	cmd.Dir = repoRoot
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("scripts/compose.sh version: %v\n%s", err, out)
 	}
-	if exec.Command("docker", "compose", "version").Run() == nil {
-		return []string{"docker", "compose"}
-	}
-	t.Fatal("neither docker-compose nor docker compose is installed")
-	return nil
+	first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return first
 }
 
 // buildImages runs scripts/images.sh, which also writes .env with the NATS passwords when there is none.
@@ -82,7 +87,8 @@ func buildImages(t *testing.T) {
 // which runs whatever the outcome; on failure the containers' last log lines are printed first.
 func up(t *testing.T) *project {
 	t.Helper()
-	p := &project{t: t, tool: composeTool(t), name: fmt.Sprintf("bridgecluster%d", os.Getpid()), ids: map[string]string{}}
+	t.Logf("compose: %s (scripts/compose.sh)", composeVersion(t))
+	p := &project{t: t, name: fmt.Sprintf("bridgecluster%d", os.Getpid()), ids: map[string]string{}}
 	p.env = os.Environ()
 	for _, v := range publishedPorts {
 		p.env = append(p.env, v+"=")
@@ -115,8 +121,8 @@ func up(t *testing.T) *project {
 func (p *project) compose(d time.Duration, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	argv := append(append(append([]string{}, p.tool[1:]...), "-p", p.name, "-f", "docker-compose.yml"), args...)
-	cmd := exec.CommandContext(ctx, p.tool[0], argv...)
+	argv := append([]string{composeScript, "-p", p.name, "-f", "docker-compose.yml"}, args...)
+	cmd := exec.CommandContext(ctx, "bash", argv...)
 	cmd.Dir, cmd.Env = repoRoot, p.env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -242,18 +248,39 @@ func (p *project) running(svc string) (bool, error) {
 	return out == "true", err
 }
 
-// network is the compose network svc is on (the default profile has one).
-func (p *project) network(svc string) string {
+// network is the name of the compose network net (front or back) that svc is on.
+func (p *project) network(svc, net string) string {
 	p.t.Helper()
 	out, err := docker(10*time.Second, "inspect", "--format", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", p.mustID(svc))
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	nets := strings.Fields(out)
-	if len(nets) != 1 {
-		p.t.Fatalf("%s is on networks %q, want one", svc, nets)
+	for _, n := range nets {
+		if strings.HasSuffix(n, "_"+net) {
+			return n
+		}
 	}
-	return nets[0]
+	p.t.Fatalf("%s is on networks %q, none of them %s", svc, nets, net)
+	return ""
+}
+
+// getJSON decodes the answer of GET path at svc's port, through its published port.
+func (p *project) getJSON(svc, port, path string, v any) error {
+	hp, err := p.hostPort(svc, port)
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Timeout: 3 * time.Second}
+	resp, err := hc.Get("http://" + hp + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: %s", svc, path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // waitFor retries fn every 250 ms until it returns nil, failing the test with fn's last error after

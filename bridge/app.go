@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/evershield/bridge/batch"
@@ -57,6 +58,8 @@ type App struct {
 	roles []role
 	// fidelity says when export rows are faithful (no custom categories); nil until a role needs it.
 	fidelity *batch.Fidelity
+	// tracer is the caller's TracerProvider ([WithTracerProvider]); nil makes no span.
+	tracer trace.TracerProvider
 }
 
 type role struct {
@@ -76,10 +79,11 @@ type options struct {
 	version string
 	// failpoint is the deliverer's test-only failpoint (see [WithDeliveryFailpoint]).
 	failpoint func(jobs.Failpoint, string)
-	// conn, registerer and noListener are what an embedding program brings (see embed.go).
+	// conn, registerer, noListener and tracer are what an embedding program brings (see embed.go).
 	conn       *nats.Conn
 	registerer prometheus.Registerer
 	noListener bool
+	tracer     trace.TracerProvider
 }
 
 // Option is an optional knob of [New].
@@ -142,7 +146,7 @@ func New(ctx context.Context, cfg Config, log zerolog.Logger, opts ...Option) (_
 	if o.reconcileInstance == "" {
 		o.reconcileInstance = procname.New()
 	}
-	a := &App{cfg: cfg, log: log, reg: newRegistry(o.registerer), version: o.version}
+	a := &App{cfg: cfg, log: log, reg: newRegistry(o.registerer), version: o.version, tracer: o.tracer}
 	defer func() {
 		if err != nil {
 			a.reg.release()
@@ -294,7 +298,7 @@ func (a *App) listen(o options) error {
 		a.roles = append(a.roles, a.handlerRole())
 		return nil
 	}
-	h := a.routes()
+	h := a.traced(a.routes(), true)
 	if cfg.AdminAddr != "" {
 		h = webhooksOnly(h)
 	}
@@ -337,6 +341,7 @@ func (a *App) startUpstream(ctx context.Context, instance string) error {
 	}
 	a.api, err = upstream.New(upstream.Config{
 		BaseURL: cfg.APIURL, APIKey: cfg.APIKey, Contract: cfg.APIContract, Limiter: a.budget, Log: a.log, Metrics: a.reg,
+		TracerProvider: a.tracer,
 	})
 	if err != nil {
 		a.budget.Stop()
@@ -361,7 +366,7 @@ func (a *App) addRoles(o options) error {
 	}
 	if cfg.Has(RoleVerify) {
 		vcfg := verify.Config{Names: cfg.Names(), JS: a.nats.js, API: a.api, Deliverer: deliverer, Log: a.log, Metrics: a.reg,
-			UnknownRPM: cfg.UnknownRPM(), Export: a.api, Budget: a.budget, Fidelity: a.batchFidelity()}
+			UnknownRPM: cfg.UnknownRPM(), Export: a.api, Budget: a.budget, Fidelity: a.batchFidelity(), TracerProvider: a.tracer}
 		if err := a.startUnknownBudget(&vcfg, o.reconcileInstance); err != nil {
 			return err
 		}
@@ -464,7 +469,7 @@ func (a *App) addSubmit(store *jobs.Store, hist *history.Store, deadlines jobs.D
 		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store, History: hist,
 		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,
 		Ledger: a.jobs, Budget: a.budget, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
-		VerifyCost: a.verifyCost(),
+		VerifyCost: a.verifyCost(), TracerProvider: a.tracer,
 		Modalities: submit.ModalitiesFor(a.cfg.APIContract),
 	})
 	if err != nil {

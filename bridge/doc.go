@@ -15,8 +15,10 @@
 // Without options the bridge starts or dials its own NATS, has its own Prometheus registry and binds its
 // own listener, as the binary does. [WithConn] runs it on the caller's *nats.Conn, which it leaves open;
 // [WithRegisterer] registers its metrics with the caller's registry; [WithoutListener] leaves the HTTP
-// server to the caller, who mounts [App.Handler] or [App.WebhookHandler]. In every case, when Run's ctx
-// ends, readiness turns off first and the roles drain in order before Run returns.
+// server to the caller, who mounts [App.Handler] or [App.WebhookHandler]; [WithTracerProvider] traces
+// webhooks, verifications, upstream calls and submissions with the caller's OpenTelemetry provider (the
+// binary's is [TracingFromEnv]'s). In every case, when Run's ctx ends, readiness turns off first and the
+// roles drain in order before Run returns.
 //
 // The roles live in their own packages and never import each other; only this package knows them all.
 package bridge

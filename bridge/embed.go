@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/evershield/bridge/ingest"
 )
@@ -47,6 +48,22 @@ func WithRegisterer(reg prometheus.Registerer) Option {
 	}
 }
 
+// WithTracerProvider makes the bridge trace with tp, the caller's (for the binary, [Tracing.Option] of
+// the OTEL_* variables): a server span of each webhook (otelhttp, the child of the request's W3C
+// traceparent), its verification span, a span of each submission, and the client span of each upstream
+// call made in either. The bridge never shuts tp down. Without it the bridge makes no span, and the
+// trace context that webhooks and submissions bring still travels to their results (docs/DESIGN.md,
+// Trace context).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) error {
+		if tp == nil {
+			return errors.New("WithTracerProvider: nil provider")
+		}
+		o.tracer = tp
+		return nil
+	}
+}
+
 // WithoutListener makes the bridge bind no webhook listener (BRIDGE_HTTP_ADDR, BRIDGE_TLS_* are unused):
 // the caller mounts [App.Handler] or [App.WebhookHandler] in its own server. BRIDGE_ADMIN_ADDR, empty by
 // default, still binds when set.
@@ -70,7 +87,7 @@ func WithoutListener() Option {
 // http.StripPrefix. The server it is mounted in should bound reading a request (ReadTimeout 4 s, as the
 // bridge's listener does), so that an answer reaches the upstream inside its 10 s, and the body
 // (BRIDGE_MAX_BODY is enforced by the handler). It is safe for concurrent use.
-func (a *App) Handler() http.Handler { return a.mounted.track(a.routes()) }
+func (a *App) Handler() http.Handler { return a.mounted.track(a.traced(a.routes(), true)) }
 
 // WebhookHandler is the webhook endpoint alone, to mount under any pattern of the caller's
 // http.ServeMux: with a {modality} wildcard (e.g. "POST /hooks/moderation/webhook/{modality}") the
@@ -79,7 +96,7 @@ func (a *App) WebhookHandler() http.Handler {
 	if !a.cfg.Has(RoleIngest) {
 		return notIngest
 	}
-	return a.mounted.track(a.handler.Webhook())
+	return a.mounted.track(a.traced(a.handler.Webhook(), false))
 }
 
 // routes is what the webhook listener serves, before BRIDGE_ADMIN_ADDR takes health and metrics off it.

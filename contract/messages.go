@@ -8,10 +8,11 @@ import (
 
 // webhookHeaders are the headers ingest stores with a webhook besides the server's directives: what
 // travels with it when it is dead-lettered, moved to the slow lane or redriven.
-var webhookHeaders = [...]string{HeaderReceivedAt, HeaderRemoteAddr, HeaderModality, HeaderAuthenticated, HeaderDeliveryID}
+var webhookHeaders = [...]string{HeaderReceivedAt, HeaderRemoteAddr, HeaderModality, HeaderAuthenticated, HeaderDeliveryID,
+	HeaderTraceParent, HeaderTraceState}
 
 // CopyWebhookHeaders sets on dst, with its first value, each webhook header src has: received-at,
-// remote address, modality, provenance and delivery id.
+// remote address, modality, provenance, delivery id and trace context.
 func CopyWebhookHeaders(dst, src nats.Header) {
 	for _, h := range webhookHeaders {
 		if v := src.Get(h); v != "" {

@@ -27,12 +27,13 @@ func TestMsgIDs(t *testing.T) {
 	}
 }
 
-// TestCopyWebhookHeaders: ingest's five headers travel, the server's directives and the dead letter's
+// TestCopyWebhookHeaders: ingest's seven headers travel, the server's directives and the dead letter's
 // own headers do not.
 func TestCopyWebhookHeaders(t *testing.T) {
 	src := nats.Header{}
 	want := map[string]string{"Bridge-Received-At": "2026-12-01T10:00:00Z", "Bridge-Remote-Addr": "203.0.113.7:4711",
-		"Bridge-Modality": "prompt", "Bridge-Authenticated": "signature", "Bridge-Delivery-Id": "wh_1"}
+		"Bridge-Modality": "prompt", "Bridge-Authenticated": "signature", "Bridge-Delivery-Id": "wh_1",
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "vendor=x"}
 	for k, v := range want {
 		src.Set(k, v)
 	}

@@ -226,6 +226,14 @@ const (
 	// HeaderAuthenticated is on a stored webhook whose sender proved itself: "signature" (a valid
 	// Standard Webhooks signature, BRIDGE_WEBHOOK_SECRET) or "token" (?token=, BRIDGE_WEBHOOK_TOKEN).
 	HeaderAuthenticated = "Bridge-Authenticated"
+	// HeaderTraceParent is the W3C Trace Context traceparent (version-trace_id-parent_id-flags): taken
+	// from a webhook's HTTP request or a submit request's NATS headers, kept on the stored webhook and in
+	// the job's JOBS record, and set on the job's result, so that one trace ties the webhook, its
+	// verification and the result together. Lower case, as W3C spells it: NATS headers are
+	// case-sensitive.
+	HeaderTraceParent = "traceparent"
+	// HeaderTraceState is the W3C Trace Context tracestate that travels with HeaderTraceParent.
+	HeaderTraceState = "tracestate"
 )
 
 // Values of HeaderFence.

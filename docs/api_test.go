@@ -291,7 +291,7 @@ func bridgeHeaders() []string {
 	return []string{
 		contract.HeaderBridgeSource, contract.HeaderReceivedAt, contract.HeaderRemoteAddr, contract.HeaderModality, contract.HeaderReason,
 		contract.HeaderAttempts, contract.HeaderIdempotencyKey, contract.HeaderOriginalSubject, contract.HeaderOriginalSeq,
-		contract.HeaderOriginalMsgID, contract.HeaderReplay,
+		contract.HeaderOriginalMsgID, contract.HeaderReplay, contract.HeaderTraceParent, contract.HeaderTraceState,
 	}
 }
 

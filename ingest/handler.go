@@ -22,6 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/text"
@@ -426,14 +428,18 @@ func (h *Handler) store(msg *nats.Msg) (*jetstream.PubAck, error) {
 	return ack, nil
 }
 
-// maxHeaders is the most headers [Handler.message] sets.
-const maxHeaders = 7
+// maxHeaders is the most headers [Handler.message] sets; the last two, the trace context, are rare, and
+// the map is sized without them (a map of up to 8 is one allocation, of 9 several).
+const maxHeaders = 9
+
+// mapHeaders is the size the header map is made with: the headers a webhook without a trace context has.
+const mapHeaders = maxHeaders - 2
 
 // message is the webhook's message without its data: subject and headers. The header values share one
 // backing array, so the headers cost one allocation besides the map.
 func (h *Handler) message(r *http.Request, modality, id string, receivedAt time.Time) *nats.Msg {
 	vals := make([]string, 0, maxHeaders)
-	hdr := make(nats.Header, maxHeaders)
+	hdr := make(nats.Header, mapHeaders)
 	set := func(k, v string) {
 		vals = append(vals, v)
 		hdr[k] = vals[len(vals)-1 : len(vals) : len(vals)]
@@ -454,7 +460,30 @@ func (h *Handler) message(r *http.Request, modality, id string, receivedAt time.
 	case h.cfg.Token != "":
 		set(contract.HeaderAuthenticated, contract.AuthenticatedToken)
 	}
+	if t := traceOf(r); t.Parent != "" {
+		set(contract.HeaderTraceParent, t.Parent)
+		if t.State != "" {
+			set(contract.HeaderTraceState, t.State)
+		}
+	}
 	return &nats.Msg{Subject: h.subjects[modality], Header: hdr}
+}
+
+// httpTraceParent is the traceparent header as net/http keys it.
+var httpTraceParent = http.CanonicalHeaderKey(contract.HeaderTraceParent)
+
+// traceOf is the webhook's trace context, kept on the stored webhook: the span of the request's context
+// (an OpenTelemetry handler in front of this one, such as the bridge's otelhttp), else the request's own
+// W3C traceparent and tracestate, else none. Without either it costs a map look-up or two.
+func traceOf(r *http.Request) contract.Trace {
+	ctx := r.Context()
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		if len(r.Header[httpTraceParent]) == 0 {
+			return contract.Trace{}
+		}
+		ctx = contract.TraceContext.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	}
+	return contract.TraceOf(ctx)
 }
 
 // maxDeliveryID bounds the delivery id kept in a header.

@@ -152,8 +152,9 @@ func (d *Deliverer) checkClaim(ctx context.Context, fence string) error {
 // Store is the JOBS store the deliverer writes.
 func (d *Deliverer) Store() *Store { return d.store }
 
-// Ensure returns the record of job and its revision, creating one (origin webhook) when the job was
-// submitted elsewhere. A job without a record whose id is in the history gets none: ErrInHistory.
+// Ensure returns the record of job and its revision, creating one (origin webhook, with ctx's trace
+// context) when the job was submitted elsewhere. A job without a record whose id is in the history gets
+// none: ErrInHistory.
 func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, uint64, error) {
 	rec, rev, err := d.store.Get(ctx, job.JobID)
 	if err == nil || !errors.Is(err, ErrNotFound) {
@@ -163,6 +164,7 @@ func (d *Deliverer) Ensure(ctx context.Context, job upstream.Job) (Record, uint6
 		return Record{}, 0, err
 	}
 	rec = d.pendingRecord(job, OriginWebhook)
+	rec.SetTrace(contract.TraceOf(ctx))
 	rev, err = d.store.Create(ctx, rec)
 	if errors.Is(err, ErrExists) {
 		// Someone else created it first: theirs is the record.
@@ -329,7 +331,8 @@ func (d *Deliverer) publishPrimary(ctx context.Context, v Verified, typ string, 
 	if d.failpoint != nil {
 		d.failpoint(BeforePublish, id)
 	}
-	seq, winner, published, err := d.publishOnce(ctx, result{jobID: id, subject: subject, source: v.Source, body: body})
+	seq, winner, published, err := d.publishOnce(ctx, result{jobID: id, subject: subject, source: v.Source, body: body,
+		trace: v.Record.Trace()})
 	if err != nil {
 		return Record{}, false, err
 	}
@@ -369,7 +372,8 @@ func (d *Deliverer) deliverLate(ctx context.Context, v Verified, rec Record) (Ou
 		return 0, fmt.Errorf("late result %s: %w", v.Job.JobID, err)
 	}
 	seq, _, published, err := d.publishOnce(ctx, result{jobID: rec.JobID, late: true,
-		subject: d.names.LateResultSubject(resultType(v.Job.Type, rec.Modality)), source: v.Source, body: body})
+		subject: d.names.LateResultSubject(resultType(v.Job.Type, rec.Modality)), source: v.Source, body: body,
+		trace: rec.Trace()})
 	if err != nil {
 		return alreadyIfInHistory(err)
 	}
@@ -395,10 +399,13 @@ type result struct {
 	subject string
 	source  string
 	body    []byte
+	// trace is the job record's trace context, for a result whose ctx carries none.
+	trace contract.Trace
 }
 
 // publishOnce publishes r through its fence (see [OncePublisher]). When the fence names a result
-// already, that one is out: it returns its sequence and source, published false.
+// already, that one is out: it returns its sequence and source, published false. The result carries the
+// trace context of ctx (the verification's span), else the record's.
 func (d *Deliverer) publishOnce(ctx context.Context, r result) (seq uint64, winner string, published bool, err error) {
 	if d.beforePublish != nil {
 		d.beforePublish(r.jobID)
@@ -408,6 +415,15 @@ func (d *Deliverer) publishOnce(ctx context.Context, r result) (seq uint64, winn
 	msg.Data = r.body
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	msg.Header.Set(contract.HeaderBridgeSource, r.source)
+	if t := contract.TraceOf(ctx); t.Parent != "" {
+		r.trace = t
+	}
+	if r.trace.Parent != "" {
+		msg.Header.Set(contract.HeaderTraceParent, r.trace.Parent)
+		if r.trace.State != "" {
+			msg.Header.Set(contract.HeaderTraceState, r.trace.State)
+		}
+	}
 	seq, err = d.once.Publish(ctx, d.names.ResultFenceSubject(r.jobID, r.late), msg)
 	if err == nil {
 		return seq, r.source, true, nil

@@ -40,6 +40,11 @@ type Record struct {
 	Deadline    time.Time `json:"deadline"`
 	// IdempotencyKey is the submitter's key, when one was given.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// TraceParent and TraceState are the W3C trace context of whoever made the record: the submit
+	// request's span, or the verification of the webhook that created it. A result published without a
+	// trace context of its own (a poll, a timeout) carries this one. Empty without one.
+	TraceParent string `json:"trace_parent,omitempty"`
+	TraceState  string `json:"trace_state,omitempty"`
 
 	// WebhookReceivedAt is when ingest received the first webhook for the job.
 	WebhookReceivedAt *time.Time `json:"webhook_received_at,omitempty"`
@@ -62,6 +67,14 @@ type Record struct {
 	LateSeq         uint64     `json:"late_seq,omitempty"`
 	LateDeliveredAt *time.Time `json:"late_delivered_at,omitempty"`
 }
+
+// Trace is the record's trace context ([contract.Trace]); zero without one.
+func (r Record) Trace() contract.Trace {
+	return contract.Trace{Parent: r.TraceParent, State: r.TraceState}
+}
+
+// SetTrace keeps t as the record's trace context.
+func (r *Record) SetTrace(t contract.Trace) { r.TraceParent, r.TraceState = t.Parent, t.State }
 
 // ResultOut reports whether the job needs no more verification: its result is published, and for a
 // timed-out job its late result too.

@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/history"
@@ -141,6 +143,12 @@ type Config struct {
 	// VerifyCost is what verifying owed jobs will cost the budget, for admission: batch.Cost while the
 	// verifier batches (see package batch); nil counts one GET /job per job.
 	VerifyCost func(owed int) float64
+
+	// TracerProvider makes a span of each submission, a child of the request's W3C traceparent header;
+	// the upstream call is its child when the API traces (upstream.Config.TracerProvider), and the job's
+	// JOBS record keeps its trace context, which the job's verification and result continue. nil makes no
+	// span, and the request's traceparent still reaches the record.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -190,6 +198,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AdmitShare == 0 {
 		c.AdmitShare = DefaultAdmitShare
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
 	}
 }
 
@@ -295,6 +306,8 @@ type Service struct {
 	wg      sync.WaitGroup
 	// serving is set once the endpoints' subscriptions are known to the server.
 	serving serving.Signal
+	// tracer makes the submission spans (Config.TracerProvider).
+	tracer trace.Tracer
 }
 
 // New checks cfg and registers the metrics. It does not touch NATS; Start does.
@@ -312,6 +325,7 @@ func New(cfg Config) (*Service, error) {
 		log:     cfg.Log.With().Str("component", "submit").Logger(),
 		metrics: m,
 		sem:     make(chan struct{}, cfg.Concurrency),
+		tracer:  cfg.TracerProvider.Tracer(tracerName),
 	}, nil
 }
 
@@ -339,7 +353,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("add service %s: %w", s.cfg.Names.ServiceName, err)
 	}
 	for modality, field := range s.cfg.Modalities {
-		h := s.async(modality, func(ctx context.Context, req micro.Request) { s.handleSubmit(ctx, req, modality, field) })
+		h := s.async(modality, func(ctx context.Context, req micro.Request) { s.handleSubmitTraced(ctx, req, modality, field) })
 		if err := svc.AddEndpoint(modality, h, micro.WithEndpointSubject(s.cfg.Names.SubjectSubmit+modality),
 			micro.WithEndpointMetadata(map[string]string{"required_field": field})); err != nil {
 			_ = svc.Stop()
@@ -730,14 +744,17 @@ func (s *Service) reserveKey(ctx context.Context, req micro.Request, modality, k
 	return res, false
 }
 
-// record writes the pending JOBS record of a submitted job, retrying with a short backoff. A record that
-// exists already (the job's webhook was verified first) is completed with what only submit knows.
+// record writes the pending JOBS record of a submitted job, with ctx's trace context, retrying with a
+// short backoff. A record that exists already (the job's webhook was verified first) is completed with
+// what only submit knows.
 func (s *Service) record(ctx context.Context, id, modality, key string) error {
 	now := s.cfg.Now().UTC()
 	rec := jobs.Record{
 		JobID: id, Modality: modality, State: jobs.StatePending, Origin: jobs.OriginSubmit,
 		SubmittedAt: now, Deadline: now.Add(s.cfg.Deadlines.For(modality)), IdempotencyKey: key,
 	}
+	tr := contract.TraceOf(ctx)
+	rec.SetTrace(tr)
 	// The record must be written even if the requester's wait or SubmitTimeout ended meanwhile.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -753,8 +770,12 @@ func (s *Service) record(ctx context.Context, id, modality, key string) error {
 		_, err = s.cfg.Store.Create(ctx, rec)
 		if errors.Is(err, jobs.ErrExists) {
 			_, err = s.cfg.Store.Update(ctx, id, func(r *jobs.Record) (bool, error) {
-				if r.Origin == jobs.OriginSubmit && r.IdempotencyKey == key && r.Modality == modality {
+				if r.Origin == jobs.OriginSubmit && r.IdempotencyKey == key && r.Modality == modality &&
+					(r.TraceParent != "" || tr.Parent == "") {
 					return false, nil
+				}
+				if r.TraceParent == "" {
+					r.SetTrace(tr)
 				}
 				r.Origin = jobs.OriginSubmit
 				// The verifier wrote the upstream's type (v2: text for a prompt); the result subject is the

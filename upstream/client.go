@@ -456,7 +456,7 @@ func (c *Client) exchange(ctx context.Context, r request) (answer, error) {
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
 	}
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, r.method, c.cfg.BaseURL+r.path, r.body)
+	req, err := http.NewRequestWithContext(c.withEndpoint(ctx, r.ep), r.method, c.cfg.BaseURL+r.path, r.body)
 	if err != nil {
 		return answer{}, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a [Client].
@@ -36,6 +37,11 @@ type Config struct {
 	// MaxExportBytes bounds the body of one export ([Client.ExportJobs]); a longer one fails it. Default
 	// [DefaultMaxExportBytes].
 	MaxExportBytes int64
+	// TracerProvider, when set, traces every exchange made inside a span (in the call's ctx): a client
+	// span (otelhttp), its child, named by the endpoint, e.g. "GET /job/{id}", and the W3C traceparent
+	// sent to the upstream. Exchanges outside any span are not traced. nil traces nothing and costs
+	// nothing.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
@@ -53,6 +59,9 @@ func (c *Config) setDefaults() {
 		t.MaxIdleConns = 256
 		t.MaxIdleConnsPerHost = 64
 		c.HTTP = &http.Client{Transport: t}
+	}
+	if c.TracerProvider != nil {
+		c.HTTP = traced(c.HTTP, c.TracerProvider)
 	}
 	c.BaseURL = strings.TrimRight(c.BaseURL, "/")
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/retry"
@@ -137,8 +139,9 @@ func (v *Verifier) process(ctx context.Context, msg jetstream.Msg, l *lane) call
 // decide finds what becomes of a delivery: it reads the job's record, spends an upstream call when one
 // is needed, and publishes the result through the Deliverer, but it never acknowledges the message:
 // that is settle's. ctx ends at a hard shutdown; the work is bounded by HandlerTimeout, not counting a
-// slow-lane wait for the unknown-job budget.
-func (v *Verifier) decide(ctx context.Context, d delivery) verdict {
+// slow-lane wait for the unknown-job budget. Once the record is read, the rest is the verification's
+// span (see startSpan).
+func (v *Verifier) decide(ctx context.Context, d delivery) (vd verdict) {
 	if d.parseErr != nil {
 		return deadLetter(ReasonMalformed, outcomeMalformed, d.parseErr)
 	}
@@ -149,6 +152,13 @@ func (v *Verifier) decide(ctx context.Context, d delivery) verdict {
 	defer cancel()
 	rec, rev, err := v.store.Get(rctx, d.id)
 	known := err == nil
+	if err == nil || errors.Is(err, jobs.ErrNotFound) {
+		sctx, span := v.startSpan(ctx, d, held{rec, rev})
+		if sctx != ctx {
+			ctx, rctx = sctx, trace.ContextWithSpan(rctx, span)
+		}
+		defer func() { endSpan(span, vd) }()
+	}
 	switch {
 	case err != nil && !errors.Is(err, jobs.ErrNotFound):
 		return retryLater("read job record", err)
@@ -218,6 +228,9 @@ func (v *Verifier) verify(ctx context.Context, d delivery, h held) (vd verdict) 
 	t, err := v.truthOf(ctx, d, h)
 	job := t.job
 	defer func() { vd.call = t.call }()
+	if span := trace.SpanFromContext(ctx); span.IsRecording() && err == nil {
+		span.SetAttributes(attribute.String(attrSource, t.source))
+	}
 	now := v.cfg.Now().UTC()
 	if err == nil && job.JobID != d.id {
 		err = fmt.Errorf("upstream answered job %q for %q", job.JobID, d.id)

@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/evershield/bridge/batch"
 	"github.com/evershield/bridge/contract"
@@ -126,11 +128,20 @@ type Config struct {
 	// BatchMin and BatchMaxWait shape a round (batch.Config.Min, MaxWait); defaults DefaultBatchMin and 20s.
 	BatchMin     int
 	BatchMaxWait time.Duration
+
+	// TracerProvider makes the verification spans: one per delivery that reads a job's record, a child
+	// of the webhook's trace context (its traceparent header), else of the record's, around the upstream
+	// call or the batch look-up and the delivery, whose result carries it. nil makes none, and the
+	// webhook's or the record's trace context still reaches the result.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = noop.NewTracerProvider()
 	}
 	c.Names = c.Names.OrDefault()
 	if c.Consumer == "" {
@@ -333,6 +344,9 @@ type Verifier struct {
 	batches, unknownBatches *batch.Batcher
 	// owed counts the verifications this process is about to make or waiting for, for batch.Scarce.
 	owed atomic.Int64
+	// tracer makes the verification spans (Config.TracerProvider); untraced says it is a no-op's.
+	tracer   trace.Tracer
+	untraced bool
 }
 
 // Serving is closed once the consumers of every lane exist, so that webhooks stored from then on are
@@ -407,7 +421,9 @@ func New(cfg Config) (*Verifier, error) {
 		metrics:  m,
 		store:    cfg.Deliverer.Store(),
 		notFound: newRecentSet(4096, 10*time.Minute),
+		tracer:   cfg.TracerProvider.Tracer(tracerName),
 	}
+	_, v.untraced = cfg.TracerProvider.(noop.TracerProvider)
 	if cfg.UnknownRPM != UnknownOff {
 		v.unknownBudget = &unknownTokens{lim: cfg.UnknownLimiter, rate: float64(cfg.UnknownRPM) / 60}
 		v.lists = newListCheck(cfg.API, v.unknownBudget, cfg.ListLookback, m.listPages)

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 
+	"github.com/rs/zerolog"
+
 	"github.com/evershield/bridge/bridge"
 )
 
@@ -13,7 +15,8 @@ var runCommand = &command{
 
 Runs the roles in BRIDGE_ROLES (ingest, verify, reconcile, submit; default all) until SIGINT or SIGTERM,
 (or just bridge) with the configuration in BRIDGE_* variables (bridge help config lists them). A bad variable stops
-start-up with one line per variable, and exit code 2.`, c)
+start-up with one line per variable, and exit code 2. Traces follow the standard OTEL_* variables (docs/OPERATIONS.md,
+Traces); with none set, tracing is off.`, c)
 		if err := fs.noArgs(args); err != nil {
 			return err
 		}
@@ -29,10 +32,23 @@ start-up with one line per variable, and exit code 2.`, c)
 		if err != nil {
 			return usageError{err}
 		}
-		a, err := bridge.New(ctx, cfg, log, append(opts, bridge.WithVersion(buildVersion()))...)
+		tracing, err := bridge.TracingFromEnv(ctx, c.env, buildVersion(), log)
+		if err != nil {
+			return usageError{err}
+		}
+		// After Run: every span has ended. The signal ended ctx, not the flush's time.
+		defer flushTraces(context.WithoutCancel(ctx), tracing, log)
+		a, err := bridge.New(ctx, cfg, log, append(opts, bridge.WithVersion(buildVersion()), tracing.Option())...)
 		if err != nil {
 			return err
 		}
 		return a.Run(ctx)
 	},
+}
+
+// flushTraces sends the last spans, within bridge.TracingShutdownTimeout; a failure is only logged.
+func flushTraces(ctx context.Context, t *bridge.Tracing, log zerolog.Logger) {
+	if err := t.Shutdown(ctx); err != nil {
+		log.Warn().Err(err).Msg("tracing: the last spans were not all sent")
+	}
 }

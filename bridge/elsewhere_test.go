@@ -35,6 +35,7 @@ func elsewhereSize() (foreign, forged int) {
 // export settles all that wait), and every webhook of a real job submitted elsewhere is verified, once,
 // within 120 s.
 func TestWebhooksFromElsewhereAtTheRealBudget(t *testing.T) {
+	t.Parallel() // it mostly waits for the unknown-job budget's rounds
 	nForeign, nForged := elsewhereSize()
 	sim := simtest.Run(t, simulator.Config{Seed: 31, RPM: 60, QueueDelay: 50 * time.Millisecond,
 		ProcessDelay: 200 * time.Millisecond, Log: zerolog.Nop()})

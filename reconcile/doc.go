@@ -47,11 +47,12 @@
 // earliest deadline, fed by the process's [jobs.Watcher] (a replay of the bucket, then updates; deletes,
 // purges and records that are no longer pending leave the index). Alternatives considered:
 //
-//   - Per-key TTL in JOBS (KV LimitMarkerTTL, nats-server 2.11+): the expiry deletes the record, but the
-//     JOBS record is the long-term idempotency record that must outlive the deadline, and a timeout
-//     still needs the record (and a last GET) to publish.
-//   - Scheduled messages (nats-server 2.12+): need an extra stream and a message per job, and must be
-//     cancelled or ignored when the result comes first; the bridge must also run on older servers.
+//   - Per-key TTL in JOBS (KV LimitMarkerTTL, nats-server 2.11+): the expiry deletes the record, but a
+//     timeout needs the record (and a last GET) to publish, and a delivered record may leave JOBS only
+//     once its id is in the history (docs/DESIGN.md, History), which a TTL does not wait for.
+//   - Scheduled messages (nats-server 2.12+): need a stream of their own and a message per job, which
+//     must be cancelled or ignored when the result comes first, and would raise the oldest server the
+//     bridge runs on from 2.11 to 2.12.
 //   - Rescanning the bucket every tick: O(pending) KV reads per tick, which does not scale to a million
 //     jobs.
 //

@@ -266,6 +266,12 @@ const (
 	SourceExport = "export"
 )
 
+// ResultSchemaVersion is the version of the result message, its bridge.schema_version, and of its JSON
+// Schema (docs/schema/result.v<N>.schema.json). Within a version fields are only added (a consumer ignores
+// what it does not know); a change that removes, renames or retypes a field, or changes its meaning, is the
+// next version. A result without schema_version (published before it existed) is version 1.
+const ResultSchemaVersion = 1
+
 // Upstream contracts, the values of BRIDGE_API_CONTRACT.
 const (
 	// ContractV1 is the documented ("evershield") contract: /moderate/prompt, image, video and chat, with

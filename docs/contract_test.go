@@ -41,7 +41,7 @@ func compileSchemas(t *testing.T) schemas {
 		return s
 	}
 	return schemas{
-		result:      compile("schema/result.schema.json"),
+		result:      compile("schema/result.v1.schema.json"),
 		status:      compile("schema/job-status.schema.json"),
 		record:      compile("schema/job-status.schema.json#/$defs/record"),
 		submitReply: compile("schema/submit-reply.schema.json"),
@@ -166,17 +166,20 @@ func TestRealMessagesMatchSchemas(t *testing.T) {
 				m.Header.Get("Nats-Msg-Id"), m.Header.Get(contract.HeaderBridgeSource), w.subject, w.msgID, w.source)
 		}
 		if err := validate(t, sch.result, m.Data); err != nil {
-			t.Errorf("%s message does not match result.schema.json: %v\n%s", m.Subject, err, m.Data)
+			t.Errorf("%s message does not match result.v1.schema.json: %v\n%s", m.Subject, err, m.Data)
 		}
 		var body struct {
 			Bridge struct {
-				Source string `json:"source"`
+				Source        string `json:"source"`
+				SchemaVersion int    `json:"schema_version"`
 			} `json:"bridge"`
 			ModelVersion string `json:"model_version"`
 		}
-		if err := json.Unmarshal(m.Data, &body); err != nil || body.Bridge.Source != w.source {
-			t.Errorf("%s: bridge.source %q (%v), want %q", m.Subject, body.Bridge.Source, err, w.source)
+		if err := json.Unmarshal(m.Data, &body); err != nil || body.Bridge.Source != w.source || body.Bridge.SchemaVersion != 1 {
+			t.Errorf("%s: bridge.source %q, schema_version %d (%v), want %q, 1", m.Subject, body.Bridge.Source,
+				body.Bridge.SchemaVersion, err, w.source)
 		}
+		undocumentedBridgeFields(t, m.Data)
 		if i < 3 && body.ModelVersion != "sim-7" { // the synthesized timeout has no upstream object to keep
 			t.Errorf("%s: unknown upstream field model_version = %q, want sim-7", m.Subject, body.ModelVersion)
 		}
@@ -235,7 +238,7 @@ func TestRealMessagesMatchSchemas(t *testing.T) {
 		"no received_at":   mutate(func(_, br map[string]any) { delete(br, "received_at") }),
 	} {
 		if validate(t, sch.result, b) == nil {
-			t.Errorf("result.schema.json accepts a result with %s: %s", name, b)
+			t.Errorf("result.v1.schema.json accepts a result with %s: %s", name, b)
 		}
 	}
 }
@@ -317,4 +320,36 @@ func repoRoot(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return root
+}
+
+// undocumentedBridgeFields fails for a field of a result's bridge block that result.v1.schema.json does not
+// name. The schema lets consumers meet fields added within the version (its bridge block is open); the
+// bridge itself publishes only what the schema documents.
+func undocumentedBridgeFields(t *testing.T, result []byte) {
+	t.Helper()
+	var sch struct {
+		Defs struct {
+			Bridge struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"bridge"`
+		} `json:"$defs"`
+	}
+	raw, err := os.ReadFile("schema/result.v1.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg struct {
+		Bridge map[string]json.RawMessage `json:"bridge"`
+	}
+	if err := json.Unmarshal(raw, &sch); err != nil || len(sch.Defs.Bridge.Properties) == 0 {
+		t.Fatalf("result.v1.schema.json: no bridge properties (%v)", err)
+	}
+	if err := json.Unmarshal(result, &msg); err != nil {
+		t.Fatal(err)
+	}
+	for k := range msg.Bridge {
+		if _, ok := sch.Defs.Bridge.Properties[k]; !ok {
+			t.Errorf("result's bridge.%s is not in result.v1.schema.json", k)
+		}
+	}
 }

@@ -18,7 +18,7 @@ import (
 
 // TestFilledTypeMatchesSchema publishes a result from a v2 upstream object without a type (the v2
 // webhook body: no type, no categories, a delivery_id and nsfw) and checks the real message against
-// result.schema.json: type is the record's modality, and bridge.filled says the bridge put it there.
+// result.v1.schema.json: type is the record's modality, and bridge.filled says the bridge put it there.
 func TestFilledTypeMatchesSchema(t *testing.T) {
 	sch := compileSchemas(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -43,7 +43,7 @@ func TestFilledTypeMatchesSchema(t *testing.T) {
 		t.Fatalf("%d results, want one on results.audio", len(msgs))
 	}
 	if err := validate(t, sch.result, msgs[0].Data); err != nil {
-		t.Fatalf("result does not match result.schema.json: %v\n%s", err, msgs[0].Data)
+		t.Fatalf("result does not match result.v1.schema.json: %v\n%s", err, msgs[0].Data)
 	}
 	var body struct {
 		Type   string `json:"type"`

@@ -4,14 +4,17 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/upstream"
 )
 
 // Meta is the bridge block added to every result message.
 type Meta struct {
-	Source     string     `json:"source"`
-	ReceivedAt time.Time  `json:"received_at"`
-	VerifiedAt *time.Time `json:"verified_at"`
+	// SchemaVersion is the result message's version, [contract.ResultSchemaVersion]; resultBody sets it.
+	SchemaVersion int        `json:"schema_version"`
+	Source        string     `json:"source"`
+	ReceivedAt    time.Time  `json:"received_at"`
+	VerifiedAt    *time.Time `json:"verified_at"`
 	// Filled names the top-level fields the bridge filled in because the upstream's object lacked them
 	// (["type"]): they are the bridge's knowledge, not upstream data.
 	Filled []string `json:"filled,omitempty"`
@@ -42,7 +45,7 @@ func resultBody(base json.RawMessage, modality string, overrides map[string]json
 	for k, v := range overrides {
 		obj[k] = v
 	}
-	m.ReceivedAt = m.ReceivedAt.UTC()
+	m.SchemaVersion, m.ReceivedAt = contract.ResultSchemaVersion, m.ReceivedAt.UTC()
 	if t, ok := obj[FieldType]; modality != "" && (!ok || string(t) == "null" || string(t) == `""`) {
 		obj[FieldType], _ = json.Marshal(modality)
 		m.Filled = []string{FieldType}

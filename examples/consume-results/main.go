@@ -52,7 +52,7 @@ func main() {
 }
 
 // Result is the part of a result message this service reads; the message has every field of the
-// upstream's job object (docs/schema/result.schema.json).
+// upstream's job object (docs/schema/result.v1.schema.json).
 type Result struct {
 	JobID        string `json:"job_id"`
 	Type         string `json:"type"`

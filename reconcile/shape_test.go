@@ -65,7 +65,7 @@ func TestTimeoutResultShape(t *testing.T) {
 		msg := e.waitRawResult(t, id)
 		want := fmt.Sprintf(`{"job_id":%q,"type":"prompt","status":"failed","is_prohibited":null,`+
 			`"categories":{"custom":{}},"error_code":"BRIDGE_TIMEOUT","created_at":%q,"completed_at":null,`+
-			`"bridge":{"source":"timeout","verified_at":null}}`, id, info.CreatedAt.UTC().Format("2006-01-02T15:04:05.000Z"))
+			`"bridge":{"schema_version":1,"source":"timeout","verified_at":null}}`, id, info.CreatedAt.UTC().Format("2006-01-02T15:04:05.000Z"))
 		checkTimeoutMsg(t, msg, "results.prompt", id, want, start)
 	})
 	t.Run("synthesized", func(t *testing.T) {
@@ -79,7 +79,7 @@ func TestTimeoutResultShape(t *testing.T) {
 		msg := e.waitRawResult(t, id)
 		want := fmt.Sprintf(`{"job_id":%q,"type":"image","status":"failed","is_prohibited":null,`+
 			`"categories":{"custom":{}},"error_code":"BRIDGE_TIMEOUT","created_at":"2026-01-02T03:04:05Z","completed_at":null,`+
-			`"bridge":{"source":"timeout","verified_at":null}}`, id)
+			`"bridge":{"schema_version":1,"source":"timeout","verified_at":null}}`, id)
 		checkTimeoutMsg(t, msg, "results.image", id, want, start)
 	})
 }

@@ -122,6 +122,11 @@ func TestMetricsDoc(t *testing.T) {
 		}
 		return nil
 	})
+	for _, name := range described {
+		if !carriesUnit(name) {
+			t.Errorf("metric %s names no unit: end it in _total, _seconds, _bytes or what it counts (see unitSuffixes)", name)
+		}
+	}
 	var table bytes.Buffer
 	writeMetricsTable(&table, families)
 	checkDoc(t, "METRICS.md", []byte(metricsDocHeader+markdownText(table.String())))
@@ -185,4 +190,17 @@ func writeMetricsTable(w io.Writer, families []*dto.MetricFamily) {
 		fmt.Fprintf(w, "| `%s` | %s | %s | %s |\n", mf.GetName(), strings.ToLower(mf.GetType().String()),
 			strings.Join(slices.Compact(labels), ", "), strings.ReplaceAll(mf.GetHelp(), "|", `\|`))
 	}
+}
+
+// unitSuffixes are the endings that say what a metric counts or measures (issue 27: metric names carry
+// their units): Prometheus's base units and counters, and the things this bridge counts.
+var unitSuffixes = []string{"_total", "_seconds", "_bytes", "_info", "_messages", "_requests", "_calls", "_jobs",
+	"_webhooks", "_records", "_blocks", "_intents", "_calls_per_sweep"}
+
+// unitless are the gauges that are 0 or 1: a state, which has no unit.
+var unitless = []string{"bridge_ready", "bridge_reconcile_is_leader", "bridge_reconcile_deliver_failing",
+	"bridge_verify_auth_paused"}
+
+func carriesUnit(name string) bool {
+	return slices.Contains(unitless, name) || slices.ContainsFunc(unitSuffixes, func(s string) bool { return strings.HasSuffix(name, s) })
 }

@@ -158,7 +158,7 @@ func TestWithRegistererRegistersInTheCallersRegistry(t *testing.T) {
 		}
 		waitReady(t, "http://"+a.Addr().String())
 		got := families(t, reg)
-		for name, want := range map[string]float64{"bridge_build_info": 1, "bridge_ready": 1, "bridge_ingest_in_flight": 0} {
+		for name, want := range map[string]float64{"bridge_build_info": 1, "bridge_ready": 1, "bridge_ingest_in_flight_webhooks": 0} {
 			if v, ok := got[name]; !ok || v != want {
 				t.Errorf("run %d: caller's registry: %s = %v (present %v), want %v", run, name, v, ok, want)
 			}

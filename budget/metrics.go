@@ -26,11 +26,11 @@ func newMetrics(reg prometheus.Registerer, key string) (*metrics, error) {
 			Help: "Upstream requests this process leased from the shared budget.",
 		}),
 		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "bridge_budget_waiting", ConstLabels: labels,
+			Name: "bridge_budget_waiting_calls", ConstLabels: labels,
 			Help: "Upstream calls of this process waiting for the shared budget, by class.",
 		}, []string{"class"}),
 		level: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bridge_budget_level", ConstLabels: labels,
+			Name: "bridge_budget_level_requests", ConstLabels: labels,
 			Help: "Requests in the shared budget's bucket when this process last saw it.",
 		}),
 	}

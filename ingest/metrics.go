@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "bridge",
 			Subsystem: "ingest",
-			Name:      "in_flight",
+			Name:      "in_flight_webhooks",
 			Help:      "Webhooks holding a concurrency slot: being checked or waiting for the JetStream ack.",
 		}),
 	}

@@ -29,11 +29,11 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	const ns, sub = "bridge", "reconcile"
 	m := &metrics{
-		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "pending",
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "pending_jobs",
 			Help: "Pending jobs in the reconciler's index, by modality."}, []string{"modality"}),
 		oldest: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "oldest_pending_age_seconds",
 			Help: "Age of the oldest pending job at the last sweep (0 when none or not leader)."}),
-		lateWatched: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "late_watch",
+		lateWatched: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "late_watch_jobs",
 			Help: "Timed-out jobs still polled for a late completion."}),
 		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "sweeps_total",
 			Help: "Missed-webhook sweeps by result: ok, skipped (nothing pending), error (in-flight list failed)."}, []string{"result"}),

@@ -104,11 +104,11 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900},
 		}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bridge_verify_in_flight",
+			Name: "bridge_verify_in_flight_webhooks",
 			Help: "Raw webhooks being verified right now.",
 		}),
 		limit: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bridge_verify_concurrency_limit",
+			Name: "bridge_verify_concurrency_limit_webhooks",
 			Help: "How many raw webhooks this process may verify at once: the fixed concurrency, or where the adaptive limit stands (it grows while the upstream's latency stays flat and throughput rises, and shrinks when the latency rises).",
 		}),
 		provenance: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -128,7 +128,7 @@ func newVerifyMetrics(reg prometheus.Registerer) (*verifyMetrics, error) {
 			Help: "1 while verification is paused because the upstream refused the API key (401, 402 or 403): nothing is dead-lettered, every webhook waits.",
 		}),
 		unknownWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bridge_verify_unknown_waiting",
+			Name: "bridge_verify_unknown_waiting_webhooks",
 			Help: "Webhooks of jobs without a JOBS record that this process's slow lane holds waiting for the unknown-job budget.",
 		}),
 	}

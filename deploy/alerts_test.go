@@ -75,3 +75,19 @@ func anchor(title string) string {
 	}
 	return b.String()
 }
+
+// TestChartAlertsAreTheRepositorysAlerts keeps the Helm chart's copy of the alert rules (its
+// PrometheusRule reads files inside the chart only) equal to deploy/prometheus/alerts.yml, their one home.
+func TestChartAlertsAreTheRepositorysAlerts(t *testing.T) {
+	want, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("helm/bridge/files/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(want) {
+		t.Fatal("helm/bridge/files/alerts.yml differs from prometheus/alerts.yml: copy it over (cp deploy/prometheus/alerts.yml deploy/helm/bridge/files/alerts.yml)")
+	}
+}

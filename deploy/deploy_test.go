@@ -33,6 +33,7 @@ type manifests struct {
 	secrets         []corev1.Secret
 	jobs            []batchv1.Job
 	serviceMonitors []monitoringv1.ServiceMonitor
+	rules           []monitoringv1.PrometheusRule
 	files           []string
 }
 
@@ -98,6 +99,8 @@ func (m *manifests) add(t *testing.T, what string, b []byte) {
 			into = grow(&m.jobs)
 		case "monitoring.coreos.com/v1 ServiceMonitor":
 			into = grow(&m.serviceMonitors)
+		case "monitoring.coreos.com/v1 PrometheusRule":
+			into = grow(&m.rules)
 		default:
 			t.Fatalf("%s document %d: unexpected %s %s", what, i, tm.APIVersion, tm.Kind)
 		}

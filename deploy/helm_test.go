@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	chartcommon "helm.sh/helm/v4/pkg/chart/common"
 	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
 	chart "helm.sh/helm/v4/pkg/chart/v2"
@@ -197,6 +198,58 @@ func TestHelmChartServiceMonitor(t *testing.T) {
 		}
 	}
 	checkIngestService(t, m)
+}
+
+// TestHelmChartPrometheusRule renders the alert rules as a PrometheusRule: every alert of
+// deploy/prometheus/alerts.yml, by name and expression, with the chart's labels and prometheusRule.labels;
+// none without prometheusRule.enabled. The ServiceMonitor names the job "bridge", which BridgeDown reads.
+func TestHelmChartPrometheusRule(t *testing.T) {
+	if m := renderObjects(t, "bridge", nil); len(m.rules) != 0 {
+		t.Fatalf("%d PrometheusRules by default, want 0", len(m.rules))
+	}
+	m := renderObjects(t, "bridge", map[string]any{
+		"prometheusRule": map[string]any{"enabled": true, "labels": map[string]any{"release": "kube-prometheus-stack"}},
+		"serviceMonitor": map[string]any{"enabled": true}})
+	if len(m.rules) != 1 {
+		t.Fatalf("%d PrometheusRules with prometheusRule.enabled, want 1", len(m.rules))
+	}
+	r := m.rules[0]
+	if r.Labels["release"] != "kube-prometheus-stack" || r.Labels["app.kubernetes.io/name"] != "bridge" {
+		t.Errorf("PrometheusRule labels %v: want the chart's and prometheusRule.labels", r.Labels)
+	}
+	got := map[string]string{}
+	for _, g := range r.Spec.Groups {
+		for _, rule := range g.Rules {
+			got[rule.Alert] = rule.Expr.String()
+		}
+	}
+	want := repositoryAlerts(t)
+	if len(want) < 10 || !maps.Equal(got, want) {
+		t.Errorf("PrometheusRule alerts %v,\nwant deploy/prometheus/alerts.yml's %v", got, want)
+	}
+	if sm := m.serviceMonitors[0]; sm.Spec.JobLabel != "app.kubernetes.io/name" || !strings.Contains(want["BridgeDown"], `job="bridge"`) {
+		t.Errorf("ServiceMonitor jobLabel %q with BridgeDown %q: the job must be named bridge", sm.Spec.JobLabel, want["BridgeDown"])
+	}
+}
+
+// repositoryAlerts are the alerts of deploy/prometheus/alerts.yml by name, with their expressions.
+func repositoryAlerts(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f monitoringv1.PrometheusRuleSpec
+	if err := k8syaml.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, g := range f.Groups {
+		for _, rule := range g.Rules {
+			out[rule.Alert] = rule.Expr.String()
+		}
+	}
+	return out
 }
 
 // TestHelmChartLint runs Helm's own linter (what `helm lint` runs: Chart.yaml, values and their schema,

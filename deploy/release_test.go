@@ -88,7 +88,11 @@ func TestReleaseDryRun(t *testing.T) {
 	if ch.Metadata.Version != "0.0.1" || ch.Metadata.AppVersion != "0.0.1" {
 		t.Errorf("chart version %q, appVersion %q, want 0.0.1", ch.Metadata.Version, ch.Metadata.AppVersion)
 	}
-	checkSums(t, dist, []string{filepath.Base(bin), "bridge-0.0.1.tgz"})
+	sbom, err := os.ReadFile(bin + ".cdx.json")
+	if err != nil || !strings.Contains(string(sbom), `"purl": "pkg:golang/github.com/evershield/bridge@v0.0.1"`) {
+		t.Errorf("%s.cdx.json: %v; want the SBOM of the bridge at v0.0.1", bin, err)
+	}
+	checkSums(t, dist, []string{filepath.Base(bin), filepath.Base(bin) + ".cdx.json", "bridge-0.0.1.tgz"})
 }
 
 // checkSums checks that dir holds files and SHA256SUMS, whose lines are those files' SHA-256.

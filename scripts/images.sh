@@ -12,9 +12,11 @@
 #   BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot scripts/images.sh
 #                                     a stock base instead of scratch (it must be pulled)
 #   VERSION=1.4.0                     what bridge version prints (default: git describe)
+#   ARCH=arm64                        images for another architecture (GOARCH; default the Docker engine's):
+#                                     the binaries are cross-compiled, the images say linux/$ARCH
 #
 # Without Go on this machine, the binaries are compiled in a golang image (GO_IMAGE, default
-# golang:<go.mod's version>), which must be pulled. The images are for the Docker engine's architecture.
+# golang:<go.mod's version>), which must be pulled. The images are for the Docker engine's architecture, or ARCH's.
 set -euo pipefail
 # The Go toolchain go.mod names, fetched from the module proxy by the go command (issue 27).
 export GOTOOLCHAIN=go1.27.3
@@ -25,7 +27,7 @@ version=${VERSION:-$(git describe --always --dirty 2>/dev/null || echo devel)}
 base=${BASE_IMAGE:-scratch}
 # The legacy builder is all some engines have; BuildKit builds these files the same.
 export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
-arch=$(docker version --format '{{.Server.Arch}}')
+arch=${ARCH:-$(docker version --format '{{.Server.Arch}}')}
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
@@ -71,7 +73,7 @@ gobuild deploy lb -ldflags "-s -w" ./cmd/lb
 # build NAME: deploy/docker/Dockerfile.NAME, FROM $base, tagged evershield/NAME:$tag.
 build() {
   sed "s|^FROM scratch\$|FROM $base|" "deploy/docker/Dockerfile.$1" >"$ctx/Dockerfile"
-  docker build -q -f "$ctx/Dockerfile" -t "evershield/$1:$tag" \
+  docker build -q --platform "linux/$arch" -f "$ctx/Dockerfile" -t "evershield/$1:$tag" \
     --label org.opencontainers.image.version="$version" "$ctx"
   echo "built evershield/$1:$tag"
 }

@@ -6,13 +6,18 @@
 #
 # dist/ then holds:
 #   bridge-v0.9.0-<os>-<arch>             binaries without cgo (CGO_ENABLED=0, -trimpath; static on Linux) for linux/amd64,
-#                                         linux/arm64 and darwin/arm64; `bridge version` prints v0.9.0 and the commit
+#                                         linux/arm64, darwin/amd64 and darwin/arm64; `bridge version` prints v0.9.0
+#                                         and the commit
+#   bridge-v0.9.0-<os>-<arch>.cdx.json    each binary's SBOM, CycloneDX 1.6, from its embedded build information
+#                                         (deploy/cmd/sbom: every module linked, its version and go.sum hash, the
+#                                         standard library's version)
 #   bridge-0.9.0.tgz                      the Helm chart, version and appVersion 0.9.0 (deploy/cmd/chart: Helm's
 #                                         own packages, linted first)
 #   bridge-image-0.9.0-linux-<arch>.tar.gz, nats-image-0.9.0-linux-<arch>.tar.gz
 #                                         the FROM scratch images scripts/images.sh builds, tagged
-#                                         evershield/bridge:0.9.0 and evershield/nats:0.9.0 (docker save; for the
-#                                         Docker engine's architecture), to docker load and push
+#                                         evershield/bridge:0.9.0 and evershield/nats:0.9.0 (docker save), one per
+#                                         architecture of IMAGE_ARCHES, to docker load and push (a multi-arch
+#                                         manifest list needs a registry: docker manifest create after the pushes)
 #   SHA256SUMS                            the SHA-256 of every file above
 #
 # Checks first: the version is vX.Y.Z; CHANGELOG.md has its section (## [X.Y.Z] - YYYY-MM-DD, Keep a
@@ -21,7 +26,8 @@
 #
 #   DRY_RUN=1 scripts/release.sh v0.9.0   a rehearsal: any commit and work tree, and [Unreleased] stands in
 #                                         for a missing CHANGELOG section; everything is built as above
-#   PLATFORMS="linux/amd64"               other binaries than the three (GOOS/GOARCH pairs)
+#   PLATFORMS="linux/amd64"               other binaries than the four (GOOS/GOARCH pairs)
+#   IMAGE_ARCHES="amd64"                  other image architectures than amd64 and arm64
 #   IMAGES=0                              no images (a machine without a Docker engine)
 #   DIST=DIR                              another output directory than dist/
 set -euo pipefail
@@ -36,7 +42,8 @@ version=${1:-}
   die "usage: scripts/release.sh vX.Y.Z (a semantic version tag; got '$version')"
 semver=${version#v}
 dry=${DRY_RUN:-0}
-platforms=${PLATFORMS:-linux/amd64 linux/arm64 darwin/arm64}
+platforms=${PLATFORMS:-linux/amd64 linux/arm64 darwin/amd64 darwin/arm64}
+image_arches=${IMAGE_ARCHES:-amd64 arm64}
 images=${IMAGES:-1}
 
 if grep -qE "^## \[$semver\] - [0-9]{4}-[0-9]{2}-[0-9]{2}$" CHANGELOG.md; then
@@ -67,6 +74,8 @@ for p in $platforms; do
   echo "release: bridge $version for $os/$arch"
   CGO_ENABLED=0 GOOS=$os GOARCH=$arch go build -buildvcs=false -trimpath -ldflags "$ldflags" \
     -o "$dist/bridge-$version-$os-$arch" ./cmd/bridge
+  (cd deploy && go run ./cmd/sbom -version "$version" "$dist/bridge-$version-$os-$arch") \
+    >"$dist/bridge-$version-$os-$arch.cdx.json"
 done
 
 echo "release: the Helm chart $semver"
@@ -74,10 +83,11 @@ echo "release: the Helm chart $semver"
 
 if [ "$images" = 1 ]; then
   # One image build: the script the compose cluster uses, with the release's tag and version.
-  TAG=$semver VERSION=$version scripts/images.sh
-  arch=$(docker version --format '{{.Server.Arch}}')
-  for name in bridge nats; do
-    docker save "evershield/$name:$semver" | gzip -n >"$dist/$name-image-$semver-linux-$arch.tar.gz"
+  for arch in $image_arches; do
+    TAG=$semver VERSION=$version ARCH=$arch scripts/images.sh
+    for name in bridge nats; do
+      docker save "evershield/$name:$semver" | gzip -n >"$dist/$name-image-$semver-linux-$arch.tar.gz"
+    done
   done
 fi
 

@@ -154,12 +154,15 @@ func (w *world) nodeLoss(t *testing.T) {
 	w.report(t, m)
 }
 
-// defaultCut is how long a partition lasts: the 30 s, scaled down; still longer than the
-// reconcile lease's TTL (10 s), so the other bridge takes the lease over, and than the bridge's NATS
-// client needs to find a silent connection dead (two pings of natsx.PingInterval unanswered, 10 to 15 s).
-const defaultCut = 20 * time.Second
+// defaultCut is how long a partition lasts: the 30 s; longer than the reconcile lease's TTL
+// (10 s), so the other bridge takes the lease over, and than the bridge's NATS client needs to find a
+// silent connection dead (two pings of natsx.PingInterval unanswered, 10 to 15 s).
+const defaultCut = 30 * time.Second
 
-// cutEnv sets another partition length, e.g. BRIDGE_CLUSTER_CUT=30s for the issue's, or longer than the
+// minCut is the shortest partition cutEnv may ask for: still past the lease's TTL and the ping's detection.
+const minCut = 20 * time.Second
+
+// cutEnv sets another partition length, e.g. BRIDGE_CLUSTER_CUT=20s for a quicker run, or longer than the
 // NATS server's own dead-connection detection (about 4 min).
 const cutEnv = "BRIDGE_CLUSTER_CUT"
 
@@ -171,8 +174,8 @@ func cutLength(t *testing.T) time.Duration {
 		return defaultCut
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < defaultCut {
-		t.Fatalf("%s=%q: want a duration of at least %v", cutEnv, v, defaultCut)
+	if err != nil || d < minCut {
+		t.Fatalf("%s=%q: want a duration of at least %v", cutEnv, v, minCut)
 	}
 	return d
 }

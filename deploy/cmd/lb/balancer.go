@@ -51,7 +51,17 @@ type balancer struct {
 	failed   atomic.Int64
 	hc       *http.Client
 	log      *slog.Logger
+	// hold is how long a request that every backend refused (503) or could not take is tried again, in
+	// rounds over all backends, before its failure is passed on: a NATS leader election makes every bridge
+	// answer 503 for a few seconds, and the upstream never sends a webhook twice. 0: one round.
+	hold time.Duration
 }
+
+// Waits between rounds of one held request: from firstWait, doubling to maxWait.
+const (
+	firstWait = 100 * time.Millisecond
+	maxWait   = time.Second
+)
 
 func newBalancer(urls []*url.URL, log *slog.Logger) *balancer {
 	t := http.DefaultTransport.(*http.Transport).Clone()
@@ -94,11 +104,36 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "request body unreadable or over 8 MiB", http.StatusRequestEntityTooLarge)
 		return
 	}
+	deadline := time.Now().Add(b.hold)
+	for wait := firstWait; ; wait = min(2*wait, maxWait) {
+		last := !time.Now().Add(wait).Before(deadline)
+		if resp := b.round(r, body, last); resp != nil {
+			relay(w, resp)
+			return
+		}
+		if r.Context().Err() != nil || last {
+			break
+		}
+		select {
+		case <-r.Context().Done():
+		case <-time.After(wait):
+		}
+	}
+	if r.Context().Err() != nil {
+		return // the client went away: no fault of the backends'
+	}
+	b.failed.Add(1)
+	http.Error(w, "no backend answered", http.StatusBadGateway)
+}
+
+// round tries the request at each backend in turn and returns the first answer that is not a 503; in the
+// last round, the last backend's 503 is returned too, to be passed on. Nil: nothing answered.
+func (b *balancer) round(r *http.Request, body []byte, last bool) *http.Response {
 	order := b.order()
 	for i, be := range order {
 		resp, err := b.forward(r, be, body)
 		if err != nil && r.Context().Err() != nil {
-			return // the client went away: no fault of the backend's
+			return nil
 		}
 		if err != nil {
 			be.unreached.Add(1)
@@ -107,19 +142,17 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
-		if resp.StatusCode == http.StatusServiceUnavailable && i < len(order)-1 {
-			// Nothing was stored there: the next backend may take it.
+		if resp.StatusCode == http.StatusServiceUnavailable && (!last || i < len(order)-1) {
+			// Nothing was stored there: the next backend, or the next round, may take it.
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) //nolint:errcheck // drained for reuse
 			resp.Body.Close()
 			be.refused.Add(1)
 			continue
 		}
 		be.answered.Add(1)
-		relay(w, resp)
-		return
+		return resp
 	}
-	b.failed.Add(1)
-	http.Error(w, "no backend answered", http.StatusBadGateway)
+	return nil
 }
 
 // forward sends r, with body, to be.

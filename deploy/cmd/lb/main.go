@@ -9,7 +9,10 @@
 // the next backend when the one it went to cannot be reached or answers 503 (the bridge stored nothing:
 // ingest answers only after JetStream acknowledged), so the upstream sees a failure only when no backend
 // takes it; a webhook that reaches two bridges is one result (Nats-Msg-Id). When no backend is ready, all
-// are tried anyway. Docker's DNS round robin (one network alias on both bridges) was tried first and does
+// are tried anyway. When every backend refused a request, it is held and tried again in rounds (100 ms
+// apart, doubling to 1 s) for up to -hold (4 s: with a bridge's own 5 s publish wait, inside the upstream's
+// 10 s), since a NATS leader election makes every bridge answer 503 for a few seconds and the upstream never
+// sends a webhook twice. Docker's DNS round robin (one network alias on both bridges) was tried first and does
 // not spread: the upstream's pooled HTTP client keeps reusing one connection, so one bridge took every
 // webhook while both were up (docs/OPERATIONS.md, Deployment).
 //
@@ -69,6 +72,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	interval := fs.Duration("probe-interval", time.Second, "how often each backend's readiness is asked")
 	probePath := fs.String("probe-path", "/readyz", "the path that answers 200 while a backend takes requests")
 	check := fs.String("check", "", "ask this URL once and exit 0 on 200 (the image's health check)")
+	hold := fs.Duration("hold", 4*time.Second, "how long a webhook every backend refused (503) or could not take is "+
+		"tried again before its failure is passed on (with a bridge's own 5 s publish wait, inside the upstream's 10 s; it never retries); 0: once")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,6 +85,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	b := newBalancer(backends, log)
+	b.hold = *hold
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err

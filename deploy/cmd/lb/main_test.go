@@ -215,3 +215,60 @@ func TestRunFlags(t *testing.T) {
 		t.Error("-check of a 503 succeeded")
 	}
 }
+
+// TestHoldsAWebhookEveryBackendRefused: while every bridge answers 503 (a NATS leader election), a
+// webhook is tried again in rounds and gets the first bridge that takes it; past -hold, the last 503 is
+// passed on. Without a hold, one round.
+func TestHoldsAWebhookEveryBackendRefused(t *testing.T) {
+	a, b := newFakeBridge(t, "a"), newFakeBridge(t, "b")
+	lb, srv := start(t, a, b)
+	a.webhook.Store(http.StatusServiceUnavailable)
+	b.webhook.Store(http.StatusServiceUnavailable)
+	lb.hold = time.Minute
+	type answer struct {
+		code   int
+		bridge string
+	}
+	done := make(chan answer, 1)
+	go func() {
+		code, bridge := post(t, srv, "{}")
+		done <- answer{code, bridge}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(a.requests()) < 2 || len(b.requests()) < 2 { // a second round began at both
+		if time.Now().After(deadline) {
+			t.Fatalf("a got %d and b %d tries within 10s, want a second round", len(a.requests()), len(b.requests()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	b.webhook.Store(http.StatusOK)
+	select {
+	case got := <-done:
+		if got != (answer{http.StatusOK, "b"}) {
+			t.Errorf("held webhook answered %d by %q, want 200 by b", got.code, got.bridge)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("held webhook not answered within 10s of b taking webhooks")
+	}
+
+	b.webhook.Store(http.StatusServiceUnavailable)
+	lb.hold = 300 * time.Millisecond
+	before := len(a.requests()) + len(b.requests())
+	if code, _ := post(t, srv, "{}"); code != http.StatusServiceUnavailable {
+		t.Errorf("answered %d once the hold ran out, want the bridges' 503", code)
+	}
+	if tries := len(a.requests()) + len(b.requests()) - before; tries < 4 {
+		t.Errorf("%d tries within a 300ms hold, want rounds of 2 at 100 and 200 ms", tries)
+	}
+	lb.hold = 0
+	before = len(a.requests()) + len(b.requests())
+	if code, _ := post(t, srv, "{}"); code != http.StatusServiceUnavailable {
+		t.Errorf("answered %d without a hold, want 503", code)
+	}
+	if tries := len(a.requests()) + len(b.requests()) - before; tries != 2 {
+		t.Errorf("%d tries without a hold, want one round of 2", tries)
+	}
+	if lb.failed.Load() != 0 {
+		t.Errorf("failed %d: a 503 passed on is an answer", lb.failed.Load())
+	}
+}

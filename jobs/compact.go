@@ -314,13 +314,12 @@ type HotState struct {
 }
 
 // Remove purges job id's JOBS key up to its revision rev, and then its fences: the compactor's removal,
-// once the id is in the history. The KV key is purged from the bucket's stream, not deleted: a KV delete
-// or purge leaves a marker that keeps the subject. The purge keeps every message after rev, so a record
-// written since it was read stays, and there is no race between a check and the removal.
+// once the id is in the history. The KV key is purged from the bucket's stream, not deleted
+// ([natsx.PurgeKey]). The purge keeps every message after rev, so a record written since it was read
+// stays, and there is no race between a check and the removal.
 func (h HotState) Remove(ctx context.Context, id string, rev uint64) error {
 	names := h.Names.OrDefault()
-	key := contract.KVSubject(names.BucketJobs, id)
-	if err := h.Jobs.Purge(ctx, jetstream.WithPurgeSubject(key), jetstream.WithPurgeSequence(rev+1)); err != nil {
+	if err := natsx.PurgeKey(ctx, h.Jobs, id, rev); err != nil {
 		return fmt.Errorf("compact %s: purge record: %w", id, err)
 	}
 	for _, late := range []bool{false, true} {

@@ -426,7 +426,7 @@ func (a *App) verifyCost() func(int) float64 {
 func (a *App) addReconcile(deliverer *jobs.Deliverer, hist *history.Store, o options) error {
 	cfg := a.cfg
 	compactor, err := jobs.NewCompactor(jobs.CompactorConfig{Names: cfg.Names(), Watcher: a.jobs, Jobs: a.nats.res.JobsStream,
-		Results: a.nats.res.Results, Archive: hist, Window: cfg.DuplicateWindow, LateWatch: reconcile.DefaultLateWatch,
+		Results: a.nats.res.Results, Idempotency: a.nats.res.IdempotencyStream, Archive: hist, Window: cfg.DuplicateWindow, LateWatch: reconcile.DefaultLateWatch,
 		Log: a.log, Metrics: a.reg, Failpoint: o.failpoint})
 	if err != nil {
 		return err

@@ -751,6 +751,8 @@ func (s *Service) reserveKey(ctx context.Context, req micro.Request, modality, k
 	case existing != nil:
 		s.replayIdempotent(ctx, answer{req, modality}, key, existing)
 		return nil, true
+	case s.fromHistory(ctx, answer{req, modality}, res, key):
+		return nil, true
 	}
 	return res, false
 }

@@ -111,23 +111,26 @@ func verifies(n contract.Names) []string {
 }
 
 // submits: JOBS (records made, read, updated and watched for the ledger), the idempotency keys and
-// submission intents (watched for those in flight), the history and RESULTS read for jobs.status, and
-// the upstream budget.
+// submission intents (watched for those in flight, and purged when they end: natsx.PurgeKey), the
+// history and RESULTS read for jobs.status and for a retried key whose job was compacted, and the
+// upstream budget.
 func submits(n contract.Names) []string {
 	out := append(kvUse(n.BucketJobs), kvUse(n.BucketIdempotency)...)
+	out = append(out, js("STREAM.PURGE", contract.KVStream(n.BucketIdempotency)))
 	out = append(out, kvRead(n.BucketHistory)...)
 	out = append(out, getMsgs(n.StreamResults)...)
 	return append(out, upstreamBudget()...)
 }
 
 // reconciles: the lease, JOBS followed and its records updated (and adopted ones made), the results it
-// delivers, and compaction: the history written, and the purge of a compacted job's key in JOBS and its
-// fence in RESULTS. A purge cannot be narrowed to a subject by permissions: this role may purge any of
-// RESULTS or JOBS.
+// delivers, and compaction: the history written, and the purge of a compacted job's key in JOBS, its
+// fence in RESULTS and its Idempotency-Key's entry in BRIDGE_IDEMPOTENCY. A purge cannot be narrowed to
+// a subject by permissions: this role may purge any of RESULTS, JOBS or BRIDGE_IDEMPOTENCY.
 func reconciles(n contract.Names) []string {
 	out := append(kvUse(n.BucketLeases), kvUse(n.BucketJobs)...)
 	out = append(append(out, delivers(n)...), kvWrite(n.BucketHistory)...)
-	out = append(out, js("STREAM.PURGE", contract.KVStream(n.BucketJobs)), js("STREAM.PURGE", n.StreamResults))
+	out = append(out, js("STREAM.PURGE", contract.KVStream(n.BucketJobs)), js("STREAM.PURGE", n.StreamResults),
+		js("STREAM.PURGE", contract.KVStream(n.BucketIdempotency)))
 	return append(out, upstreamBudget()...)
 }
 

@@ -426,7 +426,7 @@ func (a *App) verifyCost() func(int) float64 {
 func (a *App) addReconcile(deliverer *jobs.Deliverer, hist *history.Store, o options) error {
 	cfg := a.cfg
 	compactor, err := jobs.NewCompactor(jobs.CompactorConfig{Names: cfg.Names(), Watcher: a.jobs, Jobs: a.nats.res.JobsStream,
-		Results: a.nats.res.Results, Archive: hist, Window: cfg.DuplicateWindow, LateWatch: reconcile.DefaultLateWatch,
+		Results: a.nats.res.Results, Idempotency: a.nats.res.IdempotencyStream, Archive: hist, Window: cfg.DuplicateWindow, LateWatch: reconcile.DefaultLateWatch,
 		Log: a.log, Metrics: a.reg, Failpoint: o.failpoint})
 	if err != nil {
 		return err
@@ -466,7 +466,7 @@ func (a *App) startUnknownBudget(vcfg *verify.Config, instance string) error {
 // addSubmit builds the submit service and the ledger of owed verifications it admits by.
 func (a *App) addSubmit(store *jobs.Store, hist *history.Store, deadlines jobs.Deadlines, version string) error {
 	s, err := submit.New(submit.Config{Names: a.cfg.Names(),
-		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, API: a.api, Store: store, History: hist,
+		NC: a.nats.nc, JS: a.nats.js, Idempotency: a.nats.res.Idempotency, IdempotencyStream: a.nats.res.IdempotencyStream, API: a.api, Store: store, History: hist,
 		Deadlines: deadlines, Log: a.log, Metrics: a.reg, PublicURL: a.cfg.PublicURL, Token: a.cfg.WebhookToken,
 		Ledger: a.jobs, Budget: a.budget, PollInterval: a.cfg.PollInterval, Version: serviceVersion(version),
 		VerifyCost: a.verifyCost(), TracerProvider: a.tracer,

@@ -198,7 +198,8 @@ var stateJobs = flag.Int("state.jobs", defaultStateJobs, "TestStateFollowsTheWor
 // compacts them; then, within BRIDGE_RETENTION (30 s here: the results and webhooks are all still
 // there), the server keeps at most 0.01 subjects a delivered job across all the bridge's streams and
 // buckets, and, once the retention has passed, at most 40 bytes a job, while every job is in the history.
-// Subjects and bytes are the sums of State.NumSubjects and State.Bytes.
+// Subjects and bytes are the sums of State.NumSubjects and State.Bytes. The jobs are written straight into
+// the store; TestSubmittedStateFollowsTheWorkInFlight counts jobs that come through the submit service.
 func TestStateFollowsTheWorkInFlight(t *testing.T) {
 	const retention = 30 * time.Second
 	n := *stateJobs

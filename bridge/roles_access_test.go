@@ -146,7 +146,8 @@ func rolesWorld(t *testing.T) *testworld.World {
 // role each, each as its role's user with exactly the permissions docs/SECURITY.md lists (access.For),
 // after the provision user made the streams and buckets: a submission's webhook comes through ingest and
 // its verified result goes out once; a job whose webhook the upstream never sends is polled by the
-// reconciler; a forged webhook ends as a dead letter; jobs.status answers; delivered jobs are compacted.
+// reconciler; a forged webhook ends as a dead letter; jobs.status answers; delivered jobs are compacted,
+// the first one's Idempotency-Key with it, so that BRIDGE_IDEMPOTENCY keeps no subject.
 // Not one permission violation on any connection: a permission the code needs and the role lacks fails.
 func TestRolesRunUnderLeastPrivilegeOnCluster(t *testing.T) {
 	e := rolesWorld(t)
@@ -161,7 +162,7 @@ func TestRolesRunUnderLeastPrivilegeOnCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A submission whose webhook comes to ingest, and one whose webhook the upstream drops.
-	byWebhook := e.Submit("prompt", map[string]string{"prompt": "a cat on a mat"}).JobID
+	byWebhook := submitKeyed(t, e.NC, "a cat on a mat", "cat-key")
 	byPoll := e.Submit("prompt", map[string]string{"prompt": "sim:drop a dog on a log"}).JobID
 	for range 2 {
 		m, err := results.NextMsg(30 * time.Second)
@@ -183,6 +184,9 @@ func TestRolesRunUnderLeastPrivilegeOnCluster(t *testing.T) {
 	// The reconciler compacts both delivered jobs: their JOBS keys and result fences go.
 	waitHotState(t, e, 0, 0, 30*time.Second)
 	wantOneResultEach(t, e, byWebhook, byPoll)
+	if n := streamSubjects(t, natstest.CtxWithin(t, 10*time.Second), e)[contract.KVStream(contract.Default.BucketIdempotency)]; n != 0 {
+		t.Errorf("%d subjects in BRIDGE_IDEMPOTENCY once both jobs are compacted, want 0 (the intents and the key purged)", n)
+	}
 	for _, a := range procs { // the lag and state collectors read the streams when scraped
 		if st := getStatus("http://" + a.Addr().String() + "/metrics"); st != http.StatusOK {
 			t.Errorf("/metrics: %d", st)

@@ -46,6 +46,10 @@ type CompactorConfig struct {
 	Jobs jetstream.Stream
 	// Results is RESULTS, whose fence subjects the compactor purges.
 	Results jetstream.Stream
+	// Idempotency is the stream under BRIDGE_IDEMPOTENCY, whose Idempotency-Key entries of compacted jobs
+	// the compactor purges (their keys go into the history with the jobs); nil leaves them to the
+	// bucket's TTL.
+	Idempotency jetstream.Stream
 	// Archive is the history the compacted ids go to first.
 	Archive Archive
 	// Window is the duplicate window (BRIDGE_DUPLICATE_WINDOW): a job delivered within it stays hot.
@@ -94,11 +98,14 @@ type Compactor struct {
 }
 
 // delivered is a delivered record as the watch last fed it: its revision, when it may leave the hot
-// state (less the window) and what the history keeps of it.
+// state (less the window), what the history keeps of it and, for a job submitted with an
+// Idempotency-Key, of its key (keyHash names the key's entry in BRIDGE_IDEMPOTENCY).
 type delivered struct {
-	rev   uint64
-	at    time.Time
-	entry history.Entry
+	rev     uint64
+	at      time.Time
+	entry   history.Entry
+	keyHash string
+	key     history.Entry
 }
 
 type compactMetrics struct {
@@ -168,7 +175,11 @@ func (c *Compactor) follow(u Update) {
 			return
 		}
 		if at, ok := c.hotUntil(rec); ok {
-			c.done[u.Key] = delivered{rev: u.Revision, at: at, entry: rec.HistoryEntry()}
+			d := delivered{rev: u.Revision, at: at, entry: rec.HistoryEntry()}
+			if key, ok := rec.KeyHistoryEntry(); ok {
+				d.keyHash, d.key = rec.KeyHash(), key
+			}
+			c.done[u.Key] = d
 		}
 	}
 }
@@ -217,12 +228,10 @@ func (c *Compactor) layoutOpen(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// dueJob is one job of a round: its id, the revision of the delivered record read and its entry.
+// dueJob is one job of a round: its id and the delivered record read.
 type dueJob struct {
-	id  string
-	rev uint64
-	at  time.Time
-	e   history.Entry
+	id string
+	delivered
 }
 
 // due returns up to Batch jobs delivered longer ago than the window and the margin, oldest first.
@@ -232,7 +241,7 @@ func (c *Compactor) due(now time.Time) []dueJob {
 	var out []dueJob
 	for id, d := range c.done {
 		if d.at.Before(cut) {
-			out = append(out, dueJob{id, d.rev, d.at, d.entry})
+			out = append(out, dueJob{id, d})
 		}
 	}
 	c.mu.Unlock()
@@ -241,8 +250,9 @@ func (c *Compactor) due(now time.Time) []dueJob {
 }
 
 // Round compacts up to Batch due jobs and returns how many it compacted. First every id goes into the
-// history; then, job by job, its JOBS key is purged up to the revision read (a newer write survives)
-// and its fences are purged. Stopped at any point, nothing is lost (the ids are in the history before
+// history, and with it the Idempotency-Key of each job submitted with one; then, job by job, its key's
+// entry in BRIDGE_IDEMPOTENCY is purged, its JOBS key is purged up to the revision read (a newer write
+// survives) and its fences are purged. Stopped at any point, nothing is lost (the ids are in the history before
 // anything is removed) and the next round redoes what is left (every step can be done twice).
 //
 // Until JOBS is at [contract.LayoutHistory] (after bridge upgrade finalize, on a store of the earlier
@@ -272,9 +282,12 @@ func (c *Compactor) Round(ctx context.Context) (int, error) {
 }
 
 func (c *Compactor) compact(ctx context.Context, due []dueJob) (int, error) {
-	entries := make([]history.Entry, len(due))
-	for i, d := range due {
-		entries[i] = d.e
+	entries := make([]history.Entry, 0, len(due))
+	for _, d := range due {
+		entries = append(entries, d.entry)
+		if d.keyHash != "" {
+			entries = append(entries, d.key)
+		}
 	}
 	if err := c.cfg.Archive.Add(ctx, entries); err != nil {
 		return 0, fmt.Errorf("compact: %w", err)
@@ -285,8 +298,12 @@ func (c *Compactor) compact(ctx context.Context, due []dueJob) (int, error) {
 		}
 	}
 	c.failpoint(CompactAfterHistory, due[0].id)
-	hot := HotState{Jobs: c.cfg.Jobs, Results: c.cfg.Results, Names: c.cfg.Names}
+	hot := HotState{Jobs: c.cfg.Jobs, Results: c.cfg.Results, Idempotency: c.cfg.Idempotency, Names: c.cfg.Names}
 	for i, d := range due {
+		// The key's entry before the record: while the record is there, a round after a crash redoes both.
+		if err := hot.RemoveKey(ctx, d.keyHash); err != nil {
+			return i, err
+		}
 		if err := hot.Remove(ctx, d.id, d.rev); err != nil {
 			return i, err
 		}
@@ -305,28 +322,43 @@ func (c *Compactor) failpoint(p Failpoint, id string) {
 	}
 }
 
-// HotState is where a job's per-job subjects live: its JOBS key in the bucket's stream (KV_JOBS) and its
-// result fences in RESULTS.
+// HotState is where a job's per-job subjects live: its JOBS key in the bucket's stream (KV_JOBS), its
+// result fences in RESULTS, and its Idempotency-Key's entry in BRIDGE_IDEMPOTENCY's stream.
 type HotState struct {
 	Jobs, Results jetstream.Stream
+	// Idempotency is the stream under BRIDGE_IDEMPOTENCY (KV_BRIDGE_IDEMPOTENCY); nil leaves the keys'
+	// entries to the bucket's TTL.
+	Idempotency jetstream.Stream
 	// Names are the bridge's names, for the fence subjects; the zero Names means contract.Default.
 	Names contract.Names
 }
 
 // Remove purges job id's JOBS key up to its revision rev, and then its fences: the compactor's removal,
-// once the id is in the history. The KV key is purged from the bucket's stream, not deleted: a KV delete
-// or purge leaves a marker that keeps the subject. The purge keeps every message after rev, so a record
-// written since it was read stays, and there is no race between a check and the removal.
+// once the id is in the history. The KV key is purged from the bucket's stream, not deleted
+// ([natsx.PurgeKey]). The purge keeps every message after rev, so a record written since it was read
+// stays, and there is no race between a check and the removal.
 func (h HotState) Remove(ctx context.Context, id string, rev uint64) error {
 	names := h.Names.OrDefault()
-	key := contract.KVSubject(names.BucketJobs, id)
-	if err := h.Jobs.Purge(ctx, jetstream.WithPurgeSubject(key), jetstream.WithPurgeSequence(rev+1)); err != nil {
+	if err := natsx.PurgeKey(ctx, h.Jobs, id, rev); err != nil {
 		return fmt.Errorf("compact %s: purge record: %w", id, err)
 	}
 	for _, late := range []bool{false, true} {
 		if err := h.Results.Purge(ctx, jetstream.WithPurgeSubject(names.ResultFenceSubject(id, late))); err != nil {
 			return fmt.Errorf("compact %s: purge fence: %w", id, err)
 		}
+	}
+	return nil
+}
+
+// RemoveKey purges the entry of an Idempotency-Key (its [contract.IdempotencyKeyHash]) from
+// BRIDGE_IDEMPOTENCY, once the key is in the history: the compactor's removal of a compacted job's key,
+// before its record's. Without an Idempotency stream it does nothing.
+func (h HotState) RemoveKey(ctx context.Context, hash string) error {
+	if h.Idempotency == nil || hash == "" {
+		return nil
+	}
+	if err := natsx.PurgeKey(ctx, h.Idempotency, hash, 0); err != nil {
+		return fmt.Errorf("compact: purge idempotency key %s: %w", hash, err)
 	}
 	return nil
 }

@@ -280,3 +280,66 @@ func TestCompactorFailpoints(t *testing.T) {
 	}
 	w.wantHot(t, ctx, 0, 0)
 }
+
+// TestCompactorMovesIdempotencyKeysWithTheirJobs: a job submitted with an Idempotency-Key takes the key
+// into the history in the job's add (under the key's history id, with the job's delivery time and RESULTS
+// sequence), and the key's entry leaves BRIDGE_IDEMPOTENCY with the record, without a subject left. A
+// round stopped after the add leaves the key both in the history and in the bucket; the next removes it.
+func TestCompactorMovesIdempotencyKeysWithTheirJobs(t *testing.T) {
+	w := fenceWorld(t)
+	ctx := natstest.CtxWithin(t, 60*time.Second)
+	watcher := jobs.NewWatcher(w.Res.Jobs, time.Second, w.Log)
+	c, err := jobs.NewCompactor(jobs.CompactorConfig{Watcher: watcher, Jobs: w.Res.JobsStream, Results: w.Res.Results,
+		Idempotency: w.Res.IdempotencyStream, Archive: w.History, Window: fenceWindow, Log: w.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := w.overdueJob(t, ctx, "prompt")
+	// As submit leaves a keyed job: the key as sent in the record, the key's entry in the bucket.
+	if _, err := w.Store.Update(ctx, job.JobID, func(r *jobs.Record) (bool, error) {
+		r.IdempotencyKey = "order-17"
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Res.Idempotency.Put(ctx, "002c6f1d6ec34dc828c6262185ecf060a84200d8463aa9817cefd49529371add",
+		[]byte(`{"state":"done","job_id":"`+job.JobID+`","status":"queued"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := w.Deliverer.Deliver(ctx, job, contract.SourceWebhook, time.Now()); err != nil || out != jobs.Published {
+		t.Fatalf("delivery: %v %v", out, err)
+	}
+	rec := w.Record(job.JobID)
+	outliveWindow(time.Now())
+	testworld.Run(t, "jobs watch", watcher.Run)
+	waitHeld(t, c, 1)
+
+	const keyID = "002c6f1d-6ec3-4dc8-28c6-262185ecf060" // contract.IdempotencyHistoryID("prompt", "order-17")
+	crash := errors.New("crash")
+	c.SetAfterAdd(func() error { return crash })
+	if n, err := c.Round(ctx); !errors.Is(err, crash) || n != 0 {
+		t.Fatalf("crashed round: %d, %v; want 0, crash", n, err)
+	}
+	w.wantInHistory(t, ctx, true, job.JobID, keyID)
+	w.wantKeySubjects(t, ctx, 1)
+	c.SetAfterAdd(nil)
+	round(t, ctx, c, 1)
+	w.wantHot(t, ctx, 0, 0)
+	w.wantKeySubjects(t, ctx, 0)
+	e, _, err := w.History.Lookup(ctx, keyID)
+	if err != nil || rec.ResultSeq == 0 || e.ResultSeq != rec.ResultSeq || !e.DeliveredAt.Equal(rec.DeliveredAt.Truncate(time.Millisecond)) {
+		t.Fatalf("history entry of the key: %+v, %v; want the job's delivery %v and result seq %d", e, err, rec.DeliveredAt, rec.ResultSeq)
+	}
+}
+
+// wantKeySubjects fails unless BRIDGE_IDEMPOTENCY's stream has n subjects.
+func (w world) wantKeySubjects(t *testing.T, ctx context.Context, n int) {
+	t.Helper()
+	info, err := w.Res.IdempotencyStream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := int(info.State.NumSubjects); got != n {
+		t.Fatalf("%d subjects in BRIDGE_IDEMPOTENCY, want %d", got, n)
+	}
+}

@@ -126,3 +126,24 @@ func (r Record) HistoryEntry() history.Entry {
 	}
 	return e
 }
+
+// KeyHash is the BRIDGE_IDEMPOTENCY key of r's Idempotency-Key ([contract.IdempotencyKeyHash] of its
+// modality and key), "" without a key. The modality is the submit endpoint's, as submit recorded it.
+func (r Record) KeyHash() string {
+	if r.IdempotencyKey == "" {
+		return ""
+	}
+	return contract.IdempotencyKeyHash(r.Modality, r.IdempotencyKey)
+}
+
+// KeyHistoryEntry is what the history keeps of r's Idempotency-Key once r is compacted: the key's
+// [contract.IdempotencyHistoryID], with r's delivery time and RESULTS sequence, so that a retry with the
+// key after its entry left BRIDGE_IDEMPOTENCY finds the job's result. ok is false without a key.
+func (r Record) KeyHistoryEntry() (e history.Entry, ok bool) {
+	if r.IdempotencyKey == "" {
+		return history.Entry{}, false
+	}
+	e = r.HistoryEntry()
+	e.JobID = contract.IdempotencyHistoryID(r.Modality, r.IdempotencyKey)
+	return e, true
+}

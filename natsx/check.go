@@ -40,6 +40,9 @@ func Check(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (Re
 			return Resources{}, err
 		}
 	}
+	if res.IdempotencyStream, err = js.Stream(ctx, contract.KVStream(n.BucketIdempotency)); err != nil {
+		return Resources{}, fmt.Errorf("stream %s: %w", contract.KVStream(n.BucketIdempotency), err)
+	}
 	hist := historyConfig(n.BucketHistory, cfg.Replicas)
 	hs, err := checkStream(ctx, js, hist)
 	if err != nil {

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/testworld"
@@ -112,5 +115,36 @@ func TestLayoutNewerThanThisRelease(t *testing.T) {
 	}
 	if contract.LayoutOf(map[string]string{"bridge.layout": "x"}) != 0 || contract.LayoutOf(nil) != 1 {
 		t.Fatal("LayoutOf: want 0 for garbage and 1 without the key")
+	}
+}
+
+// TestStartUpStopsOnAServerTooOld: a server whose JetStream API level is 0 (nats-server before 2.11) stops
+// Provision and Check, the first step of start-up, with ErrServerTooOld in one line naming the oldest
+// server this release runs on. The old server is a stub: a responder that answers the JetStream account
+// info request, under an API prefix of its own, as nats-server 2.10 does (no API level).
+func TestStartUpStopsOnAServerTooOld(t *testing.T) {
+	t.Parallel()
+	n := natstest.RunServer(t)
+	nc, _ := natstest.Connect(t, n.ClientURL())
+	sub, err := nc.Subscribe("old.api.INFO", func(m *nats.Msg) {
+		_ = m.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.account_info_response","memory":0,"storage":0,"streams":0,"consumers":0,"limits":{},"api":{"total":0,"errors":0}}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	js, err := jetstream.NewWithAPIPrefix(nc, "old.api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, start := range map[string]func() error{
+		"provision": func() error { _, err := natsx.Provision(natstest.Ctx(t), js, natsx.ProvisionConfig{}); return err },
+		"check":     func() error { _, err := natsx.Check(natstest.Ctx(t), js, natsx.ProvisionConfig{}); return err },
+	} {
+		err := start()
+		if !errors.Is(err, natsx.ErrServerTooOld) || strings.Contains(err.Error(), "\n") ||
+			!strings.Contains(err.Error(), "is older than 2.11.0, the oldest this release runs on") {
+			t.Errorf("%s on a server of API level 0: %v, want one line of ErrServerTooOld naming 2.11.0", name, err)
+		}
 	}
 }

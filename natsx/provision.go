@@ -93,6 +93,9 @@ type Resources struct {
 	Leases jetstream.KeyValue
 	// Idempotency is BRIDGE_IDEMPOTENCY, the submit idempotency keys.
 	Idempotency jetstream.KeyValue
+	// IdempotencyStream is the stream under BRIDGE_IDEMPOTENCY, whose key subjects submit (an ended
+	// intent) and the compactor (a compacted job's Idempotency-Key) purge ([PurgeKey]).
+	IdempotencyStream jetstream.Stream
 	// Budget is BRIDGE_BUDGET, the account-wide upstream budget.
 	Budget jetstream.KeyValue
 	// History is BRIDGE_HISTORY, the delivered jobs' ids; wrap it in a history.Store.
@@ -180,6 +183,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		return Resources{}, fmt.Errorf("stream %s: %w", contract.KVStream(n.BucketJobs), err)
 	}
 	res.JobsStream = jobsStream
+	if res.IdempotencyStream, err = js.Stream(ctx, contract.KVStream(n.BucketIdempotency)); err != nil {
+		return Resources{}, fmt.Errorf("stream %s: %w", contract.KVStream(n.BucketIdempotency), err)
+	}
 	history, err := ensureHistory(ctx, js, n.BucketHistory, cfg.Replicas)
 	if err != nil {
 		return Resources{}, err

@@ -2,17 +2,19 @@ package submit
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/history"
 	"github.com/evershield/bridge/jobs"
+	"github.com/evershield/bridge/upstream"
 )
 
 // Idempotency entry states.
@@ -27,6 +29,8 @@ var (
 	errIdemInterrupted = errors.New("the submission with this Idempotency-Key was interrupted (the bridge stopped while it talked to the upstream), " +
 		"so its job may exist upstream without the bridge knowing; look for it with GET /jobs or BRIDGE_ADOPT=true, or use a new key to submit again")
 	errIdemUnknown = errors.New("the first submission with this Idempotency-Key got no answer from the upstream, so its job may exist; use a new key to submit again")
+	// errIdemExpired: the key's job was compacted and its result is past RESULTS's retention.
+	errIdemExpired = errors.New("its result is past the results' retention (BRIDGE_RETENTION), so the bridge no longer knows its job_id; use a new key to submit again")
 )
 
 // idemEntry is the value of an idempotency key in [contract.BucketIdempotency].
@@ -44,12 +48,8 @@ type reservation struct {
 	rev uint64
 }
 
-// idemKey is the bucket key of an idempotency key: a hash, so any header value makes a valid KV key and
-// the same key used for two modalities names two entries.
-func idemKey(modality, key string) string {
-	sum := sha256.Sum256([]byte(modality + "\n" + key))
-	return hex.EncodeToString(sum[:])
-}
+// idemKey is the bucket key of an idempotency key ([contract.IdempotencyKeyHash]).
+func idemKey(modality, key string) string { return contract.IdempotencyKeyHash(modality, key) }
 
 // reserve takes the key for this request (returning a reservation), or returns the entry of an earlier
 // request that completed. While another request holds the key, it waits up to IdempotencyWait.
@@ -107,6 +107,8 @@ func idemError(err error) *replyError {
 		return &replyError{code: "409", desc: "IDEMPOTENCY_UNKNOWN: " + err.Error()}
 	case errors.Is(err, errIdemInterrupted):
 		return &replyError{code: "409", desc: "IDEMPOTENCY_INTERRUPTED: " + err.Error()}
+	case errors.Is(err, errIdemExpired):
+		return &replyError{code: "409", desc: "IDEMPOTENCY_EXPIRED: " + err.Error()}
 	}
 	return &replyError{code: "503", desc: "IDEMPOTENCY_UNAVAILABLE: " + err.Error()}
 }
@@ -136,6 +138,19 @@ func (r *reservation) release(ctx context.Context) {
 	defer cancel()
 	if err := r.s.cfg.Idempotency.Delete(ctx, r.key, jetstream.LastRevision(r.rev)); err != nil {
 		r.s.log.Warn().Err(err).Msg("release idempotency key; it expires with its TTL")
+	}
+}
+
+// drop removes the reservation without a trace ([Service.purge]): the key's job is answered from the
+// history, and the key needs no entry.
+func (r *reservation) drop(ctx context.Context) {
+	if r == nil {
+		return
+	}
+	ctx, cancel := settleCtx(ctx)
+	defer cancel()
+	if err := r.s.purge(ctx, r.key, r.rev); err != nil {
+		r.s.log.Warn().Err(err).Msg("remove idempotency reservation; it expires with its TTL")
 	}
 }
 
@@ -193,4 +208,67 @@ func (s *Service) replayIdempotent(ctx context.Context, a answer, key string, en
 	}
 	log.Debug().Msg("idempotent replay")
 	s.reply(a, "idempotent_replay", nil, Reply{JobID: ent.JobID, Status: ent.Status})
+}
+
+// fromHistory answers a request whose Idempotency-Key it has just reserved afresh when the key's job was
+// compacted: the compactor put the key into the history with the job (its [contract.IdempotencyHistoryID],
+// the job's delivery time and RESULTS sequence) before it purged the key's entry, so an absent entry and
+// a key in the history mean the key's job was delivered. The reservation is removed again, and the
+// request gets the reply of a completed key, its job_id read from the job's result in RESULTS; once
+// retention removed that result, 409 IDEMPOTENCY_EXPIRED. done is false when the key is not in the
+// history (or there is none): the request submits.
+func (s *Service) fromHistory(ctx context.Context, a answer, res *reservation, key string) (done bool) {
+	if s.cfg.History == nil || res == nil {
+		return false
+	}
+	e, ok, err := s.cfg.History.Lookup(ctx, contract.IdempotencyHistoryID(a.label, key))
+	if err == nil && !ok {
+		return false
+	}
+	res.drop(ctx)
+	if err != nil {
+		s.reply(a, "conflict", idemError(fmt.Errorf("look the key up in the history: %w", err)))
+		return true
+	}
+	r, err := s.compactedReply(ctx, e)
+	if errors.Is(err, errIdemExpired) {
+		when := "at an unknown time"
+		if !e.DeliveredAt.IsZero() {
+			when = "at " + e.DeliveredAt.UTC().Format(time.RFC3339)
+		}
+		s.reply(a, "conflict", idemError(fmt.Errorf("the job of this Idempotency-Key was delivered %s; %w", when, err)))
+		return true
+	}
+	if err != nil {
+		s.reply(a, "conflict", idemError(fmt.Errorf("read the key's result: %w", err)))
+		return true
+	}
+	s.log.Debug().Str("modality", a.label).Str("job_id", r.JobID).Msg("idempotent replay from the history")
+	s.reply(a, "idempotent_replay", nil, r)
+	return true
+}
+
+// compactedReply is the reply to a retried key of a compacted job whose history entry is e: the job_id
+// of the result at e.ResultSeq (its Nats-Msg-Id) and status queued, as a submit reply says (the job's
+// outcome is its result). errIdemExpired when RESULTS no longer holds it.
+func (s *Service) compactedReply(ctx context.Context, e history.Entry) (Reply, error) {
+	if e.ResultSeq == 0 {
+		return Reply{}, errIdemExpired
+	}
+	st, err := s.cfg.JS.Stream(ctx, s.cfg.Names.StreamResults)
+	if err != nil {
+		return Reply{}, fmt.Errorf("stream %s: %w", s.cfg.Names.StreamResults, err)
+	}
+	m, err := st.GetMsg(ctx, e.ResultSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Reply{}, errIdemExpired
+	}
+	if err != nil {
+		return Reply{}, fmt.Errorf("result seq %d: %w", e.ResultSeq, err)
+	}
+	id, ok := jobs.CanonicalID(strings.TrimSuffix(m.Header.Get(jetstream.MsgIDHeader), contract.LateSuffix))
+	if !ok {
+		return Reply{}, fmt.Errorf("result seq %d: Nats-Msg-Id %q names no job", e.ResultSeq, m.Header.Get(jetstream.MsgIDHeader))
+	}
+	return Reply{JobID: id, Status: upstream.StatusQueued}, nil
 }

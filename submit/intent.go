@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/natsx"
 )
 
 // IntentPrefix prefixes the intent keys in BRIDGE_IDEMPOTENCY: intent.<id>.
@@ -25,7 +26,8 @@ type Intent struct {
 }
 
 // intent is this request's record that it is about to submit. It is written before the upstream POST
-// and removed once the job is recorded in JOBS or the upstream refused it, so one that outlives its
+// and removed (its subject purged from the bucket's stream, so it leaves no marker: [natsx.PurgeKey])
+// once the job is recorded in JOBS or the upstream refused it, so one that outlives its
 // submission means the process stopped between the upstream's answer and the JOBS write: the job may
 // exist upstream and nowhere in the bridge. Such intents are counted (bridge_submit_unresolved_intents)
 // and shown by bridge status; with BRIDGE_ADOPT the reconciler finds the job in the account's list. Its
@@ -33,29 +35,37 @@ type Intent struct {
 type intent struct {
 	s   *Service
 	key string
+	rev uint64
 }
 
 // beginIntent records the intent; when that fails the submission goes on without (it is only logged).
 func (s *Service) beginIntent(ctx context.Context, modality, keyHash string) *intent {
 	b, _ := json.Marshal(Intent{Modality: modality, At: s.cfg.Now().UTC(), KeyHash: keyHash})
 	in := &intent{s: s, key: IntentPrefix + nuid.Next()}
-	if _, err := s.cfg.Idempotency.Put(ctx, in.key, b); err != nil {
+	rev, err := s.cfg.Idempotency.Put(ctx, in.key, b)
+	if err != nil {
 		s.log.Warn().Err(err).Msg("record submission intent; submitting without")
 		return nil
 	}
+	in.rev = rev
 	return in
 }
 
-// end removes the intent: the submission's fate is known.
+// end removes the intent, leaving no subject: the submission's fate is known.
 func (in *intent) end(ctx context.Context) {
 	if in == nil {
 		return
 	}
 	ctx, cancel := settleCtx(ctx)
 	defer cancel()
-	if err := in.s.cfg.Idempotency.Delete(ctx, in.key); err != nil {
+	if err := in.s.purge(ctx, in.key, in.rev); err != nil {
 		in.s.log.Warn().Err(err).Msg("remove submission intent; it expires with the bucket's TTL")
 	}
+}
+
+// purge removes key, up to revision rev, from the idempotency bucket without a trace ([natsx.PurgeKey]).
+func (s *Service) purge(ctx context.Context, key string, rev uint64) error {
+	return natsx.PurgeKey(ctx, s.cfg.IdempotencyStream, key, rev)
 }
 
 // unresolved counts the intents older than a submission can take: interrupted submissions.

@@ -78,6 +78,9 @@ type Config struct {
 	// Idempotency is the [contract.BucketIdempotency] bucket, as [natsx.Provision] makes it; its TTL is how long
 	// an idempotency key is remembered.
 	Idempotency jetstream.KeyValue
+	// IdempotencyStream is the stream under Idempotency, whose subjects an ended intent and an answered
+	// key of a compacted job are purged from; nil: Start opens it by name.
+	IdempotencyStream jetstream.Stream
 	// API is the budgeted upstream client.
 	API API
 	// Store is the JOBS store the submitter records accepted jobs in.
@@ -336,6 +339,14 @@ func (s *Service) Start(ctx context.Context) error {
 	defer s.mu.Unlock()
 	if s.svc != nil {
 		return errors.New("submit: already started")
+	}
+	if s.cfg.IdempotencyStream == nil {
+		name := contract.KVStream(s.cfg.Idempotency.Bucket())
+		st, err := s.cfg.JS.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("submit: stream %s: %w", name, err)
+		}
+		s.cfg.IdempotencyStream = st
 	}
 	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	go s.watchIntents(s.baseCtx)
@@ -739,6 +750,8 @@ func (s *Service) reserveKey(ctx context.Context, req micro.Request, modality, k
 		return nil, true
 	case existing != nil:
 		s.replayIdempotent(ctx, answer{req, modality}, key, existing)
+		return nil, true
+	case s.fromHistory(ctx, answer{req, modality}, res, key):
 		return nil, true
 	}
 	return res, false

@@ -27,16 +27,19 @@ import (
 //   - compact-after-history: the round's ids are in the history and none of them is removed yet;
 //   - compact-after-remove: one job of the round has lost its JOBS key and fences, others not yet.
 //
-// Eight jobs are submitted over moderate.prompt and delivered by their webhooks; once their duplicate window
+// Eight jobs are submitted over moderate.prompt (every second one with an Idempotency-Key) and delivered by
+// their webhooks; once their duplicate window
 // (3 s; the deadlines are 2 s) has passed, the leader's compactor takes them and the process blocks at
 // the failpoint, where the test checks the half-done state and kills it. The restarted process (without
 // the failpoint) compacts what is left once it holds the reconciler lease. Then every job is in the
-// history with no JOBS key and no fence, each job's webhook is posted again and all the webhooks are
+// history with no JOBS key and no fence, BRIDGE_IDEMPOTENCY keeps no subject (the intents and the keys
+// purged; a key whose purge the kill interrupted was purged by the restarted round), a keyed retry gets
+// its job_id from the history, each job's webhook is posted again and all the webhooks are
 // replayed for re-verification (ops.Replay, as `bridge replay -reverify`): no upstream GET, no new JOBS
 // record, and RESULTS holds exactly one result per job.
 //
-// Both points on a single node, and compact-after-remove on a 3-node cluster (R3), where every history
-// read is the stream leader's.
+// Both points on a single node and on a 3-node cluster (R3), where every history read is the stream
+// leader's.
 //
 // Bound: the failpoint is reached within 30 s of the results; after the restart everything is compacted
 // within 60 s (the killed process's lease expires after 10 s).
@@ -48,6 +51,7 @@ func TestCompactionCrashLosesAndDoublesNothing(t *testing.T) {
 	}{
 		{"single/" + string(jobs.CompactAfterHistory), jobs.CompactAfterHistory, 1},
 		{"single/" + string(jobs.CompactAfterRemove), jobs.CompactAfterRemove, 1},
+		{"cluster/" + string(jobs.CompactAfterHistory), jobs.CompactAfterHistory, 3},
 		{"cluster/" + string(jobs.CompactAfterRemove), jobs.CompactAfterRemove, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -75,7 +79,9 @@ func testCompactionCrash(t *testing.T, point jobs.Failpoint, nodes int) {
 	ids := make([]string, n)
 	var wg sync.WaitGroup
 	for i := range ids {
-		wg.Go(func() { ids[i] = r.submitViaBridge("prompt", "prompt", fmt.Sprintf("compaction crash %d", i)) })
+		wg.Go(func() {
+			ids[i] = r.submitViaBridgeKeyed("prompt", "prompt", fmt.Sprintf("compaction crash %d", i), keyOf(i))
+		})
 	}
 	wg.Wait()
 	for _, id := range ids {
@@ -128,6 +134,15 @@ func testCompactionCrash(t *testing.T, point jobs.Failpoint, nodes int) {
 		}
 	}
 
+	wantNoIdempotencySubject(t, ctx, r)
+	posts := r.sim.CallCount(simulator.EndpointSubmit)
+	if id := r.submitViaBridgeKeyed("prompt", "prompt", "compaction crash 0", keyOf(0)); id != ids[0] {
+		t.Errorf("keyed retry after the compaction: job %q, want %s", id, ids[0])
+	}
+	if got := r.sim.CallCount(simulator.EndpointSubmit) - posts; got != 0 {
+		t.Errorf("keyed retry after the compaction: %d upstream POSTs, want 0", got)
+	}
+
 	gets := r.sim.CallCount(simulator.EndpointJob)
 	for _, id := range ids {
 		if code := r.postWebhook(id, "prompt", false); code != 200 {
@@ -151,6 +166,30 @@ func testCompactionCrash(t *testing.T, point jobs.Failpoint, nodes int) {
 	v := r.checkExactlyOnce()
 	if v.owed != n || v.results != n || v.late != 0 {
 		t.Errorf("owed %d, results %d, late %d; want %d, %d, 0", v.owed, v.results, v.late, n, n)
+	}
+}
+
+// keyOf is the Idempotency-Key of the i-th job: every second one has one.
+func keyOf(i int) string {
+	if i%2 != 0 {
+		return ""
+	}
+	return fmt.Sprintf("compaction-crash-%d", i)
+}
+
+// wantNoIdempotencySubject fails unless BRIDGE_IDEMPOTENCY's stream keeps no subject.
+func wantNoIdempotencySubject(t *testing.T, ctx context.Context, r *rig) {
+	t.Helper()
+	s, err := r.js.Stream(ctx, contract.KVStream(contract.Default.BucketIdempotency))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.NumSubjects; n != 0 {
+		t.Errorf("%d subjects in BRIDGE_IDEMPOTENCY after the compaction, want 0", n)
 	}
 }
 

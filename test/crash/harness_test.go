@@ -490,8 +490,17 @@ func (r *rig) op(i int) {
 // submitViaBridge submits over moderate.<m>; a job_id in the reply means the bridge owes a result. It
 // returns the job_id, or "" when the submission was not accepted.
 func (r *rig) submitViaBridge(modality, field, value string) string {
-	body, _ := json.Marshal(map[string]string{field: value})
-	msg, err := r.nc.Request(contract.Default.SubjectSubmit+modality, body, 15*time.Second)
+	return r.submitViaBridgeKeyed(modality, field, value, "")
+}
+
+// submitViaBridgeKeyed is submitViaBridge with the Idempotency-Key key (none when empty).
+func (r *rig) submitViaBridgeKeyed(modality, field, value, key string) string {
+	m := nats.NewMsg(contract.Default.SubjectSubmit + modality)
+	m.Data, _ = json.Marshal(map[string]string{field: value})
+	if key != "" {
+		m.Header.Set(contract.HeaderIdempotencyKey, key)
+	}
+	msg, err := r.nc.RequestMsg(m, 15*time.Second)
 	if err != nil || msg.Header.Get(micro.ErrorCodeHeader) != "" {
 		return ""
 	}

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
@@ -52,9 +53,10 @@ func TestComposeUsersRunTheBridgeOnCluster(t *testing.T) {
 		testworld.WithSimulator(simulator.Config{}), testworld.WithUsers(&server.User{Username: adminUser,
 			Password: password(adminUser)}, users["bridge"], users["ops"], users["downstream"]))
 	// startRoleProcess signs in as the user named after the role: here the compose bridge user, every
-	// role, and provisioning at start as the compose bridges do.
+	// role, and provisioning at start as the compose bridges do. The reconciler waits a minute for a
+	// webhook before it polls: the result comes from the webhook, however slow the machine.
 	bridge := startRoleProcess(t, e, access.Role("bridge"), func(c *Config) {
-		c.Roles, c.Provision = allRoles[:], Provisioning{}
+		c.Roles, c.Provision, c.WebhookGrace = allRoles[:], Provisioning{}, time.Minute
 	}, WithPublicURLFromListener())
 
 	down := newDownstreamClient(t, e)

@@ -53,7 +53,8 @@ func (v violations) option() nats.Option {
 // TestAnonymousClientsAreDownstreamOnly is the embedded default on a loopback listener, as the README runs
 // it: a client without credentials submits a job, asks jobs.status, reads results on results.> and
 // through a consumer of RESULTS; but it cannot write a result, a webhook or a job, nor read WEBHOOKS or
-// JOBS, nor delete or purge a stream. Only the bridge writes results.
+// JOBS, nor delete or purge any stream or bucket. Each is refused with a permissions violation naming the
+// subject, and nothing forged is stored. Only the bridge writes results.
 func TestAnonymousClientsAreDownstreamOnly(t *testing.T) {
 	cfg := embeddedConfig(t)
 	a := startApp(t, cfg, zerolog.Nop(), WithPublicURLFromListener())
@@ -93,7 +94,7 @@ func TestAnonymousClientsAreDownstreamOnly(t *testing.T) {
 	if _, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second)); err != nil {
 		t.Fatalf("read RESULTS: %v", err)
 	}
-	if _, err := nc.Request(contract.Default.SubjectJobStatus, []byte(`{"job_id":"7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"}`), 10*time.Second); err != nil {
+	if _, err := nc.Request(contract.Default.SubjectJobStatus, []byte(`{"job_id":"`+forgedID+`"}`), 10*time.Second); err != nil {
 		t.Fatalf("jobs.status: %v", err)
 	}
 	select {
@@ -102,64 +103,139 @@ func TestAnonymousClientsAreDownstreamOnly(t *testing.T) {
 	default:
 	}
 
-	before := streamMsgs(t, a, contract.Default.StreamResults)
-	// What it must not do. A JetStream publish gets no acknowledgement; the server reports the violation.
-	for _, subj := range []string{"results.prompt", "bridge.result.7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f", "webhooks.prompt",
-		"$KV.JOBS.7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"} {
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := js.Publish(pctx, subj, []byte(`{"forged":true}`))
-		cancel()
-		if err == nil {
-			t.Errorf("anonymous publish to %s acknowledged", subj)
-		}
-		if perr := natstest.RecvWithin(t, v.ch, 5*time.Second); !strings.Contains(perr.Error(), subj) {
-			t.Errorf("publish to %s: violation %v, want one naming the subject", subj, perr)
-		}
-	}
-	// A request the server refuses gets no answer: each is given 3 s.
-	denied, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	for what, f := range map[string]func() error{
-		"delete DEADLETTER": func() error { return js.DeleteStream(denied, contract.Default.StreamDeadLetter) },
-		"purge RESULTS": func() error {
-			s, err := js.Stream(denied, contract.Default.StreamResults)
-			if err != nil {
-				return err
-			}
-			return s.Purge(denied)
-		},
-		"read WEBHOOKS": func() error {
-			_, err := js.OrderedConsumer(denied, contract.Default.StreamWebhooks, jetstream.OrderedConsumerConfig{})
+	// What it must not do. Each refusal comes as a permissions violation naming the subject.
+	for _, subj := range []string{"results.prompt", "bridge.result." + forgedID, "webhooks.prompt", "$KV.JOBS." + forgedID} {
+		wantDenied(t, v, "publish to "+subj, subj, func(ctx context.Context) error {
+			_, err := js.Publish(ctx, subj, []byte(forged))
 			return err
-		},
-		"read JOBS": func() error { _, err := js.KeyValue(denied, contract.Default.BucketJobs); return err },
-	} {
-		if err := f(); err == nil {
-			t.Errorf("anonymous client could %s", what)
-		}
+		})
 	}
-	if after := streamMsgs(t, a, contract.Default.StreamResults); after != before {
-		t.Errorf("RESULTS went from %d to %d messages: something anonymous was stored", before, after)
+	for _, store := range stores {
+		wantDenied(t, v, "delete "+store, "$JS.API.STREAM.DELETE."+store, apiRequest(nc, "$JS.API.STREAM.DELETE."+store))
+		wantDenied(t, v, "purge "+store, "$JS.API.STREAM.PURGE."+store, apiRequest(nc, "$JS.API.STREAM.PURGE."+store))
+	}
+	wantDenied(t, v, "read WEBHOOKS through a consumer", "$JS.API.CONSUMER.CREATE.WEBHOOKS.", func(ctx context.Context) error {
+		_, err := js.OrderedConsumer(ctx, "WEBHOOKS", jetstream.OrderedConsumerConfig{})
+		return err
+	})
+	wantDenied(t, v, "get a message of WEBHOOKS", "$JS.API.STREAM.MSG.GET.WEBHOOKS", apiRequest(nc, "$JS.API.STREAM.MSG.GET.WEBHOOKS"))
+	wantDenied(t, v, "subscribe to webhooks.>", "webhooks.>", subscribeUntilRefused(nc, "webhooks.>"))
+	wantDenied(t, v, "open JOBS", "$JS.API.STREAM.INFO.KV_JOBS", func(ctx context.Context) error {
+		_, err := js.KeyValue(ctx, "JOBS")
+		return err
+	})
+	wantDenied(t, v, "get a job", "$JS.API.DIRECT.GET.KV_JOBS.$KV.JOBS."+forgedID,
+		apiRequest(nc, "$JS.API.DIRECT.GET.KV_JOBS.$KV.JOBS."+forgedID))
+	wantDenied(t, v, "subscribe to $KV.JOBS.>", "$KV.JOBS.>", subscribeUntilRefused(nc, "$KV.JOBS.>"))
+	wantNothingForged(t, a)
+}
+
+// forged is the body of every forgery of the intruder tests, and forgedID the job they name.
+const (
+	forged   = `{"forged":true}`
+	forgedID = "7b0c3f5e-8d2a-4c1b-9e4f-2a6d8c0b1e3f"
+)
+
+// stores are the JetStream streams behind the streams and buckets the bridge makes at start-up.
+var stores = []string{"WEBHOOKS", "RESULTS", "DEADLETTER", "SLOWLANE", "KV_JOBS", "KV_BRIDGE_LEASES",
+	"KV_BRIDGE_IDEMPOTENCY", "KV_BRIDGE_BUDGET", "KV_BRIDGE_HISTORY"}
+
+// wantDenied does op, with a context of its own, and wants the server to refuse it with a permissions
+// violation naming subject (or, ending in ".", a subject it begins). op's context ends when that refusal
+// comes: a refused request gets no answer, and waits for nothing more. op succeeding fails the test, and
+// so does a refusal that does not come within 5 s: a timeout is not a refusal.
+func wantDenied(t *testing.T, v violations, what, subject string, op func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	named := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case err := <-v.ch:
+				if strings.Contains(err.Error(), `"`+subject) {
+					named <- err
+					cancel()
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	err := op(ctx)
+	if err == nil {
+		t.Errorf("%s: done, want a permissions violation", what)
+		return
+	}
+	<-ctx.Done()
+	select {
+	case <-named:
+	default:
+		t.Errorf("%s: %v, and no permissions violation naming %q within 5 s", what, err, subject)
 	}
 }
 
-// streamMsgs counts a stream's messages as the bridge sees them.
-func streamMsgs(tb testing.TB, a *App, stream string) uint64 {
-	tb.Helper()
-	s, err := a.nats.js.Stream(natstest.Ctx(tb), stream)
-	if err != nil {
-		tb.Fatal(err)
+// apiRequest is a request to a JetStream API subject, with an empty body.
+func apiRequest(nc *nats.Conn, subject string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := nc.RequestWithContext(ctx, subject, nil)
+		return err
 	}
-	info, err := s.Info(natstest.Ctx(tb))
-	if err != nil {
-		tb.Fatal(err)
+}
+
+// subscribeUntilRefused subscribes to subject and holds the subscription until the context ends: when the
+// server refuses it, or after the deadline.
+func subscribeUntilRefused(nc *nats.Conn, subject string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		sub, err := nc.SubscribeSync(subject)
+		if err != nil {
+			return err
+		}
+		defer sub.Unsubscribe()
+		if err := nc.Flush(); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return ctx.Err()
 	}
-	return info.State.Msgs
+}
+
+// wantNothingForged wants no forged message in RESULTS (fences included), WEBHOOKS or the JOBS bucket's
+// stream, read as the bridge reads them. The bridge's own messages come and go while it works, so it
+// counts the forgeries, not all the messages.
+func wantNothingForged(t *testing.T, a *App) {
+	t.Helper()
+	ctx := natstest.Ctx(t)
+	for _, stream := range []string{"RESULTS", "WEBHOOKS", "KV_JOBS"} {
+		s, err := a.nats.js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				t.Fatal(err)
+			}
+			if err == nil && string(m.Data) == forged {
+				n++
+			}
+		}
+		if n != 0 {
+			t.Errorf("%s holds %d forged messages, want 0", stream, n)
+		}
+	}
 }
 
 // TestOpsUserReadsButCannotForge: the ops user, whose seed the bridge keeps in its data directory for the
-// operator's commands, reads every stream and bucket, but cannot write a result or a job, nor delete a
-// stream.
+// operator's commands, reads every stream and bucket, but cannot write a result, its fence, a job, the
+// history, a dead letter or the slow lane, nor delete or purge any stream or bucket, nor change RESULTS:
+// each refused with a permissions violation naming the subject, and nothing forged is stored.
 func TestOpsUserReadsButCannotForge(t *testing.T) {
 	cfg := embeddedConfig(t)
 	a := startApp(t, cfg, zerolog.Nop())
@@ -181,18 +257,19 @@ func TestOpsUserReadsButCannotForge(t *testing.T) {
 	if _, err := js.OrderedConsumer(ctx, contract.Default.StreamWebhooks, jetstream.OrderedConsumerConfig{}); err != nil {
 		t.Errorf("ops cannot read WEBHOOKS: %v", err)
 	}
-	// A request the server refuses gets no answer: each is given 3 s.
-	denied, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if _, err := js.Publish(denied, "results.prompt", []byte(`{}`)); err == nil {
-		t.Error("ops publish to results.prompt acknowledged")
+	for _, subj := range []string{"results.prompt", "bridge.result." + forgedID, "$KV.JOBS." + forgedID,
+		"$KV.BRIDGE_HISTORY." + forgedID, "deadletter.not_found", "slowlane.unknown_job"} {
+		wantDenied(t, v, "publish to "+subj, subj, func(ctx context.Context) error {
+			_, err := js.Publish(ctx, subj, []byte(forged))
+			return err
+		})
 	}
-	if err := js.DeleteStream(denied, contract.Default.StreamResults); err == nil {
-		t.Error("ops deleted RESULTS")
+	for _, store := range stores {
+		wantDenied(t, v, "delete "+store, "$JS.API.STREAM.DELETE."+store, apiRequest(nc, "$JS.API.STREAM.DELETE."+store))
+		wantDenied(t, v, "purge "+store, "$JS.API.STREAM.PURGE."+store, apiRequest(nc, "$JS.API.STREAM.PURGE."+store))
 	}
-	if err := js.DeleteStream(denied, contract.Default.StreamResults); err == nil {
-		t.Error("ops deleted RESULTS")
-	}
+	wantDenied(t, v, "update RESULTS", "$JS.API.STREAM.UPDATE.RESULTS", apiRequest(nc, "$JS.API.STREAM.UPDATE.RESULTS"))
+	wantNothingForged(t, a)
 }
 
 // TestNonLoopbackListenerNeedsUsers: the embedded server refuses to listen beyond loopback without users,

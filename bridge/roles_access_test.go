@@ -34,11 +34,11 @@ var processRoles = []access.Role{access.Ingest, access.Verify, access.Submit, ac
 // password is the test password of the user of role (or of the administrator).
 func password(user string) string { return "pw-" + user }
 
-// roleUsers are the administrator, first, then one user per process role and the provision role, each
-// with exactly the role's permissions (access.For).
+// roleUsers are the administrator, first, then one user per process role, the provision role and the
+// clients' roles (downstream, ops), each with exactly the role's permissions (access.For).
 func roleUsers(names contract.Names) []*server.User {
 	users := []*server.User{{Username: adminUser, Password: password(adminUser)}}
-	for _, r := range append(processRoles[:len(processRoles):len(processRoles)], access.Provision) {
+	for _, r := range append(processRoles[:len(processRoles):len(processRoles)], access.Provision, access.Downstream, access.Ops) {
 		users = append(users, &server.User{Username: string(r), Password: password(string(r)),
 			Permissions: natsx.ServerPermissions(access.For(r, names))})
 	}
@@ -148,7 +148,11 @@ func rolesWorld(t *testing.T) *testworld.World {
 // its verified result goes out once; a job whose webhook the upstream never sends is polled by the
 // reconciler; a forged webhook ends as a dead letter; jobs.status answers; delivered jobs are compacted,
 // the first one's Idempotency-Key with it, so that BRIDGE_IDEMPOTENCY keeps no subject.
-// Not one permission violation on any connection: a permission the code needs and the role lacks fails.
+// The clients run beside them under their roles too: a downstream service submits (with an
+// Idempotency-Key), and reads its result on results.>, through an ordered and a durable consumer
+// (acknowledged) and over jobs.status; the operator runs what bridge status, job, deadletter list and
+// redrive, replay, upgrade status and provision -check do. Not one permission violation on any
+// connection: a permission the code needs and the role lacks fails.
 func TestRolesRunUnderLeastPrivilegeOnCluster(t *testing.T) {
 	e := rolesWorld(t)
 	ingest := startRoleProcess(t, e, access.Ingest, nil, WithPublicURLFromListener())
@@ -161,8 +165,10 @@ func TestRolesRunUnderLeastPrivilegeOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A submission whose webhook comes to ingest, and one whose webhook the upstream drops.
-	byWebhook := submitKeyed(t, e.NC, "a cat on a mat", "cat-key")
+	// A downstream service's submission (with an Idempotency-Key) whose webhook comes to ingest, and one
+	// whose webhook the upstream drops.
+	down := newDownstreamClient(t, e)
+	byWebhook := submitKeyed(t, down.nc, "a cat on a mat", "cat-key")
 	byPoll := e.Submit("prompt", map[string]string{"prompt": "sim:drop a dog on a log"}).JobID
 	for range 2 {
 		m, err := results.NextMsg(30 * time.Second)
@@ -178,6 +184,7 @@ func TestRolesRunUnderLeastPrivilegeOnCluster(t *testing.T) {
 	if w := e.Sim.Webhooks(byPoll); len(w) != 1 || w[0].Outcome != simulator.WebhookDropped {
 		t.Errorf("webhooks of the dropped job: %+v, want one dropped", w)
 	}
+	down.readResult(t, byWebhook)
 	forged := postForgedWebhook(t, ingestURL)
 	wantDeadLetter(t, e, forged)
 	wantJobStatus(t, e, byWebhook)
@@ -192,6 +199,7 @@ func TestRolesRunUnderLeastPrivilegeOnCluster(t *testing.T) {
 			t.Errorf("/metrics: %d", st)
 		}
 	}
+	runOpsCommands(t, e, byWebhook, forged)
 }
 
 // postForgedWebhook posts a webhook of a job the upstream never had to ingest at base, and returns its id.

@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/jobs"
 )
 
@@ -188,7 +189,7 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 		return nil, fmt.Errorf("read %s: %w", f.Names.StreamDeadLetter, err)
 	}
 	var out []DeadLetter
-	for len(out) < f.Limit {
+	for unheard := 0; len(out) < f.Limit; {
 		batch, err := cons.FetchNoWait(256)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", f.Names.StreamDeadLetter, err)
@@ -211,7 +212,15 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, s jetstream.St
 			}
 			last = last || meta.NumPending == 0 || meta.Sequence.Stream == end
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		err = batch.Error()
+		if errors.Is(err, nats.ErrNoResponders) && n == 0 && unheard < maxUnheard {
+			unheard++ // the new consumer's interest has not reached our server yet
+			if err := retry.Sleep(ctx, time.Duration(unheard)*unheardWait); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return nil, fmt.Errorf("read %s: %w", f.Names.StreamDeadLetter, err)
 		}
 		if last || n == 0 {

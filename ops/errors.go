@@ -1,8 +1,14 @@
 package ops
 
 import (
+	"context"
 	"errors"
 	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/evershield/bridge/internal/retry"
 )
 
 // ErrInvalid is returned for an invalid option or selection; the message names it.
@@ -38,3 +44,25 @@ func (e *ServiceError) Busy() bool {
 }
 
 func (e *ServiceError) Error() string { return e.Code + " " + e.Description }
+
+// On a cluster, the interest of a stream or consumer made a moment ago (a new bucket's direct gets, a new
+// consumer's pull requests) may not have reached the server the client is connected to: a request to it
+// meets no responders. It is asked again up to maxUnheard times, waiting unheardWait longer each time
+// (0.9 s in all).
+const (
+	maxUnheard  = 9
+	unheardWait = 20 * time.Millisecond
+)
+
+// untilHeard calls f until it returns anything but nats.ErrNoResponders, at most maxUnheard+1 times.
+func untilHeard(ctx context.Context, f func() error) error {
+	for unheard := 0; ; unheard++ {
+		err := f()
+		if !errors.Is(err, nats.ErrNoResponders) || unheard == maxUnheard {
+			return err
+		}
+		if werr := retry.Sleep(ctx, time.Duration(unheard+1)*unheardWait); werr != nil {
+			return err
+		}
+	}
+}

@@ -558,7 +558,8 @@ func (r *replayer) loadState(ctx context.Context, lastSeq uint64) error {
 		return err
 	}
 	r.kv = kv
-	e, err := kv.Get(ctx, cfg.Name)
+	var e jetstream.KeyValueEntry
+	err = untilHeard(ctx, func() (err error) { e, err = kv.Get(ctx, cfg.Name); return err })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		r.st = fresh
 		return nil

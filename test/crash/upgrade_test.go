@@ -41,8 +41,8 @@ var earlierReleases = []release{
 	{"before-history", "6cfded4812e7f30f8f0e90f5a933b3f302ad1f28^"},
 }
 
-// TestOldAndNewSideBySide is a rolling upgrade with real binaries on one nats-server (the test's, which
-// both processes reach over loopback): a process of an earlier release (it keeps a JOBS tombstone for
+// TestOldAndNewSideBySide is a rolling upgrade with real binaries on one nats-server and on a 3-node
+// cluster (R3) (the test's, which both processes reach over loopback): a process of an earlier release (it keeps a JOBS tombstone for
 // every delivered job, layout 1) and a process of this release serve the same store side by side.
 //
 //  1. The earlier release starts alone on a fresh store, which it makes at layout 1, and delivers jobs.
@@ -80,14 +80,25 @@ func TestOldAndNewSideBySide(t *testing.T) {
 	for _, rel := range releases {
 		t.Run(rel.name, func(t *testing.T) {
 			t.Parallel()
-			testSideBySide(t, buildRelease(t, rel.rev))
+			oldBin := buildRelease(t, rel.rev)
+			for _, nodes := range []int{1, 3} {
+				t.Run(topology(nodes), func(t *testing.T) { testSideBySide(t, oldBin, nodes) })
+			}
 		})
 	}
 }
 
-func testSideBySide(t *testing.T, oldBin string) {
+// topology names a subtest by its nodes: single, or cluster (R3).
+func topology(nodes int) string {
+	if nodes == 1 {
+		return "single"
+	}
+	return "cluster"
+}
+
+func testSideBySide(t *testing.T, oldBin string, nodes int) {
 	const window = 3 * time.Second
-	r := newRig(t, rigConfig{
+	r := newRig(t, rigConfig{nodes: nodes,
 		sim: &simulator.Config{Seed: 29, QueueDelay: 10 * time.Millisecond, ProcessDelay: 50 * time.Millisecond,
 			DuplicateRate: 0.3, Log: zerolog.Nop()},
 		env: map[string]string{

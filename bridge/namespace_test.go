@@ -3,7 +3,9 @@ package bridge
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,7 +30,7 @@ const (
 
 // TestTwoNamespacesShareNATSAndTheBudget runs two bridges on one NATS server and one upstream account:
 // one without a namespace, one in "staging". Each sees only its own jobs, webhooks and results, under
-// its own names, and the unnamespaced bridge's streams hold nothing of the other's. Submitting to both
+// its own names: neither bridge's RESULTS, WEBHOOKS or JOBS holds anything of the other's jobs. Submitting to both
 // at eight times the account's rate, together they stay within the account's limit (an upstream that does
 // not enforce it sees no more than it allows), because both draw on the one budget of the account.
 func TestTwoNamespacesShareNATSAndTheBudget(t *testing.T) {
@@ -61,27 +63,7 @@ func TestTwoNamespacesShareNATSAndTheBudget(t *testing.T) {
 	}
 
 	// Each job ends with exactly one result, in its own namespace's RESULTS only.
-	for i, names := range []contract.Names{prod.Names(), staging.Names()} {
-		other := [2]contract.Names{staging.Names(), prod.Names()}[i]
-		natstest.WaitFor(t, 60*time.Second, func() error {
-			counts := resultCounts(t, js, names)
-			for _, id := range accepted[i] {
-				if counts[id] == 0 {
-					return fmt.Errorf("%s: no result yet for job %s", names.StreamResults, id)
-				}
-			}
-			return nil
-		})
-		counts := resultCounts(t, js, names)
-		for _, id := range accepted[i] {
-			if counts[id] != 1 {
-				t.Errorf("%s: job %s has %d results in %s, want 1", names.Namespace, id, counts[id], names.StreamResults)
-			}
-		}
-		if stray := resultCounts(t, js, other); anyOf(stray, accepted[i]) {
-			t.Errorf("%s's jobs have results in %s", names.Namespace, other.StreamResults)
-		}
-	}
+	checkOwnOnly(t, js, [2]contract.Names{prod.Names(), staging.Names()}, accepted)
 	if got := streamNames(t, js); !slices.Contains(got, "STAGING_WEBHOOKS") || !slices.Contains(got, "KV_STAGING_JOBS") ||
 		!slices.Contains(got, "WEBHOOKS") || !slices.Contains(got, "KV_JOBS") {
 		t.Errorf("streams %v: want WEBHOOKS and KV_JOBS, STAGING_WEBHOOKS and KV_STAGING_JOBS", got)
@@ -106,6 +88,41 @@ func TestTwoNamespacesShareNATSAndTheBudget(t *testing.T) {
 	if busiest > nsBurst+2*nsRPM/60+5 || limited > 3 {
 		t.Errorf("%d calls in 2 s (the account allows %d) and %d answered 429: the two namespaces spent more than the account's limit together",
 			busiest, nsBurst+2*nsRPM/60, limited)
+	}
+}
+
+// checkOwnOnly waits until each namespace's accepted jobs have a result, and fails the test unless each has
+// exactly one, in its own namespace's RESULTS, and neither namespace's RESULTS, WEBHOOKS or JOBS holds
+// anything of the other's jobs (while each of its own is in them).
+func checkOwnOnly(t *testing.T, js jetstream.JetStream, both [2]contract.Names, accepted [2][]string) {
+	t.Helper()
+	for i, names := range both {
+		other := both[1-i]
+		natstest.WaitFor(t, 60*time.Second, func() error {
+			counts := resultCounts(t, js, names)
+			for _, id := range accepted[i] {
+				if counts[id] == 0 {
+					return fmt.Errorf("%s: no result yet for job %s", names.StreamResults, id)
+				}
+			}
+			return nil
+		})
+		counts := resultCounts(t, js, names)
+		for _, id := range accepted[i] {
+			if counts[id] != 1 {
+				t.Errorf("%s: job %s has %d results in %s, want 1", names.Namespace, id, counts[id], names.StreamResults)
+			}
+		}
+		if stray := resultCounts(t, js, other); anyOf(stray, accepted[i]) {
+			t.Errorf("%s's jobs have results in %s", names.Namespace, other.StreamResults)
+		}
+		for _, stream := range []string{names.StreamWebhooks, "KV_" + names.BucketJobs} {
+			own, stray := mentioned(t, js, stream, accepted[i]), mentioned(t, js, stream, accepted[1-i])
+			if own != len(accepted[i]) || stray != 0 {
+				t.Errorf("%s mentions %d of its bridge's %d jobs (want all) and %d of the other's (want none)",
+					stream, own, len(accepted[i]), stray)
+			}
+		}
 	}
 }
 
@@ -165,6 +182,22 @@ func resultCounts(tb testing.TB, js jetstream.JetStream, names contract.Names) m
 	}
 }
 
+// mentioned is how many of ids appear anywhere in stream: in a message's subject, headers or body.
+func mentioned(tb testing.TB, js jetstream.JetStream, stream string, ids []string) int {
+	tb.Helper()
+	var all strings.Builder
+	for _, m := range natstest.StreamMsgs(tb, js, stream) {
+		fmt.Fprintf(&all, "%s %v %s\n", m.Subject, m.Header, m.Data)
+	}
+	n := 0
+	for _, id := range ids {
+		if strings.Contains(all.String(), id) {
+			n++
+		}
+	}
+	return n
+}
+
 func anyOf(counts map[string]int, ids []string) bool {
 	for _, id := range ids {
 		if counts[id] > 0 {
@@ -199,5 +232,104 @@ func consumerNames(tb testing.TB, js jetstream.JetStream, stream string) []strin
 		out = append(out, n)
 	}
 	slices.Sort(out)
+	return out
+}
+
+// TestNamespacedBridgeLeavesUnnamespacedStreamsAlone starts a bridge without a namespace, gives it a job
+// and stops it; then starts one in "staging" on the same NATS server, gives it a job and stops it. Every
+// stream and bucket the first created (BRIDGE_BUDGET aside: the account's budget is shared by every
+// namespace by design, so only its configuration must stay), and every durable consumer on them, has the
+// same configuration and state afterwards as before: the namespaced bridge touched none of them.
+func TestNamespacedBridgeLeavesUnnamespacedStreamsAlone(t *testing.T) {
+	prod := testConfig(t)
+	prod.LogLevel = "warn"
+	staging := prod
+	staging.Namespace = "staging"
+	for _, c := range []*Config{&prod, &staging} {
+		if err := c.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc, js := natstest.Connect(t, prod.NATSURL)
+
+	a, stop := runApp(t, prod, WithPublicURLFromListener())
+	waitReady(t, "http://"+a.Addr().String())
+	submitAndWait(t, nc, js, prod.Names())
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	before := snapshot(t, js, func(stream string) bool { return !strings.Contains(stream, "STAGING_") })
+	if _, ok := before["WEBHOOKS"]; !ok || len(before) < 5 {
+		t.Fatalf("the unnamespaced bridge created %d streams, WEBHOOKS among them: %v", len(before), slices.Sorted(maps.Keys(before)))
+	}
+
+	a, stop = runApp(t, staging, WithPublicURLFromListener())
+	waitReady(t, "http://"+a.Addr().String())
+	submitAndWait(t, nc, js, staging.Names())
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	after := snapshot(t, js, func(stream string) bool { return before[stream] != "" })
+	t.Logf("compared %v", slices.Sorted(maps.Keys(before)))
+	for stream, was := range before {
+		if after[stream] != was {
+			t.Errorf("%s changed under the namespaced bridge:\nbefore %s\nafter  %s", stream, was, after[stream])
+		}
+	}
+}
+
+// submitAndWait submits one job over names' moderate.prompt and waits for its result in names' RESULTS.
+func submitAndWait(tb testing.TB, nc *nats.Conn, js jetstream.JetStream, names contract.Names) {
+	tb.Helper()
+	ids := offerEvery(tb, nc, names.SubjectSubmit+"prompt", 1, time.Millisecond)
+	if len(ids) != 1 {
+		tb.Fatalf("%sprompt accepted %d of 1 submissions", names.SubjectSubmit, len(ids))
+	}
+	natstest.WaitFor(tb, 30*time.Second, func() error {
+		if resultCounts(tb, js, names)[ids[0]] != 1 {
+			return fmt.Errorf("no result yet for job %s in %s", ids[0], names.StreamResults)
+		}
+		return nil
+	})
+}
+
+// snapshot renders, for each stream that keep selects, its configuration and state and its durable
+// consumers' configuration and progress; of the shared budget bucket, its configuration only.
+func snapshot(tb testing.TB, js jetstream.JetStream, keep func(stream string) bool) map[string]string {
+	tb.Helper()
+	ctx := natstest.Ctx(tb)
+	out := map[string]string{}
+	for _, name := range streamNames(tb, js) {
+		if !keep(name) {
+			continue
+		}
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if name == "KV_"+contract.BucketBudget {
+			out[name] = fmt.Sprintf("%+v", info.Config)
+			continue
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "%+v\nstate %+v", info.Config, info.State)
+		for _, c := range consumerNames(tb, js, name) {
+			ci, err := js.Consumer(ctx, name, c)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			cinfo := ci.CachedInfo()
+			if cinfo.Config.Durable == "" {
+				continue
+			}
+			fmt.Fprintf(&b, "\nconsumer %s %+v delivered %+v ack floor %+v pending %d", c, cinfo.Config, cinfo.Delivered,
+				cinfo.AckFloor, cinfo.NumPending)
+		}
+		out[name] = b.String()
+	}
 	return out
 }

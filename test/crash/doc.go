@@ -25,6 +25,11 @@
 // middle of a compaction round and the test SIGKILLs it there, restarts it, and checks that every job is
 // in the history, and that re-posted and replayed webhooks of the compacted jobs give no second result.
 //
+// The namespace case (TestTwoNamespacedProcessesShareOneServer) runs two processes side by side on one
+// nats-server and one simulator account, one without a namespace and one with BRIDGE_NAMESPACE=staging, and
+// checks that neither sees the other's jobs and that together they stay within the account. It injects no
+// fault and runs against v1 only: namespaces rename subjects and streams, whatever the upstream's contract.
+//
 // The upgrade case (TestOldAndNewSideBySide) runs an earlier release beside this one: it builds that
 // release's cmd/bridge from the repository's git history (git archive of a fixed revision, into a
 // temporary directory), and skips, saying so, when the repository lacks that history (a shallow clone).

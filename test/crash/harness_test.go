@@ -87,6 +87,8 @@ type child struct {
 	logs   []string
 	// noService: the process runs no submit role, so start does not wait for the submit service.
 	noService bool
+	// service is the micro service start pings; empty: contract.Default's (a namespaced child sets its own).
+	service string
 }
 
 // newChild prepares (does not start) a bridge process with vars on top of the common environment.
@@ -160,7 +162,7 @@ func (c *child) start(nc *nats.Conn) {
 		if c.noService {
 			return nil
 		}
-		_, err = nc.Request("$SRV.PING."+contract.Default.ServiceName, nil, 500*time.Millisecond)
+		_, err = nc.Request("$SRV.PING."+cmp.Or(c.service, contract.Default.ServiceName), nil, 500*time.Millisecond)
 		return err
 	})
 }

@@ -29,9 +29,10 @@ type Role string
 const (
 	// Downstream reads results, submits jobs and asks about them: what a service using the bridge needs.
 	Downstream Role = "downstream"
-	// Ops is the operator's commands: bridge status, job, replay, deadletter, upgrade and provision -check.
-	// It reads everything the bridge keeps and puts webhooks back for verification, but cannot write a
-	// result, a job or the history, nor delete or purge what the bridge keeps.
+	// Ops is the operator's commands: bridge status, job, submit, replay, deadletter, upgrade and
+	// provision -check, on its namespace's streams and buckets only: an allow list of what they do. It
+	// reads what the bridge keeps and puts webhooks back for verification, but cannot write a result, a
+	// job or the history, nor delete or purge a stream, nor reach another namespace's.
 	Ops Role = "ops"
 	// Ingest stores the upstream's webhooks in WEBHOOKS and follows JOBS.
 	Ingest Role = "ingest"
@@ -142,29 +143,44 @@ func downstream(n contract.Names) Permissions {
 	}
 }
 
+// ops: what the operator's commands do, on the namespace's streams and buckets only, and nothing else.
+// Another namespace's streams, buckets and subjects are out of its reach, and so are deletes and purges.
 func ops(n contract.Names) Permissions {
-	var deny []string
-	// Only the bridge writes results, their fences, jobs, the history, idempotency keys, leases and
-	// the slow lane; webhooks may be put back (redrive, reverify), for the verifier to check.
-	for _, subj := range []string{n.SubjectResults + ">", n.SubjectResultFence + ">", n.SubjectSlowLane + ">",
-		n.SubjectDeadLetter + ">"} {
-		deny = append(deny, subj)
+	pub := append(opsReads(n), opsWrites(n)...)
+	return Permissions{PublishAllow: inDomains(appendNew(nil, pub)), SubscribeAllow: []string{inbox}}
+}
+
+// opsReads: bridge status (the account's info, the stream names, each stream's and bucket's info, the
+// durable consumers of the streams, JOBS and the history and the budget read and watched),
+// bridge deadletter list, bridge replay's sources (WEBHOOKS, RESULTS) read through ordered consumers and
+// single gets, bridge upgrade status and bridge provision -check (infos only).
+func opsReads(n contract.Names) []string {
+	out := []string{"$JS.API.INFO", "$JS.API.STREAM.NAMES"}
+	for _, s := range n.StoreNames(true) {
+		out = append(out, js("STREAM.INFO", s))
 	}
-	for _, b := range []string{n.BucketJobs, n.BucketHistory, n.BucketIdempotency, n.BucketLeases, contract.BucketBudget} {
-		deny = append(deny, contract.KVSubject(b, ">"))
+	for _, s := range []string{n.StreamWebhooks, n.StreamResults, n.StreamDeadLetter, n.StreamSlowLane} {
+		out = append(out, js("CONSUMER.LIST", s))
 	}
-	for _, s := range n.StoreNames(false) { // every stream the bridge keeps, buckets too, but the replay bucket
-		deny = append(deny, js("STREAM.DELETE", s), js("STREAM.PURGE", s))
-		if s != contract.KVStream(n.BucketJobs) { // bridge upgrade finalize moves JOBS's layout
-			deny = append(deny, js("STREAM.UPDATE", s))
-		}
-		if s != n.StreamDeadLetter { // bridge deadletter redrive -delete
-			deny = append(deny, js("STREAM.MSG.DELETE", s))
-		}
+	for _, s := range []string{n.StreamWebhooks, n.StreamResults, n.StreamDeadLetter} {
+		out = append(append(out, scan(s)...), getMsgs(s)...)
 	}
-	return Permissions{
-		PublishAllow:   []string{">"},
-		PublishDeny:    inDomains(deny),
-		SubscribeAllow: []string{">"},
+	for _, b := range []string{n.BucketJobs, n.BucketHistory, contract.BucketBudget} {
+		out = append(append(out, kvRead(b)...), kvWatch(b)...)
 	}
+	return out
+}
+
+// opsWrites: webhooks put back for the verifier (deadletter redrive, replay -reverify) and a redriven dead
+// letter deleted (-delete); a replay's copies on the namespace's replay prefix, and its progress in the
+// replay bucket, made on first use; JOBS moved to this release's layout (upgrade finalize); and the
+// requests of bridge job and submit (jobs.status, moderate.>, the service's discovery).
+func opsWrites(n contract.Names) []string {
+	replay := contract.KVStream(n.BucketReplay)
+	out := []string{n.SubjectWebhooks + ">", js("STREAM.MSG.DELETE", n.StreamDeadLetter),
+		n.SubjectReplayPrefix + ">", js("STREAM.CREATE", replay)}
+	out = append(out, kvUse(n.BucketReplay)...)
+	out = append(out, js("STREAM.UPDATE", contract.KVStream(n.BucketJobs)))
+	return append(out, n.SubjectJobStatus, n.SubjectSubmit+">",
+		"$SRV.*", "$SRV.*."+n.ServiceName, "$SRV.*."+n.ServiceName+".*")
 }

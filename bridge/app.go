@@ -565,6 +565,16 @@ func (a *App) PublicURL() string { return a.cfg.PublicURL }
 // Server is the embedded nats-server, or nil when the bridge uses an external NATS.
 func (a *App) Server() *server.Server { return a.nats.srv }
 
+// EmbeddedUser authenticates as the bridge's own user of its embedded server, which may do everything in
+// its account: for tools in the same process that add to the server what no client role may (bridge
+// bench's floor stream). Nil when the bridge uses an external NATS.
+func (a *App) EmbeddedUser() nats.Option {
+	if a.nats.identity == nil {
+		return nil
+	}
+	return a.nats.identity.Option()
+}
+
 // Metrics gathers the process's metrics, as GET /metrics serves them: the bridge's own registry, or under
 // [WithRegisterer] the caller's registerer when it is also a Gatherer, else nil.
 func (a *App) Metrics() prometheus.Gatherer { return a.reg.gatherer }

@@ -25,6 +25,8 @@ type natsSide struct {
 	log    zerolog.Logger
 	// borrowed is set when the connection is the caller's ([WithConn]): close leaves it open.
 	borrowed bool
+	// identity is the bridge's own user of its embedded server; nil without one.
+	identity *natsx.Identity
 }
 
 // startNATS starts the embedded server when BRIDGE_NATS_URL is empty, connects, and provisions; with a
@@ -44,7 +46,7 @@ func startNATS(ctx context.Context, cfg Config, log zerolog.Logger, borrowed *na
 		if n.srv, conn.Identity, err = startEmbedded(cfg, log); err != nil {
 			return nil, err
 		}
-		conn.InProcess = n.srv
+		conn.InProcess, n.identity = n.srv, conn.Identity
 	}
 	var err error
 	if n.nc, err = natsx.Connect(conn); err != nil {

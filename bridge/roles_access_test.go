@@ -2,7 +2,9 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
@@ -151,7 +154,7 @@ func rolesWorld(t *testing.T) *testworld.World {
 // The clients run beside them under their roles too: a downstream service submits (with an
 // Idempotency-Key), and reads its result on results.>, through an ordered and a durable consumer
 // (acknowledged) and over jobs.status; the operator runs what bridge status, job, deadletter list and
-// redrive, replay, upgrade status and provision -check do. Not one permission violation on any
+// redrive, replay (and -reverify), upgrade status and finalize and provision -check do. Not one permission violation on any
 // connection: a permission the code needs and the role lacks fails.
 func TestRolesRunUnderLeastPrivilegeOnCluster(t *testing.T) {
 	e := rolesWorld(t)
@@ -331,5 +334,57 @@ func wantRefused(t *testing.T, nc *nats.Conn, refused chan error, c overstep) {
 	got := natstest.RecvWithin(t, refused, 5*time.Second)
 	if !strings.Contains(got.Error(), `"`+c.subject+`"`) {
 		t.Errorf("refusal %v, want one naming %q", got, c.subject)
+	}
+}
+
+// TestOpsUserOfANamespaceCannotTouchAnothers: on an account that namespaces share, the ops user of
+// namespace staging reaches its own namespace's streams (asked about one, the server answers that it is
+// not there) but not the default namespace's: it cannot delete, purge or update any of its streams and
+// buckets, publish to its results, fences or webhooks, nor read its JOBS or WEBHOOKS. Each is refused
+// with a permissions violation naming the subject, and nothing is stored or lost.
+func TestOpsUserOfANamespaceCannotTouchAnothers(t *testing.T) {
+	staging, err := contract.NamesFor("staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const user = "staging-ops"
+	e := testworld.New(t, testworld.WithUsers(&server.User{Username: adminUser, Password: password(adminUser)},
+		&server.User{Username: user, Password: password(user), Permissions: natsx.ServerPermissions(access.For(access.Ops, staging))}))
+	v := violations{make(chan error, 16)}
+	nc, js := natstest.Connect(t, e.URLs, nats.UserInfo(user, password(user)), v.option())
+	ctx := natstest.Ctx(t)
+	if _, err := js.Stream(ctx, staging.StreamWebhooks); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Fatalf("staging's ops user asks about %s: %v, want it answered as not found", staging.StreamWebhooks, err)
+	}
+	for _, store := range stores {
+		for _, op := range []string{"STREAM.DELETE", "STREAM.PURGE", "STREAM.UPDATE"} {
+			subj := "$JS.API." + op + "." + store
+			wantDenied(t, v, op+" "+store, subj, apiRequest(nc, subj))
+		}
+	}
+	n := contract.Default
+	for _, subj := range []string{n.ResultSubject("prompt"), n.ResultFenceSubject(forgedID, false), n.WebhookSubject("prompt")} {
+		wantDenied(t, v, "publish to "+subj, subj, func(ctx context.Context) error {
+			_, err := js.Publish(ctx, subj, []byte(forged))
+			return err
+		})
+	}
+	wantDenied(t, v, "open JOBS", "$JS.API.STREAM.INFO.KV_JOBS", func(ctx context.Context) error {
+		_, err := js.KeyValue(ctx, n.BucketJobs)
+		return err
+	})
+	get := "$JS.API.DIRECT.GET.KV_JOBS." + contract.KVSubject(n.BucketJobs, forgedID)
+	wantDenied(t, v, "get a job", get, apiRequest(nc, get))
+	wantDenied(t, v, "read WEBHOOKS through a consumer", "$JS.API.CONSUMER.CREATE.WEBHOOKS.", func(ctx context.Context) error {
+		_, err := js.OrderedConsumer(ctx, n.StreamWebhooks, jetstream.OrderedConsumerConfig{})
+		return err
+	})
+	for _, s := range []string{n.StreamWebhooks, n.StreamResults} {
+		if msgs := e.StreamMsgs(s, ""); len(msgs) != 0 {
+			t.Errorf("%s holds %d messages, want none", s, len(msgs))
+		}
+	}
+	if _, err := natsx.Check(natstest.CtxWithin(t, 30*time.Second), e.JS, natsx.ProvisionConfig{}); err != nil {
+		t.Errorf("streams and buckets after the attempts: %v", err)
 	}
 }

@@ -114,9 +114,10 @@ func nextOf(t *testing.T, cons jetstream.Consumer, id string, ack bool) {
 	}
 }
 
-// runOpsCommands does, as the ops user, what bridge status, job, deadletter list and redrive, replay,
-// upgrade status and provision -check do, on e's cluster after job delivered was delivered and the
-// forged webhook of job forged was dead-lettered; each must succeed.
+// runOpsCommands does, as the ops user, what bridge status, job, deadletter list and redrive, replay
+// (of RESULTS, and -reverify of WEBHOOKS), upgrade status and finalize (at layout 2 already) and
+// provision -check do, on e's cluster after job delivered was delivered and the forged webhook of job
+// forged was dead-lettered; each must succeed.
 func runOpsCommands(t *testing.T, e *testworld.World, delivered, forged string) {
 	t.Helper()
 	nc, js := connectAs(t, e, access.Ops)
@@ -142,6 +143,14 @@ func runOpsCommands(t *testing.T, e *testworld.World, delivered, forged string) 
 		Idle: 200 * time.Millisecond, Selection: ops.Selection{Stream: "RESULTS", JobIDs: []string{delivered}}})
 	if err != nil || res.Published != 1 || !res.Done {
 		t.Errorf("ops replay: %+v (%v), want one result published and done", res, err)
+	}
+	rv, err := ops.Replay(ctx, ops.ReplayConfig{JS: js, Log: zerolog.Nop(), Name: "least-privilege-reverify", Replicas: 3,
+		Reverify: true, Idle: 200 * time.Millisecond, Selection: ops.Selection{Stream: "WEBHOOKS", JobIDs: []string{delivered}}})
+	if err != nil || rv.Published != 1 || !rv.Done {
+		t.Errorf("ops replay -reverify: %+v (%v), want one webhook put back and done", rv, err)
+	}
+	if from, err := natsx.UpgradeLayout(ctx, js, contract.Default); err != nil || from != 2 {
+		t.Errorf("ops upgrade finalize: from layout %d (%v), want 2 already", from, err)
 	}
 	stream, err := js.Stream(ctx, "KV_JOBS")
 	if err != nil {

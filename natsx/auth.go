@@ -49,8 +49,8 @@ func identityOf(kp nkeys.KeyPair) (*Identity, error) {
 // Public is the user's public nkey.
 func (id *Identity) Public() string { return id.pub }
 
-// option signs the server's nonce with the identity's key.
-func (id *Identity) option() nats.Option { return nats.Nkey(id.pub, id.kp.Sign) }
+// Option signs the server's nonce with the identity's key.
+func (id *Identity) Option() nats.Option { return nats.Nkey(id.pub, id.kp.Sign) }
 
 // OpsSeedFile is the name of the file, in the data directory, that keeps the nkey seed of the ops user
 // of the embedded server: the operator's commands on the same machine read it (mode 0600).
@@ -206,5 +206,5 @@ func OpsIdentity(path string) (nats.Option, error) {
 	if err != nil {
 		return nil, err
 	}
-	return id.option(), nil
+	return id.Option(), nil
 }

@@ -128,7 +128,7 @@ func connOptions(cfg ConnConfig, lastDialErr *atomic.Pointer[error]) ([]nats.Opt
 		}),
 	}
 	if cfg.Identity != nil {
-		opts = append(opts, cfg.Identity.option())
+		opts = append(opts, cfg.Identity.Option())
 	}
 	if cfg.InProcess != nil {
 		opts = append(opts, nats.InProcessServer(cfg.InProcess))

@@ -67,8 +67,8 @@ type benchFlags struct {
 	floorServe  string
 	floorTarget string
 	rounds      int
-	// embedded is the in-process bridge's server, once started, and natsUser the ops user the bench
-	// connects to it as (its floor creates a stream of its own).
+	// embedded is the in-process bridge's server, once started, and natsUser the bridge's own user the
+	// bench connects to it as (its floor creates a stream of its own, which the ops user may not).
 	embedded *server.Server
 	natsUser nats.Option
 }
@@ -280,7 +280,7 @@ func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop
 		return nil, nil, err
 	}
 	b.target, b.natsURL, b.embedded = lb.app.PublicURL(), lb.app.Server().ClientURL(), lb.app.Server()
-	if b.natsUser, err = lb.opsUser(); err != nil {
+	if b.natsUser, err = lb.bridgeUser(); err != nil {
 		lb.close()
 		return nil, nil, err
 	}
@@ -297,7 +297,7 @@ func (b *benchFlags) startInProcess(ctx context.Context, stdout io.Writer) (stop
 
 // measureFloor drives a bare net/http + nats.go handler on the same server the same way.
 func (b *benchFlags) measureFloor(ctx context.Context, lb *localBridge, stdout io.Writer) (*loadgen.Report, error) {
-	user, err := lb.opsUser()
+	user, err := lb.bridgeUser()
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"os"
 	"path/filepath"
@@ -9,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/evershield/bridge/bridge"
-	"github.com/evershield/bridge/natsx"
 	"github.com/evershield/bridge/upstream/simulator"
 )
 
@@ -35,10 +35,13 @@ type localSpec struct {
 	keep bool
 }
 
-// opsUser is the ops user of the in-process bridge's embedded server, for the tools that look into or
-// add to its store (the bench's floor stream).
-func (l *localBridge) opsUser() (nats.Option, error) {
-	return natsx.OpsIdentity(filepath.Join(l.dir, "data", natsx.OpsSeedFile))
+// bridgeUser is the bridge's own user of the in-process bridge's embedded server, for the bench, which
+// adds a stream of its own (the floor's) beside the bridge's: more than the ops user may.
+func (l *localBridge) bridgeUser() (nats.Option, error) {
+	if u := l.app.EmbeddedUser(); u != nil {
+		return u, nil
+	}
+	return nil, errors.New("the in-process bridge has no embedded server")
 }
 
 // startLocal starts the simulator for spec.sim and then every role, configured by spec.env on top of the

@@ -60,7 +60,7 @@ if [ "$dry" != 1 ]; then
   tagged=$(git rev-parse -q --verify "refs/tags/$version^{commit}" || true)
   [ "$tagged" = "$commit" ] || die "tag $version does not name HEAD ($commit): tag the release commit first"
   grep -qx "appVersion: \"$semver\"" deploy/helm/bridge/Chart.yaml ||
-    die "deploy/helm/bridge/Chart.yaml's appVersion is not \"$semver\": set it (and version, and deploy/kubernetes's image tag) before tagging"
+    die "deploy/helm/bridge/Chart.yaml's appVersion is not \"$semver\": set it (and version, and render deploy/kubernetes/bridge.yaml again) before tagging"
 fi
 
 dist=${DIST:-dist}

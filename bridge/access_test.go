@@ -104,16 +104,8 @@ func TestAnonymousClientsAreDownstreamOnly(t *testing.T) {
 	}
 
 	// What it must not do. Each refusal comes as a permissions violation naming the subject.
-	for _, subj := range []string{"results.prompt", "bridge.result." + forgedID, "webhooks.prompt", "$KV.JOBS." + forgedID} {
-		wantDenied(t, v, "publish to "+subj, subj, func(ctx context.Context) error {
-			_, err := js.Publish(ctx, subj, []byte(forged))
-			return err
-		})
-	}
-	for _, store := range stores {
-		wantDenied(t, v, "delete "+store, "$JS.API.STREAM.DELETE."+store, apiRequest(nc, "$JS.API.STREAM.DELETE."+store))
-		wantDenied(t, v, "purge "+store, "$JS.API.STREAM.PURGE."+store, apiRequest(nc, "$JS.API.STREAM.PURGE."+store))
-	}
+	wantForgeryDenied(t, v, js, []string{"results.prompt", "bridge.result." + forgedID, "webhooks.prompt", "$KV.JOBS." + forgedID})
+	wantRemovalDenied(t, v, nc, stores)
 	wantDenied(t, v, "read WEBHOOKS through a consumer", "$JS.API.CONSUMER.CREATE.WEBHOOKS.", func(ctx context.Context) error {
 		_, err := js.OrderedConsumer(ctx, "WEBHOOKS", jetstream.OrderedConsumerConfig{})
 		return err
@@ -173,6 +165,26 @@ func wantDenied(t *testing.T, v violations, what, subject string, op func(contex
 	case <-named:
 	default:
 		t.Errorf("%s: %v, and no permissions violation naming %q within 5 s", what, err, subject)
+	}
+}
+
+// wantForgeryDenied wants a publish of a forged message to each subject refused, naming the subject.
+func wantForgeryDenied(t *testing.T, v violations, js jetstream.JetStream, subjects []string) {
+	t.Helper()
+	for _, subj := range subjects {
+		wantDenied(t, v, "publish to "+subj, subj, func(ctx context.Context) error {
+			_, err := js.Publish(ctx, subj, []byte(forged))
+			return err
+		})
+	}
+}
+
+// wantRemovalDenied wants the delete and the purge of each store refused, naming the API subject.
+func wantRemovalDenied(t *testing.T, v violations, nc *nats.Conn, stores []string) {
+	t.Helper()
+	for _, store := range stores {
+		wantDenied(t, v, "delete "+store, "$JS.API.STREAM.DELETE."+store, apiRequest(nc, "$JS.API.STREAM.DELETE."+store))
+		wantDenied(t, v, "purge "+store, "$JS.API.STREAM.PURGE."+store, apiRequest(nc, "$JS.API.STREAM.PURGE."+store))
 	}
 }
 
@@ -257,17 +269,9 @@ func TestOpsUserReadsButCannotForge(t *testing.T) {
 	if _, err := js.OrderedConsumer(ctx, contract.Default.StreamWebhooks, jetstream.OrderedConsumerConfig{}); err != nil {
 		t.Errorf("ops cannot read WEBHOOKS: %v", err)
 	}
-	for _, subj := range []string{"results.prompt", "bridge.result." + forgedID, "$KV.JOBS." + forgedID,
-		"$KV.BRIDGE_HISTORY." + forgedID, "deadletter.not_found", "slowlane.unknown_job"} {
-		wantDenied(t, v, "publish to "+subj, subj, func(ctx context.Context) error {
-			_, err := js.Publish(ctx, subj, []byte(forged))
-			return err
-		})
-	}
-	for _, store := range stores {
-		wantDenied(t, v, "delete "+store, "$JS.API.STREAM.DELETE."+store, apiRequest(nc, "$JS.API.STREAM.DELETE."+store))
-		wantDenied(t, v, "purge "+store, "$JS.API.STREAM.PURGE."+store, apiRequest(nc, "$JS.API.STREAM.PURGE."+store))
-	}
+	wantForgeryDenied(t, v, js, []string{"results.prompt", "bridge.result." + forgedID, "$KV.JOBS." + forgedID,
+		"$KV.BRIDGE_HISTORY." + forgedID, "deadletter.not_found", "slowlane.unknown_job"})
+	wantRemovalDenied(t, v, nc, stores)
 	wantDenied(t, v, "update RESULTS", "$JS.API.STREAM.UPDATE.RESULTS", apiRequest(nc, "$JS.API.STREAM.UPDATE.RESULTS"))
 	wantNothingForged(t, a)
 }

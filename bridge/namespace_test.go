@@ -117,7 +117,7 @@ func checkOwnOnly(t *testing.T, js jetstream.JetStream, both [2]contract.Names, 
 			t.Errorf("%s's jobs have results in %s", names.Namespace, other.StreamResults)
 		}
 		for _, stream := range []string{names.StreamWebhooks, "KV_" + names.BucketJobs} {
-			own, stray := mentioned(t, js, stream, accepted[i]), mentioned(t, js, stream, accepted[1-i])
+			own, stray := natstest.Mentions(t, js, stream, accepted[i]), natstest.Mentions(t, js, stream, accepted[1-i])
 			if own != len(accepted[i]) || stray != 0 {
 				t.Errorf("%s mentions %d of its bridge's %d jobs (want all) and %d of the other's (want none)",
 					stream, own, len(accepted[i]), stray)
@@ -180,22 +180,6 @@ func resultCounts(tb testing.TB, js jetstream.JetStream, names contract.Names) m
 			return counts
 		}
 	}
-}
-
-// mentioned is how many of ids appear anywhere in stream: in a message's subject, headers or body.
-func mentioned(tb testing.TB, js jetstream.JetStream, stream string, ids []string) int {
-	tb.Helper()
-	var all strings.Builder
-	for _, m := range natstest.StreamMsgs(tb, js, stream) {
-		fmt.Fprintf(&all, "%s %v %s\n", m.Subject, m.Header, m.Data)
-	}
-	n := 0
-	for _, id := range ids {
-		if strings.Contains(all.String(), id) {
-			n++
-		}
-	}
-	return n
 }
 
 func anyOf(counts map[string]int, ids []string) bool {

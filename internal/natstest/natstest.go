@@ -258,3 +258,20 @@ func StreamMsgs(tb testing.TB, js jetstream.JetStream, stream string) []*jetstre
 	}
 	return out
 }
+
+// Mentions is how many of ids appear anywhere in stream (as StreamMsgs reads it): in a message's subject,
+// headers or body.
+func Mentions(tb testing.TB, js jetstream.JetStream, stream string, ids []string) int {
+	tb.Helper()
+	var all strings.Builder
+	for _, m := range StreamMsgs(tb, js, stream) {
+		fmt.Fprintf(&all, "%s %v %s\n", m.Subject, m.Header, m.Data)
+	}
+	n := 0
+	for _, id := range ids {
+		if strings.Contains(all.String(), id) {
+			n++
+		}
+	}
+	return n
+}

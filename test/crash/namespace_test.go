@@ -77,7 +77,7 @@ func TestTwoNamespacedProcessesShareOneServer(t *testing.T) {
 			}
 		}
 		for _, stream := range []string{n.StreamWebhooks, "KV_" + n.BucketJobs, n.StreamResults} {
-			own, stray := mentions(t, r, stream, ids[i]), mentions(t, r, stream, ids[1-i])
+			own, stray := natstest.Mentions(t, r.js, stream, ids[i]), natstest.Mentions(t, r.js, stream, ids[1-i])
 			if own != len(ids[i]) || stray != 0 {
 				t.Errorf("%s mentions %d of its bridge's %d jobs (want all) and %d of the other's (want none)",
 					stream, own, len(ids[i]), stray)
@@ -204,21 +204,6 @@ func primaryResults(tb testing.TB, r *rig, names contract.Names) map[string]int 
 		counts[body.JobID]++
 	}
 	return counts
-}
-
-// mentions is how many of ids appear anywhere in stream: in a message's subject, headers or body.
-func mentions(tb testing.TB, r *rig, stream string, ids []string) int {
-	var all strings.Builder
-	for _, m := range natstest.StreamMsgs(tb, r.js, stream) {
-		fmt.Fprintf(&all, "%s %v %s\n", m.Subject, m.Header, m.Data)
-	}
-	n := 0
-	for _, id := range ids {
-		if strings.Contains(all.String(), id) {
-			n++
-		}
-	}
-	return n
 }
 
 // checkOneAccount fails the test when the upstream saw more than the budget scenarios' account allows.

@@ -73,7 +73,9 @@ gobuild deploy lb -ldflags "-s -w" ./cmd/lb
 # build NAME: deploy/docker/Dockerfile.NAME, FROM $base, tagged evershield/NAME:$tag.
 build() {
   sed "s|^FROM scratch\$|FROM $base|" "deploy/docker/Dockerfile.$1" >"$ctx/Dockerfile"
-  docker build -q --platform "linux/$arch" -f "$ctx/Dockerfile" -t "evershield/$1:$tag" \
+  # --no-cache: the legacy builder would take a layer cached for another platform (the same COPY of the
+  # same files) and then refuse it ("does not match the specified platform"); these builds are copies alone.
+  docker build -q --no-cache --platform "linux/$arch" -f "$ctx/Dockerfile" -t "evershield/$1:$tag" \
     --label org.opencontainers.image.version="$version" "$ctx"
   echo "built evershield/$1:$tag"
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/evershield/bridge/access"
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/ingesttest"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/testworld"
 	"github.com/evershield/bridge/jobs"
@@ -198,7 +199,7 @@ func TestRolesRunUnderLeastPrivilegeOnCluster(t *testing.T) {
 		t.Errorf("%d subjects in BRIDGE_IDEMPOTENCY once both jobs are compacted, want 0 (the intents and the key purged)", n)
 	}
 	for _, a := range procs { // the lag and state collectors read the streams when scraped
-		if st := getStatus("http://" + a.Addr().String() + "/metrics"); st != http.StatusOK {
+		if st := ingesttest.Status("http://" + a.Addr().String() + "/metrics"); st != http.StatusOK {
 			t.Errorf("/metrics: %d", st)
 		}
 	}

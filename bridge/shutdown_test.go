@@ -12,24 +12,15 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/ingesttest"
 	"github.com/evershield/bridge/internal/natstest"
 )
-
-// getStatus is the status of a GET of url; 0 when it fails.
-func getStatus(url string) int {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
 
 // waitReady waits until /readyz answers 200.
 func waitReady(tb testing.TB, base string) {
 	tb.Helper()
 	natstest.WaitFor(tb, 30*time.Second, func() error {
-		if st := getStatus(base + "/readyz"); st != http.StatusOK {
+		if st := ingesttest.Status(base + "/readyz"); st != http.StatusOK {
 			return fmt.Errorf("/readyz %d", st)
 		}
 		return nil
@@ -58,7 +49,7 @@ func TestReadyMeansEveryRoleServes(t *testing.T) {
 		go func() { runErr <- a.Run(ctx) }()
 		base := "http://" + a.Addr().String()
 		// As fast as a client polls: no pause between tries.
-		for deadline := time.Now().Add(30 * time.Second); getStatus(base+"/readyz") != http.StatusOK; {
+		for deadline := time.Now().Add(30 * time.Second); ingesttest.Status(base+"/readyz") != http.StatusOK; {
 			if time.Now().After(deadline) {
 				cancel()
 				t.Fatalf("start %d: /readyz not 200 within 30s", i)

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/contract"
+	"github.com/evershield/bridge/internal/ingesttest"
 	"github.com/evershield/bridge/internal/natstest"
 	"github.com/evershield/bridge/internal/simtest"
 	"github.com/evershield/bridge/internal/testlog"
@@ -62,7 +63,7 @@ func TestSIGTERMUnderLoadLosesNoWebhook(t *testing.T) {
 		t.Fatal(err)
 	}
 	natstest.WaitFor(t, time.Second, func() error {
-		if st := statusOf(base + "/readyz"); st != http.StatusServiceUnavailable {
+		if st := ingesttest.Status(base + "/readyz"); st != http.StatusServiceUnavailable {
 			return fmt.Errorf("/readyz %d after SIGTERM, want 503", st)
 		}
 		return nil
@@ -171,14 +172,4 @@ func postWebhook(client *http.Client, base, id string) (int, error) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode, nil
-}
-
-// statusOf is the status of a GET of url; 0 when it fails.
-func statusOf(url string) int {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }

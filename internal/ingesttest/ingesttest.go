@@ -1,8 +1,10 @@
-// Package ingesttest runs ingest's real listener in tests outside the ingest package.
+// Package ingesttest runs ingest's real listener in tests outside the ingest package, and asks a bridge's
+// HTTP side.
 package ingesttest
 
 import (
 	"context"
+	"net/http"
 	"testing"
 
 	"github.com/evershield/bridge/ingest"
@@ -27,4 +29,14 @@ func Serve(tb testing.TB, scfg ingest.ServerConfig) string {
 		}
 	})
 	return "http://" + s.Addr().String()
+}
+
+// Status is the status of a GET of url (a bridge's /readyz, say); 0 when it fails.
+func Status(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

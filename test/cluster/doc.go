@@ -13,6 +13,7 @@
 //
 //	BRIDGE_CLUSTER_TEST=1 go test -count=1 -v -timeout 15m ./test/cluster
 //
+// CI (.ci/run) runs it so, beside the race suite, wherever a Docker engine and a compose tool answer.
 // BRIDGE_CLUSTER_TEST=reuse runs the images already tagged evershield/*:local instead of building them.
 // Without the variable, or without an engine answering docker info, the test skips in one line. Every
 // compose command goes through scripts/compose.sh, which runs docker compose (v2) or docker-compose

@@ -31,6 +31,8 @@ type command struct {
 type cli struct {
 	env            map[string]string
 	stdout, stderr io.Writer
+	// refuse ends the command's context with NATS's refusal of an operation (see opsConnect).
+	refuse context.CancelCauseFunc
 }
 
 // commandTable is the command table, in the order bridge help lists it. It is filled in init, since
@@ -59,7 +61,9 @@ Every command takes -h. Configuration is read from BRIDGE_* variables: bridge he
 
 // run is the whole program; tests call it too.
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	c := &cli{env: env, stdout: stdout, stderr: stderr}
+	ctx, refuse := context.WithCancelCause(ctx)
+	defer refuse(nil)
+	c := &cli{env: env, stdout: stdout, stderr: stderr, refuse: refuse}
 	if len(args) == 0 {
 		args = []string{runCommand.name}
 	}
@@ -70,6 +74,10 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	err := cmd.exec(ctx, c, "bridge "+cmd.name, args[1:])
 	if errors.Is(err, errHelp) {
 		return nil
+	}
+	// What the command saw of a refusal is only "context canceled", or a report with gaps.
+	if refused := (refusedError{}); errors.As(context.Cause(ctx), &refused) {
+		return refused
 	}
 	return err
 }

@@ -77,7 +77,7 @@ func runDeadletterList(ctx context.Context, c *cli, args []string) error {
 	if err := fs.noArgs(args); err != nil {
 		return err
 	}
-	nc, js, conn, err := opsConnect(ctx, c.env, nf)
+	nc, js, conn, err := opsConnect(ctx, c, nf)
 	if err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func runDeadletterShow(ctx context.Context, c *cli, args []string) error {
 	if len(seqs) == 0 {
 		return fs.fail(fmt.Errorf("bridge deadletter show: give one or more sequences (see bridge deadletter list)"))
 	}
-	nc, js, conn, err := opsConnect(ctx, c.env, nf)
+	nc, js, conn, err := opsConnect(ctx, c, nf)
 	if err != nil {
 		return err
 	}
@@ -185,7 +185,7 @@ func runDeadletterRedrive(ctx context.Context, c *cli, args []string) error {
 	if len(seqs) == 0 && !sel.selects() && !*all {
 		return fs.fail(fmt.Errorf("bridge deadletter redrive: select what to redrive (sequences, -reason, -job, -since, -from-seq) or say -all"))
 	}
-	nc, js, cfg, err := opsConnect(ctx, c.env, nf)
+	nc, js, cfg, err := opsConnect(ctx, c, nf)
 	if err != nil {
 		return err
 	}

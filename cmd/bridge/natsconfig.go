@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -183,9 +184,28 @@ func loadNATSContext(envMap map[string]string, name string) (natsContext, string
 	return c, name, nil
 }
 
-// options are the nats.go options of the connection.
-func (c opsConn) options() ([]nats.Option, error) {
-	opts := []nats.Option{nats.Name("bridge-ops"), nats.Timeout(5 * time.Second), nats.MaxReconnects(-1)}
+// refusedError is NATS's refusal of an operation a command asked for: the user it connected as lacks the
+// permission.
+type refusedError struct{ err error }
+
+func (e refusedError) Error() string {
+	return fmt.Sprintf("NATS refused the command: %v: the user it connects as lacks this permission (the "+
+		"status, deadletter, replay, upgrade and provision commands need the ops user, submit and job the downstream "+
+		"user or ops: docs/SECURITY.md)", e.err)
+}
+
+func (e refusedError) Unwrap() error { return e.err }
+
+// options are the nats.go options of the connection. A server refuses a denied request without an answer,
+// so refuse is called with the refusal as soon as it arrives, and the command ends then rather than at its
+// deadline.
+func (c opsConn) options(refuse context.CancelCauseFunc) ([]nats.Option, error) {
+	opts := []nats.Option{nats.Name("bridge-ops"), nats.Timeout(5 * time.Second), nats.MaxReconnects(-1),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				refuse(refusedError{err})
+			}
+		})}
 	if c.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(c.NATSCreds))
 	}
@@ -227,13 +247,14 @@ func (c opsConn) embeddedOps() nats.Option {
 	return o
 }
 
-// opsConnect connects for an operator command; unlike the bridge it fails fast when NATS is down.
-func opsConnect(ctx context.Context, envMap map[string]string, f natsFlags) (*nats.Conn, jetstream.JetStream, opsConn, error) {
-	c, err := resolveOpsConn(envMap, f)
+// opsConnect connects for an operator command; unlike the bridge it fails fast when NATS is down, and
+// when NATS refuses it an operation (the command's context ends then, and run reports the refusal).
+func opsConnect(ctx context.Context, cl *cli, f natsFlags) (*nats.Conn, jetstream.JetStream, opsConn, error) {
+	c, err := resolveOpsConn(cl.env, f)
 	if err != nil {
 		return nil, nil, opsConn{}, usageError{err}
 	}
-	opts, err := c.options()
+	opts, err := c.options(cl.refuse)
 	if err != nil {
 		return nil, nil, opsConn{}, usageError{err}
 	}

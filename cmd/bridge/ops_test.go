@@ -257,11 +257,13 @@ func TestStatusJSONReportsKnownState(t *testing.T) {
 }
 
 // TestSubmitAndJobClients submits through a running bridge with bridge submit and reads the job back
-// with bridge job; bridge status scrapes that bridge's metrics and readiness.
+// with bridge job (as the downstream user); bridge status (as the ops user) scrapes that bridge's metrics
+// and readiness.
 func TestSubmitAndJobClients(t *testing.T) {
 	sim := simtest.Run(t, simulator.Config{GrantChat: true})
+	dir := t.TempDir()
 	cfg, err := parseConfig(map[string]string{
-		"BRIDGE_DATA_DIR": t.TempDir(), "BRIDGE_NATS_LISTEN": "127.0.0.1:0", "BRIDGE_HTTP_ADDR": "127.0.0.1:0",
+		"BRIDGE_DATA_DIR": dir, "BRIDGE_NATS_LISTEN": "127.0.0.1:0", "BRIDGE_HTTP_ADDR": "127.0.0.1:0",
 		"BRIDGE_API_URL": sim.URL(), "BRIDGE_API_KEY": simulator.DefaultKey, "BRIDGE_API_RPM": "6000",
 	})
 	if err != nil {
@@ -309,7 +311,10 @@ func TestSubmitAndJobClients(t *testing.T) {
 		t.Fatalf("bad submit: %v", err)
 	}
 
-	out, _, err = runCmd(t, env, "status", "-json", "-sample", "0", "-metrics-url", "http://"+a.Addr().String()+"/metrics")
+	// bridge status needs the ops user: on the bridge's machine, the embedded server's, found from the
+	// bridge's own variables (as a downstream user, the command is refused).
+	opsEnv := map[string]string{"BRIDGE_DATA_DIR": dir, "BRIDGE_NATS_LISTEN": strings.TrimPrefix(a.Server().ClientURL(), "nats://")}
+	out, _, err = runCmd(t, opsEnv, "status", "-json", "-sample", "0", "-metrics-url", "http://"+a.Addr().String()+"/metrics")
 	var rep ops.Report
 	if err != nil || json.Unmarshal([]byte(out), &rep) != nil || len(rep.Bridges) != 1 {
 		t.Fatalf("status: %v\n%s", err, out)

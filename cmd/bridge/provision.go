@@ -47,7 +47,7 @@ func runProvision(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	nc, js, conn, err := opsConnect(ctx, c.env, nf)
+	nc, js, conn, err := opsConnect(ctx, c, nf)
 	if err != nil {
 		return err
 	}

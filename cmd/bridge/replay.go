@@ -66,7 +66,7 @@ func runReplay(ctx context.Context, c *cli, args []string) error {
 		*name = ops.NameFor(key)
 	}
 
-	nc, js, cfg, err := opsConnect(ctx, c.env, nf)
+	nc, js, cfg, err := opsConnect(ctx, c, nf)
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,7 @@ func runStatus(ctx context.Context, c *cli, args []string) error {
 	if len(pos) > 0 {
 		return fs.fail(fmt.Errorf("bridge status: unexpected argument %q", pos[0]))
 	}
-	nc, js, cfg, err := opsConnect(ctx, c.env, nf)
+	nc, js, cfg, err := opsConnect(ctx, c, nf)
 	if err != nil {
 		return err
 	}

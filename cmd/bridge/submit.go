@@ -95,7 +95,7 @@ func runSubmitClient(ctx context.Context, c *cli, args []string) error {
 
 // withClient runs f, the work of bridge submit or bridge job, with a connection and within timeout.
 func (c *cli) withClient(ctx context.Context, nf natsFlags, timeout time.Duration, f func(context.Context, *nats.Conn, contract.Names) error) error {
-	nc, _, conn, err := opsConnect(ctx, c.env, nf)
+	nc, _, conn, err := opsConnect(ctx, c, nf)
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func runUpgrade(ctx context.Context, c *cli, args []string, mode upgradeMode) er
 	if err := fs.noArgs(args); err != nil {
 		return err
 	}
-	nc, js, conn, err := opsConnect(ctx, c.env, nf)
+	nc, js, conn, err := opsConnect(ctx, c, nf)
 	if err != nil {
 		return err
 	}

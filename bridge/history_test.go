@@ -190,7 +190,7 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]*dto.MetricFamily
 	return out
 }
 
-var stateJobs = flag.Int("state.jobs", defaultStateJobs, "TestStateFollowsTheWorkInFlight: delivered jobs written before the bridge starts (default 30,000; 5,000 under -race)")
+var stateJobs = flag.Int("state.jobs", defaultStateJobs, "TestStateFollowsTheWorkInFlight: delivered jobs written before the bridge starts (default 30,000; 2,000 under -race)")
 
 // TestStateFollowsTheWorkInFlight is issue 22's "done when", on the embedded default's layout: N delivered
 // jobs (30,000, or 5,000 under -race; -state.jobs to change) are written as the bridge leaves them, each a JOBS record delivered

@@ -303,6 +303,9 @@ type replayer struct {
 	pace *rate.Limiter
 	// sinceSave counts the messages handled since the last checkpoint.
 	sinceSave int
+	// waiting is since when the consumer has delivered nothing while the server said messages wait for
+	// it; zero once one came.
+	waiting time.Time
 }
 
 // run is one replay: load or start its state, replay from where it stopped, and finish, which saves
@@ -389,7 +392,7 @@ func (r *replayer) replayFrom(ctx context.Context, stream jetstream.Stream, star
 	if err != nil {
 		return err
 	}
-	defer it.Stop()
+	defer func() { it.Stop() }()
 	r.log.Info().Uint64("from_seq", startSeq).Uint64("end_seq", r.st.EndSeq).Bool("resumed", r.res.Resumed).
 		Bool("dry_run", r.cfg.DryRun).Str("target", r.res.Target).Msg("replay started")
 	for {
@@ -397,6 +400,15 @@ func (r *replayer) replayFrom(ctx context.Context, stream jetstream.Stream, star
 			return err
 		}
 		msg, stop, err := r.next(ctx, cons, it)
+		if errors.Is(err, errReplayStalled) {
+			it.Stop()
+			from := max(startSeq, r.st.LastSeq+1)
+			r.log.Warn().Uint64("from_seq", from).Msg("replay consumer delivered nothing while messages waited: made again")
+			if cons, it, err = r.open(ctx, from); err != nil {
+				return err
+			}
+			continue
+		}
 		if stop || err != nil {
 			return err
 		}
@@ -409,6 +421,17 @@ func (r *replayer) replayFrom(ctx context.Context, stream jetstream.Stream, star
 		r.report()
 	}
 }
+
+// replayStall is how long the server may report messages waiting for the replay's consumer while none
+// comes, before the replay makes its consumer again from the last sequence done. nats.go finds a lost
+// pull request by missed heartbeats only within one Next call at least two heartbeats long (30 s by
+// default), and the replay waits Idle at a time: on a loaded 3-node cluster a pull was lost (the consumer
+// just made, not yet known to the server the command was on) and a replay waited out its command's
+// deadline.
+const replayStall = 2 * time.Second
+
+// errReplayStalled is next's report that the consumer has not delivered for replayStall.
+var errReplayStalled = errors.New("replay consumer stalled")
 
 // open makes the ordered consumer that reads the selection from startSeq (or from Since on a first run).
 func (r *replayer) open(ctx context.Context, startSeq uint64) (jetstream.Consumer, jetstream.MessagesContext, error) {
@@ -440,6 +463,7 @@ func (r *replayer) next(ctx context.Context, cons jetstream.Consumer, it jetstre
 	cancel()
 	switch {
 	case err == nil:
+		r.waiting = time.Time{}
 		return msg, false, nil
 	case ctx.Err() != nil:
 		return nil, true, ctx.Err()
@@ -451,6 +475,12 @@ func (r *replayer) next(ctx context.Context, cons jetstream.Consumer, it jetstre
 		if ierr == nil && ci.NumPending == 0 {
 			r.finished()
 			return nil, true, nil
+		}
+		if r.waiting.IsZero() {
+			r.waiting = time.Now()
+		} else if time.Since(r.waiting) >= replayStall {
+			r.waiting = time.Time{}
+			return nil, false, errReplayStalled
 		}
 		return nil, false, nil
 	}

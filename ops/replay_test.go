@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/evershield/bridge/contract"
@@ -349,5 +351,60 @@ func TestPacerStopsOnCancel(t *testing.T) {
 	}
 	if err := pace(ctx, newPacer(0)); err != nil {
 		t.Errorf("unpaced wait: %v", err)
+	}
+}
+
+// stallingJS is a JetStream whose first ordered consumer never delivers while it says messages wait for
+// it, as one whose pull request a loaded cluster lost (the consumer just made, not yet known to the
+// server the client is on).
+type stallingJS struct {
+	jetstream.JetStream
+	made atomic.Int32
+}
+
+func (s *stallingJS) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := s.JetStream.OrderedConsumer(ctx, stream, cfg)
+	if err != nil || s.made.Add(1) > 1 {
+		return c, err
+	}
+	return stalledConsumer{c}, nil
+}
+
+type stalledConsumer struct{ jetstream.Consumer }
+
+func (stalledConsumer) Messages(...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
+	return stalledIterator{}, nil
+}
+
+func (stalledConsumer) Info(context.Context) (*jetstream.ConsumerInfo, error) {
+	return &jetstream.ConsumerInfo{NumPending: 1}, nil
+}
+
+// stalledIterator waits a little on each Next, as a pull would, and gives nothing.
+type stalledIterator struct{}
+
+func (stalledIterator) Next(...jetstream.NextOpt) (jetstream.Msg, error) {
+	<-time.After(20 * time.Millisecond)
+	return nil, nats.ErrTimeout
+}
+func (stalledIterator) Stop()  {}
+func (stalledIterator) Drain() {}
+
+// TestReplayOutlivesAStalledConsumer: a consumer that delivers nothing while the server says messages wait
+// is made again from where the replay stands, and the replay finishes with every message; the replay
+// waited for its deadline before.
+func TestReplayOutlivesAStalledConsumer(t *testing.T) {
+	w := newWorld(t)
+	replayTarget(w)
+	_, seqs := seedResults(w, 4)
+	js := &stallingJS{JetStream: w.js}
+	res, err := Replay(natstest.CtxWithin(t, 20*time.Second), ReplayConfig{JS: js, Log: w.log, Name: "stalled",
+		Idle: 100 * time.Millisecond, Selection: Selection{Stream: contract.Default.StreamResults}})
+	if err != nil || !res.Done || res.Published != 4 {
+		t.Fatalf("replay: %+v (%v), want done with 4 published", res, err)
+	}
+	equalSeqs(t, originalSeqs(t, w), seqs)
+	if n := js.made.Load(); n != 2 {
+		t.Errorf("%d ordered consumers made, want 2: the stalled one and its replacement", n)
 	}
 }

@@ -54,9 +54,12 @@ func TestComposeUsersRunTheBridgeOnCluster(t *testing.T) {
 			Password: password(adminUser)}, users["bridge"], users["ops"], users["downstream"]))
 	// startRoleProcess signs in as the user named after the role: here the compose bridge user, every
 	// role, and provisioning at start as the compose bridges do. The reconciler waits a minute for a
-	// webhook before it polls: the result comes from the webhook, however slow the machine.
+	// webhook before it polls, and the job's deadline is a minute away: the result comes from the
+	// webhook, however slow the machine (with the roles tests' 2 s deadline, a CI machine running the
+	// race suite beside the compose cluster once delivered it by the deadline's poll).
 	bridge := startRoleProcess(t, e, access.Role("bridge"), func(c *Config) {
 		c.Roles, c.Provision, c.WebhookGrace = allRoles[:], Provisioning{}, time.Minute
+		c.TimeoutPrompt, c.DuplicateWindow = time.Minute, 2*time.Minute
 	}, WithPublicURLFromListener())
 
 	down := newDownstreamClient(t, e)

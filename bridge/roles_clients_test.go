@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -97,14 +98,19 @@ func (d *downstreamClient) readResult(t *testing.T, id string) {
 }
 
 // nextOf reads cons until job id's result; with ack, it acknowledges each message read and waits for the
-// server's confirmation.
+// server's confirmation. A consumer just made on a cluster may not be known yet to the server the client
+// is on ("no responders"): like any downstream service, it asks again, within the same 10 s.
 func nextOf(t *testing.T, cons jetstream.Consumer, id string, ack bool) {
 	t.Helper()
 	for got := ""; got != id; {
-		m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
-		if err != nil {
-			t.Fatalf("downstream read of RESULTS: %v", err)
-		}
+		var m jetstream.Msg
+		natstest.WaitFor(t, 10*time.Second, func() (err error) {
+			m, err = cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+			if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+				t.Fatalf("downstream read of RESULTS: %v", err)
+			}
+			return err
+		})
 		got, _ = jobIDOf(m.Data())
 		if ack {
 			if err := m.DoubleAck(natstest.CtxWithin(t, 10*time.Second)); err != nil {

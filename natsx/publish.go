@@ -7,6 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/evershield/bridge/internal/retry"
 )
 
 // errCodeDuplicateInProcess is nats-server's JSStreamDuplicateMessageConflict; nats.go has no constant.
@@ -24,10 +26,8 @@ func PublishMsg(ctx context.Context, p jetstream.Publisher, msg *nats.Msg, opts 
 		if err == nil || !IsDuplicateInProcess(err) || wait > time.Second {
 			return ack, err
 		}
-		select {
-		case <-ctx.Done():
+		if retry.Sleep(ctx, wait) != nil {
 			return nil, err
-		case <-time.After(wait):
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/history"
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
 )
@@ -91,10 +92,8 @@ func (s *Service) reserve(ctx context.Context, modality, key string) (*reservati
 		if time.Now().After(deadline) {
 			return nil, nil, errIdemBusy
 		}
-		select {
-		case <-ctx.Done():
+		if retry.Sleep(ctx, 50*time.Millisecond) != nil {
 			return nil, nil, errIdemBusy
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/evershield/bridge/contract"
 	"github.com/evershield/bridge/history"
+	"github.com/evershield/bridge/internal/retry"
 	"github.com/evershield/bridge/internal/serving"
 	"github.com/evershield/bridge/jobs"
 	"github.com/evershield/bridge/upstream"
@@ -774,10 +775,8 @@ func (s *Service) record(ctx context.Context, id, modality, key string) error {
 	var err error
 	for attempt := range s.cfg.StoreAttempts {
 		if attempt > 0 {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
-			case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+			if werr := retry.Sleep(ctx, retry.Exp(attempt, 100*time.Millisecond, 10*time.Second)); werr != nil {
+				return fmt.Errorf("%w (last: %w)", werr, err)
 			}
 		}
 		_, err = s.cfg.Store.Create(ctx, rec)

@@ -3,6 +3,7 @@ package ops
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -81,6 +82,10 @@ func request(ctx context.Context, nc *nats.Conn, m *nats.Msg) (json.RawMessage, 
 		defer cancel()
 	}
 	resp, err := nc.RequestMsgWithContext(ctx, m)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return nil, fmt.Errorf("request %s: %w: no bridge with the submit role serves it on this NATS (is one running, "+
+			"in this namespace and account?)", m.Subject, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("request %s: %w", m.Subject, err)
 	}

@@ -196,7 +196,7 @@ func checkBridge(t *testing.T, m manifests, secret secretRef) {
 func knownVariables(t *testing.T) map[string]bool {
 	t.Helper()
 	known := configVariables(t)
-	known["GOMEMLIMIT"] = true    // the Go runtime's own, set from the container's memory limit
+	known["GOMEMLIMIT"] = true    // the Go runtime's own; bridge run sets it from the container's limit otherwise
 	known["NATS_PASSWORD"] = true // the Secret's password, which BRIDGE_NATS_URL expands
 	return known
 }
@@ -223,9 +223,10 @@ func checkDeployment(t *testing.T, m manifests, d appsv1.Deployment, secret secr
 			t.Errorf("sets %s, which docs/CONFIG.md does not list", e.Name)
 		}
 	}
-	if lim := c.Resources.Limits.Memory(); lim.IsZero() || env["GOMEMLIMIT"].Value == "" {
-		t.Errorf("memory limit %v, GOMEMLIMIT %q: want both, so the runtime collects before the kernel kills",
-			lim, env["GOMEMLIMIT"].Value)
+	// bridge run gives the runtime 90% of this limit as GOMEMLIMIT (cmd/bridge's image test), so that it
+	// collects before the kernel kills.
+	if lim := c.Resources.Limits.Memory(); lim.IsZero() {
+		t.Errorf("no memory limit: want one, which the bridge's GOMEMLIMIT follows")
 	}
 	if d.Name == "bridge-ingest" {
 		delay, err := time.ParseDuration(env["BRIDGE_SHUTDOWN_DELAY"].Value)

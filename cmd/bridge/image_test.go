@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/evershield/bridge/internal/natstest"
 )
 
 // imageTestEnv turns on TestImagesBuildAndRun. Building both images with the host's Go took 72 s on 2
@@ -86,10 +88,33 @@ func TestImagesBuildAndRun(t *testing.T) {
 			t.Errorf("%s: user %q, healthcheck %q; want 65532:65532 and [CMD %s healthcheck ...]", tt.image, cfg.User, hc, imageBinary)
 		}
 	}
+	memoryLimitInContainer(ctx, t, images[0])
 	// The webhook load balancer: its -check of an address where nothing listens fails, as its health
 	// check must when it does not serve.
 	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", images[2], "-check", "http://127.0.0.1:1/_lb").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "connection refused") {
 		t.Errorf("docker run %s -check of a closed port: %v %q, want a refused connection", images[2], err, out)
 	}
+}
+
+// memoryLimitInContainer runs bridge run (ingest only) in image under docker run --memory 256m: the bridge
+// must read the container's limit from its cgroup and give the Go runtime 90% of it.
+func memoryLimitInContainer(ctx context.Context, t *testing.T, image string) {
+	t.Helper()
+	name := fmt.Sprintf("bridge-memlimit-%d", os.Getpid())
+	out, err := exec.CommandContext(ctx, "docker", "run", "-d", "--name", name, "--memory", "256m",
+		"-e", "BRIDGE_ROLES=ingest", "-e", "BRIDGE_DATA_DIR=/tmp/data", image, "run").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker run --memory 256m %s run: %v %s", image, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", name).Run() })
+	// 90% of 268,435,456 bytes.
+	const want = `"gomemlimit_bytes":241591910`
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		logs, err := exec.CommandContext(ctx, "docker", "logs", name).CombinedOutput()
+		if err != nil || !strings.Contains(string(logs), want) {
+			return fmt.Errorf("the bridge's log in a 256 MiB container has no %s: %v\n%s", want, err, logs)
+		}
+		return nil
+	})
 }

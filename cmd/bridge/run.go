@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/rs/zerolog"
 
 	"github.com/evershield/bridge/bridge"
@@ -28,6 +29,7 @@ Traces); with none set, tracing is off.`, c)
 		if err != nil {
 			return usageError{err}
 		}
+		setMemoryLimit(log, memlimit.FromCgroup)
 		opts, err := testFailpoint(c.env, log)
 		if err != nil {
 			return usageError{err}

@@ -63,6 +63,7 @@ func TestClusterUnderFaults(t *testing.T) {
 	w.waitLB(t, "bridge-2", true, time.Minute)
 
 	t.Run("networks", func(t *testing.T) { w.networks(t) })
+	t.Run("memory", func(t *testing.T) { w.memoryLimits(t) })
 	t.Run("steady", func(t *testing.T) { w.steady(t) })
 	t.Run("bridge-stop", func(t *testing.T) { w.bridgeStop(t) })
 	t.Run("node-loss", func(t *testing.T) { w.nodeLoss(t) })

@@ -5,9 +5,10 @@
 // engine: a bridge stopped and started, a NATS node and a bridge killed, a bridge cut from the back
 // network, every container restarted in turn. Through all of it the suite submits jobs over NATS as the
 // downstream user and requires that every job the bridge accepted ends with exactly one verified result
-// on results.>; it checks the networks from inside the containers, that lb spreads webhooks over both
-// bridges and loses none while one is stopped, and that the calls the simulator counts from both
-// bridges stay within the account's limit in every 10 s and 60 s window.
+// on results.>; it checks the networks from inside the containers, that each bridge took its Go memory
+// limit from its container's, that lb spreads webhooks over both bridges and loses none while one is
+// stopped, and that the calls the simulator counts from both bridges stay within the account's limit in
+// every 10 s and 60 s window.
 //
 // It needs a Docker engine and takes minutes, so it runs only when asked:
 //

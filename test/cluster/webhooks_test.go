@@ -128,6 +128,18 @@ func (w *world) networks(t *testing.T) {
 	}
 }
 
+// memoryLimits checks that each bridge gave the Go runtime 90% of its container's memory limit
+// (docker-compose.yml's mem_limit, 256m) as GOMEMLIMIT, as it logs at start.
+func (w *world) memoryLimits(t *testing.T) {
+	const want = `"gomemlimit_bytes":241591910` // 90% of 268,435,456 bytes
+	for _, svc := range []string{"bridge-1", "bridge-2"} {
+		logs, err := docker(30*time.Second, "logs", w.p.mustID(svc))
+		if err != nil || !strings.Contains(logs, want) {
+			t.Errorf("%s: its log has no %s (%v)", svc, want, err)
+		}
+	}
+}
+
 // waitLB waits until lb reports bridge svc ready or not, and returns how long that took.
 func (w *world) waitLB(t *testing.T, svc string, ready bool, bound time.Duration) time.Duration {
 	t.Helper()

@@ -193,7 +193,7 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]*dto.MetricFamily
 var stateJobs = flag.Int("state.jobs", defaultStateJobs, "TestStateFollowsTheWorkInFlight: delivered jobs written before the bridge starts (default 30,000; 2,000 under -race)")
 
 // TestStateFollowsTheWorkInFlight is issue 22's "done when", on the embedded default's layout: N delivered
-// jobs (30,000, or 5,000 under -race; -state.jobs to change) are written as the bridge leaves them, each a JOBS record delivered
+// jobs (30,000, or 2,000 under -race; -state.jobs to change) are written as the bridge leaves them, each a JOBS record delivered
 // an hour ago, a result fence and a result in RESULTS, and a webhook in WEBHOOKS. The App's reconcile role
 // compacts them; then, within BRIDGE_RETENTION (30 s here: the results and webhooks are all still
 // there), the server keeps at most 0.01 subjects a delivered job across all the bridge's streams and

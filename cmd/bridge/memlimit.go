@@ -17,8 +17,8 @@ const memoryLimitRatio = 0.9
 // limit (its cgroup's, from provider), so that the collector works harder before the kernel's OOM killer
 // acts, and no second setting has to follow the container's limit. GOMEMLIMIT, when set, is kept (the
 // runtime applied it at start), and AUTOMEMLIMIT=off turns this off (or gives another ratio): the
-// memlimit package's own variables. It returns the limit now in force.
-func setMemoryLimit(log zerolog.Logger, provider memlimit.Provider) int64 {
+// memlimit package's own variables.
+func setMemoryLimit(log zerolog.Logger, provider memlimit.Provider) {
 	limit, err := memlimit.Set(memlimit.WithProvider(provider), memlimit.WithRatio(memoryLimitRatio))
 	switch {
 	case os.Getenv("GOMEMLIMIT") != "":
@@ -31,5 +31,4 @@ func setMemoryLimit(log zerolog.Logger, provider memlimit.Provider) int64 {
 		log.Info().Int64("gomemlimit_bytes", limit).Float64("ratio", memoryLimitRatio).
 			Msg("memory limit: GOMEMLIMIT set from the container's memory limit")
 	}
-	return limit
 }
